@@ -1,0 +1,103 @@
+//! age encryption and decryption of whole secrets, in memory.
+//!
+//! Output is a standard age file (binary, or armored on request) that `age -d` and
+//! `rage -d` read; input may be binary or armored.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::str::FromStr;
+
+use age::armor::{ArmoredReader, ArmoredWriter, Format};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::identity::Identities;
+use crate::keys::{KeyKind, RecipientKey};
+use crate::plaintext::read_all;
+use crate::prompt::Terminal;
+
+/// Encrypts `plaintext` to every key in `keys`. `shown` names the file in errors.
+pub fn encrypt(plaintext: &[u8], keys: &[&RecipientKey], armor: bool, shown: &str) -> Result<Vec<u8>> {
+    let fail = |detail: String| Error::Encrypt {
+        file: shown.to_owned(),
+        detail,
+    };
+    let mut recipients: Vec<Box<dyn age::Recipient>> = Vec::new();
+    let mut plugins: BTreeMap<&str, Vec<age::plugin::Recipient>> = BTreeMap::new();
+    for key in keys {
+        match key.kind() {
+            KeyKind::SshEd25519 | KeyKind::SshRsa => {
+                let r = age::ssh::Recipient::from_str(key.text()).map_err(|e| fail(format!("{e:?}")))?;
+                recipients.push(Box::new(r));
+            }
+            KeyKind::X25519 => {
+                let r = age::x25519::Recipient::from_str(key.text()).map_err(|e| fail(e.to_owned()))?;
+                recipients.push(Box::new(r));
+            }
+            KeyKind::Plugin(name) => {
+                let r = age::plugin::Recipient::from_str(key.text()).map_err(|e| fail(e.to_owned()))?;
+                plugins.entry(name).or_default().push(r);
+            }
+        }
+    }
+    for (name, list) in plugins {
+        let plugin =
+            age::plugin::RecipientPluginV1::new(name, &list, &[], Terminal).map_err(|e| match e {
+                age::plugin::ResolveError::MissingPlugin { binary_name } => Error::MissingPlugin {
+                    what: format!("encrypting {shown} to {}", list[0]),
+                    binary: binary_name,
+                },
+                other => fail(other.to_string()),
+            })?;
+        recipients.push(Box::new(plugin));
+    }
+
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref()))
+        .map_err(|e| fail(one_line(&e.to_string())))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 256 * keys.len() + 64);
+    let format = if armor { Format::AsciiArmor } else { Format::Binary };
+    let io_fail = |e: std::io::Error| fail(e.to_string());
+    let armored = ArmoredWriter::wrap_output(&mut out, format).map_err(io_fail)?;
+    let mut writer = encryptor.wrap_output(armored).map_err(io_fail)?;
+    writer.write_all(plaintext).map_err(io_fail)?;
+    writer.finish().and_then(|w| w.finish()).map_err(io_fail)?;
+    Ok(out)
+}
+
+/// Decrypts an age file held in memory. `shown` names the file, `who` says who can
+/// decrypt it (for the error when no identity matches).
+pub fn decrypt(ciphertext: &[u8], ids: &Identities, shown: &str, who: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let corrupt = |detail: String| Error::Corrupt {
+        file: shown.to_owned(),
+        detail,
+    };
+    let decryptor = age::Decryptor::new_buffered(ArmoredReader::new(ciphertext)).map_err(|e| match e {
+        age::DecryptError::Io(io) => corrupt(format!("unreadable age header ({io})")),
+        other => corrupt(format!("bad age header ({})", one_line(&other.to_string()))),
+    })?;
+    let reader = decryptor.decrypt(ids.iter()).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => Error::NoMatchingIdentity {
+            file: shown.to_owned(),
+            tried: ids.describe(),
+            hint: format!("it is meant for {who}; pass -i with one of their private keys"),
+        },
+        age::DecryptError::KeyDecryptionFailed => Error::Passphrase {
+            file: shown.to_owned(),
+            msg: "the passphrase-protected key that matches it could not be unlocked".into(),
+        },
+        age::DecryptError::PluginResolve(age::plugin::ResolveError::MissingPlugin { binary_name }) => {
+            Error::MissingPlugin {
+                what: format!("decrypting {shown}"),
+                binary: binary_name,
+            }
+        }
+        age::DecryptError::InvalidMac => corrupt("header MAC mismatch".into()),
+        age::DecryptError::DecryptionFailed => corrupt("decryption failed".into()),
+        other => corrupt(one_line(&other.to_string())),
+    })?;
+    read_all(reader, ciphertext.len()).map_err(|e| corrupt(format!("payload does not decrypt ({e})")))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,217 @@
+//! `bento secret edit`: new content for a secret, from the user's editor or from stdin.
+//!
+//! The editor works on a 0600 file inside a private 0700 directory on a RAM filesystem.
+//! That directory is removed on every way out: success, error, editor failure, panic,
+//! and SIGTERM/SIGHUP. Ctrl-C belongs to the editor; if it kills the editor, the edit
+//! is abandoned. The ciphertext is replaced only when the content changed, atomically.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::identity::Identities;
+use crate::plaintext::read_file;
+use crate::rules::SecretRule;
+use crate::store;
+
+/// What an edit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The content did not change; the file was not touched.
+    Unchanged,
+    /// The secret was (re-)encrypted to this many keys.
+    Written(usize),
+    /// The secret did not exist and the new content is empty: nothing was created.
+    NothingToCreate,
+}
+
+/// Where the editor's plaintext may live.
+#[derive(Debug, Clone, Default)]
+pub struct TempPolicy {
+    /// Accept a directory that is not on a RAM filesystem.
+    pub unsafe_tmp: bool,
+}
+
+/// Edits secret `name` with the user's editor (`$VISUAL`, `$EDITOR`, else `vi`).
+///
+/// `ids` is needed only when the secret exists (to show its current content).
+pub fn edit_with_editor(
+    fleet: &Fleet,
+    name: &str,
+    ids: impl FnOnce() -> Result<Identities>,
+    policy: &TempPolicy,
+) -> Result<Outcome> {
+    let rule = fleet.rule(name)?;
+    let shown = fleet.secret_shown(rule);
+    let old = match store::read_ciphertext(fleet, rule)? {
+        Some(_) => Some(store::decrypt(fleet, name, &ids()?)?),
+        None => None,
+    };
+    let base = ram_dir(policy)?;
+    let scratch = Scratch::new(&base, name).map_err(|e| Error::io(base.display().to_string(), e))?;
+    let file = scratch.dir.path().join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .map_err(|e| Error::io(file.display().to_string(), e))?;
+    if let Some(old) = &old {
+        f.write_all(old)
+            .map_err(|e| Error::io(file.display().to_string(), e))?;
+    }
+    drop(f);
+
+    run_editor(&file, &scratch, &shown)?;
+    let new = read_file(&file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    drop(scratch);
+    finish(fleet, rule, old.as_ref().map(|o| o.as_slice()), &new)
+}
+
+/// Sets secret `name` to `content` (read from stdin by the caller).
+///
+/// When the secret exists and can be decrypted, unchanged content leaves it untouched.
+pub fn replace_with(
+    fleet: &Fleet,
+    name: &str,
+    ids: impl FnOnce() -> Result<Identities>,
+    content: &[u8],
+) -> Result<Outcome> {
+    let rule = fleet.rule(name)?;
+    let old = match store::read_ciphertext(fleet, rule)? {
+        None => None,
+        Some(_) => match ids().and_then(|ids| store::decrypt(fleet, name, &ids)) {
+            Ok(old) => Some(old),
+            // Cannot read the old content: it is being replaced anyway.
+            Err(Error::NoIdentity | Error::NoMatchingIdentity { .. }) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    finish(fleet, rule, old.as_ref().map(|o| o.as_slice()), content)
+}
+
+fn finish(fleet: &Fleet, rule: &SecretRule, old: Option<&[u8]>, new: &[u8]) -> Result<Outcome> {
+    match old {
+        Some(old) if old == new => Ok(Outcome::Unchanged),
+        None if new.is_empty() && !fleet.secret_path(rule).exists() => Ok(Outcome::NothingToCreate),
+        _ => store::write(fleet, rule, new).map(Outcome::Written),
+    }
+}
+
+/// The private directory holding the plaintext; removed when dropped.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(base: &Path, name: &str) -> std::io::Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bento-edit-{name}."))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(base)?;
+        Ok(Scratch { dir })
+    }
+}
+
+/// The RAM-backed base directory for the scratch dir.
+fn ram_dir(policy: &TempPolicy) -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        candidates.push(PathBuf::from(x));
+    }
+    candidates.push(PathBuf::from("/dev/shm"));
+    if let Some(dir) = candidates.iter().find(|d| is_ram_fs(d)) {
+        return Ok(dir.clone());
+    }
+    if policy.unsafe_tmp {
+        let tmp = std::env::temp_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .ok();
+        return Ok(tmp);
+    }
+    Err(Error::UnsafeTmp {
+        dir: candidates[0].display().to_string(),
+    })
+}
+
+/// Is `dir` on tmpfs or ramfs?
+pub fn is_ram_fs(dir: &Path) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    match rustix::fs::statfs(dir) {
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs between platforms
+        Ok(st) => matches!((st.f_type as u64) & 0xffff_ffff, TMPFS_MAGIC | RAMFS_MAGIC),
+        Err(_) => false,
+    }
+}
+
+/// Runs the editor on `file`. SIGINT and SIGQUIT are left to the editor; SIGTERM and
+/// SIGHUP remove the scratch dir and end bento.
+fn run_editor(file: &Path, scratch: &Scratch, shown: &str) -> Result<()> {
+    let editor = ["VISUAL", "EDITOR"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned());
+
+    let mut signals =
+        Signals::new([SIGINT, SIGQUIT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handler", e))?;
+    let handle = signals.handle();
+    let dir = scratch.dir.path().to_path_buf();
+    let watcher = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == SIGTERM || sig == SIGHUP {
+                let _ = std::fs::remove_dir_all(&dir);
+                eprintln!("bento: interrupted; the secret is unchanged");
+                std::process::exit(128 + sig);
+            }
+        }
+    });
+    // `sh -c '$EDITOR "$@"'` lets EDITOR carry arguments (`code --wait`), as git does.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$@\""))
+        .arg(&editor)
+        .arg(file)
+        .status();
+    handle.close();
+    let _ = watcher.join();
+
+    let editor_error = |status: String| Error::Editor {
+        editor: editor.clone(),
+        status,
+        file: shown.to_owned(),
+    };
+    match status {
+        Err(e) => Err(editor_error(format!("could not start ({e})"))),
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            if s.signal() == Some(SIGINT) || s.code() == Some(130) {
+                return Err(Error::Interrupted {
+                    file: shown.to_owned(),
+                });
+            }
+            Err(editor_error(match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exited with status {c}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                _ => "failed".to_owned(),
+            }))
+        }
+    }
+}
+
+/// Reads new content from a reader (stdin), into wiped-on-drop memory.
+pub fn read_content(reader: impl std::io::Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    crate::plaintext::read_all(reader, 4096)
+}

@@ -1,0 +1,152 @@
+//! The errors of the secrets library.
+//!
+//! Every variant renders as one line that names the file (and line, where there is one)
+//! and says how to fix it. No variant ever carries plaintext.
+
+use std::io;
+
+/// Anything that can go wrong while reading the fleet, encrypting or decrypting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file the admin wrote is wrong: rules, key files, identity files.
+    #[error("{file}{}: {msg}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Input {
+        /// The file, as shown to the user.
+        file: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong and how to fix it.
+        msg: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file, as shown to the user.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A secret was named that has no rule.
+    #[error("no rule for secret `{name}` in {rules}; add a [secrets.{name}] table with its recipients")]
+    UnknownSecret {
+        /// The secret's name.
+        name: String,
+        /// The rules file, as shown.
+        rules: String,
+    },
+
+    /// A secret has a rule but no ciphertext yet.
+    #[error("{file} does not exist yet; create it with `bento secret edit {name}`")]
+    MissingCiphertext {
+        /// The ciphertext file, as shown.
+        file: String,
+        /// The secret's name.
+        name: String,
+    },
+
+    /// None of the identities can open the file.
+    #[error("{file}: none of the identities ({tried}) can decrypt it; {hint}")]
+    NoMatchingIdentity {
+        /// The ciphertext file, as shown.
+        file: String,
+        /// The identity files that were tried.
+        tried: String,
+        /// Who can decrypt it, and what to pass.
+        hint: String,
+    },
+
+    /// The ciphertext is not a valid age file.
+    #[error(
+        "{file}: {detail}: the file is corrupt or truncated; restore it from git (`git checkout -- {file}`)"
+    )]
+    Corrupt {
+        /// The ciphertext file, as shown.
+        file: String,
+        /// What age said about it.
+        detail: String,
+    },
+
+    /// An age plugin binary is needed and missing.
+    #[error("{what} needs the age plugin binary `{binary}`, which is not installed (not found in PATH)")]
+    MissingPlugin {
+        /// The recipient or identity that needs it.
+        what: String,
+        /// The binary's name.
+        binary: String,
+    },
+
+    /// Encryption failed for another reason (a plugin error, say).
+    #[error("encrypting {file}: {detail}")]
+    Encrypt {
+        /// The ciphertext file, as shown.
+        file: String,
+        /// What age said.
+        detail: String,
+    },
+
+    /// No identity file was given or found.
+    #[error("no identity to decrypt with: pass -i FILE, set BENTO_IDENTITY, or create ~/.ssh/id_ed25519")]
+    NoIdentity,
+
+    /// A passphrase-protected key could not be unlocked.
+    #[error("{file}: {msg}")]
+    Passphrase {
+        /// The key file.
+        file: String,
+        /// Why.
+        msg: String,
+    },
+
+    /// The editor's temp dir would not be on a RAM filesystem.
+    #[error(
+        "{dir} is not on a RAM filesystem (tmpfs/ramfs), so plaintext could reach the disk; \
+             set XDG_RUNTIME_DIR to a tmpfs dir, or pass --unsafe-tmp to accept the risk"
+    )]
+    UnsafeTmp {
+        /// The directory that was refused.
+        dir: String,
+    },
+
+    /// The editor exited with an error or was killed.
+    #[error("the editor `{editor}` {status}; {file} is unchanged")]
+    Editor {
+        /// The editor command.
+        editor: String,
+        /// How it ended.
+        status: String,
+        /// The ciphertext file, as shown.
+        file: String,
+    },
+
+    /// A signal arrived while editing.
+    #[error("interrupted; {file} is unchanged")]
+    Interrupted {
+        /// The ciphertext file, as shown.
+        file: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Input`].
+    pub fn input(file: impl Into<String>, line: Option<usize>, msg: impl Into<String>) -> Self {
+        Error::Input {
+            file: file.into(),
+            line,
+            msg: msg.into(),
+        }
+    }
+
+    /// An [`Error::Io`].
+    pub fn io(path: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,228 @@
+//! Public keys that secrets are encrypted to: the lines of `keys/hosts/*.pub` and
+//! `keys/admins/*.pub`.
+//!
+//! A [`RecipientKey`] is one parsed line. It knows how to become an age recipient, and
+//! how to recognise its own stanza in an age header without any private key (the 4-byte
+//! tag that age puts in ssh stanzas), which is what `bento secret verify` builds on.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use base64::prelude::{Engine, BASE64_STANDARD, BASE64_STANDARD_NO_PAD};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// What kind of age recipient a key line is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyKind {
+    /// `ssh-ed25519 AAAA…`
+    SshEd25519,
+    /// `ssh-rsa AAAA…`
+    SshRsa,
+    /// `age1…`: a native X25519 age recipient.
+    X25519,
+    /// `age1<plugin>1…`: a recipient handled by the binary `age-plugin-<plugin>`.
+    Plugin(String),
+}
+
+impl KeyKind {
+    /// The stanza type age writes for this kind of recipient, when it is fixed.
+    pub fn stanza_tag(&self) -> Option<&'static str> {
+        match self {
+            KeyKind::SshEd25519 => Some("ssh-ed25519"),
+            KeyKind::SshRsa => Some("ssh-rsa"),
+            KeyKind::X25519 => Some("X25519"),
+            KeyKind::Plugin(_) => None,
+        }
+    }
+}
+
+/// One public key that secrets can be encrypted to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecipientKey {
+    kind: KeyKind,
+    /// The canonical text: `ssh-ed25519 AAAA…` (no comment) or the `age1…` string.
+    text: String,
+}
+
+impl RecipientKey {
+    /// Parses one recipient line (a trailing ssh comment is allowed and dropped).
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let line = line.trim();
+        if line.starts_with("ssh-") {
+            return parse_ssh(line);
+        }
+        if line.starts_with("age1") {
+            if let Ok(r) = age::x25519::Recipient::from_str(line) {
+                return Ok(RecipientKey {
+                    kind: KeyKind::X25519,
+                    text: r.to_string(),
+                });
+            }
+            if let Ok(r) = age::plugin::Recipient::from_str(line) {
+                let plugin = r.plugin().to_owned();
+                return Ok(RecipientKey {
+                    kind: KeyKind::Plugin(plugin),
+                    text: r.to_string(),
+                });
+            }
+            return Err(format!(
+                "`{}` is not a valid age recipient (bad bech32 encoding)",
+                short(line)
+            ));
+        }
+        if line.starts_with("AGE-SECRET-KEY-") || line.starts_with("AGE-PLUGIN-") {
+            return Err("this is a PRIVATE age identity, not a public recipient; \
+                        put its `age-keygen -y` output here instead and keep the identity secret"
+                .into());
+        }
+        if line.contains("PRIVATE KEY") {
+            return Err("this is a PRIVATE key; put the `.pub` line here instead".into());
+        }
+        Err(format!(
+            "`{}` is not a recipient: expected `ssh-ed25519 …`, `ssh-rsa …`, `age1…` or an age plugin recipient",
+            short(line)
+        ))
+    }
+
+    /// The kind of recipient.
+    pub fn kind(&self) -> &KeyKind {
+        &self.kind
+    }
+
+    /// The canonical text of the key (what age and `age -R` accept).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The ssh wire encoding of the public key (ssh keys only).
+    fn ssh_wire(&self) -> Option<Vec<u8>> {
+        match self.kind {
+            KeyKind::SshEd25519 | KeyKind::SshRsa => {
+                let b64 = self.text.split_whitespace().nth(1)?;
+                BASE64_STANDARD.decode(b64).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The tag age writes in this key's stanzas: `base64_nopad(SHA-256(wire)[..4])`.
+    ///
+    /// Only ssh keys have one; X25519 and plugin stanzas are anonymous.
+    pub fn ssh_tag(&self) -> Option<String> {
+        self.ssh_wire().map(|wire| ssh_tag_of_wire(&wire))
+    }
+
+    /// A stable fingerprint: `SHA256:…` of the ssh wire key (like `ssh-keygen -l`), or of
+    /// the recipient string for age keys.
+    pub fn fingerprint(&self) -> String {
+        let digest = match self.ssh_wire() {
+            Some(wire) => Sha256::digest(&wire),
+            None => Sha256::digest(self.text.as_bytes()),
+        };
+        format!("SHA256:{}", BASE64_STANDARD_NO_PAD.encode(digest))
+    }
+}
+
+impl fmt::Display for RecipientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The stanza tag of an ssh public key given in wire encoding.
+pub fn ssh_tag_of_wire(wire: &[u8]) -> String {
+    BASE64_STANDARD_NO_PAD.encode(&Sha256::digest(wire)[..4])
+}
+
+fn parse_ssh(line: &str) -> Result<RecipientKey, String> {
+    use age::ssh::ParseRecipientKeyError as E;
+    let key_type = line.split_whitespace().next().unwrap_or_default();
+    match age::ssh::Recipient::from_str(line) {
+        Ok(r) => {
+            let kind = if key_type == "ssh-rsa" {
+                KeyKind::SshRsa
+            } else {
+                KeyKind::SshEd25519
+            };
+            Ok(RecipientKey {
+                kind,
+                text: r.to_string(),
+            })
+        }
+        Err(E::RsaModulusTooSmall) => Err("ssh-rsa key is weaker than 2048 bits; use ed25519".into()),
+        Err(E::RsaModulusTooLarge) => Err("ssh-rsa key is larger than 4096 bits".into()),
+        Err(E::Unsupported(t)) => Err(format!(
+            "{t} keys cannot be age recipients; use an ssh-ed25519 or ssh-rsa key"
+        )),
+        Err(_) => Err(format!("`{}` is not a valid ssh public key", short(line))),
+    }
+}
+
+/// The first characters of a line, for error messages (keys are public, but long).
+fn short(line: &str) -> String {
+    let mut s: String = line.chars().take(40).collect();
+    if line.chars().count() > 40 {
+        s.push('…');
+    }
+    s
+}
+
+/// Reads a key file: one recipient per non-empty line, `#` comments allowed.
+///
+/// Errors name the file and line and say what is expected.
+pub fn read_key_file(path: &Path, shown: &str) -> Result<Vec<RecipientKey>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(shown, e))?;
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = RecipientKey::parse(line).map_err(|msg| Error::input(shown, Some(i + 1), msg))?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err(Error::input(
+            shown,
+            None,
+            "holds no key; put the public key line in it",
+        ));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
+
+    #[test]
+    fn ssh_line_drops_comment_and_has_tag() {
+        let k = RecipientKey::parse(ED).unwrap();
+        assert_eq!(k.kind(), &KeyKind::SshEd25519);
+        assert!(!k.text().contains("alice"));
+        assert_eq!(k.ssh_tag().unwrap().len(), 6);
+        assert!(k.fingerprint().starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn private_material_is_refused_with_a_hint() {
+        let e = RecipientKey::parse("AGE-SECRET-KEY-1QQQ").unwrap_err();
+        assert!(e.contains("PRIVATE"), "{e}");
+        let e = RecipientKey::parse("hello world").unwrap_err();
+        assert!(e.contains("expected `ssh-ed25519"), "{e}");
+    }
+
+    #[test]
+    fn x25519_recipient() {
+        let id = age::x25519::Identity::generate();
+        let k = RecipientKey::parse(&id.to_public().to_string()).unwrap();
+        assert_eq!(k.kind(), &KeyKind::X25519);
+        assert!(k.ssh_tag().is_none());
+    }
+}

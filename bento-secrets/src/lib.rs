@@ -1,0 +1,23 @@
+//! Bento's secrets: the keys a fleet's secrets are encrypted to, the rules that say which
+//! secret goes to whom, and standard age files written and read in memory.
+//!
+//! Plaintext lives only in [`zeroize::Zeroizing`] buffers and, while an admin edits, in a
+//! private file on a RAM filesystem. No error message carries plaintext.
+
+pub mod atomic;
+pub mod crypt;
+pub mod edit;
+pub mod error;
+pub mod fleet;
+pub mod identity;
+pub mod keys;
+pub mod plaintext;
+pub mod prompt;
+pub mod rules;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use fleet::Fleet;
+pub use identity::Identities;
+pub use keys::RecipientKey;
+pub use rules::{Rules, SecretRule};

@@ -1,0 +1,535 @@
+//! `secrets/secrets.toml`: which secret is encrypted to whom, and how it lands on a host.
+//!
+//! Parsing is strict: unknown keys, unknown names, duplicates, bad names, bad modes and
+//! bad paths are all refused with the file and line of the offending entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::Error;
+
+/// Who a name in a recipients list can refer to.
+pub trait Directory {
+    /// Is `name` a host (`keys/hosts/<name>.pub`)?
+    fn is_host(&self, name: &str) -> bool;
+    /// Is `name` an admin (`keys/admins/<name>.pub`)?
+    fn is_admin(&self, name: &str) -> bool;
+}
+
+/// The validated rules of a fleet.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    /// Admins added to every secret.
+    pub admins: Vec<String>,
+    /// Named groups of hosts.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// The secrets, by name.
+    pub secrets: BTreeMap<String, SecretRule>,
+}
+
+/// One `[secrets.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRule {
+    /// The secret's name.
+    pub name: String,
+    /// The ciphertext file, relative to the `secrets/` directory.
+    pub file: String,
+    /// Everyone it is encrypted to, resolved, sorted by name, admins included.
+    pub recipients: Vec<Member>,
+    /// Owner of the activated file.
+    pub owner: String,
+    /// Group of the activated file; `None` means the owner's primary group.
+    pub group: Option<String>,
+    /// Mode of the activated file.
+    pub mode: u32,
+    /// Optional stable path that gets a symlink to the activated file.
+    pub path: Option<String>,
+    /// Units restarted when the content changes.
+    pub restart_units: Vec<String>,
+    /// Write the ciphertext ASCII-armored.
+    pub armor: bool,
+    /// Decrypt before users are created.
+    pub needed_for_users: bool,
+}
+
+/// One resolved recipient of a secret.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    /// The host or admin name.
+    pub name: String,
+    /// Host or admin.
+    pub role: Role,
+    /// How the rule reached it: `@group`, `admins` (the default list) or directly.
+    pub via: Via,
+}
+
+/// Whether a recipient is a host or an admin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// A machine of the fleet.
+    Host,
+    /// A person who edits secrets.
+    Admin,
+}
+
+/// Why a member is among a secret's recipients.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Via {
+    /// Named in the secret's `recipients`.
+    Direct,
+    /// Through a `@group` in `recipients`.
+    Group(String),
+    /// Through the top-level `admins` list.
+    DefaultAdmins,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Direct => f.write_str("named directly"),
+            Via::Group(g) => write!(f, "in @{g}"),
+            Via::DefaultAdmins => f.write_str("in admins"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    #[serde(default)]
+    admins: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    #[serde(default)]
+    secrets: BTreeMap<Spanned<String>, RawSecret>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    #[serde(default)]
+    recipients: Vec<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    restart_units: Vec<Spanned<String>>,
+    #[serde(default)]
+    armor: bool,
+    #[serde(default)]
+    needed_for_users: bool,
+}
+
+/// Is `name` a valid secret, host, admin or group name: `[A-Za-z0-9._-]+`, not starting
+/// with `.` or `-` (no hidden files, no option look-alikes, no `..`)?
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Is `name` a plausible Unix user or group name (or a numeric id)?
+fn valid_account(name: &str) -> bool {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    name.len() <= 32
+        && (name.bytes().all(|b| b.is_ascii_digit())
+            || (body.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))))
+        && !name.is_empty()
+}
+
+/// Parses a mode string such as `"0400"` or `"640"`.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok()
+}
+
+/// Is `path` an absolute, normalised path without `..` or NUL?
+pub fn valid_abs_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() > 1
+        && !path.ends_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Is `file` a relative path that stays inside the secrets dir?
+fn valid_rel_file(file: &str) -> bool {
+    !file.is_empty()
+        && !file.starts_with('/')
+        && !file.contains('\0')
+        && file.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Rules {
+    /// Parses and validates `secrets.toml`; `shown` names the file in errors and `dir`
+    /// says which host and admin names exist.
+    pub fn parse(text: &str, shown: &str, dir: &dyn Directory) -> Result<Rules, Error> {
+        let at = |offset: usize, msg: String| {
+            let (line, _) = line_col(text, offset);
+            Error::input(shown, Some(line), msg)
+        };
+        let raw: RawRules = toml::from_str(text).map_err(|e| {
+            let msg = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    Error::input(shown, Some(line), format!("column {col}: {msg}"))
+                }
+                None => Error::input(shown, None, msg),
+            }
+        })?;
+
+        let mut admins = Vec::new();
+        for a in &raw.admins {
+            let name = a.get_ref();
+            if !dir.is_admin(name) {
+                return Err(at(
+                    a.span().start,
+                    format!("unknown admin `{name}` in admins: add keys/admins/{name}.pub or fix the name"),
+                ));
+            }
+            if admins.contains(name) {
+                return Err(at(a.span().start, format!("admin `{name}` is listed twice")));
+            }
+            admins.push(name.clone());
+        }
+
+        let mut groups = BTreeMap::new();
+        for (g, members) in &raw.groups {
+            let gname = g.get_ref();
+            if !valid_name(gname) {
+                return Err(at(
+                    g.span().start,
+                    format!("bad group name `{gname}`: use letters, digits, `.`, `_` and `-`"),
+                ));
+            }
+            let mut list: Vec<String> = Vec::new();
+            for m in members {
+                let name = m.get_ref();
+                if !dir.is_host(name) {
+                    return Err(at(
+                        m.span().start,
+                        format!(
+                        "unknown host `{name}` in group {gname}: add keys/hosts/{name}.pub or fix the name"
+                    ),
+                    ));
+                }
+                if list.contains(name) {
+                    return Err(at(
+                        m.span().start,
+                        format!("host `{name}` is listed twice in group {gname}"),
+                    ));
+                }
+                list.push(name.clone());
+            }
+            groups.insert(gname.clone(), list);
+        }
+
+        let mut secrets = BTreeMap::new();
+        let mut files: BTreeMap<String, String> = BTreeMap::new();
+        for (n, raw_secret) in raw.secrets {
+            let name = n.get_ref().clone();
+            if !valid_name(&name) {
+                return Err(at(
+                    n.span().start,
+                    format!(
+                    "bad secret name `{name}`: use letters, digits, `.`, `_` and `-` (not first: `.` or `-`)"
+                ),
+                ));
+            }
+            let rule = Self::secret(name, n.span().start, raw_secret, &admins, &groups, dir, &at)?;
+            if let Some(other) = files.insert(rule.file.clone(), rule.name.clone()) {
+                return Err(at(
+                    n.span().start,
+                    format!(
+                        "secrets {other} and {} both use the file {}; give one a different `file`",
+                        rule.name, rule.file
+                    ),
+                ));
+            }
+            secrets.insert(rule.name.clone(), rule);
+        }
+        Ok(Rules {
+            admins,
+            groups,
+            secrets,
+        })
+    }
+
+    fn secret(
+        name: String,
+        name_offset: usize,
+        raw: RawSecret,
+        admins: &[String],
+        groups: &BTreeMap<String, Vec<String>>,
+        dir: &dyn Directory,
+        at: &dyn Fn(usize, String) -> Error,
+    ) -> Result<SecretRule, Error> {
+        let mut members: BTreeMap<String, Member> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for r in &raw.recipients {
+            let entry = r.get_ref();
+            if !seen.insert(entry.clone()) {
+                return Err(at(
+                    r.span().start,
+                    format!("`{entry}` is listed twice in {name}.recipients"),
+                ));
+            }
+            if let Some(g) = entry.strip_prefix('@') {
+                let Some(hosts) = groups.get(g) else {
+                    return Err(at(
+                        r.span().start,
+                        format!(
+                        "unknown group `@{g}` in {name}.recipients: define it under [groups] or fix the name"
+                    ),
+                    ));
+                };
+                for h in hosts {
+                    members.entry(h.clone()).or_insert(Member {
+                        name: h.clone(),
+                        role: Role::Host,
+                        via: Via::Group(g.to_owned()),
+                    });
+                }
+            } else if dir.is_host(entry) || dir.is_admin(entry) {
+                let role = if dir.is_host(entry) {
+                    Role::Host
+                } else {
+                    Role::Admin
+                };
+                members.insert(
+                    entry.clone(),
+                    Member {
+                        name: entry.clone(),
+                        role,
+                        via: Via::Direct,
+                    },
+                );
+            } else {
+                return Err(at(
+                    r.span().start,
+                    format!(
+                        "unknown recipient `{entry}` in {name}.recipients: no keys/hosts/{entry}.pub or \
+                     keys/admins/{entry}.pub (groups are written @name)"
+                    ),
+                ));
+            }
+        }
+        for a in admins {
+            members.entry(a.clone()).or_insert(Member {
+                name: a.clone(),
+                role: Role::Admin,
+                via: Via::DefaultAdmins,
+            });
+        }
+        if members.is_empty() {
+            return Err(at(name_offset, format!(
+                "secret {name} has no recipients: list hosts or @groups in `recipients`, or set top-level `admins`"
+            )));
+        }
+
+        let file = match raw.file {
+            Some(f) if !valid_rel_file(f.get_ref()) => {
+                return Err(at(
+                    f.span().start,
+                    format!(
+                        "{name}.file `{}` must be a relative path inside secrets/ without `..`",
+                        f.get_ref()
+                    ),
+                ))
+            }
+            Some(f) => f.into_inner(),
+            None => format!("{name}.age"),
+        };
+        let owner = match raw.owner {
+            Some(o) if !valid_account(o.get_ref()) => {
+                return Err(at(
+                    o.span().start,
+                    format!("{name}.owner `{}` is not a valid user name", o.get_ref()),
+                ))
+            }
+            Some(o) => o.into_inner(),
+            None => "root".to_owned(),
+        };
+        let group = match raw.group {
+            Some(g) if !valid_account(g.get_ref()) => {
+                return Err(at(
+                    g.span().start,
+                    format!("{name}.group `{}` is not a valid group name", g.get_ref()),
+                ))
+            }
+            g => g.map(Spanned::into_inner),
+        };
+        let mode = match raw.mode {
+            Some(m) => parse_mode(m.get_ref()).ok_or_else(|| {
+                at(
+                    m.span().start,
+                    format!(
+                    "{name}.mode `{}` is not an octal mode; write it as a string like \"0400\" or \"0440\"",
+                    m.get_ref()
+                ),
+                )
+            })?,
+            None => 0o400,
+        };
+        let path = match raw.path {
+            Some(p) if !valid_abs_path(p.get_ref()) => {
+                return Err(at(
+                    p.span().start,
+                    format!(
+                        "{name}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
+                        p.get_ref().replace('\0', "\\0")
+                    ),
+                ))
+            }
+            p => p.map(Spanned::into_inner),
+        };
+        let mut restart_units = Vec::new();
+        for u in raw.restart_units {
+            let unit = u.get_ref();
+            if unit.is_empty() || unit.contains(|c: char| c.is_whitespace() || c == '/' || c == '\0') {
+                return Err(at(
+                    u.span().start,
+                    format!("{name}.restart_units: `{unit}` is not a unit name"),
+                ));
+            }
+            restart_units.push(u.into_inner());
+        }
+        Ok(SecretRule {
+            name,
+            file,
+            recipients: members.into_values().collect(),
+            owner,
+            group,
+            mode,
+            path,
+            restart_units,
+            armor: raw.armor,
+            needed_for_users: raw.needed_for_users,
+        })
+    }
+}
+
+/// The commented `secrets.toml` that `bento init` writes.
+pub const TEMPLATE: &str = r#"# Bento secrets: which secret is encrypted to whom, and how it lands on a host.
+# Every key is documented in docs/reference.md (secrets.toml).
+
+# Admins (keys/admins/<name>.pub) who can decrypt every secret, to edit and rekey it.
+admins = []
+
+# Groups of hosts (keys/hosts/<name>.pub), written "@name" in recipients.
+[groups]
+# web = ["web1", "web2"]
+
+# One table per secret; the ciphertext is secrets/<name>.age.
+# Create or change one with `bento secret edit NAME`.
+#
+# [secrets.db-password]
+# recipients = ["@web", "db1"]        # hosts, @groups, admins
+# owner = "postgres"                  # default: root
+# group = "postgres"                  # default: the owner's primary group
+# mode = "0400"                       # default: 0400
+# path = "/var/lib/db/password"       # optional: a symlink at this path to the secret
+# restart_units = ["postgresql.service"]  # restarted when the content changes
+# armor = false                       # ASCII-armored ciphertext
+# needed_for_users = false            # decrypted before users exist (password hashes)
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Names;
+    impl Directory for Names {
+        fn is_host(&self, n: &str) -> bool {
+            ["web1", "web2", "db1"].contains(&n)
+        }
+        fn is_admin(&self, n: &str) -> bool {
+            n == "alice"
+        }
+    }
+
+    fn parse(text: &str) -> Result<Rules, Error> {
+        Rules::parse(text, "secrets/secrets.toml", &Names)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn resolves_groups_and_default_admins() {
+        let r = parse(
+            "admins = [\"alice\"]\n[groups]\nweb = [\"web1\", \"web2\"]\n\
+             [secrets.tls]\nrecipients = [\"@web\", \"db1\"]\nmode = \"0440\"\n",
+        )
+        .unwrap();
+        let tls = &r.secrets["tls"];
+        let names: Vec<_> = tls.recipients.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["alice", "db1", "web1", "web2"]);
+        assert_eq!(tls.recipients[3].via, Via::Group("web".into()));
+        assert_eq!(tls.mode, 0o440);
+        assert_eq!(tls.file, "tls.age");
+        assert_eq!(tls.owner, "root");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(
+            err("[secrets.a]\nrecipients = [\n  \"web3\"]\n"),
+            "secrets/secrets.toml:3: unknown recipient `web3` in a.recipients: no keys/hosts/web3.pub or \
+             keys/admins/web3.pub (groups are written @name)"
+        );
+        assert!(err("[secrets.a]\nrecipients = [\"web1\"]\nmode = \"rw\"\n")
+            .starts_with("secrets/secrets.toml:3: a.mode"));
+        assert!(
+            err("[secrets.a]\nrecipients = [\"web1\"]\ncolour = 1\n").starts_with("secrets/secrets.toml:3:")
+        );
+        assert!(err("[secrets.a]\nrecipients = [\"web1\" \"db1\"]\n").starts_with("secrets/secrets.toml:2:"));
+        assert!(err("[secrets.a]\nrecipients = [\"web1\", \"web1\"]\n").contains("listed twice"));
+        assert!(err("[secrets.\"../x\"]\nrecipients = [\"web1\"]\n").contains("bad secret name"));
+        assert!(err("[secrets.a]\nrecipients = [\"@nope\"]\n").contains("unknown group `@nope`"));
+        assert!(err("[secrets.a]\nrecipients = [\"web1\"]\npath = \"/x/../etc\"\n").contains("a.path"));
+        assert!(err("[secrets.a]\nrecipients = [\"web1\"]\nfile = \"../x.age\"\n").contains("a.file"));
+        assert!(err("[secrets.a]\n").contains("no recipients"));
+        assert!(err(
+            "[secrets.a]\nrecipients = [\"web1\"]\n[secrets.b]\nrecipients = [\"web1\"]\nfile = \"a.age\"\n"
+        )
+        .contains("both use the file a.age"));
+    }
+
+    #[test]
+    fn names_and_modes() {
+        assert!(valid_name("db-password.v2"));
+        assert!(!valid_name(".."));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("-rf"));
+        assert_eq!(parse_mode("0400"), Some(0o400));
+        assert_eq!(parse_mode("644"), Some(0o644));
+        assert_eq!(parse_mode("0800"), None);
+        assert_eq!(parse_mode("04000"), None);
+        assert!(valid_account("nginx") && valid_account("1000") && !valid_account("a b"));
+    }
+}

@@ -1,0 +1,66 @@
+//! Reading and writing one secret of a fleet: decrypt it with the user's identities, or
+//! encrypt new content to exactly the recipients its rule resolves and replace the
+//! ciphertext atomically.
+
+use zeroize::Zeroizing;
+
+use crate::atomic::write_atomic;
+use crate::crypt;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::identity::Identities;
+use crate::rules::{Role, SecretRule};
+
+/// Permissions of ciphertext files: they are public, like the rest of the repo.
+const CIPHERTEXT_MODE: u32 = 0o644;
+
+/// Reads a secret's ciphertext, or `None` when it does not exist yet.
+pub fn read_ciphertext(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(fleet.secret_path(rule)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(fleet.secret_shown(rule), e)),
+    }
+}
+
+/// Decrypts secret `name`.
+pub fn decrypt(fleet: &Fleet, name: &str, ids: &Identities) -> Result<Zeroizing<Vec<u8>>> {
+    let rule = fleet.rule(name)?;
+    let shown = fleet.secret_shown(rule);
+    let ciphertext = read_ciphertext(fleet, rule)?.ok_or_else(|| Error::MissingCiphertext {
+        file: shown.clone(),
+        name: name.to_owned(),
+    })?;
+    crypt::decrypt(&ciphertext, ids, &shown, &who(rule))
+}
+
+/// Encrypts `plaintext` to the rule's recipients and replaces the ciphertext atomically.
+/// Returns the number of keys it was encrypted to.
+pub fn write(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<usize> {
+    let shown = fleet.secret_shown(rule);
+    let keys: Vec<_> = fleet.recipient_keys(rule).into_iter().map(|(_, k)| k).collect();
+    let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &shown)?;
+    let path = fleet.secret_path(rule);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(&shown, e))?;
+    }
+    write_atomic(&path, &ciphertext, CIPHERTEXT_MODE).map_err(|e| Error::io(&shown, e))?;
+    Ok(keys.len())
+}
+
+/// Who can decrypt a secret, for messages: admins first, then hosts.
+pub fn who(rule: &SecretRule) -> String {
+    let names = |role| {
+        rule.recipients
+            .iter()
+            .filter(|m| m.role == role)
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    let (admins, hosts) = (names(Role::Admin), names(Role::Host));
+    match (admins.is_empty(), hosts.is_empty()) {
+        (false, false) => format!("admins {} and hosts {}", admins.join(", "), hosts.join(", ")),
+        (false, true) => format!("admins {}", admins.join(", ")),
+        _ => format!("hosts {}", hosts.join(", ")),
+    }
+}

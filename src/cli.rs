@@ -1,0 +1,60 @@
+//! The command line: every command, flag and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Bento: pull-based deployment for fleets of NixOS machines, with age-encrypted secrets.
+#[derive(Debug, Parser)]
+#[command(name = "bento", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The fleet repository [default: $BENTO_FLEET, else the current directory]
+    #[arg(long, global = true, value_name = "DIR", env = "BENTO_FLEET", hide_env = true)]
+    pub fleet: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Lay out a new fleet repository (bento.toml, hosts/, keys/, secrets/) with comments
+    Init,
+    /// Create, edit and read secrets
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Edit a secret in $VISUAL/$EDITOR (or set it from stdin when stdin is not a terminal)
+    ///
+    /// The plaintext is decrypted into a private 0600 file on a RAM filesystem, the editor
+    /// runs, and the secret is re-encrypted to exactly the recipients its rule names, only
+    /// if the content changed. The file is replaced atomically; on any failure it is left
+    /// untouched and no plaintext remains.
+    Edit {
+        /// The secret's name, as in secrets/secrets.toml
+        name: String,
+        #[command(flatten)]
+        identities: IdentityArgs,
+        /// Allow the temporary plaintext file on a disk-backed directory
+        #[arg(long)]
+        unsafe_tmp: bool,
+    },
+    /// Decrypt a secret to stdout
+    Show {
+        /// The secret's name, as in secrets/secrets.toml
+        name: String,
+        #[command(flatten)]
+        identities: IdentityArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Identity to decrypt with: an OpenSSH private key or an age identity file (repeatable)
+    /// [default: $BENTO_IDENTITY, else ~/.ssh/id_ed25519 and ~/.ssh/id_rsa]
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+}

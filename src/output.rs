@@ -1,0 +1,31 @@
+//! Messages for humans on stderr: colour only on a terminal and without `NO_COLOR`.
+
+use std::io::IsTerminal;
+
+fn colour() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+fn paint(code: &str, text: &str) -> String {
+    if colour() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Prints an error as one line.
+pub fn error(msg: &str) {
+    let one_line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("{} {one_line}", paint("1;31", "error:"));
+}
+
+/// Prints a success line.
+pub fn ok(msg: &str) {
+    eprintln!("{} {msg}", paint("32", "✓"));
+}
+
+/// Prints a neutral line.
+pub fn note(msg: &str) {
+    eprintln!("{} {msg}", paint("2", "·"));
+}
