@@ -16,8 +16,8 @@ pub fn run(root: &Path, cmd: SecretCommand) -> anyhow::Result<ExitCode> {
     let fleet = Fleet::load(root)?;
     match cmd {
         SecretCommand::Show { name, identities } => {
-            let ids = load_identities(&identities)?;
-            let plaintext = store::decrypt(&fleet, &name, &ids)?;
+            let sealed = store::open(&fleet, &name)?;
+            let plaintext = sealed.decrypt(&load_identities(&identities)?)?;
             let mut out = std::io::stdout().lock();
             out.write_all(&plaintext)
                 .and_then(|()| out.flush())

@@ -6,7 +6,7 @@
 //! is abandoned. The ciphertext is replaced only when the content changed, atomically.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -51,7 +51,7 @@ pub fn edit_with_editor(
     let rule = fleet.rule(name)?;
     let shown = fleet.secret_shown(rule);
     let old = match store::read_ciphertext(fleet, rule)? {
-        Some(_) => Some(store::decrypt(fleet, name, &ids()?)?),
+        Some(_) => Some(store::open(fleet, name)?.decrypt(&ids()?)?),
         None => None,
     };
     let base = ram_dir(policy)?;
@@ -87,7 +87,7 @@ pub fn replace_with(
     let rule = fleet.rule(name)?;
     let old = match store::read_ciphertext(fleet, rule)? {
         None => None,
-        Some(_) => match ids().and_then(|ids| store::decrypt(fleet, name, &ids)) {
+        Some(_) => match ids().and_then(|ids| store::open(fleet, name)?.decrypt(&ids)) {
             Ok(old) => Some(old),
             // Cannot read the old content: it is being replaced anyway.
             Err(Error::NoIdentity | Error::NoMatchingIdentity { .. }) => None,
@@ -120,27 +120,20 @@ impl Scratch {
     }
 }
 
-/// The RAM-backed base directory for the scratch dir.
+/// The base directory for the scratch dir: `$XDG_RUNTIME_DIR`, else `/dev/shm`; refused
+/// unless it is RAM-backed or the user accepted the risk.
 fn ram_dir(policy: &TempPolicy) -> Result<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
-        candidates.push(PathBuf::from(x));
-    }
-    candidates.push(PathBuf::from("/dev/shm"));
-    if let Some(dir) = candidates.iter().find(|d| is_ram_fs(d)) {
-        return Ok(dir.clone());
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|x| !x.is_empty())
+        .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from);
+    if is_ram_fs(&dir) || (policy.unsafe_tmp && dir.is_dir()) {
+        return Ok(dir);
     }
     if policy.unsafe_tmp {
-        let tmp = std::env::temp_dir();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&tmp)
-            .ok();
-        return Ok(tmp);
+        return Ok(std::env::temp_dir());
     }
     Err(Error::UnsafeTmp {
-        dir: candidates[0].display().to_string(),
+        dir: dir.display().to_string(),
     })
 }
 

@@ -23,15 +23,37 @@ pub fn read_ciphertext(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8
     }
 }
 
-/// Decrypts secret `name`.
-pub fn decrypt(fleet: &Fleet, name: &str, ids: &Identities) -> Result<Zeroizing<Vec<u8>>> {
+/// A secret's ciphertext, read from the fleet and not yet decrypted.
+#[derive(Debug)]
+pub struct Sealed<'a> {
+    /// The secret's rule.
+    pub rule: &'a SecretRule,
+    /// The ciphertext file, as shown to the user.
+    pub shown: String,
+    /// The age file's bytes.
+    pub ciphertext: Vec<u8>,
+}
+
+impl Sealed<'_> {
+    /// Decrypts it.
+    pub fn decrypt(&self, ids: &Identities) -> Result<Zeroizing<Vec<u8>>> {
+        crypt::decrypt(&self.ciphertext, ids, &self.shown, &who(self.rule))
+    }
+}
+
+/// Reads secret `name`'s ciphertext; an error when it has no rule or no file.
+pub fn open<'a>(fleet: &'a Fleet, name: &str) -> Result<Sealed<'a>> {
     let rule = fleet.rule(name)?;
     let shown = fleet.secret_shown(rule);
     let ciphertext = read_ciphertext(fleet, rule)?.ok_or_else(|| Error::MissingCiphertext {
         file: shown.clone(),
         name: name.to_owned(),
     })?;
-    crypt::decrypt(&ciphertext, ids, &shown, &who(rule))
+    Ok(Sealed {
+        rule,
+        shown,
+        ciphertext,
+    })
 }
 
 /// Encrypts `plaintext` to the rule's recipients and replaces the ciphertext atomically.

@@ -1,0 +1,164 @@
+//! Bad input gets one clear line naming the file, the position and the fix.
+
+use crate::harness::{example, fails, ok, s};
+
+#[test]
+fn unknown_secret() {
+    let (fleet, keys) = example();
+    let err = fails(&fleet.bento(&["secret", "show", "nope", "-i", s(&keys.web1)]));
+    assert_eq!(
+        err,
+        "error: no rule for secret `nope` in secrets/secrets.toml; add a [secrets.nope] table with its recipients"
+    );
+    let err = fails(&fleet.bento_stdin(&["secret", "edit", "nope"], b"x"));
+    assert!(err.contains("no rule for secret `nope`"), "{err}");
+    assert!(!fleet.path("secrets/nope.age").exists());
+}
+
+#[test]
+fn secret_with_rule_but_no_file() {
+    let (fleet, keys) = example();
+    let err = fails(&fleet.bento(&["secret", "show", "tls", "-i", s(&keys.web1)]));
+    assert!(
+        err.contains("secrets/tls.age does not exist yet; create it with `bento secret edit tls`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_rules_name_file_and_line() {
+    let (fleet, keys) = example();
+    let cases: &[(&str, &str)] = &[
+        (
+            "admins = [\"alice\"]\n[secrets.a]\nrecipients = [\"web1\",\n",
+            "secrets/secrets.toml:4:",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\nmode = \"0999\"\n",
+            "secrets/secrets.toml:3: a.mode `0999` is not an octal mode",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web9\"]\n",
+            "secrets/secrets.toml:2: unknown recipient `web9`",
+        ),
+        (
+            "[groups]\nweb = [\"web1\", \"ghost\"]\n",
+            "secrets/secrets.toml:2: unknown host `ghost` in group web",
+        ),
+        (
+            "admins = [\"alice\", \"carol\"]\n",
+            "secrets/secrets.toml:1: unknown admin `carol`",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\nowner = \"root\"\nowner = \"x\"\n",
+            "secrets/secrets.toml:4:",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\nrecipents = []\n",
+            "secrets/secrets.toml:3: column 1: unknown field `recipents`",
+        ),
+        (
+            "[secrets.\"a/b\"]\nrecipients = [\"web1\"]\n",
+            "secrets/secrets.toml:1: bad secret name `a/b`",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\npath = \"relative/x\"\n",
+            "secrets/secrets.toml:3: a.path",
+        ),
+    ];
+    for (rules, expected) in cases {
+        fleet.rules(rules);
+        let err = fails(&fleet.bento(&["secret", "show", "a", "-i", s(&keys.web1)]));
+        assert!(
+            err.starts_with(&format!("error: {expected}")),
+            "rules {rules:?}\ngot: {err}"
+        );
+    }
+}
+
+#[test]
+fn invalid_key_lines_name_file_and_line() {
+    let (fleet, keys) = example();
+    let cases: &[(&str, &str, &str)] = &[
+        ("keys/admins/carol.pub", "# carol\nssh-ed25519 AAAAnotbase64!!\n", "keys/admins/carol.pub:2: `ssh-ed25519 AAAAnotbase64!!` is not a valid ssh public key"),
+        ("keys/admins/carol.pub", "AGE-SECRET-KEY-1XYZ\n", "keys/admins/carol.pub:1: this is a PRIVATE age identity"),
+        ("keys/hosts/web2.pub", "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHFliOyIZs1gxGF3fmDxFykQhE88wy6AKDGFBfn0R6ZuvRmENABZQa9+pj9hMki+LX0qDJbmHTiWDbYv/cmFt/Q=\n", "keys/hosts/web2.pub:1: `ecdsa-sha2"),
+        ("keys/hosts/web2.pub", "\n", "keys/hosts/web2.pub: holds no key"),
+        ("keys/admins/web1.pub", &format!("{}\n", std::fs::read_to_string(crate::harness::pub_of(&keys.bob)).unwrap().trim()), "keys/admins/web1.pub: `web1` is also a host"),
+        ("keys/hosts/web2.pub", &std::fs::read_to_string(crate::harness::pub_of(&keys.web1)).unwrap(), "keys/hosts/web2.pub: holds the same key as keys/hosts/web1.pub"),
+    ];
+    for (file, content, expected) in cases {
+        std::fs::write(fleet.path(file), content).unwrap();
+        let err = fails(&fleet.bento(&["secret", "show", "db-password", "-i", s(&keys.web1)]));
+        assert!(
+            err.starts_with(&format!("error: {expected}")),
+            "{file}: {content:?}\ngot: {err}"
+        );
+        std::fs::remove_file(fleet.path(file)).unwrap();
+    }
+}
+
+#[test]
+fn wrong_identity_names_who_can_decrypt() {
+    let (fleet, _) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "web-only"], b"x"));
+    let stranger = fleet.ssh_key("stranger", "ed25519", "");
+    let err = fails(&fleet.bento(&["secret", "show", "web-only", "-i", s(&stranger)]));
+    assert!(err.contains("none of the identities"), "{err}");
+    assert!(err.contains("alice") && err.contains("web1"), "{err}");
+    // Not an identity at all.
+    let junk = fleet.keys.join("junk");
+    std::fs::write(&junk, "hello\n").unwrap();
+    let err = fails(&fleet.bento(&["secret", "show", "web-only", "-i", s(&junk)]));
+    assert!(err.contains(s(&junk)), "{err}");
+    // An ecdsa key cannot decrypt age files.
+    let ecdsa = fleet.ssh_key("ecdsa", "ecdsa", "");
+    let err = fails(&fleet.bento(&["secret", "show", "web-only", "-i", s(&ecdsa)]));
+    assert!(err.contains("ed25519 or rsa"), "{err}");
+}
+
+#[test]
+fn truncated_and_corrupt_age_files() {
+    let (fleet, keys) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], &[b'z'; 2000]));
+    let path = fleet.path("secrets/db-password.age");
+    let good = std::fs::read(&path).unwrap();
+    let header_end = good.windows(4).position(|w| w == b"\n---").unwrap();
+
+    let mut payload_flip = good.clone();
+    let last = payload_flip.len() - 10;
+    payload_flip[last] ^= 1;
+    let mut header_flip = good.clone();
+    header_flip[header_end + 6] ^= 1;
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated header", good[..header_end / 2].to_vec()),
+        ("truncated payload", good[..good.len() - 100].to_vec()),
+        ("flipped payload byte", payload_flip),
+        ("flipped MAC byte", header_flip),
+        ("not age at all", b"hello world\n".to_vec()),
+    ];
+    for (what, bytes) in variants {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = fails(&fleet.bento(&["secret", "show", "db-password", "-i", s(&keys.web1)]));
+        assert!(
+            err.starts_with("error: secrets/db-password.age:") && err.contains("corrupt or truncated"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("zzzz"), "{what}: plaintext in error");
+    }
+}
+
+#[test]
+fn plugin_recipient_without_its_plugin_names_the_binary() {
+    let (fleet, _) = example();
+    let recipient = crate::harness::plugin_recipient("yubikey");
+    fleet.add_admin("carol", &recipient);
+    fleet.rules("admins = [\"alice\", \"carol\"]\n[secrets.a]\nrecipients = [\"web1\"]\n");
+    let err = fails(&fleet.bento_stdin(&["secret", "edit", "a"], b"x"));
+    assert!(
+        err.contains("`age-plugin-yubikey`, which is not installed"),
+        "{err}"
+    );
+    assert!(!fleet.path("secrets/a.age").exists());
+}

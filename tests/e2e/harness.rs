@@ -1,0 +1,293 @@
+//! A small harness for end-to-end tests: a temporary fleet repo, keys made by the real
+//! `ssh-keygen` and `age-keygen`, and the `bento` binary run in it (optionally under a
+//! pseudo-terminal, through `script`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Fails the test with a clear message when a tool the tests need is missing.
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test needs `{tool}` on PATH (Debian: see .ci/run for the packages)"
+    );
+}
+
+/// A fleet repo in a temp dir, with a private HOME so the user's own keys never leak in.
+pub struct Fleet {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub keys: PathBuf,
+}
+
+impl Fleet {
+    /// A fresh fleet laid out by `bento init`.
+    pub fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("fleet");
+        let home = dir.path().join("home");
+        let keys = dir.path().join("private-keys");
+        for d in [&root, &home, &keys] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let fleet = Fleet {
+            _dir: dir,
+            root,
+            home,
+            keys,
+        };
+        let out = fleet.bento(&["init"]);
+        ok(&out);
+        fleet
+    }
+
+    /// A path inside the fleet.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// A `bento` command run in the fleet, with a clean environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bento"));
+        cmd.args(args).current_dir(&self.root);
+        self.clean_env(&mut cmd);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn clean_env(&self, cmd: &mut Command) {
+        for var in [
+            "BENTO_IDENTITY",
+            "BENTO_FLEET",
+            "VISUAL",
+            "EDITOR",
+            "XDG_RUNTIME_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", &self.home).env("NO_COLOR", "1");
+    }
+
+    /// Runs `bento ARGS` with stdin from /dev/null.
+    pub fn bento(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs `bento ARGS` with `input` on stdin.
+    pub fn bento_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `bento ARGS` on a pseudo-terminal (so stdin is a TTY), with extra environment
+    /// and `typed` fed to the terminal as keystrokes. The combined terminal output is
+    /// returned as stdout.
+    pub fn bento_tty(&self, args: &[&str], env: &[(&str, &str)], typed: &[u8]) -> Output {
+        use std::io::Write;
+        require("script");
+        let line = std::iter::once(env!("CARGO_BIN_EXE_bento"))
+            .chain(args.iter().copied())
+            .map(shell_quote)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]).current_dir(&self.root);
+        self.clean_env(&mut cmd);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let typed = typed.to_vec();
+        // Keystrokes arrive after the program is up; stdin stays open until it exits.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = stdin.write_all(&typed);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(stdin);
+        });
+        child.wait_with_output().unwrap()
+    }
+
+    /// Generates an ssh key pair (`ed25519` or `rsa`) with an optional passphrase;
+    /// returns the private key's path (the public key is next to it, `.pub`).
+    pub fn ssh_key(&self, name: &str, kind: &str, passphrase: &str) -> PathBuf {
+        require("ssh-keygen");
+        let path = self.keys.join(name);
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", name, "-f"])
+            .arg(&path);
+        if kind == "rsa" {
+            cmd.args(["-b", "2048"]);
+        }
+        assert!(cmd.status().unwrap().success(), "ssh-keygen failed");
+        path
+    }
+
+    /// Generates an age identity; returns its path.
+    pub fn age_key(&self, name: &str) -> PathBuf {
+        require("age-keygen");
+        let path = self.keys.join(name);
+        let out = Command::new("age-keygen").arg("-o").arg(&path).output().unwrap();
+        assert!(out.status.success(), "age-keygen failed");
+        path
+    }
+
+    /// The recipient line of an age identity file.
+    pub fn age_recipient(&self, identity: &Path) -> String {
+        let out = Command::new("age-keygen")
+            .arg("-y")
+            .arg(identity)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Registers a host by copying a `.pub` file into keys/hosts/.
+    pub fn add_host(&self, name: &str, private: &Path) {
+        std::fs::copy(pub_of(private), self.path(&format!("keys/hosts/{name}.pub"))).unwrap();
+    }
+
+    /// Registers an admin with a recipient line.
+    pub fn add_admin(&self, name: &str, line: &str) {
+        std::fs::write(self.path(&format!("keys/admins/{name}.pub")), format!("{line}\n")).unwrap();
+    }
+
+    /// Replaces secrets/secrets.toml.
+    pub fn rules(&self, text: &str) {
+        std::fs::write(self.path("secrets/secrets.toml"), text).unwrap();
+    }
+
+    /// Writes an executable script (an editor, say) and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.keys.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+}
+
+/// The `.pub` next to a private key.
+pub fn pub_of(private: &Path) -> PathBuf {
+    let mut p = private.as_os_str().to_owned();
+    p.push(".pub");
+    PathBuf::from(p)
+}
+
+/// Reads a public key line.
+pub fn pub_line(private: &Path) -> String {
+    std::fs::read_to_string(pub_of(private))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Asserts success; returns stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "expected success, got {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, one `error:` line, no panic; returns it.
+pub fn fails(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success\nstderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "panic: {stderr}"
+    );
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    errors[0].to_owned()
+}
+
+/// The private keys of [`example`]'s fleet.
+pub struct Keys {
+    /// Host web1, ssh-ed25519.
+    pub web1: PathBuf,
+    /// Host db1, ssh-rsa.
+    pub db1: PathBuf,
+    /// Admin alice, age X25519.
+    pub alice: PathBuf,
+    /// Admin bob, ssh-ed25519.
+    pub bob: PathBuf,
+}
+
+/// The rules of [`example`]'s fleet.
+pub const EXAMPLE_RULES: &str = r#"admins = ["alice"]
+
+[groups]
+web = ["web1"]
+
+[secrets.db-password]
+recipients = ["@web", "db1", "bob"]
+
+[secrets.web-only]
+recipients = ["@web"]
+
+[secrets.tls]
+recipients = ["web1"]
+armor = true
+"#;
+
+/// A fleet with two hosts (ed25519, rsa) and two admins (age, ssh), and three secrets
+/// with rules but no ciphertexts yet.
+pub fn example() -> (Fleet, Keys) {
+    let fleet = Fleet::new();
+    let keys = Keys {
+        web1: fleet.ssh_key("web1", "ed25519", ""),
+        db1: fleet.ssh_key("db1", "rsa", ""),
+        alice: fleet.age_key("alice.txt"),
+        bob: fleet.ssh_key("bob", "ed25519", ""),
+    };
+    fleet.add_host("web1", &keys.web1);
+    fleet.add_host("db1", &keys.db1);
+    fleet.add_admin("alice", &fleet.age_recipient(&keys.alice));
+    fleet.add_admin("bob", &pub_line(&keys.bob));
+    fleet.rules(EXAMPLE_RULES);
+    (fleet, keys)
+}
+
+/// Turns a path into the `&str` that `args` wants.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A syntactically valid age plugin recipient (`age1<plugin>1…`) for plugin `name`.
+pub fn plugin_recipient(name: &str) -> String {
+    let hrp = bech32::Hrp::parse(&format!("age1{name}")).unwrap();
+    bech32::encode::<bech32::Bech32>(hrp, &[7u8; 33]).unwrap()
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `bento` binary against the real tools.
+
+mod harness;
+
+mod bad_input;
+mod edit;
+mod init;
+mod interop;
+mod roundtrip;
