@@ -254,7 +254,8 @@ mod tests {
             .status()
             .expect("ssh-keygen is needed for this test");
         assert!(ok.success());
-        let public = RecipientKey::parse(&std::fs::read_to_string(key.with_extension("pub")).unwrap()).unwrap();
+        let public =
+            RecipientKey::parse(&std::fs::read_to_string(key.with_extension("pub")).unwrap()).unwrap();
         let other = age::x25519::Identity::generate();
         let other_key = RecipientKey::parse(&other.to_public().to_string()).unwrap();
 
@@ -266,7 +267,8 @@ mod tests {
         assert_eq!(prompt.0.load(Ordering::SeqCst), 0);
 
         for i in 0..5 {
-            let file = crate::crypt::encrypt(format!("n{i}").as_bytes(), &[&public], i % 2 == 0, "f").unwrap();
+            let file =
+                crate::crypt::encrypt(format!("n{i}").as_bytes(), &[&public], i % 2 == 0, "f").unwrap();
             let plain = crate::crypt::decrypt(&file, &ids, "f", "me").unwrap();
             assert_eq!(&plain[..], format!("n{i}").as_bytes());
         }
