@@ -20,9 +20,19 @@ pub struct Cli {
 pub enum Command {
     /// Lay out a new fleet repository (bento.toml, hosts/, keys/, secrets/) with comments
     Init,
-    /// Create, edit and read secrets
+    /// Create, edit, read, check and re-encrypt secrets
+    Secret(SecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// Rules file to use instead of secrets/secrets.toml: another secrets.toml, or an
+    /// agenix secrets.nix (read with nix-instantiate; ciphertexts relative to it)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+
     #[command(subcommand)]
-    Secret(SecretCommand),
+    pub command: SecretCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +58,34 @@ pub enum SecretCommand {
         name: String,
         #[command(flatten)]
         identities: IdentityArgs,
+    },
+    /// Check, without any private key, that every secret is encrypted to exactly the
+    /// recipients its rule names (exit 1 when not): the CI check
+    Verify {
+        /// Print the findings as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypt the secrets whose recipients differ from their rules (all with --all)
+    Rekey {
+        /// Only these secrets [default: every stale secret]
+        names: Vec<String>,
+        /// Re-encrypt even secrets that are not stale
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        identities: IdentityArgs,
+    },
+    /// Show every secret and its recipients, with stale marks
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write secrets/secrets.toml and keys/ from an agenix secrets.nix (a migration)
+    ImportAgenix {
+        /// The agenix secrets.nix
+        secrets_nix: PathBuf,
     },
 }
 

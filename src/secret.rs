@@ -7,55 +7,237 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bento_secrets::edit::{self, Outcome, TempPolicy};
 use bento_secrets::identity::identity_paths;
+use bento_secrets::rekey;
+use bento_secrets::verify::{self, Kind, Report};
 use bento_secrets::{store, Fleet, Identities};
 
-use crate::cli::{IdentityArgs, SecretCommand};
+use crate::cli::{IdentityArgs, SecretArgs, SecretCommand};
 use crate::output;
 
-pub fn run(root: &Path, cmd: SecretCommand) -> anyhow::Result<ExitCode> {
-    let fleet = Fleet::load(root)?;
-    match cmd {
-        SecretCommand::Show { name, identities } => {
-            let sealed = store::open(&fleet, &name)?;
-            let plaintext = sealed.decrypt(&load_identities(&identities)?)?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&plaintext)
-                .and_then(|()| out.flush())
-                .context("writing to stdout")?;
-        }
+pub fn run(root: &Path, args: SecretArgs) -> anyhow::Result<ExitCode> {
+    if let SecretCommand::ImportAgenix { secrets_nix } = &args.command {
+        return import_agenix(root, secrets_nix);
+    }
+    let fleet = Fleet::open(root, args.rules.as_deref())?;
+    match args.command {
+        SecretCommand::Show { name, identities } => show(&fleet, &name, &identities),
         SecretCommand::Edit {
             name,
             identities,
             unsafe_tmp,
-        } => {
-            let ids = || load_identities(&identities);
-            let outcome = if std::io::stdin().is_terminal() {
-                edit::edit_with_editor(&fleet, &name, ids, &TempPolicy { unsafe_tmp })?
-            } else {
-                let content = edit::read_content(std::io::stdin().lock())
-                    .context("reading the new content from stdin")?;
-                edit::replace_with(&fleet, &name, ids, &content)?
-            };
-            let rule = fleet.rule(&name)?;
-            let shown = fleet.secret_shown(rule);
-            match outcome {
-                Outcome::Unchanged => output::note(&format!("{shown}: unchanged")),
-                Outcome::NothingToCreate => output::note(&format!("{shown}: empty content, nothing created")),
-                Outcome::Written(n) => output::ok(&format!(
-                    "{shown}: encrypted to {n} key{} ({})",
-                    if n == 1 { "" } else { "s" },
-                    rule.recipients
-                        .iter()
-                        .map(|m| m.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            }
-        }
+        } => edit(&fleet, &name, &identities, unsafe_tmp),
+        SecretCommand::Verify { json } => verify(&fleet, json),
+        SecretCommand::Rekey {
+            names,
+            all,
+            identities,
+        } => rekey(&fleet, &names, all, &identities),
+        SecretCommand::List { json } => list(&fleet, json),
+        SecretCommand::ImportAgenix { .. } => unreachable!("handled above"),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn load_identities(args: &IdentityArgs) -> bento_secrets::Result<Identities> {
     Identities::load(&identity_paths(&args.identity))
+}
+
+fn show(fleet: &Fleet, name: &str, identities: &IdentityArgs) -> anyhow::Result<ExitCode> {
+    let sealed = store::open(fleet, name)?;
+    let plaintext = sealed.decrypt(&load_identities(identities)?)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&plaintext)
+        .and_then(|()| out.flush())
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn edit(fleet: &Fleet, name: &str, identities: &IdentityArgs, unsafe_tmp: bool) -> anyhow::Result<ExitCode> {
+    let ids = || load_identities(identities);
+    let outcome = if std::io::stdin().is_terminal() {
+        edit::edit_with_editor(fleet, name, ids, &TempPolicy { unsafe_tmp })?
+    } else {
+        let content =
+            edit::read_content(std::io::stdin().lock()).context("reading the new content from stdin")?;
+        edit::replace_with(fleet, name, ids, &content)?
+    };
+    let rule = fleet.rule(name)?;
+    let shown = fleet.secret_shown(rule);
+    match outcome {
+        Outcome::Unchanged => output::note(&format!("{shown}: unchanged")),
+        Outcome::NothingToCreate => output::note(&format!("{shown}: empty content, nothing created")),
+        Outcome::Written(n) => output::ok(&format!(
+            "{shown}: encrypted to {n} key{} ({})",
+            if n == 1 { "" } else { "s" },
+            store::who(rule)
+        )),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
+    let report = verify::verify(fleet)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!("{}", f.message);
+        }
+        if report.ok() {
+            output::ok(&format!(
+                "{} secret{} verified: each is encrypted to exactly its rule's recipients",
+                report.secrets,
+                if report.secrets == 1 { "" } else { "s" }
+            ));
+        } else {
+            output::error(&summary(&report));
+        }
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn summary(report: &Report) -> String {
+    let stale = report.stale().len();
+    let mut line = format!(
+        "{} problem{} found",
+        report.findings.len(),
+        if report.findings.len() == 1 { "" } else { "s" }
+    );
+    if stale > 0 {
+        line.push_str(&format!(
+            "; {stale} stale secret{} (fix: `bento secret rekey`)",
+            if stale == 1 { "" } else { "s" }
+        ));
+    }
+    line
+}
+
+fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) -> anyhow::Result<ExitCode> {
+    let report = verify::verify(fleet)?;
+    let targets = rekey::select(fleet, &report, names, all)?;
+    if targets.is_empty() {
+        output::note("nothing to rekey: every secret already matches its rule");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ids = load_identities(identities)?;
+    let bar = indicatif::ProgressBar::new(targets.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("a valid progress template"),
+    );
+    let results = rekey::rekey(fleet, &targets, &ids, &|name, _ok| {
+        bar.set_message(name.to_owned());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().err().map(|e| (n, e)))
+        .collect();
+    for (name, result) in &results {
+        if result.is_ok() {
+            output::ok(&format!("{name}: re-encrypted"));
+        }
+    }
+    for (_, e) in &failed {
+        output::error(&e.to_string());
+    }
+    let done = results.len() - failed.len();
+    if failed.is_empty() {
+        output::ok(&format!(
+            "rekeyed {done} secret{}",
+            if done == 1 { "" } else { "s" }
+        ));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        output::error(&format!(
+            "rekeyed {done}, failed {}: the failed ones are unchanged",
+            failed.len()
+        ));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
+    let report = verify::verify(fleet)?;
+    let rows: Vec<serde_json::Value> = fleet
+        .rules
+        .secrets
+        .values()
+        .map(|rule| {
+            let findings: Vec<_> = report.about(&rule.name).collect();
+            let status = if findings.is_empty() {
+                "ok"
+            } else if findings.iter().any(|f| f.kind == Kind::MissingFile) {
+                "missing-file"
+            } else if findings.iter().any(|f| f.kind == Kind::Corrupt) {
+                "corrupt"
+            } else {
+                "stale"
+            };
+            serde_json::json!({
+                "name": rule.name,
+                "file": fleet.secret_shown(rule),
+                "recipients": rule.recipients.iter().map(|m| serde_json::json!({
+                    "name": m.name,
+                    "role": format!("{:?}", m.role).to_lowercase(),
+                    "via": m.via.to_string(),
+                })).collect::<Vec<_>>(),
+                "status": status,
+                "findings": findings,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = vec![["SECRET".to_owned(), "RECIPIENTS".to_owned(), "STATUS".to_owned()]];
+    for (rule, row) in fleet.rules.secrets.values().zip(&rows) {
+        let findings: Vec<_> = report.about(&rule.name).collect();
+        let mark = |name: &str| {
+            if findings
+                .iter()
+                .any(|f| f.kind == Kind::MissingRecipient && f.recipient.as_deref() == Some(name))
+            {
+                format!("+{name}")
+            } else {
+                name.to_owned()
+            }
+        };
+        let mut who: Vec<String> = rule.recipients.iter().map(|m| mark(&m.name)).collect();
+        who.extend(
+            findings
+                .iter()
+                .filter(|f| f.kind == Kind::ExtraRecipient)
+                .filter_map(|f| f.recipient.as_ref().map(|r| format!("-{r}"))),
+        );
+        let status = row["status"].as_str().unwrap_or_default().to_owned();
+        table.push([rule.name.clone(), who.join(" "), status]);
+    }
+    let width = |col: usize| table.iter().map(|r| r[col].chars().count()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    for row in &table {
+        println!("{:w0$}  {:w1$}  {}", row[0], row[1], row[2]);
+    }
+    if !report.ok() {
+        println!("(+name: must be added, -name: must be removed; `bento secret verify` explains)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_agenix(root: &Path, nix: &Path) -> anyhow::Result<ExitCode> {
+    let imported = bento_secrets::import::import_agenix(root, nix)?;
+    output::ok(&format!(
+        "imported {} secrets; admins: {}; hosts: {}",
+        imported.secrets.len(),
+        imported.admins.join(", "),
+        imported.hosts.join(", ")
+    ));
+    output::note("next: rename keys/*/*.pub as you like (and in secrets.toml), then `bento secret verify`");
+    Ok(ExitCode::SUCCESS)
 }

@@ -101,7 +101,12 @@ fn finish(fleet: &Fleet, rule: &SecretRule, old: Option<&[u8]>, new: &[u8]) -> R
     match old {
         Some(old) if old == new => Ok(Outcome::Unchanged),
         None if new.is_empty() && !fleet.secret_path(rule).exists() => Ok(Outcome::NothingToCreate),
-        _ => store::write(fleet, rule, new).map(Outcome::Written),
+        _ => {
+            let entry = store::write(fleet, rule, new)?;
+            let keys = entry.recipients.len();
+            store::record(fleet, [(rule.name.clone(), entry)])?;
+            Ok(Outcome::Written(keys))
+        }
     }
 }
 

@@ -17,6 +17,10 @@ pub const SECRETS_DIR: &str = "secrets";
 #[derive(Debug)]
 pub struct Fleet {
     root: PathBuf,
+    /// Where ciphertexts and the lock live.
+    secrets_dir: PathBuf,
+    /// How that directory is shown in messages (`secrets`, or an agenix repo's dir).
+    secrets_shown: String,
     /// Host name → its public key(s).
     pub hosts: BTreeMap<String, Vec<RecipientKey>>,
     /// Admin name → their recipient key(s).
@@ -40,14 +44,27 @@ impl Directory for Names<'_> {
 }
 
 impl Fleet {
-    /// Loads the fleet rooted at `root`.
+    /// Loads the fleet rooted at `root`, with its rules in `secrets/secrets.toml`.
     pub fn load(root: &Path) -> Result<Fleet> {
-        let rules_path = root.join(RULES_FILE);
+        Self::open(root, None)
+    }
+
+    /// Loads the fleet rooted at `root`; `rules` overrides where the rules are: a
+    /// `secrets.toml` elsewhere, or an agenix `secrets.nix` (which brings its own keys).
+    /// Ciphertexts live next to the rules file.
+    pub fn open(root: &Path, rules_file: Option<&Path>) -> Result<Fleet> {
+        if let Some(nix) = rules_file.filter(|p| p.extension().is_some_and(|e| e == "nix")) {
+            return crate::agenix::load(nix);
+        }
+        let (rules_path, shown) = match rules_file {
+            Some(p) => (p.to_path_buf(), p.display().to_string()),
+            None => (root.join(RULES_FILE), RULES_FILE.to_owned()),
+        };
         let text = match std::fs::read_to_string(&rules_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::input(
-                    RULES_FILE,
+                    shown,
                     None,
                     format!(
                         "not found in {}: run `bento init` there, or point --fleet (or BENTO_FLEET) at your fleet repo",
@@ -55,25 +72,73 @@ impl Fleet {
                     ),
                 ))
             }
-            Err(e) => return Err(Error::io(RULES_FILE, e)),
+            Err(e) => return Err(Error::io(shown, e)),
         };
         let hosts = read_key_dir(root, "keys/hosts")?;
         let admins = read_key_dir(root, "keys/admins")?;
         check_no_clashes(&hosts, &admins)?;
         let rules = Rules::parse(
             &text,
-            RULES_FILE,
+            &shown,
             &Names {
                 hosts: &hosts,
                 admins: &admins,
             },
         )?;
+        let secrets_dir = rules_path
+            .parent()
+            .map_or_else(|| root.join(SECRETS_DIR), Path::to_path_buf);
+        let secrets_shown = match rules_file {
+            Some(p) => p.parent().map(|d| d.display().to_string()).unwrap_or_default(),
+            None => SECRETS_DIR.to_owned(),
+        };
         Ok(Fleet {
             root: root.to_path_buf(),
+            secrets_dir,
+            secrets_shown,
             hosts,
             admins,
             rules,
         })
+    }
+
+    /// A fleet whose keys and rules come from elsewhere (an agenix `secrets.nix`), with
+    /// ciphertexts in `secrets_dir`, shown in messages as `secrets_shown`.
+    pub fn from_parts(
+        secrets_dir: PathBuf,
+        secrets_shown: String,
+        hosts: BTreeMap<String, Vec<RecipientKey>>,
+        rules: Rules,
+    ) -> Fleet {
+        Fleet {
+            root: secrets_dir.clone(),
+            secrets_dir,
+            secrets_shown,
+            hosts,
+            admins: BTreeMap::new(),
+            rules,
+        }
+    }
+
+    /// The directory holding the ciphertexts and the lock.
+    pub fn secrets_dir(&self) -> &Path {
+        &self.secrets_dir
+    }
+
+    /// A path inside the secrets directory, as shown to the user.
+    pub fn shown_in_secrets(&self, rel: &str) -> String {
+        match self.secrets_shown.as_str() {
+            "" | "." => rel.to_owned(),
+            dir => format!("{}/{rel}", dir.trim_end_matches('/')),
+        }
+    }
+
+    /// Every key of the fleet with its owner's name, to name the recipients of a header.
+    pub fn all_keys(&self) -> impl Iterator<Item = (&str, &RecipientKey)> {
+        self.hosts
+            .iter()
+            .chain(self.admins.iter())
+            .flat_map(|(n, keys)| keys.iter().map(move |k| (n.as_str(), k)))
     }
 
     /// The fleet's root directory.
@@ -91,12 +156,12 @@ impl Fleet {
 
     /// The ciphertext path of a secret.
     pub fn secret_path(&self, rule: &SecretRule) -> PathBuf {
-        self.root.join(SECRETS_DIR).join(&rule.file)
+        self.secrets_dir.join(&rule.file)
     }
 
     /// The ciphertext path of a secret, as shown to the user (relative to the fleet).
     pub fn secret_shown(&self, rule: &SecretRule) -> String {
-        format!("{SECRETS_DIR}/{}", rule.file)
+        self.shown_in_secrets(&rule.file)
     }
 
     /// The keys of one recipient.

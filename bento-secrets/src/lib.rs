@@ -4,17 +4,23 @@
 //! Plaintext lives only in [`zeroize::Zeroizing`] buffers and, while an admin edits, in a
 //! private file on a RAM filesystem. No error message carries plaintext.
 
+pub mod agenix;
 pub mod atomic;
 pub mod crypt;
 pub mod edit;
 pub mod error;
 pub mod fleet;
+pub mod header;
 pub mod identity;
+pub mod import;
 pub mod keys;
+pub mod lock;
 pub mod plaintext;
 pub mod prompt;
+pub mod rekey;
 pub mod rules;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use fleet::Fleet;

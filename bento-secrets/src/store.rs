@@ -9,7 +9,8 @@ use crate::crypt;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::identity::Identities;
-use crate::rules::{Role, SecretRule};
+use crate::lock::{Lock, LockEntry, LOCK_FILE};
+use crate::rules::SecretRule;
 
 /// Permissions of ciphertext files: they are public, like the rest of the repo.
 const CIPHERTEXT_MODE: u32 = 0o644;
@@ -57,32 +58,44 @@ pub fn open<'a>(fleet: &'a Fleet, name: &str) -> Result<Sealed<'a>> {
 }
 
 /// Encrypts `plaintext` to the rule's recipients and replaces the ciphertext atomically.
-/// Returns the number of keys it was encrypted to.
-pub fn write(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<usize> {
+/// Returns the lock entry describing the new file; pass it to [`record`].
+pub fn write(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<LockEntry> {
     let shown = fleet.secret_shown(rule);
-    let keys: Vec<_> = fleet.recipient_keys(rule).into_iter().map(|(_, k)| k).collect();
+    let members_keys = fleet.recipient_keys(rule);
+    let keys: Vec<_> = members_keys.iter().map(|(_, k)| *k).collect();
     let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &shown)?;
     let path = fleet.secret_path(rule);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(&shown, e))?;
     }
     write_atomic(&path, &ciphertext, CIPHERTEXT_MODE).map_err(|e| Error::io(&shown, e))?;
-    Ok(keys.len())
+    Ok(LockEntry::new(
+        &ciphertext,
+        members_keys
+            .iter()
+            .map(|(m, k)| (m.name.clone(), k.fingerprint())),
+    ))
 }
 
-/// Who can decrypt a secret, for messages: admins first, then hosts.
-pub fn who(rule: &SecretRule) -> String {
-    let names = |role| {
-        rule.recipients
-            .iter()
-            .filter(|m| m.role == role)
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-    };
-    let (admins, hosts) = (names(Role::Admin), names(Role::Host));
-    match (admins.is_empty(), hosts.is_empty()) {
-        (false, false) => format!("admins {} and hosts {}", admins.join(", "), hosts.join(", ")),
-        (false, true) => format!("admins {}", admins.join(", ")),
-        _ => format!("hosts {}", hosts.join(", ")),
+/// Records new lock entries in the fleet's `recipients.lock` (one atomic write).
+pub fn record(fleet: &Fleet, entries: impl IntoIterator<Item = (String, LockEntry)>) -> Result<()> {
+    let shown = fleet.shown_in_secrets(LOCK_FILE);
+    let old = Lock::load(fleet.secrets_dir(), &shown)?;
+    let mut lock = old.clone();
+    lock.entries.extend(entries);
+    lock.entries
+        .retain(|name, _| fleet.rules.secrets.contains_key(name));
+    if lock.entries == old.entries && (old.present || lock.entries.is_empty()) {
+        return Ok(()); // nothing new: leave the file (or its absence) alone
     }
+    lock.save(fleet.secrets_dir(), &shown, |_| true)
+}
+
+/// Who can decrypt a secret, for messages.
+pub fn who(rule: &SecretRule) -> String {
+    rule.recipients
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

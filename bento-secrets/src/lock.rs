@@ -1,0 +1,171 @@
+//! `secrets/recipients.lock`: what each ciphertext was last encrypted to by bento.
+//!
+//! age's X25519 and plugin stanzas are anonymous, so a header alone cannot prove who
+//! can decrypt a file. The lock records, per secret, the SHA-256 of the ciphertext and the
+//! fingerprints of the keys it was encrypted to. `verify` checks lock ⇔ file ⇔ rules:
+//! a file changed behind bento's back no longer matches its hash.
+//!
+//! The format is TOML, one table per secret in name order, one recipient per line, so
+//! diffs in review read naturally:
+//!
+//! ```toml
+//! [db-password]
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! recipients = [
+//!   "alice SHA256:uS2yR0JUHxG9E3lTWj0bT7gNeTq4pZt8b2h1m6h0e3Y",
+//!   "web1 SHA256:4fK3vM1T1O9ZcJ2mT0eJ4yH3tE4pJ8Q1aR6tW0kY1bA",
+//! ]
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic::write_atomic;
+use crate::error::{Error, Result};
+
+/// The lock's file name, inside the secrets directory.
+pub const LOCK_FILE: &str = "recipients.lock";
+
+/// One secret's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockEntry {
+    /// Hex SHA-256 of the ciphertext file.
+    pub sha256: String,
+    /// `"<name> <fingerprint>"`, sorted.
+    pub recipients: Vec<String>,
+}
+
+impl LockEntry {
+    /// The entry for `ciphertext` encrypted to `keys` (name, fingerprint).
+    pub fn new(ciphertext: &[u8], keys: impl IntoIterator<Item = (String, String)>) -> LockEntry {
+        let mut recipients: Vec<String> = keys.into_iter().map(|(n, fp)| format!("{n} {fp}")).collect();
+        recipients.sort();
+        recipients.dedup();
+        LockEntry {
+            sha256: sha256_hex(ciphertext),
+            recipients,
+        }
+    }
+
+    /// The fingerprints it records.
+    pub fn fingerprints(&self) -> BTreeSet<&str> {
+        self.recipients
+            .iter()
+            .filter_map(|r| r.rsplit(' ').next())
+            .collect()
+    }
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The whole lock: secret name → entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lock {
+    /// The entries, by secret name.
+    pub entries: BTreeMap<String, LockEntry>,
+    /// Whether the file exists at all (a fleet that never had one is checked by headers).
+    pub present: bool,
+}
+
+const HEADER: &str = "# Written by `bento secret edit` and `bento secret rekey`: what each secret was\n\
+                      # last encrypted to. Checked by `bento secret verify`. Do not edit by hand.\n";
+
+impl Lock {
+    /// Reads the lock in `secrets_dir`; a missing file is an empty lock.
+    pub fn load(secrets_dir: &Path, shown: &str) -> Result<Lock> {
+        let text = match std::fs::read_to_string(secrets_dir.join(LOCK_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::default()),
+            Err(e) => return Err(Error::io(shown, e)),
+        };
+        let entries = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| crate::rules::line_col(&text, s.start).0);
+            Error::input(
+                shown,
+                line,
+                format!(
+                    "{}; restore it from git, or delete it and run `bento secret rekey --all`",
+                    e.message().replace('\n', " ")
+                ),
+            )
+        })?;
+        Ok(Lock {
+            entries,
+            present: true,
+        })
+    }
+
+    /// Writes the lock atomically, keeping only entries for `known` secrets.
+    pub fn save(&self, secrets_dir: &Path, shown: &str, known: impl Fn(&str) -> bool) -> Result<()> {
+        let kept: BTreeMap<_, _> = self.entries.iter().filter(|(n, _)| known(n)).collect();
+        let mut text = String::from(HEADER);
+        for (name, entry) in kept {
+            text.push('\n');
+            text.push_str(&toml_table(name, entry));
+        }
+        write_atomic(&secrets_dir.join(LOCK_FILE), text.as_bytes(), 0o644).map_err(|e| Error::io(shown, e))
+    }
+}
+
+/// One table, with one recipient per line (toml's own pretty printer varies by version).
+fn toml_table(name: &str, entry: &LockEntry) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let key = if crate::rules::valid_name(name) && !name.contains('.') {
+        name.to_owned()
+    } else {
+        quote(name)
+    };
+    let mut out = format!("[{key}]\nsha256 = {}\nrecipients = [\n", quote(&entry.sha256));
+    for r in &entry.recipients {
+        out.push_str(&format!("  {},\n", quote(r)));
+    }
+    out.push_str("]\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lock = Lock::default();
+        lock.entries.insert(
+            "db.v2".into(),
+            LockEntry::new(
+                b"x",
+                [
+                    ("web1".into(), "SHA256:b".into()),
+                    ("alice".into(), "SHA256:a".into()),
+                ],
+            ),
+        );
+        lock.entries.insert("gone".into(), LockEntry::new(b"y", []));
+        lock.save(dir.path(), "recipients.lock", |n| n != "gone").unwrap();
+        let first = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(
+            first.contains("[\"db.v2\"]\n") && first.contains("  \"alice SHA256:a\",\n"),
+            "{first}"
+        );
+        let back = Lock::load(dir.path(), "recipients.lock").unwrap();
+        assert_eq!(back.entries.len(), 1);
+        assert!(back.present);
+        back.save(dir.path(), "recipients.lock", |_| true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+            first
+        );
+        assert_eq!(
+            back.entries["db.v2"].fingerprints(),
+            ["SHA256:a", "SHA256:b"].into_iter().collect()
+        );
+    }
+}

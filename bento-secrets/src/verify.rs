@@ -1,0 +1,302 @@
+//! `bento secret verify`: proves, without any private key, that every secret is encrypted
+//! to exactly the keys its rule names.
+//!
+//! Three sources are compared: the rules, each file's header (ssh stanzas carry a tag of
+//! their key; X25519 stanzas are anonymous, so only counted), and `recipients.lock` (which
+//! names every key a file was encrypted to, and is trusted only while the file's SHA-256
+//! still matches it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::fleet::Fleet;
+use crate::header;
+use crate::keys::KeyKind;
+use crate::lock::{sha256_hex, Lock, LOCK_FILE};
+use crate::rules::{Member, SecretRule};
+
+/// What kind of problem a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A rule without its ciphertext.
+    MissingFile,
+    /// A ciphertext whose header does not parse.
+    Corrupt,
+    /// A key the rules name is not among the file's recipients.
+    MissingRecipient,
+    /// The file is encrypted to a key the rules do not name.
+    ExtraRecipient,
+    /// The number of X25519 stanzas differs from the rules' `age1` recipients.
+    X25519Count,
+    /// The lock exists but has no entry for this secret.
+    NotLocked,
+    /// The file is not the one the lock describes: changed outside bento.
+    ChangedOutsideBento,
+    /// A `.age` file that no rule names.
+    Orphan,
+    /// A lock entry for a secret that has no rule.
+    StaleLockEntry,
+}
+
+impl Kind {
+    /// Does re-encrypting the secret fix it?
+    pub fn rekey_fixes(self) -> bool {
+        matches!(
+            self,
+            Kind::MissingRecipient
+                | Kind::ExtraRecipient
+                | Kind::X25519Count
+                | Kind::NotLocked
+                | Kind::ChangedOutsideBento
+        )
+    }
+}
+
+/// One problem, for one secret (or file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The secret's name, or the orphan file's path.
+    pub secret: String,
+    /// The file concerned, as shown.
+    pub file: String,
+    /// What kind of problem.
+    pub kind: Kind,
+    /// The recipient concerned, by name, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// One line for humans.
+    pub message: String,
+}
+
+/// The result of a verification.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// How many secrets the rules name.
+    pub secrets: usize,
+    /// Everything that does not hold, in secret order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// True when everything holds.
+    pub fn ok(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// The secrets that a rekey would fix.
+    pub fn stale(&self) -> BTreeSet<&str> {
+        self.findings
+            .iter()
+            .filter(|f| f.kind.rekey_fixes())
+            .map(|f| f.secret.as_str())
+            .collect()
+    }
+
+    /// The findings about one secret.
+    pub fn about<'a>(&'a self, secret: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
+        self.findings.iter().filter(move |f| f.secret == secret)
+    }
+}
+
+/// Verifies every secret of the fleet.
+pub fn verify(fleet: &Fleet) -> Result<Report> {
+    let lock = Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE))?;
+    let mut report = Report {
+        secrets: fleet.rules.secrets.len(),
+        findings: Vec::new(),
+    };
+    for rule in fleet.rules.secrets.values() {
+        report.findings.extend(check_secret(fleet, rule, &lock)?);
+    }
+    let known: BTreeSet<&str> = fleet.rules.secrets.values().map(|r| r.file.as_str()).collect();
+    for file in age_files(fleet.secrets_dir()) {
+        if !known.contains(file.as_str()) {
+            report.findings.push(Finding {
+                secret: file.clone(),
+                file: fleet.shown_in_secrets(&file),
+                kind: Kind::Orphan,
+                recipient: None,
+                message: format!("{file}: no rule; add one to the rules or delete the file"),
+            });
+        }
+    }
+    for name in lock
+        .entries
+        .keys()
+        .filter(|n| !fleet.rules.secrets.contains_key(*n))
+    {
+        report.findings.push(Finding {
+            secret: name.clone(),
+            file: fleet.shown_in_secrets(LOCK_FILE),
+            kind: Kind::StaleLockEntry,
+            recipient: None,
+            message: format!(
+                "{LOCK_FILE}: entry for `{name}`, which has no rule; `bento secret rekey` drops it"
+            ),
+        });
+    }
+    Ok(report)
+}
+
+fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Finding>> {
+    let name = &rule.name;
+    let file = fleet.secret_shown(rule);
+    let finding = |kind, recipient: Option<String>, message: String| Finding {
+        secret: name.clone(),
+        file: file.clone(),
+        kind,
+        recipient,
+        message: format!("{name}: {message}"),
+    };
+    let Some(bytes) = crate::store::read_ciphertext(fleet, rule)? else {
+        let msg = format!("{file} is missing; create it with `bento secret edit {name}`");
+        return Ok(vec![finding(Kind::MissingFile, None, msg)]);
+    };
+    let stanzas = match header::stanzas(&bytes) {
+        Ok(s) => s,
+        Err(detail) => return Ok(vec![finding(Kind::Corrupt, None, format!("{file}: {detail}"))]),
+    };
+
+    let expected = fleet.recipient_keys(rule);
+    let mut missing: BTreeMap<String, &Member> = BTreeMap::new();
+    let mut extra: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+
+    // The header: ssh stanzas by tag.
+    let header_tags: BTreeSet<&str> = stanzas
+        .iter()
+        .filter(|s| s.tag == "ssh-ed25519" || s.tag == "ssh-rsa")
+        .filter_map(|s| s.args.first().map(String::as_str))
+        .collect();
+    let mut expected_tags = BTreeSet::new();
+    for (member, key) in &expected {
+        if let Some(tag) = key.ssh_tag() {
+            if !header_tags.contains(tag.as_str()) {
+                missing.insert(member.name.clone(), member);
+            }
+            expected_tags.insert(tag);
+        }
+    }
+    for tag in header_tags.iter().filter(|t| !expected_tags.contains(**t)) {
+        let owner = fleet
+            .all_keys()
+            .find(|(_, k)| k.ssh_tag().as_deref() == Some(*tag))
+            .map(|(n, _)| n);
+        extra.insert(owner.map_or_else(|| format!("an unknown ssh key (tag {tag})"), str::to_owned));
+    }
+
+    // The lock, trusted only while the file is the one it describes.
+    match lock.entries.get(name) {
+        Some(entry) if entry.sha256 == sha256_hex(&bytes) => {
+            let locked = entry.fingerprints();
+            let mut wanted = BTreeSet::new();
+            for (member, key) in &expected {
+                let fp = key.fingerprint();
+                if !locked.contains(fp.as_str()) {
+                    missing.insert(member.name.clone(), member);
+                }
+                wanted.insert(fp);
+            }
+            for r in &entry.recipients {
+                let (who, fp) = r.rsplit_once(' ').unwrap_or(("?", r));
+                if !wanted.contains(fp) {
+                    extra.insert(who.to_owned());
+                }
+            }
+        }
+        Some(_) => {
+            out.push(finding(
+                Kind::ChangedOutsideBento,
+                None,
+                format!(
+                    "{file} changed outside bento (its SHA-256 is not the one in {LOCK_FILE}); \
+                     check who made it, then `bento secret rekey {name}`"
+                ),
+            ));
+            out.extend(x25519_count(&expected, &stanzas, &finding));
+        }
+        None if lock.present => {
+            out.push(finding(
+                Kind::NotLocked,
+                None,
+                format!("not in {LOCK_FILE}; run `bento secret rekey {name}` to record it"),
+            ));
+            out.extend(x25519_count(&expected, &stanzas, &finding));
+        }
+        None => out.extend(x25519_count(&expected, &stanzas, &finding)),
+    }
+
+    for (who, member) in missing {
+        out.push(finding(
+            Kind::MissingRecipient,
+            Some(who.clone()),
+            format!("missing {who} ({})", member.via),
+        ));
+    }
+    for who in extra {
+        out.push(finding(
+            Kind::ExtraRecipient,
+            Some(who.clone()),
+            format!("extra recipient {who}"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Without a trusted lock, X25519 recipients can only be counted.
+fn x25519_count(
+    expected: &[(&Member, &crate::keys::RecipientKey)],
+    stanzas: &[header::StanzaInfo],
+    finding: &dyn Fn(Kind, Option<String>, String) -> Finding,
+) -> Option<Finding> {
+    let want: Vec<&str> = expected
+        .iter()
+        .filter(|(_, k)| *k.kind() == KeyKind::X25519)
+        .map(|(m, _)| m.name.as_str())
+        .collect();
+    let got = stanzas.iter().filter(|s| s.tag == "X25519").count();
+    (got != want.len()).then(|| {
+        let names = if want.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", want.join(", "))
+        };
+        finding(
+            Kind::X25519Count,
+            None,
+            format!(
+                "encrypted to {got} age1 (X25519) recipient{}, the rules name {}{names}",
+                if got == 1 { "" } else { "s" },
+                want.len(),
+            ),
+        )
+    })
+}
+
+/// Every `*.age` file under `dir`, relative to it, sorted.
+fn age_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "age") {
+                if let Ok(rel) = path.strip_prefix(dir) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
