@@ -50,6 +50,14 @@ pub fn init(root: &Path) -> Result<Vec<String>, Error> {
         create(&format!("{dir}/README.md"), readme)?;
     }
     create(rules, bento_secrets::rules::TEMPLATE)?;
+    create(
+        &format!(
+            "{}/{}",
+            bento_secrets::fleet::SECRETS_DIR,
+            bento_secrets::lock::LOCK_FILE
+        ),
+        bento_secrets::lock::HEADER,
+    )?;
     create(CONFIG_FILE, CONFIG_TEMPLATE)?;
     Ok(written)
 }

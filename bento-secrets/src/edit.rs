@@ -104,7 +104,7 @@ fn finish(fleet: &Fleet, rule: &SecretRule, old: Option<&[u8]>, new: &[u8]) -> R
         _ => {
             let entry = store::write(fleet, rule, new)?;
             let keys = entry.recipients.len();
-            store::record(fleet, [(rule.name.clone(), entry)])?;
+            store::record(fleet, [(rule.name.clone(), entry)], false)?;
             Ok(Outcome::Written(keys))
         }
     }

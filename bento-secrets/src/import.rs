@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::fleet::{RULES_FILE, SECRETS_DIR};
+use crate::lock::{Lock, LOCK_FILE};
 
 /// What an import wrote.
 #[derive(Debug, Default)]
@@ -78,7 +79,7 @@ pub fn import_agenix(root: &Path, nix: &Path) -> Result<Imported> {
             .collect();
         toml.push_str(&format!(
             "\n[secrets.{}]\nrecipients = [{}]\n",
-            quote(&name),
+            crate::rules::toml_key(&name),
             list(hosts)
         ));
         if rule.file != format!("{name}.age") {
@@ -96,6 +97,15 @@ pub fn import_agenix(root: &Path, nix: &Path) -> Result<Imported> {
         imported.secrets.push(name);
     }
     std::fs::create_dir_all(root.join(SECRETS_DIR)).map_err(|e| Error::io(SECRETS_DIR, e))?;
+    // The imported files are not in a lock yet; an empty lock (from `bento init`) would
+    // make them all look stale. Without one, verify checks headers until the first rekey.
+    let lock_shown = format!("{SECRETS_DIR}/{LOCK_FILE}");
+    if Lock::load(&root.join(SECRETS_DIR), &lock_shown)?
+        .entries
+        .is_empty()
+    {
+        let _ = std::fs::remove_file(root.join(SECRETS_DIR).join(LOCK_FILE));
+    }
     write_atomic(&root.join(RULES_FILE), toml.as_bytes(), 0o644).map_err(|e| Error::io(RULES_FILE, e))?;
     Ok(imported)
 }

@@ -74,7 +74,8 @@ pub struct Lock {
     pub present: bool,
 }
 
-const HEADER: &str = "# Written by `bento secret edit` and `bento secret rekey`: what each secret was\n\
+/// The text of a lock with no entries (what `bento init` writes).
+pub const HEADER: &str = "# Written by `bento secret edit` and `bento secret rekey`: what each secret was\n\
                       # last encrypted to. Checked by `bento secret verify`. Do not edit by hand.\n";
 
 impl Lock {
@@ -117,11 +118,7 @@ impl Lock {
 /// One table, with one recipient per line (toml's own pretty printer varies by version).
 fn toml_table(name: &str, entry: &LockEntry) -> String {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let key = if crate::rules::valid_name(name) && !name.contains('.') {
-        name.to_owned()
-    } else {
-        quote(name)
-    };
+    let key = crate::rules::toml_key(name);
     let mut out = format!("[{key}]\nsha256 = {}\nrecipients = [\n", quote(&entry.sha256));
     for r in &entry.recipients {
         out.push_str(&format!("  {},\n", quote(r)));

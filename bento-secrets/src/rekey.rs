@@ -17,6 +17,9 @@ use crate::verify::Report;
 
 /// Which secrets to rekey: `names` (all when empty), keeping only stale ones unless
 /// `all`. Secrets without a ciphertext are skipped: there is nothing to re-encrypt.
+///
+/// A fleet without `recipients.lock` yet has every secret rekeyed once, so that the lock
+/// it then gets lists them all.
 pub fn select<'a>(
     fleet: &'a Fleet,
     report: &Report,
@@ -31,7 +34,7 @@ pub fn select<'a>(
     };
     Ok(chosen
         .into_iter()
-        .filter(|r| all || stale.contains(r.name.as_str()))
+        .filter(|r| all || !report.locked || stale.contains(r.name.as_str()))
         .filter(|r| fleet.secret_path(r).exists())
         .collect())
 }
@@ -55,7 +58,7 @@ pub fn rekey(
     let entries = results
         .iter()
         .filter_map(|(n, r)| r.as_ref().ok().map(|e| (n.clone(), e.clone())));
-    store::record(fleet, entries)?;
+    store::record(fleet, entries, true)?;
     Ok(results.into_iter().map(|(n, r)| (n, r.map(|_| ()))).collect())
 }
 

@@ -78,9 +78,19 @@ pub fn write(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<LockE
 }
 
 /// Records new lock entries in the fleet's `recipients.lock` (one atomic write).
-pub fn record(fleet: &Fleet, entries: impl IntoIterator<Item = (String, LockEntry)>) -> Result<()> {
+///
+/// A fleet without a lock (an agenix repo, say) gets one only when `create` is set: a
+/// partial lock would make every secret it does not list look stale.
+pub fn record(
+    fleet: &Fleet,
+    entries: impl IntoIterator<Item = (String, LockEntry)>,
+    create: bool,
+) -> Result<()> {
     let shown = fleet.shown_in_secrets(LOCK_FILE);
     let old = Lock::load(fleet.secrets_dir(), &shown)?;
+    if !old.present && !create {
+        return Ok(());
+    }
     let mut lock = old.clone();
     lock.entries.extend(entries);
     lock.entries

@@ -79,6 +79,8 @@ pub struct Report {
     pub secrets: usize,
     /// Everything that does not hold, in secret order.
     pub findings: Vec<Finding>,
+    /// Whether the fleet has a `recipients.lock` (without one, only headers are checked).
+    pub locked: bool,
 }
 
 impl Report {
@@ -108,6 +110,7 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
     let mut report = Report {
         secrets: fleet.rules.secrets.len(),
         findings: Vec::new(),
+        locked: lock.present,
     };
     for rule in fleet.rules.secrets.values() {
         report.findings.extend(check_secret(fleet, rule, &lock)?);

@@ -2,8 +2,11 @@
 
 mod harness;
 
+mod agenix;
 mod bad_input;
 mod edit;
 mod init;
 mod interop;
+mod rekey;
 mod roundtrip;
+mod verify;

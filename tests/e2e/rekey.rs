@@ -1,0 +1,135 @@
+//! `bento secret rekey`: only stale secrets, in parallel, failures isolated.
+
+use crate::harness::{example, fails, ok, pub_line, s, EXAMPLE_RULES};
+
+fn read(fleet: &crate::harness::Fleet, name: &str) -> Vec<u8> {
+    std::fs::read(fleet.path(&format!("secrets/{name}.age"))).unwrap()
+}
+
+#[test]
+fn only_stale_secrets_are_touched_and_the_new_host_decrypts() {
+    let (fleet, keys) = example();
+    for name in ["db-password", "web-only", "tls"] {
+        ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v-{name}").as_bytes()));
+    }
+    let tls_before = read(&fleet, "tls");
+    let tls_mtime = std::fs::metadata(fleet.path("secrets/tls.age"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let web2 = fleet.ssh_key("web2", "ed25519", "");
+    fleet.add_host("web2", &web2);
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
+
+    let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.bob), "-i", s(&keys.web1)]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("db-password: re-encrypted") && stderr.contains("web-only: re-encrypted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rekeyed 2 secrets") && !stderr.contains("tls"),
+        "{stderr}"
+    );
+    assert_eq!(
+        read(&fleet, "tls"),
+        tls_before,
+        "a secret that was not stale changed"
+    );
+    assert_eq!(
+        std::fs::metadata(fleet.path("secrets/tls.age"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        tls_mtime
+    );
+    let age = std::process::Command::new("age")
+        .args(["-d", "-i", s(&web2)])
+        .arg(fleet.path("secrets/db-password.age"))
+        .output()
+        .unwrap();
+    assert_eq!(ok(&age), "v-db-password");
+}
+
+#[test]
+fn one_failure_does_not_stop_the_others() {
+    let (fleet, keys) = example();
+    for name in ["db-password", "web-only", "tls"] {
+        ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v-{name}").as_bytes()));
+    }
+    let web_only_before = read(&fleet, "web-only");
+    let web2 = fleet.ssh_key("web2", "ed25519", "");
+    fleet.add_host("web2", &web2);
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
+    // bob can decrypt db-password but not web-only (web1 and alice only).
+    let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.bob)]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("✓ db-password: re-encrypted"), "{stderr}");
+    assert!(
+        stderr.contains("error: secrets/web-only.age: none of the identities"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: rekeyed 1, failed 1"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+    assert_eq!(read(&fleet, "web-only"), web_only_before);
+    // verify now names only the one left.
+    let out = fleet.bento(&["secret", "verify"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "web-only: missing web2 (in @web)\n"
+    );
+    // With both identities, everything is rekeyed.
+    ok(&fleet.bento(&["secret", "rekey", "-i", s(&keys.bob), "-i", s(&keys.alice)]));
+    ok(&fleet.bento(&["secret", "verify"]));
+}
+
+#[test]
+fn nothing_stale_means_nothing_written_and_no_identity_needed() {
+    let (fleet, keys) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"x"));
+    let before = read(&fleet, "db-password");
+    let lock_before = std::fs::read(fleet.path("secrets/recipients.lock")).unwrap();
+    let out = ok(&fleet.bento(&["secret", "rekey"]));
+    assert!(out.is_empty());
+    assert_eq!(read(&fleet, "db-password"), before);
+    assert_eq!(
+        std::fs::read(fleet.path("secrets/recipients.lock")).unwrap(),
+        lock_before
+    );
+    // --all re-encrypts anyway; names restrict it.
+    ok(&fleet.bento(&["secret", "rekey", "--all", "db-password", "-i", s(&keys.web1)]));
+    assert_ne!(read(&fleet, "db-password"), before);
+    let err = fails(&fleet.bento(&["secret", "rekey", "nope"]));
+    assert!(err.contains("no rule for secret `nope`"), "{err}");
+}
+
+#[test]
+fn passphrase_is_asked_once_for_many_files() {
+    let (fleet, keys) = example();
+    let locked = fleet.ssh_key("locked", "ed25519", "pa55word");
+    fleet.add_admin("bob", &pub_line(&locked));
+    let many = (0..6)
+        .map(|i| format!("[secrets.s{i}]\nrecipients = [\"bob\"]\n"))
+        .collect::<String>();
+    fleet.rules(&format!("{EXAMPLE_RULES}\n{many}"));
+    for i in 0..6 {
+        ok(&fleet.bento_stdin(&["secret", "edit", &format!("s{i}")], b"x"));
+    }
+    // Make all six stale: web1 joins every one.
+    let rules = std::fs::read_to_string(fleet.path("secrets/secrets.toml")).unwrap();
+    fleet.rules(&rules.replace(r#"recipients = ["bob"]"#, r#"recipients = ["bob", "web1"]"#));
+    let out = fleet.bento_tty(&["secret", "rekey", "-i", s(&locked)], &[], b"pa55word\n");
+    let screen = ok(&out);
+    assert_eq!(screen.matches("Passphrase for").count(), 1, "{screen}");
+    assert!(screen.contains("rekeyed 6 secrets"), "{screen}");
+    for i in 0..6 {
+        let age = std::process::Command::new("age")
+            .args(["-d", "-i", s(&keys.web1)])
+            .arg(fleet.path(&format!("secrets/s{i}.age")))
+            .output()
+            .unwrap();
+        assert_eq!(ok(&age), "x");
+    }
+}
