@@ -128,7 +128,7 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .expect("a valid progress template"),
     );
-    let results = rekey::rekey(fleet, &targets, &ids, &|name, _ok| {
+    let results = rekey::rekey(fleet, &report, &targets, all, &ids, &|name, _ok| {
         bar.set_message(name.to_owned());
         bar.inc(1);
     })?;

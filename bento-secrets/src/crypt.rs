@@ -18,10 +18,29 @@ use crate::prompt::Terminal;
 
 /// Encrypts `plaintext` to every key in `keys`. `shown` names the file in errors.
 pub fn encrypt(plaintext: &[u8], keys: &[&RecipientKey], armor: bool, shown: &str) -> Result<Vec<u8>> {
-    let fail = |detail: String| Error::Encrypt {
+    let recipients = age_recipients(keys, shown)?;
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref()))
+        .map_err(|e| encrypt_error(shown, one_line(&e.to_string())))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 256 * keys.len() + 64);
+    let format = if armor { Format::AsciiArmor } else { Format::Binary };
+    let io_fail = |e: std::io::Error| encrypt_error(shown, e.to_string());
+    let armored = ArmoredWriter::wrap_output(&mut out, format).map_err(io_fail)?;
+    let mut writer = encryptor.wrap_output(armored).map_err(io_fail)?;
+    writer.write_all(plaintext).map_err(io_fail)?;
+    writer.finish().and_then(|w| w.finish()).map_err(io_fail)?;
+    Ok(out)
+}
+
+fn encrypt_error(shown: &str, detail: String) -> Error {
+    Error::Encrypt {
         file: shown.to_owned(),
         detail,
-    };
+    }
+}
+
+/// The age recipients for `keys`; plugin recipients are grouped per plugin binary.
+pub(crate) fn age_recipients(keys: &[&RecipientKey], shown: &str) -> Result<Vec<Box<dyn age::Recipient>>> {
+    let fail = |detail: String| encrypt_error(shown, detail);
     let mut recipients: Vec<Box<dyn age::Recipient>> = Vec::new();
     let mut plugins: BTreeMap<&str, Vec<age::plugin::Recipient>> = BTreeMap::new();
     for key in keys {
@@ -51,17 +70,7 @@ pub fn encrypt(plaintext: &[u8], keys: &[&RecipientKey], armor: bool, shown: &st
             })?;
         recipients.push(Box::new(plugin));
     }
-
-    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref()))
-        .map_err(|e| fail(one_line(&e.to_string())))?;
-    let mut out = Vec::with_capacity(plaintext.len() + 256 * keys.len() + 64);
-    let format = if armor { Format::AsciiArmor } else { Format::Binary };
-    let io_fail = |e: std::io::Error| fail(e.to_string());
-    let armored = ArmoredWriter::wrap_output(&mut out, format).map_err(io_fail)?;
-    let mut writer = encryptor.wrap_output(armored).map_err(io_fail)?;
-    writer.write_all(plaintext).map_err(io_fail)?;
-    writer.finish().and_then(|w| w.finish()).map_err(io_fail)?;
-    Ok(out)
+    Ok(recipients)
 }
 
 /// Decrypts an age file held in memory. `shown` names the file, `who` says who can
@@ -75,7 +84,19 @@ pub fn decrypt(ciphertext: &[u8], ids: &Identities, shown: &str, who: &str) -> R
         age::DecryptError::Io(io) => corrupt(format!("unreadable age header ({io})")),
         other => corrupt(format!("bad age header ({})", one_line(&other.to_string()))),
     })?;
-    let reader = decryptor.decrypt(ids.iter()).map_err(|e| match e {
+    let reader = decryptor
+        .decrypt(ids.iter())
+        .map_err(|e| decrypt_error(e, ids, shown, who))?;
+    read_all(reader, ciphertext.len()).map_err(|e| corrupt(format!("payload does not decrypt ({e})")))
+}
+
+/// One clear error for a failed decryption.
+pub(crate) fn decrypt_error(e: age::DecryptError, ids: &Identities, shown: &str, who: &str) -> Error {
+    let corrupt = |detail: String| Error::Corrupt {
+        file: shown.to_owned(),
+        detail,
+    };
+    match e {
         age::DecryptError::NoMatchingKeys => Error::NoMatchingIdentity {
             file: shown.to_owned(),
             tried: ids.describe(),
@@ -94,10 +115,9 @@ pub fn decrypt(ciphertext: &[u8], ids: &Identities, shown: &str, who: &str) -> R
         age::DecryptError::InvalidMac => corrupt("header MAC mismatch".into()),
         age::DecryptError::DecryptionFailed => corrupt("decryption failed".into()),
         other => corrupt(one_line(&other.to_string())),
-    })?;
-    read_all(reader, ciphertext.len()).map_err(|e| corrupt(format!("payload does not decrypt ({e})")))
+    }
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

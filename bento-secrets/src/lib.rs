@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod crypt;
 pub mod edit;
 pub mod error;
+pub mod extend;
 pub mod fleet;
 pub mod header;
 pub mod identity;

@@ -5,15 +5,20 @@
 //! decrypted, say) does not stop the others. The lock is updated once, at the end, for the
 //! secrets that succeeded.
 
+use std::collections::BTreeSet;
+
 use rayon::prelude::*;
 
+use crate::atomic::write_many;
 use crate::error::{Error, Result};
+use crate::extend;
 use crate::fleet::Fleet;
 use crate::identity::Identities;
+use crate::keys::{KeyKind, RecipientKey};
 use crate::lock::LockEntry;
 use crate::rules::SecretRule;
 use crate::store;
-use crate::verify::Report;
+use crate::verify::{Kind, Report};
 
 /// Which secrets to rekey: `names` (all when empty), keeping only stale ones unless
 /// `all`. Secrets without a ciphertext are skipped: there is nothing to re-encrypt.
@@ -39,30 +44,105 @@ pub fn select<'a>(
         .collect())
 }
 
-/// Re-encrypts `targets` in parallel. `on_done` is called as each one finishes (for a
-/// progress bar). Returns every secret's result, in the order of `targets`.
+/// How a stale secret is brought in line with its rule.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan<'a> {
+    /// Only recipients were added: wrap the same file key for them (see [`crate::extend`]).
+    Extend(Vec<&'a RecipientKey>),
+    /// Anything else (a recipient removed, a file changed outside bento, `--all`):
+    /// decrypt and encrypt anew, under a fresh file key.
+    Reencrypt,
+}
+
+fn plan<'a>(fleet: &'a Fleet, report: &Report, rule: &'a SecretRule, all: bool) -> Plan<'a> {
+    let findings: Vec<_> = report.about(&rule.name).collect();
+    if all || findings.is_empty() || findings.iter().any(|f| f.kind != Kind::MissingRecipient) {
+        return Plan::Reencrypt;
+    }
+    let missing: BTreeSet<&str> = findings
+        .iter()
+        .flat_map(|f| f.keys.iter().map(String::as_str))
+        .collect();
+    let add: Vec<&RecipientKey> = fleet
+        .recipient_keys(rule)
+        .into_iter()
+        .map(|(_, k)| k)
+        .filter(|k| missing.contains(k.fingerprint().as_str()))
+        .collect();
+    let plugin = add.iter().any(|k| matches!(k.kind(), KeyKind::Plugin(_)));
+    if add.is_empty() || add.len() != missing.len() || plugin {
+        return Plan::Reencrypt;
+    }
+    Plan::Extend(add)
+}
+
+fn rekey_one(
+    fleet: &Fleet,
+    rule: &SecretRule,
+    plan: &Plan,
+    ids: &Identities,
+) -> Result<(Vec<u8>, LockEntry)> {
+    let sealed = store::open(fleet, &rule.name)?;
+    match plan {
+        Plan::Reencrypt => store::seal(fleet, rule, &sealed.decrypt(ids)?),
+        Plan::Extend(add) => {
+            let who = store::who(rule);
+            let out = extend::add_recipients(&sealed.ciphertext, ids, add, rule.armor, &sealed.shown, &who)?;
+            let keys = fleet
+                .recipient_keys(rule)
+                .into_iter()
+                .map(|(m, k)| (m.name.clone(), k.fingerprint()));
+            let entry = LockEntry::new(&out, keys);
+            Ok((out, entry))
+        }
+    }
+}
+
+/// Re-encrypts `targets`: decryption and encryption in parallel across cores, then every
+/// file replaced atomically with the disk syncs overlapped. A secret that only gained
+/// recipients keeps its payload and gets stanzas for the new keys; any other change (and
+/// `all`) re-encrypts under a new file key. `on_done` is called as each one is encrypted
+/// (for a progress bar). Returns every secret's result, in order.
 pub fn rekey(
     fleet: &Fleet,
+    report: &Report,
     targets: &[&SecretRule],
+    all: bool,
     ids: &Identities,
     on_done: &(dyn Fn(&str, bool) + Sync),
 ) -> Result<Vec<(String, Result<()>)>> {
-    let results: Vec<(String, Result<LockEntry>)> = targets
+    let sealed: Vec<Result<(Vec<u8>, LockEntry)>> = targets
         .par_iter()
         .map(|rule| {
-            let result = rekey_one(fleet, rule, ids);
+            let result = rekey_one(fleet, rule, &plan(fleet, report, rule, all), ids);
             on_done(&rule.name, result.is_ok());
-            (rule.name.clone(), result)
+            result
         })
         .collect();
-    let entries = results
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().ok().map(|e| (n.clone(), e.clone())));
-    store::record(fleet, entries, true)?;
-    Ok(results.into_iter().map(|(n, r)| (n, r.map(|_| ()))).collect())
-}
 
-fn rekey_one(fleet: &Fleet, rule: &SecretRule, ids: &Identities) -> Result<LockEntry, Error> {
-    let plaintext = store::open(fleet, &rule.name)?.decrypt(ids)?;
-    store::write(fleet, rule, &plaintext)
+    let paths: Vec<_> = targets.iter().map(|r| fleet.secret_path(r)).collect();
+    let to_write: Vec<(&std::path::Path, &[u8], u32)> = sealed
+        .iter()
+        .zip(&paths)
+        .filter_map(|(s, p)| {
+            s.as_ref()
+                .ok()
+                .map(|(c, _)| (p.as_path(), c.as_slice(), store::ciphertext_mode()))
+        })
+        .collect();
+    let mut written = write_many(&to_write).into_iter();
+
+    let mut results = Vec::with_capacity(targets.len());
+    let mut entries = Vec::new();
+    for (rule, sealed) in targets.iter().zip(sealed) {
+        let result = sealed.and_then(|(_, entry)| {
+            let wrote = written.next().expect("one write result per sealed secret");
+            wrote.map_err(|e| Error::io(fleet.secret_shown(rule), e))?;
+            entries.push((rule.name.clone(), entry));
+            Ok(())
+        });
+        results.push((rule.name.clone(), result));
+    }
+    store::record(fleet, entries, true)?;
+    Ok(results)
 }

@@ -61,20 +61,33 @@ pub fn open<'a>(fleet: &'a Fleet, name: &str) -> Result<Sealed<'a>> {
 /// Returns the lock entry describing the new file; pass it to [`record`].
 pub fn write(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<LockEntry> {
     let shown = fleet.secret_shown(rule);
-    let members_keys = fleet.recipient_keys(rule);
-    let keys: Vec<_> = members_keys.iter().map(|(_, k)| *k).collect();
-    let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &shown)?;
+    let (ciphertext, entry) = seal(fleet, rule, plaintext)?;
     let path = fleet.secret_path(rule);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(&shown, e))?;
     }
     write_atomic(&path, &ciphertext, CIPHERTEXT_MODE).map_err(|e| Error::io(&shown, e))?;
-    Ok(LockEntry::new(
+    Ok(entry)
+}
+
+/// Encrypts `plaintext` to the rule's recipients, in memory: the ciphertext and the lock
+/// entry that will describe it once written.
+pub fn seal(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<(Vec<u8>, LockEntry)> {
+    let members_keys = fleet.recipient_keys(rule);
+    let keys: Vec<_> = members_keys.iter().map(|(_, k)| *k).collect();
+    let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &fleet.secret_shown(rule))?;
+    let entry = LockEntry::new(
         &ciphertext,
         members_keys
             .iter()
             .map(|(m, k)| (m.name.clone(), k.fingerprint())),
-    ))
+    );
+    Ok((ciphertext, entry))
+}
+
+/// Permissions of a ciphertext file.
+pub fn ciphertext_mode() -> u32 {
+    CIPHERTEXT_MODE
 }
 
 /// Records new lock entries in the fleet's `recipients.lock` (one atomic write).

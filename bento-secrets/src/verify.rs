@@ -68,6 +68,9 @@ pub struct Finding {
     /// The recipient concerned, by name, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
+    /// For a missing recipient: the fingerprints of its keys that are missing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
     /// One line for humans.
     pub message: String,
 }
@@ -123,6 +126,7 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
                 file: fleet.shown_in_secrets(&file),
                 kind: Kind::Orphan,
                 recipient: None,
+                keys: Vec::new(),
                 message: format!("{file}: no rule; add one to the rules or delete the file"),
             });
         }
@@ -137,6 +141,7 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
             file: fleet.shown_in_secrets(LOCK_FILE),
             kind: Kind::StaleLockEntry,
             recipient: None,
+            keys: Vec::new(),
             message: format!(
                 "{LOCK_FILE}: entry for `{name}`, which has no rule; `bento secret rekey` drops it"
             ),
@@ -153,6 +158,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
         file: file.clone(),
         kind,
         recipient,
+        keys: Vec::new(),
         message: format!("{name}: {message}"),
     };
     let Some(bytes) = crate::store::read_ciphertext(fleet, rule)? else {
@@ -165,7 +171,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
     };
 
     let expected = fleet.recipient_keys(rule);
-    let mut missing: BTreeMap<String, &Member> = BTreeMap::new();
+    let mut missing: BTreeMap<String, (&Member, BTreeSet<String>)> = BTreeMap::new();
     let mut extra: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
 
@@ -179,7 +185,11 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
     for (member, key) in &expected {
         if let Some(tag) = key.ssh_tag() {
             if !header_tags.contains(tag.as_str()) {
-                missing.insert(member.name.clone(), member);
+                missing
+                    .entry(member.name.clone())
+                    .or_insert((member, BTreeSet::new()))
+                    .1
+                    .insert(key.fingerprint());
             }
             expected_tags.insert(tag);
         }
@@ -200,7 +210,11 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
             for (member, key) in &expected {
                 let fp = key.fingerprint();
                 if !locked.contains(fp.as_str()) {
-                    missing.insert(member.name.clone(), member);
+                    missing
+                        .entry(member.name.clone())
+                        .or_insert((member, BTreeSet::new()))
+                        .1
+                        .insert(fp.clone());
                 }
                 wanted.insert(fp);
             }
@@ -233,12 +247,14 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
         None => out.extend(x25519_count(&expected, &stanzas, &finding)),
     }
 
-    for (who, member) in missing {
-        out.push(finding(
+    for (who, (member, keys)) in missing {
+        let mut f = finding(
             Kind::MissingRecipient,
             Some(who.clone()),
             format!("missing {who} ({})", member.via),
-        ));
+        );
+        f.keys = keys.into_iter().collect();
+        out.push(f);
     }
     for who in extra {
         out.push(finding(

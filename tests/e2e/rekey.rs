@@ -133,3 +133,53 @@ fn passphrase_is_asked_once_for_many_files() {
         assert_eq!(ok(&age), "x");
     }
 }
+
+/// The bytes after an age header: the payload.
+fn payload(file: &[u8]) -> Vec<u8> {
+    let mac = file.windows(4).position(|w| w == b"\n---").unwrap();
+    let end = mac + 1 + file[mac + 1..].iter().position(|&b| b == b'\n').unwrap();
+    file[end + 1..].to_vec()
+}
+
+#[test]
+fn adding_keeps_the_payload_removing_re_encrypts() {
+    let (fleet, keys) = example();
+    for name in ["db-password", "web-only", "tls"] {
+        ok(&fleet.bento_stdin(&["secret", "edit", name], b"rotate me"));
+    }
+    let first = read(&fleet, "db-password");
+    let web2 = fleet.ssh_key("web2", "ed25519", "");
+    fleet.add_host("web2", &web2);
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
+    ok(&fleet.bento(&["secret", "rekey", "-i", s(&keys.alice)]));
+    let widened = read(&fleet, "db-password");
+    assert_eq!(
+        payload(&first),
+        payload(&widened),
+        "adding a host must not re-encrypt the payload"
+    );
+    ok(&fleet.bento(&["secret", "verify"]));
+
+    // web1 leaves: a new file key, so web1's old stanza is useless even with old copies.
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web2"]"#));
+    ok(&fleet.bento(&["secret", "rekey", "-i", s(&keys.alice)]));
+    let narrowed = read(&fleet, "db-password");
+    assert_ne!(payload(&widened), payload(&narrowed));
+    ok(&fleet.bento(&["secret", "verify"]));
+    for (key, can) in [
+        (&keys.web1, false),
+        (&web2, true),
+        (&keys.db1, true),
+        (&keys.alice, true),
+    ] {
+        let out = std::process::Command::new("age")
+            .args(["-d", "-i", s(key)])
+            .arg(fleet.path("secrets/db-password.age"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), can, "{}", key.display());
+        if can {
+            assert_eq!(out.stdout, b"rotate me");
+        }
+    }
+}

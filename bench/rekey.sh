@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Rekey benchmark: bento vs the agenix way (one `age -d | age -R …` pipeline per secret).
+#
+#   bench/rekey.sh [SECRETS] [NOOP_SECRETS]     defaults: 200 secrets, 1000 for the no-op run
+#
+# 1. A fleet of 11 hosts + 1 admin (12 recipients) and SECRETS secrets; one host joins the
+#    group every secret goes to, so every secret is stale. bento rekeys them; the agenix way
+#    decrypts and re-encrypts each one with the age CLI. Same work, same machine, one run.
+# 2. A rekey where nothing is stale, over NOOP_SECRETS secrets.
+# Needs: cargo, age, ssh-keygen.
+set -euo pipefail
+n=${1:-200}
+noop_n=${2:-1000}
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bento=$PWD/target/release/bento
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+
+make_fleet() { # DIR COUNT
+  local dir=$1 count=$2
+  mkdir -p "$dir" && (cd "$dir" && "$bento" init >/dev/null 2>&1)
+  ssh-keygen -q -t ed25519 -N '' -C admin -f "$work/admin" <<<y >/dev/null 2>&1 || true
+  cp "$work/admin.pub" "$dir/keys/admins/admin.pub"
+  local hosts=()
+  for i in $(seq 1 12); do
+    [ -f "$work/host$i" ] || ssh-keygen -q -t ed25519 -N '' -C "host$i" -f "$work/host$i"
+    cp "$work/host$i.pub" "$dir/keys/hosts/host$i.pub"
+    [ "$i" -le 11 ] && hosts+=("\"host$i\"")
+  done
+  {
+    echo 'admins = ["admin"]'
+    echo '[groups]'
+    echo "all = [$(IFS=,; echo "${hosts[*]}")]"
+    for s in $(seq 1 "$count"); do printf '[secrets.s%d]\nrecipients = ["@all"]\n' "$s"; done
+  } >"$dir/secrets/secrets.toml"
+  for s in $(seq 1 "$count"); do
+    printf 'secret number %d\n' "$s" | "$bento" --fleet "$dir" secret edit "s$s" 2>/dev/null
+  done
+}
+
+echo "== rekey after a host joins: $n secrets x 12 recipients =="
+make_fleet "$work/fleet" "$n"
+sed -i 's/^all = \[\(.*\)\]$/all = [\1,"host12"]/' "$work/fleet/secrets/secrets.toml"
+cp -r "$work/fleet" "$work/agenix"
+
+t0=$(now)
+"$bento" --fleet "$work/fleet" secret rekey -i "$work/admin" 2>/dev/null
+t1=$(now)
+"$bento" --fleet "$work/fleet" secret verify >/dev/null 2>&1 || { echo "bento rekey left stale secrets" >&2; exit 1; }
+
+recipients=(-R "$work/admin.pub")
+for i in $(seq 1 12); do recipients+=(-R "$work/host$i.pub"); done
+t2=$(now)
+for s in $(seq 1 "$n"); do
+  f="$work/agenix/secrets/s$s.age"
+  age -d -i "$work/admin" "$f" | age "${recipients[@]}" -o "$f.tmp" && mv "$f.tmp" "$f"
+done
+t3=$(now)
+age -d -i "$work/host12" "$work/agenix/secrets/s1.age" >/dev/null
+
+bento_ms=$(ms "$t0" "$t1"); age_ms=$(ms "$t2" "$t3")
+echo "bento secret rekey:        ${bento_ms} ms"
+echo "age -d | age -R, per file: ${age_ms} ms"
+awk -v a="$age_ms" -v b="$bento_ms" 'BEGIN { if (b < 1) b = 1; printf "ratio: bento is %.1fx faster (target: 20x)\n", a / b }'
+
+echo
+echo "== rekey with nothing stale: $noop_n secrets =="
+make_fleet "$work/noop" "$noop_n"
+t0=$(now)
+"$bento" --fleet "$work/noop" secret rekey 2>/dev/null
+t1=$(now)
+echo "bento secret rekey (nothing stale): $(ms "$t0" "$t1") ms (target: well under 1000 ms)"

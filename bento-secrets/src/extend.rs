@@ -1,0 +1,210 @@
+//! Adding recipients to an age file without re-encrypting its payload.
+//!
+//! When a host joins a group, every secret of the group must become readable by it, and
+//! nothing else changes. Like sops' `updatekeys`, bento then keeps the file key: it
+//! unwraps it with the admin's identity, wraps it for the new keys only, and writes a new
+//! header (old stanzas + new stanzas, with a fresh header MAC) in front of the unchanged
+//! payload. The result is a standard age file. Removing a recipient is never done this
+//! way: it always re-encrypts under a new file key.
+
+use std::io::{Read, Write};
+
+use age::armor::{ArmoredReader, ArmoredWriter, Format};
+use age_core::format::{FileKey, Stanza};
+use age_core::secrecy::ExposeSecret;
+use base64::prelude::{Engine, BASE64_STANDARD_NO_PAD};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::crypt::{age_recipients, decrypt_error};
+use crate::error::{Error, Result};
+use crate::identity::Identities;
+use crate::keys::RecipientKey;
+
+const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
+const MAC_TAG: &[u8] = b"---";
+/// age derives the header MAC key from the file key with this HKDF label.
+const HEADER_KEY_LABEL: &[u8] = b"header";
+
+/// Returns `ciphertext` readable also by `add`, with the same file key and payload.
+/// `who` says who can decrypt it (for the error when no identity matches).
+pub fn add_recipients(
+    ciphertext: &[u8],
+    ids: &Identities,
+    add: &[&RecipientKey],
+    armor: bool,
+    shown: &str,
+    who: &str,
+) -> Result<Vec<u8>> {
+    let corrupt = |detail: &str| Error::Corrupt {
+        file: shown.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let mut binary = Vec::with_capacity(ciphertext.len());
+    ArmoredReader::new(ciphertext)
+        .read_to_end(&mut binary)
+        .map_err(|e| corrupt(&e.to_string()))?;
+
+    // The file key, checked against the header MAC by age itself.
+    let capture = Capture {
+        ids,
+        key: std::sync::Mutex::new(None),
+    };
+    let decryptor = age::Decryptor::new_buffered(&binary[..]).map_err(|e| corrupt(&e.to_string()))?;
+    decryptor
+        .decrypt(std::iter::once(&capture as &dyn age::Identity))
+        .map_err(|e| decrypt_error(e, ids, shown, who))?;
+    let file_key = capture
+        .key
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .ok_or_else(|| corrupt("no file key"))?;
+
+    let (mut stanzas, payload) = split(&binary).ok_or_else(|| corrupt("malformed age header"))?;
+    for recipient in age_recipients(add, shown)? {
+        let (new, labels) = recipient.wrap_file_key(&file_key).map_err(|e| Error::Encrypt {
+            file: shown.to_owned(),
+            detail: e.to_string(),
+        })?;
+        if !labels.is_empty() {
+            return Err(Error::Encrypt {
+                file: shown.to_owned(),
+                detail: "a recipient with labels cannot be added to an existing file".into(),
+            });
+        }
+        stanzas.extend(new);
+    }
+
+    let mut header = VERSION_LINE.to_vec();
+    for s in &stanzas {
+        let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+        cookie_factory::gen_simple(
+            age_core::format::write::age_stanza(&s.tag, &args, &s.body),
+            &mut header,
+        )
+        .map_err(|e| Error::Encrypt {
+            file: shown.to_owned(),
+            detail: e.to_string(),
+        })?;
+    }
+    header.extend_from_slice(MAC_TAG);
+    let mac_key = age_core::primitives::hkdf(&[], HEADER_KEY_LABEL, file_key.expose_secret());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&mac_key).expect("HMAC takes any key length");
+    mac.update(&header);
+    header.push(b' ');
+    header.extend_from_slice(
+        BASE64_STANDARD_NO_PAD
+            .encode(mac.finalize().into_bytes())
+            .as_bytes(),
+    );
+    header.push(b'\n');
+
+    let mut out = Vec::with_capacity(header.len() + payload.len() + 64);
+    let format = if armor { Format::AsciiArmor } else { Format::Binary };
+    let io = |e: std::io::Error| Error::Encrypt {
+        file: shown.to_owned(),
+        detail: e.to_string(),
+    };
+    let mut w = ArmoredWriter::wrap_output(&mut out, format).map_err(io)?;
+    w.write_all(&header)
+        .and_then(|()| w.write_all(payload))
+        .map_err(io)?;
+    w.finish().map_err(io)?;
+    Ok(out)
+}
+
+/// Splits a binary age file into its stanzas and its payload (nonce + stream).
+fn split(binary: &[u8]) -> Option<(Vec<Stanza>, &[u8])> {
+    let mut rest = binary.strip_prefix(VERSION_LINE)?;
+    let mut stanzas = Vec::new();
+    while !rest.starts_with(MAC_TAG) {
+        let (next, stanza) = age_core::format::read::age_stanza(rest).ok()?;
+        stanzas.push(Stanza::from(stanza));
+        rest = next;
+    }
+    let mac_line_end = rest.iter().position(|&b| b == b'\n')?;
+    Some((stanzas, &rest[mac_line_end + 1..]))
+}
+
+/// An identity that remembers the file key it unwraps.
+struct Capture<'a> {
+    ids: &'a Identities,
+    key: std::sync::Mutex<Option<FileKey>>,
+}
+
+impl age::Identity for Capture<'_> {
+    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<std::result::Result<FileKey, age::DecryptError>> {
+        self.unwrap_stanzas(std::slice::from_ref(stanza))
+    }
+
+    fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<std::result::Result<FileKey, age::DecryptError>> {
+        let result = self.ids.iter().find_map(|id| id.unwrap_stanzas(stanzas))?;
+        if let Ok(key) = &result {
+            let copy = FileKey::init_with_mut(|k| k.copy_from_slice(key.expose_secret()));
+            *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+        }
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypt;
+
+    fn identity_file(dir: &std::path::Path, name: &str, id: &age::x25519::Identity) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, id.to_string().expose_secret()).unwrap();
+        path
+    }
+
+    #[test]
+    fn added_keys_decrypt_old_keys_still_do_and_payload_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (
+            age::x25519::Identity::generate(),
+            age::x25519::Identity::generate(),
+        );
+        let old_key = RecipientKey::parse(&old.to_public().to_string()).unwrap();
+        let new_key = RecipientKey::parse(&new.to_public().to_string()).unwrap();
+        let ids_old = Identities::load_with(
+            &[identity_file(dir.path(), "old", &old)],
+            Arc::new(crate::prompt::Terminal),
+        )
+        .unwrap();
+        let ids_new = Identities::load_with(
+            &[identity_file(dir.path(), "new", &new)],
+            Arc::new(crate::prompt::Terminal),
+        )
+        .unwrap();
+        for armor in [false, true] {
+            let file = crypt::encrypt(b"the secret", &[&old_key], armor, "t").unwrap();
+            assert!(crypt::decrypt(&file, &ids_new, "t", "x").is_err());
+            let extended = add_recipients(&file, &ids_old, &[&new_key], armor, "t", "x").unwrap();
+            for ids in [&ids_old, &ids_new] {
+                assert_eq!(
+                    &crypt::decrypt(&extended, ids, "t", "x").unwrap()[..],
+                    b"the secret"
+                );
+            }
+            let stanzas = crate::header::stanzas(&extended).unwrap();
+            assert_eq!(stanzas.iter().filter(|s| s.tag == "X25519").count(), 2);
+            if !armor {
+                let payload = |f: &[u8]| split(f).unwrap().1.to_vec();
+                assert_eq!(
+                    payload(&file),
+                    payload(&extended),
+                    "the payload is not re-encrypted"
+                );
+            }
+        }
+        // Without the right identity there is nothing to extend.
+        let file = crypt::encrypt(b"x", &[&new_key], false, "t").unwrap();
+        assert!(matches!(
+            add_recipients(&file, &ids_old, &[&old_key], false, "t", "x"),
+            Err(Error::NoMatchingIdentity { .. })
+        ));
+    }
+}
