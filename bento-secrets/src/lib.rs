@@ -20,6 +20,7 @@ pub mod plaintext;
 pub mod prompt;
 pub mod rekey;
 pub mod rules;
+pub mod spec;
 pub mod store;
 pub mod verify;
 

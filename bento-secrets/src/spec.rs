@@ -1,0 +1,96 @@
+//! What a host needs to know to activate one secret. The bundle's `manifest.json` carries
+//! a list of these (its `secrets` field); `bento activate` reads only that field, so the
+//! rest of the manifest can grow without touching activation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{parse_mode, valid_abs_path, valid_name, SecretRule};
+
+/// One secret of a bundle, with its runtime attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// The secret's name; it lands at `<root>/secrets/<name>`.
+    pub name: String,
+    /// The ciphertext, relative to the bundle: `secrets/<name>.age`.
+    pub file: String,
+    /// Hex SHA-256 of the ciphertext.
+    pub sha256: String,
+    /// Owner of the activated file.
+    pub owner: String,
+    /// Group of the activated file; absent: the owner's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Octal mode, as in the rules (`"0400"`).
+    pub mode: String,
+    /// Optional stable path that gets a symlink to the activated file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Units restarted when the content changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_units: Vec<String>,
+    /// Activated before users exist (`bento activate --phase users`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needed_for_users: bool,
+}
+
+impl SecretSpec {
+    /// The spec of a rule whose ciphertext has SHA-256 `sha256` (hex).
+    pub fn from_rule(rule: &SecretRule, sha256: String) -> SecretSpec {
+        SecretSpec {
+            name: rule.name.clone(),
+            file: format!("secrets/{}.age", rule.name),
+            sha256,
+            owner: rule.owner.clone(),
+            group: rule.group.clone(),
+            mode: format!("{:04o}", rule.mode),
+            path: rule.path.clone(),
+            restart_units: rule.restart_units.clone(),
+            needed_for_users: rule.needed_for_users,
+        }
+    }
+
+    /// Checks everything a host must not trust blindly: names without `/` or `..`, the
+    /// file inside `secrets/`, an absolute `path`, a valid mode.
+    pub fn validate(&self) -> Result<(), String> {
+        if !valid_name(&self.name) {
+            return Err(format!(
+                "secret name `{}` is not allowed (letters, digits, `.`, `_`, `-`)",
+                self.name.escape_default()
+            ));
+        }
+        if self.file != format!("secrets/{}.age", self.name) {
+            return Err(format!(
+                "{}: file `{}` is not secrets/{}.age",
+                self.name,
+                self.file.escape_default(),
+                self.name
+            ));
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{}: sha256 is not 64 hex digits", self.name));
+        }
+        if parse_mode(&self.mode).is_none() {
+            return Err(format!(
+                "{}: mode `{}` is not octal",
+                self.name,
+                self.mode.escape_default()
+            ));
+        }
+        if let Some(p) = &self.path {
+            if !valid_abs_path(p) {
+                return Err(format!(
+                    "{}: path `{}` must be absolute, without `..`",
+                    self.name,
+                    p.escape_default()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The mode as a number.
+    pub fn mode_bits(&self) -> u32 {
+        parse_mode(&self.mode).unwrap_or(0o400)
+    }
+}
