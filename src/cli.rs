@@ -22,6 +22,56 @@ pub enum Command {
     Init,
     /// Create, edit, read, check and re-encrypt secrets
     Secret(SecretArgs),
+    /// Decrypt this host's secrets from an installed bundle into a RAM filesystem (run by
+    /// the NixOS activation script)
+    Activate(ActivateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The installed bundle, holding manifest.json and secrets/
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// The host's private key (repeatable)
+    /// [default: /etc/ssh/ssh_host_ed25519_key and /etc/ssh/ssh_host_rsa_key]
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Where secrets land: <ROOT>/secrets/<name>
+    #[arg(long, value_name = "DIR", default_value = "/run/bento")]
+    pub root: PathBuf,
+    /// `users`: only secrets marked needed_for_users (before users exist), root-only,
+    /// into <ROOT>/secrets-for-users; `secrets`: all the others
+    #[arg(long, value_enum, default_value = "secrets")]
+    pub phase: PhaseArg,
+    /// Print what would change and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many previous generations to keep
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub keep: usize,
+    /// The RAM filesystem to mount at <ROOT>/secrets.d
+    #[arg(long, value_enum, default_value = "ramfs")]
+    pub fs: FsArg,
+    /// Do not mount a RAM filesystem (unprivileged test or demo runs only)
+    #[arg(long)]
+    pub no_mount: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PhaseArg {
+    Users,
+    Secrets,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FsArg {
+    /// Never swapped (default)
+    Ramfs,
+    /// tmpfs with noswap where the kernel supports it
+    Tmpfs,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The `bento` binary: parses the command line, calls the libraries, prints.
 
+mod activate;
 mod cli;
 mod output;
 mod secret;
@@ -42,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init => init(&fleet),
         Command::Secret(cmd) => secret::run(&fleet, cmd),
+        Command::Activate(args) => activate::run(args),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::identity::Identities;
 use crate::plaintext::read_file;
+use crate::ramfs::is_ram_fs;
 use crate::rules::SecretRule;
 use crate::store;
 
@@ -140,17 +141,6 @@ fn ram_dir(policy: &TempPolicy) -> Result<PathBuf> {
     Err(Error::UnsafeTmp {
         dir: dir.display().to_string(),
     })
-}
-
-/// Is `dir` on tmpfs or ramfs?
-pub fn is_ram_fs(dir: &Path) -> bool {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
-    const RAMFS_MAGIC: u64 = 0x8584_58f6;
-    match rustix::fs::statfs(dir) {
-        #[allow(clippy::unnecessary_cast)] // f_type's width differs between platforms
-        Ok(st) => matches!((st.f_type as u64) & 0xffff_ffff, TMPFS_MAGIC | RAMFS_MAGIC),
-        Err(_) => false,
-    }
 }
 
 /// Runs the editor on `file`. SIGINT and SIGQUIT are left to the editor; SIGTERM and

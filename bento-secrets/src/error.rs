@@ -121,6 +121,13 @@ pub enum Error {
         file: String,
     },
 
+    /// Activation could not proceed at all (mount, full RAM filesystem, the tree).
+    #[error("{msg}")]
+    Activate {
+        /// What happened and what state the host is in.
+        msg: String,
+    },
+
     /// A signal arrived while editing.
     #[error("interrupted; {file} is unchanged")]
     Interrupted {

@@ -4,6 +4,8 @@
 //! Plaintext lives only in [`zeroize::Zeroizing`] buffers and, while an admin edits, in a
 //! private file on a RAM filesystem. No error message carries plaintext.
 
+pub mod accounts;
+pub mod activate;
 pub mod agenix;
 pub mod atomic;
 pub mod crypt;
@@ -11,6 +13,7 @@ pub mod edit;
 pub mod error;
 pub mod extend;
 pub mod fleet;
+pub mod generation;
 pub mod header;
 pub mod identity;
 pub mod import;
@@ -18,6 +21,7 @@ pub mod keys;
 pub mod lock;
 pub mod plaintext;
 pub mod prompt;
+pub mod ramfs;
 pub mod rekey;
 pub mod rules;
 pub mod spec;

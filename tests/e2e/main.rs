@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod activate;
 mod agenix;
 mod bad_input;
 mod edit;

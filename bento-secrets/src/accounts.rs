@@ -1,0 +1,82 @@
+//! Who owns an activated secret: user and group names resolved to ids on the host.
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+/// A resolved owner: uid and gid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
+}
+
+/// Resolves `owner` (a user name or numeric id) and `group` (a group name or numeric id;
+/// `None` means the owner's primary group, else root's group 0).
+pub fn resolve(owner: &str, group: Option<&str>) -> Result<Owner, String> {
+    let (uid, primary_gid) = lookup_user(owner)?;
+    let gid = match group {
+        Some(g) => lookup_group(g)?,
+        None => primary_gid.unwrap_or(0),
+    };
+    Ok(Owner { uid, gid })
+}
+
+/// A user's uid and, when the user exists, its primary gid. A numeric id is accepted
+/// even without a passwd entry.
+fn lookup_user(name: &str) -> Result<(u32, Option<u32>), String> {
+    if let Ok(id) = name.parse::<u32>() {
+        let primary = User::from_uid(Uid::from_raw(id))
+            .ok()
+            .flatten()
+            .map(|u| u.gid.as_raw());
+        return Ok((id, primary));
+    }
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
+        Ok(None) => Err(format!(
+            "unknown user `{name}` on this host (create it, or fix `owner` in the rules)"
+        )),
+        Err(e) => Err(format!("looking up user `{name}`: {e}")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    match Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "unknown group `{name}` on this host (create it, or fix `group` in the rules)"
+        )),
+        Err(e) => Err(format!("looking up group `{name}`: {e}")),
+    }
+}
+
+/// The name of group `gid`, for messages.
+pub fn group_name(gid: u32) -> String {
+    Group::from_gid(Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_and_unknowns() {
+        assert_eq!(
+            super::resolve("root", None).unwrap(),
+            super::Owner { uid: 0, gid: 0 }
+        );
+        assert_eq!(
+            super::resolve("0", Some("0")).unwrap(),
+            super::Owner { uid: 0, gid: 0 }
+        );
+        let e = super::resolve("no-such-user-here", None).unwrap_err();
+        assert!(e.contains("unknown user `no-such-user-here`"), "{e}");
+        let e = super::resolve("root", Some("no-such-group-here")).unwrap_err();
+        assert!(e.contains("unknown group"), "{e}");
+    }
+}

@@ -1,0 +1,479 @@
+//! `bento activate`: decrypt a host's secrets from an installed bundle into a RAM
+//! filesystem, as a new generation, and switch to it atomically.
+//!
+//! Each secret is independent: one that fails (cannot be decrypted, hash mismatch, unknown
+//! user) is reported by name and keeps its previous content, while the others activate.
+//! If the RAM filesystem fills up, the new generation is dropped and the previous one
+//! stays in place. Plaintext is only ever in `Zeroizing` memory and in the tree.
+
+use std::collections::BTreeSet;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::accounts::{self, Owner};
+use crate::error::{Error, Result};
+use crate::generation::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
+use crate::identity::Identities;
+use crate::lock::sha256_hex;
+use crate::prompt::Prompt;
+use crate::ramfs::{self, FsKind, Mounted};
+use crate::spec::SecretSpec;
+
+/// Which secrets an activation handles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Secrets marked `needed_for_users`, before users exist: root-only, in
+    /// `<root>/secrets-for-users`.
+    Users,
+    /// All other secrets, in `<root>/secrets`.
+    #[default]
+    Secrets,
+}
+
+/// How to activate.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The installed bundle (holding `manifest.json` and `secrets/`).
+    pub bundle: PathBuf,
+    /// The activation root, `/run/bento` on a host.
+    pub root: PathBuf,
+    /// The host's private keys.
+    pub identities: Vec<PathBuf>,
+    /// Which secrets.
+    pub phase: Phase,
+    /// Report what would change, change nothing.
+    pub dry_run: bool,
+    /// How many previous generations to keep.
+    pub keep: usize,
+    /// Which RAM filesystem to mount.
+    pub fs: FsKind,
+    /// Mount the RAM filesystem (off only for unprivileged test or demo runs).
+    pub mount: bool,
+    /// The command that restarts units (`systemctl`).
+    pub systemctl: String,
+}
+
+/// A secret that failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The secret's name (escaped if it was not a valid name).
+    pub name: String,
+    /// Why, in one line.
+    pub error: String,
+    /// Whether its previous content was kept.
+    pub kept_previous: bool,
+}
+
+/// What an activation did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// The generation switched to (`None` for a dry run).
+    pub generation: Option<u64>,
+    /// Secrets that are new.
+    pub added: Vec<String>,
+    /// Secrets whose content changed.
+    pub changed: Vec<String>,
+    /// Secrets no longer in the bundle.
+    pub removed: Vec<String>,
+    /// Secrets unchanged.
+    pub unchanged: Vec<String>,
+    /// Secrets that failed.
+    pub failed: Vec<Failure>,
+    /// Units restarted (or, in a dry run, that would be).
+    pub restart_units: Vec<String>,
+    /// Things the admin should know.
+    pub warnings: Vec<String>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// Activation never asks anything: host keys are not passphrase-protected.
+struct NoPrompt;
+impl Prompt for NoPrompt {
+    fn passphrase(&self, _: &str) -> Option<Zeroizing<String>> {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+struct ManifestSecrets {
+    #[serde(default)]
+    secrets: Vec<serde_json::Value>,
+}
+
+/// A secret ready to be written: plaintext and resolved owner.
+type Prepared = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
+
+/// Activates the secrets of `opts.bundle`.
+pub fn activate(opts: &Options) -> Result<Report> {
+    let family = if opts.phase == Phase::Users {
+        FOR_USERS
+    } else {
+        SECRETS
+    };
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        ..Report::default()
+    };
+    let specs = read_specs(&opts.bundle, opts.phase, &mut report)?;
+
+    let prepared: Vec<Prepared> = if specs.is_empty() {
+        Vec::new()
+    } else {
+        match Identities::load_with(&opts.identities, Arc::new(NoPrompt)) {
+            Ok(ids) => specs
+                .par_iter()
+                .map(|spec| prepare(spec, &opts.bundle, &ids))
+                .collect(),
+            Err(e) => specs.iter().map(|_| Err(e.to_string())).collect(),
+        }
+    };
+
+    if opts.dry_run {
+        dry_run(opts, family, &specs, prepared, &mut report);
+        return Ok(report);
+    }
+
+    let store = opts.root.join(STORE_DIR);
+    if opts.mount {
+        let mounted = ramfs::ensure_mounted(&store, opts.fs).map_err(|e| Error::Activate {
+            msg: format!("{}: {e}", store.display()),
+        })?;
+        if mounted == Mounted::FreshWithSwap {
+            report
+                .warnings
+                .push("this kernel has no tmpfs `noswap`: secrets could be swapped; use ramfs".into());
+        }
+    } else {
+        std::fs::create_dir_all(&store).map_err(|e| Error::io(store.display().to_string(), e))?;
+    }
+    let io = |e: std::io::Error| Error::Activate {
+        msg: format!("{}: {e}", opts.root.display()),
+    };
+    let tree = Tree::open(&opts.root).map_err(io)?;
+    let old_n = tree.current(family);
+    let old_dir = old_n.and_then(|n| tree.open_generation(family, n).ok());
+    let old_specs = old_dir.as_ref().map(read_old_specs).unwrap_or_default();
+    let n = tree
+        .generations(family)
+        .map_err(io)?
+        .last()
+        .copied()
+        .max(old_n)
+        .unwrap_or(0)
+        + 1;
+    let gen = tree.create_generation(family, n).map_err(io)?;
+    let chown = rustix::process::geteuid().is_root();
+    if !chown {
+        report
+            .warnings
+            .push("not running as root: files keep the current user as owner".into());
+    }
+
+    let mut present: Vec<SecretSpec> = Vec::new();
+    for (spec, prepared) in specs.iter().zip(prepared) {
+        let old = old_dir
+            .as_ref()
+            .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+        let written = match prepared {
+            Ok((plain, owner)) => {
+                let (owner, mode) = if opts.phase == Phase::Users {
+                    (Owner { uid: 0, gid: 0 }, 0o400)
+                } else {
+                    (owner, spec.mode_bits())
+                };
+                match generation::write_file(&gen, &spec.name, owner, mode, &plain, chown) {
+                    Ok(()) => {
+                        let list = match &old {
+                            None => &mut report.added,
+                            Some((before, _)) if before[..] == plain[..] => &mut report.unchanged,
+                            Some(_) => &mut report.changed,
+                        };
+                        list.push(spec.name.clone());
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(error) => {
+                let kept = carry_forward(&gen, &spec.name, old.as_ref(), chown);
+                report.failed.push(Failure {
+                    name: spec.name.clone(),
+                    error,
+                    kept_previous: kept.is_ok(),
+                });
+                kept.map(|_| ())
+            }
+        };
+        match written {
+            Ok(()) => present.push(spec.clone()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
+                let _ = tree.remove_generation(family, n);
+                return Err(Error::Activate {
+                    msg: format!(
+                        "{}: the RAM filesystem is full; generation {} is still active, nothing changed",
+                        store.display(),
+                        old_n.map_or("none".into(), |o| o.to_string())
+                    ),
+                });
+            }
+            Err(e) if report.failed.iter().any(|f| f.name == spec.name) => {
+                let _ = e; // no previous content to keep: already reported
+            }
+            Err(e) => report.failed.push(Failure {
+                name: spec.name.clone(),
+                error: format!("writing it: {e}"),
+                kept_previous: false,
+            }),
+        }
+    }
+    let specs_json = serde_json::to_vec_pretty(&present).unwrap_or_default();
+    let root_owner = Owner { uid: 0, gid: 0 };
+    generation::write_file(&gen, SPECS_FILE, root_owner, 0o400, &specs_json, chown).map_err(io)?;
+    drop(gen);
+    tree.switch(family, n).map_err(io)?;
+    report.generation = Some(n);
+
+    link_paths(&tree, family, &present, &old_specs, &mut report);
+    prune(&tree, family, n, opts.keep);
+    if opts.phase == Phase::Secrets {
+        restart_units(opts, &specs, &mut report);
+    }
+    Ok(report)
+}
+
+/// The valid specs of this phase from the bundle's manifest; invalid ones are failures.
+fn read_specs(bundle: &Path, phase: Phase, report: &mut Report) -> Result<Vec<SecretSpec>> {
+    let path = bundle.join("manifest.json");
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&shown, e))?;
+    let manifest: ManifestSecrets = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(&shown, Some(e.line()), format!("not a bundle manifest: {e}")))?;
+    let mut specs: Vec<SecretSpec> = Vec::new();
+    for (i, value) in manifest.secrets.into_iter().enumerate() {
+        let label = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or(format!("secrets[{i}]"), |n| n.escape_default().to_string());
+        let fail = |error: String| Failure {
+            name: label.clone(),
+            error,
+            kept_previous: false,
+        };
+        let spec: SecretSpec = match serde_json::from_value(value) {
+            Ok(s) => s,
+            Err(e) => {
+                report.failed.push(fail(format!("{shown}: {e}")));
+                continue;
+            }
+        };
+        if let Err(e) = spec.validate() {
+            report.failed.push(fail(format!("{shown}: {e}; refused")));
+            continue;
+        }
+        if specs.iter().any(|s| s.name == spec.name) {
+            report
+                .failed
+                .push(fail(format!("{shown}: listed twice; refused")));
+            continue;
+        }
+        if spec.needed_for_users == (phase == Phase::Users) {
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
+}
+
+/// Reads, checks and decrypts one secret, and resolves its owner.
+fn prepare(spec: &SecretSpec, bundle: &Path, ids: &Identities) -> Prepared {
+    let file = bundle.join(&spec.file);
+    let ciphertext = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if sha256_hex(&ciphertext) != spec.sha256 {
+        return Err(format!(
+            "{}: SHA-256 differs from the manifest; refused",
+            spec.file
+        ));
+    }
+    let owner = accounts::resolve(&spec.owner, spec.group.as_deref())?;
+    let plain = crate::crypt::decrypt(&ciphertext, ids, &spec.file, "this host").map_err(|e| match e {
+        Error::NoMatchingIdentity { file, tried, .. } => format!(
+            "{file}: the host key ({tried}) cannot decrypt it; if the host key changed, update \
+             keys/hosts/<host>.pub, rekey and deploy"
+        ),
+        other => other.to_string(),
+    })?;
+    Ok((plain, owner))
+}
+
+/// Copies the previous content of a failed secret into the new generation.
+fn carry_forward(
+    gen: &OwnedFd,
+    name: &str,
+    old: Option<&(Zeroizing<Vec<u8>>, rustix::fs::Stat)>,
+    chown: bool,
+) -> std::io::Result<()> {
+    let Some((bytes, st)) = old else {
+        return Err(std::io::Error::other("no previous content"));
+    };
+    let owner = Owner {
+        uid: st.st_uid,
+        gid: st.st_gid,
+    };
+    generation::write_file(gen, name, owner, st.st_mode & 0o7777, bytes, chown)
+}
+
+fn read_old_specs(dir: &OwnedFd) -> Vec<SecretSpec> {
+    generation::read_file(dir, SPECS_FILE)
+        .ok()
+        .flatten()
+        .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Without touching anything: what would be added, changed, removed.
+fn dry_run(
+    opts: &Options,
+    family: Family,
+    specs: &[SecretSpec],
+    prepared: Vec<Prepared>,
+    report: &mut Report,
+) {
+    let tree = Tree::open(&opts.root).ok();
+    let old_dir = tree
+        .as_ref()
+        .and_then(|t| t.current(family).and_then(|n| t.open_generation(family, n).ok()));
+    let old_specs = old_dir.as_ref().map(read_old_specs).unwrap_or_default();
+    for (spec, prepared) in specs.iter().zip(prepared) {
+        let old = old_dir
+            .as_ref()
+            .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+        match prepared {
+            Ok((plain, _)) => match old {
+                None => report.added.push(spec.name.clone()),
+                Some((before, _)) if before[..] == plain[..] => report.unchanged.push(spec.name.clone()),
+                Some(_) => report.changed.push(spec.name.clone()),
+            },
+            Err(error) => report.failed.push(Failure {
+                name: spec.name.clone(),
+                error,
+                kept_previous: old.is_some(),
+            }),
+        }
+    }
+    let names: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    report.removed = old_specs
+        .iter()
+        .filter(|s| !names.contains(s.name.as_str()))
+        .map(|s| s.name.clone())
+        .collect();
+    if opts.phase == Phase::Secrets {
+        report.restart_units = units_to_restart(specs, report);
+    }
+}
+
+/// The `path` symlinks: created for present secrets, removed for secrets that are gone.
+fn link_paths(tree: &Tree, family: Family, present: &[SecretSpec], old: &[SecretSpec], report: &mut Report) {
+    let stable = tree.link_path(family);
+    for spec in present {
+        let Some(path) = &spec.path else { continue };
+        if let Err(e) = place_symlink(Path::new(path), &stable.join(&spec.name)) {
+            report.failed.push(Failure {
+                name: spec.name.clone(),
+                error: format!("symlink {path}: {e}"),
+                kept_previous: true,
+            });
+        }
+    }
+    let names: BTreeSet<&str> = present.iter().map(|s| s.name.as_str()).collect();
+    for spec in old.iter().filter(|s| !names.contains(s.name.as_str())) {
+        report.removed.push(spec.name.clone());
+        if let Some(path) = &spec.path {
+            if std::fs::read_link(path).ok().as_deref() == Some(stable.join(&spec.name).as_path()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Makes `path` a symlink to `target`, atomically; never replaces a real file.
+fn place_symlink(path: &Path, target: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            return Err(std::io::Error::other(
+                "a real file is there; refusing to replace it",
+            ))
+        }
+        Ok(_) if std::fs::read_link(path)? == target => return Ok(()),
+        _ => {}
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.bento-tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Removes generations older than the `keep` newest before `current`.
+fn prune(tree: &Tree, family: Family, current: u64, keep: usize) {
+    let Ok(all) = tree.generations(family) else { return };
+    let older: Vec<u64> = all.into_iter().filter(|g| *g < current).collect();
+    let drop_count = older.len().saturating_sub(keep);
+    for g in &older[..drop_count] {
+        let _ = tree.remove_generation(family, *g);
+    }
+}
+
+/// The units of added and changed secrets, each once.
+fn units_to_restart(specs: &[SecretSpec], report: &Report) -> Vec<String> {
+    let touched: BTreeSet<&str> = report
+        .added
+        .iter()
+        .chain(&report.changed)
+        .map(String::as_str)
+        .collect();
+    let units: BTreeSet<&str> = specs
+        .iter()
+        .filter(|s| touched.contains(s.name.as_str()))
+        .flat_map(|s| s.restart_units.iter().map(String::as_str))
+        .collect();
+    units.into_iter().map(str::to_owned).collect()
+}
+
+/// Restarts the units of changed secrets with one `systemctl try-restart`.
+fn restart_units(opts: &Options, specs: &[SecretSpec], report: &mut Report) {
+    report.restart_units = units_to_restart(specs, report);
+    if report.restart_units.is_empty() {
+        return;
+    }
+    let status = std::process::Command::new(&opts.systemctl)
+        .arg("try-restart")
+        .args(&report.restart_units)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => report
+            .warnings
+            .push(format!("`{} try-restart` failed ({s})", opts.systemctl)),
+        Err(e) => report
+            .warnings
+            .push(format!("could not run `{}`: {e}", opts.systemctl)),
+    }
+}
+
+/// The host's default identities: its ssh host keys that exist.
+pub fn host_identities() -> Vec<PathBuf> {
+    ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+}
