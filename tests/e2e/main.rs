@@ -10,4 +10,5 @@ mod init;
 mod interop;
 mod rekey;
 mod roundtrip;
+mod sshd;
 mod verify;

@@ -1,0 +1,137 @@
+//! `/etc/bento/agent.toml`: what a host's agent needs to know. Written by the NixOS client
+//! module; every key but `host`, `server` and `trusted_keys` has a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::transport::ServerUrl;
+
+/// The default location of the agent's configuration.
+pub const DEFAULT_PATH: &str = "/etc/bento/agent.toml";
+
+/// The parsed agent.toml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's name in the fleet.
+    pub host: String,
+    /// `sftp://user@address:port` or `file:///dir`.
+    pub server: String,
+    /// The host's private key: logs in over sftp and decrypts secrets.
+    #[serde(default = "default_identity")]
+    pub identity: PathBuf,
+    /// The server's pinned host key(s).
+    #[serde(default = "default_known_hosts")]
+    pub known_hosts: PathBuf,
+    /// Admin public keys (ssh key lines) whose bundle signatures are accepted.
+    pub trusted_keys: Vec<String>,
+    /// Where bundles are installed; `<state_dir>/current` is the active one.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where `bento activate` puts secrets.
+    #[serde(default = "default_secrets_root")]
+    pub secrets_root: PathBuf,
+    /// Applies a new configuration; bento appends `--flake …#host` or `-I nixos-config=…`.
+    #[serde(default = "default_rebuild")]
+    pub rebuild: String,
+    /// Undoes the last switch when the server is unreachable after it.
+    #[serde(default = "default_rollback")]
+    pub rollback: String,
+    /// Activates secrets alone (when only secrets changed); default: this binary's
+    /// `activate --bundle <state_dir>/current --root <secrets_root>`.
+    #[serde(default)]
+    pub activate: Option<String>,
+    /// Seconds before giving up connecting.
+    #[serde(default = "default_timeout")]
+    pub connect_timeout: u64,
+    /// How many installed bundles to keep under `<state_dir>/bundles`.
+    #[serde(default = "default_keep")]
+    pub keep_bundles: usize,
+    /// The ssh client.
+    #[serde(default = "default_ssh")]
+    pub ssh: String,
+}
+
+fn default_identity() -> PathBuf {
+    "/etc/ssh/ssh_host_ed25519_key".into()
+}
+fn default_known_hosts() -> PathBuf {
+    "/etc/bento/known_hosts".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/bento".into()
+}
+fn default_secrets_root() -> PathBuf {
+    "/run/bento".into()
+}
+fn default_rebuild() -> String {
+    "nixos-rebuild switch".into()
+}
+fn default_rollback() -> String {
+    "nixos-rebuild switch --rollback".into()
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn default_keep() -> usize {
+    3
+}
+fn default_ssh() -> String {
+    "ssh".into()
+}
+
+impl AgentConfig {
+    /// Reads and validates the file; errors are one line naming the file and line.
+    pub fn load(path: &Path) -> Result<AgentConfig, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+        let config: AgentConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| bento_secrets::rules::line_col(&text, s.start).0)
+                .unwrap_or(1);
+            format!("{shown}:{line}: {}", e.message().replace('\n', " "))
+        })?;
+        let at = |key: &str| {
+            text.find(key)
+                .map_or(1, |o| bento_secrets::rules::line_col(&text, o).0)
+        };
+        if !bento_secrets::rules::valid_name(&config.host) {
+            return Err(format!(
+                "{shown}:{}: host `{}` is not a valid host name",
+                at("host"),
+                config.host
+            ));
+        }
+        ServerUrl::parse(&config.server).map_err(|e| format!("{shown}:{}: server {e}", at("server")))?;
+        if config.trusted_keys.is_empty() {
+            return Err(format!(
+                "{shown}:{}: trusted_keys is empty: list the admin public keys whose signatures this host accepts",
+                at("trusted_keys")
+            ));
+        }
+        for line in &config.trusted_keys {
+            if bento_secrets::keys::RecipientKey::parse(line).is_err()
+                || !line.trim_start().starts_with("ssh-")
+            {
+                return Err(format!(
+                    "{shown}:{}: trusted_keys: `{}` is not an ssh public key line",
+                    at(line.split_whitespace().nth(1).unwrap_or(line)),
+                    line.chars().take(30).collect::<String>()
+                ));
+            }
+        }
+        for (key, cmd) in [("rebuild", &config.rebuild), ("rollback", &config.rollback)] {
+            if cmd.trim().is_empty() {
+                return Err(format!("{shown}:{}: {key} is empty", at(key)));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The server, parsed.
+    pub fn server_url(&self) -> ServerUrl {
+        ServerUrl::parse(&self.server).expect("validated by load")
+    }
+}

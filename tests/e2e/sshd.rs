@@ -1,0 +1,179 @@
+//! A real OpenSSH server for the tests: listening on 127.0.0.1, one chrooted sftp-only
+//! user per host, key authentication only.
+//!
+//! sshd runs inside a private mount namespace (`unshare --mount`) where `/etc/passwd`,
+//! `/etc/group` and `/etc/shadow` are private copies holding the test users: nothing is
+//! added to the machine, and killing sshd ends the namespace. The server root is a fresh
+//! root-owned 0755 directory under `/srv`, since sshd refuses a chroot with a
+//! world-writable parent such as `/tmp`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running sshd; killed when dropped.
+pub struct Sshd {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The server root (`<root>/<host>` are the chroots).
+    pub root: PathBuf,
+    /// A known_hosts file pinning this server's key.
+    pub known_hosts: PathBuf,
+    _dir: tempfile::TempDir,
+    _root_dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Starts sshd with sftp users `(user, host, public key line)`; user U is chrooted
+    /// in `<root>/<host>`.
+    pub fn start(users: &[(&str, &str, &str)]) -> Sshd {
+        crate::harness::require("unshare");
+        assert!(
+            Path::new("/usr/sbin/sshd").exists(),
+            "these tests need sshd (Debian: openssh-server)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all("/srv").unwrap();
+        let root_dir = tempfile::Builder::new()
+            .prefix("bento-test-")
+            .tempdir_in("/srv")
+            .unwrap();
+        let root = root_dir.path().to_path_buf();
+        chmod(&root, "0755");
+        let d = dir.path();
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join("host_key"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+
+        let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        let mut group = std::fs::read_to_string("/etc/group").unwrap();
+        let mut shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+        group.push_str("bentosftp:x:64990:\n");
+        let keys = d.join("authorized_keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let mut matches = String::new();
+        for (i, (user, host, key)) in users.iter().enumerate() {
+            let uid = 64991 + i;
+            passwd.push_str(&format!("{user}:x:{uid}:64990::/:/usr/sbin/nologin\n"));
+            shadow.push_str(&format!("{user}:*:19000:0:99999:7:::\n"));
+            std::fs::write(keys.join(user), format!("{key}\n")).unwrap();
+            matches.push_str(&format!(
+                "Match User {user}\n  ChrootDirectory {}\n  ForceCommand internal-sftp\n  AllowTcpForwarding no\n  X11Forwarding no\n",
+                root.join(host).display()
+            ));
+        }
+        for (f, text) in [("passwd", &passwd), ("group", &group), ("shadow", &shadow)] {
+            std::fs::write(d.join(f), text).unwrap();
+        }
+        chmod(&keys, "0755");
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             AuthorizedKeysFile {keys}/%u\nStrictModes no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n{matches}",
+            hk = d.join("host_key").display(),
+            keys = keys.display(),
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let script = format!(
+            "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/group /etc/group && \
+             mount --bind {d}/shadow /etc/shadow && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f {d}/sshd_config",
+            d = d.display()
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+        let known_hosts = d.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+        Sshd {
+            child,
+            port,
+            root,
+            known_hosts,
+            _dir: dir,
+            _root_dir: root_dir,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chmod(path: &Path, mode: &str) {
+    Command::new("chmod").arg(mode).arg(path).status().unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn chrooted_sftp_user_sees_only_its_directory() {
+    crate::harness::require("sftp");
+    let fleet = crate::harness::Fleet::new();
+    let key = fleet.ssh_key("web1", "ed25519", "");
+    let line = crate::harness::pub_line(&key);
+    let sshd = Sshd::start(&[("bento-web1", "web1", &line)]);
+    for dir in ["web1", "web1/logs", "db1"] {
+        std::fs::create_dir_all(sshd.root.join(dir)).unwrap();
+    }
+    std::fs::write(sshd.root.join("web1/current"), "7\n").unwrap();
+    std::fs::write(sshd.root.join("db1/current"), "secret of db1\n").unwrap();
+    let batch = "get /current got\nget /../db1/current other\nput got /logs/up\n";
+    let out = Command::new("sftp")
+        .args([
+            "-b",
+            "-",
+            "-i",
+            crate::harness::s(&key),
+            "-P",
+            &sshd.port.to_string(),
+        ])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", sshd.known_hosts.display()),
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("bento-web1@127.0.0.1")
+        .current_dir(&fleet.home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(batch.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(fleet.home.join("got")).unwrap(),
+        "7\n",
+        "{out:?}"
+    );
+    // `..` stays inside the chroot: /../db1/current does not exist there.
+    assert!(!fleet.home.join("other").exists());
+}
