@@ -44,9 +44,7 @@ pub struct SftpTransport {
 
 fn to_io(e: openssh_sftp_client::Error) -> io::Error {
     match &e {
-        openssh_sftp_client::Error::SftpError(code, _)
-            if matches!(code, openssh_sftp_client::error::SftpErrorKind::NoSuchFile) =>
-        {
+        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _) => {
             io::Error::new(io::ErrorKind::NotFound, e.to_string())
         }
         _ => io::Error::other(e.to_string()),
@@ -103,7 +101,7 @@ async fn connect_error(child: &mut tokio::process::Child, fallback: String) -> i
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .last()
+        .next_back()
         .map(str::to_owned);
     io::Error::new(
         io::ErrorKind::ConnectionRefused,
