@@ -100,8 +100,7 @@ async fn connect_error(child: &mut tokio::process::Child, fallback: String) -> i
     let last = stderr
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .next_back()
+        .rfind(|l| !l.is_empty())
         .map(str::to_owned);
     io::Error::new(
         io::ErrorKind::ConnectionRefused,
