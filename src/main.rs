@@ -1,6 +1,7 @@
 //! The `bento` binary: parses the command line, calls the libraries, prints.
 
 mod cli;
+mod deploy;
 mod output;
 mod secret;
 
@@ -42,6 +43,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init => init(&fleet),
         Command::Secret(cmd) => secret::run(&fleet, cmd),
+        Command::Deploy(args) => deploy::deploy(&fleet, args),
+        Command::Build(args) => deploy::build(&fleet, args),
+        Command::Server(args) => deploy::server(&fleet, args),
     }
 }
 

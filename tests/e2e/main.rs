@@ -4,6 +4,7 @@ mod harness;
 
 mod agenix;
 mod bad_input;
+mod deploy;
 mod edit;
 mod init;
 mod interop;
