@@ -25,6 +25,15 @@ pub enum Command {
     /// Decrypt this host's secrets from an installed bundle into a RAM filesystem (run by
     /// the NixOS activation script)
     Activate(ActivateArgs),
+    /// Publish each changed host's signed bundle into the server layout
+    ///
+    /// Refuses while any secret is stale. Each changed host gets a new generation, written
+    /// fully before its `current` pointer is switched; unchanged hosts are not touched.
+    Deploy(DeployArgs),
+    /// Build each host's system with [build] command and record the expected system path
+    Build(BuildArgs),
+    /// What the central server needs for this fleet
+    Server(ServerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +69,18 @@ pub struct ActivateArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Only these hosts [default: every host in hosts/]
+    pub hosts: Vec<String>,
+    /// Publish into this directory instead of server.root of bento.toml
+    #[arg(long, value_name = "DIR")]
+    pub server_root: Option<PathBuf>,
+    /// Print the per-host summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum PhaseArg {
     Users,
@@ -72,6 +93,30 @@ pub enum FsArg {
     Ramfs,
     /// tmpfs with noswap where the kernel supports it
     Tmpfs,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Only these hosts [default: every host in hosts/]
+    pub hosts: Vec<String>,
+    /// Evaluate and show what would be built (dry-build); records nothing
+    #[arg(long)]
+    pub dry: bool,
+    /// Print the per-host summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub command: ServerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Print the NixOS module, or the sshd_config block and commands, that the server needs
+    Setup,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 mod activate;
 mod cli;
+mod deploy;
 mod output;
 mod secret;
 
@@ -44,6 +45,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init => init(&fleet),
         Command::Secret(cmd) => secret::run(&fleet, cmd),
         Command::Activate(args) => activate::run(args),
+        Command::Deploy(args) => deploy::deploy(&fleet, args),
+        Command::Build(args) => deploy::build(&fleet, args),
+        Command::Server(args) => deploy::server(&fleet, args),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `bento.toml`: the fleet's settings. Every key has a default, unknown keys are
 //! refused, and errors name the file and line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -18,6 +18,8 @@ pub struct Config {
     pub server: Server,
     /// How bundles are published.
     pub deploy: Deploy,
+    /// How `bento build` builds hosts.
+    pub build: Build,
 }
 
 /// `[server]`
@@ -49,14 +51,70 @@ impl Default for Server {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Deploy {
-    /// The admin key that signs bundles.
+    /// The admin key that signs bundles: an OpenSSH private key, or a `.pub` whose private
+    /// half is in ssh-agent.
     pub signing_key: String,
+    /// How many generations each host keeps on the server (the current one included).
+    pub keep_generations: u32,
 }
 
 impl Default for Deploy {
     fn default() -> Self {
         Deploy {
             signing_key: "~/.ssh/id_ed25519".into(),
+            keep_generations: 3,
+        }
+    }
+}
+
+/// `[build]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Build {
+    /// The build command, split on whitespace (no shell); bento appends the host's
+    /// `--flake DIR#NAME` or `-I nixos-config=DIR/configuration.nix`.
+    pub command: String,
+    /// The command of `bento build --dry`; default: `command` with its last word `build`
+    /// replaced by `dry-build`.
+    pub dry_command: Option<String>,
+    /// How many hosts build at once.
+    pub jobs: usize,
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Build {
+            command: "nixos-rebuild build".into(),
+            dry_command: None,
+            jobs: 2,
+        }
+    }
+}
+
+impl Build {
+    /// The words of the build command (`dry`: of the dry-run command).
+    pub fn argv(&self, dry: bool) -> Result<Vec<String>, Error> {
+        let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        if !dry {
+            return Ok(words(&self.command));
+        }
+        if let Some(cmd) = &self.dry_command {
+            return Ok(words(cmd));
+        }
+        let mut argv = words(&self.command);
+        match argv.last_mut() {
+            Some(last) if last == "build" => {
+                *last = "dry-build".into();
+                Ok(argv)
+            }
+            _ => Err(Error::input(
+                None,
+                format!(
+                    "build.command `{}` does not end with `build`, so bento cannot derive its dry run: \
+                     set build.dry_command",
+                    self.command
+                ),
+            )),
         }
     }
 }
@@ -80,10 +138,7 @@ impl Config {
             let line = e.span().map(|s| bento_secrets::rules::line_col(text, s.start).0);
             Error::input(line, e.message().replace('\n', " "))
         })?;
-        let at = |needle: &str| {
-            text.find(needle)
-                .map(|offset| bento_secrets::rules::line_col(text, offset).0)
-        };
+        let at = |key: &str| key_line(text, key);
         if config.server.address.trim().is_empty() || config.server.address.contains(char::is_whitespace) {
             return Err(Error::input(
                 at("address"),
@@ -113,8 +168,67 @@ impl Config {
                 "server.user_prefix may hold only letters, digits, `_` and `-`",
             ));
         }
+        let keep = config.deploy.keep_generations;
+        if !(1..=1000).contains(&keep) {
+            return Err(Error::input(
+                at("keep_generations"),
+                "deploy.keep_generations must be between 1 and 1000",
+            ));
+        }
+        if config.deploy.signing_key.trim().is_empty() {
+            return Err(Error::input(
+                at("signing_key"),
+                "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
+            ));
+        }
+        if config.build.command.split_whitespace().next().is_none() {
+            return Err(Error::input(
+                at("command"),
+                "build.command must not be empty (default: `nixos-rebuild build`)",
+            ));
+        }
+        if let Some(dry) = &config.build.dry_command {
+            if dry.split_whitespace().next().is_none() {
+                return Err(Error::input(
+                    at("dry_command"),
+                    "build.dry_command must not be empty; remove it for the default",
+                ));
+            }
+        }
+        if !(1..=64).contains(&config.build.jobs) {
+            return Err(Error::input(at("jobs"), "build.jobs must be between 1 and 64"));
+        }
         Ok(config)
     }
+
+    /// The signing key's path, with a leading `~/` expanded to `$HOME`.
+    pub fn signing_key_path(&self) -> PathBuf {
+        expand_home(&self.deploy.signing_key)
+    }
+}
+
+/// Expands a leading `~/` (or a lone `~`) to `$HOME`.
+pub fn expand_home(path: &str) -> PathBuf {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    match path.strip_prefix('~') {
+        Some("") => home().unwrap_or_else(|| PathBuf::from(path)),
+        Some(rest) if rest.starts_with('/') => match home() {
+            Some(h) => h.join(rest.trim_start_matches('/')),
+            None => PathBuf::from(path),
+        },
+        _ => PathBuf::from(path),
+    }
+}
+
+/// The 1-based line where `key = …` is set, ignoring comments.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// The commented `bento.toml` that `bento init` writes.
@@ -128,7 +242,13 @@ root = "/srv/bento"            # where `bento deploy` publishes, on the server
 user_prefix = ""               # host H logs in as sftp user <user_prefix>H
 
 [deploy]
-signing_key = "~/.ssh/id_ed25519"  # admin key that signs bundles
+signing_key = "~/.ssh/id_ed25519"  # admin key that signs bundles (a .pub: sign through ssh-agent)
+keep_generations = 3               # bundles kept per host on the server
+
+[build]
+command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…
+# dry_command = "nixos-rebuild dry-build"   # for `bento build --dry`; derived from command
+jobs = 2                           # hosts built at once
 "#;
 
 #[cfg(test)]
@@ -155,5 +275,45 @@ mod tests {
         assert!(e.starts_with("bento.toml:2: unknown field `prot`"), "{e}");
         let e = Config::parse("[server]\nport = 70000\n").unwrap_err().to_string();
         assert!(e.starts_with("bento.toml:2:"), "{e}");
+        let e = Config::parse("# keep_generations = 3\n[deploy]\nkeep_generations = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bento.toml:3: deploy.keep_generations must be between 1 and 1000"
+        );
+        let e = Config::parse("[build]\njobs = 0\n").unwrap_err().to_string();
+        assert_eq!(e, "bento.toml:2: build.jobs must be between 1 and 64");
+        let e = Config::parse("[build]\ncommand = \"  \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bento.toml:2: build.command must not be empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dry_command_is_derived_or_required() {
+        let c = Config::default();
+        assert_eq!(c.build.argv(true).unwrap(), ["nixos-rebuild", "dry-build"]);
+        let c = Config::parse("[build]\ncommand = \"./b.sh --x\"\n").unwrap();
+        assert_eq!(c.build.argv(false).unwrap(), ["./b.sh", "--x"]);
+        assert!(c
+            .build
+            .argv(true)
+            .unwrap_err()
+            .to_string()
+            .contains("set build.dry_command"));
+    }
+
+    #[test]
+    fn home_is_expanded() {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        if let Some(home) = home {
+            assert_eq!(expand_home("~/.ssh/k"), home.join(".ssh/k"));
+        }
+        assert_eq!(expand_home("/k"), std::path::PathBuf::from("/k"));
+        assert_eq!(expand_home("~x/k"), std::path::PathBuf::from("~x/k"));
     }
 }

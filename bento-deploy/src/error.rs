@@ -1,8 +1,9 @@
-//! The errors of the deploy library; each renders as one line naming the file.
+//! The errors of the deploy library; each renders as one line naming the file and the fix.
 
 use std::io;
 
-/// Anything that can go wrong reading fleet settings or laying out a fleet.
+/// Anything that can go wrong reading fleet settings, assembling, signing, publishing or
+/// building bundles.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `bento.toml` is wrong.
@@ -28,6 +29,36 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A fleet input (a host dir, a symlink, a key) is wrong; `path` names it.
+    #[error("{path}: {msg}")]
+    Input {
+        /// The file or directory, as shown to the user.
+        path: String,
+        /// What is wrong and how to fix it.
+        msg: String,
+    },
+    /// A manifest does not hold what a bundle must.
+    #[error("manifest.json: {0}")]
+    Manifest(String),
+    /// Signing or verifying a manifest failed.
+    #[error("{0}")]
+    Signature(String),
+    /// Secrets are stale or missing: deploying would hand a host a wrong secret.
+    #[error(
+        "refusing to deploy: {count} secret{s} not encrypted as the rules say ({detail}); \
+         run `bento secret verify` for details, then `bento secret rekey`",
+        count = names.len(),
+        s = if names.len() == 1 { " is" } else { "s are" }
+    )]
+    StaleSecrets {
+        /// The secrets concerned.
+        names: Vec<String>,
+        /// One line per problem, joined with `; `.
+        detail: String,
+    },
+    /// The secrets side of the fleet failed.
+    #[error(transparent)]
+    Secrets(#[from] bento_secrets::Error),
 }
 
 impl Error {
@@ -35,6 +66,22 @@ impl Error {
         Error::Config {
             line,
             msg: msg.into(),
+        }
+    }
+
+    /// An error about a fleet file or directory.
+    pub(crate) fn at(path: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Input {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub(crate) fn io(path: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
         }
     }
 }

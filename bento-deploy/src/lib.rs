@@ -1,11 +1,20 @@
-//! Bento's fleet side: the fleet settings in `bento.toml`, the layout of a new fleet
-//! repository, and how a host reaches the server (sftp or a local directory).
+//! Bento's fleet side: the fleet settings in `bento.toml`, the hosts, their signed
+//! bundles, publishing them into the server layout, building systems, what the server
+//! needs to serve them, and how a host reaches the server (sftp or a local directory).
 
 pub mod agent_config;
+pub mod build;
+pub mod bundle;
 pub mod config;
 pub mod error;
+pub mod hosts;
 pub mod init;
+pub mod layout;
+pub mod manifest;
+pub mod publish;
+pub mod server;
 pub mod sftp;
+pub mod sign;
 pub mod transport;
 
 pub use config::Config;

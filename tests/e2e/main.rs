@@ -5,6 +5,7 @@ mod harness;
 mod activate;
 mod agenix;
 mod bad_input;
+mod deploy;
 mod edit;
 mod init;
 mod interop;

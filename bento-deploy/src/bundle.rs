@@ -1,0 +1,232 @@
+//! A host's bundle, assembled in memory: `config/` (the host's configuration directory
+//! with symlinks resolved, like `rsync -L`), `secrets/<name>.age` for exactly the secrets
+//! the host is a recipient of, and the [`Manifest`] describing them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bento_secrets::lock::sha256_hex;
+use bento_secrets::rules::{Role, SecretRule};
+use bento_secrets::spec::SecretSpec;
+use bento_secrets::Fleet;
+
+use crate::error::Error;
+use crate::hosts::Host;
+use crate::manifest::{Manifest, FORMAT};
+
+/// One file of a bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    /// The content.
+    pub bytes: Vec<u8>,
+    /// Its hex SHA-256.
+    pub sha256: String,
+}
+
+impl File {
+    fn new(bytes: Vec<u8>) -> File {
+        let sha256 = sha256_hex(&bytes);
+        File { bytes, sha256 }
+    }
+}
+
+/// Everything a host receives, but the manifest's generation, time and signature.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    /// The host.
+    pub host: String,
+    /// Bundle path (`config/…`, `secrets/<name>.age`) → file.
+    pub files: BTreeMap<String, File>,
+    /// The host's secrets, in name order.
+    pub secrets: Vec<SecretSpec>,
+}
+
+impl Bundle {
+    /// Assembles `host`'s bundle from the fleet rooted at `root`. Symlinks are followed
+    /// as long as they stay inside the fleet repo; loops, dangling links and special files
+    /// are errors naming the path.
+    pub fn assemble(root: &Path, fleet: &Fleet, host: &Host) -> Result<Bundle, Error> {
+        let mut files = read_config(root, host)?;
+
+        let mut secrets = Vec::new();
+        for rule in fleet.rules.secrets.values().filter(|r| goes_to(r, &host.name)) {
+            let Some(bytes) = bento_secrets::store::read_ciphertext(fleet, rule)? else {
+                return Err(Error::at(
+                    fleet.secret_shown(rule),
+                    format!("missing; create it with `bento secret edit {}`", rule.name),
+                ));
+            };
+            let file = File::new(bytes);
+            let spec = SecretSpec::from_rule(rule, file.sha256.clone());
+            files.insert(spec.file.clone(), file);
+            secrets.push(spec);
+        }
+        Ok(Bundle {
+            host: host.name.clone(),
+            files,
+            secrets,
+        })
+    }
+
+    /// The manifest of this bundle at `generation`.
+    pub fn manifest(
+        &self,
+        generation: u64,
+        created: String,
+        git_commit: Option<String>,
+        system: Option<String>,
+    ) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            host: self.host.clone(),
+            generation,
+            created,
+            git_commit,
+            system,
+            files: self
+                .files
+                .iter()
+                .map(|(path, f)| (path.clone(), f.sha256.clone()))
+                .collect(),
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    /// How many configuration files the bundle holds.
+    pub fn config_files(&self) -> usize {
+        self.files.keys().filter(|p| p.starts_with("config/")).count()
+    }
+
+    /// The digest of the bundle's configuration files; see [`config_digest`].
+    pub fn config_digest(&self) -> String {
+        config_digest(&self.files)
+    }
+}
+
+/// Reads a host's configuration directory as bundle files (`config/…`), following
+/// symlinks that stay inside the fleet repo rooted at `root`.
+pub fn read_config(root: &Path, host: &Host) -> Result<BTreeMap<String, File>, Error> {
+    let fleet_root = std::fs::canonicalize(root).map_err(|e| Error::io(root.display().to_string(), e))?;
+    let mut files = BTreeMap::new();
+    let mut walk = Walk {
+        fleet_root: &fleet_root,
+        ancestors: Vec::new(),
+        out: &mut files,
+    };
+    let start = std::fs::canonicalize(&host.dir).map_err(|e| Error::io(&host.shown, e))?;
+    walk.dir(&start, "config", &host.shown)?;
+    Ok(files)
+}
+
+/// A digest of the configuration files alone (paths and contents): what `bento build`
+/// built, so deploy can tell whether a recorded system path still applies.
+pub fn config_digest(files: &BTreeMap<String, File>) -> String {
+    let mut listing = String::new();
+    for (path, file) in files.iter().filter(|(p, _)| p.starts_with("config/")) {
+        listing.push_str(path);
+        listing.push('\0');
+        listing.push_str(&file.sha256);
+        listing.push('\n');
+    }
+    sha256_hex(listing.as_bytes())
+}
+
+/// Whether `host` is among a secret's resolved recipients.
+pub fn goes_to(rule: &SecretRule, host: &str) -> bool {
+    rule.recipients
+        .iter()
+        .any(|m| m.role == Role::Host && m.name == host)
+}
+
+/// A depth-first walk of a configuration directory, following symlinks.
+struct Walk<'a> {
+    fleet_root: &'a Path,
+    /// The real paths of the directories being walked: a link back to one is a loop.
+    ancestors: Vec<PathBuf>,
+    out: &'a mut BTreeMap<String, File>,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, real: &Path, rel: &str, shown: &str) -> Result<(), Error> {
+        self.ancestors.push(real.to_path_buf());
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(real).map_err(|e| Error::io(shown, e))? {
+            entries.push(entry.map_err(|e| Error::io(shown, e))?);
+        }
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(Error::at(
+                    format!("{shown}/{}", name.to_string_lossy()),
+                    "file name is not UTF-8; rename it",
+                ));
+            };
+            if name == ".git" {
+                continue;
+            }
+            let (child_rel, child_shown) = (format!("{rel}/{name}"), format!("{shown}/{name}"));
+            if name.contains('\\') {
+                return Err(Error::at(child_shown, "file name holds a backslash; rename it"));
+            }
+            let path = entry.path();
+            let lstat = entry.file_type().map_err(|e| Error::io(&child_shown, e))?;
+            let target = if lstat.is_symlink() {
+                self.resolve(&path, &child_shown)?
+            } else {
+                path
+            };
+            let meta = std::fs::metadata(&target).map_err(|e| Error::io(&child_shown, e))?;
+            if meta.is_dir() {
+                if self.ancestors.iter().any(|a| a == &target) {
+                    return Err(Error::at(
+                        child_shown,
+                        "symlink loop: it leads back to a directory that contains it; remove the link",
+                    ));
+                }
+                self.dir(&target, &child_rel, &child_shown)?;
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&target).map_err(|e| Error::io(&child_shown, e))?;
+                self.out.insert(child_rel, File::new(bytes));
+            } else {
+                return Err(Error::at(
+                    child_shown,
+                    "not a regular file or directory (a socket, fifo or device?); remove it",
+                ));
+            }
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
+
+    /// The real path of a symlink, which must stay inside the fleet repo.
+    fn resolve(&self, link: &Path, shown: &str) -> Result<PathBuf, Error> {
+        let target = std::fs::read_link(link).map_err(|e| Error::io(shown, e))?;
+        let real = match std::fs::canonicalize(link) {
+            Ok(real) => real,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(Error::at(
+                    shown,
+                    format!("symlink loop (-> {}); remove the link", target.display()),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::at(
+                    shown,
+                    format!("dangling symlink (-> {}); fix or remove it", target.display()),
+                ))
+            }
+            Err(e) => return Err(Error::io(shown, e)),
+        };
+        if !real.starts_with(self.fleet_root) {
+            return Err(Error::at(
+                shown,
+                format!(
+                    "symlink points outside the fleet repo (-> {}); copy the file into the repo instead",
+                    target.display()
+                ),
+            ));
+        }
+        Ok(real)
+    }
+}

@@ -1,0 +1,196 @@
+//! The hosts of a fleet: every `hosts/<name>/` directory. A directory with
+//! `configuration.nix` is one host of that name; a directory with `flake.nix` holds the
+//! hosts its `nixosConfigurations` name (listed with `nix flake show --json`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bento_secrets::rules::valid_name;
+use bento_secrets::Fleet;
+
+use crate::error::Error;
+
+/// Where host configurations live, relative to the fleet root.
+pub const HOSTS_DIR: &str = "hosts";
+
+/// How a host's system is described.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `configuration.nix`, built with `-I nixos-config=…`.
+    Plain,
+    /// One `nixosConfigurations.<name>` of a `flake.nix`.
+    Flake,
+}
+
+/// One host of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// The host's name: its directory, or its `nixosConfigurations` attribute.
+    pub name: String,
+    /// Its configuration directory (absolute, or relative to the current dir).
+    pub dir: PathBuf,
+    /// The directory as shown to the user: `hosts/<dir>`.
+    pub shown: String,
+    /// Plain or flake.
+    pub kind: Kind,
+}
+
+/// Lists every host of the fleet, sorted by name, each with a public key in
+/// `keys/hosts/`. `nix` is the program used to list a flake's configurations.
+pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Error> {
+    let dir = root.join(HOSTS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(HOSTS_DIR, e)),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(HOSTS_DIR, e))?;
+        let name = entry.file_name();
+        let shown = format!("{HOSTS_DIR}/{}", name.to_string_lossy());
+        let path = entry.path();
+        if name.to_string_lossy().starts_with('.') || !path.is_dir() {
+            continue;
+        }
+        let Some(name) = name.to_str().filter(|n| valid_name(n)) else {
+            return Err(Error::at(
+                shown,
+                "bad host directory name: rename it using letters, digits, `.`, `_` and `-`",
+            ));
+        };
+        dirs.push((name.to_owned(), path, shown));
+    }
+    dirs.sort();
+
+    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    for (dir_name, path, shown) in dirs {
+        let found = if path.join("flake.nix").is_file() {
+            flake_configurations(&path, &shown, nix)?
+                .into_iter()
+                .map(|name| (name, Kind::Flake))
+                .collect()
+        } else if path.join("configuration.nix").is_file() {
+            vec![(dir_name, Kind::Plain)]
+        } else {
+            return Err(Error::at(
+                shown,
+                "holds neither configuration.nix nor flake.nix; add one, or remove the directory",
+            ));
+        };
+        for (name, kind) in found {
+            if let Some(first) = hosts.get(&name) {
+                return Err(Error::at(
+                    shown,
+                    format!(
+                        "host `{name}` is also defined by {}; keep one of them",
+                        first.shown
+                    ),
+                ));
+            }
+            if !fleet.hosts.contains_key(&name) {
+                return Err(Error::at(
+                    shown.clone(),
+                    format!(
+                        "host `{name}` has no public key: add keys/hosts/{name}.pub \
+                         (its /etc/ssh/ssh_host_ed25519_key.pub)"
+                    ),
+                ));
+            }
+            let host = Host {
+                name: name.clone(),
+                dir: path.clone(),
+                shown: shown.clone(),
+                kind,
+            };
+            hosts.insert(name, host);
+        }
+    }
+    Ok(hosts.into_values().collect())
+}
+
+/// Keeps only the hosts named in `wanted` (all when empty); an unknown name is an error.
+pub fn select(hosts: Vec<Host>, wanted: &[String]) -> Result<Vec<Host>, Error> {
+    if wanted.is_empty() {
+        return Ok(hosts);
+    }
+    if let Some(unknown) = wanted.iter().find(|w| !hosts.iter().any(|h| &h.name == *w)) {
+        return Err(Error::at(
+            format!("{HOSTS_DIR}/{unknown}"),
+            format!("no such host `{unknown}`: add hosts/{unknown}/configuration.nix, or check the name"),
+        ));
+    }
+    Ok(hosts.into_iter().filter(|h| wanted.contains(&h.name)).collect())
+}
+
+/// The names of a flake's `nixosConfigurations`, through `nix flake show --json`.
+fn flake_configurations(dir: &Path, shown: &str, nix: &str) -> Result<Vec<String>, Error> {
+    let abs = std::path::absolute(dir).map_err(|e| Error::io(shown, e))?;
+    let output = Command::new(nix)
+        .args(["--extra-experimental-features", "nix-command flakes"])
+        .args(["flake", "show", "--json", "--no-write-lock-file"])
+        .arg(format!("path:{}", abs.display()))
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::at(
+                format!("{shown}/flake.nix"),
+                format!(
+                    "listing a flake's nixosConfigurations needs `{nix}`, which is not on PATH: \
+                     install Nix, or use a configuration.nix"
+                ),
+            ))
+        }
+        Err(e) => return Err(Error::io(format!("{shown}/flake.nix: running {nix}"), e)),
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(Error::at(
+            format!("{shown}/flake.nix"),
+            format!("`nix flake show` failed: {}", last.trim()),
+        ));
+    }
+    parse_flake_show(&output.stdout).map_err(|msg| Error::at(format!("{shown}/flake.nix"), msg))
+}
+
+/// The `nixosConfigurations` names in the JSON of `nix flake show --json`.
+fn parse_flake_show(json: &[u8]) -> Result<Vec<String>, String> {
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| format!("unreadable `nix flake show --json` output: {e}"))?;
+    let Some(configs) = value.get("nixosConfigurations").and_then(|v| v.as_object()) else {
+        return Err("defines no nixosConfigurations; add one per host".into());
+    };
+    let mut names = Vec::new();
+    for name in configs.keys() {
+        if !valid_name(name) {
+            return Err(format!(
+                "nixosConfigurations.{name}: bad host name (use letters, digits, `.`, `_` and `-`)"
+            ));
+        }
+        names.push(name.clone());
+    }
+    if names.is_empty() {
+        return Err("defines no nixosConfigurations; add one per host".into());
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_flake_show;
+
+    #[test]
+    fn reads_flake_show_output() {
+        let json = br#"{"nixosConfigurations":{"web1":{"type":"nixos-configuration"},"web2":{}}}"#;
+        assert_eq!(parse_flake_show(json).unwrap(), ["web1", "web2"]);
+        assert!(parse_flake_show(br#"{"packages":{}}"#)
+            .unwrap_err()
+            .contains("no nixosConfigurations"));
+        assert!(parse_flake_show(br#"{"nixosConfigurations":{"../x":{}}}"#)
+            .unwrap_err()
+            .contains("bad host name"));
+    }
+}

@@ -1,0 +1,384 @@
+//! The server layout that `bento deploy` publishes into:
+//!
+//! ```text
+//! <root>/<host>/                  root-owned 0755 (an OpenSSH chroot)
+//! <root>/<host>/current           the generation the host should run, as decimal text
+//! <root>/<host>/generations/<g>/  config/, secrets/*.age, manifest.json, manifest.sig
+//! <root>/<host>/logs/             0700, owned by the host's sftp user when it exists
+//! ```
+//!
+//! A generation is written into a hidden temp dir next to the others, synced, then
+//! renamed into place; only then is `current` replaced (by rename), so `current` always
+//! names a complete generation.
+
+use std::fs::{DirBuilder, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::manifest::{Manifest, MANIFEST_FILE};
+
+/// A host's pointer to its current generation.
+pub const CURRENT_FILE: &str = "current";
+/// The directory of a host's generations.
+pub const GENERATIONS_DIR: &str = "generations";
+/// The directory a host writes its reports into.
+pub const LOGS_DIR: &str = "logs";
+/// The lock that keeps two deploys from publishing into one root at once.
+const LOCK_FILE: &str = ".bento-deploy.lock";
+/// Prefix of generations being written.
+const STAGING_PREFIX: &str = ".new-";
+/// The temp file that replaces `current`.
+const CURRENT_TEMP: &str = ".current.new";
+
+/// The server root, locked for this process.
+#[derive(Debug)]
+pub struct ServerRoot {
+    root: PathBuf,
+    _lock: File,
+}
+
+impl ServerRoot {
+    /// Opens (creating it 0755 if needed) and locks the server root.
+    pub fn open(root: &Path) -> Result<ServerRoot, Error> {
+        let shown = root.display().to_string();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(root)
+            .map_err(|e| Error::io(&shown, e))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(lock_path.display().to_string(), e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+            Error::at(
+                shown,
+                "another `bento deploy` is publishing here; wait for it to finish",
+            )
+        })?;
+        Ok(ServerRoot {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory of one host.
+    pub fn host(&self, name: &str) -> HostDir {
+        HostDir {
+            dir: self.root.join(name),
+        }
+    }
+
+    /// Flushes everything written so far under the root to disk (one `syncfs`).
+    pub fn sync(&self) -> Result<(), Error> {
+        let dir = File::open(&self.root).map_err(|e| Error::io(self.root.display().to_string(), e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| Error::io(self.root.display().to_string(), e.into()))
+    }
+}
+
+/// Who should own a host's `logs/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Looks up a system user by name.
+pub fn lookup_user(name: &str) -> Option<Owner> {
+    let user = nix::unistd::User::from_name(name).ok()??;
+    Some(Owner {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    })
+}
+
+/// Whether this process runs as root (and so can and must set ownership).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// One host's directory on the server.
+#[derive(Clone, Debug)]
+pub struct HostDir {
+    dir: PathBuf,
+}
+
+impl HostDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn shown(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// Creates what is missing of the host's directories and fixes their ownership: the
+    /// host dir root-owned 0755 (when running as root), `logs/` 0700 and owned by
+    /// `logs_owner`. Changes nothing that is already right.
+    pub fn prepare(&self, logs_owner: Option<Owner>) -> Result<(), Error> {
+        let root = is_root();
+        ensure_dir(&self.dir, 0o755, root.then_some(Owner { uid: 0, gid: 0 }))?;
+        ensure_dir(&self.dir.join(GENERATIONS_DIR), 0o755, None)?;
+        ensure_dir(&self.dir.join(LOGS_DIR), 0o700, logs_owner.filter(|_| root))?;
+        Ok(())
+    }
+
+    /// The generation `current` names, if any.
+    pub fn current(&self) -> Result<Option<u64>, Error> {
+        let path = self.dir.join(CURRENT_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+                Error::at(
+                    path.display().to_string(),
+                    "does not hold a generation number; fix it by hand (it names a dir of generations/)",
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path.display().to_string(), e)),
+        }
+    }
+
+    /// The manifest of generation `g`, when it is there and valid.
+    pub fn manifest(&self, g: u64) -> Option<Manifest> {
+        let bytes = std::fs::read(self.generation_dir(g).join(MANIFEST_FILE)).ok()?;
+        Manifest::parse(&bytes).ok()
+    }
+
+    /// The directory of generation `g`.
+    pub fn generation_dir(&self, g: u64) -> PathBuf {
+        self.dir.join(GENERATIONS_DIR).join(g.to_string())
+    }
+
+    /// The generations present, ascending.
+    pub fn generations(&self) -> Result<Vec<u64>, Error> {
+        let dir = self.dir.join(GENERATIONS_DIR);
+        let mut out: Vec<u64> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+        };
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Writes a generation and the new `current` into temp files, unsynced; nothing is
+    /// visible until [`Staged::install`] and [`Staged::switch`].
+    pub fn stage(&self, generation: u64, files: &[(&str, &[u8])]) -> Result<Staged, Error> {
+        let generations = self.dir.join(GENERATIONS_DIR);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{STAGING_PREFIX}{generation}-"))
+            .tempdir_in(&generations)
+            .map_err(|e| Error::io(generations.display().to_string(), e))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(tmp.path().display().to_string(), e))?;
+        for (rel, bytes) in files {
+            let path = tmp.path().join(rel);
+            let shown = self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
+            if let Some(parent) = path.parent() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(|e| Error::io(&shown, e))?;
+            }
+            write_new(&path, bytes).map_err(|e| Error::io(&shown, e))?;
+        }
+        let current_tmp = self.dir.join(CURRENT_TEMP);
+        write_new(&current_tmp, format!("{generation}\n").as_bytes())
+            .map_err(|e| Error::io(current_tmp.display().to_string(), e))?;
+        Ok(Staged {
+            host: self.clone(),
+            generation,
+            tmp: Some(tmp),
+            current_tmp,
+        })
+    }
+
+    /// Removes generations beyond the newest `keep` (never `current`), and temp dirs left
+    /// by an interrupted deploy. Returns the generations removed.
+    pub fn prune(&self, keep: usize, current: u64) -> Result<Vec<u64>, Error> {
+        let generations = self.generations()?;
+        let cut = generations.len().saturating_sub(keep);
+        let mut removed = Vec::new();
+        for &g in generations[..cut].iter().filter(|&&g| g != current) {
+            let dir = self.generation_dir(g);
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+            removed.push(g);
+        }
+        let dir = self.dir.join(GENERATIONS_DIR);
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(dir.display().to_string(), e))? {
+            let entry = entry.map_err(|e| Error::io(dir.display().to_string(), e))?;
+            if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A generation written to temp files, not yet visible.
+#[derive(Debug)]
+pub struct Staged {
+    host: HostDir,
+    generation: u64,
+    /// Removed on drop unless installed.
+    tmp: Option<tempfile::TempDir>,
+    current_tmp: PathBuf,
+}
+
+impl Staged {
+    /// The generation number.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Renames the (synced) temp dir to `generations/<g>`.
+    pub fn install(&mut self) -> Result<(), Error> {
+        let target = self.host.generation_dir(self.generation);
+        let shown = target.display().to_string();
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        if target.exists() {
+            return Err(Error::at(
+                shown,
+                "already exists; was it written by hand? remove it",
+            ));
+        }
+        let path = tmp.keep();
+        std::fs::rename(&path, &target).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&path);
+            Error::io(&shown, e)
+        })
+    }
+
+    /// Replaces `current` with the new generation's number, by rename.
+    pub fn switch(&self) -> Result<(), Error> {
+        let current = self.host.dir.join(CURRENT_FILE);
+        std::fs::rename(&self.current_tmp, &current).map_err(|e| Error::io(current.display().to_string(), e))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.tmp.is_some() {
+            let _ = std::fs::remove_file(&self.current_tmp);
+        }
+    }
+}
+
+/// Creates `path` with `mode` if missing; sets `owner` (and `mode`) when they differ.
+fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error> {
+    let shown = || path.display().to_string();
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .mode(mode)
+                .create(path)
+                .map_err(|e| Error::io(shown(), e))?;
+            // The umask may have cleared bits of `mode`.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(shown(), e))?;
+            std::fs::symlink_metadata(path).map_err(|e| Error::io(shown(), e))?
+        }
+        Err(e) => return Err(Error::io(shown(), e)),
+    };
+    if !meta.is_dir() {
+        return Err(Error::at(shown(), "is not a directory; move it away"));
+    }
+    if let Some(owner) = owner {
+        if (meta.uid(), meta.gid()) != (owner.uid, owner.gid) {
+            std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| Error::io(shown(), e))?;
+        }
+        if meta.mode() & 0o7777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(shown(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a new file (0644) holding `bytes`, replacing a leftover temp file.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_install_switch_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = ServerRoot::open(dir.path()).unwrap();
+        let host = root.host("web1");
+        host.prepare(None).unwrap();
+        assert_eq!(host.current().unwrap(), None);
+        for g in 1..=5 {
+            let mut staged = host
+                .stage(g, &[("config/a.nix", b"a"), ("manifest.json", b"{}")])
+                .unwrap();
+            // Nothing visible before install and switch.
+            assert!(!host.generation_dir(g).exists());
+            root.sync().unwrap();
+            staged.install().unwrap();
+            staged.switch().unwrap();
+            assert_eq!(host.current().unwrap(), Some(g));
+            host.prune(3, g).unwrap();
+        }
+        assert_eq!(host.generations().unwrap(), [3, 4, 5]);
+        assert_eq!(
+            std::fs::read(host.generation_dir(5).join("config/a.nix")).unwrap(),
+            b"a"
+        );
+        let names: Vec<_> = std::fs::read_dir(host.path().join(GENERATIONS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn a_dropped_stage_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = ServerRoot::open(dir.path()).unwrap();
+        let host = root.host("h");
+        host.prepare(None).unwrap();
+        drop(host.stage(1, &[("config/x", b"x")]).unwrap());
+        assert!(host.generations().unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(host.path().join(GENERATIONS_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(!host.path().join(CURRENT_TEMP).exists());
+    }
+
+    #[test]
+    fn a_second_deploy_is_refused_while_one_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = ServerRoot::open(dir.path()).unwrap();
+        let e = ServerRoot::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("another `bento deploy`"), "{e}");
+    }
+}

@@ -1,0 +1,246 @@
+//! `manifest.json`: what a bundle holds, signed by an admin. The host agent and
+//! `bento activate` read it, so its shape is a contract:
+//!
+//! ```json
+//! { "format": 1, "host": "web1", "generation": 3, "created": "2026-11-26T05:00:00Z",
+//!   "git_commit": "abc…" | null, "system": "/nix/store/…" | null,
+//!   "files": { "config/configuration.nix": "<sha256 hex>", "secrets/db.age": "<sha256 hex>" },
+//!   "secrets": [ SecretSpec, … ] }
+//! ```
+
+use std::collections::BTreeMap;
+
+use bento_secrets::rules::valid_name;
+use bento_secrets::spec::SecretSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The manifest format this version writes and reads.
+pub const FORMAT: u32 = 1;
+/// The manifest's file name in a bundle.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The signature's file name in a bundle.
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+
+/// A bundle's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    /// The host the bundle is for.
+    pub host: String,
+    /// Monotonic per host: a host refuses a generation lower than the one it runs.
+    pub generation: u64,
+    /// When the bundle was made, RFC 3339 UTC.
+    pub created: String,
+    /// The fleet repo's `HEAD`, when it is a git repo.
+    pub git_commit: Option<String>,
+    /// The system path `bento build` expects, when it built this configuration.
+    pub system: Option<String>,
+    /// Every file of the bundle (but the manifest and its signature) → hex SHA-256.
+    pub files: BTreeMap<String, String>,
+    /// The secrets and their runtime attributes.
+    pub secrets: Vec<SecretSpec>,
+}
+
+impl Manifest {
+    /// The exact bytes written to `manifest.json` (and signed): pretty JSON, newline-ended.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses and validates a manifest.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, Error> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Manifest(format!("not a bundle manifest: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Checks what a host must not trust blindly: the format, the host name, every path
+    /// (relative, `/`-separated, inside `config/` or `secrets/`, no `.`/`..`, no NUL),
+    /// every hash, and that each secret's ciphertext is listed with the same hash.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::Manifest(msg));
+        if self.format != FORMAT {
+            return bad(format!(
+                "format {} is not {FORMAT}: update bento on this host",
+                self.format
+            ));
+        }
+        if !valid_name(&self.host) {
+            return bad(format!(
+                "host `{}` is not a valid host name",
+                self.host.escape_default()
+            ));
+        }
+        for (path, hash) in &self.files {
+            validate_path(path).map_err(Error::Manifest)?;
+            if !is_sha256_hex(hash) {
+                return bad(format!("{path}: sha256 is not 64 lowercase hex digits"));
+            }
+        }
+        if let Some(system) = &self.system {
+            if !system.starts_with("/nix/store/") || system.contains(['\0', '\n']) {
+                return bad(format!(
+                    "system `{}` is not a /nix/store path",
+                    system.escape_default()
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in &self.secrets {
+            spec.validate().map_err(Error::Manifest)?;
+            if !seen.insert(spec.name.as_str()) {
+                return bad(format!("secret `{}` is listed twice", spec.name));
+            }
+            if self.files.get(&spec.file) != Some(&spec.sha256) {
+                return bad(format!(
+                    "secret `{}`: {} is not in files with the same sha256",
+                    spec.name, spec.file
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether two manifests describe the same bundle content: files, secrets and system
+    /// (generation, time and commit aside).
+    pub fn same_content(&self, other: &Manifest) -> bool {
+        self.files == other.files && self.secrets == other.secrets && self.system == other.system
+    }
+}
+
+/// Checks one path of a manifest's `files`: relative, `/`-separated, under `config/` or
+/// `secrets/`, no empty, `.` or `..` component, no NUL or backslash.
+pub fn validate_path(path: &str) -> Result<(), String> {
+    let shown = path.escape_default();
+    if path.starts_with('/') {
+        return Err(format!("path `{shown}` is absolute; bundle paths are relative"));
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return Err(format!("path `{shown}` holds a NUL or backslash"));
+    }
+    let mut parts = path.split('/');
+    let top = parts.next().unwrap_or_default();
+    if top != "config" && top != "secrets" {
+        return Err(format!("path `{shown}` is outside config/ and secrets/"));
+    }
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        return Err(format!("path `{shown}` names a directory, not a file"));
+    }
+    if let Some(bad) = rest.iter().find(|c| c.is_empty() || **c == "." || **c == "..") {
+        return Err(format!(
+            "path `{shown}` has a `{}` component; a bundle path must not escape the bundle",
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a SHA-256 in lowercase hex.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Now, as RFC 3339 UTC with seconds: `2026-11-26T05:00:00Z`.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift to an era starting on 0000-03-01 so leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let hash = "ab".repeat(32);
+        Manifest {
+            format: FORMAT,
+            host: "web1".into(),
+            generation: 1,
+            created: "2026-11-26T05:00:00Z".into(),
+            git_commit: None,
+            system: None,
+            files: [("config/configuration.nix".to_owned(), hash)].into(),
+            secrets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn round_trips_with_the_contract_shape() {
+        let m = sample();
+        let bytes = m.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"git_commit\": null"), "{text}");
+        assert!(text.contains("\"system\": null"), "{text}");
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_paths_that_escape() {
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "config/../../x",
+            "config/./x",
+            "config//x",
+            "config",
+            "other/x",
+            "config/a\0b",
+        ] {
+            let mut m = sample();
+            m.files.insert(bad.into(), "00".repeat(32));
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.starts_with("manifest.json: path `"), "{bad}: {e}");
+        }
+        let mut m = sample();
+        m.files.insert("config/x".into(), "XY".repeat(32));
+        assert!(m.validate().is_err());
+        let mut m = sample();
+        m.format = 2;
+        assert!(m.validate().unwrap_err().to_string().contains("format 2"));
+    }
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_669_200), "2026-11-26T05:00:00Z");
+    }
+}

@@ -1,0 +1,265 @@
+//! `bento deploy`: checks the secrets, assembles every selected host's bundle, and
+//! publishes a new signed generation for each host whose content changed.
+//!
+//! Hosts are assembled and compared in parallel. Changed hosts are then written in three
+//! steps, each closed by one `syncfs`: every generation into its temp dir, then every
+//! temp dir renamed into place, then every `current` replaced. Unchanged hosts are not
+//! touched at all. Old generations are pruned last.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use bento_secrets::verify::Kind;
+use bento_secrets::Fleet;
+
+use crate::build::Expected;
+use crate::bundle::Bundle;
+use crate::config::Config;
+use crate::error::Error;
+use crate::hosts::{self, Host};
+use crate::layout::{lookup_user, HostDir, ServerRoot, Staged};
+use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::sign::Signer;
+
+/// What to deploy, and where.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The server root (`--server-root`, else `server.root`).
+    pub server_root: PathBuf,
+    /// Only these hosts (all when empty).
+    pub hosts: Vec<String>,
+    /// The `nix` program, to list flakes' configurations.
+    pub nix: String,
+}
+
+/// What happened to one host.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostReport {
+    /// The host.
+    pub host: String,
+    /// Its current generation after the deploy.
+    pub generation: u64,
+    /// Whether this deploy published a new generation.
+    pub changed: bool,
+    /// Configuration files in the bundle.
+    pub files: usize,
+    /// Secrets in the bundle.
+    pub secrets: usize,
+    /// The expected system path, when `bento build` recorded one for this configuration.
+    pub system: Option<String>,
+    /// Generations removed by pruning.
+    pub pruned: Vec<u64>,
+}
+
+/// Hears how a deploy progresses (a progress bar, say).
+pub trait Progress: Sync {
+    /// The deploy is about to assemble `hosts` hosts.
+    fn start(&self, hosts: usize) {
+        let _ = hosts;
+    }
+    /// One host is done: unchanged, or published.
+    fn done(&self, report: &HostReport) {
+        let _ = report;
+    }
+}
+
+/// No progress reporting.
+impl Progress for () {}
+
+/// A host whose bundle differs from what the server has.
+struct Plan {
+    bundle: Bundle,
+    dir: HostDir,
+    generation: u64,
+    system: Option<String>,
+}
+
+/// Refuses when any secret is stale, missing or corrupt: a host must never receive a
+/// secret it cannot decrypt, nor keep one it should no longer have.
+pub fn check_secrets(fleet: &Fleet) -> Result<(), Error> {
+    let report = bento_secrets::verify::verify(fleet)?;
+    let blocking: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind.rekey_fixes() || matches!(f.kind, Kind::MissingFile | Kind::Corrupt))
+        .collect();
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = blocking.iter().map(|f| f.secret.clone()).collect();
+    names.dedup();
+    Err(Error::StaleSecrets {
+        names,
+        detail: blocking
+            .iter()
+            .map(|f| f.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// The fleet repo's `HEAD` commit, when it is a git repo and git is installed.
+pub fn git_commit(root: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "-q", "HEAD"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// Deploys the fleet rooted at `root`. `signer` is called at most once, and only when some
+/// host changed (so a no-op deploy needs no key); `progress` hears of each host.
+pub fn deploy(
+    root: &Path,
+    config: &Config,
+    options: &Options,
+    signer: &dyn Fn() -> Result<Signer, Error>,
+    progress: &dyn Progress,
+) -> Result<Vec<HostReport>, Error> {
+    let fleet = Fleet::load(root)?;
+    check_secrets(&fleet)?;
+    let hosts = hosts::select(hosts::discover(root, &fleet, &options.nix)?, &options.hosts)?;
+    let expected = Expected::load(root)?;
+    let server = ServerRoot::open(&options.server_root)?;
+    progress.start(hosts.len());
+    let prefix = &config.server.user_prefix;
+
+    // Assemble and compare, in parallel; unchanged hosts are done here.
+    let assessed: Vec<Assessed> = hosts
+        .par_iter()
+        .map(|host| assess(root, &fleet, host, &server, &expected, prefix, progress))
+        .collect::<Result<_, Error>>()?;
+    let mut reports = Vec::new();
+    let mut changed = Vec::new();
+    for a in assessed {
+        match a {
+            Assessed::Unchanged(report) => reports.push(report),
+            Assessed::Changed(plan) => changed.push(*plan),
+        }
+    }
+    if !changed.is_empty() {
+        reports.extend(publish(root, config, &server, changed, signer()?, progress)?);
+    }
+    reports.sort_by(|a, b| a.host.cmp(&b.host));
+    Ok(reports)
+}
+
+/// A host after comparing its new bundle with the server's current generation.
+enum Assessed {
+    Unchanged(HostReport),
+    Changed(Box<Plan>),
+}
+
+fn assess(
+    root: &Path,
+    fleet: &Fleet,
+    host: &Host,
+    server: &ServerRoot,
+    expected: &Expected,
+    prefix: &str,
+    progress: &dyn Progress,
+) -> Result<Assessed, Error> {
+    let bundle = Bundle::assemble(root, fleet, host)?;
+    let system = expected
+        .system_for(&host.name, &bundle.config_digest())
+        .map(str::to_owned);
+    let dir = server.host(&host.name);
+    dir.prepare(lookup_user(&format!("{prefix}{}", host.name)))?;
+    let current = dir.current()?;
+    if let Some(g) = current {
+        let candidate = bundle.manifest(g, String::new(), None, system.clone());
+        if dir.manifest(g).is_some_and(|m| m.same_content(&candidate)) {
+            let report = HostReport {
+                host: host.name.clone(),
+                generation: g,
+                changed: false,
+                files: bundle.config_files(),
+                secrets: bundle.secrets.len(),
+                system,
+                pruned: Vec::new(),
+            };
+            progress.done(&report);
+            return Ok(Assessed::Unchanged(report));
+        }
+    }
+    // Never reuse a number, even one whose `current` switch did not happen.
+    let highest = dir.generations()?.last().copied().unwrap_or(0);
+    let generation = highest.max(current.unwrap_or(0)) + 1;
+    Ok(Assessed::Changed(Box::new(Plan {
+        bundle,
+        dir,
+        generation,
+        system,
+    })))
+}
+
+/// Signs and writes the changed hosts' generations, then switches their `current`.
+fn publish(
+    root: &Path,
+    config: &Config,
+    server: &ServerRoot,
+    changed: Vec<Plan>,
+    signer: Signer,
+    progress: &dyn Progress,
+) -> Result<Vec<HostReport>, Error> {
+    let created = now_rfc3339();
+    let commit = git_commit(root);
+    let mut staged: Vec<(Plan, Staged)> = changed
+        .into_par_iter()
+        .map(|plan| {
+            let manifest = plan.bundle.manifest(
+                plan.generation,
+                created.clone(),
+                commit.clone(),
+                plan.system.clone(),
+            );
+            let staged = stage(&plan, &manifest, &signer)?;
+            Ok((plan, staged))
+        })
+        .collect::<Result<_, Error>>()?;
+    server.sync()?;
+    // Generations first, then `current`: it only ever names a complete generation.
+    staged.par_iter_mut().try_for_each(|(_, s)| s.install())?;
+    server.sync()?;
+    staged.par_iter().try_for_each(|(_, s)| s.switch())?;
+    server.sync()?;
+
+    let keep = config.deploy.keep_generations as usize;
+    staged
+        .par_iter()
+        .map(|(plan, s)| {
+            let pruned = plan.dir.prune(keep, s.generation())?;
+            let report = HostReport {
+                host: plan.bundle.host.clone(),
+                generation: s.generation(),
+                changed: true,
+                files: plan.bundle.config_files(),
+                secrets: plan.bundle.secrets.len(),
+                system: plan.system.clone(),
+                pruned,
+            };
+            progress.done(&report);
+            Ok(report)
+        })
+        .collect()
+}
+
+/// Writes one host's bundle, manifest and signature into a temp generation.
+fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Error> {
+    let manifest_bytes = manifest.to_bytes();
+    let signature = signer.sign(&manifest_bytes)?;
+    let mut files: Vec<(&str, &[u8])> = plan
+        .bundle
+        .files
+        .iter()
+        .map(|(path, f)| (path.as_str(), f.bytes.as_slice()))
+        .collect();
+    files.push((MANIFEST_FILE, &manifest_bytes));
+    files.push((SIGNATURE_FILE, signature.as_bytes()));
+    plan.dir.stage(plan.generation, &files)
+}

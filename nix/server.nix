@@ -1,0 +1,73 @@
+# Bento's central server: every host of the fleet reaches only its own directory under
+# `root`, over sftp, authenticated by its SSH host key.
+#
+#   services.bento-server = {
+#     enable = true;
+#     root = "/srv/bento";
+#     hosts.web1 = "ssh-ed25519 AAAA…";   # keys/hosts/web1.pub
+#   };
+#
+# Each host H gets a system user <userPrefix>H in group `bento`, chrooted to <root>/H
+# (root-owned, 0755, as OpenSSH requires), sftp only, able to write <root>/H/logs only.
+# `bento deploy` publishes into <root>; `bento server setup` prints this for a fleet.
+{ config, lib, ... }:
+
+let
+  cfg = config.services.bento-server;
+  inherit (lib) mkEnableOption mkIf mkOption types;
+  userOf = host: "${cfg.userPrefix}${host}";
+in
+{
+  options.services.bento-server = {
+    enable = mkEnableOption "the Bento server: chrooted, sftp-only access for each host to its bundles";
+
+    root = mkOption {
+      type = types.str;
+      default = "/srv/bento";
+      description = "Where `bento deploy` publishes: one directory per host (server.root of bento.toml).";
+    };
+
+    userPrefix = mkOption {
+      type = types.strMatching "[A-Za-z0-9_-]*";
+      default = "";
+      description = "Host H logs in as user <userPrefix>H (server.user_prefix of bento.toml).";
+    };
+
+    hosts = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { web1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA… root@web1"; };
+      description = "Host name to its SSH host public key (keys/hosts/<host>.pub of the fleet).";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    users.groups.bento = { };
+
+    users.users = lib.mapAttrs' (host: key:
+      lib.nameValuePair (userOf host) {
+        isSystemUser = true;
+        group = "bento";
+        home = "/";
+        openssh.authorizedKeys.keys = [ key ];
+      }) cfg.hosts;
+
+    systemd.tmpfiles.rules = [ "d ${cfg.root} 0755 root root -" ]
+      ++ lib.concatLists (lib.mapAttrsToList (host: _: [
+        "d ${cfg.root}/${host} 0755 root root -"
+        "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -"
+      ]) cfg.hosts);
+
+    services.openssh.enable = true;
+    # One Match block per user: the chroot is named after the host, not the user.
+    services.openssh.extraConfig = lib.concatStrings (lib.mapAttrsToList (host: _: ''
+      Match User ${userOf host}
+        ChrootDirectory ${cfg.root}/${host}
+        ForceCommand internal-sftp
+        AllowTcpForwarding no
+        X11Forwarding no
+        PermitTTY no
+        PasswordAuthentication no
+    '') cfg.hosts);
+  };
+}
