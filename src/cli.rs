@@ -25,6 +25,9 @@ pub enum Command {
     /// Decrypt this host's secrets from an installed bundle into a RAM filesystem (run by
     /// the NixOS activation script)
     Activate(ActivateArgs),
+    /// Pull this host's bundle: verify, install, rebuild or activate, report (run by a
+    /// systemd timer)
+    Agent(AgentArgs),
     /// Publish each changed host's signed bundle into the server layout
     ///
     /// Refuses while any secret is stale. Each changed host gets a new generation, written
@@ -34,6 +37,22 @@ pub enum Command {
     Build(BuildArgs),
     /// What the central server needs for this fleet
     Server(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Run once and exit (what the systemd timer does; also the default)
+    #[arg(long)]
+    pub once: bool,
+    /// The agent's configuration
+    #[arg(long, value_name = "FILE", default_value = "/etc/bento/agent.toml")]
+    pub config: PathBuf,
+    /// Retry a generation that failed before
+    #[arg(long)]
+    pub force: bool,
+    /// Print the run's report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

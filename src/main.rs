@@ -1,6 +1,7 @@
 //! The `bento` binary: parses the command line, calls the libraries, prints.
 
 mod activate;
+mod agent;
 mod cli;
 mod deploy;
 mod output;
@@ -45,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init => init(&fleet),
         Command::Secret(cmd) => secret::run(&fleet, cmd),
         Command::Activate(args) => activate::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Deploy(args) => deploy::deploy(&fleet, args),
         Command::Build(args) => deploy::build(&fleet, args),
         Command::Server(args) => deploy::server(&fleet, args),

@@ -51,6 +51,13 @@ pub struct AgentConfig {
     /// The ssh client.
     #[serde(default = "default_ssh")]
     pub ssh: String,
+    /// The symlink naming the running system, reported before and after a run.
+    #[serde(default = "default_current_system")]
+    pub current_system: PathBuf,
+}
+
+fn default_current_system() -> PathBuf {
+    "/run/current-system".into()
 }
 
 fn default_identity() -> PathBuf {
@@ -131,7 +138,7 @@ impl AgentConfig {
     }
 
     /// The server, parsed.
-    pub fn server_url(&self) -> ServerUrl {
-        ServerUrl::parse(&self.server).expect("validated by load")
+    pub fn server_url(&self) -> Result<ServerUrl, String> {
+        ServerUrl::parse(&self.server)
     }
 }

@@ -2,6 +2,7 @@
 //! bundles, publishing them into the server layout, building systems, what the server
 //! needs to serve them, and how a host reaches the server (sftp or a local directory).
 
+pub mod agent;
 pub mod agent_config;
 pub mod build;
 pub mod bundle;
@@ -12,6 +13,7 @@ pub mod init;
 pub mod layout;
 pub mod manifest;
 pub mod publish;
+pub mod report;
 pub mod server;
 pub mod sftp;
 pub mod sign;

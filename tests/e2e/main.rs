@@ -4,6 +4,7 @@ mod harness;
 
 mod activate;
 mod agenix;
+mod agent;
 mod bad_input;
 mod deploy;
 mod edit;

@@ -1,0 +1,488 @@
+//! `bento agent`: one pull of a host's bundle, from poll to report.
+//!
+//! 1. One connection; read `current`. Same generation as applied: stop (a few hundred
+//!    bytes). A generation that failed before is not retried until a newer one appears.
+//! 2. Download `manifest.json` + `manifest.sig`, check the signature against the pinned
+//!    admin keys, the host name, the generation (strictly above the applied one: no
+//!    downgrade or replay) and every path; download each file and check its SHA-256.
+//! 3. Install into `<state_dir>/bundles/<g>` (staged, fsynced, renamed) and switch the
+//!    `<state_dir>/current` symlink.
+//! 4. Config changed: run the rebuild (whose activation runs `bento activate`); only
+//!    secrets changed: run `bento activate` alone. After a switch, reconnect: if the
+//!    server is gone, run the rollback. A failure puts `current` back.
+//! 5. Report to `logs/` (queued in the outbox when the upload fails).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use ssh_key::PublicKey;
+
+use crate::agent_config::AgentConfig;
+use crate::layout::{CURRENT_FILE, GENERATIONS_DIR};
+use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::report::{self, Report, State};
+use crate::sftp::{SftpTransport, SshTarget};
+use crate::transport::{LocalDir, ServerUrl, Transport};
+
+/// What the agent remembers between runs, in `<state_dir>/state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// The generation applied (installed and switched to).
+    pub applied: Option<u64>,
+    /// The last generation that failed; not retried until a newer one appears.
+    pub failed: Option<u64>,
+}
+
+/// What one run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing new on the server.
+    UpToDate(u64),
+    /// The server has no bundle for this host yet.
+    NothingPublished,
+    /// A generation that failed before: skipped until a newer one (or `--force`).
+    SkippedFailed(u64),
+    /// A run happened; its report.
+    Ran(Box<Report>),
+}
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Retry a generation that failed.
+    pub force: bool,
+}
+
+/// A failure before anything was applied: the run cannot even start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AgentError(pub String);
+
+fn err(msg: impl Into<String>) -> AgentError {
+    AgentError(msg.into())
+}
+
+/// Runs one pull.
+pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentError> {
+    let started = Instant::now();
+    let trusted = trusted_keys(config)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
+    let mut state = load_state(&config.state_dir);
+    let mut transport = connect(config)?;
+    // Reports of earlier runs that could not be sent go first.
+    let _ = report::flush(&config.state_dir, transport.as_mut());
+
+    let current = match transport.read(CURRENT_FILE) {
+        Ok(bytes) => parse_generation(&bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
+        Err(e) => return Err(err(format!("reading `current` on the server: {e}"))),
+    };
+    if Some(current) == state.applied {
+        return Ok(Outcome::UpToDate(current));
+    }
+    if Some(current) == state.failed && !opts.force {
+        return Ok(Outcome::SkippedFailed(current));
+    }
+
+    let mut run = Run {
+        config,
+        started,
+        generation: current,
+        previous: state.applied,
+        system_before: current_system(config),
+        log: Vec::new(),
+    };
+    let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), &trusted, &state) {
+        Ok((s, changed)) => (s, Ok(changed)),
+        Err((s, e)) => (s, Err(e)),
+    };
+    let new_state = match state_after {
+        State::Applied | State::SecretsUpdated => AgentState {
+            applied: Some(current),
+            failed: None,
+        },
+        State::Failed | State::RolledBack => AgentState {
+            failed: Some(current),
+            ..state.clone()
+        },
+        State::Refused => state.clone(),
+    };
+    state = new_state;
+    save_state(&config.state_dir, &state).map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
+
+    let report = run.report(state_after, outcome, transport.bytes_transferred());
+    report::queue(&config.state_dir, &report, &run.log).map_err(|e| {
+        err(format!(
+            "queueing the report in {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    let _ = report::flush(&config.state_dir, transport.as_mut());
+    Ok(Outcome::Ran(Box::new(report)))
+}
+
+fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
+    config
+        .trusted_keys
+        .iter()
+        .map(|line| PublicKey::from_openssh(line.trim()).map_err(|e| err(format!("trusted_keys: {e}"))))
+        .collect()
+}
+
+fn connect(config: &AgentConfig) -> Result<Box<dyn Transport>, AgentError> {
+    match config.server_url().map_err(err)? {
+        ServerUrl::Local(root) => Ok(Box::new(LocalDir::new(&root, &config.host))),
+        ServerUrl::Sftp { user, address, port } => {
+            let target = SshTarget {
+                user,
+                address,
+                port,
+                identity: config.identity.clone(),
+                known_hosts: config.known_hosts.clone(),
+                connect_timeout: Duration::from_secs(config.connect_timeout),
+                ssh: config.ssh.clone(),
+            };
+            Ok(Box::new(
+                SftpTransport::connect(&target).map_err(|e| err(e.to_string()))?,
+            ))
+        }
+    }
+}
+
+fn parse_generation(bytes: &[u8]) -> Result<u64, AgentError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| err("the server's `current` is not a generation number"))
+}
+
+/// One run about generation `generation`.
+struct Run<'a> {
+    config: &'a AgentConfig,
+    started: Instant,
+    generation: u64,
+    previous: Option<u64>,
+    /// The running system when the run started.
+    system_before: Option<String>,
+    /// Output of the commands run (rebuild, activate, rollback).
+    log: Vec<u8>,
+}
+
+/// What changed between the applied bundle and the new one.
+#[derive(Default)]
+struct Changes {
+    config: bool,
+    secrets: Vec<String>,
+}
+
+type Step<T> = Result<T, (State, String)>;
+
+impl Run<'_> {
+    fn fetch_and_apply(
+        &mut self,
+        transport: &mut dyn Transport,
+        trusted: &[PublicKey],
+        state: &AgentState,
+    ) -> Result<(State, Vec<String>), (State, String)> {
+        let manifest = self.fetch(transport, trusted, state)?;
+        let old = state
+            .applied
+            .and_then(|g| installed_manifest(&self.config.state_dir, g));
+        let changes = diff(old.as_ref(), &manifest);
+        let previous_link = std::fs::read_link(self.current_link()).ok();
+        self.switch_current().map_err(|e| (State::Failed, e))?;
+
+        // On failure, `current` names what it named before (or nothing, as before).
+        let restore = |run: &Self| {
+            let _ = match &previous_link {
+                Some(target) => replace_symlink(target, &run.current_link()),
+                None => std::fs::remove_file(run.current_link()),
+            };
+        };
+        if changes.config {
+            if let Err(e) = self.rebuild() {
+                restore(self);
+                return Err((State::Failed, e));
+            }
+            if !self.server_reachable() {
+                let rolled = self.command("rollback", &self.config.rollback.clone(), &[]);
+                restore(self);
+                let how = rolled
+                    .err()
+                    .map_or(String::new(), |e| format!(" (the rollback failed too: {e})"));
+                return Err((
+                    State::RolledBack,
+                    format!("the server was unreachable after the switch; rolled back{how}"),
+                ));
+            }
+            Ok((State::Applied, changes.secrets))
+        } else if !changes.secrets.is_empty() || old.is_none() {
+            if let Err(e) = self.activate() {
+                restore(self);
+                return Err((State::Failed, e));
+            }
+            Ok((State::SecretsUpdated, changes.secrets))
+        } else {
+            Ok((State::Applied, Vec::new())) // same content under a new number: nothing to run
+        }
+    }
+
+    /// Downloads and checks generation `self.generation` into `<state_dir>/bundles/<g>`.
+    fn fetch(&mut self, t: &mut dyn Transport, trusted: &[PublicKey], state: &AgentState) -> Step<Manifest> {
+        let refuse = |msg: String| (State::Refused, msg);
+        let g = self.generation;
+        if let Some(applied) = state.applied {
+            if g < applied {
+                return Err(refuse(format!(
+                    "the server offers generation {g}, older than the applied {applied}: refused (downgrade or replay)"
+                )));
+            }
+        }
+        let dir = format!("{GENERATIONS_DIR}/{g}");
+        let get = |t: &mut dyn Transport, rel: &str| {
+            t.read(&format!("{dir}/{rel}"))
+                .map_err(|e| (State::Failed, format!("downloading {dir}/{rel}: {e}")))
+        };
+        let manifest_bytes = get(t, MANIFEST_FILE)?;
+        let sig = get(t, SIGNATURE_FILE)?;
+        let sig = String::from_utf8_lossy(&sig);
+        crate::sign::verify(&manifest_bytes, &sig, trusted).map_err(|e| refuse(e.to_string()))?;
+        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| refuse(e.to_string()))?;
+        if manifest.host != self.config.host {
+            return Err(refuse(format!(
+                "the bundle is for host `{}`, not `{}`",
+                manifest.host, self.config.host
+            )));
+        }
+        if manifest.generation != g {
+            return Err(refuse(format!(
+                "the manifest says generation {}, `current` says {g}",
+                manifest.generation
+            )));
+        }
+
+        let bundles = self.config.state_dir.join("bundles");
+        std::fs::create_dir_all(&bundles).map_err(|e| (State::Failed, e.to_string()))?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{g}."))
+            .tempdir_in(&bundles)
+            .map_err(|e| (State::Failed, e.to_string()))?;
+        let mut files: Vec<(String, Vec<u8>)> = vec![(MANIFEST_FILE.into(), manifest_bytes.clone())];
+        files.push((SIGNATURE_FILE.into(), sig.as_bytes().to_vec()));
+        for (path, hash) in &manifest.files {
+            let bytes = get(t, path)?;
+            if bento_secrets::lock::sha256_hex(&bytes) != *hash {
+                return Err(refuse(format!(
+                    "{path}: SHA-256 differs from the signed manifest"
+                )));
+            }
+            files.push((path.clone(), bytes));
+        }
+        for (path, bytes) in &files {
+            let dest = staging.path().join(path);
+            let written = dest
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| bento_secrets::atomic::write_atomic(&dest, bytes, 0o600));
+            written.map_err(|e| (State::Failed, format!("installing {path}: {e}")))?;
+        }
+        let final_dir = bundles.join(g.to_string());
+        let _ = std::fs::remove_dir_all(&final_dir);
+        let staged = staging.keep();
+        std::fs::rename(&staged, &final_dir)
+            .map_err(|e| (State::Failed, format!("installing the bundle: {e}")))?;
+        prune_bundles(&bundles, self.config.keep_bundles, g, state.applied);
+        Ok(manifest)
+    }
+
+    fn current_link(&self) -> PathBuf {
+        self.config.state_dir.join("current")
+    }
+
+    fn switch_current(&self) -> Result<(), String> {
+        replace_symlink(
+            Path::new(&format!("bundles/{}", self.generation)),
+            &self.current_link(),
+        )
+        .map_err(|e| format!("switching {}: {e}", self.current_link().display()))
+    }
+
+    /// The rebuild command with `--flake …#host` or `-I nixos-config=…` appended.
+    fn rebuild(&mut self) -> Result<(), String> {
+        let config_dir = self.current_link().join("config");
+        let extra: Vec<String> = if config_dir.join("flake.nix").exists() {
+            vec![
+                "--flake".into(),
+                format!("{}#{}", config_dir.display(), self.config.host),
+            ]
+        } else {
+            vec![
+                "-I".into(),
+                format!("nixos-config={}", config_dir.join("configuration.nix").display()),
+            ]
+        };
+        self.command("rebuild", &self.config.rebuild.clone(), &extra)
+    }
+
+    fn activate(&mut self) -> Result<(), String> {
+        let command = match &self.config.activate {
+            Some(c) => c.clone(),
+            None => {
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                format!(
+                    "{} activate --bundle {} --root {}",
+                    exe.display(),
+                    self.current_link().display(),
+                    self.config.secrets_root.display()
+                )
+            }
+        };
+        self.command("activate", &command, &[])
+    }
+
+    /// Runs a configured command line (split on whitespace), logging its output.
+    fn command(&mut self, what: &str, line: &str, extra: &[String]) -> Result<(), String> {
+        let mut words = line.split_whitespace();
+        let program = words
+            .next()
+            .ok_or_else(|| format!("the {what} command is empty"))?;
+        let output = Command::new(program)
+            .args(words)
+            .args(extra)
+            .output()
+            .map_err(|e| format!("running the {what} command `{program}`: {e}"))?;
+        self.log
+            .extend_from_slice(format!("$ {line} {}\n", extra.join(" ")).as_bytes());
+        self.log.extend_from_slice(&output.stdout);
+        self.log.extend_from_slice(&output.stderr);
+        if output.status.success() {
+            return Ok(());
+        }
+        let tail = String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_owned);
+        Err(format!(
+            "the {what} command failed ({}){}",
+            output.status,
+            tail.map_or(String::new(), |t| format!(": {t}"))
+        ))
+    }
+
+    /// After a switch: can this host still reach its server?
+    fn server_reachable(&self) -> bool {
+        connect(self.config)
+            .and_then(|mut t| t.read(CURRENT_FILE).map_err(|e| err(e.to_string())))
+            .is_ok()
+    }
+
+    fn report(&self, state: State, outcome: Result<Vec<String>, String>, bytes: u64) -> Report {
+        let system_after = current_system(self.config);
+        let expected = installed_manifest(&self.config.state_dir, self.generation).and_then(|m| m.system);
+        let (secrets_changed, error) = match outcome {
+            Ok(names) => (names, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        Report {
+            format: report::FORMAT,
+            host: self.config.host.clone(),
+            generation: self.generation,
+            previous_generation: self.previous,
+            state,
+            time: crate::manifest::now_rfc3339(),
+            system_before: self.system_before.clone(),
+            system_after,
+            system_expected: expected,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            bytes,
+            error,
+            secrets_changed,
+            agent: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// What changed: config files or the expected system; which secrets.
+fn diff(old: Option<&Manifest>, new: &Manifest) -> Changes {
+    let config_files = |m: &Manifest| -> BTreeMap<String, String> {
+        m.files
+            .iter()
+            .filter(|(p, _)| p.starts_with("config/"))
+            .map(|(p, h)| (p.clone(), h.clone()))
+            .collect()
+    };
+    let Some(old) = old else {
+        return Changes {
+            config: true,
+            secrets: new.secrets.iter().map(|s| s.name.clone()).collect(),
+        };
+    };
+    let config = config_files(old) != config_files(new) || old.system != new.system;
+    let mut secrets: Vec<String> = Vec::new();
+    for s in &new.secrets {
+        if !old.secrets.contains(s) {
+            secrets.push(s.name.clone());
+        }
+    }
+    for s in &old.secrets {
+        if !new.secrets.iter().any(|n| n.name == s.name) {
+            secrets.push(s.name.clone());
+        }
+    }
+    Changes { config, secrets }
+}
+
+fn installed_manifest(state_dir: &Path, g: u64) -> Option<Manifest> {
+    let bytes = std::fs::read(state_dir.join("bundles").join(g.to_string()).join(MANIFEST_FILE)).ok()?;
+    Manifest::parse(&bytes).ok()
+}
+
+/// The running system (the `current_system` symlink's target), when known.
+fn current_system(config: &AgentConfig) -> Option<String> {
+    std::fs::read_link(&config.current_system)
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Keeps the newest `keep` bundles, and always the current and the applied one.
+fn prune_bundles(bundles: &Path, keep: usize, current: u64, applied: Option<u64>) {
+    let Ok(entries) = std::fs::read_dir(bundles) else {
+        return;
+    };
+    let mut gens: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    gens.sort_unstable();
+    let cut = gens.len().saturating_sub(keep.max(1));
+    for g in &gens[..cut] {
+        if *g != current && Some(*g) != applied {
+            let _ = std::fs::remove_dir_all(bundles.join(g.to_string()));
+        }
+    }
+}
+
+/// Points `link` at `target`, atomically (symlink + rename).
+fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    let tmp = link.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
+fn load_state(state_dir: &Path) -> AgentState {
+    std::fs::read(state_dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_state(state_dir: &Path, state: &AgentState) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    bento_secrets::atomic::write_atomic(&state_dir.join("state.json"), &json, 0o600)
+}

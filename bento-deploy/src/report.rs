@@ -1,0 +1,132 @@
+//! What a host tells the fleet after each run: a JSON report (and, when commands ran, a
+//! compressed log) in its `logs/` directory on the server. A report that cannot be
+//! uploaded waits in `<state_dir>/outbox/` and goes with the next run.
+//!
+//! Reports never carry secret material: names of secrets, never their content.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::Transport;
+
+/// The report format this version writes.
+pub const FORMAT: u32 = 1;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// A new configuration was switched to (and its secrets activated).
+    Applied,
+    /// Only secrets changed: they were activated, no rebuild.
+    SecretsUpdated,
+    /// The rebuild or the activation failed; the host runs what it ran before.
+    Failed,
+    /// The switch lost the server, so it was rolled back.
+    RolledBack,
+    /// The bundle was refused: bad signature, wrong hash, downgrade, bad path.
+    Refused,
+}
+
+/// One run's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    /// The host.
+    pub host: String,
+    /// The generation this run was about.
+    pub generation: u64,
+    /// The generation applied before the run.
+    pub previous_generation: Option<u64>,
+    /// How it ended.
+    pub state: State,
+    /// When it ended, RFC 3339 UTC.
+    pub time: String,
+    /// The running system before, when known.
+    pub system_before: Option<String>,
+    /// The running system after, when known.
+    pub system_after: Option<String>,
+    /// The system the bundle expects (`bento build`), when known.
+    pub system_expected: Option<String>,
+    /// How long the run took.
+    pub duration_ms: u64,
+    /// Bytes exchanged with the server.
+    pub bytes: u64,
+    /// What went wrong, in one line.
+    pub error: Option<String>,
+    /// Secrets added, changed or removed by the activation (names only).
+    pub secrets_changed: Vec<String>,
+    /// The agent's version.
+    pub agent: String,
+}
+
+impl Report {
+    /// The report's file name in `logs/`: sortable by generation and time.
+    pub fn file_name(&self) -> String {
+        format!(
+            "report-{:08}-{}.json",
+            self.generation,
+            self.time.replace(':', "")
+        )
+    }
+}
+
+/// The outbox of reports not yet uploaded.
+pub fn outbox(state_dir: &Path) -> PathBuf {
+    state_dir.join("outbox")
+}
+
+/// Queues a report (and its log) in the outbox.
+pub fn queue(state_dir: &Path, report: &Report, log: &[u8]) -> std::io::Result<()> {
+    let dir = outbox(state_dir);
+    std::fs::create_dir_all(&dir)?;
+    let name = report.file_name();
+    if !log.is_empty() {
+        bento_secrets::atomic::write_atomic(&dir.join(log_name(&name)), &gzip(log)?, 0o600)?;
+    }
+    let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    bento_secrets::atomic::write_atomic(&dir.join(&name), &json, 0o600)
+}
+
+fn log_name(report_name: &str) -> String {
+    report_name.replace("report-", "log-").replace(".json", ".txt.gz")
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes)?;
+    enc.finish()
+}
+
+/// Uploads every queued report and log to `logs/`, oldest first; what was uploaded is
+/// removed from the outbox. Stops at the first failure (the rest waits).
+pub fn flush(state_dir: &Path, transport: &mut dyn Transport) -> std::io::Result<usize> {
+    let dir = outbox(state_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    // Logs before their report, so a report never names a log that is not there yet.
+    names.sort_by_key(|n| {
+        (
+            n.replace("log-", "report-").replace(".txt.gz", ".json"),
+            n.starts_with("report-"),
+        )
+    });
+    let mut sent = 0;
+    for name in names {
+        let path = dir.join(&name);
+        let bytes = std::fs::read(&path)?;
+        transport.write(&format!("{}/{name}", crate::layout::LOGS_DIR), &bytes)?;
+        std::fs::remove_file(&path)?;
+        sent += 1;
+    }
+    Ok(sent)
+}

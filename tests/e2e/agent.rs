@@ -1,0 +1,434 @@
+//! `bento agent`: the whole pull loop against a real server layout made by `bento deploy`
+//! (as a local `file://` directory, and over a real chrooted sshd), with a fake
+//! `nixos-rebuild` that records its arguments and moves a system-profile symlink.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::{example, ok, pub_line, s, Fleet, Keys};
+use crate::sshd::Sshd;
+
+/// A fleet deployed to a server root, and web1's agent configured against it.
+struct Loop {
+    fleet: Fleet,
+    keys: Keys,
+    server: PathBuf,
+    /// web1's state dir, secrets root, fake commands' call log, system symlink.
+    state: PathBuf,
+    secrets: PathBuf,
+    calls: PathBuf,
+    system: PathBuf,
+    config: PathBuf,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        let (fleet, keys) = example();
+        for name in ["db-password", "web-only", "tls"] {
+            ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v1 of {name}").as_bytes()));
+        }
+        for host in ["web1", "db1"] {
+            let dir = fleet.path(&format!("hosts/{host}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("configuration.nix"),
+                format!("{{ networking.hostName = \"{host}\"; }}\n"),
+            )
+            .unwrap();
+        }
+        let admin = fleet.ssh_key("admin", "ed25519", "");
+        std::fs::write(
+            fleet.path("bento.toml"),
+            format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
+        )
+        .unwrap();
+        let base = fleet.home.join("web1-host");
+        let l = Loop {
+            server: fleet.home.join("server"),
+            state: base.join("var-bento"),
+            secrets: base.join("run-bento"),
+            calls: base.join("calls"),
+            system: base.join("current-system"),
+            config: base.join("agent.toml"),
+            fleet,
+            keys,
+        };
+        std::fs::create_dir_all(&base).unwrap();
+        // nixos-rebuild stand-in: records its arguments, points the system profile at a
+        // new fake store path, and activates the bundle's secrets as the real one would.
+        let rebuild = l.fleet.script(
+            "nixos-rebuild",
+            &format!(
+                r#"echo "nixos-rebuild $*" >> {calls}
+[ -e {base}/fail-rebuild ] && {{ echo "error: evaluation failed" >&2; exit 1; }}
+n=$(( $(ls {base} | grep -c '^gen-') + 1 )); touch {base}/gen-$n
+case "$*" in *--rollback*) ;; *) ln -sfn /nix/store/fake-system-$n {system};; esac
+[ -e {base}/lose-server ] && mv {server}/web1 {server}/web1.away
+case "$*" in *--rollback*) exit 0;; esac
+exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}"#,
+                calls = l.calls.display(),
+                base = base.display(),
+                system = l.system.display(),
+                server = l.server.display(),
+                bento = env!("CARGO_BIN_EXE_bento"),
+                state = l.state.display(),
+                key = s(&l.keys.web1),
+                secrets = l.secrets.display(),
+            ),
+        );
+        l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
+        l
+    }
+
+    fn write_config(&self, server: &str, rebuild: &Path, known_hosts: Option<&Path>) {
+        let admin_pub = pub_line(&self.fleet.keys.join("admin"));
+        let mut text = format!(
+            "host = \"web1\"\nserver = \"{server}\"\nidentity = \"{key}\"\ntrusted_keys = [\"{admin_pub}\"]\n\
+             state_dir = \"{state}\"\nsecrets_root = \"{secrets}\"\nrebuild = \"{rebuild}\"\n\
+             rollback = \"{rebuild} switch --rollback\"\ncurrent_system = \"{system}\"\n\
+             activate = \"{bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}\"\n\
+             connect_timeout = 3\n",
+            key = s(&self.keys.web1),
+            state = self.state.display(),
+            secrets = self.secrets.display(),
+            rebuild = format!("{} switch", rebuild.display()),
+            system = self.system.display(),
+            bento = env!("CARGO_BIN_EXE_bento"),
+        );
+        if let Some(kh) = known_hosts {
+            text.push_str(&format!("known_hosts = \"{}\"\n", kh.display()));
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn deploy(&self) {
+        ok(&self.fleet.bento(&["deploy", "--server-root", s(&self.server)]));
+    }
+
+    fn agent(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["agent", "--once", "--config", s(&self.config)];
+        args.extend_from_slice(extra);
+        self.fleet.bento(&args)
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(&self.calls).unwrap_or_default()
+    }
+
+    fn reports(&self) -> Vec<serde_json::Value> {
+        let logs = self.server.join("web1/logs");
+        let mut names: Vec<_> = std::fs::read_dir(&logs)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .filter(|n| n.starts_with("report-") && n.ends_with(".json"))
+            .map(|n| serde_json::from_slice(&std::fs::read(logs.join(n)).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.secrets.join("secrets").join(name)).unwrap()
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn first_pull_rebuilds_activates_and_reports() {
+    let l = Loop::new();
+    l.deploy();
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "applied");
+    assert_eq!(report["generation"], 1);
+    assert_eq!(report["system_after"], "/nix/store/fake-system-1");
+    let calls = l.calls();
+    let state = l.state.display().to_string();
+    assert_eq!(
+        calls,
+        format!("nixos-rebuild switch -I nixos-config={state}/current/config/configuration.nix\n")
+    );
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        Path::new("bundles/1")
+    );
+    assert_eq!(l.secret("db-password"), "v1 of db-password");
+    assert!(!l.secrets.join("secrets/nothing-for-db1-only").exists());
+    let reports = l.reports();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["state"], "applied");
+    // The log went along, compressed; no plaintext in reports or logs.
+    let logs: Vec<_> = std::fs::read_dir(l.server.join("web1/logs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(logs
+        .iter()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".txt.gz")));
+    for e in logs {
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert!(
+            !bytes.windows(5).any(|w| w == b"v1 of"),
+            "plaintext in {:?}",
+            e.file_name()
+        );
+    }
+}
+
+#[test]
+fn a_no_change_poll_reads_only_current() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    let before = l.reports().len();
+    let out = l.agent(&[]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("up to date (generation 1)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(l.reports().len(), before, "a no-change poll uploads nothing");
+    assert_eq!(l.calls().lines().count(), 1, "nothing ran again");
+}
+
+#[test]
+fn only_secrets_changed_activates_without_rebuild() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    ok(&l
+        .fleet
+        .bento_stdin(&["secret", "edit", "db-password"], b"v2 of db-password"));
+    l.deploy();
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "secrets-updated");
+    assert_eq!(report["secrets_changed"], serde_json::json!(["db-password"]));
+    assert_eq!(
+        l.calls().lines().count(),
+        1,
+        "no rebuild for a secrets-only change"
+    );
+    assert_eq!(l.secret("db-password"), "v2 of db-password");
+}
+
+#[test]
+fn tampered_bundles_and_downgrades_are_refused() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    // Generation 2, then its config changed on the server after signing.
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        "{ services.nginx.enable = true; }\n",
+    )
+    .unwrap();
+    l.deploy();
+    let file = l.server.join("web1/generations/2/config/configuration.nix");
+    std::fs::write(&file, "{ users.users.evil = {}; }\n").unwrap();
+    let out = l.agent(&["--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "refused");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("SHA-256 differs from the signed manifest"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        Path::new("bundles/1")
+    );
+    assert_eq!(l.calls().lines().count(), 1);
+
+    // The manifest changed after signing: bad signature.
+    let manifest = l.server.join("web1/generations/2/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("\"host\": \"web1\"", "\"host\": \"web1\" ", 1),
+    )
+    .unwrap();
+    let out = l.agent(&["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "refused");
+    assert!(
+        report["error"].as_str().unwrap().contains("bad signature"),
+        "{report}"
+    );
+
+    // A replay of generation 1 after 3 was applied.
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        "{ services.nginx.enable = false; }\n",
+    )
+    .unwrap();
+    l.deploy();
+    ok(&l.agent(&[]));
+    std::fs::write(l.server.join("web1/current"), "1\n").unwrap();
+    let out = l.agent(&["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "refused");
+    assert!(
+        report["error"].as_str().unwrap().contains("downgrade or replay"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        Path::new("bundles/3")
+    );
+}
+
+#[test]
+fn a_failed_rebuild_is_reported_and_not_retried_until_forced() {
+    let l = Loop::new();
+    l.deploy();
+    std::fs::write(l.state.parent().unwrap().join("fail-rebuild"), "").unwrap();
+    let out = l.agent(&["--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "failed");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("error: evaluation failed"),
+        "{report}"
+    );
+    assert!(
+        std::fs::read_link(l.state.join("current")).is_err(),
+        "current is put back (here: none)"
+    );
+    let out = l.agent(&[]);
+    ok(&out);
+    assert!(stderr(&out).contains("failed before"), "{}", stderr(&out));
+    assert_eq!(l.calls().lines().count(), 1, "not retried");
+    std::fs::remove_file(l.state.parent().unwrap().join("fail-rebuild")).unwrap();
+    ok(&l.agent(&["--force"]));
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        Path::new("bundles/1")
+    );
+}
+
+#[test]
+fn losing_the_server_after_a_switch_rolls_back_and_the_report_waits() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        "{ networking.firewall.enable = true; }\n",
+    )
+    .unwrap();
+    l.deploy();
+    let flag = l.state.parent().unwrap().join("lose-server");
+    std::fs::write(&flag, "").unwrap();
+    let out = l.agent(&["--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "rolled-back");
+    assert!(l.calls().contains("switch --rollback"), "{}", l.calls());
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        Path::new("bundles/1")
+    );
+    // The server came back: the queued report goes with the next run.
+    std::fs::remove_file(&flag).unwrap();
+    std::fs::rename(l.server.join("web1.away"), l.server.join("web1")).unwrap();
+    ok(&l.agent(&[]));
+    let states: Vec<_> = l
+        .reports()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(states.contains(&"rolled-back".to_owned()), "{states:?}");
+}
+
+#[test]
+fn bad_agent_config_is_one_clear_line() {
+    let l = Loop::new();
+    std::fs::write(
+        &l.config,
+        "host = \"web1\"\nserver = \"ftp://x\"\ntrusted_keys = []\n",
+    )
+    .unwrap();
+    let err = crate::harness::fails(&l.agent(&[]));
+    assert!(
+        err.contains("agent.toml:2: server `ftp://x`: expected sftp://"),
+        "{err}"
+    );
+    std::fs::write(
+        &l.config,
+        "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = []\n",
+    )
+    .unwrap();
+    let err = crate::harness::fails(&l.agent(&[]));
+    assert!(err.contains("agent.toml:3: trusted_keys is empty"), "{err}");
+}
+
+#[test]
+fn pulls_over_a_real_chrooted_sftp_server() {
+    let l = Loop::new();
+    let sshd = Sshd::start(&[("bento-web1", "web1", &pub_line(&l.keys.web1))]);
+    ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));
+    // The sftp user of web1 (uid 64991 in the server's namespace) owns its logs/.
+    std::process::Command::new("chown")
+        .args(["64991"])
+        .arg(sshd.root.join("web1/logs"))
+        .status()
+        .unwrap();
+    let rebuild = l.fleet.keys.join("nixos-rebuild");
+    l.write_config(
+        &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+        &rebuild,
+        Some(&sshd.known_hosts),
+    );
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "applied");
+    assert_eq!(l.secret("web-only"), "v1 of web-only");
+    let logs: Vec<_> = std::fs::read_dir(sshd.root.join("web1/logs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|e| e.file_name().to_string_lossy().starts_with("report-")),
+        "report uploaded"
+    );
+    // A no-change poll over sftp.
+    let out = l.agent(&[]);
+    ok(&out);
+    assert!(stderr(&out).contains("up to date"));
+    // A server whose key is not the pinned one is refused.
+    let wrong = l.fleet.home.join("wrong_known_hosts");
+    std::fs::write(
+        &wrong,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, pub_line(&l.keys.db1)),
+    )
+    .unwrap();
+    l.write_config(
+        &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+        &rebuild,
+        Some(&wrong),
+    );
+    let err = crate::harness::fails(&l.agent(&[]));
+    assert!(
+        err.contains("sftp connection failed") && err.contains("verification failed"),
+        "{err}"
+    );
+}
