@@ -28,6 +28,9 @@ pub enum Command {
     /// Pull this host's bundle: verify, install, rebuild or activate, report (run by a
     /// systemd timer)
     Agent(AgentArgs),
+    /// Serve one trigger connection on stdin/stdout (socket-activated on 127.0.0.1:51337):
+    /// start an update and stream its output as a plain-text web page
+    Trigger(TriggerArgs),
     /// Publish each changed host's signed bundle into the server layout
     ///
     /// Refuses while any secret is stale. Each changed host gets a new generation, written
@@ -53,6 +56,13 @@ pub struct AgentArgs {
     /// Print the run's report as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The agent's configuration
+    #[arg(long, value_name = "FILE", default_value = "/etc/bento/agent.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let trusted = trusted_keys(config)?;
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
+    let _lock = lock(&config.state_dir)?;
     let mut state = load_state(&config.state_dir);
     let mut transport = connect(config)?;
     // Reports of earlier runs that could not be sent go first.
@@ -82,6 +83,11 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         Err(e) => return Err(err(format!("reading `current` on the server: {e}"))),
     };
     if Some(current) == state.applied {
+        if config.self_update {
+            if let Some(report) = self_update(config, current, started, transport.as_mut())? {
+                return Ok(Outcome::Ran(Box::new(report)));
+            }
+        }
         return Ok(Outcome::UpToDate(current));
     }
     if Some(current) == state.failed && !opts.force {
@@ -101,7 +107,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         Err((s, e)) => (s, Err(e)),
     };
     let new_state = match state_after {
-        State::Applied | State::SecretsUpdated => AgentState {
+        State::Applied | State::SecretsUpdated | State::SelfUpdated => AgentState {
             applied: Some(current),
             failed: None,
         },
@@ -109,20 +115,111 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
             failed: Some(current),
             ..state.clone()
         },
-        State::Refused => state.clone(),
+        State::Refused | State::Interrupted => state.clone(),
     };
     state = new_state;
     save_state(&config.state_dir, &state).map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
 
     let report = run.report(state_after, outcome, transport.bytes_transferred());
-    report::queue(&config.state_dir, &report, &run.log).map_err(|e| {
+    send(config, &report, &run.log, transport.as_mut())?;
+    reboot_if_due(config, &report);
+    Ok(Outcome::Ran(Box::new(report)))
+}
+
+/// Queues the report and tries to upload it (with anything older still queued).
+fn send(
+    config: &AgentConfig,
+    report: &Report,
+    log: &[u8],
+    transport: &mut dyn Transport,
+) -> Result<(), AgentError> {
+    report::queue(&config.state_dir, report, log).map_err(|e| {
         err(format!(
             "queueing the report in {}: {e}",
             config.state_dir.display()
         ))
     })?;
-    let _ = report::flush(&config.state_dir, transport.as_mut());
-    Ok(Outcome::Ran(Box::new(report)))
+    let _ = report::flush(&config.state_dir, transport);
+    Ok(())
+}
+
+/// One run at a time (the timer and the trigger may meet).
+fn lock(state_dir: &Path) -> Result<std::fs::File, AgentError> {
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| err(format!("locking {}: {e}", path.display())))?;
+    Ok(file)
+}
+
+/// Nothing new was published: with a flake, rebuild with fresh inputs. A report only
+/// when the system changed (or the attempt failed).
+fn self_update(
+    config: &AgentConfig,
+    generation: u64,
+    started: Instant,
+    transport: &mut dyn Transport,
+) -> Result<Option<Report>, AgentError> {
+    let config_dir = config.state_dir.join("current").join("config");
+    if !config_dir.join("flake.nix").exists() {
+        return Ok(None);
+    }
+    let mut run = Run {
+        config,
+        started,
+        generation,
+        previous: Some(generation),
+        system_before: current_system(config),
+        log: Vec::new(),
+    };
+    let flake = format!("{}#{}", config_dir.display(), config.host);
+    let extra = [
+        "--flake".to_owned(),
+        flake,
+        "--recreate-lock-file".into(),
+        "--no-write-lock-file".into(),
+    ];
+    let result = run.command("self-update", &config.rebuild, &extra);
+    let (state, outcome) = match result {
+        Ok(()) if current_system(config) == run.system_before => return Ok(None),
+        Ok(()) => (State::SelfUpdated, Ok(Vec::new())),
+        Err(e) => (State::Failed, Err(e)),
+    };
+    let report = run.report(state, outcome, transport.bytes_transferred());
+    send(config, &report, &run.log, transport)?;
+    reboot_if_due(config, &report);
+    Ok(Some(report))
+}
+
+/// The parts of a system that need a reboot to take effect.
+const BOOT_PARTS: [&str; 3] = ["kernel", "initrd", "kernel-modules"];
+
+/// Did the running system's kernel, initrd or modules move away from the booted ones?
+fn kernel_changed(config: &AgentConfig) -> bool {
+    BOOT_PARTS.iter().any(|part| {
+        let now = std::fs::canonicalize(config.current_system.join(part)).ok();
+        let booted = std::fs::canonicalize(config.booted_system.join(part)).ok();
+        now.is_some() && booted.is_some() && now != booted
+    })
+}
+
+/// After the report is out: reboot (kexec) when the policy says so and the kernel changed.
+fn reboot_if_due(config: &AgentConfig, report: &Report) {
+    if !report.kernel_changed {
+        return;
+    }
+    if let Some(command) = config.reboot_command() {
+        let mut words = command.split_whitespace();
+        if let Some(program) = words.next() {
+            eprintln!("bento: the kernel changed; running `{command}`");
+            let _ = Command::new(program).args(words).status();
+        }
+    }
 }
 
 fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
@@ -245,7 +342,7 @@ impl Run<'_> {
         let dir = format!("{GENERATIONS_DIR}/{g}");
         let get = |t: &mut dyn Transport, rel: &str| {
             t.read(&format!("{dir}/{rel}"))
-                .map_err(|e| (State::Failed, format!("downloading {dir}/{rel}: {e}")))
+                .map_err(|e| (State::Interrupted, format!("downloading {dir}/{rel}: {e}")))
         };
         let manifest_bytes = get(t, MANIFEST_FILE)?;
         let sig = get(t, SIGNATURE_FILE)?;
@@ -344,33 +441,66 @@ impl Run<'_> {
         self.command("activate", &command, &[])
     }
 
-    /// Runs a configured command line (split on whitespace), logging its output.
+    /// Runs a configured command line (split on whitespace): its output is shown live on
+    /// stderr and kept for the log.
     fn command(&mut self, what: &str, line: &str, extra: &[String]) -> Result<(), String> {
         let mut words = line.split_whitespace();
         let program = words
             .next()
             .ok_or_else(|| format!("the {what} command is empty"))?;
-        let output = Command::new(program)
-            .args(words)
-            .args(extra)
-            .output()
-            .map_err(|e| format!("running the {what} command `{program}`: {e}"))?;
         self.log
             .extend_from_slice(format!("$ {line} {}\n", extra.join(" ")).as_bytes());
-        self.log.extend_from_slice(&output.stdout);
-        self.log.extend_from_slice(&output.stderr);
-        if output.status.success() {
+        let mut child = Command::new(program)
+            .args(words)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running the {what} command `{program}`: {e}"))?;
+        let shared = std::sync::Mutex::new(Vec::new());
+        let last_err = std::sync::Mutex::new(String::new());
+        let (out, errs) = (child.stdout.take(), child.stderr.take());
+        std::thread::scope(|scope| {
+            let pump = |reader: Box<dyn std::io::Read + Send>, is_err: bool| {
+                let (shared, last_err) = (&shared, &last_err);
+                scope.spawn(move || {
+                    use std::io::BufRead;
+                    for line in std::io::BufReader::new(reader).split(b'\n').map_while(Result::ok) {
+                        let text = String::from_utf8_lossy(&line);
+                        eprintln!("{text}");
+                        if is_err && !text.trim().is_empty() {
+                            *last_err.lock().unwrap_or_else(|p| p.into_inner()) = text.trim().to_owned();
+                        }
+                        let mut log = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        log.extend_from_slice(&line);
+                        log.push(b'\n');
+                    }
+                });
+            };
+            if let Some(o) = out {
+                pump(Box::new(o), false);
+            }
+            if let Some(e) = errs {
+                pump(Box::new(e), true);
+            }
+        });
+        let status = child
+            .wait()
+            .map_err(|e| format!("waiting for the {what} command: {e}"))?;
+        self.log
+            .extend(shared.into_inner().unwrap_or_else(|p| p.into_inner()));
+        if status.success() {
             return Ok(());
         }
-        let tail = String::from_utf8_lossy(&output.stderr)
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(str::to_owned);
+        let tail = last_err.into_inner().unwrap_or_else(|p| p.into_inner());
         Err(format!(
-            "the {what} command failed ({}){}",
-            output.status,
-            tail.map_or(String::new(), |t| format!(": {t}"))
+            "the {what} command failed ({status}){}",
+            if tail.is_empty() {
+                tail
+            } else {
+                format!(": {tail}")
+            }
         ))
     }
 
@@ -402,6 +532,8 @@ impl Run<'_> {
             bytes,
             error,
             secrets_changed,
+            kernel_changed: matches!(state, State::Applied | State::SelfUpdated)
+                && kernel_changed(self.config),
             agent: env!("CARGO_PKG_VERSION").into(),
         }
     }

@@ -54,6 +54,47 @@ pub struct AgentConfig {
     /// The symlink naming the running system, reported before and after a run.
     #[serde(default = "default_current_system")]
     pub current_system: PathBuf,
+    /// The symlink naming the booted system, to see whether a switch changed the kernel.
+    #[serde(default = "default_booted_system")]
+    pub booted_system: PathBuf,
+    /// When nothing new was published, rebuild a flake configuration with fresh inputs.
+    #[serde(default)]
+    pub self_update: bool,
+    /// What to do when a switch changed the kernel, initrd or kernel modules.
+    #[serde(default)]
+    pub reboot: Reboot,
+    /// The command for `reboot`; default `systemctl kexec` or `systemctl reboot`.
+    #[serde(default)]
+    pub reboot_command: Option<String>,
+}
+
+/// The reboot policy after a kernel change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reboot {
+    /// Leave it to the admin (the report says a reboot is pending).
+    #[default]
+    Never,
+    /// `systemctl kexec`: into the new kernel without firmware.
+    Kexec,
+    /// `systemctl reboot`.
+    Reboot,
+}
+
+impl AgentConfig {
+    /// The reboot command, if the policy asks for one.
+    pub fn reboot_command(&self) -> Option<String> {
+        match (self.reboot, &self.reboot_command) {
+            (Reboot::Never, _) => None,
+            (_, Some(c)) => Some(c.clone()),
+            (Reboot::Kexec, None) => Some("systemctl kexec".into()),
+            (Reboot::Reboot, None) => Some("systemctl reboot".into()),
+        }
+    }
+}
+
+fn default_booted_system() -> PathBuf {
+    "/run/booted-system".into()
 }
 
 fn default_current_system() -> PathBuf {

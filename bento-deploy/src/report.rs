@@ -28,6 +28,10 @@ pub enum State {
     RolledBack,
     /// The bundle was refused: bad signature, wrong hash, downgrade, bad path.
     Refused,
+    /// Nothing was published, and the flake's inputs were updated and switched to.
+    SelfUpdated,
+    /// The download was cut short (the server went away): nothing applied, retried next run.
+    Interrupted,
 }
 
 /// One run's report.
@@ -59,6 +63,8 @@ pub struct Report {
     pub error: Option<String>,
     /// Secrets added, changed or removed by the activation (names only).
     pub secrets_changed: Vec<String>,
+    /// The switch changed the kernel, initrd or modules: a reboot is due (or was started).
+    pub kernel_changed: bool,
     /// The agent's version.
     pub agent: String,
 }

@@ -61,7 +61,9 @@ impl Loop {
                 r#"echo "nixos-rebuild $*" >> {calls}
 [ -e {base}/fail-rebuild ] && {{ echo "error: evaluation failed" >&2; exit 1; }}
 n=$(( $(ls {base} | grep -c '^gen-') + 1 )); touch {base}/gen-$n
-case "$*" in *--rollback*) ;; *) ln -sfn /nix/store/fake-system-$n {system};; esac
+sys={base}/store/fake-system-$n; mkdir -p $sys
+ln -sfn {base}/kernel-$(cat {base}/kernel-version 2>/dev/null || echo 1) $sys/kernel
+case "$*" in *--rollback*) ;; *) ln -sfn $sys {system};; esac
 [ -e {base}/lose-server ] && mv {server}/web1 {server}/web1.away
 case "$*" in *--rollback*) exit 0;; esac
 exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}"#,
@@ -76,7 +78,17 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
             ),
         );
         l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
+        // The booted system runs kernel 1.
+        std::fs::create_dir_all(base.join("booted")).unwrap();
+        std::os::unix::fs::symlink(base.join("kernel-1"), base.join("booted/kernel")).unwrap();
+        for k in ["kernel-1", "kernel-2"] {
+            std::fs::create_dir_all(base.join(k)).unwrap();
+        }
         l
+    }
+
+    fn base(&self) -> PathBuf {
+        self.state.parent().unwrap().to_path_buf()
     }
 
     fn write_config(&self, server: &str, rebuild: &Path, known_hosts: Option<&Path>) {
@@ -86,7 +98,8 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
              state_dir = \"{state}\"\nsecrets_root = \"{secrets}\"\nrebuild = \"{rebuild}\"\n\
              rollback = \"{rebuild} switch --rollback\"\ncurrent_system = \"{system}\"\n\
              activate = \"{bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}\"\n\
-             connect_timeout = 3\n",
+             connect_timeout = 3\nbooted_system = \"{booted}\"\n",
+            booted = self.state.parent().unwrap().join("booted").display(),
             key = s(&self.keys.web1),
             state = self.state.display(),
             secrets = self.secrets.display(),
@@ -149,7 +162,9 @@ fn first_pull_rebuilds_activates_and_reports() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "applied");
     assert_eq!(report["generation"], 1);
-    assert_eq!(report["system_after"], "/nix/store/fake-system-1");
+    let system = l.base().join("store/fake-system-1");
+    assert_eq!(report["system_after"], system.display().to_string());
+    assert_eq!(report["kernel_changed"], false);
     let calls = l.calls();
     let state = l.state.display().to_string();
     assert_eq!(
@@ -430,5 +445,176 @@ fn pulls_over_a_real_chrooted_sftp_server() {
     assert!(
         err.contains("sftp connection failed") && err.contains("verification failed"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_trigger_streams_an_update_as_a_web_page() {
+    let l = Loop::new();
+    l.deploy();
+    let out = l.fleet.bento_stdin(
+        &["trigger", "--config", s(&l.config)],
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain"),
+        "{page}"
+    );
+    assert!(
+        page.contains("web1: generation 1 applied") && page.trim_end().ends_with("done"),
+        "{page}"
+    );
+    assert!(
+        page.contains("generation 1 active"),
+        "the activation's own output is streamed: {page}"
+    );
+}
+
+#[test]
+fn a_kernel_change_reboots_only_when_asked() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    // The next switch brings kernel 2.
+    std::fs::write(l.base().join("kernel-version"), "2").unwrap();
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        "{ boot.kernelPackages = 2; }\n",
+    )
+    .unwrap();
+    l.deploy();
+    let recorder = l
+        .fleet
+        .script("kexec", &format!("echo kexec >> {}", l.calls.display()));
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(
+        &l.config,
+        format!(
+            "{text}reboot = \"kexec\"\nreboot_command = \"{}\"\n",
+            recorder.display()
+        ),
+    )
+    .unwrap();
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kernel_changed"], true);
+    assert!(l.calls().ends_with("kexec\n"), "{}", l.calls());
+}
+
+#[test]
+fn self_update_rebuilds_a_flake_with_fresh_inputs_when_nothing_is_new() {
+    crate::harness::require("nix");
+    let l = Loop::new();
+    let dir = l.fleet.path("hosts/web1");
+    std::fs::remove_file(dir.join("configuration.nix")).unwrap();
+    std::fs::write(
+        dir.join("flake.nix"),
+        "{ outputs = { self }: { nixosConfigurations.web1 = { }; }; }\n",
+    )
+    .unwrap();
+    // Listing the flake's hosts uses a private Nix store in the test's temp dir.
+    let store = l.fleet.home.join("nix-store");
+    let out = l
+        .fleet
+        .cmd(&["deploy", "--server-root", s(&l.server)])
+        .env("NIX_CONFIG", format!("store = {}", store.display()))
+        .output()
+        .unwrap();
+    ok(&out);
+    ok(&l.agent(&[]));
+    let state = l.state.display().to_string();
+    assert!(
+        l.calls()
+            .contains(&format!("--flake {state}/current/config#web1")),
+        "{}",
+        l.calls()
+    );
+    // Not asked for: a no-change poll.
+    ok(&l.agent(&[]));
+    assert_eq!(l.calls().lines().count(), 1);
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(&l.config, format!("{text}self_update = true\n")).unwrap();
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "self-updated");
+    assert!(
+        l.calls().lines().last().unwrap().contains("--recreate-lock-file"),
+        "{}",
+        l.calls()
+    );
+}
+
+#[test]
+fn the_nixos_modules_and_flake_parse() {
+    crate::harness::require("nix-instantiate");
+    for file in ["nix/client.nix", "nix/server.nix", "flake.nix"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = std::process::Command::new("nix-instantiate")
+            .arg("--parse")
+            .arg(&path)
+            .output()
+            .unwrap();
+        ok(&out);
+    }
+}
+
+#[test]
+fn a_download_cut_short_applies_nothing_and_the_next_run_succeeds() {
+    let l = Loop::new();
+    // A big configuration file, so the download takes a while.
+    let big: String = (0..400_000).map(|i| format!("# line {i}\n")).collect();
+    std::fs::write(l.fleet.path("hosts/web1/big.nix"), big).unwrap();
+    let key = pub_line(&l.keys.web1);
+    let rebuild = l.fleet.keys.join("nixos-rebuild");
+    let sshd = Sshd::start(&[("bento-web1", "web1", &key)]);
+    ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));
+    l.write_config(
+        &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+        &rebuild,
+        Some(&sshd.known_hosts),
+    );
+    // Kill sshd as soon as the agent starts staging the bundle.
+    let bundles = l.state.join("bundles");
+    let root = sshd.root.clone();
+    let killer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let staging = std::fs::read_dir(&bundles).map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".1."))
+            });
+            if staging.unwrap_or(false) {
+                drop(sshd);
+                return root;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the agent never started downloading");
+    });
+    let out = l.agent(&[]);
+    let root = killer.join().unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read_link(l.state.join("current")).is_err(),
+        "nothing installed"
+    );
+    assert!(!l.state.join("bundles/1").exists());
+    assert_eq!(l.calls(), "", "nothing ran");
+    let _ = root;
+    // The server is back (a new sshd over the same tree): the next run applies.
+    let sshd = Sshd::start(&[("bento-web1", "web1", &key)]);
+    ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));
+    l.write_config(
+        &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+        &rebuild,
+        Some(&sshd.known_hosts),
+    );
+    ok(&l.agent(&[]));
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        Path::new("bundles/1")
     );
 }

@@ -141,7 +141,7 @@ fn chrooted_sftp_user_sees_only_its_directory() {
     }
     std::fs::write(sshd.root.join("web1/current"), "7\n").unwrap();
     std::fs::write(sshd.root.join("db1/current"), "secret of db1\n").unwrap();
-    let batch = "get /current got\nget /../db1/current other\nput got /logs/up\n";
+    let batch = "get /current got\n-get /../db1/current other\n-put got /current\n-put got /generations\n";
     let out = Command::new("sftp")
         .args([
             "-b",
@@ -176,4 +176,10 @@ fn chrooted_sftp_user_sees_only_its_directory() {
     );
     // `..` stays inside the chroot: /../db1/current does not exist there.
     assert!(!fleet.home.join("other").exists());
+    // The host cannot write its own pointer (its directory is root's).
+    assert_eq!(
+        std::fs::read_to_string(sshd.root.join("web1/current")).unwrap(),
+        "7\n"
+    );
+    assert!(!sshd.root.join("web1/generations").exists());
 }

@@ -1,0 +1,34 @@
+{
+  description = "Bento: pull-based deployment for fleets of NixOS machines, with age-encrypted secrets";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs = { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAll = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      packages = forAll (pkgs: {
+        bento = pkgs.rustPlatform.buildRustPackage {
+          pname = "bento";
+          version = "0.1.0";
+          src = self;
+          cargoLock.lockFile = ./Cargo.lock;
+          nativeCheckInputs = [ pkgs.age pkgs.openssh ];
+          doCheck = false; # the end-to-end tests need root, sshd and mounts
+          meta.mainProgram = "bento";
+        };
+        default = self.packages.${pkgs.system}.bento;
+      });
+
+      nixosModules = {
+        client = { pkgs, ... }: {
+          imports = [ ./nix/client.nix ];
+          services.bento.package = nixpkgs.lib.mkDefault self.packages.${pkgs.system}.bento;
+        };
+        server = ./nix/server.nix;
+        default = self.nixosModules.client;
+      };
+    };
+}
