@@ -67,10 +67,15 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
     for (dir_name, path, shown) in dirs {
         let found = if path.join("flake.nix").is_file() {
-            flake_configurations(&path, &shown, nix)?
-                .into_iter()
-                .map(|name| (name, Kind::Flake))
-                .collect()
+            let names = match flake_configurations(&path, &shown, nix) {
+                Ok(names) => names,
+                // Listing needs nix and the flake's inputs. When that fails offline (or
+                // without nix), a flake dir named after a registered host is taken to
+                // define that host, as a one-host flake does.
+                Err(_) if fleet.hosts.contains_key(&dir_name) => vec![dir_name],
+                Err(e) => return Err(e),
+            };
+            names.into_iter().map(|name| (name, Kind::Flake)).collect()
         } else if path.join("configuration.nix").is_file() {
             vec![(dir_name, Kind::Plain)]
         } else {

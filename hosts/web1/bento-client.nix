@@ -1,0 +1,1 @@
+../../common/bento-client.nix
