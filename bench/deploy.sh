@@ -51,6 +51,7 @@ t0=$(now)
 "$bento" --fleet "$fleet" deploy --server-root "$work/server" >/dev/null 2>&1
 t1=$(now)
 sync
+mkdir -p "$work/rsync"
 t2=$(now)
 for i in $(seq 1 "$hosts"); do
   rsync -a --delete -L "$fleet/hosts/h$i/" "$fleet/secrets/s$i.age" "$work/rsync/h$i/"
