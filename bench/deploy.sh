@@ -44,17 +44,17 @@ for i in $(seq 1 "$hosts"); do
 done
 "$bento" --fleet "$fleet" secret verify >/dev/null
 
+echo "(load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "== full first deploy: $hosts hosts x $files files =="
 sync
 t0=$(now)
 "$bento" --fleet "$fleet" deploy --server-root "$work/server" >/dev/null 2>&1
 t1=$(now)
 sync
+mkdir -p "$work/rsync"
 t2=$(now)
 for i in $(seq 1 "$hosts"); do
-  mkdir -p "$work/rsync/h$i"
-  rsync -a --delete -L "$fleet/hosts/h$i/" "$work/rsync/h$i/config/"
-  rsync -a "$fleet/secrets/s$i.age" "$work/rsync/h$i/"
+  rsync -a --delete -L "$fleet/hosts/h$i/" "$fleet/secrets/s$i.age" "$work/rsync/h$i/"
 done
 t3=$(now)
 bento_ms=$(ms "$t0" "$t1"); rsync_ms=$(ms "$t2" "$t3")
@@ -69,7 +69,7 @@ t0=$(now)
 t1=$(now)
 t2=$(now)
 for i in $(seq 1 "$hosts"); do
-  rsync -a --delete -L "$fleet/hosts/h$i/" "$work/rsync/h$i/config/"
+  rsync -a --delete -L "$fleet/hosts/h$i/" "$fleet/secrets/s$i.age" "$work/rsync/h$i/"
 done
 t3=$(now)
 echo "bento deploy (nothing changed): $(ms "$t0" "$t1") ms (target: < 1000 ms)"

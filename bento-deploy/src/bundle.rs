@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bento_secrets::lock::sha256_hex;
 use bento_secrets::rules::{Role, SecretRule};
 use bento_secrets::spec::SecretSpec;
 use bento_secrets::Fleet;
@@ -21,6 +20,19 @@ pub struct File {
     pub bytes: Vec<u8>,
     /// Its hex SHA-256.
     pub sha256: String,
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 impl File {
@@ -171,13 +183,15 @@ impl Walk<'_> {
             }
             let path = entry.path();
             let lstat = entry.file_type().map_err(|e| Error::io(&child_shown, e))?;
-            let target = if lstat.is_symlink() {
-                self.resolve(&path, &child_shown)?
+            // Only a symlink needs a second look: the directory entry tells the rest.
+            let (target, kind) = if lstat.is_symlink() {
+                let target = self.resolve(&path, &child_shown)?;
+                let meta = std::fs::metadata(&target).map_err(|e| Error::io(&child_shown, e))?;
+                (target, meta.file_type())
             } else {
-                path
+                (path, lstat)
             };
-            let meta = std::fs::metadata(&target).map_err(|e| Error::io(&child_shown, e))?;
-            if meta.is_dir() {
+            if kind.is_dir() {
                 if self.ancestors.iter().any(|a| a == &target) {
                     return Err(Error::at(
                         child_shown,
@@ -185,7 +199,7 @@ impl Walk<'_> {
                     ));
                 }
                 self.dir(&target, &child_rel, &child_shown)?;
-            } else if meta.is_file() {
+            } else if kind.is_file() {
                 let bytes = std::fs::read(&target).map_err(|e| Error::io(&child_shown, e))?;
                 self.out.insert(child_rel, File::new(bytes));
             } else {
@@ -228,5 +242,16 @@ impl Walk<'_> {
             ));
         }
         Ok(real)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hashes_as_sha256sum_does() {
+        assert_eq!(
+            super::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

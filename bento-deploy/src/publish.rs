@@ -19,7 +19,7 @@ use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hosts::{self, Host};
-use crate::layout::{lookup_user, HostDir, ServerRoot, Staged};
+use crate::layout::{is_root, lookup_user, HostDir, ServerRoot, Staged};
 use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::Signer;
 
@@ -169,7 +169,11 @@ fn assess(
         .system_for(&host.name, &bundle.config_digest())
         .map(str::to_owned);
     let dir = server.host(&host.name);
-    dir.prepare(lookup_user(&format!("{prefix}{}", host.name)))?;
+    // Only root can hand logs/ to the host's user; don't look the user up otherwise.
+    let logs_owner = is_root()
+        .then(|| lookup_user(&format!("{prefix}{}", host.name)))
+        .flatten();
+    dir.prepare(logs_owner)?;
     let current = dir.current()?;
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());

@@ -652,3 +652,67 @@ fn server_setup_prints_users_chroots_and_a_module_that_parses() {
         "{out}"
     );
 }
+
+#[test]
+fn a_flake_directory_holds_several_hosts() {
+    crate::harness::require("nix");
+    let d = Deployable::new();
+    for host in ["alpha", "beta"] {
+        let key = d.fleet.ssh_key(host, "ed25519", "");
+        d.fleet.add_host(host, &key);
+    }
+    write(
+        &d.fleet.path("hosts/pair/flake.nix"),
+        "{ outputs = { self }: {\n  nixosConfigurations.alpha = { config = { }; };\n  \
+         nixosConfigurations.beta = { config = { }; };\n}; }\n",
+    );
+    let out = ok(&d.deploy(&["alpha", "beta"]));
+    assert!(out.contains("alpha") && out.contains("beta"), "{out}");
+    for host in ["alpha", "beta"] {
+        let m = d.manifest(host, 1);
+        assert_eq!(m["host"], host);
+        assert!(
+            m["files"].as_object().unwrap().contains_key("config/flake.nix"),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn deploys_without_root_privileges() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Deployable::new();
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !is_root {
+        // Already unprivileged: the plain deploy is the test.
+        ok(&d.deploy(&[]));
+        return;
+    }
+    crate::harness::require("setpriv");
+    // Let user nobody read the fleet and own the server root.
+    let top = d.fleet.home.parent().unwrap().to_path_buf();
+    let mut stack = vec![top.clone()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = if meta.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    std::fs::create_dir(&d.server).unwrap();
+    std::os::unix::fs::chown(&d.server, Some(65534), Some(65534)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_bento"))
+        .args(["deploy", "--server-root", s(&d.server)])
+        .current_dir(&d.fleet.root)
+        .env("HOME", &d.fleet.home)
+        .env("NO_COLOR", "1")
+        .env_remove("BENTO_FLEET")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(d.current("web1"), 1);
+    assert!(d.generation("db1", 1).join("manifest.sig").is_file());
+}
