@@ -29,7 +29,7 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
             FsArg::Tmpfs => FsKind::Tmpfs,
         },
         mount: !args.no_mount,
-        systemctl: "systemctl".into(),
+        systemctl: args.systemctl,
     };
     let report = activate::activate(&opts)?;
     if args.json {

@@ -93,6 +93,10 @@ pub struct ActivateArgs {
     /// Do not mount a RAM filesystem (unprivileged test or demo runs only)
     #[arg(long)]
     pub no_mount: bool,
+    /// The program that restarts units (`PROGRAM try-restart UNIT...`); `true` restarts
+    /// nothing, for machines without systemd
+    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
+    pub systemctl: String,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

@@ -239,7 +239,13 @@ pub fn activate(opts: &Options) -> Result<Report> {
     tree.switch(family, n).map_err(io)?;
     report.generation = Some(n);
 
-    link_paths(&tree, family, &present, &old_specs, &mut report);
+    if opts.mount {
+        link_paths(&tree, family, &present, &old_specs, &mut report);
+    } else if present.iter().any(|s| s.path.is_some()) {
+        report.warnings.push(
+            "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
+        );
+    }
     prune(&tree, family, n, opts.keep);
     if opts.phase == Phase::Secrets {
         restart_units(opts, &specs, &mut report);
