@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Lay out a new fleet repository (bento.toml, hosts/, keys/, secrets/) with comments
     Init,
+    /// Register, list and remove hosts' public keys (keys/hosts/)
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Create, edit, read, check and re-encrypt secrets
     Secret(SecretArgs),
     /// Decrypt this host's secrets from an installed bundle into a RAM filesystem (run by
@@ -150,6 +153,41 @@ pub struct ServerArgs {
 pub enum ServerCommand {
     /// Print the NixOS module, or the sshd_config block and commands, that the server needs
     Setup,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Register a host's SSH host public key as keys/hosts/NAME.pub
+    Add {
+        /// The host's name (hosts/NAME, keys/hosts/NAME.pub)
+        name: String,
+        /// The host's public key file (its /etc/ssh/ssh_host_ed25519_key.pub)
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "scan",
+            required_unless_present = "scan"
+        )]
+        key: Option<PathBuf>,
+        /// Fetch the ed25519 host key from this address with ssh-keyscan (check its
+        /// fingerprint out of band!)
+        #[arg(long, value_name = "ADDR")]
+        scan: Option<String>,
+        /// Replace an existing key (rotation); then `bento secret rekey`
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List hosts: key type and fingerprint, groups, configuration
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a host's key (refused while the rules still name it)
+    Remove {
+        /// The host's name
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

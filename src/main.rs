@@ -4,6 +4,7 @@ mod activate;
 mod agent;
 mod cli;
 mod deploy;
+mod host;
 mod output;
 mod secret;
 
@@ -44,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let fleet = cli.fleet.unwrap_or_else(|| PathBuf::from("."));
     match cli.command {
         Command::Init => init(&fleet),
+        Command::Host(cmd) => host::run(&fleet, cmd),
         Command::Secret(cmd) => secret::run(&fleet, cmd),
         Command::Activate(args) => activate::run(args),
         Command::Agent(args) => agent::run(args),

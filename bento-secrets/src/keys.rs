@@ -87,6 +87,16 @@ impl RecipientKey {
         ))
     }
 
+    /// The key type as written in key files: `ssh-ed25519`, `ssh-rsa`, `age`, or the plugin.
+    pub fn kind_name(&self) -> String {
+        match &self.kind {
+            KeyKind::SshEd25519 => "ssh-ed25519".into(),
+            KeyKind::SshRsa => "ssh-rsa".into(),
+            KeyKind::X25519 => "age".into(),
+            KeyKind::Plugin(p) => format!("age-plugin-{p}"),
+        }
+    }
+
     /// The kind of recipient.
     pub fn kind(&self) -> &KeyKind {
         &self.kind

@@ -15,6 +15,7 @@ pub mod extend;
 pub mod fleet;
 pub mod generation;
 pub mod header;
+pub mod hostkeys;
 pub mod identity;
 pub mod import;
 pub mod keys;

@@ -8,6 +8,7 @@ mod agent;
 mod bad_input;
 mod deploy;
 mod edit;
+mod host;
 mod init;
 mod interop;
 mod rekey;

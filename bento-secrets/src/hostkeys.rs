@@ -1,0 +1,102 @@
+//! `bento host add|list|remove`: the hosts' public keys in `keys/hosts/`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::atomic::write_atomic;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::keys::{KeyKind, RecipientKey};
+use crate::rules::valid_name;
+
+/// The key file of host `name`, relative to the fleet.
+pub fn key_file(name: &str) -> String {
+    format!("keys/hosts/{name}.pub")
+}
+
+/// Registers host `name` with `line` (an ssh-ed25519 or ssh-rsa public key line).
+/// Refuses an existing host unless `replace`.
+pub fn add(root: &Path, name: &str, line: &str, replace: bool) -> Result<RecipientKey> {
+    let shown = key_file(name);
+    if !valid_name(name) {
+        return Err(Error::input(
+            &shown,
+            None,
+            format!("bad host name `{name}`: use letters, digits, `.`, `_` and `-`"),
+        ));
+    }
+    let key = RecipientKey::parse(line).map_err(|msg| Error::input("the key", None, msg))?;
+    if !matches!(key.kind(), KeyKind::SshEd25519 | KeyKind::SshRsa) {
+        return Err(Error::input(
+            "the key",
+            None,
+            "a host key must be its ssh host key (ssh-ed25519 or ssh-rsa): it logs in to sftp and decrypts",
+        ));
+    }
+    let path = root.join(&shown);
+    if path.exists() && !replace {
+        return Err(Error::input(
+            &shown,
+            None,
+            "exists already; pass --replace to rotate this host's key",
+        ));
+    }
+    let parent = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(&shown, e))?;
+    write_atomic(&path, format!("{}\n", key.text()).as_bytes(), 0o644).map_err(|e| Error::io(&shown, e))?;
+    Ok(key)
+}
+
+/// The ed25519 host key of `address` (`host` or `host:port`), through `ssh-keyscan`.
+pub fn scan(address: &str) -> Result<String> {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => (h, p),
+        _ => (address, "22"),
+    };
+    let out = Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-T", "10", "-p", port, "--", host])
+        .output()
+        .map_err(|e| Error::io("ssh-keyscan", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains("ssh-ed25519"))
+        .ok_or_else(|| Error::input(address, None, "ssh-keyscan found no ssh-ed25519 host key there"))?;
+    // `host ssh-ed25519 AAAA…`: drop the host field.
+    Ok(line.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+}
+
+/// Removes host `name`'s key; refused while the rules still name it.
+pub fn remove(fleet: &Fleet, name: &str) -> Result<()> {
+    let shown = key_file(name);
+    if !fleet.hosts.contains_key(name) {
+        return Err(Error::input(&shown, None, format!("no host `{name}`")));
+    }
+    if let Some((group, _)) = fleet
+        .rules
+        .groups
+        .iter()
+        .find(|(_, hosts)| hosts.iter().any(|h| h == name))
+    {
+        return Err(Error::input(
+            crate::fleet::RULES_FILE,
+            None,
+            format!("group {group} still lists {name}; remove it there first"),
+        ));
+    }
+    if let Some(rule) = fleet.rules.secrets.values().find(|r| {
+        r.recipients
+            .iter()
+            .any(|m| m.name == name && m.via == crate::rules::Via::Direct)
+    }) {
+        return Err(Error::input(
+            crate::fleet::RULES_FILE,
+            None,
+            format!(
+                "{}.recipients still names {name}; remove it there first",
+                rule.name
+            ),
+        ));
+    }
+    std::fs::remove_file(fleet.root().join(&shown)).map_err(|e| Error::io(&shown, e))
+}

@@ -1,0 +1,89 @@
+//! `bento host …`
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bento_secrets::{hostkeys, Fleet};
+
+use crate::cli::HostCommand;
+use crate::output;
+
+pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        HostCommand::Add {
+            name,
+            key,
+            scan,
+            replace,
+        } => {
+            let line = match (key, scan) {
+                (Some(file), _) => {
+                    std::fs::read_to_string(&file).with_context(|| file.display().to_string())?
+                }
+                (None, Some(address)) => hostkeys::scan(&address)?,
+                (None, None) => anyhow::bail!("pass --key FILE or --scan ADDR"),
+            };
+            let key = hostkeys::add(root, &name, line.trim(), replace)?;
+            output::ok(&format!(
+                "{}: {} {}",
+                hostkeys::key_file(&name),
+                key.kind_name(),
+                key.fingerprint()
+            ));
+            output::note(
+                "next: add it to groups in secrets/secrets.toml, `bento secret rekey`, then `bento deploy`",
+            );
+        }
+        HostCommand::List { json } => {
+            let fleet = Fleet::load(root)?;
+            let rows: Vec<serde_json::Value> = fleet
+                .hosts
+                .iter()
+                .map(|(name, keys)| {
+                    let groups: Vec<&str> = fleet
+                        .rules
+                        .groups
+                        .iter()
+                        .filter(|(_, hosts)| hosts.contains(name))
+                        .map(|(g, _)| g.as_str())
+                        .collect();
+                    serde_json::json!({
+                        "name": name,
+                        "keys": keys.iter().map(|k| serde_json::json!({"type": k.kind_name(), "fingerprint": k.fingerprint()})).collect::<Vec<_>>(),
+                        "groups": groups,
+                        "configured": root.join("hosts").join(name).is_dir(),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<16} {:<12} {:<52} GROUPS", "HOST", "KEY", "FINGERPRINT");
+                for row in &rows {
+                    let key = &row["keys"][0];
+                    let groups: Vec<&str> = row["groups"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|g| g.as_str())
+                        .collect();
+                    println!(
+                        "{:<16} {:<12} {:<52} {}",
+                        row["name"].as_str().unwrap_or_default(),
+                        key["type"].as_str().unwrap_or_default(),
+                        key["fingerprint"].as_str().unwrap_or_default(),
+                        groups.join(" ")
+                    );
+                }
+            }
+        }
+        HostCommand::Remove { name } => {
+            let fleet = Fleet::load(root)?;
+            hostkeys::remove(&fleet, &name)?;
+            output::ok(&format!("removed {}", hostkeys::key_file(&name)));
+            output::note("next: `bento secret rekey` so its secrets are re-encrypted without it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
