@@ -20,6 +20,13 @@ pub struct Cli {
 pub enum Command {
     /// Lay out a new fleet repository (bento.toml, hosts/, keys/, secrets/) with comments
     Init,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for bento
+    Manpage,
     /// Register, list and remove hosts' public keys (keys/hosts/)
     #[command(subcommand)]
     Host(HostCommand),

@@ -45,6 +45,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let fleet = cli.fleet.unwrap_or_else(|| PathBuf::from("."));
     match cli.command {
         Command::Init => init(&fleet),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "bento",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Host(cmd) => host::run(&fleet, cmd),
         Command::Secret(cmd) => secret::run(&fleet, cmd),
         Command::Activate(args) => activate::run(args),

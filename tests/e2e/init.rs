@@ -38,14 +38,50 @@ fn init_honours_fleet_flag() {
 #[test]
 fn every_command_has_help() {
     let fleet = Fleet::new();
-    for args in [
-        &["--help"][..],
+    let commands: &[&[&str]] = &[
+        &["--help"],
         &["init", "--help"],
+        &["host", "add", "--help"],
+        &["host", "list", "--help"],
+        &["host", "remove", "--help"],
         &["secret", "--help"],
         &["secret", "edit", "--help"],
         &["secret", "show", "--help"],
-    ] {
+        &["secret", "verify", "--help"],
+        &["secret", "rekey", "--help"],
+        &["secret", "list", "--help"],
+        &["secret", "import-agenix", "--help"],
+        &["build", "--help"],
+        &["deploy", "--help"],
+        &["server", "setup", "--help"],
+        &["agent", "--help"],
+        &["trigger", "--help"],
+        &["activate", "--help"],
+        &["completions", "--help"],
+        &["manpage", "--help"],
+    ];
+    for args in commands {
         let out = ok(&fleet.bento(args));
         assert!(out.contains("Usage:"), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn completions_and_man_page() {
+    let fleet = Fleet::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ok(&fleet.bento(&["completions", shell]));
+        assert!(out.contains("secret") && out.contains("deploy"), "{shell}: {out}");
+    }
+    let man = ok(&fleet.bento(&["manpage"]));
+    assert!(man.contains(".TH bento 1") && man.contains("activate"), "{man}");
+    // The bash script is valid bash.
+    let script = fleet.home.join("bento.bash");
+    std::fs::write(&script, ok(&fleet.bento(&["completions", "bash"]))).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    ok(&check);
 }
