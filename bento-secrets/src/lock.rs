@@ -103,11 +103,10 @@ impl Lock {
         })
     }
 
-    /// Writes the lock atomically, keeping only entries for `known` secrets.
-    pub fn save(&self, secrets_dir: &Path, shown: &str, known: impl Fn(&str) -> bool) -> Result<()> {
-        let kept: BTreeMap<_, _> = self.entries.iter().filter(|(n, _)| known(n)).collect();
+    /// Writes the lock atomically.
+    pub fn save(&self, secrets_dir: &Path, shown: &str) -> Result<()> {
         let mut text = String::from(HEADER);
-        for (name, entry) in kept {
+        for (name, entry) in &self.entries {
             text.push('\n');
             text.push_str(&toml_table(name, entry));
         }
@@ -146,7 +145,8 @@ mod tests {
             ),
         );
         lock.entries.insert("gone".into(), LockEntry::new(b"y", []));
-        lock.save(dir.path(), "recipients.lock", |n| n != "gone").unwrap();
+        lock.entries.remove("gone");
+        lock.save(dir.path(), "recipients.lock").unwrap();
         let first = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(
             first.contains("[\"db.v2\"]\n") && first.contains("  \"alice SHA256:a\",\n"),
@@ -155,7 +155,7 @@ mod tests {
         let back = Lock::load(dir.path(), "recipients.lock").unwrap();
         assert_eq!(back.entries.len(), 1);
         assert!(back.present);
-        back.save(dir.path(), "recipients.lock", |_| true).unwrap();
+        back.save(dir.path(), "recipients.lock").unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
             first

@@ -111,7 +111,7 @@ pub fn record(
     if lock.entries == old.entries && (old.present || lock.entries.is_empty()) {
         return Ok(()); // nothing new: leave the file (or its absence) alone
     }
-    lock.save(fleet.secrets_dir(), &shown, |_| true)
+    lock.save(fleet.secrets_dir(), &shown)
 }
 
 /// Who can decrypt a secret, for messages.
