@@ -13,4 +13,5 @@ mod interop;
 mod rekey;
 mod roundtrip;
 mod sshd;
+mod status;
 mod verify;
