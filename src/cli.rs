@@ -50,6 +50,38 @@ pub enum Command {
     Build(BuildArgs),
     /// What the central server needs for this fleet
     Server(ServerArgs),
+    /// The fleet's state from the hosts' reports: one row per host, problems first
+    ///
+    /// Exit status 1 when any host failed, rolled back or rejected its current generation.
+    Status(StatusArgs),
+    /// Closure diff between the system a host runs and the one it should run (nvd, else
+    /// `nix store diff-closures`)
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Read this directory instead of server.root of bento.toml
+    #[arg(long, value_name = "DIR")]
+    pub server_root: Option<PathBuf>,
+    /// Print as JSON
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Print in the Prometheus text format (for the node exporter's textfile collector)
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Redraw whenever the server root changes, until Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The host
+    pub host: String,
+    /// Read this directory instead of server.root of bento.toml
+    #[arg(long, value_name = "DIR")]
+    pub server_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod deploy;
 mod host;
 mod output;
 mod secret;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) => deploy::deploy(&fleet, args),
         Command::Build(args) => deploy::build(&fleet, args),
         Command::Server(args) => deploy::server(&fleet, args),
+        Command::Status(args) => status::status(&fleet, args),
+        Command::Diff(args) => status::diff(&fleet, args),
     }
 }
 

@@ -3,7 +3,25 @@
 use std::io::IsTerminal;
 
 fn colour() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+    no_color_unset() && std::io::stderr().is_terminal()
+}
+
+fn no_color_unset() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Whether what goes to stdout may be coloured: a terminal, and no `NO_COLOR`.
+pub fn stdout_colour() -> bool {
+    no_color_unset() && std::io::stdout().is_terminal()
+}
+
+/// `text` in the SGR colour `code` when `on`.
+pub fn painted(on: bool, code: &str, text: &str) -> String {
+    if on {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
 }
 
 fn paint(code: &str, text: &str) -> String {

@@ -1,6 +1,7 @@
 //! `bento.toml`: the fleet's settings. Every key has a default, unknown keys are
 //! refused, and errors name the file and line.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -20,6 +21,10 @@ pub struct Config {
     pub deploy: Deploy,
     /// How `bento build` builds hosts.
     pub build: Build,
+    /// How `bento status` judges hosts.
+    pub status: Status,
+    /// Per host: how to reach it (`[hosts.<name>]`).
+    pub hosts: BTreeMap<String, HostSettings>,
 }
 
 /// `[server]`
@@ -89,6 +94,98 @@ impl Default for Build {
             jobs: 2,
         }
     }
+}
+
+/// `[status]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Status {
+    /// How often hosts poll, as a systemd time span (`15min`, `1h 30min`): the agent
+    /// timer's interval.
+    pub interval: String,
+    /// A published generation not picked up after this many intervals marks its host stale.
+    pub stale_after: u32,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            interval: "15min".into(),
+            stale_after: 3,
+        }
+    }
+}
+
+impl Status {
+    /// The poll interval in seconds (validated by [`Config::parse`]; 15 minutes otherwise).
+    pub fn interval_secs(&self) -> u64 {
+        parse_timespan(&self.interval).unwrap_or(900)
+    }
+
+    /// How long a published generation may wait for its host before the host is stale.
+    pub fn stale_secs(&self) -> u64 {
+        self.interval_secs().saturating_mul(u64::from(self.stale_after))
+    }
+}
+
+/// `[hosts.<name>]`: how an admin reaches a host (shown by `bento status`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSettings {
+    /// Its name or IP address.
+    pub address: Option<String>,
+    /// The ssh user, when not your own.
+    pub ssh_user: Option<String>,
+    /// The ssh port, when not 22.
+    pub ssh_port: Option<u16>,
+}
+
+impl HostSettings {
+    /// The `ssh …` command line that reaches the host, when its address is known.
+    pub fn ssh_command(&self) -> Option<String> {
+        let address = self.address.as_deref()?;
+        let mut line = String::from("ssh ");
+        if let Some(port) = self.ssh_port.filter(|&p| p != 22) {
+            line.push_str(&format!("-p {port} "));
+        }
+        if let Some(user) = &self.ssh_user {
+            line.push_str(&format!("{user}@"));
+        }
+        line.push_str(address);
+        Some(line)
+    }
+}
+
+/// Parses a systemd time span: one or more `<number><unit>` parts, optionally separated by
+/// spaces, units `s`/`sec`, `m`/`min`, `h`/`hr`, `d`/`day`, `w`/`week` (plurals too);
+/// a bare number is seconds. `None` when malformed or zero.
+pub fn parse_timespan(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let scale = match unit {
+            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(scale)?)?;
+    }
+    (total > 0).then_some(total)
 }
 
 impl Build {
@@ -198,6 +295,57 @@ impl Config {
         if !(1..=64).contains(&config.build.jobs) {
             return Err(Error::input(at("jobs"), "build.jobs must be between 1 and 64"));
         }
+        if parse_timespan(&config.status.interval).is_none() {
+            return Err(Error::input(
+                at("interval"),
+                format!(
+                    "status.interval `{}` is not a time span: write it as the agent timer's, e.g. \"15min\" or \"1h 30min\"",
+                    config.status.interval.escape_default()
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&config.status.stale_after) {
+            return Err(Error::input(
+                at("stale_after"),
+                "status.stale_after must be between 1 and 1000 (intervals)",
+            ));
+        }
+        for (name, host) in &config.hosts {
+            let section = format!("[hosts.{name}]");
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(&section))
+                .map(|i| i + 1);
+            if !bento_secrets::rules::valid_name(name) {
+                return Err(Error::input(
+                    line,
+                    format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
+                ));
+            }
+            let bad_word = |v: &Option<String>| {
+                v.as_deref().is_some_and(|v| {
+                    v.is_empty() || v.starts_with('-') || v.contains(|c: char| c.is_whitespace() || c == '@')
+                })
+            };
+            if bad_word(&host.address) {
+                return Err(Error::input(
+                    line,
+                    format!("hosts.{name}.address must be a host name or IP address (no spaces, no user@)"),
+                ));
+            }
+            if bad_word(&host.ssh_user) {
+                return Err(Error::input(
+                    line,
+                    format!("hosts.{name}.ssh_user must be a user name"),
+                ));
+            }
+            if host.ssh_port == Some(0) {
+                return Err(Error::input(
+                    line,
+                    format!("hosts.{name}.ssh_port must be between 1 and 65535"),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -249,6 +397,16 @@ keep_generations = 3               # bundles kept per host on the server
 command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…
 # dry_command = "nixos-rebuild dry-build"   # for `bento build --dry`; derived from command
 jobs = 2                           # hosts built at once
+
+[status]
+interval = "15min"                 # how often hosts poll (the agent timer's interval)
+stale_after = 3                    # a generation not picked up after this many intervals: stale
+
+# How to reach a host, shown by `bento status`:
+# [hosts.web1]
+# address = "web1.example.org"
+# ssh_user = "root"
+# ssh_port = 22
 "#;
 
 #[cfg(test)]
@@ -291,6 +449,49 @@ mod tests {
             e.starts_with("bento.toml:2: build.command must not be empty"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn status_settings_are_validated() {
+        let c = Config::parse("[status]\ninterval = \"1h 30min\"\nstale_after = 2\n").unwrap();
+        assert_eq!(c.status.interval_secs(), 5400);
+        assert_eq!(c.status.stale_secs(), 10_800);
+        assert_eq!(Config::default().status.stale_secs(), 2700);
+        let e = Config::parse("[status]\ninterval = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bento.toml:2: status.interval `soon` is not a time span"),
+            "{e}"
+        );
+        let e = Config::parse("[status]\nstale_after = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bento.toml:2: status.stale_after must be between 1 and 1000 (intervals)"
+        );
+        let e = Config::parse("\n[hosts.web1]\naddress = \"root@web1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bento.toml:2: hosts.web1.address"), "{e}");
+        let c = Config::parse("[hosts.web1]\naddress = \"10.0.0.1\"\nssh_user = \"root\"\nssh_port = 2222\n")
+            .unwrap();
+        assert_eq!(
+            c.hosts["web1"].ssh_command().unwrap(),
+            "ssh -p 2222 root@10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn time_spans() {
+        assert_eq!(parse_timespan("15min"), Some(900));
+        assert_eq!(parse_timespan("90"), Some(90));
+        assert_eq!(parse_timespan("1h30m"), Some(5400));
+        assert_eq!(parse_timespan("2 days"), Some(172_800));
+        for bad in ["", "0", "min", "5 fortnights", "-5min", "1.5h"] {
+            assert_eq!(parse_timespan(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub mod report;
 pub mod server;
 pub mod sftp;
 pub mod sign;
+pub mod status;
+pub mod status_diff;
+pub mod status_prometheus;
+mod status_time;
 pub mod transport;
 
 pub use config::Config;

@@ -157,7 +157,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Seconds since the epoch as RFC 3339 UTC.
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);

@@ -8,20 +8,20 @@ use crate::harness::{example, ok, pub_line, s, Fleet, Keys};
 use crate::sshd::Sshd;
 
 /// A fleet deployed to a server root, and web1's agent configured against it.
-struct Loop {
-    fleet: Fleet,
-    keys: Keys,
-    server: PathBuf,
+pub(crate) struct Loop {
+    pub(crate) fleet: Fleet,
+    pub(crate) keys: Keys,
+    pub(crate) server: PathBuf,
     /// web1's state dir, secrets root, fake commands' call log, system symlink.
-    state: PathBuf,
-    secrets: PathBuf,
-    calls: PathBuf,
-    system: PathBuf,
-    config: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) secrets: PathBuf,
+    pub(crate) calls: PathBuf,
+    pub(crate) system: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 impl Loop {
-    fn new() -> Loop {
+    pub(crate) fn new() -> Loop {
         let (fleet, keys) = example();
         for name in ["db-password", "web-only", "tls"] {
             ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v1 of {name}").as_bytes()));
@@ -87,11 +87,11 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
         l
     }
 
-    fn base(&self) -> PathBuf {
+    pub(crate) fn base(&self) -> PathBuf {
         self.state.parent().unwrap().to_path_buf()
     }
 
-    fn write_config(&self, server: &str, rebuild: &Path, known_hosts: Option<&Path>) {
+    pub(crate) fn write_config(&self, server: &str, rebuild: &Path, known_hosts: Option<&Path>) {
         let admin_pub = pub_line(&self.fleet.keys.join("admin"));
         let mut text = format!(
             "host = \"web1\"\nserver = \"{server}\"\nidentity = \"{key}\"\ntrusted_keys = [\"{admin_pub}\"]\n\
@@ -113,21 +113,21 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
         std::fs::write(&self.config, text).unwrap();
     }
 
-    fn deploy(&self) {
+    pub(crate) fn deploy(&self) {
         ok(&self.fleet.bento(&["deploy", "--server-root", s(&self.server)]));
     }
 
-    fn agent(&self, extra: &[&str]) -> std::process::Output {
+    pub(crate) fn agent(&self, extra: &[&str]) -> std::process::Output {
         let mut args = vec!["agent", "--once", "--config", s(&self.config)];
         args.extend_from_slice(extra);
         self.fleet.bento(&args)
     }
 
-    fn calls(&self) -> String {
+    pub(crate) fn calls(&self) -> String {
         std::fs::read_to_string(&self.calls).unwrap_or_default()
     }
 
-    fn reports(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn reports(&self) -> Vec<serde_json::Value> {
         let logs = self.server.join("web1/logs");
         let mut names: Vec<_> = std::fs::read_dir(&logs)
             .map(|d| {
@@ -144,7 +144,7 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
             .collect()
     }
 
-    fn secret(&self, name: &str) -> String {
+    pub(crate) fn secret(&self, name: &str) -> String {
         std::fs::read_to_string(self.secrets.join("secrets").join(name)).unwrap()
     }
 }

@@ -14,4 +14,5 @@ mod interop;
 mod rekey;
 mod roundtrip;
 mod sshd;
+mod status;
 mod verify;

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Status benchmark: `bento status --json` over a large fleet.
+#
+#   bench/status.sh [HOSTS] [REPORTS]     defaults: 10000 hosts x 10 reports each
+#
+# Lays out a fleet of HOSTS hosts and a server root as agents leave it: per host `current`,
+# the current generation's manifest.json, and REPORTS reports (each with its log) in logs/.
+# Then times `bento status --json` (warm cache, best of 5). Target: under 0.5 s.
+# Needs: cargo.
+set -euo pipefail
+hosts=${1:-10000}
+reports=${2:-10}
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bento=$PWD/target/release/bento
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+
+fleet=$work/fleet
+server=$work/server
+mkdir -p "$fleet" "$server"
+(cd "$fleet" && "$bento" init >/dev/null 2>&1)
+files='"config/configuration.nix": "'$(printf 'ab%.0s' $(seq 32))'"'
+system=/nix/store/$(printf 'x%.0s' $(seq 32))-nixos-system
+echo "laying out $hosts hosts x $reports reports…" >&2
+t0=$(now)
+for i in $(seq 1 "$hosts"); do
+  h=h$i
+  d=$server/$h
+  mkdir -p "$fleet/hosts/$h" "$d/generations/$reports" "$d/logs"
+  echo '{ }' >"$fleet/hosts/$h/configuration.nix"
+  # Status reads host names only, never keys.
+  echo "ssh-ed25519 AAAA $h" >"$fleet/keys/hosts/$h.pub"
+  echo "$reports" >"$d/current"
+  printf '{\n  "format": 1,\n  "host": "%s",\n  "generation": %d,\n  "created": "2026-11-01T00:00:00Z",\n  "git_commit": null,\n  "system": "%s-%s",\n  "files": {\n    %s\n  },\n  "secrets": []\n}\n' \
+    "$h" "$reports" "$system" "$h" "$files" >"$d/generations/$reports/manifest.json"
+  for g in $(seq 1 "$reports"); do
+    t=$(printf '2026-11-%02dT%02d:%02d:00Z' $(( g % 28 + 1 )) $(( i % 24 )) $(( i % 60 )))
+    state=applied
+    if (( g == reports && i % 10 == 0 )); then state=failed; fi
+    name=report-$(printf '%08d' "$g")-${t//:/}
+    printf '{\n  "format": 1,\n  "host": "%s",\n  "generation": %d,\n  "previous_generation": %d,\n  "state": "%s",\n  "time": "%s",\n  "system_before": null,\n  "system_after": "%s-%s",\n  "system_expected": null,\n  "duration_ms": 4000,\n  "bytes": 12345,\n  "error": null,\n  "secrets_changed": [],\n  "kernel_changed": false,\n  "agent": "0.1.0"\n}\n' \
+      "$h" "$g" $(( g - 1 )) "$state" "$t" "$system" "$h" >"$d/logs/$name.json"
+    : >"$d/logs/${name/report-/log-}.txt.gz"
+  done
+done
+echo "laid out in $(ms "$t0" "$(now)") ms" >&2
+
+run() { "$bento" --fleet "$fleet" status --json --server-root "$server" >"$work/out.json" || true; }
+run # warm the page cache
+best=
+for _ in 1 2 3 4 5; do
+  t0=$(now)
+  run
+  took=$(ms "$t0" "$(now)")
+  if [[ -z $best ]] || (( took < best )); then best=$took; fi
+done
+rows=$(grep -c '"host":' "$work/out.json")
+echo "bento status --json: $rows hosts x $reports reports in $best ms (best of 5; target < 500 ms)"

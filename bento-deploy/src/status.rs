@@ -1,0 +1,550 @@
+//! `bento status`: the fleet's state, read from the server layout alone.
+//!
+//! Per host it reads `current`, the current generation's `manifest.json` (its `created`
+//! time and expected `system`), the names in `logs/`, and only the newest report (an older
+//! one too when the newest is unreadable). Report names carry their generation and time
+//! (`report-<generation:08>-<time>.json`), so the newest is found without opening the rest.
+//!
+//! A host reports only when something happens: an idle, up-to-date host stays silent. So a
+//! host is *stale* when a generation published for it has not been picked up within
+//! `status.stale_after` poll intervals, not merely because its last report is old.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
+use crate::manifest::MANIFEST_FILE;
+use crate::report::{Report, State};
+pub use crate::status_time::{parse_rfc3339, rfc3339};
+
+/// The version of the `--json` shape.
+pub const FORMAT: u32 = 1;
+
+/// How many report files are opened per host at most, newest first, to get past
+/// unreadable ones.
+const REPORTS_TRIED: usize = 3;
+
+/// A host's derived state. The order is severity: problems first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The current generation's rebuild or activation failed.
+    Failed,
+    /// The current generation was switched to, lost the server, and was rolled back.
+    RolledBack,
+    /// The host refused the current bundle (signature, hash, downgrade, path).
+    Rejected,
+    /// The newest report cannot be read (partial, not JSON, another host's).
+    BadReport,
+    /// `current` does not hold a generation number.
+    BadCurrent,
+    /// The current generation's download was cut short; the host retries next run.
+    Interrupted,
+    /// A generation waits longer than `stale_after` poll intervals: the host is not polling.
+    Stale,
+    /// Published, but the host never reported anything.
+    NeverSeen,
+    /// A new generation is published and not picked up yet (within the allowed time).
+    Pending,
+    /// Nothing is published for the host yet.
+    Unpublished,
+    /// The host applied its current generation.
+    UpToDate,
+}
+
+impl Status {
+    /// Every status, in severity order.
+    pub const ALL: [Status; 11] = [
+        Status::Failed,
+        Status::RolledBack,
+        Status::Rejected,
+        Status::BadReport,
+        Status::BadCurrent,
+        Status::Interrupted,
+        Status::Stale,
+        Status::NeverSeen,
+        Status::Pending,
+        Status::Unpublished,
+        Status::UpToDate,
+    ];
+
+    /// The name used in the table, JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Failed => "failed",
+            Status::RolledBack => "rolled-back",
+            Status::Rejected => "rejected",
+            Status::BadReport => "bad-report",
+            Status::BadCurrent => "bad-current",
+            Status::Interrupted => "interrupted",
+            Status::Stale => "stale",
+            Status::NeverSeen => "never-seen",
+            Status::Pending => "pending",
+            Status::Unpublished => "unpublished",
+            Status::UpToDate => "up-to-date",
+        }
+    }
+
+    /// Whether a host in this state makes `bento status` exit non-zero: its current
+    /// generation did not apply.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::RolledBack | Status::Rejected)
+    }
+
+    /// Whether this state needs an admin's look (everything but pending, unpublished and
+    /// up to date).
+    pub fn is_problem(self) -> bool {
+        self < Status::Pending
+    }
+}
+
+/// One host's row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The host's name.
+    pub host: String,
+    /// Whether the fleet repo defines it (false: a directory on the server only).
+    pub in_fleet: bool,
+    /// The derived state.
+    pub status: Status,
+    /// The generation `current` names.
+    pub expected_generation: Option<u64>,
+    /// That generation's expected system path (`bento build`), when recorded.
+    pub expected_system: Option<String>,
+    /// When that generation was published (its manifest's `created`).
+    pub published: Option<String>,
+    /// Seconds since then.
+    pub published_ago_seconds: Option<u64>,
+    /// The generation of the newest readable report.
+    pub reported_generation: Option<u64>,
+    /// That report's state.
+    pub reported_state: Option<State>,
+    /// The system the host runs according to it (`system_after`, else `system_before`).
+    pub reported_system: Option<String>,
+    /// When it was made.
+    pub reported_at: Option<String>,
+    /// Seconds since then.
+    pub reported_ago_seconds: Option<u64>,
+    /// Expected minus reported generation (a host that never reported counts as 0).
+    pub generation_lag: Option<i64>,
+    /// The newest readable report's file name in `logs/`.
+    pub report_file: Option<String>,
+    /// The error that report carries.
+    pub error: Option<String>,
+    /// What on the server could not be read, and how to fix it.
+    pub problem: Option<String>,
+    /// The command that reaches the host (`[hosts.<name>]` of bento.toml).
+    pub ssh: Option<String>,
+}
+
+/// The whole fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    /// When the status was taken, RFC 3339 UTC.
+    pub time: String,
+    /// The server root read.
+    pub server_root: String,
+    /// A pending generation older than this makes its host stale.
+    pub stale_after_seconds: u64,
+    /// One row per host, problems first, then by name.
+    pub hosts: Vec<HostStatus>,
+    /// How many hosts are in each state (every state listed, zeros too).
+    pub totals: BTreeMap<String, usize>,
+}
+
+impl FleetStatus {
+    /// Whether any host failed to apply its current generation.
+    pub fn any_failure(&self) -> bool {
+        self.hosts.iter().any(|h| h.status.is_failure())
+    }
+}
+
+/// What judging hosts needs besides the server layout.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A pending generation older than this (seconds) makes its host stale.
+    pub stale_secs: u64,
+    /// Host name → its `ssh` line.
+    pub ssh: BTreeMap<String, String>,
+    /// Now, in seconds since the epoch.
+    pub now: u64,
+}
+
+impl Options {
+    /// From `bento.toml`, at the current time.
+    pub fn from_config(config: &Config) -> Options {
+        Options {
+            stale_secs: config.status.stale_secs(),
+            ssh: config
+                .hosts
+                .iter()
+                .filter_map(|(name, h)| Some((name.clone(), h.ssh_command()?)))
+                .collect(),
+            now: crate::status_time::now(),
+        }
+    }
+}
+
+/// The fleet's host names, as `bento deploy` finds them in `hosts/`, without reading any
+/// key or rule (a fleet whose secrets are in a bad state still has a status).
+pub fn fleet_hosts(fleet_root: &Path, nix: &str) -> Result<Vec<String>, Error> {
+    let keys_dir = fleet_root.join("keys/hosts");
+    let mut keyed = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(&keys_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(host) = name.strip_suffix(".pub") {
+                keyed.insert(host.to_owned(), Vec::new());
+            }
+        }
+    }
+    let fleet = bento_secrets::Fleet::from_parts(
+        fleet_root.join("secrets"),
+        "secrets".into(),
+        keyed,
+        bento_secrets::rules::Rules::default(),
+    );
+    let hosts = crate::hosts::discover(fleet_root, &fleet, nix)?;
+    Ok(hosts.into_iter().map(|h| h.name).collect())
+}
+
+/// Reads the state of every fleet host, plus every host directory on the server that the
+/// fleet does not define. The server root must exist.
+pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<FleetStatus, Error> {
+    let shown = server_root.display().to_string();
+    let entries = std::fs::read_dir(server_root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::at(
+            &shown,
+            "the server root does not exist: pass --server-root DIR or set server.root in bento.toml",
+        ),
+        _ => Error::io(&shown, e),
+    })?;
+    let known: BTreeSet<&str> = fleet.iter().map(String::as_str).collect();
+    let mut names: Vec<(String, bool)> = fleet.iter().map(|h| (h.clone(), true)).collect();
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if known.contains(name.as_str()) || !bento_secrets::rules::valid_name(&name) {
+            continue;
+        }
+        if entry.path().join(CURRENT_FILE).exists() || entry.path().join(LOGS_DIR).is_dir() {
+            names.push((name, false));
+        }
+    }
+    let mut hosts: Vec<HostStatus> = names
+        .par_iter()
+        .map(|(name, in_fleet)| read_host(server_root, name, *in_fleet, options))
+        .collect();
+    hosts.sort_by(|a, b| (a.status, &a.host).cmp(&(b.status, &b.host)));
+    let mut totals: BTreeMap<String, usize> = Status::ALL.iter().map(|s| (s.name().to_owned(), 0)).collect();
+    for h in &hosts {
+        *totals.entry(h.status.name().to_owned()).or_default() += 1;
+    }
+    Ok(FleetStatus {
+        format: FORMAT,
+        time: rfc3339(options.now),
+        server_root: shown,
+        stale_after_seconds: options.stale_secs,
+        hosts,
+        totals,
+    })
+}
+
+/// The state of one host of the server root (for `bento diff`); an error when the server
+/// has no directory for it.
+pub fn host(server_root: &Path, name: &str, options: &Options) -> Result<HostStatus, Error> {
+    let dir = server_root.join(name);
+    if !bento_secrets::rules::valid_name(name) || !dir.is_dir() {
+        return Err(Error::at(
+            dir.display().to_string(),
+            format!("no such host `{name}` on the server: check the name, or --server-root"),
+        ));
+    }
+    Ok(read_host(server_root, name, true, options))
+}
+
+/// The newest readable report, and what stood in the way of reading newer ones.
+struct Newest {
+    report: Option<(String, Report)>,
+    problems: Vec<String>,
+    newest_is_bad: bool,
+}
+
+fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> HostStatus {
+    let dir = root.join(name);
+    let mut problems = Vec::new();
+    let mut bad_current = false;
+    let current = match read_current(&dir) {
+        Ok(c) => c,
+        Err(problem) => {
+            bad_current = true;
+            problems.push(problem);
+            None
+        }
+    };
+    let published = current.and_then(|g| match read_published(&dir, g) {
+        Ok(p) => Some(p),
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    });
+    let newest = newest_report(&dir, name);
+    problems.extend(newest.problems);
+    let report = newest.report;
+    let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
+    let published_secs = published.as_ref().and_then(|p| parse_rfc3339(&p.created));
+    let ago = |t: Option<u64>| t.map(|t| options.now.saturating_sub(t));
+    let status = if bad_current {
+        Status::BadCurrent
+    } else if newest.newest_is_bad {
+        Status::BadReport
+    } else {
+        derive(
+            current,
+            ago(published_secs),
+            report.as_ref().map(|(_, r)| (r, ago(reported_secs))),
+            options.stale_secs,
+        )
+    };
+    let r = report.as_ref().map(|(_, r)| r);
+    HostStatus {
+        host: name.to_owned(),
+        in_fleet,
+        status,
+        expected_generation: current,
+        expected_system: published.as_ref().and_then(|p| p.system.clone()),
+        published: published.as_ref().map(|p| p.created.clone()),
+        published_ago_seconds: ago(published_secs),
+        reported_generation: r.map(|r| r.generation),
+        reported_state: r.map(|r| r.state),
+        reported_system: r.and_then(|r| r.system_after.clone().or_else(|| r.system_before.clone())),
+        reported_at: r.map(|r| r.time.clone()),
+        reported_ago_seconds: ago(reported_secs),
+        generation_lag: current.map(|g| g as i64 - r.map_or(0, |r| r.generation) as i64),
+        report_file: report.as_ref().map(|(file, _)| file.clone()),
+        error: r.and_then(|r| r.error.clone()),
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        ssh: options.ssh.get(name).cloned(),
+    }
+}
+
+/// The state from the facts: the current generation, how long ago it was published, and
+/// the newest report with its age.
+pub fn derive(
+    current: Option<u64>,
+    published_ago: Option<u64>,
+    report: Option<(&Report, Option<u64>)>,
+    stale_secs: u64,
+) -> Status {
+    let Some(current) = current else {
+        return Status::Unpublished;
+    };
+    let Some((report, reported_ago)) = report else {
+        return Status::NeverSeen;
+    };
+    let overdue = |ago: Option<u64>| ago.is_some_and(|a| a >= stale_secs);
+    if report.generation < current {
+        return if overdue(published_ago) {
+            Status::Stale
+        } else {
+            Status::Pending
+        };
+    }
+    // The report is about the current generation (or a newer one, when `current` was
+    // moved back by hand: the host judges that one next run).
+    match report.state {
+        State::Applied | State::SecretsUpdated | State::SelfUpdated => Status::UpToDate,
+        State::Failed => Status::Failed,
+        State::RolledBack => Status::RolledBack,
+        State::Refused => Status::Rejected,
+        State::Interrupted if overdue(reported_ago) => Status::Stale,
+        State::Interrupted => Status::Interrupted,
+    }
+}
+
+/// The generation `current` names; `Ok(None)` when there is no `current`.
+fn read_current(dir: &Path) -> Result<Option<u64>, String> {
+    match std::fs::read_to_string(dir.join(CURRENT_FILE)) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "{CURRENT_FILE}: `{}` is not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/",
+                text.trim().chars().take(40).collect::<String>().escape_default()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{CURRENT_FILE}: {e}")),
+    }
+}
+
+/// What `bento status` needs of a manifest; the rest is skipped unread.
+#[derive(Deserialize)]
+struct Published {
+    created: String,
+    system: Option<String>,
+}
+
+fn read_published(dir: &Path, generation: u64) -> Result<Published, String> {
+    let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
+    let bytes = std::fs::read(dir.join(&rel)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
+        }
+        _ => format!("{rel}: {e}"),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: not a manifest ({e})"))
+}
+
+/// A report file name's sort key: its time, then its generation.
+fn report_key(name: &str) -> Option<(&str, u64)> {
+    let rest = name.strip_prefix("report-")?.strip_suffix(".json")?;
+    let (generation, time) = rest.split_once('-')?;
+    let generation = generation.parse().ok()?;
+    (!time.is_empty()).then_some((time, generation))
+}
+
+/// The newest report of `logs/` by its name, going back past unreadable ones.
+fn newest_report(dir: &Path, host: &str) -> Newest {
+    let mut newest = Newest {
+        report: None,
+        problems: Vec::new(),
+        newest_is_bad: false,
+    };
+    let logs = dir.join(LOGS_DIR);
+    let entries = match std::fs::read_dir(&logs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
+        Err(e) => {
+            newest.newest_is_bad = true;
+            newest.problems.push(format!(
+                "{LOGS_DIR}/: {e}; run bento status as a user who can read it"
+            ));
+            return newest;
+        }
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| report_key(n).is_some())
+        .collect();
+    names.sort_unstable_by(|a, b| report_key(b).cmp(&report_key(a)).then_with(|| b.cmp(a)));
+    for (i, name) in names.into_iter().take(REPORTS_TRIED).enumerate() {
+        match read_report(&logs.join(&name), host) {
+            Ok(report) => {
+                newest.report = Some((name, report));
+                break;
+            }
+            Err(why) => {
+                newest.newest_is_bad |= i == 0;
+                newest.problems.push(format!(
+                    "{LOGS_DIR}/{name}: {why}; the host's next report supersedes it, or delete the file"
+                ));
+            }
+        }
+    }
+    newest
+}
+
+fn read_report(path: &Path, host: &str) -> Result<Report, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let report: Report = serde_json::from_slice(&bytes).map_err(|e| format!("not a report ({e})"))?;
+    if report.host != host {
+        return Err(format!(
+            "a report of host `{}`, not `{host}`",
+            report.host.escape_default()
+        ));
+    }
+    if parse_rfc3339(&report.time).is_none() {
+        return Err(format!("time `{}` is not RFC 3339", report.time.escape_default()));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(generation: u64, state: State) -> Report {
+        Report {
+            format: 1,
+            host: "h".into(),
+            generation,
+            previous_generation: None,
+            state,
+            time: "2026-01-01T00:00:00Z".into(),
+            system_before: None,
+            system_after: None,
+            system_expected: None,
+            duration_ms: 1,
+            bytes: 1,
+            error: None,
+            secrets_changed: Vec::new(),
+            kernel_changed: false,
+            agent: "test".into(),
+        }
+    }
+
+    #[test]
+    fn derives_every_state() {
+        let stale = 2700;
+        let d = |current, published, r: Option<(&Report, Option<u64>)>| derive(current, published, r, stale);
+        assert_eq!(d(None, None, None), Status::Unpublished);
+        assert_eq!(d(Some(1), Some(10), None), Status::NeverSeen);
+        let applied = report(1, State::Applied);
+        assert_eq!(
+            d(Some(1), Some(10), Some((&applied, Some(99_999)))),
+            Status::UpToDate
+        );
+        assert_eq!(d(Some(2), Some(10), Some((&applied, Some(10)))), Status::Pending);
+        assert_eq!(d(Some(2), Some(2700), Some((&applied, Some(10)))), Status::Stale);
+        assert_eq!(d(Some(2), None, Some((&applied, Some(10)))), Status::Pending);
+        for (state, status) in [
+            (State::Failed, Status::Failed),
+            (State::RolledBack, Status::RolledBack),
+            (State::Refused, Status::Rejected),
+            (State::SecretsUpdated, Status::UpToDate),
+            (State::SelfUpdated, Status::UpToDate),
+            (State::Interrupted, Status::Interrupted),
+        ] {
+            assert_eq!(d(Some(1), Some(10), Some((&report(1, state), Some(10)))), status);
+        }
+        let cut = report(1, State::Interrupted);
+        assert_eq!(d(Some(1), Some(10), Some((&cut, Some(3000)))), Status::Stale);
+    }
+
+    #[test]
+    fn statuses_are_ordered_and_named() {
+        let mut sorted = Status::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Status::ALL);
+        for s in Status::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+        assert!(Status::Failed.is_failure() && !Status::BadReport.is_failure());
+        assert!(Status::NeverSeen.is_problem() && !Status::Pending.is_problem());
+    }
+
+    #[test]
+    fn report_names_sort_by_time_then_generation() {
+        assert_eq!(
+            report_key("report-00000003-2026-11-26T050000Z.json"),
+            Some(("2026-11-26T050000Z", 3))
+        );
+        for bad in [
+            "report-x-2026.json",
+            "report-00000001-.json",
+            "log-00000001-t.txt.gz",
+            "report-1.json",
+        ] {
+            assert_eq!(report_key(bad), None, "{bad}");
+        }
+    }
+}

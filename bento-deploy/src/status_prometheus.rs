@@ -1,0 +1,103 @@
+//! `bento status --prometheus`: the fleet's state in the Prometheus text format, for the
+//! node exporter's textfile collector.
+
+use std::fmt::Write;
+
+use crate::status::{FleetStatus, HostStatus, Status};
+
+/// One metric: its name, help text, and value per host (`None`: no sample for that host).
+struct PerHost {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&HostStatus) -> Option<f64>,
+}
+
+const PER_HOST: [PerHost; 4] = [
+    PerHost {
+        name: "bento_host_up_to_date",
+        help: "1 when the host reported applying the generation published for it, else 0.",
+        value: |h| Some(f64::from(u8::from(h.status == Status::UpToDate))),
+    },
+    PerHost {
+        name: "bento_host_last_report_timestamp_seconds",
+        help: "When the host's newest report was made, in seconds since the epoch.",
+        value: |h| {
+            h.reported_at
+                .as_deref()
+                .and_then(crate::status::parse_rfc3339)
+                .map(|t| t as f64)
+        },
+    },
+    PerHost {
+        name: "bento_host_published_timestamp_seconds",
+        help: "When the generation the host should run was published, in seconds since the epoch.",
+        value: |h| {
+            h.published
+                .as_deref()
+                .and_then(crate::status::parse_rfc3339)
+                .map(|t| t as f64)
+        },
+    },
+    PerHost {
+        name: "bento_host_generation_lag",
+        help:
+            "Published generation minus the generation of the host's newest report (0 when never reported).",
+        value: |h| h.generation_lag.map(|l| l as f64),
+    },
+];
+
+/// The whole text: per host metrics, the one-hot state, and fleet totals.
+pub fn render(status: &FleetStatus) -> String {
+    let mut out = String::new();
+    for metric in &PER_HOST {
+        header(&mut out, metric.name, metric.help);
+        for h in &status.hosts {
+            if let Some(v) = (metric.value)(h) {
+                let _ = writeln!(out, "{}{{host=\"{}\"}} {v}", metric.name, escape(&h.host));
+            }
+        }
+    }
+    header(
+        &mut out,
+        "bento_host_state",
+        "The host's state as `bento status` derives it: 1 for its state, 0 for every other.",
+    );
+    for h in &status.hosts {
+        for s in Status::ALL {
+            let _ = writeln!(
+                out,
+                "bento_host_state{{host=\"{}\",state=\"{}\"}} {}",
+                escape(&h.host),
+                s.name(),
+                u8::from(h.status == s)
+            );
+        }
+    }
+    header(&mut out, "bento_hosts", "How many hosts are in each state.");
+    for s in Status::ALL {
+        let count = status.totals.get(s.name()).copied().unwrap_or(0);
+        let _ = writeln!(out, "bento_hosts{{status=\"{}\"}} {count}", s.name());
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// A label value, escaped as the text format wants.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

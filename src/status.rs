@@ -1,0 +1,266 @@
+//! `bento status` and `bento diff`.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Status};
+use bento_deploy::status_diff::{self, Plan};
+use bento_deploy::{status_prometheus, Config};
+
+use crate::cli::{DiffArgs, StatusArgs};
+use crate::output;
+
+/// The program that lists flakes' configurations.
+const NIX: &str = "nix";
+/// Changes closer together than this make one redraw.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// With no change at all, redraw this often anyway: ages grow, and a pending host turns
+/// stale with time alone.
+const REFRESH: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy)]
+enum Format {
+    Table,
+    Json,
+    Prometheus,
+}
+
+pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(fleet)?;
+    let root = args
+        .server_root
+        .unwrap_or_else(|| PathBuf::from(&config.server.root));
+    let hosts = status::fleet_hosts(fleet, NIX)?;
+    let format = match (args.json, args.prometheus) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Prometheus,
+        _ => Format::Table,
+    };
+    if args.watch {
+        return watch(&root, &hosts, &config, format);
+    }
+    let fleet_status = status::scan(&root, &hosts, &Options::from_config(&config))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(render(&fleet_status, format)?.as_bytes())?;
+    out.flush()?;
+    Ok(if fleet_status.any_failure() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn render(fleet_status: &FleetStatus, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(fleet_status)?;
+            text.push('\n');
+            text
+        }
+        Format::Prometheus => status_prometheus::render(fleet_status),
+        Format::Table => table(fleet_status, output::stdout_colour()),
+    })
+}
+
+/// Redraws whenever something under the server root changes (inotify, debounced), and
+/// every [`REFRESH`] for the ages. Ends with Ctrl-C.
+fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyhow::Result<ExitCode> {
+    use notify::{RecursiveMode, Watcher};
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let _ = tx.send(event);
+    })?;
+    // Only the directories whose entries matter: the root (hosts appear), each host dir
+    // (`current` is replaced), each logs/ (reports arrive). Not the bundles' own trees.
+    let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
+    let clear = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let fleet_status = status::scan(root, hosts, &Options::from_config(config))?;
+        let mut dirs = vec![root.to_path_buf()];
+        for h in &fleet_status.hosts {
+            dirs.push(root.join(&h.host));
+            dirs.push(root.join(&h.host).join(bento_deploy::layout::LOGS_DIR));
+        }
+        for dir in dirs {
+            if !watched.contains(&dir) && dir.is_dir() {
+                watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: cannot watch it: {e} (raise fs.inotify.max_user_watches?)",
+                        dir.display()
+                    )
+                })?;
+                watched.insert(dir);
+            }
+        }
+        let frame = render(&fleet_status, format)?;
+        if frame != last {
+            let mut out = std::io::stdout().lock();
+            if clear {
+                out.write_all(b"\x1b[H\x1b[2J")?;
+            }
+            out.write_all(frame.as_bytes())?;
+            out.flush()?;
+            last = frame;
+        }
+        match rx.recv_timeout(REFRESH) {
+            Ok(Err(e)) => anyhow::bail!("watching {}: {e}", root.display()),
+            Ok(Ok(_)) => while rx.recv_timeout(DEBOUNCE).is_ok() {},
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("watching {}: the watcher stopped", root.display())
+            }
+        }
+    }
+}
+
+/// A duration in its largest whole unit: `45s`, `12m`, `3h`, `4d`.
+fn ago(secs: Option<u64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 60 => format!("{s}s ago"),
+        Some(s) if s < 3600 => format!("{}m ago", s / 60),
+        Some(s) if s < 86_400 => format!("{}h ago", s / 3600),
+        Some(s) => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn colour_of(s: Status) -> &'static str {
+    match s {
+        _ if s.is_failure() => "1;31",
+        _ if s.is_problem() => "33",
+        Status::UpToDate => "32",
+        _ => "2",
+    }
+}
+
+/// One host's cells.
+fn row(h: &HostStatus) -> [String; 8] {
+    let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
+    let reported = match (h.reported_generation, h.reported_state) {
+        (Some(g), Some(state)) => {
+            let state = serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{g} {state}")
+        }
+        _ => "-".into(),
+    };
+    let system = match (&h.reported_system, &h.expected_system) {
+        (Some(a), Some(b)) if a == b => "same",
+        (Some(_), Some(_)) => "differs",
+        _ => "-",
+    };
+    let mut name = h.host.clone();
+    if !h.in_fleet {
+        name.push_str(" (not in fleet)");
+    }
+    [
+        name,
+        h.status.name().into(),
+        gen(h.expected_generation),
+        reported,
+        ago(h.reported_ago_seconds),
+        ago(h.published_ago_seconds),
+        system.into(),
+        h.ssh.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn table(fleet_status: &FleetStatus, colour: bool) -> String {
+    const HEAD: [&str; 8] = [
+        "HOST",
+        "STATUS",
+        "EXPECTED",
+        "REPORTED",
+        "LAST REPORT",
+        "PUBLISHED",
+        "SYSTEM",
+        "SSH",
+    ];
+    let rows: Vec<[String; 8]> = fleet_status.hosts.iter().map(row).collect();
+    let mut widths = HEAD.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [String; 8], status: Option<Status>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            let padded = if i + 1 == cells.len() {
+                cell.clone()
+            } else {
+                format!("{cell:w$}  ")
+            };
+            match status {
+                Some(s) if i == 1 => text.push_str(&output::painted(colour, colour_of(s), &padded)),
+                _ => text.push_str(&padded),
+            }
+        }
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(HEAD.map(str::to_owned), None);
+    for (h, cells) in fleet_status.hosts.iter().zip(rows) {
+        out.push_str(&line(cells, Some(h.status)));
+        for detail in [&h.error, &h.problem].into_iter().flatten() {
+            if h.status != Status::UpToDate {
+                out.push_str(&format!("    {}\n", output::painted(colour, "2", detail)));
+            }
+        }
+    }
+    let counts: Vec<String> = Status::ALL
+        .iter()
+        .filter_map(|s| {
+            let n = fleet_status.totals.get(s.name()).copied().unwrap_or(0);
+            (n > 0).then(|| format!("{n} {}", s.name()))
+        })
+        .collect();
+    let n = fleet_status.hosts.len();
+    out.push_str(&format!(
+        "{n} host{}{}{} ({}, {})\n",
+        if n == 1 { "" } else { "s" },
+        if counts.is_empty() { "" } else { ": " },
+        counts.join(", "),
+        fleet_status.server_root,
+        fleet_status.time
+    ));
+    out
+}
+
+pub fn diff(fleet: &Path, args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(fleet)?;
+    let root = args
+        .server_root
+        .unwrap_or_else(|| PathBuf::from(&config.server.root));
+    let host = status::host(&root, &args.host, &Options::from_config(&config))?;
+    let command = match status_diff::plan(&host, std::env::var_os("PATH").as_deref())? {
+        Plan::Same(system) => {
+            output::ok(&format!("{} runs the expected system {system}", host.host));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Plan::Run(command) => command,
+    };
+    output::note(&format!(
+        "{}: running {} → expected {}",
+        host.host,
+        host.reported_system.as_deref().unwrap_or("-"),
+        host.expected_system.as_deref().unwrap_or("-"),
+    ));
+    let ran = std::process::Command::new(&command.program)
+        .args(&command.args)
+        .status()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", command.program.display()))?;
+    if !ran.success() {
+        anyhow::bail!(
+            "{} failed ({ran}): both systems must be in the local Nix store (fetch them with `nix copy --from …`)",
+            command.program.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
