@@ -216,14 +216,27 @@ impl HostDir {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
             removed.push(g);
         }
+        self.remove_leftovers()?;
+        Ok(removed)
+    }
+
+    /// Removes what an interrupted deploy left: staging dirs and a half-made `current`.
+    /// Touches nothing when there is nothing to remove.
+    pub fn remove_leftovers(&self) -> Result<(), Error> {
         let dir = self.dir.join(GENERATIONS_DIR);
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(dir.display().to_string(), e))? {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+        };
+        for entry in entries {
             let entry = entry.map_err(|e| Error::io(dir.display().to_string(), e))?;
             if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        Ok(removed)
+        let _ = std::fs::remove_file(self.dir.join(CURRENT_TEMP));
+        Ok(())
     }
 }
 

@@ -178,6 +178,7 @@ fn assess(
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
         if dir.manifest(g).is_some_and(|m| m.same_content(&candidate)) {
+            dir.remove_leftovers()?;
             let report = HostReport {
                 host: host.name.clone(),
                 generation: g,
