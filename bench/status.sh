@@ -2,6 +2,8 @@
 # Status benchmark: `bento status --json` over a large fleet.
 #
 #   bench/status.sh [HOSTS] [REPORTS]     defaults: 10000 hosts x 10 reports each
+#   BENTO=path/to/bento bench/status.sh   time that binary instead of a fresh release build
+#   BENCH_DIR=dir bench/status.sh         keep the layout in dir (and reuse it next time)
 #
 # Lays out a fleet of HOSTS hosts and a server root as agents leave it: per host `current`,
 # the current generation's manifest.json, and REPORTS reports (each with its log) in logs/.
@@ -11,23 +13,35 @@ set -euo pipefail
 hosts=${1:-10000}
 reports=${2:-10}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bento=$PWD/target/release/bento
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [[ -n ${BENTO:-} ]]; then
+  bento=$(realpath "$BENTO")
+else
+  cargo build --release --quiet
+  bento=$PWD/target/release/bento
+fi
+if [[ -n ${BENCH_DIR:-} ]]; then
+  # Keep the layout there, and reuse it when it is already there.
+  work=$BENCH_DIR
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
 fleet=$work/fleet
 server=$work/server
+if [[ ! -e $work/laid-out-$hosts-$reports ]]; then
+rm -rf "$fleet" "$server"
 mkdir -p "$fleet" "$server"
 (cd "$fleet" && "$bento" init >/dev/null 2>&1)
 files='"config/configuration.nix": "'$(printf 'ab%.0s' $(seq 32))'"'
 system=/nix/store/$(printf 'x%.0s' $(seq 32))-nixos-system
 echo "laying out $hosts hosts x $reports reports…" >&2
 t0=$(now)
-for i in $(seq 1 "$hosts"); do
+for ((i = 1; i <= hosts; i++)); do
   h=h$i
   d=$server/$h
   mkdir -p "$fleet/hosts/$h" "$d/generations/$reports" "$d/logs"
@@ -37,17 +51,19 @@ for i in $(seq 1 "$hosts"); do
   echo "$reports" >"$d/current"
   printf '{\n  "format": 1,\n  "host": "%s",\n  "generation": %d,\n  "created": "2026-11-01T00:00:00Z",\n  "git_commit": null,\n  "system": "%s-%s",\n  "files": {\n    %s\n  },\n  "secrets": []\n}\n' \
     "$h" "$reports" "$system" "$h" "$files" >"$d/generations/$reports/manifest.json"
-  for g in $(seq 1 "$reports"); do
-    t=$(printf '2026-11-%02dT%02d:%02d:00Z' $(( g % 28 + 1 )) $(( i % 24 )) $(( i % 60 )))
+  for ((g = 1; g <= reports; g++)); do
+    printf -v t '2026-11-%02dT%02d:%02d:00Z' $(( g % 28 + 1 )) $(( i % 24 )) $(( i % 60 ))
     state=applied
     if (( g == reports && i % 10 == 0 )); then state=failed; fi
-    name=report-$(printf '%08d' "$g")-${t//:/}
+    printf -v name 'report-%08d-%s' "$g" "${t//:/}"
     printf '{\n  "format": 1,\n  "host": "%s",\n  "generation": %d,\n  "previous_generation": %d,\n  "state": "%s",\n  "time": "%s",\n  "system_before": null,\n  "system_after": "%s-%s",\n  "system_expected": null,\n  "duration_ms": 4000,\n  "bytes": 12345,\n  "error": null,\n  "secrets_changed": [],\n  "kernel_changed": false,\n  "agent": "0.1.0"\n}\n' \
       "$h" "$g" $(( g - 1 )) "$state" "$t" "$system" "$h" >"$d/logs/$name.json"
     : >"$d/logs/${name/report-/log-}.txt.gz"
   done
 done
 echo "laid out in $(ms "$t0" "$(now)") ms" >&2
+touch "$work/laid-out-$hosts-$reports"
+fi
 
 run() { "$bento" --fleet "$fleet" status --json --server-root "$server" >"$work/out.json" || true; }
 run # warm the page cache

@@ -373,13 +373,16 @@ pub fn derive(
 
 /// The generation `current` names; `Ok(None)` when there is no `current`.
 fn read_current(dir: &Path) -> Result<Option<u64>, String> {
-    match std::fs::read_to_string(dir.join(CURRENT_FILE)) {
-        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+    match read_file(&dir.join(CURRENT_FILE)) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            text.trim().parse().map(Some).map_err(|_| {
             format!(
                 "{CURRENT_FILE}: `{}` is not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/",
                 text.trim().chars().take(40).collect::<String>().escape_default()
             )
-        }),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{CURRENT_FILE}: {e}")),
     }
@@ -394,7 +397,7 @@ struct Published {
 
 fn read_published(dir: &Path, generation: u64) -> Result<Published, String> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
-    let bytes = std::fs::read(dir.join(&rel)).map_err(|e| match e.kind() {
+    let bytes = read_file(&dir.join(&rel)).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
         }
@@ -454,7 +457,7 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
 }
 
 fn read_report(path: &Path, host: &str) -> Result<Report, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = read_file(path).map_err(|e| e.to_string())?;
     let report: Report = serde_json::from_slice(&bytes).map_err(|e| format!("not a report ({e})"))?;
     if report.host != host {
         return Err(format!(
@@ -466,6 +469,28 @@ fn read_report(path: &Path, host: &str) -> Result<Report, String> {
         return Err(format!("time `{}` is not RFC 3339", report.time.escape_default()));
     }
     Ok(report)
+}
+
+/// Reads a small file whole. Unlike `std::fs::read`, it does not ask for the file's size
+/// first: one system call less per file, on the path that reads three files per host.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = vec![0; 4096];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
 }
 
 #[cfg(test)]
