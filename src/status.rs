@@ -13,8 +13,6 @@ use bento_deploy::{status_prometheus, Config};
 use crate::cli::{DiffArgs, StatusArgs};
 use crate::output;
 
-/// The program that lists flakes' configurations.
-const NIX: &str = "nix";
 /// Changes closer together than this make one redraw.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 /// With no change at all, redraw this often anyway: ages grow, and a pending host turns
@@ -33,16 +31,16 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let root = args
         .server_root
         .unwrap_or_else(|| PathBuf::from(&config.server.root));
-    let hosts = status::fleet_hosts(fleet, NIX)?;
     let format = match (args.json, args.prometheus) {
         (true, _) => Format::Json,
         (_, true) => Format::Prometheus,
         _ => Format::Table,
     };
     if args.watch {
+        let hosts = status::fleet_hosts(fleet)?;
         return watch(&root, &hosts, &config, format);
     }
-    let fleet_status = status::scan(&root, &hosts, &Options::from_config(&config))?;
+    let fleet_status = status::fleet_status(fleet, &root, &Options::from_config(&config))?;
     let mut out = std::io::stdout().lock();
     out.write_all(render(&fleet_status, format)?.as_bytes())?;
     out.flush()?;

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use bento_secrets::rules::valid_name;
 use bento_secrets::Fleet;
+use rayon::prelude::*;
 
 use crate::error::Error;
 
@@ -51,7 +52,13 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
         let name = entry.file_name();
         let shown = format!("{HOSTS_DIR}/{}", name.to_string_lossy());
         let path = entry.path();
-        if name.to_string_lossy().starts_with('.') || !path.is_dir() {
+        // The entry's type comes with the listing; only symlinks need a stat.
+        let is_dir = match entry.file_type() {
+            Ok(t) if t.is_dir() => true,
+            Ok(t) if !t.is_symlink() => false,
+            _ => path.is_dir(),
+        };
+        if name.to_string_lossy().starts_with('.') || !is_dir {
             continue;
         }
         let Some(name) = name.to_str().filter(|n| valid_name(n)) else {
@@ -64,26 +71,16 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
     }
     dirs.sort();
 
+    // What each directory defines: a few stats per directory (and a `nix flake show` per
+    // flake), so they run in parallel; the results are merged in name order, so the
+    // first problem reported does not depend on timing.
+    let defined: Vec<Result<Vec<(String, Kind)>, Error>> = dirs
+        .par_iter()
+        .map(|(dir_name, path, shown)| defines(dir_name, path, shown, fleet, nix))
+        .collect();
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
-    for (dir_name, path, shown) in dirs {
-        let found = if path.join("flake.nix").is_file() {
-            let names = match flake_configurations(&path, &shown, nix) {
-                Ok(names) => names,
-                // Listing needs nix and the flake's inputs. When that fails offline (or
-                // without nix), a flake dir named after a registered host is taken to
-                // define that host, as a one-host flake does.
-                Err(_) if fleet.hosts.contains_key(&dir_name) => vec![dir_name],
-                Err(e) => return Err(e),
-            };
-            names.into_iter().map(|name| (name, Kind::Flake)).collect()
-        } else if path.join("configuration.nix").is_file() {
-            vec![(dir_name, Kind::Plain)]
-        } else {
-            return Err(Error::at(
-                shown,
-                "holds neither configuration.nix nor flake.nix; add one, or remove the directory",
-            ));
-        };
+    for ((_, path, shown), found) in dirs.into_iter().zip(defined) {
+        let found = found?;
         for (name, kind) in found {
             if let Some(first) = hosts.get(&name) {
                 return Err(Error::at(
@@ -113,6 +110,35 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
         }
     }
     Ok(hosts.into_values().collect())
+}
+
+/// The hosts one `hosts/<dir>/` defines: itself for a `configuration.nix`, the
+/// `nixosConfigurations` of a `flake.nix`.
+fn defines(
+    dir_name: &str,
+    path: &Path,
+    shown: &str,
+    fleet: &Fleet,
+    nix: &str,
+) -> Result<Vec<(String, Kind)>, Error> {
+    if path.join("flake.nix").is_file() {
+        let names = match flake_configurations(path, shown, nix) {
+            Ok(names) => names,
+            // Listing needs nix and the flake's inputs. When that fails offline (or
+            // without nix), a flake dir named after a registered host is taken to
+            // define that host, as a one-host flake does.
+            Err(_) if fleet.hosts.contains_key(dir_name) => vec![dir_name.to_owned()],
+            Err(e) => return Err(e),
+        };
+        Ok(names.into_iter().map(|name| (name, Kind::Flake)).collect())
+    } else if path.join("configuration.nix").is_file() {
+        Ok(vec![(dir_name.to_owned(), Kind::Plain)])
+    } else {
+        Err(Error::at(
+            shown,
+            "holds neither configuration.nix nor flake.nix; add one, or remove the directory",
+        ))
+    }
 }
 
 /// Keeps only the hosts named in `wanted` (all when empty); an unknown name is an error.

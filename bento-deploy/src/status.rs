@@ -192,32 +192,49 @@ impl Options {
     }
 }
 
-/// The fleet's host names, as `bento deploy` finds them in `hosts/`, without reading any
-/// key or rule (a fleet whose secrets are in a bad state still has a status).
-pub fn fleet_hosts(fleet_root: &Path, nix: &str) -> Result<Vec<String>, Error> {
-    let keys_dir = fleet_root.join("keys/hosts");
-    let mut keyed = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(&keys_dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(host) = name.strip_suffix(".pub") {
-                keyed.insert(host.to_owned(), Vec::new());
-            }
-        }
-    }
-    let fleet = bento_secrets::Fleet::from_parts(
-        fleet_root.join("secrets"),
-        "secrets".into(),
-        keyed,
-        bento_secrets::rules::Rules::default(),
-    );
-    let hosts = crate::hosts::discover(fleet_root, &fleet, nix)?;
-    Ok(hosts.into_iter().map(|h| h.name).collect())
+/// The fleet's host names: its registered hosts, one per `keys/hosts/<name>.pub` (every
+/// host `bento deploy` publishes has one). Neither key contents nor rules are read, and no
+/// flake is evaluated: a fleet whose secrets are in a bad state, or a machine without Nix,
+/// still gets a status, fast.
+pub fn fleet_hosts(fleet_root: &Path) -> Result<Vec<String>, Error> {
+    let keys_dir = fleet_root.join(bento_secrets::fleet::HOST_KEYS_DIR);
+    let entries = match std::fs::read_dir(&keys_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(keys_dir.display().to_string(), e)),
+    };
+    let mut hosts: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let host = name.strip_suffix(".pub")?;
+            bento_secrets::rules::valid_name(host).then(|| host.to_owned())
+        })
+        .collect();
+    hosts.sort_unstable();
+    Ok(hosts)
+}
+
+/// The fleet's hosts (see [`fleet_hosts`]) and their status (see [`scan`]); the fleet and
+/// the server root are listed at the same time.
+pub fn fleet_status(fleet_root: &Path, server_root: &Path, options: &Options) -> Result<FleetStatus, Error> {
+    let (fleet, on_server) = rayon::join(|| fleet_hosts(fleet_root), || server_dirs(server_root));
+    Ok(scan_listed(server_root, &fleet?, on_server?, options))
 }
 
 /// Reads the state of every fleet host, plus every host directory on the server that the
 /// fleet does not define. The server root must exist.
 pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<FleetStatus, Error> {
+    Ok(scan_listed(
+        server_root,
+        fleet,
+        server_dirs(server_root)?,
+        options,
+    ))
+}
+
+/// The entries of the server root that are valid host names.
+fn server_dirs(server_root: &Path) -> Result<Vec<String>, Error> {
     let shown = server_root.display().to_string();
     let entries = std::fs::read_dir(server_root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::at(
@@ -226,16 +243,27 @@ pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<F
         ),
         _ => Error::io(&shown, e),
     })?;
+    Ok(entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| bento_secrets::rules::valid_name(name))
+        .collect())
+}
+
+fn scan_listed(
+    server_root: &Path,
+    fleet: &[String],
+    on_server: Vec<String>,
+    options: &Options,
+) -> FleetStatus {
     let known: BTreeSet<&str> = fleet.iter().map(String::as_str).collect();
     let mut names: Vec<(String, bool)> = fleet.iter().map(|h| (h.clone(), true)).collect();
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if known.contains(name.as_str()) || !bento_secrets::rules::valid_name(&name) {
+    for name in on_server {
+        if known.contains(name.as_str()) {
             continue;
         }
-        if entry.path().join(CURRENT_FILE).exists() || entry.path().join(LOGS_DIR).is_dir() {
+        let dir = server_root.join(&name);
+        if dir.join(CURRENT_FILE).exists() || dir.join(LOGS_DIR).is_dir() {
             names.push((name, false));
         }
     }
@@ -248,14 +276,14 @@ pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<F
     for h in &hosts {
         *totals.entry(h.status.name().to_owned()).or_default() += 1;
     }
-    Ok(FleetStatus {
+    FleetStatus {
         format: FORMAT,
         time: rfc3339(options.now),
-        server_root: shown,
+        server_root: server_root.display().to_string(),
         stale_after_seconds: options.stale_secs,
         hosts,
         totals,
-    })
+    }
 }
 
 /// The state of one host of the server root (for `bento diff`); an error when the server
@@ -422,8 +450,8 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
         newest_is_bad: false,
     };
     let logs = dir.join(LOGS_DIR);
-    let entries = match std::fs::read_dir(&logs) {
-        Ok(entries) => entries,
+    let names = match list_dir(&logs) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
         Err(e) => {
             newest.newest_is_bad = true;
@@ -433,16 +461,16 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
             return newest;
         }
     };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| report_key(n).is_some())
+    // Newest first: by time, then generation, then the whole name.
+    let mut reports: Vec<((&str, u64), &str)> = names
+        .iter()
+        .filter_map(|n| Some((report_key(n)?, n.as_str())))
         .collect();
-    names.sort_unstable_by(|a, b| report_key(b).cmp(&report_key(a)).then_with(|| b.cmp(a)));
-    for (i, name) in names.into_iter().take(REPORTS_TRIED).enumerate() {
-        match read_report(&logs.join(&name), host) {
+    reports.sort_unstable_by(|a, b| b.cmp(a));
+    for (i, (_, name)) in reports.into_iter().take(REPORTS_TRIED).enumerate() {
+        match read_report(&logs.join(name), host) {
             Ok(report) => {
-                newest.report = Some((name, report));
+                newest.report = Some((name.to_owned(), report));
                 break;
             }
             Err(why) => {
@@ -454,6 +482,30 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
         }
     }
     newest
+}
+
+/// The names in a directory (UTF-8 ones; `.` and `..` left out). Lighter than
+/// `std::fs::read_dir`, which also stats the directory: on the path that lists one
+/// directory per host.
+fn list_dir(path: &Path) -> std::io::Result<Vec<String>> {
+    use rustix::fs::{Mode, OFlags, RawDir};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut dir = RawDir::new(&fd, buf.spare_capacity_mut());
+    let mut names = Vec::new();
+    while let Some(entry) = dir.next() {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().to_str() {
+            if name != "." && name != ".." {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    Ok(names)
 }
 
 fn read_report(path: &Path, host: &str) -> Result<Report, String> {
@@ -472,19 +524,24 @@ fn read_report(path: &Path, host: &str) -> Result<Report, String> {
 }
 
 /// Reads a small file whole. Unlike `std::fs::read`, it does not ask for the file's size
-/// first: one system call less per file, on the path that reads three files per host.
+/// first, and a read that does not fill the buffer ends it (a regular file only reads
+/// short at its end): usually one `read` per file, on the path that reads three files per
+/// host.
 fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut bytes = vec![0; 4096];
     let mut len = 0;
     loop {
-        if len == bytes.len() {
-            bytes.resize(len * 2, 0);
-        }
         match file.read(&mut bytes[len..]) {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                if len < bytes.len() {
+                    break;
+                }
+                bytes.resize(len * 2, 0);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -12,6 +12,10 @@ use crate::rules::{valid_name, Directory, Member, Role, Rules, SecretRule};
 pub const RULES_FILE: &str = "secrets/secrets.toml";
 /// Where the ciphertexts live, relative to the fleet root.
 pub const SECRETS_DIR: &str = "secrets";
+/// Where host public keys live (`<name>.pub`), relative to the fleet root.
+pub const HOST_KEYS_DIR: &str = "keys/hosts";
+/// Where admin public keys live (`<name>.pub`), relative to the fleet root.
+pub const ADMIN_KEYS_DIR: &str = "keys/admins";
 
 /// A loaded, validated fleet.
 #[derive(Debug)]
@@ -74,8 +78,8 @@ impl Fleet {
             }
             Err(e) => return Err(Error::io(shown, e)),
         };
-        let hosts = read_key_dir(root, "keys/hosts")?;
-        let admins = read_key_dir(root, "keys/admins")?;
+        let hosts = read_key_dir(root, HOST_KEYS_DIR)?;
+        let admins = read_key_dir(root, ADMIN_KEYS_DIR)?;
         check_no_clashes(&hosts, &admins)?;
         let rules = Rules::parse(
             &text,

@@ -640,3 +640,40 @@ fn bad_status_settings_are_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_fleet_is_its_registered_hosts_and_no_flake_is_evaluated() {
+    let w = Written::new(&["web1"]);
+    // A flake dir defining two hosts, each registered; and a host registered before its
+    // configuration exists.
+    let flake = w.fleet.path("hosts/edge");
+    std::fs::create_dir_all(&flake).unwrap();
+    std::fs::write(flake.join("flake.nix"), "{ outputs = _: { }; }\n").unwrap();
+    for h in ["edge-a", "edge-b", "db9"] {
+        std::fs::write(w.fleet.path(&format!("keys/hosts/{h}.pub")), "ssh-ed25519 AAAA\n").unwrap();
+    }
+    w.publish("edge-a", 1, 60, None);
+    w.report("edge-a", 1, "applied", 30, None);
+    // A `nix` on PATH that leaves a mark when run: status must not need it.
+    let bin = w.fleet.home.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mark = w.fleet.home.join("nix-ran");
+    let nix = bin.join("nix");
+    std::fs::write(&nix, format!("#!/bin/sh\ntouch {}\nexit 1\n", mark.display())).unwrap();
+    std::fs::set_permissions(&nix, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = w
+        .fleet
+        .cmd(&["status", "--json", "--server-root", s(&w.server)])
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(!mark.exists(), "status ran nix");
+    assert_eq!(status_of(&doc, "edge-a"), "up-to-date", "{doc}");
+    assert_eq!(status_of(&doc, "edge-b"), "unpublished", "{doc}");
+    assert_eq!(status_of(&doc, "db9"), "unpublished", "{doc}");
+    assert_eq!(status_of(&doc, "web1"), "unpublished", "{doc}");
+    assert_eq!(doc["hosts"].as_array().unwrap().len(), 4, "{doc}");
+    assert_eq!(host(&doc, "edge-a")["in_fleet"], true);
+}
