@@ -9,9 +9,11 @@ use bento_secrets::rules::{Role, SecretRule};
 use bento_secrets::spec::SecretSpec;
 use bento_secrets::Fleet;
 
+use crate::dirents::Dir;
 use crate::error::Error;
 use crate::hosts::Host;
 use crate::manifest::{Manifest, FORMAT};
+use rustix::fs::FileType;
 
 /// One file of a bundle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,16 +163,13 @@ struct Walk<'a> {
 impl Walk<'_> {
     fn dir(&mut self, real: &Path, rel: &str, shown: &str) -> Result<(), Error> {
         self.ancestors.push(real.to_path_buf());
-        let mut entries = Vec::new();
-        for entry in std::fs::read_dir(real).map_err(|e| Error::io(shown, e))? {
-            entries.push(entry.map_err(|e| Error::io(shown, e))?);
-        }
-        entries.sort_by_key(|e| e.file_name());
+        let dir = Dir::open(real).map_err(|e| Error::io(shown, e))?;
+        let mut entries = dir.entries().map_err(|e| Error::io(shown, e))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         for entry in entries {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
+            let Some(name) = entry.name.to_str() else {
                 return Err(Error::at(
-                    format!("{shown}/{}", name.to_string_lossy()),
+                    format!("{shown}/{}", entry.name.to_string_lossy()),
                     "file name is not UTF-8; rename it",
                 ));
             };
@@ -181,36 +180,46 @@ impl Walk<'_> {
             if name.contains('\\') {
                 return Err(Error::at(child_shown, "file name holds a backslash; rename it"));
             }
-            let path = entry.path();
-            let lstat = entry.file_type().map_err(|e| Error::io(&child_shown, e))?;
-            // Only a symlink needs a second look: the directory entry tells the rest.
-            let (target, kind) = if lstat.is_symlink() {
-                let target = self.resolve(&path, &child_shown)?;
-                let meta = std::fs::metadata(&target).map_err(|e| Error::io(&child_shown, e))?;
-                (target, meta.file_type())
-            } else {
-                (path, lstat)
+            let io = |e| Error::io(&child_shown, e);
+            // The listing gives the type; only a symlink (or a file system that does
+            // not say) needs a stat.
+            let kind = match entry.kind {
+                Some(kind) => kind,
+                None => FileType::from_raw_mode(dir.stat(&entry.name).map_err(io)?.st_mode),
             };
-            if kind.is_dir() {
-                if self.ancestors.iter().any(|a| a == &target) {
-                    return Err(Error::at(
-                        child_shown,
-                        "symlink loop: it leads back to a directory that contains it; remove the link",
-                    ));
+            let bytes = if kind == FileType::Symlink {
+                let target = self.resolve(&real.join(name), &child_shown)?;
+                let meta = std::fs::metadata(&target).map_err(io)?;
+                if meta.is_dir() {
+                    self.enter(&target, &child_rel, &child_shown)?;
+                    continue;
+                } else if !meta.is_file() {
+                    return Err(not_a_file(child_shown));
                 }
-                self.dir(&target, &child_rel, &child_shown)?;
-            } else if kind.is_file() {
-                let bytes = std::fs::read(&target).map_err(|e| Error::io(&child_shown, e))?;
-                self.out.insert(child_rel, File::new(bytes));
+                std::fs::read(&target).map_err(io)?
+            } else if kind == FileType::Directory {
+                self.enter(&real.join(name), &child_rel, &child_shown)?;
+                continue;
+            } else if kind == FileType::RegularFile {
+                dir.read(&entry.name).map_err(io)?
             } else {
-                return Err(Error::at(
-                    child_shown,
-                    "not a regular file or directory (a socket, fifo or device?); remove it",
-                ));
-            }
+                return Err(not_a_file(child_shown));
+            };
+            self.out.insert(child_rel, File::new(bytes));
         }
         self.ancestors.pop();
         Ok(())
+    }
+
+    /// Walks into the directory `real`, unless that closes a loop.
+    fn enter(&mut self, real: &Path, rel: &str, shown: &str) -> Result<(), Error> {
+        if self.ancestors.iter().any(|a| a == real) {
+            return Err(Error::at(
+                shown,
+                "symlink loop: it leads back to a directory that contains it; remove the link",
+            ));
+        }
+        self.dir(real, rel, shown)
     }
 
     /// The real path of a symlink, which must stay inside the fleet repo.
@@ -243,6 +252,13 @@ impl Walk<'_> {
         }
         Ok(real)
     }
+}
+
+fn not_a_file(shown: String) -> Error {
+    Error::at(
+        shown,
+        "not a regular file or directory (a socket, fifo or device?); remove it",
+    )
 }
 
 #[cfg(test)]

@@ -401,7 +401,7 @@ pub fn derive(
 
 /// The generation `current` names; `Ok(None)` when there is no `current`.
 fn read_current(dir: &Path) -> Result<Option<u64>, String> {
-    match read_file(&dir.join(CURRENT_FILE)) {
+    match crate::dirents::read_path(&dir.join(CURRENT_FILE)) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             text.trim().parse().map(Some).map_err(|_| {
@@ -425,7 +425,7 @@ struct Published {
 
 fn read_published(dir: &Path, generation: u64) -> Result<Published, String> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
-    let bytes = read_file(&dir.join(&rel)).map_err(|e| match e.kind() {
+    let bytes = crate::dirents::read_path(&dir.join(&rel)).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
         }
@@ -484,32 +484,17 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
     newest
 }
 
-/// The names in a directory (UTF-8 ones; `.` and `..` left out). Lighter than
-/// `std::fs::read_dir`, which also stats the directory: on the path that lists one
-/// directory per host.
+/// The UTF-8 names in a directory.
 fn list_dir(path: &Path) -> std::io::Result<Vec<String>> {
-    use rustix::fs::{Mode, OFlags, RawDir};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut dir = RawDir::new(&fd, buf.spare_capacity_mut());
-    let mut names = Vec::new();
-    while let Some(entry) = dir.next() {
-        let entry = entry?;
-        if let Ok(name) = entry.file_name().to_str() {
-            if name != "." && name != ".." {
-                names.push(name.to_owned());
-            }
-        }
-    }
-    Ok(names)
+    let entries = crate::dirents::Dir::open(path)?.entries()?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| e.name.into_string().ok())
+        .collect())
 }
 
 fn read_report(path: &Path, host: &str) -> Result<Report, String> {
-    let bytes = read_file(path).map_err(|e| e.to_string())?;
+    let bytes = crate::dirents::read_path(path).map_err(|e| e.to_string())?;
     let report: Report = serde_json::from_slice(&bytes).map_err(|e| format!("not a report ({e})"))?;
     if report.host != host {
         return Err(format!(
@@ -521,33 +506,6 @@ fn read_report(path: &Path, host: &str) -> Result<Report, String> {
         return Err(format!("time `{}` is not RFC 3339", report.time.escape_default()));
     }
     Ok(report)
-}
-
-/// Reads a small file whole. Unlike `std::fs::read`, it does not ask for the file's size
-/// first, and a read that does not fill the buffer ends it (a regular file only reads
-/// short at its end): usually one `read` per file, on the path that reads three files per
-/// host.
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut bytes = vec![0; 4096];
-    let mut len = 0;
-    loop {
-        match file.read(&mut bytes[len..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                len += n;
-                if len < bytes.len() {
-                    break;
-                }
-                bytes.resize(len * 2, 0);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    bytes.truncate(len);
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! bundles checked with `ssh-keygen -Y verify`, no-op and partial deploys, refusals.
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -506,6 +507,44 @@ fn bad_host_inputs_are_clear_errors() {
     let e = fails(&d.deploy(&[]));
     assert!(e.contains("hosts/web1/self") && e.contains("loop"), "{e}");
     std::fs::remove_file(d.fleet.path("hosts/web1/self")).unwrap();
+
+    std::os::unix::fs::symlink("gone.nix", d.fleet.path("hosts/web1/dangling")).unwrap();
+    let e = fails(&d.deploy(&[]));
+    assert!(
+        e.contains("hosts/web1/dangling") && e.contains("dangling symlink"),
+        "{e}"
+    );
+    std::fs::remove_file(d.fleet.path("hosts/web1/dangling")).unwrap();
+
+    let fifo = d.fleet.path("hosts/web1/pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let e = fails(&d.deploy(&[]));
+    assert!(
+        e.contains("hosts/web1/pipe") && e.contains("not a regular file"),
+        "{e}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+
+    let odd = d
+        .fleet
+        .path("hosts/web1")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.nix"));
+    write(&odd, "{ }\n");
+    let e = fails(&d.deploy(&[]));
+    assert!(
+        e.contains("hosts/web1/caf") && e.contains("not UTF-8; rename it"),
+        "{e}"
+    );
+    std::fs::remove_file(&odd).unwrap();
+
+    write(&d.fleet.path("hosts/web1/a\\b.nix"), "{ }\n");
+    let e = fails(&d.deploy(&[]));
+    assert!(e.contains("holds a backslash"), "{e}");
+    std::fs::remove_file(d.fleet.path("hosts/web1/a\\b.nix")).unwrap();
 
     let e = fails(&d.deploy(&["nosuch"]));
     assert!(e.contains("no such host `nosuch`"), "{e}");

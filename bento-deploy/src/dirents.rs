@@ -1,0 +1,135 @@
+//! Directory listings straight from `getdents64`, with each entry's type, and files
+//! opened relative to their directory. For the paths that walk thousands of small
+//! directories (`bento status`, `bento deploy`): `std::fs::read_dir` adds an `fstat` per
+//! directory, and each absolute path is looked up again component by component.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat};
+
+/// An open directory.
+pub struct Dir {
+    fd: OwnedFd,
+}
+
+/// One entry of a directory (never `.` or `..`).
+pub struct Entry {
+    /// Its name.
+    pub name: OsString,
+    /// Its type as the listing gives it: `None` when the file system does not say.
+    pub kind: Option<FileType>,
+}
+
+impl Dir {
+    /// Opens the directory at `path`.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(Dir {
+            fd: rustix::fs::open(path, flags, Mode::empty())?,
+        })
+    }
+
+    /// Every entry, in the order the file system gives them.
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let mut buf = Vec::with_capacity(32 * 1024);
+        let mut raw = RawDir::new(&self.fd, buf.spare_capacity_mut());
+        let mut entries = Vec::new();
+        while let Some(entry) = raw.next() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = entry.file_type();
+            entries.push(Entry {
+                name: OsStr::from_bytes(name).to_owned(),
+                kind: (kind != FileType::Unknown).then_some(kind),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// `stat` of the entry `name`, not following a symlink.
+    pub fn stat(&self, name: &OsStr) -> io::Result<Stat> {
+        Ok(rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// The whole content of the regular file `name` (a symlink is refused).
+    pub fn read(&self, name: &OsStr) -> io::Result<Vec<u8>> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        read_whole(std::fs::File::from(rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            Mode::empty(),
+        )?))
+    }
+}
+
+/// The whole content of the regular file at `path`.
+pub fn read_path(path: &Path) -> io::Result<Vec<u8>> {
+    read_whole(std::fs::File::open(path)?)
+}
+
+/// Reads a regular file whole. Unlike `std::fs::read`, it does not ask for the size first,
+/// and a read that does not fill the buffer ends it (a regular file reads short only at
+/// its end): a small file takes one `read`.
+fn read_whole(mut file: std::fs::File) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0; 8 * 1024];
+    let mut len = 0;
+    loop {
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < bytes.len() {
+                    break;
+                }
+                bytes.resize(len * 2, 0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_with_types_and_reads_relative() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "hello").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("l")).unwrap();
+        let d = Dir::open(dir.path()).unwrap();
+        let mut entries: Vec<(String, Option<FileType>)> = d
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.into_string().unwrap(), e.kind))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "d", "l"]);
+        assert_eq!(d.read(OsStr::new("a")).unwrap(), b"hello");
+        assert_eq!(d.stat(OsStr::new("a")).unwrap().st_size, 5);
+        assert!(d.read(OsStr::new("l")).is_err(), "a symlink is not followed");
+        // Larger than the first buffer: read whole all the same.
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        assert_eq!(d.read(OsStr::new("big")).unwrap(), big);
+        assert_eq!(read_path(&dir.path().join("big")).unwrap(), big);
+        assert_eq!(
+            FileType::from_raw_mode(d.stat(OsStr::new("l")).unwrap().st_mode),
+            FileType::Symlink
+        );
+    }
+}
