@@ -47,6 +47,8 @@ make_fleet "$work/fleet" "$n"
 sed -i 's/^all = \[\(.*\)\]$/all = [\1,"host12"]/' "$work/fleet/secrets/secrets.toml"
 cp -r "$work/fleet" "$work/agenix"
 
+# Both sides start with nothing left to flush from setting up.
+sync
 t0=$(now)
 "$bento" --fleet "$work/fleet" secret rekey -i "$work/admin" 2>/dev/null
 t1=$(now)
@@ -54,6 +56,7 @@ t1=$(now)
 
 recipients=(-R "$work/admin.pub")
 for i in $(seq 1 12); do recipients+=(-R "$work/host$i.pub"); done
+sync
 t2=$(now)
 for s in $(seq 1 "$n"); do
   f="$work/agenix/secrets/s$s.age"

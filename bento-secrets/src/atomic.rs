@@ -3,64 +3,152 @@
 
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// Replaces `path` with `bytes`, atomically, with permissions `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = stage(path, bytes, mode)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    replace(path, bytes, mode)?;
     std::fs::File::open(parent_of(path))?.sync_all()
 }
 
-/// How many fsyncs run at once in [`write_many`]: they wait on the disk, not the CPU.
+/// How many files [`Writer`] writes and syncs at once: they wait on the disk, not the CPU.
 const PARALLEL_SYNCS: usize = 16;
 
 /// Replaces several files, each one atomically as in [`write_atomic`]; the fsyncs run
 /// concurrently and each directory is synced once. One result per file, in order.
 pub fn write_many(files: &[(&Path, &[u8], u32)]) -> Vec<io::Result<()>> {
-    let staged: Vec<io::Result<tempfile::NamedTempFile>> = files
-        .iter()
-        .map(|(path, bytes, mode)| stage(path, bytes, *mode))
-        .collect();
-    let synced: Vec<io::Result<()>> = std::thread::scope(|scope| {
-        let chunk = staged.len().div_ceil(PARALLEL_SYNCS).max(1);
-        let handles: Vec<_> = staged
-            .chunks(chunk)
-            .map(|group| {
-                scope.spawn(move || {
-                    group
-                        .iter()
-                        .map(|t| match t {
-                            Ok(tmp) => tmp.as_file().sync_all(),
-                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                        })
-                        .collect::<Vec<_>>()
+    let writer = Writer::new();
+    for (path, bytes, mode) in files {
+        writer.submit(path.to_path_buf(), bytes.to_vec(), *mode);
+    }
+    writer.finish()
+}
+
+/// Replaces files atomically (temp file, fsync, rename) on background threads, so the
+/// disk syncs of some files overlap the work that produces the next ones. Each directory
+/// is synced once, in [`Writer::finish`].
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    submitted: AtomicUsize,
+    threads: Vec<std::thread::JoinHandle<Vec<Done>>>,
+}
+
+/// A finished job: its ticket, and the path it replaced.
+type Done = (usize, io::Result<PathBuf>);
+
+struct Job {
+    ticket: usize,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+impl Writer {
+    /// Starts the writing threads.
+    pub fn new() -> Writer {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        // Creating and renaming files changes their directory, which the kernel lets one
+        // thread do at a time: threads that try at once only spin on its lock. So those
+        // steps take turns, and only the syncs run side by side.
+        let dir_ops = Arc::new(Mutex::new(()));
+        let threads = (0..PARALLEL_SYNCS)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let dir_ops = Arc::clone(&dir_ops);
+                std::thread::spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        // Its own statement: the lock is held while waiting for a job, not
+                        // while doing it.
+                        let next = lock(&rx).recv();
+                        let Ok(job) = next else { break };
+                        let staged = {
+                            let _turn = lock(&dir_ops);
+                            stage(&job.path, &job.bytes, job.mode)
+                        };
+                        let result = staged.and_then(|tmp| {
+                            tmp.as_file().sync_all()?;
+                            let _turn = lock(&dir_ops);
+                            tmp.persist(&job.path).map_err(|e| e.error)
+                        });
+                        let result = result.map(|_| job.path);
+                        done.push((job.ticket, result));
+                    }
+                    done
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("fsync thread"))
-            .collect()
-    });
-    let mut dirs = std::collections::BTreeSet::new();
-    let results: Vec<io::Result<()>> = staged
-        .into_iter()
-        .zip(synced)
-        .zip(files)
-        .map(|((tmp, synced), (path, _, _))| {
-            synced?;
-            tmp?.persist(path).map_err(|e| e.error)?;
-            dirs.insert(parent_of(path).to_path_buf());
-            Ok(())
-        })
-        .collect();
-    for dir in dirs {
-        // The renames are done; a failed directory sync only weakens durability.
-        let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+        Writer {
+            jobs: tx,
+            submitted: AtomicUsize::new(0),
+            threads,
+        }
     }
-    results
+
+    /// Queues `path` to be replaced by `bytes` with permissions `mode`; returns its ticket:
+    /// the index of its result in [`Writer::finish`]'s.
+    pub fn submit(&self, path: PathBuf, bytes: Vec<u8>, mode: u32) -> usize {
+        let ticket = self.submitted.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            ticket,
+            path,
+            bytes,
+            mode,
+        };
+        // The threads stop only once the sender is dropped, in `finish`: this cannot fail.
+        let _ = self.jobs.send(job);
+        ticket
+    }
+
+    /// Waits for every file, syncs their directories, and returns one result per
+    /// submitted file, by ticket.
+    pub fn finish(self) -> Vec<io::Result<()>> {
+        let Writer {
+            jobs,
+            submitted,
+            threads,
+        } = self;
+        drop(jobs);
+        let mut results: Vec<Option<io::Result<()>>> = (0..submitted.into_inner()).map(|_| None).collect();
+        let mut dirs = std::collections::BTreeSet::new();
+        for thread in threads {
+            let done = thread.join().unwrap_or_else(|_| Vec::new());
+            for (ticket, result) in done {
+                results[ticket] = Some(result.map(|path| {
+                    dirs.insert(parent_of(&path).to_path_buf());
+                }));
+            }
+        }
+        for dir in dirs {
+            // The renames are done; a failed directory sync only weakens durability.
+            let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("the writing thread stopped"))))
+            .collect()
+    }
+}
+
+impl Default for Writer {
+    fn default() -> Writer {
+        Writer::new()
+    }
+}
+
+/// Temp file, fsync, rename: `path` is either the old file or the new one.
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = stage(path, bytes, mode)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn parent_of(path: &Path) -> &Path {

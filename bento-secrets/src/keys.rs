@@ -45,6 +45,10 @@ pub struct RecipientKey {
     kind: KeyKind,
     /// The canonical text: `ssh-ed25519 AAAA…` (no comment) or the `age1…` string.
     text: String,
+    /// [`RecipientKey::fingerprint`], computed once: verify and rekey ask for it per secret.
+    fingerprint: String,
+    /// [`RecipientKey::ssh_tag`], computed once.
+    tag: Option<String>,
 }
 
 impl RecipientKey {
@@ -56,17 +60,11 @@ impl RecipientKey {
         }
         if line.starts_with("age1") {
             if let Ok(r) = age::x25519::Recipient::from_str(line) {
-                return Ok(RecipientKey {
-                    kind: KeyKind::X25519,
-                    text: r.to_string(),
-                });
+                return Ok(RecipientKey::new(KeyKind::X25519, r.to_string()));
             }
             if let Ok(r) = age::plugin::Recipient::from_str(line) {
                 let plugin = r.plugin().to_owned();
-                return Ok(RecipientKey {
-                    kind: KeyKind::Plugin(plugin),
-                    text: r.to_string(),
-                });
+                return Ok(RecipientKey::new(KeyKind::Plugin(plugin), r.to_string()));
             }
             return Err(format!(
                 "`{}` is not a valid age recipient (bad bech32 encoding)",
@@ -107,14 +105,23 @@ impl RecipientKey {
         &self.text
     }
 
-    /// The ssh wire encoding of the public key (ssh keys only).
-    fn ssh_wire(&self) -> Option<Vec<u8>> {
-        match self.kind {
-            KeyKind::SshEd25519 | KeyKind::SshRsa => {
-                let b64 = self.text.split_whitespace().nth(1)?;
-                BASE64_STANDARD.decode(b64).ok()
-            }
+    fn new(kind: KeyKind, text: String) -> RecipientKey {
+        let wire = match kind {
+            KeyKind::SshEd25519 | KeyKind::SshRsa => text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|b64| BASE64_STANDARD.decode(b64).ok()),
             _ => None,
+        };
+        let digest = match &wire {
+            Some(wire) => Sha256::digest(wire),
+            None => Sha256::digest(text.as_bytes()),
+        };
+        RecipientKey {
+            fingerprint: format!("SHA256:{}", BASE64_STANDARD_NO_PAD.encode(digest)),
+            tag: wire.as_deref().map(ssh_tag_of_wire),
+            kind,
+            text,
         }
     }
 
@@ -122,17 +129,13 @@ impl RecipientKey {
     ///
     /// Only ssh keys have one; X25519 and plugin stanzas are anonymous.
     pub fn ssh_tag(&self) -> Option<String> {
-        self.ssh_wire().map(|wire| ssh_tag_of_wire(&wire))
+        self.tag.clone()
     }
 
     /// A stable fingerprint: `SHA256:…` of the ssh wire key (like `ssh-keygen -l`), or of
     /// the recipient string for age keys.
     pub fn fingerprint(&self) -> String {
-        let digest = match self.ssh_wire() {
-            Some(wire) => Sha256::digest(&wire),
-            None => Sha256::digest(self.text.as_bytes()),
-        };
-        format!("SHA256:{}", BASE64_STANDARD_NO_PAD.encode(digest))
+        self.fingerprint.clone()
     }
 }
 
@@ -157,10 +160,7 @@ fn parse_ssh(line: &str) -> Result<RecipientKey, String> {
             } else {
                 KeyKind::SshEd25519
             };
-            Ok(RecipientKey {
-                kind,
-                text: r.to_string(),
-            })
+            Ok(RecipientKey::new(kind, r.to_string()))
         }
         Err(E::RsaModulusTooSmall) => Err("ssh-rsa key is weaker than 2048 bits; use ed25519".into()),
         Err(E::RsaModulusTooLarge) => Err("ssh-rsa key is larger than 4096 bits".into()),

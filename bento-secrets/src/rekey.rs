@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use rayon::prelude::*;
 
-use crate::atomic::write_many;
+use crate::atomic::Writer;
 use crate::error::{Error, Result};
 use crate::extend;
 use crate::fleet::Fleet;
@@ -111,32 +111,29 @@ pub fn rekey(
     ids: &Identities,
     on_done: &(dyn Fn(&str, bool) + Sync),
 ) -> Result<Vec<(String, Result<()>)>> {
-    let sealed: Vec<Result<(Vec<u8>, LockEntry)>> = targets
+    // Each file is handed to the writer as soon as it is encrypted: the disk syncs of the
+    // first overlap the encryption of the next.
+    let writer = Writer::new();
+    let sealed: Vec<Result<(usize, LockEntry)>> = targets
         .par_iter()
         .map(|rule| {
-            let result = rekey_one(fleet, rule, &plan(fleet, report, rule, all), ids);
+            let result = rekey_one(fleet, rule, &plan(fleet, report, rule, all), ids).map(|(out, entry)| {
+                (
+                    writer.submit(fleet.secret_path(rule), out, store::ciphertext_mode()),
+                    entry,
+                )
+            });
             on_done(&rule.name, result.is_ok());
             result
         })
         .collect();
-
-    let paths: Vec<_> = targets.iter().map(|r| fleet.secret_path(r)).collect();
-    let to_write: Vec<(&std::path::Path, &[u8], u32)> = sealed
-        .iter()
-        .zip(&paths)
-        .filter_map(|(s, p)| {
-            s.as_ref()
-                .ok()
-                .map(|(c, _)| (p.as_path(), c.as_slice(), store::ciphertext_mode()))
-        })
-        .collect();
-    let mut written = write_many(&to_write).into_iter();
+    let mut written: Vec<Option<std::io::Result<()>>> = writer.finish().into_iter().map(Some).collect();
 
     let mut results = Vec::with_capacity(targets.len());
     let mut entries = Vec::new();
     for (rule, sealed) in targets.iter().zip(sealed) {
-        let result = sealed.and_then(|(_, entry)| {
-            let wrote = written.next().expect("one write result per sealed secret");
+        let result = sealed.and_then(|(ticket, entry)| {
+            let wrote = written[ticket].take().expect("one write result per ticket");
             wrote.map_err(|e| Error::io(fleet.secret_shown(rule), e))?;
             entries.push((rule.name.clone(), entry));
             Ok(())

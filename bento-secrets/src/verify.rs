@@ -6,6 +6,7 @@
 //! names every key a file was encrypted to, and is trusted only while the file's SHA-256
 //! still matches it).
 
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -115,9 +116,14 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
         findings: Vec::new(),
         locked: lock.present,
     };
-    for rule in fleet.rules.secrets.values() {
-        report.findings.extend(check_secret(fleet, rule, &lock)?);
-    }
+    // Each secret is read and checked on its own: in parallel, the findings kept in rule
+    // order.
+    let rules: Vec<&SecretRule> = fleet.rules.secrets.values().collect();
+    let checked: Vec<Vec<Finding>> = rules
+        .par_iter()
+        .map(|rule| check_secret(fleet, rule, &lock))
+        .collect::<Result<_>>()?;
+    report.findings.extend(checked.into_iter().flatten());
     let known: BTreeSet<&str> = fleet.rules.secrets.values().map(|r| r.file.as_str()).collect();
     for file in age_files(fleet.secrets_dir()) {
         if !known.contains(file.as_str()) {
