@@ -14,7 +14,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// How many files [`Writer`] writes and syncs at once: they wait on the disk, not the CPU.
-const PARALLEL_SYNCS: usize = 16;
+const PARALLEL_SYNCS: usize = 32;
 
 /// Replaces several files, each one atomically as in [`write_atomic`]; the fsyncs run
 /// concurrently and each directory is synced once. One result per file, in order.
