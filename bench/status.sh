@@ -6,7 +6,8 @@
 #   BENCH_DIR=dir bench/status.sh         keep the layout in dir (and reuse it next time)
 #
 # Lays out a fleet of HOSTS hosts and a server root as agents leave it: per host `current`,
-# the current generation's manifest.json, and REPORTS reports (each with its log) in logs/.
+# the current generation's manifest.json, and REPORTS reports (each with its log) and the
+# agent's heartbeat in logs/.
 # Then times `bento status --json` (warm cache, best of 5). Target: under 0.5 s.
 # Needs: cargo.
 set -euo pipefail
@@ -33,7 +34,7 @@ ms() { echo $(( ($2 - $1) / 1000000 )); }
 
 fleet=$work/fleet
 server=$work/server
-if [[ ! -e $work/laid-out-$hosts-$reports ]]; then
+if [[ ! -e $work/laid-out-2-$hosts-$reports ]]; then
 rm -rf "$fleet" "$server"
 mkdir -p "$fleet" "$server"
 (cd "$fleet" && "$bento" init >/dev/null 2>&1)
@@ -60,9 +61,11 @@ for ((i = 1; i <= hosts; i++)); do
       "$h" "$g" $(( g - 1 )) "$state" "$t" "$system" "$h" >"$d/logs/$name.json"
     : >"$d/logs/${name/report-/log-}.txt.gz"
   done
+  printf '{"format":1,"host":"%s","time":"2026-11-%02dT00:00:00Z","applied":%d,"agent":"0.1.0"}' \
+    "$h" $(( reports % 28 + 2 )) "$reports" >"$d/logs/seen.json"
 done
 echo "laid out in $(ms "$t0" "$(now)") ms" >&2
-touch "$work/laid-out-$hosts-$reports"
+touch "$work/laid-out-2-$hosts-$reports"
 fi
 
 run() { "$bento" --fleet "$fleet" status --json --server-root "$server" >"$work/out.json" || true; }

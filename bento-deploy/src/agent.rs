@@ -74,8 +74,10 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let _lock = lock(&config.state_dir)?;
     let mut state = load_state(&config.state_dir);
     let mut transport = connect(config)?;
-    // Reports of earlier runs that could not be sent go first.
+    // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
+    // are best effort: the run itself does not depend on them.
     let _ = report::flush(&config.state_dir, transport.as_mut());
+    let _ = report::beat(transport.as_mut(), &config.host, state.applied);
 
     let current = match transport.read(CURRENT_FILE) {
         Ok(bytes) => parse_generation(&bytes)?,

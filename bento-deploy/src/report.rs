@@ -2,6 +2,10 @@
 //! compressed log) in its `logs/` directory on the server. A report that cannot be
 //! uploaded waits in `<state_dir>/outbox/` and goes with the next run.
 //!
+//! Every poll also rewrites a small heartbeat, `logs/seen.json`, even when nothing
+//! changed, so `bento status` can tell an idle, healthy host from one that stopped
+//! polling.
+//!
 //! Reports never carry secret material: names of secrets, never their content.
 
 use std::io::Write;
@@ -83,6 +87,38 @@ impl Report {
 /// The outbox of reports not yet uploaded.
 pub fn outbox(state_dir: &Path) -> PathBuf {
     state_dir.join("outbox")
+}
+
+/// The heartbeat's file name in `logs/` (not a report name: status lists reports by their
+/// `report-` prefix).
+pub const HEARTBEAT_FILE: &str = "seen.json";
+
+/// What a host says at every poll: that it polled, when, and what it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The host.
+    pub host: String,
+    /// When it polled, RFC 3339 UTC (the host's clock).
+    pub time: String,
+    /// The generation it had applied when it polled.
+    pub applied: Option<u64>,
+    /// The agent's version.
+    pub agent: String,
+}
+
+/// Rewrites the host's heartbeat in `logs/`: a few dozen bytes per poll.
+pub fn beat(transport: &mut dyn Transport, host: &str, applied: Option<u64>) -> std::io::Result<()> {
+    let heartbeat = Heartbeat {
+        format: FORMAT,
+        host: host.to_owned(),
+        time: crate::manifest::now_rfc3339(),
+        applied,
+        agent: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let json = serde_json::to_vec(&heartbeat).map_err(std::io::Error::other)?;
+    transport.write(&format!("{}/{HEARTBEAT_FILE}", crate::layout::LOGS_DIR), &json)
 }
 
 /// Queues a report (and its log) in the outbox.

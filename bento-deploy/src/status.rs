@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
-use crate::report::{Report, State};
+use crate::report::{Heartbeat, Report, State, HEARTBEAT_FILE};
 pub use crate::status_time::{parse_rfc3339, rfc3339};
 
 /// The version of the `--json` shape.
@@ -130,6 +130,11 @@ pub struct HostStatus {
     pub reported_at: Option<String>,
     /// Seconds since then.
     pub reported_ago_seconds: Option<u64>,
+    /// When the host last polled: its heartbeat (`logs/seen.json`), or its newest report
+    /// when that is later. `None` when neither is there (or an agent without heartbeats).
+    pub seen_at: Option<String>,
+    /// Seconds since then.
+    pub seen_ago_seconds: Option<u64>,
     /// Expected minus reported generation (a host that never reported counts as 0).
     pub generation_lag: Option<i64>,
     /// The newest readable report's file name in `logs/`.
@@ -329,6 +334,18 @@ fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> Host
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
+    let heartbeat_secs = match read_heartbeat(&dir, name) {
+        Ok(secs) => secs,
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    };
+    // The later of the heartbeat and the newest report, with its text.
+    let seen = [heartbeat_secs, reported_secs.filter(|_| heartbeat_secs.is_some())]
+        .into_iter()
+        .flatten()
+        .max();
     let published_secs = published.as_ref().and_then(|p| parse_rfc3339(&p.created));
     let ago = |t: Option<u64>| t.map(|t| options.now.saturating_sub(t));
     let status = if bad_current {
@@ -336,12 +353,13 @@ fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> Host
     } else if newest.newest_is_bad {
         Status::BadReport
     } else {
-        derive(
+        let derived = derive(
             current,
             ago(published_secs),
             report.as_ref().map(|(_, r)| (r, ago(reported_secs))),
             options.stale_secs,
-        )
+        );
+        unless_unseen(derived, ago(seen), options.stale_secs)
     };
     let r = report.as_ref().map(|(_, r)| r);
     HostStatus {
@@ -357,6 +375,8 @@ fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> Host
         reported_system: r.and_then(|r| r.system_after.clone().or_else(|| r.system_before.clone())),
         reported_at: r.map(|r| r.time.clone()),
         reported_ago_seconds: ago(reported_secs),
+        seen_at: seen.map(rfc3339),
+        seen_ago_seconds: ago(seen),
         generation_lag: current.map(|g| g as i64 - r.map_or(0, |r| r.generation) as i64),
         report_file: report.as_ref().map(|(file, _)| file.clone()),
         error: r.and_then(|r| r.error.clone()),
@@ -397,6 +417,40 @@ pub fn derive(
         State::Interrupted if overdue(reported_ago) => Status::Stale,
         State::Interrupted => Status::Interrupted,
     }
+}
+
+/// A host whose heartbeat (`seen_ago`: seconds since it last polled) is older than
+/// `stale_secs` is `stale`, however fine its last report: it stopped polling. A specific
+/// problem (failed, rolled back, ...) stays what it is.
+pub fn unless_unseen(status: Status, seen_ago: Option<u64>, stale_secs: u64) -> Status {
+    let quiet = seen_ago.is_some_and(|a| a >= stale_secs);
+    match status {
+        Status::UpToDate | Status::Pending | Status::Interrupted if quiet => Status::Stale,
+        other => other,
+    }
+}
+
+/// When the host's heartbeat says it last polled (seconds since the epoch); `Ok(None)`
+/// when it has none (an agent that predates heartbeats).
+fn read_heartbeat(dir: &Path, host: &str) -> Result<Option<u64>, String> {
+    let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
+    let bytes = match crate::dirents::read_path(&dir.join(&rel)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{rel}: {e}")),
+    };
+    let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
+    let beat: Heartbeat =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a heartbeat ({e})")))?;
+    if beat.host != host {
+        return Err(bad(format!(
+            "a heartbeat of host `{}`",
+            beat.host.escape_default()
+        )));
+    }
+    parse_rfc3339(&beat.time)
+        .map(Some)
+        .ok_or_else(|| bad(format!("time `{}` is not RFC 3339", beat.time.escape_default())))
 }
 
 /// The generation `current` names; `Ok(None)` when there is no `current`.

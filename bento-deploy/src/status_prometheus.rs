@@ -12,7 +12,7 @@ struct PerHost {
     value: fn(&HostStatus) -> Option<f64>,
 }
 
-const PER_HOST: [PerHost; 4] = [
+const PER_HOST: [PerHost; 5] = [
     PerHost {
         name: "bento_host_up_to_date",
         help: "1 when the host reported applying the generation published for it, else 0.",
@@ -23,6 +23,16 @@ const PER_HOST: [PerHost; 4] = [
         help: "When the host's newest report was made, in seconds since the epoch.",
         value: |h| {
             h.reported_at
+                .as_deref()
+                .and_then(crate::status::parse_rfc3339)
+                .map(|t| t as f64)
+        },
+    },
+    PerHost {
+        name: "bento_host_last_seen_timestamp_seconds",
+        help: "When the host last polled (its heartbeat, or its newest report when later), in seconds since the epoch.",
+        value: |h| {
+            h.seen_at
                 .as_deref()
                 .and_then(crate::status::parse_rfc3339)
                 .map(|t| t as f64)

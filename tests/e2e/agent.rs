@@ -211,8 +211,14 @@ fn a_no_change_poll_reads_only_current() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(l.reports().len(), before, "a no-change poll uploads nothing");
+    assert_eq!(l.reports().len(), before, "a no-change poll uploads no report");
     assert_eq!(l.calls().lines().count(), 1, "nothing ran again");
+    // Only the heartbeat, rewritten at every poll.
+    let beat: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.server.join("web1/logs/seen.json")).unwrap()).unwrap();
+    assert_eq!(beat["host"], "web1");
+    assert_eq!(beat["applied"], 1);
+    assert!(bento_deploy::status::parse_rfc3339(beat["time"].as_str().unwrap()).is_some());
 }
 
 #[test]
@@ -425,10 +431,17 @@ fn pulls_over_a_real_chrooted_sftp_server() {
             .any(|e| e.file_name().to_string_lossy().starts_with("report-")),
         "report uploaded"
     );
-    // A no-change poll over sftp.
+    // A no-change poll over sftp: it rewrites the heartbeat, through the chroot.
+    let seen = sshd.root.join("web1/logs/seen.json");
+    std::fs::remove_file(&seen).unwrap();
     let out = l.agent(&[]);
     ok(&out);
     assert!(stderr(&out).contains("up to date"));
+    let beat: serde_json::Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+    assert_eq!(
+        (beat["host"].as_str(), beat["applied"].as_u64()),
+        (Some("web1"), Some(1))
+    );
     // A server whose key is not the pinned one is refused.
     let wrong = l.fleet.home.join("wrong_known_hosts");
     std::fs::write(

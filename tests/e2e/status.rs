@@ -179,6 +179,16 @@ impl Written {
         name
     }
 
+    /// Writes the heartbeat an agent leaves at each poll, `ago` seconds ago.
+    fn seen(&self, host: &str, ago: u64) {
+        let beat = json!({
+            "format": 1, "host": host, "time": time(ago), "applied": 1, "agent": "0.1.0",
+        });
+        let logs = self.server.join(host).join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("seen.json"), serde_json::to_vec(&beat).unwrap()).unwrap();
+    }
+
     fn bento(&self, args: &[&str]) -> Output {
         let mut all = args.to_vec();
         all.extend(["--server-root", s(&self.server)]);
@@ -376,6 +386,8 @@ fn json_field_names_are_stable() {
         "reported_system",
         "reported_at",
         "reported_ago_seconds",
+        "seen_at",
+        "seen_ago_seconds",
         "generation_lag",
         "report_file",
         "error",
@@ -676,4 +688,52 @@ fn the_fleet_is_its_registered_hosts_and_no_flake_is_evaluated() {
     assert_eq!(status_of(&doc, "web1"), "unpublished", "{doc}");
     assert_eq!(doc["hosts"].as_array().unwrap().len(), 4, "{doc}");
     assert_eq!(host(&doc, "edge-a")["in_fleet"], true);
+}
+
+#[test]
+fn the_heartbeat_tells_an_idle_host_from_a_silent_one() {
+    let w = Written::new(&["idle", "gone", "failing", "garbled", "old-agent"]);
+    let day = 24 * 3600;
+    for h in ["idle", "gone", "failing", "garbled", "old-agent"] {
+        w.publish(h, 1, 10 * day, None);
+    }
+    // Both applied ten days ago and stayed quiet; one still polls, one stopped a day ago.
+    w.report("idle", 1, "applied", 10 * day, None);
+    w.seen("idle", 60);
+    w.report("gone", 1, "applied", 10 * day, None);
+    w.seen("gone", day);
+    // A specific problem stays what it is.
+    w.report("failing", 1, "failed", 10 * day, None);
+    w.seen("failing", day);
+    // A heartbeat that cannot be read is named; the status comes from the report.
+    w.report("garbled", 1, "applied", 10 * day, None);
+    std::fs::write(
+        w.server.join("garbled/logs/seen.json"),
+        br#"{"format": 1, "host": "idle""#,
+    )
+    .unwrap();
+    // An agent without heartbeats: judged by its reports alone, as before.
+    w.report("old-agent", 1, "applied", 10 * day, None);
+
+    let (doc, _) = status_json(&w.fleet, &w.server);
+    assert_eq!(status_of(&doc, "idle"), "up-to-date", "{doc}");
+    let seen = host(&doc, "idle")["seen_ago_seconds"].as_u64().unwrap();
+    assert!((60..120).contains(&seen), "{seen}");
+    assert_eq!(status_of(&doc, "gone"), "stale", "{doc}");
+    assert!(host(&doc, "gone")["seen_ago_seconds"].as_u64().unwrap() >= day);
+    assert_eq!(status_of(&doc, "failing"), "failed", "{doc}");
+    assert_eq!(status_of(&doc, "garbled"), "up-to-date", "{doc}");
+    let problem = host(&doc, "garbled")["problem"].as_str().unwrap().to_owned();
+    assert!(problem.contains("logs/seen.json: not a heartbeat"), "{problem}");
+    assert_eq!(status_of(&doc, "old-agent"), "up-to-date", "{doc}");
+    assert_eq!(host(&doc, "old-agent")["seen_at"], Value::Null);
+
+    // The Prometheus output carries the last-seen time.
+    let out = w.bento(&["status", "--prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bento_host_last_seen_timestamp_seconds{host=\"idle\"}")),
+        "{text}"
+    );
 }
