@@ -137,7 +137,7 @@ fn colour_of(s: Status) -> &'static str {
 }
 
 /// One host's cells.
-fn row(h: &HostStatus) -> [String; 8] {
+fn row(h: &HostStatus) -> [String; 9] {
     let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
     let reported = match (h.reported_generation, h.reported_state) {
         (Some(g), Some(state)) => {
@@ -164,6 +164,7 @@ fn row(h: &HostStatus) -> [String; 8] {
         gen(h.expected_generation),
         reported,
         ago(h.reported_ago_seconds),
+        ago(h.seen_ago_seconds),
         ago(h.published_ago_seconds),
         system.into(),
         h.ssh.clone().unwrap_or_else(|| "-".into()),
@@ -171,24 +172,25 @@ fn row(h: &HostStatus) -> [String; 8] {
 }
 
 fn table(fleet_status: &FleetStatus, colour: bool) -> String {
-    const HEAD: [&str; 8] = [
+    const HEAD: [&str; 9] = [
         "HOST",
         "STATUS",
         "EXPECTED",
         "REPORTED",
         "LAST REPORT",
+        "LAST SEEN",
         "PUBLISHED",
         "SYSTEM",
         "SSH",
     ];
-    let rows: Vec<[String; 8]> = fleet_status.hosts.iter().map(row).collect();
+    let rows: Vec<[String; 9]> = fleet_status.hosts.iter().map(row).collect();
     let mut widths = HEAD.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [String; 8], status: Option<Status>| {
+    let line = |cells: [String; 9], status: Option<Status>| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             let padded = if i + 1 == cells.len() {

@@ -728,6 +728,12 @@ fn the_heartbeat_tells_an_idle_host_from_a_silent_one() {
     assert_eq!(status_of(&doc, "old-agent"), "up-to-date", "{doc}");
     assert_eq!(host(&doc, "old-agent")["seen_at"], Value::Null);
 
+    // The table has a column for it: ten days since the report, a minute since the poll.
+    let table = String::from_utf8_lossy(&w.bento(&["status"]).stdout).into_owned();
+    assert!(table.lines().next().unwrap().contains("LAST SEEN"), "{table}");
+    let idle = table.lines().find(|l| l.starts_with("idle ")).unwrap();
+    assert!(idle.contains("10d ago") && idle.contains("1m ago"), "{table}");
+
     // The Prometheus output carries the last-seen time.
     let out = w.bento(&["status", "--prometheus"]);
     let text = String::from_utf8_lossy(&out.stdout);
