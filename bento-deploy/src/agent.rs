@@ -1,7 +1,8 @@
 //! `bento agent`: one pull of a host's bundle, from poll to report.
 //!
-//! 1. One connection; read `current`. Same generation as applied: stop (a few hundred
-//!    bytes). A generation that failed before is not retried until a newer one appears.
+//! 1. One connection; send queued reports and rewrite the heartbeat (`logs/seen.json`);
+//!    read `current`. Same generation as applied: stop (a few hundred bytes). A
+//!    generation that failed before is not retried until a newer one appears.
 //! 2. Download `manifest.json` + `manifest.sig`, check the signature against the pinned
 //!    admin keys, the host name, the generation (strictly above the applied one: no
 //!    downgrade or replay) and every path; download each file and check its SHA-256.
