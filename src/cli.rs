@@ -90,7 +90,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub once: bool,
     /// The agent's configuration
-    #[arg(long, value_name = "FILE", default_value = "/etc/bento/agent.toml")]
+    #[arg(long, value_name = "FILE", default_value = bento_deploy::agent_config::DEFAULT_PATH)]
     pub config: PathBuf,
     /// Retry a generation that failed before
     #[arg(long)]
@@ -103,7 +103,7 @@ pub struct AgentArgs {
 #[derive(Debug, Args)]
 pub struct TriggerArgs {
     /// The agent's configuration
-    #[arg(long, value_name = "FILE", default_value = "/etc/bento/agent.toml")]
+    #[arg(long, value_name = "FILE", default_value = bento_deploy::agent_config::DEFAULT_PATH)]
     pub config: PathBuf,
 }
 

@@ -25,11 +25,7 @@ pub fn painted(on: bool, code: &str, text: &str) -> String {
 }
 
 fn paint(code: &str, text: &str) -> String {
-    if colour() {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_owned()
-    }
+    painted(colour(), code, text)
 }
 
 /// Prints an error as one line.

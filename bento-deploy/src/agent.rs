@@ -73,7 +73,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
     let _lock = lock(&config.state_dir)?;
-    let mut state = load_state(&config.state_dir);
+    let mut state = load_state(&config.state_dir)?;
     let mut transport = connect(config)?;
     // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
     // are best effort: the run itself does not depend on them.
@@ -382,12 +382,20 @@ impl Run<'_> {
             }
             files.push((path.clone(), bytes));
         }
-        for (path, bytes) in &files {
-            let dest = staging.path().join(path);
-            let written = dest
-                .parent()
+        // Every file synced before the staging dir is renamed into place: the syncs overlap,
+        // and each directory is synced once.
+        let dests: Vec<PathBuf> = files.iter().map(|(path, _)| staging.path().join(path)).collect();
+        for ((path, _), dest) in files.iter().zip(&dests) {
+            dest.parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| bento_secrets::atomic::write_atomic(&dest, bytes, 0o600));
+                .map_err(|e| (State::Failed, format!("installing {path}: {e}")))?;
+        }
+        let batch: Vec<(&Path, &[u8], u32)> = files
+            .iter()
+            .zip(&dests)
+            .map(|((_, bytes), dest)| (dest.as_path(), bytes.as_slice(), 0o600))
+            .collect();
+        for ((path, _), written) in files.iter().zip(bento_secrets::atomic::write_many(&batch)) {
             written.map_err(|e| (State::Failed, format!("installing {path}: {e}")))?;
         }
         let final_dir = bundles.join(g.to_string());
@@ -610,11 +618,21 @@ fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, link)
 }
 
-fn load_state(state_dir: &Path) -> AgentState {
-    std::fs::read(state_dir.join("state.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The agent's state; none yet on a fresh host. An unreadable state is an error, never
+/// taken as "nothing applied": that would lift the refusal of older generations.
+fn load_state(state_dir: &Path) -> Result<AgentState, AgentError> {
+    let path = state_dir.join("state.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentState::default()),
+        Err(e) => return Err(err(format!("{}: {e}", path.display()))),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        err(format!(
+            "{}: unreadable ({e}); restore it, or delete it to accept any generation again",
+            path.display()
+        ))
+    })
 }
 
 fn save_state(state_dir: &Path, state: &AgentState) -> std::io::Result<()> {

@@ -341,11 +341,9 @@ fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> Host
             None
         }
     };
-    // The later of the heartbeat and the newest report, with its text.
-    let seen = [heartbeat_secs, reported_secs.filter(|_| heartbeat_secs.is_some())]
-        .into_iter()
-        .flatten()
-        .max();
+    // Last contact: the heartbeat, or the newest report when later (it ends the run the
+    // heartbeat began). Without a heartbeat, none is known.
+    let seen = heartbeat_secs.map(|beat| beat.max(reported_secs.unwrap_or(0)));
     let published_secs = published.as_ref().and_then(|p| parse_rfc3339(&p.created));
     let ago = |t: Option<u64>| t.map(|t| options.now.saturating_sub(t));
     let status = if bad_current {
@@ -377,7 +375,11 @@ fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> Host
         reported_ago_seconds: ago(reported_secs),
         seen_at: seen.map(rfc3339),
         seen_ago_seconds: ago(seen),
-        generation_lag: current.map(|g| g as i64 - r.map_or(0, |r| r.generation) as i64),
+        generation_lag: current.map(|g| {
+            // Saturating: a report is untrusted input, its generation may be anything.
+            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            signed(g).saturating_sub(signed(r.map_or(0, |r| r.generation)))
+        }),
         report_file: report.as_ref().map(|(file, _)| file.clone()),
         error: r.and_then(|r| r.error.clone()),
         problem: (!problems.is_empty()).then(|| problems.join("; ")),

@@ -21,32 +21,17 @@ const PER_HOST: [PerHost; 5] = [
     PerHost {
         name: "bento_host_last_report_timestamp_seconds",
         help: "When the host's newest report was made, in seconds since the epoch.",
-        value: |h| {
-            h.reported_at
-                .as_deref()
-                .and_then(crate::status::parse_rfc3339)
-                .map(|t| t as f64)
-        },
+        value: |h| timestamp(h.reported_at.as_deref()),
     },
     PerHost {
         name: "bento_host_last_seen_timestamp_seconds",
         help: "When the host last polled (its heartbeat, or its newest report when later), in seconds since the epoch.",
-        value: |h| {
-            h.seen_at
-                .as_deref()
-                .and_then(crate::status::parse_rfc3339)
-                .map(|t| t as f64)
-        },
+        value: |h| timestamp(h.seen_at.as_deref()),
     },
     PerHost {
         name: "bento_host_published_timestamp_seconds",
         help: "When the generation the host should run was published, in seconds since the epoch.",
-        value: |h| {
-            h.published
-                .as_deref()
-                .and_then(crate::status::parse_rfc3339)
-                .map(|t| t as f64)
-        },
+        value: |h| timestamp(h.published.as_deref()),
     },
     PerHost {
         name: "bento_host_generation_lag",
@@ -55,6 +40,11 @@ const PER_HOST: [PerHost; 5] = [
         value: |h| h.generation_lag.map(|l| l as f64),
     },
 ];
+
+/// An RFC 3339 time as seconds since the epoch.
+fn timestamp(time: Option<&str>) -> Option<f64> {
+    time.and_then(crate::status::parse_rfc3339).map(|t| t as f64)
+}
 
 /// The whole text: per host metrics, the one-hot state, and fleet totals.
 pub fn render(status: &FleetStatus) -> String {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{example, ok, pub_line, s, Fleet, Keys};
+use crate::harness::{example, fails, ok, pub_line, s, Fleet, Keys};
 use crate::sshd::Sshd;
 
 /// A fleet deployed to a server root, and web1's agent configured against it.
@@ -630,4 +630,20 @@ fn a_download_cut_short_applies_nothing_and_the_next_run_succeeds() {
         std::fs::read_link(l.state.join("current")).unwrap(),
         Path::new("bundles/1")
     );
+}
+
+#[test]
+fn a_corrupt_state_is_refused_not_taken_as_nothing_applied() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    // Read as "nothing applied", it would let the server push any older generation.
+    std::fs::write(l.state.join("state.json"), b"{\"applied\": ").unwrap();
+    let e = fails(&l.agent(&[]));
+    assert!(
+        e.contains("state.json: unreadable") && e.contains("delete it to accept any generation"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_eq!(l.calls().lines().count(), 1, "nothing ran");
 }
