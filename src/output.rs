@@ -1,9 +1,17 @@
 //! Messages for humans on stderr: colour only on a terminal and without `NO_COLOR`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 fn colour() -> bool {
-    no_color_unset() && std::io::stderr().is_terminal()
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| no_color_unset() && std::io::stderr().is_terminal())
+}
+
+/// One line to stderr in one write, so that lines from a long report arrive whole.
+fn line(mark: &str, msg: &str) {
+    let text = format!("{mark} {msg}\n");
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn no_color_unset() -> bool {
@@ -31,15 +39,15 @@ fn paint(code: &str, text: &str) -> String {
 /// Prints an error as one line.
 pub fn error(msg: &str) {
     let one_line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("{} {one_line}", paint("1;31", "error:"));
+    line(&paint("1;31", "error:"), &one_line);
 }
 
 /// Prints a success line.
 pub fn ok(msg: &str) {
-    eprintln!("{} {msg}", paint("32", "✓"));
+    line(&paint("32", "✓"), msg);
 }
 
 /// Prints a neutral line.
 pub fn note(msg: &str) {
-    eprintln!("{} {msg}", paint("2", "·"));
+    line(&paint("2", "·"), msg);
 }

@@ -71,8 +71,15 @@ impl Writer {
                         };
                         let result = staged.and_then(|tmp| {
                             tmp.as_file().sync_all()?;
-                            let _turn = lock(&dir_ops);
-                            tmp.persist(&job.path).map_err(|e| e.error)
+                            // The file being replaced is freed when its last reference
+                            // goes, which on some disks waits for a discard. Holding it
+                            // open until after our turn keeps that wait out of the turn.
+                            let old = std::fs::File::open(&job.path).ok();
+                            let turn = lock(&dir_ops);
+                            let renamed = tmp.persist(&job.path).map_err(|e| e.error);
+                            drop(turn);
+                            drop(old);
+                            renamed
                         });
                         let result = result.map(|_| job.path);
                         done.push((job.ticket, result));
@@ -164,6 +171,7 @@ fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTemp
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(parent_of(path))?;
+    // Set after creation: the umask does not apply, so the mode is exactly `mode`.
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;

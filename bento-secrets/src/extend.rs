@@ -2,9 +2,9 @@
 //!
 //! When a host joins a group, every secret of the group must become readable by it, and
 //! nothing else changes. Like sops' `updatekeys`, bento then keeps the file key: it
-//! unwraps it with the admin's identity, wraps it for the new keys only, and writes a new
-//! header (old stanzas + new stanzas, with a fresh header MAC) in front of the unchanged
-//! payload. The result is a standard age file. Removing a recipient is never done this
+//! unwraps it with the admin's identity (checking the header MAC, as age does), wraps it
+//! for the new keys only, and writes a new header (the old stanzas byte for byte, the new
+//! ones, a fresh header MAC) in front of the unchanged payload. The result is a standard age file. Removing a recipient is never done this
 //! way: it always re-encrypts under a new file key.
 
 use std::io::{Read, Write};
@@ -44,23 +44,21 @@ pub fn add_recipients(
     ArmoredReader::new(ciphertext)
         .read_to_end(&mut binary)
         .map_err(|e| corrupt(&e.to_string()))?;
+    let file = Parts::split(&binary).ok_or_else(|| corrupt("malformed age header"))?;
 
-    // The file key, checked against the header MAC by age itself.
-    let capture = Capture {
-        ids,
-        key: std::sync::Mutex::new(None),
-    };
-    let decryptor = age::Decryptor::new_buffered(&binary[..]).map_err(|e| corrupt(&e.to_string()))?;
-    decryptor
-        .decrypt(std::iter::once(&capture as &dyn age::Identity))
+    // The file key, from the first identity that opens a stanza; the header MAC then
+    // proves the header is the one it was written with. The payload is left as it is.
+    let file_key = ids
+        .iter()
+        .find_map(|id| id.unwrap_stanzas(&file.stanzas))
+        .unwrap_or(Err(age::DecryptError::NoMatchingKeys))
         .map_err(|e| decrypt_error(e, ids, shown, who))?;
-    let file_key = capture
-        .key
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .ok_or_else(|| corrupt("no file key"))?;
+    header_mac(&file_key, file.authenticated)
+        .verify_slice(&file.mac)
+        .map_err(|_| decrypt_error(age::DecryptError::InvalidMac, ids, shown, who))?;
 
-    let (mut stanzas, payload) = split(&binary).ok_or_else(|| corrupt("malformed age header"))?;
+    // Old stanzas byte for byte, then the new ones, then a MAC over all of it.
+    let mut header = file.authenticated[..file.authenticated.len() - MAC_TAG.len()].to_vec();
     for recipient in age_recipients(add, shown)? {
         let (new, labels) = recipient.wrap_file_key(&file_key).map_err(|e| Error::Encrypt {
             file: shown.to_owned(),
@@ -72,32 +70,24 @@ pub fn add_recipients(
                 detail: "a recipient with labels cannot be added to an existing file".into(),
             });
         }
-        stanzas.extend(new);
-    }
-
-    let mut header = VERSION_LINE.to_vec();
-    for s in &stanzas {
-        let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
-        cookie_factory::gen_simple(
-            age_core::format::write::age_stanza(&s.tag, &args, &s.body),
-            &mut header,
-        )
-        .map_err(|e| Error::Encrypt {
-            file: shown.to_owned(),
-            detail: e.to_string(),
-        })?;
+        for s in &new {
+            let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+            cookie_factory::gen_simple(
+                age_core::format::write::age_stanza(&s.tag, &args, &s.body),
+                &mut header,
+            )
+            .map_err(|e| Error::Encrypt {
+                file: shown.to_owned(),
+                detail: e.to_string(),
+            })?;
+        }
     }
     header.extend_from_slice(MAC_TAG);
-    let mac_key = age_core::primitives::hkdf(&[], HEADER_KEY_LABEL, file_key.expose_secret());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&mac_key).expect("HMAC takes any key length");
-    mac.update(&header);
+    let mac = header_mac(&file_key, &header).finalize().into_bytes();
     header.push(b' ');
-    header.extend_from_slice(
-        BASE64_STANDARD_NO_PAD
-            .encode(mac.finalize().into_bytes())
-            .as_bytes(),
-    );
+    header.extend_from_slice(BASE64_STANDARD_NO_PAD.encode(mac).as_bytes());
     header.push(b'\n');
+    let payload = file.payload;
 
     let mut out = Vec::with_capacity(header.len() + payload.len() + 64);
     let format = if armor { Format::AsciiArmor } else { Format::Binary };
@@ -113,38 +103,45 @@ pub fn add_recipients(
     Ok(out)
 }
 
-/// Splits a binary age file into its stanzas and its payload (nonce + stream).
-fn split(binary: &[u8]) -> Option<(Vec<Stanza>, &[u8])> {
-    let mut rest = binary.strip_prefix(VERSION_LINE)?;
-    let mut stanzas = Vec::new();
-    while !rest.starts_with(MAC_TAG) {
-        let (next, stanza) = age_core::format::read::age_stanza(rest).ok()?;
-        stanzas.push(Stanza::from(stanza));
-        rest = next;
-    }
-    let mac_line_end = rest.iter().position(|&b| b == b'\n')?;
-    Some((stanzas, &rest[mac_line_end + 1..]))
+/// A binary age file taken apart.
+struct Parts<'a> {
+    stanzas: Vec<Stanza>,
+    /// What the header MAC covers: the version line through `---`.
+    authenticated: &'a [u8],
+    /// The header MAC.
+    mac: Vec<u8>,
+    /// The nonce and the encrypted stream.
+    payload: &'a [u8],
 }
 
-/// An identity that remembers the file key it unwraps.
-struct Capture<'a> {
-    ids: &'a Identities,
-    key: std::sync::Mutex<Option<FileKey>>,
-}
-
-impl age::Identity for Capture<'_> {
-    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<std::result::Result<FileKey, age::DecryptError>> {
-        self.unwrap_stanzas(std::slice::from_ref(stanza))
-    }
-
-    fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<std::result::Result<FileKey, age::DecryptError>> {
-        let result = self.ids.iter().find_map(|id| id.unwrap_stanzas(stanzas))?;
-        if let Ok(key) = &result {
-            let copy = FileKey::init_with_mut(|k| k.copy_from_slice(key.expose_secret()));
-            *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+impl Parts<'_> {
+    fn split(binary: &[u8]) -> Option<Parts<'_>> {
+        let mut rest = binary.strip_prefix(VERSION_LINE)?;
+        let mut stanzas = Vec::new();
+        while !rest.starts_with(MAC_TAG) {
+            let (next, stanza) = age_core::format::read::age_stanza(rest).ok()?;
+            stanzas.push(Stanza::from(stanza));
+            rest = next;
         }
-        Some(result)
+        let authenticated = &binary[..binary.len() - rest.len() + MAC_TAG.len()];
+        let line_end = rest.iter().position(|&b| b == b'\n')?;
+        let encoded = rest[..line_end].strip_prefix(b"--- ")?;
+        let mac = BASE64_STANDARD_NO_PAD.decode(encoded).ok()?;
+        Some(Parts {
+            stanzas,
+            authenticated,
+            mac,
+            payload: &rest[line_end + 1..],
+        })
     }
+}
+
+/// The header MAC keyed by `file_key`, fed `header` (through `---`).
+fn header_mac(file_key: &FileKey, header: &[u8]) -> Hmac<Sha256> {
+    let key = age_core::primitives::hkdf(&[], HEADER_KEY_LABEL, file_key.expose_secret());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(header);
+    mac
 }
 
 #[cfg(test)]
@@ -192,7 +189,7 @@ mod tests {
             let stanzas = crate::header::stanzas(&extended).unwrap();
             assert_eq!(stanzas.iter().filter(|s| s.tag == "X25519").count(), 2);
             if !armor {
-                let payload = |f: &[u8]| split(f).unwrap().1.to_vec();
+                let payload = |f: &[u8]| Parts::split(f).unwrap().payload.to_vec();
                 assert_eq!(
                     payload(&file),
                     payload(&extended),
@@ -200,6 +197,23 @@ mod tests {
                 );
             }
         }
+        // A header changed after it was written fails its MAC, and nothing is produced.
+        let file = crypt::encrypt(b"x", &[&old_key], false, "t").unwrap();
+        let mac_at = file.windows(4).position(|w| w == b"--- ").unwrap() + 4;
+        let mut tampered = file.clone();
+        tampered[mac_at] = if tampered[mac_at] == b'A' { b'B' } else { b'A' };
+        match add_recipients(&tampered, &ids_old, &[&new_key], false, "t.age", "x") {
+            Err(Error::Corrupt { file, detail }) => {
+                assert_eq!(file, "t.age");
+                assert!(detail.contains("MAC"), "{detail}");
+            }
+            other => panic!("a tampered MAC was accepted: {other:?}"),
+        }
+        let truncated = &file[..mac_at - 6];
+        assert!(matches!(
+            add_recipients(truncated, &ids_old, &[&new_key], false, "t", "x"),
+            Err(Error::Corrupt { .. })
+        ));
         // Without the right identity there is nothing to extend.
         let file = crypt::encrypt(b"x", &[&new_key], false, "t").unwrap();
         assert!(matches!(

@@ -62,7 +62,13 @@ impl LockEntry {
 
 /// Hex SHA-256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        out.push(HEX[usize::from(b >> 4)].into());
+        out.push(HEX[usize::from(b & 0xf)].into());
+    }
+    out
 }
 
 /// The whole lock: secret name → entry.
@@ -116,14 +122,25 @@ impl Lock {
 
 /// One table, with one recipient per line (toml's own pretty printer varies by version).
 fn toml_table(name: &str, entry: &LockEntry) -> String {
-    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let key = crate::rules::toml_key(name);
     let mut out = format!("[{key}]\nsha256 = {}\nrecipients = [\n", quote(&entry.sha256));
     for r in &entry.recipients {
-        out.push_str(&format!("  {},\n", quote(r)));
+        out.push_str("  ");
+        out.push_str(&quote(r));
+        out.push_str(",\n");
     }
     out.push_str("]\n");
     out
+}
+
+/// `s` as a TOML string. Names and fingerprints need no escapes, so they are quoted
+/// directly; anything else goes through the TOML encoder.
+fn quote(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(|c| c != '"' && c != '\\' && !c.is_control()) {
+        format!("\"{s}\"").into()
+    } else {
+        toml::Value::String(s.to_owned()).to_string().into()
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +177,11 @@ mod tests {
             std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
             first
         );
+        assert_eq!(quote("a b"), "\"a b\"");
+        for odd in ["a\"b", "a\\b", "a\nb\u{7f}"] {
+            let table: toml::Table = toml::from_str(&format!("x = {}", quote(odd))).unwrap();
+            assert_eq!(table["x"].as_str(), Some(odd));
+        }
         assert_eq!(
             back.entries["db.v2"].fingerprints(),
             ["SHA256:a", "SHA256:b"].into_iter().collect()

@@ -140,6 +140,6 @@ pub fn rekey(
         });
         results.push((rule.name.clone(), result));
     }
-    store::record(fleet, entries, true)?;
+    store::record_onto(fleet, &report.lock, entries, true)?;
     Ok(results)
 }

@@ -99,12 +99,25 @@ pub fn record(
     entries: impl IntoIterator<Item = (String, LockEntry)>,
     create: bool,
 ) -> Result<()> {
+    let old = Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE))?;
+    record_onto(fleet, &old, entries, create)
+}
+
+/// [`record`], onto the lock `old` already read (by a verification, say).
+pub fn record_onto(
+    fleet: &Fleet,
+    old: &Lock,
+    entries: impl IntoIterator<Item = (String, LockEntry)>,
+    create: bool,
+) -> Result<()> {
     let shown = fleet.shown_in_secrets(LOCK_FILE);
-    let old = Lock::load(fleet.secrets_dir(), &shown)?;
     if !old.present && !create {
         return Ok(());
     }
-    let mut lock = old.clone();
+    let mut lock = Lock {
+        entries: old.entries.clone(),
+        present: true,
+    };
     lock.entries.extend(entries);
     lock.entries
         .retain(|name, _| fleet.rules.secrets.contains_key(name));

@@ -85,6 +85,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Whether the fleet has a `recipients.lock` (without one, only headers are checked).
     pub locked: bool,
+    /// The lock as it was read, for a rekey to update.
+    #[serde(skip)]
+    pub lock: Lock,
 }
 
 impl Report {
@@ -110,19 +113,30 @@ impl Report {
 
 /// Verifies every secret of the fleet.
 pub fn verify(fleet: &Fleet) -> Result<Report> {
-    let lock = Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE))?;
+    // The lock is parsed while the files are read: neither needs the other. Then each
+    // secret is checked on its own, in parallel, the findings kept in rule order.
+    let rules: Vec<&SecretRule> = fleet.rules.secrets.values().collect();
+    let (lock, files) = rayon::join(
+        || Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE)),
+        || {
+            rules
+                .par_iter()
+                .map(|rule| read_file(fleet, rule))
+                .collect::<Result<Vec<_>>>()
+        },
+    );
+    let (lock, files) = (lock?, files?);
     let mut report = Report {
         secrets: fleet.rules.secrets.len(),
         findings: Vec::new(),
         locked: lock.present,
+        lock: Lock::default(),
     };
-    // Each secret is read and checked on its own: in parallel, the findings kept in rule
-    // order.
-    let rules: Vec<&SecretRule> = fleet.rules.secrets.values().collect();
     let checked: Vec<Vec<Finding>> = rules
         .par_iter()
-        .map(|rule| check_secret(fleet, rule, &lock))
-        .collect::<Result<_>>()?;
+        .zip(&files)
+        .map(|(rule, file)| check_secret(fleet, rule, file, &lock))
+        .collect();
     report.findings.extend(checked.into_iter().flatten());
     let known: BTreeSet<&str> = fleet.rules.secrets.values().map(|r| r.file.as_str()).collect();
     for file in age_files(fleet.secrets_dir()) {
@@ -153,10 +167,34 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
             ),
         });
     }
+    report.lock = lock;
     Ok(report)
 }
 
-fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Finding>> {
+/// What a secret's file shows without the lock.
+enum FileFacts {
+    Missing,
+    Corrupt(String),
+    Read {
+        stanzas: Vec<header::StanzaInfo>,
+        sha256: String,
+    },
+}
+
+fn read_file(fleet: &Fleet, rule: &SecretRule) -> Result<FileFacts> {
+    let Some(bytes) = crate::store::read_ciphertext(fleet, rule)? else {
+        return Ok(FileFacts::Missing);
+    };
+    Ok(match header::stanzas(&bytes) {
+        Ok(stanzas) => FileFacts::Read {
+            stanzas,
+            sha256: sha256_hex(&bytes),
+        },
+        Err(detail) => FileFacts::Corrupt(detail),
+    })
+}
+
+fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock) -> Vec<Finding> {
     let name = &rule.name;
     let file = fleet.secret_shown(rule);
     let finding = |kind, recipient: Option<String>, message: String| Finding {
@@ -167,13 +205,13 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
         keys: Vec::new(),
         message: format!("{name}: {message}"),
     };
-    let Some(bytes) = crate::store::read_ciphertext(fleet, rule)? else {
-        let msg = format!("{file} is missing; create it with `bento secret edit {name}`");
-        return Ok(vec![finding(Kind::MissingFile, None, msg)]);
-    };
-    let stanzas = match header::stanzas(&bytes) {
-        Ok(s) => s,
-        Err(detail) => return Ok(vec![finding(Kind::Corrupt, None, format!("{file}: {detail}"))]),
+    let (stanzas, sha256) = match facts {
+        FileFacts::Read { stanzas, sha256 } => (stanzas, sha256),
+        FileFacts::Missing => {
+            let msg = format!("{file} is missing; create it with `bento secret edit {name}`");
+            return vec![finding(Kind::MissingFile, None, msg)];
+        }
+        FileFacts::Corrupt(detail) => return vec![finding(Kind::Corrupt, None, format!("{file}: {detail}"))],
     };
 
     let expected = fleet.recipient_keys(rule);
@@ -210,7 +248,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
 
     // The lock, trusted only while the file is the one it describes.
     match lock.entries.get(name) {
-        Some(entry) if entry.sha256 == sha256_hex(&bytes) => {
+        Some(entry) if entry.sha256 == *sha256 => {
             let locked = entry.fingerprints();
             let mut wanted = BTreeSet::new();
             for (member, key) in &expected {
@@ -240,7 +278,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
                      check who made it, then `bento secret rekey {name}`"
                 ),
             ));
-            out.extend(x25519_count(&expected, &stanzas, &finding));
+            out.extend(x25519_count(&expected, stanzas, &finding));
         }
         None if lock.present => {
             out.push(finding(
@@ -248,9 +286,9 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
                 None,
                 format!("not in {LOCK_FILE}; run `bento secret rekey {name}` to record it"),
             ));
-            out.extend(x25519_count(&expected, &stanzas, &finding));
+            out.extend(x25519_count(&expected, stanzas, &finding));
         }
-        None => out.extend(x25519_count(&expected, &stanzas, &finding)),
+        None => out.extend(x25519_count(&expected, stanzas, &finding)),
     }
 
     for (who, (member, keys)) in missing {
@@ -269,7 +307,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, lock: &Lock) -> Result<Vec<Fin
             format!("extra recipient {who}"),
         ));
     }
-    Ok(out)
+    out
 }
 
 /// Without a trusted lock, X25519 recipients can only be counted.
