@@ -17,17 +17,20 @@
 //! ]
 //! ```
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 
 /// The lock's file name, inside the secrets directory.
 pub const LOCK_FILE: &str = "recipients.lock";
+
+/// The lock's permissions: public, like the ciphertexts.
+pub const LOCK_MODE: u32 = 0o644;
 
 /// One secret's entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,36 +111,33 @@ impl Lock {
             present: true,
         })
     }
-
-    /// Writes the lock atomically.
-    pub fn save(&self, secrets_dir: &Path, shown: &str) -> Result<()> {
-        let mut text = String::from(HEADER);
-        for (name, entry) in &self.entries {
-            text.push('\n');
-            text.push_str(&toml_table(name, entry));
-        }
-        write_atomic(&secrets_dir.join(LOCK_FILE), text.as_bytes(), 0o644).map_err(|e| Error::io(shown, e))
-    }
 }
 
-/// One table, with one recipient per line (toml's own pretty printer varies by version).
-fn toml_table(name: &str, entry: &LockEntry) -> String {
-    let key = crate::rules::toml_key(name);
-    let mut out = format!("[{key}]\nsha256 = {}\nrecipients = [\n", quote(&entry.sha256));
-    for r in &entry.recipients {
-        out.push_str("  ");
-        out.push_str(&quote(r));
-        out.push_str(",\n");
+/// The lock's text: one table per secret, one recipient per line (written here rather
+/// than by the TOML serializer, whose layout varies by version).
+pub(crate) fn render<'a>(entries: impl Iterator<Item = (&'a str, &'a LockEntry)>) -> String {
+    let mut out = String::from(HEADER);
+    for (name, entry) in entries {
+        out.push_str("\n[");
+        out.push_str(&crate::rules::toml_key(name));
+        out.push_str("]\nsha256 = ");
+        out.push_str(&quote(&entry.sha256));
+        out.push_str("\nrecipients = [\n");
+        for r in &entry.recipients {
+            out.push_str("  ");
+            out.push_str(&quote(r));
+            out.push_str(",\n");
+        }
+        out.push_str("]\n");
     }
-    out.push_str("]\n");
     out
 }
 
 /// `s` as a TOML string. Names and fingerprints need no escapes, so they are quoted
 /// directly; anything else goes through the TOML encoder.
-fn quote(s: &str) -> std::borrow::Cow<'_, str> {
+fn quote(s: &str) -> Cow<'_, str> {
     if s.chars().all(|c| c != '"' && c != '\\' && !c.is_control()) {
-        format!("\"{s}\"").into()
+        Cow::Owned(format!("\"{s}\""))
     } else {
         toml::Value::String(s.to_owned()).to_string().into()
     }
@@ -163,7 +163,11 @@ mod tests {
         );
         lock.entries.insert("gone".into(), LockEntry::new(b"y", []));
         lock.entries.remove("gone");
-        lock.save(dir.path(), "recipients.lock").unwrap();
+        let save = |lock: &Lock| {
+            let text = render(lock.entries.iter().map(|(n, e)| (n.as_str(), e)));
+            std::fs::write(dir.path().join(LOCK_FILE), text).unwrap();
+        };
+        save(&lock);
         let first = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(
             first.contains("[\"db.v2\"]\n") && first.contains("  \"alice SHA256:a\",\n"),
@@ -172,7 +176,7 @@ mod tests {
         let back = Lock::load(dir.path(), "recipients.lock").unwrap();
         assert_eq!(back.entries.len(), 1);
         assert!(back.present);
-        back.save(dir.path(), "recipients.lock").unwrap();
+        save(&back);
         assert_eq!(
             std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
             first

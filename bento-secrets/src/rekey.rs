@@ -127,6 +127,14 @@ pub fn rekey(
             result
         })
         .collect();
+    // The lock goes last into the same batch of writes, listing every secret encrypted;
+    // should one of them fail to be written, it is written again without it, below.
+    let encrypted = targets
+        .iter()
+        .zip(&sealed)
+        .filter_map(|(rule, s)| Some((rule.name.clone(), s.as_ref().ok()?.1.clone())));
+    let lock_ticket = store::lock_update(fleet, &report.lock, encrypted, true)
+        .map(|text| writer.submit(store::lock_path(fleet), text.into_bytes(), crate::lock::LOCK_MODE));
     let mut written: Vec<Option<std::io::Result<()>>> = writer.finish().into_iter().map(Some).collect();
 
     let mut results = Vec::with_capacity(targets.len());
@@ -140,6 +148,9 @@ pub fn rekey(
         });
         results.push((rule.name.clone(), result));
     }
-    store::record_onto(fleet, &report.lock, entries, true)?;
+    let lock_written = lock_ticket.map(|t| written[t].take().expect("one write result per ticket"));
+    if lock_written.as_ref().is_some_and(|w| w.is_err()) || results.iter().any(|(_, r)| r.is_err()) {
+        store::record_onto(fleet, &report.lock, entries, true)?;
+    }
     Ok(results)
 }

@@ -2,6 +2,9 @@
 //! encrypt new content to exactly the recipients its rule resolves and replace the
 //! ciphertext atomically.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use zeroize::Zeroizing;
 
 use crate::atomic::write_atomic;
@@ -9,7 +12,7 @@ use crate::crypt;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::identity::Identities;
-use crate::lock::{Lock, LockEntry, LOCK_FILE};
+use crate::lock::{self, Lock, LockEntry, LOCK_FILE, LOCK_MODE};
 use crate::rules::SecretRule;
 
 /// Permissions of ciphertext files: they are public, like the rest of the repo.
@@ -110,21 +113,46 @@ pub fn record_onto(
     entries: impl IntoIterator<Item = (String, LockEntry)>,
     create: bool,
 ) -> Result<()> {
-    let shown = fleet.shown_in_secrets(LOCK_FILE);
+    match lock_update(fleet, old, entries, create) {
+        Some(text) => write_atomic(&lock_path(fleet), text.as_bytes(), LOCK_MODE)
+            .map_err(|e| Error::io(fleet.shown_in_secrets(LOCK_FILE), e)),
+        None => Ok(()),
+    }
+}
+
+/// The text of lock `old` with `entries` recorded (see [`record`]), or `None` when the
+/// file should be left as it is.
+pub fn lock_update(
+    fleet: &Fleet,
+    old: &Lock,
+    entries: impl IntoIterator<Item = (String, LockEntry)>,
+    create: bool,
+) -> Option<String> {
     if !old.present && !create {
-        return Ok(());
+        return None;
     }
-    let mut lock = Lock {
-        entries: old.entries.clone(),
-        present: true,
-    };
-    lock.entries.extend(entries);
-    lock.entries
-        .retain(|name, _| fleet.rules.secrets.contains_key(name));
-    if lock.entries == old.entries && (old.present || lock.entries.is_empty()) {
-        return Ok(()); // nothing new: leave the file (or its absence) alone
+    let new: BTreeMap<String, LockEntry> = entries.into_iter().collect();
+    // The old entries, replaced by the new ones, for the secrets that still have a rule.
+    let merged: BTreeMap<&str, &LockEntry> = old
+        .entries
+        .iter()
+        .chain(&new)
+        .filter(|(name, _)| fleet.rules.secrets.contains_key(*name))
+        .map(|(name, entry)| (name.as_str(), entry))
+        .collect();
+    let unchanged = merged.len() == old.entries.len()
+        && merged
+            .iter()
+            .all(|(name, entry)| old.entries.get(*name) == Some(*entry));
+    if unchanged && (old.present || merged.is_empty()) {
+        return None; // nothing new: leave the file (or its absence) alone
     }
-    lock.save(fleet.secrets_dir(), &shown)
+    Some(lock::render(merged.into_iter()))
+}
+
+/// Where the fleet's lock is.
+pub fn lock_path(fleet: &Fleet) -> PathBuf {
+    fleet.secrets_dir().join(LOCK_FILE)
 }
 
 /// Who can decrypt a secret, for messages.

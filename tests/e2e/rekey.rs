@@ -6,20 +6,27 @@ fn read(fleet: &crate::harness::Fleet, name: &str) -> Vec<u8> {
     std::fs::read(fleet.path(&format!("secrets/{name}.age"))).unwrap()
 }
 
-#[test]
-fn only_stale_secrets_are_touched_and_the_new_host_decrypts() {
+/// The example fleet with its three secrets written (`v-<name>`), then host web2 joins
+/// @web: db-password and web-only are stale. Returns web2's private key too.
+fn web2_joins() -> (crate::harness::Fleet, crate::harness::Keys, std::path::PathBuf) {
     let (fleet, keys) = example();
     for name in ["db-password", "web-only", "tls"] {
         ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v-{name}").as_bytes()));
     }
+    let web2 = fleet.ssh_key("web2", "ed25519", "");
+    fleet.add_host("web2", &web2);
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
+    (fleet, keys, web2)
+}
+
+#[test]
+fn only_stale_secrets_are_touched_and_the_new_host_decrypts() {
+    let (fleet, keys, web2) = web2_joins();
     let tls_before = read(&fleet, "tls");
     let tls_mtime = std::fs::metadata(fleet.path("secrets/tls.age"))
         .unwrap()
         .modified()
         .unwrap();
-    let web2 = fleet.ssh_key("web2", "ed25519", "");
-    fleet.add_host("web2", &web2);
-    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
 
     let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.bob), "-i", s(&keys.web1)]);
     ok(&out);
@@ -54,14 +61,8 @@ fn only_stale_secrets_are_touched_and_the_new_host_decrypts() {
 
 #[test]
 fn one_failure_does_not_stop_the_others() {
-    let (fleet, keys) = example();
-    for name in ["db-password", "web-only", "tls"] {
-        ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v-{name}").as_bytes()));
-    }
+    let (fleet, keys, _web2) = web2_joins();
     let web_only_before = read(&fleet, "web-only");
-    let web2 = fleet.ssh_key("web2", "ed25519", "");
-    fleet.add_host("web2", &web2);
-    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
     // bob can decrypt db-password but not web-only (web1 and alice only).
     let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.bob)]);
     assert!(!out.status.success());
@@ -83,6 +84,53 @@ fn one_failure_does_not_stop_the_others() {
     // With both identities, everything is rekeyed.
     ok(&fleet.bento(&["secret", "rekey", "-i", s(&keys.bob), "-i", s(&keys.alice)]));
     ok(&fleet.bento(&["secret", "verify"]));
+}
+
+/// Marks a file immutable (even root cannot replace it) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: std::path::PathBuf) -> Immutable {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr +i {} failed", path.display());
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_secret_that_cannot_be_written_is_reported_and_left_out_of_the_lock() {
+    let (fleet, keys, _web2) = web2_joins();
+    let web_only_before = read(&fleet, "web-only");
+    let pinned = Immutable::set(fleet.path("secrets/web-only.age"));
+
+    let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.alice)]);
+    drop(pinned);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("✓ db-password: re-encrypted"), "{stderr}");
+    assert!(stderr.contains("error: secrets/web-only.age:"), "{stderr}");
+    assert!(stderr.contains("error: rekeyed 1, failed 1"), "{stderr}");
+    assert_eq!(read(&fleet, "web-only"), web_only_before);
+    // The lock describes what is on disk: web-only is still stale, not "changed outside
+    // bento", and db-password is in line.
+    let out = fleet.bento(&["secret", "verify"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "web-only: missing web2 (in @web)\n"
+    );
 }
 
 #[test]
