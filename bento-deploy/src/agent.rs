@@ -382,8 +382,8 @@ impl Run<'_> {
             }
             files.push((path.clone(), bytes));
         }
-        // Every file synced before the staging dir is renamed into place: the syncs overlap,
-        // and each directory is synced once.
+        // Every file synced before the staging dir is renamed into place: in batches, and
+        // each directory once.
         let dests: Vec<PathBuf> = files.iter().map(|(path, _)| staging.path().join(path)).collect();
         for ((path, _), dest) in files.iter().zip(&dests) {
             dest.parent()
