@@ -24,6 +24,9 @@ use crate::prompt::Prompt;
 use crate::ramfs::{self, FsKind, Mounted};
 use crate::spec::SecretSpec;
 
+/// Owner of the users phase's secrets and of the bookkeeping files.
+const ROOT: Owner = Owner { uid: 0, gid: 0 };
+
 /// Which secrets an activation handles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Phase {
@@ -128,7 +131,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         match Identities::load_with(&opts.identities, Arc::new(NoPrompt)) {
             Ok(ids) => specs
                 .par_iter()
-                .map(|spec| prepare(spec, &opts.bundle, &ids))
+                .map(|spec| prepare(spec, opts.phase, &opts.bundle, &ids))
                 .collect(),
             Err(e) => specs.iter().map(|_| Err(e.to_string())).collect(),
         }
@@ -182,10 +185,9 @@ pub fn activate(opts: &Options) -> Result<Report> {
             .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
         let written = match prepared {
             Ok((plain, owner)) => {
-                let (owner, mode) = if opts.phase == Phase::Users {
-                    (Owner { uid: 0, gid: 0 }, 0o400)
-                } else {
-                    (owner, spec.mode_bits())
+                let mode = match opts.phase {
+                    Phase::Users => 0o400,
+                    Phase::Secrets => spec.mode_bits(),
                 };
                 match generation::write_file(&gen, &spec.name, owner, mode, &plain, chown) {
                     Ok(()) => {
@@ -233,8 +235,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         }
     }
     let specs_json = serde_json::to_vec_pretty(&present).unwrap_or_default();
-    let root_owner = Owner { uid: 0, gid: 0 };
-    generation::write_file(&gen, SPECS_FILE, root_owner, 0o400, &specs_json, chown).map_err(io)?;
+    generation::write_file(&gen, SPECS_FILE, ROOT, 0o400, &specs_json, chown).map_err(io)?;
     drop(gen);
     tree.switch(family, n).map_err(io)?;
     report.generation = Some(n);
@@ -295,8 +296,10 @@ fn read_specs(bundle: &Path, phase: Phase, report: &mut Report) -> Result<Vec<Se
     Ok(specs)
 }
 
-/// Reads, checks and decrypts one secret, and resolves its owner.
-fn prepare(spec: &SecretSpec, bundle: &Path, ids: &Identities) -> Prepared {
+/// Reads, checks and decrypts one secret, and resolves its owner. Secrets for the users
+/// phase are root's whatever their spec says, and their owners may not exist yet: they are
+/// not looked up.
+fn prepare(spec: &SecretSpec, phase: Phase, bundle: &Path, ids: &Identities) -> Prepared {
     let file = bundle.join(&spec.file);
     let ciphertext = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     if sha256_hex(&ciphertext) != spec.sha256 {
@@ -305,7 +308,10 @@ fn prepare(spec: &SecretSpec, bundle: &Path, ids: &Identities) -> Prepared {
             spec.file
         ));
     }
-    let owner = accounts::resolve(&spec.owner, spec.group.as_deref())?;
+    let owner = match phase {
+        Phase::Users => ROOT,
+        Phase::Secrets => accounts::resolve(&spec.owner, spec.group.as_deref())?,
+    };
     let plain = crate::crypt::decrypt(&ciphertext, ids, &spec.file, "this host").map_err(|e| match e {
         Error::NoMatchingIdentity { file, tried, .. } => format!(
             "{file}: the host key ({tried}) cannot decrypt it; if the host key changed, update \

@@ -225,8 +225,9 @@ fn generations_switch_prune_and_restart_changed_units() {
 
 #[test]
 fn users_phase_is_separate_and_root_only() {
-    let (fleet, keys, bin) = setup("");
+    let (fleet, keys, bin) = setup("[secrets.later]\nrecipients = [\"web1\"]\n");
     set(&fleet, "hash", "$6$hash");
+    set(&fleet, "later", "$6$later");
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
     b.add(
@@ -234,12 +235,18 @@ fn users_phase_is_separate_and_root_only() {
         "hash",
         json!({"owner": "daemon", "mode": "0444", "needed_for_users": true}),
     )
+    // Its owner is created by the users phase itself: it is not looked up then.
+    .add(
+        &fleet,
+        "later",
+        json!({"owner": "created-by-this-boot", "needed_for_users": true}),
+    )
     .add(&fleet, "db", json!({}));
     let bundle = b.write();
     let root = fleet.home.join("run");
     let script = format!(
         r#"$BENTO activate --phase users --bundle {bundle} -i {key} --root {root}
-stat -c '%n %U %G %a' {root}/secrets.d/users-1 {root}/secrets-for-users/hash
+stat -c '%n %U %G %a' {root}/secrets.d/users-1 {root}/secrets-for-users/hash {root}/secrets-for-users/later
 test ! -e {root}/secrets && echo "no secrets link yet"
 $BENTO activate --bundle {bundle} -i {key} --root {root}
 ls {root}/secrets/"#,
@@ -252,6 +259,7 @@ ls {root}/secrets/"#,
     assert!(out.status.success(), "{t}");
     assert!(t.contains("/run/secrets.d/users-1 root root 700"), "{t}");
     assert!(t.contains("/run/secrets-for-users/hash root root 400"), "{t}");
+    assert!(t.contains("/run/secrets-for-users/later root root 400"), "{t}");
     assert!(t.contains("no secrets link yet"), "{t}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let listing: Vec<_> = stdout.lines().skip_while(|l| *l != "+ db").skip(1).collect();
