@@ -189,18 +189,16 @@ pub fn activate(opts: &Options) -> Result<Report> {
                     Phase::Users => 0o400,
                     Phase::Secrets => spec.mode_bits(),
                 };
-                match generation::write_file(&gen, &spec.name, owner, mode, &plain, chown) {
-                    Ok(()) => {
-                        let list = match &old {
-                            None => &mut report.added,
-                            Some((before, _)) if before[..] == plain[..] => &mut report.unchanged,
-                            Some(_) => &mut report.changed,
-                        };
-                        list.push(spec.name.clone());
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+                let written = generation::write_file(&gen, &spec.name, owner, mode, &plain, chown);
+                if written.is_ok() {
+                    classify(
+                        &mut report,
+                        &spec.name,
+                        old.as_ref().map(|(before, _)| &before[..]),
+                        &plain,
+                    );
                 }
+                written
             }
             Err(error) => {
                 let kept = carry_forward(&gen, &spec.name, old.as_ref(), chown);
@@ -239,6 +237,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
     drop(gen);
     tree.switch(family, n).map_err(io)?;
     report.generation = Some(n);
+    report.removed = removed(&old_specs, &present);
 
     if opts.mount {
         link_paths(&tree, family, &present, &old_specs, &mut report);
@@ -365,11 +364,12 @@ fn dry_run(
             .as_ref()
             .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
         match prepared {
-            Ok((plain, _)) => match old {
-                None => report.added.push(spec.name.clone()),
-                Some((before, _)) if before[..] == plain[..] => report.unchanged.push(spec.name.clone()),
-                Some(_) => report.changed.push(spec.name.clone()),
-            },
+            Ok((plain, _)) => classify(
+                report,
+                &spec.name,
+                old.as_ref().map(|(before, _)| &before[..]),
+                &plain,
+            ),
             Err(error) => report.failed.push(Failure {
                 name: spec.name.clone(),
                 error,
@@ -377,15 +377,29 @@ fn dry_run(
             }),
         }
     }
-    let names: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    report.removed = old_specs
-        .iter()
-        .filter(|s| !names.contains(s.name.as_str()))
-        .map(|s| s.name.clone())
-        .collect();
+    report.removed = removed(&old_specs, specs);
     if opts.phase == Phase::Secrets {
         report.restart_units = units_to_restart(specs, report);
     }
+}
+
+/// Files `name` under added, unchanged or changed, by its content `before` and `now`.
+fn classify(report: &mut Report, name: &str, before: Option<&[u8]>, now: &[u8]) {
+    let list = match before {
+        None => &mut report.added,
+        Some(before) if before == now => &mut report.unchanged,
+        Some(_) => &mut report.changed,
+    };
+    list.push(name.to_owned());
+}
+
+/// The secrets of the previous generation that are not in the new one.
+fn removed(old: &[SecretSpec], new: &[SecretSpec]) -> Vec<String> {
+    let names: BTreeSet<&str> = new.iter().map(|s| s.name.as_str()).collect();
+    old.iter()
+        .filter(|s| !names.contains(s.name.as_str()))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// The `path` symlinks: created for present secrets, removed for secrets that are gone.
@@ -403,7 +417,6 @@ fn link_paths(tree: &Tree, family: Family, present: &[SecretSpec], old: &[Secret
     }
     let names: BTreeSet<&str> = present.iter().map(|s| s.name.as_str()).collect();
     for spec in old.iter().filter(|s| !names.contains(s.name.as_str())) {
-        report.removed.push(spec.name.clone());
         if let Some(path) = &spec.path {
             if std::fs::read_link(path).ok().as_deref() == Some(stable.join(&spec.name).as_path()) {
                 let _ = std::fs::remove_file(path);

@@ -469,3 +469,28 @@ cat {root}/secrets/db; echo"#,
     let calls = std::fs::read_to_string(fleet.home.join("systemctl.calls")).unwrap_or_default();
     assert_eq!(calls, "try-restart db.service\n", "the dry run restarted nothing");
 }
+
+#[test]
+fn removed_secrets_are_reported_with_and_without_mounts_alike() {
+    let (fleet, keys, _bin) = setup("");
+    set(&fleet, "db", "db");
+    set(&fleet, "tls", "tls");
+    let mut both = Bundle::new(&fleet, "both");
+    both.add(&fleet, "db", json!({})).add(&fleet, "tls", json!({}));
+    let mut one = Bundle::new(&fleet, "one");
+    one.add(&fleet, "db", json!({}));
+    let root = fleet.home.join("run");
+    let activate = |bundle: &Path, extra: &[&str]| {
+        let mut args = vec!["activate", "--no-mount", "--json", "--bundle", s(bundle)];
+        args.extend(["-i", s(&keys.web1), "--root", s(&root)]);
+        args.extend(extra);
+        let out: serde_json::Value = serde_json::from_str(&ok(&fleet.bento(&args))).unwrap();
+        (out["added"].clone(), out["removed"].clone())
+    };
+    assert_eq!(activate(both.write(), &[]).0, json!(["db", "tls"]));
+    let one = one.write();
+    // The dry run and the activation itself say the same.
+    assert_eq!(activate(one, &["--dry-run"]).1, json!(["tls"]));
+    assert_eq!(activate(one, &[]).1, json!(["tls"]));
+    assert!(!root.join("secrets/tls").exists());
+}
