@@ -299,7 +299,7 @@ impl Run<'_> {
         // On failure, `current` names what it named before (or nothing, as before).
         let restore = |run: &Self| {
             let _ = match &previous_link {
-                Some(target) => replace_symlink(target, &run.current_link()),
+                Some(target) => bento_secrets::atomic::symlink(target, &run.current_link()),
                 None => std::fs::remove_file(run.current_link()),
             };
         };
@@ -412,7 +412,7 @@ impl Run<'_> {
     }
 
     fn switch_current(&self) -> Result<(), String> {
-        replace_symlink(
+        bento_secrets::atomic::symlink(
             Path::new(&format!("bundles/{}", self.generation)),
             &self.current_link(),
         )
@@ -608,14 +608,6 @@ fn prune_bundles(bundles: &Path, keep: usize, current: u64, applied: Option<u64>
             let _ = std::fs::remove_dir_all(bundles.join(g.to_string()));
         }
     }
-}
-
-/// Points `link` at `target`, atomically (symlink + rename).
-fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
-    let tmp = link.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    std::fs::rename(&tmp, link)
 }
 
 /// The agent's state; none yet on a fresh host. An unreadable state is an error, never

@@ -436,15 +436,8 @@ fn place_symlink(path: &Path, target: &Path) -> std::io::Result<()> {
         Ok(_) if std::fs::read_link(path)? == target => return Ok(()),
         _ => {}
     }
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.bento-tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    std::fs::rename(&tmp, path)
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    crate::atomic::symlink(target, path)
 }
 
 /// Removes generations older than the `keep` newest before `current`.

@@ -15,6 +15,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     std::fs::File::open(parent_of(path))?.sync_all()
 }
 
+/// Points `link` at `target`, atomically: a new symlink next to it, renamed over it.
+pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    let name = link.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = parent_of(link).join(format!(".{name}.bento-tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
 /// Replaces several files, each one atomically as in [`write_atomic`], with one disk sync
 /// for the lot (see [`Writer`]). One result per file, in order.
 pub fn write_many(files: &[(&Path, &[u8], u32)]) -> Vec<io::Result<()>> {
