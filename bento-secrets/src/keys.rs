@@ -128,14 +128,14 @@ impl RecipientKey {
     /// The tag age writes in this key's stanzas: `base64_nopad(SHA-256(wire)[..4])`.
     ///
     /// Only ssh keys have one; X25519 and plugin stanzas are anonymous.
-    pub fn ssh_tag(&self) -> Option<String> {
-        self.tag.clone()
+    pub fn ssh_tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 
     /// A stable fingerprint: `SHA256:…` of the ssh wire key (like `ssh-keygen -l`), or of
     /// the recipient string for age keys.
-    pub fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 }
 

@@ -44,8 +44,14 @@ pub struct LockEntry {
 
 impl LockEntry {
     /// The entry for `ciphertext` encrypted to `keys` (name, fingerprint).
-    pub fn new(ciphertext: &[u8], keys: impl IntoIterator<Item = (String, String)>) -> LockEntry {
-        let mut recipients: Vec<String> = keys.into_iter().map(|(n, fp)| format!("{n} {fp}")).collect();
+    pub fn new<N: AsRef<str>, F: AsRef<str>>(
+        ciphertext: &[u8],
+        keys: impl IntoIterator<Item = (N, F)>,
+    ) -> LockEntry {
+        let mut recipients: Vec<String> = keys
+            .into_iter()
+            .map(|(n, fp)| format!("{} {}", n.as_ref(), fp.as_ref()))
+            .collect();
         recipients.sort();
         recipients.dedup();
         LockEntry {
@@ -153,15 +159,10 @@ mod tests {
         let mut lock = Lock::default();
         lock.entries.insert(
             "db.v2".into(),
-            LockEntry::new(
-                b"x",
-                [
-                    ("web1".into(), "SHA256:b".into()),
-                    ("alice".into(), "SHA256:a".into()),
-                ],
-            ),
+            LockEntry::new(b"x", [("web1", "SHA256:b"), ("alice", "SHA256:a")]),
         );
-        lock.entries.insert("gone".into(), LockEntry::new(b"y", []));
+        lock.entries
+            .insert("gone".into(), LockEntry::new::<&str, &str>(b"y", []));
         lock.entries.remove("gone");
         let save = |lock: &Lock| {
             let text = render(lock.entries.iter().map(|(n, e)| (n.as_str(), e)));

@@ -67,7 +67,7 @@ fn plan<'a>(fleet: &'a Fleet, report: &Report, rule: &'a SecretRule, all: bool) 
         .recipient_keys(rule)
         .into_iter()
         .map(|(_, k)| k)
-        .filter(|k| missing.contains(k.fingerprint().as_str()))
+        .filter(|k| missing.contains(k.fingerprint()))
         .collect();
     let plugin = add.iter().any(|k| matches!(k.kind(), KeyKind::Plugin(_)));
     if add.is_empty() || add.len() != missing.len() || plugin {
@@ -91,7 +91,7 @@ fn rekey_one(
             let keys = fleet
                 .recipient_keys(rule)
                 .into_iter()
-                .map(|(m, k)| (m.name.clone(), k.fingerprint()));
+                .map(|(m, k)| (&m.name, k.fingerprint()));
             let entry = LockEntry::new(&out, keys);
             Ok((out, entry))
         }

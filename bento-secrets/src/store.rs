@@ -81,9 +81,7 @@ pub fn seal(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<(Vec<u
     let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &fleet.secret_shown(rule))?;
     let entry = LockEntry::new(
         &ciphertext,
-        members_keys
-            .iter()
-            .map(|(m, k)| (m.name.clone(), k.fingerprint())),
+        members_keys.iter().map(|(m, k)| (&m.name, k.fingerprint())),
     );
     Ok((ciphertext, entry))
 }

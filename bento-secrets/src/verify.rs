@@ -215,7 +215,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     };
 
     let expected = fleet.recipient_keys(rule);
-    let mut missing: BTreeMap<String, (&Member, BTreeSet<String>)> = BTreeMap::new();
+    let mut missing: BTreeMap<&str, (&Member, BTreeSet<&str>)> = BTreeMap::new();
     let mut extra: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
 
@@ -228,9 +228,9 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     let mut expected_tags = BTreeSet::new();
     for (member, key) in &expected {
         if let Some(tag) = key.ssh_tag() {
-            if !header_tags.contains(tag.as_str()) {
+            if !header_tags.contains(tag) {
                 missing
-                    .entry(member.name.clone())
+                    .entry(&member.name)
                     .or_insert((member, BTreeSet::new()))
                     .1
                     .insert(key.fingerprint());
@@ -241,7 +241,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     for tag in header_tags.iter().filter(|t| !expected_tags.contains(**t)) {
         let owner = fleet
             .all_keys()
-            .find(|(_, k)| k.ssh_tag().as_deref() == Some(*tag))
+            .find(|(_, k)| k.ssh_tag() == Some(*tag))
             .map(|(n, _)| n);
         extra.insert(owner.map_or_else(|| format!("an unknown ssh key (tag {tag})"), str::to_owned));
     }
@@ -253,12 +253,12 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
             let mut wanted = BTreeSet::new();
             for (member, key) in &expected {
                 let fp = key.fingerprint();
-                if !locked.contains(fp.as_str()) {
+                if !locked.contains(fp) {
                     missing
-                        .entry(member.name.clone())
+                        .entry(&member.name)
                         .or_insert((member, BTreeSet::new()))
                         .1
-                        .insert(fp.clone());
+                        .insert(fp);
                 }
                 wanted.insert(fp);
             }
@@ -294,10 +294,10 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     for (who, (member, keys)) in missing {
         let mut f = finding(
             Kind::MissingRecipient,
-            Some(who.clone()),
+            Some(who.to_owned()),
             format!("missing {who} ({})", member.via),
         );
-        f.keys = keys.into_iter().collect();
+        f.keys = keys.into_iter().map(str::to_owned).collect();
         out.push(f);
     }
     for who in extra {
