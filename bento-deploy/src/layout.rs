@@ -134,8 +134,8 @@ impl HostDir {
     /// The generation `current` names, if any.
     pub fn current(&self) -> Result<Option<u64>, Error> {
         let path = self.dir.join(CURRENT_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+        match std::fs::read(&path) {
+            Ok(bytes) => parse_generation(&bytes).map(Some).ok_or_else(|| {
                 Error::at(
                     path.display().to_string(),
                     "does not hold a generation number; fix it by hand (it names a dir of generations/)",
@@ -333,6 +333,11 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o644)
         .open(path)?;
     f.write_all(bytes)
+}
+
+/// The generation number a `current` file holds (surrounding whitespace allowed).
+pub fn parse_generation(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -150,10 +150,7 @@ fn is_sha256_hex(s: &str) -> bool {
 
 /// Now, as RFC 3339 UTC with seconds: `2026-11-26T05:00:00Z`.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
+    rfc3339(crate::status_time::now())
 }
 
 /// Seconds since the epoch as RFC 3339 UTC.

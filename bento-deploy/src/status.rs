@@ -458,15 +458,13 @@ fn read_heartbeat(dir: &Path, host: &str) -> Result<Option<u64>, String> {
 /// The generation `current` names; `Ok(None)` when there is no `current`.
 fn read_current(dir: &Path) -> Result<Option<u64>, String> {
     match crate::dirents::read_path(&dir.join(CURRENT_FILE)) {
-        Ok(bytes) => {
+        Ok(bytes) => crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {
             let text = String::from_utf8_lossy(&bytes);
-            text.trim().parse().map(Some).map_err(|_| {
             format!(
                 "{CURRENT_FILE}: `{}` is not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/",
                 text.trim().chars().take(40).collect::<String>().escape_default()
             )
-            })
-        }
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{CURRENT_FILE}: {e}")),
     }
