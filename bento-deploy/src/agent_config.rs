@@ -141,8 +141,19 @@ impl AgentConfig {
                 .unwrap_or(1);
             format!("{shown}:{line}: {}", e.message().replace('\n', " "))
         })?;
+        // The line of `key = …` (a key name inside another key or a value does not count).
         let at = |key: &str| {
-            text.find(key)
+            text.lines()
+                .position(|line| {
+                    line.trim_start()
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                })
+                .map_or(1, |i| i + 1)
+        };
+        // The line holding `needle`, for values inside a list.
+        let line_of = |needle: &str| {
+            text.find(needle)
                 .map_or(1, |o| bento_secrets::rules::line_col(&text, o).0)
         };
         if !bento_secrets::rules::valid_name(&config.host) {
@@ -165,7 +176,7 @@ impl AgentConfig {
             {
                 return Err(format!(
                     "{shown}:{}: trusted_keys: `{}` is not an ssh public key line",
-                    at(line.split_whitespace().nth(1).unwrap_or(line)),
+                    line_of(line.split_whitespace().nth(1).unwrap_or(line)),
                     line.chars().take(30).collect::<String>()
                 ));
             }

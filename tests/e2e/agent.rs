@@ -398,6 +398,17 @@ fn bad_agent_config_is_one_clear_line() {
     .unwrap();
     let err = crate::harness::fails(&l.agent(&[]));
     assert!(err.contains("agent.toml:3: trusted_keys is empty"), "{err}");
+    // A key whose name holds another's (`known_hosts`, `host`) does not take its line.
+    std::fs::write(
+        &l.config,
+        "known_hosts = \"/k\"\nserver = \"file:///srv/host\"\nhost = \"../web1\"\ntrusted_keys = []\n",
+    )
+    .unwrap();
+    let err = crate::harness::fails(&l.agent(&[]));
+    assert!(
+        err.contains("agent.toml:3: host `../web1` is not a valid host name"),
+        "{err}"
+    );
 }
 
 #[test]
