@@ -381,34 +381,29 @@ fn losing_the_server_after_a_switch_rolls_back_and_the_report_waits() {
 #[test]
 fn bad_agent_config_is_one_clear_line() {
     let l = Loop::new();
-    std::fs::write(
-        &l.config,
-        "host = \"web1\"\nserver = \"ftp://x\"\ntrusted_keys = []\n",
-    )
-    .unwrap();
-    let err = crate::harness::fails(&l.agent(&[]));
-    assert!(
-        err.contains("agent.toml:2: server `ftp://x`: expected sftp://"),
-        "{err}"
-    );
-    std::fs::write(
-        &l.config,
-        "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = []\n",
-    )
-    .unwrap();
-    let err = crate::harness::fails(&l.agent(&[]));
-    assert!(err.contains("agent.toml:3: trusted_keys is empty"), "{err}");
-    // A key whose name holds another's (`known_hosts`, `host`) does not take its line.
-    std::fs::write(
-        &l.config,
-        "known_hosts = \"/k\"\nserver = \"file:///srv/host\"\nhost = \"../web1\"\ntrusted_keys = []\n",
-    )
-    .unwrap();
-    let err = crate::harness::fails(&l.agent(&[]));
-    assert!(
-        err.contains("agent.toml:3: host `../web1` is not a valid host name"),
-        "{err}"
-    );
+    let error_for = |config: &str| {
+        std::fs::write(&l.config, config).unwrap();
+        crate::harness::fails(&l.agent(&[]))
+    };
+    let cases = [
+        (
+            "host = \"web1\"\nserver = \"ftp://x\"\ntrusted_keys = []\n",
+            "agent.toml:2: server `ftp://x`: expected sftp://",
+        ),
+        (
+            "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = []\n",
+            "agent.toml:3: trusted_keys is empty",
+        ),
+        // A key whose name holds another's (`known_hosts`, `host`) does not take its line.
+        (
+            "known_hosts = \"/k\"\nserver = \"file:///srv/host\"\nhost = \"../web1\"\ntrusted_keys = []\n",
+            "agent.toml:3: host `../web1` is not a valid host name",
+        ),
+    ];
+    for (config, expected) in cases {
+        let err = error_for(config);
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]
