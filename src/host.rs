@@ -37,23 +37,26 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
         }
         HostCommand::List { json } => {
             let fleet = Fleet::load(root)?;
-            let rows: Vec<serde_json::Value> = fleet
+            let rows: Vec<HostRow> = fleet
                 .hosts
                 .iter()
-                .map(|(name, keys)| {
-                    let groups: Vec<&str> = fleet
+                .map(|(name, keys)| HostRow {
+                    name,
+                    keys: keys
+                        .iter()
+                        .map(|k| KeyRow {
+                            kind: k.kind_name(),
+                            fingerprint: k.fingerprint(),
+                        })
+                        .collect(),
+                    groups: fleet
                         .rules
                         .groups
                         .iter()
                         .filter(|(_, hosts)| hosts.contains(name))
                         .map(|(g, _)| g.as_str())
-                        .collect();
-                    serde_json::json!({
-                        "name": name,
-                        "keys": keys.iter().map(|k| serde_json::json!({"type": k.kind_name(), "fingerprint": k.fingerprint()})).collect::<Vec<_>>(),
-                        "groups": groups,
-                        "configured": root.join("hosts").join(name).is_dir(),
-                    })
+                        .collect(),
+                    configured: root.join("hosts").join(name).is_dir(),
                 })
                 .collect();
             if json {
@@ -61,19 +64,16 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{:<16} {:<12} {:<52} GROUPS", "HOST", "KEY", "FINGERPRINT");
                 for row in &rows {
-                    let key = &row["keys"][0];
-                    let groups: Vec<&str> = row["groups"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|g| g.as_str())
-                        .collect();
+                    let (kind, fingerprint) = row
+                        .keys
+                        .first()
+                        .map_or(("", ""), |k| (k.kind.as_str(), k.fingerprint));
                     println!(
                         "{:<16} {:<12} {:<52} {}",
-                        row["name"].as_str().unwrap_or_default(),
-                        key["type"].as_str().unwrap_or_default(),
-                        key["fingerprint"].as_str().unwrap_or_default(),
-                        groups.join(" ")
+                        row.name,
+                        kind,
+                        fingerprint,
+                        row.groups.join(" ")
                     );
                 }
             }
@@ -86,4 +86,20 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One host of `bento host list`, as printed by `--json`.
+#[derive(serde::Serialize)]
+struct HostRow<'a> {
+    name: &'a str,
+    keys: Vec<KeyRow<'a>>,
+    groups: Vec<&'a str>,
+    configured: bool,
+}
+
+#[derive(serde::Serialize)]
+struct KeyRow<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    fingerprint: &'a str,
 }
