@@ -1,5 +1,6 @@
-//! Atomic file replacement: a temp file in the same directory, fsync, rename, fsync the
-//! directory. A crash or error at any point leaves either the old file or the new one.
+//! Atomic file replacement: a temp file in the same directory, synced to disk (its own
+//! fsync, or one syncfs for a batch), renamed over the file, then the directory synced. A
+//! crash or error at any point leaves either the old file or the new one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
