@@ -16,6 +16,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use bento_secrets::accounts::Owner;
+
 use crate::error::Error;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 
@@ -79,24 +81,6 @@ impl ServerRoot {
         let dir = File::open(&self.root).map_err(|e| Error::io(self.root.display().to_string(), e))?;
         rustix::fs::syncfs(&dir).map_err(|e| Error::io(self.root.display().to_string(), e.into()))
     }
-}
-
-/// Who should own a host's `logs/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
-
-/// Looks up a system user by name.
-pub fn lookup_user(name: &str) -> Option<Owner> {
-    let user = nix::unistd::User::from_name(name).ok()??;
-    Some(Owner {
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    })
 }
 
 /// Whether this process runs as root (and so can and must set ownership).

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use bento_secrets::accounts;
 use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
@@ -19,7 +20,7 @@ use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hosts::{self, Host};
-use crate::layout::{is_root, lookup_user, HostDir, ServerRoot, Staged};
+use crate::layout::{is_root, HostDir, ServerRoot, Staged};
 use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::Signer;
 
@@ -171,7 +172,7 @@ fn assess(
     let dir = server.host(&host.name);
     // Only root can hand logs/ to the host's user; don't look the user up otherwise.
     let logs_owner = is_root()
-        .then(|| lookup_user(&format!("{prefix}{}", host.name)))
+        .then(|| accounts::user(&format!("{prefix}{}", host.name)))
         .flatten();
     dir.prepare(logs_owner)?;
     let current = dir.current()?;

@@ -54,6 +54,15 @@ fn lookup_group(name: &str) -> Result<u32, String> {
     }
 }
 
+/// The user `name` (not a numeric id) with its primary group, when it exists.
+pub fn user(name: &str) -> Option<Owner> {
+    let user = User::from_name(name).ok()??;
+    Some(Owner {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    })
+}
+
 /// The name of group `gid`, for messages.
 pub fn group_name(gid: u32) -> String {
     Group::from_gid(Gid::from_raw(gid))
@@ -78,5 +87,7 @@ mod tests {
         assert!(e.contains("unknown user `no-such-user-here`"), "{e}");
         let e = super::resolve("root", Some("no-such-group-here")).unwrap_err();
         assert!(e.contains("unknown group"), "{e}");
+        assert_eq!(super::user("root"), Some(super::Owner { uid: 0, gid: 0 }));
+        assert_eq!(super::user("no-such-user-here"), None);
     }
 }
