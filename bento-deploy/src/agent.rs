@@ -229,7 +229,7 @@ fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
     config
         .trusted_keys
         .iter()
-        .map(|line| PublicKey::from_openssh(line.trim()).map_err(|e| err(format!("trusted_keys: {e}"))))
+        .map(|line| crate::agent_config::trusted_key(line).map_err(|e| err(format!("trusted_keys: {e}"))))
         .collect()
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use ssh_key::PublicKey;
 
 use crate::transport::ServerUrl;
 
@@ -171,9 +172,7 @@ impl AgentConfig {
             ));
         }
         for line in &config.trusted_keys {
-            if bento_secrets::keys::RecipientKey::parse(line).is_err()
-                || !line.trim_start().starts_with("ssh-")
-            {
+            if trusted_key(line).is_err() {
                 return Err(format!(
                     "{shown}:{}: trusted_keys: `{}` is not an ssh public key line",
                     line_of(line.split_whitespace().nth(1).unwrap_or(line)),
@@ -193,4 +192,10 @@ impl AgentConfig {
     pub fn server_url(&self) -> Result<ServerUrl, String> {
         ServerUrl::parse(&self.server)
     }
+}
+
+/// One `trusted_keys` line as the agent verifies signatures with it: checked with this
+/// same parser when the file is loaded.
+pub fn trusted_key(line: &str) -> Result<PublicKey, ssh_key::Error> {
+    PublicKey::from_openssh(line.trim())
 }

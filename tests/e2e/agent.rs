@@ -399,6 +399,11 @@ fn bad_agent_config_is_one_clear_line() {
             "known_hosts = \"/k\"\nserver = \"file:///srv/host\"\nhost = \"../web1\"\ntrusted_keys = []\n",
             "agent.toml:3: host `../web1` is not a valid host name",
         ),
+        // Trusted keys are checked with the parser that later verifies signatures.
+        (
+            "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\n  \"ssh-ed25519 AAAAnot-a-key admin\",\n]\n",
+            "agent.toml:4: trusted_keys: `ssh-ed25519 AAAAnot-a-key admi` is not an ssh public key line",
+        ),
     ];
     for (config, expected) in cases {
         let err = error_for(config);
