@@ -154,6 +154,12 @@ pub fn activate(opts: &Options) -> Result<Report> {
         }
     } else {
         std::fs::create_dir_all(&store).map_err(|e| Error::io(store.display().to_string(), e))?;
+        if !ramfs::is_ram_fs(&store) {
+            report.warnings.push(format!(
+                "--no-mount: {} is not a RAM filesystem: the plaintext secrets are on disk",
+                store.display()
+            ));
+        }
     }
     let io = |e: std::io::Error| Error::Activate {
         msg: format!("{}: {e}", opts.root.display()),

@@ -485,12 +485,40 @@ fn removed_secrets_are_reported_with_and_without_mounts_alike() {
         args.extend(["-i", s(&keys.web1), "--root", s(&root)]);
         args.extend(extra);
         let out: serde_json::Value = serde_json::from_str(&ok(&fleet.bento(&args))).unwrap();
-        (out["added"].clone(), out["removed"].clone())
+        out
     };
-    assert_eq!(activate(both.write(), &[]).0, json!(["db", "tls"]));
+    let first = activate(both.write(), &[]);
+    assert_eq!(first["added"], json!(["db", "tls"]));
+    // The test's root is on disk, and bento says so.
+    assert!(
+        first["warnings"].to_string().contains("is not a RAM filesystem"),
+        "{first}"
+    );
     let one = one.write();
     // The dry run and the activation itself say the same.
-    assert_eq!(activate(one, &["--dry-run"]).1, json!(["tls"]));
-    assert_eq!(activate(one, &[]).1, json!(["tls"]));
+    assert_eq!(activate(one, &["--dry-run"])["removed"], json!(["tls"]));
+    assert_eq!(activate(one, &[])["removed"], json!(["tls"]));
     assert!(!root.join("secrets/tls").exists());
+}
+
+#[test]
+fn no_mount_on_a_ram_filesystem_has_nothing_to_warn_about() {
+    let (fleet, keys, bin) = setup("");
+    set(&fleet, "db", "db");
+    let mut b = Bundle::new(&fleet, "bundle");
+    b.add(&fleet, "db", json!({}));
+    let root = fleet.home.join("run");
+    std::fs::create_dir_all(&root).unwrap();
+    let script = format!(
+        "mount -t tmpfs tmpfs {root}\n$BENTO activate --no-mount --json --bundle {bundle} -i {key} --root {root}",
+        bundle = b.write().display(),
+        key = s(&keys.web1),
+        root = root.display()
+    );
+    let out = in_namespace(&fleet, &bin, &script);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["added"], json!(["db"]), "{t}");
+    assert_eq!(report["warnings"], json!([]), "{t}");
 }
