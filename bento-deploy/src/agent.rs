@@ -123,10 +123,22 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     state = new_state;
     save_state(&config.state_dir, &state).map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
 
-    let report = run.report(state_after, outcome, transport.bytes_transferred());
-    send(config, &report, &run.log, transport.as_mut())?;
-    reboot_if_due(config, &report);
+    let report = conclude(&run, state_after, outcome, transport.as_mut())?;
     Ok(Outcome::Ran(Box::new(report)))
+}
+
+/// The end of every run that reports: the report, queued and sent, then a reboot when
+/// the policy and the kernel call for one.
+fn conclude(
+    run: &Run,
+    state: State,
+    outcome: Result<Vec<String>, String>,
+    transport: &mut dyn Transport,
+) -> Result<Report, AgentError> {
+    let report = run.report(state, outcome, transport.bytes_transferred());
+    send(run.config, &report, &run.log, transport)?;
+    reboot_if_due(run.config, &report);
+    Ok(report)
 }
 
 /// Queues the report and tries to upload it (with anything older still queued).
@@ -180,23 +192,28 @@ fn self_update(
         system_before: current_system(config),
         log: Vec::new(),
     };
-    let flake = format!("{}#{}", config_dir.display(), config.host);
-    let extra = [
-        "--flake".to_owned(),
-        flake,
-        "--recreate-lock-file".into(),
-        "--no-write-lock-file".into(),
-    ];
+    let mut extra = rebuild_target(&config_dir, &config.host);
+    extra.extend(["--recreate-lock-file".into(), "--no-write-lock-file".into()]);
     let result = run.command("self-update", &config.rebuild, &extra);
     let (state, outcome) = match result {
         Ok(()) if current_system(config) == run.system_before => return Ok(None),
         Ok(()) => (State::SelfUpdated, Ok(Vec::new())),
         Err(e) => (State::Failed, Err(e)),
     };
-    let report = run.report(state, outcome, transport.bytes_transferred());
-    send(config, &report, &run.log, transport)?;
-    reboot_if_due(config, &report);
-    Ok(Some(report))
+    conclude(&run, state, outcome, transport).map(Some)
+}
+
+/// What the rebuild command is given to build this host: `--flake DIR#host` for a flake,
+/// else `-I nixos-config=DIR/configuration.nix`.
+fn rebuild_target(config_dir: &Path, host: &str) -> Vec<String> {
+    if config_dir.join("flake.nix").exists() {
+        vec!["--flake".into(), format!("{}#{host}", config_dir.display())]
+    } else {
+        vec![
+            "-I".into(),
+            format!("nixos-config={}", config_dir.join("configuration.nix").display()),
+        ]
+    }
 }
 
 /// The parts of a system that need a reboot to take effect.
@@ -421,18 +438,7 @@ impl Run<'_> {
 
     /// The rebuild command with `--flake …#host` or `-I nixos-config=…` appended.
     fn rebuild(&mut self) -> Result<(), String> {
-        let config_dir = self.current_link().join("config");
-        let extra: Vec<String> = if config_dir.join("flake.nix").exists() {
-            vec![
-                "--flake".into(),
-                format!("{}#{}", config_dir.display(), self.config.host),
-            ]
-        } else {
-            vec![
-                "-I".into(),
-                format!("nixos-config={}", config_dir.join("configuration.nix").display()),
-            ]
-        };
+        let extra = rebuild_target(&self.current_link().join("config"), &self.config.host);
         self.command("rebuild", &self.config.rebuild.clone(), &extra)
     }
 
