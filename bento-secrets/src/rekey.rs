@@ -139,17 +139,27 @@ pub fn rekey(
 
     let mut results = Vec::with_capacity(targets.len());
     let mut entries = Vec::new();
+    let mut lock_is_wrong = false;
     for (rule, sealed) in targets.iter().zip(sealed) {
-        let result = sealed.and_then(|(ticket, entry)| {
-            let wrote = written[ticket].take().expect("one write result per ticket");
-            wrote.map_err(|e| Error::io(fleet.secret_shown(rule), e))?;
-            entries.push((rule.name.clone(), entry));
-            Ok(())
-        });
+        let result = match sealed {
+            Ok((ticket, entry)) => match written[ticket].take().expect("one write result per ticket") {
+                Ok(()) => {
+                    entries.push((rule.name.clone(), entry));
+                    Ok(())
+                }
+                Err(e) => {
+                    lock_is_wrong = true; // it lists this secret's new ciphertext
+                    Err(Error::io(fleet.secret_shown(rule), e))
+                }
+            },
+            Err(e) => Err(e),
+        };
         results.push((rule.name.clone(), result));
     }
-    let lock_written = lock_ticket.map(|t| written[t].take().expect("one write result per ticket"));
-    if lock_written.as_ref().is_some_and(|w| w.is_err()) || results.iter().any(|(_, r)| r.is_err()) {
+    if let Some(ticket) = lock_ticket {
+        lock_is_wrong |= written[ticket].take().is_some_and(|w| w.is_err());
+    }
+    if lock_is_wrong {
         store::record_onto(fleet, &report.lock, entries, true)?;
     }
     Ok(results)
