@@ -39,7 +39,7 @@ pub fn select<'a>(
     };
     Ok(chosen
         .into_iter()
-        .filter(|r| all || !report.locked || stale.contains(r.name.as_str()))
+        .filter(|r| all || !report.lock.present || stale.contains(r.name.as_str()))
         .filter(|r| fleet.secret_path(r).exists())
         .collect())
 }
@@ -132,7 +132,7 @@ pub fn rekey(
     let encrypted = targets
         .iter()
         .zip(&sealed)
-        .filter_map(|(rule, s)| Some((rule.name.clone(), s.as_ref().ok()?.1.clone())));
+        .filter_map(|(rule, s)| Some((rule.name.as_str(), &s.as_ref().ok()?.1)));
     let lock_ticket = store::lock_update(fleet, &report.lock, encrypted, true)
         .map(|text| writer.submit(store::lock_path(fleet), text.into_bytes(), crate::lock::LOCK_MODE));
     let mut written: Vec<Option<std::io::Result<()>>> = writer.finish().into_iter().map(Some).collect();
@@ -160,7 +160,12 @@ pub fn rekey(
         lock_is_wrong |= written[ticket].take().is_some_and(|w| w.is_err());
     }
     if lock_is_wrong {
-        store::record_onto(fleet, &report.lock, entries, true)?;
+        store::record_onto(
+            fleet,
+            &report.lock,
+            entries.iter().map(|(n, e)| (n.as_str(), e)),
+            true,
+        )?;
     }
     Ok(results)
 }

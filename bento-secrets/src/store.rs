@@ -101,14 +101,15 @@ pub fn record(
     create: bool,
 ) -> Result<()> {
     let old = Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE))?;
-    record_onto(fleet, &old, entries, create)
+    let new: Vec<(String, LockEntry)> = entries.into_iter().collect();
+    record_onto(fleet, &old, new.iter().map(|(n, e)| (n.as_str(), e)), create)
 }
 
 /// [`record`], onto the lock `old` already read (by a verification, say).
-pub fn record_onto(
+pub fn record_onto<'a>(
     fleet: &Fleet,
-    old: &Lock,
-    entries: impl IntoIterator<Item = (String, LockEntry)>,
+    old: &'a Lock,
+    entries: impl IntoIterator<Item = (&'a str, &'a LockEntry)>,
     create: bool,
 ) -> Result<()> {
     match lock_update(fleet, old, entries, create) {
@@ -120,23 +121,22 @@ pub fn record_onto(
 
 /// The text of lock `old` with `entries` recorded (see [`record`]), or `None` when the
 /// file should be left as it is.
-pub fn lock_update(
+pub fn lock_update<'a>(
     fleet: &Fleet,
-    old: &Lock,
-    entries: impl IntoIterator<Item = (String, LockEntry)>,
+    old: &'a Lock,
+    entries: impl IntoIterator<Item = (&'a str, &'a LockEntry)>,
     create: bool,
 ) -> Option<String> {
     if !old.present && !create {
         return None;
     }
-    let new: BTreeMap<String, LockEntry> = entries.into_iter().collect();
     // The old entries, replaced by the new ones, for the secrets that still have a rule.
     let merged: BTreeMap<&str, &LockEntry> = old
         .entries
         .iter()
-        .chain(&new)
-        .filter(|(name, _)| fleet.rules.secrets.contains_key(*name))
         .map(|(name, entry)| (name.as_str(), entry))
+        .chain(entries)
+        .filter(|(name, _)| fleet.rules.secrets.contains_key(*name))
         .collect();
     let unchanged = merged.len() == old.entries.len()
         && merged

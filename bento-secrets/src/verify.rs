@@ -83,11 +83,14 @@ pub struct Report {
     pub secrets: usize,
     /// Everything that does not hold, in secret order.
     pub findings: Vec<Finding>,
-    /// Whether the fleet has a `recipients.lock` (without one, only headers are checked).
-    pub locked: bool,
-    /// The lock as it was read, for a rekey to update.
-    #[serde(skip)]
+    /// The lock as it was read, for a rekey to update. In JSON, `locked`: whether the
+    /// fleet has a `recipients.lock` at all (without one, only headers are checked).
+    #[serde(rename = "locked", serialize_with = "lock_present")]
     pub lock: Lock,
+}
+
+fn lock_present<S: serde::Serializer>(lock: &Lock, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_bool(lock.present)
 }
 
 impl Report {
@@ -129,7 +132,6 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
     let mut report = Report {
         secrets: fleet.rules.secrets.len(),
         findings: Vec::new(),
-        locked: lock.present,
         lock: Lock::default(),
     };
     let checked: Vec<Vec<Finding>> = rules

@@ -193,6 +193,7 @@ fn json_findings_for_machines() {
     assert!(!out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["secrets"], 3);
+    assert_eq!(v["locked"], true);
     let findings = v["findings"].as_array().unwrap();
     assert_eq!(findings.len(), 2);
     assert_eq!(findings[0]["secret"], "db-password");
