@@ -33,6 +33,11 @@ impl Dir {
         })
     }
 
+    /// A directory already open (by [`crate::confined::Confined`]).
+    pub(crate) fn from_fd(fd: OwnedFd) -> Dir {
+        Dir { fd }
+    }
+
     /// Every entry, in the order the file system gives them.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
         let mut buf = Vec::with_capacity(32 * 1024);

@@ -7,6 +7,7 @@ pub mod agent_config;
 pub mod build;
 pub mod bundle;
 pub mod config;
+pub mod confined;
 pub mod dirents;
 pub mod error;
 pub mod hosts;

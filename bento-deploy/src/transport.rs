@@ -79,20 +79,7 @@ pub trait Transport {
     fn bytes_transferred(&self) -> u64;
 }
 
-/// Refuses paths that could leave the host's directory.
-pub fn check_rel(rel: &str) -> io::Result<()> {
-    let bad = rel.is_empty()
-        || rel.starts_with('/')
-        || rel.contains('\0')
-        || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..");
-    if bad {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing path `{}`", rel.escape_default()),
-        ));
-    }
-    Ok(())
-}
+pub use crate::confined::check_rel;
 
 /// A server directory on this machine.
 pub struct LocalDir {

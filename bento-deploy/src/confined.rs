@@ -1,0 +1,279 @@
+//! A directory on the server, read and written without ever leaving it.
+//!
+//! Whoever can write a server directory — a compromised server, or a host writing its own
+//! `logs/` — may plant symlinks, FIFOs, device nodes or huge files there. So every path
+//! below a [`Confined`] directory is resolved beneath its open file descriptor with no
+//! symlink followed (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or one
+//! `O_NOFOLLOW` component at a time on kernels without `openat2`), only regular files are
+//! read, every read has a limit, and writes go to a fresh temp name (`O_EXCL`) that is then
+//! renamed over the target, so a planted file or link is replaced, never written through.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+
+use crate::dirents::{Dir, Entry};
+
+/// An open directory whose descendants are reached without following symlinks.
+pub struct Confined {
+    fd: OwnedFd,
+}
+
+/// What a confined read refuses, besides the file system's own errors.
+fn refused(rel: &str, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("refusing `{}`: {why}", rel.escape_default()),
+    )
+}
+
+/// The error of a file larger than its limit (kind `FileTooLarge`).
+pub fn too_large(rel: &str, limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("`{}` is larger than {limit} bytes", rel.escape_default()),
+    )
+}
+
+/// Refuses relative paths that could name something outside: empty, absolute, `.`, `..`,
+/// empty components, NUL.
+pub fn check_rel(rel: &str) -> io::Result<()> {
+    let bad = rel.is_empty()
+        || rel.starts_with('/')
+        || rel.contains('\0')
+        || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing path `{}`", rel.escape_default()),
+        ));
+    }
+    Ok(())
+}
+
+impl Confined {
+    /// Opens the directory at `path`, a trusted location (the server root from the
+    /// admin's or the host's own configuration): everything below it is confined.
+    pub fn open(path: &Path) -> io::Result<Confined> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(Confined {
+            fd: rustix::fs::open(path, flags, Mode::empty())?,
+        })
+    }
+
+    /// Opens `rel` below this directory, following no symlink on the way.
+    fn open_beneath(&self, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        check_rel(rel)?;
+        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let opened = match rustix::fs::openat2(&self.fd, rel, flags, mode, resolve) {
+            Err(rustix::io::Errno::NOSYS) => self.open_by_components(rel, flags, mode),
+            other => other,
+        };
+        opened.map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => {
+                refused(rel, "it is or passes through a symlink")
+            }
+            e => io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {e}", rel.escape_default()),
+            ),
+        })
+    }
+
+    /// `openat2` for kernels older than 5.6: one `O_NOFOLLOW` component at a time
+    /// (`check_rel` already refused `.` and `..`).
+    fn open_by_components(&self, rel: &str, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
+        let (parents, last) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let mut dir: Option<OwnedFd> = None;
+        for component in parents.split('/').filter(|c| !c.is_empty()) {
+            let at = dir.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd());
+            dir = Some(rustix::fs::openat(at, component, dir_flags, Mode::empty())?);
+        }
+        let at = dir.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd());
+        rustix::fs::openat(at, last, flags, mode)
+    }
+
+    /// The directory `rel` below this one (a symlink on the way is refused).
+    pub fn dir(&self, rel: &str) -> io::Result<Confined> {
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        Ok(Confined { fd })
+    }
+
+    /// The regular file `rel`, opened for reading, and its size. Anything else — a
+    /// symlink, a FIFO (opened without blocking), a device, a directory — is refused.
+    pub fn open_file(&self, rel: &str) -> io::Result<(std::fs::File, u64)> {
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(refused(rel, "not a regular file"));
+        }
+        // Back to blocking reads: a regular file never blocks, but be plain about it.
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+        Ok((std::fs::File::from(fd), u64::try_from(stat.st_size).unwrap_or(0)))
+    }
+
+    /// The whole regular file `rel`, refused (kind `FileTooLarge`) past `limit` bytes —
+    /// also when it grows while being read.
+    pub fn read(&self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let (file, size) = self.open_file(rel)?;
+        if size > limit {
+            return Err(too_large(rel, limit));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(rel, limit));
+        }
+        Ok(bytes)
+    }
+
+    /// The entries of directory `rel` (`""`: this one), with their types.
+    pub fn entries(&self, rel: &str) -> io::Result<Vec<Entry>> {
+        if rel.is_empty() {
+            let fd = rustix::fs::openat(
+                &self.fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            return Dir::from_fd(fd).entries();
+        }
+        Dir::from_fd(self.dir(rel)?.fd).entries()
+    }
+
+    /// Replaces the file `rel` with `bytes` (mode `mode`): written under a fresh temp name
+    /// in the same directory (`O_EXCL`: never an existing file, never through a link),
+    /// synced, then renamed over `rel`. Whatever `rel` was — a file, a planted symlink — is
+    /// replaced, not written through.
+    pub fn replace(&self, rel: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+        check_rel(rel)?;
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir(parent)?), name),
+            None => (None, rel),
+        };
+        let dir = parent.as_ref().unwrap_or(self);
+        let tmp = dir.create_temp(name, mode)?;
+        let written = (|| {
+            let mut file = std::fs::File::from(rustix::fs::openat(
+                &dir.fd,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?);
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            rustix::fs::renameat(&dir.fd, tmp.as_str(), &dir.fd, name)?;
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), rustix::fs::AtFlags::empty());
+        }
+        written.map_err(|e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", rel.escape_default())))
+    }
+
+    /// Creates an empty file under a name no one else can have picked
+    /// (`.<name>.<pid>.<n>.tmp`, `O_EXCL`), and returns that name.
+    fn create_temp(&self, name: &str, mode: u32) -> io::Result<String> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for _ in 0..64 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let tmp = format!(".{name}.{}.{n}{nanos:x}.tmp", std::process::id());
+            match rustix::fs::openat(&self.fd, tmp.as_str(), flags, Mode::from_raw_mode(mode)) {
+                Ok(_) => return Ok(tmp),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("no free temp name for `{}`", name.escape_default()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn reads_refuse_links_special_files_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "outside").unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        std::fs::write(dir.path().join("logs/ok"), "fine").unwrap();
+        symlink(outside.path().join("secret"), dir.path().join("logs/link")).unwrap();
+        symlink(outside.path(), dir.path().join("linkdir")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("big"), vec![b'x'; 100]).unwrap();
+
+        let c = Confined::open(dir.path()).unwrap();
+        assert_eq!(c.read("logs/ok", 10).unwrap(), b"fine");
+        assert!(c.read("logs/link", 100).is_err());
+        assert!(c.read("linkdir/secret", 100).is_err());
+        assert!(c.dir("linkdir").is_err());
+        // A FIFO is refused at once rather than blocking the reader forever.
+        assert!(c
+            .read("fifo", 100)
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
+        assert!(c.read("logs", 100).is_err());
+        assert_eq!(c.read("big", 99).unwrap_err().kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(c.read("big", 100).unwrap().len(), 100);
+        for bad in ["../x", "/etc/passwd", "a//b", "./a", ""] {
+            assert!(c.read(bad, 10).is_err(), "{bad}");
+        }
+        let names: Vec<String> = c
+            .entries("logs")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name.into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn replace_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("shadow");
+        std::fs::write(&target, "root:x").unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        symlink(&target, dir.path().join("logs/seen.json")).unwrap();
+        symlink(&target, dir.path().join("logs/seen.json.tmp")).unwrap();
+        let c = Confined::open(dir.path()).unwrap();
+        c.replace("logs/seen.json", b"{}", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root:x");
+        assert_eq!(std::fs::read(dir.path().join("logs/seen.json")).unwrap(), b"{}");
+        assert!(!std::fs::symlink_metadata(dir.path().join("logs/seen.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        // `logs` itself a symlink: refused, nothing written outside.
+        std::fs::remove_dir_all(dir.path().join("logs")).unwrap();
+        symlink(outside.path(), dir.path().join("logs")).unwrap();
+        assert!(c.replace("logs/x", b"{}", 0o644).is_err());
+        assert!(!outside.path().join("x").exists());
+        let left: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temp file left outside");
+    }
+}
