@@ -9,8 +9,9 @@ fn colour() -> bool {
 }
 
 /// One line to stderr in one write, so that lines from a long report arrive whole.
+/// Messages may quote what a host or the server wrote: control characters are escaped.
 fn line(mark: &str, msg: &str) {
-    let text = format!("{mark} {msg}\n");
+    let text = format!("{mark} {}\n", escaped(msg));
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
@@ -21,6 +22,29 @@ fn no_color_unset() -> bool {
 /// Whether what goes to stdout may be coloured: a terminal, and no `NO_COLOR`.
 pub fn stdout_colour() -> bool {
     no_color_unset() && std::io::stdout().is_terminal()
+}
+
+/// `text` with every character that a terminal could act on written out as an escape
+/// (`\u{1b}`): C0 and C1 controls, DEL, and the bidirectional overrides that reorder what
+/// is shown. For anything a host or the server wrote (reports, problems, system paths)
+/// before it reaches a terminal; `--json` stays exact (JSON escapes controls itself).
+pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `text` in the SGR colour `code` when `on`.
@@ -50,4 +74,16 @@ pub fn ok(msg: &str) {
 /// Prints a neutral line.
 pub fn note(msg: &str) {
     line(&paint("2", "·"), msg);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_controls_are_written_out() {
+        assert_eq!(super::escaped("plain ✓ text"), "plain ✓ text");
+        assert_eq!(
+            super::escaped("a\u{1b}[2Jb\u{1b}]52;c;eA==\u{7}\u{9b}\u{202e}\n"),
+            "a\\u{1b}[2Jb\\u{1b}]52;c;eA==\\u{7}\\u{9b}\\u{202e}\\u{a}"
+        );
+    }
 }

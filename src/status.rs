@@ -85,7 +85,9 @@ fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyh
             dirs.push(root.join(&h.host).join(bento_deploy::layout::LOGS_DIR));
         }
         for dir in dirs {
-            if !watched.contains(&dir) && dir.is_dir() {
+            // A symlinked host dir or logs/ is not followed (status flags it instead).
+            let plain_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+            if !watched.contains(&dir) && plain_dir {
                 watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| {
                     anyhow::anyhow!(
                         "{}: cannot watch it: {e} (raise fs.inotify.max_user_watches?)",
@@ -183,7 +185,13 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
         "SYSTEM",
         "SSH",
     ];
-    let rows: Vec<[String; 9]> = fleet_status.hosts.iter().map(row).collect();
+    // Cells and details carry what hosts wrote (errors, system paths): escaped for the
+    // terminal before anything is measured or printed.
+    let rows: Vec<[String; 9]> = fleet_status
+        .hosts
+        .iter()
+        .map(|h| row(h).map(|cell| output::escaped(&cell).into_owned()))
+        .collect();
     let mut widths = HEAD.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -210,7 +218,8 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
         out.push_str(&line(cells, Some(h.status)));
         for detail in [&h.error, &h.problem].into_iter().flatten() {
             if h.status != Status::UpToDate {
-                out.push_str(&format!("    {}\n", output::painted(colour, "2", detail)));
+                let detail = output::escaped(detail);
+                out.push_str(&format!("    {}\n", output::painted(colour, "2", &detail)));
             }
         }
     }
@@ -227,7 +236,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
         if n == 1 { "" } else { "s" },
         if counts.is_empty() { "" } else { ": " },
         counts.join(", "),
-        fleet_status.server_root,
+        output::escaped(&fleet_status.server_root),
         fleet_status.time
     ));
     out

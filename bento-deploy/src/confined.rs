@@ -26,7 +26,7 @@ pub struct Confined {
 fn refused(rel: &str, why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("refusing `{}`: {why}", rel.escape_default()),
+        format!("{}: refused: {why}", rel.escape_default()),
     )
 }
 
@@ -34,7 +34,7 @@ fn refused(rel: &str, why: &str) -> io::Error {
 pub fn too_large(rel: &str, limit: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::FileTooLarge,
-        format!("`{}` is larger than {limit} bytes", rel.escape_default()),
+        format!("{}: larger than {limit} bytes", rel.escape_default()),
     )
 }
 
@@ -73,10 +73,16 @@ impl Confined {
             Err(rustix::io::Errno::NOSYS) => self.open_by_components(rel, flags, mode),
             other => other,
         };
+        let is_link = || {
+            rustix::fs::statat(&self.fd, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+        };
         opened.map_err(|e| match e {
             rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => {
                 refused(rel, "it is or passes through a symlink")
             }
+            // `O_DIRECTORY | O_NOFOLLOW` on a symlink says "not a directory".
+            rustix::io::Errno::NOTDIR if is_link() => refused(rel, "it is a symlink"),
             e => io::Error::new(
                 io::Error::from(e).kind(),
                 format!("{}: {e}", rel.escape_default()),

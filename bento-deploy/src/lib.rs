@@ -23,6 +23,7 @@ pub mod status;
 pub mod status_diff;
 pub mod status_prometheus;
 mod status_time;
+pub mod store_path;
 pub mod transport;
 
 pub use config::Config;

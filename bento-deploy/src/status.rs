@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::confined::Confined;
 use crate::error::Error;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
@@ -28,6 +29,19 @@ pub const FORMAT: u32 = 1;
 /// How many report files are opened per host at most, newest first, to get past
 /// unreadable ones.
 const REPORTS_TRIED: usize = 3;
+
+/// The largest files status reads from a host directory. Everything there is untrusted —
+/// a host writes its own `logs/` — so a larger file is flagged and ignored, not read.
+pub mod limits {
+    /// `current`: a generation number.
+    pub const CURRENT: u64 = 4 * 1024;
+    /// A generation's `manifest.json`.
+    pub const MANIFEST: u64 = 4 * 1024 * 1024;
+    /// A report in `logs/`.
+    pub const REPORT: u64 = 1024 * 1024;
+    /// The heartbeat, `logs/seen.json`.
+    pub const HEARTBEAT: u64 = 64 * 1024;
+}
 
 /// A host's derived state. The order is severity: problems first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -224,39 +238,45 @@ pub fn fleet_hosts(fleet_root: &Path) -> Result<Vec<String>, Error> {
 /// the server root are listed at the same time.
 pub fn fleet_status(fleet_root: &Path, server_root: &Path, options: &Options) -> Result<FleetStatus, Error> {
     let (fleet, on_server) = rayon::join(|| fleet_hosts(fleet_root), || server_dirs(server_root));
-    Ok(scan_listed(server_root, &fleet?, on_server?, options))
+    let (root, on_server) = on_server?;
+    Ok(scan_listed(server_root, &root, &fleet?, on_server, options))
 }
 
 /// Reads the state of every fleet host, plus every host directory on the server that the
 /// fleet does not define. The server root must exist.
 pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<FleetStatus, Error> {
-    Ok(scan_listed(
-        server_root,
-        fleet,
-        server_dirs(server_root)?,
-        options,
-    ))
+    let (root, on_server) = server_dirs(server_root)?;
+    Ok(scan_listed(server_root, &root, fleet, on_server, options))
 }
 
-/// The entries of the server root that are valid host names.
-fn server_dirs(server_root: &Path) -> Result<Vec<String>, Error> {
+/// The server root, opened: everything below it is read without following symlinks.
+fn open_root(server_root: &Path) -> Result<Confined, Error> {
     let shown = server_root.display().to_string();
-    let entries = std::fs::read_dir(server_root).map_err(|e| match e.kind() {
+    Confined::open(server_root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::at(
             &shown,
             "the server root does not exist: pass --server-root DIR or set server.root in bento.toml",
         ),
         _ => Error::io(&shown, e),
-    })?;
-    Ok(entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().into_string().ok())
+    })
+}
+
+/// The server root, and its entries that are valid host names.
+fn server_dirs(server_root: &Path) -> Result<(Confined, Vec<String>), Error> {
+    let root = open_root(server_root)?;
+    let names = root
+        .entries("")
+        .map_err(|e| Error::io(server_root.display().to_string(), e))?
+        .into_iter()
+        .filter_map(|entry| entry.name.into_string().ok())
         .filter(|name| bento_secrets::rules::valid_name(name))
-        .collect())
+        .collect();
+    Ok((root, names))
 }
 
 fn scan_listed(
     server_root: &Path,
+    root: &Confined,
     fleet: &[String],
     on_server: Vec<String>,
     options: &Options,
@@ -267,14 +287,16 @@ fn scan_listed(
         if known.contains(name.as_str()) {
             continue;
         }
-        let dir = server_root.join(&name);
-        if dir.join(CURRENT_FILE).exists() || dir.join(LOGS_DIR).is_dir() {
+        // A directory of the server root is a host when it holds a `current` or a `logs/`
+        // (a symlink is neither).
+        let Ok(dir) = root.dir(&name) else { continue };
+        if dir.open_file(CURRENT_FILE).is_ok() || dir.dir(LOGS_DIR).is_ok() {
             names.push((name, false));
         }
     }
     let mut hosts: Vec<HostStatus> = names
         .par_iter()
-        .map(|(name, in_fleet)| read_host(server_root, name, *in_fleet, options))
+        .map(|(name, in_fleet)| read_host(root, name, *in_fleet, options))
         .collect();
     hosts.sort_by(|a, b| (a.status, &a.host).cmp(&(b.status, &b.host)));
     let mut totals: BTreeMap<String, usize> = Status::ALL.iter().map(|s| (s.name().to_owned(), 0)).collect();
@@ -294,14 +316,20 @@ fn scan_listed(
 /// The state of one host of the server root (for `bento diff`); an error when the server
 /// has no directory for it.
 pub fn host(server_root: &Path, name: &str, options: &Options) -> Result<HostStatus, Error> {
-    let dir = server_root.join(name);
-    if !bento_secrets::rules::valid_name(name) || !dir.is_dir() {
+    let root = open_root(server_root)?;
+    if !bento_secrets::rules::valid_name(name) || root.dir(name).is_err() {
         return Err(Error::at(
-            dir.display().to_string(),
-            format!("no such host `{name}` on the server: check the name, or --server-root"),
+            server_root
+                .join(name.escape_default().to_string())
+                .display()
+                .to_string(),
+            format!(
+                "no such host `{}` on the server: check the name, or --server-root",
+                name.escape_default()
+            ),
         ));
     }
-    Ok(read_host(server_root, name, true, options))
+    Ok(read_host(&root, name, true, options))
 }
 
 /// The newest readable report, and what stood in the way of reading newer ones.
@@ -311,11 +339,20 @@ struct Newest {
     newest_is_bad: bool,
 }
 
-fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> HostStatus {
-    let dir = root.join(name);
+fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> HostStatus {
     let mut problems = Vec::new();
     let mut bad_current = false;
-    let current = match read_current(&dir) {
+    let dir = match root.dir(name) {
+        Ok(dir) => Some(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            bad_current = true;
+            problems.push(format!("{e}; the host directory must be a plain directory"));
+            None
+        }
+    };
+    let dir = dir.as_ref();
+    let current = match dir.map_or(Ok(None), read_current) {
         Ok(c) => c,
         Err(problem) => {
             bad_current = true;
@@ -323,18 +360,20 @@ fn read_host(root: &Path, name: &str, in_fleet: bool, options: &Options) -> Host
             None
         }
     };
-    let published = current.and_then(|g| match read_published(&dir, g) {
-        Ok(p) => Some(p),
-        Err(problem) => {
-            problems.push(problem);
-            None
-        }
-    });
-    let newest = newest_report(&dir, name);
+    let published = current
+        .zip(dir)
+        .and_then(|(g, dir)| match read_published(dir, g) {
+            Ok(p) => Some(p),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        });
+    let newest = dir.map_or_else(Newest::none, |dir| newest_report(dir, name));
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
-    let heartbeat_secs = match read_heartbeat(&dir, name) {
+    let heartbeat_secs = match dir.map_or(Ok(None), |dir| read_heartbeat(dir, name)) {
         Ok(secs) => secs,
         Err(problem) => {
             problems.push(problem);
@@ -434,61 +473,72 @@ pub fn unless_unseen(status: Status, seen_ago: Option<u64>, stale_secs: u64) -> 
 
 /// When the host's heartbeat says it last polled (seconds since the epoch); `Ok(None)`
 /// when it has none (an agent that predates heartbeats).
-fn read_heartbeat(dir: &Path, host: &str) -> Result<Option<u64>, String> {
+/// Why a file a host controls could not be used, without repeating any of its content
+/// (which is untrusted, and may hold escape sequences or another file's text): serde's
+/// messages quote the offending value, so only the position is kept.
+fn json_problem(what: &str, e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io | serde_json::error::Category::Eof => "cut short",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not the expected shape",
+    };
+    format!("not {what} ({kind} at line {} column {})", e.line(), e.column())
+}
+
+/// Reads a file of the host directory: a regular file of at most `limit` bytes, reached
+/// without following a symlink. `Ok(None)` when it does not exist.
+fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    match dir.read(rel, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(format!(
+            "{e}, ignored; delete it (and see the quotas for logs/ in the server docs)"
+        )),
+        // The error names the file.
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn read_heartbeat(dir: &Confined, host: &str) -> Result<Option<u64>, String> {
     let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
-    let bytes = match crate::dirents::read_path(&dir.join(&rel)) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{rel}: {e}")),
+    let Some(bytes) = read_file(dir, &rel, limits::HEARTBEAT)? else {
+        return Ok(None);
     };
     let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
-    let beat: Heartbeat =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a heartbeat ({e})")))?;
+    let beat: Heartbeat = serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
     if beat.host != host {
-        return Err(bad(format!(
-            "a heartbeat of host `{}`",
-            beat.host.escape_default()
-        )));
+        return Err(bad("the heartbeat of another host".into()));
     }
     parse_rfc3339(&beat.time)
         .map(Some)
-        .ok_or_else(|| bad(format!("time `{}` is not RFC 3339", beat.time.escape_default())))
+        .ok_or_else(|| bad("its time is not RFC 3339".into()))
 }
 
-/// The generation `current` names; `Ok(None)` when there is no `current`.
-fn read_current(dir: &Path) -> Result<Option<u64>, String> {
-    match crate::dirents::read_path(&dir.join(CURRENT_FILE)) {
-        Ok(bytes) => crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {
-            let text = String::from_utf8_lossy(&bytes);
-            format!(
-                "{CURRENT_FILE}: `{}` is not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/",
-                text.trim().chars().take(40).collect::<String>().escape_default()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{CURRENT_FILE}: {e}")),
-    }
+fn read_current(dir: &Confined) -> Result<Option<u64>, String> {
+    let Some(bytes) = read_file(dir, CURRENT_FILE, limits::CURRENT)? else {
+        return Ok(None);
+    };
+    crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {
+        format!(
+            "{CURRENT_FILE}: not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/"
+        )
+    })
 }
 
-/// What `bento status` needs of a manifest; the rest is skipped unread.
 #[derive(Deserialize)]
 struct Published {
     created: String,
     system: Option<String>,
 }
 
-fn read_published(dir: &Path, generation: u64) -> Result<Published, String> {
+fn read_published(dir: &Confined, generation: u64) -> Result<Published, String> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
-    let bytes = crate::dirents::read_path(&dir.join(&rel)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
-        }
-        _ => format!("{rel}: {e}"),
+    let bytes = read_file(dir, &rel, limits::MANIFEST)?.ok_or_else(|| {
+        format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: not a manifest ({e})"))
+    serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a manifest", &e)))
 }
 
-/// A report file name's sort key: its time, then its generation.
 fn report_key(name: &str) -> Option<(&str, u64)> {
     let rest = name.strip_prefix("report-")?.strip_suffix(".json")?;
     let (generation, time) = rest.split_once('-')?;
@@ -496,33 +546,39 @@ fn report_key(name: &str) -> Option<(&str, u64)> {
     (!time.is_empty()).then_some((time, generation))
 }
 
-/// The newest report of `logs/` by its name, going back past unreadable ones.
-fn newest_report(dir: &Path, host: &str) -> Newest {
-    let mut newest = Newest {
-        report: None,
-        problems: Vec::new(),
-        newest_is_bad: false,
-    };
-    let logs = dir.join(LOGS_DIR);
-    let names = match list_dir(&logs) {
-        Ok(names) => names,
+impl Newest {
+    fn none() -> Newest {
+        Newest {
+            report: None,
+            problems: Vec::new(),
+            newest_is_bad: false,
+        }
+    }
+}
+
+fn newest_report(dir: &Confined, host: &str) -> Newest {
+    let mut newest = Newest::none();
+    let names: Vec<String> = match dir.entries(LOGS_DIR) {
+        Ok(entries) => entries
+            .into_iter()
+            .filter_map(|e| e.name.into_string().ok())
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
         Err(e) => {
             newest.newest_is_bad = true;
             newest.problems.push(format!(
-                "{LOGS_DIR}/: {e}; run bento status as a user who can read it"
+                "{e}; {LOGS_DIR}/ must be a plain directory that bento status can read"
             ));
             return newest;
         }
     };
-    // Newest first: by time, then generation, then the whole name.
     let mut reports: Vec<((&str, u64), &str)> = names
         .iter()
         .filter_map(|n| Some((report_key(n)?, n.as_str())))
         .collect();
     reports.sort_unstable_by(|a, b| b.cmp(a));
     for (i, (_, name)) in reports.into_iter().take(REPORTS_TRIED).enumerate() {
-        match read_report(&logs.join(name), host) {
+        match read_report(dir, name, host) {
             Ok(report) => {
                 newest.report = Some((name.to_owned(), report));
                 break;
@@ -530,7 +586,7 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
             Err(why) => {
                 newest.newest_is_bad |= i == 0;
                 newest.problems.push(format!(
-                    "{LOGS_DIR}/{name}: {why}; the host's next report supersedes it, or delete the file"
+                    "{why}; the host's next report supersedes it, or delete the file"
                 ));
             }
         }
@@ -538,26 +594,16 @@ fn newest_report(dir: &Path, host: &str) -> Newest {
     newest
 }
 
-/// The UTF-8 names in a directory.
-fn list_dir(path: &Path) -> std::io::Result<Vec<String>> {
-    let entries = crate::dirents::Dir::open(path)?.entries()?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|e| e.name.into_string().ok())
-        .collect())
-}
-
-fn read_report(path: &Path, host: &str) -> Result<Report, String> {
-    let bytes = crate::dirents::read_path(path).map_err(|e| e.to_string())?;
-    let report: Report = serde_json::from_slice(&bytes).map_err(|e| format!("not a report ({e})"))?;
+fn read_report(dir: &Confined, name: &str, host: &str) -> Result<Report, String> {
+    let rel = format!("{LOGS_DIR}/{name}");
+    let bytes = read_file(dir, &rel, limits::REPORT)?.ok_or_else(|| format!("{rel}: gone while reading"))?;
+    let report: Report =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a report", &e)))?;
     if report.host != host {
-        return Err(format!(
-            "a report of host `{}`, not `{host}`",
-            report.host.escape_default()
-        ));
+        return Err(format!("{rel}: a report of another host, not `{host}`"));
     }
     if parse_rfc3339(&report.time).is_none() {
-        return Err(format!("time `{}` is not RFC 3339", report.time.escape_default()));
+        return Err(format!("{rel}: its time is not RFC 3339"));
     }
     Ok(report)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::status::HostStatus;
+use crate::store_path::StorePath;
 
 /// The command that shows the diff: a program and its arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,10 +46,24 @@ pub fn plan(host: &HostStatus, path: Option<&OsStr>) -> Result<Plan, Error> {
         };
         return Err(Error::at(name, format!("the expected system is unknown: {why}")));
     };
+    // Both come from files on the server: a host's report, a manifest. Only plain store
+    // paths go to nix, and after `--`, so neither can be read as an option or a flake.
+    let running = StorePath::parse(running).map_err(|e| {
+        Error::at(
+            name,
+            format!("the host's report names a running system that is {e}: refused (a host's report is untrusted input)"),
+        )
+    })?;
+    let expected = StorePath::parse(expected).map_err(|e| {
+        Error::at(
+            name,
+            format!("the current generation's manifest names an expected system that is {e}: refused; run `bento build {name}` and `bento deploy {name}`"),
+        )
+    })?;
     if running == expected {
-        return Ok(Plan::Same(running.to_owned()));
+        return Ok(Plan::Same(running.to_string()));
     }
-    let pair = [running.to_owned(), expected.to_owned()];
+    let pair = ["--".to_owned(), running.to_string(), expected.to_string()];
     if let Some(nvd) = find_program("nvd", path) {
         return Ok(Plan::Run(DiffCommand {
             program: nvd,
