@@ -177,21 +177,22 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
         )?;
         bar.finish_and_clear();
     }
-    results.extend(selection.corrupt.into_iter().map(|e| (String::new(), Err(e))));
 
-    let failed: Vec<_> = results
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().err().map(|e| (n, e)))
-        .collect();
     for (name, result) in &results {
         if result.is_ok() {
             output::ok(&format!("{name}: re-encrypted"));
         }
     }
-    for (_, e) in &failed {
+    // Files that are not age files (empty, say) fail without being tried.
+    let failed: Vec<&bento_secrets::Error> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .chain(&selection.corrupt)
+        .collect();
+    for e in &failed {
         output::error(&e.to_string());
     }
-    let done = results.len() - failed.len();
+    let done = results.iter().filter(|(_, r)| r.is_ok()).count();
     if failed.is_empty() {
         output::ok(&format!(
             "rekeyed {done} secret{}",

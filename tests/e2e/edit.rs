@@ -145,6 +145,28 @@ printf 'written by the editor' > "$1""#,
 }
 
 #[test]
+fn a_terminal_editor_owns_the_terminal() {
+    let (fleet, keys) = example();
+    let xdg = runtime_dir();
+    // The editor runs in its own process group: that group must be the terminal's
+    // foreground one, or reading the keyboard would stop it.
+    let ed = editor(&fleet, "reader", r#"read line; printf '%s' "$line" > "$1""#);
+    ok(&edit_tty(
+        &fleet,
+        "web-only",
+        &ed,
+        xdg.path(),
+        &keys.web1,
+        b"typed\n",
+    ));
+    assert_eq!(
+        ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
+        "typed"
+    );
+    assert_no_residue(xdg.path(), "web-only");
+}
+
+#[test]
 fn editor_with_arguments_in_editor_variable() {
     let (fleet, keys) = example();
     let xdg = runtime_dir();
