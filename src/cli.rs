@@ -247,7 +247,8 @@ pub enum SecretCommand {
     /// The plaintext is decrypted into a private 0600 file on a RAM filesystem, the editor
     /// runs, and the secret is re-encrypted to exactly the recipients its rule names, only
     /// if the content changed. The file is replaced atomically; on any failure it is left
-    /// untouched and no plaintext remains.
+    /// untouched and no plaintext remains. The fleet lock (.bento/lock) is held throughout,
+    /// editor included.
     Edit {
         /// The secret's name, as in secrets/secrets.toml
         name: String,
@@ -256,6 +257,10 @@ pub enum SecretCommand {
         /// Allow the temporary plaintext file on a disk-backed directory
         #[arg(long)]
         unsafe_tmp: bool,
+        /// Accept an empty stdin as the new (empty) content; without it, empty stdin is
+        /// refused and the secret left unchanged
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Decrypt a secret to stdout
     Show {

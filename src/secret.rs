@@ -9,14 +9,15 @@ use bento_secrets::edit::{self, Outcome, TempPolicy};
 use bento_secrets::identity::identity_paths;
 use bento_secrets::rekey;
 use bento_secrets::verify::{self, Kind, Report};
-use bento_secrets::{store, Fleet, Identities};
+use bento_secrets::{store, Fleet, FleetLock, Identities};
 
 use crate::cli::{IdentityArgs, SecretArgs, SecretCommand};
 use crate::output;
 
 pub fn run(root: &Path, args: SecretArgs) -> anyhow::Result<ExitCode> {
     if let SecretCommand::ImportAgenix { secrets_nix } = &args.command {
-        return import_agenix(root, secrets_nix);
+        let held = lock(root)?;
+        return import_agenix(root, &held, secrets_nix);
     }
     let fleet = Fleet::open(root, args.rules.as_deref())?;
     match args.command {
@@ -25,7 +26,8 @@ pub fn run(root: &Path, args: SecretArgs) -> anyhow::Result<ExitCode> {
             name,
             identities,
             unsafe_tmp,
-        } => edit(&fleet, &name, &identities, unsafe_tmp),
+            allow_empty,
+        } => edit(&fleet, &name, &identities, unsafe_tmp, allow_empty),
         SecretCommand::Verify { json } => verify(&fleet, json),
         SecretCommand::Rekey {
             names,
@@ -35,6 +37,17 @@ pub fn run(root: &Path, args: SecretArgs) -> anyhow::Result<ExitCode> {
         SecretCommand::List { json } => list(&fleet, json),
         SecretCommand::ImportAgenix { .. } => unreachable!("handled above"),
     }
+}
+
+/// Takes the fleet lock, which every command that writes secrets or the lock holds; says
+/// so when it has to wait for another one.
+fn lock(root: &Path) -> anyhow::Result<FleetLock> {
+    Ok(FleetLock::acquire(root, |pid| {
+        output::note(&match pid {
+            Some(pid) => format!("waiting for another bento secret command (pid {pid})…"),
+            None => "waiting for another bento secret command…".to_owned(),
+        })
+    })?)
 }
 
 fn load_identities(args: &IdentityArgs) -> bento_secrets::Result<Identities> {
@@ -51,14 +64,32 @@ fn show(fleet: &Fleet, name: &str, identities: &IdentityArgs) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn edit(fleet: &Fleet, name: &str, identities: &IdentityArgs, unsafe_tmp: bool) -> anyhow::Result<ExitCode> {
+fn edit(
+    fleet: &Fleet,
+    name: &str,
+    identities: &IdentityArgs,
+    unsafe_tmp: bool,
+    allow_empty: bool,
+) -> anyhow::Result<ExitCode> {
     let ids = || load_identities(identities);
     let outcome = if std::io::stdin().is_terminal() {
-        edit::edit_with_editor(fleet, name, ids, &TempPolicy { unsafe_tmp })?
+        // Held across the editor session: a rekey or another edit waits for it.
+        let held = lock(fleet.root())?;
+        match edit::edit_with_editor(fleet, &held, name, ids, &TempPolicy { unsafe_tmp }) {
+            Err(e @ bento_secrets::Error::Signalled { signal, .. }) => {
+                output::error(&e.to_string());
+                return Ok(ExitCode::from(
+                    128u8.saturating_add(u8::try_from(signal).unwrap_or(0)),
+                ));
+            }
+            other => other?,
+        }
     } else {
+        // Read before locking: a slow stdin must not keep the others waiting.
         let content =
             edit::read_content(std::io::stdin().lock()).context("reading the new content from stdin")?;
-        edit::replace_with(fleet, name, ids, &content)?
+        let held = lock(fleet.root())?;
+        edit::replace_with(fleet, &held, name, ids, &content, allow_empty)?
     };
     let rule = fleet.rule(name)?;
     let shown = fleet.secret_shown(rule);
@@ -116,37 +147,52 @@ fn summary(report: &Report) -> String {
 }
 
 fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) -> anyhow::Result<ExitCode> {
+    // Taken before anything that gets rewritten is read: the ciphertexts and the lock.
+    let held = lock(fleet.root())?;
     let report = verify::verify(fleet)?;
-    let targets = rekey::select(fleet, &report, names, all)?;
-    if targets.is_empty() {
+    let selection = rekey::select(fleet, &report, names, all)?;
+    if selection.targets.is_empty() && selection.corrupt.is_empty() {
         output::note("nothing to rekey: every secret already matches its rule");
         return Ok(ExitCode::SUCCESS);
     }
-    let ids = load_identities(identities)?;
-    let bar = indicatif::ProgressBar::new(targets.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-            .expect("a valid progress template"),
-    );
-    let results = rekey::rekey(fleet, &report, &targets, all, &ids, &|name, _ok| {
-        bar.set_message(name.to_owned());
-        bar.inc(1);
-    })?;
-    bar.finish_and_clear();
+    let mut results = Vec::new();
+    if !selection.targets.is_empty() {
+        let ids = load_identities(identities)?;
+        let bar = indicatif::ProgressBar::new(selection.targets.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                .expect("a valid progress template"),
+        );
+        results = rekey::rekey(
+            fleet,
+            &held,
+            &report,
+            &selection.targets,
+            all,
+            &ids,
+            &|name, _ok| {
+                bar.set_message(name.to_owned());
+                bar.inc(1);
+            },
+        )?;
+        bar.finish_and_clear();
+    }
 
-    let failed: Vec<_> = results
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().err().map(|e| (n, e)))
-        .collect();
     for (name, result) in &results {
         if result.is_ok() {
             output::ok(&format!("{name}: re-encrypted"));
         }
     }
-    for (_, e) in &failed {
+    // Files that are not age files (empty, say) fail without being tried.
+    let failed: Vec<&bento_secrets::Error> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .chain(&selection.corrupt)
+        .collect();
+    for e in &failed {
         output::error(&e.to_string());
     }
-    let done = results.len() - failed.len();
+    let done = results.iter().filter(|(_, r)| r.is_ok()).count();
     if failed.is_empty() {
         output::ok(&format!(
             "rekeyed {done} secret{}",
@@ -230,8 +276,8 @@ fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn import_agenix(root: &Path, nix: &Path) -> anyhow::Result<ExitCode> {
-    let imported = bento_secrets::import::import_agenix(root, nix)?;
+fn import_agenix(root: &Path, held: &FleetLock, nix: &Path) -> anyhow::Result<ExitCode> {
+    let imported = bento_secrets::import::import_agenix(root, held, nix)?;
     output::ok(&format!(
         "imported {} secrets; admins: {}; hosts: {}",
         imported.secrets.len(),

@@ -17,7 +17,7 @@ use crate::hosts::{Host, Kind};
 use crate::manifest::now_rfc3339;
 
 /// Bento's local state in the fleet repo (git-ignored by its own `.gitignore`).
-pub const STATE_DIR: &str = ".bento";
+pub const STATE_DIR: &str = bento_secrets::fleet_lock::STATE_DIR;
 /// The expected system of each built host.
 pub const EXPECTED_FILE: &str = ".bento/expected.json";
 /// How many lines of a failed build's log the summary shows.
@@ -61,13 +61,7 @@ impl Expected {
     /// Writes `.bento/expected.json` atomically (and a `.gitignore` keeping `.bento/` out
     /// of git).
     pub fn save(&self, root: &Path) -> Result<(), Error> {
-        let dir = root.join(STATE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(STATE_DIR, e))?;
-        let ignore = dir.join(".gitignore");
-        if !ignore.exists() {
-            std::fs::write(&ignore, "# bento's local state: not for git\n*\n")
-                .map_err(|e| Error::io(format!("{STATE_DIR}/.gitignore"), e))?;
-        }
+        bento_secrets::fleet_lock::ensure_state_dir(root)?;
         let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
         bytes.push(b'\n');
         bento_secrets::atomic::write_atomic(&root.join(EXPECTED_FILE), &bytes, 0o644)

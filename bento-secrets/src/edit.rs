@@ -1,25 +1,28 @@
 //! `bento secret edit`: new content for a secret, from the user's editor or from stdin.
 //!
-//! The editor works on a 0600 file inside a private 0700 directory on a RAM filesystem.
-//! That directory is removed on every way out: success, error, editor failure, panic,
-//! and SIGTERM/SIGHUP. Ctrl-C belongs to the editor; if it kills the editor, the edit
-//! is abandoned. The ciphertext is replaced only when the content changed, atomically.
+//! The editor works on a 0600 file inside a private 0700 directory on a RAM filesystem
+//! (see [`crate::scratch`]). That directory is removed on every way out: success, error,
+//! editor failure, panic, and SIGTERM/SIGHUP, which also end the editor (see
+//! [`crate::editor`]). Ctrl-C belongs to the editor; if it kills the editor, the edit is
+//! abandoned. The ciphertext is replaced only when the content changed, atomically.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::consts::SIGINT;
 use zeroize::Zeroizing;
 
+use crate::crypt;
+use crate::editor::{self, Ended};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
+use crate::fleet_lock::FleetLock;
 use crate::identity::Identities;
 use crate::plaintext::read_file;
 use crate::ramfs::is_ram_fs;
 use crate::rules::SecretRule;
+use crate::scratch::{self, Scratch};
 use crate::store;
 
 /// What an edit did.
@@ -42,22 +45,29 @@ pub struct TempPolicy {
 
 /// Edits secret `name` with the user's editor (`$VISUAL`, `$EDITOR`, else `vi`).
 ///
-/// `ids` is needed only when the secret exists (to show its current content).
+/// `ids` is needed only when the secret exists (to show its current content). The fleet
+/// lock is held by the caller for the whole session, editor included: no other bento
+/// command changes the secret meanwhile, and a change by anything else (a `git pull`, a
+/// hand-run `age`) is detected and not overwritten. Scratch dirs left by a killed bento
+/// are removed first.
 pub fn edit_with_editor(
     fleet: &Fleet,
+    held: &FleetLock,
     name: &str,
     ids: impl FnOnce() -> Result<Identities>,
     policy: &TempPolicy,
 ) -> Result<Outcome> {
     let rule = fleet.rule(name)?;
     let shown = fleet.secret_shown(rule);
-    let old = match store::read_ciphertext(fleet, rule)? {
-        Some(_) => Some(store::open(fleet, name)?.decrypt(&ids()?)?),
+    let base = ram_dir(policy)?;
+    scratch::remove_stale(&base);
+    let before = store::read_ciphertext(fleet, rule)?;
+    let old = match &before {
+        Some(ciphertext) => Some(crypt::decrypt(ciphertext, &ids()?, &shown, &store::who(rule))?),
         None => None,
     };
-    let base = ram_dir(policy)?;
     let scratch = Scratch::new(&base, name).map_err(|e| Error::io(base.display().to_string(), e))?;
-    let file = scratch.dir.path().join(name);
+    let file = scratch.path().join(name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -70,22 +80,37 @@ pub fn edit_with_editor(
     }
     drop(f);
 
-    run_editor(&file, &scratch, &shown)?;
+    run_editor(&file, &shown)?;
     let new = read_file(&file).map_err(|e| Error::io(file.display().to_string(), e))?;
     drop(scratch);
-    finish(fleet, rule, old.as_ref().map(|o| o.as_slice()), &new)
+    if store::read_ciphertext(fleet, rule)? != before {
+        return Err(Error::ChangedDuringEdit {
+            file: shown,
+            name: name.to_owned(),
+        });
+    }
+    finish(fleet, held, rule, old.as_ref().map(|o| o.as_slice()), &new, false)
 }
 
 /// Sets secret `name` to `content` (read from stdin by the caller).
 ///
-/// When the secret exists and can be decrypted, unchanged content leaves it untouched.
+/// Empty content is refused unless `allow_empty`: an empty stdin is far more often a
+/// mistake (a cron job, `ssh` without `-t`) than a wish. When the secret exists and can
+/// be decrypted, unchanged content leaves it untouched.
 pub fn replace_with(
     fleet: &Fleet,
+    held: &FleetLock,
     name: &str,
     ids: impl FnOnce() -> Result<Identities>,
     content: &[u8],
+    allow_empty: bool,
 ) -> Result<Outcome> {
     let rule = fleet.rule(name)?;
+    if content.is_empty() && !allow_empty {
+        return Err(Error::EmptyInput {
+            file: fleet.secret_shown(rule),
+        });
+    }
     let old = match store::read_ciphertext(fleet, rule)? {
         None => None,
         Some(_) => match ids().and_then(|ids| store::open(fleet, name)?.decrypt(&ids)) {
@@ -95,34 +120,37 @@ pub fn replace_with(
             Err(e) => return Err(e),
         },
     };
-    finish(fleet, rule, old.as_ref().map(|o| o.as_slice()), content)
+    finish(
+        fleet,
+        held,
+        rule,
+        old.as_ref().map(|o| o.as_slice()),
+        content,
+        allow_empty,
+    )
 }
 
-fn finish(fleet: &Fleet, rule: &SecretRule, old: Option<&[u8]>, new: &[u8]) -> Result<Outcome> {
+/// Writes `new` unless it is `old`. Empty content creates no new secret unless
+/// `create_empty`.
+fn finish(
+    fleet: &Fleet,
+    held: &FleetLock,
+    rule: &SecretRule,
+    old: Option<&[u8]>,
+    new: &[u8],
+    create_empty: bool,
+) -> Result<Outcome> {
     match old {
         Some(old) if old == new => Ok(Outcome::Unchanged),
-        None if new.is_empty() && !fleet.secret_path(rule).exists() => Ok(Outcome::NothingToCreate),
+        None if new.is_empty() && !create_empty && !fleet.secret_path(rule).exists() => {
+            Ok(Outcome::NothingToCreate)
+        }
         _ => {
-            let entry = store::write(fleet, rule, new)?;
+            let entry = store::write(fleet, held, rule, new)?;
             let keys = entry.recipients.len();
-            store::record(fleet, [(rule.name.clone(), entry)], false)?;
+            store::record(fleet, held, [(rule.name.clone(), entry)], false)?;
             Ok(Outcome::Written(keys))
         }
-    }
-}
-
-/// The private directory holding the plaintext; removed when dropped.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new(base: &Path, name: &str) -> std::io::Result<Scratch> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("bento-edit-{name}."))
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(base)?;
-        Ok(Scratch { dir })
     }
 }
 
@@ -143,47 +171,26 @@ fn ram_dir(policy: &TempPolicy) -> Result<PathBuf> {
     })
 }
 
-/// Runs the editor on `file`. SIGINT and SIGQUIT are left to the editor; SIGTERM and
-/// SIGHUP remove the scratch dir and end bento.
-fn run_editor(file: &Path, scratch: &Scratch, shown: &str) -> Result<()> {
+/// Runs the editor on `file` (see [`crate::editor`]).
+fn run_editor(file: &Path, shown: &str) -> Result<()> {
     let editor = ["VISUAL", "EDITOR"]
         .iter()
         .filter_map(|v| std::env::var(v).ok())
         .find(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "vi".to_owned());
-
-    let mut signals =
-        Signals::new([SIGINT, SIGQUIT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handler", e))?;
-    let handle = signals.handle();
-    let dir = scratch.dir.path().to_path_buf();
-    let watcher = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if sig == SIGTERM || sig == SIGHUP {
-                let _ = std::fs::remove_dir_all(&dir);
-                eprintln!("bento: interrupted; the secret is unchanged");
-                std::process::exit(128 + sig);
-            }
-        }
-    });
-    // `sh -c '$EDITOR "$@"'` lets EDITOR carry arguments (`code --wait`), as git does.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$@\""))
-        .arg(&editor)
-        .arg(file)
-        .status();
-    handle.close();
-    let _ = watcher.join();
-
     let editor_error = |status: String| Error::Editor {
         editor: editor.clone(),
         status,
         file: shown.to_owned(),
     };
-    match status {
+    match editor::run(&editor, file) {
         Err(e) => Err(editor_error(format!("could not start ({e})"))),
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => {
+        Ok(Ended::Signalled(signal)) => Err(Error::Signalled {
+            signal,
+            file: shown.to_owned(),
+        }),
+        Ok(Ended::Exited(s)) if s.success() => Ok(()),
+        Ok(Ended::Exited(s)) => {
             use std::os::unix::process::ExitStatusExt;
             if s.signal() == Some(SIGINT) || s.code() == Some(130) {
                 return Err(Error::Interrupted {

@@ -134,6 +134,48 @@ pub enum Error {
         /// The ciphertext file, as shown.
         file: String,
     },
+
+    /// Bento got SIGTERM or SIGHUP while the editor ran; the editor was ended.
+    #[error("stopped by signal {signal}; the editor was ended and {file} is unchanged")]
+    Signalled {
+        /// The signal's number.
+        signal: i32,
+        /// The ciphertext file, as shown.
+        file: String,
+    },
+
+    /// Something other than bento replaced the ciphertext while the editor was open.
+    #[error(
+        "{file} was changed by another program while the editor was open; your edit was not saved, \
+         so as not to undo that change: see what changed (`git diff`), then run `bento secret edit {name}` again"
+    )]
+    ChangedDuringEdit {
+        /// The ciphertext file, as shown.
+        file: String,
+        /// The secret's name.
+        name: String,
+    },
+
+    /// `secret edit` read nothing from stdin.
+    #[error("stdin is empty, so {file} is unchanged; pass --allow-empty if an empty secret is intended")]
+    EmptyInput {
+        /// The ciphertext file, as shown.
+        file: String,
+    },
+
+    /// A secret to rekey has a file that is not an age file (empty, truncated).
+    #[error(
+        "{finding}; it cannot be rekeyed: restore it from git (`git checkout -- {file}`) \
+         or set it anew with `bento secret edit {name}`"
+    )]
+    CorruptSecret {
+        /// The secret's name.
+        name: String,
+        /// The ciphertext file, as shown.
+        file: String,
+        /// What verify says about it (naming the secret and the file).
+        finding: String,
+    },
 }
 
 impl Error {

@@ -23,6 +23,9 @@ const MAX_HEADER: u64 = 1 << 20;
 
 /// Parses the recipient stanzas of an age file (binary or armored).
 pub fn stanzas(file: &[u8]) -> Result<Vec<StanzaInfo>, String> {
+    if file.is_empty() {
+        return Err("the file is empty (0 bytes), not an age file".into());
+    }
     let mut head = Vec::new();
     ArmoredReader::new(file)
         .take(MAX_HEADER)

@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::fleet::{RULES_FILE, SECRETS_DIR};
+use crate::fleet_lock::FleetLock;
 use crate::lock::{Lock, LOCK_FILE};
 
 /// What an import wrote.
@@ -25,8 +26,9 @@ pub struct Imported {
     pub secrets: Vec<String>,
 }
 
-/// Imports `nix` (an agenix `secrets.nix`) into the fleet at `root`.
-pub fn import_agenix(root: &Path, nix: &Path) -> Result<Imported> {
+/// Imports `nix` (an agenix `secrets.nix`) into the fleet at `root`, whose fleet lock the
+/// caller holds.
+pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Imported> {
     let source = crate::agenix::load(nix)?;
     refuse_existing_rules(root)?;
 

@@ -13,6 +13,7 @@ use crate::atomic::Writer;
 use crate::error::{Error, Result};
 use crate::extend;
 use crate::fleet::Fleet;
+use crate::fleet_lock::FleetLock;
 use crate::identity::Identities;
 use crate::keys::{KeyKind, RecipientKey};
 use crate::lock::LockEntry;
@@ -20,28 +21,43 @@ use crate::rules::SecretRule;
 use crate::store;
 use crate::verify::{Kind, Report};
 
+/// What a rekey is to do.
+#[derive(Debug, Default)]
+pub struct Selection<'a> {
+    /// The secrets to re-encrypt.
+    pub targets: Vec<&'a SecretRule>,
+    /// The chosen secrets whose file is not an age file (an empty file, say): they cannot
+    /// be rekeyed, and are reported as failures rather than passed over.
+    pub corrupt: Vec<Error>,
+}
+
 /// Which secrets to rekey: `names` (all when empty), keeping only stale ones unless
 /// `all`. Secrets without a ciphertext are skipped: there is nothing to re-encrypt.
 ///
 /// A fleet without `recipients.lock` yet has every secret rekeyed once, so that the lock
 /// it then gets lists them all.
-pub fn select<'a>(
-    fleet: &'a Fleet,
-    report: &Report,
-    names: &[String],
-    all: bool,
-) -> Result<Vec<&'a SecretRule>> {
+pub fn select<'a>(fleet: &'a Fleet, report: &Report, names: &[String], all: bool) -> Result<Selection<'a>> {
     let stale = report.stale();
     let chosen: Vec<&SecretRule> = if names.is_empty() {
         fleet.rules.secrets.values().collect()
     } else {
         names.iter().map(|n| fleet.rule(n)).collect::<Result<_>>()?
     };
-    Ok(chosen
-        .into_iter()
-        .filter(|r| all || !report.lock.present || stale.contains(r.name.as_str()))
-        .filter(|r| fleet.secret_path(r).exists())
-        .collect())
+    let mut selection = Selection::default();
+    for rule in chosen {
+        if let Some(f) = report.about(&rule.name).find(|f| f.kind == Kind::Corrupt) {
+            selection.corrupt.push(Error::CorruptSecret {
+                name: rule.name.clone(),
+                file: f.file.clone(),
+                finding: f.message.clone(),
+            });
+        } else if (all || !report.lock.present || stale.contains(rule.name.as_str()))
+            && fleet.secret_path(rule).exists()
+        {
+            selection.targets.push(rule);
+        }
+    }
+    Ok(selection)
 }
 
 /// How a stale secret is brought in line with its rule.
@@ -103,8 +119,12 @@ fn rekey_one(
 /// recipients keeps its payload and gets stanzas for the new keys; any other change (and
 /// `all`) re-encrypts under a new file key. `on_done` is called as each one is encrypted
 /// (for a progress bar). Returns every secret's result, in order.
+///
+/// `report` must come from a verification made under `held`, the fleet lock: what it
+/// read (the lock file) is what gets rewritten.
 pub fn rekey(
     fleet: &Fleet,
+    held: &FleetLock,
     report: &Report,
     targets: &[&SecretRule],
     all: bool,
@@ -162,6 +182,7 @@ pub fn rekey(
     if lock_is_wrong {
         store::record_onto(
             fleet,
+            held,
             &report.lock,
             entries.iter().map(|(n, e)| (n.as_str(), e)),
             true,

@@ -11,6 +11,7 @@ use crate::atomic::write_atomic;
 use crate::crypt;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
+use crate::fleet_lock::FleetLock;
 use crate::identity::Identities;
 use crate::lock::{self, Lock, LockEntry, LOCK_FILE, LOCK_MODE};
 use crate::rules::SecretRule;
@@ -60,9 +61,10 @@ pub fn open<'a>(fleet: &'a Fleet, name: &str) -> Result<Sealed<'a>> {
     })
 }
 
-/// Encrypts `plaintext` to the rule's recipients and replaces the ciphertext atomically.
-/// Returns the lock entry describing the new file; pass it to [`record`].
-pub fn write(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<LockEntry> {
+/// Encrypts `plaintext` to the rule's recipients and replaces the ciphertext atomically,
+/// under the fleet lock. Returns the lock entry describing the new file; pass it to
+/// [`record`].
+pub fn write(fleet: &Fleet, _held: &FleetLock, rule: &SecretRule, plaintext: &[u8]) -> Result<LockEntry> {
     let shown = fleet.secret_shown(rule);
     let (ciphertext, entry) = seal(fleet, rule, plaintext)?;
     let path = fleet.secret_path(rule);
@@ -91,23 +93,33 @@ pub fn ciphertext_mode() -> u32 {
     CIPHERTEXT_MODE
 }
 
-/// Records new lock entries in the fleet's `recipients.lock` (one atomic write).
+/// Records new lock entries in the fleet's `recipients.lock` (one atomic write), under the
+/// fleet lock.
 ///
 /// A fleet without a lock (an agenix repo, say) gets one only when `create` is set: a
 /// partial lock would make every secret it does not list look stale.
 pub fn record(
     fleet: &Fleet,
+    held: &FleetLock,
     entries: impl IntoIterator<Item = (String, LockEntry)>,
     create: bool,
 ) -> Result<()> {
     let old = Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE))?;
     let new: Vec<(String, LockEntry)> = entries.into_iter().collect();
-    record_onto(fleet, &old, new.iter().map(|(n, e)| (n.as_str(), e)), create)
+    record_onto(
+        fleet,
+        held,
+        &old,
+        new.iter().map(|(n, e)| (n.as_str(), e)),
+        create,
+    )
 }
 
-/// [`record`], onto the lock `old` already read (by a verification, say).
+/// [`record`], onto the lock `old` already read (by a verification under the same fleet
+/// lock, say).
 pub fn record_onto<'a>(
     fleet: &Fleet,
+    _held: &FleetLock,
     old: &'a Lock,
     entries: impl IntoIterator<Item = (&'a str, &'a LockEntry)>,
     create: bool,

@@ -1,8 +1,11 @@
 //! `bento secret edit` with a real editor process on a pseudo-terminal.
 
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::harness::{example, ok, s, Fleet};
+use crate::harness::{example, fails, ok, s, Fleet, EXAMPLE_RULES};
 
 /// A private RAM-backed runtime dir, so residue checks see only this test's files.
 fn runtime_dir() -> tempfile::TempDir {
@@ -22,10 +25,65 @@ fn assert_no_residue(xdg: &Path, name: &str) {
     for dir in ["/dev/shm", "/tmp"] {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
-            assert!(
-                !file.starts_with(&format!("bento-edit-{name}.")),
-                "residue {dir}/{file}"
-            );
+            // bento-edit.<pid>.<start>.<name>.<random>
+            let ours = file
+                .strip_prefix("bento-edit.")
+                .and_then(|rest| rest.splitn(3, '.').nth(2))
+                .is_some_and(|rest| rest.starts_with(&format!("{name}.")));
+            assert!(!ours, "residue {dir}/{file}");
+        }
+    }
+}
+
+/// Shell lines that set `p` to the pid of the bento running the script.
+const FIND_BENTO: &str = r#"p=$PPID
+while [ "$(cat /proc/$p/comm)" != bento ]; do p=$(cut -d' ' -f4 /proc/$p/stat); done"#;
+
+/// Has process `pid` ended (gone, or a zombie waiting to be reaped)?
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Waits (up to a minute) for process `pid` to end.
+fn wait_ended(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ended(pid) {
+        assert!(Instant::now() < deadline, "process {pid} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Processes killed when dropped, should a test fail with them still running.
+struct Leftovers(Vec<u32>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|p| !ended(**p)) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Writes a line to a fifo when dropped if a reader waits on it (a blocked editor, should
+/// a test fail before it releases it).
+struct Release(PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&self.0)
+        {
+            let _ = f.write_all(b"go\n");
         }
     }
 }
@@ -82,6 +140,28 @@ printf 'written by the editor' > "$1""#,
     assert_eq!(
         ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
         "written by the editor again"
+    );
+    assert_no_residue(xdg.path(), "web-only");
+}
+
+#[test]
+fn a_terminal_editor_owns_the_terminal() {
+    let (fleet, keys) = example();
+    let xdg = runtime_dir();
+    // The editor runs in its own process group: that group must be the terminal's
+    // foreground one, or reading the keyboard would stop it.
+    let ed = editor(&fleet, "reader", r#"read line; printf '%s' "$line" > "$1""#);
+    ok(&edit_tty(
+        &fleet,
+        "web-only",
+        &ed,
+        xdg.path(),
+        &keys.web1,
+        b"typed\n",
+    ));
+    assert_eq!(
+        ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
+        "typed"
     );
     assert_no_residue(xdg.path(), "web-only");
 }
@@ -212,4 +292,254 @@ fn disk_temp_dir_is_refused_unless_unsafe_tmp() {
         "x"
     );
     assert_no_residue(disk.path(), "web-only");
+}
+
+#[test]
+fn empty_stdin_is_refused_unless_allow_empty() {
+    let (fleet, keys) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"keep me"));
+    ok(&fleet.bento_stdin(&["secret", "edit", "tls"], b"cert"));
+    let path = fleet.path("secrets/db-password.age");
+    let lock = fleet.path("secrets/recipients.lock");
+    let (before, lock_before) = (std::fs::read(&path).unwrap(), std::fs::read(&lock).unwrap());
+    // An empty pipe, and stdin from /dev/null (cron, `ssh host cmd`).
+    for out in [
+        fleet.bento_stdin(&["secret", "edit", "db-password"], b""),
+        fleet.bento(&["secret", "edit", "db-password"]),
+    ] {
+        let err = fails(&out);
+        assert!(
+            err.contains("stdin is empty") && err.contains("--allow-empty"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the secret changed");
+        assert_eq!(std::fs::read(&lock).unwrap(), lock_before);
+    }
+    // Nor is an empty new secret created.
+    fails(&fleet.bento(&["secret", "edit", "web-only"]));
+    assert!(!fleet.path("secrets/web-only.age").exists());
+
+    // Asked for, an empty secret is stored.
+    ok(&fleet.bento(&["secret", "edit", "db-password", "--allow-empty"]));
+    assert_eq!(
+        ok(&fleet.bento(&["secret", "show", "db-password", "-i", s(&keys.bob)])),
+        ""
+    );
+    ok(&fleet.bento(&["secret", "edit", "web-only", "--allow-empty"]));
+    assert_eq!(
+        ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
+        ""
+    );
+    ok(&fleet.bento(&["secret", "verify"]));
+}
+
+#[test]
+fn a_rekey_waits_for_an_open_editor_and_both_land() {
+    let (fleet, keys) = example();
+    for name in ["db-password", "web-only", "tls"] {
+        ok(&fleet.bento_stdin(&["secret", "edit", name], b"old"));
+    }
+    // web2 joins @web: both secrets are stale.
+    let web2 = fleet.ssh_key("web2", "ed25519", "");
+    fleet.add_host("web2", &web2);
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
+    let xdg = runtime_dir();
+    let (started, release) = (fleet.fifo("started"), fleet.fifo("release"));
+    let _release = Release(release.clone());
+    // The editor says which bento runs it, then waits to be released.
+    let ed = editor(
+        &fleet,
+        "held",
+        &format!(
+            "{FIND_BENTO}\necho $p > {}\nread go < {}\nprintf 'edited' > \"$1\"",
+            s(&started),
+            s(&release)
+        ),
+    );
+    let mut edit = fleet.spawn_tty(
+        &["secret", "edit", "db-password", "-i", s(&keys.bob)],
+        &[("EDITOR", s(&ed)), ("XDG_RUNTIME_DIR", s(xdg.path()))],
+    );
+    let _keyboard = edit.stdin.take();
+    let editing = std::fs::read_to_string(&started).unwrap();
+
+    let mut rekey = fleet
+        .cmd(&["secret", "rekey", "-i", s(&keys.alice)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rekey_err = std::io::BufReader::new(rekey.stderr.take().unwrap());
+    let mut first = String::new();
+    rekey_err.read_line(&mut first).unwrap();
+    assert_eq!(
+        first,
+        format!(
+            "· waiting for another bento secret command (pid {})…\n",
+            editing.trim()
+        )
+    );
+    assert!(
+        rekey.try_wait().unwrap().is_none(),
+        "the rekey ended while the edit held the lock"
+    );
+
+    std::fs::write(&release, "go\n").unwrap();
+    ok(&edit.wait_with_output().unwrap());
+    let mut rest = String::new();
+    rekey_err.read_to_string(&mut rest).unwrap();
+    assert!(rekey.wait().unwrap().success(), "{rest}");
+    assert!(
+        rest.contains("web-only: re-encrypted") && rest.contains("rekeyed 1 secret"),
+        "{rest}"
+    );
+    // Both landed: the edit's content, encrypted to the new rule, and the rekey's.
+    for (name, content) in [("db-password", "edited"), ("web-only", "old")] {
+        assert_eq!(
+            ok(&fleet.bento(&["secret", "show", name, "-i", s(&web2)])),
+            content
+        );
+    }
+    ok(&fleet.bento(&["secret", "verify"]));
+    assert_no_residue(xdg.path(), "db-password");
+}
+
+#[test]
+fn a_file_changed_during_the_edit_is_not_overwritten() {
+    let (fleet, keys) = example();
+    let xdg = runtime_dir();
+    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"original"));
+    let path = fleet.path("secrets/db-password.age");
+    // Something outside bento (a `git pull`, say) replaces the file meanwhile.
+    let ed = editor(
+        &fleet,
+        "racer",
+        &format!("printf 'theirs' >> {}\nprintf 'mine' > \"$1\"", s(&path)),
+    );
+    let mut theirs = std::fs::read(&path).unwrap();
+    theirs.extend_from_slice(b"theirs");
+    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, b"");
+    assert!(!out.status.success());
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("changed by another program while the editor was open"),
+        "{screen}"
+    );
+    assert!(!screen.contains("mine"));
+    assert_eq!(std::fs::read(&path).unwrap(), theirs);
+    assert_no_residue(xdg.path(), "db-password");
+}
+
+#[test]
+fn sigterm_to_bento_ends_the_editor_and_what_it_started() {
+    let (fleet, keys) = example();
+    let xdg = runtime_dir();
+    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"original"));
+    let path = fleet.path("secrets/db-password.age");
+    let before = std::fs::read(&path).unwrap();
+    let started = fleet.fifo("started");
+    // The editor ignores SIGHUP (so that the pseudo-terminal closing does not end it, as
+    // a real terminal staying open would not), starts a child, and says who is who.
+    let ed = editor(
+        &fleet,
+        "stays",
+        &format!(
+            "trap '' HUP\n{FIND_BENTO}\nsleep 60 &\necho $p $$ $! > {}\nwait",
+            s(&started)
+        ),
+    );
+    let mut edit = fleet.spawn_tty(
+        &["secret", "edit", "db-password", "-i", s(&keys.bob)],
+        &[("EDITOR", s(&ed)), ("XDG_RUNTIME_DIR", s(xdg.path()))],
+    );
+    let keyboard = edit.stdin.take();
+    let pids: Vec<u32> = std::fs::read_to_string(&started)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (bento, editor_and_child) = (pids[0], pids[1..].to_vec());
+    let _leftovers = Leftovers(editor_and_child.clone());
+    assert_eq!(
+        std::fs::read_dir(xdg.path()).unwrap().count(),
+        1,
+        "no scratch dir while editing"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &bento.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_ended(bento);
+    for pid in &editor_and_child {
+        assert!(ended(*pid), "process {pid} of the editor survived bento");
+    }
+    let out = edit.wait_with_output().unwrap();
+    drop(keyboard);
+    assert!(!out.status.success());
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("the editor was ended"), "{screen}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_no_residue(xdg.path(), "db-password");
+}
+
+#[test]
+fn stale_scratch_dirs_of_dead_bentos_are_removed_others_kept() {
+    let (fleet, keys) = example();
+    let xdg = runtime_dir();
+    let dead = {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let me = std::process::id();
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let my_start: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let plant = |name: String, owner: Option<u32>| {
+        let dir = xdg.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("db-password"), "plaintext").unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        }
+        dir
+    };
+    let stale = plant(format!("bento-edit.{dead}.123.db-password.aaaaaa"), None);
+    // This test's own pid, but another start time: a dead bento whose pid was reused.
+    let reused = plant(
+        format!("bento-edit.{me}.{}.db-password.bbbbbb", my_start + 1),
+        None,
+    );
+    let live = plant(format!("bento-edit.{me}.{my_start}.db-password.cccccc"), None);
+    let foreign = plant(format!("bento-edit.{dead}.123.tls.dddddd"), Some(65534));
+    let target = fleet.keys.join("target");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), "x").unwrap();
+    let link = xdg.path().join(format!("bento-edit.{dead}.123.tls.eeeeee"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let ed = editor(&fleet, "w", r#"printf 'new' > "$1""#);
+    ok(&edit_tty(&fleet, "web-only", &ed, xdg.path(), &keys.web1, b""));
+    assert!(!stale.exists(), "a dead bento's plaintext was kept");
+    assert!(!reused.exists(), "a dead bento's plaintext (pid reused) was kept");
+    assert!(
+        live.join("db-password").exists(),
+        "a live process's dir was removed"
+    );
+    assert!(
+        foreign.join("db-password").exists(),
+        "another user's dir was removed"
+    );
+    assert!(link.symlink_metadata().is_ok() && target.join("keep").exists());
+    assert_eq!(std::fs::read_dir(xdg.path()).unwrap().count(), 3);
 }

@@ -99,6 +99,22 @@ impl Fleet {
     /// returned as stdout.
     pub fn bento_tty(&self, args: &[&str], env: &[(&str, &str)], typed: &[u8]) -> Output {
         use std::io::Write;
+        let mut child = self.spawn_tty(args, env);
+        let mut stdin = child.stdin.take().unwrap();
+        let typed = typed.to_vec();
+        // Keystrokes arrive after the program is up; stdin stays open until it exits.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = stdin.write_all(&typed);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(stdin);
+        });
+        child.wait_with_output().unwrap()
+    }
+
+    /// Starts `bento ARGS` on a pseudo-terminal, with extra environment: its stdin is the
+    /// keyboard (keep it open while bento runs), its stdout the screen.
+    pub fn spawn_tty(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         require("script");
         let line = std::iter::once(env!("CARGO_BIN_EXE_bento"))
             .chain(args.iter().copied())
@@ -111,22 +127,19 @@ impl Fleet {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let typed = typed.to_vec();
-        // Keystrokes arrive after the program is up; stdin stays open until it exits.
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let _ = stdin.write_all(&typed);
-            std::thread::sleep(std::time::Duration::from_secs(30));
-            drop(stdin);
-        });
-        child.wait_with_output().unwrap()
+            .unwrap()
+    }
+
+    /// Makes a named pipe in the private keys dir (to synchronise with scripts).
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        let path = self.keys.join(name);
+        let status = Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(status.success(), "mkfifo {} failed", path.display());
+        path
     }
 
     /// Generates an ssh key pair (`ed25519` or `rsa`) with an optional passphrase;
@@ -279,6 +292,23 @@ pub fn example() -> (Fleet, Keys) {
     fleet.add_admin("bob", &pub_line(&keys.bob));
     fleet.rules(EXAMPLE_RULES);
     (fleet, keys)
+}
+
+/// Reads from `reader` until `needle` has been seen; returns what was read. Panics at
+/// end of input without it.
+pub fn read_until(reader: &mut impl std::io::Read, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "expected `{needle}`, got: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 /// Turns a path into the `&str` that `args` wants.

@@ -1,6 +1,9 @@
 //! `bento secret rekey`: only stale secrets, in parallel, failures isolated.
 
-use crate::harness::{example, fails, ok, pub_line, s, EXAMPLE_RULES};
+use std::io::{BufRead, Read, Write};
+use std::process::Stdio;
+
+use crate::harness::{example, fails, ok, pub_line, read_until, s, EXAMPLE_RULES};
 
 fn read(fleet: &crate::harness::Fleet, name: &str) -> Vec<u8> {
     std::fs::read(fleet.path(&format!("secrets/{name}.age"))).unwrap()
@@ -230,4 +233,89 @@ fn adding_keeps_the_payload_removing_re_encrypts() {
             assert_eq!(out.stdout, b"rotate me");
         }
     }
+}
+
+#[test]
+fn two_concurrent_rekeys_leave_the_lock_consistent() {
+    let (fleet, keys) = example();
+    let locked = fleet.ssh_key("locked", "ed25519", "pa55word");
+    fleet.add_admin("bob", &pub_line(&locked));
+    for name in ["db-password", "web-only", "tls"] {
+        ok(&fleet.bento_stdin(&["secret", "edit", name], format!("v-{name}").as_bytes()));
+    }
+    fleet.rules(&EXAMPLE_RULES.replace(r#"web = ["web1"]"#, r#"web = ["web1", "web2"]"#));
+    let web2 = fleet.ssh_key("web2", "ed25519", "");
+    fleet.add_host("web2", &web2);
+
+    // The first rekey stops at bob's passphrase prompt, in the middle of its work.
+    let mut first = fleet.spawn_tty(&["secret", "rekey", "db-password", "-i", s(&locked)], &[]);
+    let mut keyboard = first.stdin.take().unwrap();
+    let mut screen = first.stdout.take().unwrap();
+    read_until(&mut screen, "Passphrase for");
+    // The second one, on another secret, meanwhile.
+    let mut second = fleet
+        .cmd(&["secret", "rekey", "web-only", "-i", s(&keys.alice)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second_err = std::io::BufReader::new(second.stderr.take().unwrap());
+    let mut second_first_line = String::new();
+    second_err.read_line(&mut second_first_line).unwrap();
+
+    keyboard.write_all(b"pa55word\n").unwrap();
+    let mut first_screen = String::new();
+    screen.read_to_string(&mut first_screen).unwrap();
+    assert!(first.wait().unwrap().success(), "{first_screen}");
+    drop(keyboard);
+    let mut rest = String::new();
+    second_err.read_to_string(&mut rest).unwrap();
+    assert!(second.wait().unwrap().success(), "{second_first_line}{rest}");
+
+    // Each rekey's files and lock entries are on disk together.
+    ok(&fleet.bento(&["secret", "verify"]));
+    assert!(
+        second_first_line.starts_with("· waiting for another bento secret command (pid "),
+        "{second_first_line}"
+    );
+    for name in ["db-password", "web-only"] {
+        let age = std::process::Command::new("age")
+            .args(["-d", "-i", s(&web2)])
+            .arg(fleet.path(&format!("secrets/{name}.age")))
+            .output()
+            .unwrap();
+        assert_eq!(ok(&age), format!("v-{name}"));
+    }
+}
+
+#[test]
+fn an_empty_age_file_is_reported_by_rekey() {
+    let (fleet, keys, _web2) = web2_joins();
+    std::fs::write(fleet.path("secrets/tls.age"), b"").unwrap();
+    let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.alice)]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("✓ db-password: re-encrypted") && stderr.contains("✓ web-only: re-encrypted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: tls: secrets/tls.age: the file is empty")
+            && stderr.contains("git checkout -- secrets/tls.age"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: rekeyed 2, failed 1"), "{stderr}");
+    assert_eq!(read(&fleet, "tls"), b"");
+
+    // With nothing else to do, and no identity at all, it is still reported.
+    let out = fleet.bento(&["secret", "rekey"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: tls: secrets/tls.age: the file is empty")
+            && !stderr.contains("already matches"),
+        "{stderr}"
+    );
+    // A rekey restricted to other secrets is not about it.
+    ok(&fleet.bento(&["secret", "rekey", "web-only"]));
 }

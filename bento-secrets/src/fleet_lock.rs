@@ -1,0 +1,137 @@
+//! The fleet lock: one `flock` that every command writing `.age` files or
+//! `recipients.lock` holds, so that two admins working in one checkout wait for each
+//! other instead of one silently undoing the other's update.
+//!
+//! The lock is `.bento/lock` in the fleet root (for an agenix `secrets.nix`, in the
+//! directory holding it): `.bento/` is bento's local state, kept out of git by its own
+//! `.gitignore`, so the lock never shows up in `git status` and is never committed. The
+//! file holds the pid of the process holding it, so that a waiting command can say whom
+//! it waits for. The lock itself is the `flock`, released by the kernel when its holder
+//! exits however it exits: a stale file never blocks anyone.
+//!
+//! Holding a [`FleetLock`] is what the writing functions of this crate ask for, so that
+//! no code path can write a secret without it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rustix::fs::FlockOperation;
+
+use crate::error::{Error, Result};
+
+/// Bento's local state in the fleet repo, never committed.
+pub const STATE_DIR: &str = ".bento";
+/// The lock, relative to the fleet root.
+pub const LOCK_PATH: &str = ".bento/lock";
+/// What `.bento/.gitignore` says: everything in `.bento/` stays out of git.
+pub const STATE_GITIGNORE: &str = "# bento's local state: not for git\n*\n";
+
+/// The fleet lock, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct FleetLock {
+    file: File,
+}
+
+impl FleetLock {
+    /// Takes the lock of the fleet rooted at `root`, waiting for its holder if there is
+    /// one. Before waiting, `on_wait` is called with the holder's pid (when known).
+    pub fn acquire(root: &Path, on_wait: impl FnOnce(Option<u32>)) -> Result<FleetLock> {
+        ensure_state_dir(root)?;
+        let path = root.join(LOCK_PATH);
+        let io = |e| Error::io(LOCK_PATH, e);
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .create(write)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+        };
+        // Another admin's lock file may be read-only for us: `flock` works on it all the
+        // same, only the pid is not recorded.
+        let (mut file, writable) = match open(true) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (open(false).map_err(io)?, false),
+            Err(e) => return Err(io(e)),
+        };
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                on_wait(holder(&mut file));
+                retry_on_intr(|| rustix::fs::flock(&file, FlockOperation::LockExclusive))
+                    .map_err(|e| io(e.into()))?;
+            }
+            Err(e) => return Err(io(e.into())),
+        }
+        if writable {
+            // Only a hint for waiters: a failure to record it changes nothing else.
+            let _ = file
+                .set_len(0)
+                .and_then(|()| file.seek(SeekFrom::Start(0)))
+                .and_then(|_| writeln!(file, "{}", std::process::id()));
+        }
+        Ok(FleetLock { file })
+    }
+}
+
+impl Drop for FleetLock {
+    fn drop(&mut self) {
+        // The pid is no longer the holder's; the lock goes with the file descriptor.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// The pid written in the lock file by its holder.
+fn holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+fn retry_on_intr(f: impl Fn() -> rustix::io::Result<()>) -> rustix::io::Result<()> {
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Creates `.bento/` in `root` with the `.gitignore` that keeps it out of git.
+pub fn ensure_state_dir(root: &Path) -> Result<()> {
+    let dir = root.join(STATE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(STATE_DIR, e))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, STATE_GITIGNORE)
+            .map_err(|e| Error::io(format!("{STATE_DIR}/.gitignore"), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_waits_and_learns_the_first_ones_pid() {
+        let root = tempfile::tempdir().unwrap();
+        let first = FleetLock::acquire(root.path(), |_| panic!("nobody holds it")).unwrap();
+        let ignore = std::fs::read_to_string(root.path().join(".bento/.gitignore")).unwrap();
+        assert_eq!(ignore, STATE_GITIGNORE);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = root.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let _second = FleetLock::acquire(&dir, |pid| tx.send(pid).unwrap()).unwrap();
+        });
+        // flock locks belong to open files, so a second open in this process waits too.
+        assert_eq!(rx.recv().unwrap(), Some(std::process::id()));
+        drop(first);
+        waiter.join().unwrap();
+    }
+}
