@@ -100,8 +100,21 @@ impl Confined {
 
     /// The directory `rel` below this one (a symlink on the way is refused).
     pub fn dir(&self, rel: &str) -> io::Result<Confined> {
-        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        Ok(Confined { fd })
+        match self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+            Ok(fd) => Ok(Confined { fd }),
+            // A link as the last component is "not a directory": say what it is.
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory && self.is_symlink(rel) => {
+                Err(refused(rel, "it is or passes through a symlink"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `rel` itself is a symlink (its parents being none).
+    fn is_symlink(&self, rel: &str) -> bool {
+        self.open_beneath(rel, OFlags::PATH, Mode::empty())
+            .and_then(|fd| Ok(rustix::fs::fstat(&fd)?))
+            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Symlink)
     }
 
     /// The regular file `rel`, opened for reading, and its size. Anything else — a
@@ -228,7 +241,7 @@ mod tests {
         assert_eq!(c.read("logs/ok", 10).unwrap(), b"fine");
         assert!(c.read("logs/link", 100).is_err());
         assert!(c.read("linkdir/secret", 100).is_err());
-        assert!(c.dir("linkdir").is_err());
+        assert!(c.dir("linkdir").err().unwrap().to_string().contains("symlink"));
         // A FIFO is refused at once rather than blocking the reader forever.
         assert!(c
             .read("fifo", 100)

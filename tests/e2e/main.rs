@@ -9,6 +9,7 @@ mod bad_input;
 mod deploy;
 mod edit;
 mod host;
+mod hostile_server;
 mod init;
 mod interop;
 mod rekey;
