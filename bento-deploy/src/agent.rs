@@ -145,7 +145,8 @@ fn conclude(
 ) -> Result<Report, AgentError> {
     let report = run.report(state, outcome, transport.bytes_transferred());
     // The report goes out even when the run's deadline has passed, if it can do so soon.
-    transport.set_deadline(Instant::now() + REPORT_GRACE);
+    let grace = REPORT_GRACE.min(Duration::from_secs(run.config.run_timeout));
+    transport.set_deadline(Instant::now() + grace);
     send(run.config, &report, &run.log, transport)?;
     reboot_if_due(run.config, &report);
     Ok(report)
@@ -168,7 +169,8 @@ fn send(
     Ok(())
 }
 
-/// How long the report's upload may take once the run is over (its deadline included).
+/// How long the report's upload may take once the run is over, its deadline passed or not
+/// (at most `run_timeout`).
 const REPORT_GRACE: Duration = Duration::from_secs(30);
 
 /// One run at a time (the timer and the trigger may meet).

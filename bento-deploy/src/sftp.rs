@@ -300,7 +300,7 @@ impl Transport for SftpTransport {
 impl Drop for SftpTransport {
     fn drop(&mut self) {
         // Bounded: a server that stopped answering must not keep the agent (and its lock).
-        let grace = Duration::from_secs(5);
+        let grace = Duration::from_secs(2);
         if let Some(sftp) = self.sftp.take() {
             let _ = self
                 .runtime

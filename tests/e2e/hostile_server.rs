@@ -381,3 +381,39 @@ fn over_sftp_writes_never_follow_planted_links_and_a_fifo_is_refused() {
     let e = fails(&run_within(agent_cmd(&l, &[]), Duration::from_secs(60)));
     assert!(e.contains("`current`") && e.contains("not a regular file"), "{e}");
 }
+
+#[test]
+fn a_server_that_stops_answering_ends_the_run_at_its_deadline() {
+    let l = Loop::new();
+    let sshd = Sshd::start(&[("bento-web1", "web1", &pub_line(&l.keys.web1))]);
+    ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));
+    // An ssh whose stream goes silent after 1200 bytes (in the manifest's download) while
+    // its TCP connection and keep-alives are fine.
+    let pid_file = l.base().join("ssh.pid");
+    let ssh = l.fleet.script(
+        "ssh-stalls",
+        &format!(
+            "echo $$ > {}\nssh \"$@\" | dd bs=1 count=1200 status=none\nexec sleep 600",
+            pid_file.display()
+        ),
+    );
+    let rebuild = l.fleet.keys.join("nixos-rebuild");
+    l.write_config(
+        &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+        &rebuild,
+        Some(&sshd.known_hosts),
+    );
+    append_config(&l, &format!("run_timeout = 3\nssh = \"{}\"\n", ssh.display()));
+    let started = Instant::now();
+    let out = run_within(agent_cmd(&l, &[]), Duration::from_secs(60));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let e = fails(&out);
+    assert!(e.contains("the run's deadline passed"), "{e}");
+    nothing_installed(&l);
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(!running(pid.trim()), "the stalled ssh wrapper {pid} still runs");
+}
