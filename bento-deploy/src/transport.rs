@@ -111,7 +111,7 @@ pub fn deadline_passed() -> io::Error {
 
 /// Copies at most `limit` bytes of `reader` into `sink`; more is refused (kind
 /// `FileTooLarge`) as soon as the first byte past the limit arrives.
-pub fn copy_bounded(reader: &mut dyn Read, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+fn copy_bounded(reader: &mut dyn Read, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut copied = 0u64;
     loop {
