@@ -12,6 +12,9 @@
 //!    secrets changed: run `bento activate` alone. After a switch, reconnect: if the
 //!    server is gone, run the rollback. A failure puts `current` back.
 //! 5. Report to `logs/` (queued in the outbox when the upload fails).
+//!
+//! The whole run has a deadline (`run_timeout`): a download still waiting on the server
+//! then fails (`interrupted`), a command still running is stopped (`failed`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +24,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use ssh_key::PublicKey;
 
+use crate::agent_command::Job;
 use crate::agent_config::AgentConfig;
-use crate::layout::{CURRENT_FILE, GENERATIONS_DIR};
-use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::agent_fetch::{Fetch, Step, CURRENT_LIMIT};
+use crate::layout::CURRENT_FILE;
+use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::report::{self, Report, State};
 use crate::sftp::{SftpTransport, SshTarget};
 use crate::transport::{LocalDir, ServerUrl, Transport};
@@ -73,21 +78,23 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
     let _lock = lock(&config.state_dir)?;
+    // From here: the lock is held, so the run must end.
+    let deadline = Instant::now() + Duration::from_secs(config.run_timeout);
     let mut state = load_state(&config.state_dir)?;
-    let mut transport = connect(config)?;
+    let mut transport = connect(config, deadline)?;
     // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
     // are best effort: the run itself does not depend on them.
     let _ = report::flush(&config.state_dir, transport.as_mut());
     let _ = report::beat(transport.as_mut(), &config.host, state.applied);
 
-    let current = match transport.read(CURRENT_FILE) {
+    let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
         Ok(bytes) => parse_generation(&bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(err(format!("reading `current` on the server: {e}"))),
     };
     if Some(current) == state.applied {
         if config.self_update {
-            if let Some(report) = self_update(config, current, started, transport.as_mut())? {
+            if let Some(report) = self_update(config, current, started, deadline, transport.as_mut())? {
                 return Ok(Outcome::Ran(Box::new(report)));
             }
         }
@@ -100,6 +107,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let mut run = Run {
         config,
         started,
+        deadline,
         generation: current,
         previous: state.applied,
         system_before: current_system(config),
@@ -136,6 +144,9 @@ fn conclude(
     transport: &mut dyn Transport,
 ) -> Result<Report, AgentError> {
     let report = run.report(state, outcome, transport.bytes_transferred());
+    // The report goes out even when the run's deadline has passed, if it can do so soon.
+    let grace = REPORT_GRACE.min(Duration::from_secs(run.config.run_timeout));
+    transport.set_deadline(Instant::now() + grace);
     send(run.config, &report, &run.log, transport)?;
     reboot_if_due(run.config, &report);
     Ok(report)
@@ -158,6 +169,10 @@ fn send(
     Ok(())
 }
 
+/// How long the report's upload may take once the run is over, its deadline passed or not
+/// (at most `run_timeout`).
+const REPORT_GRACE: Duration = Duration::from_secs(30);
+
 /// One run at a time (the timer and the trigger may meet).
 fn lock(state_dir: &Path) -> Result<std::fs::File, AgentError> {
     let path = state_dir.join("lock");
@@ -178,6 +193,7 @@ fn self_update(
     config: &AgentConfig,
     generation: u64,
     started: Instant,
+    deadline: Instant,
     transport: &mut dyn Transport,
 ) -> Result<Option<Report>, AgentError> {
     let config_dir = config.state_dir.join("current").join("config");
@@ -187,6 +203,7 @@ fn self_update(
     let mut run = Run {
         config,
         started,
+        deadline,
         generation,
         previous: Some(generation),
         system_before: current_system(config),
@@ -250,7 +267,14 @@ fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
         .collect()
 }
 
-fn connect(config: &AgentConfig) -> Result<Box<dyn Transport>, AgentError> {
+/// Connects to the server; operations still waiting at `deadline` fail.
+fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
+    let mut transport = connect_to(config)?;
+    transport.set_deadline(deadline);
+    Ok(transport)
+}
+
+fn connect_to(config: &AgentConfig) -> Result<Box<dyn Transport>, AgentError> {
     match config.server_url().map_err(err)? {
         ServerUrl::Local(root) => Ok(Box::new(LocalDir::new(&root, &config.host))),
         ServerUrl::Sftp { user, address, port } => {
@@ -281,6 +305,8 @@ fn parse_generation(bytes: &[u8]) -> Result<u64, AgentError> {
 struct Run<'a> {
     config: &'a AgentConfig,
     started: Instant,
+    /// Commands still running then are stopped.
+    deadline: Instant,
     generation: u64,
     previous: Option<u64>,
     /// The running system when the run started.
@@ -295,8 +321,6 @@ struct Changes {
     config: bool,
     secrets: Vec<String>,
 }
-
-type Step<T> = Result<T, (State, String)>;
 
 impl Run<'_> {
     fn fetch_and_apply(
@@ -326,7 +350,9 @@ impl Run<'_> {
                 return Err((State::Failed, e));
             }
             if !self.server_reachable() {
-                let rolled = self.command("rollback", &self.config.rollback.clone(), &[]);
+                // The rollback puts the host back: it gets a full run_timeout of its own.
+                let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
+                let rolled = self.command_until("rollback", &self.config.rollback.clone(), &[], deadline);
                 restore(self);
                 let how = rolled
                     .err()
@@ -350,77 +376,17 @@ impl Run<'_> {
 
     /// Downloads and checks generation `self.generation` into `<state_dir>/bundles/<g>`.
     fn fetch(&mut self, t: &mut dyn Transport, trusted: &[PublicKey], state: &AgentState) -> Step<Manifest> {
-        let refuse = |msg: String| (State::Refused, msg);
-        let g = self.generation;
-        if let Some(applied) = state.applied {
-            if g < applied {
-                return Err(refuse(format!(
-                    "the server offers generation {g}, older than the applied {applied}: refused (downgrade or replay)"
-                )));
-            }
-        }
-        let dir = format!("{GENERATIONS_DIR}/{g}");
-        let get = |t: &mut dyn Transport, rel: &str| {
-            t.read(&format!("{dir}/{rel}"))
-                .map_err(|e| (State::Interrupted, format!("downloading {dir}/{rel}: {e}")))
-        };
-        let manifest_bytes = get(t, MANIFEST_FILE)?;
-        let sig = get(t, SIGNATURE_FILE)?;
-        let sig = String::from_utf8_lossy(&sig);
-        crate::sign::verify(&manifest_bytes, &sig, trusted).map_err(|e| refuse(e.to_string()))?;
-        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| refuse(e.to_string()))?;
-        if manifest.host != self.config.host {
-            return Err(refuse(format!(
-                "the bundle is for host `{}`, not `{}`",
-                manifest.host, self.config.host
-            )));
-        }
-        if manifest.generation != g {
-            return Err(refuse(format!(
-                "the manifest says generation {}, `current` says {g}",
-                manifest.generation
-            )));
-        }
-
         let bundles = self.config.state_dir.join("bundles");
-        std::fs::create_dir_all(&bundles).map_err(|e| (State::Failed, e.to_string()))?;
-        let staging = tempfile::Builder::new()
-            .prefix(&format!(".{g}."))
-            .tempdir_in(&bundles)
-            .map_err(|e| (State::Failed, e.to_string()))?;
-        let mut files: Vec<(String, Vec<u8>)> = vec![(MANIFEST_FILE.into(), manifest_bytes.clone())];
-        files.push((SIGNATURE_FILE.into(), sig.as_bytes().to_vec()));
-        for (path, hash) in &manifest.files {
-            let bytes = get(t, path)?;
-            if bento_secrets::lock::sha256_hex(&bytes) != *hash {
-                return Err(refuse(format!(
-                    "{path}: SHA-256 differs from the signed manifest"
-                )));
-            }
-            files.push((path.clone(), bytes));
+        let manifest = Fetch {
+            bundles: &bundles,
+            host: &self.config.host,
+            generation: self.generation,
+            applied: state.applied,
+            trusted,
+            run_timeout: self.config.run_timeout,
         }
-        // Every file synced before the staging dir is renamed into place: in batches, and
-        // each directory once.
-        let dests: Vec<PathBuf> = files.iter().map(|(path, _)| staging.path().join(path)).collect();
-        for ((path, _), dest) in files.iter().zip(&dests) {
-            dest.parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .map_err(|e| (State::Failed, format!("installing {path}: {e}")))?;
-        }
-        let batch: Vec<(&Path, &[u8], u32)> = files
-            .iter()
-            .zip(&dests)
-            .map(|((_, bytes), dest)| (dest.as_path(), bytes.as_slice(), 0o600))
-            .collect();
-        for ((path, _), written) in files.iter().zip(bento_secrets::atomic::write_many(&batch)) {
-            written.map_err(|e| (State::Failed, format!("installing {path}: {e}")))?;
-        }
-        let final_dir = bundles.join(g.to_string());
-        let _ = std::fs::remove_dir_all(&final_dir);
-        let staged = staging.keep();
-        std::fs::rename(&staged, &final_dir)
-            .map_err(|e| (State::Failed, format!("installing the bundle: {e}")))?;
-        prune_bundles(&bundles, self.config.keep_bundles, g, state.applied);
+        .run(t)?;
+        prune_bundles(&bundles, self.config.keep_bundles, self.generation, state.applied);
         Ok(manifest)
     }
 
@@ -458,73 +424,39 @@ impl Run<'_> {
         self.command("activate", &command, &[])
     }
 
-    /// Runs a configured command line (split on whitespace): its output is shown live on
-    /// stderr and kept for the log.
+    /// Runs a configured command line (split on whitespace) until the run's deadline: its
+    /// output is shown live on stderr and kept for the log.
     fn command(&mut self, what: &str, line: &str, extra: &[String]) -> Result<(), String> {
-        let mut words = line.split_whitespace();
-        let program = words
-            .next()
-            .ok_or_else(|| format!("the {what} command is empty"))?;
-        self.log
-            .extend_from_slice(format!("$ {line} {}\n", extra.join(" ")).as_bytes());
-        let mut child = Command::new(program)
-            .args(words)
-            .args(extra)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running the {what} command `{program}`: {e}"))?;
-        let shared = std::sync::Mutex::new(Vec::new());
-        let last_err = std::sync::Mutex::new(String::new());
-        let (out, errs) = (child.stdout.take(), child.stderr.take());
-        std::thread::scope(|scope| {
-            let pump = |reader: Box<dyn std::io::Read + Send>, is_err: bool| {
-                let (shared, last_err) = (&shared, &last_err);
-                scope.spawn(move || {
-                    use std::io::BufRead;
-                    for line in std::io::BufReader::new(reader).split(b'\n').map_while(Result::ok) {
-                        let text = String::from_utf8_lossy(&line);
-                        eprintln!("{text}");
-                        if is_err && !text.trim().is_empty() {
-                            *last_err.lock().unwrap_or_else(|p| p.into_inner()) = text.trim().to_owned();
-                        }
-                        let mut log = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        log.extend_from_slice(&line);
-                        log.push(b'\n');
-                    }
-                });
-            };
-            if let Some(o) = out {
-                pump(Box::new(o), false);
-            }
-            if let Some(e) = errs {
-                pump(Box::new(e), true);
-            }
-        });
-        let status = child
-            .wait()
-            .map_err(|e| format!("waiting for the {what} command: {e}"))?;
-        self.log
-            .extend(shared.into_inner().unwrap_or_else(|p| p.into_inner()));
-        if status.success() {
-            return Ok(());
-        }
-        let tail = last_err.into_inner().unwrap_or_else(|p| p.into_inner());
-        Err(format!(
-            "the {what} command failed ({status}){}",
-            if tail.is_empty() {
-                tail
-            } else {
-                format!(": {tail}")
-            }
-        ))
+        self.command_until(what, line, extra, self.deadline)
     }
 
-    /// After a switch: can this host still reach its server?
+    fn command_until(
+        &mut self,
+        what: &str,
+        line: &str,
+        extra: &[String],
+        deadline: Instant,
+    ) -> Result<(), String> {
+        Job {
+            what,
+            line,
+            extra,
+            deadline,
+            run_timeout: self.config.run_timeout,
+        }
+        .run(&mut self.log)
+    }
+
+    /// After a switch: can this host still reach its server? Asked with a deadline of its
+    /// own: the run's may have passed during a long rebuild, and that must not pass for a
+    /// lost server.
     fn server_reachable(&self) -> bool {
-        connect(self.config)
-            .and_then(|mut t| t.read(CURRENT_FILE).map_err(|e| err(e.to_string())))
+        let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
+        connect(self.config, deadline)
+            .and_then(|mut t| {
+                t.read(CURRENT_FILE, CURRENT_LIMIT)
+                    .map_err(|e| err(e.to_string()))
+            })
             .is_ok()
     }
 

@@ -46,6 +46,10 @@ pub struct AgentConfig {
     /// Seconds before giving up connecting.
     #[serde(default = "default_timeout")]
     pub connect_timeout: u64,
+    /// Seconds a whole run may take, the rebuild included: past it, a download waiting on
+    /// the server fails and a running command is stopped, and the lock is released.
+    #[serde(default = "default_run_timeout")]
+    pub run_timeout: u64,
     /// How many installed bundles to keep under `<state_dir>/bundles`.
     #[serde(default = "default_keep")]
     pub keep_bundles: usize,
@@ -123,6 +127,9 @@ fn default_rollback() -> String {
 fn default_timeout() -> u64 {
     10
 }
+fn default_run_timeout() -> u64 {
+    3600
+}
 fn default_keep() -> usize {
     3
 }
@@ -179,6 +186,12 @@ impl AgentConfig {
                     line.chars().take(30).collect::<String>()
                 ));
             }
+        }
+        if config.run_timeout == 0 {
+            return Err(format!(
+                "{shown}:{}: run_timeout must be at least 1 (seconds)",
+                at("run_timeout")
+            ));
         }
         for (key, cmd) in [("rebuild", &config.rebuild), ("rollback", &config.rollback)] {
             if cmd.trim().is_empty() {

@@ -27,10 +27,14 @@ pub struct File {
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// `bytes` in lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = sha2::Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 15)] as char);
     }
@@ -101,6 +105,11 @@ impl Bundle {
                 .files
                 .iter()
                 .map(|(path, f)| (path.clone(), f.sha256.clone()))
+                .collect(),
+            sizes: self
+                .files
+                .iter()
+                .map(|(path, f)| (path.clone(), f.bytes.len() as u64))
                 .collect(),
             secrets: self.secrets.clone(),
         }

@@ -3,7 +3,9 @@
 //! needs to serve them, and how a host reaches the server (sftp or a local directory).
 
 pub mod agent;
+mod agent_command;
 pub mod agent_config;
+mod agent_fetch;
 pub mod build;
 pub mod bundle;
 pub mod config;

@@ -5,8 +5,13 @@
 //! { "format": 1, "host": "web1", "generation": 3, "created": "2026-11-26T05:00:00Z",
 //!   "git_commit": "abc…" | null, "system": "/nix/store/…" | null,
 //!   "files": { "config/configuration.nix": "<sha256 hex>", "secrets/db.age": "<sha256 hex>" },
+//!   "sizes": { "config/configuration.nix": 1234, "secrets/db.age": 567 },
 //!   "secrets": [ SecretSpec, … ] }
 //! ```
+//!
+//! `sizes` came after the first release: a manifest without it still parses (installed
+//! bundles, `bento status`), but the agent refuses to download a bundle whose files have
+//! no signed size, and `bento deploy` publishes such a host again.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +46,10 @@ pub struct Manifest {
     pub system: Option<String>,
     /// Every file of the bundle (but the manifest and its signature) → hex SHA-256.
     pub files: BTreeMap<String, String>,
+    /// Every file of `files` → its size in bytes: the agent stops a download that goes
+    /// past it. Empty in manifests made before sizes were signed.
+    #[serde(default)]
+    pub sizes: BTreeMap<String, u64>,
     /// The secrets and their runtime attributes.
     pub secrets: Vec<SecretSpec>,
 }
@@ -84,6 +93,9 @@ impl Manifest {
                 return bad(format!("{path}: sha256 is not 64 lowercase hex digits"));
             }
         }
+        if let Some(path) = self.sizes.keys().find(|p| !self.files.contains_key(*p)) {
+            return bad(format!("sizes: `{}` is not in files", path.escape_default()));
+        }
         if let Some(system) = &self.system {
             if !system.starts_with("/nix/store/") || system.contains(['\0', '\n']) {
                 return bad(format!(
@@ -108,10 +120,25 @@ impl Manifest {
         Ok(())
     }
 
-    /// Whether two manifests describe the same bundle content: files, secrets and system
-    /// (generation, time and commit aside).
+    /// Whether two manifests describe the same bundle content: files (and their signed
+    /// sizes), secrets and system (generation, time and commit aside). A manifest made
+    /// before sizes were signed differs from its successor, so it gets published again.
     pub fn same_content(&self, other: &Manifest) -> bool {
-        self.files == other.files && self.secrets == other.secrets && self.system == other.system
+        self.files == other.files
+            && self.sizes == other.sizes
+            && self.secrets == other.secrets
+            && self.system == other.system
+    }
+
+    /// The signed size of the bundle file `path`; an error when the manifest has none
+    /// (one made before sizes were signed).
+    pub fn size(&self, path: &str) -> Result<u64, Error> {
+        self.sizes.get(path).copied().ok_or_else(|| {
+            Error::Manifest(format!(
+                "{}: no signed size (the bundle was published by an older bento); publish it again with `bento deploy`",
+                path.escape_default()
+            ))
+        })
     }
 }
 
@@ -195,6 +222,7 @@ mod tests {
             git_commit: None,
             system: None,
             files: [("config/configuration.nix".to_owned(), hash)].into(),
+            sizes: [("config/configuration.nix".to_owned(), 42)].into(),
             secrets: Vec::new(),
         }
     }
@@ -207,6 +235,24 @@ mod tests {
         assert!(text.contains("\"git_commit\": null"), "{text}");
         assert!(text.contains("\"system\": null"), "{text}");
         assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        assert!(
+            text.contains("\"sizes\": {\n    \"config/configuration.nix\": 42\n  }"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_without_sizes_parses_but_has_no_size_to_offer() {
+        let mut m = sample();
+        m.sizes.clear();
+        let text = String::from_utf8(m.to_bytes())
+            .unwrap()
+            .replace(",\n  \"sizes\": {}", "");
+        assert!(!text.contains("sizes"), "{text}");
+        let old = Manifest::parse(text.as_bytes()).unwrap();
+        let e = old.size("config/configuration.nix").unwrap_err().to_string();
+        assert!(e.contains("no signed size") && e.contains("bento deploy"), "{e}");
+        assert!(!old.same_content(&sample()), "published again once");
     }
 
     #[test]
@@ -229,6 +275,13 @@ mod tests {
         let mut m = sample();
         m.files.insert("config/x".into(), "XY".repeat(32));
         assert!(m.validate().is_err());
+        let mut m = sample();
+        m.sizes.insert("config/other".into(), 1);
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sizes: `config/other`"));
         let mut m = sample();
         m.format = 2;
         assert!(m.validate().unwrap_err().to_string().contains("format 2"));

@@ -5,15 +5,17 @@
 //! corkscrew), ProxyJump, IdentityAgent… The sftp protocol itself is spoken by
 //! `openssh-sftp-client` on the child's pipes, inside a small single-threaded runtime.
 
-use std::io;
+use std::future::Future;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use openssh_sftp_client::{Sftp, SftpOptions};
 
-use crate::transport::{check_rel, Transport};
+use crate::transport::{check_rel, deadline_passed, Transport};
 
 /// How to reach the server.
 #[derive(Clone, Debug)]
@@ -40,6 +42,8 @@ pub struct SftpTransport {
     sftp: Option<Sftp>,
     child: tokio::process::Child,
     transferred: u64,
+    /// Operations still waiting at this point fail.
+    deadline: Option<Instant>,
 }
 
 fn to_io(e: openssh_sftp_client::Error) -> io::Error {
@@ -81,12 +85,41 @@ impl SftpTransport {
             sftp: Some(sftp),
             child,
             transferred: 0,
+            deadline: None,
         })
     }
 
     fn sftp(&self) -> &Sftp {
         self.sftp.as_ref().expect("open until dropped")
     }
+
+    /// Runs one exchange with the server, cut short at the deadline.
+    fn block<T>(&self, work: impl Future<Output = Result<T, openssh_sftp_client::Error>>) -> io::Result<T> {
+        self.runtime.block_on(async {
+            match self.deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                    .await
+                    .map_err(|_| deadline_passed())?
+                    .map_err(to_io),
+                None => work.await.map_err(to_io),
+            }
+        })
+    }
+}
+
+/// A temp name next to `rel`'s file that nobody else picked: `dir/.name.<pid>.<n><ns>.tmp`
+/// (created exclusively, so a clash is only retried).
+fn temp_name(rel: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let (dir, name) = match rel.rsplit_once('/') {
+        Some((dir, name)) => (format!("{dir}/"), name),
+        None => (String::new(), rel),
+    };
+    format!("{dir}.{name}.{}.{n}{nanos:x}.tmp", std::process::id())
 }
 
 /// ssh's own last words explain a failed connection best (host key mismatch…).
@@ -119,7 +152,9 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
         "GlobalKnownHostsFile=/dev/null".to_owned(),
         format!("ConnectTimeout={}", t.connect_timeout.as_secs().max(1)),
         "IdentitiesOnly=yes".to_owned(),
+        // A server that stops answering is given up after about 45 s.
         "ServerAliveInterval=15".to_owned(),
+        "ServerAliveCountMax=3".to_owned(),
     ] {
         args.extend(opt(o));
     }
@@ -141,53 +176,114 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
 }
 
 impl Transport for SftpTransport {
-    fn read(&mut self, rel: &str) -> io::Result<Vec<u8>> {
+    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
         check_rel(rel)?;
-        let mut fs = self.sftp().fs();
-        let bytes = self.runtime.block_on(fs.read(Path::new(rel))).map_err(to_io)?;
-        self.transferred += bytes.len() as u64;
-        Ok(bytes.to_vec())
+        let sftp = self.sftp();
+        // Looked at before opening: opening a FIFO would block the server for good.
+        let meta = self.block(sftp.fs().symlink_metadata(Path::new(rel)))?;
+        if !meta.file_type().is_some_and(|t| t.is_file()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("refusing `{}`: not a regular file", rel.escape_default()),
+            ));
+        }
+        if meta.len().is_some_and(|len| len > limit) {
+            return Err(crate::confined::too_large(rel, limit));
+        }
+        let mut file = self.block(sftp.open(Path::new(rel)))?;
+        let mut copied = 0u64;
+        let result = loop {
+            let chunk = match self.block(file.read(256 * 1024, Default::default())) {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break Ok(copied),
+                Err(e) => break Err(e),
+            };
+            copied += chunk.len() as u64;
+            self.transferred += chunk.len() as u64;
+            if copied > limit {
+                break Err(crate::confined::too_large(rel, limit));
+            }
+            if let Err(e) = sink.write_all(&chunk) {
+                break Err(e);
+            }
+            // The client library moves its offset by what was asked; a short read must
+            // not skip bytes.
+            if let Err(e) = self.runtime.block_on(async {
+                use tokio::io::AsyncSeekExt;
+                file.seek(io::SeekFrom::Start(copied)).await
+            }) {
+                break Err(e);
+            }
+        };
+        let _ = self.block(file.close());
+        result
     }
 
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
         check_rel(rel)?;
         let mut fs = self.sftp().fs();
-        let mut out = self
-            .runtime
-            .block_on(async {
-                let dir = fs.open_dir(Path::new(rel)).await?;
-                let mut entries = Vec::new();
-                let mut stream = Box::pin(dir.read_dir());
-                while let Some(entry) = stream.next().await {
-                    let entry = entry?;
-                    let name = entry.filename().to_string_lossy().into_owned();
-                    if name == "." || name == ".." {
-                        continue;
-                    }
-                    match entry.file_type() {
-                        Some(t) if t.is_symlink() => continue,
-                        Some(t) => entries.push((name, t.is_dir())),
-                        None => entries.push((name, false)),
-                    }
+        let mut out = self.block(async {
+            let dir = fs.open_dir(Path::new(rel)).await?;
+            let mut entries = Vec::new();
+            let mut stream = Box::pin(dir.read_dir());
+            while let Some(entry) = stream.next().await {
+                let entry = entry?;
+                let name = entry.filename().to_string_lossy().into_owned();
+                if name == "." || name == ".." {
+                    continue;
                 }
-                Ok::<_, openssh_sftp_client::Error>(entries)
-            })
-            .map_err(to_io)?;
+                match entry.file_type() {
+                    Some(t) if t.is_dir() => entries.push((name, true)),
+                    Some(t) if t.is_file() => entries.push((name, false)),
+                    _ => continue, // a bundle holds only files and directories
+                }
+            }
+            Ok(entries)
+        })?;
         out.sort();
         Ok(out)
     }
 
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
         check_rel(rel)?;
-        let mut fs = self.sftp().fs();
-        let tmp = format!("{rel}.tmp");
-        self.runtime
-            .block_on(async {
-                fs.write(Path::new(&tmp), bytes).await?;
+        let sftp = self.sftp();
+        // A fresh name, created exclusively: never an existing file, never through a link.
+        let mut created = None;
+        let mut failure = None;
+        for _ in 0..8 {
+            let tmp = temp_name(rel);
+            match self.block(sftp.options().write(true).create_new(true).open(Path::new(&tmp))) {
+                Ok(file) => {
+                    created = Some((tmp, file));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let Some((tmp, mut file)) = created else {
+            let why = failure.map_or(String::new(), |e| format!(": {e}"));
+            return Err(io::Error::other(format!(
+                "{}: no temp file could be created next to it{why}",
+                rel.escape_default()
+            )));
+        };
+        let posix_rename = sftp.support_posix_rename();
+        let mut fs = sftp.fs();
+        let written = self.block(async {
+            file.write_all(bytes).await?;
+            file.close().await?;
+            if !posix_rename {
+                // A plain sftp rename does not replace: remove the old file first.
                 let _ = fs.remove_file(Path::new(rel)).await;
-                fs.rename(Path::new(&tmp), Path::new(rel)).await
-            })
-            .map_err(to_io)?;
+            }
+            fs.rename(Path::new(&tmp), Path::new(rel)).await
+        });
+        if written.is_err() {
+            let mut fs = sftp.fs();
+            let _ = self.block(fs.remove_file(Path::new(&tmp)));
+        }
+        written?;
         self.transferred += bytes.len() as u64;
         Ok(())
     }
@@ -195,13 +291,26 @@ impl Transport for SftpTransport {
     fn bytes_transferred(&self) -> u64 {
         self.transferred
     }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
 }
 
 impl Drop for SftpTransport {
     fn drop(&mut self) {
+        // Bounded: a server that stopped answering must not keep the agent (and its lock).
+        let grace = Duration::from_secs(2);
         if let Some(sftp) = self.sftp.take() {
-            let _ = self.runtime.block_on(sftp.close());
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(grace, sftp.close()).await });
         }
-        let _ = self.runtime.block_on(self.child.wait());
+        let child = &mut self.child;
+        self.runtime.block_on(async {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        });
     }
 }

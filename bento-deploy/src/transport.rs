@@ -5,8 +5,13 @@
 //! Paths are relative to the host's own directory (its sftp chroot): `current`,
 //! `generations/7/manifest.json`, `logs/report-7.json`.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustix::fs::FileType;
+
+use crate::confined::Confined;
 
 /// Where the server is, parsed from agent.toml's `server`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,22 +73,68 @@ impl ServerUrl {
 }
 
 /// Reading and writing files in the host's directory on the server.
+///
+/// The server is not trusted with anything but availability: every read is of a regular
+/// file (a symlink, FIFO or device is refused) and has a limit, and a write never goes
+/// through a file or link someone planted.
 pub trait Transport {
-    /// Reads a whole file.
-    fn read(&mut self, rel: &str) -> io::Result<Vec<u8>>;
-    /// Lists a directory: (name, is_dir), sorted by name.
+    /// Copies the regular file `rel` into `sink`, refusing (kind `FileTooLarge`, before
+    /// copying when the size is known up front) a file of more than `limit` bytes. Returns
+    /// how many bytes were copied.
+    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64>;
+    /// Reads the whole regular file `rel`, of at most `limit` bytes.
+    fn read(&mut self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.read_to(rel, limit, &mut bytes)?;
+        Ok(bytes)
+    }
+    /// Lists a directory: (name, is_dir), sorted by name; only files and directories.
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>>;
-    /// Writes a whole file (into `logs/`, the only writable place), replacing it.
+    /// Writes a whole file (into `logs/`, the only writable place), replacing it: under a
+    /// fresh temp name, created exclusively, then renamed over `rel`.
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()>;
     /// How many bytes went over the wire so far (both ways), when known.
     fn bytes_transferred(&self) -> u64;
+    /// From now on, operations still waiting on the server at `deadline` fail (kind
+    /// `TimedOut`). A transport that cannot hang may ignore it.
+    fn set_deadline(&mut self, deadline: Instant) {
+        let _ = deadline;
+    }
 }
 
 pub use crate::confined::check_rel;
 
-/// A server directory on this machine.
+/// The error of an operation cut short by the run's deadline (kind `TimedOut`).
+pub fn deadline_passed() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the run's deadline passed")
+}
+
+/// Copies at most `limit` bytes of `reader` into `sink`; more is refused (kind
+/// `FileTooLarge`) as soon as the first byte past the limit arrives.
+fn copy_bounded(reader: &mut dyn Read, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        copied += n as u64;
+        if copied > limit {
+            return Err(crate::confined::too_large(rel, limit));
+        }
+        sink.write_all(&buf[..n])?;
+    }
+}
+
+/// A server directory on this machine (`file://`). The host's directory is opened beneath
+/// the server root for every operation, and everything below it through [`Confined`]: no
+/// symlink is followed, not even a host directory that is one.
 pub struct LocalDir {
-    dir: PathBuf,
+    root: PathBuf,
+    host: String,
     transferred: u64,
 }
 
@@ -91,41 +142,49 @@ impl LocalDir {
     /// The host `host`'s directory under server root `root`.
     pub fn new(root: &Path, host: &str) -> LocalDir {
         LocalDir {
-            dir: root.join(host),
+            root: root.to_path_buf(),
+            host: host.to_owned(),
             transferred: 0,
         }
+    }
+
+    /// The host's directory, opened now (a symlink is refused).
+    fn dir(&self) -> io::Result<Confined> {
+        let root = Confined::open(&self.root)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.root.display())))?;
+        root.dir(&self.host)
     }
 }
 
 impl Transport for LocalDir {
-    fn read(&mut self, rel: &str) -> io::Result<Vec<u8>> {
-        check_rel(rel)?;
-        let bytes = std::fs::read(self.dir.join(rel))?;
-        self.transferred += bytes.len() as u64;
-        Ok(bytes)
+    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+        let (mut file, size) = self.dir()?.open_file(rel)?;
+        if size > limit {
+            return Err(crate::confined::too_large(rel, limit));
+        }
+        let copied = copy_bounded(&mut file, rel, limit, sink)?;
+        self.transferred += copied;
+        Ok(copied)
     }
 
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
-        check_rel(rel)?;
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(self.dir.join(rel))? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            if kind.is_symlink() {
-                continue; // a bundle never holds symlinks
-            }
-            out.push((entry.file_name().to_string_lossy().into_owned(), kind.is_dir()));
-        }
+        let mut out: Vec<(String, bool)> = self
+            .dir()?
+            .entries(rel)?
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                Some(FileType::Directory) => Some((e.name, true)),
+                Some(FileType::RegularFile) => Some((e.name, false)),
+                _ => None, // a bundle holds only files and directories
+            })
+            .map(|(name, is_dir)| (name.to_string_lossy().into_owned(), is_dir))
+            .collect();
         out.sort();
         Ok(out)
     }
 
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
-        check_rel(rel)?;
-        let path = self.dir.join(rel);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)?;
+        self.dir()?.replace(rel, bytes, 0o644)?;
         self.transferred += bytes.len() as u64;
         Ok(())
     }

@@ -256,7 +256,8 @@ fn tampered_bundles_and_downgrades_are_refused() {
     .unwrap();
     l.deploy();
     let file = l.server.join("web1/generations/2/config/configuration.nix");
-    std::fs::write(&file, "{ users.users.evil = {}; }\n").unwrap();
+    // Same size as signed (`{ services.nginx.enable = true; }`), other bytes.
+    std::fs::write(&file, "{ users.users.evil = {};        }\n").unwrap();
     let out = l.agent(&["--json"]);
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

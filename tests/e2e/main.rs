@@ -10,6 +10,7 @@ mod deploy;
 mod edit;
 mod host;
 mod hostile_logs;
+mod hostile_server;
 mod init;
 mod interop;
 mod rekey;

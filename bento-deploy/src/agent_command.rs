@@ -1,0 +1,126 @@
+//! The commands an agent run starts (rebuild, activate, rollback, self-update), each
+//! under the run's deadline: its output is shown live and kept for the log, and when the
+//! deadline passes its whole process group is stopped (`SIGTERM`, then `SIGKILL` after a
+//! short grace), so nothing it started outlives the run.
+
+use std::io::{BufRead, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+/// How long a command stopped at the deadline has between `SIGTERM` and `SIGKILL`.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A configured command line (split on whitespace, no shell), run to completion or
+/// until `deadline`.
+pub(crate) struct Job<'a> {
+    /// What it is, for messages: `rebuild`, `activate`…
+    pub what: &'a str,
+    /// The command line from agent.toml.
+    pub line: &'a str,
+    /// Arguments bento appends.
+    pub extra: &'a [String],
+    /// When it is stopped.
+    pub deadline: Instant,
+    /// The agent's `run_timeout`, named when the deadline stops the command.
+    pub run_timeout: u64,
+}
+
+impl Job<'_> {
+    /// Runs the command; its output goes to stderr as it comes and into `log`. The error
+    /// is one line: the command's last line on stderr, or the deadline.
+    pub(crate) fn run(&self, log: &mut Vec<u8>) -> Result<(), String> {
+        let what = self.what;
+        let mut words = self.line.split_whitespace();
+        let program = words
+            .next()
+            .ok_or_else(|| format!("the {what} command is empty"))?;
+        log.extend_from_slice(format!("$ {} {}\n", self.line, self.extra.join(" ")).as_bytes());
+        let mut child = Command::new(program)
+            .args(words)
+            .args(self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: at the deadline, everything it started is stopped.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("running the {what} command `{program}`: {e}"))?;
+        let group = Pid::from_child(&child);
+        let shared = Mutex::new(Vec::new());
+        let last_err = Mutex::new(String::new());
+        let stopped = AtomicBool::new(false);
+        let (out, errs) = (child.stdout.take(), child.stderr.take());
+        let (done, finished) = mpsc::channel::<()>();
+        let status = std::thread::scope(|scope| {
+            let pump = |reader: Box<dyn Read + Send>, is_err: bool| {
+                let (shared, last_err) = (&shared, &last_err);
+                scope.spawn(move || {
+                    for line in std::io::BufReader::new(reader).split(b'\n').map_while(Result::ok) {
+                        let text = String::from_utf8_lossy(&line);
+                        eprintln!("{text}");
+                        if is_err && !text.trim().is_empty() {
+                            *last_err.lock().unwrap_or_else(|p| p.into_inner()) = text.trim().to_owned();
+                        }
+                        let mut log = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        log.extend_from_slice(&line);
+                        log.push(b'\n');
+                    }
+                })
+            };
+            let pumps: Vec<_> = [
+                out.map(|o| pump(Box::new(o), false)),
+                errs.map(|e| pump(Box::new(e), true)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let stopped = &stopped;
+            let deadline = self.deadline;
+            scope.spawn(move || {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                if finished.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
+                    return;
+                }
+                stopped.store(true, Ordering::SeqCst);
+                let _ = kill_process_group(group, Signal::TERM);
+                if finished.recv_timeout(GRACE) == Err(RecvTimeoutError::Timeout) {
+                    let _ = kill_process_group(group, Signal::KILL);
+                }
+            });
+            let status = child.wait();
+            // The output ends when the last process holding it does.
+            for p in pumps {
+                let _ = p.join();
+            }
+            drop(done);
+            status
+        });
+        let status = status.map_err(|e| format!("waiting for the {what} command: {e}"))?;
+        log.extend(shared.into_inner().unwrap_or_else(|p| p.into_inner()));
+        if stopped.load(Ordering::SeqCst) {
+            log.extend_from_slice(b"(stopped: the run's deadline passed)\n");
+            return Err(format!(
+                "the {what} command was stopped: the run took longer than run_timeout = {} s",
+                self.run_timeout
+            ));
+        }
+        if status.success() {
+            return Ok(());
+        }
+        let tail = last_err.into_inner().unwrap_or_else(|p| p.into_inner());
+        Err(format!(
+            "the {what} command failed ({status}){}",
+            if tail.is_empty() {
+                tail
+            } else {
+                format!(": {tail}")
+            }
+        ))
+    }
+}
