@@ -26,8 +26,8 @@ use ssh_key::PublicKey;
 
 use crate::agent_command::Job;
 use crate::agent_config::AgentConfig;
-use crate::agent_fetch::{Fetch, Step, CURRENT_LIMIT};
-use crate::layout::CURRENT_FILE;
+use crate::agent_fetch::{Fetch, Step};
+use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::report::{self, Report, State};
 use crate::sftp::{SftpTransport, SshTarget};

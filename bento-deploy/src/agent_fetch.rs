@@ -12,17 +12,10 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
-use crate::layout::GENERATIONS_DIR;
+use crate::layout::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::report::State;
 use crate::transport::Transport;
-
-/// The most `current` may hold: a generation number and a newline need a few bytes.
-pub const CURRENT_LIMIT: u64 = 4 * 1024;
-/// The most `manifest.json` may hold (a manifest of thousands of files is well below).
-pub const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
-/// The most `manifest.sig` may hold (an SSHSIG is under 2 KiB, even with RSA-4096).
-pub const SIGNATURE_LIMIT: u64 = 64 * 1024;
 
 /// How a step of a run ends when it fails: the report's state and its one-line error.
 pub(crate) type Step<T> = Result<T, (State, String)>;

@@ -27,6 +27,15 @@ pub const CURRENT_FILE: &str = "current";
 pub const GENERATIONS_DIR: &str = "generations";
 /// The directory a host writes its reports into.
 pub const LOGS_DIR: &str = "logs";
+
+// The most a reader takes of the unsigned files of a host directory (the agent, status):
+// whoever writes the server directory chooses their size.
+/// The most `current` may hold: a generation number and a newline need a few bytes.
+pub const CURRENT_LIMIT: u64 = 4 * 1024;
+/// The most `manifest.json` may hold (a manifest of thousands of files is well below).
+pub const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+/// The most `manifest.sig` may hold (an SSHSIG is under 2 KiB, even with RSA-4096).
+pub const SIGNATURE_LIMIT: u64 = 64 * 1024;
 /// The lock that keeps two deploys from publishing into one root at once.
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.

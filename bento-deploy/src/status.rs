@@ -30,13 +30,10 @@ pub const FORMAT: u32 = 1;
 /// unreadable ones.
 const REPORTS_TRIED: usize = 3;
 
-/// The largest files status reads from a host directory. Everything there is untrusted —
-/// a host writes its own `logs/` — so a larger file is flagged and ignored, not read.
+/// The largest files status reads from a host directory besides `current` and manifests
+/// (see [`crate::layout::CURRENT_LIMIT`]). Everything there is untrusted — a host writes
+/// its own `logs/` — so a larger file is flagged and ignored, not read.
 pub mod limits {
-    /// `current`: a generation number.
-    pub const CURRENT: u64 = 4 * 1024;
-    /// A generation's `manifest.json`.
-    pub const MANIFEST: u64 = 4 * 1024 * 1024;
     /// A report in `logs/`.
     pub const REPORT: u64 = 1024 * 1024;
     /// The heartbeat, `logs/seen.json`.
@@ -515,7 +512,7 @@ fn read_heartbeat(dir: &Confined, host: &str) -> Result<Option<u64>, String> {
 }
 
 fn read_current(dir: &Confined) -> Result<Option<u64>, String> {
-    let Some(bytes) = read_file(dir, CURRENT_FILE, limits::CURRENT)? else {
+    let Some(bytes) = read_file(dir, CURRENT_FILE, crate::layout::CURRENT_LIMIT)? else {
         return Ok(None);
     };
     crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {
@@ -533,7 +530,7 @@ struct Published {
 
 fn read_published(dir: &Confined, generation: u64) -> Result<Published, String> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
-    let bytes = read_file(dir, &rel, limits::MANIFEST)?.ok_or_else(|| {
+    let bytes = read_file(dir, &rel, crate::layout::MANIFEST_LIMIT)?.ok_or_else(|| {
         format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
     })?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a manifest", &e)))
