@@ -12,6 +12,18 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "BENTO_FLEET", hide_env = true)]
     pub fleet: Option<PathBuf>,
 
+    /// Say more: which attributes of a secrets.nix bento ignores, which secrets it renames
+    /// [env: BENTO_VERBOSE=1]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "BENTO_VERBOSE",
+        hide_env = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
