@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::fleet::{RULES_FILE, SECRETS_DIR};
 use crate::fleet_lock::FleetLock;
 use crate::lock::{Lock, LOCK_FILE};
+use crate::rules::SecretRule;
 
 /// What an import wrote.
 #[derive(Debug, Default)]
@@ -96,22 +97,26 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
     );
     let secrets_dir = root.join(SECRETS_DIR);
     std::fs::create_dir_all(&secrets_dir).map_err(|e| Error::io(SECRETS_DIR, e))?;
-    let mut files: BTreeMap<String, &str> = BTreeMap::new();
+    // Where each ciphertext will be, relative to secrets/: in place, else copied there.
+    let mut files: BTreeMap<String, (&SecretRule, Option<String>)> = BTreeMap::new();
     for rule in source.rules.secrets.values() {
-        let name = &rule.name;
-        let from = source.secret_path(rule);
-        let in_place = relative_inside(&secrets_dir, &from);
+        let in_place = relative_inside(&secrets_dir, &source.secret_path(rule));
         let file = in_place.clone().unwrap_or_else(|| rule.file.clone());
-        if let Some(other) = files.insert(file.clone(), name) {
+        if let Some((other, _)) = files.insert(file.clone(), (rule, in_place)) {
             return Err(Error::input(
                 source.rules_shown(),
                 None,
                 format!(
-                    "secrets {} and {} would both be {SECRETS_DIR}/{file}; rename one of the files",
-                    other, name
+                    "\"{}\" and \"{}\" would both be {SECRETS_DIR}/{file}; rename one of the files",
+                    other.file, rule.file
                 ),
             ));
         }
+    }
+    // Names follow the files as they are under secrets/ (`secrets/db.age` → `db`).
+    let names = crate::agenix::secret_names(files.keys().map(String::as_str));
+    for (file, (rule, in_place)) in &files {
+        let name = &names[file.as_str()];
         if rule.file.strip_suffix(".age").unwrap_or(&rule.file) != name {
             imported.renamed.push((rule.file.clone(), name.clone()));
         }
@@ -126,12 +131,13 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
             crate::rules::toml_key(name),
             list(hosts)
         ));
-        if file != format!("{name}.age") {
-            toml.push_str(&format!("file = {}\n", quote(&file)));
+        if *file != format!("{name}.age") {
+            toml.push_str(&format!("file = {}\n", quote(file)));
         }
         if rule.armor {
             toml.push_str("armor = true\n");
         }
+        let from = source.secret_path(rule);
         if in_place.is_none() && from.exists() {
             let bytes = std::fs::read(&from).map_err(|e| Error::io(source.secret_shown(rule), e))?;
             write_new(root, &format!("{SECRETS_DIR}/{file}"), &bytes)?;
