@@ -207,7 +207,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
         if let Some(kind) = &entry.kind {
             return Err(bad(
                 None,
-                format!("is a {kind}; write {{ publicKeys = [ … ]; }}"),
+                format!("is {}; write {{ publicKeys = [ … ]; }}", article(kind)),
             ));
         }
         if !valid_file(attr) {
@@ -276,7 +276,14 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
     } else {
         dir
     };
-    Ok(Fleet::from_agenix(base.to_path_buf(), dir_shown, shown.clone(), hosts, rules, notes))
+    Ok(Fleet::from_agenix(
+        base.to_path_buf(),
+        dir_shown,
+        shown.clone(),
+        hosts,
+        rules,
+        notes,
+    ))
 }
 
 /// The key lines of `publicKeys`, or what is wrong with it.
@@ -302,6 +309,15 @@ fn key_lines(value: &Value) -> Result<Vec<&str>, String> {
     }
 }
 
+/// A Nix type name with its article: `an int`, `a list`.
+fn article(t: &str) -> String {
+    if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {t}")
+    } else {
+        format!("a {t}")
+    }
+}
+
 /// What Nix type a value the wrapper produced stands for, with an article.
 fn type_of(value: &Value) -> String {
     match value {
@@ -309,11 +325,10 @@ fn type_of(value: &Value) -> String {
         Value::Bool(_) => "a bool".into(),
         Value::Array(_) => "a list".into(),
         Value::Null => "null".into(),
-        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
-            Some(t) if t.starts_with(['a', 'e', 'i', 'o', 'u']) => format!("an {t}"),
-            Some(t) => format!("a {t}"),
-            None => "a set".into(),
-        },
+        Value::Object(o) => o
+            .get("type")
+            .and_then(Value::as_str)
+            .map_or("a set".into(), article),
         Value::Number(_) => "a number".into(),
     }
 }
@@ -324,7 +339,9 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
         return Err(Error::input(shown, None, "cannot resolve its absolute path"));
     };
     let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "--expr", WRAPPER, "--argstr", "file"])
+        .args([
+            "--eval", "--strict", "--json", "--expr", WRAPPER, "--argstr", "file",
+        ])
         .arg(real)
         .output();
     let out = match out {
@@ -355,7 +372,10 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
         Error::input(
             shown,
             None,
-            format!("unexpected output from nix-instantiate ({e}) for {}", path.display()),
+            format!(
+                "unexpected output from nix-instantiate ({e}) for {}",
+                path.display()
+            ),
         )
     })?;
     match (evaluated.entries, evaluated.kind) {
@@ -364,8 +384,8 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
             shown,
             None,
             format!(
-                "not an agenix rules file: it is a {}; expected {{ \"name.age\".publicKeys = [ … ]; }}",
-                kind.unwrap_or_default()
+                "not an agenix rules file: it is {}; expected {{ \"name.age\".publicKeys = [ … ]; }}",
+                article(&kind.unwrap_or_default())
             ),
         )),
     }
@@ -448,7 +468,13 @@ pub fn secret_names<'a>(attrs: impl Iterator<Item = &'a str>) -> BTreeMap<&'a st
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "secret".into());
         let name = (1..)
-            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
             .find(|n| !taken.contains(n))
             .unwrap_or(base);
         taken.insert(name.clone());
@@ -531,7 +557,9 @@ mod tests {
     fn types_are_named() {
         assert_eq!(type_of(&serde_json::json!({"type": "int"})), "an int");
         assert_eq!(type_of(&serde_json::json!("x")), "a string");
-        assert!(key_lines(&serde_json::json!("ssh-ed25519 AAAA")).unwrap_err().contains("a string"));
+        assert!(key_lines(&serde_json::json!("ssh-ed25519 AAAA"))
+            .unwrap_err()
+            .contains("a string"));
         assert!(key_lines(&serde_json::json!(["a", {"type": "path"}]))
             .unwrap_err()
             .contains("item 2 is a path"));

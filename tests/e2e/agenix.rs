@@ -296,7 +296,13 @@ fn upstream_agenix_example_verifies_and_shows() {
         hyphen
     );
     assert_eq!(
-        show(&["show", "-i", "example_keys/system1", "--", "-leading-hyphen-filename.age"]),
+        show(&[
+            "show",
+            "-i",
+            "example_keys/system1",
+            "--",
+            "-leading-hyphen-filename.age"
+        ]),
         hyphen
     );
     assert!(show(&["show", "passwordfile-user1", "-i", "example_keys/system1"]).starts_with("$6$"));
@@ -319,7 +325,11 @@ fn upstream_ragenix_example_verifies_and_shows() {
         let passwd = ok(&in_upstream(&fleet, &root, &["show", "root.passwd", "-i", &id]));
         assert!(passwd.starts_with("$6$6Uu4dqnjJoFZ$"), "{key}: {passwd}");
         assert_eq!(
-            ok(&in_upstream(&fleet, &root, &["show", "github-runner.token.age", "-i", &id])),
+            ok(&in_upstream(
+                &fleet,
+                &root,
+                &["show", "github-runner.token.age", "-i", &id]
+            )),
             "wurzelpfropf!\n",
             "{key}"
         );
@@ -352,7 +362,11 @@ fn upstream_examples_import_into_a_fresh_fleet_and_verify() {
     let user1 = root.join("example_keys/user1");
     let system1 = root.join("example_keys/system1");
     for (name, key, want) in [
-        ("leading-hyphen-filename", &system1, "filename started with hyphen\n"),
+        (
+            "leading-hyphen-filename",
+            &system1,
+            "filename started with hyphen\n",
+        ),
         ("armored-secret", &user1, "Hello World!\n"),
         ("secret1", &system1, "hello\n"),
     ] {
@@ -383,7 +397,10 @@ fn extra_attributes_are_ignored_and_named_with_verbose() {
                 \"secret1.age\".owner";
     let out = repo.bento(&["verify"]);
     ok(&out);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("ignoring"), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("ignoring"),
+        "{out:?}"
+    );
     let with_flag = repo
         .fleet
         .cmd(&["-v", "secret", "--rules", "secrets/secrets.nix", "verify"])
@@ -433,6 +450,11 @@ fn bad_entries_name_the_attribute_and_its_line_in_secrets_nix() {
         fails(&repo.bento(&["verify"])),
         "error: secrets/secrets.nix:8: \"secret1.age\": publicKeys: item 2 is an int, not a key line (a string)"
     );
+    repo.write_nix("{\n  \"secret1.age\" = 3;\n}\n");
+    assert_eq!(
+        fails(&repo.bento(&["verify"])),
+        "error: secrets/secrets.nix:8: \"secret1.age\": is an int; write { publicKeys = [ … ]; }"
+    );
 }
 
 #[test]
@@ -476,7 +498,12 @@ fn import_keeps_ciphertexts_in_place_when_secrets_nix_is_at_the_fleet_root() {
         for k in keys {
             cmd.arg("-R").arg(crate::harness::pub_of(k));
         }
-        ok(&cmd.arg("-o").arg(fleet.path("secrets").join(file)).arg(&plain).output().unwrap());
+        ok(&cmd
+            .arg("-o")
+            .arg(fleet.path("secrets").join(file))
+            .arg(&plain)
+            .output()
+            .unwrap());
     }
     let out = fleet.bento(&["secret", "import-agenix", "secrets.nix"]);
     ok(&out);
@@ -485,7 +512,10 @@ fn import_keeps_ciphertexts_in_place_when_secrets_nix_is_at_the_fleet_root() {
         said.contains("renamed secrets/.hidden.age to the secret name hidden") && !said.contains("copied"),
         "{said}"
     );
-    assert!(!fleet.path("secrets/secrets").exists(), "nothing copied to secrets/secrets/");
+    assert!(
+        !fleet.path("secrets/secrets").exists(),
+        "nothing copied to secrets/secrets/"
+    );
     let rules = std::fs::read_to_string(fleet.path("secrets/secrets.toml")).unwrap();
     assert!(
         rules.ends_with("[secrets.db]\nrecipients = [\"web1\"]\n")
@@ -524,12 +554,18 @@ fn secrets_named_by_file_name_and_errors_name_secrets_nix() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"edited").unwrap();
     ok(&child.wait_with_output().unwrap());
-    assert_eq!(ok(&repo.bento(&["show", "secret1", "-i", s(&repo.host1)])), "edited");
+    assert_eq!(
+        ok(&repo.bento(&["show", "secret1", "-i", s(&repo.host1)])),
+        "edited"
+    );
     repo.age(&["-R", &pubs(&repo.user)], "secret1.age", "stale");
     let out = repo.bento(&["rekey", "secret1.age", "-i", s(&repo.user)]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("secret1: re-encrypted"));
-    assert_eq!(ok(&repo.bento(&["show", "secret1.age", "-i", s(&repo.host1)])), "stale");
+    assert_eq!(
+        ok(&repo.bento(&["show", "secret1.age", "-i", s(&repo.host1)])),
+        "stale"
+    );
 
     // Errors and hints name secrets.nix and the --rules to pass, never secrets.toml.
     let err = fails(&repo.bento(&["show", "nope", "-i", s(&repo.user)]));
