@@ -12,6 +12,18 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "BENTO_FLEET", hide_env = true)]
     pub fleet: Option<PathBuf>,
 
+    /// Say more: which attributes of a secrets.nix bento ignores, which secrets it renames
+    /// [env: BENTO_VERBOSE=1]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "BENTO_VERBOSE",
+        hide_env = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -250,7 +262,8 @@ pub enum SecretCommand {
     /// untouched and no plaintext remains. The fleet lock (.bento/lock) is held throughout,
     /// editor included.
     Edit {
-        /// The secret's name, as in secrets/secrets.toml
+        /// The secret's name, as in secrets/secrets.toml (with --rules secrets.nix, also
+        /// its file name: secret1.age)
         name: String,
         #[command(flatten)]
         identities: IdentityArgs,
@@ -264,7 +277,8 @@ pub enum SecretCommand {
     },
     /// Decrypt a secret to stdout
     Show {
-        /// The secret's name, as in secrets/secrets.toml
+        /// The secret's name, as in secrets/secrets.toml (with --rules secrets.nix, also
+        /// its file name: secret1.age)
         name: String,
         #[command(flatten)]
         identities: IdentityArgs,
@@ -278,7 +292,8 @@ pub enum SecretCommand {
     },
     /// Re-encrypt the secrets whose recipients differ from their rules (all with --all)
     Rekey {
-        /// Only these secrets [default: every stale secret]
+        /// Only these secrets (with --rules secrets.nix, also by file name) [default: every
+        /// stale secret]
         names: Vec<String>,
         /// Re-encrypt even secrets that are not stale
         #[arg(long)]
@@ -293,6 +308,10 @@ pub enum SecretCommand {
         json: bool,
     },
     /// Write secrets/secrets.toml and keys/ from an agenix secrets.nix (a migration)
+    ///
+    /// Secret names that are not valid bento names (a leading `-`, a `/`) are changed, the
+    /// file keeping its name through `file`; each rename is printed. Ciphertexts already in
+    /// secrets/ stay there; others are copied into it.
     ImportAgenix {
         /// The agenix secrets.nix
         secrets_nix: PathBuf,

@@ -60,7 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Host(cmd) => host::run(&fleet, cmd),
-        Command::Secret(cmd) => secret::run(&fleet, cmd),
+        Command::Secret(cmd) => secret::run(&fleet, cmd, cli.verbose),
         Command::Activate(args) => activate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Trigger(args) => agent::trigger(args),

@@ -14,12 +14,17 @@ use bento_secrets::{store, Fleet, FleetLock, Identities};
 use crate::cli::{IdentityArgs, SecretArgs, SecretCommand};
 use crate::output;
 
-pub fn run(root: &Path, args: SecretArgs) -> anyhow::Result<ExitCode> {
+pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     if let SecretCommand::ImportAgenix { secrets_nix } = &args.command {
         let held = lock(root)?;
-        return import_agenix(root, &held, secrets_nix);
+        return import_agenix(root, &held, secrets_nix, verbose);
     }
     let fleet = Fleet::open(root, args.rules.as_deref())?;
+    if verbose {
+        for note in &fleet.notes {
+            output::note(&note.to_string());
+        }
+    }
     match args.command {
         SecretCommand::Show { name, identities } => show(&fleet, &name, &identities),
         SecretCommand::Edit {
@@ -120,7 +125,7 @@ fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
                 if report.secrets == 1 { "" } else { "s" }
             ));
         } else {
-            output::error(&summary(&report));
+            output::error(&summary(fleet, &report));
         }
     }
     Ok(if report.ok() {
@@ -130,7 +135,7 @@ fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn summary(report: &Report) -> String {
+fn summary(fleet: &Fleet, report: &Report) -> String {
     let stale = report.stale().len();
     let mut line = format!(
         "{} problem{} found",
@@ -139,8 +144,9 @@ fn summary(report: &Report) -> String {
     );
     if stale > 0 {
         line.push_str(&format!(
-            "; {stale} stale secret{} (fix: `bento secret rekey`)",
-            if stale == 1 { "" } else { "s" }
+            "; {stale} stale secret{} (fix: `{} rekey`)",
+            if stale == 1 { "" } else { "s" },
+            fleet.command()
         ));
     }
     line
@@ -271,13 +277,33 @@ fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
         println!("{:w0$}  {:w1$}  {}", row[0], row[1], row[2]);
     }
     if !report.ok() {
-        println!("(+name: must be added, -name: must be removed; `bento secret verify` explains)");
+        println!(
+            "(+name: must be added, -name: must be removed; `{} verify` explains)",
+            fleet.command()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn import_agenix(root: &Path, held: &FleetLock, nix: &Path) -> anyhow::Result<ExitCode> {
+fn import_agenix(root: &Path, held: &FleetLock, nix: &Path, verbose: bool) -> anyhow::Result<ExitCode> {
     let imported = bento_secrets::import::import_agenix(root, held, nix)?;
+    if verbose {
+        for note in &imported.ignored {
+            output::note(&note.to_string());
+        }
+    }
+    for (file, name) in &imported.renamed {
+        output::note(&format!(
+            "renamed {file} to the secret name {name} (its file keeps its name: `file` in the rules)"
+        ));
+    }
+    if imported.copied > 0 {
+        output::note(&format!(
+            "copied {} ciphertext{} into secrets/; those already there are used in place",
+            imported.copied,
+            if imported.copied == 1 { "" } else { "s" }
+        ));
+    }
     output::ok(&format!(
         "imported {} secrets; admins: {}; hosts: {}",
         imported.secrets.len(),

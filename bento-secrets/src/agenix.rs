@@ -1,50 +1,236 @@
 //! Reading an agenix `secrets.nix`, so bento works in an existing agenix repository.
 //!
-//! The file is evaluated by one `nix-instantiate --eval --strict --json` call. Its keys
-//! are bare strings (let-binding names do not survive evaluation), so each key is named
-//! after its ssh comment (`alice@laptop` → `alice-laptop`), else after its fingerprint.
-//! Ciphertext paths are relative to the directory of `secrets.nix`, as in agenix.
+//! The file is evaluated by one `nix-instantiate --eval --strict --json` call, through a
+//! small wrapper expression ([`WRAPPER`]) that reports, per entry, the attribute names
+//! it has, the types of its values and where in the file it is written
+//! (`builtins.unsafeGetAttrPos`), so that errors name the user's file and line. Attributes
+//! other than `publicKeys` and `armor` are ignored, as agenix and ragenix do.
+//!
+//! Keys are bare strings (let-binding names do not survive evaluation), so each key is
+//! named after its ssh comment (`alice@laptop` → `alice-laptop`), else after its
+//! fingerprint. Each secret is named after its file without `.age`, made a valid bento
+//! name (see [`secret_names`]). Ciphertext paths are relative to the directory of
+//! `secrets.nix`, as in agenix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::keys::RecipientKey;
-use crate::rules::{Member, Role, Rules, SecretRule, Via};
+use crate::rules::{valid_name, Member, Role, Rules, SecretRule};
+
+/// The expression nix-instantiate evaluates: `secrets.nix` (passed as `file`), reduced
+/// to what bento reads, with positions. Values are never converted to JSON as they are
+/// (a path would be copied into the Nix store): non-strings become `{ type = …; }`.
+const WRAPPER: &str = r#"{ file }:
+let
+  rules = import (/. + file);
+  typed = v: if builtins.isString v || builtins.isBool v then v else { type = builtins.typeOf v; };
+  entry = name: v:
+    { pos = builtins.unsafeGetAttrPos name rules; }
+    // (if builtins.isAttrs v then {
+      attrs = builtins.attrNames v;
+      keysPos = builtins.unsafeGetAttrPos "publicKeys" v;
+      publicKeys =
+        if !(v ? publicKeys) then null
+        else if builtins.isList v.publicKeys then map typed v.publicKeys
+        else typed v.publicKeys;
+      armor = if v ? armor then typed v.armor else false;
+    } else { type = builtins.typeOf v; });
+in
+if builtins.isAttrs rules then { entries = builtins.mapAttrs entry rules; }
+else { type = builtins.typeOf rules; }
+"#;
+
+/// A remark about how a `secrets.nix` was read, worth a line with `--verbose`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// Attributes bento does not use (`"x.age".extra`), all of them, in one note.
+    Ignored {
+        /// The rules file, as shown.
+        rules: String,
+        /// The attribute paths, quoted as in Nix.
+        attrs: Vec<String>,
+    },
+    /// A secret whose name is not its file name without `.age`.
+    Renamed {
+        /// The rules file, as shown.
+        rules: String,
+        /// The attribute (the file name).
+        file: String,
+        /// bento's name for it.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Ignored { rules, attrs } => write!(
+                f,
+                "{rules}: ignoring attributes bento does not use: {}",
+                attrs.join(", ")
+            ),
+            Note::Renamed { rules, file, name } => write!(
+                f,
+                "{rules}: secret {} is called {name} (not a valid name as it is, or taken)",
+                quoted(file)
+            ),
+        }
+    }
+}
+
+/// The attributes of an entry that bento reads.
+const KNOWN: [&str; 2] = ["publicKeys", "armor"];
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    #[serde(rename = "publicKeys")]
-    public_keys: Vec<String>,
+struct Evaluated {
+    entries: Option<BTreeMap<String, RawEntry>>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    pos: Option<Pos>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
     #[serde(default)]
-    armor: bool,
+    attrs: Vec<String>,
+    #[serde(rename = "keysPos")]
+    keys_pos: Option<Pos>,
+    #[serde(rename = "publicKeys", default)]
+    public_keys: Value,
+    #[serde(default)]
+    armor: Value,
+}
+
+/// A position Nix reports: file, 1-based line and column.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+struct Pos {
+    file: String,
+    line: usize,
+    column: usize,
+}
+
+/// The user's rules file: how it is shown, where it really is, and its text.
+struct Source<'a> {
+    shown: &'a str,
+    real: Option<String>,
+    text: String,
+}
+
+impl Source<'_> {
+    /// An error at `pos` (else at the line that quotes `attr`, when exactly one does).
+    fn error_at(&self, pos: Option<&Pos>, attr: &str, msg: String) -> Error {
+        let msg = format!("{}: {msg}", quoted(attr));
+        match pos {
+            Some(p) if Some(&p.file) == self.real.as_ref() => Error::input(self.shown, Some(p.line), msg),
+            Some(p) => Error::input(&p.file, Some(p.line), msg),
+            None => Error::input(self.shown, self.line_quoting(attr), msg),
+        }
+    }
+
+    fn line_quoting(&self, attr: &str) -> Option<usize> {
+        let needle = quoted(attr);
+        let mut hits = self.text.match_indices(&needle);
+        let (first, _) = hits.next()?;
+        hits.next()
+            .is_none()
+            .then(|| crate::rules::line_col(&self.text, first).0)
+    }
+
+    /// A position as shown: the user's file by the name they gave it.
+    fn show(&self, file: &str) -> String {
+        if Some(file) == self.real.as_deref() {
+            self.shown.to_owned()
+        } else {
+            file.to_owned()
+        }
+    }
+}
+
+fn quoted(attr: &str) -> String {
+    serde_json::Value::String(attr.to_owned()).to_string()
 }
 
 /// Loads an agenix repository from its `secrets.nix`.
 pub fn load(rules_path: &Path) -> Result<Fleet> {
     let shown = rules_path.display().to_string();
-    let entries = evaluate(rules_path, &shown)?;
+    let source = Source {
+        shown: &shown,
+        real: rules_path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned)),
+        text: std::fs::read_to_string(rules_path).map_err(|e| Error::io(&shown, e))?,
+    };
+    let entries = evaluate(rules_path, &source)?;
 
-    let mut names: BTreeMap<RecipientKey, String> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let ignored: Vec<String> = entries
+        .iter()
+        .flat_map(|(attr, e)| {
+            e.attrs
+                .iter()
+                .filter(|a| !KNOWN.contains(&a.as_str()))
+                .map(move |a| format!("{}.{a}", quoted(attr)))
+        })
+        .collect();
+    if !ignored.is_empty() {
+        notes.push(Note::Ignored {
+            rules: shown.clone(),
+            attrs: ignored,
+        });
+    }
+    let names = secret_names(entries.keys().map(String::as_str));
+    for (attr, name) in &names {
+        if attr.strip_suffix(".age").unwrap_or(attr) != name {
+            notes.push(Note::Renamed {
+                rules: shown.clone(),
+                file: (*attr).to_owned(),
+                name: name.clone(),
+            });
+        }
+    }
+
+    let mut key_names: BTreeMap<RecipientKey, String> = BTreeMap::new();
     let mut hosts: BTreeMap<String, Vec<RecipientKey>> = BTreeMap::new();
     let mut secrets = BTreeMap::new();
-    for (attr, entry) in entries {
-        let bad = |msg: String| Error::input(&shown, None, format!("\"{attr}\": {msg}"));
-        let name = attr.strip_suffix(".age").unwrap_or(&attr).to_owned();
-        if !valid_file(&attr) {
+    for (attr, entry) in &entries {
+        let bad = |pos: Option<&Pos>, msg: String| source.error_at(pos.or(entry.pos.as_ref()), attr, msg);
+        if let Some(kind) = &entry.kind {
             return Err(bad(
-                "must be a relative path inside this directory, without `..`".into()
+                None,
+                format!("is {}; write {{ publicKeys = [ … ]; }}", article(kind)),
             ));
         }
+        if !valid_file(attr) {
+            return Err(bad(
+                None,
+                "must be a relative path inside this directory, without `..`".into(),
+            ));
+        }
+        let lines = key_lines(&entry.public_keys).map_err(|m| bad(entry.keys_pos.as_ref(), m))?;
+        let armor = match &entry.armor {
+            Value::Bool(b) => *b,
+            other => {
+                return Err(bad(
+                    None,
+                    format!("armor is {}; write true or false", type_of(other)),
+                ))
+            }
+        };
         let mut recipients = Vec::new();
-        for line in &entry.public_keys {
-            let key = RecipientKey::parse(line).map_err(|e| bad(format!("publicKeys: {e}")))?;
-            let who = names.entry(key.clone()).or_insert_with(|| {
+        for line in lines {
+            let key = RecipientKey::parse(line)
+                .map_err(|e| bad(entry.keys_pos.as_ref(), format!("publicKeys: {e}")))?;
+            let who = key_names.entry(key.clone()).or_insert_with(|| {
                 let n = unique_name(line, &key, &hosts);
                 hosts.insert(n.clone(), vec![key.clone()]);
                 n
@@ -52,14 +238,18 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             recipients.push(Member {
                 name: who.clone(),
                 role: Role::Host,
-                via: Via::Direct,
+                via: crate::rules::Via::Direct,
             });
         }
         recipients.sort();
         recipients.dedup();
         if recipients.is_empty() {
-            return Err(bad("publicKeys is empty: nobody could decrypt it".into()));
+            return Err(bad(
+                entry.keys_pos.as_ref(),
+                "publicKeys is empty: nobody could decrypt it".into(),
+            ));
         }
+        let name = names[attr.as_str()].clone();
         let rule = SecretRule {
             name: name.clone(),
             file: attr.clone(),
@@ -69,7 +259,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             mode: 0o400,
             path: None,
             restart_units: Vec::new(),
-            armor: entry.armor,
+            armor,
             needed_for_users: false,
         };
         secrets.insert(name, rule);
@@ -86,13 +276,73 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
     } else {
         dir
     };
-    Ok(Fleet::from_parts(base.to_path_buf(), dir_shown, hosts, rules))
+    Ok(Fleet::from_agenix(
+        base.to_path_buf(),
+        dir_shown,
+        shown.clone(),
+        hosts,
+        rules,
+        notes,
+    ))
 }
 
-fn evaluate(path: &Path, shown: &str) -> Result<BTreeMap<String, Entry>> {
+/// The key lines of `publicKeys`, or what is wrong with it.
+fn key_lines(value: &Value) -> Result<Vec<&str>, String> {
+    match value {
+        Value::Null => Err("has no publicKeys: write publicKeys = [ \"ssh-ed25519 …\" ];".into()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.as_str()),
+                other => Err(format!(
+                    "publicKeys: item {} is {}, not a key line (a string)",
+                    i + 1,
+                    type_of(other)
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "publicKeys is {}; write a list: publicKeys = [ … ];",
+            type_of(other)
+        )),
+    }
+}
+
+/// A Nix type name with its article: `an int`, `a list`.
+fn article(t: &str) -> String {
+    if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {t}")
+    } else {
+        format!("a {t}")
+    }
+}
+
+/// What Nix type a value the wrapper produced stands for, with an article.
+fn type_of(value: &Value) -> String {
+    match value {
+        Value::String(_) => "a string".into(),
+        Value::Bool(_) => "a bool".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Null => "null".into(),
+        Value::Object(o) => o
+            .get("type")
+            .and_then(Value::as_str)
+            .map_or("a set".into(), article),
+        Value::Number(_) => "a number".into(),
+    }
+}
+
+fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> {
+    let shown = source.shown;
+    let Some(real) = &source.real else {
+        return Err(Error::input(shown, None, "cannot resolve its absolute path"));
+    };
     let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json"])
-        .arg(path)
+        .args([
+            "--eval", "--strict", "--json", "--expr", WRAPPER, "--argstr", "file",
+        ])
+        .arg(real)
         .output();
     let out = match out {
         Ok(o) => o,
@@ -108,24 +358,71 @@ fn evaluate(path: &Path, shown: &str) -> Result<BTreeMap<String, Entry>> {
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with("error"))
-            .unwrap_or(stderr.trim());
-        return Err(Error::input(
-            shown,
-            None,
-            format!("nix-instantiate failed: {first}"),
-        ));
+        let (msg, pos) = nix_error(&stderr);
+        return Err(match pos {
+            Some(p) => Error::input(
+                source.show(&p.file),
+                Some(p.line),
+                format!("column {}: nix-instantiate failed: {msg}", p.column),
+            ),
+            None => Error::input(shown, None, format!("nix-instantiate failed: {msg}")),
+        });
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
+    let evaluated: Evaluated = serde_json::from_slice(&out.stdout).map_err(|e| {
         Error::input(
             shown,
             None,
-            format!("not an agenix rules file ({e}); expected {{ \"name.age\".publicKeys = [ … ]; }}"),
+            format!(
+                "unexpected output from nix-instantiate ({e}) for {}",
+                path.display()
+            ),
         )
-    })
+    })?;
+    match (evaluated.entries, evaluated.kind) {
+        (Some(entries), _) => Ok(entries),
+        (None, kind) => Err(Error::input(
+            shown,
+            None,
+            format!(
+                "not an agenix rules file: it is {}; expected {{ \"name.age\".publicKeys = [ … ]; }}",
+                article(&kind.unwrap_or_default())
+            ),
+        )),
+    }
+}
+
+/// The message and the position of a Nix evaluation error, from nix-instantiate's stderr.
+///
+/// The message is the last `error: …` line (newer Nix prints `error:` alone, then a trace,
+/// then the error itself). The position is the first `at FILE:LINE:COL:` after it, else
+/// the last one before it; positions in the wrapper (`«string»`) are not the user's.
+fn nix_error(stderr: &str) -> (String, Option<Pos>) {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    let found = lines.iter().enumerate().rev().find_map(|(i, l)| {
+        let msg = l.strip_prefix("error:")?.trim();
+        (!msg.is_empty()).then_some((i, msg))
+    });
+    let Some((at, msg)) = found else {
+        let last = lines.iter().rev().find(|l| !l.is_empty()).unwrap_or(&"");
+        return (last.to_string(), None);
+    };
+    let pos_of = |l: &&str| -> Option<Pos> {
+        let rest = l.strip_prefix("at ")?.strip_suffix(':')?;
+        let mut parts = rest.rsplitn(3, ':');
+        let column = parts.next()?.parse().ok()?;
+        let line = parts.next()?.parse().ok()?;
+        let file = parts.next()?;
+        (!file.starts_with('«')).then(|| Pos {
+            file: file.to_owned(),
+            line,
+            column,
+        })
+    };
+    let pos = lines[at + 1..]
+        .iter()
+        .find_map(pos_of)
+        .or_else(|| lines[..at].iter().rev().find_map(pos_of));
+    (msg.to_owned(), pos)
 }
 
 fn valid_file(file: &str) -> bool {
@@ -135,21 +432,59 @@ fn valid_file(file: &str) -> bool {
         && file.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-/// A file-name-safe name for a key: its ssh comment, else a fingerprint prefix.
-fn unique_name(line: &str, key: &RecipientKey, taken: &BTreeMap<String, Vec<RecipientKey>>) -> String {
-    let sanitize = |s: &str| -> String {
-        let s: String = s
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
+/// `s` with every character outside `[A-Za-z0-9._-]` replaced by `-`, and no leading `.`
+/// or `-`.
+fn sanitize(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_start_matches(['.', '-']).to_owned()
+}
+
+/// bento's name for each secret attribute: the file name without `.age`, made valid
+/// (characters outside `[A-Za-z0-9._-]`, `/` included, become `-`; leading `.` and `-`
+/// are dropped), and unique (`-2`, `-3`… added). Names that are valid as they are keep
+/// them, whatever the order.
+pub fn secret_names<'a>(attrs: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, String> {
+    let attrs: Vec<&str> = attrs.collect();
+    let stem = |a: &'a str| a.strip_suffix(".age").unwrap_or(a);
+    let mut out = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    for a in attrs.iter().filter(|a| valid_name(stem(a))) {
+        if taken.insert(stem(a).to_owned()) {
+            out.insert(*a, stem(a).to_owned());
+        }
+    }
+    let rest: Vec<&str> = attrs.iter().copied().filter(|a| !out.contains_key(a)).collect();
+    for a in rest {
+        let base = Some(sanitize(stem(a)))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "secret".into());
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
                 } else {
-                    '-'
+                    format!("{base}-{n}")
                 }
             })
-            .collect();
-        s.trim_start_matches(['.', '-']).to_owned()
-    };
+            .find(|n| !taken.contains(n))
+            .unwrap_or(base);
+        taken.insert(name.clone());
+        out.insert(a, name);
+    }
+    out
+}
+
+/// A file-name-safe name for a key: its ssh comment, else a fingerprint prefix.
+fn unique_name(line: &str, key: &RecipientKey, taken: &BTreeMap<String, Vec<RecipientKey>>) -> String {
     let fp = sanitize(key.fingerprint().trim_start_matches("SHA256:"));
     let comment = if line.trim_start().starts_with("ssh-") {
         line.split_whitespace().nth(2)
@@ -164,4 +499,69 @@ fn unique_name(line: &str, key: &RecipientKey, taken: &BTreeMap<String, Vec<Reci
         return base;
     }
     format!("{base}-{}", &fp[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_and_unique() {
+        let attrs = [
+            "-leading-hyphen-filename.age",
+            "leading-hyphen-filename.age",
+            "hosts/web.age",
+            ".hidden",
+            "sp ace.age",
+            "-.age",
+            "plain.age",
+        ];
+        let names = secret_names(attrs.iter().copied());
+        assert_eq!(names["leading-hyphen-filename.age"], "leading-hyphen-filename");
+        assert_eq!(names["-leading-hyphen-filename.age"], "leading-hyphen-filename-2");
+        assert_eq!(names["hosts/web.age"], "hosts-web");
+        assert_eq!(names[".hidden"], "hidden");
+        assert_eq!(names["sp ace.age"], "sp-ace");
+        assert_eq!(names["-.age"], "secret");
+        assert_eq!(names["plain.age"], "plain");
+        assert!(names.values().all(|n| valid_name(n)));
+    }
+
+    #[test]
+    fn nix_errors_keep_message_and_position() {
+        // Nix 2.8: the message, then where.
+        let old = "warning: the group 'nixbld' specified in 'build-users-group' does not exist\n\
+                   error: undefined variable 'y'\n\n       at /r/secrets.nix:2:26:\n\n            1| let";
+        let (msg, pos) = nix_error(old);
+        assert_eq!(msg, "undefined variable 'y'");
+        assert_eq!(
+            pos,
+            Some(Pos {
+                file: "/r/secrets.nix".into(),
+                line: 2,
+                column: 26
+            })
+        );
+        // Newer Nix: `error:` alone, a trace (through the wrapper), then the error.
+        let new = "error:\n       … while calling the 'import' builtin\n         at «string»:3:11:\n\
+                   \n       … while evaluating\n         at /r/secrets.nix:1:1:\n\n       \
+                   error: syntax error, unexpected end of file\n       at /r/secrets.nix:4:1:\n";
+        let (msg, pos) = nix_error(new);
+        assert_eq!(msg, "syntax error, unexpected end of file");
+        assert_eq!(pos.map(|p| (p.line, p.column)), Some((4, 1)));
+        // No position at all (a `throw`).
+        assert_eq!(nix_error("error: boom\n"), ("boom".to_owned(), None));
+    }
+
+    #[test]
+    fn types_are_named() {
+        assert_eq!(type_of(&serde_json::json!({"type": "int"})), "an int");
+        assert_eq!(type_of(&serde_json::json!("x")), "a string");
+        assert!(key_lines(&serde_json::json!("ssh-ed25519 AAAA"))
+            .unwrap_err()
+            .contains("a string"));
+        assert!(key_lines(&serde_json::json!(["a", {"type": "path"}]))
+            .unwrap_err()
+            .contains("item 2 is a path"));
+    }
 }

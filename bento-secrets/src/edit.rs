@@ -58,6 +58,7 @@ pub fn edit_with_editor(
     policy: &TempPolicy,
 ) -> Result<Outcome> {
     let rule = fleet.rule(name)?;
+    let name = rule.name.as_str();
     let shown = fleet.secret_shown(rule);
     let base = ram_dir(policy)?;
     scratch::remove_stale(&base);
@@ -86,7 +87,8 @@ pub fn edit_with_editor(
     if store::read_ciphertext(fleet, rule)? != before {
         return Err(Error::ChangedDuringEdit {
             file: shown,
-            name: name.to_owned(),
+            name: rule.name.clone(),
+            command: fleet.command(),
         });
     }
     finish(fleet, held, rule, old.as_ref().map(|o| o.as_slice()), &new, false)
@@ -113,7 +115,7 @@ pub fn replace_with(
     }
     let old = match store::read_ciphertext(fleet, rule)? {
         None => None,
-        Some(_) => match ids().and_then(|ids| store::open(fleet, name)?.decrypt(&ids)) {
+        Some(_) => match ids().and_then(|ids| store::open(fleet, &rule.name)?.decrypt(&ids)) {
             Ok(old) => Some(old),
             // Cannot read the old content: it is being replaced anyway.
             Err(Error::NoIdentity | Error::NoMatchingIdentity { .. }) => None,

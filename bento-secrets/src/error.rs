@@ -30,21 +30,25 @@ pub enum Error {
     },
 
     /// A secret was named that has no rule.
-    #[error("no rule for secret `{name}` in {rules}; add a [secrets.{name}] table with its recipients")]
+    #[error("no rule for secret `{name}` in {rules}; {fix}")]
     UnknownSecret {
         /// The secret's name.
         name: String,
         /// The rules file, as shown.
         rules: String,
+        /// How to add one, in that file's format.
+        fix: String,
     },
 
     /// A secret has a rule but no ciphertext yet.
-    #[error("{file} does not exist yet; create it with `bento secret edit {name}`")]
+    #[error("{file} does not exist yet; create it with `{command} edit {name}`")]
     MissingCiphertext {
         /// The ciphertext file, as shown.
         file: String,
         /// The secret's name.
         name: String,
+        /// `bento secret` as run on this fleet (see [`crate::Fleet::command`]).
+        command: String,
     },
 
     /// None of the identities can open the file.
@@ -147,13 +151,15 @@ pub enum Error {
     /// Something other than bento replaced the ciphertext while the editor was open.
     #[error(
         "{file} was changed by another program while the editor was open; your edit was not saved, \
-         so as not to undo that change: see what changed (`git diff`), then run `bento secret edit {name}` again"
+         so as not to undo that change: see what changed (`git diff`), then run `{command} edit {name}` again"
     )]
     ChangedDuringEdit {
         /// The ciphertext file, as shown.
         file: String,
         /// The secret's name.
         name: String,
+        /// `bento secret` as run on this fleet (see [`crate::Fleet::command`]).
+        command: String,
     },
 
     /// `secret edit` read nothing from stdin.
@@ -166,11 +172,13 @@ pub enum Error {
     /// A secret to rekey has a file that is not an age file (empty, truncated).
     #[error(
         "{finding}; it cannot be rekeyed: restore it from git (`git checkout -- {file}`) \
-         or set it anew with `bento secret edit {name}`"
+         or set it anew with `{command} edit {name}`"
     )]
     CorruptSecret {
         /// The secret's name.
         name: String,
+        /// `bento secret` as run on this fleet (see [`crate::Fleet::command`]).
+        command: String,
         /// The ciphertext file, as shown.
         file: String,
         /// What verify says about it (naming the secret and the file).

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::agenix::Note;
 use crate::error::{Error, Result};
 use crate::keys::{read_key_file, RecipientKey};
-use crate::rules::{valid_name, Directory, Member, Role, Rules, SecretRule};
+use crate::rules::{toml_key, valid_name, Directory, Member, Role, Rules, SecretRule};
 
 /// Where the rules live, relative to the fleet root.
 pub const RULES_FILE: &str = "secrets/secrets.toml";
@@ -31,6 +32,15 @@ pub struct Fleet {
     pub admins: BTreeMap<String, Vec<RecipientKey>>,
     /// The rules.
     pub rules: Rules,
+    /// The rules file, as shown in messages.
+    rules_shown: String,
+    /// The `--rules` file the user named, if any (for the commands hints show).
+    rules_arg: Option<String>,
+    /// An agenix `secrets.nix`: a secret may also be named by its file name.
+    agenix: bool,
+    /// Remarks about how the rules were read (attributes ignored, secrets renamed), for
+    /// `--verbose`.
+    pub notes: Vec<Note>,
 }
 
 struct Names<'a> {
@@ -58,7 +68,9 @@ impl Fleet {
     /// Ciphertexts live next to the rules file.
     pub fn open(root: &Path, rules_file: Option<&Path>) -> Result<Fleet> {
         if let Some(nix) = rules_file.filter(|p| p.extension().is_some_and(|e| e == "nix")) {
-            return crate::agenix::load(nix);
+            let mut fleet = crate::agenix::load(nix)?;
+            fleet.rules_arg = Some(fleet.rules_shown.clone());
+            return Ok(fleet);
         }
         let (rules_path, shown) = match rules_file {
             Some(p) => (p.to_path_buf(), p.display().to_string()),
@@ -103,16 +115,23 @@ impl Fleet {
             hosts,
             admins,
             rules,
+            rules_arg: rules_file.map(|_| shown.clone()),
+            rules_shown: shown,
+            agenix: false,
+            notes: Vec::new(),
         })
     }
 
-    /// A fleet whose keys and rules come from elsewhere (an agenix `secrets.nix`), with
-    /// ciphertexts in `secrets_dir`, shown in messages as `secrets_shown`.
-    pub fn from_parts(
+    /// A fleet whose keys and rules come from an agenix `secrets.nix` (shown as
+    /// `rules_shown`), with ciphertexts in `secrets_dir`, shown in messages as
+    /// `secrets_shown`.
+    pub fn from_agenix(
         secrets_dir: PathBuf,
         secrets_shown: String,
+        rules_shown: String,
         hosts: BTreeMap<String, Vec<RecipientKey>>,
         rules: Rules,
+        notes: Vec<Note>,
     ) -> Fleet {
         Fleet {
             root: secrets_dir.clone(),
@@ -121,6 +140,24 @@ impl Fleet {
             hosts,
             admins: BTreeMap::new(),
             rules,
+            rules_shown,
+            rules_arg: None,
+            agenix: true,
+            notes,
+        }
+    }
+
+    /// The rules file, as shown in messages.
+    pub fn rules_shown(&self) -> &str {
+        &self.rules_shown
+    }
+
+    /// `bento secret` as the user runs it on this fleet (with `--rules FILE` when they
+    /// gave one), for the commands that hints suggest.
+    pub fn command(&self) -> String {
+        match &self.rules_arg {
+            None => "bento secret".to_owned(),
+            Some(file) => format!("bento secret --rules {}", shell_word(file)),
         }
     }
 
@@ -150,12 +187,36 @@ impl Fleet {
         &self.root
     }
 
-    /// The rule for secret `name`, or an error that says how to add one.
+    /// The rule for secret `name` (with an agenix `secrets.nix`, also its file name, as
+    /// `secret1.age`), or an error that says how to add one.
     pub fn rule(&self, name: &str) -> Result<&SecretRule> {
-        self.rules.secrets.get(name).ok_or_else(|| Error::UnknownSecret {
-            name: name.to_owned(),
-            rules: RULES_FILE.to_owned(),
-        })
+        let by_file = || {
+            self.agenix
+                .then(|| self.rules.secrets.values().find(|r| r.file == name))
+                .flatten()
+        };
+        self.rules
+            .secrets
+            .get(name)
+            .or_else(by_file)
+            .ok_or_else(|| Error::UnknownSecret {
+                name: name.to_owned(),
+                rules: self.rules_shown.clone(),
+                fix: if self.agenix {
+                    let file = if name.ends_with(".age") {
+                        name.to_owned()
+                    } else {
+                        format!("{name}.age")
+                    };
+                    format!(
+                        "add `\"{file}\".publicKeys = [ … ];` to it (or name an existing secret: \
+                         `{} list`)",
+                        self.command()
+                    )
+                } else {
+                    format!("add a [secrets.{}] table with its recipients", toml_key(name))
+                },
+            })
     }
 
     /// The ciphertext path of a secret.
@@ -183,6 +244,18 @@ impl Fleet {
             .iter()
             .flat_map(|m| self.keys_of(m).iter().map(move |k| (m, k)))
             .collect()
+    }
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/+=:,@".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

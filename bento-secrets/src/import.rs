@@ -4,16 +4,20 @@
 //! agenix keys carry no role, so: a key that can decrypt every secret (of two or more) is taken for an
 //! admin (listed in `admins`), every other key for a host. Keys are named after their ssh
 //! comment or fingerprint; rename the `.pub` files and the names in the rules afterwards
-//! if you like. Ciphertexts are copied into `secrets/` unchanged.
+//! if you like. Secrets whose file name is not a valid name get a valid one, their `file`
+//! keeping the file's name. Ciphertexts already in `secrets/` stay where they are; others
+//! are copied there unchanged.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::agenix::Note;
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::fleet::{RULES_FILE, SECRETS_DIR};
 use crate::fleet_lock::FleetLock;
 use crate::lock::{Lock, LOCK_FILE};
+use crate::rules::SecretRule;
 
 /// What an import wrote.
 #[derive(Debug, Default)]
@@ -24,10 +28,22 @@ pub struct Imported {
     pub hosts: Vec<String>,
     /// Secrets imported.
     pub secrets: Vec<String>,
+    /// Secrets whose name is not their file name without `.age` (which was not a valid
+    /// name, or taken): `(file in secrets.nix, name)`. Their rule keeps the file's name
+    /// in `file`.
+    pub renamed: Vec<(String, String)>,
+    /// Ciphertexts copied into `secrets/` (those already inside it are used in place).
+    pub copied: usize,
+    /// Attributes of `secrets.nix` that bento ignores (one note, or none).
+    pub ignored: Vec<Note>,
 }
 
 /// Imports `nix` (an agenix `secrets.nix`) into the fleet at `root`, whose fleet lock the
 /// caller holds.
+///
+/// A ciphertext already inside the fleet's `secrets/` (a `secrets.nix` at the fleet root
+/// naming `secrets/x.age`, say) stays where it is and the rule's `file` points at it; any
+/// other is copied into `secrets/`, under its path relative to `secrets.nix`.
 pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Imported> {
     let source = crate::agenix::load(nix)?;
     refuse_existing_rules(root)?;
@@ -45,7 +61,15 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
                 .all(|r| r.recipients.iter().any(|m| m.name == *k))
         })
         .collect();
-    let mut imported = Imported::default();
+    let mut imported = Imported {
+        ignored: source
+            .notes
+            .iter()
+            .filter(|n| matches!(n, Note::Ignored { .. }))
+            .cloned()
+            .collect(),
+        ..Imported::default()
+    };
     for (name, keys) in &source.hosts {
         let role = if everywhere.contains(name.as_str()) {
             "admins"
@@ -71,8 +95,31 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
         nix.display(),
         list(imported.admins.iter().map(String::as_str).collect())
     );
+    let secrets_dir = root.join(SECRETS_DIR);
+    std::fs::create_dir_all(&secrets_dir).map_err(|e| Error::io(SECRETS_DIR, e))?;
+    // Where each ciphertext will be, relative to secrets/: in place, else copied there.
+    let mut files: BTreeMap<String, (&SecretRule, Option<String>)> = BTreeMap::new();
     for rule in source.rules.secrets.values() {
-        let name = rule.name.replace('/', "-");
+        let in_place = relative_inside(&secrets_dir, &source.secret_path(rule));
+        let file = in_place.clone().unwrap_or_else(|| rule.file.clone());
+        if let Some((other, _)) = files.insert(file.clone(), (rule, in_place)) {
+            return Err(Error::input(
+                source.rules_shown(),
+                None,
+                format!(
+                    "\"{}\" and \"{}\" would both be {SECRETS_DIR}/{file}; rename one of the files",
+                    other.file, rule.file
+                ),
+            ));
+        }
+    }
+    // Names follow the files as they are under secrets/ (`secrets/db.age` → `db`).
+    let names = crate::agenix::secret_names(files.keys().map(String::as_str));
+    for (file, (rule, in_place)) in &files {
+        let name = &names[file.as_str()];
+        if rule.file.strip_suffix(".age").unwrap_or(&rule.file) != name {
+            imported.renamed.push((rule.file.clone(), name.clone()));
+        }
         let hosts: Vec<&str> = rule
             .recipients
             .iter()
@@ -81,35 +128,43 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
             .collect();
         toml.push_str(&format!(
             "\n[secrets.{}]\nrecipients = [{}]\n",
-            crate::rules::toml_key(&name),
+            crate::rules::toml_key(name),
             list(hosts)
         ));
-        if rule.file != format!("{name}.age") {
-            toml.push_str(&format!("file = {}\n", quote(&rule.file)));
+        if *file != format!("{name}.age") {
+            toml.push_str(&format!("file = {}\n", quote(file)));
         }
         if rule.armor {
             toml.push_str("armor = true\n");
         }
         let from = source.secret_path(rule);
-        let to = root.join(SECRETS_DIR).join(&rule.file);
-        if from.exists() && !same_file(&from, &to) {
+        if in_place.is_none() && from.exists() {
             let bytes = std::fs::read(&from).map_err(|e| Error::io(source.secret_shown(rule), e))?;
-            write_new(root, &format!("{SECRETS_DIR}/{}", rule.file), &bytes)?;
+            write_new(root, &format!("{SECRETS_DIR}/{file}"), &bytes)?;
+            imported.copied += 1;
         }
-        imported.secrets.push(name);
+        imported.secrets.push(name.clone());
     }
-    std::fs::create_dir_all(root.join(SECRETS_DIR)).map_err(|e| Error::io(SECRETS_DIR, e))?;
     // The imported files are not in a lock yet; an empty lock (from `bento init`) would
     // make them all look stale. Without one, verify checks headers until the first rekey.
     let lock_shown = format!("{SECRETS_DIR}/{LOCK_FILE}");
-    if Lock::load(&root.join(SECRETS_DIR), &lock_shown)?
-        .entries
-        .is_empty()
-    {
-        let _ = std::fs::remove_file(root.join(SECRETS_DIR).join(LOCK_FILE));
+    if Lock::load(&secrets_dir, &lock_shown)?.entries.is_empty() {
+        let _ = std::fs::remove_file(secrets_dir.join(LOCK_FILE));
     }
     write_atomic(&root.join(RULES_FILE), toml.as_bytes(), 0o644).map_err(|e| Error::io(RULES_FILE, e))?;
     Ok(imported)
+}
+
+/// `path` relative to `dir` when it is inside it (both resolved; `path` need not exist),
+/// as a rule's `file`.
+fn relative_inside(dir: &Path, path: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let path = match path.canonicalize() {
+        Ok(p) => p,
+        Err(_) => path.parent()?.canonicalize().ok()?.join(path.file_name()?),
+    };
+    let rel = path.strip_prefix(&dir).ok()?.to_str()?.to_owned();
+    (!rel.is_empty()).then_some(rel)
 }
 
 /// An import starts from a fleet without secrets (fresh from `bento init`, or empty).
@@ -152,11 +207,4 @@ fn write_new(root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(rel, e))?;
     }
     write_atomic(&path, bytes, 0o644).map_err(|e| Error::io(rel, e))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }

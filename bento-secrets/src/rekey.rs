@@ -48,6 +48,7 @@ pub fn select<'a>(fleet: &'a Fleet, report: &Report, names: &[String], all: bool
         if let Some(f) = report.about(&rule.name).find(|f| f.kind == Kind::Corrupt) {
             selection.corrupt.push(Error::CorruptSecret {
                 name: rule.name.clone(),
+                command: fleet.command(),
                 file: f.file.clone(),
                 finding: f.message.clone(),
             });

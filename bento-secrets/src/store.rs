@@ -52,7 +52,8 @@ pub fn open<'a>(fleet: &'a Fleet, name: &str) -> Result<Sealed<'a>> {
     let shown = fleet.secret_shown(rule);
     let ciphertext = read_ciphertext(fleet, rule)?.ok_or_else(|| Error::MissingCiphertext {
         file: shown.clone(),
-        name: name.to_owned(),
+        name: rule.name.clone(),
+        command: fleet.command(),
     })?;
     Ok(Sealed {
         rule,

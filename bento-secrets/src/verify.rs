@@ -140,6 +140,7 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
         .map(|(rule, file)| check_secret(fleet, rule, file, &lock))
         .collect();
     report.findings.extend(checked.into_iter().flatten());
+    let command = |sub: &str| format!("{} {sub}", fleet.command());
     let known: BTreeSet<&str> = fleet.rules.secrets.values().map(|r| r.file.as_str()).collect();
     for file in age_files(fleet.secrets_dir()) {
         if !known.contains(file.as_str()) {
@@ -165,7 +166,8 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
             recipient: None,
             keys: Vec::new(),
             message: format!(
-                "{LOCK_FILE}: entry for `{name}`, which has no rule; `bento secret rekey` drops it"
+                "{LOCK_FILE}: entry for `{name}`, which has no rule; `{}` drops it",
+                command("rekey")
             ),
         });
     }
@@ -199,6 +201,7 @@ fn read_file(fleet: &Fleet, rule: &SecretRule) -> Result<FileFacts> {
 fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock) -> Vec<Finding> {
     let name = &rule.name;
     let file = fleet.secret_shown(rule);
+    let command = |sub: &str| format!("{} {sub} {name}", fleet.command());
     let finding = |kind, recipient: Option<String>, message: String| Finding {
         secret: name.clone(),
         file: file.clone(),
@@ -210,7 +213,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     let (stanzas, sha256) = match facts {
         FileFacts::Read { stanzas, sha256 } => (stanzas, sha256),
         FileFacts::Missing => {
-            let msg = format!("{file} is missing; create it with `bento secret edit {name}`");
+            let msg = format!("{file} is missing; create it with `{}`", command("edit"));
             return vec![finding(Kind::MissingFile, None, msg)];
         }
         FileFacts::Corrupt(detail) => return vec![finding(Kind::Corrupt, None, format!("{file}: {detail}"))],
@@ -277,7 +280,8 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
                 None,
                 format!(
                     "{file} changed outside bento (its SHA-256 is not the one in {LOCK_FILE}); \
-                     check who made it, then `bento secret rekey {name}`"
+                     check who made it, then `{}`",
+                    command("rekey")
                 ),
             ));
             out.extend(x25519_count(&expected, stanzas, &finding));
@@ -286,7 +290,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
             out.push(finding(
                 Kind::NotLocked,
                 None,
-                format!("not in {LOCK_FILE}; run `bento secret rekey {name}` to record it"),
+                format!("not in {LOCK_FILE}; run `{}` to record it", command("rekey")),
             ));
             out.extend(x25519_count(&expected, stanzas, &finding));
         }

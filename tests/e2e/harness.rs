@@ -66,6 +66,7 @@ impl Fleet {
         for var in [
             "BENTO_IDENTITY",
             "BENTO_FLEET",
+            "BENTO_VERBOSE",
             "VISUAL",
             "EDITOR",
             "XDG_RUNTIME_DIR",
