@@ -23,6 +23,7 @@ pub mod status_diff;
 pub mod status_prometheus;
 mod status_time;
 pub mod transport;
+pub mod trigger;
 
 pub use config::Config;
 pub use error::Error;
