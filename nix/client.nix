@@ -26,6 +26,10 @@ let
     connect_timeout = cfg.connectTimeout;
     self_update = cfg.selfUpdate;
     reboot = cfg.reboot;
+    trigger_socket = cfg.triggerSocket;
+    trigger_tcp = cfg.triggerTcp;
+  } // lib.optionalAttrs (cfg.triggerGroup != null) {
+    trigger_group = cfg.triggerGroup;
   });
   bento = "${cfg.package}/bin/bento";
   activateArgs = "--bundle ${cfg.stateDir}/current --root ${cfg.secretsRoot} -i ${cfg.identity}";
@@ -121,7 +125,35 @@ in
     trigger = mkOption {
       type = types.bool;
       default = true;
-      description = "Listen on 127.0.0.1:51337: a request starts an update and streams its output.";
+      description = ''
+        Listen on the unix socket triggerSocket: a connection from root (or a member of
+        triggerGroup) starts an update and streams its output (`bento trigger`).
+      '';
+    };
+
+    triggerSocket = mkOption {
+      type = types.strMatching "/run/.+";
+      default = "/run/bento/trigger.sock";
+      description = "The trigger's unix socket (under /run).";
+    };
+
+    triggerGroup = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "wheel";
+      description = ''
+        Members of this group may use the trigger besides root: the socket is 0660
+        root:<group>. null: root only (0600). Each connection's credentials are checked too.
+      '';
+    };
+
+    triggerTcp = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Also listen on TCP 127.0.0.1:51337. This lets ANY local user (any process on this
+        host, whatever its uid) start an update and read its output; off by default.
+      '';
     };
   };
 
@@ -170,17 +202,26 @@ in
       };
     };
 
+    # One connection, one `bento trigger --inetd` (which checks the peer's credentials
+    # against agent.toml again).
     systemd.sockets.bento-trigger = mkIf cfg.trigger {
       wantedBy = [ "sockets.target" ];
-      listenStreams = [ "127.0.0.1:51337" ];
-      socketConfig.Accept = true;
+      listenStreams = [ cfg.triggerSocket ] ++ lib.optional cfg.triggerTcp "127.0.0.1:51337";
+      socketConfig = {
+        Accept = true;
+        SocketUser = "root";
+        SocketMode = if cfg.triggerGroup == null then "0600" else "0660";
+        DirectoryMode = "0755";
+      } // lib.optionalAttrs (cfg.triggerGroup != null) {
+        SocketGroup = cfg.triggerGroup;
+      };
     };
     systemd.services."bento-trigger@" = mkIf cfg.trigger {
       description = "Bento: update now, streaming the output";
       restartIfChanged = false;
       path = [ pkgs.openssh pkgs.nix pkgs.git ];
       serviceConfig = {
-        ExecStart = "${bento} trigger --config /etc/bento/agent.toml";
+        ExecStart = "${bento} trigger --inetd --config /etc/bento/agent.toml";
         StandardInput = "socket";
         StandardOutput = "socket";
         StandardError = "journal";

@@ -59,13 +59,18 @@ in
       ]) cfg.hosts);
 
     services.openssh.enable = true;
-    # One Match block per user: the chroot is named after the host, not the user.
+    # One Match block per user: the chroot is named after the host, not the user. sftp
+    # only, no forwarding of any kind (the same lines as `bento server setup` prints).
     services.openssh.extraConfig = lib.concatStrings (lib.mapAttrsToList (host: _: ''
       Match User ${userOf host}
         ChrootDirectory ${cfg.root}/${host}
         ForceCommand internal-sftp
+        DisableForwarding yes
         AllowTcpForwarding no
+        AllowStreamLocalForwarding no
+        AllowAgentForwarding no
         X11Forwarding no
+        PermitTunnel no
         PermitTTY no
         PasswordAuthentication no
     '') cfg.hosts);

@@ -6,7 +6,7 @@ use bento_deploy::agent::{self, Outcome, RunOptions};
 use bento_deploy::agent_config::AgentConfig;
 use bento_deploy::report::State;
 
-use crate::cli::{AgentArgs, TriggerArgs};
+use crate::cli::AgentArgs;
 use crate::output;
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -48,45 +48,4 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// One HTTP request on stdin (the socket): answer with a plain-text page that streams a
-/// `bento agent --once` run, its output as it happens.
-pub fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
-    use std::io::{Read, Write};
-    use std::os::fd::AsFd;
-
-    // The request itself does not matter; read its head so the client is not cut off.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while head.len() < 8192 && !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
-        match std::io::stdin().read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n",
-    )?;
-    out.flush()?;
-    let to_client = || -> anyhow::Result<std::process::Stdio> {
-        Ok(std::process::Stdio::from(
-            std::io::stdout().as_fd().try_clone_to_owned()?,
-        ))
-    };
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .args(["agent", "--once", "--config"])
-        .arg(&args.config)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(to_client()?)
-        .stderr(to_client()?)
-        .status()?;
-    writeln!(out, "\n{}", if status.success() { "done" } else { "FAILED" })?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

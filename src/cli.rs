@@ -50,8 +50,8 @@ pub enum Command {
     /// Pull this host's bundle: verify, install, rebuild or activate, report (run by a
     /// systemd timer)
     Agent(AgentArgs),
-    /// Serve one trigger connection on stdin/stdout (socket-activated on 127.0.0.1:51337):
-    /// start an update and stream its output as a plain-text web page
+    /// Update this host now through the trigger socket, streaming the run's output (root
+    /// and members of trigger_group only); `--listen` / `--inetd` serve that socket
     Trigger(TriggerArgs),
     /// Publish each changed host's signed bundle into the server layout
     ///
@@ -117,6 +117,17 @@ pub struct TriggerArgs {
     /// The agent's configuration
     #[arg(long, value_name = "FILE", default_value = bento_deploy::agent_config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// The trigger's unix socket [default: trigger_socket of agent.toml,
+    /// /run/bento/trigger.sock]
+    #[arg(long, value_name = "PATH", conflicts_with = "inetd")]
+    pub socket: Option<PathBuf>,
+    /// Serve: create the socket (mode 0600, or 0660 with trigger_group), plus TCP
+    /// 127.0.0.1:51337 when trigger_tcp = true, and start a run for each allowed connection
+    #[arg(long, conflicts_with = "inetd")]
+    pub listen: bool,
+    /// Serve the one connection on stdin/stdout (systemd socket activation, Accept=yes)
+    #[arg(long)]
+    pub inetd: bool,
 }
 
 #[derive(Debug, Args)]

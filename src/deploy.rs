@@ -42,6 +42,12 @@ impl Progress for Bar {
 
 pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(root)?;
+    // The rules' warnings (the publish below loads and checks them again).
+    Fleet::load(root)?
+        .rules
+        .warnings
+        .iter()
+        .for_each(|w| output::warn(w));
     let options = publish::Options {
         server_root: args
             .server_root

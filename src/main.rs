@@ -8,6 +8,7 @@ mod host;
 mod output;
 mod secret;
 mod status;
+mod trigger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(cmd) => secret::run(&fleet, cmd, cli.verbose),
         Command::Activate(args) => activate::run(args),
         Command::Agent(args) => agent::run(args),
-        Command::Trigger(args) => agent::trigger(args),
+        Command::Trigger(args) => trigger::run(args),
         Command::Deploy(args) => deploy::deploy(&fleet, args),
         Command::Build(args) => deploy::build(&fleet, args),
         Command::Server(args) => deploy::server(&fleet, args),

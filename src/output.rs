@@ -66,6 +66,13 @@ pub fn error(msg: &str) {
     line(&paint("1;31", "error:"), &one_line);
 }
 
+/// Prints a warning as one line starting `warning:` (never `error:`: it does not fail
+/// the command).
+pub fn warn(msg: &str) {
+    let one_line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    line(&paint("1;33", "warning:"), &one_line);
+}
+
 /// Prints a success line.
 pub fn ok(msg: &str) {
     line(&paint("32", "✓"), msg);

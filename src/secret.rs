@@ -111,6 +111,7 @@ fn edit(
 }
 
 fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
+    fleet.rules.warnings.iter().for_each(|w| output::warn(w));
     let report = verify::verify(fleet)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -71,6 +71,17 @@ pub struct AgentConfig {
     /// The command for `reboot`; default `systemctl kexec` or `systemctl reboot`.
     #[serde(default)]
     pub reboot_command: Option<String>,
+    /// The trigger's unix socket (`bento trigger`).
+    #[serde(default = "default_trigger_socket")]
+    pub trigger_socket: PathBuf,
+    /// The group whose members may use the trigger besides root (socket mode 0660);
+    /// none: root only (0600).
+    #[serde(default)]
+    pub trigger_group: Option<String>,
+    /// Also listen on TCP 127.0.0.1:51337, which lets ANY local user start a run and read
+    /// its output.
+    #[serde(default)]
+    pub trigger_tcp: bool,
 }
 
 /// The reboot policy after a kernel change.
@@ -104,6 +115,10 @@ fn default_booted_system() -> PathBuf {
 
 fn default_current_system() -> PathBuf {
     "/run/current-system".into()
+}
+
+fn default_trigger_socket() -> PathBuf {
+    "/run/bento/trigger.sock".into()
 }
 
 fn default_identity() -> PathBuf {
@@ -191,6 +206,22 @@ impl AgentConfig {
             return Err(format!(
                 "{shown}:{}: run_timeout must be at least 1 (seconds)",
                 at("run_timeout")
+            ));
+        }
+        if !config.trigger_socket.is_absolute() {
+            return Err(format!(
+                "{shown}:{}: trigger_socket must be an absolute path (e.g. /run/bento/trigger.sock)",
+                at("trigger_socket")
+            ));
+        }
+        if config
+            .trigger_group
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            return Err(format!(
+                "{shown}:{}: trigger_group is empty: name a group, or leave the key out for root only",
+                at("trigger_group")
             ));
         }
         for (key, cmd) in [("rebuild", &config.rebuild), ("rollback", &config.rollback)] {

@@ -27,6 +27,7 @@ pub mod status_prometheus;
 mod status_time;
 pub mod store_path;
 pub mod transport;
+pub mod trigger;
 
 pub use config::Config;
 pub use error::Error;

@@ -46,43 +46,61 @@ pub fn hosts(fleet: &Fleet, config: &Config) -> Vec<ServerHost> {
         .collect()
 }
 
+/// What every host's sftp user is limited to, inside its `Match` block: sftp only (no
+/// shell, no TTY), and no forwarding of any kind (TCP, unix sockets, agent, X11, tunnels).
+/// `DisableForwarding` alone covers every forwarding; the others say so one by one, so
+/// that `sshd -T` shows each of them off too.
+pub const MATCH_DIRECTIVES: &[&str] = &[
+    "ForceCommand internal-sftp",
+    "DisableForwarding yes",
+    "AllowTcpForwarding no",
+    "AllowStreamLocalForwarding no",
+    "AllowAgentForwarding no",
+    "X11Forwarding no",
+    "PermitTunnel no",
+    "PermitTTY no",
+    "PasswordAuthentication no",
+];
+
+/// One `Match` block of `sshd_config`: `Match <criterion>`, the chroot, the authorized
+/// keys file when given, and [`MATCH_DIRECTIVES`]; each line starts with `indent`.
+pub fn match_block(criterion: &str, chroot: &str, authorized_keys: Option<&str>, indent: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{indent}Match {criterion}");
+    let _ = writeln!(out, "{indent}  ChrootDirectory {chroot}");
+    if let Some(file) = authorized_keys {
+        let _ = writeln!(out, "{indent}  AuthorizedKeysFile {file}");
+    }
+    for line in MATCH_DIRECTIVES {
+        let _ = writeln!(out, "{indent}  {line}");
+    }
+    out
+}
+
 /// The `Match` blocks of `sshd_config`: one for the whole group when user names are host
 /// names (`ChrootDirectory <root>/%u`), else one per user.
 fn match_blocks(config: &Config, hosts: &[ServerHost], authorized_keys: bool, indent: &str) -> String {
     let root = config.server.root.trim_end_matches('/');
-    let mut out = String::new();
-    let mut block = |criterion: String, chroot: String, keys_file: String| {
-        let _ = writeln!(out, "{indent}Match {criterion}");
-        let _ = writeln!(out, "{indent}  ChrootDirectory {chroot}");
-        if authorized_keys {
-            let _ = writeln!(out, "{indent}  AuthorizedKeysFile {keys_file}");
-        }
-        for line in [
-            "ForceCommand internal-sftp",
-            "AllowTcpForwarding no",
-            "X11Forwarding no",
-            "PermitTTY no",
-            "PasswordAuthentication no",
-        ] {
-            let _ = writeln!(out, "{indent}  {line}");
-        }
-    };
+    let keys = |user: &str| authorized_keys.then(|| format!("{AUTHORIZED_KEYS_DIR}/{user}"));
     if config.server.user_prefix.is_empty() {
-        block(
-            format!("Group {GROUP}"),
-            format!("{root}/%u"),
-            format!("{AUTHORIZED_KEYS_DIR}/%u"),
+        return match_block(
+            &format!("Group {GROUP}"),
+            &format!("{root}/%u"),
+            keys("%u").as_deref(),
+            indent,
         );
-    } else {
-        for h in hosts {
-            block(
-                format!("User {}", h.user),
-                format!("{root}/{}", h.name),
-                format!("{AUTHORIZED_KEYS_DIR}/{}", h.user),
-            );
-        }
     }
-    out
+    hosts
+        .iter()
+        .map(|h| {
+            match_block(
+                &format!("User {}", h.user),
+                &format!("{root}/{}", h.name),
+                keys(&h.user).as_deref(),
+                indent,
+            )
+        })
+        .collect()
 }
 
 /// The NixOS module for the server, self-contained.
@@ -226,5 +244,26 @@ mod tests {
         );
         assert!(text.contains("users.users.\"bento-db1\""), "{text}");
         assert!(!text.contains("%u"), "{text}");
+    }
+
+    #[test]
+    fn match_blocks_forbid_every_forwarding() {
+        let (config, hosts) = sample("bento-");
+        let text = other_linux(&config, &hosts);
+        let block = match_block(
+            "User bento-web1",
+            "/srv/bento/web1",
+            Some("/etc/ssh/bento_authorized_keys/bento-web1"),
+            "",
+        );
+        assert!(text.contains(&block), "{text}");
+        for line in [
+            "DisableForwarding yes",
+            "PermitTunnel no",
+            "PermitTTY no",
+            "ForceCommand internal-sftp",
+        ] {
+            assert!(block.contains(&format!("\n  {line}\n")), "{block}");
+        }
     }
 }

@@ -142,6 +142,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         return Ok(report);
     }
 
+    refuse_symlinks(&opts.root)?;
     let store = opts.root.join(STORE_DIR);
     if opts.mount {
         let mounted = ramfs::ensure_mounted(&store, opts.fs).map_err(|e| Error::Activate {
@@ -257,6 +258,30 @@ pub fn activate(opts: &Options) -> Result<Report> {
         restart_units(opts, &specs, &mut report);
     }
     Ok(report)
+}
+
+/// Refuses an activation root that is, or lies under, a symlink: mounting there would
+/// mount at the link's target (and the tree, opened without following links, would then
+/// fail, leaving that mount behind). Every existing component is checked with lstat.
+fn refuse_symlinks(root: &Path) -> Result<()> {
+    for dir in root.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(dir).map_or_else(|_| "?".into(), |t| t.display().to_string());
+                return Err(Error::Activate {
+                    msg: format!(
+                        "{}: is a symlink (to {target}); refusing to activate under it: pass the real \
+                         directory as --root",
+                        dir.display()
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+        }
+    }
+    Ok(())
 }
 
 /// The valid specs of this phase from the bundle's manifest; invalid ones are failures.

@@ -270,6 +270,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
         admins: Vec::new(),
         groups: BTreeMap::new(),
         secrets,
+        warnings: Vec::new(),
     };
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")

@@ -27,6 +27,9 @@ pub struct Rules {
     pub groups: BTreeMap<String, Vec<String>>,
     /// The secrets, by name.
     pub secrets: BTreeMap<String, SecretRule>,
+    /// Things the admin should know that are not errors (a world-readable mode), one
+    /// line each, naming the file and line.
+    pub warnings: Vec<String>,
 }
 
 /// One `[secrets.NAME]` table.
@@ -159,6 +162,12 @@ fn valid_account(name: &str) -> bool {
         && !name.is_empty()
 }
 
+/// The setuid, setgid and sticky bits: never allowed on an activated secret.
+pub const SPECIAL_BITS: u32 = 0o7000;
+
+/// The "others may read" bit, warned about.
+pub const WORLD_READABLE: u32 = 0o004;
+
 /// Parses a mode string such as `"0400"` or `"640"`.
 pub fn parse_mode(s: &str) -> Option<u32> {
     if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
@@ -261,6 +270,7 @@ impl Rules {
         }
 
         let mut secrets = BTreeMap::new();
+        let mut warnings = Vec::new();
         let mut files: BTreeMap<String, String> = BTreeMap::new();
         for (n, raw_secret) in raw.secrets {
             let name = n.get_ref().clone();
@@ -272,7 +282,16 @@ impl Rules {
                 ),
                 ));
             }
+            let raw_mode_line = raw_secret.mode.as_ref().map(|m| line_col(text, m.span().start).0);
             let rule = Self::secret(name, n.span().start, raw_secret, &admins, &groups, dir, &at)?;
+            if rule.mode & WORLD_READABLE != 0 {
+                let line = raw_mode_line.map_or(String::new(), |l| format!(":{l}"));
+                warnings.push(format!(
+                    "{shown}{line}: {}.mode \"{:04o}\" lets every user of the host read the secret; \
+                     use e.g. \"0440\" with a `group`",
+                    rule.name, rule.mode
+                ));
+            }
             if let Some(other) = files.insert(rule.file.clone(), rule.name.clone()) {
                 return Err(at(
                     n.span().start,
@@ -288,6 +307,7 @@ impl Rules {
             admins,
             groups,
             secrets,
+            warnings,
         })
     }
 
@@ -396,15 +416,28 @@ impl Rules {
             g => g.map(Spanned::into_inner),
         };
         let mode = match raw.mode {
-            Some(m) => parse_mode(m.get_ref()).ok_or_else(|| {
-                at(
-                    m.span().start,
-                    format!(
+            Some(m) => {
+                let bits = parse_mode(m.get_ref()).ok_or_else(|| {
+                    at(
+                        m.span().start,
+                        format!(
                     "{name}.mode `{}` is not an octal mode; write it as a string like \"0400\" or \"0440\"",
                     m.get_ref()
                 ),
-                )
-            })?,
+                    )
+                })?;
+                if bits & SPECIAL_BITS != 0 {
+                    return Err(at(
+                        m.span().start,
+                        format!(
+                            "{name}.mode \"{}\": setuid/setgid/sticky bits are not allowed for secrets; \
+                             use e.g. \"0400\"",
+                            m.get_ref()
+                        ),
+                    ));
+                }
+                bits
+            }
             None => 0o400,
         };
         let path = match raw.path {
@@ -531,6 +564,23 @@ mod tests {
             "[secrets.a]\nrecipients = [\"web1\"]\n[secrets.b]\nrecipients = [\"web1\"]\nfile = \"a.age\"\n"
         )
         .contains("both use the file a.age"));
+    }
+
+    #[test]
+    fn special_bits_are_errors_and_world_readable_modes_warnings() {
+        assert_eq!(
+            err("[secrets.a]\nrecipients = [\"web1\"]\nmode = \"4755\"\n"),
+            "secrets/secrets.toml:3: a.mode \"4755\": setuid/setgid/sticky bits are not allowed for secrets; \
+             use e.g. \"0400\""
+        );
+        let r = parse("[secrets.a]\nrecipients = [\"web1\"]\n\nmode = \"0644\"\n[secrets.b]\nrecipients = [\"web1\"]\nmode = \"0640\"\n")
+            .unwrap();
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("secrets/secrets.toml:4: a.mode \"0644\""),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

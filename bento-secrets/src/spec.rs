@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{parse_mode, valid_abs_path, valid_name, SecretRule};
+use crate::rules::{parse_mode, valid_abs_path, valid_name, SecretRule, SPECIAL_BITS};
 
 /// One secret of a bundle, with its runtime attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,8 @@ impl SecretSpec {
     }
 
     /// Checks everything a host must not trust blindly: names without `/` or `..`, the
-    /// file inside `secrets/`, an absolute `path`, a valid mode.
+    /// file inside `secrets/`, an absolute `path`, a valid mode without setuid, setgid or
+    /// sticky bits.
     pub fn validate(&self) -> Result<(), String> {
         if !valid_name(&self.name) {
             return Err(format!(
@@ -70,12 +71,21 @@ impl SecretSpec {
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("{}: sha256 is not 64 hex digits", self.name));
         }
-        if parse_mode(&self.mode).is_none() {
-            return Err(format!(
-                "{}: mode `{}` is not octal",
-                self.name,
-                self.mode.escape_default()
-            ));
+        match parse_mode(&self.mode) {
+            None => {
+                return Err(format!(
+                    "{}: mode `{}` is not octal",
+                    self.name,
+                    self.mode.escape_default()
+                ))
+            }
+            Some(bits) if bits & SPECIAL_BITS != 0 => {
+                return Err(format!(
+                    "{}: mode `{}` has setuid/setgid/sticky bits, which are not allowed for secrets",
+                    self.name, self.mode
+                ))
+            }
+            Some(_) => {}
         }
         if let Some(p) = &self.path {
             if !valid_abs_path(p) {
@@ -89,8 +99,8 @@ impl SecretSpec {
         Ok(())
     }
 
-    /// The mode as a number.
+    /// The mode as a number (permission bits only: special bits never reach a file).
     pub fn mode_bits(&self) -> u32 {
-        parse_mode(&self.mode).unwrap_or(0o400)
+        parse_mode(&self.mode).unwrap_or(0o400) & 0o777
     }
 }

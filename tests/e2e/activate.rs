@@ -522,3 +522,85 @@ fn no_mount_on_a_ram_filesystem_has_nothing_to_warn_about() {
     assert_eq!(report["added"], json!(["db"]), "{t}");
     assert_eq!(report["warnings"], json!([]), "{t}");
 }
+
+#[test]
+fn a_symlinked_root_is_refused_before_anything_is_mounted() {
+    let (fleet, keys, bin) = setup("");
+    set(&fleet, "db", "db");
+    let mut b = Bundle::new(&fleet, "bundle");
+    b.add(&fleet, "db", json!({}));
+    let bundle = b.write();
+    let real = fleet.home.join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = fleet.home.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for root in [link.clone(), link.join("sub")] {
+        let script = format!(
+            r#"if $BENTO activate --bundle {bundle} -i {key} --root {root}; then echo UNEXPECTED-SUCCESS; fi
+echo "mounts: $(grep -c ' {real}/' /proc/self/mountinfo || true)"
+echo "entries: $(ls -A {real} | wc -l)""#,
+            bundle = bundle.display(),
+            key = s(&keys.web1),
+            root = root.display(),
+            real = real.display(),
+        );
+        let out = in_namespace(&fleet, &bin, &script);
+        let t = text(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("UNEXPECTED-SUCCESS"), "{t}");
+        assert!(stdout.contains("mounts: 0\nentries: 0\n"), "{t}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "error: {}: is a symlink (to {}); refusing to activate under it: pass the real \
+                 directory as --root",
+                link.display(),
+                real.display()
+            )],
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
+    let (fleet, keys, _bin) = setup("");
+    set(&fleet, "db", "db");
+    set(&fleet, "tls", "tls");
+    set(&fleet, "api", "api");
+    // A hostile (or hand-made) manifest: bento deploy never writes these modes.
+    let mut b = Bundle::new(&fleet, "bundle");
+    b.add(&fleet, "db", json!({"mode": "4755"}))
+        .add(&fleet, "tls", json!({"mode": "2440"}))
+        .add(&fleet, "api", json!({"mode": "0440"}));
+    let root = fleet.home.join("run");
+    let out = fleet.bento(&[
+        "activate",
+        "--no-mount",
+        "--json",
+        "--bundle",
+        s(b.write()),
+        "-i",
+        s(&keys.web1),
+        "--root",
+        s(&root),
+    ]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["added"], json!(["api"]), "{report}");
+    let failed = report["failed"].to_string();
+    for (name, mode) in [("db", "4755"), ("tls", "2440")] {
+        assert!(
+            failed.contains(&format!(
+                "{name}: mode `{mode}` has setuid/setgid/sticky bits, which are not allowed for secrets"
+            )),
+            "{failed}"
+        );
+        assert!(!root.join("secrets").join(name).exists());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let api = std::fs::metadata(root.join("secrets/api")).unwrap();
+    assert_eq!(api.permissions().mode() & 0o7777, 0o440);
+}

@@ -474,29 +474,6 @@ fn pulls_over_a_real_chrooted_sftp_server() {
 }
 
 #[test]
-fn the_trigger_streams_an_update_as_a_web_page() {
-    let l = Loop::new();
-    l.deploy();
-    let out = l.fleet.bento_stdin(
-        &["trigger", "--config", s(&l.config)],
-        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    );
-    let page = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        page.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain"),
-        "{page}"
-    );
-    assert!(
-        page.contains("web1: generation 1 applied") && page.trim_end().ends_with("done"),
-        "{page}"
-    );
-    assert!(
-        page.contains("generation 1 active"),
-        "the activation's own output is streamed: {page}"
-    );
-}
-
-#[test]
 fn a_kernel_change_reboots_only_when_asked() {
     let l = Loop::new();
     l.deploy();

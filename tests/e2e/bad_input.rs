@@ -65,6 +65,19 @@ fn malformed_rules_name_file_and_line() {
             "[secrets.a]\nrecipients = [\"web1\"]\npath = \"relative/x\"\n",
             "secrets/secrets.toml:3: a.path",
         ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\nmode = \"4755\"\n",
+            "secrets/secrets.toml:3: a.mode \"4755\": setuid/setgid/sticky bits are not allowed for \
+             secrets; use e.g. \"0400\"",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\n\nmode = \"2440\"\n",
+            "secrets/secrets.toml:4: a.mode \"2440\": setuid/setgid/sticky bits are not allowed",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"web1\"]\nmode = \"1600\"\n",
+            "secrets/secrets.toml:3: a.mode \"1600\": setuid/setgid/sticky bits are not allowed",
+        ),
     ];
     for (rules, expected) in cases {
         fleet.rules(rules);

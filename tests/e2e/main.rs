@@ -17,4 +17,5 @@ mod rekey;
 mod roundtrip;
 mod sshd;
 mod status;
+mod trigger;
 mod verify;

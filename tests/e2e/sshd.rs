@@ -21,6 +21,8 @@ pub struct Sshd {
     pub root: PathBuf,
     /// A known_hosts file pinning this server's key.
     pub known_hosts: PathBuf,
+    /// Its sshd_config.
+    pub config: PathBuf,
     _dir: tempfile::TempDir,
     _root_dir: tempfile::TempDir,
 }
@@ -62,9 +64,12 @@ impl Sshd {
             passwd.push_str(&format!("{user}:x:{uid}:64990::/:/usr/sbin/nologin\n"));
             shadow.push_str(&format!("{user}:*:19000:0:99999:7:::\n"));
             std::fs::write(keys.join(user), format!("{key}\n")).unwrap();
-            matches.push_str(&format!(
-                "Match User {user}\n  ChrootDirectory {}\n  ForceCommand internal-sftp\n  AllowTcpForwarding no\n  X11Forwarding no\n",
-                root.join(host).display()
+            // The block `bento server setup` prints (authorized keys: see AuthorizedKeysFile).
+            matches.push_str(&bento_deploy::server::match_block(
+                &format!("User {user}"),
+                &root.join(host).display().to_string(),
+                None,
+                "",
             ));
         }
         for (f, text) in [("passwd", &passwd), ("group", &group), ("shadow", &shadow)] {
@@ -104,9 +109,25 @@ impl Sshd {
             port,
             root,
             known_hosts,
+            config: d.join("sshd_config"),
             _dir: dir,
             _root_dir: root_dir,
         }
+    }
+}
+
+impl Sshd {
+    /// The settings this sshd applies to a connection of `user` from 127.0.0.1
+    /// (`sshd -T`), one `keyword value` per line, keywords in lower case.
+    pub fn effective(&self, user: &str) -> String {
+        let out = Command::new("/usr/sbin/sshd")
+            .args(["-T", "-f"])
+            .arg(&self.config)
+            .args(["-C", &format!("user={user},host=localhost,addr=127.0.0.1")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sshd -T: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 
@@ -182,4 +203,127 @@ fn chrooted_sftp_user_sees_only_its_directory() {
         "7\n"
     );
     assert!(!sshd.root.join("web1/generations").exists());
+}
+
+/// `ssh` as host user `user` of `sshd`, with the host key pinned and no config file.
+fn ssh(sshd: &Sshd, key: &Path, user: &str) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-F",
+        "none",
+        "-i",
+        crate::harness::s(key),
+        "-p",
+        &sshd.port.to_string(),
+    ])
+    .args([
+        "-o",
+        &format!("UserKnownHostsFile={}", sshd.known_hosts.display()),
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ])
+    .arg(format!("{user}@127.0.0.1"));
+    cmd
+}
+
+#[test]
+fn a_host_user_cannot_forward_anything() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let fleet = crate::harness::Fleet::new();
+    let key = fleet.ssh_key("web1", "ed25519", "");
+    let sshd = Sshd::start(&[("bento-web1", "web1", &crate::harness::pub_line(&key))]);
+    std::fs::create_dir_all(sshd.root.join("web1/logs")).unwrap();
+    // A unix socket inside the host's chroot that its user could reach through a
+    // streamlocal forwarding (`AllowTcpForwarding no` alone does not cover those). It
+    // answers "ping" with "pong"; "stop" ends it.
+    let target = sshd.root.join("web1/target.sock");
+    let listener = UnixListener::bind(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let server = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut word = [0u8; 4];
+            if stream.read_exact(&mut word).is_err() || &word == b"stop" {
+                return;
+            }
+            let _ = stream.write_all(b"pong");
+        }
+    });
+    // ssh -L local.sock:/target.sock (a local streamlocal forwarding).
+    let local = fleet.home.join("local.sock");
+    let mut forward = ssh(&sshd, &key, "bento-web1")
+        .arg("-N")
+        .arg("-L")
+        .arg(format!("{}:/target.sock", local.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match UnixStream::connect(&local) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("ssh -L did not listen on {}: {e}", local.display()),
+        }
+    };
+    conn.write_all(b"ping").unwrap();
+    // The server end answers only if the forwarding was opened; a refused one is closed.
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let _ = forward.kill();
+    let out = forward.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "",
+        "a streamlocal forwarding reached the socket"
+    );
+    assert!(stderr.contains("open failed"), "{stderr}");
+    // A remote streamlocal listener in its own (writable) logs/, and TCP (-W host:port).
+    let remote = ssh(&sshd, &key, "bento-web1")
+        .args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("/logs/listen.sock:{}", target.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!remote.status.success(), "{remote:?}");
+    assert!(
+        String::from_utf8_lossy(&remote.stderr).contains("remote port forwarding failed"),
+        "{remote:?}"
+    );
+    assert!(!sshd.root.join("web1/logs/listen.sock").exists());
+    let tcp = ssh(&sshd, &key, "bento-web1")
+        .args(["-W", &format!("127.0.0.1:{}", sshd.port)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!tcp.status.success());
+    assert!(
+        String::from_utf8_lossy(&tcp.stderr).contains("administratively prohibited"),
+        "{tcp:?}"
+    );
+    UnixStream::connect(&target).unwrap().write_all(b"stop").unwrap();
+    server.join().unwrap();
+    // What sshd itself applies to the host's user: every kind of forwarding off, sftp only.
+    let effective = sshd.effective("bento-web1");
+    for line in [
+        "disableforwarding yes",
+        "allowtcpforwarding no",
+        "allowstreamlocalforwarding no",
+        "allowagentforwarding no",
+        "x11forwarding no",
+        "permittunnel no",
+        "permittty no",
+        "forcecommand internal-sftp",
+    ] {
+        assert!(effective.lines().any(|l| l == line), "{line}: {effective}");
+    }
 }

@@ -224,3 +224,37 @@ fn list_shows_recipients_and_stale_marks() {
     assert_eq!(row["status"], "stale");
     assert_eq!(row["recipients"][1]["name"], "db1");
 }
+
+#[test]
+fn a_world_readable_mode_is_a_warning_not_an_error() {
+    let (fleet, _) = written();
+    let rules = crate::harness::EXAMPLE_RULES.replace(
+        "[secrets.tls]\nrecipients = [\"web1\"]\n",
+        "[secrets.tls]\nrecipients = [\"web1\"]\nmode = \"0644\"\n",
+    );
+    fleet.rules(&rules);
+    let line = rules.lines().position(|l| l.starts_with("mode")).unwrap() + 1;
+    let expected = format!(
+        "warning: secrets/secrets.toml:{line}: tls.mode \"0644\" lets every user of the host read \
+         the secret; use e.g. \"0440\" with a `group`"
+    );
+    // verify passes, with the warning as its own line.
+    let out = fleet.bento(&["secret", "verify"]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings, [expected.as_str()], "{stderr}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    // deploy says it too, and still succeeds (no host has a configuration here).
+    let server = fleet.home.join("server");
+    let out = fleet.bento(&["deploy", "--server-root", crate::harness::s(&server)]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().next(), Some(expected.as_str()), "{stderr}");
+    // A failing command that warns still has exactly one error line.
+    std::fs::write(fleet.path("secrets/web-only.age"), b"").unwrap();
+    let err = fails(&fleet.bento(&["secret", "verify"]));
+    assert!(err.contains("problem"), "{err}");
+    let out = fleet.bento(&["secret", "verify"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&expected));
+}
