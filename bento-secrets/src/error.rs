@@ -30,12 +30,16 @@ pub enum Error {
     },
 
     /// A secret was named that has no rule.
-    #[error("no rule for secret `{name}` in {rules}; add a [secrets.{name}] table with its recipients")]
+    #[error(
+        "no rule for secret `{name}` in {rules}{hint}; add a [secrets.{name}] table with its recipients"
+    )]
     UnknownSecret {
         /// The secret's name.
         name: String,
         /// The rules file, as shown.
         rules: String,
+        /// ` (did you mean …?)`, or empty (see [`crate::suggest::hint`]).
+        hint: String,
     },
 
     /// A secret has a rule but no ciphertext yet.
@@ -108,6 +112,20 @@ pub enum Error {
     UnsafeTmp {
         /// The directory that was refused.
         dir: String,
+    },
+
+    /// `XDG_RUNTIME_DIR` is unset (or names no directory) and there is no RAM-backed
+    /// directory to fall back on.
+    #[error(
+        "{why}, and {fallback} is not a RAM filesystem either, so the editor's plaintext could reach \
+         the disk: set XDG_RUNTIME_DIR to a tmpfs directory of yours (a login session makes \
+         /run/user/$UID), or pass --unsafe-tmp to accept the risk"
+    )]
+    NoRuntimeDir {
+        /// What is wrong with `XDG_RUNTIME_DIR`.
+        why: String,
+        /// The directory tried instead.
+        fallback: String,
     },
 
     /// The editor exited with an error or was killed.

@@ -207,7 +207,7 @@ fn a_no_change_poll_reads_only_current() {
     let out = l.agent(&[]);
     ok(&out);
     assert!(
-        stderr(&out).contains("up to date (generation 1)"),
+        stderr(&out).contains("up to date (bundle generation 1)"),
         "{}",
         stderr(&out)
     );
@@ -487,11 +487,11 @@ fn the_trigger_streams_an_update_as_a_web_page() {
         "{page}"
     );
     assert!(
-        page.contains("web1: generation 1 applied") && page.trim_end().ends_with("done"),
+        page.contains("web1: bundle generation 1 applied") && page.trim_end().ends_with("done"),
         "{page}"
     );
     assert!(
-        page.contains("generation 1 active"),
+        page.contains("secrets generation 1 active"),
         "the activation's own output is streamed: {page}"
     );
 }
@@ -658,4 +658,56 @@ fn a_corrupt_state_is_refused_not_taken_as_nothing_applied() {
     );
     assert_eq!(e.lines().count(), 1, "{e}");
     assert_eq!(l.calls().lines().count(), 1, "nothing ran");
+}
+
+#[test]
+fn every_json_run_prints_one_document() {
+    let l = Loop::new();
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("one JSON document ({e}): {text:?}"))
+    };
+    // Nothing published yet.
+    std::fs::create_dir_all(l.server.join("web1")).unwrap();
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (
+            doc["format"].as_u64(),
+            doc["host"].as_str(),
+            doc["state"].as_str()
+        ),
+        (Some(1), Some("web1"), Some("nothing-published"))
+    );
+    assert!(doc["generation"].is_null());
+    // A run that applies: the report.
+    l.deploy();
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("applied"), Some(1))
+    );
+    // Up to date.
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let doc = json(&out);
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("up-to-date"), Some(1))
+    );
+    // A failed generation, then skipped.
+    let base = l.state.parent().unwrap().to_path_buf();
+    std::fs::write(base.join("fail-rebuild"), "").unwrap();
+    std::fs::write(l.fleet.path("hosts/web1/configuration.nix"), "{ v = 2; }\n").unwrap();
+    l.deploy();
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("failed"), Some(2))
+    );
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("skipped"), Some(2))
+    );
+    assert_eq!(doc["host"], "web1");
 }
