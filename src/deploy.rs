@@ -179,6 +179,12 @@ pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             let config = Config::load(root)?;
             let fleet = Fleet::load(root)?;
             let hosts = server::hosts(&fleet, &config);
+            if fleet.hosts.is_empty() {
+                output::note(
+                    "no hosts registered yet, so this setup has no host user: add hosts with \
+                     `bento host add NAME --key FILE`, then run `bento server setup` again",
+                );
+            }
             outln!("### NixOS server: add this module to its configuration")?;
             outln!("{}", server::nixos_module(&config, &hosts))?;
             outln!("### Other Linux servers")?;

@@ -189,6 +189,14 @@ fn typos_get_the_closest_name_everywhere() {
         let err = fails(&fleet.bento(args));
         assert!(err.contains(expected), "{args:?}: {err}");
     }
+    // A host on the server.
+    let server = fleet.home.join("server");
+    std::fs::create_dir_all(server.join("web1")).unwrap();
+    let err = fails(&fleet.bento(&["diff", "wbe1", "--server-root", s(&server)]));
+    assert!(
+        err.contains("no such host `wbe1` on the server (did you mean web1?)"),
+        "{err}"
+    );
     // Far from every name: no guess.
     let err = fails(&fleet.bento(&["secret", "show", "nginx", "-i", s(&keys.web1)]));
     assert!(!err.contains("did you mean"), "{err}");

@@ -797,6 +797,13 @@ fn deploy_and_build_of_hosts_without_configuration_say_what_to_create() {
     let out = empty.bento(&["host", "list"]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no hosts yet"));
+    let out = empty.bento(&["server", "setup"]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no hosts registered yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
