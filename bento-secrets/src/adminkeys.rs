@@ -48,10 +48,7 @@ pub fn add(root: &Path, _held: &FleetLock, name: &str, keys: &[RecipientKey], so
     let text = read_rules(&rules_path)?;
     let edited = with_admin(&text, name)?;
 
-    let mut lines: String = keys.iter().map(|k| format!("{}\n", k.text())).collect();
-    if lines.is_empty() {
-        lines.push('\n');
-    }
+    let lines: String = keys.iter().map(|k| format!("{}\n", k.text())).collect();
     std::fs::create_dir_all(root.join(ADMIN_KEYS_DIR)).map_err(|e| Error::io(ADMIN_KEYS_DIR, e))?;
     write_atomic(&path, lines.as_bytes(), 0o644).map_err(|e| Error::io(&shown, e))?;
     if let Some(edited) = edited {
