@@ -6,7 +6,7 @@ use bento_secrets::activate::{self, Options, Phase, Report};
 use bento_secrets::ramfs::FsKind;
 
 use crate::cli::{ActivateArgs, FsArg, PhaseArg};
-use crate::output;
+use crate::output::{self, outln};
 
 pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
     let identities = if args.identity.is_empty() {
@@ -33,9 +33,9 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
     };
     let report = activate::activate(&opts)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print(&report);
+        print(&report)?;
     }
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS
@@ -44,11 +44,12 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print(r: &Report) {
+fn print(r: &Report) -> std::io::Result<()> {
     let what = if r.dry_run {
         "dry run, nothing changed".to_owned()
     } else {
-        format!("generation {} active", r.generation.unwrap_or_default())
+        // The secrets' own counter (secrets.d/<N>), not the bundle's generation.
+        format!("secrets generation {} active", r.generation.unwrap_or_default())
     };
     let summary = format!(
         "{what}: {} added, {} changed, {} removed, {} unchanged",
@@ -59,7 +60,7 @@ fn print(r: &Report) {
     );
     for (mark, list) in [("+", &r.added), ("~", &r.changed), ("-", &r.removed)] {
         for name in list {
-            println!("{mark} {name}");
+            outln!("{mark} {name}")?;
         }
     }
     for w in &r.warnings {
@@ -82,4 +83,5 @@ fn print(r: &Report) {
     } else {
         output::error(&format!("{summary}, {} FAILED", r.failed.len()));
     }
+    Ok(())
 }

@@ -7,37 +7,61 @@ use bento_deploy::agent_config::AgentConfig;
 use bento_deploy::report::State;
 
 use crate::cli::AgentArgs;
-use crate::output;
+use crate::output::{self, outln};
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let config = AgentConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let outcome = agent::run(&config, &RunOptions { force: args.force })?;
+    // Runs that did nothing still print one JSON document with `--json`: the same
+    // `format`, `host`, `state` and `generation` as a report (see docs/reference.md).
+    let quiet = |state: &str, generation: Option<u64>, line: String| -> anyhow::Result<ExitCode> {
+        if args.json {
+            let doc = serde_json::json!({
+                "format": bento_deploy::report::FORMAT,
+                "host": config.host,
+                "state": state,
+                "generation": generation,
+            });
+            outln!("{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+        output::note(&line);
+        Ok(ExitCode::SUCCESS)
+    };
     let report = match outcome {
         Outcome::UpToDate(g) => {
-            output::note(&format!("{}: up to date (generation {g})", config.host));
-            return Ok(ExitCode::SUCCESS);
+            return quiet(
+                "up-to-date",
+                Some(g),
+                format!("{}: up to date (bundle generation {g})", config.host),
+            )
         }
         Outcome::NothingPublished => {
-            output::note(&format!("{}: nothing published for this host yet", config.host));
-            return Ok(ExitCode::SUCCESS);
+            return quiet(
+                "nothing-published",
+                None,
+                format!("{}: nothing published for this host yet", config.host),
+            )
         }
         Outcome::SkippedFailed(g) => {
-            output::note(&format!(
-                "{}: generation {g} failed before; waiting for a newer one (or pass --force)",
-                config.host
-            ));
-            return Ok(ExitCode::SUCCESS);
+            return quiet(
+                "skipped",
+                Some(g),
+                format!(
+                    "{}: bundle generation {g} failed before; waiting for a newer one (or pass --force)",
+                    config.host
+                ),
+            )
         }
         Outcome::Ran(report) => report,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     }
     let state = serde_json::to_value(report.state)?
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let line = format!("{}: generation {} {state}", report.host, report.generation);
+    let line = format!("{}: bundle generation {} {state}", report.host, report.generation);
     match (&report.state, &report.error) {
         (State::Applied | State::SecretsUpdated | State::SelfUpdated, _) => {
             output::ok(&format!("{line} in {} ms", report.duration_ms));

@@ -42,6 +42,9 @@ pub enum Command {
     /// Register, list and remove hosts' public keys (keys/hosts/)
     #[command(subcommand)]
     Host(HostCommand),
+    /// Register, list and remove admins: keys/admins/ and `admins` in secrets/secrets.toml
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Create, edit, read, check and re-encrypt secrets
     Secret(SecretArgs),
     /// Decrypt this host's secrets from an installed bundle into a RAM filesystem (run by
@@ -248,6 +251,32 @@ pub enum HostCommand {
     /// Remove a host's key (refused while the rules still name it)
     Remove {
         /// The host's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Register an admin: keys/admins/NAME.pub, and NAME in `admins` of secrets/secrets.toml
+    /// (so every secret is encrypted to them after `bento secret rekey`)
+    Add {
+        /// The admin's name
+        name: String,
+        /// Their recipient line(s): an ssh-ed25519 or ssh-rsa .pub, an age1… recipient
+        /// (`age-keygen -y`), or an age plugin recipient; one per line
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// List admins: keys (type and fingerprint) and whether `admins` lists them
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an admin from `admins` and delete their key file (refused while a secret's
+    /// `recipients` names them); then `bento secret rekey`
+    Remove {
+        /// The admin's name
         name: String,
     },
 }

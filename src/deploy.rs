@@ -12,7 +12,7 @@ use bento_secrets::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{BuildArgs, DeployArgs, ServerArgs, ServerCommand};
-use crate::output;
+use crate::output::{self, out, outln};
 
 /// The program that lists flakes' configurations.
 const NIX: &str = "nix";
@@ -62,12 +62,16 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     progress.0.finish_and_clear();
     let reports = reports?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "hosts": reports }))?
-        );
+        )?;
     } else {
-        print_deploy_table(&reports);
+        print_deploy_table(&reports)?;
+    }
+    if options.hosts.is_empty() {
+        let fleet = Fleet::load(root)?;
+        say_unconfigured(&fleet, reports.iter().map(|r| r.host.as_str()), "deployed");
     }
     let published = reports.iter().filter(|r| r.changed).count();
     output::ok(&format!(
@@ -80,38 +84,60 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_deploy_table(reports: &[HostReport]) {
+/// Names the registered hosts that have no configuration, so were left out.
+fn say_unconfigured<'a>(fleet: &'a Fleet, done: impl IntoIterator<Item = &'a str>, what: &str) {
+    let left = hosts::unconfigured(fleet, done);
+    if !left.is_empty() {
+        output::note(&format!(
+            "not {what}, no configuration: {} (create hosts/<name>/configuration.nix or a flake.nix)",
+            left.join(", ")
+        ));
+    }
+}
+
+fn print_deploy_table(reports: &[HostReport]) -> std::io::Result<()> {
     let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
-    println!(
+    outln!(
         "{:width$}  {:>10}  {:9}  {:>5}  {:>7}",
-        "HOST", "GENERATION", "STATE", "FILES", "SECRETS"
-    );
+        "HOST",
+        "GENERATION",
+        "STATE",
+        "FILES",
+        "SECRETS"
+    )?;
     for r in reports {
         let state = if r.changed { "published" } else { "unchanged" };
-        println!(
+        outln!(
             "{:width$}  {:>10}  {state:9}  {:>5}  {:>7}",
-            r.host, r.generation, r.files, r.secrets
-        );
+            r.host,
+            r.generation,
+            r.files,
+            r.secrets
+        )?;
     }
+    Ok(())
 }
 
 pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(root)?;
     let fleet = Fleet::load(root)?;
-    let hosts = hosts::select(hosts::discover(root, &fleet, NIX)?, &args.hosts)?;
+    let hosts = hosts::select(hosts::discover(root, &fleet, NIX)?, &args.hosts, &fleet)?;
+    if args.hosts.is_empty() {
+        say_unconfigured(&fleet, hosts.iter().map(|h| h.name.as_str()), "built");
+    }
     let bar = bar("hosts built");
     bar.set_length(hosts.len() as u64);
     let results = bento_deploy::build::build(root, &config, &hosts, args.dry, &|_: &BuildResult| bar.inc(1));
     bar.finish_and_clear();
     let results = results?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "hosts": results }))?
-        );
+        )?;
     } else {
         let width = results.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
-        println!("{:width$}  {:6}  SYSTEM", "HOST", "RESULT");
+        outln!("{:width$}  {:6}  SYSTEM", "HOST", "RESULT")?;
         for r in &results {
             let state = if r.ok { "ok" } else { "FAILED" };
             let detail = match (&r.system, &r.error) {
@@ -119,7 +145,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
                 (None, Some(e)) => e.clone(),
                 (None, None) => "-".into(),
             };
-            println!("{:width$}  {state:6}  {detail}", r.host);
+            outln!("{:width$}  {state:6}  {detail}", r.host)?;
         }
     }
     let failed: Vec<&BuildResult> = results.iter().filter(|r| !r.ok).collect();
@@ -159,10 +185,16 @@ pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             let config = Config::load(root)?;
             let fleet = Fleet::load(root)?;
             let hosts = server::hosts(&fleet, &config);
-            println!("### NixOS server: add this module to its configuration");
-            println!("{}", server::nixos_module(&config, &hosts));
-            println!("### Other Linux servers");
-            print!("{}", server::other_linux(&config, &hosts));
+            if fleet.hosts.is_empty() {
+                output::note(
+                    "no hosts registered yet, so this setup has no host user: add hosts with \
+                     `bento host add NAME --key FILE`, then run `bento server setup` again",
+                );
+            }
+            outln!("### NixOS server: add this module to its configuration")?;
+            outln!("{}", server::nixos_module(&config, &hosts))?;
+            outln!("### Other Linux servers")?;
+            out!("{}", server::other_linux(&config, &hosts))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -3,11 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use bento_secrets::{hostkeys, Fleet};
+use bento_secrets::{hostkeys, Fleet, RecipientKey};
 
 use crate::cli::HostCommand;
-use crate::output;
+use crate::output::{self, outln};
 
 pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -17,14 +16,21 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             scan,
             replace,
         } => {
-            let line = match (key, scan) {
+            let (key, source) = match (key, scan) {
                 (Some(file), _) => {
-                    std::fs::read_to_string(&file).with_context(|| file.display().to_string())?
+                    let shown = file.display().to_string();
+                    (hostkeys::read_one(&file, &shown)?, shown)
                 }
-                (None, Some(address)) => hostkeys::scan(&address)?,
+                (None, Some(address)) => {
+                    let source = format!("ssh-keyscan {address}");
+                    let line = hostkeys::scan(&address)?;
+                    let key = RecipientKey::parse(&line)
+                        .map_err(|msg| bento_secrets::Error::input(&source, None, msg))?;
+                    (key, source)
+                }
                 (None, None) => anyhow::bail!("pass --key FILE or --scan ADDR"),
             };
-            let key = hostkeys::add(root, &name, line.trim(), replace)?;
+            let key = hostkeys::add(root, &name, key, &source, replace)?;
             output::ok(&format!(
                 "{}: {} {}",
                 hostkeys::key_file(&name),
@@ -60,21 +66,23 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+            } else if rows.is_empty() {
+                output::note("no hosts yet: add one with `bento host add NAME --key FILE` (or --scan ADDR)");
             } else {
-                println!("{:<16} {:<12} {:<52} GROUPS", "HOST", "KEY", "FINGERPRINT");
+                outln!("{:<16} {:<12} {:<52} GROUPS", "HOST", "KEY", "FINGERPRINT")?;
                 for row in &rows {
                     let (kind, fingerprint) = row
                         .keys
                         .first()
                         .map_or(("", ""), |k| (k.kind.as_str(), k.fingerprint));
-                    println!(
+                    outln!(
                         "{:<16} {:<12} {:<52} {}",
                         row.name,
                         kind,
                         fingerprint,
                         row.groups.join(" ")
-                    );
+                    )?;
                 }
             }
         }

@@ -1,10 +1,12 @@
 //! The `bento` binary: parses the command line, calls the libraries, prints.
 
 mod activate;
+mod admin;
 mod agent;
 mod cli;
 mod deploy;
 mod host;
+mod locate;
 mod output;
 mod secret;
 mod status;
@@ -36,6 +38,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // Whoever reads stdout stopped reading (`bento manpage | head -1`): what they
+        // wanted has been written, so end quietly, with the status of a process killed by
+        // SIGPIPE (128 + 13) as `cat` or `git` would, so a pipeline still sees it.
+        Err(e) if broken_pipe(&e) => ExitCode::from(BROKEN_PIPE_EXIT),
         Err(e) => {
             output::error(&one_line(&e));
             ExitCode::FAILURE
@@ -43,34 +49,67 @@ fn main() -> ExitCode {
     }
 }
 
+/// The exit status after stdout was closed by its reader: 128 + SIGPIPE.
+const BROKEN_PIPE_EXIT: u8 = 141;
+
+/// Whether a write to a closed pipe is anywhere in the error's chain.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let fleet = cli.fleet.unwrap_or_else(|| PathBuf::from("."));
+    // An agenix `--rules secrets.nix` and a status read from `--server-root` need no fleet.
+    let lenient = match &cli.command {
+        Command::Secret(args) => args.rules.is_some(),
+        Command::Status(args) => args.server_root.is_some(),
+        Command::Diff(args) => args.server_root.is_some(),
+        _ => false,
+    };
+    let fleet = || locate::fleet_root(cli.fleet.clone(), lenient);
     match cli.command {
-        Command::Init => init(&fleet),
+        // `init` makes a fleet where it is told to, never in a parent of the current dir.
+        Command::Init => init(&cli.fleet.clone().unwrap_or_else(|| PathBuf::from("."))),
         Command::Completions { shell } => {
+            // Generated in memory: the generator panics on a failed write.
+            let mut script = Vec::new();
             clap_complete::generate(
                 shell,
                 &mut <Cli as clap::CommandFactory>::command(),
                 "bento",
-                &mut std::io::stdout(),
+                &mut script,
             );
+            write_stdout(&script)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Manpage => {
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            write_stdout(&page)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Host(cmd) => host::run(&fleet, cmd),
-        Command::Secret(cmd) => secret::run(&fleet, cmd, cli.verbose),
+        Command::Host(cmd) => host::run(&fleet()?, cmd),
+        Command::Admin(cmd) => admin::run(&fleet()?, cmd),
+        Command::Secret(cmd) => secret::run(&fleet()?, cmd, cli.verbose),
         Command::Activate(args) => activate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Trigger(args) => trigger::run(args),
-        Command::Deploy(args) => deploy::deploy(&fleet, args),
-        Command::Build(args) => deploy::build(&fleet, args),
-        Command::Server(args) => deploy::server(&fleet, args),
-        Command::Status(args) => status::status(&fleet, args),
-        Command::Diff(args) => status::diff(&fleet, args),
+        Command::Deploy(args) => deploy::deploy(&fleet()?, args),
+        Command::Build(args) => deploy::build(&fleet()?, args),
+        Command::Server(args) => deploy::server(&fleet()?, args),
+        Command::Status(args) => status::status(&fleet()?, args),
+        Command::Diff(args) => status::diff(&fleet()?, args),
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
 }
 
 fn init(root: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -79,7 +118,8 @@ fn init(root: &std::path::Path) -> anyhow::Result<ExitCode> {
         output::note(&format!("wrote {file}"));
     }
     output::ok(&format!(
-        "new fleet in {}; next: add host keys to keys/hosts/, your key to keys/admins/, rules to secrets/secrets.toml",
+        "new fleet in {}; next: `bento admin add NAME --key FILE` (you), `bento host add NAME --key FILE` \
+         (each host), rules in secrets/secrets.toml",
         root.display()
     ));
     Ok(ExitCode::SUCCESS)

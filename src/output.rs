@@ -3,6 +3,26 @@
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 
+/// `println!` that returns the write's error instead of panicking: with `?`, a closed
+/// stdout (`bento … | head -1`) ends the command through `main`, which ends quietly on a
+/// broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use outln;
+
+/// `print!` that returns the write's error, like [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use out;
+
 fn colour() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| no_color_unset() && std::io::stderr().is_terminal())

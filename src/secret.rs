@@ -12,7 +12,7 @@ use bento_secrets::verify::{self, Kind, Report};
 use bento_secrets::{store, Fleet, FleetLock, Identities};
 
 use crate::cli::{IdentityArgs, SecretArgs, SecretCommand};
-use crate::output;
+use crate::output::{self, outln};
 
 pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     if let SecretCommand::ImportAgenix { secrets_nix } = &args.command {
@@ -46,7 +46,7 @@ pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitC
 
 /// Takes the fleet lock, which every command that writes secrets or the lock holds; says
 /// so when it has to wait for another one.
-fn lock(root: &Path) -> anyhow::Result<FleetLock> {
+pub(crate) fn lock(root: &Path) -> anyhow::Result<FleetLock> {
     Ok(FleetLock::acquire(root, |pid| {
         output::note(&match pid {
             Some(pid) => format!("waiting for another bento secret command (pid {pid})…"),
@@ -114,12 +114,14 @@ fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     fleet.rules.warnings.iter().for_each(|w| output::warn(w));
     let report = verify::verify(fleet)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         for f in &report.findings {
-            println!("{}", f.message);
+            outln!("{}", f.message)?;
         }
-        if report.ok() {
+        if report.ok() && report.secrets == 0 {
+            output::note(&no_secrets("nothing to verify"));
+        } else if report.ok() {
             output::ok(&format!(
                 "{} secret{} verified: each is encrypted to exactly its rule's recipients",
                 report.secrets,
@@ -159,7 +161,7 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
     let report = verify::verify(fleet)?;
     let selection = rekey::select(fleet, &report, names, all)?;
     if selection.targets.is_empty() && selection.corrupt.is_empty() {
-        output::note("nothing to rekey: every secret already matches its rule");
+        say_nothing_to_rekey(fleet, names);
         return Ok(ExitCode::SUCCESS);
     }
     let mut results = Vec::new();
@@ -215,6 +217,56 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
     }
 }
 
+/// What `rekey` says when it has nothing to do, naming why for each secret asked for.
+fn say_nothing_to_rekey(fleet: &Fleet, names: &[String]) {
+    if fleet.rules.secrets.is_empty() {
+        output::note(&no_secrets("nothing to rekey"));
+        return;
+    }
+    for name in names {
+        let Ok(rule) = fleet.rule(name) else { continue };
+        if fleet.secret_path(rule).exists() {
+            output::note(&format!(
+                "{name}: already encrypted to exactly its rule's recipients; pass --all to re-encrypt it anyway"
+            ));
+        } else {
+            output::note(&format!(
+                "{name}: {} does not exist yet, so there is nothing to rekey; create it with `bento secret edit {name}`",
+                fleet.secret_shown(rule)
+            ));
+        }
+    }
+    if names.is_empty() {
+        let missing: Vec<&str> = fleet
+            .rules
+            .secrets
+            .values()
+            .filter(|r| !fleet.secret_path(r).exists())
+            .map(|r| r.name.as_str())
+            .collect();
+        let also = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (without a file yet: {}; create them with `bento secret edit NAME`)",
+                missing.join(", ")
+            )
+        };
+        output::note(&format!(
+            "nothing to rekey: every secret already matches its rule{also}"
+        ));
+    }
+}
+
+/// "No secrets yet" for a fleet without any rule, with how to add one.
+fn no_secrets(consequence: &str) -> String {
+    format!(
+        "no secrets in {} yet, {consequence}: add a [secrets.NAME] table with its recipients, \
+         then `bento secret edit NAME`",
+        bento_secrets::fleet::RULES_FILE
+    )
+}
+
 fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     let report = verify::verify(fleet)?;
     let rows: Vec<serde_json::Value> = fleet
@@ -246,7 +298,11 @@ fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        output::note(&no_secrets("nothing to list"));
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = vec![["SECRET".to_owned(), "RECIPIENTS".to_owned(), "STATUS".to_owned()]];
@@ -275,13 +331,13 @@ fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     let width = |col: usize| table.iter().map(|r| r[col].chars().count()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));
     for row in &table {
-        println!("{:w0$}  {:w1$}  {}", row[0], row[1], row[2]);
+        outln!("{:w0$}  {:w1$}  {}", row[0], row[1], row[2])?;
     }
     if !report.ok() {
-        println!(
+        outln!(
             "(+name: must be added, -name: must be removed; `{} verify` explains)",
             fleet.command()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -87,7 +87,7 @@ impl Fetch<'_> {
         if let Some(applied) = self.applied {
             if g < applied {
                 return Err(refuse(format!(
-                    "the server offers generation {g}, older than the applied {applied}: refused (downgrade or replay)"
+                    "the server offers bundle generation {g}, older than the applied {applied}: refused (downgrade or replay)"
                 )));
             }
         }
@@ -110,7 +110,7 @@ impl Fetch<'_> {
         }
         if manifest.generation != g {
             return Err(refuse(format!(
-                "the manifest says generation {}, `current` says {g}",
+                "the manifest says bundle generation {}, `current` says {g}",
                 manifest.generation
             )));
         }

@@ -104,6 +104,9 @@ pub fn build(
     done: &(dyn Fn(&BuildResult) + Sync),
 ) -> Result<Vec<BuildResult>, Error> {
     let argv = config.build.argv(dry)?;
+    // Every build, `--dry` too, works in `.bento/build/`: `.bento/` comes with the
+    // `.gitignore` that keeps it out of git.
+    bento_secrets::fleet_lock::ensure_state_dir(root)?;
     let digests = hosts
         .iter()
         .map(|h| read_config(root, h).map(|files| config_digest(&files)))

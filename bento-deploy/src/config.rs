@@ -381,7 +381,8 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
 
 /// The commented `bento.toml` that `bento init` writes.
 pub const TEMPLATE: &str = r#"# Bento fleet settings. Every key is optional; the values shown are the defaults
-# except where noted. Reference: docs/reference.md (bento.toml).
+# except where noted. Help: `bento <command> --help` (e.g. `bento deploy --help`),
+# and the man page: `bento manpage > bento.1 && man ./bento.1`.
 
 [server]
 address = "bento.example.org"  # what hosts connect to (default: localhost)

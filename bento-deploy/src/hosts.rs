@@ -141,18 +141,77 @@ fn defines(
     }
 }
 
-/// Keeps only the hosts named in `wanted` (all when empty); an unknown name is an error.
-pub fn select(hosts: Vec<Host>, wanted: &[String]) -> Result<Vec<Host>, Error> {
+/// Keeps only the hosts named in `wanted` (all when empty). An unknown name is an error
+/// (with the closest name, for a typo), and so is a fleet where no host is configured
+/// at all: a build or deploy of nothing says what to create rather than doing nothing.
+pub fn select(hosts: Vec<Host>, wanted: &[String], fleet: &Fleet) -> Result<Vec<Host>, Error> {
+    if hosts.is_empty() && wanted.is_empty() {
+        return Err(nothing_configured(fleet));
+    }
+    for name in wanted {
+        if hosts.iter().any(|h| &h.name == name) {
+            continue;
+        }
+        if fleet.hosts.contains_key(name) {
+            return Err(Error::at(
+                format!("{HOSTS_DIR}/{name}"),
+                format!(
+                    "host `{name}` has a key but no configuration: create {HOSTS_DIR}/{name}/configuration.nix \
+                     (or a flake.nix defining nixosConfigurations.{name})"
+                ),
+            ));
+        }
+        let known = hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(fleet.hosts.keys().map(String::as_str));
+        return Err(Error::at(
+            format!("{HOSTS_DIR}/{name}"),
+            format!(
+                "no such host `{name}`{}: add {HOSTS_DIR}/{name}/configuration.nix, or check the name",
+                bento_secrets::suggest::hint(name, known)
+            ),
+        ));
+    }
     if wanted.is_empty() {
         return Ok(hosts);
     }
-    if let Some(unknown) = wanted.iter().find(|w| !hosts.iter().any(|h| &h.name == *w)) {
-        return Err(Error::at(
-            format!("{HOSTS_DIR}/{unknown}"),
-            format!("no such host `{unknown}`: add hosts/{unknown}/configuration.nix, or check the name"),
-        ));
-    }
     Ok(hosts.into_iter().filter(|h| wanted.contains(&h.name)).collect())
+}
+
+/// The registered hosts (`keys/hosts/`) that no `hosts/` directory configures.
+pub fn unconfigured<'a>(fleet: &'a Fleet, configured: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let configured: Vec<&str> = configured.into_iter().collect();
+    fleet
+        .hosts
+        .keys()
+        .map(String::as_str)
+        .filter(|h| !configured.contains(h))
+        .collect()
+}
+
+/// The error for a fleet without any configured host: what to create, for which hosts.
+fn nothing_configured(fleet: &Fleet) -> Error {
+    if fleet.hosts.is_empty() {
+        return Error::at(
+            HOSTS_DIR,
+            format!(
+                "no hosts in this fleet yet: register one with `bento host add NAME --key FILE`, \
+                 then write its {HOSTS_DIR}/NAME/configuration.nix (or a flake.nix)"
+            ),
+        );
+    }
+    let names: Vec<&str> = fleet.hosts.keys().map(String::as_str).collect();
+    Error::at(
+        HOSTS_DIR,
+        format!(
+            "no host has a configuration, so there is nothing to do: {} {} registered (keys/hosts/) \
+             but {HOSTS_DIR}/ configures none; create {HOSTS_DIR}/<name>/configuration.nix \
+             (or {HOSTS_DIR}/<name>/flake.nix) for each",
+            names.join(", "),
+            if names.len() == 1 { "is" } else { "are" }
+        ),
+    )
 }
 
 /// The names of a flake's `nixosConfigurations`, through `nix flake show --json`.

@@ -124,7 +124,11 @@ pub fn deploy(
 ) -> Result<Vec<HostReport>, Error> {
     let fleet = Fleet::load(root)?;
     check_secrets(&fleet)?;
-    let hosts = hosts::select(hosts::discover(root, &fleet, &options.nix)?, &options.hosts)?;
+    let hosts = hosts::select(
+        hosts::discover(root, &fleet, &options.nix)?,
+        &options.hosts,
+        &fleet,
+    )?;
     let expected = Expected::load(root)?;
     let server = ServerRoot::open(&options.server_root)?;
     progress.start(hosts.len());

@@ -315,14 +315,18 @@ fn scan_listed(
 pub fn host(server_root: &Path, name: &str, options: &Options) -> Result<HostStatus, Error> {
     let root = open_root(server_root)?;
     if !bento_secrets::rules::valid_name(name) || root.dir(name).is_err() {
+        let on_server = server_dirs(server_root)
+            .map(|(_, names)| names)
+            .unwrap_or_default();
         return Err(Error::at(
             server_root
                 .join(name.escape_default().to_string())
                 .display()
                 .to_string(),
             format!(
-                "no such host `{}` on the server: check the name, or --server-root",
-                name.escape_default()
+                "no such host `{}` on the server{}: check the name, or --server-root",
+                name.escape_default(),
+                bento_secrets::suggest::hint(name, on_server.iter().map(String::as_str))
             ),
         ));
     }

@@ -40,7 +40,7 @@ pub fn plan(host: &HostStatus, path: Option<&OsStr>) -> Result<Plan, Error> {
     let Some(expected) = host.expected_system.as_deref() else {
         let why = match host.expected_generation {
             Some(g) => format!(
-                "generation {g} records no expected system: run `bento build {name}`, then `bento deploy {name}`"
+                "bundle generation {g} records no expected system: run `bento build {name}`, then `bento deploy {name}`"
             ),
             None => format!("nothing is published for it yet: run `bento build {name}` and `bento deploy {name}`"),
         };

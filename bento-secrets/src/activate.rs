@@ -223,7 +223,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
                 let _ = tree.remove_generation(family, n);
                 return Err(Error::Activate {
                     msg: format!(
-                        "{}: the RAM filesystem is full; generation {} is still active, nothing changed",
+                        "{}: the RAM filesystem is full; secrets generation {} is still active, nothing changed",
                         store.display(),
                         old_n.map_or("none".into(), |o| o.to_string())
                     ),

@@ -104,7 +104,9 @@ pub(crate) fn decrypt_error(e: age::DecryptError, ids: &Identities, shown: &str,
         },
         age::DecryptError::KeyDecryptionFailed => Error::Passphrase {
             file: shown.to_owned(),
-            msg: "the passphrase-protected key that matches it could not be unlocked".into(),
+            msg: ids.locked_out().unwrap_or_else(|| {
+                "the passphrase-protected key that matches it could not be unlocked".into()
+            }),
         },
         age::DecryptError::PluginResolve(age::plugin::ResolveError::MissingPlugin { binary_name }) => {
             Error::MissingPlugin {

@@ -159,17 +159,37 @@ fn finish(
 /// The base directory for the scratch dir: `$XDG_RUNTIME_DIR`, else `/dev/shm`; refused
 /// unless it is RAM-backed or the user accepted the risk.
 fn ram_dir(policy: &TempPolicy) -> Result<PathBuf> {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+    const FALLBACK: &str = "/dev/shm";
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|x| !x.is_empty())
-        .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from);
+        .map(PathBuf::from);
+    // Why XDG_RUNTIME_DIR cannot be used, when it cannot be at all.
+    let unusable = match &runtime {
+        None => Some("XDG_RUNTIME_DIR is not set".to_owned()),
+        Some(d) if !d.is_dir() => Some(format!(
+            "XDG_RUNTIME_DIR is {}, which is not a directory",
+            d.display()
+        )),
+        Some(_) => None,
+    };
+    let dir = match (&runtime, &unusable) {
+        (Some(d), None) => d.clone(),
+        _ => PathBuf::from(FALLBACK),
+    };
     if is_ram_fs(&dir) || (policy.unsafe_tmp && dir.is_dir()) {
         return Ok(dir);
     }
     if policy.unsafe_tmp {
         return Ok(std::env::temp_dir());
     }
-    Err(Error::UnsafeTmp {
-        dir: dir.display().to_string(),
+    Err(match unusable {
+        Some(why) => Error::NoRuntimeDir {
+            why,
+            fallback: FALLBACK.to_owned(),
+        },
+        None => Error::UnsafeTmp {
+            dir: dir.display().to_string(),
+        },
     })
 }
 

@@ -30,7 +30,7 @@ pub enum Error {
     },
 
     /// A secret was named that has no rule.
-    #[error("no rule for secret `{name}` in {rules}; {fix}")]
+    #[error("no rule for secret `{name}` in {rules}{hint}; {fix}")]
     UnknownSecret {
         /// The secret's name.
         name: String,
@@ -38,6 +38,8 @@ pub enum Error {
         rules: String,
         /// How to add one, in that file's format.
         fix: String,
+        /// ` (did you mean …?)`, or empty (see [`crate::suggest::hint`]).
+        hint: String,
     },
 
     /// A secret has a rule but no ciphertext yet.
@@ -112,6 +114,20 @@ pub enum Error {
     UnsafeTmp {
         /// The directory that was refused.
         dir: String,
+    },
+
+    /// `XDG_RUNTIME_DIR` is unset (or names no directory) and there is no RAM-backed
+    /// directory to fall back on.
+    #[error(
+        "{why}, and {fallback} is not a RAM filesystem either, so the editor's plaintext could reach \
+         the disk: set XDG_RUNTIME_DIR to a tmpfs directory of yours (a login session makes \
+         /run/user/$UID), or pass --unsafe-tmp to accept the risk"
+    )]
+    NoRuntimeDir {
+        /// What is wrong with `XDG_RUNTIME_DIR`.
+        why: String,
+        /// The directory tried instead.
+        fallback: String,
     },
 
     /// The editor exited with an error or was killed.

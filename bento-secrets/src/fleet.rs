@@ -55,6 +55,12 @@ impl Directory for Names<'_> {
     fn is_admin(&self, name: &str) -> bool {
         self.admins.contains_key(name)
     }
+    fn host_names(&self) -> Vec<&str> {
+        self.hosts.keys().map(String::as_str).collect()
+    }
+    fn admin_names(&self) -> Vec<&str> {
+        self.admins.keys().map(String::as_str).collect()
+    }
 }
 
 impl Fleet {
@@ -202,6 +208,7 @@ impl Fleet {
             .ok_or_else(|| Error::UnknownSecret {
                 name: name.to_owned(),
                 rules: self.rules_shown.clone(),
+                hint: crate::suggest::hint(name, self.rules.secrets.keys().map(String::as_str)),
                 fix: if self.agenix {
                     let file = if name.ends_with(".age") {
                         name.to_owned()
@@ -244,6 +251,75 @@ impl Fleet {
             .iter()
             .flat_map(|m| self.keys_of(m).iter().map(move |k| (m, k)))
             .collect()
+    }
+}
+
+/// The registered keys, for `host add` and `admin add` to refuse a key or a name that
+/// is already taken, before anything is written.
+#[derive(Debug)]
+pub struct Registered {
+    /// Host name → its key(s).
+    pub hosts: BTreeMap<String, Vec<RecipientKey>>,
+    /// Admin name → their key(s).
+    pub admins: BTreeMap<String, Vec<RecipientKey>>,
+}
+
+impl Registered {
+    /// Reads `keys/hosts/` and `keys/admins/` of the fleet at `root`.
+    pub fn read(root: &Path) -> Result<Registered> {
+        Ok(Registered {
+            hosts: read_key_dir(root, HOST_KEYS_DIR)?,
+            admins: read_key_dir(root, ADMIN_KEYS_DIR)?,
+        })
+    }
+
+    /// Refuses registering `keys` as `file` (`keys/hosts/web3.pub`): the name must not be
+    /// taken by the other kind, and no key may already belong to another name. `source`
+    /// names where the keys came from (the `--key` file). The file being replaced
+    /// (`--replace`) does not count as another owner.
+    pub fn check_new(&self, file: &str, keys: &[RecipientKey], source: &str) -> Result<()> {
+        let owners = self
+            .hosts
+            .iter()
+            .map(|(n, k)| (n, "host", format!("{HOST_KEYS_DIR}/{n}.pub"), k))
+            .chain(
+                self.admins
+                    .iter()
+                    .map(|(n, k)| (n, "admin", format!("{ADMIN_KEYS_DIR}/{n}.pub"), k)),
+            );
+        let name = file
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".pub"))
+            .unwrap_or(file);
+        for (owner, role, owner_file, owned) in owners {
+            if owner_file == file {
+                continue;
+            }
+            if owner == name {
+                return Err(Error::input(
+                    file,
+                    None,
+                    format!(
+                        "`{name}` is already {} {role} ({owner_file}); a host and an admin cannot share a name: \
+                         pick another; nothing changed",
+                        if role == "admin" { "an" } else { "a" }
+                    ),
+                ));
+            }
+            if let Some(key) = keys.iter().find(|k| owned.contains(k)) {
+                return Err(Error::input(
+                    source,
+                    None,
+                    format!(
+                        "this key ({}) is already registered as {role} {owner} ({owner_file}); \
+                         each key belongs to one host or admin: nothing changed",
+                        key.fingerprint()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Registered};
 use crate::keys::{KeyKind, RecipientKey};
 use crate::rules::valid_name;
 
@@ -14,9 +14,10 @@ pub fn key_file(name: &str) -> String {
     format!("keys/hosts/{name}.pub")
 }
 
-/// Registers host `name` with `line` (an ssh-ed25519 or ssh-rsa public key line).
-/// Refuses an existing host unless `replace`.
-pub fn add(root: &Path, name: &str, line: &str, replace: bool) -> Result<RecipientKey> {
+/// Registers host `name` with `key` (ssh-ed25519 or ssh-rsa), read from `source` (shown in
+/// errors). Refuses an existing host unless `replace`, and a key or name already
+/// registered for another host or admin; a refusal changes nothing.
+pub fn add(root: &Path, name: &str, key: RecipientKey, source: &str, replace: bool) -> Result<RecipientKey> {
     let shown = key_file(name);
     if !valid_name(name) {
         return Err(Error::input(
@@ -25,10 +26,9 @@ pub fn add(root: &Path, name: &str, line: &str, replace: bool) -> Result<Recipie
             format!("bad host name `{name}`: use letters, digits, `.`, `_` and `-`"),
         ));
     }
-    let key = RecipientKey::parse(line).map_err(|msg| Error::input("the key", None, msg))?;
     if !matches!(key.kind(), KeyKind::SshEd25519 | KeyKind::SshRsa) {
         return Err(Error::input(
-            "the key",
+            source,
             None,
             "a host key must be its ssh host key (ssh-ed25519 or ssh-rsa): it logs in to sftp and decrypts",
         ));
@@ -41,10 +41,27 @@ pub fn add(root: &Path, name: &str, line: &str, replace: bool) -> Result<Recipie
             "exists already; pass --replace to rotate this host's key",
         ));
     }
+    Registered::read(root)?.check_new(&shown, std::slice::from_ref(&key), source)?;
     let parent = path.parent().unwrap_or(root);
     std::fs::create_dir_all(parent).map_err(|e| Error::io(&shown, e))?;
     write_atomic(&path, format!("{}\n", key.text()).as_bytes(), 0o644).map_err(|e| Error::io(&shown, e))?;
     Ok(key)
+}
+
+/// The one key of a host's public key file (`--key FILE`); errors name the file.
+pub fn read_one(path: &Path, shown: &str) -> Result<RecipientKey> {
+    let mut keys = crate::keys::read_key_file(path, shown)?;
+    if keys.len() > 1 {
+        return Err(Error::input(
+            shown,
+            None,
+            format!(
+                "holds {} keys; a host has one (its /etc/ssh/ssh_host_ed25519_key.pub): keep that line only",
+                keys.len()
+            ),
+        ));
+    }
+    Ok(keys.remove(0))
 }
 
 /// The ed25519 host key of `address` (`host` or `host:port`), through `ssh-keyscan`.
@@ -70,7 +87,14 @@ pub fn scan(address: &str) -> Result<String> {
 pub fn remove(fleet: &Fleet, name: &str) -> Result<()> {
     let shown = key_file(name);
     if !fleet.hosts.contains_key(name) {
-        return Err(Error::input(&shown, None, format!("no host `{name}`")));
+        return Err(Error::input(
+            &shown,
+            None,
+            format!(
+                "no host `{name}`{}",
+                crate::suggest::hint(name, fleet.hosts.keys().map(String::as_str))
+            ),
+        ));
     }
     if let Some((group, _)) = fleet
         .rules

@@ -46,6 +46,8 @@ pub fn identity_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
 pub struct Identities {
     list: Vec<Box<dyn age::Identity + Send + Sync>>,
     shown: Vec<String>,
+    /// Why passphrase-protected keys could not be unlocked, one sentence per key.
+    locked_out: Arc<Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -68,11 +70,13 @@ impl Identities {
         let mut ids = Identities {
             list: Vec::new(),
             shown: Vec::new(),
+            locked_out: Arc::default(),
         };
         for path in paths {
             let shown = path.display().to_string();
             let text = read_identity_text(path, &shown)?;
-            ids.list.extend(parse_identity_file(&text, &shown, &prompt)?);
+            ids.list
+                .extend(parse_identity_file(&text, &shown, &prompt, &ids.locked_out)?);
             ids.shown.push(shown);
         }
         Ok(ids)
@@ -81,6 +85,13 @@ impl Identities {
     /// The identities, as age wants them.
     pub fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
         self.list.iter().map(|i| i.as_ref() as &dyn age::Identity)
+    }
+
+    /// Why the passphrase-protected keys that were tried could not be unlocked (naming
+    /// each key file), or `None` when none was.
+    pub fn locked_out(&self) -> Option<String> {
+        let why = self.locked_out.lock().unwrap_or_else(|p| p.into_inner());
+        (!why.is_empty()).then(|| why.join("; "))
     }
 
     /// The identity files, comma-separated, for messages.
@@ -105,6 +116,7 @@ fn parse_identity_file(
     text: &str,
     shown: &str,
     prompt: &Arc<dyn Prompt>,
+    locked_out: &Arc<Mutex<Vec<String>>>,
 ) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>> {
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----")
         || text.contains("-----BEGIN RSA PRIVATE KEY-----")
@@ -118,6 +130,7 @@ fn parse_identity_file(
                 shown,
                 key,
                 prompt.clone(),
+                locked_out.clone(),
             ))]),
             age::ssh::Identity::Unsupported(why) => Err(Error::input(shown, None, unsupported(&why))),
         };
@@ -177,10 +190,18 @@ struct LockedSshKey {
     prompt: Arc<dyn Prompt>,
     /// `None`: not tried yet; `Some(None)`: the user could not unlock it.
     unlocked: Mutex<Option<Option<age::ssh::Identity>>>,
+    /// Where to say why it could not be unlocked (see [`Identities::locked_out`]).
+    locked_out: Arc<Mutex<Vec<String>>>,
 }
 
 impl LockedSshKey {
-    fn new(text: &str, shown: &str, key: EncryptedKey, prompt: Arc<dyn Prompt>) -> Self {
+    fn new(
+        text: &str,
+        shown: &str,
+        key: EncryptedKey,
+        prompt: Arc<dyn Prompt>,
+        locked_out: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
         let tag = ssh_key::PrivateKey::from_openssh(text)
             .ok()
             .and_then(|k| k.public_key().to_bytes().ok())
@@ -191,22 +212,40 @@ impl LockedSshKey {
             key,
             prompt,
             unlocked: Mutex::new(None),
+            locked_out,
         }
     }
 
     fn unlock(&self) -> Option<age::ssh::Identity> {
+        let identity = self.try_unlock();
+        if let Err(why) = &identity {
+            let mut list = self.locked_out.lock().unwrap_or_else(|p| p.into_inner());
+            list.push(why.clone());
+        }
+        identity.ok()
+    }
+
+    fn try_unlock(&self) -> std::result::Result<age::ssh::Identity, String> {
         for attempt in 0..PASSPHRASE_TRIES {
-            let pass = self
-                .prompt
-                .passphrase(&format!("Passphrase for {}", self.shown))?;
+            let Some(pass) = self.prompt.passphrase(&format!("Passphrase for {}", self.shown)) else {
+                return Err(format!(
+                    "the key that can decrypt it, {}, is passphrase-protected and there is no terminal \
+                     to ask its passphrase on: run bento on a terminal, or pass -i with a key without a \
+                     passphrase (ssh-agent cannot decrypt age files)",
+                    self.shown
+                ));
+            };
             let secret = age::secrecy::SecretString::from(pass.as_str().to_owned());
             match self.key.decrypt(secret) {
-                Ok(k) => return Some(age::ssh::Identity::Unencrypted(k)),
+                Ok(k) => return Ok(age::ssh::Identity::Unencrypted(k)),
                 Err(_) if attempt + 1 < PASSPHRASE_TRIES => eprintln!("wrong passphrase, try again"),
                 Err(_) => eprintln!("wrong passphrase; giving up on {}", self.shown),
             }
         }
-        None
+        Err(format!(
+            "the key that can decrypt it, {}, was not unlocked: wrong passphrase {PASSPHRASE_TRIES} times",
+            self.shown
+        ))
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod activate;
+pub mod adminkeys;
 pub mod agenix;
 pub mod atomic;
 pub mod crypt;
@@ -30,6 +31,7 @@ pub mod rules;
 pub mod scratch;
 pub mod spec;
 pub mod store;
+pub mod suggest;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::Error;
+use crate::suggest::hint;
 
 /// Who a name in a recipients list can refer to.
 pub trait Directory {
@@ -16,6 +17,14 @@ pub trait Directory {
     fn is_host(&self, name: &str) -> bool;
     /// Is `name` an admin (`keys/admins/<name>.pub`)?
     fn is_admin(&self, name: &str) -> bool;
+    /// Every host name, to suggest one for a typo.
+    fn host_names(&self) -> Vec<&str> {
+        Vec::new()
+    }
+    /// Every admin name, to suggest one for a typo.
+    fn admin_names(&self) -> Vec<&str> {
+        Vec::new()
+    }
 }
 
 /// The validated rules of a fleet.
@@ -196,6 +205,48 @@ fn valid_rel_file(file: &str) -> bool {
         && file.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
+/// The hint for an unknown recipient: the closest host or admin, or `@group` when the
+/// name is (close to) a group's.
+fn recipient_hint(entry: &str, groups: &BTreeMap<String, Vec<String>>, dir: &dyn Directory) -> String {
+    let at_groups: Vec<String> = groups.keys().map(|g| format!("@{g}")).collect();
+    let bare = format!("@{entry}");
+    let candidates = dir
+        .host_names()
+        .into_iter()
+        .chain(dir.admin_names())
+        .chain(at_groups.iter().map(String::as_str));
+    // `web` for `@web` is one edit away, but the `@` is what is missing: say so first.
+    if at_groups.contains(&bare) {
+        return format!(" (did you mean {bare}?)");
+    }
+    hint(entry, candidates)
+}
+
+/// The message for `mode = 0440` (a bare number) on 1-based `line`: TOML either refuses
+/// the leading zero or reads a decimal integer, neither of which is a mode.
+fn unquoted_mode(text: &str, line: usize) -> Option<String> {
+    let content = text.lines().nth(line.checked_sub(1)?)?;
+    let value = content
+        .trim_start()
+        .strip_prefix("mode")?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
+    let value = value.split('#').next().unwrap_or_default().trim();
+    if value.is_empty() || value.starts_with(['"', '\'']) {
+        return None;
+    }
+    let digits: String = value.chars().filter(|c| c.is_ascii_digit()).collect();
+    let example = if digits.is_empty() {
+        "0440".to_owned()
+    } else {
+        format!("{digits:0>4}")
+    };
+    Some(format!(
+        "`mode` is a quoted octal string: write mode = \"{example}\", not mode = {value}"
+    ))
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -217,7 +268,8 @@ impl Rules {
             match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
-                    Error::input(shown, Some(line), format!("column {col}: {msg}"))
+                    let msg = unquoted_mode(text, line).unwrap_or_else(|| format!("column {col}: {msg}"));
+                    Error::input(shown, Some(line), msg)
                 }
                 None => Error::input(shown, None, msg),
             }
@@ -229,7 +281,10 @@ impl Rules {
             if !dir.is_admin(name) {
                 return Err(at(
                     a.span().start,
-                    format!("unknown admin `{name}` in admins: add keys/admins/{name}.pub or fix the name"),
+                    format!(
+                        "unknown admin `{name}` in admins{}: add keys/admins/{name}.pub or fix the name",
+                        hint(name, dir.admin_names())
+                    ),
                 ));
             }
             if admins.contains(name) {
@@ -254,8 +309,9 @@ impl Rules {
                     return Err(at(
                         m.span().start,
                         format!(
-                        "unknown host `{name}` in group {gname}: add keys/hosts/{name}.pub or fix the name"
-                    ),
+                            "unknown host `{name}` in group {gname}{}: add keys/hosts/{name}.pub or fix the name",
+                            hint(name, dir.host_names())
+                        ),
                     ));
                 }
                 if list.contains(name) {
@@ -335,8 +391,9 @@ impl Rules {
                     return Err(at(
                         r.span().start,
                         format!(
-                        "unknown group `@{g}` in {name}.recipients: define it under [groups] or fix the name"
-                    ),
+                            "unknown group `@{g}` in {name}.recipients{}: define it under [groups] or fix the name",
+                            hint(g, groups.keys().map(String::as_str)).replacen("mean ", "mean @", 1)
+                        ),
                     ));
                 };
                 for h in hosts {
@@ -364,8 +421,9 @@ impl Rules {
                 return Err(at(
                     r.span().start,
                     format!(
-                        "unknown recipient `{entry}` in {name}.recipients: no keys/hosts/{entry}.pub or \
-                     keys/admins/{entry}.pub (groups are written @name)"
+                        "unknown recipient `{entry}` in {name}.recipients{}: no keys/hosts/{entry}.pub or \
+                     keys/admins/{entry}.pub (groups are written @name)",
+                        recipient_hint(entry, groups, dir)
                     ),
                 ));
             }
@@ -480,7 +538,9 @@ impl Rules {
 
 /// The commented `secrets.toml` that `bento init` writes.
 pub const TEMPLATE: &str = r#"# Bento secrets: which secret is encrypted to whom, and how it lands on a host.
-# Every key is documented in docs/reference.md (secrets.toml).
+# Every key is shown below, commented out, with its default. Help on the commands that
+# use this file: `bento secret --help`, `bento admin --help`, `bento host --help`, and
+# the man page: `bento manpage > bento.1 && man ./bento.1`.
 
 # Admins (keys/admins/<name>.pub) who can decrypt every secret, to edit and rekey it.
 admins = []
@@ -515,6 +575,12 @@ mod tests {
         fn is_admin(&self, n: &str) -> bool {
             n == "alice"
         }
+        fn host_names(&self) -> Vec<&str> {
+            vec!["db1", "web1", "web2"]
+        }
+        fn admin_names(&self) -> Vec<&str> {
+            vec!["alice"]
+        }
     }
 
     fn parse(text: &str) -> Result<Rules, Error> {
@@ -545,7 +611,7 @@ mod tests {
     fn errors_name_the_line() {
         assert_eq!(
             err("[secrets.a]\nrecipients = [\n  \"web3\"]\n"),
-            "secrets/secrets.toml:3: unknown recipient `web3` in a.recipients: no keys/hosts/web3.pub or \
+            "secrets/secrets.toml:3: unknown recipient `web3` in a.recipients (did you mean web1?): no keys/hosts/web3.pub or \
              keys/admins/web3.pub (groups are written @name)"
         );
         assert!(err("[secrets.a]\nrecipients = [\"web1\"]\nmode = \"rw\"\n")
@@ -581,6 +647,23 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    #[test]
+    fn unquoted_modes_and_typos_get_the_fix() {
+        assert_eq!(
+            err("[secrets.a]\nrecipients = [\"web1\"]\nmode = 0440\n"),
+            "secrets/secrets.toml:3: `mode` is a quoted octal string: write mode = \"0440\", not mode = 0440"
+        );
+        assert!(err("[secrets.a]\nrecipients = [\"web1\"]\nmode = 440 # r\n")
+            .starts_with("secrets/secrets.toml:3: `mode` is a quoted octal string: write mode = \"0440\""));
+        let groups = "[groups]\nweb = [\"web1\"]\n[secrets.a]\n";
+        assert!(err(&format!("{groups}recipients = [\"web\"]\n")).contains("(did you mean @web?)"));
+        assert!(err(&format!("{groups}recipients = [\"@wbe\"]\n")).contains("(did you mean @web?)"));
+        assert!(err(&format!("{groups}recipients = [\"wbe1\"]\n")).contains("(did you mean web1?)"));
+        assert!(err("admins = [\"alcie\"]\n").contains("(did you mean alice?)"));
+        assert!(err("[groups]\nweb = [\"web3\"]\n").contains("(did you mean web1?)"));
+        assert!(!err("[groups]\nweb = [\"nginx\"]\n").contains("did you mean"));
     }
 
     #[test]

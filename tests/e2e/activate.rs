@@ -376,7 +376,7 @@ readlink {root}/secrets; cat {root}/secrets/db; echo; ls {root}/secrets.d"#,
     let t = text(&in_namespace(&fleet, &bin, &script));
     assert!(!t.contains("UNEXPECTED-SUCCESS"), "{t}");
     assert!(
-        t.contains("the RAM filesystem is full; generation 1 is still active"),
+        t.contains("the RAM filesystem is full; secrets generation 1 is still active"),
         "{t}"
     );
     assert!(t.contains("secrets.d/1\nsmall\n1\n"), "{t}");

@@ -207,7 +207,7 @@ fn a_no_change_poll_reads_only_current() {
     let out = l.agent(&[]);
     ok(&out);
     assert!(
-        stderr(&out).contains("up to date (generation 1)"),
+        stderr(&out).contains("up to date (bundle generation 1)"),
         "{}",
         stderr(&out)
     );
@@ -578,34 +578,41 @@ fn a_download_cut_short_applies_nothing_and_the_next_run_succeeds() {
         &rebuild,
         Some(&sshd.known_hosts),
     );
-    // Kill sshd as soon as the agent starts staging the bundle.
-    let bundles = l.state.join("bundles");
-    let root = sshd.root.clone();
-    let killer = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            let staging = std::fs::read_dir(&bundles).map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with(".1."))
-            });
-            if staging.unwrap_or(false) {
-                drop(sshd);
-                return root;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        panic!("the agent never started downloading");
-    });
+    // The connection drops after 600 kB, inside big.nix: deterministic however loaded the
+    // machine is (racing a kill of sshd against the transfer was not).
+    // (ssh writes into a FIFO in the background; the script becomes dd, the only writer of
+    // the agent's pipe, so the agent sees the stream end when dd does.)
+    let fifo = l.fleet.keys.join("ssh-stream");
+    let ssh = l.fleet.script(
+        "ssh-drops",
+        &format!(
+            "rm -f {f}; mkfifo {f}\nexec 3<&0\nssh \"$@\" <&3 >{f} 3<&- &\nexec dd bs=1 count=600000 status=none <{f}",
+            f = fifo.display()
+        ),
+    );
+    let config = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(&l.config, format!("{config}ssh = \"{}\"\n", ssh.display())).unwrap();
     let out = l.agent(&[]);
-    let root = killer.join().unwrap();
     assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("big.nix"),
+        "cut inside big.nix: {}",
+        stderr(&out)
+    );
     assert!(
         std::fs::read_link(l.state.join("current")).is_err(),
         "nothing installed"
     );
     assert!(!l.state.join("bundles/1").exists());
+    let staging_left = std::fs::read_dir(l.state.join("bundles"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".1."))
+        })
+        .unwrap_or(false);
+    assert!(!staging_left, "the staging dir is removed");
     assert_eq!(l.calls(), "", "nothing ran");
-    let _ = root;
+    drop(sshd);
     // The server is back (a new sshd over the same tree): the next run applies.
     let sshd = Sshd::start(&[("bento-web1", "web1", &key)]);
     ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));
@@ -635,4 +642,56 @@ fn a_corrupt_state_is_refused_not_taken_as_nothing_applied() {
     );
     assert_eq!(e.lines().count(), 1, "{e}");
     assert_eq!(l.calls().lines().count(), 1, "nothing ran");
+}
+
+#[test]
+fn every_json_run_prints_one_document() {
+    let l = Loop::new();
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("one JSON document ({e}): {text:?}"))
+    };
+    // Nothing published yet.
+    std::fs::create_dir_all(l.server.join("web1")).unwrap();
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (
+            doc["format"].as_u64(),
+            doc["host"].as_str(),
+            doc["state"].as_str()
+        ),
+        (Some(1), Some("web1"), Some("nothing-published"))
+    );
+    assert!(doc["generation"].is_null());
+    // A run that applies: the report.
+    l.deploy();
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("applied"), Some(1))
+    );
+    // Up to date.
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let doc = json(&out);
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("up-to-date"), Some(1))
+    );
+    // A failed generation, then skipped.
+    let base = l.state.parent().unwrap().to_path_buf();
+    std::fs::write(base.join("fail-rebuild"), "").unwrap();
+    std::fs::write(l.fleet.path("hosts/web1/configuration.nix"), "{ v = 2; }\n").unwrap();
+    l.deploy();
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("failed"), Some(2))
+    );
+    let doc = json(&l.agent(&["--json"]));
+    assert_eq!(
+        (doc["state"].as_str(), doc["generation"].as_u64()),
+        (Some("skipped"), Some(2))
+    );
+    assert_eq!(doc["host"], "web1");
 }

@@ -175,3 +175,86 @@ fn plugin_recipient_without_its_plugin_names_the_binary() {
     );
     assert!(!fleet.path("secrets/a.age").exists());
 }
+
+#[test]
+fn typos_get_the_closest_name_everywhere() {
+    let (fleet, keys) = example();
+    std::fs::create_dir_all(fleet.path("hosts/web1")).unwrap();
+    std::fs::write(fleet.path("hosts/web1/configuration.nix"), "{ }\n").unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["secret", "show", "db-pasword", "-i", s(&keys.web1)],
+            "no rule for secret `db-pasword` in secrets/secrets.toml (did you mean db-password?)",
+        ),
+        (&["secret", "rekey", "web-onyl"], "(did you mean web-only?)"),
+        (&["host", "remove", "wbe1"], "no host `wbe1` (did you mean web1?)"),
+        (
+            &["admin", "remove", "alcie"],
+            "no admin `alcie` (did you mean alice?)",
+        ),
+        (&["build", "wbe1"], "no such host `wbe1` (did you mean web1?)"),
+        (
+            &["build", "db1"],
+            "host `db1` has a key but no configuration: create hosts/db1/configuration.nix",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = fails(&fleet.bento(args));
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    // A host on the server.
+    let server = fleet.home.join("server");
+    std::fs::create_dir_all(server.join("web1")).unwrap();
+    let err = fails(&fleet.bento(&["diff", "wbe1", "--server-root", s(&server)]));
+    assert!(
+        err.contains("no such host `wbe1` on the server (did you mean web1?)"),
+        "{err}"
+    );
+    // Far from every name: no guess.
+    let err = fails(&fleet.bento(&["secret", "show", "nginx", "-i", s(&keys.web1)]));
+    assert!(!err.contains("did you mean"), "{err}");
+
+    // References inside secrets.toml.
+    let rules: &[(&str, &str)] = &[
+        (
+            "admins = [\"alcie\"]\n",
+            "unknown admin `alcie` in admins (did you mean alice?)",
+        ),
+        (
+            "[groups]\nweb = [\"wbe1\"]\n",
+            "unknown host `wbe1` in group web (did you mean web1?)",
+        ),
+        (
+            "[groups]\nweb = [\"web1\"]\n[secrets.a]\nrecipients = [\"@wbe\"]\n",
+            "unknown group `@wbe` in a.recipients (did you mean @web?)",
+        ),
+        (
+            "[groups]\nweb = [\"web1\"]\n[secrets.a]\nrecipients = [\"web\"]\n",
+            "unknown recipient `web` in a.recipients (did you mean @web?)",
+        ),
+        (
+            "[secrets.a]\nrecipients = [\"bbo\"]\n",
+            "unknown recipient `bbo` in a.recipients (did you mean bob?)",
+        ),
+    ];
+    for (text, expected) in rules {
+        fleet.rules(text);
+        let err = fails(&fleet.bento(&["secret", "verify"]));
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+#[test]
+fn an_unquoted_mode_says_it_is_a_quoted_octal_string() {
+    let (fleet, _) = example();
+    for (value, line) in [("0440", 3), ("440", 3), ("0o440", 3)] {
+        fleet.rules(&format!("[secrets.a]\nrecipients = [\"web1\"]\nmode = {value}\n"));
+        let err = fails(&fleet.bento(&["secret", "list"]));
+        assert_eq!(
+            err,
+            format!(
+                "error: secrets/secrets.toml:{line}: `mode` is a quoted octal string: write mode = \"0440\", not mode = {value}"
+            )
+        );
+    }
+}

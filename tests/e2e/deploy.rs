@@ -755,3 +755,73 @@ fn deploys_without_root_privileges() {
     assert_eq!(d.current("web1"), 1);
     assert!(d.generation("db1", 1).join("manifest.sig").is_file());
 }
+
+#[test]
+fn deploy_and_build_of_hosts_without_configuration_say_what_to_create() {
+    let d = Deployable::new();
+    for host in ["web1", "db1"] {
+        std::fs::remove_dir_all(d.fleet.path(&format!("hosts/{host}"))).unwrap();
+    }
+    for args in [
+        vec!["deploy", "--server-root", s(&d.server)],
+        vec!["build"],
+        vec!["build", "--dry"],
+    ] {
+        let err = fails(&d.fleet.bento(&args));
+        assert!(
+            err.contains("no host has a configuration")
+                && err.contains("db1, web1 are registered")
+                && err.contains("hosts/<name>/configuration.nix"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!d.server.join("web1").exists());
+
+    // One configured, one not: the other is named, not silently skipped.
+    write(&d.fleet.path("hosts/web1/configuration.nix"), "{ }\n");
+    let out = d.deploy(&[]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not deployed, no configuration: db1") && stderr.contains("1 host: 1 published"),
+        "{stderr}"
+    );
+
+    // A fleet with no host at all says how to add one.
+    let empty = Fleet::new();
+    let err = fails(&empty.bento(&["build"]));
+    assert!(
+        err.contains("no hosts in this fleet yet") && err.contains("bento host add"),
+        "{err}"
+    );
+    let out = empty.bento(&["host", "list"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no hosts yet"));
+    let out = empty.bento(&["server", "setup"]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no hosts registered yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_dry_build_keeps_its_state_dir_out_of_git() {
+    let fleet = Fleet::new();
+    let key = fleet.ssh_key("web1", "ed25519", "");
+    fleet.add_host("web1", &key);
+    write(&fleet.path("hosts/web1/configuration.nix"), "{ }\n");
+    let fake = fleet.script("fake-rebuild", "echo ok");
+    write(
+        &fleet.path("bento.toml"),
+        &format!("[build]\ncommand = \"{} build\"\n", s(&fake)),
+    );
+    assert!(!fleet.path(".bento").exists());
+    ok(&fleet.bento(&["build", "--dry"]));
+    assert!(fleet.path(".bento/build/web1").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(fleet.path(".bento/.gitignore")).unwrap(),
+        "# bento's local state: not for git\n*\n"
+    );
+}

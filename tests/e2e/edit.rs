@@ -543,3 +543,72 @@ fn stale_scratch_dirs_of_dead_bentos_are_removed_others_kept() {
     assert!(link.symlink_metadata().is_ok() && target.join("keep").exists());
     assert_eq!(std::fs::read_dir(xdg.path()).unwrap().count(), 3);
 }
+
+#[test]
+fn an_unset_runtime_dir_is_named_as_such() {
+    crate::harness::require("unshare");
+    crate::harness::require("script");
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test mounts over /dev/shm in a private mount namespace: run it as root"
+    );
+    let (fleet, keys) = example();
+    let ed = editor(&fleet, "w", r#"printf 'x' > "$1""#);
+    // No XDG_RUNTIME_DIR, and /dev/shm (the fallback) on disk, in a private namespace.
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let line = format!(
+        "mount --bind '{}' /dev/shm && exec '{}' secret edit web-only -i '{}'",
+        disk.path().display(),
+        env!("CARGO_BIN_EXE_bento"),
+        keys.web1.display()
+    );
+    let mut child = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "script",
+            "-qec",
+            &line,
+            "/dev/null",
+        ])
+        .current_dir(&fleet.root)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("BENTO_FLEET")
+        .env_remove("VISUAL")
+        .env("EDITOR", &ed)
+        .env("HOME", &fleet.home)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The terminal stays open until bento is done.
+    let keyboard = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(keyboard);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{screen}");
+    assert!(
+        screen.contains("XDG_RUNTIME_DIR is not set, and /dev/shm is not a RAM filesystem either")
+            && screen.contains("--unsafe-tmp"),
+        "{screen}"
+    );
+    assert!(!fleet.path("secrets/web-only.age").exists());
+
+    // A runtime dir that does not exist is not "not on a RAM filesystem": the RAM
+    // /dev/shm stands in.
+    let out = fleet.bento_tty(
+        &["secret", "edit", "web-only", "-i", s(&keys.web1)],
+        &[("EDITOR", s(&ed)), ("XDG_RUNTIME_DIR", "/nonexistent/run")],
+        b"",
+    );
+    ok(&out);
+    assert_eq!(
+        ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
+        "x"
+    );
+}

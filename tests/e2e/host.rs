@@ -78,3 +78,55 @@ fn add_by_scanning_a_real_sshd() {
         "the scanned key is the server's: {stored} vs {pinned}"
     );
 }
+
+#[test]
+fn a_second_host_with_the_same_key_is_refused_and_every_command_still_runs() {
+    let (fleet, keys) = example();
+    let err = fails(&fleet.bento(&["host", "add", "web3", "--key", s(&pub_of(&keys.web1))]));
+    assert!(
+        err.contains(s(&pub_of(&keys.web1)))
+            && err.contains("already registered as host web1 (keys/hosts/web1.pub)")
+            && err.contains("nothing changed"),
+        "{err}"
+    );
+    assert!(!fleet.path("keys/hosts/web3.pub").exists());
+    // Before, the second file made every command refuse to run, `host remove` included.
+    ok(&fleet.bento(&["host", "list"]));
+    ok(&fleet.bento(&["secret", "list"]));
+    // Rotating a host to its own key is no duplicate.
+    ok(&fleet.bento(&[
+        "host",
+        "add",
+        "web1",
+        "--replace",
+        "--key",
+        s(&pub_of(&keys.web1)),
+    ]));
+}
+
+#[test]
+fn key_file_errors_name_the_file() {
+    let (fleet, _) = example();
+    let bad = fleet.home.join("bad.pub");
+    std::fs::write(&bad, "# a comment\nssh-ed25519 AAAAnotbase64\n").unwrap();
+    let err = fails(&fleet.bento(&["host", "add", "web3", "--key", s(&bad)]));
+    assert!(err.starts_with(&format!("error: {}:2: ", bad.display())), "{err}");
+    let err = fails(&fleet.bento(&["admin", "add", "eve", "--key", s(&bad)]));
+    assert!(err.starts_with(&format!("error: {}:2: ", bad.display())), "{err}");
+    let two = fleet.ssh_key("two", "ed25519", "");
+    let other = fleet.ssh_key("other", "ed25519", "");
+    std::fs::write(&bad, format!("{}\n{}\n", pub_line(&two), pub_line(&other))).unwrap();
+    let err = fails(&fleet.bento(&["host", "add", "web3", "--key", s(&bad)]));
+    assert!(err.contains(&format!("{}: holds 2 keys", bad.display())), "{err}");
+
+    // Key files inside the fleet: named with their line, by every command.
+    std::fs::write(fleet.path("keys/admins/eve.pub"), "\nage1nope\n").unwrap();
+    for args in [&["host", "list"][..], &["secret", "verify"], &["admin", "list"]] {
+        let err = fails(&fleet.bento(args));
+        assert!(err.contains("keys/admins/eve.pub:2: "), "{args:?}: {err}");
+    }
+    std::fs::remove_file(fleet.path("keys/admins/eve.pub")).unwrap();
+    std::fs::write(fleet.path("keys/hosts/web9.pub"), "ssh-dss AAAA\n").unwrap();
+    let err = fails(&fleet.bento(&["secret", "list"]));
+    assert!(err.contains("keys/hosts/web9.pub:1: "), "{err}");
+}

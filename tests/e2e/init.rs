@@ -85,3 +85,101 @@ fn completions_and_man_page() {
         .unwrap();
     ok(&check);
 }
+
+#[test]
+fn commands_find_the_fleet_from_a_subdirectory() {
+    let (fleet, keys) = crate::harness::example();
+    let deep = fleet.path("hosts/web1/modules");
+    std::fs::create_dir_all(&deep).unwrap();
+    let out = fleet.cmd(&["host", "list"]).current_dir(&deep).output().unwrap();
+    let list = ok(&out);
+    assert!(list.contains("web1") && list.contains("db1"), "{list}");
+    // A secret written from a subdirectory lands in the fleet's secrets/.
+    let mut edit = fleet.cmd(&["secret", "edit", "web-only"]);
+    edit.current_dir(&deep).stdin(std::process::Stdio::piped());
+    let out = {
+        use std::io::Write;
+        let mut child = edit
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"found").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    ok(&out);
+    assert!(fleet.path("secrets/web-only.age").exists());
+    let shown = fleet
+        .cmd(&["secret", "show", "web-only", "-i", crate::harness::s(&keys.web1)])
+        .current_dir(fleet.path("keys"))
+        .output()
+        .unwrap();
+    assert_eq!(ok(&shown), "found");
+
+    // A rules-only checkout (no bento.toml) is a fleet too.
+    std::fs::remove_file(fleet.path("bento.toml")).unwrap();
+    ok(&fleet
+        .cmd(&["secret", "list"])
+        .current_dir(&deep)
+        .output()
+        .unwrap());
+
+    // `init` works where it is run, even inside another fleet.
+    let sub = fleet.path("hosts/newfleet");
+    std::fs::create_dir_all(&sub).unwrap();
+    ok(&fleet.cmd(&["init"]).current_dir(&sub).output().unwrap());
+    assert!(sub.join("secrets/secrets.toml").exists());
+}
+
+#[test]
+fn outside_any_fleet_the_error_says_where_it_looked_and_what_to_do() {
+    let fleet = Fleet::new();
+    let outside = tempfile::tempdir().unwrap();
+    let out = fleet
+        .cmd(&["secret", "list"])
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    let err = fails(&out);
+    assert!(
+        err.contains(&format!("no fleet repository in {}", outside.path().display()))
+            && err.contains("bento init")
+            && err.contains("--fleet DIR"),
+        "{err}"
+    );
+    // --fleet and BENTO_FLEET still point anywhere.
+    let flag = fleet
+        .cmd(&["--fleet", crate::harness::s(&fleet.root), "secret", "list"])
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    ok(&flag);
+    let env = fleet
+        .cmd(&["secret", "list"])
+        .env("BENTO_FLEET", &fleet.root)
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    ok(&env);
+}
+
+#[test]
+fn init_comments_point_to_help_that_exists_in_a_fleet() {
+    let fleet = Fleet::new();
+    for file in ["bento.toml", "secrets/secrets.toml"] {
+        let text = std::fs::read_to_string(fleet.path(file)).unwrap();
+        assert!(
+            !text.contains("docs/"),
+            "{file} points to bento's own docs: {text}"
+        );
+        assert!(
+            text.contains("--help") && text.contains("bento manpage"),
+            "{file}: {text}"
+        );
+    }
+    // What they point to is there.
+    let page = ok(&fleet.bento(&["manpage"]));
+    assert!(page.contains(".TH bento"), "{}", &page[..page.len().min(200)]);
+    ok(&fleet.bento(&["secret", "--help"]));
+    ok(&fleet.bento(&["admin", "--help"]));
+}

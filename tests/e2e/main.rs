@@ -3,6 +3,7 @@
 mod harness;
 
 mod activate;
+mod admin;
 mod agenix;
 mod agent;
 mod bad_input;
@@ -13,6 +14,7 @@ mod hostile_logs;
 mod hostile_server;
 mod init;
 mod interop;
+mod output;
 mod rekey;
 mod roundtrip;
 mod sshd;

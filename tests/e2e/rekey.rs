@@ -319,3 +319,43 @@ fn an_empty_age_file_is_reported_by_rekey() {
     // A rekey restricted to other secrets is not about it.
     ok(&fleet.bento(&["secret", "rekey", "web-only"]));
 }
+
+#[test]
+fn rekey_list_and_verify_of_nothing_say_so() {
+    let empty = crate::harness::Fleet::new();
+    for args in [
+        &["secret", "list"][..],
+        &["secret", "verify"],
+        &["secret", "rekey"],
+    ] {
+        let out = empty.bento(args);
+        ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no secrets in secrets/secrets.toml yet") && stderr.contains("[secrets.NAME]"),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    let (fleet, keys) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"pw"));
+    let out = fleet.bento(&["secret", "rekey", "db-password", "tls", "-i", s(&keys.alice)]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("db-password: already encrypted to exactly its rule's recipients; pass --all"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tls: secrets/tls.age does not exist yet")
+            && stderr.contains("bento secret edit tls"),
+        "{stderr}"
+    );
+    let out = fleet.bento(&["secret", "rekey", "-i", s(&keys.alice)]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without a file yet: tls, web-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

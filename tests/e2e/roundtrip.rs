@@ -106,5 +106,11 @@ fn passphrase_is_asked_once_and_wrong_passphrase_is_retried() {
 
     // Without a terminal there is nobody to ask: a clear error, not a hang.
     let err = fails(&fleet.bento(&["secret", "show", "db-password", "-i", s(&locked)]));
-    assert!(err.contains("could not be unlocked"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the key that can decrypt it, {}, is passphrase-protected and there is no terminal",
+            s(&locked)
+        )) && err.contains("pass -i with a key without a passphrase"),
+        "{err}"
+    );
 }

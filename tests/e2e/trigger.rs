@@ -107,7 +107,7 @@ fn group_id(name: &str) -> u32 {
 
 fn assert_applied(page: &str) {
     assert!(
-        page.contains("web1: generation 1 applied") && page.trim_end().ends_with("done"),
+        page.contains("web1: bundle generation 1 applied") && page.trim_end().ends_with("done"),
         "{page}"
     );
     assert!(

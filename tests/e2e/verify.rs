@@ -245,10 +245,11 @@ fn a_world_readable_mode_is_a_warning_not_an_error() {
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning:")).collect();
     assert_eq!(warnings, [expected.as_str()], "{stderr}");
     assert!(!stderr.contains("error:"), "{stderr}");
-    // deploy says it too, and still succeeds (no host has a configuration here).
+    // deploy says it too, before its own one error (no host has a configuration here).
     let server = fleet.home.join("server");
     let out = fleet.bento(&["deploy", "--server-root", crate::harness::s(&server)]);
-    ok(&out);
+    let err = fails(&out);
+    assert!(err.contains("no host has a configuration"), "{err}");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(stderr.lines().next(), Some(expected.as_str()), "{stderr}");
     // A failing command that warns still has exactly one error line.

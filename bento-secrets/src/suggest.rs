@@ -1,0 +1,85 @@
+//! "Did you mean …?": the closest known name to a mistyped host, admin, group or secret
+//! name. Every lookup of those names (command-line arguments and the references in
+//! `secrets.toml`) goes through [`hint`], so a typo gets the same help everywhere.
+
+/// The edit distance between `a` and `b`: insertions, deletions, substitutions and swaps of
+/// two neighbours each count one (Damerau–Levenshtein, optimal string alignment), ignoring
+/// case.
+pub fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
+    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    // Three rows: two back (for swaps), the previous one, the current one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(before[j - 2] + 1);
+            }
+            current[j] = best;
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+/// How many edits still look like a typo of a name of `len` characters: one for short
+/// names, about a third of the length for longer ones, never more than three.
+fn threshold(len: usize) -> usize {
+    (len / 3).clamp(1, 3)
+}
+
+/// The candidate closest to `name`, when it is close enough to be what was meant (ties go
+/// to the first candidate). `name` itself is never suggested.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = threshold(name.chars().count());
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// ` (did you mean NAME?)` for the closest candidate, or nothing: to append to an
+/// "unknown …" message.
+pub fn hint<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(name, candidates)
+        .map(|c| format!(" (did you mean {c}?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances() {
+        assert_eq!(distance("db-password", "db-password"), 0);
+        assert_eq!(distance("db-pasword", "db-password"), 1);
+        assert_eq!(distance("db-passwrod", "db-password"), 1);
+        assert_eq!(distance("Web1", "web1"), 0);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn suggests_only_close_names() {
+        let names = ["db-password", "web-only", "tls"];
+        assert_eq!(closest("db-pasword", names), Some("db-password"));
+        assert_eq!(closest("tsl", names), Some("tls"));
+        assert_eq!(closest("nginx", names), None);
+        assert_eq!(closest("web1", ["web2", "web1"]), Some("web2"));
+        assert_eq!(hint("x", ["y"]), " (did you mean y?)");
+        assert_eq!(hint("abc", ["xyz"]), "");
+        assert_eq!(hint("web9", Vec::<&str>::new()), "");
+    }
+}
