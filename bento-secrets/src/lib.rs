@@ -30,6 +30,7 @@ pub mod rules;
 pub mod scratch;
 pub mod spec;
 pub mod store;
+pub mod units;
 pub mod verify;
 
 pub use error::{Error, Result};
