@@ -13,6 +13,7 @@ mod hostile_logs;
 mod hostile_server;
 mod init;
 mod interop;
+mod nixos;
 mod rekey;
 mod roundtrip;
 mod sshd;
