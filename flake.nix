@@ -10,15 +10,7 @@
     in
     {
       packages = forAll (pkgs: {
-        bento = pkgs.rustPlatform.buildRustPackage {
-          pname = "bento";
-          version = "0.1.0";
-          src = self;
-          cargoLock.lockFile = ./Cargo.lock;
-          nativeCheckInputs = [ pkgs.age pkgs.openssh ];
-          doCheck = false; # the end-to-end tests need root, sshd and mounts
-          meta.mainProgram = "bento";
-        };
+        bento = pkgs.callPackage ./nix/package.nix { };
         default = self.packages.${pkgs.system}.bento;
       });
 

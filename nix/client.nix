@@ -15,32 +15,99 @@
 
 let
   cfg = config.services.bento;
-  inherit (lib) mkEnableOption mkIf mkOption types;
+  inherit (lib) mkEnableOption mkIf mkMerge mkOption types;
   toml = pkgs.formats.toml { };
   agentToml = toml.generate "agent.toml" ({
-    inherit (cfg) host server identity rebuild rollback;
+    inherit (cfg) host server identity rebuild rollback ssh reboot;
     known_hosts = "/etc/bento/known_hosts";
     trusted_keys = cfg.trustedKeys;
     state_dir = cfg.stateDir;
     secrets_root = cfg.secretsRoot;
     connect_timeout = cfg.connectTimeout;
+    run_timeout = cfg.runTimeout;
+    keep_bundles = cfg.keepBundles;
+    current_system = cfg.currentSystem;
+    booted_system = cfg.bootedSystem;
     self_update = cfg.selfUpdate;
-    reboot = cfg.reboot;
     trigger_socket = cfg.triggerSocket;
     trigger_tcp = cfg.triggerTcp;
-  } // lib.optionalAttrs (cfg.triggerGroup != null) {
+  } // lib.filterAttrs (_: v: v != null) {
+    inherit (cfg) activate;
+    reboot_command = cfg.rebootCommand;
     trigger_group = cfg.triggerGroup;
   });
   bento = "${cfg.package}/bin/bento";
   activateArgs = "--bundle ${cfg.stateDir}/current --root ${cfg.secretsRoot} -i ${cfg.identity}";
+
+  # Users made by systemd-sysusers or userborn (a service at boot) instead of the `users`
+  # activation script, which NixOS then does not define.
+  usersFromServices = (config.systemd.sysusers.enable or false)
+    || (config.services.userborn.enable or false);
+
+  # During a switch (NIXOS_ACTION is set) the units of changed secrets are handed to
+  # switch-to-configuration, which restarts them after activation; at boot they have not
+  # started yet, and start after activation.
+  activate = phase: what: ''
+    if [ -e ${cfg.stateDir}/current ]; then
+      if [ -n "''${NIXOS_ACTION-}" ]; then bento_units=--from-activation; else bento_units=--no-restart; fi
+      ${bento} activate --phase ${phase} ${activateArgs} $bento_units || echo "bento: some ${what} failed" >&2
+    fi
+  '';
+
+  # A boot-time service for one phase (users from services only).
+  bootService = phase: description: ordering: {
+    inherit description;
+    wantedBy = [ "sysinit.target" ];
+    restartIfChanged = false;
+    unitConfig = {
+      DefaultDependencies = "no";
+      ConditionPathExists = "${cfg.stateDir}/current";
+      RequiresMountsFor = [ cfg.stateDir cfg.secretsRoot (dirOf cfg.identity) ];
+    };
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+      ExecStart = "${bento} activate --phase ${phase} ${activateArgs} --no-restart";
+    };
+  } // ordering;
+
+  # What system.autoUpgrade gives nixos-rebuild: Nix's search path, root's home, the
+  # proxy, and the tools a rebuild calls.
+  serviceEnvironment = {
+    environment = {
+      NIX_PATH = lib.concatStringsSep ":" config.nix.nixPath;
+      HOME = "/root";
+    } // config.networking.proxy.envVars;
+    path = [
+      config.nix.package.out
+      config.programs.ssh.package
+      pkgs.gitMinimal
+      pkgs.coreutils
+      pkgs.gnutar
+      pkgs.xz.bin
+      pkgs.gzip
+    ];
+  };
+
+  validHost = name: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" name != null;
+  blank = text: builtins.match "[[:space:]]*" text != null;
 in
 {
   options.services.bento = {
     enable = mkEnableOption "the Bento agent: pull-based updates and secrets for this host";
 
     package = mkOption {
-      type = types.package;
-      description = "The bento package.";
+      type = types.nullOr types.package;
+      # This module inside a bento checkout builds that checkout; the flake's
+      # nixosModules set the flake's package.
+      default =
+        if builtins.pathExists ../Cargo.lock then pkgs.callPackage ./package.nix { } else null;
+      defaultText = lib.literalExpression "pkgs.callPackage <bento>/nix/package.nix { }";
+      description = ''
+        The bento package. Outside a bento checkout (e.g. this module copied into a host's
+        bundle), set it: the flake's packages.<system>.bento, or
+        pkgs.callPackage <bento>/nix/package.nix { src = <a pinned bento source>; }.
+      '';
     };
 
     host = mkOption {
@@ -68,7 +135,7 @@ in
     };
 
     trustedKeys = mkOption {
-      type = types.listOf types.str;
+      type = types.nonEmptyListOf types.str;
       description = "Admin SSH public keys whose bundle signatures this host accepts.";
     };
 
@@ -96,6 +163,52 @@ in
       default = "${config.system.build.nixos-rebuild}/bin/nixos-rebuild switch --rollback";
       defaultText = "nixos-rebuild switch --rollback";
       description = "Undoes a switch after which the server cannot be reached.";
+    };
+
+    activate = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Activates secrets alone, when only secrets changed (split on whitespace, no
+        shell). null: bento's own `activate` with this module's bundle, root and identity,
+        the users phase first, then the other secrets.
+      '';
+    };
+
+    keepBundles = mkOption {
+      type = types.ints.unsigned;
+      default = 3;
+      description = "How many installed bundles to keep under <stateDir>/bundles.";
+    };
+
+    runTimeout = mkOption {
+      type = types.ints.positive;
+      default = 3600;
+      description = "Seconds a whole run may take, the rebuild included; past it, it is stopped.";
+    };
+
+    ssh = mkOption {
+      type = types.str;
+      default = "ssh";
+      description = "The ssh client the agent reaches the server with.";
+    };
+
+    currentSystem = mkOption {
+      type = types.str;
+      default = "/run/current-system";
+      description = "The symlink naming the running system, reported before and after a run.";
+    };
+
+    bootedSystem = mkOption {
+      type = types.str;
+      default = "/run/booted-system";
+      description = "The symlink naming the booted system, to see whether a switch changed the kernel.";
+    };
+
+    rebootCommand = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "The command for `reboot`; null: `systemctl kexec` or `systemctl reboot`.";
     };
 
     connectTimeout = mkOption {
@@ -162,37 +275,94 @@ in
     environment.etc."bento/known_hosts".text = cfg.serverKnownHosts;
     environment.systemPackages = [ cfg.package ];
 
-    # Secrets for users (password hashes) before users exist, the rest after.
-    system.activationScripts.bentoSecretsForUsers = {
-      text = ''
-        if [ -e ${cfg.stateDir}/current ]; then
-          ${bento} activate --phase users ${activateArgs} || echo "bento: some secrets for users failed" >&2
-        fi
-      '';
-      deps = [ "specialfs" ];
-    };
-    system.activationScripts.users.deps = [ "bentoSecretsForUsers" ];
-    system.activationScripts.bentoSecrets = {
-      text = ''
-        if [ -e ${cfg.stateDir}/current ]; then
-          ${bento} activate ${activateArgs} || echo "bento: some secrets failed" >&2
-        fi
-      '';
-      deps = [ "specialfs" "users" "groups" ];
-    };
+    assertions = [
+      {
+        assertion = cfg.package != null;
+        message = "services.bento.package is not set (this module is not inside a bento checkout): "
+          + "use the bento flake's nixosModules.default, or set it to "
+          + "pkgs.callPackage <bento>/nix/package.nix { src = <a pinned bento source>; }";
+      }
+      {
+        assertion = !(lib.hasPrefix "sftp://" cfg.server) || !(blank cfg.serverKnownHosts);
+        message = "services.bento.serverKnownHosts is empty, but server ${cfg.server} is reached over "
+          + "sftp and its host key is pinned: set it to the server's known_hosts line(s) "
+          + "(keys/server_known_hosts of the fleet)";
+      }
+    ];
 
-    systemd.services.bento-agent = {
-      description = "Bento: pull this host's configuration and secrets";
-      after = [ "network-online.target" ];
-      wants = [ "network-online.target" ];
-      restartIfChanged = false; # it may be the one running nixos-rebuild
-      path = [ pkgs.openssh pkgs.nix pkgs.git ];
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${bento} agent --once --config /etc/bento/agent.toml";
-      };
-    };
+    system.activationScripts = mkMerge [
+      # Users from the `users` activation script: secrets for users (password hashes)
+      # before it, the rest after users and groups exist.
+      (mkIf (!usersFromServices) {
+        bentoSecretsForUsers = {
+          text = activate "users" "secrets for users";
+          deps = [ "specialfs" ];
+        };
+        users.deps = [ "bentoSecretsForUsers" ];
+        bentoSecrets = {
+          text = activate "secrets" "secrets";
+          deps = [ "specialfs" "users" "groups" ];
+        };
+      })
+      # Users from systemd-sysusers or userborn: at boot (NIXOS_ACTION unset) the services
+      # below do it; during a switch, both phases here, and bento-secrets.service again
+      # once switch-to-configuration has rerun userborn/sysusers.
+      (mkIf usersFromServices {
+        bentoSecrets = {
+          text = ''
+            if [ -n "''${NIXOS_ACTION-}" ]; then
+              ${activate "users" "secrets for users"}
+              ${activate "secrets" "secrets"}
+              if [ -e ${cfg.stateDir}/current ]; then
+                mkdir -p /run/nixos
+                echo bento-secrets.service >> /run/nixos/activation-restart-list
+              fi
+            fi
+          '';
+          deps = [ "specialfs" ];
+        };
+      })
+    ];
 
+    systemd.services = mkMerge [
+      # Users from systemd-sysusers or userborn (there is no `users` activation script).
+      # At boot, activation runs before those services, so two services activate instead:
+      # the users phase before users are made, the rest after.
+      (mkIf usersFromServices {
+        bento-secrets-for-users = bootService "users" "Bento: secrets needed before users exist" {
+          before = [ "systemd-sysusers.service" "userborn.service" "sysinit.target" ];
+        };
+        bento-secrets = bootService "secrets" "Bento: secrets" {
+          after = [ "systemd-sysusers.service" "userborn.service" ];
+          before = [ "sysinit.target" ];
+        };
+      })
+      {
+        bento-agent = serviceEnvironment // {
+          description = "Bento: pull this host's configuration and secrets";
+          after = [ "network-online.target" ];
+          wants = [ "network-online.target" ];
+          restartIfChanged = false; # it may be the one running nixos-rebuild
+          unitConfig.X-StopOnRemoval = false;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${bento} agent --once --config /etc/bento/agent.toml";
+          };
+        };
+      }
+      (mkIf cfg.trigger {
+        "bento-trigger@" = serviceEnvironment // {
+          description = "Bento: update now, streaming the output";
+          restartIfChanged = false;
+          serviceConfig = {
+            ExecStart = "${bento} trigger --inetd --config /etc/bento/agent.toml";
+            StandardInput = "socket";
+            StandardOutput = "socket";
+            StandardError = "journal";
+          };
+        };
+      })
+    ];
     systemd.timers.bento-agent = {
       wantedBy = [ "timers.target" ];
       timerConfig = {
@@ -214,17 +384,6 @@ in
         DirectoryMode = "0755";
       } // lib.optionalAttrs (cfg.triggerGroup != null) {
         SocketGroup = cfg.triggerGroup;
-      };
-    };
-    systemd.services."bento-trigger@" = mkIf cfg.trigger {
-      description = "Bento: update now, streaming the output";
-      restartIfChanged = false;
-      path = [ pkgs.openssh pkgs.nix pkgs.git ];
-      serviceConfig = {
-        ExecStart = "${bento} trigger --inetd --config /etc/bento/agent.toml";
-        StandardInput = "socket";
-        StandardOutput = "socket";
-        StandardError = "journal";
       };
     };
   };

@@ -16,6 +16,9 @@ let
   cfg = config.services.bento-server;
   inherit (lib) mkEnableOption mkIf mkOption types;
   userOf = host: "${cfg.userPrefix}${host}";
+  # As bento checks host names: no `/`, not starting with `.` or `-`.
+  badHosts = lib.filter (h: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" h == null)
+    (lib.attrNames cfg.hosts);
 in
 {
   options.services.bento-server = {
@@ -42,6 +45,14 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = [{
+      assertion = badHosts == [ ];
+      message = "services.bento-server.hosts: "
+        + lib.concatMapStringsSep ", " (h: "`${h}`") badHosts
+        + " is not a valid host name (letters, digits, `.`, `_`, `-`, not starting with `.` "
+        + "or `-`): it names a user and a chroot directory under ${cfg.root}";
+    }];
+
     users.groups.bento = { };
 
     users.users = lib.mapAttrs' (host: key:

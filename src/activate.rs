@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use bento_secrets::activate::{self, Options, Phase, Report};
 use bento_secrets::ramfs::FsKind;
+use bento_secrets::units::{self, Handled, UnitControl};
 
 use crate::cli::{ActivateArgs, FsArg, PhaseArg};
 use crate::output::{self, outln};
@@ -29,7 +30,13 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
             FsArg::Tmpfs => FsKind::Tmpfs,
         },
         mount: !args.no_mount,
-        systemctl: args.systemctl,
+        units: if args.no_restart {
+            UnitControl::Leave
+        } else if args.from_activation {
+            UnitControl::Queue(args.nixos_run_dir)
+        } else {
+            UnitControl::Systemctl(args.systemctl.unwrap_or_else(units::default_systemctl))
+        },
     };
     let report = activate::activate(&opts)?;
     if args.json {
@@ -37,7 +44,7 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
     } else {
         print(&report)?;
     }
-    Ok(if report.failed.is_empty() {
+    Ok(if report.failed.is_empty() && report.units_error.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -66,9 +73,16 @@ fn print(r: &Report) -> std::io::Result<()> {
     for w in &r.warnings {
         output::note(&format!("warning: {w}"));
     }
-    if !r.restart_units.is_empty() {
-        let verb = if r.dry_run { "would restart" } else { "restarted" };
-        output::note(&format!("{verb}: {}", r.restart_units.join(" ")));
+    let units = r.restart_units.join(" ");
+    match (r.units_handled, &r.units_error) {
+        (_, Some(e)) => output::error(&format!("units not restarted: {e}")),
+        (Some(Handled::Restarted), _) => output::note(&format!("restarted: {units}")),
+        (Some(Handled::Queued), _) => {
+            output::note(&format!("queued for restart by switch-to-configuration: {units}"))
+        }
+        (Some(Handled::NotRestarted), _) => output::note(&format!("not restarted (--no-restart): {units}")),
+        (Some(Handled::WouldRestart), _) => output::note(&format!("would restart: {units}")),
+        (None, None) => {}
     }
     for f in &r.failed {
         let kept = if f.kept_previous {
@@ -78,8 +92,10 @@ fn print(r: &Report) -> std::io::Result<()> {
         };
         output::error(&format!("secret {}: {}{kept}", f.name, f.error));
     }
-    if r.failed.is_empty() {
+    if r.failed.is_empty() && r.units_error.is_none() {
         output::ok(&summary);
+    } else if r.failed.is_empty() {
+        output::note(&summary);
     } else {
         output::error(&format!("{summary}, {} FAILED", r.failed.len()));
     }

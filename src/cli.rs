@@ -161,10 +161,22 @@ pub struct ActivateArgs {
     /// Do not mount a RAM filesystem (unprivileged test or demo runs only)
     #[arg(long)]
     pub no_mount: bool,
-    /// The program that restarts units (`PROGRAM try-restart UNIT...`); `true` restarts
-    /// nothing, for machines without systemd
-    #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
-    pub systemctl: String,
+    /// The program that restarts the units of changed secrets (`PROGRAM try-restart
+    /// UNIT...`) [default: /run/current-system/sw/bin/systemctl if it exists, else
+    /// systemctl from PATH]
+    #[arg(long, value_name = "PROGRAM", conflicts_with_all = ["from_activation", "no_restart"])]
+    pub systemctl: Option<String>,
+    /// Run from NixOS activation: hand the units to restart to switch-to-configuration
+    /// (appended to /run/nixos/activation-restart-list) instead of running systemctl
+    #[arg(long, conflicts_with = "no_restart")]
+    pub from_activation: bool,
+    /// Restart no units (e.g. at boot, where they start after activation); they are
+    /// listed as not restarted
+    #[arg(long)]
+    pub no_restart: bool,
+    /// Where --from-activation writes its lists (for tests)
+    #[arg(long, value_name = "DIR", hide = true, default_value = bento_secrets::units::NIXOS_RUN_DIR)]
+    pub nixos_run_dir: PathBuf,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

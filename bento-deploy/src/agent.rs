@@ -408,20 +408,25 @@ impl Run<'_> {
         self.command("rebuild", &self.config.rebuild.clone(), &extra)
     }
 
+    /// Activates the new bundle's secrets without a rebuild: the configured `activate`
+    /// command, or this binary's `activate` for the users phase, then for the other
+    /// secrets, both with the configured identity. Both phases run even when the first
+    /// fails; the first failure is the run's error.
     fn activate(&mut self) -> Result<(), String> {
-        let command = match &self.config.activate {
-            Some(c) => c.clone(),
-            None => {
-                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-                format!(
-                    "{} activate --bundle {} --root {}",
-                    exe.display(),
-                    self.current_link().display(),
-                    self.config.secrets_root.display()
-                )
-            }
-        };
-        self.command("activate", &command, &[])
+        if let Some(command) = self.config.activate.clone() {
+            return self.command("activate", &command, &[]);
+        }
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let base = format!(
+            "{} activate --bundle {} --root {} -i {}",
+            exe.display(),
+            self.current_link().display(),
+            self.config.secrets_root.display(),
+            self.config.identity.display()
+        );
+        let users = self.command("activate", &format!("{base} --phase users"), &[]);
+        let secrets = self.command("activate", &base, &[]);
+        users.and(secrets)
     }
 
     /// Runs a configured command line (split on whitespace) until the run's deadline: its

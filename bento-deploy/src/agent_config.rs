@@ -40,7 +40,8 @@ pub struct AgentConfig {
     #[serde(default = "default_rollback")]
     pub rollback: String,
     /// Activates secrets alone (when only secrets changed); default: this binary's
-    /// `activate --bundle <state_dir>/current --root <secrets_root>`.
+    /// `activate --bundle <state_dir>/current --root <secrets_root> -i <identity>`, run
+    /// with `--phase users` first, then for the other secrets.
     #[serde(default)]
     pub activate: Option<String>,
     /// Seconds before giving up connecting.

@@ -23,6 +23,7 @@ use crate::lock::sha256_hex;
 use crate::prompt::Prompt;
 use crate::ramfs::{self, FsKind, Mounted};
 use crate::spec::SecretSpec;
+use crate::units::{self, Handled, UnitControl};
 
 /// Owner of the users phase's secrets and of the bookkeeping files.
 const ROOT: Owner = Owner { uid: 0, gid: 0 };
@@ -57,8 +58,9 @@ pub struct Options {
     pub fs: FsKind,
     /// Mount the RAM filesystem (off only for unprivileged test or demo runs).
     pub mount: bool,
-    /// The command that restarts units (`systemctl`).
-    pub systemctl: String,
+    /// What to do with the units of changed secrets: restart them with `systemctl`, hand
+    /// them to NixOS's switch-to-configuration, or leave them.
+    pub units: UnitControl,
 }
 
 /// A secret that failed, and why.
@@ -87,8 +89,15 @@ pub struct Report {
     pub unchanged: Vec<String>,
     /// Secrets that failed.
     pub failed: Vec<Failure>,
-    /// Units restarted (or, in a dry run, that would be).
+    /// Units of added or changed secrets: restarted, queued, left or (dry run) that
+    /// would be, as `units_handled` says.
     pub restart_units: Vec<String>,
+    /// What was done with `restart_units` (absent when there were none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units_handled: Option<Handled>,
+    /// Why restarting them failed: nothing was restarted then, and the run fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units_error: Option<String>,
     /// Things the admin should know.
     pub warnings: Vec<String>,
     /// Whether this was a dry run.
@@ -411,6 +420,9 @@ fn dry_run(
     report.removed = removed(&old_specs, specs);
     if opts.phase == Phase::Secrets {
         report.restart_units = units_to_restart(specs, report);
+        if !report.restart_units.is_empty() {
+            report.units_handled = Some(Handled::WouldRestart);
+        }
     }
 }
 
@@ -497,24 +509,18 @@ fn units_to_restart(specs: &[SecretSpec], report: &Report) -> Vec<String> {
     units.into_iter().map(str::to_owned).collect()
 }
 
-/// Restarts the units of changed secrets with one `systemctl try-restart`.
+/// Restarts the units of changed secrets (one `systemctl try-restart`), or queues them
+/// for switch-to-configuration, or leaves them, as `opts.units` says. A failure is
+/// recorded in `units_error` and never reported as a restart.
 fn restart_units(opts: &Options, specs: &[SecretSpec], report: &mut Report) {
     report.restart_units = units_to_restart(specs, report);
     if report.restart_units.is_empty() {
         return;
     }
-    let status = std::process::Command::new(&opts.systemctl)
-        .arg("try-restart")
-        .args(&report.restart_units)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => report
-            .warnings
-            .push(format!("`{} try-restart` failed ({s})", opts.systemctl)),
-        Err(e) => report
-            .warnings
-            .push(format!("could not run `{}`: {e}", opts.systemctl)),
+    // Reload units: none yet (secrets only carry restart_units).
+    match units::hand_over(&opts.units, &report.restart_units, &[]) {
+        Ok(handled) => report.units_handled = Some(handled),
+        Err(e) => report.units_error = Some(e),
     }
 }
 

@@ -32,6 +32,7 @@ pub mod scratch;
 pub mod spec;
 pub mod store;
 pub mod suggest;
+pub mod units;
 pub mod verify;
 
 pub use error::{Error, Result};

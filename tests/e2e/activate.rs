@@ -604,3 +604,76 @@ fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
     let api = std::fs::metadata(root.join("secrets/api")).unwrap();
     assert_eq!(api.permissions().mode() & 0o7777, 0o440);
 }
+
+/// From NixOS activation the units go to switch-to-configuration's list (a temp dir
+/// stands in for /run/nixos), `--no-restart` leaves them, and a systemctl that fails or
+/// is missing fails the run: no restart is ever claimed that did not happen.
+#[test]
+fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
+    let (fleet, keys, bin) = setup("");
+    let failing = fleet.script(
+        "failing-systemctl",
+        "echo \"Unit a.service not loaded.\" >&2; exit 1",
+    );
+    let root = fleet.home.join("run");
+    let nixos = fleet.home.join("nixos");
+    let mut script = String::new();
+    for (i, flags) in [
+        format!("--from-activation --nixos-run-dir {}", nixos.display()),
+        format!("--from-activation --nixos-run-dir {}", nixos.display()),
+        "--no-restart".to_owned(),
+        format!("--systemctl {}", failing.display()),
+        "--systemctl /nonexistent/systemctl".to_owned(),
+        String::new(), // PATH: the fake systemctl, which records its calls
+    ]
+    .iter()
+    .enumerate()
+    {
+        set(&fleet, "db", &format!("v{i}"));
+        let mut b = Bundle::new(&fleet, &format!("bundle{i}"));
+        b.add(&fleet, "db", json!({"restart_units": ["a.service", "b.service"]}));
+        let bundle = b.write();
+        script.push_str(&format!(
+            "echo '#run {i}'\nif $BENTO activate --bundle {} -i {} --root {} {flags}; then echo 'exit 0'; else echo 'exit 1'; fi\n",
+            bundle.display(),
+            s(&keys.web1),
+            root.display(),
+        ));
+    }
+    let out = in_namespace(&fleet, &bin, &script);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // Each run's lines (stdout and stderr are captured apart: stderr holds the notes).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("restart")).collect();
+    assert_eq!(
+        notes,
+        [
+            "· queued for restart by switch-to-configuration: a.service b.service",
+            "· queued for restart by switch-to-configuration: a.service b.service",
+            "· not restarted (--no-restart): a.service b.service",
+            &format!(
+                "error: units not restarted: `{} try-restart a.service b.service` failed (exit status: 1)",
+                failing.display()
+            ),
+            "error: units not restarted: could not run `/nonexistent/systemctl`: No such file or directory (os error 2); pass --systemctl PROGRAM",
+            "· restarted: a.service b.service",
+        ],
+        "{t}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let exits: Vec<&str> = stdout.lines().filter(|l| l.starts_with("exit ")).collect();
+    assert_eq!(
+        exits,
+        ["exit 0", "exit 0", "exit 0", "exit 1", "exit 1", "exit 0"],
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(nixos.join("activation-restart-list")).unwrap(),
+        "a.service\nb.service\na.service\nb.service\n"
+    );
+    assert!(!nixos.join("activation-reload-list").exists());
+    // Only the last run reached the recording systemctl.
+    let calls = std::fs::read_to_string(fleet.home.join("systemctl.calls")).unwrap();
+    assert_eq!(calls, "try-restart a.service b.service\n");
+}

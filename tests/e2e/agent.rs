@@ -243,6 +243,68 @@ fn only_secrets_changed_activates_without_rebuild() {
     assert_eq!(l.secret("db-password"), "v2 of db-password");
 }
 
+/// A secrets-only update with the agent's own `activate` (no `activate` key), as root on
+/// a real ramfs in a private mount namespace: the configured identity (not the machine's
+/// /etc/ssh host key) decrypts, and the `needed_for_users` secret is refreshed too.
+#[test]
+fn a_secrets_only_update_uses_the_configured_identity_and_refreshes_both_phases() {
+    crate::harness::require("unshare");
+    let l = Loop::new();
+    let rules = format!(
+        "{}\n[secrets.root-hash]\nrecipients = [\"web1\"]\nneeded_for_users = true\n",
+        crate::harness::EXAMPLE_RULES
+    );
+    l.fleet.rules(&rules);
+    ok(&l.fleet.bento_stdin(&["secret", "edit", "root-hash"], b"$6$one"));
+    l.deploy();
+    ok(&l.agent(&[])); // config and secrets: the rebuild's activation
+                       // From now on the agent activates by itself, with its default command.
+    let config = std::fs::read_to_string(&l.config).unwrap();
+    let config: String = config
+        .lines()
+        .filter(|line| !line.starts_with("activate ="))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(config.contains(&format!("identity = \"{}\"", s(&l.keys.web1))));
+    std::fs::write(&l.config, config).unwrap();
+    ok(&l.fleet.bento_stdin(&["secret", "edit", "root-hash"], b"$6$two"));
+    ok(&l
+        .fleet
+        .bento_stdin(&["secret", "edit", "db-password"], b"v2 of db-password"));
+    l.deploy();
+    let script = format!(
+        "{bento} agent --once --config {config}\n\
+         echo; cat {root}/secrets-for-users/root-hash; echo; cat {root}/secrets/db-password; echo\n\
+         stat -c '%n %U %a' {root}/secrets-for-users/root-hash",
+        bento = env!("CARGO_BIN_EXE_bento"),
+        config = l.config.display(),
+        root = l.secrets.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-euc", &script])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("generation 2 secrets-updated"), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().skip_while(|l| !l.is_empty()).skip(1).collect();
+    assert_eq!(lines[..2], ["$6$two", "v2 of db-password"], "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}/secrets-for-users/root-hash root 400",
+            l.secrets.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        l.calls().lines().count(),
+        1,
+        "no rebuild for a secrets-only change"
+    );
+}
+
 #[test]
 fn tampered_bundles_and_downgrades_are_refused() {
     let l = Loop::new();

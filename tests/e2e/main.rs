@@ -15,6 +15,7 @@ mod hostile_server;
 mod init;
 mod interop;
 mod output;
+mod nixos;
 mod rekey;
 mod roundtrip;
 mod sshd;

@@ -1,0 +1,115 @@
+# Evaluates the bento NixOS modules with nixpkgs' own module system (lib.evalModules from
+# nixpkgs `lib`) against the option stand-ins of stubs.nix, as NixOS would: the
+# assertions are checked first (failing as NixOS fails, "Failed assertions: - …"), then
+# the activation script is put together from the scripts and their deps.
+#
+#   nix-instantiate --eval --strict --json tests/nixos/eval.nix \
+#     --arg nixpkgsLib ../shared/nixpkgs-lib/lib --argstr case default
+#
+# tests/e2e/nixos.rs runs every case and checks what it prints (or how it fails).
+{ nixpkgsLib, case, hostConfig ? null }:
+
+let
+  lib = import nixpkgsLib;
+  pkgs = import ./pkgs.nix { inherit lib; };
+  stubs = import ./stubs.nix { inherit lib pkgs; };
+  root = ../..;
+
+  # The flake, its inputs stood in for.
+  flake = import (root + "/flake.nix");
+  flakeOutputs = flake.outputs {
+    self = flakeOutputs // { outPath = root; };
+    nixpkgs = {
+      inherit lib;
+      legacyPackages = { x86_64-linux = pkgs; aarch64-linux = pkgs; };
+    };
+  };
+
+  key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ/UUji4zvncN+E4Y2WgsnyA3nRR05ETkdiQJTYA+/c alice";
+  client = extra: [
+    (root + "/nix/client.nix")
+    ({ lib, ... }: lib.recursiveUpdate {
+      networking.hostName = "web1";
+      services.bento = {
+        enable = true;
+        server = "sftp://web1@bento.example.org:22";
+        serverKnownHosts = "bento.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN";
+        trustedKeys = [ key ];
+      };
+    } extra)
+  ];
+  server = extra: [
+    (root + "/nix/server.nix")
+    { services.bento-server = { enable = true; hosts.web1 = key; hosts.db1 = key; } // extra; }
+  ];
+
+  cases = {
+    default = client { };
+    userborn = client { services.userborn.enable = true; };
+    sysusers = client { systemd.sysusers.enable = true; };
+    settings = client {
+      services.bento = {
+        activate = "/bin/true";
+        keepBundles = 5;
+        runTimeout = 600;
+        ssh = "/usr/bin/ssh";
+        rebootCommand = "systemctl kexec";
+        reboot = "kexec";
+        triggerGroup = "wheel";
+      };
+      networking.proxy.envVars = { https_proxy = "http://proxy:3128"; };
+    };
+    server = server { };
+    server-prefix = server { userPrefix = "bento-"; };
+    flake-client = [ flakeOutputs.nixosModules.default ] ++ builtins.tail (client { });
+    flake-server = [ flakeOutputs.nixosModules.server { services.bento-server = { enable = true; hosts.web1 = key; }; } ];
+    host-web1 = [ (root + "/hosts/web1/configuration.nix") ];
+    host-db1 = [ (root + "/hosts/db1/configuration.nix") ];
+    host-edge = [ (root + "/hosts/edge/configuration.nix") ];
+    # A host's configuration as its bundle carries it (--arg hostConfig PATH).
+    bundle = [ hostConfig ];
+    # Refused at evaluation.
+    no-trusted-keys = client { services.bento.trustedKeys = lib.mkForce [ ]; };
+    trusted-keys-unset = [ (root + "/nix/client.nix") {
+      services.bento = { enable = true; server = "file:///srv/bento"; };
+    } ];
+    sftp-without-known-hosts = client { services.bento.serverKnownHosts = lib.mkForce ""; };
+    no-package = client { services.bento.package = lib.mkForce null; };
+    server-bad-host = server { hosts."../etc" = key; };
+  };
+
+  config = (lib.evalModules { modules = [ stubs ] ++ cases.${case}; }).config;
+
+  failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+  checked =
+    if failed != [ ] then
+      throw "\nFailed assertions:\n${lib.concatMapStringsSep "\n" (m: "- ${m}") failed}"
+    else config;
+
+  # As NixOS's activation-script.nix: every dep must name a script.
+  activationScript = scripts:
+    let
+      entries = lib.mapAttrs (_: v: if builtins.isString v then lib.noDepEntry v else v) scripts;
+    in
+    lib.textClosureMap lib.id entries (lib.attrNames entries);
+
+  bentoUnits = lib.filterAttrs (n: _: lib.hasPrefix "bento" n);
+  c = checked;
+in
+{
+  activationScripts = lib.mapAttrs (_: v: if builtins.isString v then v else { inherit (v) deps text; })
+    c.system.activationScripts;
+  activationScript = activationScript c.system.activationScripts;
+  services = bentoUnits c.systemd.services;
+  timers = bentoUnits c.systemd.timers;
+  sockets = bentoUnits c.systemd.sockets;
+} // lib.optionalAttrs (c ? services.bento && c.services.bento.enable) {
+  package = c.services.bento.package.name;
+  packageSource = c.services.bento.package.passthru.src.url or "checkout";
+  agentToml = c.environment.etc."bento/agent.toml".source.value;
+  knownHosts = c.environment.etc."bento/known_hosts".text;
+} // lib.optionalAttrs (c ? services.bento-server && c.services.bento-server.enable) {
+  users = lib.mapAttrs (_: u: { inherit (u) group home; keys = u.openssh.authorizedKeys.keys; }) c.users.users;
+  sshd = c.services.openssh.extraConfig;
+  tmpfiles = c.systemd.tmpfiles.rules;
+}
