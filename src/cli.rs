@@ -286,6 +286,21 @@ pub enum SecretCommand {
         #[command(flatten)]
         identities: IdentityArgs,
     },
+    /// Make the secrets that have a `generate` kind (passwords, random bytes, key pairs)
+    ///
+    /// Without NAMEs: every secret with a `generate` kind and no file yet. An existing
+    /// secret is never replaced without --force; without it, only a key pair's missing or
+    /// altered secrets/NAME.pub is written again, from the secret (decrypted with -i).
+    /// The plaintext stays in memory; the fleet lock (.bento/lock) is held throughout.
+    Generate {
+        /// Only these secrets [default: every generated secret without a file]
+        names: Vec<String>,
+        /// Replace secrets that exist (a new password or key: rotate it)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        identities: IdentityArgs,
+    },
     /// Show every secret and its recipients, with stale marks
     List {
         /// Print as JSON

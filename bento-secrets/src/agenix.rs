@@ -71,6 +71,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             restart_units: Vec::new(),
             armor: entry.armor,
             needed_for_users: false,
+            generate: None,
         };
         secrets.insert(name, rule);
     }

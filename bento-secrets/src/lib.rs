@@ -15,6 +15,7 @@ pub mod error;
 pub mod extend;
 pub mod fleet;
 pub mod fleet_lock;
+pub mod generate;
 pub mod generation;
 pub mod header;
 pub mod hostkeys;

@@ -52,6 +52,8 @@ pub struct SecretRule {
     pub armor: bool,
     /// Decrypt before users are created.
     pub needed_for_users: bool,
+    /// How `bento secret generate` makes it, when it is generated.
+    pub generate: Option<crate::generate::Kind>,
 }
 
 /// One resolved recipient of a secret.
@@ -122,6 +124,7 @@ struct RawSecret {
     armor: bool,
     #[serde(default)]
     needed_for_users: bool,
+    generate: Option<Spanned<String>>,
 }
 
 /// Is `name` a valid secret, host, admin or group name: `[A-Za-z0-9._-]+`, not starting
@@ -430,6 +433,15 @@ impl Rules {
             }
             restart_units.push(u.into_inner());
         }
+        let generate = match raw.generate {
+            Some(g) => Some(crate::generate::Kind::parse(g.get_ref()).map_err(|e| {
+                at(
+                    g.span().start,
+                    format!("{name}.generate: {e}; the kinds are {}", crate::generate::KINDS),
+                )
+            })?),
+            None => None,
+        };
         Ok(SecretRule {
             name,
             file,
@@ -441,6 +453,7 @@ impl Rules {
             restart_units,
             armor: raw.armor,
             needed_for_users: raw.needed_for_users,
+            generate,
         })
     }
 }
@@ -468,6 +481,8 @@ admins = []
 # restart_units = ["postgresql.service"]  # restarted when the content changes
 # armor = false                       # ASCII-armored ciphertext
 # needed_for_users = false            # decrypted before users exist (password hashes)
+# generate = "password:32"            # `bento secret generate` makes it: password:N, hex:N,
+#                                     # base64:N, ssh-ed25519, wireguard, age (.pub beside it)
 "#;
 
 #[cfg(test)]
@@ -527,6 +542,13 @@ mod tests {
         assert!(err("[secrets.a]\nrecipients = [\"web1\"]\npath = \"/x/../etc\"\n").contains("a.path"));
         assert!(err("[secrets.a]\nrecipients = [\"web1\"]\nfile = \"../x.age\"\n").contains("a.file"));
         assert!(err("[secrets.a]\n").contains("no recipients"));
+        assert_eq!(
+            err("[secrets.a]\nrecipients = [\"web1\"]\ngenerate = \"password:0\"\n"),
+            "secrets/secrets.toml:3: a.generate: `password:0`: N must be a number from 1 to 4096; \
+             the kinds are password:N, hex:N, base64:N (N from 1 to 4096), ssh-ed25519, wireguard, age"
+        );
+        assert!(err("[secrets.a]\nrecipients = [\"web1\"]\ngenerate = \"rsa\"\n")
+            .starts_with("secrets/secrets.toml:3: a.generate: `rsa` is not a kind; the kinds are"));
         assert!(err(
             "[secrets.a]\nrecipients = [\"web1\"]\n[secrets.b]\nrecipients = [\"web1\"]\nfile = \"a.age\"\n"
         )

@@ -41,6 +41,8 @@ pub enum Kind {
     Orphan,
     /// A lock entry for a secret that has no rule.
     StaleLockEntry,
+    /// A generated key pair's `.pub` is missing, or not the one the lock records.
+    PublicKey,
 }
 
 impl Kind {
@@ -210,7 +212,12 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     let (stanzas, sha256) = match facts {
         FileFacts::Read { stanzas, sha256 } => (stanzas, sha256),
         FileFacts::Missing => {
-            let msg = format!("{file} is missing; create it with `bento secret edit {name}`");
+            let how = if rule.generate.is_some() {
+                "generate"
+            } else {
+                "edit"
+            };
+            let msg = format!("{file} is missing; create it with `bento secret {how} {name}`");
             return vec![finding(Kind::MissingFile, None, msg)];
         }
         FileFacts::Corrupt(detail) => return vec![finding(Kind::Corrupt, None, format!("{file}: {detail}"))],
@@ -247,6 +254,8 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
             .map(|(n, _)| n);
         extra.insert(owner.map_or_else(|| format!("an unknown ssh key (tag {tag})"), str::to_owned));
     }
+
+    out.extend(check_public(fleet, rule, sha256, lock, &finding));
 
     // The lock, trusted only while the file is the one it describes.
     match lock.entries.get(name) {
@@ -310,6 +319,48 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
         ));
     }
     out
+}
+
+/// A generated key pair's `.pub`: it must exist, and be the one the lock recorded when
+/// the pair was made (while the lock describes the secret's file).
+fn check_public(
+    fleet: &Fleet,
+    rule: &SecretRule,
+    sha256: &str,
+    lock: &Lock,
+    finding: &dyn Fn(Kind, Option<String>, String) -> Finding,
+) -> Option<Finding> {
+    if !rule.generate.is_some_and(|k| k.has_public()) {
+        return None;
+    }
+    let shown = crate::store::public_shown(fleet, rule);
+    let fix = format!(
+        "`bento secret generate {}` writes it again from the secret",
+        rule.name
+    );
+    let recorded = lock
+        .entries
+        .get(&rule.name)
+        .filter(|e| e.sha256 == sha256)
+        .and_then(|e| e.public_sha256.as_deref());
+    match crate::store::read_public(fleet, rule) {
+        Ok(None) => Some(finding(
+            Kind::PublicKey,
+            None,
+            format!("{shown} is missing; {fix}"),
+        )),
+        Err(e) => Some(finding(Kind::PublicKey, None, format!("{e}"))),
+        Ok(Some(bytes)) => match recorded {
+            Some(hash) if sha256_hex(&bytes) != hash => Some(finding(
+                Kind::PublicKey,
+                None,
+                format!(
+                    "{shown} is not the public key recorded in {LOCK_FILE} (changed outside bento); {fix}"
+                ),
+            )),
+            _ => None,
+        },
+    }
 }
 
 /// Without a trusted lock, X25519 recipients can only be counted.

@@ -8,6 +8,7 @@ mod agent;
 mod bad_input;
 mod deploy;
 mod edit;
+mod generate;
 mod host;
 mod hostile_logs;
 mod hostile_server;
