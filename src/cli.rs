@@ -135,8 +135,9 @@ pub struct ActivateArgs {
     /// Do not mount a RAM filesystem (unprivileged test or demo runs only)
     #[arg(long)]
     pub no_mount: bool,
-    /// The program that restarts units (`PROGRAM try-restart UNIT...`); `true` restarts
-    /// nothing, for machines without systemd
+    /// The program that restarts and reloads units (`PROGRAM try-restart UNIT...`,
+    /// `PROGRAM try-reload-or-restart UNIT...`); `true` does nothing, for machines without
+    /// systemd
     #[arg(long, value_name = "PROGRAM", default_value = "systemctl")]
     pub systemctl: String,
     /// Print the report as JSON

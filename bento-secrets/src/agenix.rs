@@ -69,6 +69,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             mode: 0o400,
             path: None,
             restart_units: Vec::new(),
+            reload_units: Vec::new(),
             armor: entry.armor,
             needed_for_users: false,
             generate: None,
@@ -81,6 +82,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
         admins: Vec::new(),
         groups: BTreeMap::new(),
         secrets,
+        templates: BTreeMap::new(),
     };
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")

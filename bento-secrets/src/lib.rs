@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod activate;
+pub mod activate_templates;
 pub mod agenix;
 pub mod atomic;
 pub mod crypt;
@@ -31,6 +32,7 @@ pub mod rules;
 pub mod scratch;
 pub mod spec;
 pub mod store;
+pub mod template;
 pub mod verify;
 
 pub use error::{Error, Result};

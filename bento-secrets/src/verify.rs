@@ -17,7 +17,7 @@ use crate::fleet::Fleet;
 use crate::header;
 use crate::keys::KeyKind;
 use crate::lock::{sha256_hex, Lock, LOCK_FILE};
-use crate::rules::{Member, SecretRule};
+use crate::rules::{Member, Role, SecretRule};
 
 /// What kind of problem a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -43,6 +43,10 @@ pub enum Kind {
     StaleLockEntry,
     /// A generated key pair's `.pub` is missing, or not the one the lock records.
     PublicKey,
+    /// A template's placeholder names a secret that has no rule.
+    TemplateUnknownSecret,
+    /// A template is rendered on a host that is not a recipient of a secret it uses.
+    TemplateHost,
 }
 
 impl Kind {
@@ -171,8 +175,54 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
             ),
         });
     }
+    report.findings.extend(check_templates(fleet));
     report.lock = lock;
     Ok(report)
+}
+
+/// Every template's placeholders name a secret, and each of its hosts can decrypt them.
+fn check_templates(fleet: &Fleet) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for t in fleet.rules.templates.values() {
+        let file = t.shown(crate::fleet::RULES_FILE);
+        for name in &t.secrets {
+            let Some(rule) = fleet.rules.secrets.get(name) else {
+                out.push(Finding {
+                    secret: name.clone(),
+                    file: file.clone(),
+                    kind: Kind::TemplateUnknownSecret,
+                    recipient: None,
+                    keys: Vec::new(),
+                    message: format!(
+                        "template {}: `{{{{ secrets.{name} }}}}` names no secret; add [secrets.{name}] or fix the placeholder",
+                        t.name
+                    ),
+                });
+                continue;
+            };
+            for host in &t.hosts {
+                if !rule
+                    .recipients
+                    .iter()
+                    .any(|m| m.role == Role::Host && m.name == *host)
+                {
+                    out.push(Finding {
+                        secret: name.clone(),
+                        file: file.clone(),
+                        kind: Kind::TemplateHost,
+                        recipient: Some(host.clone()),
+                        keys: Vec::new(),
+                        message: format!(
+                            "template {}: host {host} is not a recipient of {name}; add {host} to \
+                             {name}.recipients, or take it out of templates.{}.hosts",
+                            t.name, t.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What a secret's file shows without the lock.

@@ -18,4 +18,5 @@ mod rekey;
 mod roundtrip;
 mod sshd;
 mod status;
+mod templates;
 mod verify;
