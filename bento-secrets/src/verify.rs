@@ -114,9 +114,12 @@ impl Report {
             .collect()
     }
 
-    /// The findings about one secret.
+    /// The findings about one secret's file (not those of the templates that use it).
     pub fn about<'a>(&'a self, secret: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
-        self.findings.iter().filter(move |f| f.secret == secret)
+        self.findings
+            .iter()
+            .filter(move |f| f.secret == secret)
+            .filter(|f| !matches!(f.kind, Kind::TemplateHost | Kind::TemplateUnknownSecret))
     }
 }
 
