@@ -302,7 +302,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
     }
     prune(&tree, family, n, opts.keep);
     if opts.phase == Phase::Secrets {
-        restart_units(opts, &specs, &templates, &mut report);
+        crate::activate_units::restart_units(opts, &specs, &templates, &mut report);
     }
     Ok(report)
 }
@@ -463,7 +463,8 @@ fn dry_run(
         .removed
         .extend(templates::removed(&old_templates, templates));
     if opts.phase == Phase::Secrets {
-        (report.restart_units, report.reload_units) = units_to_restart(specs, templates, report);
+        (report.restart_units, report.reload_units) =
+            crate::activate_units::units_to_restart(specs, templates, report);
     }
 }
 
@@ -546,56 +547,6 @@ fn prune(tree: &Tree, family: Family, current: u64, keep: usize) {
     let drop_count = older.len().saturating_sub(keep);
     for g in &older[..drop_count] {
         let _ = tree.remove_generation(family, *g);
-    }
-}
-
-/// The units of added and changed secrets and templates, each once: (restart, reload).
-/// A unit both restarted and reloaded is only restarted.
-fn units_to_restart(
-    specs: &[SecretSpec],
-    templates: &[TemplateSpec],
-    report: &Report,
-) -> (Vec<String>, Vec<String>) {
-    let touched: BTreeSet<&str> = report
-        .added
-        .iter()
-        .chain(&report.changed)
-        .map(String::as_str)
-        .collect();
-    let (mut restart, mut reload) = templates::units(templates, report);
-    for s in specs.iter().filter(|s| touched.contains(s.name.as_str())) {
-        restart.extend(s.restart_units.iter().cloned());
-        reload.extend(s.reload_units.iter().cloned());
-    }
-    reload.retain(|u| !restart.contains(u));
-    (restart.into_iter().collect(), reload.into_iter().collect())
-}
-
-/// Restarts the units of changed secrets and templates with one `systemctl try-restart`,
-/// and reloads theirs with one `systemctl try-reload-or-restart` (as sops-nix's
-/// `reloadUnits`: only running units, reloaded where they can be, else restarted).
-fn restart_units(opts: &Options, specs: &[SecretSpec], templates: &[TemplateSpec], report: &mut Report) {
-    (report.restart_units, report.reload_units) = units_to_restart(specs, templates, report);
-    for (verb, units) in [
-        ("try-restart", &report.restart_units),
-        ("try-reload-or-restart", &report.reload_units),
-    ] {
-        if units.is_empty() {
-            continue;
-        }
-        let status = std::process::Command::new(&opts.systemctl)
-            .arg(verb)
-            .args(units)
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => report
-                .warnings
-                .push(format!("`{} {verb}` failed ({s})", opts.systemctl)),
-            Err(e) => report
-                .warnings
-                .push(format!("could not run `{}`: {e}", opts.systemctl)),
-        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod activate;
 pub mod activate_templates;
+pub mod activate_units;
 pub mod agenix;
 pub mod atomic;
 pub mod crypt;
