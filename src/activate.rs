@@ -84,13 +84,23 @@ fn print(r: &Report) -> std::io::Result<()> {
         (Some(Handled::WouldRestart), _) => output::note(&format!("would restart: {units}")),
         (None, None) => {}
     }
+    if !r.reload_units.is_empty() {
+        let verb = if r.dry_run { "would reload" } else { "reloaded" };
+        output::note(&format!("{verb}: {}", r.reload_units.join(" ")));
+    }
     for f in &r.failed {
         let kept = if f.kept_previous {
             " (previous content kept)"
         } else {
             ""
         };
-        output::error(&format!("secret {}: {}{kept}", f.name, f.error));
+        // Templates are named `templates/<name>`.
+        let what = if f.name.starts_with("templates/") {
+            ""
+        } else {
+            "secret "
+        };
+        output::error(&format!("{what}{}: {}{kept}", f.name, f.error));
     }
     if r.failed.is_empty() && r.units_error.is_none() {
         output::ok(&summary);

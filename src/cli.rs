@@ -161,8 +161,8 @@ pub struct ActivateArgs {
     /// Do not mount a RAM filesystem (unprivileged test or demo runs only)
     #[arg(long)]
     pub no_mount: bool,
-    /// The program that restarts the units of changed secrets (`PROGRAM try-restart
-    /// UNIT...`) [default: /run/current-system/sw/bin/systemctl if it exists, else
+    /// The program that restarts and reloads the units of changed secrets and templates
+    /// (`PROGRAM try-restart UNIT...`, `PROGRAM try-reload-or-restart UNIT...`) [default: /run/current-system/sw/bin/systemctl if it exists, else
     /// systemctl from PATH]
     #[arg(long, value_name = "PROGRAM", conflicts_with_all = ["from_activation", "no_restart"])]
     pub systemctl: Option<String>,
@@ -350,6 +350,21 @@ pub enum SecretCommand {
         /// Re-encrypt even secrets that are not stale
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        identities: IdentityArgs,
+    },
+    /// Make the secrets that have a `generate` kind (passwords, random bytes, key pairs)
+    ///
+    /// Without NAMEs: every secret with a `generate` kind and no file yet. An existing
+    /// secret is never replaced without --force; without it, only a key pair's missing or
+    /// altered secrets/NAME.pub is written again, from the secret (decrypted with -i).
+    /// The plaintext stays in memory; the fleet lock (.bento/lock) is held throughout.
+    Generate {
+        /// Only these secrets [default: every generated secret without a file]
+        names: Vec<String>,
+        /// Replace secrets that exist (a new password or key: rotate it)
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         identities: IdentityArgs,
     },

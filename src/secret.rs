@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bento_secrets::edit::{self, Outcome, TempPolicy};
+use bento_secrets::edit::{self, Outcome as EditOutcome, TempPolicy};
+use bento_secrets::generate::Outcome;
 use bento_secrets::identity::identity_paths;
 use bento_secrets::rekey;
 use bento_secrets::verify::{self, Kind, Report};
@@ -39,6 +40,11 @@ pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitC
             all,
             identities,
         } => rekey(&fleet, &names, all, &identities),
+        SecretCommand::Generate {
+            names,
+            force,
+            identities,
+        } => generate(&fleet, &names, force, &identities),
         SecretCommand::List { json } => list(&fleet, json),
         SecretCommand::ImportAgenix { .. } => unreachable!("handled above"),
     }
@@ -99,9 +105,9 @@ fn edit(
     let rule = fleet.rule(name)?;
     let shown = fleet.secret_shown(rule);
     match outcome {
-        Outcome::Unchanged => output::note(&format!("{shown}: unchanged")),
-        Outcome::NothingToCreate => output::note(&format!("{shown}: empty content, nothing created")),
-        Outcome::Written(n) => output::ok(&format!(
+        EditOutcome::Unchanged => output::note(&format!("{shown}: unchanged")),
+        EditOutcome::NothingToCreate => output::note(&format!("{shown}: empty content, nothing created")),
+        EditOutcome::Written(n) => output::ok(&format!(
             "{shown}: encrypted to {n} key{} ({})",
             if n == 1 { "" } else { "s" },
             store::who(rule)
@@ -215,6 +221,47 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
         ));
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn generate(
+    fleet: &Fleet,
+    names: &[String],
+    force: bool,
+    identities: &IdentityArgs,
+) -> anyhow::Result<ExitCode> {
+    // Taken before anything is read: the ciphertexts, the .pub files and the lock.
+    let held = lock(fleet.root())?;
+    let targets = bento_secrets::generate::select(fleet, names, force)?;
+    if targets.is_empty() {
+        output::note("nothing to generate: every secret with a `generate` kind has its file");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcomes =
+        bento_secrets::generate::run(fleet, &held, &targets, force, &|| load_identities(identities))?;
+    for (name, outcome) in outcomes {
+        let rule = fleet.rule(&name)?;
+        let shown = fleet.secret_shown(rule);
+        match outcome {
+            Outcome::Generated { kind, keys } => {
+                let public = if kind.has_public() {
+                    format!(", public part in {}", store::public_shown(fleet, rule))
+                } else {
+                    String::new()
+                };
+                output::ok(&format!(
+                    "{shown}: generated ({kind}), encrypted to {keys} key{} ({}){public}",
+                    if keys == 1 { "" } else { "s" },
+                    store::who(rule)
+                ));
+            }
+            Outcome::Kept => output::note(&format!("{shown}: exists, kept (pass --force to replace it)")),
+            Outcome::PublicRestored => output::ok(&format!(
+                "{}: written again from {shown}",
+                store::public_shown(fleet, rule)
+            )),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `rekey` says when it has nothing to do, naming why for each secret asked for.

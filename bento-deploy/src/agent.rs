@@ -520,6 +520,17 @@ fn diff(old: Option<&Manifest>, new: &Manifest) -> Changes {
             secrets.push(s.name.clone());
         }
     }
+    // A template is rendered by `bento activate` too: its changes are named `templates/<name>`.
+    for t in &new.templates {
+        if !old.templates.contains(t) {
+            secrets.push(format!("templates/{}", t.name));
+        }
+    }
+    for t in &old.templates {
+        if !new.templates.iter().any(|n| n.name == t.name) {
+            secrets.push(format!("templates/{}", t.name));
+        }
+    }
     Changes { config, secrets }
 }
 

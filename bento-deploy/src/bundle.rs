@@ -1,12 +1,13 @@
 //! A host's bundle, assembled in memory: `config/` (the host's configuration directory
 //! with symlinks resolved, like `rsync -L`), `secrets/<name>.age` for exactly the secrets
-//! the host is a recipient of, and the [`Manifest`] describing them.
+//! the host is a recipient of, `templates/<name>` (the text, unrendered) for the templates
+//! rendered on it, and the [`Manifest`] describing them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bento_secrets::rules::{Role, SecretRule};
-use bento_secrets::spec::SecretSpec;
+use bento_secrets::spec::{SecretSpec, TemplateSpec};
 use bento_secrets::Fleet;
 
 use crate::dirents::Dir;
@@ -57,6 +58,8 @@ pub struct Bundle {
     pub files: BTreeMap<String, File>,
     /// The host's secrets, in name order.
     pub secrets: Vec<SecretSpec>,
+    /// The host's templates, in name order.
+    pub templates: Vec<TemplateSpec>,
 }
 
 impl Bundle {
@@ -79,10 +82,24 @@ impl Bundle {
             files.insert(spec.file.clone(), file);
             secrets.push(spec);
         }
+        // Templates travel as their text: the host renders them.
+        let mut templates = Vec::new();
+        for rule in fleet
+            .rules
+            .templates
+            .values()
+            .filter(|t| t.hosts.contains(&host.name))
+        {
+            let file = File::new(rule.text.as_bytes().to_vec());
+            let spec = TemplateSpec::from_rule(rule, file.sha256.clone());
+            files.insert(spec.file.clone(), file);
+            templates.push(spec);
+        }
         Ok(Bundle {
             host: host.name.clone(),
             files,
             secrets,
+            templates,
         })
     }
 
@@ -112,6 +129,7 @@ impl Bundle {
                 .map(|(path, f)| (path.clone(), f.bytes.len() as u64))
                 .collect(),
             secrets: self.secrets.clone(),
+            templates: self.templates.clone(),
         }
     }
 

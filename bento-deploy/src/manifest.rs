@@ -6,7 +6,7 @@
 //!   "git_commit": "abc…" | null, "system": "/nix/store/…" | null,
 //!   "files": { "config/configuration.nix": "<sha256 hex>", "secrets/db.age": "<sha256 hex>" },
 //!   "sizes": { "config/configuration.nix": 1234, "secrets/db.age": 567 },
-//!   "secrets": [ SecretSpec, … ] }
+//!   "secrets": [ SecretSpec, … ], "templates": [ TemplateSpec, … ] }
 //! ```
 //!
 //! `sizes` came after the first release: a manifest without it still parses (installed
@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use bento_secrets::rules::valid_name;
-use bento_secrets::spec::SecretSpec;
+use bento_secrets::spec::{SecretSpec, TemplateSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -52,6 +52,10 @@ pub struct Manifest {
     pub sizes: BTreeMap<String, u64>,
     /// The secrets and their runtime attributes.
     pub secrets: Vec<SecretSpec>,
+    /// The templates (text in `templates/<name>`) and their runtime attributes; absent
+    /// when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<TemplateSpec>,
 }
 
 impl Manifest {
@@ -71,7 +75,7 @@ impl Manifest {
     }
 
     /// Checks what a host must not trust blindly: the format, the host name, every path
-    /// (relative, `/`-separated, inside `config/` or `secrets/`, no `.`/`..`, no NUL),
+    /// (relative, `/`-separated, inside `config/`, `secrets/` or `templates/`, no `.`/`..`, no NUL),
     /// every hash, and that each secret's ciphertext is listed with the same hash.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::Manifest(msg));
@@ -117,6 +121,19 @@ impl Manifest {
                 ));
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in &self.templates {
+            spec.validate().map_err(Error::Manifest)?;
+            if !seen.insert(spec.name.as_str()) {
+                return bad(format!("template `{}` is listed twice", spec.name));
+            }
+            if self.files.get(&spec.file) != Some(&spec.sha256) {
+                return bad(format!(
+                    "template `{}`: {} is not in files with the same sha256",
+                    spec.name, spec.file
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -127,6 +144,7 @@ impl Manifest {
         self.files == other.files
             && self.sizes == other.sizes
             && self.secrets == other.secrets
+            && self.templates == other.templates
             && self.system == other.system
     }
 
@@ -154,8 +172,10 @@ pub fn validate_path(path: &str) -> Result<(), String> {
     }
     let mut parts = path.split('/');
     let top = parts.next().unwrap_or_default();
-    if top != "config" && top != "secrets" {
-        return Err(format!("path `{shown}` is outside config/ and secrets/"));
+    if top != "config" && top != "secrets" && top != "templates" {
+        return Err(format!(
+            "path `{shown}` is outside config/, secrets/ and templates/"
+        ));
     }
     let rest: Vec<&str> = parts.collect();
     if rest.is_empty() {
@@ -224,6 +244,7 @@ mod tests {
             files: [("config/configuration.nix".to_owned(), hash)].into(),
             sizes: [("config/configuration.nix".to_owned(), 42)].into(),
             secrets: Vec::new(),
+            templates: Vec::new(),
         }
     }
 

@@ -84,7 +84,13 @@ pub fn check_secrets(fleet: &Fleet) -> Result<(), Error> {
     let blocking: Vec<_> = report
         .findings
         .iter()
-        .filter(|f| f.kind.rekey_fixes() || matches!(f.kind, Kind::MissingFile | Kind::Corrupt))
+        .filter(|f| {
+            f.kind.rekey_fixes()
+                || matches!(
+                    f.kind,
+                    Kind::MissingFile | Kind::Corrupt | Kind::TemplateUnknownSecret | Kind::TemplateHost
+                )
+        })
         .collect();
     if blocking.is_empty() {
         return Ok(());

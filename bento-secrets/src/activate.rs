@@ -16,14 +16,15 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::accounts::{self, Owner};
+use crate::activate_templates as templates;
 use crate::error::{Error, Result};
 use crate::generation::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
 use crate::identity::Identities;
 use crate::lock::sha256_hex;
 use crate::prompt::Prompt;
 use crate::ramfs::{self, FsKind, Mounted};
-use crate::spec::SecretSpec;
-use crate::units::{self, Handled, UnitControl};
+use crate::spec::{SecretSpec, TemplateSpec};
+use crate::units::{Handled, UnitControl};
 
 /// Owner of the users phase's secrets and of the bookkeeping files.
 const ROOT: Owner = Owner { uid: 0, gid: 0 };
@@ -98,6 +99,8 @@ pub struct Report {
     /// Why restarting them failed: nothing was restarted then, and the run fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub units_error: Option<String>,
+    /// Units reloaded (or, in a dry run, that would be); none that is also restarted.
+    pub reload_units: Vec<String>,
     /// Things the admin should know.
     pub warnings: Vec<String>,
     /// Whether this was a dry run.
@@ -116,6 +119,8 @@ impl Prompt for NoPrompt {
 struct ManifestSecrets {
     #[serde(default)]
     secrets: Vec<serde_json::Value>,
+    #[serde(default)]
+    templates: Vec<serde_json::Value>,
 }
 
 /// A secret ready to be written: plaintext and resolved owner.
@@ -132,7 +137,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         dry_run: opts.dry_run,
         ..Report::default()
     };
-    let specs = read_specs(&opts.bundle, opts.phase, &mut report)?;
+    let (specs, templates) = read_specs(&opts.bundle, opts.phase, &mut report)?;
 
     let prepared: Vec<Prepared> = if specs.is_empty() {
         Vec::new()
@@ -146,8 +151,10 @@ pub fn activate(opts: &Options) -> Result<Report> {
         }
     };
 
+    let rendered = templates::render_all(&opts.bundle, &templates, &specs, &prepared);
+
     if opts.dry_run {
-        dry_run(opts, family, &specs, prepared, &mut report);
+        dry_run(opts, family, &specs, prepared, &templates, rendered, &mut report);
         return Ok(report);
     }
 
@@ -248,23 +255,64 @@ pub fn activate(opts: &Options) -> Result<Report> {
             }),
         }
     }
+    let old_templates_dir = templates::open_old(old_dir.as_ref());
+    let old_templates = templates::old_specs(old_templates_dir.as_ref());
+    let present_templates = match templates::write_all(
+        &gen,
+        old_templates_dir.as_ref(),
+        &templates,
+        rendered,
+        chown,
+        ROOT,
+        &mut report,
+    ) {
+        Ok(present) => present,
+        Err(e) => {
+            let _ = tree.remove_generation(family, n);
+            return Err(Error::Activate {
+                msg: format!(
+                    "{}: writing the templates: {e}; generation {} is still active, nothing changed",
+                    store.display(),
+                    old_n.map_or("none".into(), |o| o.to_string())
+                ),
+            });
+        }
+    };
     let specs_json = serde_json::to_vec_pretty(&present).unwrap_or_default();
     generation::write_file(&gen, SPECS_FILE, ROOT, 0o400, &specs_json, chown).map_err(io)?;
     drop(gen);
     tree.switch(family, n).map_err(io)?;
+    if !present_templates.is_empty() {
+        tree.ensure_link(templates::TEMPLATES_LINK, templates::TEMPLATES_TARGET)
+            .map_err(io)?;
+    }
     report.generation = Some(n);
     report.removed = removed(&old_specs, &present);
+    report
+        .removed
+        .extend(templates::removed(&old_templates, &present_templates));
 
     if opts.mount {
         link_paths(&tree, family, &present, &old_specs, &mut report);
-    } else if present.iter().any(|s| s.path.is_some()) {
+        let stable = opts.root.join(templates::TEMPLATES_LINK);
+        let paths = |t: &[TemplateSpec]| -> Vec<(String, Option<String>)> {
+            t.iter().map(|s| (s.name.clone(), s.path.clone())).collect()
+        };
+        place_links(
+            &stable,
+            &paths(&present_templates),
+            &paths(&old_templates),
+            "templates/",
+            &mut report,
+        );
+    } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
         report.warnings.push(
             "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
         );
     }
     prune(&tree, family, n, opts.keep);
     if opts.phase == Phase::Secrets {
-        restart_units(opts, &specs, &mut report);
+        crate::activate_units::restart_units(opts, &specs, &templates, &mut report);
     }
     Ok(report)
 }
@@ -294,7 +342,12 @@ fn refuse_symlinks(root: &Path) -> Result<()> {
 }
 
 /// The valid specs of this phase from the bundle's manifest; invalid ones are failures.
-fn read_specs(bundle: &Path, phase: Phase, report: &mut Report) -> Result<Vec<SecretSpec>> {
+/// The templates are those of the secrets phase (none for the users phase).
+fn read_specs(
+    bundle: &Path,
+    phase: Phase,
+    report: &mut Report,
+) -> Result<(Vec<SecretSpec>, Vec<TemplateSpec>)> {
     let path = bundle.join("manifest.json");
     let shown = path.display().to_string();
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&shown, e))?;
@@ -332,7 +385,11 @@ fn read_specs(bundle: &Path, phase: Phase, report: &mut Report) -> Result<Vec<Se
             specs.push(spec);
         }
     }
-    Ok(specs)
+    let templates = match phase {
+        Phase::Secrets => templates::read_specs(manifest.templates, &shown, report),
+        Phase::Users => Vec::new(),
+    };
+    Ok((specs, templates))
 }
 
 /// Reads, checks and decrypts one secret, and resolves its owner. Secrets for the users
@@ -392,6 +449,8 @@ fn dry_run(
     family: Family,
     specs: &[SecretSpec],
     prepared: Vec<Prepared>,
+    templates: &[TemplateSpec],
+    rendered: Vec<templates::Rendered>,
     report: &mut Report,
 ) {
     let tree = Tree::open(&opts.root).ok();
@@ -418,9 +477,29 @@ fn dry_run(
         }
     }
     report.removed = removed(&old_specs, specs);
+    let old_templates_dir = templates::open_old(old_dir.as_ref());
+    for (spec, rendered) in templates.iter().zip(rendered) {
+        let old = old_templates_dir
+            .as_ref()
+            .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+        let name = templates::label(&spec.name);
+        match rendered {
+            Ok((plain, _)) => classify(report, &name, old.as_ref().map(|(b, _)| &b[..]), &plain),
+            Err(error) => report.failed.push(Failure {
+                name,
+                error,
+                kept_previous: old.is_some(),
+            }),
+        }
+    }
+    let old_templates = templates::old_specs(old_templates_dir.as_ref());
+    report
+        .removed
+        .extend(templates::removed(&old_templates, templates));
     if opts.phase == Phase::Secrets {
-        report.restart_units = units_to_restart(specs, report);
-        if !report.restart_units.is_empty() {
+        (report.restart_units, report.reload_units) =
+            crate::activate_units::units_to_restart(specs, templates, report);
+        if !report.restart_units.is_empty() || !report.reload_units.is_empty() {
             report.units_handled = Some(Handled::WouldRestart);
         }
     }
@@ -447,21 +526,36 @@ fn removed(old: &[SecretSpec], new: &[SecretSpec]) -> Vec<String> {
 
 /// The `path` symlinks: created for present secrets, removed for secrets that are gone.
 fn link_paths(tree: &Tree, family: Family, present: &[SecretSpec], old: &[SecretSpec], report: &mut Report) {
-    let stable = tree.link_path(family);
-    for spec in present {
-        let Some(path) = &spec.path else { continue };
-        if let Err(e) = place_symlink(Path::new(path), &stable.join(&spec.name)) {
+    let paths = |s: &[SecretSpec]| -> Vec<(String, Option<String>)> {
+        s.iter().map(|s| (s.name.clone(), s.path.clone())).collect()
+    };
+    place_links(&tree.link_path(family), &paths(present), &paths(old), "", report);
+}
+
+/// `path` symlinks to `<stable>/<name>` for the `present` (name, path) pairs; those of
+/// `old` that are gone are removed when they still point there. Failures are reported
+/// under `label_prefix` + name.
+fn place_links(
+    stable: &Path,
+    present: &[(String, Option<String>)],
+    old: &[(String, Option<String>)],
+    label_prefix: &str,
+    report: &mut Report,
+) {
+    for (name, path) in present {
+        let Some(path) = path else { continue };
+        if let Err(e) = place_symlink(Path::new(path), &stable.join(name)) {
             report.failed.push(Failure {
-                name: spec.name.clone(),
+                name: format!("{label_prefix}{name}"),
                 error: format!("symlink {path}: {e}"),
                 kept_previous: true,
             });
         }
     }
-    let names: BTreeSet<&str> = present.iter().map(|s| s.name.as_str()).collect();
-    for spec in old.iter().filter(|s| !names.contains(s.name.as_str())) {
-        if let Some(path) = &spec.path {
-            if std::fs::read_link(path).ok().as_deref() == Some(stable.join(&spec.name).as_path()) {
+    let names: BTreeSet<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, path) in old.iter().filter(|(n, _)| !names.contains(n.as_str())) {
+        if let Some(path) = path {
+            if std::fs::read_link(path).ok().as_deref() == Some(stable.join(name).as_path()) {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -490,37 +584,6 @@ fn prune(tree: &Tree, family: Family, current: u64, keep: usize) {
     let drop_count = older.len().saturating_sub(keep);
     for g in &older[..drop_count] {
         let _ = tree.remove_generation(family, *g);
-    }
-}
-
-/// The units of added and changed secrets, each once.
-fn units_to_restart(specs: &[SecretSpec], report: &Report) -> Vec<String> {
-    let touched: BTreeSet<&str> = report
-        .added
-        .iter()
-        .chain(&report.changed)
-        .map(String::as_str)
-        .collect();
-    let units: BTreeSet<&str> = specs
-        .iter()
-        .filter(|s| touched.contains(s.name.as_str()))
-        .flat_map(|s| s.restart_units.iter().map(String::as_str))
-        .collect();
-    units.into_iter().map(str::to_owned).collect()
-}
-
-/// Restarts the units of changed secrets (one `systemctl try-restart`), or queues them
-/// for switch-to-configuration, or leaves them, as `opts.units` says. A failure is
-/// recorded in `units_error` and never reported as a restart.
-fn restart_units(opts: &Options, specs: &[SecretSpec], report: &mut Report) {
-    report.restart_units = units_to_restart(specs, report);
-    if report.restart_units.is_empty() {
-        return;
-    }
-    // Reload units: none yet (secrets only carry restart_units).
-    match units::hand_over(&opts.units, &report.restart_units, &[]) {
-        Ok(handled) => report.units_handled = Some(handled),
-        Err(e) => report.units_error = Some(e),
     }
 }
 

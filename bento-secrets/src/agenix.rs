@@ -259,8 +259,10 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             mode: 0o400,
             path: None,
             restart_units: Vec::new(),
+            reload_units: Vec::new(),
             armor,
             needed_for_users: false,
+            generate: None,
         };
         secrets.insert(name, rule);
     }
@@ -271,6 +273,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
         groups: BTreeMap::new(),
         secrets,
         warnings: Vec::new(),
+        templates: BTreeMap::new(),
     };
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")

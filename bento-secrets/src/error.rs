@@ -42,6 +42,27 @@ pub enum Error {
         hint: String,
     },
 
+    /// `secret generate` was asked for a secret without a `generate` kind.
+    #[error(
+        "secret `{name}` has no `generate` kind in {rules}; add one to [secrets.{name}] \
+         (e.g. generate = \"password:32\"), or set it with `bento secret edit {name}`"
+    )]
+    NotGenerated {
+        /// The secret's name.
+        name: String,
+        /// The rules file, as shown.
+        rules: String,
+    },
+
+    /// A secret could not be generated, or its public part derived.
+    #[error("{file}: {detail}")]
+    Generate {
+        /// The file concerned, as shown.
+        file: String,
+        /// What went wrong.
+        detail: String,
+    },
+
     /// A secret has a rule but no ciphertext yet.
     #[error("{file} does not exist yet; create it with `{command} edit {name}`")]
     MissingCiphertext {

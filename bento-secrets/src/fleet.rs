@@ -99,7 +99,7 @@ impl Fleet {
         let hosts = read_key_dir(root, HOST_KEYS_DIR)?;
         let admins = read_key_dir(root, ADMIN_KEYS_DIR)?;
         check_no_clashes(&hosts, &admins)?;
-        let rules = Rules::parse(
+        let mut rules = Rules::parse(
             &text,
             &shown,
             &Names {
@@ -107,6 +107,9 @@ impl Fleet {
                 admins: &admins,
             },
         )?;
+        for template in rules.templates.values_mut() {
+            template.read_file(root)?;
+        }
         let secrets_dir = rules_path
             .parent()
             .map_or_else(|| root.join(SECRETS_DIR), Path::to_path_buf);

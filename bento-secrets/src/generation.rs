@@ -150,6 +150,20 @@ impl Tree {
         }
     }
 
+    /// Makes `<root>/<name>` a symlink to `target` (relative to the root), replacing
+    /// whatever is there by rename unless it already is that link.
+    pub fn ensure_link(&self, name: &str, target: &str) -> io::Result<()> {
+        if let Ok(now) = rustix::fs::readlinkat(&self.root, name, Vec::new()) {
+            if now.as_bytes() == target.as_bytes() {
+                return Ok(());
+            }
+        }
+        let tmp = format!(".{name}.tmp");
+        let _ = rustix::fs::unlinkat(&self.root, tmp.as_str(), AtFlags::empty());
+        rustix::fs::symlinkat(target, &self.root, tmp.as_str())?;
+        Ok(rustix::fs::renameat(&self.root, tmp.as_str(), &self.root, name)?)
+    }
+
     /// Points the link of `family` at generation `n`, atomically.
     pub fn switch(&self, family: Family, n: u64) -> io::Result<()> {
         let tmp = format!(".{}.tmp", family.link);
@@ -163,6 +177,19 @@ impl Tree {
             family.link,
         )?)
     }
+}
+
+/// Opens directory `name` inside a generation (never following a symlink).
+pub fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    open_dir(dir, name)
+}
+
+/// Creates directory `name` inside a new generation with `mode`, and opens it.
+pub fn create_subdir(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+    let fd = open_dir(dir, name)?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    Ok(fd)
 }
 
 /// Reads a regular file of a generation; `None` when absent. A symlink is an error.

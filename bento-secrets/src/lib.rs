@@ -6,6 +6,8 @@
 
 pub mod accounts;
 pub mod activate;
+pub mod activate_templates;
+pub mod activate_units;
 pub mod adminkeys;
 pub mod agenix;
 pub mod atomic;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod extend;
 pub mod fleet;
 pub mod fleet_lock;
+pub mod generate;
 pub mod generation;
 pub mod header;
 pub mod hostkeys;
@@ -32,6 +35,7 @@ pub mod scratch;
 pub mod spec;
 pub mod store;
 pub mod suggest;
+pub mod template;
 pub mod units;
 pub mod verify;
 

@@ -16,6 +16,9 @@
 //!   "web1 SHA256:4fK3vM1T1O9ZcJ2mT0eJ4yH3tE4pJ8Q1aR6tW0kY1bA",
 //! ]
 //! ```
+//!
+//! A generated key pair's entry also has `public_sha256`, the SHA-256 of its public part
+//! (`secrets/<name>.pub`), so that a `.pub` changed by hand is noticed too.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +43,9 @@ pub struct LockEntry {
     pub sha256: String,
     /// `"<name> <fingerprint>"`, sorted.
     pub recipients: Vec<String>,
+    /// For a generated key pair: hex SHA-256 of its public part, `secrets/<name>.pub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_sha256: Option<String>,
 }
 
 impl LockEntry {
@@ -57,6 +63,7 @@ impl LockEntry {
         LockEntry {
             sha256: sha256_hex(ciphertext),
             recipients,
+            public_sha256: None,
         }
     }
 
@@ -135,6 +142,11 @@ pub(crate) fn render<'a>(entries: impl Iterator<Item = (&'a str, &'a LockEntry)>
             out.push_str(",\n");
         }
         out.push_str("]\n");
+        if let Some(public) = &entry.public_sha256 {
+            out.push_str("public_sha256 = ");
+            out.push_str(&quote(public));
+            out.push('\n');
+        }
     }
     out
 }
@@ -161,6 +173,9 @@ mod tests {
             "db.v2".into(),
             LockEntry::new(b"x", [("web1", "SHA256:b"), ("alice", "SHA256:a")]),
         );
+        let mut wg = LockEntry::new(b"z", [("web1", "SHA256:b")]);
+        wg.public_sha256 = Some(sha256_hex(b"pub"));
+        lock.entries.insert("wg".into(), wg);
         lock.entries
             .insert("gone".into(), LockEntry::new::<&str, &str>(b"y", []));
         lock.entries.remove("gone");
@@ -175,7 +190,9 @@ mod tests {
             "{first}"
         );
         let back = Lock::load(dir.path(), "recipients.lock").unwrap();
-        assert_eq!(back.entries.len(), 1);
+        assert_eq!(back.entries.len(), 2);
+        assert_eq!(back.entries["wg"].public_sha256, Some(sha256_hex(b"pub")));
+        assert!(first.contains("\npublic_sha256 = \""), "{first}");
         assert!(back.present);
         save(&back);
         assert_eq!(

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::error::Error;
 use crate::suggest::hint;
+use crate::template::{RawTemplate, TemplateRule};
 
 /// Who a name in a recipients list can refer to.
 pub trait Directory {
@@ -39,6 +40,8 @@ pub struct Rules {
     /// Things the admin should know that are not errors (a world-readable mode), one
     /// line each, naming the file and line.
     pub warnings: Vec<String>,
+    /// The templates, by name.
+    pub templates: BTreeMap<String, TemplateRule>,
 }
 
 /// One `[secrets.NAME]` table.
@@ -60,10 +63,14 @@ pub struct SecretRule {
     pub path: Option<String>,
     /// Units restarted when the content changes.
     pub restart_units: Vec<String>,
+    /// Units reloaded when the content changes.
+    pub reload_units: Vec<String>,
     /// Write the ciphertext ASCII-armored.
     pub armor: bool,
     /// Decrypt before users are created.
     pub needed_for_users: bool,
+    /// How `bento secret generate` makes it, when it is generated.
+    pub generate: Option<crate::generate::Kind>,
 }
 
 /// One resolved recipient of a secret.
@@ -116,6 +123,8 @@ struct RawRules {
     groups: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
     #[serde(default)]
     secrets: BTreeMap<Spanned<String>, RawSecret>,
+    #[serde(default)]
+    templates: BTreeMap<Spanned<String>, RawTemplate>,
 }
 
 #[derive(Deserialize)]
@@ -131,9 +140,12 @@ struct RawSecret {
     #[serde(default)]
     restart_units: Vec<Spanned<String>>,
     #[serde(default)]
+    reload_units: Vec<Spanned<String>>,
+    #[serde(default)]
     armor: bool,
     #[serde(default)]
     needed_for_users: bool,
+    generate: Option<Spanned<String>>,
 }
 
 /// Is `name` a valid secret, host, admin or group name: `[A-Za-z0-9._-]+`, not starting
@@ -160,7 +172,7 @@ pub fn toml_key(name: &str) -> String {
 }
 
 /// Is `name` a plausible Unix user or group name (or a numeric id)?
-fn valid_account(name: &str) -> bool {
+pub(crate) fn valid_account(name: &str) -> bool {
     let body = name.strip_suffix('$').unwrap_or(name);
     name.len() <= 32
         && (name.bytes().all(|b| b.is_ascii_digit())
@@ -198,7 +210,7 @@ pub fn valid_abs_path(path: &str) -> bool {
 }
 
 /// Is `file` a relative path that stays inside the secrets dir?
-fn valid_rel_file(file: &str) -> bool {
+pub(crate) fn valid_rel_file(file: &str) -> bool {
     !file.is_empty()
         && !file.starts_with('/')
         && !file.contains('\0')
@@ -359,11 +371,26 @@ impl Rules {
             }
             secrets.insert(rule.name.clone(), rule);
         }
+        let mut templates = BTreeMap::new();
+        for (n, raw_template) in raw.templates {
+            let name = n.get_ref().clone();
+            if !valid_name(&name) {
+                return Err(at(
+                    n.span().start,
+                    format!(
+                    "bad template name `{name}`: use letters, digits, `.`, `_` and `-` (not first: `.` or `-`)"
+                ),
+                ));
+            }
+            let rule = TemplateRule::parse(name, n.span().start, raw_template, &groups, dir, &at)?;
+            templates.insert(rule.name.clone(), rule);
+        }
         Ok(Rules {
             admins,
             groups,
             secrets,
             warnings,
+            templates,
         })
     }
 
@@ -510,17 +537,17 @@ impl Rules {
             }
             p => p.map(Spanned::into_inner),
         };
-        let mut restart_units = Vec::new();
-        for u in raw.restart_units {
-            let unit = u.get_ref();
-            if unit.is_empty() || unit.contains(|c: char| c.is_whitespace() || c == '/' || c == '\0') {
-                return Err(at(
-                    u.span().start,
-                    format!("{name}.restart_units: `{unit}` is not a unit name"),
-                ));
-            }
-            restart_units.push(u.into_inner());
-        }
+        let restart_units = crate::template::units(&format!("{name}.restart_units"), raw.restart_units, at)?;
+        let reload_units = crate::template::units(&format!("{name}.reload_units"), raw.reload_units, at)?;
+        let generate = match raw.generate {
+            Some(g) => Some(crate::generate::Kind::parse(g.get_ref()).map_err(|e| {
+                at(
+                    g.span().start,
+                    format!("{name}.generate: {e}; the kinds are {}", crate::generate::KINDS),
+                )
+            })?),
+            None => None,
+        };
         Ok(SecretRule {
             name,
             file,
@@ -530,8 +557,10 @@ impl Rules {
             mode,
             path,
             restart_units,
+            reload_units,
             armor: raw.armor,
             needed_for_users: raw.needed_for_users,
+            generate,
         })
     }
 }
@@ -559,8 +588,22 @@ admins = []
 # mode = "0400"                       # default: 0400
 # path = "/var/lib/db/password"       # optional: a symlink at this path to the secret
 # restart_units = ["postgresql.service"]  # restarted when the content changes
+# reload_units = []                   # reloaded (or restarted) when the content changes
 # armor = false                       # ASCII-armored ciphertext
 # needed_for_users = false            # decrypted before users exist (password hashes)
+# generate = "password:32"            # `bento secret generate` makes it: password:N, hex:N,
+#                                     # base64:N, ssh-ed25519, wireguard, age (.pub beside it)
+
+# Templates: text with {{ secrets.NAME }} placeholders, rendered on the hosts at
+# activation into /run/bento/templates/<name>; each host must be a recipient of the secrets.
+#
+# [templates.app-env]
+# hosts = ["@web"]
+# content = """
+# DATABASE_URL=postgres://app:{{ secrets.db-password }}@db1/app
+# """                                 # or: file = "templates/app.env" (in the fleet)
+# owner = "app"                       # group, mode, path, restart_units, reload_units:
+# mode = "0440"                       #   as for secrets
 "#;
 
 #[cfg(test)]
@@ -626,6 +669,13 @@ mod tests {
         assert!(err("[secrets.a]\nrecipients = [\"web1\"]\npath = \"/x/../etc\"\n").contains("a.path"));
         assert!(err("[secrets.a]\nrecipients = [\"web1\"]\nfile = \"../x.age\"\n").contains("a.file"));
         assert!(err("[secrets.a]\n").contains("no recipients"));
+        assert_eq!(
+            err("[secrets.a]\nrecipients = [\"web1\"]\ngenerate = \"password:0\"\n"),
+            "secrets/secrets.toml:3: a.generate: `password:0`: N must be a number from 1 to 4096; \
+             the kinds are password:N, hex:N, base64:N (N from 1 to 4096), ssh-ed25519, wireguard, age"
+        );
+        assert!(err("[secrets.a]\nrecipients = [\"web1\"]\ngenerate = \"rsa\"\n")
+            .starts_with("secrets/secrets.toml:3: a.generate: `rsa` is not a kind; the kinds are"));
         assert!(err(
             "[secrets.a]\nrecipients = [\"web1\"]\n[secrets.b]\nrecipients = [\"web1\"]\nfile = \"a.age\"\n"
         )

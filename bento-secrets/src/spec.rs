@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::rules::{parse_mode, valid_abs_path, valid_name, SecretRule, SPECIAL_BITS};
+use crate::template::TemplateRule;
 
 /// One secret of a bundle, with its runtime attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,9 @@ pub struct SecretSpec {
     /// Units restarted when the content changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_units: Vec<String>,
+    /// Units reloaded when the content changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_units: Vec<String>,
     /// Activated before users exist (`bento activate --phase users`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needed_for_users: bool,
@@ -46,6 +50,7 @@ impl SecretSpec {
             mode: format!("{:04o}", rule.mode),
             path: rule.path.clone(),
             restart_units: rule.restart_units.clone(),
+            reload_units: rule.reload_units.clone(),
             needed_for_users: rule.needed_for_users,
         }
     }
@@ -102,5 +107,82 @@ impl SecretSpec {
     /// The mode as a number (permission bits only: special bits never reach a file).
     pub fn mode_bits(&self) -> u32 {
         parse_mode(&self.mode).unwrap_or(0o400) & 0o777
+    }
+}
+
+/// One template of a bundle: its text is the bundle file `templates/<name>` (never
+/// rendered: the host renders it at activation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// The template's name; it renders to `<root>/templates/<name>`.
+    pub name: String,
+    /// The text, relative to the bundle: `templates/<name>`.
+    pub file: String,
+    /// Hex SHA-256 of the text.
+    pub sha256: String,
+    /// Owner of the rendered file.
+    pub owner: String,
+    /// Group of the rendered file; absent: the owner's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Octal mode, as in the rules (`"0400"`).
+    pub mode: String,
+    /// Optional stable path that gets a symlink to the rendered file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Units restarted when the rendered content changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_units: Vec<String>,
+    /// Units reloaded when the rendered content changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload_units: Vec<String>,
+}
+
+impl TemplateSpec {
+    /// The spec of a template whose text has SHA-256 `sha256` (hex).
+    pub fn from_rule(rule: &TemplateRule, sha256: String) -> TemplateSpec {
+        TemplateSpec {
+            name: rule.name.clone(),
+            file: format!("templates/{}", rule.name),
+            sha256,
+            owner: rule.owner.clone(),
+            group: rule.group.clone(),
+            mode: format!("{:04o}", rule.mode),
+            path: rule.path.clone(),
+            restart_units: rule.restart_units.clone(),
+            reload_units: rule.reload_units.clone(),
+        }
+    }
+
+    /// Checks what a host must not trust blindly, as [`SecretSpec::validate`] does.
+    pub fn validate(&self) -> Result<(), String> {
+        let as_secret = SecretSpec {
+            name: self.name.clone(),
+            file: format!("secrets/{}.age", self.name),
+            sha256: self.sha256.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            mode: self.mode.clone(),
+            path: self.path.clone(),
+            restart_units: Vec::new(),
+            reload_units: Vec::new(),
+            needed_for_users: false,
+        };
+        as_secret.validate().map_err(|e| format!("template {e}"))?;
+        if self.file != format!("templates/{}", self.name) {
+            return Err(format!(
+                "template {}: file `{}` is not templates/{}",
+                self.name,
+                self.file.escape_default(),
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The mode as a number.
+    pub fn mode_bits(&self) -> u32 {
+        parse_mode(&self.mode).unwrap_or(0o400)
     }
 }

@@ -2,6 +2,7 @@
 //! encrypt new content to exactly the recipients its rule resolves and replace the
 //! ciphertext atomically.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -89,6 +90,33 @@ pub fn seal(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<(Vec<u
     Ok((ciphertext, entry))
 }
 
+/// Where a generated key pair's public part lives: `secrets/<name>.pub`.
+pub fn public_path(fleet: &Fleet, rule: &SecretRule) -> PathBuf {
+    fleet.secrets_dir().join(format!("{}.pub", rule.name))
+}
+
+/// [`public_path`], as shown to the user.
+pub fn public_shown(fleet: &Fleet, rule: &SecretRule) -> String {
+    fleet.shown_in_secrets(&format!("{}.pub", rule.name))
+}
+
+/// Reads a secret's public part, or `None` when there is no `.pub`.
+pub fn read_public(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(public_path(fleet, rule)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(public_shown(fleet, rule), e)),
+    }
+}
+
+/// Replaces a secret's public part atomically, under the fleet lock; returns its SHA-256
+/// for the lock.
+pub fn write_public(fleet: &Fleet, _held: &FleetLock, rule: &SecretRule, line: &str) -> Result<String> {
+    write_atomic(&public_path(fleet, rule), line.as_bytes(), CIPHERTEXT_MODE)
+        .map_err(|e| Error::io(public_shown(fleet, rule), e))?;
+    Ok(lock::sha256_hex(line.as_bytes()))
+}
+
 /// Permissions of a ciphertext file.
 pub fn ciphertext_mode() -> u32 {
     CIPHERTEXT_MODE
@@ -144,21 +172,34 @@ pub fn lock_update<'a>(
         return None;
     }
     // The old entries, replaced by the new ones, for the secrets that still have a rule.
-    let merged: BTreeMap<&str, &LockEntry> = old
+    let mut merged: BTreeMap<&str, Cow<'a, LockEntry>> = old
         .entries
         .iter()
         .map(|(name, entry)| (name.as_str(), entry))
         .chain(entries)
         .filter(|(name, _)| fleet.rules.secrets.contains_key(*name))
+        .map(|(name, entry)| (name, Cow::Borrowed(entry)))
         .collect();
+    // A rekey or an edit of a generated key pair leaves its `.pub` as it was: so does
+    // the lock's record of it.
+    for (name, entry) in &mut merged {
+        let keeps_public = fleet.rules.secrets[*name]
+            .generate
+            .is_some_and(|k| k.has_public());
+        if let Some(public) = old.entries.get(*name).and_then(|o| o.public_sha256.as_ref()) {
+            if entry.public_sha256.is_none() && keeps_public {
+                entry.to_mut().public_sha256 = Some(public.clone());
+            }
+        }
+    }
     let unchanged = merged.len() == old.entries.len()
         && merged
             .iter()
-            .all(|(name, entry)| old.entries.get(*name) == Some(*entry));
+            .all(|(name, entry)| old.entries.get(*name) == Some(&**entry));
     if unchanged && (old.present || merged.is_empty()) {
         return None; // nothing new: leave the file (or its absence) alone
     }
-    Some(lock::render(merged.into_iter()))
+    Some(lock::render(merged.iter().map(|(n, e)| (*n, &**e))))
 }
 
 /// Where the fleet's lock is.

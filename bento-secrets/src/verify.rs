@@ -17,7 +17,7 @@ use crate::fleet::Fleet;
 use crate::header;
 use crate::keys::KeyKind;
 use crate::lock::{sha256_hex, Lock, LOCK_FILE};
-use crate::rules::{Member, SecretRule};
+use crate::rules::{Member, Role, SecretRule};
 
 /// What kind of problem a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -41,6 +41,12 @@ pub enum Kind {
     Orphan,
     /// A lock entry for a secret that has no rule.
     StaleLockEntry,
+    /// A generated key pair's `.pub` is missing, or not the one the lock records.
+    PublicKey,
+    /// A template's placeholder names a secret that has no rule.
+    TemplateUnknownSecret,
+    /// A template is rendered on a host that is not a recipient of a secret it uses.
+    TemplateHost,
 }
 
 impl Kind {
@@ -108,9 +114,12 @@ impl Report {
             .collect()
     }
 
-    /// The findings about one secret.
+    /// The findings about one secret's file (not those of the templates that use it).
     pub fn about<'a>(&'a self, secret: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
-        self.findings.iter().filter(move |f| f.secret == secret)
+        self.findings
+            .iter()
+            .filter(move |f| f.secret == secret)
+            .filter(|f| !matches!(f.kind, Kind::TemplateHost | Kind::TemplateUnknownSecret))
     }
 }
 
@@ -171,8 +180,54 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
             ),
         });
     }
+    report.findings.extend(check_templates(fleet));
     report.lock = lock;
     Ok(report)
+}
+
+/// Every template's placeholders name a secret, and each of its hosts can decrypt them.
+fn check_templates(fleet: &Fleet) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for t in fleet.rules.templates.values() {
+        let file = t.shown(crate::fleet::RULES_FILE);
+        for name in &t.secrets {
+            let Some(rule) = fleet.rules.secrets.get(name) else {
+                out.push(Finding {
+                    secret: name.clone(),
+                    file: file.clone(),
+                    kind: Kind::TemplateUnknownSecret,
+                    recipient: None,
+                    keys: Vec::new(),
+                    message: format!(
+                        "template {}: `{{{{ secrets.{name} }}}}` names no secret; add [secrets.{name}] or fix the placeholder",
+                        t.name
+                    ),
+                });
+                continue;
+            };
+            for host in &t.hosts {
+                if !rule
+                    .recipients
+                    .iter()
+                    .any(|m| m.role == Role::Host && m.name == *host)
+                {
+                    out.push(Finding {
+                        secret: name.clone(),
+                        file: file.clone(),
+                        kind: Kind::TemplateHost,
+                        recipient: Some(host.clone()),
+                        keys: Vec::new(),
+                        message: format!(
+                            "template {}: host {host} is not a recipient of {name}; add {host} to \
+                             {name}.recipients, or take it out of templates.{}.hosts",
+                            t.name, t.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What a secret's file shows without the lock.
@@ -213,7 +268,12 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     let (stanzas, sha256) = match facts {
         FileFacts::Read { stanzas, sha256 } => (stanzas, sha256),
         FileFacts::Missing => {
-            let msg = format!("{file} is missing; create it with `{}`", command("edit"));
+            let how = if rule.generate.is_some() {
+                "generate"
+            } else {
+                "edit"
+            };
+            let msg = format!("{file} is missing; create it with `{}`", command(how));
             return vec![finding(Kind::MissingFile, None, msg)];
         }
         FileFacts::Corrupt(detail) => return vec![finding(Kind::Corrupt, None, format!("{file}: {detail}"))],
@@ -250,6 +310,8 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
             .map(|(n, _)| n);
         extra.insert(owner.map_or_else(|| format!("an unknown ssh key (tag {tag})"), str::to_owned));
     }
+
+    out.extend(check_public(fleet, rule, sha256, lock, &finding));
 
     // The lock, trusted only while the file is the one it describes.
     match lock.entries.get(name) {
@@ -314,6 +376,48 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
         ));
     }
     out
+}
+
+/// A generated key pair's `.pub`: it must exist, and be the one the lock recorded when
+/// the pair was made (while the lock describes the secret's file).
+fn check_public(
+    fleet: &Fleet,
+    rule: &SecretRule,
+    sha256: &str,
+    lock: &Lock,
+    finding: &dyn Fn(Kind, Option<String>, String) -> Finding,
+) -> Option<Finding> {
+    if !rule.generate.is_some_and(|k| k.has_public()) {
+        return None;
+    }
+    let shown = crate::store::public_shown(fleet, rule);
+    let fix = format!(
+        "`bento secret generate {}` writes it again from the secret",
+        rule.name
+    );
+    let recorded = lock
+        .entries
+        .get(&rule.name)
+        .filter(|e| e.sha256 == sha256)
+        .and_then(|e| e.public_sha256.as_deref());
+    match crate::store::read_public(fleet, rule) {
+        Ok(None) => Some(finding(
+            Kind::PublicKey,
+            None,
+            format!("{shown} is missing; {fix}"),
+        )),
+        Err(e) => Some(finding(Kind::PublicKey, None, format!("{e}"))),
+        Ok(Some(bytes)) => match recorded {
+            Some(hash) if sha256_hex(&bytes) != hash => Some(finding(
+                Kind::PublicKey,
+                None,
+                format!(
+                    "{shown} is not the public key recorded in {LOCK_FILE} (changed outside bento); {fix}"
+                ),
+            )),
+            _ => None,
+        },
+    }
 }
 
 /// Without a trusted lock, X25519 recipients can only be counted.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::harness::{example, ok, require, s, Fleet, Keys};
 
-fn require_root() {
+pub(crate) fn require_root() {
     let uid = Command::new("id").arg("-u").output().expect("id");
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
@@ -104,7 +104,7 @@ fn setup(rules_extra: &str) -> (Fleet, Keys, PathBuf) {
 
 /// Runs `script` with `sh -eu` in a private mount namespace. `$BENTO` is the binary and
 /// the fake systemctl comes first on PATH.
-fn in_namespace(fleet: &Fleet, bin: &Path, script: &str) -> Output {
+pub(crate) fn in_namespace(fleet: &Fleet, bin: &Path, script: &str) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-euc", script])
@@ -116,7 +116,7 @@ fn in_namespace(fleet: &Fleet, bin: &Path, script: &str) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1,0 +1,206 @@
+//! The templates of `bento activate`: rendered from the bundle's text and the secrets just
+//! decrypted, into the same generation as the secrets:
+//!
+//! ```text
+//! <root>/secrets.d/7/.templates/<name>     rendered, owner/group/mode set before writing
+//! <root>/templates -> secrets/.templates   so the secrets' switch switches them too
+//! ```
+//!
+//! A template whose secret failed (or whose text does not check out) keeps its previous
+//! rendering and is reported as failed, like a secret.
+
+use std::collections::BTreeSet;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::accounts::{self, Owner};
+use crate::activate::{Failure, Report};
+use crate::generation::{self, SPECS_FILE};
+use crate::lock::sha256_hex;
+use crate::spec::{SecretSpec, TemplateSpec};
+use crate::template;
+
+/// The directory of a generation holding its rendered templates.
+pub const TEMPLATES_DIR: &str = ".templates";
+/// The stable link to the current templates, under the activation root.
+pub const TEMPLATES_LINK: &str = "templates";
+/// Where [`TEMPLATES_LINK`] points, relative to the root.
+pub const TEMPLATES_TARGET: &str = "secrets/.templates";
+
+/// A rendered template (or a decrypted secret) ready to be written, with its owner; or
+/// why it could not be made.
+pub type Rendered = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
+
+/// How a template is named in the report's lists: `templates/<name>`.
+pub fn label(name: &str) -> String {
+    format!("templates/{name}")
+}
+
+/// The valid template specs of a manifest's `templates`; invalid ones are failures.
+pub fn read_specs(values: Vec<serde_json::Value>, shown: &str, report: &mut Report) -> Vec<TemplateSpec> {
+    let mut specs: Vec<TemplateSpec> = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        let name = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or(format!("[{i}]"), |n| n.escape_default().to_string());
+        let mut fail = |error: String| {
+            report.failed.push(Failure {
+                name: label(&name),
+                error,
+                kept_previous: false,
+            })
+        };
+        match serde_json::from_value::<TemplateSpec>(value) {
+            Err(e) => fail(format!("{shown}: {e}")),
+            Ok(spec) => match spec.validate() {
+                Err(e) => fail(format!("{shown}: {e}; refused")),
+                Ok(()) if specs.iter().any(|s| s.name == spec.name) => {
+                    fail(format!("{shown}: listed twice; refused"))
+                }
+                Ok(()) => specs.push(spec),
+            },
+        }
+    }
+    specs
+}
+
+/// Renders every template with the secrets decrypted for this activation (`secrets`
+/// beside `plain`: the plaintext of each and its owner, or why there is none).
+pub fn render_all(
+    bundle: &Path,
+    specs: &[TemplateSpec],
+    secrets: &[SecretSpec],
+    plain: &[Rendered],
+) -> Vec<Rendered> {
+    let lookup = |name: &str| -> Option<Option<&[u8]>> {
+        let i = secrets.iter().position(|s| s.name == name)?;
+        Some(plain[i].as_ref().ok().map(|(p, _)| &p[..]))
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            let file = bundle.join(&spec.file);
+            let text = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            if sha256_hex(&text) != spec.sha256 {
+                return Err(format!(
+                    "{}: SHA-256 differs from the manifest; refused",
+                    spec.file
+                ));
+            }
+            let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8; refused", spec.file))?;
+            let segments = template::parse(&text).map_err(|(_, e)| format!("{}: {e}", spec.file))?;
+            for s in &segments {
+                if let template::Segment::Secret(name) = s {
+                    match lookup(name) {
+                        None => return Err(format!("uses secret {name}, which this host does not have")),
+                        Some(None) => return Err(format!("uses secret {name}, which failed")),
+                        Some(Some(_)) => {}
+                    }
+                }
+            }
+            let owner = accounts::resolve(&spec.owner, spec.group.as_deref())?;
+            let rendered = template::render(&segments, |name| lookup(name).flatten())
+                .map_err(|name| format!("uses secret {name}, which failed"))?;
+            Ok((rendered, owner))
+        })
+        .collect()
+}
+
+/// The previous generation's templates directory, if it had one.
+pub fn open_old(old_gen: Option<&OwnedFd>) -> Option<OwnedFd> {
+    old_gen.and_then(|d| generation::open_subdir(d, TEMPLATES_DIR).ok())
+}
+
+/// The specs the previous generation's templates were rendered from.
+pub fn old_specs(old_dir: Option<&OwnedFd>) -> Vec<TemplateSpec> {
+    old_dir
+        .and_then(|d| generation::read_file(d, SPECS_FILE).ok().flatten())
+        .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the rendered templates into generation `gen` (a failed one gets its previous
+/// rendering from `old_dir`), classifying each in `report`. Returns the templates now
+/// present; an I/O error (a full RAM filesystem) ends it.
+pub fn write_all(
+    gen: &OwnedFd,
+    old_dir: Option<&OwnedFd>,
+    specs: &[TemplateSpec],
+    rendered: Vec<Rendered>,
+    chown: bool,
+    root: Owner,
+    report: &mut Report,
+) -> std::io::Result<Vec<TemplateSpec>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = generation::create_subdir(gen, TEMPLATES_DIR, 0o751)?;
+    let mut present = Vec::new();
+    for (spec, result) in specs.iter().zip(rendered) {
+        let name = label(&spec.name);
+        let old = old_dir.and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+        match result {
+            Ok((content, owner)) => {
+                generation::write_file(&dir, &spec.name, owner, spec.mode_bits(), &content, chown)?;
+                let list = match &old {
+                    None => &mut report.added,
+                    Some((before, _)) if before[..] == content[..] => &mut report.unchanged,
+                    Some(_) => &mut report.changed,
+                };
+                list.push(name);
+                present.push(spec.clone());
+            }
+            Err(error) => {
+                let kept = match &old {
+                    Some((bytes, st)) => {
+                        let owner = Owner {
+                            uid: st.st_uid,
+                            gid: st.st_gid,
+                        };
+                        generation::write_file(&dir, &spec.name, owner, st.st_mode & 0o7777, bytes, chown)?;
+                        present.push(spec.clone());
+                        true
+                    }
+                    None => false,
+                };
+                report.failed.push(Failure {
+                    name,
+                    error,
+                    kept_previous: kept,
+                });
+            }
+        }
+    }
+    let json = serde_json::to_vec_pretty(&present).unwrap_or_default();
+    generation::write_file(&dir, SPECS_FILE, root, 0o400, &json, chown)?;
+    Ok(present)
+}
+
+/// The templates of `old` that are not in `present`, as report labels.
+pub fn removed(old: &[TemplateSpec], present: &[TemplateSpec]) -> Vec<String> {
+    let names: BTreeSet<&str> = present.iter().map(|s| s.name.as_str()).collect();
+    old.iter()
+        .filter(|s| !names.contains(s.name.as_str()))
+        .map(|s| label(&s.name))
+        .collect()
+}
+
+/// The units of the added and changed templates: (restart, reload).
+pub fn units(specs: &[TemplateSpec], report: &Report) -> (BTreeSet<String>, BTreeSet<String>) {
+    let touched: BTreeSet<&str> = report
+        .added
+        .iter()
+        .chain(&report.changed)
+        .map(String::as_str)
+        .collect();
+    let mut restart = BTreeSet::new();
+    let mut reload = BTreeSet::new();
+    for spec in specs.iter().filter(|s| touched.contains(label(&s.name).as_str())) {
+        restart.extend(spec.restart_units.iter().cloned());
+        reload.extend(spec.reload_units.iter().cloned());
+    }
+    (restart, reload)
+}

@@ -1,0 +1,46 @@
+//! The units `bento activate` restarts and reloads after a switch: those of the added and
+//! changed secrets and templates.
+
+use std::collections::BTreeSet;
+
+use crate::activate::{Options, Report};
+use crate::activate_templates as templates;
+use crate::spec::{SecretSpec, TemplateSpec};
+
+/// The units of added and changed secrets and templates, each once: (restart, reload).
+/// A unit both restarted and reloaded is only restarted.
+pub fn units_to_restart(
+    specs: &[SecretSpec],
+    templates: &[TemplateSpec],
+    report: &Report,
+) -> (Vec<String>, Vec<String>) {
+    let touched: BTreeSet<&str> = report
+        .added
+        .iter()
+        .chain(&report.changed)
+        .map(String::as_str)
+        .collect();
+    let (mut restart, mut reload) = templates::units(templates, report);
+    for s in specs.iter().filter(|s| touched.contains(s.name.as_str())) {
+        restart.extend(s.restart_units.iter().cloned());
+        reload.extend(s.reload_units.iter().cloned());
+    }
+    reload.retain(|u| !restart.contains(u));
+    (restart.into_iter().collect(), reload.into_iter().collect())
+}
+
+/// Restarts the units of changed secrets and templates (`try-restart`) and reloads
+/// theirs (`try-reload-or-restart`, as sops-nix's `reloadUnits`: only running units,
+/// reloaded where they can be, else restarted) — or queues them for
+/// switch-to-configuration, or leaves them, as `opts.units` says. A failure is recorded
+/// in `units_error` and never reported as a restart.
+pub fn restart_units(opts: &Options, specs: &[SecretSpec], templates: &[TemplateSpec], report: &mut Report) {
+    (report.restart_units, report.reload_units) = units_to_restart(specs, templates, report);
+    if report.restart_units.is_empty() && report.reload_units.is_empty() {
+        return;
+    }
+    match crate::units::hand_over(&opts.units, &report.restart_units, &report.reload_units) {
+        Ok(handled) => report.units_handled = Some(handled),
+        Err(e) => report.units_error = Some(e),
+    }
+}

@@ -1,0 +1,345 @@
+//! Templates: files that mix text with secrets, rendered on the host at activation.
+//!
+//! `[templates.NAME]` in `secrets.toml` gives the text (`content`, or `file` relative to
+//! the fleet root), the hosts it is rendered on, and the rendered file's attributes.
+//! Placeholders are `{{ secrets.NAME }}` (spaces inside the braces optional). Any other
+//! `{{` is plain text; a `{{ secrets.` that does not make a placeholder is an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::rules::{line_col, parse_mode, valid_abs_path, valid_account, valid_rel_file, Directory};
+
+/// One `[templates.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateRule {
+    /// The template's name; it renders to `<root>/templates/<name>`.
+    pub name: String,
+    /// The hosts it is rendered on, resolved from names and `@group`s, sorted.
+    pub hosts: Vec<String>,
+    /// Where the text comes from: `None` for `content`, else the `file`, relative to the
+    /// fleet root.
+    pub file: Option<String>,
+    /// The text with its placeholders (read from `file` when the fleet is loaded).
+    pub text: String,
+    /// The secrets its placeholders name, sorted.
+    pub secrets: BTreeSet<String>,
+    /// Owner of the rendered file.
+    pub owner: String,
+    /// Group of the rendered file; `None` means the owner's primary group.
+    pub group: Option<String>,
+    /// Mode of the rendered file.
+    pub mode: u32,
+    /// Optional stable path that gets a symlink to the rendered file.
+    pub path: Option<String>,
+    /// Units restarted when the rendered content changes.
+    pub restart_units: Vec<String>,
+    /// Units reloaded when the rendered content changes.
+    pub reload_units: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTemplate {
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    content: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    restart_units: Vec<Spanned<String>>,
+    #[serde(default)]
+    reload_units: Vec<Spanned<String>>,
+}
+
+/// One piece of a template: text, or a secret's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment<'a> {
+    /// Text, as written.
+    Text(&'a str),
+    /// `{{ secrets.NAME }}`: the named secret.
+    Secret(&'a str),
+}
+
+/// Splits a template into text and placeholders. The error gives the byte offset of the
+/// bad placeholder and what is wrong.
+pub fn parse(text: &str) -> Result<Vec<Segment<'_>>, (usize, String)> {
+    let mut out = Vec::new();
+    let mut rest = 0;
+    let mut search = 0;
+    while let Some(found) = text[search..].find("{{") {
+        let open = search + found;
+        let inner = text[open + 2..].trim_start_matches([' ', '\t']);
+        let Some(after) = inner.strip_prefix("secrets.") else {
+            search = open + 2;
+            continue;
+        };
+        let name_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+            .count();
+        let name = &after[..name_len];
+        let close = after[name_len..].trim_start_matches([' ', '\t']);
+        if !crate::rules::valid_name(name) || !close.starts_with("}}") {
+            return Err((
+                open,
+                "a placeholder is written {{ secrets.NAME }} (NAME: letters, digits, `.`, `_`, `-`)".into(),
+            ));
+        }
+        if rest < open {
+            out.push(Segment::Text(&text[rest..open]));
+        }
+        out.push(Segment::Secret(name));
+        rest = text.len() - close.len() + 2;
+        search = rest;
+    }
+    if rest < text.len() {
+        out.push(Segment::Text(&text[rest..]));
+    }
+    Ok(out)
+}
+
+/// The secrets a template's placeholders name.
+fn used(segments: &[Segment<'_>]) -> BTreeSet<String> {
+    segments
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Secret(n) => Some((*n).to_owned()),
+            Segment::Text(_) => None,
+        })
+        .collect()
+}
+
+/// Renders parsed `segments` with the secrets' contents from `secret`; the error names
+/// the first secret it has none for.
+pub fn render<'a, S: AsRef<[u8]>>(
+    segments: &[Segment<'a>],
+    secret: impl Fn(&str) -> Option<S>,
+) -> Result<Zeroizing<Vec<u8>>, &'a str> {
+    let mut out = Zeroizing::new(Vec::new());
+    for s in segments {
+        match s {
+            Segment::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Segment::Secret(name) => out.extend_from_slice(secret(name).ok_or(*name)?.as_ref()),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a list of unit names (`restart_units`, `reload_units`).
+pub(crate) fn units(
+    what: &str,
+    list: Vec<Spanned<String>>,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for u in list {
+        let unit = u.get_ref();
+        if unit.is_empty() || unit.contains(|c: char| c.is_whitespace() || c == '/' || c == '\0') {
+            return Err(at(u.span().start, format!("{what}: `{unit}` is not a unit name")));
+        }
+        out.push(u.into_inner());
+    }
+    Ok(out)
+}
+
+impl TemplateRule {
+    /// Validates one `[templates.NAME]` table (`at` makes a file:line error from an
+    /// offset). A `file` template's text is read later, by [`TemplateRule::read_file`].
+    pub(crate) fn parse(
+        name: String,
+        name_offset: usize,
+        raw: RawTemplate,
+        groups: &BTreeMap<String, Vec<String>>,
+        dir: &dyn Directory,
+        at: &dyn Fn(usize, String) -> Error,
+    ) -> Result<TemplateRule, Error> {
+        let key = format!("templates.{name}");
+        let mut hosts = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        for h in &raw.hosts {
+            let entry = h.get_ref();
+            if !seen.insert(entry) {
+                return Err(at(
+                    h.span().start,
+                    format!("`{entry}` is listed twice in {key}.hosts"),
+                ));
+            }
+            if let Some(g) = entry.strip_prefix('@') {
+                let members = groups.get(g).ok_or_else(|| {
+                    at(
+                        h.span().start,
+                        format!(
+                            "unknown group `@{g}` in {key}.hosts: define it under [groups] or fix the name"
+                        ),
+                    )
+                })?;
+                hosts.extend(members.iter().cloned());
+            } else if dir.is_host(entry) {
+                hosts.insert(entry.clone());
+            } else {
+                return Err(at(
+                    h.span().start,
+                    format!("unknown host `{entry}` in {key}.hosts: no keys/hosts/{entry}.pub (groups are written @name)"),
+                ));
+            }
+        }
+        if hosts.is_empty() {
+            return Err(at(
+                name_offset,
+                format!("{key} has no hosts: list hosts or @groups in `hosts`"),
+            ));
+        }
+        let (file, text, secrets) = match (raw.content, raw.file) {
+            (Some(c), None) => {
+                let segments = parse(c.get_ref())
+                    .map_err(|(_, msg)| at(c.span().start, format!("{key}.content: {msg}")))?;
+                let secrets = used(&segments);
+                (None, c.into_inner(), secrets)
+            }
+            (None, Some(f)) if valid_rel_file(f.get_ref()) => {
+                (Some(f.into_inner()), String::new(), BTreeSet::new())
+            }
+            (None, Some(f)) => {
+                return Err(at(
+                    f.span().start,
+                    format!(
+                        "{key}.file `{}` must be a relative path inside the fleet without `..`",
+                        f.get_ref()
+                    ),
+                ))
+            }
+            _ => {
+                return Err(at(
+                    name_offset,
+                    format!(
+                        "{key} needs exactly one of `content` (the text) or `file` (a path in the fleet)"
+                    ),
+                ))
+            }
+        };
+        let owner = match raw.owner {
+            Some(o) if !valid_account(o.get_ref()) => {
+                return Err(at(
+                    o.span().start,
+                    format!("{key}.owner `{}` is not a valid user name", o.get_ref()),
+                ))
+            }
+            Some(o) => o.into_inner(),
+            None => "root".to_owned(),
+        };
+        let group = match raw.group {
+            Some(g) if !valid_account(g.get_ref()) => {
+                return Err(at(
+                    g.span().start,
+                    format!("{key}.group `{}` is not a valid group name", g.get_ref()),
+                ))
+            }
+            g => g.map(Spanned::into_inner),
+        };
+        let mode = match raw.mode {
+            Some(m) => parse_mode(m.get_ref()).ok_or_else(|| {
+                at(
+                    m.span().start,
+                    format!(
+                        "{key}.mode `{}` is not an octal mode; write it as a string like \"0400\"",
+                        m.get_ref()
+                    ),
+                )
+            })?,
+            None => 0o400,
+        };
+        let path = match raw.path {
+            Some(p) if !valid_abs_path(p.get_ref()) => {
+                return Err(at(
+                    p.span().start,
+                    format!(
+                        "{key}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
+                        p.get_ref().replace('\0', "\\0")
+                    ),
+                ))
+            }
+            p => p.map(Spanned::into_inner),
+        };
+        Ok(TemplateRule {
+            restart_units: units(&format!("{key}.restart_units"), raw.restart_units, at)?,
+            reload_units: units(&format!("{key}.reload_units"), raw.reload_units, at)?,
+            name,
+            hosts: hosts.into_iter().collect(),
+            file,
+            text,
+            secrets,
+            owner,
+            group,
+            mode,
+            path,
+        })
+    }
+
+    /// For a `file` template: reads its text from the fleet rooted at `root` and finds its
+    /// placeholders; errors name the file and line.
+    pub fn read_file(&mut self, root: &Path) -> Result<(), Error> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let bytes = std::fs::read(root.join(file))
+            .map_err(|e| Error::input(file.clone(), None, format!("templates.{}.file: {e}", self.name)))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::input(file.clone(), None, "a template must be UTF-8 text".to_owned()))?;
+        let segments = parse(&text)
+            .map_err(|(offset, msg)| Error::input(file.clone(), Some(line_col(&text, offset).0), msg))?;
+        self.secrets = used(&segments);
+        self.text = text;
+        Ok(())
+    }
+
+    /// Where the text is, as shown to the user.
+    pub fn shown(&self, rules_shown: &str) -> String {
+        self.file.clone().unwrap_or_else(|| rules_shown.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_with_and_without_spaces() {
+        let t = "a={{ secrets.db }}\nb={{secrets.x-y.z}} {{ other }} {{";
+        let segs = parse(t).unwrap();
+        assert_eq!(
+            segs,
+            [
+                Segment::Text("a="),
+                Segment::Secret("db"),
+                Segment::Text("\nb="),
+                Segment::Secret("x-y.z"),
+                Segment::Text(" {{ other }} {{"),
+            ]
+        );
+        let out = render(&segs, |n| Some(format!("<{n}>"))).unwrap();
+        assert_eq!(&out[..], b"a=<db>\nb=<x-y.z> {{ other }} {{");
+        assert_eq!(render(&segs, |n| (n == "db").then_some("v")), Err("x-y.z"));
+        assert_eq!(parse("{{secrets.a}}{{secrets.b}}").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn malformed_placeholders_are_errors() {
+        for bad in [
+            "x {{ secrets.db }",
+            "{{ secrets. }}",
+            "{{ secrets.db x }}",
+            "{{ secrets... }}",
+        ] {
+            let (offset, msg) = parse(bad).unwrap_err();
+            assert_eq!(offset, bad.find("{{").unwrap(), "{bad}");
+            assert!(msg.contains("{{ secrets.NAME }}"), "{msg}");
+        }
+    }
+}
