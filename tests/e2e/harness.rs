@@ -19,6 +19,22 @@ pub fn require(tool: &str) {
     );
 }
 
+/// Data kept beside the clone (`../shared/`: upstream examples, nixpkgs' lib), which a
+/// plain clone does not have. Present: `Some(path)`. Absent: in CI (`CI` set) the test
+/// fails, saying what is missing; elsewhere it is skipped with a `SKIPPED:` line.
+pub fn shared_data(path: &Path, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    let why = format!(
+        "{what} is missing: {} (kept in `shared/` beside the clone)",
+        path.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
 /// A fleet repo in a temp dir, with a private HOME so the user's own keys never leak in.
 pub struct Fleet {
     _dir: tempfile::TempDir,
