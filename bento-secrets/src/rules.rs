@@ -189,6 +189,20 @@ pub const SPECIAL_BITS: u32 = 0o7000;
 /// The "others may read" bit, warned about.
 pub const WORLD_READABLE: u32 = 0o004;
 
+/// The mode of `key` (a secret's or a template's `mode` text), or why it is refused: not
+/// an octal mode, or with setuid/setgid/sticky bits, which no secret file may carry.
+pub(crate) fn checked_mode(key: &str, text: &str) -> std::result::Result<u32, String> {
+    let bits = parse_mode(text).ok_or_else(|| {
+        format!("{key}.mode `{text}` is not an octal mode; write it as a string like \"0400\" or \"0440\"")
+    })?;
+    if bits & SPECIAL_BITS != 0 {
+        return Err(format!(
+            "{key}.mode \"{text}\": setuid/setgid/sticky bits are not allowed for secrets; use e.g. \"0400\""
+        ));
+    }
+    Ok(bits)
+}
+
 /// Parses a mode string such as `"0400"` or `"640"`.
 pub fn parse_mode(s: &str) -> Option<u32> {
     if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
@@ -501,28 +515,7 @@ impl Rules {
             g => g.map(Spanned::into_inner),
         };
         let mode = match raw.mode {
-            Some(m) => {
-                let bits = parse_mode(m.get_ref()).ok_or_else(|| {
-                    at(
-                        m.span().start,
-                        format!(
-                    "{name}.mode `{}` is not an octal mode; write it as a string like \"0400\" or \"0440\"",
-                    m.get_ref()
-                ),
-                    )
-                })?;
-                if bits & SPECIAL_BITS != 0 {
-                    return Err(at(
-                        m.span().start,
-                        format!(
-                            "{name}.mode \"{}\": setuid/setgid/sticky bits are not allowed for secrets; \
-                             use e.g. \"0400\"",
-                            m.get_ref()
-                        ),
-                    ));
-                }
-                bits
-            }
+            Some(m) => checked_mode(&name, m.get_ref()).map_err(|why| at(m.span().start, why))?,
             None => 0o400,
         };
         let path = match raw.path {

@@ -181,8 +181,8 @@ impl TemplateSpec {
         Ok(())
     }
 
-    /// The mode as a number.
+    /// The mode as a number (permission bits only: `validate` refused any other).
     pub fn mode_bits(&self) -> u32 {
-        parse_mode(&self.mode).unwrap_or(0o400)
+        parse_mode(&self.mode).unwrap_or(0o400) & 0o777
     }
 }

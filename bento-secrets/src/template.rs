@@ -13,7 +13,7 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::rules::{line_col, parse_mode, valid_abs_path, valid_account, valid_rel_file, Directory};
+use crate::rules::{checked_mode, line_col, valid_abs_path, valid_account, valid_rel_file, Directory};
 
 /// One `[templates.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,15 +246,7 @@ impl TemplateRule {
             g => g.map(Spanned::into_inner),
         };
         let mode = match raw.mode {
-            Some(m) => parse_mode(m.get_ref()).ok_or_else(|| {
-                at(
-                    m.span().start,
-                    format!(
-                        "{key}.mode `{}` is not an octal mode; write it as a string like \"0400\"",
-                        m.get_ref()
-                    ),
-                )
-            })?,
+            Some(m) => checked_mode(&key, m.get_ref()).map_err(|why| at(m.span().start, why))?,
             None => 0o400,
         };
         let path = match raw.path {

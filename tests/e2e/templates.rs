@@ -359,4 +359,12 @@ fn bad_templates_are_refused_at_load_with_their_line() {
         e.contains("templates.app-env.content: a placeholder is written"),
         "{e}"
     );
+    // A template file is a secret file: no setuid, setgid or sticky bit.
+    fleet.rules(&base.replace("mode = \"0440\"", "mode = \"2440\""));
+    let e = fails(&fleet.bento(&["secret", "verify"]));
+    assert!(
+        e.contains("secrets/secrets.toml:")
+            && e.contains(".mode \"2440\": setuid/setgid/sticky bits are not allowed"),
+        "{e}"
+    );
 }
