@@ -203,6 +203,67 @@ pub(crate) fn checked_mode(key: &str, text: &str) -> std::result::Result<u32, St
     Ok(bits)
 }
 
+/// The `owner`, `group`, `mode` and `path` of a secret's or a template's file, checked.
+pub(crate) struct FileAttrs {
+    pub owner: String,
+    pub group: Option<String>,
+    pub mode: u32,
+    pub path: Option<String>,
+}
+
+/// Checks the file attributes of `key` (`db-password`, `templates.app-env`), each error
+/// at its own position.
+pub(crate) fn file_attrs(
+    key: &str,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    at: &dyn Fn(usize, String) -> Error,
+) -> std::result::Result<FileAttrs, Error> {
+    let owner = match owner {
+        Some(o) if !valid_account(o.get_ref()) => {
+            return Err(at(
+                o.span().start,
+                format!("{key}.owner `{}` is not a valid user name", o.get_ref()),
+            ))
+        }
+        Some(o) => o.into_inner(),
+        None => "root".to_owned(),
+    };
+    let group = match group {
+        Some(g) if !valid_account(g.get_ref()) => {
+            return Err(at(
+                g.span().start,
+                format!("{key}.group `{}` is not a valid group name", g.get_ref()),
+            ))
+        }
+        g => g.map(Spanned::into_inner),
+    };
+    let mode = match mode {
+        Some(m) => checked_mode(key, m.get_ref()).map_err(|why| at(m.span().start, why))?,
+        None => 0o400,
+    };
+    let path = match path {
+        Some(p) if !valid_abs_path(p.get_ref()) => {
+            return Err(at(
+                p.span().start,
+                format!(
+                    "{key}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
+                    p.get_ref().replace('\0', "\\0")
+                ),
+            ))
+        }
+        p => p.map(Spanned::into_inner),
+    };
+    Ok(FileAttrs {
+        owner,
+        group,
+        mode,
+        path,
+    })
+}
+
 /// Parses a mode string such as `"0400"` or `"640"`.
 pub fn parse_mode(s: &str) -> Option<u32> {
     if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
@@ -495,41 +556,12 @@ impl Rules {
             Some(f) => f.into_inner(),
             None => format!("{name}.age"),
         };
-        let owner = match raw.owner {
-            Some(o) if !valid_account(o.get_ref()) => {
-                return Err(at(
-                    o.span().start,
-                    format!("{name}.owner `{}` is not a valid user name", o.get_ref()),
-                ))
-            }
-            Some(o) => o.into_inner(),
-            None => "root".to_owned(),
-        };
-        let group = match raw.group {
-            Some(g) if !valid_account(g.get_ref()) => {
-                return Err(at(
-                    g.span().start,
-                    format!("{name}.group `{}` is not a valid group name", g.get_ref()),
-                ))
-            }
-            g => g.map(Spanned::into_inner),
-        };
-        let mode = match raw.mode {
-            Some(m) => checked_mode(&name, m.get_ref()).map_err(|why| at(m.span().start, why))?,
-            None => 0o400,
-        };
-        let path = match raw.path {
-            Some(p) if !valid_abs_path(p.get_ref()) => {
-                return Err(at(
-                    p.span().start,
-                    format!(
-                        "{name}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
-                        p.get_ref().replace('\0', "\\0")
-                    ),
-                ))
-            }
-            p => p.map(Spanned::into_inner),
-        };
+        let FileAttrs {
+            owner,
+            group,
+            mode,
+            path,
+        } = file_attrs(&name, raw.owner, raw.group, raw.mode, raw.path, at)?;
         let restart_units = crate::template::units(&format!("{name}.restart_units"), raw.restart_units, at)?;
         let reload_units = crate::template::units(&format!("{name}.reload_units"), raw.reload_units, at)?;
         let generate = match raw.generate {

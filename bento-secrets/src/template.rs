@@ -13,7 +13,7 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::rules::{checked_mode, line_col, valid_abs_path, valid_account, valid_rel_file, Directory};
+use crate::rules::{file_attrs, line_col, valid_rel_file, Directory, FileAttrs};
 
 /// One `[templates.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,41 +226,12 @@ impl TemplateRule {
                 ))
             }
         };
-        let owner = match raw.owner {
-            Some(o) if !valid_account(o.get_ref()) => {
-                return Err(at(
-                    o.span().start,
-                    format!("{key}.owner `{}` is not a valid user name", o.get_ref()),
-                ))
-            }
-            Some(o) => o.into_inner(),
-            None => "root".to_owned(),
-        };
-        let group = match raw.group {
-            Some(g) if !valid_account(g.get_ref()) => {
-                return Err(at(
-                    g.span().start,
-                    format!("{key}.group `{}` is not a valid group name", g.get_ref()),
-                ))
-            }
-            g => g.map(Spanned::into_inner),
-        };
-        let mode = match raw.mode {
-            Some(m) => checked_mode(&key, m.get_ref()).map_err(|why| at(m.span().start, why))?,
-            None => 0o400,
-        };
-        let path = match raw.path {
-            Some(p) if !valid_abs_path(p.get_ref()) => {
-                return Err(at(
-                    p.span().start,
-                    format!(
-                        "{key}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
-                        p.get_ref().replace('\0', "\\0")
-                    ),
-                ))
-            }
-            p => p.map(Spanned::into_inner),
-        };
+        let FileAttrs {
+            owner,
+            group,
+            mode,
+            path,
+        } = file_attrs(&key, raw.owner, raw.group, raw.mode, raw.path, at)?;
         Ok(TemplateRule {
             restart_units: units(&format!("{key}.restart_units"), raw.restart_units, at)?,
             reload_units: units(&format!("{key}.reload_units"), raw.reload_units, at)?,
