@@ -368,6 +368,9 @@ in
       timerConfig = {
         OnBootSec = "2min";
         OnUnitActiveSec = cfg.interval;
+        # Drawn anew per host and per run: a fleet booted or switched together does not
+        # hit the server in the same second (sshd's MaxStartups drops the excess, and
+        # the agents then retry with backoff).
         RandomizedDelaySec = "5min";
       };
     };

@@ -36,6 +36,20 @@ in
       description = "Host H logs in as user <userPrefix>H (server.user_prefix of bento.toml).";
     };
 
+    maxStartups = mkOption {
+      type = types.strMatching "[0-9]+(:[0-9]+:[0-9]+)?";
+      default = let n = lib.max 10 ((builtins.length (lib.attrNames cfg.hosts) + 3) / 4);
+        in "${toString n}:30:${toString (lib.max 100 (2 * n))}";
+      defaultText = lib.literalExpression ''"N:30:max(100, 2N)", N = max(10, ceil(hosts / 4))'';
+      description = ''
+        sshd's MaxStartups (as `bento server setup` prints it): past N unauthenticated
+        connections at once, sshd drops 30 % of new ones, and all past the last number.
+        Never below OpenSSH's default 10:30:100; raised with the fleet so that a quarter of
+        it may be mid-handshake together. Agents that are dropped retry with backoff.
+        Each unauthenticated connection is one sshd process (a few MB).
+      '';
+    };
+
     hosts = mkOption {
       type = types.attrsOf types.str;
       default = { };
@@ -70,6 +84,8 @@ in
       ]) cfg.hosts);
 
     services.openssh.enable = true;
+    # Global, not per Match block: sized for the fleet (see maxStartups).
+    services.openssh.settings.MaxStartups = lib.mkDefault cfg.maxStartups;
     # One Match block per user: the chroot is named after the host, not the user. sftp
     # only, no forwarding of any kind (the same lines as `bento server setup` prints).
     services.openssh.extraConfig = lib.concatStrings (lib.mapAttrsToList (host: _: ''

@@ -26,12 +26,12 @@ use ssh_key::PublicKey;
 
 use crate::agent_command::Job;
 use crate::agent_config::AgentConfig;
+use crate::agent_connect::connect;
 use crate::agent_fetch::{Fetch, Step};
 use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::report::{self, Report, State};
-use crate::sftp::{SftpTransport, SshTarget};
-use crate::transport::{LocalDir, ServerUrl, Transport};
+use crate::transport::Transport;
 
 /// What the agent remembers between runs, in `<state_dir>/state.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ pub struct RunOptions {
 #[error("{0}")]
 pub struct AgentError(pub String);
 
-fn err(msg: impl Into<String>) -> AgentError {
+pub(crate) fn err(msg: impl Into<String>) -> AgentError {
     AgentError(msg.into())
 }
 
@@ -265,33 +265,6 @@ fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
         .iter()
         .map(|line| crate::agent_config::trusted_key(line).map_err(|e| err(format!("trusted_keys: {e}"))))
         .collect()
-}
-
-/// Connects to the server; operations still waiting at `deadline` fail.
-fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
-    let mut transport = connect_to(config)?;
-    transport.set_deadline(deadline);
-    Ok(transport)
-}
-
-fn connect_to(config: &AgentConfig) -> Result<Box<dyn Transport>, AgentError> {
-    match config.server_url().map_err(err)? {
-        ServerUrl::Local(root) => Ok(Box::new(LocalDir::new(&root, &config.host))),
-        ServerUrl::Sftp { user, address, port } => {
-            let target = SshTarget {
-                user,
-                address,
-                port,
-                identity: config.identity.clone(),
-                known_hosts: config.known_hosts.clone(),
-                connect_timeout: Duration::from_secs(config.connect_timeout),
-                ssh: config.ssh.clone(),
-            };
-            Ok(Box::new(
-                SftpTransport::connect(&target).map_err(|e| err(e.to_string()))?,
-            ))
-        }
-    }
 }
 
 fn parse_generation(bytes: &[u8]) -> Result<u64, AgentError> {

@@ -5,7 +5,9 @@
 pub mod agent;
 mod agent_command;
 pub mod agent_config;
+mod agent_connect;
 mod agent_fetch;
+pub mod backoff;
 pub mod build;
 pub mod bundle;
 pub mod config;

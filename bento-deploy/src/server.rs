@@ -103,6 +103,17 @@ fn match_blocks(config: &Config, hosts: &[ServerHost], authorized_keys: bool, in
         .collect()
 }
 
+/// sshd's `MaxStartups` for a fleet of `hosts`: `N:30:max(100, 2N)` with
+/// `N = max(10, ceil(hosts / 4))`. Past N unauthenticated connections at once sshd drops
+/// 30 % of new ones (then more, up to all at the last number). Never below OpenSSH's
+/// default `10:30:100`; raised with the fleet so that a quarter of it may be
+/// mid-handshake together (timers spread polls over 5 minutes; a trigger sent to every
+/// host does not). Agents that are dropped anyway retry with backoff.
+pub fn max_startups(hosts: usize) -> String {
+    let n = hosts.div_ceil(4).max(10);
+    format!("{n}:30:{}", (2 * n).max(100))
+}
+
 /// The NixOS module for the server, self-contained.
 pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
     let root = config.server.root.trim_end_matches('/');
@@ -136,6 +147,12 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
     }
     let _ = writeln!(out, "  ];");
     let _ = writeln!(out, "  services.openssh.enable = true;");
+    let _ = writeln!(
+        out,
+        "  # Sized for the fleet: agents polling together are not dropped.\n  \
+         services.openssh.settings.MaxStartups = \"{}\";",
+        max_startups(hosts.len())
+    );
     let _ = writeln!(out, "  services.openssh.extraConfig = ''");
     out.push_str(&match_blocks(config, hosts, false, "    ").replace("${", "''${"));
     let _ = writeln!(out, "  '';\n}}");
@@ -146,7 +163,13 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
 pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
     let root = config.server.root.trim_end_matches('/');
     let mut out = String::new();
-    let _ = writeln!(out, "# Append to /etc/ssh/sshd_config (Match blocks go last):");
+    let _ = writeln!(
+        out,
+        "# Append to /etc/ssh/sshd_config (Match blocks go last). MaxStartups is sized for\n\
+         # the fleet; sshd keeps the first value it reads, so remove an earlier one:\n\
+         MaxStartups {}",
+        max_startups(hosts.len())
+    );
     out.push_str(&match_blocks(config, hosts, true, ""));
     let _ = writeln!(out, "\n# Then, as root:");
     let _ = writeln!(
@@ -244,6 +267,21 @@ mod tests {
         );
         assert!(text.contains("users.users.\"bento-db1\""), "{text}");
         assert!(!text.contains("%u"), "{text}");
+    }
+
+    #[test]
+    fn max_startups_grows_with_the_fleet_never_below_the_default() {
+        assert_eq!(max_startups(0), "10:30:100");
+        assert_eq!(max_startups(40), "10:30:100");
+        assert_eq!(max_startups(41), "11:30:100");
+        assert_eq!(max_startups(200), "50:30:100");
+        assert_eq!(max_startups(201), "51:30:102");
+        assert_eq!(max_startups(1000), "250:30:500");
+        let (config, hosts) = sample("");
+        assert!(other_linux(&config, &hosts).contains("\nMaxStartups 10:30:100\n"));
+        assert!(
+            nixos_module(&config, &hosts).contains("services.openssh.settings.MaxStartups = \"10:30:100\";")
+        );
     }
 
     #[test]

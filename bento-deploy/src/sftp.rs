@@ -56,11 +56,13 @@ fn to_io(e: openssh_sftp_client::Error) -> io::Error {
 }
 
 impl SftpTransport {
-    /// Connects (one `ssh` process for the whole run).
-    pub fn connect(target: &SshTarget) -> io::Result<SftpTransport> {
+    /// Connects (one `ssh` process for the whole run). The error says whether trying
+    /// again may help ([`ConnectError::transient`]).
+    pub fn connect(target: &SshTarget) -> Result<SftpTransport, ConnectError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(|e| ConnectError::permanent(format!("starting the sftp client: {e}")))?;
         let mut cmd = tokio::process::Command::new(&target.ssh);
         cmd.args(ssh_args(target))
             .stdin(Stdio::piped())
@@ -70,14 +72,14 @@ impl SftpTransport {
         let (sftp, child) = runtime.block_on(async {
             let mut child = cmd
                 .spawn()
-                .map_err(|e| io::Error::new(e.kind(), format!("running {}: {e}", target.ssh)))?;
+                .map_err(|e| ConnectError::permanent(format!("running {}: {e}", target.ssh)))?;
             let stdin = child.stdin.take().expect("piped stdin");
             let stdout = child.stdout.take().expect("piped stdout");
             let limit = target.connect_timeout + Duration::from_secs(5);
             match tokio::time::timeout(limit, Sftp::new(stdin, stdout, SftpOptions::default())).await {
                 Ok(Ok(sftp)) => Ok((sftp, child)),
-                Ok(Err(e)) => Err(connect_error(&mut child, e.to_string()).await),
-                Err(_) => Err(connect_error(&mut child, "timed out".into()).await),
+                Ok(Err(e)) => Err(connect_error(&mut child, Some(e.to_string())).await),
+                Err(_) => Err(connect_error(&mut child, None).await),
             }
         })?;
         Ok(SftpTransport {
@@ -122,23 +124,100 @@ fn temp_name(rel: &str) -> String {
     format!("{dir}.{name}.{}.{n}{nanos:x}.tmp", std::process::id())
 }
 
-/// ssh's own last words explain a failed connection best (host key mismatch…).
-async fn connect_error(child: &mut tokio::process::Child, fallback: String) -> io::Error {
+/// A connection that could not be opened: ssh's last words, and whether trying again
+/// may help.
+#[derive(Debug, thiserror::Error)]
+#[error("sftp connection failed: {message}")]
+pub struct ConnectError {
+    /// ssh's last line on stderr, or what went wrong without one.
+    pub message: String,
+    /// A passing failure (dropped before authentication, refused, timed out, no route):
+    /// worth retrying. A host-key mismatch, a refused login or anything unknown is not.
+    pub transient: bool,
+}
+
+impl ConnectError {
+    fn permanent(message: String) -> ConnectError {
+        ConnectError {
+            message,
+            transient: false,
+        }
+    }
+}
+
+/// Whether a failed `ssh` is worth retrying, from its exit status (`None`: it did not
+/// exit by itself, as when the handshake timed out) and its last line on stderr.
+///
+/// ssh exits 255 for its own failures; anything else is not ssh speaking (a wrapper or
+/// ProxyCommand that failed): permanent. Of ssh's own, retried are the connection dropped
+/// before authentication (sshd's `MaxStartups` closes it: `Connection closed by …`,
+/// `kex_exchange_identification: …`, `Connection reset by …`), refused, timed out, and an
+/// unreachable network; never a host-key mismatch or a refused login, which another
+/// attempt cannot change, nor anything unknown.
+pub fn transient(status: Option<i32>, last_line: &str) -> bool {
+    const PERMANENT: &[&str] = &[
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "No matching host key",
+        "Permission denied",
+        "Too many authentication failures",
+        "no matching",
+        "Unable to negotiate",
+        "Could not resolve hostname",
+    ];
+    const TRANSIENT: &[&str] = &[
+        "Connection closed by",
+        "Connection reset by",
+        "kex_exchange_identification",
+        "Connection refused",
+        "Connection timed out",
+        "Operation timed out",
+        "timed out during banner exchange",
+        "No route to host",
+        "Network is unreachable",
+        "Timeout, server",
+    ];
+    match status {
+        None => !PERMANENT.iter().any(|p| last_line.contains(p)),
+        Some(255) => {
+            !PERMANENT.iter().any(|p| last_line.contains(p))
+                && TRANSIENT.iter().any(|t| last_line.contains(t))
+        }
+        Some(_) => false,
+    }
+}
+
+/// ssh's own last words explain a failed connection best (host key mismatch…); with
+/// its exit status they say whether to retry. `failure`: why the sftp handshake ended,
+/// `None` when it timed out (ssh is then stopped).
+async fn connect_error(child: &mut tokio::process::Child, failure: Option<String>) -> ConnectError {
     use tokio::io::AsyncReadExt;
-    let _ = child.start_kill();
+    if failure.is_none() {
+        let _ = child.start_kill();
+    }
+    // ssh closes stderr when it exits: a failed handshake means it is exiting.
     let mut stderr = String::new();
     if let Some(mut err) = child.stderr.take() {
         let _ = tokio::time::timeout(Duration::from_secs(2), err.read_to_string(&mut stderr)).await;
     }
+    let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+        Ok(Ok(status)) if failure.is_some() => status.code(),
+        _ => {
+            let _ = child.start_kill();
+            None
+        }
+    };
     let last = stderr
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .map(str::to_owned);
-    io::Error::new(
-        io::ErrorKind::ConnectionRefused,
-        format!("sftp connection failed: {}", last.unwrap_or(fallback)),
-    )
+    let fallback = failure.unwrap_or_else(|| "timed out".into());
+    let transient = transient(status, last.as_deref().unwrap_or(""));
+    ConnectError {
+        message: last.unwrap_or(fallback),
+        transient,
+    }
 }
 
 /// The ssh command line: key pinning, batch mode, the host key as identity.
@@ -312,5 +391,53 @@ impl Drop for SftpTransport {
                 let _ = child.kill().await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+
+    #[test]
+    fn passing_failures_are_retried() {
+        for line in [
+            // sshd's MaxStartups closing an unauthenticated connection.
+            "Connection closed by 127.0.0.1 port 2222",
+            "kex_exchange_identification: Connection closed by remote host",
+            "kex_exchange_identification: read: Connection reset by peer",
+            "Connection reset by 10.0.0.1 port 22",
+            "ssh: connect to host 10.0.0.1 port 22: Connection refused",
+            "ssh: connect to host 10.0.0.1 port 22: Connection timed out",
+            "Connection timed out during banner exchange",
+            "ssh: connect to host 10.0.0.1 port 22: No route to host",
+            "ssh: connect to host 10.0.0.1 port 22: Network is unreachable",
+        ] {
+            assert!(transient(Some(255), line), "{line}");
+        }
+        // The handshake timed out and ssh was stopped: no status, maybe no words.
+        assert!(transient(None, ""));
+        assert!(transient(None, "Connection timed out during banner exchange"));
+    }
+
+    #[test]
+    fn refusals_and_the_unknown_are_not() {
+        for line in [
+            "Host key verification failed.",
+            "bento-web1@127.0.0.1: Permission denied (publickey).",
+            "Received disconnect from 10.0.0.1 port 22:2: Too many authentication failures",
+            "Unable to negotiate with 10.0.0.1 port 22: no matching host key type found",
+            "ssh: Could not resolve hostname nowhere: Name or service not known",
+            "something ssh never said",
+            "",
+        ] {
+            assert!(!transient(Some(255), line), "{line}");
+            if !line.is_empty() && line != "something ssh never said" {
+                assert!(!transient(None, line), "{line}");
+            }
+        }
+        // Not ssh's own failure (a wrapper, a ProxyCommand that exited 1): not retried,
+        // whatever it printed.
+        assert!(!transient(Some(1), "Connection refused"));
+        assert!(!transient(Some(0), "Connection closed by 127.0.0.1 port 22"));
     }
 }

@@ -15,6 +15,7 @@ mod hostile_logs;
 mod hostile_server;
 mod init;
 mod interop;
+mod load;
 mod nixos;
 mod output;
 mod rekey;

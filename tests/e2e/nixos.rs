@@ -232,7 +232,16 @@ fn the_server_module_evaluates_with_and_without_a_user_prefix() {
                 ))),
                 "{case}"
             );
+            // Two hosts: OpenSSH's default, the floor.
+            assert_eq!(v["maxStartups"], "10:30:100", "{case}");
         }
+        // ceil(401 / 4) = 101 before any drop, 202 before all: as `bento server setup`.
+        let v = evaluated(lib, "server-many");
+        assert_eq!(v["maxStartups"], "101:30:202");
+        assert_eq!(
+            bento_deploy::server::max_startups(401),
+            v["maxStartups"].as_str().unwrap()
+        );
     });
 }
 

@@ -61,6 +61,8 @@ let
     };
     server = server { };
     server-prefix = server { userPrefix = "bento-"; };
+    # 401 hosts: MaxStartups grows with the fleet.
+    server-many = server { hosts = lib.genAttrs (map (i: "h${toString i}") (lib.range 1 401)) (_: key); };
     flake-client = [ flakeOutputs.nixosModules.default ] ++ builtins.tail (client { });
     flake-server = [ flakeOutputs.nixosModules.server { services.bento-server = { enable = true; hosts.web1 = key; }; } ];
     host-web1 = [ (root + "/hosts/web1/configuration.nix") ];
@@ -111,5 +113,6 @@ in
 } // lib.optionalAttrs (c ? services.bento-server && c.services.bento-server.enable) {
   users = lib.mapAttrs (_: u: { inherit (u) group home; keys = u.openssh.authorizedKeys.keys; }) c.users.users;
   sshd = c.services.openssh.extraConfig;
+  maxStartups = c.services.openssh.settings.MaxStartups;
   tmpfiles = c.systemd.tmpfiles.rules;
 }

@@ -1,0 +1,67 @@
+//! The agent's connection to the server, retried while the failure is a passing one.
+//!
+//! A busy server (sshd's `MaxStartups` dropping unauthenticated connections when many
+//! hosts poll at once), a refused or a timed-out connection: the agent tries again after
+//! a jittered, growing delay ([`crate::backoff`]) until the run's deadline, and only then
+//! gives up, `interrupted`. A host-key mismatch or a refused login is one error at once.
+
+use std::time::{Duration, Instant};
+
+use crate::agent::{err, AgentError};
+use crate::agent_config::AgentConfig;
+use crate::sftp::{ConnectError, SftpTransport, SshTarget};
+use crate::transport::{LocalDir, ServerUrl, Transport};
+
+/// Connects to the server, retrying passing failures until `deadline`; operations still
+/// waiting at `deadline` fail.
+pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
+    let mut transport: Box<dyn Transport> = match config.server_url().map_err(err)? {
+        ServerUrl::Local(root) => Box::new(LocalDir::new(&root, &config.host)),
+        ServerUrl::Sftp { user, address, port } => {
+            let target = SshTarget {
+                user,
+                address,
+                port,
+                identity: config.identity.clone(),
+                known_hosts: config.known_hosts.clone(),
+                connect_timeout: Duration::from_secs(config.connect_timeout),
+                ssh: config.ssh.clone(),
+            };
+            Box::new(retrying(config, deadline, || SftpTransport::connect(&target))?)
+        }
+    };
+    transport.set_deadline(deadline);
+    Ok(transport)
+}
+
+/// Calls `attempt` until it succeeds, fails for good, or the deadline passes.
+fn retrying<T>(
+    config: &AgentConfig,
+    deadline: Instant,
+    mut attempt: impl FnMut() -> Result<T, ConnectError>,
+) -> Result<T, AgentError> {
+    let mut tries = 0u32;
+    loop {
+        let e = match attempt() {
+            Ok(t) => return Ok(t),
+            Err(e) if !e.transient => return Err(err(e.to_string())),
+            Err(e) => e,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = crate::backoff::delay(tries, crate::backoff::jitter()).min(left);
+        tries += 1;
+        if left.is_zero() {
+            return Err(err(format!(
+                "{}: interrupted: the server was not reachable before the run's deadline \
+                 (run_timeout = {} s, {tries} attempts): {e}",
+                config.host, config.run_timeout
+            )));
+        }
+        eprintln!(
+            "bento: {e}; retrying in {:.1} s (attempt {} before the run's deadline)",
+            wait.as_secs_f64(),
+            tries + 1
+        );
+        std::thread::sleep(wait);
+    }
+}
