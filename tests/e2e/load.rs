@@ -249,7 +249,7 @@ fn a_refused_login_or_host_key_fails_at_once() {
             !stderr.contains("retrying") && !err.contains("interrupted"),
             "{stderr}"
         );
-        // Not waiting on any backoff (the first delay alone is 0.5 s at least).
-        assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
+        // Not retried until the deadline (60 s): well within it, even on a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(30), "{stderr}");
     }
 }
