@@ -17,6 +17,7 @@ pub mod init;
 pub mod layout;
 pub mod manifest;
 pub mod publish;
+pub mod reach;
 pub mod report;
 pub mod server;
 pub mod sftp;

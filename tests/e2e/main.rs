@@ -17,6 +17,7 @@ mod init;
 mod interop;
 mod nixos;
 mod output;
+mod reach;
 mod rekey;
 mod roundtrip;
 mod sshd;
