@@ -47,8 +47,10 @@ pub fn update(fleet: &Path, args: FlakeUpdateArgs) -> anyhow::Result<ExitCode> {
         let lock = flake.dir.join("flake.lock");
         let before = std::fs::read(&lock).ok();
         let dir = std::fs::canonicalize(&flake.dir).map_err(|e| anyhow::anyhow!("{}: {e}", flake.shown()))?;
-        // `path:` so that files git does not track yet are seen too.
-        let reference = format!("path:{}", dir.display());
+        // A plain directory, as `bento build` names it: inside a git repository Nix reads
+        // it as `git+file:` (tracked files only, so nothing stray is copied to the
+        // world-readable store), else as `path:`.
+        let reference = dir.display().to_string();
         let mut cmd = Command::new("nix");
         cmd.args(["--extra-experimental-features", "nix-command flakes"]);
         match (&args.input, new_nix) {
