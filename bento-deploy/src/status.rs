@@ -20,7 +20,7 @@ use crate::confined::Confined;
 use crate::error::Error;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
-use crate::report::{Report, State, HEARTBEAT_FILE};
+use crate::report::{Report, State};
 pub use crate::status_time::{parse_rfc3339, rfc3339};
 
 /// The version of the `--json` shape.
@@ -381,7 +381,7 @@ fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> 
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
-    let heartbeat = match dir.map_or(Ok(None), |dir| read_heartbeat(dir, name)) {
+    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status_seen::read_heartbeat(dir, name)) {
         Ok(beat) => beat,
         Err(problem) => {
             problems.push(problem);
@@ -488,7 +488,7 @@ pub fn unless_unseen(status: Status, seen_ago: Option<u64>, stale_secs: u64) -> 
 /// Why a file a host controls could not be used, without repeating any of its content
 /// (which is untrusted, and may hold escape sequences or another file's text): serde's
 /// messages quote the offending value, so only the position is kept.
-fn json_problem(what: &str, e: &serde_json::Error) -> String {
+pub(crate) fn json_problem(what: &str, e: &serde_json::Error) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Io | serde_json::error::Category::Eof => "cut short",
         serde_json::error::Category::Syntax => "not JSON",
@@ -499,7 +499,7 @@ fn json_problem(what: &str, e: &serde_json::Error) -> String {
 
 /// Reads a file of the host directory: a regular file of at most `limit` bytes, reached
 /// without following a symlink. `Ok(None)` when it does not exist.
-fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
     match dir.read(rel, limit) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -509,46 +509,6 @@ fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, S
         // The error names the file.
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// What status uses of a heartbeat, as the host wrote it: the fields that reach the host
-/// are read loosely and checked one by one ([`crate::reach`]), since the host writes them.
-#[derive(Deserialize)]
-struct ClaimedBeat {
-    host: String,
-    time: String,
-    #[serde(default)]
-    addresses: serde_json::Value,
-    #[serde(default)]
-    ssh_port: serde_json::Value,
-}
-
-/// A heartbeat, checked.
-struct Seen {
-    /// When the host says it last polled (seconds since the epoch).
-    secs: u64,
-    addresses: Vec<String>,
-    ssh_port: Option<u16>,
-}
-
-/// The host's heartbeat; `Ok(None)` when it has none (an agent that predates heartbeats).
-fn read_heartbeat(dir: &Confined, host: &str) -> Result<Option<Seen>, String> {
-    let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
-    let Some(bytes) = read_file(dir, &rel, limits::HEARTBEAT)? else {
-        return Ok(None);
-    };
-    let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
-    let beat: ClaimedBeat =
-        serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
-    if beat.host != host {
-        return Err(bad("the heartbeat of another host".into()));
-    }
-    let secs = parse_rfc3339(&beat.time).ok_or_else(|| bad("its time is not RFC 3339".into()))?;
-    Ok(Some(Seen {
-        secs,
-        addresses: crate::reach::valid_addresses(&beat.addresses),
-        ssh_port: crate::reach::valid_port(&beat.ssh_port),
-    }))
 }
 
 fn read_current(dir: &Confined) -> Result<Option<u64>, String> {
