@@ -19,6 +19,7 @@ let
   toml = pkgs.formats.toml { };
   agentToml = toml.generate "agent.toml" ({
     inherit (cfg) host server identity rebuild rollback ssh reboot;
+    ssh_port = cfg.sshPort;
     known_hosts = "/etc/bento/known_hosts";
     trusted_keys = cfg.trustedKeys;
     state_dir = cfg.stateDir;
@@ -191,6 +192,15 @@ in
       type = types.str;
       default = "ssh";
       description = "The ssh client the agent reaches the server with.";
+    };
+
+    sshPort = mkOption {
+      type = types.port;
+      default =
+        let ports = config.services.openssh.ports or [ ];
+        in if ports == [ ] then 22 else lib.head ports;
+      defaultText = lib.literalExpression "lib.head config.services.openssh.ports";
+      description = "The port this host's sshd listens on, reported to the server for `bento ssh`.";
     };
 
     currentSystem = mkOption {

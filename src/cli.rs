@@ -72,6 +72,38 @@ pub enum Command {
     /// Closure diff between the system a host runs and the one it should run (nvd, else
     /// `nix store diff-closures`)
     Diff(DiffArgs),
+    /// Run `ssh` to a host with its host key pinned from keys/hosts/HOST.pub (never
+    /// trust-on-first-use)
+    ///
+    /// The address is hosts.HOST.address of bento.toml, else the one the host last
+    /// reported in its heartbeat; the port hosts.HOST.ssh_port, else the reported one,
+    /// else 22.
+    Ssh(SshArgs),
+    /// Update the lock file of every flake in the fleet (its own flake.nix and each
+    /// hosts/*/flake.nix), or only INPUT; names the hosts whose lock changed
+    FlakeUpdate(FlakeUpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The host
+    pub host: String,
+    /// Print the ssh command instead of running it (it names a known_hosts file written
+    /// under .bento/known_hosts/)
+    #[arg(long)]
+    pub print: bool,
+    /// Read the reported address from this directory instead of server.root of bento.toml
+    #[arg(long, value_name = "DIR")]
+    pub server_root: Option<PathBuf>,
+    /// The command to run on the host (after `--`); a login shell without one
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlakeUpdateArgs {
+    /// Update only this input (else every input)
+    pub input: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,10 +5,12 @@ mod admin;
 mod agent;
 mod cli;
 mod deploy;
+mod flake;
 mod host;
 mod locate;
 mod output;
 mod secret;
+mod ssh;
 mod status;
 mod trigger;
 
@@ -102,6 +104,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => deploy::server(&fleet()?, args),
         Command::Status(args) => status::status(&fleet()?, args),
         Command::Diff(args) => status::diff(&fleet()?, args),
+        Command::Ssh(args) => ssh::run(&fleet()?, args),
+        Command::FlakeUpdate(args) => flake::update(&fleet()?, args),
     }
 }
 

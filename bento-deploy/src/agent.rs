@@ -85,7 +85,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
     // are best effort: the run itself does not depend on them.
     let _ = report::flush(&config.state_dir, transport.as_mut());
-    let _ = report::beat(transport.as_mut(), &config.host, state.applied);
+    let _ = report::beat(transport.as_mut(), &config.host, state.applied, config.ssh_port);
 
     let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
         Ok(bytes) => parse_generation(&bytes)?,

@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// The ssh client.
     #[serde(default = "default_ssh")]
     pub ssh: String,
+    /// The port this host's sshd listens on, reported in the heartbeat for `bento ssh`.
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
     /// The symlink naming the running system, reported before and after a run.
     #[serde(default = "default_current_system")]
     pub current_system: PathBuf,
@@ -149,6 +152,9 @@ fn default_run_timeout() -> u64 {
 fn default_keep() -> usize {
     3
 }
+fn default_ssh_port() -> u16 {
+    22
+}
 fn default_ssh() -> String {
     "ssh".into()
 }
@@ -207,6 +213,12 @@ impl AgentConfig {
             return Err(format!(
                 "{shown}:{}: run_timeout must be at least 1 (seconds)",
                 at("run_timeout")
+            ));
+        }
+        if config.ssh_port == 0 {
+            return Err(format!(
+                "{shown}:{}: ssh_port must be between 1 and 65535",
+                at("ssh_port")
             ));
         }
         if !config.trigger_socket.is_absolute() {

@@ -93,7 +93,8 @@ pub fn outbox(state_dir: &Path) -> PathBuf {
 /// `report-` prefix).
 pub const HEARTBEAT_FILE: &str = "seen.json";
 
-/// What a host says at every poll: that it polled, when, and what it runs.
+/// What a host says at every poll: that it polled, when, what it runs, and where it
+/// listens for ssh.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// [`FORMAT`].
@@ -106,16 +107,31 @@ pub struct Heartbeat {
     pub applied: Option<u64>,
     /// The agent's version.
     pub agent: String,
+    /// The host's IP addresses, loopback and link-local left out (see
+    /// [`crate::reach::local_addresses`]); empty from an agent that predates them.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Its sshd port (`ssh_port` of agent.toml).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
 }
 
-/// Rewrites the host's heartbeat in `logs/`: a few dozen bytes per poll.
-pub fn beat(transport: &mut dyn Transport, host: &str, applied: Option<u64>) -> std::io::Result<()> {
+/// Rewrites the host's heartbeat in `logs/`: a few hundred bytes per poll, with the
+/// host's current addresses and sshd port so an admin can reach it (`bento ssh`).
+pub fn beat(
+    transport: &mut dyn Transport,
+    host: &str,
+    applied: Option<u64>,
+    ssh_port: u16,
+) -> std::io::Result<()> {
     let heartbeat = Heartbeat {
         format: FORMAT,
         host: host.to_owned(),
         time: crate::manifest::now_rfc3339(),
         applied,
         agent: env!("CARGO_PKG_VERSION").to_owned(),
+        addresses: crate::reach::local_addresses(),
+        ssh_port: Some(ssh_port),
     };
     let json = serde_json::to_vec(&heartbeat).map_err(std::io::Error::other)?;
     transport.write(&format!("{}/{HEARTBEAT_FILE}", crate::layout::LOGS_DIR), &json)

@@ -20,7 +20,7 @@ use crate::confined::Confined;
 use crate::error::Error;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
-use crate::report::{Heartbeat, Report, State, HEARTBEAT_FILE};
+use crate::report::{Report, State};
 pub use crate::status_time::{parse_rfc3339, rfc3339};
 
 /// The version of the `--json` shape.
@@ -156,6 +156,13 @@ pub struct HostStatus {
     pub problem: Option<String>,
     /// The command that reaches the host (`[hosts.<name>]` of bento.toml).
     pub ssh: Option<String>,
+    /// The IP addresses the host's heartbeat names (untrusted: only valid, reachable IP
+    /// addresses are kept, at most [`crate::reach::MAX_ADDRESSES`]).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The sshd port the host's heartbeat names.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
 }
 
 /// The whole fleet.
@@ -374,13 +381,14 @@ fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> 
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
-    let heartbeat_secs = match dir.map_or(Ok(None), |dir| read_heartbeat(dir, name)) {
-        Ok(secs) => secs,
+    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status_seen::read_heartbeat(dir, name)) {
+        Ok(beat) => beat,
         Err(problem) => {
             problems.push(problem);
             None
         }
     };
+    let heartbeat_secs = heartbeat.as_ref().map(|b| b.secs);
     // Last contact: the heartbeat, or the newest report when later (it ends the run the
     // heartbeat began). Without a heartbeat, none is known.
     let seen = heartbeat_secs.map(|beat| beat.max(reported_secs.unwrap_or(0)));
@@ -424,6 +432,11 @@ fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> 
         error: r.and_then(|r| r.error.clone()),
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
         ssh: options.ssh.get(name).cloned(),
+        addresses: heartbeat
+            .as_ref()
+            .map(|b| b.addresses.clone())
+            .unwrap_or_default(),
+        ssh_port: heartbeat.and_then(|b| b.ssh_port),
     }
 }
 
@@ -472,12 +485,10 @@ pub fn unless_unseen(status: Status, seen_ago: Option<u64>, stale_secs: u64) -> 
     }
 }
 
-/// When the host's heartbeat says it last polled (seconds since the epoch); `Ok(None)`
-/// when it has none (an agent that predates heartbeats).
 /// Why a file a host controls could not be used, without repeating any of its content
 /// (which is untrusted, and may hold escape sequences or another file's text): serde's
 /// messages quote the offending value, so only the position is kept.
-fn json_problem(what: &str, e: &serde_json::Error) -> String {
+pub(crate) fn json_problem(what: &str, e: &serde_json::Error) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Io | serde_json::error::Category::Eof => "cut short",
         serde_json::error::Category::Syntax => "not JSON",
@@ -488,7 +499,7 @@ fn json_problem(what: &str, e: &serde_json::Error) -> String {
 
 /// Reads a file of the host directory: a regular file of at most `limit` bytes, reached
 /// without following a symlink. `Ok(None)` when it does not exist.
-fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
     match dir.read(rel, limit) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -498,21 +509,6 @@ fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, S
         // The error names the file.
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn read_heartbeat(dir: &Confined, host: &str) -> Result<Option<u64>, String> {
-    let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
-    let Some(bytes) = read_file(dir, &rel, limits::HEARTBEAT)? else {
-        return Ok(None);
-    };
-    let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
-    let beat: Heartbeat = serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
-    if beat.host != host {
-        return Err(bad("the heartbeat of another host".into()));
-    }
-    parse_rfc3339(&beat.time)
-        .map(Some)
-        .ok_or_else(|| bad("its time is not RFC 3339".into()))
 }
 
 fn read_current(dir: &Confined) -> Result<Option<u64>, String> {

@@ -142,7 +142,7 @@ fn chmod(path: &Path, mode: &str) {
     Command::new("chmod").arg(mode).arg(path).status().unwrap();
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -397,6 +397,8 @@ fn json_field_names_are_stable() {
         "error",
         "problem",
         "ssh",
+        "addresses",
+        "ssh_port",
     ]);
     for h in doc["hosts"].as_array().unwrap() {
         assert_eq!(keys(h), host_fields, "{h}");

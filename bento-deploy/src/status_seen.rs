@@ -1,0 +1,51 @@
+//! `bento status`: reading a host's heartbeat, `logs/seen.json` — when it last polled, and
+//! where it says it can be reached (checked: the host writes the file).
+
+use serde::Deserialize;
+
+use crate::confined::Confined;
+use crate::layout::LOGS_DIR;
+use crate::report::HEARTBEAT_FILE;
+use crate::status::{json_problem, limits, parse_rfc3339, read_file};
+
+/// What status uses of a heartbeat, as the host wrote it: the fields that reach the host
+/// are read loosely and checked one by one ([`crate::reach`]), since the host writes them.
+#[derive(Deserialize)]
+struct ClaimedBeat {
+    host: String,
+    time: String,
+    #[serde(default)]
+    addresses: serde_json::Value,
+    #[serde(default)]
+    ssh_port: serde_json::Value,
+}
+
+/// A heartbeat, checked.
+pub(crate) struct Seen {
+    /// When the host says it last polled (seconds since the epoch).
+    pub(crate) secs: u64,
+    /// Its reachable IP addresses.
+    pub(crate) addresses: Vec<String>,
+    /// Its sshd port.
+    pub(crate) ssh_port: Option<u16>,
+}
+
+/// The host's heartbeat; `Ok(None)` when it has none (an agent that predates heartbeats).
+pub(crate) fn read_heartbeat(dir: &Confined, host: &str) -> Result<Option<Seen>, String> {
+    let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
+    let Some(bytes) = read_file(dir, &rel, limits::HEARTBEAT)? else {
+        return Ok(None);
+    };
+    let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
+    let beat: ClaimedBeat =
+        serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
+    if beat.host != host {
+        return Err(bad("the heartbeat of another host".into()));
+    }
+    let secs = parse_rfc3339(&beat.time).ok_or_else(|| bad("its time is not RFC 3339".into()))?;
+    Ok(Some(Seen {
+        secs,
+        addresses: crate::reach::valid_addresses(&beat.addresses),
+        ssh_port: crate::reach::valid_port(&beat.ssh_port),
+    }))
+}
