@@ -78,10 +78,10 @@ pub fn update(fleet: &Path, args: FlakeUpdateArgs) -> anyhow::Result<ExitCode> {
                 .host
                 .clone()
                 .unwrap_or_else(|| "the fleet's own flake".into());
-            println!(
+            output::outln!(
                 "{name}: {} changed",
                 flake.shown().replace("flake.nix", "flake.lock")
-            );
+            )?;
             changed.push(name);
         }
     }

@@ -37,7 +37,7 @@ pub fn run(fleet: &Path, args: SshArgs) -> anyhow::Result<ExitCode> {
         let words: Vec<String> = std::iter::once("ssh".to_owned())
             .chain(ssh_args.iter().map(|a| shell_word(a)))
             .collect();
-        println!("{}", words.join(" "));
+        crate::output::outln!("{}", words.join(" "))?;
         return Ok(ExitCode::SUCCESS);
     }
     let ran = std::process::Command::new("ssh")
