@@ -27,6 +27,7 @@ pub mod sign;
 pub mod status;
 pub mod status_diff;
 pub mod status_prometheus;
+mod status_reports;
 mod status_seen;
 mod status_time;
 pub mod store_path;

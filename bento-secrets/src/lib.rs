@@ -16,6 +16,7 @@ pub mod edit;
 pub mod editor;
 pub mod error;
 pub mod extend;
+mod file_attrs;
 pub mod fleet;
 pub mod fleet_lock;
 pub mod generate;

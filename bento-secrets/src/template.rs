@@ -13,7 +13,8 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::rules::{file_attrs, line_col, valid_rel_file, Directory, FileAttrs};
+use crate::file_attrs::{file_attrs, FileAttrs};
+use crate::rules::{line_col, valid_rel_file, Directory};
 
 /// One `[templates.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]

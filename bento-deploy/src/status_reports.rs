@@ -1,0 +1,109 @@
+//! `bento status`: finding a host's newest readable report in its `logs/`. Report names
+//! carry their generation and time, so the newest is found without opening the rest; an
+//! older one is read only when a newer one cannot be.
+
+use crate::confined::Confined;
+use crate::layout::LOGS_DIR;
+use crate::report::Report;
+use crate::status::{json_problem, limits, parse_rfc3339, read_file};
+
+/// How many report files are opened per host at most, newest first, to get past
+/// unreadable ones.
+const REPORTS_TRIED: usize = 3;
+
+/// The newest readable report, and what stood in the way of reading newer ones.
+pub(crate) struct Newest {
+    pub(crate) report: Option<(String, Report)>,
+    pub(crate) problems: Vec<String>,
+    pub(crate) newest_is_bad: bool,
+}
+
+fn report_key(name: &str) -> Option<(&str, u64)> {
+    let rest = name.strip_prefix("report-")?.strip_suffix(".json")?;
+    let (generation, time) = rest.split_once('-')?;
+    let generation = generation.parse().ok()?;
+    (!time.is_empty()).then_some((time, generation))
+}
+
+impl Newest {
+    pub(crate) fn none() -> Newest {
+        Newest {
+            report: None,
+            problems: Vec::new(),
+            newest_is_bad: false,
+        }
+    }
+}
+
+pub(crate) fn newest_report(dir: &Confined, host: &str) -> Newest {
+    let mut newest = Newest::none();
+    let names: Vec<String> = match dir.entries(LOGS_DIR) {
+        Ok(entries) => entries
+            .into_iter()
+            .filter_map(|e| e.name.into_string().ok())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
+        Err(e) => {
+            newest.newest_is_bad = true;
+            newest.problems.push(format!(
+                "{e}; {LOGS_DIR}/ must be a plain directory that bento status can read"
+            ));
+            return newest;
+        }
+    };
+    let mut reports: Vec<((&str, u64), &str)> = names
+        .iter()
+        .filter_map(|n| Some((report_key(n)?, n.as_str())))
+        .collect();
+    reports.sort_unstable_by(|a, b| b.cmp(a));
+    for (i, (_, name)) in reports.into_iter().take(REPORTS_TRIED).enumerate() {
+        match read_report(dir, name, host) {
+            Ok(report) => {
+                newest.report = Some((name.to_owned(), report));
+                break;
+            }
+            Err(why) => {
+                newest.newest_is_bad |= i == 0;
+                newest.problems.push(format!(
+                    "{why}; the host's next report supersedes it, or delete the file"
+                ));
+            }
+        }
+    }
+    newest
+}
+
+fn read_report(dir: &Confined, name: &str, host: &str) -> Result<Report, String> {
+    let rel = format!("{LOGS_DIR}/{name}");
+    let bytes = read_file(dir, &rel, limits::REPORT)?.ok_or_else(|| format!("{rel}: gone while reading"))?;
+    let report: Report =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a report", &e)))?;
+    if report.host != host {
+        return Err(format!("{rel}: a report of another host, not `{host}`"));
+    }
+    if parse_rfc3339(&report.time).is_none() {
+        return Err(format!("{rel}: its time is not RFC 3339"));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names_sort_by_time_then_generation() {
+        assert_eq!(
+            report_key("report-00000003-2026-11-26T050000Z.json"),
+            Some(("2026-11-26T050000Z", 3))
+        );
+        for bad in [
+            "report-x-2026.json",
+            "report-00000001-.json",
+            "log-00000001-t.txt.gz",
+            "report-1.json",
+        ] {
+            assert_eq!(report_key(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The file attributes shared by secrets and templates in `secrets.toml`: `owner`,
+//! `group`, `mode` and `path`, each checked with its position.
+
+use toml::Spanned;
+
+use crate::error::Error;
+use crate::rules::{parse_mode, valid_abs_path, valid_account, SPECIAL_BITS};
+
+/// The mode of `key` (a secret's or a template's `mode` text), or why it is refused: not
+/// an octal mode, or with setuid/setgid/sticky bits, which no secret file may carry.
+pub(crate) fn checked_mode(key: &str, text: &str) -> std::result::Result<u32, String> {
+    let bits = parse_mode(text).ok_or_else(|| {
+        format!("{key}.mode `{text}` is not an octal mode; write it as a string like \"0400\" or \"0440\"")
+    })?;
+    if bits & SPECIAL_BITS != 0 {
+        return Err(format!(
+            "{key}.mode \"{text}\": setuid/setgid/sticky bits are not allowed for secrets; use e.g. \"0400\""
+        ));
+    }
+    Ok(bits)
+}
+
+/// The `owner`, `group`, `mode` and `path` of a secret's or a template's file, checked.
+pub(crate) struct FileAttrs {
+    pub owner: String,
+    pub group: Option<String>,
+    pub mode: u32,
+    pub path: Option<String>,
+}
+
+/// Checks the file attributes of `key` (`db-password`, `templates.app-env`), each error
+/// at its own position.
+pub(crate) fn file_attrs(
+    key: &str,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    at: &dyn Fn(usize, String) -> Error,
+) -> std::result::Result<FileAttrs, Error> {
+    let owner = match owner {
+        Some(o) if !valid_account(o.get_ref()) => {
+            return Err(at(
+                o.span().start,
+                format!("{key}.owner `{}` is not a valid user name", o.get_ref()),
+            ))
+        }
+        Some(o) => o.into_inner(),
+        None => "root".to_owned(),
+    };
+    let group = match group {
+        Some(g) if !valid_account(g.get_ref()) => {
+            return Err(at(
+                g.span().start,
+                format!("{key}.group `{}` is not a valid group name", g.get_ref()),
+            ))
+        }
+        g => g.map(Spanned::into_inner),
+    };
+    let mode = match mode {
+        Some(m) => checked_mode(key, m.get_ref()).map_err(|why| at(m.span().start, why))?,
+        None => 0o400,
+    };
+    let path = match path {
+        Some(p) if !valid_abs_path(p.get_ref()) => {
+            return Err(at(
+                p.span().start,
+                format!(
+                    "{key}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
+                    p.get_ref().replace('\0', "\\0")
+                ),
+            ))
+        }
+        p => p.map(Spanned::into_inner),
+    };
+    Ok(FileAttrs {
+        owner,
+        group,
+        mode,
+        path,
+    })
+}
