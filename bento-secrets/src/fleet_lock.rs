@@ -74,6 +74,7 @@ impl FleetLock {
                 .and_then(|()| file.seek(SeekFrom::Start(0)))
                 .and_then(|_| writeln!(file, "{}", std::process::id()));
         }
+        remove_stale_temp_files(root);
         Ok(FleetLock { file })
     }
 }
@@ -83,6 +84,39 @@ impl Drop for FleetLock {
         // The pid is no longer the holder's; the lock goes with the file descriptor.
         let _ = self.file.set_len(0);
     }
+}
+
+/// Removes the temporary files that a writer killed mid-write left next to the `.age`
+/// files and `recipients.lock` (`.<name>.<random>.tmp`), in `root` and `root/secrets/`.
+/// Safe under the lock: every writer of those files holds it, so no live write owns
+/// one. Best effort: what cannot be removed stays, as before.
+fn remove_stale_temp_files(root: &Path) {
+    for dir in [root.to_path_buf(), root.join("secrets")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_stale_temp_name(name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// `.<file>.<random>.tmp`, as [`crate::atomic`] stages `<file>`, for an `.age` file or
+/// `recipients.lock`.
+fn is_stale_temp_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((file, random)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    !random.is_empty()
+        && random.chars().all(|c| c.is_ascii_alphanumeric())
+        && (file.ends_with(".age") || file == "recipients.lock")
 }
 
 /// The pid written in the lock file by its holder.
@@ -133,5 +167,23 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), Some(std::process::id()));
         drop(first);
         waiter.join().unwrap();
+    }
+
+    #[test]
+    fn only_temp_files_of_age_files_and_the_lock_are_stale() {
+        for name in [".db.age.AbC123.tmp", ".recipients.lock.x9Y8z7.tmp"] {
+            assert!(is_stale_temp_name(name), "{name}");
+        }
+        for name in [
+            "db.age",
+            ".db.age",
+            ".db.age.tmp",
+            ".db.age..tmp",
+            ".notes.txt.AbC123.tmp",
+            ".db.age.Ab-12.tmp",
+            "x.db.age.AbC123.tmp",
+        ] {
+            assert!(!is_stale_temp_name(name), "{name}");
+        }
     }
 }

@@ -9,6 +9,7 @@ mod agent;
 mod bad_input;
 mod deploy;
 mod edit;
+mod faults;
 mod flake_update;
 mod generate;
 mod host;
