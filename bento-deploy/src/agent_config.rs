@@ -162,6 +162,11 @@ fn default_ssh() -> String {
 impl AgentConfig {
     /// Reads and validates the file; errors are one line naming the file and line.
     pub fn load(path: &Path) -> Result<AgentConfig, String> {
+        // Values quoted in errors may hold escaped line breaks (`"\n"`): keep one line.
+        Self::read(path).map_err(|e| bento_secrets::error::escape_controls(&e))
+    }
+
+    fn read(path: &Path) -> Result<AgentConfig, String> {
         let shown = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
         let config: AgentConfig = toml::from_str(&text).map_err(|e| {

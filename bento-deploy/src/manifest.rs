@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use bento_secrets::error::escape_controls;
 use bento_secrets::rules::valid_name;
 use bento_secrets::spec::{SecretSpec, TemplateSpec};
 use serde::{Deserialize, Serialize};
@@ -68,8 +69,11 @@ impl Manifest {
 
     /// Parses and validates a manifest.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, Error> {
-        let manifest: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Manifest(format!("not a bundle manifest: {e}")))?;
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            // A key the host wrote is quoted in the message: keep it on one line.
+            let e = escape_controls(&e.to_string());
+            Error::Manifest(format!("not a bundle manifest: {e}"))
+        })?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -78,7 +82,7 @@ impl Manifest {
     /// (relative, `/`-separated, inside `config/`, `secrets/` or `templates/`, no `.`/`..`, no NUL),
     /// every hash, and that each secret's ciphertext is listed with the same hash.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |msg: String| Err(Error::Manifest(msg));
+        let bad = |msg: String| Err(Error::Manifest(escape_controls(&msg)));
         if self.format != FORMAT {
             return bad(format!(
                 "format {} is not {FORMAT}: update bento on this host",
@@ -92,7 +96,7 @@ impl Manifest {
             ));
         }
         for (path, hash) in &self.files {
-            validate_path(path).map_err(Error::Manifest)?;
+            validate_path(path).map_err(|m| Error::Manifest(escape_controls(&m)))?;
             if !is_sha256_hex(hash) {
                 return bad(format!("{path}: sha256 is not 64 lowercase hex digits"));
             }
@@ -110,7 +114,8 @@ impl Manifest {
         }
         let mut seen = std::collections::BTreeSet::new();
         for spec in &self.secrets {
-            spec.validate().map_err(Error::Manifest)?;
+            spec.validate()
+                .map_err(|m| Error::Manifest(escape_controls(&m)))?;
             if !seen.insert(spec.name.as_str()) {
                 return bad(format!("secret `{}` is listed twice", spec.name));
             }
@@ -123,7 +128,8 @@ impl Manifest {
         }
         let mut seen = std::collections::BTreeSet::new();
         for spec in &self.templates {
-            spec.validate().map_err(Error::Manifest)?;
+            spec.validate()
+                .map_err(|m| Error::Manifest(escape_controls(&m)))?;
             if !seen.insert(spec.name.as_str()) {
                 return bad(format!("template `{}` is listed twice", spec.name));
             }

@@ -229,7 +229,7 @@ impl Error {
         Error::Input {
             file: file.into(),
             line,
-            msg: msg.into(),
+            msg: escape_controls(&msg.into()),
         }
     }
 
@@ -240,6 +240,21 @@ impl Error {
             source,
         }
     }
+}
+
+/// `text` on one line: line breaks and other control characters (which an input file can
+/// smuggle in through a quoted `\n`) are shown escaped, so an error stays one line.
+pub fn escape_controls(text: &str) -> String {
+    if !text.contains(|c: char| c.is_control() && c != '\t') {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\t' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Shorthand for results of this crate.

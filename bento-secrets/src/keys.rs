@@ -177,7 +177,7 @@ fn short(line: &str) -> String {
     if line.chars().count() > 40 {
         s.push('…');
     }
-    s
+    crate::error::escape_controls(&s)
 }
 
 /// Reads a key file: one recipient per non-empty line, `#` comments allowed.

@@ -210,3 +210,57 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn entry() -> impl Strategy<Value = LockEntry> {
+        (any::<String>(), any::<Vec<String>>(), any::<Option<String>>()).prop_map(
+            |(sha256, recipients, public_sha256)| LockEntry {
+                sha256,
+                recipients,
+                public_sha256,
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            )
+        })]
+
+        /// Whatever names and strings a lock holds, its text parses back to it.
+        #[test]
+        fn lock_render_round_trips(entries in proptest::collection::btree_map(any::<String>(), entry(), 0..4)) {
+            let text = render(entries.iter().map(|(n, e)| (n.as_str(), e)));
+            let back: BTreeMap<String, LockEntry> = toml::from_str(&text).unwrap();
+            prop_assert_eq!(back, entries);
+        }
+
+        /// A lock file of any text loads or fails with one line.
+        #[test]
+        fn lock_any_text_is_one_error_line(text in ".{0,200}") {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(LOCK_FILE), &text).unwrap();
+            if let Err(e) = Lock::load(dir.path(), "recipients.lock") {
+                prop_assert!(!e.to_string().contains('\n'), "{e}");
+            }
+        }
+    }
+
+    /// Regression: a name the value encoder would write as a multi-line string was
+    /// written as an invalid table header.
+    #[test]
+    fn an_odd_name_is_a_valid_table_header() {
+        let name = "x\"\ny'''";
+        let text = format!("[{}]\nk = 1\n", crate::rules::toml_key(name));
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert!(table.contains_key(name), "{text}");
+    }
+}

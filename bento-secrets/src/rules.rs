@@ -168,7 +168,8 @@ pub fn toml_key(name: &str) -> String {
     {
         name.to_owned()
     } else {
-        toml::Value::String(name.to_owned()).to_string()
+        // As a key, never a multi-line string (which the value encoder may choose).
+        toml_edit::Key::new(name).display_repr().into_owned()
     }
 }
 
