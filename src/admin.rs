@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use bento_secrets::{adminkeys, keys, Fleet};
 
 use crate::cli::AdminCommand;
+use crate::host::{key_rows, KeyRow};
 use crate::output::{self, outln};
 
 pub fn run(root: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
@@ -53,13 +54,7 @@ fn list(root: &Path, json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|(name, keys)| AdminRow {
             name,
-            keys: keys
-                .iter()
-                .map(|k| KeyRow {
-                    kind: k.kind_name(),
-                    fingerprint: k.fingerprint(),
-                })
-                .collect(),
+            keys: key_rows(keys),
             default: fleet.rules.admins.iter().any(|a| a == name),
         })
         .collect();
@@ -92,11 +87,4 @@ struct AdminRow<'a> {
     keys: Vec<KeyRow<'a>>,
     /// Listed in `admins` (so added to every secret).
     default: bool,
-}
-
-#[derive(serde::Serialize)]
-struct KeyRow<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    fingerprint: &'a str,
 }

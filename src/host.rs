@@ -48,13 +48,7 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(name, keys)| HostRow {
                     name,
-                    keys: keys
-                        .iter()
-                        .map(|k| KeyRow {
-                            kind: k.kind_name(),
-                            fingerprint: k.fingerprint(),
-                        })
-                        .collect(),
+                    keys: key_rows(keys),
                     groups: fleet
                         .rules
                         .groups
@@ -105,9 +99,20 @@ struct HostRow<'a> {
     configured: bool,
 }
 
+/// One key of a `host list` or `admin list` row, as printed by `--json`.
 #[derive(serde::Serialize)]
-struct KeyRow<'a> {
+pub(crate) struct KeyRow<'a> {
     #[serde(rename = "type")]
-    kind: String,
-    fingerprint: &'a str,
+    pub(crate) kind: String,
+    pub(crate) fingerprint: &'a str,
+}
+
+/// The `--json` rows of `keys`.
+pub(crate) fn key_rows(keys: &[RecipientKey]) -> Vec<KeyRow<'_>> {
+    keys.iter()
+        .map(|k| KeyRow {
+            kind: k.kind_name(),
+            fingerprint: k.fingerprint(),
+        })
+        .collect()
 }

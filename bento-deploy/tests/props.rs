@@ -17,27 +17,15 @@ use bento_deploy::sign::{verify, Signer};
 use bento_deploy::status::{host, parse_rfc3339, Options};
 use proptest::prelude::*;
 
+#[path = "../../tests/support/mutation.rs"]
+mod mutation;
+use mutation::{cases, mutate, one_line, Edit};
+
 const BENTO_TOML: &str = include_str!("../../bento.toml");
 const AGENT_TOML: &str = "host = \"web1\"\nserver = \"sftp://web1@server:22\"\n\
     identity = \"/etc/ssh/ssh_host_ed25519_key\"\n\
     trusted_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ/UUji4zvncN+E4Y2WgsnyA3nRR05ETkdiQJTYA+/c alice\"]\n\
     state_dir = \"/var/lib/bento\"\nconnect_timeout = 30\nkeep_bundles = 3\nssh_port = 22\n";
-
-/// Cases per property: `PROPTEST_CASES` when set (bench/fuzz.sh), else `ci`.
-fn cases(ci: u32) -> ProptestConfig {
-    let n = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(ci);
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(n)
-    }
-}
-
-/// One random edit: at a position (a fraction of the length), delete some bytes, then
-/// insert a snippet.
-type Edit = (prop::sample::Index, usize, String);
 
 /// Snippets that matter to the formats: quotes, escapes, brackets, newlines, numbers.
 fn snippet() -> impl Strategy<Value = String> {
@@ -83,25 +71,7 @@ fn snippet() -> impl Strategy<Value = String> {
 }
 
 fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    prop::collection::vec((any::<prop::sample::Index>(), 0usize..8, snippet()), 1..6)
-}
-
-/// `seed` with `edits` applied (on bytes: the result need not be UTF-8).
-fn mutate(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
-    let mut doc = seed.to_vec();
-    for (at, delete, insert) in edits {
-        let at = at.index(doc.len() + 1);
-        let end = (at + delete).min(doc.len());
-        doc.splice(at..end, insert.bytes());
-    }
-    doc
-}
-
-fn one_line(e: &impl std::fmt::Display) -> Result<(), TestCaseError> {
-    let text = e.to_string();
-    prop_assert!(!text.contains('\n'), "a multi-line error: {text:?}");
-    prop_assert!(!text.is_empty());
-    Ok(())
+    mutation::edits(snippet())
 }
 
 fn check_config(text: &str) -> Result<(), TestCaseError> {

@@ -103,8 +103,10 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, String> {
         Kind::Hex(n) => {
             let bytes = random_bytes(n)?;
             let mut out = Zeroizing::new(Vec::with_capacity(2 * n));
+            // Digit by digit into the sized buffer: no temporary string holds any of it.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             for b in bytes.iter() {
-                out.extend_from_slice(format!("{b:02x}").as_bytes());
+                out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
             }
             secret_only(out)
         }
@@ -147,7 +149,11 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, String> {
         Kind::Age => {
             let identity = age::x25519::Identity::generate();
             let text = identity.to_string();
-            let mut secret = Zeroizing::new(text.expose_secret().as_bytes().to_vec());
+            // Sized for the newline too: a push past capacity would reallocate and leave the
+            // key behind in freed memory.
+            let key = text.expose_secret().as_bytes();
+            let mut secret = Zeroizing::new(Vec::with_capacity(key.len() + 1));
+            secret.extend_from_slice(key);
             secret.push(b'\n');
             Generated {
                 secret,

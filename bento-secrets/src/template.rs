@@ -125,13 +125,23 @@ pub fn render<'a, S: AsRef<[u8]>>(
     segments: &[Segment<'a>],
     secret: impl Fn(&str) -> Option<S>,
 ) -> Result<Zeroizing<Vec<u8>>, &'a str> {
-    let mut out = Zeroizing::new(Vec::new());
+    // Sized before the first byte: a growing Vec would reallocate and free earlier copies of
+    // the plaintext without zeroing them.
+    let mut len = 0;
+    for s in segments {
+        len += match s {
+            Segment::Text(t) => t.len(),
+            Segment::Secret(name) => secret(name).ok_or(*name)?.as_ref().len(),
+        };
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
     for s in segments {
         match s {
             Segment::Text(t) => out.extend_from_slice(t.as_bytes()),
             Segment::Secret(name) => out.extend_from_slice(secret(name).ok_or(*name)?.as_ref()),
         }
     }
+    debug_assert_eq!(out.len(), len, "no reallocation");
     Ok(out)
 }
 

@@ -9,6 +9,10 @@ use bento_secrets::rules::{Directory, Rules};
 use bento_secrets::RecipientKey;
 use proptest::prelude::*;
 
+#[path = "../../tests/support/mutation.rs"]
+mod mutation;
+use mutation::{cases, mutate, one_line, Edit};
+
 /// The example fleet's rules, keys and one secret: the seeds that edits start from.
 const RULES: &str = include_str!("../../secrets/secrets.toml");
 const KEYS: [&str; 3] = [
@@ -17,18 +21,6 @@ const KEYS: [&str; 3] = [
     "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
 ];
 const AGE_FILE: &[u8] = include_bytes!("../../secrets/db-password.age");
-
-/// Cases per property: `PROPTEST_CASES` when set (bench/fuzz.sh), else `ci`.
-fn cases(ci: u32) -> ProptestConfig {
-    let n = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(ci);
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(n)
-    }
-}
 
 /// The example fleet's names.
 struct Names;
@@ -47,10 +39,6 @@ impl Directory for Names {
         vec!["alice"]
     }
 }
-
-/// One random edit: at a position (a fraction of the length), delete some bytes, then
-/// insert a snippet.
-type Edit = (prop::sample::Index, usize, String);
 
 /// Snippets that matter to the formats: quotes, escapes, brackets, newlines, keys.
 fn snippet() -> impl Strategy<Value = String> {
@@ -96,25 +84,7 @@ fn snippet() -> impl Strategy<Value = String> {
 }
 
 fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    prop::collection::vec((any::<prop::sample::Index>(), 0usize..8, snippet()), 1..6)
-}
-
-/// `seed` with `edits` applied (on bytes: the result need not be UTF-8).
-fn mutate(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
-    let mut doc = seed.to_vec();
-    for (at, delete, insert) in edits {
-        let at = at.index(doc.len() + 1);
-        let end = (at + delete).min(doc.len());
-        doc.splice(at..end, insert.bytes());
-    }
-    doc
-}
-
-fn one_line(e: &impl std::fmt::Display) -> Result<(), TestCaseError> {
-    let text = e.to_string();
-    prop_assert!(!text.contains('\n'), "a multi-line error: {text:?}");
-    prop_assert!(!text.is_empty());
-    Ok(())
+    mutation::edits(snippet())
 }
 
 fn check_rules(text: &str) -> Result<(), TestCaseError> {
