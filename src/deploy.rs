@@ -79,10 +79,17 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if config.cache.signing_key.is_some() {
-        let copied: usize = reports.iter().filter_map(|r| r.cache.as_ref()).map(|c| c.copied).sum();
+        let copied: usize = reports
+            .iter()
+            .filter_map(|r| r.cache.as_ref())
+            .map(|c| c.copied)
+            .sum();
         output::note(&format!(
             "binary cache {}: {copied} store path{} added",
-            options.server_root.join(bento_deploy::cache_sink::CACHE_DIR).display(),
+            options
+                .server_root
+                .join(bento_deploy::cache_sink::CACHE_DIR)
+                .display(),
             if copied == 1 { "" } else { "s" }
         ));
     }

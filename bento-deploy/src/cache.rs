@@ -62,7 +62,11 @@ impl CacheKey {
         file.take(KEY_LIMIT + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| err(e.to_string()))?;
-        let malformed = || err(format!("not a Nix binary cache secret key (NAME:BASE64 of 64 bytes); {KEY_HINT}"));
+        let malformed = || {
+            err(format!(
+                "not a Nix binary cache secret key (NAME:BASE64 of 64 bytes); {KEY_HINT}"
+            ))
+        };
         if bytes.len() as u64 > KEY_LIMIT {
             return Err(malformed());
         }
@@ -174,8 +178,12 @@ fn closures(nix: &str, roots: &[(&str, &StorePath)]) -> Result<HashMap<String, P
             return Err(Error::at("cache", format!("`{nix} path-info` failed: {why}")));
         }
     };
-    let infos: Vec<PathInfo> = serde_json::from_slice(&stdout)
-        .map_err(|e| Error::at("cache", format!("`{nix} path-info --json` printed something else: {e}")))?;
+    let infos: Vec<PathInfo> = serde_json::from_slice(&stdout).map_err(|e| {
+        Error::at(
+            "cache",
+            format!("`{nix} path-info --json` printed something else: {e}"),
+        )
+    })?;
     Ok(infos.into_iter().map(|i| (i.path.clone(), i)).collect())
 }
 
@@ -319,7 +327,9 @@ impl Staging {
             .filter(|r| present.contains(hash_part(r)))
             .collect();
         for reference in wanted {
-            let Some(info) = infos.get(reference) else { continue };
+            let Some(info) = infos.get(reference) else {
+                continue;
+            };
             let text = format!(
                 "StorePath: {}\nURL: nar/placeholder.nar\nCompression: none\nNarHash: {}\nNarSize: {}\n",
                 info.path, info.nar_hash, info.nar_size
@@ -352,15 +362,15 @@ impl Staging {
         for path in order {
             let name = format!("{}.narinfo", hash_part(path));
             let file = self.path(&name);
-            let text = std::fs::read_to_string(&file).map_err(|e| Error::io(file.display().to_string(), e))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| Error::io(file.display().to_string(), e))?;
             let nar = text
                 .lines()
                 .find_map(|l| l.strip_prefix("URL: "))
                 .map(str::trim)
                 .filter(|url| {
-                    url.strip_prefix("nar/").is_some_and(|n| {
-                        !n.is_empty() && !n.starts_with('.') && !n.contains('/')
-                    })
+                    url.strip_prefix("nar/")
+                        .is_some_and(|n| !n.is_empty() && !n.starts_with('.') && !n.contains('/'))
                 })
                 .ok_or_else(|| {
                     Error::at(
@@ -404,13 +414,21 @@ mod tests {
         )
         .unwrap();
         let k = CacheKey::load(&key, "k.sec").unwrap();
-        assert_eq!(k.public_key(), "test1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU=");
+        assert_eq!(
+            k.public_key(),
+            "test1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU="
+        );
         for bad in ["", "test1", ":AAAA", "test1:AAAA", "test1:!!!!", "a b:AAAA"] {
             std::fs::write(&key, bad).unwrap();
             let e = CacheKey::load(&key, "k.sec").unwrap_err().to_string();
-            assert!(e.starts_with("cache.signing_key k.sec: not a Nix binary cache secret key"), "{bad}: {e}");
+            assert!(
+                e.starts_with("cache.signing_key k.sec: not a Nix binary cache secret key"),
+                "{bad}: {e}"
+            );
         }
-        let e = CacheKey::load(&dir.path().join("none"), "none").unwrap_err().to_string();
+        let e = CacheKey::load(&dir.path().join("none"), "none")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nix-store --generate-binary-cache-key"), "{e}");
     }
 

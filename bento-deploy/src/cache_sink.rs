@@ -51,7 +51,8 @@ impl LocalCache {
     /// reads it) when missing; a symlink at either is refused.
     pub fn open(server_root: &Path) -> Result<LocalCache, Error> {
         let shown = server_root.join(CACHE_DIR).display().to_string();
-        let root = Confined::open(server_root).map_err(|e| Error::io(server_root.display().to_string(), e))?;
+        let root =
+            Confined::open(server_root).map_err(|e| Error::io(server_root.display().to_string(), e))?;
         let dir = root
             .create_dir(CACHE_DIR, 0o755)
             .map_err(|e| Error::io(&shown, e))?;

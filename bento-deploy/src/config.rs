@@ -335,7 +335,12 @@ impl Config {
                 "status.stale_after must be between 1 and 1000 (intervals)",
             ));
         }
-        if config.cache.signing_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        if config
+            .cache
+            .signing_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
             return Err(Error::input(
                 section_key_line(text, "cache", "signing_key"),
                 "cache.signing_key must name a Nix binary cache secret key file; remove it to have no cache",

@@ -156,7 +156,10 @@ impl Cached {
 
     /// Records `system` as what building `host` gives.
     fn system(&self, host: &str, system: &str) {
-        write(&self.fleet.keys.join(format!("{host}.system")), &format!("{system}\n"));
+        write(
+            &self.fleet.keys.join(format!("{host}.system")),
+            &format!("{system}\n"),
+        );
     }
 
     fn bento(&self, args: &[&str]) -> Output {
@@ -312,12 +315,19 @@ fn answer(dir: &Path, mut conn: TcpStream) -> std::io::Result<()> {
         .flatten();
     match file {
         Some(body) => {
-            write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
             if method == "GET" {
                 conn.write_all(&body)?;
             }
         }
-        None => write!(conn, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
+        None => write!(
+            conn,
+            "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?,
     }
     conn.flush()
 }
@@ -333,11 +343,18 @@ fn deploy_fills_a_signed_cache_that_an_empty_store_substitutes_over_http() {
 
     let reports = c.build_and_deploy();
     // Three paths in all; the shared one is counted once.
-    assert_eq!(copied(&reports, "web1") + copied(&reports, "db1"), 3, "{reports:?}");
+    assert_eq!(
+        copied(&reports, "web1") + copied(&reports, "db1"),
+        3,
+        "{reports:?}"
+    );
     assert!(c.cache().join("nix-cache-info").is_file());
     let hash = |p: &str| p.trim_start_matches("/nix/store/")[..32].to_owned();
     for path in [&lib, &web, &db] {
-        assert!(c.cache().join(format!("{}.narinfo", hash(path))).is_file(), "{path}");
+        assert!(
+            c.cache().join(format!("{}.narinfo", hash(path))).is_file(),
+            "{path}"
+        );
     }
     assert!(std::fs::read_dir(c.cache().join("nar")).unwrap().count() >= 3);
     // No staging dir left in the fleet.
@@ -365,7 +382,10 @@ fn deploy_fills_a_signed_cache_that_an_empty_store_substitutes_over_http() {
     let second = Store::new();
     let substitute = |key: &str| {
         second
-            .cmd("nix-store", &format!("substituters = {}\ntrusted-public-keys = {key}\n", http.url()))
+            .cmd(
+                "nix-store",
+                &format!("substituters = {}\ntrusted-public-keys = {key}\n", http.url()),
+            )
             .args(["--realise", &web])
             .output()
             .unwrap()
@@ -483,7 +503,10 @@ fn a_bad_key_or_a_missing_system_stops_the_deploy_and_a_host_without_build_is_na
     let hosts = reports["hosts"].as_array().unwrap();
     let web1 = hosts.iter().find(|h| h["host"] == "web1").unwrap();
     let db1 = hosts.iter().find(|h| h["host"] == "db1").unwrap();
-    assert!(web1["cache"]["skipped"].as_str().unwrap().contains("bento build web1"));
+    assert!(web1["cache"]["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("bento build web1"));
     assert!(db1["cache"]["skipped"].is_null() && db1["cache"]["copied"] == 1);
 }
 

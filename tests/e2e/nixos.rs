@@ -261,7 +261,10 @@ fn the_binary_cache_is_served_by_the_server_and_trusted_by_the_client() {
             "~ ^/[0-9a-df-np-sv-z]{32}\\.narinfo$",
             "~ ^/nar/[0-9a-df-np-sv-z]+\\.nar(\\.xz|\\.zst|\\.bz2)?$",
         ] {
-            assert!(locations.iter().any(|l| *l == expected), "{expected}: {locations:?}");
+            assert!(
+                locations.iter().any(|l| *l == expected),
+                "{expected}: {locations:?}"
+            );
         }
         let tmpfiles = v["tmpfiles"].as_array().unwrap();
         assert!(tmpfiles.contains(&Value::from("d /srv/bento/cache 0755 root root -")));
