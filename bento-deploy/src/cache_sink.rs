@@ -93,3 +93,48 @@ impl CacheSink for LocalCache {
         self.shown.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn the_local_cache_never_writes_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let src = outside.path().join("src");
+        std::fs::write(&src, "narinfo").unwrap();
+
+        // `<root>/cache` a symlink: refused, nothing created where it points.
+        symlink(outside.path(), root.path().join(CACHE_DIR)).unwrap();
+        let e = LocalCache::open(root.path()).err().unwrap().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        assert!(!outside.path().join(NAR_DIR).exists());
+        std::fs::remove_file(root.path().join(CACHE_DIR)).unwrap();
+
+        // A planted link at a file's name is replaced, its target left alone.
+        let cache = LocalCache::open(root.path()).unwrap();
+        let target = outside.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        symlink(&target, root.path().join("cache/x.narinfo")).unwrap();
+        cache.put("x.narinfo", &src).unwrap();
+        cache.sync().unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("cache/x.narinfo")).unwrap(),
+            "narinfo"
+        );
+        // Only regular files count as present.
+        std::fs::create_dir(root.path().join("cache/d.narinfo")).unwrap();
+        assert_eq!(cache.list("").unwrap(), HashSet::from(["x.narinfo".to_owned()]));
+        assert!(cache.list(NAR_DIR).unwrap().is_empty());
+
+        // `nar` a symlink: its files are refused.
+        std::fs::remove_dir(root.path().join("cache/nar")).unwrap();
+        symlink(outside.path(), root.path().join("cache/nar")).unwrap();
+        assert!(cache.put("nar/a.nar.xz", &src).is_err());
+        assert!(!outside.path().join("a.nar.xz").exists());
+        assert!(LocalCache::open(root.path()).is_err());
+    }
+}
