@@ -284,9 +284,11 @@ pub fn fill(
     Ok(report)
 }
 
-/// The temp directory `nix copy` writes into (`.bento/cache-*`, removed when done).
+/// The temp directory `nix copy` writes into: a scratch dir under `.bento/`, named after
+/// this process so that the next deploy removes it if this one is killed; removed when
+/// done.
 struct Staging {
-    dir: tempfile::TempDir,
+    dir: bento_secrets::scratch::Scratch,
 }
 
 impl Staging {
@@ -294,9 +296,8 @@ impl Staging {
         bento_secrets::fleet_lock::ensure_state_dir(root)?;
         let parent = std::path::absolute(root.join(crate::build::STATE_DIR))
             .map_err(|e| Error::io(crate::build::STATE_DIR, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix("cache-")
-            .tempdir_in(&parent)
+        bento_secrets::scratch::remove_stale(&parent);
+        let dir = bento_secrets::scratch::Scratch::new(&parent, "cache")
             .map_err(|e| Error::io(parent.display().to_string(), e))?;
         if !url_safe(dir.path()) {
             return Err(Error::at(
