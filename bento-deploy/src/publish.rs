@@ -140,6 +140,17 @@ pub fn deploy(
         &options.hosts,
         &fleet,
     )?;
+    if config.cache.signing_key.is_some() {
+        if let Some(host) = hosts.iter().find(|h| h.name == CACHE_DIR) {
+            return Err(Error::at(
+                format!("host {}", host.name),
+                format!(
+                    "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
+                     or remove [cache] from bento.toml"
+                ),
+            ));
+        }
+    }
     let expected = Expected::load(root)?;
     let server = ServerRoot::open(&options.server_root)?;
     progress.start(hosts.len());
@@ -187,15 +198,6 @@ pub(crate) fn fill_cache(
     assessed: &[Assessed],
     sink: &dyn crate::cache_sink::CacheSink,
 ) -> Result<std::collections::BTreeMap<String, HostCache>, Error> {
-    if let Some(a) = assessed.iter().find(|a| a.host() == CACHE_DIR) {
-        return Err(Error::at(
-            format!("host {}", a.host()),
-            format!(
-                "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
-                 or remove [cache] from bento.toml"
-            ),
-        ));
-    }
     let mut systems = Vec::new();
     let mut no_build = Vec::new();
     for a in assessed {
@@ -226,16 +228,6 @@ pub(crate) enum Assessed {
     Unchanged(HostReport),
     /// A new generation to publish.
     Changed(Box<Plan>),
-}
-
-impl Assessed {
-    /// The host's name.
-    fn host(&self) -> &str {
-        match self {
-            Assessed::Unchanged(r) => &r.host,
-            Assessed::Changed(plan) => &plan.bundle.host,
-        }
-    }
 }
 
 fn assess(

@@ -524,4 +524,5 @@ fn a_host_named_cache_is_refused_with_a_cache() {
     c.system("db1", &c.store.text("system-db1", "db1", &[]));
     let e = fails(&c.bento(&["deploy", "--server-root", s(&c.server)]));
     assert!(e.contains("host cache") && e.contains("[cache]"), "{e}");
+    assert!(!c.server.join("cache").exists(), "nothing written");
 }
