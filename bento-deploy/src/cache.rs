@@ -121,6 +121,8 @@ fn url_safe(path: &Path) -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PathInfo {
+    /// Set by Nix before 2.19 (a list of infos); later ones key the infos by path.
+    #[serde(default)]
     path: String,
     nar_hash: String,
     nar_size: u64,
@@ -178,13 +180,32 @@ fn closures(nix: &str, roots: &[(&str, &StorePath)]) -> Result<HashMap<String, P
             return Err(Error::at("cache", format!("`{nix} path-info` failed: {why}")));
         }
     };
-    let infos: Vec<PathInfo> = serde_json::from_slice(&stdout).map_err(|e| {
+    parse_path_infos(&stdout).map_err(|e| {
         Error::at(
             "cache",
             format!("`{nix} path-info --json` printed something else: {e}"),
         )
-    })?;
-    Ok(infos.into_iter().map(|i| (i.path.clone(), i)).collect())
+    })
+}
+
+/// `nix path-info --json`: a list of infos (Nix before 2.19) or an object of path → info.
+fn parse_path_infos(json: &[u8]) -> Result<HashMap<String, PathInfo>, serde_json::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Infos {
+        List(Vec<PathInfo>),
+        ByPath(HashMap<String, PathInfo>),
+    }
+    Ok(match serde_json::from_slice(json)? {
+        Infos::List(list) => list.into_iter().map(|i| (i.path.clone(), i)).collect(),
+        Infos::ByPath(map) => map
+            .into_iter()
+            .map(|(path, mut i)| {
+                i.path.clone_from(&path);
+                (path, i)
+            })
+            .collect(),
+    })
 }
 
 /// Adds to `order` the paths of `path`'s closure not in `skip`, references first; returns
@@ -443,6 +464,18 @@ mod tests {
                 references: refs.iter().map(|r| r.to_string()).collect(),
             },
         )
+    }
+
+    #[test]
+    fn path_infos_of_old_and_new_nix_are_read() {
+        let old = br#"[{"path":"/nix/store/a-x","narHash":"sha256-A","narSize":1,"references":[]}]"#;
+        let new = br#"{"/nix/store/a-x":{"narHash":"sha256-A","narSize":1,"references":["/nix/store/a-x"]}}"#;
+        for json in [&old[..], &new[..]] {
+            let infos = parse_path_infos(json).unwrap();
+            assert_eq!(infos["/nix/store/a-x"].path, "/nix/store/a-x");
+            assert_eq!(infos["/nix/store/a-x"].nar_size, 1);
+        }
+        assert!(parse_path_infos(b"{\"/nix/store/a-x\": null}").is_err());
     }
 
     #[test]
