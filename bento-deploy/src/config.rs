@@ -458,8 +458,8 @@ interval = "15min"                 # how often hosts poll (the agent timer's int
 stale_after = 3                    # a generation not picked up after this many intervals: stale
 
 # A signed Nix binary cache of the built systems, under <root>/cache (see `bento deploy`):
-# [cache]
-# signing_key = "keys/cache.sec"   # nix-store --generate-binary-cache-key NAME keys/cache.sec keys/cache.pub
+# [cache]                          # the key: nix-store --generate-binary-cache-key NAME FILE keys/cache.pub
+# signing_key = "~/.config/bento/cache.sec"   # secret: keep it out of git
 # compression = "xz"               # xz | zstd | bzip2 | none
 
 # How to reach a host, shown by `bento status`:
