@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use bento_deploy::agent::config::AgentConfig;
+use bento_deploy::agent::report::State;
 use bento_deploy::agent::{self, Outcome, RunOptions};
-use bento_deploy::agent_config::AgentConfig;
-use bento_deploy::report::State;
 
 use crate::cli::AgentArgs;
 use crate::output::{self, outln};
@@ -17,7 +17,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let quiet = |state: &str, generation: Option<u64>, line: String| -> anyhow::Result<ExitCode> {
         if args.json {
             let doc = serde_json::json!({
-                "format": bento_deploy::report::FORMAT,
+                "format": bento_deploy::agent::report::FORMAT,
                 "host": config.host,
                 "state": state,
                 "generation": generation,

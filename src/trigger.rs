@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use anyhow::Context;
-use bento_deploy::agent_config::AgentConfig;
-use bento_deploy::trigger::{self, Access};
+use bento_deploy::agent::config::AgentConfig;
+use bento_deploy::agent::trigger::{self, Access};
 
 use crate::cli::TriggerArgs;
 use crate::output;

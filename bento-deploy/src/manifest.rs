@@ -203,7 +203,7 @@ fn is_sha256_hex(s: &str) -> bool {
 
 /// Now, as RFC 3339 UTC with seconds: `2026-11-26T05:00:00Z`.
 pub fn now_rfc3339() -> String {
-    rfc3339(crate::status_time::now())
+    rfc3339(crate::time::now())
 }
 
 /// Seconds since the epoch as RFC 3339 UTC.

@@ -15,11 +15,11 @@ use bento_secrets::accounts;
 use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
-use crate::build::Expected;
-use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::error::Error;
-use crate::hosts::{self, Host};
+use crate::fleet::build::Expected;
+use crate::fleet::bundle::Bundle;
+use crate::fleet::hosts::{self, Host};
 use crate::layout::{is_root, HostDir, ServerRoot, Staged};
 use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::Signer;

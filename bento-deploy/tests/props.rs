@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use bento_deploy::agent_config::AgentConfig;
+use bento_deploy::agent::config::AgentConfig;
+use bento_deploy::agent::report::{Heartbeat, Report, State};
 use bento_deploy::config::Config;
 use bento_deploy::layout::parse_generation;
 use bento_deploy::manifest::{rfc3339, Manifest, FORMAT};
-use bento_deploy::report::{Heartbeat, Report, State};
 use bento_deploy::sign::{verify, Signer};
 use bento_deploy::status::{host, parse_rfc3339, Options};
 use proptest::prelude::*;

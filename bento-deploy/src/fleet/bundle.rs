@@ -12,7 +12,7 @@ use bento_secrets::Fleet;
 
 use crate::dirents::Dir;
 use crate::error::Error;
-use crate::hosts::Host;
+use crate::fleet::hosts::Host;
 use crate::manifest::{Manifest, FORMAT};
 use rustix::fs::FileType;
 

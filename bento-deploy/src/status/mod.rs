@@ -9,20 +9,25 @@
 //! host is *stale* when a generation published for it has not been picked up within
 //! `status.stale_after` poll intervals, not merely because its last report is old.
 
+pub mod diff;
+pub mod prometheus;
+mod reports;
+mod seen;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::report::{Report, State};
 use crate::config::Config;
 use crate::confined::Confined;
 use crate::error::Error;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
-use crate::report::{Report, State};
-use crate::status_reports::{newest_report, Newest};
-pub use crate::status_time::{parse_rfc3339, rfc3339};
+use crate::status::reports::{newest_report, Newest};
+pub use crate::time::{parse_rfc3339, rfc3339};
 
 /// The version of the `--json` shape.
 pub const FORMAT: u32 = 1;
@@ -207,7 +212,7 @@ impl Options {
                 .iter()
                 .filter_map(|(name, h)| Some((name.clone(), h.ssh_command()?)))
                 .collect(),
-            now: crate::status_time::now(),
+            now: crate::time::now(),
         }
     }
 }
@@ -371,7 +376,7 @@ fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> 
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
-    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status_seen::read_heartbeat(dir, name)) {
+    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status::seen::read_heartbeat(dir, name)) {
         Ok(beat) => beat,
         Err(problem) => {
             problems.push(problem);

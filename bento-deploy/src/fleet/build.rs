@@ -10,10 +10,10 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{config_digest, read_config};
 use crate::config::Config;
 use crate::error::Error;
-use crate::hosts::{Host, Kind};
+use crate::fleet::bundle::{config_digest, read_config};
+use crate::fleet::hosts::{Host, Kind};
 use crate::manifest::now_rfc3339;
 
 /// Bento's local state in the fleet repo (git-ignored by its own `.gitignore`).

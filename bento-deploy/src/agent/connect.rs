@@ -2,13 +2,13 @@
 //!
 //! A busy server (sshd's `MaxStartups` dropping unauthenticated connections when many
 //! hosts poll at once), a refused or a timed-out connection: the agent tries again after
-//! a jittered, growing delay ([`crate::backoff`]) until the run's deadline, and only then
+//! a jittered, growing delay ([`crate::agent::backoff`]) until the run's deadline, and only then
 //! gives up, `interrupted`. A host-key mismatch or a refused login is one error at once.
 
 use std::time::{Duration, Instant};
 
+use crate::agent::config::AgentConfig;
 use crate::agent::{err, AgentError};
-use crate::agent_config::AgentConfig;
 use crate::sftp::{ConnectError, SftpTransport, SshTarget};
 use crate::transport::{LocalDir, ServerUrl, Transport};
 
@@ -48,7 +48,7 @@ fn retrying<T>(
             Err(e) => e,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let wait = crate::backoff::delay(tries, crate::backoff::jitter()).min(left);
+        let wait = crate::agent::backoff::delay(tries, crate::agent::backoff::jitter()).min(left);
         tries += 1;
         if left.is_zero() {
             return Err(err(format!(

@@ -12,9 +12,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
+use crate::agent::report::State;
 use crate::layout::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
-use crate::report::State;
 use crate::transport::Transport;
 
 /// How a step of a run ends when it fails: the report's state and its one-line error.
@@ -155,7 +155,7 @@ impl Fetch<'_> {
             }
             sink.flush()
                 .map_err(|e| failed(&format!("installing {path}"), e))?;
-            if crate::bundle::hex(&sink.hasher.finalize()) != *hash {
+            if crate::fleet::bundle::hex(&sink.hasher.finalize()) != *hash {
                 return Err(refuse(format!(
                     "{path}: SHA-256 differs from the signed manifest"
                 )));

@@ -3,9 +3,9 @@
 
 use serde::Deserialize;
 
+use crate::agent::report::HEARTBEAT_FILE;
 use crate::confined::Confined;
 use crate::layout::LOGS_DIR;
-use crate::report::HEARTBEAT_FILE;
 use crate::status::{json_problem, limits, parse_rfc3339, read_file};
 
 /// What status uses of a heartbeat, as the host wrote it: the fields that reach the host
