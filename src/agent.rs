@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use bento_deploy::agent::config::AgentConfig;
-use bento_deploy::agent::report::State;
 use bento_deploy::agent::{self, Outcome, RunOptions};
 
 use crate::cli::AgentArgs;
@@ -62,14 +61,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default()
         .to_owned();
     let line = format!("{}: bundle generation {} {state}", report.host, report.generation);
-    match (&report.state, &report.error) {
-        (State::Applied | State::SecretsUpdated | State::SelfUpdated, _) => {
-            output::ok(&format!("{line} in {} ms", report.duration_ms));
-            Ok(ExitCode::SUCCESS)
-        }
-        (_, error) => {
-            output::error(&format!("{line}: {}", error.as_deref().unwrap_or("failed")));
-            Ok(ExitCode::FAILURE)
-        }
+    if report.state.is_success() {
+        output::ok(&format!("{line} in {} ms", report.duration_ms));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let error = report.error.as_deref().unwrap_or("failed");
+        output::error(&format!("{line}: {error}"));
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::time::parse_timespan;
 
 /// The file name, at the root of the fleet repo.
 pub const CONFIG_FILE: &str = "bento.toml";
@@ -156,38 +157,6 @@ impl HostSettings {
     }
 }
 
-/// Parses a systemd time span: one or more `<number><unit>` parts, optionally separated by
-/// spaces, units `s`/`sec`, `m`/`min`, `h`/`hr`, `d`/`day`, `w`/`week` (plurals too);
-/// a bare number is seconds. `None` when malformed or zero.
-pub fn parse_timespan(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let scale = match unit {
-            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60,
-            "h" | "hr" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 604_800,
-            _ => return None,
-        };
-        total = total.checked_add(number.checked_mul(scale)?)?;
-    }
-    (total > 0).then_some(total)
-}
-
 impl Build {
     /// The words of the build command (`dry`: of the dry-run command).
     pub fn argv(&self, dry: bool) -> Result<Vec<String>, Error> {
@@ -204,7 +173,7 @@ impl Build {
                 *last = "dry-build".into();
                 Ok(argv)
             }
-            _ => Err(Error::input(
+            _ => Err(Error::config(
                 None,
                 format!(
                     "build.command `{}` does not end with `build`, so bento cannot derive its dry run: \
@@ -233,23 +202,23 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, Error> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| bento_secrets::rules::line_col(text, s.start).0);
-            Error::input(line, e.message().replace('\n', " "))
+            Error::config(line, e.message().replace('\n', " "))
         })?;
         let at = |key: &str| key_line(text, key);
         if config.server.address.trim().is_empty() || config.server.address.contains(char::is_whitespace) {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("address"),
                 "server.address must be a host name or IP address",
             ));
         }
         if config.server.port == 0 {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("port"),
                 "server.port must be between 1 and 65535",
             ));
         }
         if !bento_secrets::rules::valid_abs_path(&config.server.root) {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("root"),
                 "server.root must be an absolute path without `..`",
             ));
@@ -260,43 +229,43 @@ impl Config {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
         if !prefix_ok {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("user_prefix"),
                 "server.user_prefix may hold only letters, digits, `_` and `-`",
             ));
         }
         let keep = config.deploy.keep_generations;
         if !(1..=1000).contains(&keep) {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("keep_generations"),
                 "deploy.keep_generations must be between 1 and 1000",
             ));
         }
         if config.deploy.signing_key.trim().is_empty() {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("signing_key"),
                 "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
             ));
         }
         if config.build.command.split_whitespace().next().is_none() {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("command"),
                 "build.command must not be empty (default: `nixos-rebuild build`)",
             ));
         }
         if let Some(dry) = &config.build.dry_command {
             if dry.split_whitespace().next().is_none() {
-                return Err(Error::input(
+                return Err(Error::config(
                     at("dry_command"),
                     "build.dry_command must not be empty; remove it for the default",
                 ));
             }
         }
         if !(1..=64).contains(&config.build.jobs) {
-            return Err(Error::input(at("jobs"), "build.jobs must be between 1 and 64"));
+            return Err(Error::config(at("jobs"), "build.jobs must be between 1 and 64"));
         }
         if parse_timespan(&config.status.interval).is_none() {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("interval"),
                 format!(
                     "status.interval `{}` is not a time span: write it as the agent timer's, e.g. \"15min\" or \"1h 30min\"",
@@ -305,7 +274,7 @@ impl Config {
             ));
         }
         if !(1..=1000).contains(&config.status.stale_after) {
-            return Err(Error::input(
+            return Err(Error::config(
                 at("stale_after"),
                 "status.stale_after must be between 1 and 1000 (intervals)",
             ));
@@ -317,7 +286,7 @@ impl Config {
                 .position(|l| l.trim_start().starts_with(&section))
                 .map(|i| i + 1);
             if !bento_secrets::rules::valid_name(name) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
                 ));
@@ -328,19 +297,19 @@ impl Config {
                 })
             };
             if bad_word(&host.address) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}.address must be a host name or IP address (no spaces, no user@)"),
                 ));
             }
             if bad_word(&host.ssh_user) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}.ssh_user must be a user name"),
                 ));
             }
             if host.ssh_port == Some(0) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}.ssh_port must be between 1 and 65535"),
                 ));
@@ -482,17 +451,6 @@ mod tests {
             c.hosts["web1"].ssh_command().unwrap(),
             "ssh -p 2222 root@10.0.0.1"
         );
-    }
-
-    #[test]
-    fn time_spans() {
-        assert_eq!(parse_timespan("15min"), Some(900));
-        assert_eq!(parse_timespan("90"), Some(90));
-        assert_eq!(parse_timespan("1h30m"), Some(5400));
-        assert_eq!(parse_timespan("2 days"), Some(172_800));
-        for bad in ["", "0", "min", "5 fortnights", "-5min", "1.5h"] {
-            assert_eq!(parse_timespan(bad), None, "{bad}");
-        }
     }
 
     #[test]

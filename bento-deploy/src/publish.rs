@@ -21,8 +21,9 @@ use crate::fleet::build::Expected;
 use crate::fleet::bundle::Bundle;
 use crate::fleet::hosts::{self, Host};
 use crate::layout::{is_root, HostDir, ServerRoot, Staged};
-use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::Signer;
+use crate::time::now_rfc3339;
 
 /// What to deploy, and where.
 #[derive(Clone, Debug)]

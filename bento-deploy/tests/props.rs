@@ -12,9 +12,10 @@ use bento_deploy::agent::config::AgentConfig;
 use bento_deploy::agent::report::{Heartbeat, Report, State};
 use bento_deploy::config::Config;
 use bento_deploy::layout::parse_generation;
-use bento_deploy::manifest::{rfc3339, Manifest, FORMAT};
+use bento_deploy::manifest::{Manifest, FORMAT};
 use bento_deploy::sign::{verify, Signer};
-use bento_deploy::status::{host, parse_rfc3339, Options};
+use bento_deploy::status::{host, Options};
+use bento_deploy::time::{parse_rfc3339, rfc3339};
 use proptest::prelude::*;
 
 #[path = "../../tests/support/mutation.rs"]

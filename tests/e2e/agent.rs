@@ -218,7 +218,7 @@ fn a_no_change_poll_reads_only_current() {
         serde_json::from_slice(&std::fs::read(l.server.join("web1/logs/seen.json")).unwrap()).unwrap();
     assert_eq!(beat["host"], "web1");
     assert_eq!(beat["applied"], 1);
-    assert!(bento_deploy::status::parse_rfc3339(beat["time"].as_str().unwrap()).is_some());
+    assert!(bento_deploy::time::parse_rfc3339(beat["time"].as_str().unwrap()).is_some());
 }
 
 #[test]

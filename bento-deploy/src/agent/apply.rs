@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 use ssh_key::PublicKey;
 
 use crate::agent::bundles::{self, diff, installed_manifest};
-use crate::agent::command::Job;
+use crate::agent::command::{CommandError, Job};
 use crate::agent::config::AgentConfig;
 use crate::agent::connect::connect;
-use crate::agent::fetch::{Fetch, Step};
+use crate::agent::error::AgentError;
+use crate::agent::fetch::Fetch;
 use crate::agent::reboot::kernel_changed;
 use crate::agent::report::{self, Report, State};
 use crate::agent::state::AgentState;
-use crate::agent::{err, REPORT_GRACE};
+use crate::agent::REPORT_GRACE;
 use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::manifest::Manifest;
 use crate::transport::Transport;
@@ -39,14 +40,14 @@ impl Run<'_> {
         transport: &mut dyn Transport,
         trusted: &[PublicKey],
         state: &AgentState,
-    ) -> Result<(State, Vec<String>), (State, String)> {
+    ) -> Result<(State, Vec<String>), AgentError> {
         let manifest = self.fetch(transport, trusted, state)?;
         let old = state
             .applied
             .and_then(|g| installed_manifest(&self.config.state_dir, g));
         let changes = diff(old.as_ref(), &manifest);
         let previous_link = std::fs::read_link(self.current_link()).ok();
-        self.switch_current().map_err(|e| (State::Failed, e))?;
+        self.switch_current()?;
 
         // On failure, `current` names what it named before (or nothing, as before).
         let restore = |run: &Self| {
@@ -58,26 +59,22 @@ impl Run<'_> {
         if changes.config {
             if let Err(e) = self.rebuild() {
                 restore(self);
-                return Err((State::Failed, e));
+                return Err(e.into());
             }
             if !self.server_reachable() {
                 // The rollback puts the host back: it gets a full run_timeout of its own.
                 let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
                 let rolled = self.command_until("rollback", &self.config.rollback.clone(), &[], deadline);
                 restore(self);
-                let how = rolled
-                    .err()
-                    .map_or(String::new(), |e| format!(" (the rollback failed too: {e})"));
-                return Err((
-                    State::RolledBack,
-                    format!("the server was unreachable after the switch; rolled back{how}"),
-                ));
+                return Err(AgentError::RolledBack {
+                    rollback: rolled.err(),
+                });
             }
             Ok((State::Applied, changes.secrets))
         } else if !changes.secrets.is_empty() || old.is_none() {
             if let Err(e) = self.activate() {
                 restore(self);
-                return Err((State::Failed, e));
+                return Err(e);
             }
             Ok((State::SecretsUpdated, changes.secrets))
         } else {
@@ -86,7 +83,12 @@ impl Run<'_> {
     }
 
     /// Downloads and checks generation `self.generation` into `<state_dir>/bundles/<g>`.
-    fn fetch(&mut self, t: &mut dyn Transport, trusted: &[PublicKey], state: &AgentState) -> Step<Manifest> {
+    fn fetch(
+        &mut self,
+        t: &mut dyn Transport,
+        trusted: &[PublicKey],
+        state: &AgentState,
+    ) -> Result<Manifest, AgentError> {
         let bundles = self.config.state_dir.join("bundles");
         let manifest = Fetch {
             bundles: &bundles,
@@ -105,16 +107,19 @@ impl Run<'_> {
         self.config.state_dir.join("current")
     }
 
-    fn switch_current(&self) -> Result<(), String> {
+    fn switch_current(&self) -> Result<(), AgentError> {
         bento_secrets::atomic::symlink(
             Path::new(&format!("bundles/{}", self.generation)),
             &self.current_link(),
         )
-        .map_err(|e| format!("switching {}: {e}", self.current_link().display()))
+        .map_err(|source| AgentError::Switch {
+            link: self.current_link(),
+            source,
+        })
     }
 
     /// The rebuild command with `--flake …#host` or `-I nixos-config=…` appended.
-    fn rebuild(&mut self) -> Result<(), String> {
+    fn rebuild(&mut self) -> Result<(), CommandError> {
         let extra = rebuild_target(&self.current_link().join("config"), &self.config.host);
         self.command("rebuild", &self.config.rebuild.clone(), &extra)
     }
@@ -123,11 +128,11 @@ impl Run<'_> {
     /// command, or this binary's `activate` for the users phase, then for the other
     /// secrets, both with the configured identity. Both phases run even when the first
     /// fails; the first failure is the run's error.
-    fn activate(&mut self) -> Result<(), String> {
+    fn activate(&mut self) -> Result<(), AgentError> {
         if let Some(command) = self.config.activate.clone() {
-            return self.command("activate", &command, &[]);
+            return Ok(self.command("activate", &command, &[])?);
         }
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(AgentError::CurrentExe)?;
         let base = format!(
             "{} activate --bundle {} --root {} -i {}",
             exe.display(),
@@ -137,22 +142,27 @@ impl Run<'_> {
         );
         let users = self.command("activate", &format!("{base} --phase users"), &[]);
         let secrets = self.command("activate", &base, &[]);
-        users.and(secrets)
+        Ok(users.and(secrets)?)
     }
 
     /// Runs a configured command line (split on whitespace) until the run's deadline: its
     /// output is shown live on stderr and kept for the log.
-    pub(super) fn command(&mut self, what: &str, line: &str, extra: &[String]) -> Result<(), String> {
+    pub(super) fn command(
+        &mut self,
+        what: &'static str,
+        line: &str,
+        extra: &[String],
+    ) -> Result<(), CommandError> {
         self.command_until(what, line, extra, self.deadline)
     }
 
     fn command_until(
         &mut self,
-        what: &str,
+        what: &'static str,
         line: &str,
         extra: &[String],
         deadline: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         Job {
             what,
             line,
@@ -168,20 +178,20 @@ impl Run<'_> {
     /// lost server.
     fn server_reachable(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
-        connect(self.config, deadline)
-            .and_then(|mut t| {
-                t.read(CURRENT_FILE, CURRENT_LIMIT)
-                    .map_err(|e| err(e.to_string()))
-            })
-            .is_ok()
+        connect(self.config, deadline).is_ok_and(|mut t| t.read(CURRENT_FILE, CURRENT_LIMIT).is_ok())
     }
 
-    pub(super) fn report(&self, state: State, outcome: Result<Vec<String>, String>, bytes: u64) -> Report {
+    pub(super) fn report(
+        &self,
+        state: State,
+        outcome: Result<Vec<String>, AgentError>,
+        bytes: u64,
+    ) -> Report {
         let system_after = current_system(self.config);
         let expected = installed_manifest(&self.config.state_dir, self.generation).and_then(|m| m.system);
         let (secrets_changed, error) = match outcome {
             Ok(names) => (names, None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (Vec::new(), Some(e.to_string())),
         };
         Report {
             format: report::FORMAT,
@@ -189,7 +199,7 @@ impl Run<'_> {
             generation: self.generation,
             previous_generation: self.previous,
             state,
-            time: crate::manifest::now_rfc3339(),
+            time: crate::time::now_rfc3339(),
             system_before: self.system_before.clone(),
             system_after,
             system_expected: expected,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::agent::{err, AgentError};
+use crate::agent::error::AgentError;
 
 /// One run at a time (the timer and the trigger may meet).
 pub(super) fn lock(state_dir: &Path) -> Result<std::fs::File, AgentError> {
@@ -12,8 +12,13 @@ pub(super) fn lock(state_dir: &Path) -> Result<std::fs::File, AgentError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| err(format!("{}: {e}", path.display())))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| err(format!("locking {}: {e}", path.display())))?;
+        .map_err(|source| AgentError::Local {
+            path: path.clone(),
+            source,
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| AgentError::Lock {
+        path: path.clone(),
+        source: e.into(),
+    })?;
     Ok(file)
 }

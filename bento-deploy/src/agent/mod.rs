@@ -22,6 +22,7 @@ mod bundles;
 mod command;
 pub mod config;
 mod connect;
+mod error;
 mod fetch;
 mod lock;
 mod reboot;
@@ -39,6 +40,8 @@ use crate::agent::connect::connect;
 use crate::agent::reboot::reboot_if_due;
 use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::transport::Transport;
+pub use command::CommandError;
+pub use error::AgentError;
 use report::{Report, State};
 pub use state::AgentState;
 
@@ -62,21 +65,15 @@ pub struct RunOptions {
     pub force: bool,
 }
 
-/// A failure before anything was applied: the run cannot even start.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AgentError(pub String);
-
-pub(crate) fn err(msg: impl Into<String>) -> AgentError {
-    AgentError(msg.into())
-}
-
 /// Runs one pull.
 pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentError> {
     let started = Instant::now();
     let trusted = trusted_keys(config)?;
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
+    let local = |source| AgentError::Local {
+        path: config.state_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(local)?;
     let _lock = lock::lock(&config.state_dir)?;
     // From here: the lock is held, so the run must end.
     let deadline = Instant::now() + Duration::from_secs(config.run_timeout);
@@ -90,7 +87,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
         Ok(bytes) => parse_generation(&bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
-        Err(e) => return Err(err(format!("reading `current` on the server: {e}"))),
+        Err(e) => return Err(AgentError::ReadCurrent(e)),
     };
     if Some(current) == state.applied {
         if config.self_update {
@@ -115,22 +112,10 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     };
     let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), &trusted, &state) {
         Ok((s, changed)) => (s, Ok(changed)),
-        Err((s, e)) => (s, Err(e)),
+        Err(e) => (e.state(), Err(e)),
     };
-    let new_state = match state_after {
-        State::Applied | State::SecretsUpdated | State::SelfUpdated => AgentState {
-            applied: Some(current),
-            failed: None,
-        },
-        State::Failed | State::RolledBack => AgentState {
-            failed: Some(current),
-            ..state.clone()
-        },
-        State::Refused | State::Interrupted => state.clone(),
-    };
-    state = new_state;
-    state::save(&config.state_dir, &state)
-        .map_err(|e| err(format!("{}: {e}", config.state_dir.display())))?;
+    state = state.after(current, state_after);
+    state::save(&config.state_dir, &state).map_err(local)?;
 
     let report = conclude(&run, state_after, outcome, transport.as_mut())?;
     Ok(Outcome::Ran(Box::new(report)))
@@ -141,7 +126,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
 fn conclude(
     run: &Run,
     state: State,
-    outcome: Result<Vec<String>, String>,
+    outcome: Result<Vec<String>, AgentError>,
     transport: &mut dyn Transport,
 ) -> Result<Report, AgentError> {
     let report = run.report(state, outcome, transport.bytes_transferred());
@@ -160,11 +145,9 @@ fn send(
     log: &[u8],
     transport: &mut dyn Transport,
 ) -> Result<(), AgentError> {
-    report::queue(&config.state_dir, report, log).map_err(|e| {
-        err(format!(
-            "queueing the report in {}: {e}",
-            config.state_dir.display()
-        ))
+    report::queue(&config.state_dir, report, log).map_err(|source| AgentError::Queue {
+        dir: config.state_dir.clone(),
+        source,
     })?;
     let _ = report::flush(&config.state_dir, transport);
     Ok(())
@@ -202,7 +185,7 @@ fn self_update(
     let (state, outcome) = match result {
         Ok(()) if current_system(config) == run.system_before => return Ok(None),
         Ok(()) => (State::SelfUpdated, Ok(Vec::new())),
-        Err(e) => (State::Failed, Err(e)),
+        Err(e) => (State::Failed, Err(e.into())),
     };
     conclude(&run, state, outcome, transport).map(Some)
 }
@@ -211,7 +194,7 @@ fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
     config
         .trusted_keys
         .iter()
-        .map(|line| crate::agent::config::trusted_key(line).map_err(|e| err(format!("trusted_keys: {e}"))))
+        .map(|line| crate::agent::config::trusted_key(line).map_err(AgentError::TrustedKey))
         .collect()
 }
 
@@ -219,5 +202,5 @@ fn parse_generation(bytes: &[u8]) -> Result<u64, AgentError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| err("the server's `current` is not a generation number"))
+        .ok_or(AgentError::NotAGeneration)
 }

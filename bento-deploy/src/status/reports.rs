@@ -5,7 +5,8 @@
 use crate::agent::report::Report;
 use crate::confined::Confined;
 use crate::layout::LOGS_DIR;
-use crate::status::{json_problem, limits, parse_rfc3339, read_file};
+use crate::status::{json_problem, limits, read_file};
+use crate::time::parse_rfc3339;
 
 /// How many report files are opened per host at most, newest first, to get past
 /// unreadable ones.
