@@ -9,7 +9,7 @@ use crate::cli::AgentArgs;
 use crate::output::{self, outln};
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let config = AgentConfig::load(&args.config).map_err(anyhow::Error::msg)?;
+    let config = AgentConfig::load(&args.config)?;
     let outcome = agent::run(&config, &RunOptions { force: args.force })?;
     // Runs that did nothing still print one JSON document with `--json`: the same
     // `format`, `host`, `state` and `generation` as a report (see docs/reference.md).

@@ -22,7 +22,7 @@ pub fn run(args: TriggerArgs) -> anyhow::Result<ExitCode> {
             return client(socket);
         }
     }
-    let config = AgentConfig::load(&args.config).map_err(anyhow::Error::msg)?;
+    let config = AgentConfig::load(&args.config)?;
     if args.inetd {
         let access = Access::of(&config, &args.config)?;
         let conn = std::io::stdin().as_fd().try_clone_to_owned()?;

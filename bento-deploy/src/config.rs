@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::spans::Positions;
 use crate::time::parse_timespan;
 
 /// The file name, at the root of the fleet repo.
@@ -204,22 +205,24 @@ impl Config {
             let line = e.span().map(|s| bento_secrets::rules::line_col(text, s.start).0);
             Error::config(line, e.message().replace('\n', " "))
         })?;
-        let at = |key: &str| key_line(text, key);
+        // The line of a key, from the parser's spans.
+        let positions = Positions::new(text);
+        let at = |table: &str, key: &str| positions.key(&[table], key);
         if config.server.address.trim().is_empty() || config.server.address.contains(char::is_whitespace) {
             return Err(Error::config(
-                at("address"),
+                at("server", "address"),
                 "server.address must be a host name or IP address",
             ));
         }
         if config.server.port == 0 {
             return Err(Error::config(
-                at("port"),
+                at("server", "port"),
                 "server.port must be between 1 and 65535",
             ));
         }
         if !bento_secrets::rules::valid_abs_path(&config.server.root) {
             return Err(Error::config(
-                at("root"),
+                at("server", "root"),
                 "server.root must be an absolute path without `..`",
             ));
         }
@@ -230,43 +233,46 @@ impl Config {
             .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
         if !prefix_ok {
             return Err(Error::config(
-                at("user_prefix"),
+                at("server", "user_prefix"),
                 "server.user_prefix may hold only letters, digits, `_` and `-`",
             ));
         }
         let keep = config.deploy.keep_generations;
         if !(1..=1000).contains(&keep) {
             return Err(Error::config(
-                at("keep_generations"),
+                at("deploy", "keep_generations"),
                 "deploy.keep_generations must be between 1 and 1000",
             ));
         }
         if config.deploy.signing_key.trim().is_empty() {
             return Err(Error::config(
-                at("signing_key"),
+                at("deploy", "signing_key"),
                 "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
             ));
         }
         if config.build.command.split_whitespace().next().is_none() {
             return Err(Error::config(
-                at("command"),
+                at("build", "command"),
                 "build.command must not be empty (default: `nixos-rebuild build`)",
             ));
         }
         if let Some(dry) = &config.build.dry_command {
             if dry.split_whitespace().next().is_none() {
                 return Err(Error::config(
-                    at("dry_command"),
+                    at("build", "dry_command"),
                     "build.dry_command must not be empty; remove it for the default",
                 ));
             }
         }
         if !(1..=64).contains(&config.build.jobs) {
-            return Err(Error::config(at("jobs"), "build.jobs must be between 1 and 64"));
+            return Err(Error::config(
+                at("build", "jobs"),
+                "build.jobs must be between 1 and 64",
+            ));
         }
         if parse_timespan(&config.status.interval).is_none() {
             return Err(Error::config(
-                at("interval"),
+                at("status", "interval"),
                 format!(
                     "status.interval `{}` is not a time span: write it as the agent timer's, e.g. \"15min\" or \"1h 30min\"",
                     config.status.interval.escape_default()
@@ -275,16 +281,12 @@ impl Config {
         }
         if !(1..=1000).contains(&config.status.stale_after) {
             return Err(Error::config(
-                at("stale_after"),
+                at("status", "stale_after"),
                 "status.stale_after must be between 1 and 1000 (intervals)",
             ));
         }
         for (name, host) in &config.hosts {
-            let section = format!("[hosts.{name}]");
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with(&section))
-                .map(|i| i + 1);
+            let line = positions.table_line(&["hosts", name]);
             if !bento_secrets::rules::valid_name(name) {
                 return Err(Error::config(
                     line,
@@ -335,17 +337,6 @@ pub fn expand_home(path: &str) -> PathBuf {
         },
         _ => PathBuf::from(path),
     }
-}
-
-/// The 1-based line where `key = …` is set, ignoring comments.
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            line.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
 }
 
 /// The commented `bento.toml` that `bento init` writes.
@@ -451,6 +442,24 @@ mod tests {
             c.hosts["web1"].ssh_command().unwrap(),
             "ssh -p 2222 root@10.0.0.1"
         );
+    }
+
+    #[test]
+    fn errors_name_the_line_of_the_key_in_its_own_table() {
+        // `address` of a host comes first in the text; the bad one is the server's.
+        let text = "[hosts.web1]\naddress = \"10.0.0.1\"\n\n[server]\naddress = \"\"\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "bento.toml:5: server.address must be a host name or IP address"
+        );
+        // A dotted key has a line too.
+        let e = Config::parse("\nserver.port = 0\n").unwrap_err().to_string();
+        assert_eq!(e, "bento.toml:2: server.port must be between 1 and 65535");
+        // A host's error names its table's header.
+        let text = "[server]\nport = 22\n[hosts.web1]\nssh_port = 0\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert_eq!(e, "bento.toml:3: hosts.web1.ssh_port must be between 1 and 65535");
     }
 
     #[test]

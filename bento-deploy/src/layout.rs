@@ -94,7 +94,7 @@ impl ServerRoot {
 
 /// Whether this process runs as root (and so can and must set ownership).
 pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    rustix::process::geteuid().is_root()
 }
 
 /// One host's directory on the server.

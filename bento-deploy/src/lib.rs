@@ -24,6 +24,7 @@ pub mod reach;
 pub mod server;
 pub mod sftp;
 pub mod sign;
+mod spans;
 pub mod status;
 pub mod store_path;
 pub mod time;

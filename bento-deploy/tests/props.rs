@@ -405,7 +405,7 @@ fn a_line_break_in_a_trusted_key_stays_on_the_error_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, AGENT_TOML.replace("AAAAC3", "AAAA\\nC3")).unwrap();
-    let e = AgentConfig::load(&path).unwrap_err();
+    let e = AgentConfig::load(&path).unwrap_err().to_string();
     assert!(
         !e.contains('\n') && e.contains(":4: trusted_keys: `ssh-ed25519 AAAA\\nC3"),
         "{e}"

@@ -133,19 +133,21 @@ impl Run<'_> {
             return Ok(self.command("activate", &command, &[])?);
         }
         let exe = std::env::current_exe().map_err(AgentError::CurrentExe)?;
+        // Quoted as a shell would: a path with spaces stays one word.
+        let quote = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
         let base = format!(
             "{} activate --bundle {} --root {} -i {}",
-            exe.display(),
-            self.current_link().display(),
-            self.config.secrets_root.display(),
-            self.config.identity.display()
+            quote(&exe),
+            quote(&self.current_link()),
+            quote(&self.config.secrets_root),
+            quote(&self.config.identity)
         );
         let users = self.command("activate", &format!("{base} --phase users"), &[]);
         let secrets = self.command("activate", &base, &[]);
         Ok(users.and(secrets)?)
     }
 
-    /// Runs a configured command line (split on whitespace) until the run's deadline: its
+    /// Runs a configured command line (split into words as a shell would) until the run's deadline: its
     /// output is shown live on stderr and kept for the log.
     pub(super) fn command(
         &mut self,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
+use crate::agent::config::command_words;
+
 /// How long a command stopped at the deadline has between `SIGTERM` and `SIGKILL`.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -24,6 +26,16 @@ pub enum CommandError {
     Empty {
         /// `rebuild`, `activate`…
         what: &'static str,
+    },
+    /// The configured line does not split into words (agent.toml is checked when
+    /// loaded, so only a line built otherwise gets here).
+    #[error("the {what} command: {source}")]
+    Split {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+        /// The splitter's error.
+        #[source]
+        source: shell_words::ParseError,
     },
     /// The program could not be started.
     #[error("running the {what} command `{program}`: {source}")]
@@ -65,7 +77,8 @@ pub enum CommandError {
     },
 }
 
-/// A configured command line (split on whitespace, no shell), run to completion or
+/// A configured command line (split into words as a shell would, quotes working; no
+/// shell runs it), run to completion or
 /// until `deadline`.
 pub(crate) struct Job<'a> {
     /// What it is, for messages: `rebuild`, `activate`…
@@ -85,11 +98,11 @@ impl Job<'_> {
     /// is one line: the command's last line on stderr, or the deadline.
     pub(crate) fn run(&self, log: &mut Vec<u8>) -> Result<(), CommandError> {
         let what = self.what;
-        let mut words = self.line.split_whitespace();
-        let program = words.next().ok_or(CommandError::Empty { what })?;
+        let words = command_words(self.line).map_err(|source| CommandError::Split { what, source })?;
+        let (program, args) = words.split_first().ok_or(CommandError::Empty { what })?;
         log.extend_from_slice(format!("$ {} {}\n", self.line, self.extra.join(" ")).as_bytes());
         let mut child = Command::new(program)
-            .args(words)
+            .args(args)
             .args(self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use ssh_key::PublicKey;
 
+use bento_secrets::error::escape_controls;
+
+use crate::spans::Positions;
 use crate::transport::ServerUrl;
 
 /// The default location of the agent's configuration.
@@ -161,90 +164,77 @@ fn default_ssh() -> String {
 
 impl AgentConfig {
     /// Reads and validates the file; errors are one line naming the file and line.
-    pub fn load(path: &Path) -> Result<AgentConfig, String> {
-        // Values quoted in errors may hold escaped line breaks (`"\n"`): keep one line.
-        Self::read(path).map_err(|e| bento_secrets::error::escape_controls(&e))
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|(line, problem)| AgentConfigError::At {
+            path: shown,
+            line,
+            problem,
+        })
     }
 
-    fn read(path: &Path) -> Result<AgentConfig, String> {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
-        let config: AgentConfig = toml::from_str(&text).map_err(|e| {
+    /// Parses and validates the text of an agent.toml; an error names its line.
+    fn parse(text: &str) -> Result<AgentConfig, (usize, Problem)> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| bento_secrets::rules::line_col(&text, s.start).0)
+                .map(|s| bento_secrets::rules::line_col(text, s.start).0)
                 .unwrap_or(1);
-            format!("{shown}:{line}: {}", e.message().replace('\n', " "))
+            (line, Problem::Toml(e.message().replace('\n', " ")))
         })?;
-        // The line of `key = …` (a key name inside another key or a value does not count).
-        let at = |key: &str| {
-            text.lines()
-                .position(|line| {
-                    line.trim_start()
-                        .strip_prefix(key)
-                        .is_some_and(|rest| rest.trim_start().starts_with('='))
-                })
-                .map_or(1, |i| i + 1)
-        };
-        // The line holding `needle`, for values inside a list.
-        let line_of = |needle: &str| {
-            text.find(needle)
-                .map_or(1, |o| bento_secrets::rules::line_col(&text, o).0)
-        };
+        // Lines from the parser's spans: a key name inside another key, a comment or a
+        // string does not count.
+        let positions = Positions::new(text);
+        let at = |key: &str| positions.key(&[], key).unwrap_or(1);
         if !bento_secrets::rules::valid_name(&config.host) {
-            return Err(format!(
-                "{shown}:{}: host `{}` is not a valid host name",
-                at("host"),
-                config.host
-            ));
+            return Err((at("host"), Problem::HostName(config.host)));
         }
-        ServerUrl::parse(&config.server).map_err(|e| format!("{shown}:{}: server {e}", at("server")))?;
+        ServerUrl::parse(&config.server).map_err(|e| (at("server"), Problem::Server(e)))?;
         if config.trusted_keys.is_empty() {
-            return Err(format!(
-                "{shown}:{}: trusted_keys is empty: list the admin public keys whose signatures this host accepts",
-                at("trusted_keys")
-            ));
+            return Err((at("trusted_keys"), Problem::NoTrustedKeys));
         }
-        for line in &config.trusted_keys {
+        for (i, line) in config.trusted_keys.iter().enumerate() {
             if trusted_key(line).is_err() {
-                return Err(format!(
-                    "{shown}:{}: trusted_keys: `{}` is not an ssh public key line",
-                    line_of(line.split_whitespace().nth(1).unwrap_or(line)),
-                    line.chars().take(30).collect::<String>()
-                ));
+                let shown = line.chars().take(30).collect();
+                let line = positions
+                    .element(&[], "trusted_keys", i)
+                    .unwrap_or(at("trusted_keys"));
+                return Err((line, Problem::TrustedKey(shown)));
             }
         }
         if config.run_timeout == 0 {
-            return Err(format!(
-                "{shown}:{}: run_timeout must be at least 1 (seconds)",
-                at("run_timeout")
-            ));
+            return Err((at("run_timeout"), Problem::RunTimeout));
         }
         if config.ssh_port == 0 {
-            return Err(format!(
-                "{shown}:{}: ssh_port must be between 1 and 65535",
-                at("ssh_port")
-            ));
+            return Err((at("ssh_port"), Problem::SshPort));
         }
         if !config.trigger_socket.is_absolute() {
-            return Err(format!(
-                "{shown}:{}: trigger_socket must be an absolute path (e.g. /run/bento/trigger.sock)",
-                at("trigger_socket")
-            ));
+            return Err((at("trigger_socket"), Problem::TriggerSocket));
         }
         if config
             .trigger_group
             .as_deref()
             .is_some_and(|g| g.trim().is_empty())
         {
-            return Err(format!(
-                "{shown}:{}: trigger_group is empty: name a group, or leave the key out for root only",
-                at("trigger_group")
-            ));
+            return Err((at("trigger_group"), Problem::TriggerGroup));
         }
-        for (key, cmd) in [("rebuild", &config.rebuild), ("rollback", &config.rollback)] {
-            if cmd.trim().is_empty() {
-                return Err(format!("{shown}:{}: {key} is empty", at(key)));
+        let commands = [
+            ("rebuild", Some(&config.rebuild)),
+            ("rollback", Some(&config.rollback)),
+            ("activate", config.activate.as_ref()),
+            ("reboot_command", config.reboot_command.as_ref()),
+        ];
+        for (key, line) in commands {
+            if let Some(line) = line {
+                match command_words(line) {
+                    Ok(words) if words.is_empty() => return Err((at(key), Problem::EmptyCommand(key))),
+                    Ok(_) => {}
+                    Err(source) => return Err((at(key), Problem::CommandLine { key, source })),
+                }
             }
         }
         Ok(config)
@@ -260,4 +250,178 @@ impl AgentConfig {
 /// same parser when the file is loaded.
 pub fn trusted_key(line: &str) -> Result<PublicKey, ssh_key::Error> {
     PublicKey::from_openssh(line.trim())
+}
+
+/// The words of a configured command line, split as a POSIX shell would (quotes and
+/// backslashes work; no variables, globs or pipes: no shell runs it).
+pub fn command_words(line: &str) -> Result<Vec<String>, shell_words::ParseError> {
+    shell_words::split(line)
+}
+
+/// Why agent.toml cannot be used; one line naming the file (and line).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// The file cannot be read.
+    #[error("{}", escape_controls(&format!("{path}: {source}")))]
+    Read {
+        /// The file, as shown.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key is wrong.
+    #[error("{}", escape_controls(&format!("{path}:{line}: {problem}")))]
+    At {
+        /// The file, as shown.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        problem: Problem,
+    },
+}
+
+/// What is wrong in agent.toml (values quoted in it may hold control characters: the
+/// error escapes them, so it stays one line).
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// Not TOML, an unknown key or a wrong type: the parser's message.
+    #[error("{0}")]
+    Toml(String),
+    /// `host` is not a host name.
+    #[error("host `{0}` is not a valid host name")]
+    HostName(String),
+    /// `server` is not a server URL: the URL parser's message.
+    #[error("server {0}")]
+    Server(String),
+    /// `trusted_keys` is empty.
+    #[error("trusted_keys is empty: list the admin public keys whose signatures this host accepts")]
+    NoTrustedKeys,
+    /// A `trusted_keys` line is not a public key; its first 30 characters.
+    #[error("trusted_keys: `{0}` is not an ssh public key line")]
+    TrustedKey(String),
+    /// `run_timeout` is 0.
+    #[error("run_timeout must be at least 1 (seconds)")]
+    RunTimeout,
+    /// `ssh_port` is 0.
+    #[error("ssh_port must be between 1 and 65535")]
+    SshPort,
+    /// `trigger_socket` is relative.
+    #[error("trigger_socket must be an absolute path (e.g. /run/bento/trigger.sock)")]
+    TriggerSocket,
+    /// `trigger_group` is empty.
+    #[error("trigger_group is empty: name a group, or leave the key out for root only")]
+    TriggerGroup,
+    /// A command line holds no word.
+    #[error("{0} is empty")]
+    EmptyCommand(&'static str),
+    /// A command line does not split into words (an unclosed quote, a trailing `\\`).
+    #[error("{key}: {source}: close the quote or escape it with `\\`")]
+    CommandLine {
+        /// The key.
+        key: &'static str,
+        /// The splitter's error.
+        #[source]
+        source: shell_words::ParseError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ/UUji4zvncN+E4Y2WgsnyA3nRR05ETkdiQJTYA+/c alice";
+
+    fn minimal(extra: &str) -> String {
+        format!("host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\"{KEY}\"]\n{extra}")
+    }
+
+    fn error(text: &str) -> (usize, String) {
+        let (line, problem) = AgentConfig::parse(text).unwrap_err();
+        (line, problem.to_string())
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let c = AgentConfig::parse(&minimal("")).unwrap();
+        assert_eq!(c.rebuild, "nixos-rebuild switch");
+        assert_eq!(c.run_timeout, 3600);
+        assert_eq!(c.reboot_command(), None);
+    }
+
+    #[test]
+    fn errors_name_the_key_s_own_line() {
+        // The key in a comment, inside another key's name, or in a string does not count.
+        let (line, msg) = error(&minimal(
+            "# run_timeout = 0\nrollback = \"\"\"\nrun_timeout = 1\"\"\"\nrun_timeout = 0\n",
+        ));
+        assert_eq!(
+            (line, msg.as_str()),
+            (7, "run_timeout must be at least 1 (seconds)")
+        );
+        let text = "trusted_keys = []\nknown_hosts = \"/k\"\nserver = \"file:///host\"\nhost = \"../web1\"\n";
+        assert_eq!(error(text).0, 4);
+        // A bad key is named at its element, not where its text first appears.
+        let text = format!(
+            "host = \"web1\"\nserver = \"file:///srv\"\n# ssh-ed25519 AAAAbad\ntrusted_keys = [\n  \"{KEY}\",\n  \"ssh-ed25519 AAAAbad\",\n]\n"
+        );
+        assert_eq!(
+            error(&text),
+            (
+                6,
+                "trusted_keys: `ssh-ed25519 AAAAbad` is not an ssh public key line".into()
+            )
+        );
+        // Quoted keys and dotted-free files alike.
+        let (line, _) = error(&minimal("\"ssh_port\" = 0\n"));
+        assert_eq!(line, 4);
+    }
+
+    #[test]
+    fn command_lines_split_as_a_shell_would() {
+        assert_eq!(
+            command_words("'/opt/my tools/rebuild' switch --option \"a b\" c\\ d").unwrap(),
+            ["/opt/my tools/rebuild", "switch", "--option", "a b", "c d"]
+        );
+        assert_eq!(command_words("  ").unwrap(), Vec::<String>::new());
+        assert!(command_words("rebuild 'switch").is_err());
+    }
+
+    #[test]
+    fn malformed_or_empty_commands_are_refused_at_their_line() {
+        let (line, msg) = error(&minimal(
+            "\nreboot = \"kexec\"\nreboot_command = \"systemctl \\\"kexec\"\n",
+        ));
+        assert_eq!(line, 6);
+        assert!(msg.starts_with("reboot_command: "), "{msg}");
+        let (line, msg) = error(&minimal("activate = \"  \"\n"));
+        assert_eq!((line, msg.as_str()), (4, "activate is empty"));
+        let (line, msg) = error(&minimal("rebuild = \"nixos-rebuild 'switch\"\n"));
+        assert_eq!(line, 4);
+        assert_eq!(
+            msg,
+            "rebuild: missing closing quote: close the quote or escape it with `\\`"
+        );
+    }
+
+    #[test]
+    fn the_error_is_one_line_with_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, minimal("ssh_port = 0\n")).unwrap();
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}:4: ssh_port must be between 1 and 65535", path.display())
+        );
+        std::fs::write(
+            &path,
+            "host = \"a\\nb\"\nserver = \"file:///srv\"\ntrusted_keys = []\n",
+        )
+        .unwrap();
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("host `a\\nb`"), "{e}");
+    }
 }
