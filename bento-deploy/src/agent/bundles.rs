@@ -76,3 +76,74 @@ pub(super) fn prune(bundles: &Path, keep: usize, current: u64, applied: Option<u
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(config_hash: &str, secrets: &[(&str, &str)], system: Option<&str>) -> Manifest {
+        let mut files = serde_json::Map::new();
+        files.insert("config/configuration.nix".into(), config_hash.repeat(64).into());
+        let specs: Vec<serde_json::Value> = secrets
+            .iter()
+            .map(|(name, hash)| {
+                files.insert(format!("secrets/{name}.age"), hash.repeat(64).into());
+                serde_json::json!({
+                    "name": name, "file": format!("secrets/{name}.age"), "sha256": hash.repeat(64),
+                    "owner": "root", "mode": "0400",
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "host": "web1", "generation": 1, "created": "2026-11-26T05:00:00Z",
+            "git_commit": null, "system": system, "files": files, "secrets": specs,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_first_bundle_changes_everything() {
+        let new = manifest("a", &[("db", "1"), ("tls", "2")], None);
+        let c = diff(None, &new);
+        assert!(c.config);
+        assert_eq!(c.secrets, ["db", "tls"]);
+    }
+
+    #[test]
+    fn changed_added_and_removed_secrets_are_named_and_config_is_separate() {
+        let old = manifest("a", &[("db", "1"), ("gone", "2"), ("same", "3")], None);
+        let new = manifest("a", &[("db", "4"), ("new", "5"), ("same", "3")], None);
+        let c = diff(Some(&old), &new);
+        assert!(!c.config);
+        assert_eq!(c.secrets, ["db", "new", "gone"]);
+        let c = diff(
+            Some(&old),
+            &manifest("b", &[("db", "1"), ("gone", "2"), ("same", "3")], None),
+        );
+        assert!(c.config && c.secrets.is_empty());
+    }
+
+    #[test]
+    fn a_new_expected_system_is_a_config_change() {
+        let old = manifest("a", &[], Some("/nix/store/aaa-system"));
+        let new = manifest("a", &[], Some("/nix/store/bbb-system"));
+        assert!(diff(Some(&old), &new).config);
+        assert!(!diff(Some(&old), &old.clone()).config);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_the_current_and_the_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        for g in 1..=6 {
+            std::fs::create_dir(dir.path().join(g.to_string())).unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".7.staging")).unwrap();
+        prune(dir.path(), 2, 6, Some(2));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".7.staging", "2", "5", "6"]);
+    }
+}
