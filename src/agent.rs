@@ -2,22 +2,21 @@
 
 use std::process::ExitCode;
 
+use bento_deploy::agent::config::AgentConfig;
 use bento_deploy::agent::{self, Outcome, RunOptions};
-use bento_deploy::agent_config::AgentConfig;
-use bento_deploy::report::State;
 
 use crate::cli::AgentArgs;
 use crate::output::{self, outln};
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let config = AgentConfig::load(&args.config).map_err(anyhow::Error::msg)?;
+    let config = AgentConfig::load(&args.config)?;
     let outcome = agent::run(&config, &RunOptions { force: args.force })?;
     // Runs that did nothing still print one JSON document with `--json`: the same
     // `format`, `host`, `state` and `generation` as a report (see docs/reference.md).
     let quiet = |state: &str, generation: Option<u64>, line: String| -> anyhow::Result<ExitCode> {
         if args.json {
             let doc = serde_json::json!({
-                "format": bento_deploy::report::FORMAT,
+                "format": bento_deploy::agent::report::FORMAT,
                 "host": config.host,
                 "state": state,
                 "generation": generation,
@@ -62,14 +61,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default()
         .to_owned();
     let line = format!("{}: bundle generation {} {state}", report.host, report.generation);
-    match (&report.state, &report.error) {
-        (State::Applied | State::SecretsUpdated | State::SelfUpdated, _) => {
-            output::ok(&format!("{line} in {} ms", report.duration_ms));
-            Ok(ExitCode::SUCCESS)
-        }
-        (_, error) => {
-            output::error(&format!("{line}: {}", error.as_deref().unwrap_or("failed")));
-            Ok(ExitCode::FAILURE)
-        }
+    if report.state.is_success() {
+        output::ok(&format!("{line} in {} ms", report.duration_ms));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let error = report.error.as_deref().unwrap_or("failed");
+        output::error(&format!("{line}: {error}"));
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -137,7 +137,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub once: bool,
     /// The agent's configuration
-    #[arg(long, value_name = "FILE", default_value = bento_deploy::agent_config::DEFAULT_PATH)]
+    #[arg(long, value_name = "FILE", default_value = bento_deploy::agent::config::DEFAULT_PATH)]
     pub config: PathBuf,
     /// Retry a generation that failed before
     #[arg(long)]
@@ -150,7 +150,7 @@ pub struct AgentArgs {
 #[derive(Debug, Args)]
 pub struct TriggerArgs {
     /// The agent's configuration
-    #[arg(long, value_name = "FILE", default_value = bento_deploy::agent_config::DEFAULT_PATH)]
+    #[arg(long, value_name = "FILE", default_value = bento_deploy::agent::config::DEFAULT_PATH)]
     pub config: PathBuf,
     /// The trigger's unix socket [default: trigger_socket of agent.toml,
     /// /run/bento/trigger.sock]

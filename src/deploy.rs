@@ -4,10 +4,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bento_deploy::build::BuildResult;
+use bento_deploy::fleet::build::BuildResult;
+use bento_deploy::fleet::hosts;
 use bento_deploy::publish::{self, HostReport, Progress};
 use bento_deploy::sign::Signer;
-use bento_deploy::{hosts, server, Config};
+use bento_deploy::{server, Config};
 use bento_secrets::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -147,7 +148,8 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let bar = bar("hosts built");
     bar.set_length(hosts.len() as u64);
-    let results = bento_deploy::build::build(root, &config, &hosts, args.dry, &|_: &BuildResult| bar.inc(1));
+    let results =
+        bento_deploy::fleet::build::build(root, &config, &hosts, args.dry, &|_: &BuildResult| bar.inc(1));
     bar.finish_and_clear();
     let results = results?;
     if args.json {

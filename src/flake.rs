@@ -21,7 +21,7 @@ struct Flake {
 impl Flake {
     fn shown(&self) -> String {
         match &self.host {
-            Some(h) => format!("{}/{h}/flake.nix", bento_deploy::hosts::HOSTS_DIR),
+            Some(h) => format!("{}/{h}/flake.nix", bento_deploy::fleet::hosts::HOSTS_DIR),
             None => "flake.nix".into(),
         }
     }
@@ -38,7 +38,7 @@ pub fn update(fleet: &Path, args: FlakeUpdateArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "{}: no flake.nix here nor in any {}/<name>/: nothing to update",
             fleet.display(),
-            bento_deploy::hosts::HOSTS_DIR
+            bento_deploy::fleet::hosts::HOSTS_DIR
         );
     }
     let new_nix = nix_version()? >= INPUTS_AS_ARGS;
@@ -106,7 +106,7 @@ fn flakes(fleet: &Path) -> anyhow::Result<Vec<Flake>> {
             host: None,
         });
     }
-    let hosts = fleet.join(bento_deploy::hosts::HOSTS_DIR);
+    let hosts = fleet.join(bento_deploy::fleet::hosts::HOSTS_DIR);
     let entries = match std::fs::read_dir(&hosts) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(flakes),

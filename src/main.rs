@@ -117,7 +117,7 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn init(root: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let written = bento_deploy::init::init(root)?;
+    let written = bento_deploy::fleet::init::init(root)?;
     for file in &written {
         output::note(&format!("wrote {file}"));
     }

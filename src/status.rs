@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bento_deploy::status::diff::{self as status_diff, Plan};
+use bento_deploy::status::prometheus as status_prometheus;
 use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Status};
-use bento_deploy::status_diff::{self, Plan};
-use bento_deploy::{status_prometheus, Config};
+use bento_deploy::Config;
 
 use crate::cli::{DiffArgs, StatusArgs};
 use crate::output;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use anyhow::Context;
-use bento_deploy::agent_config::AgentConfig;
-use bento_deploy::trigger::{self, Access};
+use bento_deploy::agent::config::AgentConfig;
+use bento_deploy::agent::trigger::{self, Access};
 
 use crate::cli::TriggerArgs;
 use crate::output;
@@ -22,7 +22,7 @@ pub fn run(args: TriggerArgs) -> anyhow::Result<ExitCode> {
             return client(socket);
         }
     }
-    let config = AgentConfig::load(&args.config).map_err(anyhow::Error::msg)?;
+    let config = AgentConfig::load(&args.config)?;
     if args.inetd {
         let access = Access::of(&config, &args.config)?;
         let conn = std::io::stdin().as_fd().try_clone_to_owned()?;

@@ -52,7 +52,7 @@ impl CacheKey {
     /// Reads and checks the secret key at `path` (`shown` as in bento.toml); the secret
     /// itself is not kept: Nix reads the file when it signs.
     pub fn load(path: &Path, shown: &str) -> Result<CacheKey, Error> {
-        let err = |msg: String| Error::at(format!("cache.signing_key {shown}"), msg);
+        let err = |msg: String| Error::input(format!("cache.signing_key {shown}"), msg);
         let file = std::fs::File::open(path).map_err(|e| err(format!("{e}; {KEY_HINT}")))?;
         let meta = file.metadata().map_err(|e| err(e.to_string()))?;
         if !meta.is_file() {
@@ -168,7 +168,7 @@ fn closures(nix: &str, roots: &[(&str, &StorePath)]) -> Result<HashMap<String, P
             // Name the host whose system is gone.
             for (host, path) in roots {
                 if run_nix(nix, &["path-info", path.as_str()]).is_err() {
-                    return Err(Error::at(
+                    return Err(Error::input(
                         format!("host {host}"),
                         format!(
                             "its system {path} (recorded by `bento build`) is not in the local Nix store, \
@@ -177,11 +177,11 @@ fn closures(nix: &str, roots: &[(&str, &StorePath)]) -> Result<HashMap<String, P
                     ));
                 }
             }
-            return Err(Error::at("cache", format!("`{nix} path-info` failed: {why}")));
+            return Err(Error::input("cache", format!("`{nix} path-info` failed: {why}")));
         }
     };
     parse_path_infos(&stdout).map_err(|e| {
-        Error::at(
+        Error::input(
             "cache",
             format!("`{nix} path-info --json` printed something else: {e}"),
         )
@@ -277,7 +277,7 @@ pub fn fill(
     if roots.is_empty() {
         return Ok(report);
     }
-    let key_file = key_path(root, config).ok_or_else(|| Error::at("cache", "no cache.signing_key"))?;
+    let key_file = key_path(root, config).ok_or_else(|| Error::input("cache", "no cache.signing_key"))?;
     let shown = config.cache.signing_key.clone().unwrap_or_default();
     let key = CacheKey::load(&key_file, &shown)?;
     let infos = closures(nix, &roots)?;
@@ -315,13 +315,13 @@ struct Staging {
 impl Staging {
     fn new(root: &Path) -> Result<Staging, Error> {
         bento_secrets::fleet_lock::ensure_state_dir(root)?;
-        let parent = std::path::absolute(root.join(crate::build::STATE_DIR))
-            .map_err(|e| Error::io(crate::build::STATE_DIR, e))?;
+        let parent = std::path::absolute(root.join(crate::fleet::build::STATE_DIR))
+            .map_err(|e| Error::io(crate::fleet::build::STATE_DIR, e))?;
         bento_secrets::scratch::remove_stale(&parent);
         let dir = bento_secrets::scratch::Scratch::new(&parent, "cache")
             .map_err(|e| Error::io(parent.display().to_string(), e))?;
         if !url_safe(dir.path()) {
-            return Err(Error::at(
+            return Err(Error::input(
                 dir.path().display().to_string(),
                 "the fleet's path may hold only letters, digits and `/._-+@,=~` to stage a Nix binary \
                  cache in it (Nix takes it in a URL): move the fleet repo",
@@ -373,7 +373,7 @@ impl Staging {
         args.extend(order.iter().map(String::as_str));
         run_nix(nix, &args)
             .map(|_| ())
-            .map_err(|why| Error::at("cache", format!("`{nix} copy` into the cache failed: {why}")))
+            .map_err(|why| Error::input("cache", format!("`{nix} copy` into the cache failed: {why}")))
     }
 
     /// Hands the staged files of `order` to `sink`: `nix-cache-info` and the new NARs,
@@ -395,7 +395,7 @@ impl Staging {
                         .is_some_and(|n| !n.is_empty() && !n.starts_with('.') && !n.contains('/'))
                 })
                 .ok_or_else(|| {
-                    Error::at(
+                    Error::input(
                         file.display().to_string(),
                         "`nix copy` wrote a .narinfo without a nar/ URL",
                     )

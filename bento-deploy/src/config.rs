@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::spans::Positions;
+use crate::time::parse_timespan;
 
 /// The file name, at the root of the fleet repo.
 pub const CONFIG_FILE: &str = "bento.toml";
@@ -181,38 +183,6 @@ impl HostSettings {
     }
 }
 
-/// Parses a systemd time span: one or more `<number><unit>` parts, optionally separated by
-/// spaces, units `s`/`sec`, `m`/`min`, `h`/`hr`, `d`/`day`, `w`/`week` (plurals too);
-/// a bare number is seconds. `None` when malformed or zero.
-pub fn parse_timespan(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let scale = match unit {
-            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60,
-            "h" | "hr" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 604_800,
-            _ => return None,
-        };
-        total = total.checked_add(number.checked_mul(scale)?)?;
-    }
-    (total > 0).then_some(total)
-}
-
 impl Build {
     /// The words of the build command (`dry`: of the dry-run command).
     pub fn argv(&self, dry: bool) -> Result<Vec<String>, Error> {
@@ -229,7 +199,7 @@ impl Build {
                 *last = "dry-build".into();
                 Ok(argv)
             }
-            _ => Err(Error::input(
+            _ => Err(Error::config(
                 None,
                 format!(
                     "build.command `{}` does not end with `build`, so bento cannot derive its dry run: \
@@ -258,24 +228,26 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, Error> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| bento_secrets::rules::line_col(text, s.start).0);
-            Error::input(line, e.message().replace('\n', " "))
+            Error::config(line, e.message().replace('\n', " "))
         })?;
-        let at = |key: &str| key_line(text, key);
+        // The line of a key, from the parser's spans.
+        let positions = Positions::new(text);
+        let at = |table: &str, key: &str| positions.key(&[table], key);
         if config.server.address.trim().is_empty() || config.server.address.contains(char::is_whitespace) {
-            return Err(Error::input(
-                at("address"),
+            return Err(Error::config(
+                at("server", "address"),
                 "server.address must be a host name or IP address",
             ));
         }
         if config.server.port == 0 {
-            return Err(Error::input(
-                at("port"),
+            return Err(Error::config(
+                at("server", "port"),
                 "server.port must be between 1 and 65535",
             ));
         }
         if !bento_secrets::rules::valid_abs_path(&config.server.root) {
-            return Err(Error::input(
-                at("root"),
+            return Err(Error::config(
+                at("server", "root"),
                 "server.root must be an absolute path without `..`",
             ));
         }
@@ -285,44 +257,47 @@ impl Config {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
         if !prefix_ok {
-            return Err(Error::input(
-                at("user_prefix"),
+            return Err(Error::config(
+                at("server", "user_prefix"),
                 "server.user_prefix may hold only letters, digits, `_` and `-`",
             ));
         }
         let keep = config.deploy.keep_generations;
         if !(1..=1000).contains(&keep) {
-            return Err(Error::input(
-                at("keep_generations"),
+            return Err(Error::config(
+                at("deploy", "keep_generations"),
                 "deploy.keep_generations must be between 1 and 1000",
             ));
         }
         if config.deploy.signing_key.trim().is_empty() {
-            return Err(Error::input(
-                at("signing_key"),
+            return Err(Error::config(
+                at("deploy", "signing_key"),
                 "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
             ));
         }
         if config.build.command.split_whitespace().next().is_none() {
-            return Err(Error::input(
-                at("command"),
+            return Err(Error::config(
+                at("build", "command"),
                 "build.command must not be empty (default: `nixos-rebuild build`)",
             ));
         }
         if let Some(dry) = &config.build.dry_command {
             if dry.split_whitespace().next().is_none() {
-                return Err(Error::input(
-                    at("dry_command"),
+                return Err(Error::config(
+                    at("build", "dry_command"),
                     "build.dry_command must not be empty; remove it for the default",
                 ));
             }
         }
         if !(1..=64).contains(&config.build.jobs) {
-            return Err(Error::input(at("jobs"), "build.jobs must be between 1 and 64"));
+            return Err(Error::config(
+                at("build", "jobs"),
+                "build.jobs must be between 1 and 64",
+            ));
         }
         if parse_timespan(&config.status.interval).is_none() {
-            return Err(Error::input(
-                at("interval"),
+            return Err(Error::config(
+                at("status", "interval"),
                 format!(
                     "status.interval `{}` is not a time span: write it as the agent timer's, e.g. \"15min\" or \"1h 30min\"",
                     config.status.interval.escape_default()
@@ -330,8 +305,8 @@ impl Config {
             ));
         }
         if !(1..=1000).contains(&config.status.stale_after) {
-            return Err(Error::input(
-                at("stale_after"),
+            return Err(Error::config(
+                at("status", "stale_after"),
                 "status.stale_after must be between 1 and 1000 (intervals)",
             ));
         }
@@ -341,14 +316,14 @@ impl Config {
             .as_deref()
             .is_some_and(|k| k.trim().is_empty())
         {
-            return Err(Error::input(
-                section_key_line(text, "cache", "signing_key"),
+            return Err(Error::config(
+                at("cache", "signing_key"),
                 "cache.signing_key must name a Nix binary cache secret key file; remove it to have no cache",
             ));
         }
         if !CACHE_COMPRESSIONS.contains(&config.cache.compression.as_str()) {
-            return Err(Error::input(
-                section_key_line(text, "cache", "compression"),
+            return Err(Error::config(
+                at("cache", "compression"),
                 format!(
                     "cache.compression must be one of {}",
                     CACHE_COMPRESSIONS.join(", ")
@@ -356,13 +331,9 @@ impl Config {
             ));
         }
         for (name, host) in &config.hosts {
-            let section = format!("[hosts.{name}]");
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with(&section))
-                .map(|i| i + 1);
+            let line = positions.table_line(&["hosts", name]);
             if !bento_secrets::rules::valid_name(name) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
                 ));
@@ -373,19 +344,19 @@ impl Config {
                 })
             };
             if bad_word(&host.address) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}.address must be a host name or IP address (no spaces, no user@)"),
                 ));
             }
             if bad_word(&host.ssh_user) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}.ssh_user must be a user name"),
                 ));
             }
             if host.ssh_port == Some(0) {
-                return Err(Error::input(
+                return Err(Error::config(
                     line,
                     format!("hosts.{name}.ssh_port must be between 1 and 65535"),
                 ));
@@ -400,15 +371,6 @@ impl Config {
     }
 }
 
-/// The 1-based line where `key = …` is set in `[section]` (else anywhere).
-fn section_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
-    let header = format!("[{section}]");
-    let start = text.lines().position(|l| l.trim() == header).unwrap_or(0);
-    key_line(&text.lines().skip(start).collect::<Vec<_>>().join("\n"), key)
-        .map(|line| line + start)
-        .or_else(|| key_line(text, key))
-}
-
 /// Expands a leading `~/` (or a lone `~`) to `$HOME`.
 pub fn expand_home(path: &str) -> PathBuf {
     let home = || std::env::var_os("HOME").map(PathBuf::from);
@@ -420,17 +382,6 @@ pub fn expand_home(path: &str) -> PathBuf {
         },
         _ => PathBuf::from(path),
     }
-}
-
-/// The 1-based line where `key = …` is set, ignoring comments.
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            line.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
 }
 
 /// The commented `bento.toml` that `bento init` writes.
@@ -562,14 +513,21 @@ mod tests {
     }
 
     #[test]
-    fn time_spans() {
-        assert_eq!(parse_timespan("15min"), Some(900));
-        assert_eq!(parse_timespan("90"), Some(90));
-        assert_eq!(parse_timespan("1h30m"), Some(5400));
-        assert_eq!(parse_timespan("2 days"), Some(172_800));
-        for bad in ["", "0", "min", "5 fortnights", "-5min", "1.5h"] {
-            assert_eq!(parse_timespan(bad), None, "{bad}");
-        }
+    fn errors_name_the_line_of_the_key_in_its_own_table() {
+        // `address` of a host comes first in the text; the bad one is the server's.
+        let text = "[hosts.web1]\naddress = \"10.0.0.1\"\n\n[server]\naddress = \"\"\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "bento.toml:5: server.address must be a host name or IP address"
+        );
+        // A dotted key has a line too.
+        let e = Config::parse("\nserver.port = 0\n").unwrap_err().to_string();
+        assert_eq!(e, "bento.toml:2: server.port must be between 1 and 65535");
+        // A host's error names its table's header.
+        let text = "[server]\nport = 22\n[hosts.web1]\nssh_port = 0\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert_eq!(e, "bento.toml:3: hosts.web1.ssh_port must be between 1 and 65535");
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub enum Error {
     #[error("manifest.json: {0}")]
     Manifest(String),
     /// Signing or verifying a manifest failed.
-    #[error("{0}")]
-    Signature(String),
+    #[error(transparent)]
+    Signature(#[from] crate::sign::SignatureError),
     /// Secrets are stale or missing: deploying would hand a host a wrong secret.
     #[error(
         "refusing to deploy: {count} secret{s} not encrypted as the rules say ({detail}); \
@@ -62,7 +62,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn input(line: Option<usize>, msg: impl Into<String>) -> Self {
+    /// An error about `bento.toml`, at `line` when known.
+    pub(crate) fn config(line: Option<usize>, msg: impl Into<String>) -> Self {
         Error::Config {
             line,
             msg: msg.into(),
@@ -70,7 +71,7 @@ impl Error {
     }
 
     /// An error about a fleet file or directory.
-    pub(crate) fn at(path: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub(crate) fn input(path: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Input {
             path: path.into(),
             msg: msg.into(),

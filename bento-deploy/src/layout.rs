@@ -67,7 +67,7 @@ impl ServerRoot {
             .open(&lock_path)
             .map_err(|e| Error::io(lock_path.display().to_string(), e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-            Error::at(
+            Error::input(
                 shown,
                 "another `bento deploy` is publishing here; wait for it to finish",
             )
@@ -94,7 +94,7 @@ impl ServerRoot {
 
 /// Whether this process runs as root (and so can and must set ownership).
 pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    rustix::process::geteuid().is_root()
 }
 
 /// One host's directory on the server.
@@ -129,7 +129,7 @@ impl HostDir {
         let path = self.dir.join(CURRENT_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => parse_generation(&bytes).map(Some).ok_or_else(|| {
-                Error::at(
+                Error::input(
                     path.display().to_string(),
                     "does not hold a generation number; fix it by hand (it names a dir of generations/)",
                 )
@@ -257,7 +257,7 @@ impl Staged {
             return Ok(());
         };
         if target.exists() {
-            return Err(Error::at(
+            return Err(Error::input(
                 shown,
                 "already exists; was it written by hand? remove it",
             ));
@@ -302,7 +302,7 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
         Err(e) => return Err(Error::io(shown(), e)),
     };
     if !meta.is_dir() {
-        return Err(Error::at(shown(), "is not a directory; move it away"));
+        return Err(Error::input(shown(), "is not a directory; move it away"));
     }
     if let Some(owner) = owner {
         if (meta.uid(), meta.gid()) != (owner.uid, owner.gid) {

@@ -15,17 +15,18 @@ use bento_secrets::accounts;
 use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
-use crate::build::Expected;
-use crate::bundle::Bundle;
 use crate::cache::{self, HostCache};
 use crate::cache_sink::{LocalCache, CACHE_DIR};
 use crate::config::Config;
 use crate::error::Error;
-use crate::hosts::{self, Host};
+use crate::fleet::build::Expected;
+use crate::fleet::bundle::Bundle;
+use crate::fleet::hosts::{self, Host};
 use crate::layout::{is_root, HostDir, ServerRoot, Staged};
-use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::Signer;
 use crate::store_path::StorePath;
+use crate::time::now_rfc3339;
 
 /// What to deploy, and where.
 #[derive(Clone, Debug)]
@@ -142,7 +143,7 @@ pub fn deploy(
     )?;
     if config.cache.signing_key.is_some() {
         if let Some(host) = hosts.iter().find(|h| h.name == CACHE_DIR) {
-            return Err(Error::at(
+            return Err(Error::input(
                 format!("host {}", host.name),
                 format!(
                     "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
@@ -208,8 +209,8 @@ pub(crate) fn fill_cache(
         match system {
             Some(system) => {
                 let path = StorePath::parse(system).map_err(|e| {
-                    Error::at(
-                        crate::build::EXPECTED_FILE,
+                    Error::input(
+                        crate::fleet::build::EXPECTED_FILE,
                         format!("host {host}: {e}; run `bento build {host}` again"),
                     )
                 })?;

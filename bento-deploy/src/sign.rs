@@ -41,24 +41,22 @@ pub enum Signer {
 impl Signer {
     /// Opens the signing key at `path` (shown as `shown`), unlocking it if needed.
     pub fn load(path: &Path, shown: &str) -> Result<Signer, Error> {
-        let err = |msg: String| Error::Signature(format!("deploy.signing_key {shown}: {msg}"));
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            err(format!(
-                "{e}; set [deploy] signing_key in bento.toml to an admin ssh key (or its .pub in ssh-agent)"
-            ))
+        let shown = shown.to_owned();
+        let text = std::fs::read_to_string(path).map_err(|source| SignatureError::KeyUnreadable {
+            shown: shown.clone(),
+            source,
         })?;
         if path.extension().is_some_and(|e| e == "pub") {
             let public = PublicKey::from_openssh(text.trim())
-                .map_err(|e| err(format!("not an ssh public key: {e}")))?;
+                .map_err(|source| SignatureError::NotPublicKey { shown, source })?;
             return Ok(Signer::Agent {
                 public_file: path.to_path_buf(),
                 public: Box::new(public),
             });
         }
-        let key = PrivateKey::from_openssh(&text).map_err(|e| {
-            err(format!(
-                "not an OpenSSH private key ({e}); convert it with `ssh-keygen -p -f`, or name its .pub to sign with ssh-agent"
-            ))
+        let key = PrivateKey::from_openssh(&text).map_err(|source| SignatureError::NotPrivateKey {
+            shown: shown.clone(),
+            source,
         })?;
         if !key.is_encrypted() {
             return Ok(Signer::Key(Box::new(key)));
@@ -70,7 +68,7 @@ impl Signer {
                 public: Box::new(key.public_key().clone()),
             });
         }
-        unlock(&key, shown).map(|k| Signer::Key(Box::new(k)))
+        Ok(unlock(&key, &shown).map(|k| Signer::Key(Box::new(k)))?)
     }
 
     /// The public half of the signing key.
@@ -87,40 +85,44 @@ impl Signer {
             Signer::Key(key) => key
                 .sign(NAMESPACE, HashAlg::Sha512, message)
                 .and_then(|sig| sig.to_pem(LineEnding::LF))
-                .map_err(|e| Error::Signature(format!("signing with {}: {e}", key.algorithm()))),
-            Signer::Agent { public_file, .. } => sign_with_agent(public_file, message),
+                .map_err(|source| {
+                    Error::Signature(SignatureError::Sign {
+                        algorithm: key.algorithm().to_string(),
+                        source,
+                    })
+                }),
+            Signer::Agent { public_file, .. } => Ok(sign_with_agent(public_file, message)?),
         }
     }
 }
 
 /// Asks the passphrase of an encrypted key on the terminal, up to three times.
-fn unlock(key: &PrivateKey, shown: &str) -> Result<PrivateKey, Error> {
+fn unlock(key: &PrivateKey, shown: &str) -> Result<PrivateKey, SignatureError> {
     for _ in 0..PASSPHRASE_TRIES {
-        let passphrase = rpassword::prompt_password(format!("Passphrase for {shown}: ")).map_err(|e| {
-            Error::Signature(format!(
-                "deploy.signing_key {shown} is passphrase-protected and no terminal is available ({e}); \
-                 add it to ssh-agent (ssh-add) and set SSH_AUTH_SOCK"
-            ))
-        })?;
+        let passphrase =
+            rpassword::prompt_password(format!("Passphrase for {shown}: ")).map_err(|source| {
+                SignatureError::NoTerminal {
+                    shown: shown.to_owned(),
+                    source,
+                }
+            })?;
         let passphrase = zeroize::Zeroizing::new(passphrase);
         if let Ok(key) = key.decrypt(passphrase.as_bytes()) {
             return Ok(key);
         }
         eprintln!("wrong passphrase");
     }
-    Err(Error::Signature(format!(
-        "deploy.signing_key {shown}: wrong passphrase {PASSPHRASE_TRIES} times"
-    )))
+    Err(SignatureError::WrongPassphrase {
+        shown: shown.to_owned(),
+    })
 }
 
 /// Signs through ssh-agent: `ssh-keygen -Y sign -n bento -f KEY.pub` reads the message on
 /// stdin and prints the signature.
-fn sign_with_agent(public_file: &Path, message: &[u8]) -> Result<String, Error> {
-    let err = |msg: String| {
-        Error::Signature(format!(
-            "signing with ssh-agent ({}): {msg}",
-            public_file.display()
-        ))
+fn sign_with_agent(public_file: &Path, message: &[u8]) -> Result<String, SignatureError> {
+    let err = |problem: AgentProblem| SignatureError::Agent {
+        public_file: public_file.to_path_buf(),
+        problem,
     };
     let mut child = Command::new("ssh-keygen")
         .args(["-q", "-Y", "sign", "-n", NAMESPACE, "-f"])
@@ -129,15 +131,13 @@ fn sign_with_agent(public_file: &Path, message: &[u8]) -> Result<String, Error> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(format!("cannot run ssh-keygen: {e}; install OpenSSH")))?;
+        .map_err(|e| err(AgentProblem::Spawn(e)))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(message)
-            .map_err(|e| err(format!("writing to ssh-keygen: {e}")))?;
+            .map_err(|e| err(AgentProblem::Write(e)))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| err(format!("ssh-keygen: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| err(AgentProblem::Wait(e)))?;
     let pem = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() || !pem.starts_with("-----BEGIN SSH SIGNATURE-----") {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -146,36 +146,29 @@ fn sign_with_agent(public_file: &Path, message: &[u8]) -> Result<String, Error> 
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("failed");
-        return Err(err(format!(
-            "{}; is the key loaded (`ssh-add -l`) and SSH_AUTH_SOCK set?",
-            last.trim()
-        )));
+        return Err(err(AgentProblem::Refused(last.trim().to_owned())));
     }
     Ok(pem)
 }
 
 /// Checks that `signature` (armored SSHSIG) is a `bento` signature of `message` by one of
 /// `trusted`; returns that key.
-pub fn verify<'k>(message: &[u8], signature: &str, trusted: &'k [PublicKey]) -> Result<&'k PublicKey, Error> {
-    let sig = SshSig::from_pem(signature.trim().as_bytes())
-        .map_err(|e| Error::Signature(format!("manifest.sig: not an SSH signature: {e}")))?;
+pub fn verify<'k>(
+    message: &[u8],
+    signature: &str,
+    trusted: &'k [PublicKey],
+) -> Result<&'k PublicKey, SignatureError> {
+    let sig = SshSig::from_pem(signature.trim().as_bytes()).map_err(SignatureError::NotASignature)?;
     if sig.namespace() != NAMESPACE {
-        return Err(Error::Signature(format!(
-            "manifest.sig: namespace `{}` is not `{NAMESPACE}`",
-            sig.namespace().escape_default()
-        )));
+        return Err(SignatureError::Namespace(
+            sig.namespace().escape_default().to_string(),
+        ));
     }
     let Some(key) = trusted.iter().find(|k| k.key_data() == sig.public_key()) else {
-        return Err(Error::Signature(
-            "manifest.sig: signed by a key that is not among the trusted admin keys".into(),
-        ));
+        return Err(SignatureError::Untrusted);
     };
-    key.verify(NAMESPACE, message, &sig).map_err(|_| {
-        Error::Signature(format!(
-            "manifest.sig: bad signature by {}: manifest.json was changed after signing",
-            key.fingerprint(HashAlg::Sha256)
-        ))
-    })?;
+    key.verify(NAMESPACE, message, &sig)
+        .map_err(|_| SignatureError::BadSignature(key.fingerprint(HashAlg::Sha256).to_string()))?;
     Ok(key)
 }
 
@@ -224,4 +217,106 @@ mod tests {
             .to_string();
         assert!(e.contains("namespace `git`"), "{e}");
     }
+}
+
+/// Why signing or verifying a manifest failed; each one line naming the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    /// The signing key file cannot be read.
+    #[error(
+        "deploy.signing_key {shown}: {source}; set [deploy] signing_key in bento.toml to an admin \
+         ssh key (or its .pub in ssh-agent)"
+    )]
+    KeyUnreadable {
+        /// The key's path as configured.
+        shown: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `.pub` signing key is not a public key.
+    #[error("deploy.signing_key {shown}: not an ssh public key: {source}")]
+    NotPublicKey {
+        /// The key's path as configured.
+        shown: String,
+        /// The parser's error.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// The signing key is not an OpenSSH private key.
+    #[error(
+        "deploy.signing_key {shown}: not an OpenSSH private key ({source}); convert it with \
+         `ssh-keygen -p -f`, or name its .pub to sign with ssh-agent"
+    )]
+    NotPrivateKey {
+        /// The key's path as configured.
+        shown: String,
+        /// The parser's error.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// The key needs a passphrase and there is no terminal to ask it on.
+    #[error(
+        "deploy.signing_key {shown} is passphrase-protected and no terminal is available ({source}); \
+         add it to ssh-agent (ssh-add) and set SSH_AUTH_SOCK"
+    )]
+    NoTerminal {
+        /// The key's path as configured.
+        shown: String,
+        /// The terminal's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every passphrase try was wrong.
+    #[error("deploy.signing_key {shown}: wrong passphrase {PASSPHRASE_TRIES} times")]
+    WrongPassphrase {
+        /// The key's path as configured.
+        shown: String,
+    },
+    /// Signing with an in-memory key failed.
+    #[error("signing with {algorithm}: {source}")]
+    Sign {
+        /// The key's algorithm.
+        algorithm: String,
+        /// The underlying error.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// Signing through ssh-agent failed.
+    #[error("signing with ssh-agent ({}): {problem}", public_file.display())]
+    Agent {
+        /// The `.pub` file given to `ssh-keygen`.
+        public_file: PathBuf,
+        /// What went wrong.
+        problem: AgentProblem,
+    },
+    /// `manifest.sig` is not an armored SSH signature.
+    #[error("manifest.sig: not an SSH signature: {0}")]
+    NotASignature(#[source] ssh_key::Error),
+    /// The signature is for another namespace (shown escaped).
+    #[error("manifest.sig: namespace `{0}` is not `{NAMESPACE}`")]
+    Namespace(String),
+    /// The signing key is not trusted.
+    #[error("manifest.sig: signed by a key that is not among the trusted admin keys")]
+    Untrusted,
+    /// The signature does not match the manifest; the key's fingerprint.
+    #[error("manifest.sig: bad signature by {0}: manifest.json was changed after signing")]
+    BadSignature(String),
+}
+
+/// What went wrong signing through `ssh-keygen -Y sign` and ssh-agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentProblem {
+    /// `ssh-keygen` cannot be started.
+    #[error("cannot run ssh-keygen: {0}; install OpenSSH")]
+    Spawn(#[source] std::io::Error),
+    /// Writing the message to it failed.
+    #[error("writing to ssh-keygen: {0}")]
+    Write(#[source] std::io::Error),
+    /// Waiting for it failed.
+    #[error("ssh-keygen: {0}")]
+    Wait(#[source] std::io::Error),
+    /// It refused; its last line on stderr.
+    #[error("{0}; is the key loaded (`ssh-add -l`) and SSH_AUTH_SOCK set?")]
+    Refused(String),
 }

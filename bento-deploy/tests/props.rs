@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use bento_deploy::agent_config::AgentConfig;
+use bento_deploy::agent::config::AgentConfig;
+use bento_deploy::agent::report::{Heartbeat, Report, State};
 use bento_deploy::config::Config;
 use bento_deploy::layout::parse_generation;
-use bento_deploy::manifest::{rfc3339, Manifest, FORMAT};
-use bento_deploy::report::{Heartbeat, Report, State};
+use bento_deploy::manifest::{Manifest, FORMAT};
 use bento_deploy::sign::{verify, Signer};
-use bento_deploy::status::{host, parse_rfc3339, Options};
+use bento_deploy::status::{host, Options};
+use bento_deploy::time::{parse_rfc3339, rfc3339};
 use proptest::prelude::*;
 
 #[path = "../../tests/support/mutation.rs"]
@@ -404,7 +405,7 @@ fn a_line_break_in_a_trusted_key_stays_on_the_error_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, AGENT_TOML.replace("AAAAC3", "AAAA\\nC3")).unwrap();
-    let e = AgentConfig::load(&path).unwrap_err();
+    let e = AgentConfig::load(&path).unwrap_err().to_string();
     assert!(
         !e.contains('\n') && e.contains(":4: trusted_keys: `ssh-ed25519 AAAA\\nC3"),
         "{e}"

@@ -218,7 +218,7 @@ fn a_no_change_poll_reads_only_current() {
         serde_json::from_slice(&std::fs::read(l.server.join("web1/logs/seen.json")).unwrap()).unwrap();
     assert_eq!(beat["host"], "web1");
     assert_eq!(beat["applied"], 1);
-    assert!(bento_deploy::status::parse_rfc3339(beat["time"].as_str().unwrap()).is_some());
+    assert!(bento_deploy::time::parse_rfc3339(beat["time"].as_str().unwrap()).is_some());
 }
 
 #[test]
@@ -472,6 +472,76 @@ fn bad_agent_config_is_one_clear_line() {
         let err = error_for(config);
         assert!(err.contains(expected), "{err}");
     }
+}
+
+#[test]
+fn agent_config_errors_name_the_line_of_the_key_itself() {
+    let l = Loop::new();
+    let admin_pub = pub_line(&l.fleet.keys.join("admin"));
+    let error_for = |config: &str| {
+        std::fs::write(&l.config, config).unwrap();
+        crate::harness::fails(&l.agent(&[]))
+    };
+    let cases = [
+        // The bad key also appears in a comment above: the error names the list's line.
+        (
+            "host = \"web1\"\nserver = \"file:///srv\"\n# was \"ssh-ed25519 AAAAnot-a-key admin\"\ntrusted_keys = [\n  \"ssh-ed25519 AAAAnot-a-key admin\",\n]\n".to_owned(),
+            "agent.toml:5: trusted_keys: `ssh-ed25519 AAAAnot-a-key admi` is not an ssh public key line",
+        ),
+        // `run_timeout = …` inside a multi-line string is not the key.
+        (
+            format!("host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\"{admin_pub}\"]\nrollback = \"\"\"\nrun_timeout = 5 nixos-rebuild switch --rollback\"\"\"\nrun_timeout = 0\n"),
+            "agent.toml:6: run_timeout must be at least 1 (seconds)",
+        ),
+        // A command line that does not split into words is refused when the file is read.
+        (
+            format!("host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\"{admin_pub}\"]\n\nrebuild = \"nixos-rebuild 'switch\"\n"),
+            "agent.toml:5: rebuild: missing closing quote: close the quote or escape it with `\\`",
+        ),
+    ];
+    for (config, expected) in cases {
+        let err = error_for(&config);
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn configured_commands_split_as_a_shell_would() {
+    let l = Loop::new();
+    l.deploy();
+    // A program path and an argument holding spaces, quoted as in a shell.
+    let first = l.base().join("first-argument");
+    let rebuild = l.fleet.keys.join("nixos-rebuild");
+    let wrapper = l.fleet.script(
+        "re build",
+        &format!(
+            "printf '%s\\n' \"$1\" > '{}'\nshift\nexec '{}' \"$@\"",
+            first.display(),
+            rebuild.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("rebuild = ") {
+                format!("rebuild = \"'{}' 'one word' switch\"\n", wrapper.display())
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&l.config, text).unwrap();
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "applied");
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), "one word\n");
+    assert!(
+        l.calls().starts_with("nixos-rebuild switch -I nixos-config="),
+        "{}",
+        l.calls()
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::status::{host, status_json, status_of, Written, SYSTEM_A, SYSTEM_B};
 fn report_json(host: &str, g: u64, fields: Value) -> Vec<u8> {
     let mut report = json!({
         "format": 1, "host": host, "generation": g, "previous_generation": null,
-        "state": "failed", "time": bento_deploy::manifest::now_rfc3339(),
+        "state": "failed", "time": bento_deploy::time::now_rfc3339(),
         "system_before": null, "system_after": null, "system_expected": null,
         "duration_ms": 1, "bytes": 1, "error": "boom", "secrets_changed": [],
         "kernel_changed": false, "agent": "0.1.0",

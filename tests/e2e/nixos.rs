@@ -191,7 +191,7 @@ fn every_agent_toml_key_is_settable_from_the_module() {
         // Every key the agent reads is written (the module is the agent's only writer).
         let keys: Vec<&str> = toml.as_object().unwrap().keys().map(String::as_str).collect();
         let source = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("bento-deploy/src/agent_config.rs"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("bento-deploy/src/agent/config.rs"),
         )
         .unwrap();
         let struct_body = source

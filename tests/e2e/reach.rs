@@ -42,7 +42,7 @@ fn reported(addresses: Value, ssh_port: Value) -> (Fleet, PathBuf) {
     let logs = server.join("web1/logs");
     std::fs::create_dir_all(&logs).unwrap();
     let beat = json!({
-        "format": 1, "host": "web1", "time": bento_deploy::manifest::now_rfc3339(),
+        "format": 1, "host": "web1", "time": bento_deploy::time::now_rfc3339(),
         "applied": null, "agent": "0.1.0", "addresses": addresses, "ssh_port": ssh_port,
     });
     std::fs::write(logs.join("seen.json"), serde_json::to_vec(&beat).unwrap()).unwrap();

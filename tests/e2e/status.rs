@@ -22,7 +22,7 @@ fn now() -> u64 {
 }
 
 fn time(ago: u64) -> String {
-    bento_deploy::manifest::rfc3339(now() - ago)
+    bento_deploy::time::rfc3339(now() - ago)
 }
 
 /// `bento status --json`: the document and the exit code.

@@ -12,13 +12,10 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
+use crate::agent::error::AgentError;
 use crate::layout::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
-use crate::report::State;
 use crate::transport::Transport;
-
-/// How a step of a run ends when it fails: the report's state and its one-line error.
-pub(crate) type Step<T> = Result<T, (State, String)>;
 
 /// What a fetch needs to know besides the server.
 pub(crate) struct Fetch<'a> {
@@ -34,19 +31,6 @@ pub(crate) struct Fetch<'a> {
     pub trusted: &'a [PublicKey],
     /// The agent's `run_timeout`, to name it when it cuts a download short.
     pub run_timeout: u64,
-}
-
-/// A download error: the server's bad input is refused, anything else (a lost
-/// connection, the deadline) interrupts the run, to be retried.
-fn download_error(rel: &str, e: &io::Error, run_timeout: u64) -> (State, String) {
-    match e.kind() {
-        io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidData => (State::Refused, e.to_string()),
-        io::ErrorKind::TimedOut => (
-            State::Interrupted,
-            format!("downloading {rel}: {e} (run_timeout = {run_timeout} s)"),
-        ),
-        _ => (State::Interrupted, format!("downloading {rel}: {e}")),
-    }
 }
 
 /// Hashes what it writes.
@@ -81,45 +65,42 @@ fn create(path: &Path) -> io::Result<File> {
 
 impl Fetch<'_> {
     /// Downloads, checks and installs the generation; returns its manifest.
-    pub(crate) fn run(&self, t: &mut dyn Transport) -> Step<Manifest> {
-        let refuse = |msg: String| (State::Refused, msg);
+    pub(crate) fn run(&self, t: &mut dyn Transport) -> Result<Manifest, AgentError> {
         let g = self.generation;
         if let Some(applied) = self.applied {
             if g < applied {
-                return Err(refuse(format!(
-                    "the server offers bundle generation {g}, older than the applied {applied}: refused (downgrade or replay)"
-                )));
+                return Err(AgentError::Downgrade { offered: g, applied });
             }
         }
         let dir = format!("{GENERATIONS_DIR}/{g}");
         let mut get = |rel: &str, limit: u64| {
             let rel = format!("{dir}/{rel}");
             t.read(&rel, limit)
-                .map_err(|e| download_error(&rel, &e, self.run_timeout))
+                .map_err(|e| AgentError::download(&rel, e, self.run_timeout))
         };
         let manifest_bytes = get(MANIFEST_FILE, MANIFEST_LIMIT)?;
         let sig = get(SIGNATURE_FILE, SIGNATURE_LIMIT)?;
         let sig = String::from_utf8_lossy(&sig);
-        crate::sign::verify(&manifest_bytes, &sig, self.trusted).map_err(|e| refuse(e.to_string()))?;
-        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| refuse(e.to_string()))?;
+        crate::sign::verify(&manifest_bytes, &sig, self.trusted).map_err(AgentError::Signature)?;
+        let manifest = Manifest::parse(&manifest_bytes).map_err(AgentError::Manifest)?;
         if manifest.host != self.host {
-            return Err(refuse(format!(
-                "the bundle is for host `{}`, not `{}`",
-                manifest.host, self.host
-            )));
+            return Err(AgentError::WrongHost {
+                bundle: manifest.host,
+                host: self.host.to_owned(),
+            });
         }
         if manifest.generation != g {
-            return Err(refuse(format!(
-                "the manifest says bundle generation {}, `current` says {g}",
-                manifest.generation
-            )));
+            return Err(AgentError::WrongGeneration {
+                manifest: manifest.generation,
+                current: g,
+            });
         }
         // Every file has a signed size before anything is downloaded.
         for path in manifest.files.keys() {
-            manifest.size(path).map_err(|e| refuse(e.to_string()))?;
+            manifest.size(path).map_err(AgentError::Manifest)?;
         }
 
-        let failed = |what: &str, e: io::Error| (State::Failed, format!("{what}: {e}"));
+        let failed = |what: &str, e: io::Error| AgentError::install(what, e);
         std::fs::create_dir_all(self.bundles).map_err(|e| failed(&self.bundles.display().to_string(), e))?;
         // Removed on every early return: nothing half-downloaded stays behind.
         let staging = tempfile::Builder::new()
@@ -135,7 +116,7 @@ impl Fetch<'_> {
                 .map_err(|e| failed(&format!("installing {name}"), e))?;
         }
         for (path, hash) in &manifest.files {
-            let size = manifest.size(path).map_err(|e| refuse(e.to_string()))?;
+            let size = manifest.size(path).map_err(AgentError::Manifest)?;
             let file =
                 create(&staging.path().join(path)).map_err(|e| failed(&format!("installing {path}"), e))?;
             let mut sink = Hashing {
@@ -145,20 +126,25 @@ impl Fetch<'_> {
             let rel = format!("{dir}/{path}");
             let got = t.read_to(&rel, size, &mut sink).map_err(|e| {
                 if e.kind() == io::ErrorKind::FileTooLarge {
-                    refuse(format!("{path}: larger than the signed size {size}"))
+                    AgentError::TooLarge {
+                        path: path.clone(),
+                        size,
+                    }
                 } else {
-                    download_error(&rel, &e, self.run_timeout)
+                    AgentError::download(&rel, e, self.run_timeout)
                 }
             })?;
             if got != size {
-                return Err(refuse(format!("{path}: {got} bytes, the signed size is {size}")));
+                return Err(AgentError::Short {
+                    path: path.clone(),
+                    got,
+                    size,
+                });
             }
             sink.flush()
                 .map_err(|e| failed(&format!("installing {path}"), e))?;
-            if crate::bundle::hex(&sink.hasher.finalize()) != *hash {
-                return Err(refuse(format!(
-                    "{path}: SHA-256 differs from the signed manifest"
-                )));
+            if crate::fleet::bundle::hex(&sink.hasher.finalize()) != *hash {
+                return Err(AgentError::Hash { path: path.clone() });
             }
         }
         // One sync makes every file and directory of the staging dir durable; then the

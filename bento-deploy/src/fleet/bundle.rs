@@ -12,7 +12,7 @@ use bento_secrets::Fleet;
 
 use crate::dirents::Dir;
 use crate::error::Error;
-use crate::hosts::Host;
+use crate::fleet::hosts::Host;
 use crate::manifest::{Manifest, FORMAT};
 use rustix::fs::FileType;
 
@@ -72,7 +72,7 @@ impl Bundle {
         let mut secrets = Vec::new();
         for rule in fleet.rules.secrets.values().filter(|r| goes_to(r, &host.name)) {
             let Some(bytes) = bento_secrets::store::read_ciphertext(fleet, rule)? else {
-                return Err(Error::at(
+                return Err(Error::input(
                     fleet.secret_shown(rule),
                     format!("missing; create it with `bento secret edit {}`", rule.name),
                 ));
@@ -195,7 +195,7 @@ impl Walk<'_> {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         for entry in entries {
             let Some(name) = entry.name.to_str() else {
-                return Err(Error::at(
+                return Err(Error::input(
                     format!("{shown}/{}", entry.name.to_string_lossy()),
                     "file name is not UTF-8; rename it",
                 ));
@@ -205,7 +205,10 @@ impl Walk<'_> {
             }
             let (child_rel, child_shown) = (format!("{rel}/{name}"), format!("{shown}/{name}"));
             if name.contains('\\') {
-                return Err(Error::at(child_shown, "file name holds a backslash; rename it"));
+                return Err(Error::input(
+                    child_shown,
+                    "file name holds a backslash; rename it",
+                ));
             }
             let io = |e| Error::io(&child_shown, e);
             // The listing gives the type; only a symlink (or a file system that does
@@ -241,7 +244,7 @@ impl Walk<'_> {
     /// Walks into the directory `real`, unless that closes a loop.
     fn enter(&mut self, real: &Path, rel: &str, shown: &str) -> Result<(), Error> {
         if self.ancestors.iter().any(|a| a == real) {
-            return Err(Error::at(
+            return Err(Error::input(
                 shown,
                 "symlink loop: it leads back to a directory that contains it; remove the link",
             ));
@@ -255,13 +258,13 @@ impl Walk<'_> {
         let real = match std::fs::canonicalize(link) {
             Ok(real) => real,
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return Err(Error::at(
+                return Err(Error::input(
                     shown,
                     format!("symlink loop (-> {}); remove the link", target.display()),
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::at(
+                return Err(Error::input(
                     shown,
                     format!("dangling symlink (-> {}); fix or remove it", target.display()),
                 ))
@@ -269,7 +272,7 @@ impl Walk<'_> {
             Err(e) => return Err(Error::io(shown, e)),
         };
         if !real.starts_with(self.fleet_root) {
-            return Err(Error::at(
+            return Err(Error::input(
                 shown,
                 format!(
                     "symlink points outside the fleet repo (-> {}); copy the file into the repo instead",
@@ -282,7 +285,7 @@ impl Walk<'_> {
 }
 
 fn not_a_file(shown: String) -> Error {
-    Error::at(
+    Error::input(
         shown,
         "not a regular file or directory (a socket, fifo or device?); remove it",
     )

@@ -9,20 +9,25 @@
 //! host is *stale* when a generation published for it has not been picked up within
 //! `status.stale_after` poll intervals, not merely because its last report is old.
 
+pub mod diff;
+pub mod prometheus;
+mod reports;
+mod seen;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::report::{Report, State};
 use crate::config::Config;
 use crate::confined::Confined;
 use crate::error::Error;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
-use crate::report::{Report, State};
-use crate::status_reports::{newest_report, Newest};
-pub use crate::status_time::{parse_rfc3339, rfc3339};
+use crate::status::reports::{newest_report, Newest};
+use crate::time::{parse_rfc3339, rfc3339};
 
 /// The version of the `--json` shape.
 pub const FORMAT: u32 = 1;
@@ -207,7 +212,7 @@ impl Options {
                 .iter()
                 .filter_map(|(name, h)| Some((name.clone(), h.ssh_command()?)))
                 .collect(),
-            now: crate::status_time::now(),
+            now: crate::time::now(),
         }
     }
 }
@@ -254,7 +259,7 @@ pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<F
 fn open_root(server_root: &Path) -> Result<Confined, Error> {
     let shown = server_root.display().to_string();
     Confined::open(server_root).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::at(
+        std::io::ErrorKind::NotFound => Error::input(
             &shown,
             "the server root does not exist: pass --server-root DIR or set server.root in bento.toml",
         ),
@@ -322,7 +327,7 @@ pub fn host(server_root: &Path, name: &str, options: &Options) -> Result<HostSta
         let on_server = server_dirs(server_root)
             .map(|(_, names)| names)
             .unwrap_or_default();
-        return Err(Error::at(
+        return Err(Error::input(
             server_root
                 .join(name.escape_default().to_string())
                 .display()
@@ -371,7 +376,7 @@ fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> 
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
-    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status_seen::read_heartbeat(dir, name)) {
+    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status::seen::read_heartbeat(dir, name)) {
         Ok(beat) => beat,
         Err(problem) => {
             problems.push(problem);
@@ -454,13 +459,16 @@ pub fn derive(
     }
     // The report is about the current generation (or a newer one, when `current` was
     // moved back by hand: the host judges that one next run).
+    if report.state.is_success() {
+        return Status::UpToDate;
+    }
     match report.state {
-        State::Applied | State::SecretsUpdated | State::SelfUpdated => Status::UpToDate,
         State::Failed => Status::Failed,
         State::RolledBack => Status::RolledBack,
         State::Refused => Status::Rejected,
         State::Interrupted if overdue(reported_ago) => Status::Stale,
         State::Interrupted => Status::Interrupted,
+        State::Applied | State::SecretsUpdated | State::SelfUpdated => Status::UpToDate, // is_success
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use rustix::fs::Mode;
 use rustix::net::AddressFamily;
 
-use crate::agent_config::AgentConfig;
+use crate::agent::config::AgentConfig;
 
 /// The TCP address of the trigger, when `trigger_tcp = true`.
 pub const TCP_ADDRESS: &str = "127.0.0.1:51337";

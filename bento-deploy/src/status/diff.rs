@@ -32,7 +32,7 @@ pub enum Plan {
 pub fn plan(host: &HostStatus, path: Option<&OsStr>) -> Result<Plan, Error> {
     let name = &host.host;
     let Some(running) = host.reported_system.as_deref() else {
-        return Err(Error::at(
+        return Err(Error::input(
             name,
             "the running system is unknown: the host has no readable report naming its system yet (see `bento status`)",
         ));
@@ -44,18 +44,21 @@ pub fn plan(host: &HostStatus, path: Option<&OsStr>) -> Result<Plan, Error> {
             ),
             None => format!("nothing is published for it yet: run `bento build {name}` and `bento deploy {name}`"),
         };
-        return Err(Error::at(name, format!("the expected system is unknown: {why}")));
+        return Err(Error::input(
+            name,
+            format!("the expected system is unknown: {why}"),
+        ));
     };
     // Both come from files on the server: a host's report, a manifest. Only plain store
     // paths go to nix, and after `--`, so neither can be read as an option or a flake.
     let running = StorePath::parse(running).map_err(|e| {
-        Error::at(
+        Error::input(
             name,
             format!("the host's report names a running system that is {e}: refused (a host's report is untrusted input)"),
         )
     })?;
     let expected = StorePath::parse(expected).map_err(|e| {
-        Error::at(
+        Error::input(
             name,
             format!("the current generation's manifest names an expected system that is {e}: refused; run `bento build {name}` and `bento deploy {name}`"),
         )
@@ -82,7 +85,7 @@ pub fn plan(host: &HostStatus, path: Option<&OsStr>) -> Result<Plan, Error> {
             args: args.iter().map(|a| (*a).to_owned()).chain(pair).collect(),
         }));
     }
-    Err(Error::at(
+    Err(Error::input(
         name,
         "comparing closures needs `nvd` or `nix` on PATH, and neither is there: install Nix (and optionally nvd)",
     ))

@@ -10,11 +10,11 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{config_digest, read_config};
 use crate::config::Config;
 use crate::error::Error;
-use crate::hosts::{Host, Kind};
-use crate::manifest::now_rfc3339;
+use crate::fleet::bundle::{config_digest, read_config};
+use crate::fleet::hosts::{Host, Kind};
+use crate::time::now_rfc3339;
 
 /// Bento's local state in the fleet repo (git-ignored by its own `.gitignore`).
 pub const STATE_DIR: &str = bento_secrets::fleet_lock::STATE_DIR;
@@ -48,7 +48,7 @@ impl Expected {
     pub fn load(root: &Path) -> Result<Expected, Error> {
         match std::fs::read(root.join(EXPECTED_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::at(
+                Error::input(
                     EXPECTED_FILE,
                     format!("unreadable ({e}); delete it and run `bento build` again"),
                 )

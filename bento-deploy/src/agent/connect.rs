@@ -2,20 +2,20 @@
 //!
 //! A busy server (sshd's `MaxStartups` dropping unauthenticated connections when many
 //! hosts poll at once), a refused or a timed-out connection: the agent tries again after
-//! a jittered, growing delay ([`crate::backoff`]) until the run's deadline, and only then
+//! a jittered, growing delay ([`crate::agent::backoff`]) until the run's deadline, and only then
 //! gives up, `interrupted`. A host-key mismatch or a refused login is one error at once.
 
 use std::time::{Duration, Instant};
 
-use crate::agent::{err, AgentError};
-use crate::agent_config::AgentConfig;
+use crate::agent::config::AgentConfig;
+use crate::agent::error::AgentError;
 use crate::sftp::{ConnectError, SftpTransport, SshTarget};
 use crate::transport::{LocalDir, ServerUrl, Transport};
 
 /// Connects to the server, retrying passing failures until `deadline`; operations still
 /// waiting at `deadline` fail.
 pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
-    let mut transport: Box<dyn Transport> = match config.server_url().map_err(err)? {
+    let mut transport: Box<dyn Transport> = match config.server_url().map_err(AgentError::ServerUrl)? {
         ServerUrl::Local(root) => Box::new(LocalDir::new(&root, &config.host)),
         ServerUrl::Sftp { user, address, port } => {
             let target = SshTarget {
@@ -44,18 +44,19 @@ fn retrying<T>(
     loop {
         let e = match attempt() {
             Ok(t) => return Ok(t),
-            Err(e) if !e.transient => return Err(err(e.to_string())),
+            Err(e) if !e.transient => return Err(AgentError::Connect(e)),
             Err(e) => e,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let wait = crate::backoff::delay(tries, crate::backoff::jitter()).min(left);
+        let wait = crate::agent::backoff::delay(tries, crate::agent::backoff::jitter()).min(left);
         tries += 1;
         if left.is_zero() {
-            return Err(err(format!(
-                "{}: interrupted: the server was not reachable before the run's deadline \
-                 (run_timeout = {} s, {tries} attempts): {e}",
-                config.host, config.run_timeout
-            )));
+            return Err(AgentError::Unreachable {
+                host: config.host.clone(),
+                run_timeout: config.run_timeout,
+                tries,
+                last: e,
+            });
         }
         eprintln!(
             "bento: {e}; retrying in {:.1} s (attempt {} before the run's deadline)",

@@ -2,10 +2,11 @@
 //! carry their generation and time, so the newest is found without opening the rest; an
 //! older one is read only when a newer one cannot be.
 
+use crate::agent::report::Report;
 use crate::confined::Confined;
 use crate::layout::LOGS_DIR;
-use crate::report::Report;
-use crate::status::{json_problem, limits, parse_rfc3339, read_file};
+use crate::status::{json_problem, limits, read_file};
+use crate::time::parse_rfc3339;
 
 /// How many report files are opened per host at most, newest first, to get past
 /// unreadable ones.

@@ -43,7 +43,7 @@ const PER_HOST: [PerHost; 5] = [
 
 /// An RFC 3339 time as seconds since the epoch.
 fn timestamp(time: Option<&str>) -> Option<f64> {
-    time.and_then(crate::status::parse_rfc3339).map(|t| t as f64)
+    time.and_then(crate::time::parse_rfc3339).map(|t| t as f64)
 }
 
 /// The whole text: per host metrics, the one-hot state, and fleet totals.

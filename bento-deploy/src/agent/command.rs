@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, Read};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Mutex;
@@ -13,14 +13,76 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
+use crate::agent::config::command_words;
+
 /// How long a command stopped at the deadline has between `SIGTERM` and `SIGKILL`.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// A configured command line (split on whitespace, no shell), run to completion or
+/// Why a command failed; each one line naming the command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configured line holds no program.
+    #[error("the {what} command is empty")]
+    Empty {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+    },
+    /// The configured line does not split into words (agent.toml is checked when
+    /// loaded, so only a line built otherwise gets here).
+    #[error("the {what} command: {source}")]
+    Split {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+        /// The splitter's error.
+        #[source]
+        source: shell_words::ParseError,
+    },
+    /// The program could not be started.
+    #[error("running the {what} command `{program}`: {source}")]
+    Spawn {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+        /// The program.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for it failed.
+    #[error("waiting for the {what} command: {source}")]
+    Wait {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run's deadline stopped it.
+    #[error("the {what} command was stopped: the run took longer than run_timeout = {run_timeout} s")]
+    Stopped {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+        /// The agent's `run_timeout`.
+        run_timeout: u64,
+    },
+    /// It exited unsuccessfully.
+    #[error("the {what} command failed ({status}){}", if tail.is_empty() { String::new() } else { format!(": {tail}") })]
+    Failed {
+        /// `rebuild`, `activate`…
+        what: &'static str,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its last non-empty line on stderr.
+        tail: String,
+    },
+}
+
+/// A configured command line (split into words as a shell would, quotes working; no
+/// shell runs it), run to completion or
 /// until `deadline`.
 pub(crate) struct Job<'a> {
     /// What it is, for messages: `rebuild`, `activate`…
-    pub what: &'a str,
+    pub what: &'static str,
     /// The command line from agent.toml.
     pub line: &'a str,
     /// Arguments bento appends.
@@ -34,15 +96,13 @@ pub(crate) struct Job<'a> {
 impl Job<'_> {
     /// Runs the command; its output goes to stderr as it comes and into `log`. The error
     /// is one line: the command's last line on stderr, or the deadline.
-    pub(crate) fn run(&self, log: &mut Vec<u8>) -> Result<(), String> {
+    pub(crate) fn run(&self, log: &mut Vec<u8>) -> Result<(), CommandError> {
         let what = self.what;
-        let mut words = self.line.split_whitespace();
-        let program = words
-            .next()
-            .ok_or_else(|| format!("the {what} command is empty"))?;
+        let words = command_words(self.line).map_err(|source| CommandError::Split { what, source })?;
+        let (program, args) = words.split_first().ok_or(CommandError::Empty { what })?;
         log.extend_from_slice(format!("$ {} {}\n", self.line, self.extra.join(" ")).as_bytes());
         let mut child = Command::new(program)
-            .args(words)
+            .args(args)
             .args(self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -50,7 +110,11 @@ impl Job<'_> {
             // Its own process group: at the deadline, everything it started is stopped.
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("running the {what} command `{program}`: {e}"))?;
+            .map_err(|source| CommandError::Spawn {
+                what,
+                program: program.to_owned(),
+                source,
+            })?;
         let group = Pid::from_child(&child);
         let shared = Mutex::new(Vec::new());
         let last_err = Mutex::new(String::new());
@@ -101,26 +165,19 @@ impl Job<'_> {
             drop(done);
             status
         });
-        let status = status.map_err(|e| format!("waiting for the {what} command: {e}"))?;
+        let status = status.map_err(|source| CommandError::Wait { what, source })?;
         log.extend(shared.into_inner().unwrap_or_else(|p| p.into_inner()));
         if stopped.load(Ordering::SeqCst) {
             log.extend_from_slice(b"(stopped: the run's deadline passed)\n");
-            return Err(format!(
-                "the {what} command was stopped: the run took longer than run_timeout = {} s",
-                self.run_timeout
-            ));
+            return Err(CommandError::Stopped {
+                what,
+                run_timeout: self.run_timeout,
+            });
         }
         if status.success() {
             return Ok(());
         }
         let tail = last_err.into_inner().unwrap_or_else(|p| p.into_inner());
-        Err(format!(
-            "the {what} command failed ({status}){}",
-            if tail.is_empty() {
-                tail
-            } else {
-                format!(": {tail}")
-            }
-        ))
+        Err(CommandError::Failed { what, status, tail })
     }
 }

@@ -38,6 +38,14 @@ pub enum State {
     Interrupted,
 }
 
+impl State {
+    /// Whether the host now runs what the run was about: `applied`, `secrets-updated`
+    /// or `self-updated`.
+    pub fn is_success(self) -> bool {
+        matches!(self, State::Applied | State::SecretsUpdated | State::SelfUpdated)
+    }
+}
+
 /// One run's report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -127,7 +135,7 @@ pub fn beat(
     let heartbeat = Heartbeat {
         format: FORMAT,
         host: host.to_owned(),
-        time: crate::manifest::now_rfc3339(),
+        time: crate::time::now_rfc3339(),
         applied,
         agent: env!("CARGO_PKG_VERSION").to_owned(),
         addresses: crate::reach::local_addresses(),

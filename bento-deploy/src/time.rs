@@ -1,13 +1,50 @@
-//! Times as reports and manifests write them: RFC 3339, read back into seconds since the
-//! epoch.
-
-pub use crate::manifest::rfc3339;
+//! Time as bento writes and reads it: RFC 3339 UTC timestamps (manifests, reports,
+//! heartbeats), written and read back into seconds since the epoch, and systemd time
+//! spans (`status.interval`).
+//!
+//! Hand-written on purpose: the civil-date arithmetic is two short, well-known
+//! algorithms (days from a date and back), checked by round-trip tests; a date crate
+//! (`jiff`, `chrono`) would add a dependency tree for these few lines, and `humantime`
+//! reads only UTC (`Z`) timestamps, not the `±HH:MM` offsets accepted here.
 
 /// Now, in seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Now, as RFC 3339 UTC with seconds: `2026-11-26T05:00:00Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339(now())
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift to an era starting on 0000-03-01 so leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Reads `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into seconds since the epoch (fractions
@@ -75,6 +112,38 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Parses a systemd time span: one or more `<number><unit>` parts, optionally separated by
+/// spaces, units `s`/`sec`, `m`/`min`, `h`/`hr`, `d`/`day`, `w`/`week` (plurals too);
+/// a bare number is seconds. `None` when malformed or zero.
+pub fn parse_timespan(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let scale = match unit {
+            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(scale)?)?;
+    }
+    (total > 0).then_some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +177,24 @@ mod tests {
             "2026-11-26T05:00:00+\u{e9}:00",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_669_200), "2026-11-26T05:00:00Z");
+    }
+
+    #[test]
+    fn time_spans() {
+        assert_eq!(parse_timespan("15min"), Some(900));
+        assert_eq!(parse_timespan("90"), Some(90));
+        assert_eq!(parse_timespan("1h30m"), Some(5400));
+        assert_eq!(parse_timespan("2 days"), Some(172_800));
+        for bad in ["", "0", "min", "5 fortnights", "-5min", "1.5h"] {
+            assert_eq!(parse_timespan(bad), None, "{bad}");
         }
     }
 }

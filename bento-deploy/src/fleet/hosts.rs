@@ -62,7 +62,7 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
             continue;
         }
         let Some(name) = name.to_str().filter(|n| valid_name(n)) else {
-            return Err(Error::at(
+            return Err(Error::input(
                 shown,
                 "bad host directory name: rename it using letters, digits, `.`, `_` and `-`",
             ));
@@ -83,7 +83,7 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
         let found = found?;
         for (name, kind) in found {
             if let Some(first) = hosts.get(&name) {
-                return Err(Error::at(
+                return Err(Error::input(
                     shown,
                     format!(
                         "host `{name}` is also defined by {}; keep one of them",
@@ -92,7 +92,7 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
                 ));
             }
             if !fleet.hosts.contains_key(&name) {
-                return Err(Error::at(
+                return Err(Error::input(
                     shown.clone(),
                     format!(
                         "host `{name}` has no public key: add keys/hosts/{name}.pub \
@@ -134,7 +134,7 @@ fn defines(
     } else if path.join("configuration.nix").is_file() {
         Ok(vec![(dir_name.to_owned(), Kind::Plain)])
     } else {
-        Err(Error::at(
+        Err(Error::input(
             shown,
             "holds neither configuration.nix nor flake.nix; add one, or remove the directory",
         ))
@@ -153,7 +153,7 @@ pub fn select(hosts: Vec<Host>, wanted: &[String], fleet: &Fleet) -> Result<Vec<
             continue;
         }
         if fleet.hosts.contains_key(name) {
-            return Err(Error::at(
+            return Err(Error::input(
                 format!("{HOSTS_DIR}/{name}"),
                 format!(
                     "host `{name}` has a key but no configuration: create {HOSTS_DIR}/{name}/configuration.nix \
@@ -165,7 +165,7 @@ pub fn select(hosts: Vec<Host>, wanted: &[String], fleet: &Fleet) -> Result<Vec<
             .iter()
             .map(|h| h.name.as_str())
             .chain(fleet.hosts.keys().map(String::as_str));
-        return Err(Error::at(
+        return Err(Error::input(
             format!("{HOSTS_DIR}/{name}"),
             format!(
                 "no such host `{name}`{}: add {HOSTS_DIR}/{name}/configuration.nix, or check the name",
@@ -193,7 +193,7 @@ pub fn unconfigured<'a>(fleet: &'a Fleet, configured: impl IntoIterator<Item = &
 /// The error for a fleet without any configured host: what to create, for which hosts.
 fn nothing_configured(fleet: &Fleet) -> Error {
     if fleet.hosts.is_empty() {
-        return Error::at(
+        return Error::input(
             HOSTS_DIR,
             format!(
                 "no hosts in this fleet yet: register one with `bento host add NAME --key FILE`, \
@@ -202,7 +202,7 @@ fn nothing_configured(fleet: &Fleet) -> Error {
         );
     }
     let names: Vec<&str> = fleet.hosts.keys().map(String::as_str).collect();
-    Error::at(
+    Error::input(
         HOSTS_DIR,
         format!(
             "no host has a configuration, so there is nothing to do: {} {} registered (keys/hosts/) \
@@ -225,7 +225,7 @@ fn flake_configurations(dir: &Path, shown: &str, nix: &str) -> Result<Vec<String
     let output = match output {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::at(
+            return Err(Error::input(
                 format!("{shown}/flake.nix"),
                 format!(
                     "listing a flake's nixosConfigurations needs `{nix}`, which is not on PATH: \
@@ -238,12 +238,12 @@ fn flake_configurations(dir: &Path, shown: &str, nix: &str) -> Result<Vec<String
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Err(Error::at(
+        return Err(Error::input(
             format!("{shown}/flake.nix"),
             format!("`nix flake show` failed: {}", last.trim()),
         ));
     }
-    parse_flake_show(&output.stdout).map_err(|msg| Error::at(format!("{shown}/flake.nix"), msg))
+    parse_flake_show(&output.stdout).map_err(|msg| Error::input(format!("{shown}/flake.nix"), msg))
 }
 
 /// The `nixosConfigurations` names in the JSON of `nix flake show --json`.

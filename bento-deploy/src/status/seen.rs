@@ -3,10 +3,11 @@
 
 use serde::Deserialize;
 
+use crate::agent::report::HEARTBEAT_FILE;
 use crate::confined::Confined;
 use crate::layout::LOGS_DIR;
-use crate::report::HEARTBEAT_FILE;
-use crate::status::{json_problem, limits, parse_rfc3339, read_file};
+use crate::status::{json_problem, limits, read_file};
+use crate::time::parse_rfc3339;
 
 /// What status uses of a heartbeat, as the host wrote it: the fields that reach the host
 /// are read loosely and checked one by one ([`crate::reach`]), since the host writes them.

@@ -1,0 +1,237 @@
+//! One run about one generation: fetch it, switch `current`, run the rebuild or the
+//! activation, roll back when the server is lost after a switch, and the run's report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ssh_key::PublicKey;
+
+use crate::agent::bundles::{self, diff, installed_manifest};
+use crate::agent::command::{CommandError, Job};
+use crate::agent::config::AgentConfig;
+use crate::agent::connect::connect;
+use crate::agent::error::AgentError;
+use crate::agent::fetch::Fetch;
+use crate::agent::reboot::kernel_changed;
+use crate::agent::report::{self, Report, State};
+use crate::agent::state::AgentState;
+use crate::agent::REPORT_GRACE;
+use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
+use crate::manifest::Manifest;
+use crate::transport::Transport;
+
+/// One run about generation `generation`.
+pub(super) struct Run<'a> {
+    pub config: &'a AgentConfig,
+    pub started: Instant,
+    /// Commands still running then are stopped.
+    pub deadline: Instant,
+    pub generation: u64,
+    pub previous: Option<u64>,
+    /// The running system when the run started.
+    pub system_before: Option<String>,
+    /// Output of the commands run (rebuild, activate, rollback).
+    pub log: Vec<u8>,
+}
+
+impl Run<'_> {
+    pub(super) fn fetch_and_apply(
+        &mut self,
+        transport: &mut dyn Transport,
+        trusted: &[PublicKey],
+        state: &AgentState,
+    ) -> Result<(State, Vec<String>), AgentError> {
+        let manifest = self.fetch(transport, trusted, state)?;
+        let old = state
+            .applied
+            .and_then(|g| installed_manifest(&self.config.state_dir, g));
+        let changes = diff(old.as_ref(), &manifest);
+        let previous_link = std::fs::read_link(self.current_link()).ok();
+        self.switch_current()?;
+
+        // On failure, `current` names what it named before (or nothing, as before).
+        let restore = |run: &Self| {
+            let _ = match &previous_link {
+                Some(target) => bento_secrets::atomic::symlink(target, &run.current_link()),
+                None => std::fs::remove_file(run.current_link()),
+            };
+        };
+        if changes.config {
+            if let Err(e) = self.rebuild() {
+                restore(self);
+                return Err(e.into());
+            }
+            if !self.server_reachable() {
+                // The rollback puts the host back: it gets a full run_timeout of its own.
+                let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
+                let rolled = self.command_until("rollback", &self.config.rollback.clone(), &[], deadline);
+                restore(self);
+                return Err(AgentError::RolledBack {
+                    rollback: rolled.err(),
+                });
+            }
+            Ok((State::Applied, changes.secrets))
+        } else if !changes.secrets.is_empty() || old.is_none() {
+            if let Err(e) = self.activate() {
+                restore(self);
+                return Err(e);
+            }
+            Ok((State::SecretsUpdated, changes.secrets))
+        } else {
+            Ok((State::Applied, Vec::new())) // same content under a new number: nothing to run
+        }
+    }
+
+    /// Downloads and checks generation `self.generation` into `<state_dir>/bundles/<g>`.
+    fn fetch(
+        &mut self,
+        t: &mut dyn Transport,
+        trusted: &[PublicKey],
+        state: &AgentState,
+    ) -> Result<Manifest, AgentError> {
+        let bundles = self.config.state_dir.join("bundles");
+        let manifest = Fetch {
+            bundles: &bundles,
+            host: &self.config.host,
+            generation: self.generation,
+            applied: state.applied,
+            trusted,
+            run_timeout: self.config.run_timeout,
+        }
+        .run(t)?;
+        bundles::prune(&bundles, self.config.keep_bundles, self.generation, state.applied);
+        Ok(manifest)
+    }
+
+    fn current_link(&self) -> PathBuf {
+        self.config.state_dir.join("current")
+    }
+
+    fn switch_current(&self) -> Result<(), AgentError> {
+        bento_secrets::atomic::symlink(
+            Path::new(&format!("bundles/{}", self.generation)),
+            &self.current_link(),
+        )
+        .map_err(|source| AgentError::Switch {
+            link: self.current_link(),
+            source,
+        })
+    }
+
+    /// The rebuild command with `--flake …#host` or `-I nixos-config=…` appended.
+    fn rebuild(&mut self) -> Result<(), CommandError> {
+        let extra = rebuild_target(&self.current_link().join("config"), &self.config.host);
+        self.command("rebuild", &self.config.rebuild.clone(), &extra)
+    }
+
+    /// Activates the new bundle's secrets without a rebuild: the configured `activate`
+    /// command, or this binary's `activate` for the users phase, then for the other
+    /// secrets, both with the configured identity. Both phases run even when the first
+    /// fails; the first failure is the run's error.
+    fn activate(&mut self) -> Result<(), AgentError> {
+        if let Some(command) = self.config.activate.clone() {
+            return Ok(self.command("activate", &command, &[])?);
+        }
+        let exe = std::env::current_exe().map_err(AgentError::CurrentExe)?;
+        // Quoted as a shell would: a path with spaces stays one word.
+        let quote = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
+        let base = format!(
+            "{} activate --bundle {} --root {} -i {}",
+            quote(&exe),
+            quote(&self.current_link()),
+            quote(&self.config.secrets_root),
+            quote(&self.config.identity)
+        );
+        let users = self.command("activate", &format!("{base} --phase users"), &[]);
+        let secrets = self.command("activate", &base, &[]);
+        Ok(users.and(secrets)?)
+    }
+
+    /// Runs a configured command line (split into words as a shell would) until the run's deadline: its
+    /// output is shown live on stderr and kept for the log.
+    pub(super) fn command(
+        &mut self,
+        what: &'static str,
+        line: &str,
+        extra: &[String],
+    ) -> Result<(), CommandError> {
+        self.command_until(what, line, extra, self.deadline)
+    }
+
+    fn command_until(
+        &mut self,
+        what: &'static str,
+        line: &str,
+        extra: &[String],
+        deadline: Instant,
+    ) -> Result<(), CommandError> {
+        Job {
+            what,
+            line,
+            extra,
+            deadline,
+            run_timeout: self.config.run_timeout,
+        }
+        .run(&mut self.log)
+    }
+
+    /// After a switch: can this host still reach its server? Asked with a deadline of its
+    /// own: the run's may have passed during a long rebuild, and that must not pass for a
+    /// lost server.
+    fn server_reachable(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
+        connect(self.config, deadline).is_ok_and(|mut t| t.read(CURRENT_FILE, CURRENT_LIMIT).is_ok())
+    }
+
+    pub(super) fn report(
+        &self,
+        state: State,
+        outcome: Result<Vec<String>, AgentError>,
+        bytes: u64,
+    ) -> Report {
+        let system_after = current_system(self.config);
+        let expected = installed_manifest(&self.config.state_dir, self.generation).and_then(|m| m.system);
+        let (secrets_changed, error) = match outcome {
+            Ok(names) => (names, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        Report {
+            format: report::FORMAT,
+            host: self.config.host.clone(),
+            generation: self.generation,
+            previous_generation: self.previous,
+            state,
+            time: crate::time::now_rfc3339(),
+            system_before: self.system_before.clone(),
+            system_after,
+            system_expected: expected,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            bytes,
+            error,
+            secrets_changed,
+            kernel_changed: matches!(state, State::Applied | State::SelfUpdated)
+                && kernel_changed(self.config),
+            agent: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// What the rebuild command is given to build this host: `--flake DIR#host` for a flake,
+/// else `-I nixos-config=DIR/configuration.nix`.
+pub(super) fn rebuild_target(config_dir: &Path, host: &str) -> Vec<String> {
+    if config_dir.join("flake.nix").exists() {
+        vec!["--flake".into(), format!("{}#{host}", config_dir.display())]
+    } else {
+        vec![
+            "-I".into(),
+            format!("nixos-config={}", config_dir.join("configuration.nix").display()),
+        ]
+    }
+}
+
+/// The running system (the `current_system` symlink's target), when known.
+pub(super) fn current_system(config: &AgentConfig) -> Option<String> {
+    std::fs::read_link(&config.current_system)
+        .ok()
+        .map(|p| p.display().to_string())
+}

@@ -1,0 +1,427 @@
+//! `/etc/bento/agent.toml`: what a host's agent needs to know. Written by the NixOS client
+//! module; every key but `host`, `server` and `trusted_keys` has a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use ssh_key::PublicKey;
+
+use bento_secrets::error::escape_controls;
+
+use crate::spans::Positions;
+use crate::transport::ServerUrl;
+
+/// The default location of the agent's configuration.
+pub const DEFAULT_PATH: &str = "/etc/bento/agent.toml";
+
+/// The parsed agent.toml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's name in the fleet.
+    pub host: String,
+    /// `sftp://user@address:port` or `file:///dir`.
+    pub server: String,
+    /// The host's private key: logs in over sftp and decrypts secrets.
+    #[serde(default = "default_identity")]
+    pub identity: PathBuf,
+    /// The server's pinned host key(s).
+    #[serde(default = "default_known_hosts")]
+    pub known_hosts: PathBuf,
+    /// Admin public keys (ssh key lines) whose bundle signatures are accepted.
+    pub trusted_keys: Vec<String>,
+    /// Where bundles are installed; `<state_dir>/current` is the active one.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where `bento activate` puts secrets.
+    #[serde(default = "default_secrets_root")]
+    pub secrets_root: PathBuf,
+    /// Applies a new configuration; bento appends `--flake …#host` or `-I nixos-config=…`.
+    #[serde(default = "default_rebuild")]
+    pub rebuild: String,
+    /// Undoes the last switch when the server is unreachable after it.
+    #[serde(default = "default_rollback")]
+    pub rollback: String,
+    /// Activates secrets alone (when only secrets changed); default: this binary's
+    /// `activate --bundle <state_dir>/current --root <secrets_root> -i <identity>`, run
+    /// with `--phase users` first, then for the other secrets.
+    #[serde(default)]
+    pub activate: Option<String>,
+    /// Seconds before giving up connecting.
+    #[serde(default = "default_timeout")]
+    pub connect_timeout: u64,
+    /// Seconds a whole run may take, the rebuild included: past it, a download waiting on
+    /// the server fails and a running command is stopped, and the lock is released.
+    #[serde(default = "default_run_timeout")]
+    pub run_timeout: u64,
+    /// How many installed bundles to keep under `<state_dir>/bundles`.
+    #[serde(default = "default_keep")]
+    pub keep_bundles: usize,
+    /// The ssh client.
+    #[serde(default = "default_ssh")]
+    pub ssh: String,
+    /// The port this host's sshd listens on, reported in the heartbeat for `bento ssh`.
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+    /// The symlink naming the running system, reported before and after a run.
+    #[serde(default = "default_current_system")]
+    pub current_system: PathBuf,
+    /// The symlink naming the booted system, to see whether a switch changed the kernel.
+    #[serde(default = "default_booted_system")]
+    pub booted_system: PathBuf,
+    /// When nothing new was published, rebuild a flake configuration with fresh inputs.
+    #[serde(default)]
+    pub self_update: bool,
+    /// What to do when a switch changed the kernel, initrd or kernel modules.
+    #[serde(default)]
+    pub reboot: Reboot,
+    /// The command for `reboot`; default `systemctl kexec` or `systemctl reboot`.
+    #[serde(default)]
+    pub reboot_command: Option<String>,
+    /// The trigger's unix socket (`bento trigger`).
+    #[serde(default = "default_trigger_socket")]
+    pub trigger_socket: PathBuf,
+    /// The group whose members may use the trigger besides root (socket mode 0660);
+    /// none: root only (0600).
+    #[serde(default)]
+    pub trigger_group: Option<String>,
+    /// Also listen on TCP 127.0.0.1:51337, which lets ANY local user start a run and read
+    /// its output.
+    #[serde(default)]
+    pub trigger_tcp: bool,
+}
+
+/// The reboot policy after a kernel change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reboot {
+    /// Leave it to the admin (the report says a reboot is pending).
+    #[default]
+    Never,
+    /// `systemctl kexec`: into the new kernel without firmware.
+    Kexec,
+    /// `systemctl reboot`.
+    Reboot,
+}
+
+impl AgentConfig {
+    /// The reboot command, if the policy asks for one.
+    pub fn reboot_command(&self) -> Option<String> {
+        match (self.reboot, &self.reboot_command) {
+            (Reboot::Never, _) => None,
+            (_, Some(c)) => Some(c.clone()),
+            (Reboot::Kexec, None) => Some("systemctl kexec".into()),
+            (Reboot::Reboot, None) => Some("systemctl reboot".into()),
+        }
+    }
+}
+
+fn default_booted_system() -> PathBuf {
+    "/run/booted-system".into()
+}
+
+fn default_current_system() -> PathBuf {
+    "/run/current-system".into()
+}
+
+fn default_trigger_socket() -> PathBuf {
+    "/run/bento/trigger.sock".into()
+}
+
+fn default_identity() -> PathBuf {
+    "/etc/ssh/ssh_host_ed25519_key".into()
+}
+fn default_known_hosts() -> PathBuf {
+    "/etc/bento/known_hosts".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/bento".into()
+}
+fn default_secrets_root() -> PathBuf {
+    "/run/bento".into()
+}
+fn default_rebuild() -> String {
+    "nixos-rebuild switch".into()
+}
+fn default_rollback() -> String {
+    "nixos-rebuild switch --rollback".into()
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn default_run_timeout() -> u64 {
+    3600
+}
+fn default_keep() -> usize {
+    3
+}
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_ssh() -> String {
+    "ssh".into()
+}
+
+impl AgentConfig {
+    /// Reads and validates the file; errors are one line naming the file and line.
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|(line, problem)| AgentConfigError::At {
+            path: shown,
+            line,
+            problem,
+        })
+    }
+
+    /// Parses and validates the text of an agent.toml; an error names its line.
+    fn parse(text: &str) -> Result<AgentConfig, (usize, Problem)> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| bento_secrets::rules::line_col(text, s.start).0)
+                .unwrap_or(1);
+            (line, Problem::Toml(e.message().replace('\n', " ")))
+        })?;
+        // Lines from the parser's spans: a key name inside another key, a comment or a
+        // string does not count.
+        let positions = Positions::new(text);
+        let at = |key: &str| positions.key(&[], key).unwrap_or(1);
+        if !bento_secrets::rules::valid_name(&config.host) {
+            return Err((at("host"), Problem::HostName(config.host)));
+        }
+        ServerUrl::parse(&config.server).map_err(|e| (at("server"), Problem::Server(e)))?;
+        if config.trusted_keys.is_empty() {
+            return Err((at("trusted_keys"), Problem::NoTrustedKeys));
+        }
+        for (i, line) in config.trusted_keys.iter().enumerate() {
+            if trusted_key(line).is_err() {
+                let shown = line.chars().take(30).collect();
+                let line = positions
+                    .element(&[], "trusted_keys", i)
+                    .unwrap_or(at("trusted_keys"));
+                return Err((line, Problem::TrustedKey(shown)));
+            }
+        }
+        if config.run_timeout == 0 {
+            return Err((at("run_timeout"), Problem::RunTimeout));
+        }
+        if config.ssh_port == 0 {
+            return Err((at("ssh_port"), Problem::SshPort));
+        }
+        if !config.trigger_socket.is_absolute() {
+            return Err((at("trigger_socket"), Problem::TriggerSocket));
+        }
+        if config
+            .trigger_group
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            return Err((at("trigger_group"), Problem::TriggerGroup));
+        }
+        let commands = [
+            ("rebuild", Some(&config.rebuild)),
+            ("rollback", Some(&config.rollback)),
+            ("activate", config.activate.as_ref()),
+            ("reboot_command", config.reboot_command.as_ref()),
+        ];
+        for (key, line) in commands {
+            if let Some(line) = line {
+                match command_words(line) {
+                    Ok(words) if words.is_empty() => return Err((at(key), Problem::EmptyCommand(key))),
+                    Ok(_) => {}
+                    Err(source) => return Err((at(key), Problem::CommandLine { key, source })),
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The server, parsed.
+    pub fn server_url(&self) -> Result<ServerUrl, String> {
+        ServerUrl::parse(&self.server)
+    }
+}
+
+/// One `trusted_keys` line as the agent verifies signatures with it: checked with this
+/// same parser when the file is loaded.
+pub fn trusted_key(line: &str) -> Result<PublicKey, ssh_key::Error> {
+    PublicKey::from_openssh(line.trim())
+}
+
+/// The words of a configured command line, split as a POSIX shell would (quotes and
+/// backslashes work; no variables, globs or pipes: no shell runs it).
+pub fn command_words(line: &str) -> Result<Vec<String>, shell_words::ParseError> {
+    shell_words::split(line)
+}
+
+/// Why agent.toml cannot be used; one line naming the file (and line).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// The file cannot be read.
+    #[error("{}", escape_controls(&format!("{path}: {source}")))]
+    Read {
+        /// The file, as shown.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key is wrong.
+    #[error("{}", escape_controls(&format!("{path}:{line}: {problem}")))]
+    At {
+        /// The file, as shown.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        problem: Problem,
+    },
+}
+
+/// What is wrong in agent.toml (values quoted in it may hold control characters: the
+/// error escapes them, so it stays one line).
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// Not TOML, an unknown key or a wrong type: the parser's message.
+    #[error("{0}")]
+    Toml(String),
+    /// `host` is not a host name.
+    #[error("host `{0}` is not a valid host name")]
+    HostName(String),
+    /// `server` is not a server URL: the URL parser's message.
+    #[error("server {0}")]
+    Server(String),
+    /// `trusted_keys` is empty.
+    #[error("trusted_keys is empty: list the admin public keys whose signatures this host accepts")]
+    NoTrustedKeys,
+    /// A `trusted_keys` line is not a public key; its first 30 characters.
+    #[error("trusted_keys: `{0}` is not an ssh public key line")]
+    TrustedKey(String),
+    /// `run_timeout` is 0.
+    #[error("run_timeout must be at least 1 (seconds)")]
+    RunTimeout,
+    /// `ssh_port` is 0.
+    #[error("ssh_port must be between 1 and 65535")]
+    SshPort,
+    /// `trigger_socket` is relative.
+    #[error("trigger_socket must be an absolute path (e.g. /run/bento/trigger.sock)")]
+    TriggerSocket,
+    /// `trigger_group` is empty.
+    #[error("trigger_group is empty: name a group, or leave the key out for root only")]
+    TriggerGroup,
+    /// A command line holds no word.
+    #[error("{0} is empty")]
+    EmptyCommand(&'static str),
+    /// A command line does not split into words (an unclosed quote, a trailing `\\`).
+    #[error("{key}: {source}: close the quote or escape it with `\\`")]
+    CommandLine {
+        /// The key.
+        key: &'static str,
+        /// The splitter's error.
+        #[source]
+        source: shell_words::ParseError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ/UUji4zvncN+E4Y2WgsnyA3nRR05ETkdiQJTYA+/c alice";
+
+    fn minimal(extra: &str) -> String {
+        format!("host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\"{KEY}\"]\n{extra}")
+    }
+
+    fn error(text: &str) -> (usize, String) {
+        let (line, problem) = AgentConfig::parse(text).unwrap_err();
+        (line, problem.to_string())
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let c = AgentConfig::parse(&minimal("")).unwrap();
+        assert_eq!(c.rebuild, "nixos-rebuild switch");
+        assert_eq!(c.run_timeout, 3600);
+        assert_eq!(c.reboot_command(), None);
+    }
+
+    #[test]
+    fn errors_name_the_key_s_own_line() {
+        // The key in a comment, inside another key's name, or in a string does not count.
+        let (line, msg) = error(&minimal(
+            "# run_timeout = 0\nrollback = \"\"\"\nrun_timeout = 1\"\"\"\nrun_timeout = 0\n",
+        ));
+        assert_eq!(
+            (line, msg.as_str()),
+            (7, "run_timeout must be at least 1 (seconds)")
+        );
+        let text = "trusted_keys = []\nknown_hosts = \"/k\"\nserver = \"file:///host\"\nhost = \"../web1\"\n";
+        assert_eq!(error(text).0, 4);
+        // A bad key is named at its element, not where its text first appears.
+        let text = format!(
+            "host = \"web1\"\nserver = \"file:///srv\"\n# ssh-ed25519 AAAAbad\ntrusted_keys = [\n  \"{KEY}\",\n  \"ssh-ed25519 AAAAbad\",\n]\n"
+        );
+        assert_eq!(
+            error(&text),
+            (
+                6,
+                "trusted_keys: `ssh-ed25519 AAAAbad` is not an ssh public key line".into()
+            )
+        );
+        // Quoted keys and dotted-free files alike.
+        let (line, _) = error(&minimal("\"ssh_port\" = 0\n"));
+        assert_eq!(line, 4);
+    }
+
+    #[test]
+    fn command_lines_split_as_a_shell_would() {
+        assert_eq!(
+            command_words("'/opt/my tools/rebuild' switch --option \"a b\" c\\ d").unwrap(),
+            ["/opt/my tools/rebuild", "switch", "--option", "a b", "c d"]
+        );
+        assert_eq!(command_words("  ").unwrap(), Vec::<String>::new());
+        assert!(command_words("rebuild 'switch").is_err());
+    }
+
+    #[test]
+    fn malformed_or_empty_commands_are_refused_at_their_line() {
+        let (line, msg) = error(&minimal(
+            "\nreboot = \"kexec\"\nreboot_command = \"systemctl \\\"kexec\"\n",
+        ));
+        assert_eq!(line, 6);
+        assert!(msg.starts_with("reboot_command: "), "{msg}");
+        let (line, msg) = error(&minimal("activate = \"  \"\n"));
+        assert_eq!((line, msg.as_str()), (4, "activate is empty"));
+        let (line, msg) = error(&minimal("rebuild = \"nixos-rebuild 'switch\"\n"));
+        assert_eq!(line, 4);
+        assert_eq!(
+            msg,
+            "rebuild: missing closing quote: close the quote or escape it with `\\`"
+        );
+    }
+
+    #[test]
+    fn the_error_is_one_line_with_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, minimal("ssh_port = 0\n")).unwrap();
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}:4: ssh_port must be between 1 and 65535", path.display())
+        );
+        std::fs::write(
+            &path,
+            "host = \"a\\nb\"\nserver = \"file:///srv\"\ntrusted_keys = []\n",
+        )
+        .unwrap();
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("host `a\\nb`"), "{e}");
+    }
+}

@@ -1,0 +1,336 @@
+//! The agent's errors: one enum for every way a run can fail, each one line, each
+//! knowing the report [`State`] it stands for.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::agent::command::CommandError;
+use crate::agent::report::State;
+use crate::sftp::ConnectError;
+use crate::sign::SignatureError;
+
+/// Anything that stops an agent run. The first group stops it before anything is
+/// downloaded (no report is written: the command fails); the rest end a run, and the
+/// report carries the message under [`AgentError::state`].
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A file or directory of the agent's own (the state dir, `state.json`) failed.
+    #[error("{}: {source}", path.display())]
+    Local {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The run lock could not be taken.
+    #[error("locking {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// `state.json` exists but cannot be read as a state.
+    #[error(
+        "{}: unreadable ({source}); restore it, or delete it to accept any generation again",
+        path.display()
+    )]
+    StateUnreadable {
+        /// `<state_dir>/state.json`.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A `trusted_keys` line is not an ssh public key.
+    #[error("trusted_keys: {0}")]
+    TrustedKey(#[source] ssh_key::Error),
+    /// The `server` of agent.toml is not a server URL (the message of its parser).
+    #[error("{0}")]
+    ServerUrl(String),
+    /// The server cannot be reached for good (host key, login).
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The server did not answer before the run's deadline.
+    #[error(
+        "{host}: interrupted: the server was not reachable before the run's deadline \
+         (run_timeout = {run_timeout} s, {tries} attempts): {last}"
+    )]
+    Unreachable {
+        /// This host.
+        host: String,
+        /// The agent's `run_timeout`.
+        run_timeout: u64,
+        /// Connection attempts made.
+        tries: u32,
+        /// The last attempt's failure.
+        last: ConnectError,
+    },
+    /// Reading the server's `current` failed.
+    #[error("reading `current` on the server: {0}")]
+    ReadCurrent(#[source] io::Error),
+    /// The server's `current` holds no generation number.
+    #[error("the server's `current` is not a generation number")]
+    NotAGeneration,
+    /// The report could not be queued in the outbox.
+    #[error("queueing the report in {}: {source}", dir.display())]
+    Queue {
+        /// The state dir.
+        dir: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server offers an older generation than the applied one.
+    #[error(
+        "the server offers bundle generation {offered}, older than the applied {applied}: \
+         refused (downgrade or replay)"
+    )]
+    Downgrade {
+        /// What `current` names.
+        offered: u64,
+        /// What this host runs.
+        applied: u64,
+    },
+    /// The manifest's signature is not a trusted admin's.
+    #[error(transparent)]
+    Signature(SignatureError),
+    /// The manifest is not one a host accepts.
+    #[error(transparent)]
+    Manifest(crate::Error),
+    /// The bundle is another host's.
+    #[error("the bundle is for host `{bundle}`, not `{host}`")]
+    WrongHost {
+        /// The manifest's host.
+        bundle: String,
+        /// This host.
+        host: String,
+    },
+    /// The manifest's generation is not the one `current` names.
+    #[error("the manifest says bundle generation {manifest}, `current` says {current}")]
+    WrongGeneration {
+        /// The manifest's generation.
+        manifest: u64,
+        /// What `current` names.
+        current: u64,
+    },
+    /// A file went past its signed size.
+    #[error("{path}: larger than the signed size {size}")]
+    TooLarge {
+        /// The bundle path.
+        path: String,
+        /// Its signed size.
+        size: u64,
+    },
+    /// A file ended before its signed size.
+    #[error("{path}: {got} bytes, the signed size is {size}")]
+    Short {
+        /// The bundle path.
+        path: String,
+        /// Bytes received.
+        got: u64,
+        /// Its signed size.
+        size: u64,
+    },
+    /// A file's content is not the signed one.
+    #[error("{path}: SHA-256 differs from the signed manifest")]
+    Hash {
+        /// The bundle path.
+        path: String,
+    },
+    /// The server sent what no bundle holds (too large, not a regular file…).
+    #[error("{0}")]
+    BadDownload(#[source] io::Error),
+    /// A download was cut short: the connection or the deadline.
+    #[error(
+        "downloading {rel}: {source}{}",
+        run_timeout.map(|t| format!(" (run_timeout = {t} s)")).unwrap_or_default()
+    )]
+    Download {
+        /// The path on the server.
+        rel: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+        /// Set when the run's deadline cut it.
+        run_timeout: Option<u64>,
+    },
+    /// Writing the bundle into the state dir failed.
+    #[error("{what}: {source}")]
+    Install {
+        /// What was being written.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Pointing `<state_dir>/current` at the new bundle failed.
+    #[error("switching {}: {source}", link.display())]
+    Switch {
+        /// The `current` symlink.
+        link: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// This program's own path, needed to run `bento activate`, is unknown.
+    #[error("{0}")]
+    CurrentExe(#[source] io::Error),
+    /// A configured command (rebuild, activate, self-update) failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The server was lost after the switch, so the rollback ran.
+    #[error(
+        "the server was unreachable after the switch; rolled back{}",
+        rollback.as_ref().map(|e| format!(" (the rollback failed too: {e})")).unwrap_or_default()
+    )]
+    RolledBack {
+        /// The rollback's own failure, if any.
+        rollback: Option<CommandError>,
+    },
+}
+
+impl AgentError {
+    /// The report state of a run that ends with this error. For the errors that stop a
+    /// run before it starts (no report is written), the state such a run would have:
+    /// `interrupted` for the server's absence, `refused` for what the server or the
+    /// configuration holds, `failed` for this host's own files.
+    pub fn state(&self) -> State {
+        use AgentError::*;
+        match self {
+            Unreachable { .. } | ReadCurrent(_) | Download { .. } => State::Interrupted,
+            TrustedKey(_)
+            | ServerUrl(_)
+            | Connect(_)
+            | NotAGeneration
+            | Downgrade { .. }
+            | Signature(_)
+            | Manifest(_)
+            | WrongHost { .. }
+            | WrongGeneration { .. }
+            | TooLarge { .. }
+            | Short { .. }
+            | Hash { .. }
+            | BadDownload(_) => State::Refused,
+            Local { .. }
+            | Lock { .. }
+            | StateUnreadable { .. }
+            | Queue { .. }
+            | Install { .. }
+            | Switch { .. }
+            | CurrentExe(_)
+            | Command(_) => State::Failed,
+            RolledBack { .. } => State::RolledBack,
+        }
+    }
+
+    /// A download error: the server's bad input is refused, anything else (a lost
+    /// connection, the deadline) interrupts the run, to be retried.
+    pub(crate) fn download(rel: &str, e: io::Error, run_timeout: u64) -> Self {
+        match e.kind() {
+            io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidData => AgentError::BadDownload(e),
+            kind => AgentError::Download {
+                rel: rel.to_owned(),
+                run_timeout: (kind == io::ErrorKind::TimedOut).then_some(run_timeout),
+                source: e,
+            },
+        }
+    }
+
+    /// Writing `what` into the state dir failed.
+    pub(crate) fn install(what: impl Into<String>, source: io::Error) -> Self {
+        AgentError::Install {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind) -> io::Error {
+        io::Error::new(kind, "x")
+    }
+
+    #[test]
+    fn download_errors_refuse_bad_input_and_interrupt_on_the_rest() {
+        let e = AgentError::download("generations/3/config/a", io(io::ErrorKind::FileTooLarge), 60);
+        assert_eq!(e.state(), State::Refused);
+        let e = AgentError::download("generations/3/config/a", io(io::ErrorKind::InvalidData), 60);
+        assert_eq!(e.state(), State::Refused);
+        let e = AgentError::download("generations/3/config/a", io(io::ErrorKind::TimedOut), 60);
+        assert_eq!(e.state(), State::Interrupted);
+        assert_eq!(
+            e.to_string(),
+            "downloading generations/3/config/a: x (run_timeout = 60 s)"
+        );
+        let e = AgentError::download("generations/3/m", io(io::ErrorKind::ConnectionReset), 60);
+        assert_eq!(e.state(), State::Interrupted);
+        assert_eq!(e.to_string(), "downloading generations/3/m: x");
+    }
+
+    #[test]
+    fn each_error_knows_its_report_state() {
+        let refused = [
+            AgentError::Downgrade {
+                offered: 2,
+                applied: 3,
+            },
+            AgentError::WrongHost {
+                bundle: "a".into(),
+                host: "b".into(),
+            },
+            AgentError::Hash { path: "p".into() },
+            AgentError::Signature(SignatureError::Untrusted),
+            AgentError::NotAGeneration,
+        ];
+        for e in refused {
+            assert_eq!(e.state(), State::Refused, "{e}");
+            assert!(!e.state().is_success());
+        }
+        let failed = [
+            AgentError::install("installing x", io(io::ErrorKind::Other)),
+            AgentError::Command(CommandError::Empty { what: "rebuild" }),
+        ];
+        for e in failed {
+            assert_eq!(e.state(), State::Failed, "{e}");
+        }
+        let rolled = AgentError::RolledBack {
+            rollback: Some(CommandError::Stopped {
+                what: "rollback",
+                run_timeout: 5,
+            }),
+        };
+        assert_eq!(rolled.state(), State::RolledBack);
+        assert_eq!(
+            rolled.to_string(),
+            "the server was unreachable after the switch; rolled back (the rollback failed too: \
+             the rollback command was stopped: the run took longer than run_timeout = 5 s)"
+        );
+        let rolled = AgentError::RolledBack { rollback: None };
+        assert_eq!(
+            rolled.to_string(),
+            "the server was unreachable after the switch; rolled back"
+        );
+    }
+
+    #[test]
+    fn success_is_applied_secrets_updated_or_self_updated() {
+        let all = [
+            State::Applied,
+            State::SecretsUpdated,
+            State::SelfUpdated,
+            State::Failed,
+            State::RolledBack,
+            State::Refused,
+            State::Interrupted,
+        ];
+        let ok: Vec<State> = all.into_iter().filter(|s| s.is_success()).collect();
+        assert_eq!(ok, [State::Applied, State::SecretsUpdated, State::SelfUpdated]);
+    }
+}

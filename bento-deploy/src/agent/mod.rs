@@ -1,0 +1,206 @@
+//! `bento agent`: one pull of a host's bundle, from poll to report.
+//!
+//! 1. One connection; send queued reports and rewrite the heartbeat (`logs/seen.json`);
+//!    read `current`. Same generation as applied: stop (a few hundred bytes). A
+//!    generation that failed before is not retried until a newer one appears.
+//! 2. Download `manifest.json` + `manifest.sig`, check the signature against the pinned
+//!    admin keys, the host name, the generation (strictly above the applied one: no
+//!    downgrade or replay) and every path; download each file and check its SHA-256.
+//! 3. Install into `<state_dir>/bundles/<g>` (staged, fsynced, renamed) and switch the
+//!    `<state_dir>/current` symlink.
+//! 4. Config changed: run the rebuild (whose activation runs `bento activate`); only
+//!    secrets changed: run `bento activate` alone. After a switch, reconnect: if the
+//!    server is gone, run the rollback. A failure puts `current` back.
+//! 5. Report to `logs/` (queued in the outbox when the upload fails).
+//!
+//! The whole run has a deadline (`run_timeout`): a download still waiting on the server
+//! then fails (`interrupted`), a command still running is stopped (`failed`).
+
+mod apply;
+pub mod backoff;
+mod bundles;
+mod command;
+pub mod config;
+mod connect;
+mod error;
+mod fetch;
+mod lock;
+mod reboot;
+pub mod report;
+mod state;
+pub mod trigger;
+
+use std::time::{Duration, Instant};
+
+use ssh_key::PublicKey;
+
+use crate::agent::apply::{current_system, rebuild_target, Run};
+use crate::agent::config::AgentConfig;
+use crate::agent::connect::connect;
+use crate::agent::reboot::reboot_if_due;
+use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
+use crate::transport::Transport;
+pub use command::CommandError;
+pub use error::AgentError;
+use report::{Report, State};
+pub use state::AgentState;
+
+/// What one run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing new on the server.
+    UpToDate(u64),
+    /// The server has no bundle for this host yet.
+    NothingPublished,
+    /// A generation that failed before: skipped until a newer one (or `--force`).
+    SkippedFailed(u64),
+    /// A run happened; its report.
+    Ran(Box<Report>),
+}
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Retry a generation that failed.
+    pub force: bool,
+}
+
+/// Runs one pull.
+pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentError> {
+    let started = Instant::now();
+    let trusted = trusted_keys(config)?;
+    let local = |source| AgentError::Local {
+        path: config.state_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(local)?;
+    let _lock = lock::lock(&config.state_dir)?;
+    // From here: the lock is held, so the run must end.
+    let deadline = Instant::now() + Duration::from_secs(config.run_timeout);
+    let mut state = state::load(&config.state_dir)?;
+    let mut transport = connect(config, deadline)?;
+    // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
+    // are best effort: the run itself does not depend on them.
+    let _ = report::flush(&config.state_dir, transport.as_mut());
+    let _ = report::beat(transport.as_mut(), &config.host, state.applied, config.ssh_port);
+
+    let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
+        Ok(bytes) => parse_generation(&bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
+        Err(e) => return Err(AgentError::ReadCurrent(e)),
+    };
+    if Some(current) == state.applied {
+        if config.self_update {
+            if let Some(report) = self_update(config, current, started, deadline, transport.as_mut())? {
+                return Ok(Outcome::Ran(Box::new(report)));
+            }
+        }
+        return Ok(Outcome::UpToDate(current));
+    }
+    if Some(current) == state.failed && !opts.force {
+        return Ok(Outcome::SkippedFailed(current));
+    }
+
+    let mut run = Run {
+        config,
+        started,
+        deadline,
+        generation: current,
+        previous: state.applied,
+        system_before: current_system(config),
+        log: Vec::new(),
+    };
+    let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), &trusted, &state) {
+        Ok((s, changed)) => (s, Ok(changed)),
+        Err(e) => (e.state(), Err(e)),
+    };
+    state = state.after(current, state_after);
+    state::save(&config.state_dir, &state).map_err(local)?;
+
+    let report = conclude(&run, state_after, outcome, transport.as_mut())?;
+    Ok(Outcome::Ran(Box::new(report)))
+}
+
+/// The end of every run that reports: the report, queued and sent, then a reboot when
+/// the policy and the kernel call for one.
+fn conclude(
+    run: &Run,
+    state: State,
+    outcome: Result<Vec<String>, AgentError>,
+    transport: &mut dyn Transport,
+) -> Result<Report, AgentError> {
+    let report = run.report(state, outcome, transport.bytes_transferred());
+    // The report goes out even when the run's deadline has passed, if it can do so soon.
+    let grace = REPORT_GRACE.min(Duration::from_secs(run.config.run_timeout));
+    transport.set_deadline(Instant::now() + grace);
+    send(run.config, &report, &run.log, transport)?;
+    reboot_if_due(run.config, &report);
+    Ok(report)
+}
+
+/// Queues the report and tries to upload it (with anything older still queued).
+fn send(
+    config: &AgentConfig,
+    report: &Report,
+    log: &[u8],
+    transport: &mut dyn Transport,
+) -> Result<(), AgentError> {
+    report::queue(&config.state_dir, report, log).map_err(|source| AgentError::Queue {
+        dir: config.state_dir.clone(),
+        source,
+    })?;
+    let _ = report::flush(&config.state_dir, transport);
+    Ok(())
+}
+
+/// How long the report's upload may take once the run is over, its deadline passed or not
+/// (at most `run_timeout`).
+const REPORT_GRACE: Duration = Duration::from_secs(30);
+
+/// Nothing new was published: with a flake, rebuild with fresh inputs. A report only
+/// when the system changed (or the attempt failed).
+fn self_update(
+    config: &AgentConfig,
+    generation: u64,
+    started: Instant,
+    deadline: Instant,
+    transport: &mut dyn Transport,
+) -> Result<Option<Report>, AgentError> {
+    let config_dir = config.state_dir.join("current").join("config");
+    if !config_dir.join("flake.nix").exists() {
+        return Ok(None);
+    }
+    let mut run = Run {
+        config,
+        started,
+        deadline,
+        generation,
+        previous: Some(generation),
+        system_before: current_system(config),
+        log: Vec::new(),
+    };
+    let mut extra = rebuild_target(&config_dir, &config.host);
+    extra.extend(["--recreate-lock-file".into(), "--no-write-lock-file".into()]);
+    let result = run.command("self-update", &config.rebuild, &extra);
+    let (state, outcome) = match result {
+        Ok(()) if current_system(config) == run.system_before => return Ok(None),
+        Ok(()) => (State::SelfUpdated, Ok(Vec::new())),
+        Err(e) => (State::Failed, Err(e.into())),
+    };
+    conclude(&run, state, outcome, transport).map(Some)
+}
+
+fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
+    config
+        .trusted_keys
+        .iter()
+        .map(|line| crate::agent::config::trusted_key(line).map_err(AgentError::TrustedKey))
+        .collect()
+}
+
+fn parse_generation(bytes: &[u8]) -> Result<u64, AgentError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or(AgentError::NotAGeneration)
+}

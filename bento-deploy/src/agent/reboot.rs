@@ -1,0 +1,34 @@
+//! After a switch: did the kernel, initrd or modules change, and the reboot the policy
+//! asks for then.
+
+use std::process::Command;
+
+use crate::agent::config::{command_words, AgentConfig};
+use crate::agent::report::Report;
+
+/// The parts of a system that need a reboot to take effect.
+const BOOT_PARTS: [&str; 3] = ["kernel", "initrd", "kernel-modules"];
+
+/// Did the running system's kernel, initrd or modules move away from the booted ones?
+pub(super) fn kernel_changed(config: &AgentConfig) -> bool {
+    BOOT_PARTS.iter().any(|part| {
+        let now = std::fs::canonicalize(config.current_system.join(part)).ok();
+        let booted = std::fs::canonicalize(config.booted_system.join(part)).ok();
+        now.is_some() && booted.is_some() && now != booted
+    })
+}
+
+/// After the report is out: reboot (kexec) when the policy says so and the kernel changed.
+pub(super) fn reboot_if_due(config: &AgentConfig, report: &Report) {
+    if !report.kernel_changed {
+        return;
+    }
+    if let Some(command) = config.reboot_command() {
+        // Checked when agent.toml was loaded.
+        let words = command_words(&command).unwrap_or_default();
+        if let Some((program, args)) = words.split_first() {
+            eprintln!("bento: the kernel changed; running `{command}`");
+            let _ = Command::new(program).args(args).status();
+        }
+    }
+}
