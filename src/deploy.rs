@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use bento_deploy::build::BuildResult;
 use bento_deploy::publish::{self, HostReport, Progress};
+use bento_deploy::remote::RemoteUrl;
 use bento_deploy::sign::Signer;
 use bento_deploy::{hosts, server, Config};
 use bento_secrets::Fleet;
@@ -48,12 +49,27 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .warnings
         .iter()
         .for_each(|w| output::warn(w));
+    // `--target`, else (unless `--server-root` names a local root) `[deploy] target`.
+    let target = match (&args.target, &args.server_root) {
+        (Some(url), _) => Some(url.as_str()),
+        (None, Some(_)) => None,
+        (None, None) => config.deploy.target.as_deref(),
+    };
+    let target = target
+        .map(|url| RemoteUrl::parse(url).map_err(|e| anyhow::anyhow!("--target {e}")))
+        .transpose()?;
     let options = publish::Options {
         server_root: args
             .server_root
             .unwrap_or_else(|| PathBuf::from(&config.server.root)),
+        target,
+        ssh: "ssh".into(),
         hosts: args.hosts,
         nix: NIX.into(),
+    };
+    let shown = match &options.target {
+        Some(url) => url.to_string(),
+        None => options.server_root.display().to_string(),
     };
     let key = config.signing_key_path();
     let signer = || Signer::load(&key, &config.deploy.signing_key);
@@ -79,7 +95,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         reports.len(),
         if reports.len() == 1 { "" } else { "s" },
         reports.len() - published,
-        options.server_root.display()
+        shown
     ));
     Ok(ExitCode::SUCCESS)
 }
@@ -191,10 +207,11 @@ pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                      `bento host add NAME --key FILE`, then run `bento server setup` again",
                 );
             }
+            let publish_keys = server::publish_keys(&fleet);
             outln!("### NixOS server: add this module to its configuration")?;
-            outln!("{}", server::nixos_module(&config, &hosts))?;
+            outln!("{}", server::nixos_module(&config, &hosts, &publish_keys))?;
             outln!("### Other Linux servers")?;
-            out!("{}", server::other_linux(&config, &hosts))?;
+            out!("{}", server::other_linux(&config, &hosts, &publish_keys))?;
             Ok(ExitCode::SUCCESS)
         }
     }

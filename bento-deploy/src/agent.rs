@@ -28,7 +28,6 @@ use crate::agent_command::Job;
 use crate::agent_config::AgentConfig;
 use crate::agent_connect::connect;
 use crate::agent_fetch::{Fetch, Step};
-use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::report::{self, Report, State};
 use crate::transport::Transport;
@@ -87,7 +86,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let _ = report::flush(&config.state_dir, transport.as_mut());
     let _ = report::beat(transport.as_mut(), &config.host, state.applied, config.ssh_port);
 
-    let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
+    let current = match crate::transport::read_current(transport.as_mut()) {
         Ok(bytes) => parse_generation(&bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(err(format!("reading `current` on the server: {e}"))),
@@ -432,7 +431,7 @@ impl Run<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
         connect(self.config, deadline)
             .and_then(|mut t| {
-                t.read(CURRENT_FILE, CURRENT_LIMIT)
+                crate::transport::read_current(t.as_mut())
                     .map_err(|e| err(e.to_string()))
             })
             .is_ok()

@@ -61,6 +61,9 @@ pub struct Deploy {
     pub signing_key: String,
     /// How many generations each host keeps on the server (the current one included).
     pub keep_generations: u32,
+    /// Publish over sftp to this remote server root (`sftp://user@host:port/abs/root`)
+    /// instead of into `server.root` on this machine.
+    pub target: Option<String>,
 }
 
 impl Default for Deploy {
@@ -68,6 +71,7 @@ impl Default for Deploy {
         Deploy {
             signing_key: "~/.ssh/id_ed25519".into(),
             keep_generations: 3,
+            target: None,
         }
     }
 }
@@ -278,6 +282,10 @@ impl Config {
                 "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
             ));
         }
+        if let Some(target) = &config.deploy.target {
+            crate::remote::RemoteUrl::parse(target)
+                .map_err(|e| Error::input(at("target"), format!("deploy.target {e}")))?;
+        }
         if config.build.command.split_whitespace().next().is_none() {
             return Err(Error::input(
                 at("command"),
@@ -393,6 +401,8 @@ user_prefix = ""               # host H logs in as sftp user <user_prefix>H
 [deploy]
 signing_key = "~/.ssh/id_ed25519"  # admin key that signs bundles (a .pub: sign through ssh-agent)
 keep_generations = 3               # bundles kept per host on the server
+# target = "sftp://bento-publish@bento.example.org:22/"  # publish over sftp (server key:
+#                                  # keys/server_known_hosts); default: server.root, locally
 
 [build]
 command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…

@@ -20,6 +20,7 @@ pub mod layout;
 pub mod manifest;
 pub mod publish;
 pub mod reach;
+pub mod remote;
 pub mod report;
 pub mod server;
 pub mod sftp;
@@ -31,6 +32,7 @@ mod status_reports;
 mod status_seen;
 mod status_time;
 pub mod store_path;
+pub mod target;
 pub mod transport;
 pub mod trigger;
 

@@ -2,6 +2,12 @@
 //! system user `<user_prefix><host>` in group `bento`, allowed in by its SSH host key,
 //! sftp only, chrooted to `<root>/<host>` (root-owned 0755), able to write `logs/` only.
 //!
+//! With admin ssh keys (`keys/admins/`), the server also gets the publishing account
+//! [`PUBLISH_USER`] that `bento deploy --target` logs in as: sftp only, chrooted to the root,
+//! owner of each host's `generations/`, where root's link `current -> generations/current`
+//! lets it switch a host's generation without writing the host's (root-owned) directory.
+//! It cannot log in as a host (its keys are not a host's), and reads nothing outside the root.
+//!
 //! Two forms: a NixOS module, and for other Linux servers an `sshd_config` block with the
 //! shell commands that create the users and directories.
 
@@ -12,9 +18,13 @@ use bento_secrets::keys::KeyKind;
 use bento_secrets::Fleet;
 
 use crate::config::Config;
+use crate::layout::{CURRENT_FILE, CURRENT_LINK, GENERATIONS_DIR};
 
 /// The group every host's sftp user belongs to.
 pub const GROUP: &str = "bento";
+/// The publishing account (and its own group: never [`GROUP`], whose `Match` would chroot
+/// it into a host's directory).
+pub const PUBLISH_USER: &str = "bento-publish";
 /// Where the non-NixOS form keeps each user's authorized key.
 pub const AUTHORIZED_KEYS_DIR: &str = "/etc/ssh/bento_authorized_keys";
 
@@ -43,6 +53,18 @@ pub fn hosts(fleet: &Fleet, config: &Config) -> Vec<ServerHost> {
                 .map(|k| k.text().to_owned())
                 .collect(),
         })
+        .collect()
+}
+
+/// The admins' ssh public key lines (age keys cannot log in over ssh): the keys of the
+/// publishing account.
+pub fn publish_keys(fleet: &Fleet) -> Vec<String> {
+    fleet
+        .admins
+        .values()
+        .flatten()
+        .filter(|k| matches!(k.kind(), KeyKind::SshEd25519 | KeyKind::SshRsa))
+        .map(|k| k.text().to_owned())
         .collect()
 }
 
@@ -79,18 +101,36 @@ pub fn match_block(criterion: &str, chroot: &str, authorized_keys: Option<&str>,
 
 /// The `Match` blocks of `sshd_config`: one for the whole group when user names are host
 /// names (`ChrootDirectory <root>/%u`), else one per user.
-fn match_blocks(config: &Config, hosts: &[ServerHost], authorized_keys: bool, indent: &str) -> String {
+fn match_blocks(
+    config: &Config,
+    hosts: &[ServerHost],
+    publisher: bool,
+    authorized_keys: bool,
+    indent: &str,
+) -> String {
     let root = config.server.root.trim_end_matches('/');
     let keys = |user: &str| authorized_keys.then(|| format!("{AUTHORIZED_KEYS_DIR}/{user}"));
+    // The publishing account: chrooted to the whole root, limited as the hosts are.
+    let mut out = if publisher {
+        match_block(
+            &format!("User {PUBLISH_USER}"),
+            root,
+            keys(PUBLISH_USER).as_deref(),
+            indent,
+        )
+    } else {
+        String::new()
+    };
     if config.server.user_prefix.is_empty() {
-        return match_block(
+        out.push_str(&match_block(
             &format!("Group {GROUP}"),
             &format!("{root}/%u"),
             keys("%u").as_deref(),
             indent,
-        );
+        ));
+        return out;
     }
-    hosts
+    out + &hosts
         .iter()
         .map(|h| {
             match_block(
@@ -100,7 +140,7 @@ fn match_blocks(config: &Config, hosts: &[ServerHost], authorized_keys: bool, in
                 indent,
             )
         })
-        .collect()
+        .collect::<String>()
 }
 
 /// sshd's `MaxStartups` for a fleet of `hosts`: `N:30:max(100, 2N)` with
@@ -115,7 +155,8 @@ pub fn max_startups(hosts: usize) -> String {
 }
 
 /// The NixOS module for the server, self-contained.
-pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
+/// `publish_keys`: the publishing account's keys ([`publish_keys`]); none, no account.
+pub fn nixos_module(config: &Config, hosts: &[ServerHost], publish_keys: &[String]) -> String {
     let root = config.server.root.trim_end_matches('/');
     let mut out = String::new();
     let _ = writeln!(
@@ -124,12 +165,31 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
          # nix/server.nix of bento does the same from `services.bento-server.hosts`.\n\
          {{ ... }}:\n{{\n  users.groups.{GROUP} = {{ }};"
     );
+    let publisher = !publish_keys.is_empty();
     let mut tmpfiles = vec![format!("d {root} 0755 root root -")];
     let mut users: BTreeMap<&str, &ServerHost> = BTreeMap::new();
     for h in hosts {
         users.insert(&h.user, h);
         tmpfiles.push(format!("d {root}/{} 0755 root root -", h.name));
         tmpfiles.push(format!("d {root}/{}/logs 0700 {} {GROUP} -", h.name, h.user));
+        if publisher {
+            tmpfiles.push(format!(
+                "d {root}/{}/{GENERATIONS_DIR} 0755 {PUBLISH_USER} {PUBLISH_USER} -",
+                h.name
+            ));
+            tmpfiles.push(format!("L+ {root}/{}/{CURRENT_FILE} - - - - {CURRENT_LINK}", h.name));
+        }
+    }
+    if publisher {
+        let keys: Vec<String> = publish_keys.iter().map(|k| nix_string(k)).collect();
+        let _ = writeln!(
+            out,
+            "  # The account `bento deploy --target sftp://{PUBLISH_USER}@…/` publishes with.\n  \
+             users.groups.{u} = {{ }};\n  users.users.{u} = {{\n    isSystemUser = true;\n    \
+             group = {u};\n    home = \"/\";\n    openssh.authorizedKeys.keys = [ {} ];\n  }};",
+            keys.join(" "),
+            u = nix_string(PUBLISH_USER),
+        );
     }
     for (user, h) in users {
         let keys: Vec<String> = h.keys.iter().map(|k| nix_string(k)).collect();
@@ -154,14 +214,16 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
         max_startups(hosts.len())
     );
     let _ = writeln!(out, "  services.openssh.extraConfig = ''");
-    out.push_str(&match_blocks(config, hosts, false, "    ").replace("${", "''${"));
+    out.push_str(&match_blocks(config, hosts, publisher, false, "    ").replace("${", "''${"));
     let _ = writeln!(out, "  '';\n}}");
     out
 }
 
 /// The `sshd_config` block and shell commands for a non-NixOS Linux server.
-pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
+/// `publish_keys` as for [`nixos_module`].
+pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String]) -> String {
     let root = config.server.root.trim_end_matches('/');
+    let publisher = !publish_keys.is_empty();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -170,7 +232,7 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
          MaxStartups {}",
         max_startups(hosts.len())
     );
-    out.push_str(&match_blocks(config, hosts, true, ""));
+    out.push_str(&match_blocks(config, hosts, publisher, true, ""));
     let _ = writeln!(out, "\n# Then, as root:");
     let _ = writeln!(
         out,
@@ -181,6 +243,22 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
         "install -d -m 0755 -o root -g root {} {AUTHORIZED_KEYS_DIR}",
         sh(root)
     );
+    let publish = sh(PUBLISH_USER);
+    if publisher {
+        let _ = writeln!(
+            out,
+            "getent group {publish} >/dev/null || groupadd --system {publish}\n\
+             id -u {publish} >/dev/null 2>&1 || useradd --system --gid {publish} --home-dir / --no-create-home \
+             --shell /usr/sbin/nologin {publish}"
+        );
+        let keys: Vec<String> = publish_keys.iter().map(|k| sh(k)).collect();
+        let _ = writeln!(
+            out,
+            "printf '%s\\n' {} > {}",
+            keys.join(" "),
+            sh(&format!("{AUTHORIZED_KEYS_DIR}/{PUBLISH_USER}"))
+        );
+    }
     for h in hosts {
         let user = sh(&h.user);
         let _ = writeln!(
@@ -192,6 +270,22 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
         let logs = sh(&format!("{root}/{}/logs", h.name));
         let _ = writeln!(out, "install -d -m 0755 -o root -g root {dir}");
         let _ = writeln!(out, "install -d -m 0700 -o {user} -g {GROUP} {logs}");
+        if publisher {
+            // generations/ to the publisher (with what a local deploy wrote), and `current`
+            // turned into root's link to generations/current, keeping the generation it names.
+            let gens = sh(&format!("{root}/{}/{GENERATIONS_DIR}", h.name));
+            let current = sh(&format!("{root}/{}/{CURRENT_FILE}", h.name));
+            let link = sh(&format!("{root}/{}/.{CURRENT_FILE}.link", h.name));
+            let _ = writeln!(
+                out,
+                "install -d -m 0755 -o {publish} -g {publish} {gens} && chown -R {publish}:{publish} {gens}"
+            );
+            let _ = writeln!(
+                out,
+                "[ -L {current} ] || {{ {{ [ ! -f {current} ] || install -m 0644 -o {publish} -g {publish} \
+                 {current} {gens}/{CURRENT_FILE}; }} && ln -sfn {CURRENT_LINK} {link} && mv -T {link} {current}; }}"
+            );
+        }
         let keys: Vec<String> = h.keys.iter().map(|k| sh(k)).collect();
         let _ = writeln!(
             out,
@@ -245,7 +339,7 @@ mod tests {
     #[test]
     fn one_group_block_without_prefix() {
         let (config, hosts) = sample("");
-        let text = other_linux(&config, &hosts);
+        let text = other_linux(&config, &hosts, &[]);
         assert!(
             text.contains("Match Group bento\n  ChrootDirectory /srv/bento/%u\n"),
             "{text}"
@@ -260,7 +354,7 @@ mod tests {
     #[test]
     fn one_block_per_user_with_prefix() {
         let (config, hosts) = sample("bento-");
-        let text = nixos_module(&config, &hosts);
+        let text = nixos_module(&config, &hosts, &[]);
         assert!(
             text.contains("Match User bento-web1\n      ChrootDirectory /srv/bento/web1\n"),
             "{text}"
@@ -278,16 +372,16 @@ mod tests {
         assert_eq!(max_startups(201), "51:30:102");
         assert_eq!(max_startups(1000), "250:30:500");
         let (config, hosts) = sample("");
-        assert!(other_linux(&config, &hosts).contains("\nMaxStartups 10:30:100\n"));
+        assert!(other_linux(&config, &hosts, &[]).contains("\nMaxStartups 10:30:100\n"));
         assert!(
-            nixos_module(&config, &hosts).contains("services.openssh.settings.MaxStartups = \"10:30:100\";")
+            nixos_module(&config, &hosts, &[]).contains("services.openssh.settings.MaxStartups = \"10:30:100\";")
         );
     }
 
     #[test]
     fn match_blocks_forbid_every_forwarding() {
         let (config, hosts) = sample("bento-");
-        let text = other_linux(&config, &hosts);
+        let text = other_linux(&config, &hosts, &[]);
         let block = match_block(
             "User bento-web1",
             "/srv/bento/web1",

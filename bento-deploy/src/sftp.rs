@@ -26,8 +26,9 @@ pub struct SshTarget {
     pub address: String,
     /// sshd port.
     pub port: u16,
-    /// The host's private key.
-    pub identity: PathBuf,
+    /// The private key to log in with (`-i`, and no other); `None`: whatever the user's
+    /// ssh config and agent offer (an admin publishing).
+    pub identity: Option<PathBuf>,
     /// The pinned server key(s), in known_hosts format.
     pub known_hosts: PathBuf,
     /// Give up connecting after this long.
@@ -44,12 +45,18 @@ pub struct SftpTransport {
     transferred: u64,
     /// Operations still waiting at this point fail.
     deadline: Option<Instant>,
+    /// The directory relative paths are below (empty: the server's start directory, the
+    /// chroot of a host's user).
+    base: PathBuf,
 }
 
 fn to_io(e: openssh_sftp_client::Error) -> io::Error {
     match &e {
         openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _) => {
             io::Error::new(io::ErrorKind::NotFound, e.to_string())
+        }
+        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::PermDenied, _) => {
+            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
         }
         _ => io::Error::other(e.to_string()),
     }
@@ -88,7 +95,24 @@ impl SftpTransport {
             child,
             transferred: 0,
             deadline: None,
+            base: PathBuf::new(),
         })
+    }
+
+    /// From now on, relative paths name files below `base` on the server (an absolute
+    /// path as the sftp server sees it).
+    pub fn with_base(mut self, base: &Path) -> SftpTransport {
+        self.base = base.to_path_buf();
+        self
+    }
+
+    /// `rel` on the server: below the base, when there is one.
+    fn at(&self, rel: &str) -> PathBuf {
+        if self.base.as_os_str().is_empty() {
+            PathBuf::from(rel)
+        } else {
+            self.base.join(rel)
+        }
     }
 
     fn sftp(&self) -> &Sftp {
@@ -106,6 +130,131 @@ impl SftpTransport {
                 None => work.await.map_err(to_io),
             }
         })
+    }
+}
+
+/// What a path on the server is, not following a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Link,
+    /// Anything else (FIFO, socket, device).
+    Other,
+}
+
+fn kind_of(t: Option<openssh_sftp_client::metadata::FileType>) -> Kind {
+    match t {
+        Some(t) if t.is_file() => Kind::File,
+        Some(t) if t.is_dir() => Kind::Dir,
+        Some(t) if t.is_symlink() => Kind::Link,
+        _ => Kind::Other,
+    }
+}
+
+/// What a publisher does besides reading: directories, new files, renames, removals. Paths
+/// are relative to the base ([`SftpTransport::with_base`]).
+impl SftpTransport {
+    /// What `rel` is, without following a link; `None` when nothing is there.
+    pub fn kind(&mut self, rel: &str) -> io::Result<Option<Kind>> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        match self.block(fs.symlink_metadata(&path)) {
+            Ok(meta) => Ok(Some(kind_of(meta.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every entry of directory `rel` with its kind (links are listed, never followed).
+    pub fn entries(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(async {
+            let dir = fs.open_dir(&path).await?;
+            let mut entries = Vec::new();
+            let mut stream = Box::pin(dir.read_dir());
+            while let Some(entry) = stream.next().await {
+                let entry = entry?;
+                let name = entry.filename().to_string_lossy().into_owned();
+                if name != "." && name != ".." {
+                    entries.push((name, kind_of(entry.file_type())));
+                }
+            }
+            Ok(entries)
+        })
+    }
+
+    /// Creates the directory `rel` with `mode`.
+    pub fn mkdir(&mut self, rel: &str, mode: u16) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(async {
+            fs.dir_builder()
+                .permissions(openssh_sftp_client::metadata::Permissions::from(mode))
+                .create(&path)
+                .await
+        })
+    }
+
+    /// Creates the new file `rel` (refused when anything is there, a link included)
+    /// holding `bytes`, with `mode`, flushed to disk when the server can
+    /// (`fsync@openssh.com`).
+    pub fn create(&mut self, rel: &str, bytes: &[u8], mode: u16) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let sftp = self.sftp();
+        let fsync = sftp.support_fsync();
+        self.block(async {
+            let mut file = sftp.options().write(true).create_new(true).open(&path).await?;
+            file.set_permissions(openssh_sftp_client::metadata::Permissions::from(mode))
+                .await?;
+            file.write_all(bytes).await?;
+            if fsync {
+                file.sync_all().await?;
+            }
+            file.close().await
+        })?;
+        self.transferred += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Renames `from` to `to` with `posix-rename@openssh.com`: atomic, and replacing a
+    /// file at `to` (a directory only when empty). Refused by a server without it.
+    pub fn posix_rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        check_rel(from)?;
+        check_rel(to)?;
+        if !self.sftp().support_posix_rename() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the sftp server lacks posix-rename@openssh.com (OpenSSH has it)",
+            ));
+        }
+        let (from, to) = (self.at(from), self.at(to));
+        let mut fs = self.sftp().fs();
+        self.block(fs.rename(&from, &to))
+    }
+
+    /// Removes the file or link `rel`.
+    pub fn remove_file(&mut self, rel: &str) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(fs.remove_file(&path))
+    }
+
+    /// Removes the empty directory `rel`.
+    pub fn remove_dir(&mut self, rel: &str) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(fs.remove_dir(&path))
     }
 }
 
@@ -230,19 +379,17 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
         format!("UserKnownHostsFile={}", t.known_hosts.display()),
         "GlobalKnownHostsFile=/dev/null".to_owned(),
         format!("ConnectTimeout={}", t.connect_timeout.as_secs().max(1)),
-        "IdentitiesOnly=yes".to_owned(),
         // A server that stops answering is given up after about 45 s.
         "ServerAliveInterval=15".to_owned(),
         "ServerAliveCountMax=3".to_owned(),
     ] {
         args.extend(opt(o));
     }
-    args.extend([
-        "-i".into(),
-        t.identity.display().to_string(),
-        "-p".into(),
-        t.port.to_string(),
-    ]);
+    if let Some(identity) = &t.identity {
+        args.extend(opt("IdentitiesOnly=yes".to_owned()));
+        args.extend(["-i".into(), identity.display().to_string()]);
+    }
+    args.extend(["-p".into(), t.port.to_string()]);
     args.extend([
         "-l".into(),
         t.user.clone(),
@@ -259,7 +406,8 @@ impl Transport for SftpTransport {
         check_rel(rel)?;
         let sftp = self.sftp();
         // Looked at before opening: opening a FIFO would block the server for good.
-        let meta = self.block(sftp.fs().symlink_metadata(Path::new(rel)))?;
+        let path = self.at(rel);
+        let meta = self.block(sftp.fs().symlink_metadata(&path))?;
         if !meta.file_type().is_some_and(|t| t.is_file()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -269,7 +417,7 @@ impl Transport for SftpTransport {
         if meta.len().is_some_and(|len| len > limit) {
             return Err(crate::confined::too_large(rel, limit));
         }
-        let mut file = self.block(sftp.open(Path::new(rel)))?;
+        let mut file = self.block(sftp.open(&path))?;
         let mut copied = 0u64;
         let result = loop {
             let chunk = match self.block(file.read(256 * 1024, Default::default())) {
@@ -300,9 +448,10 @@ impl Transport for SftpTransport {
 
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
         check_rel(rel)?;
+        let path = self.at(rel);
         let mut fs = self.sftp().fs();
         let mut out = self.block(async {
-            let dir = fs.open_dir(Path::new(rel)).await?;
+            let dir = fs.open_dir(&path).await?;
             let mut entries = Vec::new();
             let mut stream = Box::pin(dir.read_dir());
             while let Some(entry) = stream.next().await {
@@ -331,7 +480,7 @@ impl Transport for SftpTransport {
         let mut failure = None;
         for _ in 0..8 {
             let tmp = temp_name(rel);
-            match self.block(sftp.options().write(true).create_new(true).open(Path::new(&tmp))) {
+            match self.block(sftp.options().write(true).create_new(true).open(self.at(&tmp))) {
                 Ok(file) => {
                     created = Some((tmp, file));
                     break;
@@ -348,23 +497,31 @@ impl Transport for SftpTransport {
             )));
         };
         let posix_rename = sftp.support_posix_rename();
+        let (path, tmp_path) = (self.at(rel), self.at(&tmp));
         let mut fs = sftp.fs();
         let written = self.block(async {
             file.write_all(bytes).await?;
             file.close().await?;
             if !posix_rename {
                 // A plain sftp rename does not replace: remove the old file first.
-                let _ = fs.remove_file(Path::new(rel)).await;
+                let _ = fs.remove_file(&path).await;
             }
-            fs.rename(Path::new(&tmp), Path::new(rel)).await
+            fs.rename(&tmp_path, &path).await
         });
         if written.is_err() {
             let mut fs = sftp.fs();
-            let _ = self.block(fs.remove_file(Path::new(&tmp)));
+            let _ = self.block(fs.remove_file(&tmp_path));
         }
         written?;
         self.transferred += bytes.len() as u64;
         Ok(())
+    }
+
+    fn read_link(&mut self, rel: &str) -> io::Result<PathBuf> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(fs.read_link(&path))
     }
 
     fn bytes_transferred(&self) -> u64 {
