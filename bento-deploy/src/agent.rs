@@ -430,10 +430,7 @@ impl Run<'_> {
     fn server_reachable(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
         connect(self.config, deadline)
-            .and_then(|mut t| {
-                crate::transport::read_current(t.as_mut())
-                    .map_err(|e| err(e.to_string()))
-            })
+            .and_then(|mut t| crate::transport::read_current(t.as_mut()).map_err(|e| err(e.to_string())))
             .is_ok()
     }
 

@@ -147,11 +147,15 @@ impl Confined {
             None => (None, rel),
         };
         let dir = parent.as_ref().unwrap_or(self);
-        let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new())
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", rel.escape_default())))?;
-        Ok(std::path::PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
-            target.into_bytes(),
-        )))
+        let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new()).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {e}", rel.escape_default()),
+            )
+        })?;
+        Ok(std::path::PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(target.into_bytes()),
+        ))
     }
 
     /// The entries of directory `rel` (`""`: this one), with their types.

@@ -22,10 +22,10 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hosts::{self, Host};
 use crate::layout::{is_root, ServerRoot};
-use crate::remote::{RemoteRoot, RemoteUrl};
-use crate::target::{Staged, Target};
 use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::remote::{RemoteRoot, RemoteUrl};
 use crate::sign::Signer;
+use crate::target::{Staged, Target};
 
 /// What to deploy, and where.
 #[derive(Clone, Debug)]
@@ -202,7 +202,10 @@ fn assess(
     let current = server.current(name)?;
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
-        if server.manifest(name, g).is_some_and(|m| m.same_content(&candidate)) {
+        if server
+            .manifest(name, g)
+            .is_some_and(|m| m.same_content(&candidate))
+        {
             server.remove_leftovers(name)?;
             let report = HostReport {
                 host: host.name.clone(),

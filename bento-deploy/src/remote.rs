@@ -52,14 +52,23 @@ impl RemoteUrl {
         };
         let (authority, root) = match rest.find('/') {
             Some(i) => rest.split_at(i),
-            None => return Err(format!("`{}`: name the server root: {expected}", url.escape_default())),
+            None => {
+                return Err(format!(
+                    "`{}`: name the server root: {expected}",
+                    url.escape_default()
+                ))
+            }
         };
         let ServerUrl::Sftp { user, address, port } = ServerUrl::parse(&format!("sftp://{authority}"))
             .map_err(|_| format!("`{}`: {expected}", url.escape_default()))?
         else {
             return Err(format!("`{}`: {expected}", url.escape_default()));
         };
-        let root = if root == "/" { root } else { root.trim_end_matches('/') };
+        let root = if root == "/" {
+            root
+        } else {
+            root.trim_end_matches('/')
+        };
         if root != "/" && !bento_secrets::rules::valid_abs_path(root) {
             return Err(format!(
                 "`{}`: the server root must be an absolute path without `..` ({expected})",
@@ -136,7 +145,15 @@ impl RemoteRoot {
             ssh: ssh.to_owned(),
         };
         let conn = SftpTransport::connect(&target)
-            .map_err(|e| Error::at(url.to_string(), format!("{}; check the target and keys/server_known_hosts", e.message)))?
+            .map_err(|e| {
+                Error::at(
+                    url.to_string(),
+                    format!(
+                        "{}; check the target, the server's key in keys/server_known_hosts and your ssh keys",
+                        e.message.trim_end_matches('.')
+                    ),
+                )
+            })?
             .with_base(Path::new(&url.root));
         Ok(RemoteRoot {
             url: url.clone(),
@@ -161,7 +178,11 @@ impl RemoteRoot {
 
     /// One error line about `host`'s `rel`: what failed and what to do.
     fn failed(&self, host: &str, rel: &str, e: io::Error) -> Error {
-        Error::at(self.shown(host, rel), format!("{e}; {RETRY}"))
+        let why = e.to_string();
+        Error::at(
+            self.shown(host, rel),
+            format!("{}; {RETRY}", why.trim_end_matches('.')),
+        )
     }
 
     /// Checks that `host`'s directory is laid out for publishing over sftp: `generations/`

@@ -177,7 +177,10 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost], publish_keys: &[Strin
                 "d {root}/{}/{GENERATIONS_DIR} 0755 {PUBLISH_USER} {PUBLISH_USER} -",
                 h.name
             ));
-            tmpfiles.push(format!("L+ {root}/{}/{CURRENT_FILE} - - - - {CURRENT_LINK}", h.name));
+            tmpfiles.push(format!(
+                "L+ {root}/{}/{CURRENT_FILE} - - - - {CURRENT_LINK}",
+                h.name
+            ));
         }
     }
     if publisher {
@@ -373,9 +376,8 @@ mod tests {
         assert_eq!(max_startups(1000), "250:30:500");
         let (config, hosts) = sample("");
         assert!(other_linux(&config, &hosts, &[]).contains("\nMaxStartups 10:30:100\n"));
-        assert!(
-            nixos_module(&config, &hosts, &[]).contains("services.openssh.settings.MaxStartups = \"10:30:100\";")
-        );
+        assert!(nixos_module(&config, &hosts, &[])
+            .contains("services.openssh.settings.MaxStartups = \"10:30:100\";"));
     }
 
     #[test]

@@ -505,7 +505,9 @@ fn read_current(dir: &Confined) -> Result<Option<u64>, String> {
     // `current`, or the one link accepted, `current -> generations/current` (not followed:
     // its target is read as a regular file).
     let rel = match dir.read_link(CURRENT_FILE) {
-        Ok(target) if target == std::path::Path::new(crate::layout::CURRENT_LINK) => crate::layout::CURRENT_LINK,
+        Ok(target) if target == std::path::Path::new(crate::layout::CURRENT_LINK) => {
+            crate::layout::CURRENT_LINK
+        }
         _ => CURRENT_FILE,
     };
     let Some(bytes) = read_file(dir, rel, crate::layout::CURRENT_LIMIT)? else {

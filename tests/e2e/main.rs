@@ -22,6 +22,7 @@ mod nixos;
 mod output;
 mod reach;
 mod rekey;
+mod remote;
 mod roundtrip;
 mod sshd;
 mod status;

@@ -1,0 +1,416 @@
+//! `bento deploy --target sftp://…`: publishing to a real chrooted sshd as the publishing
+//! account of `bento server setup`, the host pulling over its own chrooted sftp user, an
+//! upload cut mid-way, and what the publishing account and the hosts cannot do.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::agent::Loop;
+use crate::harness::{fails, ok, pub_line, s};
+use crate::reach::Agent;
+use crate::sshd::{Sshd, PUBLISH_UID};
+
+/// Host uids in the server's namespace: `Sshd::start` numbers them from 64991.
+const WEB1_UID: u32 = 64991;
+const DB1_UID: u32 = 64992;
+
+/// A [`Loop`] whose server is a real sshd with the publishing account; the admin's
+/// publishing key in an ssh-agent, the server's key in keys/server_known_hosts.
+struct Remote {
+    l: Loop,
+    sshd: Sshd,
+    agent: Agent,
+    publisher: PathBuf,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        crate::harness::require("ssh");
+        let l = Loop::new();
+        let publisher = l.fleet.ssh_key("publisher", "ed25519", "");
+        let sshd = Sshd::start_with(
+            &[
+                ("bento-web1", "web1", &pub_line(&l.keys.web1)),
+                ("bento-db1", "db1", &pub_line(&l.keys.db1)),
+            ],
+            Some(&pub_line(&publisher)),
+        );
+        // What `bento server setup` has root make for each host.
+        for (host, uid) in [("web1", WEB1_UID), ("db1", DB1_UID)] {
+            let dir = sshd.root.join(host);
+            std::fs::create_dir_all(dir.join("logs")).unwrap();
+            std::fs::create_dir_all(dir.join("generations")).unwrap();
+            std::os::unix::fs::chown(dir.join("logs"), Some(uid), Some(64990)).unwrap();
+            chmod(&dir.join("logs"), 0o700);
+            std::os::unix::fs::chown(dir.join("generations"), Some(PUBLISH_UID), Some(PUBLISH_UID)).unwrap();
+            std::os::unix::fs::symlink("generations/current", dir.join("current")).unwrap();
+        }
+        std::fs::copy(&sshd.known_hosts, l.fleet.path("keys/server_known_hosts")).unwrap();
+        let agent = Agent::with(&l.fleet, &publisher);
+        let rebuild = l.fleet.keys.join("nixos-rebuild");
+        l.write_config(
+            &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+            &rebuild,
+            Some(&sshd.known_hosts),
+        );
+        Remote {
+            l,
+            sshd,
+            agent,
+            publisher,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("sftp://bento-publish@127.0.0.1:{}/", self.sshd.port)
+    }
+
+    /// `bento deploy --target URL`, with `path` first on PATH when given.
+    fn deploy(&self, path: Option<&Path>) -> Output {
+        let url = self.url();
+        let mut cmd = self.l.fleet.cmd(&["deploy", "--target", &url]);
+        cmd.env("SSH_AUTH_SOCK", &self.agent.sock);
+        if let Some(dir) = path {
+            let old = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{old}", dir.display()));
+        }
+        cmd.output().unwrap()
+    }
+
+    fn host(&self, host: &str) -> PathBuf {
+        self.sshd.root.join(host)
+    }
+
+    /// The names in a host's generations/, sorted.
+    fn generations(&self, host: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.host(host).join("generations"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn current(&self, host: &str) -> String {
+        std::fs::read_to_string(self.host(host).join("generations/current")).unwrap()
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that `current` is still root's link to generations/current.
+fn assert_link(r: &Remote, host: &str) {
+    let current = r.host(host).join("current");
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        Path::new("generations/current")
+    );
+    assert_eq!(std::fs::symlink_metadata(&current).unwrap().uid(), 0);
+}
+
+#[test]
+fn publishes_over_sftp_and_the_host_pulls_it_through_the_current_link() {
+    let r = Remote::new();
+    let out = r.deploy(None);
+    ok(&out);
+    assert!(stderr(&out).contains("2 published"), "{}", stderr(&out));
+    for host in ["web1", "db1"] {
+        assert_eq!(r.generations(host), ["1", "current"], "{host}");
+        assert_eq!(r.current(host), "1\n");
+        assert_link(&r, host);
+        let manifest = r.host(host).join("generations/1/manifest.json");
+        let meta = std::fs::metadata(&manifest).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (PUBLISH_UID, 0o644));
+        assert!(r.host(host).join("generations/1/manifest.sig").is_file());
+    }
+
+    // Unchanged: nothing uploaded, nothing renamed, nothing created or removed.
+    let stamp = |host: &str| {
+        let dir = std::fs::metadata(r.host(host).join("generations")).unwrap();
+        let current = std::fs::metadata(r.host(host).join("generations/current")).unwrap();
+        (dir.mtime(), dir.mtime_nsec(), current.ino())
+    };
+    let before = (stamp("web1"), stamp("db1"));
+    let out = r.deploy(None);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("0 published, 2 unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!((stamp("web1"), stamp("db1")), before);
+
+    // The host's agent reads `current` (the link) over its own chrooted sftp user.
+    let out = r.l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["state"].as_str(), report["generation"].as_u64()),
+        (Some("applied"), Some(1))
+    );
+    assert_eq!(r.l.secret("web-only"), "v1 of web-only");
+    // So does `bento status` reading the root locally.
+    let status = ok(&r
+        .l
+        .fleet
+        .bento(&["status", "--json", "--server-root", s(&r.sshd.root)]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let web1 = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "web1")
+        .unwrap()
+        .clone();
+    assert_eq!(web1["expected_generation"], 1, "{web1}");
+
+    // keep_generations: the oldest goes once there are more.
+    std::fs::write(
+        r.l.fleet.path("bento.toml"),
+        format!(
+            "[deploy]\nsigning_key = \"{}\"\nkeep_generations = 2\n",
+            s(&r.l.fleet.keys.join("admin"))
+        ),
+    )
+    .unwrap();
+    for round in 2..=3 {
+        std::fs::write(
+            r.l.fleet.path("hosts/web1/configuration.nix"),
+            format!("{{ networking.hostName = \"web1\"; # round {round}\n}}\n"),
+        )
+        .unwrap();
+        ok(&r.deploy(None));
+    }
+    assert_eq!(r.generations("web1"), ["2", "3", "current"]);
+    assert_eq!(r.current("web1"), "3\n");
+    assert_eq!(r.generations("db1"), ["1", "current"]);
+}
+
+#[test]
+fn an_upload_cut_mid_way_leaves_the_host_on_its_generation_and_the_next_deploy_completes() {
+    let r = Remote::new();
+    ok(&r.deploy(None));
+    ok(&r.l.agent(&[]));
+    // A new generation with 1 MiB to upload; an `ssh` that lets 256 KiB through, then
+    // closes its input: the connection ends mid-file, every time.
+    let big: String = (0..1024 * 1024 / 64).map(|i| format!("{i:063x}\n")).collect();
+    std::fs::write(r.l.fleet.path("hosts/web1/data.txt"), big).unwrap();
+    let wrapper = r.l.fleet.keys.join("cut");
+    std::fs::create_dir_all(&wrapper).unwrap();
+    let ssh = Command::new("sh")
+        .args(["-c", "command -v ssh"])
+        .output()
+        .unwrap();
+    let ssh = String::from_utf8(ssh.stdout).unwrap().trim().to_owned();
+    std::fs::write(
+        wrapper.join("ssh"),
+        // Unbuffered: the exchange before the cut goes through as it comes.
+        format!("#!/bin/sh\nstdbuf -o0 head -c 262144 | {ssh} \"$@\"\n"),
+    )
+    .unwrap();
+    chmod(&wrapper.join("ssh"), 0o755);
+    let out = r.deploy(Some(&wrapper));
+    let error = fails(&out);
+    assert!(
+        error.contains("/web1/generations/") && error.contains("run `bento deploy` again"),
+        "{error}"
+    );
+    // The partial upload is there, under its temp name; `current` did not move.
+    let names = r.generations("web1");
+    assert!(names.iter().any(|n| n.starts_with(".new-2-")), "{names:?}");
+    assert!(!names.contains(&"2".to_owned()), "{names:?}");
+    assert_eq!(r.current("web1"), "1\n");
+    assert_link(&r, "web1");
+
+    // The host keeps seeing its complete generation.
+    let out = r.l.agent(&[]);
+    ok(&out);
+    assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));
+
+    // The next deploy completes and clears what was left.
+    let out = r.deploy(None);
+    ok(&out);
+    assert!(stderr(&out).contains("1 published"), "{}", stderr(&out));
+    assert_eq!(r.generations("web1"), ["1", "2", "current"]);
+    assert_eq!(r.current("web1"), "2\n");
+    let out = r.l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["state"].as_str(), report["generation"].as_u64()),
+        (Some("applied"), Some(2))
+    );
+    assert_eq!(
+        std::fs::read(r.l.state.join("current/config/data.txt"))
+            .unwrap()
+            .len(),
+        1024 * 1024
+    );
+}
+
+/// `sftp -b -` as `user` with `key` only, running `batch` (lines starting with `-` may
+/// fail), in `cwd`.
+fn sftp(r: &Remote, key: &Path, user: &str, batch: &str, cwd: &Path) -> Output {
+    let mut child = Command::new("sftp")
+        .args([
+            "-b",
+            "-",
+            "-F",
+            "none",
+            "-i",
+            s(key),
+            "-P",
+            &r.sshd.port.to_string(),
+        ])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", r.sshd.known_hosts.display()),
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"])
+        .args(["-o", "IdentityAgent=none", "-o", "BatchMode=yes"])
+        .arg(format!("{user}@127.0.0.1"))
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_publishing_account_publishes_only_and_hosts_still_write_only_their_logs() {
+    crate::harness::require("sftp");
+    let r = Remote::new();
+    ok(&r.deploy(None));
+    let work = r.l.fleet.home.join("sftp");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("x"), "planted\n").unwrap();
+    let db1_logs = r.host("db1/logs");
+    std::fs::write(db1_logs.join("seen.json"), "{}").unwrap();
+
+    // The publisher: no shell (even with /bin/sh as its shell), only the root.
+    let shell = Command::new("ssh")
+        .args([
+            "-F",
+            "none",
+            "-i",
+            s(&r.publisher),
+            "-p",
+            &r.sshd.port.to_string(),
+        ])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", r.sshd.known_hosts.display()),
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["bento-publish@127.0.0.1", "echo shell-ran; id"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&shell.stdout).contains("shell-ran"),
+        "{shell:?}"
+    );
+    let out = sftp(
+        &r,
+        &r.publisher,
+        "bento-publish",
+        "-get /etc/passwd passwd\n-get /../../etc/passwd passwd2\n-get /db1/logs/seen.json seen\n\
+         -put x /db1/logs/x\n-rm /web1/current\n-put x /planted\n\
+         -rename /web1/generations/current /web1/current\nput x /web1/generations/allowed\n",
+        &work,
+    );
+    ok(&out);
+    for name in ["passwd", "passwd2", "seen"] {
+        assert!(!work.join(name).exists(), "the publisher read {name}");
+    }
+    assert!(!db1_logs.join("x").exists());
+    assert!(!r.sshd.root.join("planted").exists());
+    assert_link(&r, "web1");
+    assert_eq!(r.current("web1"), "1\n");
+    // It did write where it may: generations/.
+    assert!(r.host("web1/generations/allowed").is_file());
+    // Its key does not open a host's account.
+    let out = sftp(&r, &r.publisher, "bento-web1", "ls\n", &work);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+
+    // A host: its logs/ only; not its pointer, not its generations, not another host.
+    let out = sftp(
+        &r,
+        &r.l.keys.web1,
+        "bento-web1",
+        "-put x /generations/1/manifest.json\n-put x /generations/current\n-rm /current\n\
+         -put x /current\n-rename /generations/1 /generations/9\n-put x /../db1/logs/x\n\
+         put x /logs/x\n",
+        &work,
+    );
+    ok(&out);
+    assert_eq!(r.current("web1"), "1\n");
+    assert_link(&r, "web1");
+    assert_eq!(r.generations("web1"), ["1", "allowed", "current"]);
+    assert!(!db1_logs.join("x").exists());
+    assert!(r.host("web1/logs/x").is_file());
+    assert_ne!(
+        std::fs::read(r.host("web1/generations/1/manifest.json")).unwrap(),
+        b"planted\n"
+    );
+
+    // What sshd applies to the publishing account.
+    let effective = r.sshd.effective("bento-publish");
+    for line in [
+        format!("chrootdirectory {}", r.sshd.root.display()),
+        "forcecommand internal-sftp".into(),
+        "disableforwarding yes".into(),
+        "permittty no".into(),
+    ] {
+        assert!(effective.lines().any(|l| l == line), "{line}: {effective}");
+    }
+}
+
+#[test]
+fn a_remote_root_not_set_up_for_publishing_is_refused_naming_the_host() {
+    let r = Remote::new();
+    // db1's `current` is a plain file, as a local deploy leaves it: the publisher could
+    // not replace it.
+    std::fs::remove_file(r.host("db1/current")).unwrap();
+    std::fs::write(r.host("db1/current"), "1\n").unwrap();
+    let error = fails(&r.deploy(None));
+    assert!(
+        error.contains("/db1/current") && error.contains("bento server setup"),
+        "{error}"
+    );
+    // Nothing was uploaded for anyone.
+    assert_eq!(r.generations("web1"), Vec::<String>::new());
+    // No pinned server key: refused before connecting.
+    std::fs::remove_file(r.l.fleet.path("keys/server_known_hosts")).unwrap();
+    let error = fails(&r.deploy(None));
+    assert!(error.contains("keys/server_known_hosts"), "{error}");
+    // A server whose key is not the pinned one.
+    std::fs::write(
+        r.l.fleet.path("keys/server_known_hosts"),
+        format!("[127.0.0.1]:{} {}\n", r.sshd.port, pub_line(&r.l.keys.db1)),
+    )
+    .unwrap();
+    let error = fails(&r.deploy(None));
+    assert!(error.contains("sftp://bento-publish@127.0.0.1"), "{error}");
+    assert_eq!(r.generations("web1"), Vec::<String>::new());
+}
