@@ -10,12 +10,33 @@
 # Each host H gets a system user <userPrefix>H in group `bento`, chrooted to <root>/H
 # (root-owned, 0755, as OpenSSH requires), sftp only, able to write <root>/H/logs only.
 # `bento deploy` publishes into <root>; `bento server setup` prints this for a fleet.
+#
+# With `publishKeys` (the admins' ssh keys), admins publish from their own machines with
+# `bento deploy --target sftp://bento-publish@server/`: the account `bento-publish` is
+# sftp only, chrooted to <root>, owns each <root>/H/generations, and <root>/H/current is
+# root's link to generations/current, the pointer it replaces.
 { config, lib, ... }:
 
 let
   cfg = config.services.bento-server;
   inherit (lib) mkEnableOption mkIf mkOption types;
   userOf = host: "${cfg.userPrefix}${host}";
+  publisher = "bento-publish";
+  publishing = cfg.publishKeys != [ ];
+  # sftp only, chrooted, no forwarding of any kind (the lines `bento server setup` prints).
+  restricted = user: chroot: ''
+    Match User ${user}
+      ChrootDirectory ${chroot}
+      ForceCommand internal-sftp
+      DisableForwarding yes
+      AllowTcpForwarding no
+      AllowStreamLocalForwarding no
+      AllowAgentForwarding no
+      X11Forwarding no
+      PermitTunnel no
+      PermitTTY no
+      PasswordAuthentication no
+  '';
   # As bento checks host names: no `/`, not starting with `.` or `-`.
   badHosts = lib.filter (h: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" h == null)
     (lib.attrNames cfg.hosts);
@@ -50,6 +71,19 @@ in
       '';
     };
 
+    publishKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA… alice" ];
+      description = ''
+        SSH public keys of the admins who publish with `bento deploy --target
+        sftp://bento-publish@<server>/` (keys/admins/ of the fleet). Non-empty: the account
+        `bento-publish` (sftp only, chrooted to `root`, no forwarding, no TTY) owns each
+        host's `generations/`, and each host's `current` becomes root's link to
+        `generations/current`. It cannot log in as a host, nor read outside `root`.
+      '';
+    };
+
     hosts = mkOption {
       type = types.attrsOf types.str;
       default = { };
@@ -65,9 +99,13 @@ in
         + lib.concatMapStringsSep ", " (h: "`${h}`") badHosts
         + " is not a valid host name (letters, digits, `.`, `_`, `-`, not starting with `.` "
         + "or `-`): it names a user and a chroot directory under ${cfg.root}";
+    } {
+      assertion = !(publishing && lib.any (h: userOf h == publisher) (lib.attrNames cfg.hosts));
+      message = "services.bento-server: a host's user would be `${publisher}`, the publishing "
+        + "account: rename the host or set userPrefix";
     }];
 
-    users.groups.bento = { };
+    users.groups = { bento = { }; } // lib.optionalAttrs publishing { ${publisher} = { }; };
 
     users.users = lib.mapAttrs' (host: key:
       lib.nameValuePair (userOf host) {
@@ -75,12 +113,24 @@ in
         group = "bento";
         home = "/";
         openssh.authorizedKeys.keys = [ key ];
-      }) cfg.hosts;
+      }) cfg.hosts
+      // lib.optionalAttrs publishing {
+        # Its own group: never `bento`, whose users are chrooted to their host's directory.
+        ${publisher} = {
+          isSystemUser = true;
+          group = publisher;
+          home = "/";
+          openssh.authorizedKeys.keys = cfg.publishKeys;
+        };
+      };
 
     systemd.tmpfiles.rules = [ "d ${cfg.root} 0755 root root -" ]
       ++ lib.concatLists (lib.mapAttrsToList (host: _: [
         "d ${cfg.root}/${host} 0755 root root -"
         "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -"
+      ] ++ lib.optionals publishing [
+        "d ${cfg.root}/${host}/generations 0755 ${publisher} ${publisher} -"
+        "L+ ${cfg.root}/${host}/current - - - - generations/current"
       ]) cfg.hosts);
 
     services.openssh.enable = true;
@@ -88,18 +138,7 @@ in
     services.openssh.settings.MaxStartups = lib.mkDefault cfg.maxStartups;
     # One Match block per user: the chroot is named after the host, not the user. sftp
     # only, no forwarding of any kind (the same lines as `bento server setup` prints).
-    services.openssh.extraConfig = lib.concatStrings (lib.mapAttrsToList (host: _: ''
-      Match User ${userOf host}
-        ChrootDirectory ${cfg.root}/${host}
-        ForceCommand internal-sftp
-        DisableForwarding yes
-        AllowTcpForwarding no
-        AllowStreamLocalForwarding no
-        AllowAgentForwarding no
-        X11Forwarding no
-        PermitTunnel no
-        PermitTTY no
-        PasswordAuthentication no
-    '') cfg.hosts);
+    services.openssh.extraConfig = lib.optionalString publishing (restricted publisher cfg.root)
+      + lib.concatStrings (lib.mapAttrsToList (host: _: restricted (userOf host) "${cfg.root}/${host}") cfg.hosts);
   };
 }

@@ -208,6 +208,16 @@ pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let publish_keys = server::publish_keys(&fleet);
+            if !publish_keys.is_empty() {
+                if let Some(h) = hosts.iter().find(|h| h.user == server::PUBLISH_USER) {
+                    anyhow::bail!(
+                        "host `{}`: its sftp user would be `{}`, the publishing account of the admins; \
+                         rename the host or set server.user_prefix in bento.toml",
+                        h.name,
+                        server::PUBLISH_USER
+                    );
+                }
+            }
             outln!("### NixOS server: add this module to its configuration")?;
             outln!("{}", server::nixos_module(&config, &hosts, &publish_keys))?;
             outln!("### Other Linux servers")?;

@@ -144,11 +144,11 @@ pub fn deploy(
     )?;
     let expected = Expected::load(root)?;
     let server = match &options.target {
-        Some(url) => Target::Remote(RemoteRoot::connect(
+        Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
             url,
             &root.join(crate::remote::KNOWN_HOSTS),
             &options.ssh,
-        )?),
+        )?)),
         None => Target::Local(ServerRoot::open(&options.server_root)?),
     };
     progress.start(hosts.len());

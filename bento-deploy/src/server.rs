@@ -381,6 +381,45 @@ mod tests {
     }
 
     #[test]
+    fn the_publishing_account_comes_with_publish_keys_only() {
+        let (config, hosts) = sample("");
+        let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
+        let text = other_linux(&config, &hosts, &keys);
+        // Its own block, before the hosts' group block (whose group it is not in).
+        let publisher = text
+            .find("Match User bento-publish\n  ChrootDirectory /srv/bento\n")
+            .unwrap();
+        assert!(publisher < text.find("Match Group bento").unwrap(), "{text}");
+        assert!(text.contains("useradd --system --gid bento-publish"), "{text}");
+        assert!(
+            text.contains("install -d -m 0755 -o bento-publish -g bento-publish /srv/bento/web1/generations"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ln -sfn generations/current /srv/bento/db1/.current.link"),
+            "{text}"
+        );
+        let module = nixos_module(&config, &hosts, &keys);
+        assert!(
+            module.contains("\"L+ /srv/bento/web1/current - - - - generations/current\""),
+            "{module}"
+        );
+        assert!(
+            module.contains("openssh.authorizedKeys.keys = [ \"ssh-ed25519 AAAAalice\" ];"),
+            "{module}"
+        );
+        for text in [
+            other_linux(&config, &hosts, &[]),
+            nixos_module(&config, &hosts, &[]),
+        ] {
+            assert!(
+                !text.contains("bento-publish") && !text.contains("generations"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn match_blocks_forbid_every_forwarding() {
         let (config, hosts) = sample("bento-");
         let text = other_linux(&config, &hosts, &[]);

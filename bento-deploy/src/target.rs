@@ -15,7 +15,7 @@ pub enum Target {
     /// A server root on this machine.
     Local(ServerRoot),
     /// A server root reached over sftp.
-    Remote(RemoteRoot),
+    Remote(Box<RemoteRoot>),
 }
 
 /// A generation written under a temp name, not yet visible.

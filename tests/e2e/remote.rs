@@ -414,3 +414,177 @@ fn a_remote_root_not_set_up_for_publishing_is_refused_naming_the_host() {
     assert!(error.contains("sftp://bento-publish@127.0.0.1"), "{error}");
     assert_eq!(r.generations("web1"), Vec::<String>::new());
 }
+
+/// The JSON status of `host` read from `root`.
+fn status_of(l: &Loop, root: &Path, host: &str) -> serde_json::Value {
+    let out = l.fleet.bento(&["status", "--json", "--server-root", s(root)]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_local_root_accepts_exactly_the_current_link_and_refuses_any_other() {
+    let l = Loop::new();
+    // web1 laid out for a publishing account; db1's `current` a link somewhere else.
+    let outside = l.fleet.home.join("elsewhere");
+    std::fs::write(&outside, "1\n").unwrap();
+    for host in ["web1", "db1"] {
+        std::fs::create_dir_all(l.server.join(host).join("generations")).unwrap();
+    }
+    std::os::unix::fs::symlink("generations/current", l.server.join("web1/current")).unwrap();
+    std::os::unix::fs::symlink(&outside, l.server.join("db1/current")).unwrap();
+    let error = fails(&l.fleet.bento(&["deploy", "--server-root", s(&l.server)]));
+    assert!(
+        error.contains("db1/current") && error.contains("the only link bento accepts"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "1\n");
+    let db1 = status_of(&l, &l.server, "db1");
+    assert_eq!(db1["expected_generation"], serde_json::Value::Null, "{db1}");
+    assert!(
+        db1["problem"].as_str().is_some_and(|p| p.contains("current")),
+        "{db1}"
+    );
+
+    // web1 alone: its pointer is written behind the link, the link left as it is.
+    ok(&l.fleet.bento(&["deploy", "web1", "--server-root", s(&l.server)]));
+    let web1 = l.server.join("web1");
+    assert_eq!(
+        std::fs::read_link(web1.join("current")).unwrap(),
+        Path::new("generations/current")
+    );
+    assert_eq!(
+        std::fs::read_to_string(web1.join("generations/current")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(status_of(&l, &l.server, "web1")["expected_generation"], 1);
+    // The agent reading a file:// server takes the link too.
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["state"].as_str(), report["generation"].as_u64()),
+        (Some("applied"), Some(1))
+    );
+    // Unchanged: nothing rewritten.
+    let ino = std::fs::metadata(web1.join("generations/current")).unwrap().ino();
+    ok(&l.fleet.bento(&["deploy", "web1", "--server-root", s(&l.server)]));
+    assert_eq!(
+        std::fs::metadata(web1.join("generations/current")).unwrap().ino(),
+        ino
+    );
+    // The same link, made to point elsewhere, is refused by the agent as well.
+    std::fs::remove_file(web1.join("current")).unwrap();
+    std::os::unix::fs::symlink(&outside, web1.join("current")).unwrap();
+    std::fs::write(&outside, "7\n").unwrap();
+    let error = fails(&l.agent(&[]));
+    assert!(
+        error.contains("`current`") && error.contains("symlink"),
+        "{error}"
+    );
+}
+
+#[test]
+fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
+    crate::harness::require("unshare");
+    let l = Loop::new();
+    // A root that a local deploy filled: `current` a plain file, generations root's.
+    let base = tempfile::Builder::new()
+        .prefix("bento-test-")
+        .tempdir_in("/srv")
+        .unwrap();
+    let root = base.path().join("root");
+    std::fs::write(
+        l.fleet.path("bento.toml"),
+        format!(
+            "[server]\nroot = \"{}\"\n[deploy]\nsigning_key = \"{}\"\n",
+            root.display(),
+            s(&l.fleet.keys.join("admin"))
+        ),
+    )
+    .unwrap();
+    ok(&l.fleet.bento(&["deploy"]));
+    assert_eq!(std::fs::read_to_string(root.join("web1/current")).unwrap(), "1\n");
+    // An ssh admin: the publishing account's key (bob, of the example fleet).
+    let out = ok(&l.fleet.bento(&["server", "setup"]));
+    let shown = root.display().to_string();
+    assert!(
+        out.contains(&bento_deploy::server::match_block(
+            "User bento-publish",
+            &shown,
+            None,
+            "    "
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!(
+        "\"L+ {shown}/web1/current - - - - generations/current\""
+    )));
+    assert!(out.contains(&format!(
+        "printf '%s\\n' '{}' > /etc/ssh/bento_authorized_keys/bento-publish",
+        pub_line(&l.keys.bob).rsplit_once(' ').unwrap().0
+    )));
+    // The shell form's lines for the hosts' directories, run as root in a namespace where
+    // the accounts exist (nothing added to the machine).
+    let other = &out[out.find("### Other Linux servers").unwrap()..];
+    let lines: Vec<&str> = other
+        .lines()
+        .filter(|line| line.contains("/generations"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{other}");
+    let etc = base.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str(&format!(
+        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n"
+    ));
+    let mut group = std::fs::read_to_string("/etc/group").unwrap();
+    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\n"));
+    std::fs::write(etc.join("passwd"), passwd).unwrap();
+    std::fs::write(etc.join("group"), group).unwrap();
+    let script = format!(
+        "set -e\nmount --bind {e}/passwd /etc/passwd\nmount --bind {e}/group /etc/group\n{}\n{}\n",
+        lines.join("\n"),
+        // Twice: applying the setup again changes nothing.
+        lines.join("\n"),
+        e = etc.display()
+    );
+    let run = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    ok(&run);
+    for host in ["web1", "db1"] {
+        let dir = root.join(host);
+        assert_eq!(
+            std::fs::read_link(dir.join("current")).unwrap(),
+            Path::new("generations/current")
+        );
+        // The generation it named is kept.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("generations/current")).unwrap(),
+            "1\n"
+        );
+        for path in ["generations", "generations/1", "generations/1/manifest.json"] {
+            assert_eq!(
+                std::fs::metadata(dir.join(path)).unwrap().uid(),
+                PUBLISH_UID,
+                "{path}"
+            );
+        }
+        assert_eq!(std::fs::symlink_metadata(dir.join("current")).unwrap().uid(), 0);
+    }
+    // The hosts see the same generation; the next local deploy keeps the link.
+    assert_eq!(status_of(&l, &root, "web1")["expected_generation"], 1);
+    ok(&l.fleet.bento(&["deploy"]));
+    assert!(std::fs::symlink_metadata(root.join("web1/current"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
