@@ -451,6 +451,19 @@ mod tests {
             e,
             "bento.toml:3: deploy.keep_generations must be between 1 and 1000"
         );
+        let e = Config::parse("[deploy]\nkeep_generations = 3\ntarget = \"sftp://bento.example.org/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bento.toml:3: deploy.target `sftp://bento.example.org/`: expected sftp://user@"),
+            "{e}"
+        );
+        let c =
+            Config::parse("[deploy]\ntarget = \"sftp://bento-publish@bento.example.org:2222/\"\n").unwrap();
+        assert_eq!(
+            c.deploy.target.as_deref(),
+            Some("sftp://bento-publish@bento.example.org:2222/")
+        );
         let e = Config::parse("[build]\njobs = 0\n").unwrap_err().to_string();
         assert_eq!(e, "bento.toml:2: build.jobs must be between 1 and 64");
         let e = Config::parse("[build]\ncommand = \"  \"\n")

@@ -69,7 +69,12 @@ impl Remote {
     /// `bento deploy --target URL`, with `path` first on PATH when given.
     fn deploy(&self, path: Option<&Path>) -> Output {
         let url = self.url();
-        let mut cmd = self.l.fleet.cmd(&["deploy", "--target", &url]);
+        self.bento(&["deploy", "--target", &url], path)
+    }
+
+    /// `bento ARGS` with the admin's ssh-agent, and `path` first on PATH when given.
+    fn bento(&self, args: &[&str], path: Option<&Path>) -> Output {
+        let mut cmd = self.l.fleet.cmd(args);
         cmd.env("SSH_AUTH_SOCK", &self.agent.sock);
         if let Some(dir) = path {
             let old = std::env::var("PATH").unwrap_or_default();
@@ -172,12 +177,14 @@ fn publishes_over_sftp_and_the_host_pulls_it_through_the_current_link() {
         .clone();
     assert_eq!(web1["expected_generation"], 1, "{web1}");
 
-    // keep_generations: the oldest goes once there are more.
+    // The target of bento.toml, without --target; keep_generations: the oldest goes once
+    // there are more.
     std::fs::write(
         r.l.fleet.path("bento.toml"),
         format!(
-            "[deploy]\nsigning_key = \"{}\"\nkeep_generations = 2\n",
-            s(&r.l.fleet.keys.join("admin"))
+            "[deploy]\nsigning_key = \"{}\"\nkeep_generations = 2\ntarget = \"{}\"\n",
+            s(&r.l.fleet.keys.join("admin")),
+            r.url()
         ),
     )
     .unwrap();
@@ -187,7 +194,9 @@ fn publishes_over_sftp_and_the_host_pulls_it_through_the_current_link() {
             format!("{{ networking.hostName = \"web1\"; # round {round}\n}}\n"),
         )
         .unwrap();
-        ok(&r.deploy(None));
+        let out = r.bento(&["deploy"], None);
+        ok(&out);
+        assert!(stderr(&out).contains(&r.url()), "{}", stderr(&out));
     }
     assert_eq!(r.generations("web1"), ["2", "3", "current"]);
     assert_eq!(r.current("web1"), "3\n");
@@ -384,6 +393,22 @@ fn the_publishing_account_publishes_only_and_hosts_still_write_only_their_logs()
     ] {
         assert!(effective.lines().any(|l| l == line), "{line}: {effective}");
     }
+}
+
+#[test]
+fn a_bad_target_is_one_error_line() {
+    let l = Loop::new();
+    let error = fails(
+        &l.fleet
+            .bento(&["deploy", "--target", "sftp://nouser.example.org/srv"]),
+    );
+    assert!(
+        error.contains("--target") && error.contains("sftp://user@"),
+        "{error}"
+    );
+    std::fs::write(l.fleet.path("bento.toml"), "[deploy]\ntarget = \"/srv/bento\"\n").unwrap();
+    let error = fails(&l.fleet.bento(&["deploy"]));
+    assert!(error.contains("bento.toml:2: deploy.target"), "{error}");
 }
 
 #[test]
