@@ -613,3 +613,48 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
         .file_type()
         .is_symlink());
 }
+
+#[test]
+fn status_watch_wakes_when_generations_current_is_replaced() {
+    use crate::status::{collect, wait_for};
+    use std::time::Duration;
+    let l = Loop::new();
+    let web1 = l.server.join("web1");
+    std::fs::create_dir_all(web1.join("generations")).unwrap();
+    std::os::unix::fs::symlink("generations/current", web1.join("current")).unwrap();
+    ok(&l.fleet.bento(&["deploy", "web1", "--server-root", s(&l.server)]));
+    let mut child = l
+        .fleet
+        .cmd(&["status", "--watch", "--json", "--server-root", s(&l.server)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = collect(child.stdout.take().unwrap());
+    let first = wait_for(&text, "\"expected_generation\": 1", Duration::from_secs(10));
+    // Give the watches a moment to be in place after the first frame.
+    std::thread::sleep(Duration::from_millis(300));
+    if first {
+        // As the publishing account switches over sftp: a generation dir appears, then
+        // a temp file is renamed over generations/current. Nothing else is touched.
+        let gens = web1.join("generations");
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(gens.join("1"))
+            .arg(gens.join(".new-2-x"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        std::fs::rename(gens.join(".new-2-x"), gens.join("2")).unwrap();
+        std::fs::write(gens.join(".current.2.tmp"), "2\n").unwrap();
+        std::fs::rename(gens.join(".current.2.tmp"), gens.join("current")).unwrap();
+    }
+    // Only generations/ changed (the link did not): the watch must see it, well before
+    // its once-a-minute refresh.
+    let woke = first && wait_for(&text, "\"expected_generation\": 2", Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = text.lock().unwrap().clone();
+    assert!(first, "no first frame: {seen}");
+    assert!(woke, "no new frame after generations/current changed: {seen}");
+}
