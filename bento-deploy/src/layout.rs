@@ -240,6 +240,16 @@ impl HostDir {
         let current_tmp = current.with_file_name(CURRENT_TEMP);
         write_new(&current_tmp, format!("{generation}\n").as_bytes())
             .map_err(|e| Error::io(current_tmp.display().to_string(), e))?;
+        // Where a publishing account owns generations/ (`bento server setup`), what root
+        // writes there becomes its too, or it could not prune it later.
+        let owner = std::fs::symlink_metadata(&generations)
+            .map_err(|e| Error::io(generations.display().to_string(), e))?;
+        if is_root() && owner.uid() != 0 {
+            for path in [tmp.path(), &current_tmp] {
+                chown_tree(path, owner.uid(), owner.gid())
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
+        }
         Ok(Staged {
             host: self.clone(),
             generation,
@@ -366,6 +376,18 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
         if meta.mode() & 0o7777 != mode {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io(shown(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands `path` and, for a directory, everything below it to `uid:gid` (links are
+/// changed themselves, never followed).
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
         }
     }
     Ok(())

@@ -309,15 +309,9 @@ impl RemoteRoot {
         mkdir(&tmp).map_err(|e| self.failed(host, &tmp, e))?;
         for (rel, bytes) in files {
             // Parent directories first, each once.
-            let mut parent = String::new();
-            for component in rel.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
-                parent = if parent.is_empty() {
-                    component.to_owned()
-                } else {
-                    format!("{parent}/{component}")
-                };
-                if made.insert(parent.clone()) {
-                    let dir = format!("{tmp}/{parent}");
+            for (i, _) in rel.match_indices('/') {
+                if made.insert(rel[..i].to_owned()) {
+                    let dir = format!("{tmp}/{}", &rel[..i]);
                     mkdir(&dir).map_err(|e| self.failed(host, &dir, e))?;
                 }
             }

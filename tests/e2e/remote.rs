@@ -605,13 +605,36 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
         }
         assert_eq!(std::fs::symlink_metadata(dir.join("current")).unwrap().uid(), 0);
     }
-    // The hosts see the same generation; the next local deploy keeps the link.
+    // The hosts see the same generation; the next local deploy (as root) keeps the link,
+    // and leaves what it writes to the publishing account, which can prune it later.
     assert_eq!(status_of(&l, &root, "web1")["expected_generation"], 1);
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        "{ networking.hostName = \"web1\"; # 2\n}\n",
+    )
+    .unwrap();
     ok(&l.fleet.bento(&["deploy"]));
-    assert!(std::fs::symlink_metadata(root.join("web1/current"))
+    let web1 = root.join("web1");
+    assert!(std::fs::symlink_metadata(web1.join("current"))
         .unwrap()
         .file_type()
         .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(web1.join("generations/current")).unwrap(),
+        "2\n"
+    );
+    for path in [
+        "generations/2",
+        "generations/2/config",
+        "generations/2/manifest.sig",
+        "generations/current",
+    ] {
+        assert_eq!(
+            std::fs::symlink_metadata(web1.join(path)).unwrap().uid(),
+            PUBLISH_UID,
+            "{path}"
+        );
+    }
 }
 
 #[test]
