@@ -369,6 +369,16 @@ async fn connect_error(child: &mut tokio::process::Child, failure: Option<String
     }
 }
 
+/// A path as an ssh option value: in double quotes when it holds whitespace.
+fn quoted(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(char::is_whitespace) {
+        format!("\"{text}\"")
+    } else {
+        text
+    }
+}
+
 /// The ssh command line: key pinning, batch mode, the host key as identity.
 pub fn ssh_args(t: &SshTarget) -> Vec<String> {
     let opt = |o: String| ["-o".to_owned(), o];
@@ -376,7 +386,8 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
     for o in [
         "BatchMode=yes".to_owned(),
         "StrictHostKeyChecking=yes".to_owned(),
-        format!("UserKnownHostsFile={}", t.known_hosts.display()),
+        // Quoted when it has spaces (a fleet in `~/My Fleet`): ssh splits option values.
+        format!("UserKnownHostsFile={}", quoted(&t.known_hosts)),
         "GlobalKnownHostsFile=/dev/null".to_owned(),
         format!("ConnectTimeout={}", t.connect_timeout.as_secs().max(1)),
         // A server that stops answering is given up after about 45 s.
@@ -553,7 +564,35 @@ impl Drop for SftpTransport {
 
 #[cfg(test)]
 mod tests {
-    use super::transient;
+    use super::{ssh_args, transient, SshTarget};
+
+    #[test]
+    fn an_admin_logs_in_with_their_own_keys_a_host_with_its_key_only() {
+        let mut target = SshTarget {
+            user: "bento-publish".into(),
+            address: "bento.example.org".into(),
+            port: 22,
+            identity: None,
+            known_hosts: "/home/a/My Fleet/keys/server_known_hosts".into(),
+            connect_timeout: std::time::Duration::from_secs(5),
+            ssh: "ssh".into(),
+        };
+        let args = ssh_args(&target);
+        assert!(args.contains(&"UserKnownHostsFile=\"/home/a/My Fleet/keys/server_known_hosts\"".to_owned()));
+        assert!(args.contains(&"StrictHostKeyChecking=yes".to_owned()));
+        assert!(
+            !args.iter().any(|a| a == "-i" || a.starts_with("IdentitiesOnly")),
+            "{args:?}"
+        );
+        target.identity = Some("/etc/ssh/ssh_host_ed25519_key".into());
+        target.known_hosts = "/etc/bento/known_hosts".into();
+        let args = ssh_args(&target);
+        assert!(args.contains(&"UserKnownHostsFile=/etc/bento/known_hosts".to_owned()));
+        assert!(args.contains(&"IdentitiesOnly=yes".to_owned()));
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["-i", "/etc/ssh/ssh_host_ed25519_key"]));
+    }
 
     #[test]
     fn passing_failures_are_retried() {
