@@ -270,6 +270,29 @@ in
       '';
     };
 
+    cache = {
+      url = mkOption {
+        type = types.nullOr (types.strMatching "(https?|file)://.+");
+        default = null;
+        example = "http://bento.example.org:8080";
+        description = ''
+          The Bento server's binary cache (`[cache]` of bento.toml, served by the server
+          module's `cache.enable`): added to `nix.settings.substituters`, beside the
+          others, so this host substitutes its system from it instead of building it.
+        '';
+      };
+      publicKey = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "bento-1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU=";
+        description = ''
+          The cache's public key (the `.pub` made with its signing key by
+          `nix-store --generate-binary-cache-key`), added to
+          `nix.settings.trusted-public-keys`. Required with `url`.
+        '';
+      };
+    };
+
     triggerTcp = mkOption {
       type = types.bool;
       default = false;
@@ -285,7 +308,19 @@ in
     environment.etc."bento/known_hosts".text = cfg.serverKnownHosts;
     environment.systemPackages = [ cfg.package ];
 
+    nix.settings = mkIf (cfg.cache.url != null) {
+      substituters = [ cfg.cache.url ];
+      trusted-public-keys = [ cfg.cache.publicKey ];
+    };
+
     assertions = [
+      {
+        assertion = cfg.cache.url == null || (cfg.cache.publicKey != null
+          && builtins.match "[^:[:space:]]+:[A-Za-z0-9+/]{43}=" cfg.cache.publicKey != null);
+        message = "services.bento.cache.publicKey must be the cache's public key (NAME:BASE64, the "
+          + ".pub made with cache.signing_key by nix-store --generate-binary-cache-key) when "
+          + "cache.url is set: without it Nix would not trust what the cache serves";
+      }
       {
         assertion = cfg.package != null;
         message = "services.bento.package is not set (this module is not inside a bento checkout): "

@@ -84,6 +84,23 @@ in
       '';
     };
 
+    cache = {
+      enable = mkEnableOption ''
+        serving <root>/cache, the signed Nix binary cache that `bento deploy` fills with
+        `[cache] signing_key`, over HTTP with nginx (only nix-cache-info, *.narinfo and
+        nar/*, GET and HEAD, no symlink followed). Hosts add it with the client module's
+        `cache.url` and `cache.publicKey`'';
+      virtualHost = mkOption {
+        type = types.str;
+        default = "bento-cache";
+        description = ''
+          The name of the nginx virtual host serving the cache: set its `listen`,
+          `serverName`, TLS (`enableACME`, `forceSSL`) under
+          `services.nginx.virtualHosts.<this name>`, and open its port in the firewall.
+        '';
+      };
+    };
+
     hosts = mkOption {
       type = types.attrsOf types.str;
       default = { };
@@ -94,6 +111,10 @@ in
 
   config = mkIf cfg.enable {
     assertions = [{
+      assertion = !(cfg.cache.enable && cfg.hosts ? cache);
+      message = "services.bento-server.hosts.cache: with cache.enable, ${cfg.root}/cache is the "
+        + "binary cache, not a host's directory: rename the host";
+    } {
       assertion = badHosts == [ ];
       message = "services.bento-server.hosts: "
         + lib.concatMapStringsSep ", " (h: "`${h}`") badHosts
@@ -125,6 +146,7 @@ in
       };
 
     systemd.tmpfiles.rules = [ "d ${cfg.root} 0755 root root -" ]
+      ++ lib.optionals cfg.cache.enable [ "d ${cfg.root}/cache 0755 root root -" "d ${cfg.root}/cache/nar 0755 root root -" ]
       ++ lib.concatLists (lib.mapAttrsToList (host: _: [
         "d ${cfg.root}/${host} 0755 root root -"
         "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -"
@@ -132,6 +154,22 @@ in
         "d ${cfg.root}/${host}/generations 0755 ${publisher} ${publisher} -"
         "L+ ${cfg.root}/${host}/current - - - - generations/current"
       ]) cfg.hosts);
+
+    # The binary cache: nginx serves the cache's own files and nothing else from it.
+    services.nginx = mkIf cfg.cache.enable {
+      enable = true;
+      virtualHosts.${cfg.cache.virtualHost} = {
+        root = "${cfg.root}/cache";
+        extraConfig = ''
+          disable_symlinks on;
+          autoindex off;
+        '';
+        locations."/".return = "404";
+        locations."= /nix-cache-info".extraConfig = "limit_except GET { deny all; }";
+        locations."~ ^/[0-9a-df-np-sv-z]{32}\\.narinfo$".extraConfig = "limit_except GET { deny all; }";
+        locations."~ ^/nar/[0-9a-df-np-sv-z]+\\.nar(\\.xz|\\.zst|\\.bz2)?$".extraConfig = "limit_except GET { deny all; }";
+      };
+    };
 
     services.openssh.enable = true;
     # Global, not per Match block: sized for the fleet (see maxStartups).

@@ -89,6 +89,26 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         let fleet = Fleet::load(root)?;
         say_unconfigured(&fleet, reports.iter().map(|r| r.host.as_str()), "deployed");
     }
+    for r in &reports {
+        if let Some(why) = r.cache.as_ref().and_then(|c| c.skipped.as_ref()) {
+            output::warn(&format!("{}: {why}", r.host));
+        }
+    }
+    if config.cache.signing_key.is_some() {
+        let copied: usize = reports
+            .iter()
+            .filter_map(|r| r.cache.as_ref())
+            .map(|c| c.copied)
+            .sum();
+        output::note(&format!(
+            "binary cache {}: {copied} store path{} added",
+            options
+                .server_root
+                .join(bento_deploy::cache_sink::CACHE_DIR)
+                .display(),
+            if copied == 1 { "" } else { "s" }
+        ));
+    }
     let published = reports.iter().filter(|r| r.changed).count();
     output::ok(&format!(
         "{} host{}: {published} published, {} unchanged ({})",

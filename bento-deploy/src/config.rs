@@ -23,9 +23,34 @@ pub struct Config {
     pub build: Build,
     /// How `bento status` judges hosts.
     pub status: Status,
+    /// The signed Nix binary cache `bento deploy` fills on the server.
+    pub cache: Cache,
     /// Per host: how to reach it (`[hosts.<name>]`).
     pub hosts: BTreeMap<String, HostSettings>,
 }
+
+/// `[cache]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// A Nix binary cache secret key (`nix-store --generate-binary-cache-key`); set, deploy
+    /// copies the hosts' built systems into `<root>/cache`, signed with it.
+    pub signing_key: Option<String>,
+    /// How the cache's NARs are compressed: `xz`, `zstd`, `bzip2` or `none`.
+    pub compression: String,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            signing_key: None,
+            compression: "xz".into(),
+        }
+    }
+}
+
+/// The values of `cache.compression`.
+pub const CACHE_COMPRESSIONS: [&str; 4] = ["xz", "zstd", "bzip2", "none"];
 
 /// `[server]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -318,6 +343,26 @@ impl Config {
                 "status.stale_after must be between 1 and 1000 (intervals)",
             ));
         }
+        if config
+            .cache
+            .signing_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err(Error::input(
+                section_key_line(text, "cache", "signing_key"),
+                "cache.signing_key must name a Nix binary cache secret key file; remove it to have no cache",
+            ));
+        }
+        if !CACHE_COMPRESSIONS.contains(&config.cache.compression.as_str()) {
+            return Err(Error::input(
+                section_key_line(text, "cache", "compression"),
+                format!(
+                    "cache.compression must be one of {}",
+                    CACHE_COMPRESSIONS.join(", ")
+                ),
+            ));
+        }
         for (name, host) in &config.hosts {
             let section = format!("[hosts.{name}]");
             let line = text
@@ -361,6 +406,15 @@ impl Config {
     pub fn signing_key_path(&self) -> PathBuf {
         expand_home(&self.deploy.signing_key)
     }
+}
+
+/// The 1-based line where `key = …` is set in `[section]` (else anywhere).
+fn section_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let header = format!("[{section}]");
+    let start = text.lines().position(|l| l.trim() == header).unwrap_or(0);
+    key_line(&text.lines().skip(start).collect::<Vec<_>>().join("\n"), key)
+        .map(|line| line + start)
+        .or_else(|| key_line(text, key))
 }
 
 /// Expands a leading `~/` (or a lone `~`) to `$HOME`.
@@ -412,6 +466,11 @@ jobs = 2                           # hosts built at once
 [status]
 interval = "15min"                 # how often hosts poll (the agent timer's interval)
 stale_after = 3                    # a generation not picked up after this many intervals: stale
+
+# A signed Nix binary cache of the built systems, under <root>/cache (see `bento deploy`):
+# [cache]                          # the key: nix-store --generate-binary-cache-key NAME FILE keys/cache.pub
+# signing_key = "~/.config/bento/cache.sec"   # secret: keep it out of git
+# compression = "xz"               # xz | zstd | bzip2 | none
 
 # How to reach a host, shown by `bento status`:
 # [hosts.web1]
@@ -505,6 +564,24 @@ mod tests {
             c.hosts["web1"].ssh_command().unwrap(),
             "ssh -p 2222 root@10.0.0.1"
         );
+    }
+
+    #[test]
+    fn cache_settings_are_validated() {
+        assert_eq!(Config::default().cache.signing_key, None);
+        let c = Config::parse("[cache]\nsigning_key = \"k.sec\"\ncompression = \"zstd\"\n").unwrap();
+        assert_eq!(c.cache.signing_key.as_deref(), Some("k.sec"));
+        let e = Config::parse("[deploy]\nkeep_generations = 2\n[cache]\ncompression = \"lz4\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bento.toml:4: cache.compression must be one of xz, zstd, bzip2, none"
+        );
+        let e = Config::parse("[deploy]\nsigning_key = \"k\"\n[cache]\nsigning_key = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bento.toml:4: cache.signing_key must name"), "{e}");
     }
 
     #[test]

@@ -177,6 +177,17 @@ impl Confined {
     /// synced, then renamed over `rel`. Whatever `rel` was — a file, a planted symlink — is
     /// replaced, not written through.
     pub fn replace(&self, rel: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+        self.replace_with(rel, mode, |file| file.write_all(bytes))
+    }
+
+    /// As [`Confined::replace`], the content written by `write` into the temp file (which
+    /// is then synced and renamed over `rel`): for content streamed from elsewhere.
+    pub fn replace_with(
+        &self,
+        rel: &str,
+        mode: u32,
+        write: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+    ) -> io::Result<()> {
         check_rel(rel)?;
         let (parent, name) = match rel.rsplit_once('/') {
             Some((parent, name)) => (Some(self.dir(parent)?), name),
@@ -191,7 +202,7 @@ impl Confined {
                 OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )?);
-            file.write_all(bytes)?;
+            write(&mut file)?;
             file.sync_all()?;
             rustix::fs::renameat(&dir.fd, tmp.as_str(), &dir.fd, name)?;
             Ok(())
@@ -200,6 +211,32 @@ impl Confined {
             let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), rustix::fs::AtFlags::empty());
         }
         written.map_err(|e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", rel.escape_default())))
+    }
+
+    /// Creates the directory `rel` (mode `mode`) unless it exists, without following a
+    /// symlink on the way; an existing symlink at `rel` is refused.
+    pub fn create_dir(&self, rel: &str, mode: u32) -> io::Result<Confined> {
+        check_rel(rel)?;
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir(parent)?), name),
+            None => (None, rel),
+        };
+        let dir = parent.as_ref().unwrap_or(self);
+        match rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("{}: {e}", rel.escape_default()),
+                ))
+            }
+        }
+        self.dir(rel)
+    }
+
+    /// Flushes the file system this directory is on to disk (one `syncfs`).
+    pub fn sync(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.fd)?)
     }
 
     /// Creates an empty file under a name no one else can have picked

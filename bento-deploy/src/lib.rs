@@ -10,6 +10,8 @@ mod agent_fetch;
 pub mod backoff;
 pub mod build;
 pub mod bundle;
+pub mod cache;
+pub mod cache_sink;
 pub mod config;
 pub mod confined;
 pub mod dirents;

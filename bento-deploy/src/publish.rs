@@ -18,6 +18,8 @@ use bento_secrets::Fleet;
 
 use crate::build::Expected;
 use crate::bundle::Bundle;
+use crate::cache::{self, HostCache};
+use crate::cache_sink::{LocalCache, CACHE_DIR};
 use crate::config::Config;
 use crate::error::Error;
 use crate::hosts::{self, Host};
@@ -25,6 +27,7 @@ use crate::layout::{is_root, ServerRoot};
 use crate::manifest::{now_rfc3339, Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::remote::{RemoteRoot, RemoteUrl};
 use crate::sign::Signer;
+use crate::store_path::StorePath;
 use crate::target::{Staged, Target};
 
 /// What to deploy, and where.
@@ -60,6 +63,8 @@ pub struct HostReport {
     pub system: Option<String>,
     /// Generations removed by pruning.
     pub pruned: Vec<u64>,
+    /// What the binary cache did for it (`null` without `[cache]`).
+    pub cache: Option<HostCache>,
 }
 
 /// Hears how a deploy progresses (a progress bar, say).
@@ -78,7 +83,7 @@ pub trait Progress: Sync {
 impl Progress for () {}
 
 /// A host whose bundle differs from what the server has.
-struct Plan {
+pub(crate) struct Plan {
     bundle: Bundle,
     generation: u64,
     system: Option<String>,
@@ -142,6 +147,17 @@ pub fn deploy(
         &options.hosts,
         &fleet,
     )?;
+    if config.cache.signing_key.is_some() {
+        if let Some(host) = hosts.iter().find(|h| h.name == CACHE_DIR) {
+            return Err(Error::at(
+                format!("host {}", host.name),
+                format!(
+                    "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
+                     or remove [cache] from bento.toml"
+                ),
+            ));
+        }
+    }
     let expected = Expected::load(root)?;
     let server = match &options.target {
         Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
@@ -159,6 +175,13 @@ pub fn deploy(
         .par_iter()
         .map(|host| assess(root, &fleet, host, &server, &expected, prefix, progress))
         .collect::<Result<_, Error>>()?;
+    // The systems go into the cache before any `current` names them.
+    let cached = if config.cache.signing_key.is_some() {
+        let sink = LocalCache::open(&options.server_root)?;
+        Some(fill_cache(root, config, &options.nix, &assessed, &sink)?)
+    } else {
+        None
+    };
     let mut reports = Vec::new();
     let mut changed = Vec::new();
     for a in assessed {
@@ -170,13 +193,54 @@ pub fn deploy(
     if !changed.is_empty() {
         reports.extend(publish(root, config, &server, changed, signer()?, progress)?);
     }
+    if let Some(mut cached) = cached {
+        for r in &mut reports {
+            r.cache = Some(cached.remove(&r.host).unwrap_or_default());
+        }
+    }
     reports.sort_by(|a, b| a.host.cmp(&b.host));
     Ok(reports)
 }
 
+/// Copies into the cache behind `sink` the recorded system of every host (of changed
+/// ones, and of unchanged ones whose system is not there yet); a changed host without a
+/// recorded build is skipped, with the reason in its report.
+pub(crate) fn fill_cache(
+    root: &Path,
+    config: &Config,
+    nix: &str,
+    assessed: &[Assessed],
+    sink: &dyn crate::cache_sink::CacheSink,
+) -> Result<std::collections::BTreeMap<String, HostCache>, Error> {
+    let mut systems = Vec::new();
+    let mut no_build = Vec::new();
+    for a in assessed {
+        let (host, system, changed) = match a {
+            Assessed::Unchanged(r) => (&r.host, &r.system, false),
+            Assessed::Changed(plan) => (&plan.bundle.host, &plan.system, true),
+        };
+        match system {
+            Some(system) => {
+                let path = StorePath::parse(system).map_err(|e| {
+                    Error::at(
+                        crate::build::EXPECTED_FILE,
+                        format!("host {host}: {e}; run `bento build {host}` again"),
+                    )
+                })?;
+                systems.push((host.clone(), path));
+            }
+            None if changed => no_build.push(host.clone()),
+            None => {}
+        }
+    }
+    cache::fill(root, config, nix, &systems, &no_build, sink)
+}
+
 /// A host after comparing its new bundle with the server's current generation.
-enum Assessed {
+pub(crate) enum Assessed {
+    /// Nothing to publish.
     Unchanged(HostReport),
+    /// A new generation to publish.
     Changed(Box<Plan>),
 }
 
@@ -215,6 +279,7 @@ fn assess(
                 secrets: bundle.secrets.len(),
                 system,
                 pruned: Vec::new(),
+                cache: None,
             };
             progress.done(&report);
             return Ok(Assessed::Unchanged(report));
@@ -274,6 +339,7 @@ fn publish(
                 secrets: plan.bundle.secrets.len(),
                 system: plan.system.clone(),
                 pruned,
+                cache: None,
             };
             progress.done(&report);
             Ok(report)

@@ -7,6 +7,7 @@ mod admin;
 mod agenix;
 mod agent;
 mod bad_input;
+mod cache;
 mod deploy;
 mod edit;
 mod faults;

@@ -277,6 +277,47 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
 }
 
 #[test]
+fn the_binary_cache_is_served_by_the_server_and_trusted_by_the_client() {
+    with_lib(|lib| {
+        let v = evaluated(lib, "server-cache");
+        assert_eq!(v["nginx"]["enable"], true);
+        let vhost = &v["nginx"]["virtualHosts"]["bento-cache"];
+        assert_eq!(vhost["root"], "/srv/bento/cache");
+        assert!(text(&vhost["extraConfig"]).contains("disable_symlinks on;"));
+        // Only the cache's own files are served; anything else is a 404.
+        assert_eq!(vhost["locations"]["/"]["return"], "404");
+        let locations: Vec<&String> = vhost["locations"].as_object().unwrap().keys().collect();
+        for expected in [
+            "= /nix-cache-info",
+            "~ ^/[0-9a-df-np-sv-z]{32}\\.narinfo$",
+            "~ ^/nar/[0-9a-df-np-sv-z]+\\.nar(\\.xz|\\.zst|\\.bz2)?$",
+        ] {
+            assert!(
+                locations.iter().any(|l| *l == expected),
+                "{expected}: {locations:?}"
+            );
+        }
+        let tmpfiles = v["tmpfiles"].as_array().unwrap();
+        assert!(tmpfiles.contains(&Value::from("d /srv/bento/cache 0755 root root -")));
+        // Without the option, no web server.
+        let v = evaluated(lib, "server");
+        assert!(v["nginx"].get("virtualHosts").is_none(), "{}", v["nginx"]);
+
+        let v = evaluated(lib, "client-cache");
+        assert_eq!(
+            v["nixSettings"]["substituters"],
+            serde_json::json!(["http://bento.example.org:8080"])
+        );
+        assert_eq!(
+            v["nixSettings"]["trusted-public-keys"],
+            serde_json::json!(["bento-1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU="])
+        );
+        let v = evaluated(lib, "default");
+        assert!(v["nixSettings"].get("substituters").is_none());
+    });
+}
+
+#[test]
 fn the_flake_modules_evaluate() {
     with_lib(|lib| {
         let v = evaluated(lib, "flake-client");
@@ -335,6 +376,14 @@ fn what_cannot_work_is_refused_at_evaluation() {
             (
                 "no-package",
                 "Failed assertions: - services.bento.package is not set",
+            ),
+            (
+                "client-cache-without-key",
+                "Failed assertions: - services.bento.cache.publicKey must be the cache's public key",
+            ),
+            (
+                "server-cache-host-named-cache",
+                "Failed assertions: - services.bento-server.hosts.cache: with cache.enable, /srv/bento/cache is the binary cache",
             ),
             (
                 "server-bad-host",

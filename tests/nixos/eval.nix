@@ -80,6 +80,16 @@ let
     sftp-without-known-hosts = client { services.bento.serverKnownHosts = lib.mkForce ""; };
     no-package = client { services.bento.package = lib.mkForce null; };
     server-bad-host = server { hosts."../etc" = key; };
+    # The binary cache: served by the server, trusted by a client.
+    server-cache = server { cache.enable = true; };
+    server-cache-host-named-cache = server { cache.enable = true; hosts.cache = key; };
+    client-cache = client {
+      services.bento.cache = {
+        url = "http://bento.example.org:8080";
+        publicKey = "bento-1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU=";
+      };
+    };
+    client-cache-without-key = client { services.bento.cache.url = "http://bento.example.org:8080"; };
   };
 
   config = (lib.evalModules { modules = [ stubs ] ++ cases.${case}; }).config;
@@ -112,9 +122,11 @@ in
   packageSource = c.services.bento.package.passthru.src.url or "checkout";
   agentToml = c.environment.etc."bento/agent.toml".source.value;
   knownHosts = c.environment.etc."bento/known_hosts".text;
+  nixSettings = c.nix.settings;
 } // lib.optionalAttrs (c ? services.bento-server && c.services.bento-server.enable) {
   users = lib.mapAttrs (_: u: { inherit (u) group home; keys = u.openssh.authorizedKeys.keys; }) c.users.users;
   sshd = c.services.openssh.extraConfig;
   maxStartups = c.services.openssh.settings.MaxStartups;
   tmpfiles = c.systemd.tmpfiles.rules;
+  nginx = c.services.nginx;
 }

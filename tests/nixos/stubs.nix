@@ -42,6 +42,7 @@ in
     networking.hostName = mkOption { type = types.str; default = "nixos"; };
     networking.proxy.envVars = mkOption { type = types.attrsOf types.str; default = { }; };
     nix.package = mkOption { type = types.anything; default = pkgs.nix; };
+    nix.settings = loose;
     nix.nixPath = mkOption {
       type = types.listOf types.str;
       default = [ "nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixos" "nixos-config=/etc/nixos/configuration.nix" ];
