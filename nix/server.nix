@@ -14,7 +14,8 @@
 # With `publishKeys` (the admins' ssh keys), admins publish from their own machines with
 # `bento deploy --target sftp://bento-publish@server/`: the account `bento-publish` is
 # sftp only, chrooted to <root>, owns each <root>/H/generations, and <root>/H/current is
-# root's link to generations/current, the pointer it replaces.
+# root's link to generations/current, the pointer it replaces. With `cache.enable` too,
+# it owns <root>/cache and fills it over the same connection.
 { config, lib, ... }:
 
 let
@@ -23,6 +24,7 @@ let
   userOf = host: "${cfg.userPrefix}${host}";
   publisher = "bento-publish";
   publishing = cfg.publishKeys != [ ];
+  cacheOwner = if publishing then publisher else "root";
   # sftp only, chrooted, no forwarding of any kind (the lines `bento server setup` prints).
   restricted = user: chroot: ''
     Match User ${user}
@@ -80,7 +82,8 @@ in
         sftp://bento-publish@<server>/` (keys/admins/ of the fleet). Non-empty: the account
         `bento-publish` (sftp only, chrooted to `root`, no forwarding, no TTY) owns each
         host's `generations/`, and each host's `current` becomes root's link to
-        `generations/current`. It cannot log in as a host, nor read outside `root`.
+        `generations/current`. It cannot log in as a host, nor read outside `root`. With
+        `cache.enable`, it also owns `root`/cache, which `bento deploy` fills over sftp.
       '';
     };
 
@@ -146,7 +149,12 @@ in
       };
 
     systemd.tmpfiles.rules = [ "d ${cfg.root} 0755 root root -" ]
-      ++ lib.optionals cfg.cache.enable [ "d ${cfg.root}/cache 0755 root root -" "d ${cfg.root}/cache/nar 0755 root root -" ]
+      # The cache: the publishing account's when there is one (it fills the cache over
+      # sftp), root's otherwise; 0755 either way, for nginx to read.
+      ++ lib.optionals cfg.cache.enable [
+        "d ${cfg.root}/cache 0755 ${cacheOwner} ${cacheOwner} -"
+        "d ${cfg.root}/cache/nar 0755 ${cacheOwner} ${cacheOwner} -"
+      ]
       ++ lib.concatLists (lib.mapAttrsToList (host: _: [
         "d ${cfg.root}/${host} 0755 root root -"
         "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -"

@@ -100,12 +100,14 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|r| r.cache.as_ref())
             .map(|c| c.copied)
             .sum();
+        // The target's cache: `<root>/cache`, local or over sftp.
+        let cache = format!(
+            "{}/{}",
+            shown.trim_end_matches('/'),
+            bento_deploy::cache_sink::CACHE_DIR
+        );
         output::note(&format!(
-            "binary cache {}: {copied} store path{} added",
-            options
-                .server_root
-                .join(bento_deploy::cache_sink::CACHE_DIR)
-                .display(),
+            "binary cache {cache}: {copied} store path{} added",
             if copied == 1 { "" } else { "s" }
         ));
     }

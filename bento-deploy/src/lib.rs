@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod publish;
 pub mod reach;
 pub mod remote;
+pub mod remote_cache;
 pub mod report;
 pub mod server;
 pub mod sftp;

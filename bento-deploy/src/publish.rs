@@ -19,7 +19,7 @@ use bento_secrets::Fleet;
 use crate::build::Expected;
 use crate::bundle::Bundle;
 use crate::cache::{self, HostCache};
-use crate::cache_sink::{LocalCache, CACHE_DIR};
+use crate::cache_sink::CACHE_DIR;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hosts::{self, Host};
@@ -177,8 +177,8 @@ pub fn deploy(
         .collect::<Result<_, Error>>()?;
     // The systems go into the cache before any `current` names them.
     let cached = if config.cache.signing_key.is_some() {
-        let sink = LocalCache::open(&options.server_root)?;
-        Some(fill_cache(root, config, &options.nix, &assessed, &sink)?)
+        let sink = server.cache()?;
+        Some(fill_cache(root, config, &options.nix, &assessed, sink.as_ref())?)
     } else {
         None
     };

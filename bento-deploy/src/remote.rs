@@ -166,7 +166,8 @@ impl RemoteRoot {
         &self.url
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut SftpTransport) -> io::Result<T>) -> io::Result<T> {
+    /// Runs `f` on the connection (one exchange at a time).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut SftpTransport) -> io::Result<T>) -> io::Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn)
     }

@@ -8,6 +8,10 @@
 //! lets it switch a host's generation without writing the host's (root-owned) directory.
 //! It cannot log in as a host (its keys are not a host's), and reads nothing outside the root.
 //!
+//! With `[cache]`, `<root>/cache` and `cache/nar` (0755, readable by the web server) are
+//! made too, owned by the publishing account when there is one, so that a deploy over sftp
+//! fills the binary cache; hosts still write nothing but their `logs/`.
+//!
 //! Two forms: a NixOS module, and for other Linux servers an `sshd_config` block with the
 //! shell commands that create the users and directories.
 
@@ -17,6 +21,7 @@ use std::fmt::Write;
 use bento_secrets::keys::KeyKind;
 use bento_secrets::Fleet;
 
+use crate::cache_sink::{CACHE_DIR, NAR_DIR};
 use crate::config::Config;
 use crate::layout::{CURRENT_FILE, CURRENT_LINK, GENERATIONS_DIR};
 
@@ -167,6 +172,11 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost], publish_keys: &[Strin
     );
     let publisher = !publish_keys.is_empty();
     let mut tmpfiles = vec![format!("d {root} 0755 root root -")];
+    if let Some(owner) = cache_owner(config, publisher) {
+        for dir in [CACHE_DIR.to_owned(), format!("{CACHE_DIR}/{NAR_DIR}")] {
+            tmpfiles.push(format!("d {root}/{dir} 0755 {owner} {owner} -"));
+        }
+    }
     let mut users: BTreeMap<&str, &ServerHost> = BTreeMap::new();
     for h in hosts {
         users.insert(&h.user, h);
@@ -262,6 +272,16 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
             sh(&format!("{AUTHORIZED_KEYS_DIR}/{PUBLISH_USER}"))
         );
     }
+    if let Some(owner) = cache_owner(config, publisher) {
+        // The binary cache, readable by the web server. `chown -h`: a link planted at
+        // cache/nar is not followed (the deploy refuses it).
+        let cache = sh(&format!("{root}/{CACHE_DIR}"));
+        let nar = sh(&format!("{root}/{CACHE_DIR}/{NAR_DIR}"));
+        let _ = writeln!(
+            out,
+            "mkdir -p -m 0755 {cache} {nar} && chmod 0755 {cache} && chown -h {owner}:{owner} {cache} {nar}"
+        );
+    }
     for h in hosts {
         let user = sh(&h.user);
         let _ = writeln!(
@@ -299,6 +319,16 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
     }
     let _ = writeln!(out, "systemctl reload ssh || systemctl reload sshd");
     out
+}
+
+/// Who owns `<root>/cache` and `cache/nar` (with `[cache]` only): the publishing account
+/// when there is one (it fills the cache over sftp), else root (a local deploy).
+fn cache_owner(config: &Config, publisher: bool) -> Option<&'static str> {
+    config
+        .cache
+        .signing_key
+        .is_some()
+        .then_some(if publisher { PUBLISH_USER } else { "root" })
 }
 
 /// A Nix string literal.
@@ -417,6 +447,31 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn with_a_cache_its_directories_go_to_the_publishing_account_when_there_is_one() {
+        let (mut config, hosts) = sample("");
+        let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
+        assert!(!other_linux(&config, &hosts, &keys).contains("/cache"));
+        assert!(!nixos_module(&config, &hosts, &keys).contains("/cache"));
+        config.cache.signing_key = Some("cache.sec".into());
+        let text = other_linux(&config, &hosts, &keys);
+        assert!(
+            text.contains(
+                "mkdir -p -m 0755 /srv/bento/cache /srv/bento/cache/nar && chmod 0755 /srv/bento/cache \
+                 && chown -h bento-publish:bento-publish /srv/bento/cache /srv/bento/cache/nar\n"
+            ),
+            "{text}"
+        );
+        let module = nixos_module(&config, &hosts, &keys);
+        for dir in ["cache", "cache/nar"] {
+            let rule = format!("\"d /srv/bento/{dir} 0755 bento-publish bento-publish -\"");
+            assert!(module.contains(&rule), "{module}");
+        }
+        // No publishing account: root's, for a local deploy.
+        assert!(other_linux(&config, &hosts, &[]).contains("chown -h root:root /srv/bento/cache "));
+        assert!(nixos_module(&config, &hosts, &[]).contains("\"d /srv/bento/cache/nar 0755 root root -\""));
     }
 
     #[test]

@@ -172,10 +172,16 @@ impl SftpTransport {
 
     /// Every entry of directory `rel` with its kind (links are listed, never followed).
     pub fn entries(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
+        self.entries_at_most(rel, usize::MAX)
+    }
+
+    /// As [`SftpTransport::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
+    /// `limit` entries: a directory someone filled without end is not read to the end.
+    pub fn entries_at_most(&mut self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
         check_rel(rel)?;
         let path = self.at(rel);
         let mut fs = self.sftp().fs();
-        self.block(async {
+        let result = self.block(async {
             let dir = fs.open_dir(&path).await?;
             let mut entries = Vec::new();
             let mut stream = Box::pin(dir.read_dir());
@@ -183,10 +189,19 @@ impl SftpTransport {
                 let entry = entry?;
                 let name = entry.filename().to_string_lossy().into_owned();
                 if name != "." && name != ".." {
+                    if entries.len() == limit {
+                        return Ok(None);
+                    }
                     entries.push((name, kind_of(entry.file_type())));
                 }
             }
-            Ok(entries)
+            Ok(Some(entries))
+        })?;
+        result.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("holds more than {limit} entries"),
+            )
         })
     }
 
@@ -239,6 +254,73 @@ impl SftpTransport {
         let (from, to) = (self.at(from), self.at(to));
         let mut fs = self.sftp().fs();
         self.block(fs.rename(&from, &to))
+    }
+
+    /// Replaces the file `rel` with the content of `from` (mode `mode`): streamed into a
+    /// fresh temp name next to it (created exclusively: never an existing file, never
+    /// through a link), flushed when the server can (`fsync@openssh.com`), then renamed over
+    /// `rel` with `posix-rename@openssh.com`, which replaces whatever `rel` was (a planted
+    /// link included) without following it. The temp file is removed on failure. Returns
+    /// the bytes sent.
+    pub fn upload(&mut self, rel: &str, from: &mut dyn io::Read, mode: u16) -> io::Result<u64> {
+        check_rel(rel)?;
+        if !self.sftp().support_posix_rename() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the sftp server lacks posix-rename@openssh.com (OpenSSH has it)",
+            ));
+        }
+        let sftp = self.sftp();
+        let mut created = None;
+        let mut failure = None;
+        for _ in 0..8 {
+            let tmp = temp_name(rel);
+            match self.block(sftp.options().write(true).create_new(true).open(self.at(&tmp))) {
+                Ok(file) => {
+                    created = Some((tmp, file));
+                    break;
+                }
+                // sftp says only "failure" for a name taken: try another, unless stuck.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let Some((tmp, mut file)) = created else {
+            let why = failure.map_or(String::new(), |e| format!(": {e}"));
+            return Err(io::Error::other(format!("no temp file could be created{why}")));
+        };
+        let fsync = sftp.support_fsync();
+        let (path, tmp_path) = (self.at(rel), self.at(&tmp));
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        let written = (|| {
+            self.block(file.set_permissions(openssh_sftp_client::metadata::Permissions::from(mode)))?;
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.block(file.write_all(&buf[..n]))?;
+                sent += n as u64;
+            }
+            self.block(async {
+                if fsync {
+                    file.sync_all().await?;
+                }
+                file.close().await
+            })?;
+            let mut fs = sftp.fs();
+            self.block(fs.rename(&tmp_path, &path))
+        })();
+        if let Err(e) = written {
+            let mut fs = sftp.fs();
+            let _ = self.block(fs.remove_file(&tmp_path));
+            return Err(e);
+        }
+        self.transferred += sent;
+        Ok(sent)
     }
 
     /// Removes the file or link `rel`.

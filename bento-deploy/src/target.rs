@@ -5,10 +5,12 @@
 
 use bento_secrets::accounts::Owner;
 
+use crate::cache_sink::{CacheSink, LocalCache};
 use crate::error::Error;
 use crate::layout::{self, ServerRoot};
 use crate::manifest::Manifest;
 use crate::remote::{RemoteRoot, RemoteStaged};
+use crate::remote_cache::RemoteCache;
 
 /// An open (and, when local, locked) publishing target.
 pub enum Target {
@@ -123,6 +125,15 @@ impl Target {
             Target::Local(root) => root.host(host).prune(keep, current),
             Target::Remote(remote) => remote.prune(host, keep, current),
         }
+    }
+
+    /// The binary cache `<root>/cache` of this target: a local directory, or the remote
+    /// one over the same sftp connection.
+    pub fn cache(&self) -> Result<Box<dyn CacheSink + '_>, Error> {
+        Ok(match self {
+            Target::Local(root) => Box::new(LocalCache::open(root.path())?),
+            Target::Remote(remote) => Box::new(RemoteCache::open(remote)?),
+        })
     }
 
     /// Where this is, for messages: the directory, or the sftp URL.

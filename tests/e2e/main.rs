@@ -24,6 +24,7 @@ mod output;
 mod reach;
 mod rekey;
 mod remote;
+mod remote_cache;
 mod roundtrip;
 mod sshd;
 mod status;

@@ -273,6 +273,16 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
         assert!(v["users"].get("bento-publish").is_none());
         assert!(!text(&v["sshd"]).contains("bento-publish"));
         assert!(!v["tmpfiles"].to_string().contains("generations"));
+        // With the cache served: it is the publishing account's, which fills it over sftp.
+        let v = evaluated(lib, "server-publish-cache");
+        let tmpfiles = v["tmpfiles"].as_array().unwrap();
+        for rule in [
+            "d /srv/bento/cache 0755 bento-publish bento-publish -",
+            "d /srv/bento/cache/nar 0755 bento-publish bento-publish -",
+            "d /srv/bento/web1/logs 0700 web1 bento -",
+        ] {
+            assert!(tmpfiles.contains(&Value::from(rule)), "{rule}: {tmpfiles:?}");
+        }
     });
 }
 

@@ -82,6 +82,7 @@ let
     server-bad-host = server { hosts."../etc" = key; };
     # The binary cache: served by the server, trusted by a client.
     server-cache = server { cache.enable = true; };
+    server-publish-cache = server { cache.enable = true; publishKeys = [ key ]; };
     server-cache-host-named-cache = server { cache.enable = true; hosts.cache = key; };
     client-cache = client {
       services.bento.cache = {
