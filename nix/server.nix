@@ -10,12 +10,35 @@
 # Each host H gets a system user <userPrefix>H in group `bento`, chrooted to <root>/H
 # (root-owned, 0755, as OpenSSH requires), sftp only, able to write <root>/H/logs only.
 # `bento deploy` publishes into <root>; `bento server setup` prints this for a fleet.
+#
+# With `publishKeys` (the admins' ssh keys), admins publish from their own machines with
+# `bento deploy --target sftp://bento-publish@server/`: the account `bento-publish` is
+# sftp only, chrooted to <root>, owns each <root>/H/generations, and <root>/H/current is
+# root's link to generations/current, the pointer it replaces. With `cache.enable` too,
+# it owns <root>/cache and fills it over the same connection.
 { config, lib, ... }:
 
 let
   cfg = config.services.bento-server;
   inherit (lib) mkEnableOption mkIf mkOption types;
   userOf = host: "${cfg.userPrefix}${host}";
+  publisher = "bento-publish";
+  publishing = cfg.publishKeys != [ ];
+  cacheOwner = if publishing then publisher else "root";
+  # sftp only, chrooted, no forwarding of any kind (the lines `bento server setup` prints).
+  restricted = user: chroot: ''
+    Match User ${user}
+      ChrootDirectory ${chroot}
+      ForceCommand internal-sftp
+      DisableForwarding yes
+      AllowTcpForwarding no
+      AllowStreamLocalForwarding no
+      AllowAgentForwarding no
+      X11Forwarding no
+      PermitTunnel no
+      PermitTTY no
+      PasswordAuthentication no
+  '';
   # As bento checks host names: no `/`, not starting with `.` or `-`.
   badHosts = lib.filter (h: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" h == null)
     (lib.attrNames cfg.hosts);
@@ -47,6 +70,20 @@ in
         Never below OpenSSH's default 10:30:100; raised with the fleet so that a quarter of
         it may be mid-handshake together. Agents that are dropped retry with backoff.
         Each unauthenticated connection is one sshd process (a few MB).
+      '';
+    };
+
+    publishKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA… alice" ];
+      description = ''
+        SSH public keys of the admins who publish with `bento deploy --target
+        sftp://bento-publish@<server>/` (keys/admins/ of the fleet). Non-empty: the account
+        `bento-publish` (sftp only, chrooted to `root`, no forwarding, no TTY) owns each
+        host's `generations/`, and each host's `current` becomes root's link to
+        `generations/current`. It cannot log in as a host, nor read outside `root`. With
+        `cache.enable`, it also owns `root`/cache, which `bento deploy` fills over sftp.
       '';
     };
 
@@ -86,9 +123,13 @@ in
         + lib.concatMapStringsSep ", " (h: "`${h}`") badHosts
         + " is not a valid host name (letters, digits, `.`, `_`, `-`, not starting with `.` "
         + "or `-`): it names a user and a chroot directory under ${cfg.root}";
+    } {
+      assertion = !(publishing && lib.any (h: userOf h == publisher) (lib.attrNames cfg.hosts));
+      message = "services.bento-server: a host's user would be `${publisher}`, the publishing "
+        + "account: rename the host or set userPrefix";
     }];
 
-    users.groups.bento = { };
+    users.groups = { bento = { }; } // lib.optionalAttrs publishing { ${publisher} = { }; };
 
     users.users = lib.mapAttrs' (host: key:
       lib.nameValuePair (userOf host) {
@@ -96,13 +137,30 @@ in
         group = "bento";
         home = "/";
         openssh.authorizedKeys.keys = [ key ];
-      }) cfg.hosts;
+      }) cfg.hosts
+      // lib.optionalAttrs publishing {
+        # Its own group: never `bento`, whose users are chrooted to their host's directory.
+        ${publisher} = {
+          isSystemUser = true;
+          group = publisher;
+          home = "/";
+          openssh.authorizedKeys.keys = cfg.publishKeys;
+        };
+      };
 
     systemd.tmpfiles.rules = [ "d ${cfg.root} 0755 root root -" ]
-      ++ lib.optionals cfg.cache.enable [ "d ${cfg.root}/cache 0755 root root -" "d ${cfg.root}/cache/nar 0755 root root -" ]
+      # The cache: the publishing account's when there is one (it fills the cache over
+      # sftp), root's otherwise; 0755 either way, for nginx to read.
+      ++ lib.optionals cfg.cache.enable [
+        "d ${cfg.root}/cache 0755 ${cacheOwner} ${cacheOwner} -"
+        "d ${cfg.root}/cache/nar 0755 ${cacheOwner} ${cacheOwner} -"
+      ]
       ++ lib.concatLists (lib.mapAttrsToList (host: _: [
         "d ${cfg.root}/${host} 0755 root root -"
         "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -"
+      ] ++ lib.optionals publishing [
+        "d ${cfg.root}/${host}/generations 0755 ${publisher} ${publisher} -"
+        "L+ ${cfg.root}/${host}/current - - - - generations/current"
       ]) cfg.hosts);
 
     # The binary cache: nginx serves the cache's own files and nothing else from it.
@@ -126,18 +184,7 @@ in
     services.openssh.settings.MaxStartups = lib.mkDefault cfg.maxStartups;
     # One Match block per user: the chroot is named after the host, not the user. sftp
     # only, no forwarding of any kind (the same lines as `bento server setup` prints).
-    services.openssh.extraConfig = lib.concatStrings (lib.mapAttrsToList (host: _: ''
-      Match User ${userOf host}
-        ChrootDirectory ${cfg.root}/${host}
-        ForceCommand internal-sftp
-        DisableForwarding yes
-        AllowTcpForwarding no
-        AllowStreamLocalForwarding no
-        AllowAgentForwarding no
-        X11Forwarding no
-        PermitTunnel no
-        PermitTTY no
-        PasswordAuthentication no
-    '') cfg.hosts);
+    services.openssh.extraConfig = lib.optionalString publishing (restricted publisher cfg.root)
+      + lib.concatStrings (lib.mapAttrsToList (host: _: restricted (userOf host) "${cfg.root}/${host}") cfg.hosts);
   };
 }

@@ -218,9 +218,13 @@ pub struct ActivateArgs {
 pub struct DeployArgs {
     /// Only these hosts [default: every host in hosts/]
     pub hosts: Vec<String>,
-    /// Publish into this directory instead of server.root of bento.toml
-    #[arg(long, value_name = "DIR")]
+    /// Publish into this local directory instead of server.root (or deploy.target) of bento.toml
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
     pub server_root: Option<PathBuf>,
+    /// Publish over sftp to this server root instead of deploy.target of bento.toml
+    /// (sftp://user@host:port/abs/root; the server's key pinned from keys/server_known_hosts)
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
     /// Print the per-host summary as JSON
     #[arg(long)]
     pub json: bool,

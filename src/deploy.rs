@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use bento_deploy::fleet::build::BuildResult;
 use bento_deploy::fleet::hosts;
 use bento_deploy::publish::{self, HostReport, Progress};
+use bento_deploy::remote::RemoteUrl;
 use bento_deploy::sign::Signer;
 use bento_deploy::{server, Config};
 use bento_secrets::Fleet;
@@ -49,12 +50,27 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .warnings
         .iter()
         .for_each(|w| output::warn(w));
+    // `--target`, else (unless `--server-root` names a local root) `[deploy] target`.
+    let target = match (&args.target, &args.server_root) {
+        (Some(url), _) => Some(url.as_str()),
+        (None, Some(_)) => None,
+        (None, None) => config.deploy.target.as_deref(),
+    };
+    let target = target
+        .map(|url| RemoteUrl::parse(url).map_err(|e| anyhow::anyhow!("--target {e}")))
+        .transpose()?;
     let options = publish::Options {
         server_root: args
             .server_root
             .unwrap_or_else(|| PathBuf::from(&config.server.root)),
+        target,
+        ssh: "ssh".into(),
         hosts: args.hosts,
         nix: NIX.into(),
+    };
+    let shown = match &options.target {
+        Some(url) => url.to_string(),
+        None => options.server_root.display().to_string(),
     };
     let key = config.signing_key_path();
     let signer = || Signer::load(&key, &config.deploy.signing_key);
@@ -85,12 +101,14 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|r| r.cache.as_ref())
             .map(|c| c.copied)
             .sum();
+        // The target's cache: `<root>/cache`, local or over sftp.
+        let cache = format!(
+            "{}/{}",
+            shown.trim_end_matches('/'),
+            bento_deploy::cache_sink::CACHE_DIR
+        );
         output::note(&format!(
-            "binary cache {}: {copied} store path{} added",
-            options
-                .server_root
-                .join(bento_deploy::cache_sink::CACHE_DIR)
-                .display(),
+            "binary cache {cache}: {copied} store path{} added",
             if copied == 1 { "" } else { "s" }
         ));
     }
@@ -100,7 +118,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         reports.len(),
         if reports.len() == 1 { "" } else { "s" },
         reports.len() - published,
-        options.server_root.display()
+        shown
     ));
     Ok(ExitCode::SUCCESS)
 }
@@ -213,10 +231,21 @@ pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                      `bento host add NAME --key FILE`, then run `bento server setup` again",
                 );
             }
+            let publish_keys = server::publish_keys(&fleet);
+            if !publish_keys.is_empty() {
+                if let Some(h) = hosts.iter().find(|h| h.user == server::PUBLISH_USER) {
+                    anyhow::bail!(
+                        "host `{}`: its sftp user would be `{}`, the publishing account of the admins; \
+                         rename the host or set server.user_prefix in bento.toml",
+                        h.name,
+                        server::PUBLISH_USER
+                    );
+                }
+            }
             outln!("### NixOS server: add this module to its configuration")?;
-            outln!("{}", server::nixos_module(&config, &hosts))?;
+            outln!("{}", server::nixos_module(&config, &hosts, &publish_keys))?;
             outln!("### Other Linux servers")?;
-            out!("{}", server::other_linux(&config, &hosts))?;
+            out!("{}", server::other_linux(&config, &hosts, &publish_keys))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -74,7 +74,8 @@ fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyh
         let _ = tx.send(event);
     })?;
     // Only the directories whose entries matter: the root (hosts appear), each host dir
-    // (`current` is replaced), each logs/ (reports arrive). Not the bundles' own trees.
+    // (`current` is replaced), each generations/ (where a publishing account replaces
+    // `generations/current`), each logs/ (reports arrive). Not the bundles' own trees.
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     let clear = std::io::stdout().is_terminal();
     let mut last = String::new();
@@ -84,6 +85,7 @@ fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyh
         for h in &fleet_status.hosts {
             dirs.push(root.join(&h.host));
             dirs.push(root.join(&h.host).join(bento_deploy::layout::LOGS_DIR));
+            dirs.push(root.join(&h.host).join(bento_deploy::layout::GENERATIONS_DIR));
         }
         for dir in dirs {
             // A symlinked host dir or logs/ is not followed (status flags it instead).

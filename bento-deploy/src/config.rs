@@ -88,6 +88,9 @@ pub struct Deploy {
     pub signing_key: String,
     /// How many generations each host keeps on the server (the current one included).
     pub keep_generations: u32,
+    /// Publish over sftp to this remote server root (`sftp://user@host:port/abs/root`)
+    /// instead of into `server.root` on this machine.
+    pub target: Option<String>,
 }
 
 impl Default for Deploy {
@@ -95,6 +98,7 @@ impl Default for Deploy {
         Deploy {
             signing_key: "~/.ssh/id_ed25519".into(),
             keep_generations: 3,
+            target: None,
         }
     }
 }
@@ -275,6 +279,10 @@ impl Config {
                 "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
             ));
         }
+        if let Some(target) = &config.deploy.target {
+            crate::remote::RemoteUrl::parse(target)
+                .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
+        }
         if config.build.command.split_whitespace().next().is_none() {
             return Err(Error::config(
                 at("build", "command"),
@@ -398,6 +406,8 @@ user_prefix = ""               # host H logs in as sftp user <user_prefix>H
 [deploy]
 signing_key = "~/.ssh/id_ed25519"  # admin key that signs bundles (a .pub: sign through ssh-agent)
 keep_generations = 3               # bundles kept per host on the server
+# target = "sftp://bento-publish@bento.example.org:22/"  # publish over sftp (server key:
+#                                  # keys/server_known_hosts); default: server.root, locally
 
 [build]
 command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…
@@ -450,6 +460,19 @@ mod tests {
         assert_eq!(
             e,
             "bento.toml:3: deploy.keep_generations must be between 1 and 1000"
+        );
+        let e = Config::parse("[deploy]\nkeep_generations = 3\ntarget = \"sftp://bento.example.org/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bento.toml:3: deploy.target `sftp://bento.example.org/`: expected sftp://user@"),
+            "{e}"
+        );
+        let c =
+            Config::parse("[deploy]\ntarget = \"sftp://bento-publish@bento.example.org:2222/\"\n").unwrap();
+        assert_eq!(
+            c.deploy.target.as_deref(),
+            Some("sftp://bento-publish@bento.example.org:2222/")
         );
         let e = Config::parse("[build]\njobs = 0\n").unwrap_err().to_string();
         assert_eq!(e, "bento.toml:2: build.jobs must be between 1 and 64");

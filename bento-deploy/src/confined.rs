@@ -138,6 +138,26 @@ impl Confined {
         Ok(bytes)
     }
 
+    /// The text of the symlink `rel` (not followed; its parents are reached without
+    /// following any either).
+    pub fn read_link(&self, rel: &str) -> io::Result<std::path::PathBuf> {
+        check_rel(rel)?;
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir(parent)?), name),
+            None => (None, rel),
+        };
+        let dir = parent.as_ref().unwrap_or(self);
+        let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new()).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {e}", rel.escape_default()),
+            )
+        })?;
+        Ok(std::path::PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(target.into_bytes()),
+        ))
+    }
+
     /// The entries of directory `rel` (`""`: this one), with their types.
     pub fn entries(&self, rel: &str) -> io::Result<Vec<Entry>> {
         if rel.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <root>/<host>/                  root-owned 0755 (an OpenSSH chroot)
-//! <root>/<host>/current           the generation the host should run, as decimal text
+//! <root>/<host>/current           the generation the host should run, as decimal text;
+//!                                 or a root-made link `current -> generations/current`
 //! <root>/<host>/generations/<g>/  config/, secrets/*.age, manifest.json, manifest.sig
 //! <root>/<host>/logs/             0700, owned by the host's sftp user when it exists
 //! ```
@@ -10,6 +11,14 @@
 //! A generation is written into a hidden temp dir next to the others, synced, then
 //! renamed into place; only then is `current` replaced (by rename), so `current` always
 //! names a complete generation.
+//!
+//! Where admins publish over sftp (`[deploy] target`), a publishing account that is not
+//! root owns each host's `generations/`, but cannot write the host directory itself (an
+//! OpenSSH chroot must be root's). There `current` is a link made by root,
+//! `current -> generations/current`, and the pointer that publishing replaces is
+//! `generations/current`. That link is the only one readers accept (never following it:
+//! they recognise its text and read `generations/current`); a local deploy into such a
+//! root replaces `generations/current` too, so both ways of publishing agree.
 
 use std::fs::{DirBuilder, File};
 use std::io::Write;
@@ -18,11 +27,15 @@ use std::path::{Path, PathBuf};
 
 use bento_secrets::accounts::Owner;
 
+use crate::confined::Confined;
 use crate::error::Error;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 
 /// A host's pointer to its current generation.
 pub const CURRENT_FILE: &str = "current";
+/// The one link a host directory may hold: `current` pointing at this (relative) path,
+/// where the publishing account keeps the pointer.
+pub const CURRENT_LINK: &str = "generations/current";
 /// The directory of a host's generations.
 pub const GENERATIONS_DIR: &str = "generations";
 /// The directory a host writes its reports into.
@@ -78,9 +91,16 @@ impl ServerRoot {
         })
     }
 
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of one host.
     pub fn host(&self, name: &str) -> HostDir {
         HostDir {
+            root: self.root.clone(),
+            name: name.to_owned(),
             dir: self.root.join(name),
         }
     }
@@ -100,6 +120,8 @@ pub fn is_root() -> bool {
 /// One host's directory on the server.
 #[derive(Clone, Debug)]
 pub struct HostDir {
+    root: PathBuf,
+    name: String,
     dir: PathBuf,
 }
 
@@ -124,24 +146,50 @@ impl HostDir {
         Ok(())
     }
 
-    /// The generation `current` names, if any.
+    /// The host directory, opened beneath the root: nothing below is reached through a
+    /// link.
+    fn confined(&self) -> Result<Confined, Error> {
+        Confined::open(&self.root)
+            .and_then(|root| root.dir(&self.name))
+            .map_err(|e| Error::io(self.dir.display().to_string(), e))
+    }
+
+    /// Where the pointer to the current generation lives: `current`, or
+    /// [`CURRENT_LINK`] when `current` is that link. Any other link is refused.
+    fn pointer(&self) -> Result<&'static str, Error> {
+        match self.confined()?.read_link(CURRENT_FILE) {
+            Ok(target) if target == Path::new(CURRENT_LINK) => Ok(CURRENT_LINK),
+            Ok(target) => Err(Error::input(
+                self.shown(CURRENT_FILE),
+                format!(
+                    "is a link to `{}`; the only link bento accepts here is `current -> {CURRENT_LINK}`: remove it",
+                    target.display().to_string().escape_default()
+                ),
+            )),
+            // Not there, or not a link (EINVAL): the pointer is `current` itself.
+            Err(_) => Ok(CURRENT_FILE),
+        }
+    }
+
+    /// The generation `current` names, if any (read without following links, bounded).
     pub fn current(&self) -> Result<Option<u64>, Error> {
-        let path = self.dir.join(CURRENT_FILE);
-        match std::fs::read(&path) {
+        let rel = self.pointer()?;
+        match self.confined()?.read(rel, CURRENT_LIMIT) {
             Ok(bytes) => parse_generation(&bytes).map(Some).ok_or_else(|| {
                 Error::input(
-                    path.display().to_string(),
+                    self.shown(rel),
                     "does not hold a generation number; fix it by hand (it names a dir of generations/)",
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path.display().to_string(), e)),
+            Err(e) => Err(Error::io(self.shown(rel), e)),
         }
     }
 
     /// The manifest of generation `g`, when it is there and valid.
     pub fn manifest(&self, g: u64) -> Option<Manifest> {
-        let bytes = std::fs::read(self.generation_dir(g).join(MANIFEST_FILE)).ok()?;
+        let rel = format!("{GENERATIONS_DIR}/{g}/{MANIFEST_FILE}");
+        let bytes = self.confined().ok()?.read(&rel, MANIFEST_LIMIT).ok()?;
         Manifest::parse(&bytes).ok()
     }
 
@@ -187,14 +235,27 @@ impl HostDir {
             }
             write_new(&path, bytes).map_err(|e| Error::io(&shown, e))?;
         }
-        let current_tmp = self.dir.join(CURRENT_TEMP);
+        let pointer = self.pointer()?;
+        let current = self.dir.join(pointer);
+        let current_tmp = current.with_file_name(CURRENT_TEMP);
         write_new(&current_tmp, format!("{generation}\n").as_bytes())
             .map_err(|e| Error::io(current_tmp.display().to_string(), e))?;
+        // Where a publishing account owns generations/ (`bento server setup`), what root
+        // writes there becomes its too, or it could not prune it later.
+        let owner = std::fs::symlink_metadata(&generations)
+            .map_err(|e| Error::io(generations.display().to_string(), e))?;
+        if is_root() && owner.uid() != 0 {
+            for path in [tmp.path(), &current_tmp] {
+                chown_tree(path, owner.uid(), owner.gid())
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
+        }
         Ok(Staged {
             host: self.clone(),
             generation,
             tmp: Some(tmp),
             current_tmp,
+            current,
         })
     }
 
@@ -229,6 +290,7 @@ impl HostDir {
             }
         }
         let _ = std::fs::remove_file(self.dir.join(CURRENT_TEMP));
+        let _ = std::fs::remove_file(dir.join(CURRENT_TEMP));
         Ok(())
     }
 }
@@ -241,6 +303,8 @@ pub struct Staged {
     /// Removed on drop unless installed.
     tmp: Option<tempfile::TempDir>,
     current_tmp: PathBuf,
+    /// The pointer the temp replaces: `current` or `generations/current`.
+    current: PathBuf,
 }
 
 impl Staged {
@@ -271,8 +335,8 @@ impl Staged {
 
     /// Replaces `current` with the new generation's number, by rename.
     pub fn switch(&self) -> Result<(), Error> {
-        let current = self.host.dir.join(CURRENT_FILE);
-        std::fs::rename(&self.current_tmp, &current).map_err(|e| Error::io(current.display().to_string(), e))
+        std::fs::rename(&self.current_tmp, &self.current)
+            .map_err(|e| Error::io(self.current.display().to_string(), e))
     }
 }
 
@@ -312,6 +376,18 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
         if meta.mode() & 0o7777 != mode {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io(shown(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands `path` and, for a directory, everything below it to `uid:gid` (links are
+/// changed themselves, never followed).
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
         }
     }
     Ok(())

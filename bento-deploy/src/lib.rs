@@ -23,12 +23,15 @@ pub mod layout;
 pub mod manifest;
 pub mod publish;
 pub mod reach;
+pub mod remote;
+pub mod remote_cache;
 pub mod server;
 pub mod sftp;
 pub mod sign;
 mod spans;
 pub mod status;
 pub mod store_path;
+pub mod target;
 pub mod time;
 pub mod transport;
 

@@ -2,9 +2,10 @@
 //! publishes a new signed generation for each host whose content changed.
 //!
 //! Hosts are assembled and compared in parallel. Changed hosts are then written in three
-//! steps, each closed by one `syncfs`: every generation into its temp dir, then every
-//! temp dir renamed into place, then every `current` replaced. Unchanged hosts are not
-//! touched at all. Old generations are pruned last.
+//! steps, each closed by one `syncfs` (locally): every generation into its temp dir, then
+//! every temp dir renamed into place, then every `current` replaced. Unchanged hosts are
+//! not touched at all. Old generations are pruned last. The target is a local directory
+//! or a remote root over sftp ([`crate::target`]).
 
 use std::path::{Path, PathBuf};
 
@@ -16,23 +17,30 @@ use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
 use crate::cache::{self, HostCache};
-use crate::cache_sink::{LocalCache, CACHE_DIR};
+use crate::cache_sink::CACHE_DIR;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fleet::build::Expected;
 use crate::fleet::bundle::Bundle;
 use crate::fleet::hosts::{self, Host};
-use crate::layout::{is_root, HostDir, ServerRoot, Staged};
+use crate::layout::{is_root, ServerRoot};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::remote::{RemoteRoot, RemoteUrl};
 use crate::sign::Signer;
 use crate::store_path::StorePath;
+use crate::target::{Staged, Target};
 use crate::time::now_rfc3339;
 
 /// What to deploy, and where.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The server root (`--server-root`, else `server.root`).
+    /// The server root (`--server-root`, else `server.root`), when publishing locally.
     pub server_root: PathBuf,
+    /// A remote server root (`--target`, else `[deploy] target`): publish there over sftp
+    /// instead, through the `ssh` program `ssh`.
+    pub target: Option<RemoteUrl>,
+    /// The ssh client for a remote target.
+    pub ssh: String,
     /// Only these hosts (all when empty).
     pub hosts: Vec<String>,
     /// The `nix` program, to list flakes' configurations.
@@ -78,7 +86,6 @@ impl Progress for () {}
 /// A host whose bundle differs from what the server has.
 pub(crate) struct Plan {
     bundle: Bundle,
-    dir: HostDir,
     generation: u64,
     system: Option<String>,
 }
@@ -153,7 +160,14 @@ pub fn deploy(
         }
     }
     let expected = Expected::load(root)?;
-    let server = ServerRoot::open(&options.server_root)?;
+    let server = match &options.target {
+        Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
+            url,
+            &root.join(crate::remote::KNOWN_HOSTS),
+            &options.ssh,
+        )?)),
+        None => Target::Local(ServerRoot::open(&options.server_root)?),
+    };
     progress.start(hosts.len());
     let prefix = &config.server.user_prefix;
 
@@ -164,8 +178,8 @@ pub fn deploy(
         .collect::<Result<_, Error>>()?;
     // The systems go into the cache before any `current` names them.
     let cached = if config.cache.signing_key.is_some() {
-        let sink = LocalCache::open(&options.server_root)?;
-        Some(fill_cache(root, config, &options.nix, &assessed, &sink)?)
+        let sink = server.cache()?;
+        Some(fill_cache(root, config, &options.nix, &assessed, sink.as_ref())?)
     } else {
         None
     };
@@ -235,7 +249,7 @@ fn assess(
     root: &Path,
     fleet: &Fleet,
     host: &Host,
-    server: &ServerRoot,
+    server: &Target,
     expected: &Expected,
     prefix: &str,
     progress: &dyn Progress,
@@ -244,17 +258,20 @@ fn assess(
     let system = expected
         .system_for(&host.name, &bundle.config_digest())
         .map(str::to_owned);
-    let dir = server.host(&host.name);
+    let name = host.name.as_str();
     // Only root can hand logs/ to the host's user; don't look the user up otherwise.
     let logs_owner = is_root()
         .then(|| accounts::user(&format!("{prefix}{}", host.name)))
         .flatten();
-    dir.prepare(logs_owner)?;
-    let current = dir.current()?;
+    server.prepare(name, logs_owner)?;
+    let current = server.current(name)?;
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
-        if dir.manifest(g).is_some_and(|m| m.same_content(&candidate)) {
-            dir.remove_leftovers()?;
+        if server
+            .manifest(name, g)
+            .is_some_and(|m| m.same_content(&candidate))
+        {
+            server.remove_leftovers(name)?;
             let report = HostReport {
                 host: host.name.clone(),
                 generation: g,
@@ -270,11 +287,10 @@ fn assess(
         }
     }
     // Never reuse a number, even one whose `current` switch did not happen.
-    let highest = dir.generations()?.last().copied().unwrap_or(0);
+    let highest = server.generations(name)?.last().copied().unwrap_or(0);
     let generation = highest.max(current.unwrap_or(0)) + 1;
     Ok(Assessed::Changed(Box::new(Plan {
         bundle,
-        dir,
         generation,
         system,
     })))
@@ -284,7 +300,7 @@ fn assess(
 fn publish(
     root: &Path,
     config: &Config,
-    server: &ServerRoot,
+    server: &Target,
     changed: Vec<Plan>,
     signer: Signer,
     progress: &dyn Progress,
@@ -300,22 +316,22 @@ fn publish(
                 commit.clone(),
                 plan.system.clone(),
             );
-            let staged = stage(&plan, &manifest, &signer)?;
+            let staged = stage(server, &plan, &manifest, &signer)?;
             Ok((plan, staged))
         })
         .collect::<Result<_, Error>>()?;
     server.sync()?;
     // Generations first, then `current`: it only ever names a complete generation.
-    staged.par_iter_mut().try_for_each(|(_, s)| s.install())?;
+    staged.par_iter_mut().try_for_each(|(_, s)| server.install(s))?;
     server.sync()?;
-    staged.par_iter().try_for_each(|(_, s)| s.switch())?;
+    staged.par_iter().try_for_each(|(_, s)| server.switch(s))?;
     server.sync()?;
 
     let keep = config.deploy.keep_generations as usize;
     staged
         .par_iter()
         .map(|(plan, s)| {
-            let pruned = plan.dir.prune(keep, s.generation())?;
+            let pruned = server.prune(&plan.bundle.host, keep, s.generation())?;
             let report = HostReport {
                 host: plan.bundle.host.clone(),
                 generation: s.generation(),
@@ -333,7 +349,7 @@ fn publish(
 }
 
 /// Writes one host's bundle, manifest and signature into a temp generation.
-fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Error> {
+fn stage(server: &Target, plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Error> {
     let manifest_bytes = manifest.to_bytes();
     let signature = signer.sign(&manifest_bytes)?;
     let mut files: Vec<(&str, &[u8])> = plan
@@ -344,5 +360,5 @@ fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Er
         .collect();
     files.push((MANIFEST_FILE, &manifest_bytes));
     files.push((SIGNATURE_FILE, signature.as_bytes()));
-    plan.dir.stage(plan.generation, &files)
+    server.stage(&plan.bundle.host, plan.generation, &files)
 }

@@ -2,6 +2,16 @@
 //! system user `<user_prefix><host>` in group `bento`, allowed in by its SSH host key,
 //! sftp only, chrooted to `<root>/<host>` (root-owned 0755), able to write `logs/` only.
 //!
+//! With admin ssh keys (`keys/admins/`), the server also gets the publishing account
+//! [`PUBLISH_USER`] that `bento deploy --target` logs in as: sftp only, chrooted to the root,
+//! owner of each host's `generations/`, where root's link `current -> generations/current`
+//! lets it switch a host's generation without writing the host's (root-owned) directory.
+//! It cannot log in as a host (its keys are not a host's), and reads nothing outside the root.
+//!
+//! With `[cache]`, `<root>/cache` and `cache/nar` (0755, readable by the web server) are
+//! made too, owned by the publishing account when there is one, so that a deploy over sftp
+//! fills the binary cache; hosts still write nothing but their `logs/`.
+//!
 //! Two forms: a NixOS module, and for other Linux servers an `sshd_config` block with the
 //! shell commands that create the users and directories.
 
@@ -11,10 +21,15 @@ use std::fmt::Write;
 use bento_secrets::keys::KeyKind;
 use bento_secrets::Fleet;
 
+use crate::cache_sink::{CACHE_DIR, NAR_DIR};
 use crate::config::Config;
+use crate::layout::{CURRENT_FILE, CURRENT_LINK, GENERATIONS_DIR};
 
 /// The group every host's sftp user belongs to.
 pub const GROUP: &str = "bento";
+/// The publishing account (and its own group: never [`GROUP`], whose `Match` would chroot
+/// it into a host's directory).
+pub const PUBLISH_USER: &str = "bento-publish";
 /// Where the non-NixOS form keeps each user's authorized key.
 pub const AUTHORIZED_KEYS_DIR: &str = "/etc/ssh/bento_authorized_keys";
 
@@ -43,6 +58,18 @@ pub fn hosts(fleet: &Fleet, config: &Config) -> Vec<ServerHost> {
                 .map(|k| k.text().to_owned())
                 .collect(),
         })
+        .collect()
+}
+
+/// The admins' ssh public key lines (age keys cannot log in over ssh): the keys of the
+/// publishing account.
+pub fn publish_keys(fleet: &Fleet) -> Vec<String> {
+    fleet
+        .admins
+        .values()
+        .flatten()
+        .filter(|k| matches!(k.kind(), KeyKind::SshEd25519 | KeyKind::SshRsa))
+        .map(|k| k.text().to_owned())
         .collect()
 }
 
@@ -79,18 +106,36 @@ pub fn match_block(criterion: &str, chroot: &str, authorized_keys: Option<&str>,
 
 /// The `Match` blocks of `sshd_config`: one for the whole group when user names are host
 /// names (`ChrootDirectory <root>/%u`), else one per user.
-fn match_blocks(config: &Config, hosts: &[ServerHost], authorized_keys: bool, indent: &str) -> String {
+fn match_blocks(
+    config: &Config,
+    hosts: &[ServerHost],
+    publisher: bool,
+    authorized_keys: bool,
+    indent: &str,
+) -> String {
     let root = config.server.root.trim_end_matches('/');
     let keys = |user: &str| authorized_keys.then(|| format!("{AUTHORIZED_KEYS_DIR}/{user}"));
+    // The publishing account: chrooted to the whole root, limited as the hosts are.
+    let mut out = if publisher {
+        match_block(
+            &format!("User {PUBLISH_USER}"),
+            root,
+            keys(PUBLISH_USER).as_deref(),
+            indent,
+        )
+    } else {
+        String::new()
+    };
     if config.server.user_prefix.is_empty() {
-        return match_block(
+        out.push_str(&match_block(
             &format!("Group {GROUP}"),
             &format!("{root}/%u"),
             keys("%u").as_deref(),
             indent,
-        );
+        ));
+        return out;
     }
-    hosts
+    out + &hosts
         .iter()
         .map(|h| {
             match_block(
@@ -100,7 +145,7 @@ fn match_blocks(config: &Config, hosts: &[ServerHost], authorized_keys: bool, in
                 indent,
             )
         })
-        .collect()
+        .collect::<String>()
 }
 
 /// sshd's `MaxStartups` for a fleet of `hosts`: `N:30:max(100, 2N)` with
@@ -115,7 +160,8 @@ pub fn max_startups(hosts: usize) -> String {
 }
 
 /// The NixOS module for the server, self-contained.
-pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
+/// `publish_keys`: the publishing account's keys ([`publish_keys`]); none, no account.
+pub fn nixos_module(config: &Config, hosts: &[ServerHost], publish_keys: &[String]) -> String {
     let root = config.server.root.trim_end_matches('/');
     let mut out = String::new();
     let _ = writeln!(
@@ -124,12 +170,39 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
          # nix/server.nix of bento does the same from `services.bento-server.hosts`.\n\
          {{ ... }}:\n{{\n  users.groups.{GROUP} = {{ }};"
     );
+    let publisher = !publish_keys.is_empty();
     let mut tmpfiles = vec![format!("d {root} 0755 root root -")];
+    if let Some(owner) = cache_owner(config, publisher) {
+        for dir in [CACHE_DIR.to_owned(), format!("{CACHE_DIR}/{NAR_DIR}")] {
+            tmpfiles.push(format!("d {root}/{dir} 0755 {owner} {owner} -"));
+        }
+    }
     let mut users: BTreeMap<&str, &ServerHost> = BTreeMap::new();
     for h in hosts {
         users.insert(&h.user, h);
         tmpfiles.push(format!("d {root}/{} 0755 root root -", h.name));
         tmpfiles.push(format!("d {root}/{}/logs 0700 {} {GROUP} -", h.name, h.user));
+        if publisher {
+            tmpfiles.push(format!(
+                "d {root}/{}/{GENERATIONS_DIR} 0755 {PUBLISH_USER} {PUBLISH_USER} -",
+                h.name
+            ));
+            tmpfiles.push(format!(
+                "L+ {root}/{}/{CURRENT_FILE} - - - - {CURRENT_LINK}",
+                h.name
+            ));
+        }
+    }
+    if publisher {
+        let keys: Vec<String> = publish_keys.iter().map(|k| nix_string(k)).collect();
+        let _ = writeln!(
+            out,
+            "  # The account `bento deploy --target sftp://{PUBLISH_USER}@…/` publishes with.\n  \
+             users.groups.{u} = {{ }};\n  users.users.{u} = {{\n    isSystemUser = true;\n    \
+             group = {u};\n    home = \"/\";\n    openssh.authorizedKeys.keys = [ {} ];\n  }};",
+            keys.join(" "),
+            u = nix_string(PUBLISH_USER),
+        );
     }
     for (user, h) in users {
         let keys: Vec<String> = h.keys.iter().map(|k| nix_string(k)).collect();
@@ -154,14 +227,16 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost]) -> String {
         max_startups(hosts.len())
     );
     let _ = writeln!(out, "  services.openssh.extraConfig = ''");
-    out.push_str(&match_blocks(config, hosts, false, "    ").replace("${", "''${"));
+    out.push_str(&match_blocks(config, hosts, publisher, false, "    ").replace("${", "''${"));
     let _ = writeln!(out, "  '';\n}}");
     out
 }
 
 /// The `sshd_config` block and shell commands for a non-NixOS Linux server.
-pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
+/// `publish_keys` as for [`nixos_module`].
+pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String]) -> String {
     let root = config.server.root.trim_end_matches('/');
+    let publisher = !publish_keys.is_empty();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -170,7 +245,7 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
          MaxStartups {}",
         max_startups(hosts.len())
     );
-    out.push_str(&match_blocks(config, hosts, true, ""));
+    out.push_str(&match_blocks(config, hosts, publisher, true, ""));
     let _ = writeln!(out, "\n# Then, as root:");
     let _ = writeln!(
         out,
@@ -181,6 +256,32 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
         "install -d -m 0755 -o root -g root {} {AUTHORIZED_KEYS_DIR}",
         sh(root)
     );
+    let publish = sh(PUBLISH_USER);
+    if publisher {
+        let _ = writeln!(
+            out,
+            "getent group {publish} >/dev/null || groupadd --system {publish}\n\
+             id -u {publish} >/dev/null 2>&1 || useradd --system --gid {publish} --home-dir / --no-create-home \
+             --shell /usr/sbin/nologin {publish}"
+        );
+        let keys: Vec<String> = publish_keys.iter().map(|k| sh(k)).collect();
+        let _ = writeln!(
+            out,
+            "printf '%s\\n' {} > {}",
+            keys.join(" "),
+            sh(&format!("{AUTHORIZED_KEYS_DIR}/{PUBLISH_USER}"))
+        );
+    }
+    if let Some(owner) = cache_owner(config, publisher) {
+        // The binary cache, readable by the web server. `chown -h`: a link planted at
+        // cache/nar is not followed (the deploy refuses it).
+        let cache = sh(&format!("{root}/{CACHE_DIR}"));
+        let nar = sh(&format!("{root}/{CACHE_DIR}/{NAR_DIR}"));
+        let _ = writeln!(
+            out,
+            "mkdir -p -m 0755 {cache} {nar} && chmod 0755 {cache} && chown -h {owner}:{owner} {cache} {nar}"
+        );
+    }
     for h in hosts {
         let user = sh(&h.user);
         let _ = writeln!(
@@ -192,6 +293,22 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
         let logs = sh(&format!("{root}/{}/logs", h.name));
         let _ = writeln!(out, "install -d -m 0755 -o root -g root {dir}");
         let _ = writeln!(out, "install -d -m 0700 -o {user} -g {GROUP} {logs}");
+        if publisher {
+            // generations/ to the publisher (with what a local deploy wrote), and `current`
+            // turned into root's link to generations/current, keeping the generation it names.
+            let gens = sh(&format!("{root}/{}/{GENERATIONS_DIR}", h.name));
+            let current = sh(&format!("{root}/{}/{CURRENT_FILE}", h.name));
+            let link = sh(&format!("{root}/{}/.{CURRENT_FILE}.link", h.name));
+            let _ = writeln!(
+                out,
+                "install -d -m 0755 -o {publish} -g {publish} {gens} && chown -R {publish}:{publish} {gens}"
+            );
+            let _ = writeln!(
+                out,
+                "[ -L {current} ] || {{ {{ [ ! -f {current} ] || install -m 0644 -o {publish} -g {publish} \
+                 {current} {gens}/{CURRENT_FILE}; }} && ln -sfn {CURRENT_LINK} {link} && mv -T {link} {current}; }}"
+            );
+        }
         let keys: Vec<String> = h.keys.iter().map(|k| sh(k)).collect();
         let _ = writeln!(
             out,
@@ -202,6 +319,16 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost]) -> String {
     }
     let _ = writeln!(out, "systemctl reload ssh || systemctl reload sshd");
     out
+}
+
+/// Who owns `<root>/cache` and `cache/nar` (with `[cache]` only): the publishing account
+/// when there is one (it fills the cache over sftp), else root (a local deploy).
+fn cache_owner(config: &Config, publisher: bool) -> Option<&'static str> {
+    config
+        .cache
+        .signing_key
+        .is_some()
+        .then_some(if publisher { PUBLISH_USER } else { "root" })
 }
 
 /// A Nix string literal.
@@ -245,7 +372,7 @@ mod tests {
     #[test]
     fn one_group_block_without_prefix() {
         let (config, hosts) = sample("");
-        let text = other_linux(&config, &hosts);
+        let text = other_linux(&config, &hosts, &[]);
         assert!(
             text.contains("Match Group bento\n  ChrootDirectory /srv/bento/%u\n"),
             "{text}"
@@ -260,7 +387,7 @@ mod tests {
     #[test]
     fn one_block_per_user_with_prefix() {
         let (config, hosts) = sample("bento-");
-        let text = nixos_module(&config, &hosts);
+        let text = nixos_module(&config, &hosts, &[]);
         assert!(
             text.contains("Match User bento-web1\n      ChrootDirectory /srv/bento/web1\n"),
             "{text}"
@@ -278,16 +405,79 @@ mod tests {
         assert_eq!(max_startups(201), "51:30:102");
         assert_eq!(max_startups(1000), "250:30:500");
         let (config, hosts) = sample("");
-        assert!(other_linux(&config, &hosts).contains("\nMaxStartups 10:30:100\n"));
+        assert!(other_linux(&config, &hosts, &[]).contains("\nMaxStartups 10:30:100\n"));
+        assert!(nixos_module(&config, &hosts, &[])
+            .contains("services.openssh.settings.MaxStartups = \"10:30:100\";"));
+    }
+
+    #[test]
+    fn the_publishing_account_comes_with_publish_keys_only() {
+        let (config, hosts) = sample("");
+        let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
+        let text = other_linux(&config, &hosts, &keys);
+        // Its own block, before the hosts' group block (whose group it is not in).
+        let publisher = text
+            .find("Match User bento-publish\n  ChrootDirectory /srv/bento\n")
+            .unwrap();
+        assert!(publisher < text.find("Match Group bento").unwrap(), "{text}");
+        assert!(text.contains("useradd --system --gid bento-publish"), "{text}");
         assert!(
-            nixos_module(&config, &hosts).contains("services.openssh.settings.MaxStartups = \"10:30:100\";")
+            text.contains("install -d -m 0755 -o bento-publish -g bento-publish /srv/bento/web1/generations"),
+            "{text}"
         );
+        assert!(
+            text.contains("ln -sfn generations/current /srv/bento/db1/.current.link"),
+            "{text}"
+        );
+        let module = nixos_module(&config, &hosts, &keys);
+        assert!(
+            module.contains("\"L+ /srv/bento/web1/current - - - - generations/current\""),
+            "{module}"
+        );
+        assert!(
+            module.contains("openssh.authorizedKeys.keys = [ \"ssh-ed25519 AAAAalice\" ];"),
+            "{module}"
+        );
+        for text in [
+            other_linux(&config, &hosts, &[]),
+            nixos_module(&config, &hosts, &[]),
+        ] {
+            assert!(
+                !text.contains("bento-publish") && !text.contains("generations"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_a_cache_its_directories_go_to_the_publishing_account_when_there_is_one() {
+        let (mut config, hosts) = sample("");
+        let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
+        assert!(!other_linux(&config, &hosts, &keys).contains("/cache"));
+        assert!(!nixos_module(&config, &hosts, &keys).contains("/cache"));
+        config.cache.signing_key = Some("cache.sec".into());
+        let text = other_linux(&config, &hosts, &keys);
+        assert!(
+            text.contains(
+                "mkdir -p -m 0755 /srv/bento/cache /srv/bento/cache/nar && chmod 0755 /srv/bento/cache \
+                 && chown -h bento-publish:bento-publish /srv/bento/cache /srv/bento/cache/nar\n"
+            ),
+            "{text}"
+        );
+        let module = nixos_module(&config, &hosts, &keys);
+        for dir in ["cache", "cache/nar"] {
+            let rule = format!("\"d /srv/bento/{dir} 0755 bento-publish bento-publish -\"");
+            assert!(module.contains(&rule), "{module}");
+        }
+        // No publishing account: root's, for a local deploy.
+        assert!(other_linux(&config, &hosts, &[]).contains("chown -h root:root /srv/bento/cache "));
+        assert!(nixos_module(&config, &hosts, &[]).contains("\"d /srv/bento/cache/nar 0755 root root -\""));
     }
 
     #[test]
     fn match_blocks_forbid_every_forwarding() {
         let (config, hosts) = sample("bento-");
-        let text = other_linux(&config, &hosts);
+        let text = other_linux(&config, &hosts, &[]);
         let block = match_block(
             "User bento-web1",
             "/srv/bento/web1",

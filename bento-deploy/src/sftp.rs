@@ -17,6 +17,8 @@ use openssh_sftp_client::{Sftp, SftpOptions};
 
 use crate::transport::{check_rel, deadline_passed, Transport};
 
+mod publisher;
+
 /// How to reach the server.
 #[derive(Clone, Debug)]
 pub struct SshTarget {
@@ -26,8 +28,9 @@ pub struct SshTarget {
     pub address: String,
     /// sshd port.
     pub port: u16,
-    /// The host's private key.
-    pub identity: PathBuf,
+    /// The private key to log in with (`-i`, and no other); `None`: whatever the user's
+    /// ssh config and agent offer (an admin publishing).
+    pub identity: Option<PathBuf>,
     /// The pinned server key(s), in known_hosts format.
     pub known_hosts: PathBuf,
     /// Give up connecting after this long.
@@ -44,12 +47,18 @@ pub struct SftpTransport {
     transferred: u64,
     /// Operations still waiting at this point fail.
     deadline: Option<Instant>,
+    /// The directory relative paths are below (empty: the server's start directory, the
+    /// chroot of a host's user).
+    base: PathBuf,
 }
 
 fn to_io(e: openssh_sftp_client::Error) -> io::Error {
     match &e {
         openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _) => {
             io::Error::new(io::ErrorKind::NotFound, e.to_string())
+        }
+        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::PermDenied, _) => {
+            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
         }
         _ => io::Error::other(e.to_string()),
     }
@@ -88,7 +97,24 @@ impl SftpTransport {
             child,
             transferred: 0,
             deadline: None,
+            base: PathBuf::new(),
         })
+    }
+
+    /// From now on, relative paths name files below `base` on the server (an absolute
+    /// path as the sftp server sees it).
+    pub fn with_base(mut self, base: &Path) -> SftpTransport {
+        self.base = base.to_path_buf();
+        self
+    }
+
+    /// `rel` on the server: below the base, when there is one.
+    fn at(&self, rel: &str) -> PathBuf {
+        if self.base.as_os_str().is_empty() {
+            PathBuf::from(rel)
+        } else {
+            self.base.join(rel)
+        }
     }
 
     fn sftp(&self) -> &Sftp {
@@ -106,6 +132,28 @@ impl SftpTransport {
                 None => work.await.map_err(to_io),
             }
         })
+    }
+}
+
+/// What a path on the server is, not following a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Link,
+    /// Anything else (FIFO, socket, device).
+    Other,
+}
+
+fn kind_of(t: Option<openssh_sftp_client::metadata::FileType>) -> Kind {
+    match t {
+        Some(t) if t.is_file() => Kind::File,
+        Some(t) if t.is_dir() => Kind::Dir,
+        Some(t) if t.is_symlink() => Kind::Link,
+        _ => Kind::Other,
     }
 }
 
@@ -220,6 +268,16 @@ async fn connect_error(child: &mut tokio::process::Child, failure: Option<String
     }
 }
 
+/// A path as an ssh option value: in double quotes when it holds whitespace.
+fn quoted(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(char::is_whitespace) {
+        format!("\"{text}\"")
+    } else {
+        text
+    }
+}
+
 /// The ssh command line: key pinning, batch mode, the host key as identity.
 pub fn ssh_args(t: &SshTarget) -> Vec<String> {
     let opt = |o: String| ["-o".to_owned(), o];
@@ -227,22 +285,21 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
     for o in [
         "BatchMode=yes".to_owned(),
         "StrictHostKeyChecking=yes".to_owned(),
-        format!("UserKnownHostsFile={}", t.known_hosts.display()),
+        // Quoted when it has spaces (a fleet in `~/My Fleet`): ssh splits option values.
+        format!("UserKnownHostsFile={}", quoted(&t.known_hosts)),
         "GlobalKnownHostsFile=/dev/null".to_owned(),
         format!("ConnectTimeout={}", t.connect_timeout.as_secs().max(1)),
-        "IdentitiesOnly=yes".to_owned(),
         // A server that stops answering is given up after about 45 s.
         "ServerAliveInterval=15".to_owned(),
         "ServerAliveCountMax=3".to_owned(),
     ] {
         args.extend(opt(o));
     }
-    args.extend([
-        "-i".into(),
-        t.identity.display().to_string(),
-        "-p".into(),
-        t.port.to_string(),
-    ]);
+    if let Some(identity) = &t.identity {
+        args.extend(opt("IdentitiesOnly=yes".to_owned()));
+        args.extend(["-i".into(), identity.display().to_string()]);
+    }
+    args.extend(["-p".into(), t.port.to_string()]);
     args.extend([
         "-l".into(),
         t.user.clone(),
@@ -259,7 +316,8 @@ impl Transport for SftpTransport {
         check_rel(rel)?;
         let sftp = self.sftp();
         // Looked at before opening: opening a FIFO would block the server for good.
-        let meta = self.block(sftp.fs().symlink_metadata(Path::new(rel)))?;
+        let path = self.at(rel);
+        let meta = self.block(sftp.fs().symlink_metadata(&path))?;
         if !meta.file_type().is_some_and(|t| t.is_file()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -269,7 +327,7 @@ impl Transport for SftpTransport {
         if meta.len().is_some_and(|len| len > limit) {
             return Err(crate::confined::too_large(rel, limit));
         }
-        let mut file = self.block(sftp.open(Path::new(rel)))?;
+        let mut file = self.block(sftp.open(&path))?;
         let mut copied = 0u64;
         let result = loop {
             let chunk = match self.block(file.read(256 * 1024, Default::default())) {
@@ -300,9 +358,10 @@ impl Transport for SftpTransport {
 
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
         check_rel(rel)?;
+        let path = self.at(rel);
         let mut fs = self.sftp().fs();
         let mut out = self.block(async {
-            let dir = fs.open_dir(Path::new(rel)).await?;
+            let dir = fs.open_dir(&path).await?;
             let mut entries = Vec::new();
             let mut stream = Box::pin(dir.read_dir());
             while let Some(entry) = stream.next().await {
@@ -331,7 +390,7 @@ impl Transport for SftpTransport {
         let mut failure = None;
         for _ in 0..8 {
             let tmp = temp_name(rel);
-            match self.block(sftp.options().write(true).create_new(true).open(Path::new(&tmp))) {
+            match self.block(sftp.options().write(true).create_new(true).open(self.at(&tmp))) {
                 Ok(file) => {
                     created = Some((tmp, file));
                     break;
@@ -348,23 +407,31 @@ impl Transport for SftpTransport {
             )));
         };
         let posix_rename = sftp.support_posix_rename();
+        let (path, tmp_path) = (self.at(rel), self.at(&tmp));
         let mut fs = sftp.fs();
         let written = self.block(async {
             file.write_all(bytes).await?;
             file.close().await?;
             if !posix_rename {
                 // A plain sftp rename does not replace: remove the old file first.
-                let _ = fs.remove_file(Path::new(rel)).await;
+                let _ = fs.remove_file(&path).await;
             }
-            fs.rename(Path::new(&tmp), Path::new(rel)).await
+            fs.rename(&tmp_path, &path).await
         });
         if written.is_err() {
             let mut fs = sftp.fs();
-            let _ = self.block(fs.remove_file(Path::new(&tmp)));
+            let _ = self.block(fs.remove_file(&tmp_path));
         }
         written?;
         self.transferred += bytes.len() as u64;
         Ok(())
+    }
+
+    fn read_link(&mut self, rel: &str) -> io::Result<PathBuf> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(fs.read_link(&path))
     }
 
     fn bytes_transferred(&self) -> u64 {
@@ -396,7 +463,35 @@ impl Drop for SftpTransport {
 
 #[cfg(test)]
 mod tests {
-    use super::transient;
+    use super::{ssh_args, transient, SshTarget};
+
+    #[test]
+    fn an_admin_logs_in_with_their_own_keys_a_host_with_its_key_only() {
+        let mut target = SshTarget {
+            user: "bento-publish".into(),
+            address: "bento.example.org".into(),
+            port: 22,
+            identity: None,
+            known_hosts: "/home/a/My Fleet/keys/server_known_hosts".into(),
+            connect_timeout: std::time::Duration::from_secs(5),
+            ssh: "ssh".into(),
+        };
+        let args = ssh_args(&target);
+        assert!(args.contains(&"UserKnownHostsFile=\"/home/a/My Fleet/keys/server_known_hosts\"".to_owned()));
+        assert!(args.contains(&"StrictHostKeyChecking=yes".to_owned()));
+        assert!(
+            !args.iter().any(|a| a == "-i" || a.starts_with("IdentitiesOnly")),
+            "{args:?}"
+        );
+        target.identity = Some("/etc/ssh/ssh_host_ed25519_key".into());
+        target.known_hosts = "/etc/bento/known_hosts".into();
+        let args = ssh_args(&target);
+        assert!(args.contains(&"UserKnownHostsFile=/etc/bento/known_hosts".to_owned()));
+        assert!(args.contains(&"IdentitiesOnly=yes".to_owned()));
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["-i", "/etc/ssh/ssh_host_ed25519_key"]));
+    }
 
     #[test]
     fn passing_failures_are_retried() {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use rustix::fs::FileType;
 
 use crate::confined::Confined;
+use crate::layout::{CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK};
 
 /// Where the server is, parsed from agent.toml's `server`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +94,13 @@ pub trait Transport {
     /// Writes a whole file (into `logs/`, the only writable place), replacing it: under a
     /// fresh temp name, created exclusively, then renamed over `rel`.
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()>;
+    /// The text of the symlink `rel` (never followed).
+    fn read_link(&mut self, rel: &str) -> io::Result<PathBuf> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{}: cannot read links here", rel.escape_default()),
+        ))
+    }
     /// How many bytes went over the wire so far (both ways), when known.
     fn bytes_transferred(&self) -> u64;
     /// From now on, operations still waiting on the server at `deadline` fail (kind
@@ -103,6 +111,22 @@ pub trait Transport {
 }
 
 pub use crate::confined::check_rel;
+
+/// Reads the host's `current` (at most [`CURRENT_LIMIT`] bytes): the regular file, or,
+/// where a publishing account keeps the pointer, the one link a host directory may hold,
+/// `current -> generations/current` (see [`crate::layout`]). That link is never followed:
+/// its exact text is recognised and `generations/current` itself read, as a regular file.
+/// (Over sftp the host's chroot would bound it anyway; a local directory has no chroot.)
+/// Any other link is refused, with the error of reading `current`.
+pub fn read_current(t: &mut dyn Transport) -> io::Result<Vec<u8>> {
+    match t.read(CURRENT_FILE, CURRENT_LIMIT) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => match t.read_link(CURRENT_FILE) {
+            Ok(target) if target == Path::new(CURRENT_LINK) => t.read(CURRENT_LINK, CURRENT_LIMIT),
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
 
 /// The error of an operation cut short by the run's deadline (kind `TimedOut`).
 pub fn deadline_passed() -> io::Error {
@@ -187,6 +211,10 @@ impl Transport for LocalDir {
         self.dir()?.replace(rel, bytes, 0o644)?;
         self.transferred += bytes.len() as u64;
         Ok(())
+    }
+
+    fn read_link(&mut self, rel: &str) -> io::Result<PathBuf> {
+        self.dir()?.read_link(rel)
     }
 
     fn bytes_transferred(&self) -> u64 {

@@ -18,12 +18,12 @@ use serde_json::Value;
 use crate::harness::{fails, ok, require, s, Fleet};
 
 /// A private Nix store and the settings that point every Nix command at it.
-struct Store {
+pub(crate) struct Store {
     dir: tempfile::TempDir,
 }
 
 impl Store {
-    fn new() -> Store {
+    pub(crate) fn new() -> Store {
         require("nix");
         Store {
             dir: tempfile::tempdir().unwrap(),
@@ -35,7 +35,7 @@ impl Store {
     }
 
     /// `NIX_CONFIG` for a command on this store, with `extra` settings.
-    fn config(&self, extra: &str) -> String {
+    pub(crate) fn config(&self, extra: &str) -> String {
         format!(
             "store = {}\nbuild-users-group =\nsubstituters =\nexperimental-features = nix-command\n{extra}",
             self.root().display()
@@ -55,7 +55,7 @@ impl Store {
     /// for a content-addressed one) named `name`: a file holding `text`, then the
     /// paths `refs` (its references). Imported from a `nix-store --export` stream made
     /// here: builds in a store under a temp dir cannot run `/bin/sh`. Returns its path.
-    fn text(&self, name: &str, text: &str, refs: &[&str]) -> String {
+    pub(crate) fn text(&self, name: &str, text: &str, refs: &[&str]) -> String {
         let content: String = std::iter::once(text.to_owned())
             .chain(refs.iter().map(|r| format!(" {r}")))
             .collect();
@@ -97,15 +97,15 @@ impl Store {
 
 /// A fleet with hosts web1 and db1 whose fake build prints the system written in
 /// `<keys>/<host>.system`, a cache key, and a server root.
-struct Cached {
-    fleet: Fleet,
-    store: Store,
-    server: PathBuf,
-    public: String,
+pub(crate) struct Cached {
+    pub(crate) fleet: Fleet,
+    pub(crate) store: Store,
+    pub(crate) server: PathBuf,
+    pub(crate) public: String,
 }
 
 impl Cached {
-    fn new() -> Cached {
+    pub(crate) fn new() -> Cached {
         let fleet = Fleet::new();
         let store = Store::new();
         for host in ["web1", "db1"] {
@@ -155,14 +155,14 @@ impl Cached {
     }
 
     /// Records `system` as what building `host` gives.
-    fn system(&self, host: &str, system: &str) {
+    pub(crate) fn system(&self, host: &str, system: &str) {
         write(
             &self.fleet.keys.join(format!("{host}.system")),
             &format!("{system}\n"),
         );
     }
 
-    fn bento(&self, args: &[&str]) -> Output {
+    pub(crate) fn bento(&self, args: &[&str]) -> Output {
         self.fleet
             .cmd(args)
             .env("NIX_CONFIG", self.store.config(""))
@@ -187,12 +187,12 @@ impl Cached {
             .collect()
     }
 
-    fn cache(&self) -> PathBuf {
+    pub(crate) fn cache(&self) -> PathBuf {
         self.server.join("cache")
     }
 
     /// `nix store verify` of `paths` in the cache, trusting `key` only.
-    fn verify(&self, key: &str, paths: &[&str]) -> Output {
+    pub(crate) fn verify(&self, key: &str, paths: &[&str]) -> Output {
         let url = format!("file://{}", self.cache().display());
         self.store
             .cmd("nix", "")
@@ -224,17 +224,17 @@ fn fake_hash(seed: &str) -> String {
         .collect()
 }
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-fn copied(reports: &BTreeMap<String, Value>, host: &str) -> u64 {
+pub(crate) fn copied(reports: &BTreeMap<String, Value>, host: &str) -> u64 {
     reports[host]["cache"]["copied"].as_u64().unwrap()
 }
 
 /// Every file under `dir` with its inode and modification time.
-fn files(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
+pub(crate) fn files(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

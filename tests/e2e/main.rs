@@ -23,6 +23,8 @@ mod nixos;
 mod output;
 mod reach;
 mod rekey;
+mod remote;
+mod remote_cache;
 mod roundtrip;
 mod sshd;
 mod status;

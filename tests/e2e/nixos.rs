@@ -246,6 +246,47 @@ fn the_server_module_evaluates_with_and_without_a_user_prefix() {
 }
 
 #[test]
+fn the_server_module_adds_the_publishing_account_with_publish_keys() {
+    with_lib(|lib| {
+        let v = evaluated(lib, "server-publish");
+        let publisher = &v["users"]["bento-publish"];
+        assert_eq!(publisher["group"], "bento-publish", "not `bento`: {v}");
+        assert_eq!(publisher["home"], "/");
+        assert_eq!(publisher["keys"].as_array().map(Vec::len), Some(1));
+        let sshd = text(&v["sshd"]);
+        let block = bento_deploy::server::match_block("User bento-publish", "/srv/bento", None, "");
+        assert!(sshd.starts_with(&block), "{sshd}");
+        assert!(
+            sshd.contains("Match User web1\n  ChrootDirectory /srv/bento/web1\n"),
+            "{sshd}"
+        );
+        let tmpfiles = v["tmpfiles"].as_array().unwrap();
+        for rule in [
+            "d /srv/bento/web1/generations 0755 bento-publish bento-publish -",
+            "L+ /srv/bento/web1/current - - - - generations/current",
+            "d /srv/bento/db1/logs 0700 db1 bento -",
+        ] {
+            assert!(tmpfiles.contains(&Value::from(rule)), "{rule}: {tmpfiles:?}");
+        }
+        // Without publishKeys: no such account, `current` left to the deploy.
+        let v = evaluated(lib, "server");
+        assert!(v["users"].get("bento-publish").is_none());
+        assert!(!text(&v["sshd"]).contains("bento-publish"));
+        assert!(!v["tmpfiles"].to_string().contains("generations"));
+        // With the cache served: it is the publishing account's, which fills it over sftp.
+        let v = evaluated(lib, "server-publish-cache");
+        let tmpfiles = v["tmpfiles"].as_array().unwrap();
+        for rule in [
+            "d /srv/bento/cache 0755 bento-publish bento-publish -",
+            "d /srv/bento/cache/nar 0755 bento-publish bento-publish -",
+            "d /srv/bento/web1/logs 0700 web1 bento -",
+        ] {
+            assert!(tmpfiles.contains(&Value::from(rule)), "{rule}: {tmpfiles:?}");
+        }
+    });
+}
+
+#[test]
 fn the_binary_cache_is_served_by_the_server_and_trusted_by_the_client() {
     with_lib(|lib| {
         let v = evaluated(lib, "server-cache");
@@ -357,6 +398,10 @@ fn what_cannot_work_is_refused_at_evaluation() {
             (
                 "server-bad-host",
                 "Failed assertions: - services.bento-server.hosts: `../etc` is not a valid host name",
+            ),
+            (
+                "server-publish-clash",
+                "Failed assertions: - services.bento-server: a host's user would be `bento-publish`",
             ),
         ] {
             let error = refused(lib, case);

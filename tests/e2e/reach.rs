@@ -170,13 +170,13 @@ impl Drop for ShellSshd {
 }
 
 /// An ssh-agent holding `key`; killed when dropped.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
-    sock: PathBuf,
+    pub(crate) sock: PathBuf,
 }
 
 impl Agent {
-    fn with(fleet: &Fleet, key: &Path) -> Agent {
+    pub(crate) fn with(fleet: &Fleet, key: &Path) -> Agent {
         crate::harness::require("ssh-agent");
         let sock = fleet.keys.join("agent.sock");
         let child = Command::new("ssh-agent")

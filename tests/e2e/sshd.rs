@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The uid (and gid) of the publishing account in the server's namespace.
+pub const PUBLISH_UID: u32 = 64980;
+
 /// A running sshd; killed when dropped.
 pub struct Sshd {
     child: Child,
@@ -31,6 +34,13 @@ impl Sshd {
     /// Starts sshd with sftp users `(user, host, public key line)`; user U is chrooted
     /// in `<root>/<host>`.
     pub fn start(users: &[(&str, &str, &str)]) -> Sshd {
+        Sshd::start_with(users, None)
+    }
+
+    /// As [`Sshd::start`], plus the publishing account of `bento server setup`
+    /// (`bento-publish`, uid and gid [`PUBLISH_UID`], chrooted to the root) with key
+    /// `publish_key`.
+    pub fn start_with(users: &[(&str, &str, &str)], publish_key: Option<&str>) -> Sshd {
         crate::harness::require("unshare");
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
@@ -59,6 +69,19 @@ impl Sshd {
         let keys = d.join("authorized_keys");
         std::fs::create_dir_all(&keys).unwrap();
         let mut matches = String::new();
+        if let Some(key) = publish_key {
+            let user = bento_deploy::server::PUBLISH_USER;
+            passwd.push_str(&format!("{user}:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/bin/sh\n"));
+            group.push_str(&format!("{user}:x:{PUBLISH_UID}:\n"));
+            shadow.push_str(&format!("{user}:*:19000:0:99999:7:::\n"));
+            std::fs::write(keys.join(user), format!("{key}\n")).unwrap();
+            matches.push_str(&bento_deploy::server::match_block(
+                &format!("User {user}"),
+                &root.display().to_string(),
+                None,
+                "",
+            ));
+        }
         for (i, (user, host, key)) in users.iter().enumerate() {
             let uid = 64991 + i;
             passwd.push_str(&format!("{user}:x:{uid}:64990::/:/usr/sbin/nologin\n"));

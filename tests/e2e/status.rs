@@ -513,7 +513,7 @@ fn prometheus_output_parses() {
 }
 
 /// Collects a child's stdout as it comes.
-fn collect(mut child_out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn collect(mut child_out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
     std::thread::spawn(move || {
@@ -528,7 +528,7 @@ fn collect(mut child_out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     text
 }
 
-fn wait_for(text: &Arc<Mutex<String>>, what: &str, within: Duration) -> bool {
+pub(crate) fn wait_for(text: &Arc<Mutex<String>>, what: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if text.lock().unwrap().contains(what) {

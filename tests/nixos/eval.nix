@@ -61,6 +61,8 @@ let
     };
     server = server { };
     server-prefix = server { userPrefix = "bento-"; };
+    server-publish = server { publishKeys = [ key ]; };
+    server-publish-clash = server { publishKeys = [ key ]; hosts.bento-publish = key; };
     # 401 hosts: MaxStartups grows with the fleet.
     server-many = server { hosts = lib.genAttrs (map (i: "h${toString i}") (lib.range 1 401)) (_: key); };
     flake-client = [ flakeOutputs.nixosModules.default ] ++ builtins.tail (client { });
@@ -80,6 +82,7 @@ let
     server-bad-host = server { hosts."../etc" = key; };
     # The binary cache: served by the server, trusted by a client.
     server-cache = server { cache.enable = true; };
+    server-publish-cache = server { cache.enable = true; publishKeys = [ key ]; };
     server-cache-host-named-cache = server { cache.enable = true; hosts.cache = key; };
     client-cache = client {
       services.bento.cache = {

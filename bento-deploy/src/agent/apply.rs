@@ -16,7 +16,6 @@ use crate::agent::reboot::kernel_changed;
 use crate::agent::report::{self, Report, State};
 use crate::agent::state::AgentState;
 use crate::agent::REPORT_GRACE;
-use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::manifest::Manifest;
 use crate::transport::Transport;
 
@@ -180,7 +179,7 @@ impl Run<'_> {
     /// lost server.
     fn server_reachable(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
-        connect(self.config, deadline).is_ok_and(|mut t| t.read(CURRENT_FILE, CURRENT_LIMIT).is_ok())
+        connect(self.config, deadline).is_ok_and(|mut t| crate::transport::read_current(t.as_mut()).is_ok())
     }
 
     pub(super) fn report(

@@ -22,7 +22,7 @@ pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn
                 user,
                 address,
                 port,
-                identity: config.identity.clone(),
+                identity: Some(config.identity.clone()),
                 known_hosts: config.known_hosts.clone(),
                 connect_timeout: Duration::from_secs(config.connect_timeout),
                 ssh: config.ssh.clone(),

@@ -38,7 +38,6 @@ use crate::agent::apply::{current_system, rebuild_target, Run};
 use crate::agent::config::AgentConfig;
 use crate::agent::connect::connect;
 use crate::agent::reboot::reboot_if_due;
-use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::transport::Transport;
 pub use command::CommandError;
 pub use error::AgentError;
@@ -84,7 +83,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let _ = report::flush(&config.state_dir, transport.as_mut());
     let _ = report::beat(transport.as_mut(), &config.host, state.applied, config.ssh_port);
 
-    let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
+    let current = match crate::transport::read_current(transport.as_mut()) {
         Ok(bytes) => parse_generation(&bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(AgentError::ReadCurrent(e)),

@@ -510,7 +510,15 @@ pub(crate) fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<
 }
 
 fn read_current(dir: &Confined) -> Result<Option<u64>, String> {
-    let Some(bytes) = read_file(dir, CURRENT_FILE, crate::layout::CURRENT_LIMIT)? else {
+    // `current`, or the one link accepted, `current -> generations/current` (not followed:
+    // its target is read as a regular file).
+    let rel = match dir.read_link(CURRENT_FILE) {
+        Ok(target) if target == std::path::Path::new(crate::layout::CURRENT_LINK) => {
+            crate::layout::CURRENT_LINK
+        }
+        _ => CURRENT_FILE,
+    };
+    let Some(bytes) = read_file(dir, rel, crate::layout::CURRENT_LIMIT)? else {
         return Ok(None);
     };
     crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {

@@ -1,0 +1,194 @@
+//! What the publishing account does over sftp besides reading: directories, new files,
+//! streamed uploads, renames, removals ([`SftpTransport`]'s methods for [`crate::remote`]).
+
+use std::io;
+
+use futures_util::StreamExt;
+
+use super::{kind_of, temp_name, Kind, SftpTransport};
+use crate::transport::check_rel;
+
+/// What a publisher does besides reading: directories, new files, renames, removals. Paths
+/// are relative to the base ([`SftpTransport::with_base`]).
+impl SftpTransport {
+    /// What `rel` is, without following a link; `None` when nothing is there.
+    pub fn kind(&mut self, rel: &str) -> io::Result<Option<Kind>> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        match self.block(fs.symlink_metadata(&path)) {
+            Ok(meta) => Ok(Some(kind_of(meta.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every entry of directory `rel` with its kind (links are listed, never followed).
+    pub fn entries(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
+        self.entries_at_most(rel, usize::MAX)
+    }
+
+    /// As [`SftpTransport::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
+    /// `limit` entries: a directory someone filled without end is not read to the end.
+    pub fn entries_at_most(&mut self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        let result = self.block(async {
+            let dir = fs.open_dir(&path).await?;
+            let mut entries = Vec::new();
+            let mut stream = Box::pin(dir.read_dir());
+            while let Some(entry) = stream.next().await {
+                let entry = entry?;
+                let name = entry.filename().to_string_lossy().into_owned();
+                if name != "." && name != ".." {
+                    if entries.len() == limit {
+                        return Ok(None);
+                    }
+                    entries.push((name, kind_of(entry.file_type())));
+                }
+            }
+            Ok(Some(entries))
+        })?;
+        result.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("holds more than {limit} entries"),
+            )
+        })
+    }
+
+    /// Creates the directory `rel` with `mode`.
+    pub fn mkdir(&mut self, rel: &str, mode: u16) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(async {
+            fs.dir_builder()
+                .permissions(openssh_sftp_client::metadata::Permissions::from(mode))
+                .create(&path)
+                .await
+        })
+    }
+
+    /// Creates the new file `rel` (refused when anything is there, a link included)
+    /// holding `bytes`, with `mode`, flushed to disk when the server can
+    /// (`fsync@openssh.com`).
+    pub fn create(&mut self, rel: &str, bytes: &[u8], mode: u16) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let sftp = self.sftp();
+        let fsync = sftp.support_fsync();
+        self.block(async {
+            let mut file = sftp.options().write(true).create_new(true).open(&path).await?;
+            file.set_permissions(openssh_sftp_client::metadata::Permissions::from(mode))
+                .await?;
+            file.write_all(bytes).await?;
+            if fsync {
+                file.sync_all().await?;
+            }
+            file.close().await
+        })?;
+        self.transferred += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Renames `from` to `to` with `posix-rename@openssh.com`: atomic, and replacing a
+    /// file at `to` (a directory only when empty). Refused by a server without it.
+    pub fn posix_rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        check_rel(from)?;
+        check_rel(to)?;
+        if !self.sftp().support_posix_rename() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the sftp server lacks posix-rename@openssh.com (OpenSSH has it)",
+            ));
+        }
+        let (from, to) = (self.at(from), self.at(to));
+        let mut fs = self.sftp().fs();
+        self.block(fs.rename(&from, &to))
+    }
+
+    /// Replaces the file `rel` with the content of `from` (mode `mode`): streamed into a
+    /// fresh temp name next to it (created exclusively: never an existing file, never
+    /// through a link), flushed when the server can (`fsync@openssh.com`), then renamed over
+    /// `rel` with `posix-rename@openssh.com`, which replaces whatever `rel` was (a planted
+    /// link included) without following it. The temp file is removed on failure. Returns
+    /// the bytes sent.
+    pub fn upload(&mut self, rel: &str, from: &mut dyn io::Read, mode: u16) -> io::Result<u64> {
+        check_rel(rel)?;
+        if !self.sftp().support_posix_rename() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the sftp server lacks posix-rename@openssh.com (OpenSSH has it)",
+            ));
+        }
+        let sftp = self.sftp();
+        let mut created = None;
+        let mut failure = None;
+        for _ in 0..8 {
+            let tmp = temp_name(rel);
+            match self.block(sftp.options().write(true).create_new(true).open(self.at(&tmp))) {
+                Ok(file) => {
+                    created = Some((tmp, file));
+                    break;
+                }
+                // sftp says only "failure" for a name taken: try another, unless stuck.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let Some((tmp, mut file)) = created else {
+            let why = failure.map_or(String::new(), |e| format!(": {e}"));
+            return Err(io::Error::other(format!("no temp file could be created{why}")));
+        };
+        let fsync = sftp.support_fsync();
+        let (path, tmp_path) = (self.at(rel), self.at(&tmp));
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        let written = (|| {
+            self.block(file.set_permissions(openssh_sftp_client::metadata::Permissions::from(mode)))?;
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.block(file.write_all(&buf[..n]))?;
+                sent += n as u64;
+            }
+            self.block(async {
+                if fsync {
+                    file.sync_all().await?;
+                }
+                file.close().await
+            })?;
+            let mut fs = sftp.fs();
+            self.block(fs.rename(&tmp_path, &path))
+        })();
+        if let Err(e) = written {
+            let mut fs = sftp.fs();
+            let _ = self.block(fs.remove_file(&tmp_path));
+            return Err(e);
+        }
+        self.transferred += sent;
+        Ok(sent)
+    }
+
+    /// Removes the file or link `rel`.
+    pub fn remove_file(&mut self, rel: &str) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(fs.remove_file(&path))
+    }
+
+    /// Removes the empty directory `rel`.
+    pub fn remove_dir(&mut self, rel: &str) -> io::Result<()> {
+        check_rel(rel)?;
+        let path = self.at(rel);
+        let mut fs = self.sftp().fs();
+        self.block(fs.remove_dir(&path))
+    }
+}

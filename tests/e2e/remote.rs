@@ -1,0 +1,683 @@
+//! `bento deploy --target sftp://…`: publishing to a real chrooted sshd as the publishing
+//! account of `bento server setup`, the host pulling over its own chrooted sftp user, an
+//! upload cut mid-way, and what the publishing account and the hosts cannot do.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::agent::Loop;
+use crate::harness::{fails, ok, pub_line, s};
+use crate::reach::Agent;
+use crate::sshd::{Sshd, PUBLISH_UID};
+
+/// Host uids in the server's namespace: `Sshd::start` numbers them from 64991.
+const WEB1_UID: u32 = 64991;
+const DB1_UID: u32 = 64992;
+
+/// A [`Loop`] whose server is a real sshd with the publishing account; the admin's
+/// publishing key in an ssh-agent, the server's key in keys/server_known_hosts.
+struct Remote {
+    l: Loop,
+    sshd: Sshd,
+    agent: Agent,
+    publisher: PathBuf,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        crate::harness::require("ssh");
+        let l = Loop::new();
+        let publisher = l.fleet.ssh_key("publisher", "ed25519", "");
+        let sshd = Sshd::start_with(
+            &[
+                ("bento-web1", "web1", &pub_line(&l.keys.web1)),
+                ("bento-db1", "db1", &pub_line(&l.keys.db1)),
+            ],
+            Some(&pub_line(&publisher)),
+        );
+        // What `bento server setup` has root make for each host.
+        for (host, uid) in [("web1", WEB1_UID), ("db1", DB1_UID)] {
+            let dir = sshd.root.join(host);
+            std::fs::create_dir_all(dir.join("logs")).unwrap();
+            std::fs::create_dir_all(dir.join("generations")).unwrap();
+            std::os::unix::fs::chown(dir.join("logs"), Some(uid), Some(64990)).unwrap();
+            chmod(&dir.join("logs"), 0o700);
+            std::os::unix::fs::chown(dir.join("generations"), Some(PUBLISH_UID), Some(PUBLISH_UID)).unwrap();
+            std::os::unix::fs::symlink("generations/current", dir.join("current")).unwrap();
+        }
+        std::fs::copy(&sshd.known_hosts, l.fleet.path("keys/server_known_hosts")).unwrap();
+        let agent = Agent::with(&l.fleet, &publisher);
+        let rebuild = l.fleet.keys.join("nixos-rebuild");
+        l.write_config(
+            &format!("sftp://bento-web1@127.0.0.1:{}", sshd.port),
+            &rebuild,
+            Some(&sshd.known_hosts),
+        );
+        Remote {
+            l,
+            sshd,
+            agent,
+            publisher,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("sftp://bento-publish@127.0.0.1:{}/", self.sshd.port)
+    }
+
+    /// `bento deploy --target URL`, with `path` first on PATH when given.
+    fn deploy(&self, path: Option<&Path>) -> Output {
+        let url = self.url();
+        self.bento(&["deploy", "--target", &url], path)
+    }
+
+    /// `bento ARGS` with the admin's ssh-agent, and `path` first on PATH when given.
+    fn bento(&self, args: &[&str], path: Option<&Path>) -> Output {
+        let mut cmd = self.l.fleet.cmd(args);
+        cmd.env("SSH_AUTH_SOCK", &self.agent.sock);
+        if let Some(dir) = path {
+            let old = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{old}", dir.display()));
+        }
+        cmd.output().unwrap()
+    }
+
+    fn host(&self, host: &str) -> PathBuf {
+        self.sshd.root.join(host)
+    }
+
+    /// The names in a host's generations/, sorted.
+    fn generations(&self, host: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.host(host).join("generations"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn current(&self, host: &str) -> String {
+        std::fs::read_to_string(self.host(host).join("generations/current")).unwrap()
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that `current` is still root's link to generations/current.
+fn assert_link(r: &Remote, host: &str) {
+    let current = r.host(host).join("current");
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        Path::new("generations/current")
+    );
+    assert_eq!(std::fs::symlink_metadata(&current).unwrap().uid(), 0);
+}
+
+#[test]
+fn publishes_over_sftp_and_the_host_pulls_it_through_the_current_link() {
+    let r = Remote::new();
+    let out = r.deploy(None);
+    ok(&out);
+    assert!(stderr(&out).contains("2 published"), "{}", stderr(&out));
+    for host in ["web1", "db1"] {
+        assert_eq!(r.generations(host), ["1", "current"], "{host}");
+        assert_eq!(r.current(host), "1\n");
+        assert_link(&r, host);
+        let manifest = r.host(host).join("generations/1/manifest.json");
+        let meta = std::fs::metadata(&manifest).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (PUBLISH_UID, 0o644));
+        assert!(r.host(host).join("generations/1/manifest.sig").is_file());
+    }
+
+    // Unchanged: nothing uploaded, nothing renamed, nothing created or removed.
+    let stamp = |host: &str| {
+        let dir = std::fs::metadata(r.host(host).join("generations")).unwrap();
+        let current = std::fs::metadata(r.host(host).join("generations/current")).unwrap();
+        (dir.mtime(), dir.mtime_nsec(), current.ino())
+    };
+    let before = (stamp("web1"), stamp("db1"));
+    let out = r.deploy(None);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("0 published, 2 unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!((stamp("web1"), stamp("db1")), before);
+
+    // The host's agent reads `current` (the link) over its own chrooted sftp user.
+    let out = r.l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["state"].as_str(), report["generation"].as_u64()),
+        (Some("applied"), Some(1))
+    );
+    assert_eq!(r.l.secret("web-only"), "v1 of web-only");
+    // So does `bento status` reading the root locally.
+    let status = ok(&r
+        .l
+        .fleet
+        .bento(&["status", "--json", "--server-root", s(&r.sshd.root)]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let web1 = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "web1")
+        .unwrap()
+        .clone();
+    assert_eq!(web1["expected_generation"], 1, "{web1}");
+
+    // The target of bento.toml, without --target; keep_generations: the oldest goes once
+    // there are more.
+    std::fs::write(
+        r.l.fleet.path("bento.toml"),
+        format!(
+            "[deploy]\nsigning_key = \"{}\"\nkeep_generations = 2\ntarget = \"{}\"\n",
+            s(&r.l.fleet.keys.join("admin")),
+            r.url()
+        ),
+    )
+    .unwrap();
+    for round in 2..=3 {
+        std::fs::write(
+            r.l.fleet.path("hosts/web1/configuration.nix"),
+            format!("{{ networking.hostName = \"web1\"; # round {round}\n}}\n"),
+        )
+        .unwrap();
+        let out = r.bento(&["deploy"], None);
+        ok(&out);
+        assert!(stderr(&out).contains(&r.url()), "{}", stderr(&out));
+    }
+    assert_eq!(r.generations("web1"), ["2", "3", "current"]);
+    assert_eq!(r.current("web1"), "3\n");
+    assert_eq!(r.generations("db1"), ["1", "current"]);
+}
+
+#[test]
+fn an_upload_cut_mid_way_leaves_the_host_on_its_generation_and_the_next_deploy_completes() {
+    let r = Remote::new();
+    ok(&r.deploy(None));
+    ok(&r.l.agent(&[]));
+    // A new generation with 1 MiB to upload; an `ssh` that lets 256 KiB through, then
+    // closes its input: the connection ends mid-file, every time.
+    let big: String = (0..1024 * 1024 / 64).map(|i| format!("{i:063x}\n")).collect();
+    std::fs::write(r.l.fleet.path("hosts/web1/data.txt"), big).unwrap();
+    let wrapper = r.l.fleet.keys.join("cut");
+    std::fs::create_dir_all(&wrapper).unwrap();
+    let ssh = Command::new("sh")
+        .args(["-c", "command -v ssh"])
+        .output()
+        .unwrap();
+    let ssh = String::from_utf8(ssh.stdout).unwrap().trim().to_owned();
+    std::fs::write(
+        wrapper.join("ssh"),
+        // Unbuffered: the exchange before the cut goes through as it comes.
+        format!("#!/bin/sh\nstdbuf -o0 head -c 262144 | {ssh} \"$@\"\n"),
+    )
+    .unwrap();
+    chmod(&wrapper.join("ssh"), 0o755);
+    let out = r.deploy(Some(&wrapper));
+    let error = fails(&out);
+    assert!(
+        error.contains("/web1/generations/") && error.contains("run `bento deploy` again"),
+        "{error}"
+    );
+    // The partial upload is there, under its temp name; `current` did not move.
+    let names = r.generations("web1");
+    assert!(names.iter().any(|n| n.starts_with(".new-2-")), "{names:?}");
+    assert!(!names.contains(&"2".to_owned()), "{names:?}");
+    assert_eq!(r.current("web1"), "1\n");
+    assert_link(&r, "web1");
+
+    // The host keeps seeing its complete generation.
+    let out = r.l.agent(&[]);
+    ok(&out);
+    assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));
+
+    // The next deploy completes and clears what was left.
+    let out = r.deploy(None);
+    ok(&out);
+    assert!(stderr(&out).contains("1 published"), "{}", stderr(&out));
+    assert_eq!(r.generations("web1"), ["1", "2", "current"]);
+    assert_eq!(r.current("web1"), "2\n");
+    let out = r.l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["state"].as_str(), report["generation"].as_u64()),
+        (Some("applied"), Some(2))
+    );
+    assert_eq!(
+        std::fs::read(r.l.state.join("current/config/data.txt"))
+            .unwrap()
+            .len(),
+        1024 * 1024
+    );
+}
+
+/// `sftp -b -` as `user` with `key` only, running `batch` (lines starting with `-` may
+/// fail), in `cwd`.
+fn sftp(r: &Remote, key: &Path, user: &str, batch: &str, cwd: &Path) -> Output {
+    let mut child = Command::new("sftp")
+        .args([
+            "-b",
+            "-",
+            "-F",
+            "none",
+            "-i",
+            s(key),
+            "-P",
+            &r.sshd.port.to_string(),
+        ])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", r.sshd.known_hosts.display()),
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"])
+        .args(["-o", "IdentityAgent=none", "-o", "BatchMode=yes"])
+        .arg(format!("{user}@127.0.0.1"))
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_publishing_account_publishes_only_and_hosts_still_write_only_their_logs() {
+    crate::harness::require("sftp");
+    let r = Remote::new();
+    ok(&r.deploy(None));
+    let work = r.l.fleet.home.join("sftp");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("x"), "planted\n").unwrap();
+    let db1_logs = r.host("db1/logs");
+    std::fs::write(db1_logs.join("seen.json"), "{}").unwrap();
+
+    // The publisher: no shell (even with /bin/sh as its shell), only the root.
+    let shell = Command::new("ssh")
+        .args([
+            "-F",
+            "none",
+            "-i",
+            s(&r.publisher),
+            "-p",
+            &r.sshd.port.to_string(),
+        ])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", r.sshd.known_hosts.display()),
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["bento-publish@127.0.0.1", "echo shell-ran; id"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&shell.stdout).contains("shell-ran"),
+        "{shell:?}"
+    );
+    let out = sftp(
+        &r,
+        &r.publisher,
+        "bento-publish",
+        "-get /etc/passwd passwd\n-get /../../etc/passwd passwd2\n-get /db1/logs/seen.json seen\n\
+         -put x /db1/logs/x\n-rm /web1/current\n-put x /planted\n\
+         -rename /web1/generations/current /web1/current\nput x /web1/generations/allowed\n",
+        &work,
+    );
+    ok(&out);
+    for name in ["passwd", "passwd2", "seen"] {
+        assert!(!work.join(name).exists(), "the publisher read {name}");
+    }
+    assert!(!db1_logs.join("x").exists());
+    assert!(!r.sshd.root.join("planted").exists());
+    assert_link(&r, "web1");
+    assert_eq!(r.current("web1"), "1\n");
+    // It did write where it may: generations/.
+    assert!(r.host("web1/generations/allowed").is_file());
+    // Its key does not open a host's account.
+    let out = sftp(&r, &r.publisher, "bento-web1", "ls\n", &work);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+
+    // A host: its logs/ only; not its pointer, not its generations, not another host.
+    let out = sftp(
+        &r,
+        &r.l.keys.web1,
+        "bento-web1",
+        "-put x /generations/1/manifest.json\n-put x /generations/current\n-rm /current\n\
+         -put x /current\n-rename /generations/1 /generations/9\n-put x /../db1/logs/x\n\
+         put x /logs/x\n",
+        &work,
+    );
+    ok(&out);
+    assert_eq!(r.current("web1"), "1\n");
+    assert_link(&r, "web1");
+    assert_eq!(r.generations("web1"), ["1", "allowed", "current"]);
+    assert!(!db1_logs.join("x").exists());
+    assert!(r.host("web1/logs/x").is_file());
+    assert_ne!(
+        std::fs::read(r.host("web1/generations/1/manifest.json")).unwrap(),
+        b"planted\n"
+    );
+
+    // What sshd applies to the publishing account.
+    let effective = r.sshd.effective("bento-publish");
+    for line in [
+        format!("chrootdirectory {}", r.sshd.root.display()),
+        "forcecommand internal-sftp".into(),
+        "disableforwarding yes".into(),
+        "permittty no".into(),
+    ] {
+        assert!(effective.lines().any(|l| l == line), "{line}: {effective}");
+    }
+}
+
+#[test]
+fn a_bad_target_is_one_error_line() {
+    let l = Loop::new();
+    let error = fails(
+        &l.fleet
+            .bento(&["deploy", "--target", "sftp://nouser.example.org/srv"]),
+    );
+    assert!(
+        error.contains("--target") && error.contains("sftp://user@"),
+        "{error}"
+    );
+    std::fs::write(l.fleet.path("bento.toml"), "[deploy]\ntarget = \"/srv/bento\"\n").unwrap();
+    let error = fails(&l.fleet.bento(&["deploy"]));
+    assert!(error.contains("bento.toml:2: deploy.target"), "{error}");
+}
+
+#[test]
+fn a_remote_root_not_set_up_for_publishing_is_refused_naming_the_host() {
+    let r = Remote::new();
+    // db1's `current` is a plain file, as a local deploy leaves it: the publisher could
+    // not replace it.
+    std::fs::remove_file(r.host("db1/current")).unwrap();
+    std::fs::write(r.host("db1/current"), "1\n").unwrap();
+    let error = fails(&r.deploy(None));
+    assert!(
+        error.contains("/db1/current") && error.contains("bento server setup"),
+        "{error}"
+    );
+    // Nothing was uploaded for anyone.
+    assert_eq!(r.generations("web1"), Vec::<String>::new());
+    // No pinned server key: refused before connecting.
+    std::fs::remove_file(r.l.fleet.path("keys/server_known_hosts")).unwrap();
+    let error = fails(&r.deploy(None));
+    assert!(error.contains("keys/server_known_hosts"), "{error}");
+    // A server whose key is not the pinned one.
+    std::fs::write(
+        r.l.fleet.path("keys/server_known_hosts"),
+        format!("[127.0.0.1]:{} {}\n", r.sshd.port, pub_line(&r.l.keys.db1)),
+    )
+    .unwrap();
+    let error = fails(&r.deploy(None));
+    assert!(error.contains("sftp://bento-publish@127.0.0.1"), "{error}");
+    assert_eq!(r.generations("web1"), Vec::<String>::new());
+}
+
+/// The JSON status of `host` read from `root`.
+fn status_of(l: &Loop, root: &Path, host: &str) -> serde_json::Value {
+    let out = l.fleet.bento(&["status", "--json", "--server-root", s(root)]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_local_root_accepts_exactly_the_current_link_and_refuses_any_other() {
+    let l = Loop::new();
+    // web1 laid out for a publishing account; db1's `current` a link somewhere else.
+    let outside = l.fleet.home.join("elsewhere");
+    std::fs::write(&outside, "1\n").unwrap();
+    for host in ["web1", "db1"] {
+        std::fs::create_dir_all(l.server.join(host).join("generations")).unwrap();
+    }
+    std::os::unix::fs::symlink("generations/current", l.server.join("web1/current")).unwrap();
+    std::os::unix::fs::symlink(&outside, l.server.join("db1/current")).unwrap();
+    let error = fails(&l.fleet.bento(&["deploy", "--server-root", s(&l.server)]));
+    assert!(
+        error.contains("db1/current") && error.contains("the only link bento accepts"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "1\n");
+    let db1 = status_of(&l, &l.server, "db1");
+    assert_eq!(db1["expected_generation"], serde_json::Value::Null, "{db1}");
+    assert!(
+        db1["problem"].as_str().is_some_and(|p| p.contains("current")),
+        "{db1}"
+    );
+
+    // web1 alone: its pointer is written behind the link, the link left as it is.
+    ok(&l.fleet.bento(&["deploy", "web1", "--server-root", s(&l.server)]));
+    let web1 = l.server.join("web1");
+    assert_eq!(
+        std::fs::read_link(web1.join("current")).unwrap(),
+        Path::new("generations/current")
+    );
+    assert_eq!(
+        std::fs::read_to_string(web1.join("generations/current")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(status_of(&l, &l.server, "web1")["expected_generation"], 1);
+    // The agent reading a file:// server takes the link too.
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["state"].as_str(), report["generation"].as_u64()),
+        (Some("applied"), Some(1))
+    );
+    // Unchanged: nothing rewritten.
+    let ino = std::fs::metadata(web1.join("generations/current")).unwrap().ino();
+    ok(&l.fleet.bento(&["deploy", "web1", "--server-root", s(&l.server)]));
+    assert_eq!(
+        std::fs::metadata(web1.join("generations/current")).unwrap().ino(),
+        ino
+    );
+    // The same link, made to point elsewhere, is refused by the agent as well.
+    std::fs::remove_file(web1.join("current")).unwrap();
+    std::os::unix::fs::symlink(&outside, web1.join("current")).unwrap();
+    std::fs::write(&outside, "7\n").unwrap();
+    let error = fails(&l.agent(&[]));
+    assert!(
+        error.contains("`current`") && error.contains("symlink"),
+        "{error}"
+    );
+}
+
+#[test]
+fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
+    crate::harness::require("unshare");
+    let l = Loop::new();
+    // A root that a local deploy filled: `current` a plain file, generations root's.
+    let base = tempfile::Builder::new()
+        .prefix("bento-test-")
+        .tempdir_in("/srv")
+        .unwrap();
+    let root = base.path().join("root");
+    std::fs::write(
+        l.fleet.path("bento.toml"),
+        format!(
+            "[server]\nroot = \"{}\"\n[deploy]\nsigning_key = \"{}\"\n",
+            root.display(),
+            s(&l.fleet.keys.join("admin"))
+        ),
+    )
+    .unwrap();
+    ok(&l.fleet.bento(&["deploy"]));
+    assert_eq!(std::fs::read_to_string(root.join("web1/current")).unwrap(), "1\n");
+    // An ssh admin: the publishing account's key (bob, of the example fleet).
+    let out = ok(&l.fleet.bento(&["server", "setup"]));
+    let shown = root.display().to_string();
+    assert!(
+        out.contains(&bento_deploy::server::match_block(
+            "User bento-publish",
+            &shown,
+            None,
+            "    "
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!(
+        "\"L+ {shown}/web1/current - - - - generations/current\""
+    )));
+    assert!(out.contains(&format!(
+        "printf '%s\\n' '{}' > /etc/ssh/bento_authorized_keys/bento-publish",
+        pub_line(&l.keys.bob).rsplit_once(' ').unwrap().0
+    )));
+    // The shell form's lines for the hosts' directories, run as root in a namespace where
+    // the accounts exist (nothing added to the machine).
+    let other = &out[out.find("### Other Linux servers").unwrap()..];
+    let lines: Vec<&str> = other
+        .lines()
+        .filter(|line| line.contains("/generations"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{other}");
+    let etc = base.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str(&format!(
+        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n"
+    ));
+    let mut group = std::fs::read_to_string("/etc/group").unwrap();
+    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\n"));
+    std::fs::write(etc.join("passwd"), passwd).unwrap();
+    std::fs::write(etc.join("group"), group).unwrap();
+    let script = format!(
+        "set -e\nmount --bind {e}/passwd /etc/passwd\nmount --bind {e}/group /etc/group\n{}\n{}\n",
+        lines.join("\n"),
+        // Twice: applying the setup again changes nothing.
+        lines.join("\n"),
+        e = etc.display()
+    );
+    let run = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    ok(&run);
+    for host in ["web1", "db1"] {
+        let dir = root.join(host);
+        assert_eq!(
+            std::fs::read_link(dir.join("current")).unwrap(),
+            Path::new("generations/current")
+        );
+        // The generation it named is kept.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("generations/current")).unwrap(),
+            "1\n"
+        );
+        for path in ["generations", "generations/1", "generations/1/manifest.json"] {
+            assert_eq!(
+                std::fs::metadata(dir.join(path)).unwrap().uid(),
+                PUBLISH_UID,
+                "{path}"
+            );
+        }
+        assert_eq!(std::fs::symlink_metadata(dir.join("current")).unwrap().uid(), 0);
+    }
+    // The hosts see the same generation; the next local deploy (as root) keeps the link,
+    // and leaves what it writes to the publishing account, which can prune it later.
+    assert_eq!(status_of(&l, &root, "web1")["expected_generation"], 1);
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        "{ networking.hostName = \"web1\"; # 2\n}\n",
+    )
+    .unwrap();
+    ok(&l.fleet.bento(&["deploy"]));
+    let web1 = root.join("web1");
+    assert!(std::fs::symlink_metadata(web1.join("current"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(web1.join("generations/current")).unwrap(),
+        "2\n"
+    );
+    for path in [
+        "generations/2",
+        "generations/2/config",
+        "generations/2/manifest.sig",
+        "generations/current",
+    ] {
+        assert_eq!(
+            std::fs::symlink_metadata(web1.join(path)).unwrap().uid(),
+            PUBLISH_UID,
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn status_watch_wakes_when_generations_current_is_replaced() {
+    use crate::status::{collect, wait_for};
+    use std::time::Duration;
+    let l = Loop::new();
+    let web1 = l.server.join("web1");
+    std::fs::create_dir_all(web1.join("generations")).unwrap();
+    std::os::unix::fs::symlink("generations/current", web1.join("current")).unwrap();
+    ok(&l.fleet.bento(&["deploy", "web1", "--server-root", s(&l.server)]));
+    let mut child = l
+        .fleet
+        .cmd(&["status", "--watch", "--json", "--server-root", s(&l.server)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = collect(child.stdout.take().unwrap());
+    let first = wait_for(&text, "\"expected_generation\": 1", Duration::from_secs(10));
+    // Give the watches a moment to be in place after the first frame.
+    std::thread::sleep(Duration::from_millis(300));
+    if first {
+        // As the publishing account switches over sftp: a generation dir appears, then
+        // a temp file is renamed over generations/current. Nothing else is touched.
+        let gens = web1.join("generations");
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(gens.join("1"))
+            .arg(gens.join(".new-2-x"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        std::fs::rename(gens.join(".new-2-x"), gens.join("2")).unwrap();
+        std::fs::write(gens.join(".current.2.tmp"), "2\n").unwrap();
+        std::fs::rename(gens.join(".current.2.tmp"), gens.join("current")).unwrap();
+    }
+    // Only generations/ changed (the link did not): the watch must see it, well before
+    // its once-a-minute refresh.
+    let woke = first && wait_for(&text, "\"expected_generation\": 2", Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = text.lock().unwrap().clone();
+    assert!(first, "no first frame: {seen}");
+    assert!(woke, "no new frame after generations/current changed: {seen}");
+}
