@@ -26,11 +26,16 @@ fn assert_no_residue(xdg: &Path, name: &str) {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             // bento-edit.<pid>.<start>.<name>.<random>
-            let ours = file
-                .strip_prefix("bento-edit.")
-                .and_then(|rest| rest.splitn(3, '.').nth(2))
-                .is_some_and(|rest| rest.starts_with(&format!("{name}.")));
-            assert!(!ours, "residue {dir}/{file}");
+            let Some(rest) = file.strip_prefix("bento-edit.") else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, '.');
+            let (pid, name_part) = (parts.next().unwrap_or(""), parts.nth(1).unwrap_or(""));
+            // A bento still running is another test's edit, in progress (the bento of this
+            // test has exited); one that has exited must have removed its dir.
+            let alive = Path::new("/proc").join(pid).exists();
+            let ours = name_part.starts_with(&format!("{name}.")) && !alive;
+            assert!(!ours || !entry.path().exists(), "residue {dir}/{file}");
         }
     }
 }
