@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use bento_deploy::fleet::build::BuildResult;
 use bento_deploy::fleet::hosts;
+use bento_deploy::fleet::server;
+use bento_deploy::publish::remote::RemoteUrl;
 use bento_deploy::publish::{self, HostReport, Progress};
-use bento_deploy::remote::RemoteUrl;
 use bento_deploy::sign::Signer;
-use bento_deploy::{server, Config};
+use bento_deploy::Config;
 use bento_secrets::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -105,7 +106,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         let cache = format!(
             "{}/{}",
             shown.trim_end_matches('/'),
-            bento_deploy::cache_sink::CACHE_DIR
+            bento_deploy::publish::cache_sink::CACHE_DIR
         );
         output::note(&format!(
             "binary cache {cache}: {copied} store path{} added",

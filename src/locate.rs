@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// What marks a fleet root (either is enough).
 const MARKERS: [&str; 2] = [
-    bento_deploy::config::CONFIG_FILE,
+    bento_deploy::fleet::config::CONFIG_FILE,
     bento_secrets::fleet::RULES_FILE,
 ];
 

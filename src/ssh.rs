@@ -76,7 +76,7 @@ fn target(fleet: &Path, config: &Config, host: &str, server_root: Option<PathBuf
                 anyhow::bail!(
                     "{}: no address for {host}: set hosts.{host}.address, or let its agent report one \
                      (`bento status --json` shows `addresses`; pass --server-root DIR to read another server root)",
-                    fleet.join(bento_deploy::config::CONFIG_FILE).display()
+                    fleet.join(bento_deploy::fleet::config::CONFIG_FILE).display()
                 );
             };
             (address, seen.and_then(|s| s.ssh_port))

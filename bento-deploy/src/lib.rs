@@ -3,8 +3,9 @@
 //! needs to serve them, and how a host reaches the server (sftp or a local directory).
 //!
 //! Two programs share this crate, each in its own tree:
-//! - the admin's: [`fleet`] (hosts, bundles, builds, `bento init`), [`publish`],
-//!   [`config`], [`server`], and [`status`] (what the hosts reported);
+//! - the admin's: [`fleet`] (`bento.toml`, hosts, bundles, builds, server setup,
+//!   `bento init`), [`publish`] (`bento deploy`: local or remote, the binary cache), and
+//!   [`status`] (what the hosts reported);
 //! - the host's: [`agent`] (one pull, its configuration, commands, reports, the trigger).
 //!
 //! What both read or write sits at the top: the bundle's [`manifest`] and its
@@ -12,9 +13,6 @@
 //! [`reach`], [`store_path`] and [`time`].
 
 pub mod agent;
-pub mod cache;
-pub mod cache_sink;
-pub mod config;
 pub mod confined;
 pub mod dirents;
 pub mod error;
@@ -23,17 +21,13 @@ pub mod layout;
 pub mod manifest;
 pub mod publish;
 pub mod reach;
-pub mod remote;
-pub mod remote_cache;
-pub mod server;
 pub mod sftp;
 pub mod sign;
 mod spans;
 pub mod status;
 pub mod store_path;
-pub mod target;
 pub mod time;
 pub mod transport;
 
-pub use config::Config;
 pub use error::Error;
+pub use fleet::config::Config;

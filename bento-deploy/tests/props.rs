@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use bento_deploy::agent::config::AgentConfig;
 use bento_deploy::agent::report::{Heartbeat, Report, State};
-use bento_deploy::config::Config;
+use bento_deploy::fleet::config::Config;
 use bento_deploy::layout::parse_generation;
 use bento_deploy::manifest::{Manifest, FORMAT};
 use bento_deploy::sign::{verify, Signer};

@@ -239,7 +239,7 @@ fn the_server_module_evaluates_with_and_without_a_user_prefix() {
         let v = evaluated(lib, "server-many");
         assert_eq!(v["maxStartups"], "101:30:202");
         assert_eq!(
-            bento_deploy::server::max_startups(401),
+            bento_deploy::fleet::server::max_startups(401),
             v["maxStartups"].as_str().unwrap()
         );
     });
@@ -254,7 +254,7 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
         assert_eq!(publisher["home"], "/");
         assert_eq!(publisher["keys"].as_array().map(Vec::len), Some(1));
         let sshd = text(&v["sshd"]);
-        let block = bento_deploy::server::match_block("User bento-publish", "/srv/bento", None, "");
+        let block = bento_deploy::fleet::server::match_block("User bento-publish", "/srv/bento", None, "");
         assert!(sshd.starts_with(&block), "{sshd}");
         assert!(
             sshd.contains("Match User web1\n  ChrootDirectory /srv/bento/web1\n"),

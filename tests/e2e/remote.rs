@@ -540,7 +540,7 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
     let out = ok(&l.fleet.bento(&["server", "setup"]));
     let shown = root.display().to_string();
     assert!(
-        out.contains(&bento_deploy::server::match_block(
+        out.contains(&bento_deploy::fleet::server::match_block(
             "User bento-publish",
             &shown,
             None,

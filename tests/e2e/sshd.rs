@@ -70,12 +70,12 @@ impl Sshd {
         std::fs::create_dir_all(&keys).unwrap();
         let mut matches = String::new();
         if let Some(key) = publish_key {
-            let user = bento_deploy::server::PUBLISH_USER;
+            let user = bento_deploy::fleet::server::PUBLISH_USER;
             passwd.push_str(&format!("{user}:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/bin/sh\n"));
             group.push_str(&format!("{user}:x:{PUBLISH_UID}:\n"));
             shadow.push_str(&format!("{user}:*:19000:0:99999:7:::\n"));
             std::fs::write(keys.join(user), format!("{key}\n")).unwrap();
-            matches.push_str(&bento_deploy::server::match_block(
+            matches.push_str(&bento_deploy::fleet::server::match_block(
                 &format!("User {user}"),
                 &root.display().to_string(),
                 None,
@@ -88,7 +88,7 @@ impl Sshd {
             shadow.push_str(&format!("{user}:*:19000:0:99999:7:::\n"));
             std::fs::write(keys.join(user), format!("{key}\n")).unwrap();
             // The block `bento server setup` prints (authorized keys: see AuthorizedKeysFile).
-            matches.push_str(&bento_deploy::server::match_block(
+            matches.push_str(&bento_deploy::fleet::server::match_block(
                 &format!("User {user}"),
                 &root.join(host).display().to_string(),
                 None,

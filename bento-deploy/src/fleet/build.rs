@@ -10,9 +10,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::fleet::bundle::{config_digest, read_config};
+use crate::fleet::config::Config;
 use crate::fleet::hosts::{Host, Kind};
 use crate::time::now_rfc3339;
 

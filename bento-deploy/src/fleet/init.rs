@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::{CONFIG_FILE, TEMPLATE as CONFIG_TEMPLATE};
 use crate::error::Error;
+use crate::fleet::config::{CONFIG_FILE, TEMPLATE as CONFIG_TEMPLATE};
 
 /// The directories of a fleet repo, each kept in git by a short README.
 const DIRS: &[(&str, &str)] = &[

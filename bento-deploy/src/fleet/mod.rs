@@ -1,7 +1,10 @@
-//! The admin's side of a fleet: its hosts, the bundle assembled for each, the systems
-//! built for them, and `bento init`.
+//! The admin's side of a fleet: its settings (`bento.toml`), its hosts, the bundle
+//! assembled for each, the systems built for them, what the server needs to serve them
+//! (`bento server setup`), and `bento init`. Publishing lives in [`crate::publish`].
 
 pub mod build;
 pub mod bundle;
+pub mod config;
 pub mod hosts;
 pub mod init;
+pub mod server;

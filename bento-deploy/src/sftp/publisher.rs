@@ -1,5 +1,5 @@
 //! What the publishing account does over sftp besides reading: directories, new files,
-//! streamed uploads, renames, removals ([`SftpTransport`]'s methods for [`crate::remote`]).
+//! streamed uploads, renames, removals ([`SftpTransport`]'s methods for [`crate::publish::remote`]).
 
 use std::io;
 

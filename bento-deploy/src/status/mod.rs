@@ -21,9 +21,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::report::{Report, State};
-use crate::config::Config;
 use crate::confined::Confined;
 use crate::error::Error;
+use crate::fleet::config::Config;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
 use crate::status::reports::{newest_report, Newest};

@@ -21,9 +21,9 @@ use std::fmt::Write;
 use bento_secrets::keys::KeyKind;
 use bento_secrets::Fleet;
 
-use crate::cache_sink::{CACHE_DIR, NAR_DIR};
-use crate::config::Config;
+use crate::fleet::config::Config;
 use crate::layout::{CURRENT_FILE, CURRENT_LINK, GENERATIONS_DIR};
+use crate::publish::cache_sink::{CACHE_DIR, NAR_DIR};
 
 /// The group every host's sftp user belongs to.
 pub const GROUP: &str = "bento";

@@ -5,12 +5,12 @@
 
 use bento_secrets::accounts::Owner;
 
-use crate::cache_sink::{CacheSink, LocalCache};
 use crate::error::Error;
 use crate::layout::{self, ServerRoot};
 use crate::manifest::Manifest;
-use crate::remote::{RemoteRoot, RemoteStaged};
-use crate::remote_cache::RemoteCache;
+use crate::publish::cache_sink::{CacheSink, LocalCache};
+use crate::publish::remote::{RemoteRoot, RemoteStaged};
+use crate::publish::remote_cache::RemoteCache;
 
 /// An open (and, when local, locked) publishing target.
 pub enum Target {

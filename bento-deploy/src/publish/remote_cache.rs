@@ -1,7 +1,7 @@
 //! The binary cache of a remote target: `<root>/cache` filled over the deploy's own sftp
 //! connection ([`RemoteRoot`]), as the publishing account.
 //!
-//! The same guarantees as [`crate::cache_sink::LocalCache`]: no link followed (`cache/` and
+//! The same guarantees as [`crate::publish::cache_sink::LocalCache`]: no link followed (`cache/` and
 //! `cache/nar/` must be real directories, a link there is refused), every file streamed
 //! under a fresh temp name then renamed over its name with `posix-rename@openssh.com` (a
 //! planted link at that name is replaced, not written through), listings bounded. The
@@ -12,9 +12,9 @@ use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 
-use crate::cache_sink::{CacheSink, CACHE_DIR, NAR_DIR};
 use crate::error::Error;
-use crate::remote::RemoteRoot;
+use crate::publish::cache_sink::{CacheSink, CACHE_DIR, NAR_DIR};
+use crate::publish::remote::RemoteRoot;
 use crate::sftp::Kind;
 
 /// The most entries read from one directory of the cache: past this, the deploy stops.

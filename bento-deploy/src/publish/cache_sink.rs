@@ -1,5 +1,5 @@
 //! Where the binary cache's files go: the seam between building the cache content (with
-//! Nix, on the admin's machine, see [`crate::cache`]) and writing it to the server.
+//! Nix, on the admin's machine, see [`crate::publish::cache`]) and writing it to the server.
 //!
 //! [`LocalCache`] writes `<root>/cache` on this machine through [`Confined`]: no symlink
 //! followed, every file written under an exclusive temp name, synced, then renamed into
@@ -21,7 +21,7 @@ pub const NAR_DIR: &str = "nar";
 /// The cache directory being filled. Names in it are content hashes (`nar/<filehash>.nar.xz`)
 /// or store path hashes (`<hash>.narinfo`), so a file once there is never rewritten.
 ///
-/// [`crate::cache::fill`] calls, in order: [`CacheSink::list`] (what is there already),
+/// [`crate::publish::cache::fill`] calls, in order: [`CacheSink::list`] (what is there already),
 /// [`CacheSink::put`] for `nix-cache-info` (when missing) and each new NAR,
 /// [`CacheSink::sync`], then [`CacheSink::put`] for each new `.narinfo`, references before
 /// the paths that refer to them, and [`CacheSink::sync`]: a reader never sees a

@@ -5,7 +5,13 @@
 //! steps, each closed by one `syncfs` (locally): every generation into its temp dir, then
 //! every temp dir renamed into place, then every `current` replaced. Unchanged hosts are
 //! not touched at all. Old generations are pruned last. The target is a local directory
-//! or a remote root over sftp ([`crate::target`]).
+//! or a remote root over sftp ([`target`]).
+
+pub mod cache;
+pub mod cache_sink;
+pub mod remote;
+pub mod remote_cache;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 
@@ -16,19 +22,19 @@ use bento_secrets::accounts;
 use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
-use crate::cache::{self, HostCache};
-use crate::cache_sink::CACHE_DIR;
-use crate::config::Config;
+use self::cache::HostCache;
+use self::cache_sink::CACHE_DIR;
+use self::remote::{RemoteRoot, RemoteUrl};
+use self::target::{Staged, Target};
 use crate::error::Error;
 use crate::fleet::build::Expected;
 use crate::fleet::bundle::Bundle;
+use crate::fleet::config::Config;
 use crate::fleet::hosts::{self, Host};
 use crate::layout::{is_root, ServerRoot};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
-use crate::remote::{RemoteRoot, RemoteUrl};
 use crate::sign::Signer;
 use crate::store_path::StorePath;
-use crate::target::{Staged, Target};
 use crate::time::now_rfc3339;
 
 /// What to deploy, and where.
@@ -163,7 +169,7 @@ pub fn deploy(
     let server = match &options.target {
         Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
             url,
-            &root.join(crate::remote::KNOWN_HOSTS),
+            &root.join(remote::KNOWN_HOSTS),
             &options.ssh,
         )?)),
         None => Target::Local(ServerRoot::open(&options.server_root)?),
@@ -211,7 +217,7 @@ pub(crate) fn fill_cache(
     config: &Config,
     nix: &str,
     assessed: &[Assessed],
-    sink: &dyn crate::cache_sink::CacheSink,
+    sink: &dyn cache_sink::CacheSink,
 ) -> Result<std::collections::BTreeMap<String, HostCache>, Error> {
     let mut systems = Vec::new();
     let mut no_build = Vec::new();

@@ -19,9 +19,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::cache_sink::{CacheSink, NAR_DIR};
-use crate::config::{expand_home, Config};
 use crate::error::Error;
+use crate::fleet::config::{expand_home, Config};
+use crate::publish::cache_sink::{CacheSink, NAR_DIR};
 use crate::store_path::{StorePath, STORE_DIR};
 
 /// The cache's description file, written once.

@@ -280,7 +280,7 @@ impl Config {
             ));
         }
         if let Some(target) = &config.deploy.target {
-            crate::remote::RemoteUrl::parse(target)
+            crate::publish::remote::RemoteUrl::parse(target)
                 .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
         }
         if config.build.command.split_whitespace().next().is_none() {
