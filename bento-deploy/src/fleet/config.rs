@@ -190,14 +190,16 @@ impl HostSettings {
 impl Build {
     /// The words of the build command (`dry`: of the dry-run command).
     pub fn argv(&self, dry: bool) -> Result<Vec<String>, Error> {
-        let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let words = |key: &str, line: &str| {
+            shell_words::split(line).map_err(|e| Error::config(None, format!("build.{key}: {e}")))
+        };
         if !dry {
-            return Ok(words(&self.command));
+            return words("command", &self.command);
         }
         if let Some(cmd) = &self.dry_command {
-            return Ok(words(cmd));
+            return words("dry_command", cmd);
         }
-        let mut argv = words(&self.command);
+        let mut argv = words("command", &self.command)?;
         match argv.last_mut() {
             Some(last) if last == "build" => {
                 *last = "dry-build".into();
@@ -283,18 +285,36 @@ impl Config {
             crate::publish::remote::RemoteUrl::parse(target)
                 .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
         }
-        if config.build.command.split_whitespace().next().is_none() {
-            return Err(Error::config(
-                at("build", "command"),
-                "build.command must not be empty (default: `nixos-rebuild build`)",
-            ));
+        match shell_words::split(&config.build.command) {
+            Ok(words) if words.is_empty() => {
+                return Err(Error::config(
+                    at("build", "command"),
+                    "build.command must not be empty (default: `nixos-rebuild build`)",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::config(
+                    at("build", "command"),
+                    format!("build.command: {e}; close the quote or escape it with `\\`"),
+                ))
+            }
         }
         if let Some(dry) = &config.build.dry_command {
-            if dry.split_whitespace().next().is_none() {
-                return Err(Error::config(
-                    at("build", "dry_command"),
-                    "build.dry_command must not be empty; remove it for the default",
-                ));
+            match shell_words::split(dry) {
+                Ok(words) if words.is_empty() => {
+                    return Err(Error::config(
+                        at("build", "dry_command"),
+                        "build.dry_command must not be empty; remove it for the default",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Error::config(
+                        at("build", "dry_command"),
+                        format!("build.dry_command: {e}; close the quote or escape it with `\\`"),
+                    ))
+                }
             }
         }
         if !(1..=64).contains(&config.build.jobs) {
@@ -433,6 +453,24 @@ stale_after = 3                    # a generation not picked up after this many 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_commands_split_as_a_shell_would() {
+        let c = Config::parse("[build]\ncommand = \"'/opt/my tools/nb' build\"\n").unwrap();
+        assert_eq!(c.build.argv(false).unwrap(), ["/opt/my tools/nb", "build"]);
+        assert_eq!(c.build.argv(true).unwrap(), ["/opt/my tools/nb", "dry-build"]);
+        let e = Config::parse("[deploy]\nkeep_generations = 2\n[build]\ncommand = \"nb 'build\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bento.toml:4: build.command: "), "{e}");
+        let e = Config::parse("[build]\ndry_command = \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bento.toml:2: build.dry_command must not be empty; remove it for the default"
+        );
+    }
 
     #[test]
     fn template_parses_and_empty_is_default() {
