@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::fleet::Fleet;
-use crate::header;
+use crate::format;
 use crate::keys::KeyKind;
 use crate::lock::{sha256_hex, Lock, LOCK_FILE};
 use crate::rules::{Member, Role, SecretRule};
@@ -235,7 +235,7 @@ enum FileFacts {
     Missing,
     Corrupt(String),
     Read {
-        stanzas: Vec<header::StanzaInfo>,
+        stanzas: Vec<format::StanzaInfo>,
         sha256: String,
     },
 }
@@ -244,12 +244,12 @@ fn read_file(fleet: &Fleet, rule: &SecretRule) -> Result<FileFacts> {
     let Some(bytes) = crate::store::read_ciphertext(fleet, rule)? else {
         return Ok(FileFacts::Missing);
     };
-    Ok(match header::stanzas(&bytes) {
+    Ok(match format::stanzas(&bytes) {
         Ok(stanzas) => FileFacts::Read {
             stanzas,
             sha256: sha256_hex(&bytes),
         },
-        Err(detail) => FileFacts::Corrupt(detail),
+        Err(e) => FileFacts::Corrupt(e.to_string()),
     })
 }
 
@@ -423,7 +423,7 @@ fn check_public(
 /// Without a trusted lock, X25519 recipients can only be counted.
 fn x25519_count(
     expected: &[(&Member, &crate::keys::RecipientKey)],
-    stanzas: &[header::StanzaInfo],
+    stanzas: &[format::StanzaInfo],
     finding: &dyn Fn(Kind, Option<String>, String) -> Finding,
 ) -> Option<Finding> {
     let want: Vec<&str> = expected
