@@ -191,7 +191,7 @@ impl AgentConfig {
             text.find(needle)
                 .map_or(1, |o| bento_secrets::rules::line_col(&text, o).0)
         };
-        if !bento_secrets::rules::valid_name(&config.host) {
+        if !bento_secrets::names::HostName::is_valid(&config.host) {
             return Err(format!(
                 "{shown}:{}: host `{}` is not a valid host name",
                 at("host"),

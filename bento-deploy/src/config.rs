@@ -316,7 +316,7 @@ impl Config {
                 .lines()
                 .position(|l| l.trim_start().starts_with(&section))
                 .map(|i| i + 1);
-            if !bento_secrets::rules::valid_name(name) {
+            if !bento_secrets::names::HostName::is_valid(name) {
                 return Err(Error::input(
                     line,
                     format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
