@@ -8,6 +8,7 @@ use anyhow::Context;
 use bento_secrets::edit::{self, Outcome as EditOutcome, TempPolicy};
 use bento_secrets::generate::Outcome;
 use bento_secrets::identity::identity_paths;
+use bento_secrets::listing::{self, Idle};
 use bento_secrets::rekey;
 use bento_secrets::verify::{self, Report};
 use bento_secrets::{store, Fleet, FleetLock, Identities};
@@ -270,39 +271,38 @@ fn say_nothing_to_rekey(fleet: &Fleet, names: &[String]) {
         output::note(&no_secrets("nothing to rekey"));
         return;
     }
-    for name in names {
-        let Ok(rule) = fleet.rule(name) else { continue };
-        if fleet.secret_path(rule).exists() {
-            output::note(&format!(
-                "{name}: already encrypted to exactly its rule's recipients; pass --all to re-encrypt it anyway"
-            ));
-        } else {
-            output::note(&format!(
-                "{name}: {} does not exist yet, so there is nothing to rekey; create it with `bento secret edit {name}`",
-                fleet.secret_shown(rule)
-            ));
+    let idle = listing::idle(fleet, names);
+    if !names.is_empty() {
+        for (rule, why) in idle {
+            let name = &rule.name;
+            output::note(&match why {
+                Idle::Current => format!(
+                    "{name}: already encrypted to exactly its rule's recipients; pass --all to re-encrypt it anyway"
+                ),
+                Idle::NoFile => format!(
+                    "{name}: {} does not exist yet, so there is nothing to rekey; create it with `bento secret edit {name}`",
+                    fleet.secret_shown(rule)
+                ),
+            });
         }
+        return;
     }
-    if names.is_empty() {
-        let missing: Vec<&str> = fleet
-            .rules
-            .secrets
-            .values()
-            .filter(|r| !fleet.secret_path(r).exists())
-            .map(|r| r.name.as_str())
-            .collect();
-        let also = if missing.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (without a file yet: {}; create them with `bento secret edit NAME`)",
-                missing.join(", ")
-            )
-        };
-        output::note(&format!(
-            "nothing to rekey: every secret already matches its rule{also}"
-        ));
-    }
+    let missing: Vec<&str> = idle
+        .iter()
+        .filter(|(_, why)| *why == Idle::NoFile)
+        .map(|(rule, _)| rule.name.as_str())
+        .collect();
+    let also = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (without a file yet: {}; create them with `bento secret edit NAME`)",
+            missing.join(", ")
+        )
+    };
+    output::note(&format!(
+        "nothing to rekey: every secret already matches its rule{also}"
+    ));
 }
 
 /// "No secrets yet" for a fleet without any rule, with how to add one.
@@ -316,7 +316,7 @@ fn no_secrets(consequence: &str) -> String {
 
 fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     let report = verify::verify(fleet)?;
-    let listed = bento_secrets::listing::list(fleet, &report);
+    let listed = listing::list(fleet, &report);
     if json {
         outln!("{}", serde_json::to_string_pretty(&listed)?)?;
         return Ok(ExitCode::SUCCESS);

@@ -26,6 +26,8 @@ const HEADER_KEY_LABEL: &[u8] = b"header";
 /// The largest header read when only the stanzas are wanted; real headers are a few
 /// hundred bytes per recipient.
 const MAX_HEADER: u64 = 1 << 20;
+/// The first line of an armored age file.
+const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 /// How much of an unexpected line an error quotes.
 const QUOTED: usize = 20;
 
@@ -159,6 +161,15 @@ fn quote(rest: &[u8]) -> String {
 /// `file` without its ASCII armor, if it has one; at most `limit` bytes of it. A read error
 /// after some bytes were read ends the output there (a header-only reader needs no more).
 fn unarmor(file: &[u8], limit: u64, partial_ok: bool) -> Result<Vec<u8>, FormatError> {
+    let start = file
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(file.len());
+    if !file[start..].starts_with(ARMOR_BEGIN) {
+        // Binary (or not age at all: the header parser says why, not the armor reader).
+        let end = usize::try_from(limit).unwrap_or(usize::MAX).min(file.len());
+        return Ok(file[..end].to_vec());
+    }
     let mut out = Vec::new();
     match ArmoredReader::new(file).take(limit).read_to_end(&mut out) {
         Ok(_) => Ok(out),
@@ -296,6 +307,16 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn a_few_bytes_of_something_else_are_not_an_age_file() {
+        assert_eq!(stanzas(b"not age"), Err(FormatError::NotAge));
+        assert_eq!(stanzas(b"age"), Err(FormatError::Truncated));
+        assert!(matches!(
+            stanzas(b"-----BEGIN AGE ENCRYPTED FILE-----\n!!!\n"),
+            Err(FormatError::Armor(_))
+        ));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod editor;
 pub mod error;
 pub mod extend;
 mod file_attrs;
+#[cfg(test)]
+mod fixture;
 pub mod fleet;
 pub mod fleet_lock;
 pub mod format;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::fleet::Fleet;
-use crate::rules::{Member, Role};
+use crate::rules::{Member, Role, SecretRule};
 use crate::verify::{Finding, Kind, Report};
 
 /// A secret's state in one word: the worst of its findings.
@@ -131,6 +131,36 @@ pub fn list(fleet: &Fleet, report: &Report) -> Vec<Listed> {
                 name: rule.name.clone(),
                 recipients: rule.recipients.iter().map(Recipient::from).collect(),
             }
+        })
+        .collect()
+}
+
+/// Why a secret needs no rekey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Its file is encrypted to exactly its rule's recipients.
+    Current,
+    /// It has no file yet: nothing to re-encrypt.
+    NoFile,
+}
+
+/// For a `rekey` that found nothing to do: each secret of `names` that has a rule (all the
+/// rules' secrets when `names` is empty), and why it needs nothing.
+pub fn idle<'a>(fleet: &'a Fleet, names: &[String]) -> Vec<(&'a SecretRule, Idle)> {
+    let rules: Vec<&SecretRule> = if names.is_empty() {
+        fleet.rules.secrets.values().collect()
+    } else {
+        names.iter().filter_map(|n| fleet.rule(n).ok()).collect()
+    };
+    rules
+        .into_iter()
+        .map(|rule| {
+            let why = if fleet.secret_path(rule).exists() {
+                Idle::Current
+            } else {
+                Idle::NoFile
+            };
+            (rule, why)
         })
         .collect()
 }
