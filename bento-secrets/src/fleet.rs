@@ -110,7 +110,7 @@ impl Fleet {
 
     /// Loads the fleet rooted at `root`; `rules` overrides where the rules are: a
     /// `secrets.toml` elsewhere. Ciphertexts live next to the rules file. (An agenix
-    /// `secrets.nix` is opened by [`crate::agenix::open`].)
+    /// `secrets.nix` is opened by `agenix::open`, which builds on this module.)
     pub fn open(root: &Path, rules_file: Option<&Path>) -> Result<Fleet> {
         let (rules_path, shown) = match rules_file {
             Some(p) => (p.to_path_buf(), p.display().to_string()),

@@ -1,5 +1,5 @@
 //! The age v1 file format, read in one place: `secret verify` reads the recipient stanzas
-//! without any key, and [`crate::extend`] takes a file apart to add recipients to it.
+//! without any key, and `extend` takes a file apart to add recipients to it.
 //!
 //! An age v1 file is `age-encryption.org/v1`, then stanzas (`-> TYPE ARGS…` followed by
 //! canonical base64 body lines, the last one shorter than 64 columns), then `--- MAC`, then

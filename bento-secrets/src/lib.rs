@@ -7,6 +7,8 @@
 pub mod accounts;
 pub mod activate;
 pub mod activate_templates;
+#[cfg(test)]
+mod activate_tests;
 pub mod activate_units;
 pub mod adminkeys;
 pub mod agenix;
