@@ -115,7 +115,7 @@ fn flakes(fleet: &Path) -> anyhow::Result<Vec<Flake>> {
     let mut names: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| bento_secrets::rules::valid_name(n) && hosts.join(n).join("flake.nix").is_file())
+        .filter(|n| bento_secrets::names::HostName::is_valid(n) && hosts.join(n).join("flake.nix").is_file())
         .collect();
     names.sort_unstable();
     flakes.extend(names.into_iter().map(|name| Flake {

@@ -8,8 +8,9 @@ use anyhow::Context;
 use bento_secrets::edit::{self, Outcome as EditOutcome, TempPolicy};
 use bento_secrets::generate::Outcome;
 use bento_secrets::identity::identity_paths;
+use bento_secrets::listing::{self, Idle};
 use bento_secrets::rekey;
-use bento_secrets::verify::{self, Kind, Report};
+use bento_secrets::verify::{self, Report};
 use bento_secrets::{store, Fleet, FleetLock, Identities};
 
 use crate::cli::{IdentityArgs, SecretArgs, SecretCommand};
@@ -20,7 +21,7 @@ pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitC
         let held = lock(root)?;
         return import_agenix(root, &held, secrets_nix, verbose);
     }
-    let fleet = Fleet::open(root, args.rules.as_deref())?;
+    let fleet = bento_secrets::agenix::open(root, args.rules.as_deref())?;
     if verbose {
         for note in &fleet.notes {
             output::note(&note.to_string());
@@ -270,39 +271,38 @@ fn say_nothing_to_rekey(fleet: &Fleet, names: &[String]) {
         output::note(&no_secrets("nothing to rekey"));
         return;
     }
-    for name in names {
-        let Ok(rule) = fleet.rule(name) else { continue };
-        if fleet.secret_path(rule).exists() {
-            output::note(&format!(
-                "{name}: already encrypted to exactly its rule's recipients; pass --all to re-encrypt it anyway"
-            ));
-        } else {
-            output::note(&format!(
-                "{name}: {} does not exist yet, so there is nothing to rekey; create it with `bento secret edit {name}`",
-                fleet.secret_shown(rule)
-            ));
+    let idle = listing::idle(fleet, names);
+    if !names.is_empty() {
+        for (rule, why) in idle {
+            let name = &rule.name;
+            output::note(&match why {
+                Idle::Current => format!(
+                    "{name}: already encrypted to exactly its rule's recipients; pass --all to re-encrypt it anyway"
+                ),
+                Idle::NoFile => format!(
+                    "{name}: {} does not exist yet, so there is nothing to rekey; create it with `bento secret edit {name}`",
+                    fleet.secret_shown(rule)
+                ),
+            });
         }
+        return;
     }
-    if names.is_empty() {
-        let missing: Vec<&str> = fleet
-            .rules
-            .secrets
-            .values()
-            .filter(|r| !fleet.secret_path(r).exists())
-            .map(|r| r.name.as_str())
-            .collect();
-        let also = if missing.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (without a file yet: {}; create them with `bento secret edit NAME`)",
-                missing.join(", ")
-            )
-        };
-        output::note(&format!(
-            "nothing to rekey: every secret already matches its rule{also}"
-        ));
-    }
+    let missing: Vec<&str> = idle
+        .iter()
+        .filter(|(_, why)| *why == Idle::NoFile)
+        .map(|(rule, _)| rule.name.as_str())
+        .collect();
+    let also = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (without a file yet: {}; create them with `bento secret edit NAME`)",
+            missing.join(", ")
+        )
+    };
+    output::note(&format!(
+        "nothing to rekey: every secret already matches its rule{also}"
+    ));
 }
 
 /// "No secrets yet" for a fleet without any rule, with how to add one.
@@ -316,64 +316,22 @@ fn no_secrets(consequence: &str) -> String {
 
 fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     let report = verify::verify(fleet)?;
-    let rows: Vec<serde_json::Value> = fleet
-        .rules
-        .secrets
-        .values()
-        .map(|rule| {
-            let findings: Vec<_> = report.about(&rule.name).collect();
-            let status = if findings.is_empty() {
-                "ok"
-            } else if findings.iter().any(|f| f.kind == Kind::MissingFile) {
-                "missing-file"
-            } else if findings.iter().any(|f| f.kind == Kind::Corrupt) {
-                "corrupt"
-            } else {
-                "stale"
-            };
-            serde_json::json!({
-                "name": rule.name,
-                "file": fleet.secret_shown(rule),
-                "recipients": rule.recipients.iter().map(|m| serde_json::json!({
-                    "name": m.name,
-                    "role": format!("{:?}", m.role).to_lowercase(),
-                    "via": m.via.to_string(),
-                })).collect::<Vec<_>>(),
-                "status": status,
-                "findings": findings,
-            })
-        })
-        .collect();
+    let listed = listing::list(fleet, &report);
     if json {
-        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        outln!("{}", serde_json::to_string_pretty(&listed)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if rows.is_empty() {
+    if listed.is_empty() {
         output::note(&no_secrets("nothing to list"));
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = vec![["SECRET".to_owned(), "RECIPIENTS".to_owned(), "STATUS".to_owned()]];
-    for (rule, row) in fleet.rules.secrets.values().zip(&rows) {
-        let findings: Vec<_> = report.about(&rule.name).collect();
-        let mark = |name: &str| {
-            if findings
-                .iter()
-                .any(|f| f.kind == Kind::MissingRecipient && f.recipient.as_deref() == Some(name))
-            {
-                format!("+{name}")
-            } else {
-                name.to_owned()
-            }
-        };
-        let mut who: Vec<String> = rule.recipients.iter().map(|m| mark(&m.name)).collect();
-        who.extend(
-            findings
-                .iter()
-                .filter(|f| f.kind == Kind::ExtraRecipient)
-                .filter_map(|f| f.recipient.as_ref().map(|r| format!("-{r}"))),
-        );
-        let status = row["status"].as_str().unwrap_or_default().to_owned();
-        table.push([rule.name.clone(), who.join(" "), status]);
+    for secret in &listed {
+        table.push([
+            secret.name.clone(),
+            secret.marked_recipients().join(" "),
+            secret.status.as_str().to_owned(),
+        ]);
     }
     let width = |col: usize| table.iter().map(|r| r[col].chars().count()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));

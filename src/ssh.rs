@@ -20,7 +20,7 @@ pub fn run(fleet: &Path, args: SshArgs) -> anyhow::Result<ExitCode> {
     let host = &args.host;
     let key_rel = bento_secrets::hostkeys::key_file(host);
     let key_path = fleet.join(&key_rel);
-    if !bento_secrets::rules::valid_name(host) || !key_path.is_file() {
+    if !bento_secrets::names::HostName::is_valid(host) || !key_path.is_file() {
         let known = status::fleet_hosts(fleet).unwrap_or_default();
         anyhow::bail!(
             "{}: no such host `{}`{}: `bento host add NAME --key FILE` registers one",

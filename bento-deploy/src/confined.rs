@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bento_secrets::names::RelPath;
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 
 use crate::dirents::{Dir, Entry};
@@ -41,17 +42,9 @@ pub fn too_large(rel: &str, limit: u64) -> io::Error {
 /// Refuses relative paths that could name something outside: empty, absolute, `.`, `..`,
 /// empty components, NUL.
 pub fn check_rel(rel: &str) -> io::Result<()> {
-    let bad = rel.is_empty()
-        || rel.starts_with('/')
-        || rel.contains('\0')
-        || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..");
-    if bad {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing path `{}`", rel.escape_default()),
-        ));
-    }
-    Ok(())
+    rel.parse::<RelPath>()
+        .map(drop)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }
 
 impl Confined {

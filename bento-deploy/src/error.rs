@@ -38,8 +38,8 @@ pub enum Error {
         msg: String,
     },
     /// A manifest does not hold what a bundle must.
-    #[error("manifest.json: {0}")]
-    Manifest(String),
+    #[error(transparent)]
+    Manifest(#[from] bento_secrets::manifest::ManifestError),
     /// Signing or verifying a manifest failed.
     #[error(transparent)]
     Signature(#[from] crate::sign::SignatureError),

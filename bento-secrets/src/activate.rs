@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::accounts::{self, Owner};
@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::generation::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
 use crate::identity::Identities;
 use crate::lock::sha256_hex;
+use crate::manifest::{Entries, MANIFEST_FILE};
 use crate::prompt::Prompt;
 use crate::ramfs::{self, FsKind, Mounted};
 use crate::spec::{SecretSpec, TemplateSpec};
@@ -113,14 +114,6 @@ impl Prompt for NoPrompt {
     fn passphrase(&self, _: &str) -> Option<Zeroizing<String>> {
         None
     }
-}
-
-#[derive(Deserialize)]
-struct ManifestSecrets {
-    #[serde(default)]
-    secrets: Vec<serde_json::Value>,
-    #[serde(default)]
-    templates: Vec<serde_json::Value>,
 }
 
 /// A secret ready to be written: plaintext and resolved owner.
@@ -348,10 +341,10 @@ fn read_specs(
     phase: Phase,
     report: &mut Report,
 ) -> Result<(Vec<SecretSpec>, Vec<TemplateSpec>)> {
-    let path = bundle.join("manifest.json");
+    let path = bundle.join(MANIFEST_FILE);
     let shown = path.display().to_string();
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&shown, e))?;
-    let manifest: ManifestSecrets = serde_json::from_slice(&bytes)
+    let manifest = Entries::parse(&bytes)
         .map_err(|e| Error::input(&shown, Some(e.line()), format!("not a bundle manifest: {e}")))?;
     let mut specs: Vec<SecretSpec> = Vec::new();
     for (i, value) in manifest.secrets.into_iter().enumerate() {

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::fleet::{Fleet, Registered, ADMIN_KEYS_DIR, RULES_FILE};
 use crate::fleet_lock::FleetLock;
 use crate::keys::RecipientKey;
-use crate::rules::{valid_name, Via};
+use crate::names::valid_name;
+use crate::rules::Via;
 use crate::suggest::hint;
 
 /// The key file of admin `name`, relative to the fleet.

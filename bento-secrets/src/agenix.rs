@@ -20,9 +20,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Note};
 use crate::keys::RecipientKey;
-use crate::rules::{valid_name, Member, Role, Rules, SecretRule};
+use crate::names::SecretName;
+use crate::rules::{Member, Role, Rules, SecretRule};
 
 /// The expression nix-instantiate evaluates: `secrets.nix` (passed as `file`), reduced
 /// to what bento reads, with positions. Values are never converted to JSON as they are
@@ -46,44 +47,6 @@ in
 if builtins.isAttrs rules then { entries = builtins.mapAttrs entry rules; }
 else { type = builtins.typeOf rules; }
 "#;
-
-/// A remark about how a `secrets.nix` was read, worth a line with `--verbose`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Note {
-    /// Attributes bento does not use (`"x.age".extra`), all of them, in one note.
-    Ignored {
-        /// The rules file, as shown.
-        rules: String,
-        /// The attribute paths, quoted as in Nix.
-        attrs: Vec<String>,
-    },
-    /// A secret whose name is not its file name without `.age`.
-    Renamed {
-        /// The rules file, as shown.
-        rules: String,
-        /// The attribute (the file name).
-        file: String,
-        /// bento's name for it.
-        name: String,
-    },
-}
-
-impl std::fmt::Display for Note {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Note::Ignored { rules, attrs } => write!(
-                f,
-                "{rules}: ignoring attributes bento does not use: {}",
-                attrs.join(", ")
-            ),
-            Note::Renamed { rules, file, name } => write!(
-                f,
-                "{rules}: secret {} is called {name} (not a valid name as it is, or taken)",
-                quoted(file)
-            ),
-        }
-    }
-}
 
 /// The attributes of an entry that bento reads.
 const KNOWN: [&str; 2] = ["publicKeys", "armor"];
@@ -157,6 +120,16 @@ impl Source<'_> {
 
 fn quoted(attr: &str) -> String {
     serde_json::Value::String(attr.to_owned()).to_string()
+}
+
+/// Opens the fleet at `root` as `bento secret --rules FILE` names it: an agenix
+/// `secrets.nix` (which brings its own keys, ciphertexts next to it) is read here; without
+/// `rules_file`, or with any other file, [`Fleet::open`] reads a `secrets.toml`.
+pub fn open(root: &Path, rules_file: Option<&Path>) -> Result<Fleet> {
+    match rules_file.filter(|p| p.extension().is_some_and(|e| e == "nix")) {
+        Some(nix) => Ok(load(nix)?.named_on_the_command_line()),
+        None => Fleet::open(root, rules_file),
+    }
 }
 
 /// Loads an agenix repository from its `secrets.nix`.
@@ -461,7 +434,7 @@ pub fn secret_names<'a>(attrs: impl Iterator<Item = &'a str>) -> BTreeMap<&'a st
     let stem = |a: &'a str| a.strip_suffix(".age").unwrap_or(a);
     let mut out = BTreeMap::new();
     let mut taken = BTreeSet::new();
-    for a in attrs.iter().filter(|a| valid_name(stem(a))) {
+    for a in attrs.iter().filter(|a| SecretName::is_valid(stem(a))) {
         if taken.insert(stem(a).to_owned()) {
             out.insert(*a, stem(a).to_owned());
         }
@@ -528,7 +501,7 @@ mod tests {
         assert_eq!(names["sp ace.age"], "sp-ace");
         assert_eq!(names["-.age"], "secret");
         assert_eq!(names["plain.age"], "plain");
-        assert!(names.values().all(|n| valid_name(n)));
+        assert!(names.values().all(|n| SecretName::is_valid(n)));
     }
 
     #[test]

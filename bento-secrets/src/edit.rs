@@ -232,3 +232,53 @@ fn run_editor(file: &Path, shown: &str) -> Result<()> {
 pub fn read_content(reader: impl std::io::Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
     crate::plaintext::read_all(reader, 4096)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::TempFleet;
+
+    #[test]
+    fn an_edit_writes_only_what_changed_and_creates_nothing_empty() {
+        let t = TempFleet::new(
+            &["web1"],
+            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\"]\n",
+        );
+        let fleet = t.load();
+        let held = t.lock();
+        let rule = fleet.rule("db").unwrap();
+        let file = || std::fs::read(fleet.secret_path(rule)).ok();
+        let edit = |content: &[u8], allow_empty: bool| {
+            replace_with(&fleet, &held, "db", || t.ids(), content, allow_empty)
+        };
+        // Empty input on stdin is refused unless asked for; an editor saving nothing for a
+        // new secret creates nothing.
+        assert!(matches!(edit(b"", false), Err(Error::EmptyInput { .. })));
+        assert_eq!(
+            finish(&fleet, &held, rule, None, b"", false).unwrap(),
+            Outcome::NothingToCreate
+        );
+        assert_eq!(file(), None);
+        // To alice and web1.
+        assert_eq!(edit(b"v1", false).unwrap(), Outcome::Written(2));
+        let before = file().unwrap();
+        assert_eq!(edit(b"v1", false).unwrap(), Outcome::Unchanged);
+        assert_eq!(file().unwrap(), before, "an unchanged edit leaves the file alone");
+        // Emptying an existing secret in the editor is a change.
+        assert_eq!(
+            finish(&fleet, &held, rule, Some(b"v1"), b"", false).unwrap(),
+            Outcome::Written(2)
+        );
+        assert_ne!(file().unwrap(), before);
+        assert!(matches!(
+            replace_with(&fleet, &held, "nope", || t.ids(), b"x", false),
+            Err(Error::UnknownSecret { .. })
+        ));
+    }
+
+    #[test]
+    fn read_content_takes_everything() {
+        let content = read_content(&b"line 1\nline 2\n"[..]).unwrap();
+        assert_eq!(&content[..], b"line 1\nline 2\n");
+    }
+}

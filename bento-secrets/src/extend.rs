@@ -7,24 +7,16 @@
 //! ones, a fresh header MAC) in front of the unchanged payload. The result is a standard age file. Removing a recipient is never done this
 //! way: it always re-encrypts under a new file key.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
-use age::armor::{ArmoredReader, ArmoredWriter, Format};
-use age_core::format::{FileKey, Stanza};
-use age_core::secrecy::ExposeSecret;
-use base64::prelude::{Engine, BASE64_STANDARD_NO_PAD};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use age::armor::{ArmoredWriter, Format};
+use hmac::Mac;
 
 use crate::crypt::{age_recipients, decrypt_error};
 use crate::error::{Error, Result};
+use crate::format::{self, Header, MAC_TAG};
 use crate::identity::Identities;
 use crate::keys::RecipientKey;
-
-const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
-const MAC_TAG: &[u8] = b"---";
-/// age derives the header MAC key from the file key with this HKDF label.
-const HEADER_KEY_LABEL: &[u8] = b"header";
 
 /// Returns `ciphertext` readable also by `add`, with the same file key and payload.
 /// `who` says who can decrypt it (for the error when no identity matches).
@@ -40,11 +32,8 @@ pub fn add_recipients(
         file: shown.to_owned(),
         detail: detail.to_owned(),
     };
-    let mut binary = Vec::with_capacity(ciphertext.len());
-    ArmoredReader::new(ciphertext)
-        .read_to_end(&mut binary)
-        .map_err(|e| corrupt(&e.to_string()))?;
-    let file = Parts::split(&binary).ok_or_else(|| corrupt("malformed age header"))?;
+    let binary = format::dearmor(ciphertext).map_err(|e| corrupt(&e.to_string()))?;
+    let file = Header::parse(&binary).map_err(|e| corrupt(&e.to_string()))?;
 
     // The file key, from the first identity that opens a stanza; the header MAC then
     // proves the header is the one it was written with. The payload is left as it is.
@@ -53,7 +42,7 @@ pub fn add_recipients(
         .find_map(|id| id.unwrap_stanzas(&file.stanzas))
         .unwrap_or(Err(age::DecryptError::NoMatchingKeys))
         .map_err(|e| decrypt_error(e, ids, shown, who))?;
-    header_mac(&file_key, file.authenticated)
+    format::header_mac(&file_key, file.authenticated)
         .verify_slice(&file.mac)
         .map_err(|_| decrypt_error(age::DecryptError::InvalidMac, ids, shown, who))?;
 
@@ -71,22 +60,14 @@ pub fn add_recipients(
             });
         }
         for s in &new {
-            let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
-            cookie_factory::gen_simple(
-                age_core::format::write::age_stanza(&s.tag, &args, &s.body),
-                &mut header,
-            )
-            .map_err(|e| Error::Encrypt {
+            format::write_stanza(&mut header, s).map_err(|e| Error::Encrypt {
                 file: shown.to_owned(),
                 detail: e.to_string(),
             })?;
         }
     }
     header.extend_from_slice(MAC_TAG);
-    let mac = header_mac(&file_key, &header).finalize().into_bytes();
-    header.push(b' ');
-    header.extend_from_slice(BASE64_STANDARD_NO_PAD.encode(mac).as_bytes());
-    header.push(b'\n');
+    format::write_mac(&mut header, &file_key);
     let payload = file.payload;
 
     let mut out = Vec::with_capacity(header.len() + payload.len() + 64);
@@ -103,50 +84,11 @@ pub fn add_recipients(
     Ok(out)
 }
 
-/// A binary age file taken apart.
-struct Parts<'a> {
-    stanzas: Vec<Stanza>,
-    /// What the header MAC covers: the version line through `---`.
-    authenticated: &'a [u8],
-    /// The header MAC.
-    mac: Vec<u8>,
-    /// The nonce and the encrypted stream.
-    payload: &'a [u8],
-}
-
-impl Parts<'_> {
-    fn split(binary: &[u8]) -> Option<Parts<'_>> {
-        let mut rest = binary.strip_prefix(VERSION_LINE)?;
-        let mut stanzas = Vec::new();
-        while !rest.starts_with(MAC_TAG) {
-            let (next, stanza) = age_core::format::read::age_stanza(rest).ok()?;
-            stanzas.push(Stanza::from(stanza));
-            rest = next;
-        }
-        let authenticated = &binary[..binary.len() - rest.len() + MAC_TAG.len()];
-        let line_end = rest.iter().position(|&b| b == b'\n')?;
-        let encoded = rest[..line_end].strip_prefix(b"--- ")?;
-        let mac = BASE64_STANDARD_NO_PAD.decode(encoded).ok()?;
-        Some(Parts {
-            stanzas,
-            authenticated,
-            mac,
-            payload: &rest[line_end + 1..],
-        })
-    }
-}
-
-/// The header MAC keyed by `file_key`, fed `header` (through `---`).
-fn header_mac(file_key: &FileKey, header: &[u8]) -> Hmac<Sha256> {
-    let key = age_core::primitives::hkdf(&[], HEADER_KEY_LABEL, file_key.expose_secret());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    mac.update(header);
-    mac
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use age_core::secrecy::ExposeSecret;
 
     use super::*;
     use crate::crypt;
@@ -186,10 +128,10 @@ mod tests {
                     b"the secret"
                 );
             }
-            let stanzas = crate::header::stanzas(&extended).unwrap();
+            let stanzas = format::stanzas(&extended).unwrap();
             assert_eq!(stanzas.iter().filter(|s| s.tag == "X25519").count(), 2);
             if !armor {
-                let payload = |f: &[u8]| Parts::split(f).unwrap().payload.to_vec();
+                let payload = |f: &[u8]| Header::parse(f).unwrap().payload.to_vec();
                 assert_eq!(
                     payload(&file),
                     payload(&extended),

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::agenix::Note;
 use crate::error::{Error, Result};
 use crate::keys::{read_key_file, RecipientKey};
-use crate::rules::{toml_key, valid_name, Directory, Member, Role, Rules, SecretRule};
+use crate::names::valid_name;
+use crate::rules::{toml_key, Directory, Member, Role, Rules, SecretRule};
 
 /// Where the rules live, relative to the fleet root.
 pub const RULES_FILE: &str = "secrets/secrets.toml";
@@ -17,6 +17,45 @@ pub const SECRETS_DIR: &str = "secrets";
 pub const HOST_KEYS_DIR: &str = "keys/hosts";
 /// Where admin public keys live (`<name>.pub`), relative to the fleet root.
 pub const ADMIN_KEYS_DIR: &str = "keys/admins";
+
+/// A remark about how rules were read (an agenix `secrets.nix`), worth a line with
+/// `--verbose`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// Attributes bento does not use (`"x.age".extra`), all of them, in one note.
+    Ignored {
+        /// The rules file, as shown.
+        rules: String,
+        /// The attribute paths, quoted as in Nix.
+        attrs: Vec<String>,
+    },
+    /// A secret whose name is not its file name without `.age`.
+    Renamed {
+        /// The rules file, as shown.
+        rules: String,
+        /// The attribute (the file name).
+        file: String,
+        /// bento's name for it.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Ignored { rules, attrs } => write!(
+                f,
+                "{rules}: ignoring attributes bento does not use: {}",
+                attrs.join(", ")
+            ),
+            Note::Renamed { rules, file, name } => write!(
+                f,
+                "{rules}: secret {} is called {name} (not a valid name as it is, or taken)",
+                serde_json::Value::String(file.clone())
+            ),
+        }
+    }
+}
 
 /// A loaded, validated fleet.
 #[derive(Debug)]
@@ -70,14 +109,9 @@ impl Fleet {
     }
 
     /// Loads the fleet rooted at `root`; `rules` overrides where the rules are: a
-    /// `secrets.toml` elsewhere, or an agenix `secrets.nix` (which brings its own keys).
-    /// Ciphertexts live next to the rules file.
+    /// `secrets.toml` elsewhere. Ciphertexts live next to the rules file. (An agenix
+    /// `secrets.nix` is opened by `agenix::open`, which builds on this module.)
     pub fn open(root: &Path, rules_file: Option<&Path>) -> Result<Fleet> {
-        if let Some(nix) = rules_file.filter(|p| p.extension().is_some_and(|e| e == "nix")) {
-            let mut fleet = crate::agenix::load(nix)?;
-            fleet.rules_arg = Some(fleet.rules_shown.clone());
-            return Ok(fleet);
-        }
         let (rules_path, shown) = match rules_file {
             Some(p) => (p.to_path_buf(), p.display().to_string()),
             None => (root.join(RULES_FILE), RULES_FILE.to_owned()),
@@ -154,6 +188,13 @@ impl Fleet {
             agenix: true,
             notes,
         }
+    }
+
+    /// This fleet as named by `--rules` on the command line: the commands that hints
+    /// suggest repeat `--rules FILE`.
+    pub(crate) fn named_on_the_command_line(mut self) -> Fleet {
+        self.rules_arg = Some(self.rules_shown.clone());
+        self
     }
 
     /// The rules file, as shown in messages.

@@ -233,3 +233,75 @@ pub fn write_file(
     file.write_all(content)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(STORE_DIR)).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        (dir, tree)
+    }
+
+    #[test]
+    fn families_keep_their_own_generations_and_links() {
+        let (dir, tree) = tree();
+        for n in [3, 1, 2] {
+            tree.create_generation(SECRETS, n).unwrap();
+        }
+        tree.create_generation(FOR_USERS, 7).unwrap();
+        // Neither a stray name nor another family's generation is counted.
+        std::fs::create_dir(dir.path().join(STORE_DIR).join("01")).unwrap();
+        assert_eq!(tree.generations(SECRETS).unwrap(), [1, 2, 3]);
+        assert_eq!(tree.generations(FOR_USERS).unwrap(), [7]);
+        assert_eq!(tree.current(SECRETS), None);
+
+        tree.switch(SECRETS, 2).unwrap();
+        tree.switch(FOR_USERS, 7).unwrap();
+        assert_eq!(tree.current(SECRETS), Some(2));
+        assert_eq!(tree.current(FOR_USERS), Some(7));
+        assert_eq!(
+            std::fs::read_link(tree.link_path(SECRETS)).unwrap(),
+            Path::new("secrets.d/2")
+        );
+        let mode = |n: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.path().join(STORE_DIR).join(n))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("2"), mode("users-7")), (0o751, 0o700));
+
+        // Pruning removes a generation, and a symlink planted in its place is removed,
+        // not followed.
+        tree.remove_generation(SECRETS, 1).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(STORE_DIR).join("4")).unwrap();
+        tree.remove_generation(SECRETS, 4).unwrap();
+        assert!(outside.path().join("keep").exists());
+        assert_eq!(tree.generations(SECRETS).unwrap(), [2, 3]);
+        tree.remove_generation(SECRETS, 9).unwrap(); // absent: nothing to do
+    }
+
+    #[test]
+    fn files_are_written_once_and_read_without_following_links() {
+        let (dir, tree) = tree();
+        let gen = tree.create_generation(SECRETS, 1).unwrap();
+        let me = Owner { uid: 0, gid: 0 };
+        write_file(&gen, "db", me, 0o440, b"secret", false).unwrap();
+        assert!(
+            write_file(&gen, "db", me, 0o440, b"again", false).is_err(),
+            "never replaced"
+        );
+        let (bytes, st) = read_file(&gen, "db").unwrap().unwrap();
+        assert_eq!((&bytes[..], st.st_mode & 0o777), (&b"secret"[..], 0o440));
+        assert!(read_file(&gen, "absent").unwrap().is_none());
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join(STORE_DIR).join("1/link")).unwrap();
+        assert!(read_file(&gen, "link").is_err());
+    }
+}

@@ -7,7 +7,7 @@ use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, Registered};
 use crate::keys::{KeyKind, RecipientKey};
-use crate::rules::valid_name;
+use crate::names::HostName;
 
 /// The key file of host `name`, relative to the fleet.
 pub fn key_file(name: &str) -> String {
@@ -19,7 +19,7 @@ pub fn key_file(name: &str) -> String {
 /// registered for another host or admin; a refusal changes nothing.
 pub fn add(root: &Path, name: &str, key: RecipientKey, source: &str, replace: bool) -> Result<RecipientKey> {
     let shown = key_file(name);
-    if !valid_name(name) {
+    if !HostName::is_valid(name) {
         return Err(Error::input(
             &shown,
             None,

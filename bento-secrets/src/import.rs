@@ -11,10 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::agenix::Note;
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
-use crate::fleet::{RULES_FILE, SECRETS_DIR};
+use crate::fleet::{Note, RULES_FILE, SECRETS_DIR};
 use crate::fleet_lock::FleetLock;
 use crate::lock::{Lock, LOCK_FILE};
 use crate::rules::SecretRule;

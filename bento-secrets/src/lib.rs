@@ -7,6 +7,8 @@
 pub mod accounts;
 pub mod activate;
 pub mod activate_templates;
+#[cfg(test)]
+mod activate_tests;
 pub mod activate_units;
 pub mod adminkeys;
 pub mod agenix;
@@ -17,16 +19,21 @@ pub mod editor;
 pub mod error;
 pub mod extend;
 mod file_attrs;
+#[cfg(test)]
+mod fixture;
 pub mod fleet;
 pub mod fleet_lock;
+pub mod format;
 pub mod generate;
 pub mod generation;
-pub mod header;
 pub mod hostkeys;
 pub mod identity;
 pub mod import;
 pub mod keys;
+pub mod listing;
 pub mod lock;
+pub mod manifest;
+pub mod names;
 pub mod plaintext;
 pub mod prompt;
 pub mod ramfs;

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::error::Error;
 use crate::file_attrs::{file_attrs, FileAttrs};
+use crate::names::{valid_name, RelPath, SecretName};
 use crate::suggest::hint;
 use crate::template::{RawTemplate, TemplateRule};
 
@@ -149,16 +150,6 @@ struct RawSecret {
     generate: Option<Spanned<String>>,
 }
 
-/// Is `name` a valid secret, host, admin or group name: `[A-Za-z0-9._-]+`, not starting
-/// with `.` or `-` (no hidden files, no option look-alikes, no `..`)?
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 /// `name` as a TOML key: bare when it can be, quoted otherwise.
 pub fn toml_key(name: &str) -> String {
     if !name.is_empty()
@@ -209,14 +200,6 @@ pub fn valid_abs_path(path: &str) -> bool {
             .split('/')
             .skip(1)
             .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
-/// Is `file` a relative path that stays inside the secrets dir?
-pub(crate) fn valid_rel_file(file: &str) -> bool {
-    !file.is_empty()
-        && !file.starts_with('/')
-        && !file.contains('\0')
-        && file.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// The hint for an unknown recipient: the closest host or admin, or `@group` when the
@@ -344,7 +327,7 @@ impl Rules {
         let mut files: BTreeMap<String, String> = BTreeMap::new();
         for (n, raw_secret) in raw.secrets {
             let name = n.get_ref().clone();
-            if !valid_name(&name) {
+            if !SecretName::is_valid(&name) {
                 return Err(at(
                     n.span().start,
                     format!(
@@ -376,7 +359,7 @@ impl Rules {
         let mut templates = BTreeMap::new();
         for (n, raw_template) in raw.templates {
             let name = n.get_ref().clone();
-            if !valid_name(&name) {
+            if !SecretName::is_valid(&name) {
                 return Err(at(
                     n.span().start,
                     format!(
@@ -471,7 +454,7 @@ impl Rules {
         }
 
         let file = match raw.file {
-            Some(f) if !valid_rel_file(f.get_ref()) => {
+            Some(f) if !RelPath::is_valid(f.get_ref()) => {
                 return Err(at(
                     f.span().start,
                     format!(

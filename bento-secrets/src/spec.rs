@@ -2,9 +2,12 @@
 //! a list of these (its `secrets` field); `bento activate` reads only that field, so the
 //! rest of the manifest can grow without touching activation.
 
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{parse_mode, valid_abs_path, valid_name, SecretRule, SPECIAL_BITS};
+use crate::names::SecretName;
+use crate::rules::{parse_mode, valid_abs_path, SecretRule, SPECIAL_BITS};
 use crate::template::TemplateRule;
 
 /// One secret of a bundle, with its runtime attributes.
@@ -59,12 +62,7 @@ impl SecretSpec {
     /// file inside `secrets/`, an absolute `path`, a valid mode without setuid, setgid or
     /// sticky bits.
     pub fn validate(&self) -> Result<(), String> {
-        if !valid_name(&self.name) {
-            return Err(format!(
-                "secret name `{}` is not allowed (letters, digits, `.`, `_`, `-`)",
-                self.name.escape_default()
-            ));
-        }
+        SecretName::from_str(&self.name).map_err(|e| e.to_string())?;
         if self.file != format!("secrets/{}.age", self.name) {
             return Err(format!(
                 "{}: file `{}` is not secrets/{}.age",

@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::file_attrs::{file_attrs, FileAttrs};
-use crate::rules::{line_col, valid_rel_file, Directory};
+use crate::names::{RelPath, SecretName};
+use crate::rules::{line_col, Directory};
 
 /// One `[templates.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +90,7 @@ pub fn parse(text: &str) -> Result<Vec<Segment<'_>>, (usize, String)> {
             .count();
         let name = &after[..name_len];
         let close = after[name_len..].trim_start_matches([' ', '\t']);
-        if !crate::rules::valid_name(name) || !close.starts_with("}}") {
+        if !SecretName::is_valid(name) || !close.starts_with("}}") {
             return Err((
                 open,
                 "a placeholder is written {{ secrets.NAME }} (NAME: letters, digits, `.`, `_`, `-`)".into(),
@@ -216,7 +217,7 @@ impl TemplateRule {
                 let secrets = used(&segments);
                 (None, c.into_inner(), secrets)
             }
-            (None, Some(f)) if valid_rel_file(f.get_ref()) => {
+            (None, Some(f)) if RelPath::is_valid(f.get_ref()) => {
                 (Some(f.into_inner()), String::new(), BTreeSet::new())
             }
             (None, Some(f)) => {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::fleet::Fleet;
-use crate::header;
+use crate::format;
 use crate::keys::KeyKind;
 use crate::lock::{sha256_hex, Lock, LOCK_FILE};
 use crate::rules::{Member, Role, SecretRule};
@@ -235,7 +235,7 @@ enum FileFacts {
     Missing,
     Corrupt(String),
     Read {
-        stanzas: Vec<header::StanzaInfo>,
+        stanzas: Vec<format::StanzaInfo>,
         sha256: String,
     },
 }
@@ -244,12 +244,12 @@ fn read_file(fleet: &Fleet, rule: &SecretRule) -> Result<FileFacts> {
     let Some(bytes) = crate::store::read_ciphertext(fleet, rule)? else {
         return Ok(FileFacts::Missing);
     };
-    Ok(match header::stanzas(&bytes) {
+    Ok(match format::stanzas(&bytes) {
         Ok(stanzas) => FileFacts::Read {
             stanzas,
             sha256: sha256_hex(&bytes),
         },
-        Err(detail) => FileFacts::Corrupt(detail),
+        Err(e) => FileFacts::Corrupt(e.to_string()),
     })
 }
 
@@ -423,7 +423,7 @@ fn check_public(
 /// Without a trusted lock, X25519 recipients can only be counted.
 fn x25519_count(
     expected: &[(&Member, &crate::keys::RecipientKey)],
-    stanzas: &[header::StanzaInfo],
+    stanzas: &[format::StanzaInfo],
     finding: &dyn Fn(Kind, Option<String>, String) -> Finding,
 ) -> Option<Finding> {
     let want: Vec<&str> = expected
@@ -472,4 +472,125 @@ fn age_files(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::TempFleet;
+
+    const RULES: &str = "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\"]\n\
+                         [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n";
+
+    fn kinds(report: &Report, secret: &str) -> Vec<(Kind, Option<String>)> {
+        report
+            .about(secret)
+            .map(|f| (f.kind, f.recipient.clone()))
+            .collect()
+    }
+
+    fn names(selection: &crate::rekey::Selection<'_>) -> Vec<String> {
+        selection.targets.iter().map(|r| r.name.clone()).collect()
+    }
+
+    #[test]
+    fn each_way_a_file_differs_from_its_rule_is_its_own_finding() {
+        let t = TempFleet::new(&["web1", "db1"], RULES);
+        let r = verify(&t.load()).unwrap();
+        assert_eq!(kinds(&r, "db"), [(Kind::MissingFile, None)]);
+        assert!(!r.ok() && r.stale().is_empty(), "a missing file is not stale");
+
+        t.write("db", b"one");
+        t.write("api", b"two");
+        let r = verify(&t.load()).unwrap();
+        assert!(r.ok(), "{:?}", r.findings);
+        assert_eq!(r.secrets, 2);
+
+        // db1 joins db (the file lacks it); web1 leaves api (the file has it still).
+        t.rules(
+            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\", \"db1\"]\n\
+             [secrets.api]\nrecipients = [\"db1\"]\n",
+        );
+        let r = verify(&t.load()).unwrap();
+        let db = kinds(&r, "db");
+        assert!(
+            db.contains(&(Kind::MissingRecipient, Some("db1".into()))),
+            "{db:?}"
+        );
+        let api = kinds(&r, "api");
+        assert!(
+            api.contains(&(Kind::ExtraRecipient, Some("web1".into()))),
+            "{api:?}"
+        );
+        assert_eq!(r.stale(), BTreeSet::from(["api", "db"]));
+        assert!(
+            r.findings.iter().all(|f| f.kind.rekey_fixes()),
+            "{:?}",
+            r.findings
+        );
+
+        // A file that is not age, and a ciphertext that no rule names.
+        std::fs::write(t.root().join("secrets/api.age"), b"not age").unwrap();
+        std::fs::write(t.root().join("secrets/old.age"), b"x").unwrap();
+        let r = verify(&t.load()).unwrap();
+        assert_eq!(kinds(&r, "api")[0].0, Kind::Corrupt);
+        let message = &r.about("api").next().unwrap().message;
+        assert!(message.contains("not an age v1 file"), "{message}");
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.kind == Kind::Orphan && f.file.contains("old.age")));
+    }
+
+    #[test]
+    fn rekey_selects_stale_secrets_only_unless_all_and_reports_corrupt_ones() {
+        let t = TempFleet::new(&["web1", "db1"], RULES);
+        t.write("db", b"one");
+        t.write("api", b"two");
+        t.rules(
+            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\", \"db1\"]\n\
+             [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n[secrets.new]\nrecipients = [\"db1\"]\n",
+        );
+        let fleet = t.load();
+        let r = verify(&fleet).unwrap();
+        let stale = crate::rekey::select(&fleet, &r, &[], false).unwrap();
+        assert_eq!(
+            names(&stale),
+            ["db"],
+            "api is fresh; new has no file yet: {:?}",
+            r.findings
+        );
+        let all = crate::rekey::select(&fleet, &r, &[], true).unwrap();
+        assert_eq!(names(&all), ["api", "db"]);
+        let asked = crate::rekey::select(&fleet, &r, &["api".into()], false).unwrap();
+        assert!(asked.targets.is_empty() && asked.corrupt.is_empty());
+        assert!(crate::rekey::select(&fleet, &r, &["nope".into()], false).is_err());
+
+        std::fs::write(t.root().join("secrets/api.age"), b"").unwrap();
+        let r = verify(&fleet).unwrap();
+        let sel = crate::rekey::select(&fleet, &r, &[], true).unwrap();
+        assert_eq!(names(&sel), ["db"]);
+        assert!(matches!(&sel.corrupt[..], [crate::Error::CorruptSecret { name, .. }] if name == "api"));
+    }
+
+    #[test]
+    fn the_listing_reads_the_same_findings() {
+        let t = TempFleet::new(&["web1", "db1"], RULES);
+        t.write("db", b"one");
+        t.rules(
+            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"db1\"]\n\
+             [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n",
+        );
+        let fleet = t.load();
+        let listed = crate::listing::list(&fleet, &verify(&fleet).unwrap());
+        let by_name = |n: &str| listed.iter().find(|l| l.name == n).unwrap();
+        assert_eq!(by_name("api").status, crate::listing::Status::MissingFile);
+        assert_eq!(by_name("db").status, crate::listing::Status::Stale);
+        assert_eq!(by_name("db").marked_recipients(), ["alice", "+db1", "-web1"]);
+        let idle = crate::listing::idle(&fleet, &[]);
+        let why: Vec<_> = idle.iter().map(|(r, why)| (r.name.as_str(), *why)).collect();
+        use crate::listing::Idle;
+        assert_eq!(why, [("api", Idle::NoFile), ("db", Idle::Current)]);
+        assert!(crate::listing::idle(&fleet, &["nope".into()]).is_empty());
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! CI runs the case counts below; `bench/fuzz.sh` runs many more through `PROPTEST_CASES`.
 
-use bento_secrets::header::stanzas;
+use bento_secrets::format::stanzas;
 use bento_secrets::rules::{Directory, Rules};
 use bento_secrets::RecipientKey;
 use proptest::prelude::*;

@@ -126,6 +126,9 @@ pub(crate) fn text(out: &Output) -> String {
 
 #[test]
 fn secrets_land_on_a_real_ramfs_with_owner_group_and_mode() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "db-pass");
     set(&fleet, "tls", "tls-key");
@@ -174,6 +177,9 @@ cat {root}/secrets/db links/api.key"#,
 
 #[test]
 fn generations_switch_prune_and_restart_changed_units() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     let root = fleet.home.join("run");
     let mut script = String::new();
@@ -225,6 +231,9 @@ fn generations_switch_prune_and_restart_changed_units() {
 
 #[test]
 fn users_phase_is_separate_and_root_only() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("[secrets.later]\nrecipients = [\"web1\"]\n");
     set(&fleet, "hash", "$6$hash");
     set(&fleet, "later", "$6$later");
@@ -268,6 +277,9 @@ ls {root}/secrets/"#,
 
 #[test]
 fn wrong_identity_keeps_the_last_good_content() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "good-db");
     set(&fleet, "tls", "good-tls");
@@ -305,6 +317,9 @@ stat -c '%U %a' {root}/secrets/db"#,
 
 #[test]
 fn a_corrupt_or_tampered_secret_fails_alone() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     for (n, v) in [("db", "db"), ("tls", "tls"), ("api", "api")] {
         set(&fleet, n, v);
@@ -353,6 +368,9 @@ fn a_corrupt_or_tampered_secret_fails_alone() {
 
 #[test]
 fn a_full_ram_filesystem_keeps_the_previous_generation() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "small");
     let mut b = Bundle::new(&fleet, "small");
@@ -384,6 +402,9 @@ readlink {root}/secrets; cat {root}/secrets/db; echo; ls {root}/secrets.d"#,
 
 #[test]
 fn planted_symlinks_are_not_followed() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
@@ -422,6 +443,9 @@ ls -A {evil} | wc -l"#,
 
 #[test]
 fn bad_names_unknown_users_and_dry_run() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "one");
     set(&fleet, "tls", "tls");
@@ -472,6 +496,9 @@ cat {root}/secrets/db; echo"#,
 
 #[test]
 fn removed_secrets_are_reported_with_and_without_mounts_alike() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, _bin) = setup("");
     set(&fleet, "db", "db");
     set(&fleet, "tls", "tls");
@@ -503,6 +530,9 @@ fn removed_secrets_are_reported_with_and_without_mounts_alike() {
 
 #[test]
 fn no_mount_on_a_ram_filesystem_has_nothing_to_warn_about() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
@@ -525,6 +555,9 @@ fn no_mount_on_a_ram_filesystem_has_nothing_to_warn_about() {
 
 #[test]
 fn a_symlinked_root_is_refused_before_anything_is_mounted() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
@@ -566,6 +599,9 @@ echo "entries: $(ls -A {real} | wc -l)""#,
 
 #[test]
 fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, _bin) = setup("");
     set(&fleet, "db", "db");
     set(&fleet, "tls", "tls");
@@ -610,6 +646,9 @@ fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
 /// is missing fails the run: no restart is ever claimed that did not happen.
 #[test]
 fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let (fleet, keys, bin) = setup("");
     let failing = fleet.script(
         "failing-systemctl",

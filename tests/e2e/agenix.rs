@@ -103,6 +103,9 @@ impl Agenix {
 
 #[test]
 fn agenix_repo_verifies_and_a_stale_one_does_not() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     let out = repo.bento(&["verify"]);
     ok(&out);
@@ -119,6 +122,9 @@ fn agenix_repo_verifies_and_a_stale_one_does_not() {
 
 #[test]
 fn show_edit_rekey_work_in_an_agenix_repo() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     assert_eq!(ok(&repo.bento(&["show", "secret2", "-i", s(&repo.host2)])), "two");
     // Stale after a hand-made file; rekey fixes it and the host can decrypt with age.
@@ -160,6 +166,9 @@ fn show_edit_rekey_work_in_an_agenix_repo() {
 
 #[test]
 fn import_agenix_makes_a_fleet_that_verifies() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     let fleet = &repo.fleet;
     let nix = repo.dir.join("secrets.nix");
@@ -183,6 +192,9 @@ fn import_agenix_makes_a_fleet_that_verifies() {
 
 #[test]
 fn bad_secrets_nix_and_missing_nix_instantiate() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     std::fs::write(
         repo.dir.join("secrets.nix"),
@@ -270,6 +282,9 @@ fn in_upstream(fleet: &Fleet, root: &Path, args: &[&str]) -> std::process::Outpu
 
 #[test]
 fn upstream_agenix_example_verifies_and_shows() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let fleet = Fleet::new();
     let Some(root) = upstream(&fleet, "agenix") else {
         return;
@@ -308,6 +323,9 @@ fn upstream_agenix_example_verifies_and_shows() {
 
 #[test]
 fn upstream_ragenix_example_verifies_and_shows() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let fleet = Fleet::new();
     let Some(root) = upstream(&fleet, "ragenix") else {
         return;
@@ -338,6 +356,9 @@ fn upstream_ragenix_example_verifies_and_shows() {
 
 #[test]
 fn upstream_examples_import_into_a_fresh_fleet_and_verify() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     // agenix: a leading-hyphen file name, an armored secret.
     let fleet = Fleet::new();
     let Some(root) = upstream(&fleet, "agenix") else {
@@ -391,6 +412,9 @@ fn upstream_examples_import_into_a_fresh_fleet_and_verify() {
 
 #[test]
 fn extra_attributes_are_ignored_and_named_with_verbose() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     repo.write_nix(
         "{\n  \"secret1.age\" = { publicKeys = [ user1 system1 ]; extra = 1; owner = \"x\"; };\n  \
@@ -429,6 +453,9 @@ fn extra_attributes_are_ignored_and_named_with_verbose() {
 
 #[test]
 fn bad_entries_name_the_attribute_and_its_line_in_secrets_nix() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     // Line 7 is `{`.
     repo.write_nix("{\n  \"secret1.age\".publicKeys = [ user1 ];\n  \"bad.age\".publicKeys = user1;\n}\n");
@@ -463,6 +490,9 @@ fn bad_entries_name_the_attribute_and_its_line_in_secrets_nix() {
 
 #[test]
 fn nix_errors_keep_their_position() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     repo.write_nix("{\n  \"a.age\".publicKeys = [ nobody ];\n}\n");
     assert_eq!(
@@ -480,6 +510,9 @@ fn nix_errors_keep_their_position() {
 
 #[test]
 fn import_keeps_ciphertexts_in_place_when_secrets_nix_is_at_the_fleet_root() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     require("nix-instantiate");
     require("age");
     let fleet = Fleet::new();
@@ -535,6 +568,9 @@ fn import_keeps_ciphertexts_in_place_when_secrets_nix_is_at_the_fleet_root() {
 
 #[test]
 fn secrets_named_by_file_name_and_errors_name_secrets_nix() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     let repo = agenix_repo();
     assert_eq!(
         ok(&repo.bento(&["show", "secret1.age", "-i", s(&repo.host1)])),

@@ -103,12 +103,12 @@ fn edit_tty(
     editor: &Path,
     xdg: &Path,
     id: &Path,
-    typed: &[u8],
+    dialog: &[(&str, &[u8])],
 ) -> std::process::Output {
     fleet.bento_tty(
         &["secret", "edit", name, "-i", s(id)],
         &[("EDITOR", s(editor)), ("XDG_RUNTIME_DIR", s(xdg))],
-        typed,
+        dialog,
     )
 }
 
@@ -125,7 +125,7 @@ fn editor_writes_new_content() {
 case "$1" in "$XDG_RUNTIME_DIR"/*) ;; *) exit 5;; esac
 printf 'written by the editor' > "$1""#,
     );
-    ok(&edit_tty(&fleet, "web-only", &ed, xdg.path(), &keys.web1, b""));
+    ok(&edit_tty(&fleet, "web-only", &ed, xdg.path(), &keys.web1, &[]));
     assert_eq!(
         ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
         "written by the editor"
@@ -140,7 +140,7 @@ printf 'written by the editor' > "$1""#,
         &append,
         xdg.path(),
         &keys.web1,
-        b"",
+        &[],
     ));
     assert_eq!(
         ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
@@ -155,14 +155,18 @@ fn a_terminal_editor_owns_the_terminal() {
     let xdg = runtime_dir();
     // The editor runs in its own process group: that group must be the terminal's
     // foreground one, or reading the keyboard would stop it.
-    let ed = editor(&fleet, "reader", r#"read line; printf '%s' "$line" > "$1""#);
+    let ed = editor(
+        &fleet,
+        "reader",
+        r#"echo 'reading a line'; read line; printf '%s' "$line" > "$1""#,
+    );
     ok(&edit_tty(
         &fleet,
         "web-only",
         &ed,
         xdg.path(),
         &keys.web1,
-        b"typed\n",
+        &[("reading a line", b"typed\n")],
     ));
     assert_eq!(
         ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
@@ -188,7 +192,7 @@ fn editor_with_arguments_in_editor_variable() {
             ("EDITOR", "false"),
             ("XDG_RUNTIME_DIR", s(xdg.path())),
         ],
-        b"",
+        &[],
     );
     ok(&out);
     assert_eq!(
@@ -206,7 +210,7 @@ fn unchanged_content_leaves_the_file_byte_identical() {
     let before = std::fs::read(&path).unwrap();
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
     let ed = editor(&fleet, "noop", "true");
-    let out = ok(&edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, b""));
+    let out = ok(&edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, &[]));
     assert!(out.contains("unchanged"), "{out}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
@@ -221,7 +225,7 @@ fn failing_editor_changes_nothing() {
     let path = fleet.path("secrets/db-password.age");
     let before = std::fs::read(&path).unwrap();
     let ed = editor(&fleet, "fail", r#"printf 'half-typed' > "$1"; exit 1"#);
-    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, b"");
+    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, &[]);
     assert!(!out.status.success());
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -241,8 +245,19 @@ fn ctrl_c_in_the_editor_changes_nothing() {
     let path = fleet.path("secrets/db-password.age");
     let before = std::fs::read(&path).unwrap();
     // The editor writes, then waits; Ctrl-C on the terminal kills it.
-    let ed = editor(&fleet, "slow", r#"printf 'half-typed' > "$1"; sleep 20"#);
-    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, b"\x03");
+    let ed = editor(
+        &fleet,
+        "slow",
+        r#"printf 'half-typed' > "$1"; echo 'editor running'; sleep 20"#,
+    );
+    let out = edit_tty(
+        &fleet,
+        "db-password",
+        &ed,
+        xdg.path(),
+        &keys.bob,
+        &[("editor running", b"\x03")],
+    );
     assert!(!out.status.success());
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(screen.contains("unchanged"), "{screen}");
@@ -266,7 +281,7 @@ while [ "$(cat /proc/$p/comm)" != bento ]; do p=$(cut -d' ' -f4 /proc/$p/stat); 
 kill -TERM $p
 sleep 5"#,
     );
-    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, b"");
+    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, &[]);
     assert!(!out.status.success());
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_no_residue(xdg.path(), "db-password");
@@ -280,7 +295,7 @@ fn disk_temp_dir_is_refused_unless_unsafe_tmp() {
     let ed = editor(&fleet, "w", r#"printf 'x' > "$1""#);
     let env = [("EDITOR", s(&ed)), ("XDG_RUNTIME_DIR", s(disk.path()))];
     let args = ["secret", "edit", "web-only", "-i", s(&keys.web1)];
-    let out = fleet.bento_tty(&args, &env, b"");
+    let out = fleet.bento_tty(&args, &env, &[]);
     assert!(!out.status.success());
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -291,7 +306,7 @@ fn disk_temp_dir_is_refused_unless_unsafe_tmp() {
 
     let mut unsafe_args = args.to_vec();
     unsafe_args.push("--unsafe-tmp");
-    ok(&fleet.bento_tty(&unsafe_args, &env, b""));
+    ok(&fleet.bento_tty(&unsafe_args, &env, &[]));
     assert_eq!(
         ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.web1)])),
         "x"
@@ -423,7 +438,7 @@ fn a_file_changed_during_the_edit_is_not_overwritten() {
     );
     let mut theirs = std::fs::read(&path).unwrap();
     theirs.extend_from_slice(b"theirs");
-    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, b"");
+    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, &[]);
     assert!(!out.status.success());
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -491,6 +506,9 @@ fn sigterm_to_bento_ends_the_editor_and_what_it_started() {
 
 #[test]
 fn stale_scratch_dirs_of_dead_bentos_are_removed_others_kept() {
+    if !crate::harness::needs_root("a scratch dir owned by another user (chown)") {
+        return;
+    }
     let (fleet, keys) = example();
     let xdg = runtime_dir();
     let dead = {
@@ -534,7 +552,7 @@ fn stale_scratch_dirs_of_dead_bentos_are_removed_others_kept() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
 
     let ed = editor(&fleet, "w", r#"printf 'new' > "$1""#);
-    ok(&edit_tty(&fleet, "web-only", &ed, xdg.path(), &keys.web1, b""));
+    ok(&edit_tty(&fleet, "web-only", &ed, xdg.path(), &keys.web1, &[]));
     assert!(!stale.exists(), "a dead bento's plaintext was kept");
     assert!(!reused.exists(), "a dead bento's plaintext (pid reused) was kept");
     assert!(
@@ -551,14 +569,11 @@ fn stale_scratch_dirs_of_dead_bentos_are_removed_others_kept() {
 
 #[test]
 fn an_unset_runtime_dir_is_named_as_such() {
+    if !crate::harness::needs_root("mounts over /dev/shm in a private mount namespace") {
+        return;
+    }
     crate::harness::require("unshare");
     crate::harness::require("script");
-    let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test mounts over /dev/shm in a private mount namespace: run it as root"
-    );
     let (fleet, keys) = example();
     let ed = editor(&fleet, "w", r#"printf 'x' > "$1""#);
     // No XDG_RUNTIME_DIR, and /dev/shm (the fallback) on disk, in a private namespace.
@@ -609,7 +624,7 @@ fn an_unset_runtime_dir_is_named_as_such() {
     let out = fleet.bento_tty(
         &["secret", "edit", "web-only", "-i", s(&keys.web1)],
         &[("EDITOR", s(&ed)), ("XDG_RUNTIME_DIR", "/nonexistent/run")],
-        b"",
+        &[],
     );
     ok(&out);
     assert_eq!(

@@ -485,6 +485,9 @@ fn agent_cmd(l: &Loop) -> Command {
 
 #[test]
 fn a_full_state_dir_fails_cleanly_and_the_next_run_applies() {
+    if !crate::harness::needs_root("fills filesystems in private mount namespaces") {
+        return;
+    }
     let l = Loop::new();
     l.deploy();
     ok(&l.agent(&[]));
@@ -509,6 +512,9 @@ fn a_full_state_dir_fails_cleanly_and_the_next_run_applies() {
 
 #[test]
 fn a_full_ram_filesystem_fails_cleanly_and_the_next_activation_applies() {
+    if !crate::harness::needs_root("fills filesystems in private mount namespaces") {
+        return;
+    }
     let l = Loop::new();
     l.deploy();
     ok(&l.agent(&[]));
@@ -566,6 +572,9 @@ fn a_full_ram_filesystem_fails_cleanly_and_the_next_activation_applies() {
 
 #[test]
 fn a_full_server_root_fails_the_deploy_cleanly_and_the_next_deploy_publishes() {
+    if !crate::harness::needs_root("fills filesystems in private mount namespaces") {
+        return;
+    }
     let l = Loop::new();
     let ns = Namespace::new();
     ns.sh(&format!(
@@ -623,6 +632,9 @@ fn outbox(l: &Loop) -> Vec<String> {
 #[test]
 
 fn a_report_cut_off_mid_upload_waits_in_the_outbox_and_is_sent_once() {
+    if !crate::harness::needs_root("fills filesystems in private mount namespaces") {
+        return;
+    }
     let l = Loop::new();
     l.deploy();
     ok(&l.agent(&[]));

@@ -19,6 +19,66 @@ pub fn require(tool: &str) {
     );
 }
 
+/// Whether the tests run as root. Tests that need it (mounts, namespaces, chown, sshd's
+/// chroots) call [`needs_root`] first.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// For a test that needs root (`what` says for what): true as root. Otherwise, in CI (`CI`
+/// set) the test fails, saying so; elsewhere it is skipped with a
+/// `SKIPPED (needs root): <what>` line, so a plain `cargo test` as a user runs the rest.
+pub fn needs_root(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs root ({what}); CI runs the suite as root"
+    );
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    skipped(&format!("SKIPPED (needs root): {test}: {what}"));
+    false
+}
+
+/// For a test that runs Nix (`nix-instantiate`, `nix flake`): true when Nix works for this
+/// user. A single-user Nix owned by root does not: as another user, the test is skipped
+/// with a `SKIPPED (needs root): …` line (in CI, it fails).
+pub fn needs_nix() -> bool {
+    static WORKS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let works = WORKS.get_or_init(|| {
+        // Not installed: the test's own `require` names the package.
+        let Ok(out) = Command::new("nix-instantiate")
+            .args(["--eval", "--expr", "1"])
+            .output()
+        else {
+            return Ok(());
+        };
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()),
+        }
+    });
+    match works {
+        Ok(()) => true,
+        Err(_) if is_root() => true,
+        Err(why) => needs_root(&format!("Nix, which fails as this user: {why}")),
+    }
+}
+
+/// Says on the real stderr that a test was left out: the test harness captures `eprintln!`
+/// of passing tests, but not writes to the stderr handle, so a plain `cargo test` shows it.
+fn skipped(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Data kept beside the clone (`../shared/`: upstream examples, nixpkgs' lib), which a
 /// plain clone does not have. Present: `Some(path)`. Absent: in CI (`CI` set) the test
 /// fails, saying what is missing; elsewhere it is skipped with a `SKIPPED:` line.
@@ -31,7 +91,7 @@ pub fn shared_data(path: &Path, what: &str) -> Option<PathBuf> {
         path.display()
     );
     assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("SKIPPED: {why}");
+    skipped(&format!("SKIPPED: {why}"));
     None
 }
 
@@ -111,22 +171,73 @@ impl Fleet {
         child.wait_with_output().unwrap()
     }
 
-    /// Runs `bento ARGS` on a pseudo-terminal (so stdin is a TTY), with extra environment
-    /// and `typed` fed to the terminal as keystrokes. The combined terminal output is
-    /// returned as stdout.
-    pub fn bento_tty(&self, args: &[&str], env: &[(&str, &str)], typed: &[u8]) -> Output {
-        use std::io::Write;
+    /// Runs `bento ARGS` on a pseudo-terminal (so stdin is a TTY), with extra environment,
+    /// and holds a `dialog` with it: each step waits until the screen shows its text (for
+    /// the n-th step with the same text, n times), then types its keys. No step types
+    /// before the program asks, so nothing depends on how fast it starts. The keyboard
+    /// stays open until the program exits; the screen is returned as stdout.
+    pub fn bento_tty(&self, args: &[&str], env: &[(&str, &str)], dialog: &[(&str, &[u8])]) -> Output {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Condvar, Mutex};
+        use std::time::{Duration, Instant};
+
         let mut child = self.spawn_tty(args, env);
-        let mut stdin = child.stdin.take().unwrap();
-        let typed = typed.to_vec();
-        // Keystrokes arrive after the program is up; stdin stays open until it exits.
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let _ = stdin.write_all(&typed);
-            std::thread::sleep(std::time::Duration::from_secs(30));
-            drop(stdin);
+        let mut keyboard = child.stdin.take().unwrap();
+        // The screen so far, and whether it has ended.
+        let screen = Arc::new((Mutex::new((Vec::<u8>::new(), false)), Condvar::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = {
+            let screen = Arc::clone(&screen);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = stdout.read(&mut buf).unwrap_or(0);
+                    let (lock, changed) = &*screen;
+                    let mut seen = lock.lock().unwrap();
+                    seen.0.extend_from_slice(&buf[..n]);
+                    seen.1 = n == 0;
+                    changed.notify_all();
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut stderr = child.stderr.take().unwrap();
+        let errors = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stderr.read_to_end(&mut bytes);
+            bytes
         });
-        child.wait_with_output().unwrap()
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for (i, (prompt, keys)) in dialog.iter().enumerate() {
+            let times = dialog[..=i].iter().filter(|(p, _)| p == prompt).count();
+            let (lock, changed) = &*screen;
+            let mut seen = lock.lock().unwrap();
+            while String::from_utf8_lossy(&seen.0).matches(prompt).count() < times && !seen.1 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "no `{prompt}` on the screen: {}",
+                    String::from_utf8_lossy(&seen.0)
+                );
+                seen = changed.wait_timeout(seen, left).unwrap().0;
+            }
+            if seen.1 {
+                break; // the program ended without asking: the caller's checks say why
+            }
+            drop(seen);
+            let _ = keyboard.write_all(keys);
+        }
+        let status = child.wait().unwrap();
+        drop(keyboard);
+        reader.join().unwrap();
+        let stdout = std::mem::take(&mut screen.0.lock().unwrap().0);
+        Output {
+            status,
+            stdout,
+            stderr: errors.join().unwrap(),
+        }
     }
 
     /// Starts `bento ARGS` on a pseudo-terminal, with extra environment: its stdin is the

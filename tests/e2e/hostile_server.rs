@@ -332,6 +332,9 @@ fn the_run_deadline_stops_a_rebuild_that_never_ends() {
 
 #[test]
 fn over_sftp_writes_never_follow_planted_links_and_a_fifo_is_refused() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let l = Loop::new();
     let sshd = Sshd::start(&[("bento-web1", "web1", &pub_line(&l.keys.web1))]);
     ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));
@@ -384,6 +387,9 @@ fn over_sftp_writes_never_follow_planted_links_and_a_fifo_is_refused() {
 
 #[test]
 fn a_server_that_stops_answering_ends_the_run_at_its_deadline() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let l = Loop::new();
     let sshd = Sshd::start(&[("bento-web1", "web1", &pub_line(&l.keys.web1))]);
     ok(&l.fleet.bento(&["deploy", "--server-root", s(&sshd.root)]));

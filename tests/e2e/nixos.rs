@@ -76,6 +76,9 @@ fn text(v: &Value) -> &str {
 
 #[test]
 fn the_client_module_evaluates_with_scripted_users() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         let v = evaluated(lib, "default");
         let scripts = &v["activationScripts"];
@@ -130,6 +133,9 @@ fn the_client_module_evaluates_with_scripted_users() {
 
 #[test]
 fn the_client_module_evaluates_with_userborn_and_systemd_sysusers() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         for case in ["userborn", "sysusers"] {
             let v = evaluated(lib, case);
@@ -174,6 +180,9 @@ fn the_client_module_evaluates_with_userborn_and_systemd_sysusers() {
 
 #[test]
 fn every_agent_toml_key_is_settable_from_the_module() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         let v = evaluated(lib, "settings");
         let toml = &v["agentToml"];
@@ -217,6 +226,9 @@ fn every_agent_toml_key_is_settable_from_the_module() {
 
 #[test]
 fn the_server_module_evaluates_with_and_without_a_user_prefix() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         for (case, user) in [("server", "web1"), ("server-prefix", "bento-web1")] {
             let v = evaluated(lib, case);
@@ -329,6 +341,9 @@ fn the_binary_cache_is_served_by_the_server_and_trusted_by_the_client() {
 
 #[test]
 fn the_flake_modules_evaluate() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         let v = evaluated(lib, "flake-client");
         assert_eq!(v["package"], "bento-0.1.0");
@@ -340,6 +355,9 @@ fn the_flake_modules_evaluate() {
 
 #[test]
 fn the_example_hosts_evaluate_in_the_repo_and_in_their_bundles() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         for host in ["web1", "db1", "edge"] {
             let v = evaluated(lib, &format!("host-{host}"));
@@ -368,6 +386,9 @@ fn the_example_hosts_evaluate_in_the_repo_and_in_their_bundles() {
 
 #[test]
 fn what_cannot_work_is_refused_at_evaluation() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         for (case, message) in [
             (

@@ -2,7 +2,6 @@
 //! `bento status --json`, checked since the host writes them), and `bento ssh` against a
 //! real sshd, with the host key pinned from `keys/hosts/HOST.pub`.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,32 +127,29 @@ impl ShellSshd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("authorized_keys"), format!("{authorized}\n")).unwrap();
-        let port = crate::sshd::free_port();
-        std::fs::write(
-            d.join("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 PermitRootLogin prohibit-password\nAuthorizedKeysFile {d}/authorized_keys\n\
-                 StrictModes no\nLogLevel ERROR\n",
-                hk = host_key.display(),
-                d = d.display()
-            ),
-        )
-        .unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-            .spawn()
+        let log = d.join("sshd.log");
+        let (child, port) = crate::sshd::listen_on_free_port(&log, |port| {
+            std::fs::write(
+                d.join("sshd_config"),
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                     PermitRootLogin prohibit-password\nAuthorizedKeysFile {d}/authorized_keys\n\
+                     StrictModes no\nLogLevel ERROR\n",
+                    hk = host_key.display(),
+                    d = d.display()
+                ),
+            )
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(d.join("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap()
+        });
         ShellSshd {
             child,
             port,
@@ -238,6 +234,9 @@ fn ssh_setup(presented_is_registered: bool) -> (Fleet, ShellSshd, Agent) {
 
 #[test]
 fn ssh_reaches_a_host_presenting_its_registered_key() {
+    if !crate::harness::needs_root("a real sshd run as root") {
+        return;
+    }
     let (fleet, _sshd, agent) = ssh_setup(true);
     let marker = fleet.home.join("ran");
     let out = fleet

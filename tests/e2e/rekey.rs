@@ -115,6 +115,9 @@ impl Drop for Immutable {
 
 #[test]
 fn a_secret_that_cannot_be_written_is_reported_and_left_out_of_the_lock() {
+    if !crate::harness::needs_root("an immutable file (chattr +i)") {
+        return;
+    }
     let (fleet, keys, _web2) = web2_joins();
     let web_only_before = read(&fleet, "web-only");
     let pinned = Immutable::set(fleet.path("secrets/web-only.age"));
@@ -171,7 +174,11 @@ fn passphrase_is_asked_once_for_many_files() {
     // Make all six stale: web1 joins every one.
     let rules = std::fs::read_to_string(fleet.path("secrets/secrets.toml")).unwrap();
     fleet.rules(&rules.replace(r#"recipients = ["bob"]"#, r#"recipients = ["bob", "web1"]"#));
-    let out = fleet.bento_tty(&["secret", "rekey", "-i", s(&locked)], &[], b"pa55word\n");
+    let out = fleet.bento_tty(
+        &["secret", "rekey", "-i", s(&locked)],
+        &[],
+        &[("Passphrase for", b"pa55word\n")],
+    );
     let screen = ok(&out);
     assert_eq!(screen.matches("Passphrase for").count(), 1, "{screen}");
     assert!(screen.contains("rekeyed 6 secrets"), "{screen}");

@@ -93,7 +93,10 @@ fn passphrase_is_asked_once_and_wrong_passphrase_is_retried() {
     let out = fleet.bento_tty(
         &["secret", "show", "db-password", "-i", s(&locked)],
         &[],
-        b"wrong\npa55word\n",
+        &[
+            ("Passphrase for", b"wrong\n".as_slice()),
+            ("Passphrase for", b"pa55word\n"),
+        ],
     );
     let screen = ok(&out);
     assert!(screen.contains("behind a passphrase"), "{screen}");

@@ -7,7 +7,6 @@
 //! root-owned 0755 directory under `/srv`, since sshd refuses a chroot with a
 //! world-writable parent such as `/tmp`.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,31 +98,28 @@ impl Sshd {
             std::fs::write(d.join(f), text).unwrap();
         }
         chmod(&keys, "0755");
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             AuthorizedKeysFile {keys}/%u\nStrictModes no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n{matches}",
-            hk = d.join("host_key").display(),
-            keys = keys.display(),
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let script = format!(
-            "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/group /etc/group && \
-             mount --bind {d}/shadow /etc/shadow && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f {d}/sshd_config",
-            d = d.display()
-        );
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = d.join("sshd.log");
+        let (child, port) = listen_on_free_port(&log, |port| {
+            let config = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 AuthorizedKeysFile {keys}/%u\nStrictModes no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n{matches}",
+                hk = d.join("host_key").display(),
+                keys = keys.display(),
+            );
+            std::fs::write(d.join("sshd_config"), config).unwrap();
+            let script = format!(
+                "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/group /etc/group && \
+                 mount --bind {d}/shadow /etc/shadow && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f {d}/sshd_config",
+                d = d.display()
+            );
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap()
+        });
         let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
         let known_hosts = d.join("known_hosts");
         std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
@@ -165,6 +161,54 @@ fn chmod(path: &Path, mode: &str) {
     Command::new("chmod").arg(mode).arg(path).status().unwrap();
 }
 
+/// Starts a server listening on 127.0.0.1 at a port chosen here: `start(port)` writes its
+/// configuration and spawns it (its stderr going to `log`). The port was free when chosen,
+/// but another process may bind it first: the server then exits instead of listening, and
+/// is started again on another port. Returns once the server itself (not whoever else)
+/// holds the listening socket.
+pub(crate) fn listen_on_free_port(log: &Path, mut start: impl FnMut(u16) -> Child) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = start(port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if listens(child.id(), port) {
+                return (child, port);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let why = std::fs::read_to_string(log).unwrap_or_default();
+                assert!(
+                    why.contains("Address already in use") || why.contains("Cannot bind"),
+                    "sshd on port {port} exited ({status}): {why}"
+                );
+                break; // the port was taken: another one
+            }
+            assert!(Instant::now() < deadline, "sshd did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("sshd found no free port in 5 tries");
+}
+
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A"))
+            .then(|| cols.get(9).map(|i| format!("socket:[{i}]")))
+            .flatten()
+    }) else {
+        return false;
+    };
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == inode))
+    })
+}
+
+/// A port of 127.0.0.1 free at the time of the call (see [`listen_on_free_port`]).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -175,6 +219,9 @@ pub(crate) fn free_port() -> u16 {
 
 #[test]
 fn chrooted_sftp_user_sees_only_its_directory() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     crate::harness::require("sftp");
     let fleet = crate::harness::Fleet::new();
     let key = fleet.ssh_key("web1", "ed25519", "");
@@ -255,6 +302,9 @@ fn ssh(sshd: &Sshd, key: &Path, user: &str) -> Command {
 
 #[test]
 fn a_host_user_cannot_forward_anything() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::{UnixListener, UnixStream};

@@ -134,6 +134,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn templates_render_into_the_ram_generation_and_rerender_when_a_secret_changes() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let t = Setup::new();
     t.deploy();
     // The bundle carries the text with its placeholders; no plaintext anywhere on the server.
@@ -231,6 +234,9 @@ fn templates_render_into_the_ram_generation_and_rerender_when_a_secret_changes()
 
 #[test]
 fn a_template_whose_secret_fails_keeps_its_last_good_rendering() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
     let t = Setup::new();
     t.deploy();
     ok(&t.fleet.bento_stdin(&["secret", "edit", "api"], API_2.as_bytes()));

@@ -118,6 +118,9 @@ fn assert_applied(page: &str) {
 
 #[test]
 fn the_socket_is_root_only_by_default_and_checks_its_peer() {
+    if !crate::harness::needs_root("checks socket owners and runs clients as another user") {
+        return;
+    }
     let (l, _dir, socket) = setup("");
     let listener = Listener::start(&l);
     let meta = std::fs::symlink_metadata(&socket).unwrap();
@@ -150,6 +153,9 @@ fn the_socket_is_root_only_by_default_and_checks_its_peer() {
 
 #[test]
 fn a_trigger_group_gets_a_0660_socket_and_only_its_members_in() {
+    if !crate::harness::needs_root("checks socket owners and runs clients as another user") {
+        return;
+    }
     let adm = group_id("adm");
     let (l, _dir, socket) = setup("trigger_group = \"adm\"\n");
     let listener = Listener::start(&l);
@@ -166,6 +172,9 @@ fn a_trigger_group_gets_a_0660_socket_and_only_its_members_in() {
 
 #[test]
 fn tcp_only_when_opted_in() {
+    if !crate::harness::needs_root("checks socket owners and runs clients as another user") {
+        return;
+    }
     let (l, _dir, socket) = setup("");
     let listener = Listener::start(&l);
     let refused = std::net::TcpStream::connect("127.0.0.1:51337")
@@ -194,6 +203,9 @@ fn tcp_only_when_opted_in() {
 
 #[test]
 fn inetd_mode_checks_its_stdin_socket() {
+    if !crate::harness::needs_root("checks socket owners and runs clients as another user") {
+        return;
+    }
     let (l, _dir, _socket) = setup("");
     // Not a socket at all (no credentials to check): refused, no run.
     let out = l.fleet.bento_stdin(

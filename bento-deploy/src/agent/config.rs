@@ -190,7 +190,7 @@ impl AgentConfig {
         // string does not count.
         let positions = Positions::new(text);
         let at = |key: &str| positions.key(&[], key).unwrap_or(1);
-        if !bento_secrets::rules::valid_name(&config.host) {
+        if !bento_secrets::names::HostName::is_valid(&config.host) {
             return Err((at("host"), Problem::HostName(config.host)));
         }
         ServerUrl::parse(&config.server).map_err(|e| (at("server"), Problem::Server(e)))?;

@@ -82,7 +82,7 @@ impl Fetch<'_> {
         let sig = get(SIGNATURE_FILE, SIGNATURE_LIMIT)?;
         let sig = String::from_utf8_lossy(&sig);
         crate::sign::verify(&manifest_bytes, &sig, self.trusted).map_err(AgentError::Signature)?;
-        let manifest = Manifest::parse(&manifest_bytes).map_err(AgentError::Manifest)?;
+        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| AgentError::Manifest(e.into()))?;
         if manifest.host != self.host {
             return Err(AgentError::WrongHost {
                 bundle: manifest.host,
@@ -97,7 +97,7 @@ impl Fetch<'_> {
         }
         // Every file has a signed size before anything is downloaded.
         for path in manifest.files.keys() {
-            manifest.size(path).map_err(AgentError::Manifest)?;
+            manifest.size(path).map_err(|e| AgentError::Manifest(e.into()))?;
         }
 
         let failed = |what: &str, e: io::Error| AgentError::install(what, e);
@@ -116,7 +116,7 @@ impl Fetch<'_> {
                 .map_err(|e| failed(&format!("installing {name}"), e))?;
         }
         for (path, hash) in &manifest.files {
-            let size = manifest.size(path).map_err(AgentError::Manifest)?;
+            let size = manifest.size(path).map_err(|e| AgentError::Manifest(e.into()))?;
             let file =
                 create(&staging.path().join(path)).map_err(|e| failed(&format!("installing {path}"), e))?;
             let mut sink = Hashing {

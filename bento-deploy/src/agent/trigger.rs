@@ -125,6 +125,11 @@ impl Access {
 }
 
 /// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13+).
+///
+/// The one `unsafe` of the workspace: neither rustix nor nix offers `SO_PEERGROUPS`, and
+/// the alternative (`/proc/<pid>/status` of the peer's pid) could read another process's
+/// groups once that pid is reused.
+#[allow(unsafe_code)]
 fn peer_groups(conn: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     use nix::libc;
     let mut groups: Vec<libc::gid_t> = vec![0; 64];

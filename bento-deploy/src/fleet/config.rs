@@ -360,7 +360,7 @@ impl Config {
         }
         for (name, host) in &config.hosts {
             let line = positions.table_line(&["hosts", name]);
-            if !bento_secrets::rules::valid_name(name) {
+            if !bento_secrets::names::HostName::is_valid(name) {
                 return Err(Error::config(
                     line,
                     format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bento_secrets::rules::valid_name;
+use bento_secrets::names::HostName;
 use bento_secrets::Fleet;
 use rayon::prelude::*;
 
@@ -61,7 +61,7 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
         if name.to_string_lossy().starts_with('.') || !is_dir {
             continue;
         }
-        let Some(name) = name.to_str().filter(|n| valid_name(n)) else {
+        let Some(name) = name.to_str().filter(|n| HostName::is_valid(n)) else {
             return Err(Error::input(
                 shown,
                 "bad host directory name: rename it using letters, digits, `.`, `_` and `-`",
@@ -255,7 +255,7 @@ fn parse_flake_show(json: &[u8]) -> Result<Vec<String>, String> {
     };
     let mut names = Vec::new();
     for name in configs.keys() {
-        if !valid_name(name) {
+        if !HostName::is_valid(name) {
             return Err(format!(
                 "nixosConfigurations.{name}: bad host name (use letters, digits, `.`, `_` and `-`)"
             ));

@@ -233,7 +233,7 @@ pub fn fleet_hosts(fleet_root: &Path) -> Result<Vec<String>, Error> {
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             let host = name.strip_suffix(".pub")?;
-            bento_secrets::rules::valid_name(host).then(|| host.to_owned())
+            bento_secrets::names::HostName::is_valid(host).then(|| host.to_owned())
         })
         .collect();
     hosts.sort_unstable();
@@ -275,7 +275,7 @@ fn server_dirs(server_root: &Path) -> Result<(Confined, Vec<String>), Error> {
         .map_err(|e| Error::io(server_root.display().to_string(), e))?
         .into_iter()
         .filter_map(|entry| entry.name.into_string().ok())
-        .filter(|name| bento_secrets::rules::valid_name(name))
+        .filter(|name| bento_secrets::names::HostName::is_valid(name))
         .collect();
     Ok((root, names))
 }
@@ -323,7 +323,7 @@ fn scan_listed(
 /// has no directory for it.
 pub fn host(server_root: &Path, name: &str, options: &Options) -> Result<HostStatus, Error> {
     let root = open_root(server_root)?;
-    if !bento_secrets::rules::valid_name(name) || root.dir(name).is_err() {
+    if !bento_secrets::names::HostName::is_valid(name) || root.dir(name).is_err() {
         let on_server = server_dirs(server_root)
             .map(|(_, names)| names)
             .unwrap_or_default();
