@@ -259,6 +259,9 @@ fn the_server_module_evaluates_with_and_without_a_user_prefix() {
 
 #[test]
 fn the_server_module_adds_the_publishing_account_with_publish_keys() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         let v = evaluated(lib, "server-publish");
         let publisher = &v["users"]["bento-publish"];
@@ -300,6 +303,9 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
 
 #[test]
 fn the_binary_cache_is_served_by_the_server_and_trusted_by_the_client() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
     with_lib(|lib| {
         let v = evaluated(lib, "server-cache");
         assert_eq!(v["nginx"]["enable"], true);

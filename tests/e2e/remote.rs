@@ -123,6 +123,9 @@ fn assert_link(r: &Remote, host: &str) {
 
 #[test]
 fn publishes_over_sftp_and_the_host_pulls_it_through_the_current_link() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let r = Remote::new();
     let out = r.deploy(None);
     ok(&out);
@@ -205,6 +208,9 @@ fn publishes_over_sftp_and_the_host_pulls_it_through_the_current_link() {
 
 #[test]
 fn an_upload_cut_mid_way_leaves_the_host_on_its_generation_and_the_next_deploy_completes() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let r = Remote::new();
     ok(&r.deploy(None));
     ok(&r.l.agent(&[]));
@@ -299,6 +305,9 @@ fn sftp(r: &Remote, key: &Path, user: &str, batch: &str, cwd: &Path) -> Output {
 
 #[test]
 fn the_publishing_account_publishes_only_and_hosts_still_write_only_their_logs() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     crate::harness::require("sftp");
     let r = Remote::new();
     ok(&r.deploy(None));
@@ -413,6 +422,9 @@ fn a_bad_target_is_one_error_line() {
 
 #[test]
 fn a_remote_root_not_set_up_for_publishing_is_refused_naming_the_host() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let r = Remote::new();
     // db1's `current` is a plain file, as a local deploy leaves it: the publisher could
     // not replace it.
@@ -517,6 +529,9 @@ fn a_local_root_accepts_exactly_the_current_link_and_refuses_any_other() {
 
 #[test]
 fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
+    if !crate::harness::needs_root("a private mount namespace with its own users") {
+        return;
+    }
     crate::harness::require("unshare");
     let l = Loop::new();
     // A root that a local deploy filled: `current` a plain file, generations root's.

@@ -135,6 +135,9 @@ fn narinfo(cache: &Path, path: &str) -> PathBuf {
 
 #[test]
 fn deploy_to_a_remote_target_fills_its_signed_cache_over_sftp_and_never_twice() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let r = RemoteCached::new();
     let c = &r.c;
     let cache = c.cache();
@@ -219,6 +222,9 @@ fn deploy_to_a_remote_target_fills_its_signed_cache_over_sftp_and_never_twice() 
 
 #[test]
 fn a_remote_cache_dir_that_is_a_link_or_missing_is_refused_and_a_planted_file_link_replaced() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
     let r = RemoteCached::new();
     let c = &r.c;
     let cache = c.cache();
