@@ -552,8 +552,8 @@ fn watch_redraws_when_a_report_arrives() {
         .unwrap();
     let text = collect(child.stdout.take().unwrap());
     let first = wait_for(&text, "never-seen", Duration::from_secs(10));
-    // Give the watches a moment to be in place after the first frame.
-    std::thread::sleep(Duration::from_millis(300));
+    // bento installs its watches before it draws a frame: a report written after the
+    // first frame is seen.
     let started = Instant::now();
     if first {
         w.report("web1", 1, "applied", 0, None);
