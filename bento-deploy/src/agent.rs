@@ -82,12 +82,20 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let deadline = Instant::now() + Duration::from_secs(config.run_timeout);
     let mut state = load_state(&config.state_dir)?;
     let mut transport = connect(config, deadline)?;
-    // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
-    // are best effort: the run itself does not depend on them.
+    // Reports of earlier runs that could not be sent go first, then the heartbeat, sent
+    // side by side with the read of `current` (a no-change poll then waits for the server
+    // as long as the heartbeat takes, not for both). The reports and the heartbeat are best
+    // effort: the run itself does not depend on them.
     let _ = report::flush(&config.state_dir, transport.as_mut());
-    let _ = report::beat(transport.as_mut(), &config.host, state.applied, config.ssh_port);
-
-    let current = match transport.read(CURRENT_FILE, CURRENT_LIMIT) {
+    let read = match report::heartbeat(&config.host, state.applied, config.ssh_port) {
+        Ok(beat) => {
+            transport
+                .write_and_read((&report::heartbeat_path(), &beat), (CURRENT_FILE, CURRENT_LIMIT))
+                .1
+        }
+        Err(_) => transport.read(CURRENT_FILE, CURRENT_LIMIT),
+    };
+    let current = match read {
         Ok(bytes) => parse_generation(&bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(err(format!("reading `current` on the server: {e}"))),

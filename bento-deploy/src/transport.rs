@@ -93,6 +93,16 @@ pub trait Transport {
     /// Writes a whole file (into `logs/`, the only writable place), replacing it: under a
     /// fresh temp name, created exclusively, then renamed over `rel`.
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `write` (as [`Transport::write`]) and reads `read` (as [`Transport::read`]):
+    /// side by side where the transport can, waiting for the server once instead of twice.
+    fn write_and_read(
+        &mut self,
+        write: (&str, &[u8]),
+        read: (&str, u64),
+    ) -> (io::Result<()>, io::Result<Vec<u8>>) {
+        let written = self.write(write.0, write.1);
+        (written, self.read(read.0, read.1))
+    }
     /// How many bytes went over the wire so far (both ways), when known.
     fn bytes_transferred(&self) -> u64;
     /// From now on, operations still waiting on the server at `deadline` fail (kind
