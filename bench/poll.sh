@@ -3,7 +3,7 @@
 # has already applied) vs upstream Bento's poll (one `sftp -b` session reading one file),
 # against one local OpenSSH server.
 #
-#   sudo bench/poll.sh [POLLS] [ROUNDS]        defaults: 100 polls, 5 rounds
+#   sudo bench/poll.sh [POLLS] [ROUNDS]        defaults: 20 polls, 5 rounds
 #
 # sshd listens on 127.0.0.1 only, with one chrooted, sftp-only, key-only user, inside a
 # private mount namespace (its passwd/group/shadow are private copies: nothing is added to
@@ -16,7 +16,7 @@
 # each core serves 900 s / (sshd CPU per poll) hosts.
 # Needs: root, cargo, sshd, sftp, ssh-keygen, unshare.
 set -euo pipefail
-polls=${1:-100}
+polls=${1:-20}
 rounds=${2:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/poll.sh starts sshd with a chroot: run it as root" >&2; exit 1; }
 cd "$(dirname "$0")/.."

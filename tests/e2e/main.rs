@@ -20,6 +20,7 @@ mod interop;
 mod load;
 mod nixos;
 mod output;
+mod poll;
 mod reach;
 mod rekey;
 mod roundtrip;
