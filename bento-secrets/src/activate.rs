@@ -126,6 +126,10 @@ struct ManifestSecrets {
 /// A secret ready to be written: plaintext and resolved owner.
 type Prepared = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
 
+/// A secret in the new generation: its write (or its previous content carried forward),
+/// and whether its content is the previous one (`None`: new), or why it was not prepared.
+type Outcome = (std::io::Result<()>, std::result::Result<Option<bool>, String>);
+
 /// Activates the secrets of `opts.bundle`.
 pub fn activate(opts: &Options) -> Result<Report> {
     let family = if opts.phase == Phase::Users {
@@ -202,10 +206,8 @@ pub fn activate(opts: &Options) -> Result<Report> {
     }
 
     // The secrets are written across cores, each on its own (the plaintext is zeroed as
-    // soon as it is written), then reported in the manifest's order. Per secret: the write
-    // (or the previous content carried forward), and whether the content is the previous
-    // one (`None`: new), or why it could not be prepared.
-    let outcomes: Vec<(std::io::Result<()>, std::result::Result<Option<bool>, String>)> = specs
+    // soon as it is written), then reported in the manifest's order.
+    let outcomes: Vec<Outcome> = specs
         .par_iter()
         .zip(prepared)
         .map(|(spec, prepared)| {
