@@ -14,14 +14,15 @@
 # poll (its children's user + system time, read from /proc). The server's capacity is
 # polls per second per server core = 1 / sshd CPU per poll; at a 15-minute interval
 # each core serves 900 s / (sshd CPU per poll) hosts.
+# BENTO=FILE measures that bento binary instead of building this tree's.
 # Needs: root, cargo, sshd, sftp, ssh-keygen, unshare.
 set -euo pipefail
 polls=${1:-20}
 rounds=${2:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/poll.sh starts sshd with a chroot: run it as root" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bento=$PWD/target/release/bento
+if [ -z "${BENTO:-}" ]; then cargo build --release --quiet; fi
+bento=${BENTO:-$PWD/target/release/bento} # BENTO=/path/to/bento measures another build
 work=$(mktemp -d)
 chmod 0755 "$work" # sshd reads the authorized keys below it as the sftp user
 mkdir -p /srv

@@ -39,10 +39,9 @@ pub fn write_many(files: &[(&Path, &[u8], u32)]) -> Vec<io::Result<()>> {
 ///
 /// Three threads form a pipeline:
 /// - the *stager* writes each file's bytes to a temp file next to it;
-/// - the *committer* gathers the staged temp files into batches (all of them, up to
-///   [`MAX_BATCH`]), makes a batch durable with an `fsync` of each file, all issued at
-///   once from their own threads (so the filesystem's journal commits them together rather
-///   than one commit after another), then renames each temp file over its file, in the
+/// - the *committer* takes every temp file staged so far, makes the batch durable with an
+///   `fsync` of each of its files, issued side by side from several threads (the filesystem
+///   journal commits them together), then renames each temp file over its file, in the
 ///   order they were submitted. Only bento's own files are waited for: a whole-filesystem
 ///   `syncfs` would also wait for whatever other programs are writing there;
 /// - the *reaper* closes the files that were replaced: freeing them can wait on the disk
@@ -74,8 +73,8 @@ struct Staged {
     tmp: io::Result<tempfile::NamedTempFile>,
 }
 
-/// The most temp files a batch holds (open) before it is committed.
-const MAX_BATCH: usize = 256;
+/// How many `fsync`s of a batch are in flight at once.
+const SYNC_THREADS: usize = 16;
 
 impl Writer {
     /// Starts the pipeline's threads.
@@ -98,15 +97,7 @@ impl Writer {
             let reaper = std::thread::spawn(move || to_reap.into_iter().for_each(drop));
             let mut done = Vec::new();
             while let Ok(first) = to_commit.recv() {
-                // Until the stager is done (every file submitted is staged) or the batch
-                // is full: one batch's fsyncs share the journal's commits.
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match to_commit.recv() {
-                        Ok(staged) => batch.push(staged),
-                        Err(_) => break,
-                    }
-                }
+                let batch: Vec<Staged> = std::iter::once(first).chain(to_commit.try_iter()).collect();
                 done.extend(commit(batch, &replaced));
             }
             drop(replaced);
@@ -196,7 +187,7 @@ fn commit(batch: Vec<Staged>, replaced: &mpsc::Sender<std::fs::File>) -> Vec<Don
         .collect()
 }
 
-/// `fsync`s each staged temp file of `batch`, all at once (one thread each); one result
+/// `fsync`s each staged temp file of `batch`, up to [`SYNC_THREADS`] at once; one result
 /// per job, in order (a job that failed to stage has nothing to sync).
 fn sync_each(batch: &[Staged]) -> Vec<io::Result<()>> {
     let files: Vec<Option<&std::fs::File>> = batch
@@ -212,12 +203,13 @@ fn sync_each(batch: &[Staged]) -> Vec<io::Result<()>> {
             done.push((i, file.map_or(Ok(()), |f| f.sync_all())));
         }
     };
+    let threads = files.len().min(SYNC_THREADS);
     let mut results: Vec<io::Result<()>> = (0..files.len())
         .map(|_| Err(io::Error::other("not synced: the syncing thread stopped")))
         .collect();
     std::thread::scope(|scope| {
         // Where the system refuses more threads, those that started take the rest.
-        let helpers: Vec<_> = (1..files.len())
+        let helpers: Vec<_> = (1..threads)
             .map_while(|_| std::thread::Builder::new().spawn_scoped(scope, worker).ok())
             .collect();
         let mut all = worker();
