@@ -22,7 +22,11 @@ cargo build --release --quiet
 bento=$PWD/target/release/bento
 work=$(mktemp -d)
 loader=
-trap '[ -n "$loader" ] && kill "$loader" 2>/dev/null; wait; rm -rf "$work"' EXIT
+stop_loader() { # the writer ends after its current 256 MB
+  [ -n "$loader" ] || return 0
+  touch "$work/stop-load"; wait "$loader" 2>/dev/null || true; loader=
+}
+trap 'stop_loader; rm -rf "$work"' EXIT
 
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
@@ -101,15 +105,20 @@ if [ "$load_mb" -gt 0 ]; then
   echo
   echo "== the same rekey while dd rewrites a ${load_mb} MB file on the same filesystem =="
   quiet_ms=$bento_ms
+  # 256 MB at a time over a LOAD_MB file (not truncated: earlier writes stay dirty), until
+  # the stop file appears.
   (
-    trap 'kill "$d" 2>/dev/null; exit' TERM
-    while :; do dd if=/dev/zero of="$work/load.bin" bs=1M count="$load_mb" status=none & d=$!; wait "$d"; done
+    i=0
+    while [ ! -e "$work/stop-load" ]; do
+      dd if=/dev/zero of="$work/load.bin" bs=1M count=256 seek=$(( i * 256 % load_mb )) conv=notrunc status=none
+      i=$((i + 1))
+    done
   ) &
   loader=$!
   sleep 2 # let the writer fill the page cache and start writeback
   bento_runs=()
   for round in 1 2 3 4 5; do bento_once; done
-  kill "$loader"; wait "$loader" 2>/dev/null || true; loader=
+  stop_loader
   rm -f "$work/load.bin"
   load_ms=$(median "${bento_runs[@]}")
   echo "bento secret rekey, quiet:      ${quiet_ms} ms"
