@@ -33,23 +33,42 @@ mkdir -p "$work/bundle/secrets"
 } >"$work/bundle/manifest.json"
 
 export bento work n
+# A run of bento lasts a few tens of milliseconds, so one busy moment on the machine can
+# double it: bento runs five times and the agenix way three, interleaved, each side taken
+# by its median. Each run starts from an empty root.
 unshare --mount --propagation private bash -euc '
 now() { date +%s%N; }
-t0=$(now)
-"$bento" activate --bundle "$work/bundle" -i "$work/host" --root "$work/run-bento" >/dev/null 2>&1
-t1=$(now)
-mkdir -p "$work/run-agenix" && mount -t ramfs -o nodev,nosuid,mode=0751 ramfs "$work/run-agenix"
-t2=$(now)
-for s in $(seq 1 "$n"); do
-  tmp="$work/run-agenix/s$s.tmp"
-  (umask u=r,g=,o=; age --decrypt -i "$work/host" -o "$tmp" "$work/bundle/secrets/s$s.age")
-  chmod 0400 "$tmp"; chown daemon:daemon "$tmp"; mv -f "$tmp" "$work/run-agenix/s$s"
+median() { printf "%s\n" "$@" | sort -n | awk "{v[NR] = \$1} END {print v[int((NR + 1) / 2)]}"; }
+bento_once() {
+  umount "$work/run-bento/secrets.d" 2>/dev/null || true; rm -rf "$work/run-bento"
+  local t0 t1
+  t0=$(now)
+  "$bento" activate --bundle "$work/bundle" -i "$work/host" --root "$work/run-bento" >/dev/null 2>&1
+  t1=$(now)
+  bento_runs+=($(( (t1 - t0) / 1000000 )))
+}
+agenix_once() {
+  umount "$work/run-agenix" 2>/dev/null || true; rm -rf "$work/run-agenix"
+  mkdir -p "$work/run-agenix" && mount -t ramfs -o nodev,nosuid,mode=0751 ramfs "$work/run-agenix"
+  local t0 t1 s tmp
+  t0=$(now)
+  for s in $(seq 1 "$n"); do
+    tmp="$work/run-agenix/s$s.tmp"
+    (umask u=r,g=,o=; age --decrypt -i "$work/host" -o "$tmp" "$work/bundle/secrets/s$s.age")
+    chmod 0400 "$tmp"; chown daemon:daemon "$tmp"; mv -f "$tmp" "$work/run-agenix/s$s"
+  done
+  t1=$(now)
+  agenix_runs+=($(( (t1 - t0) / 1000000 )))
+}
+bento_runs=() agenix_runs=()
+for round in 1 2 3 4 5; do
+  bento_once
+  if [ $((round % 2)) = 1 ]; then agenix_once; fi
 done
-t3=$(now)
 cmp "$work/run-bento/secrets/s$n" "$work/run-agenix/s$n"
-b=$(( (t1 - t0) / 1000000 )); a=$(( (t3 - t2) / 1000000 ))
-echo "secrets: $n"
-echo "bento activate:                    ${b} ms"
-echo "agenix way (age -d per secret):    ${a} ms"
-awk -v a="$a" -v b="$b" "BEGIN { if (b < 1) b = 1; printf \"ratio: bento is %.1fx faster (target: 50x)\n\", a / b }"
+b=$(median "${bento_runs[@]}"); a=$(median "${agenix_runs[@]}")
+echo "secrets: $n (load: $(cut -d" " -f1-3 /proc/loadavg))"
+echo "bento activate:                    ${b} ms (median of ${bento_runs[*]})"
+echo "agenix way (age -d per secret):    ${a} ms (median of ${agenix_runs[*]})"
+awk -v a="$a" -v b="$b" "BEGIN { if (b < 1) b = 1; printf \"ratio: bento is %.1fx faster (target: 100x)\n\", a / b }"
 '

@@ -110,11 +110,7 @@ impl SftpTransport {
 
     /// `rel` on the server: below the base, when there is one.
     fn at(&self, rel: &str) -> PathBuf {
-        if self.base.as_os_str().is_empty() {
-            PathBuf::from(rel)
-        } else {
-            self.base.join(rel)
-        }
+        below(&self.base, rel)
     }
 
     fn sftp(&self) -> &Sftp {
@@ -132,6 +128,15 @@ impl SftpTransport {
                 None => work.await.map_err(to_io),
             }
         })
+    }
+}
+
+/// `rel` on the server: below `base`, when there is one.
+fn below(base: &Path, rel: &str) -> PathBuf {
+    if base.as_os_str().is_empty() {
+        PathBuf::from(rel)
+    } else {
+        base.join(rel)
     }
 }
 
@@ -311,49 +316,117 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
     args
 }
 
-impl Transport for SftpTransport {
-    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-        check_rel(rel)?;
-        let sftp = self.sftp();
-        // Looked at before opening: opening a FIFO would block the server for good.
-        let path = self.at(rel);
-        let meta = self.block(sftp.fs().symlink_metadata(&path))?;
-        if !meta.file_type().is_some_and(|t| t.is_file()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("refusing `{}`: not a regular file", rel.escape_default()),
-            ));
-        }
-        if meta.len().is_some_and(|len| len > limit) {
+impl SftpTransport {
+    /// Runs `work` to its end, cut short at the deadline.
+    fn run<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        self.runtime.block_on(async {
+            match self.deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                    .await
+                    .map_err(|_| deadline_passed())?,
+                None => work.await,
+            }
+        })
+    }
+}
+
+/// Copies the regular file `rel` into `sink` (see [`Transport::read_to`]).
+async fn read_file(sftp: &Sftp, base: &Path, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+    use tokio::io::AsyncSeekExt;
+    check_rel(rel)?;
+    let path = below(base, rel);
+    // Looked at before opening: opening a FIFO would block the server for good.
+    let meta = sftp.fs().symlink_metadata(&path).await.map_err(to_io)?;
+    if !meta.file_type().is_some_and(|t| t.is_file()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("refusing `{}`: not a regular file", rel.escape_default()),
+        ));
+    }
+    if meta.len().is_some_and(|len| len > limit) {
+        return Err(crate::confined::too_large(rel, limit));
+    }
+    // Closed when dropped: the request is queued and sent with the next one, without
+    // waiting for its answer.
+    let mut file = sftp.open(&path).await.map_err(to_io)?;
+    let mut copied = 0u64;
+    loop {
+        let Some(chunk) = file.read(READ_CHUNK, Default::default()).await.map_err(to_io)? else {
+            return Ok(copied);
+        };
+        copied += chunk.len() as u64;
+        if copied > limit {
             return Err(crate::confined::too_large(rel, limit));
         }
-        let mut file = self.block(sftp.open(&path))?;
-        let mut copied = 0u64;
-        let result = loop {
-            let chunk = match self.block(file.read(256 * 1024, Default::default())) {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break Ok(copied),
-                Err(e) => break Err(e),
-            };
-            copied += chunk.len() as u64;
-            self.transferred += chunk.len() as u64;
-            if copied > limit {
-                break Err(crate::confined::too_large(rel, limit));
+        sink.write_all(&chunk)?;
+        // A short read that reaches the size seen above is the end of a regular file: no
+        // round trip to hear so.
+        if (chunk.len() as u64) < READ_CHUNK as u64 && meta.len().is_some_and(|len| copied >= len) {
+            return Ok(copied);
+        }
+        // The client library moves its offset by what was asked; a short read must not
+        // skip bytes.
+        file.seek(io::SeekFrom::Start(copied)).await?;
+    }
+}
+
+/// How much one read request asks for.
+const READ_CHUNK: u32 = 256 * 1024;
+
+/// Writes `rel` under a fresh temp name, created exclusively, then renamed over it (see
+/// [`Transport::write`]).
+async fn write_file(sftp: &Sftp, base: &Path, rel: &str, bytes: &[u8]) -> io::Result<()> {
+    check_rel(rel)?;
+    let path = below(base, rel);
+    // A fresh name, created exclusively: never an existing file, never through a link.
+    let mut created = None;
+    let mut failure = None;
+    for _ in 0..8 {
+        let tmp = temp_name(rel);
+        match sftp
+            .options()
+            .write(true)
+            .create_new(true)
+            .open(below(base, &tmp))
+            .await
+        {
+            Ok(file) => {
+                created = Some((tmp, file));
+                break;
             }
-            if let Err(e) = sink.write_all(&chunk) {
-                break Err(e);
-            }
-            // The client library moves its offset by what was asked; a short read must
-            // not skip bytes.
-            if let Err(e) = self.runtime.block_on(async {
-                use tokio::io::AsyncSeekExt;
-                file.seek(io::SeekFrom::Start(copied)).await
-            }) {
-                break Err(e);
-            }
-        };
-        let _ = self.block(file.close());
-        result
+            Err(e) => failure = Some(to_io(e)),
+        }
+    }
+    let Some((tmp, mut file)) = created else {
+        let why = failure.map_or(String::new(), |e| format!(": {e}"));
+        return Err(io::Error::other(format!(
+            "{}: no temp file could be created next to it{why}",
+            rel.escape_default()
+        )));
+    };
+    let posix_rename = sftp.support_posix_rename();
+    let mut fs = sftp.fs();
+    let written = async {
+        file.write_all(bytes).await?;
+        file.close().await?;
+        if !posix_rename {
+            // A plain sftp rename does not replace: remove the old file first.
+            let _ = fs.remove_file(&path).await;
+        }
+        fs.rename(below(base, &tmp), &path).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = fs.remove_file(below(base, &tmp)).await;
+    }
+    written.map_err(to_io)
+}
+
+impl Transport for SftpTransport {
+    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+        let copied = self.run(read_file(self.sftp(), &self.base, rel, limit, sink))?;
+        self.transferred += copied;
+        Ok(copied)
     }
 
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
@@ -383,46 +456,7 @@ impl Transport for SftpTransport {
     }
 
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
-        check_rel(rel)?;
-        let sftp = self.sftp();
-        // A fresh name, created exclusively: never an existing file, never through a link.
-        let mut created = None;
-        let mut failure = None;
-        for _ in 0..8 {
-            let tmp = temp_name(rel);
-            match self.block(sftp.options().write(true).create_new(true).open(self.at(&tmp))) {
-                Ok(file) => {
-                    created = Some((tmp, file));
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
-                Err(e) => failure = Some(e),
-            }
-        }
-        let Some((tmp, mut file)) = created else {
-            let why = failure.map_or(String::new(), |e| format!(": {e}"));
-            return Err(io::Error::other(format!(
-                "{}: no temp file could be created next to it{why}",
-                rel.escape_default()
-            )));
-        };
-        let posix_rename = sftp.support_posix_rename();
-        let (path, tmp_path) = (self.at(rel), self.at(&tmp));
-        let mut fs = sftp.fs();
-        let written = self.block(async {
-            file.write_all(bytes).await?;
-            file.close().await?;
-            if !posix_rename {
-                // A plain sftp rename does not replace: remove the old file first.
-                let _ = fs.remove_file(&path).await;
-            }
-            fs.rename(&tmp_path, &path).await
-        });
-        if written.is_err() {
-            let mut fs = sftp.fs();
-            let _ = self.block(fs.remove_file(&tmp_path));
-        }
-        written?;
+        self.run(write_file(self.sftp(), &self.base, rel, bytes))?;
         self.transferred += bytes.len() as u64;
         Ok(())
     }
@@ -432,6 +466,38 @@ impl Transport for SftpTransport {
         let path = self.at(rel);
         let mut fs = self.sftp().fs();
         self.block(fs.read_link(&path))
+    }
+
+    fn write_and_read(
+        &mut self,
+        write: (&str, &[u8]),
+        read: (&str, u64),
+    ) -> (io::Result<()>, io::Result<Vec<u8>>) {
+        let sftp = self.sftp();
+        let base = &self.base;
+        let mut bytes = Vec::new();
+        let (written, copied) = self.runtime.block_on(async {
+            let both = async {
+                tokio::join!(
+                    write_file(sftp, base, write.0, write.1),
+                    read_file(sftp, base, read.0, read.1, &mut bytes)
+                )
+            };
+            match self.deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), both)
+                    .await
+                    .unwrap_or_else(|_| (Err(deadline_passed()), Err(deadline_passed()))),
+                None => both.await,
+            }
+        });
+        if written.is_ok() {
+            self.transferred += write.1.len() as u64;
+        }
+        let read = copied.map(|n| {
+            self.transferred += n;
+            bytes
+        });
+        (written, read)
     }
 
     fn bytes_transferred(&self) -> u64 {

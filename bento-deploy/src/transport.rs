@@ -101,6 +101,16 @@ pub trait Transport {
             format!("{}: cannot read links here", rel.escape_default()),
         ))
     }
+    /// Writes `write` (as [`Transport::write`]) and reads `read` (as [`Transport::read`]):
+    /// side by side where the transport can, waiting for the server once instead of twice.
+    fn write_and_read(
+        &mut self,
+        write: (&str, &[u8]),
+        read: (&str, u64),
+    ) -> (io::Result<()>, io::Result<Vec<u8>>) {
+        let written = self.write(write.0, write.1);
+        (written, self.read(read.0, read.1))
+    }
     /// How many bytes went over the wire so far (both ways), when known.
     fn bytes_transferred(&self) -> u64;
     /// From now on, operations still waiting on the server at `deadline` fail (kind
@@ -119,7 +129,14 @@ pub use crate::confined::check_rel;
 /// (Over sftp the host's chroot would bound it anyway; a local directory has no chroot.)
 /// Any other link is refused, with the error of reading `current`.
 pub fn read_current(t: &mut dyn Transport) -> io::Result<Vec<u8>> {
-    match t.read(CURRENT_FILE, CURRENT_LIMIT) {
+    let first = t.read(CURRENT_FILE, CURRENT_LIMIT);
+    current_or_link(t, first)
+}
+
+/// [`read_current`] after the read of `current` itself already gave `first` (the agent
+/// reads it side by side with writing its heartbeat).
+pub fn current_or_link(t: &mut dyn Transport, first: io::Result<Vec<u8>>) -> io::Result<Vec<u8>> {
+    match first {
         Err(e) if e.kind() != io::ErrorKind::NotFound => match t.read_link(CURRENT_FILE) {
             Ok(target) if target == Path::new(CURRENT_LINK) => t.read(CURRENT_LINK, CURRENT_LIMIT),
             _ => Err(e),

@@ -119,6 +119,10 @@ impl Prompt for NoPrompt {
 /// A secret ready to be written: plaintext and resolved owner.
 type Prepared = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
 
+/// A secret in the new generation: its write (or its previous content carried forward),
+/// and whether its content is the previous one (`None`: new), or why it was not prepared.
+type Outcome = (std::io::Result<()>, std::result::Result<Option<bool>, String>);
+
 /// Activates the secrets of `opts.bundle`.
 pub fn activate(opts: &Options) -> Result<Report> {
     let family = if opts.phase == Phase::Users {
@@ -194,38 +198,49 @@ pub fn activate(opts: &Options) -> Result<Report> {
             .push("not running as root: files keep the current user as owner".into());
     }
 
-    let mut present: Vec<SecretSpec> = Vec::new();
-    for (spec, prepared) in specs.iter().zip(prepared) {
-        let old = old_dir
-            .as_ref()
-            .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
-        let written = match prepared {
-            Ok((plain, owner)) => {
-                let mode = match opts.phase {
-                    Phase::Users => 0o400,
-                    Phase::Secrets => spec.mode_bits(),
-                };
-                let written = generation::write_file(&gen, &spec.name, owner, mode, &plain, chown);
-                if written.is_ok() {
-                    classify(
-                        &mut report,
-                        &spec.name,
-                        old.as_ref().map(|(before, _)| &before[..]),
-                        &plain,
-                    );
+    // The secrets are written across cores, each on its own (the plaintext is zeroed as
+    // soon as it is written), then reported in the manifest's order.
+    let outcomes: Vec<Outcome> = specs
+        .par_iter()
+        .zip(prepared)
+        .map(|(spec, prepared)| {
+            let old = old_dir
+                .as_ref()
+                .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+            match prepared {
+                Ok((plain, owner)) => {
+                    let mode = match opts.phase {
+                        Phase::Users => 0o400,
+                        Phase::Secrets => spec.mode_bits(),
+                    };
+                    let same = old.as_ref().map(|(before, _)| before[..] == plain[..]);
+                    (
+                        generation::write_file(&gen, &spec.name, owner, mode, &plain, chown),
+                        Ok(same),
+                    )
                 }
-                written
+                Err(error) => (carry_forward(&gen, &spec.name, old.as_ref(), chown), Err(error)),
             }
-            Err(error) => {
-                let kept = carry_forward(&gen, &spec.name, old.as_ref(), chown);
-                report.failed.push(Failure {
-                    name: spec.name.clone(),
-                    error,
-                    kept_previous: kept.is_ok(),
-                });
-                kept.map(|_| ())
+        })
+        .collect();
+    let mut present: Vec<SecretSpec> = Vec::new();
+    for (spec, (written, outcome)) in specs.iter().zip(outcomes) {
+        match outcome {
+            Ok(same) if written.is_ok() => {
+                let list = match same {
+                    None => &mut report.added,
+                    Some(true) => &mut report.unchanged,
+                    Some(false) => &mut report.changed,
+                };
+                list.push(spec.name.clone());
             }
-        };
+            Ok(_) => {}
+            Err(error) => report.failed.push(Failure {
+                name: spec.name.clone(),
+                error,
+                kept_previous: written.is_ok(),
+            }),
+        }
         match written {
             Ok(()) => present.push(spec.clone()),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {

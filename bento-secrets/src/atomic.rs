@@ -1,10 +1,10 @@
 //! Atomic file replacement: a temp file in the same directory, synced to disk (its own
-//! fsync, or one syncfs for a batch), renamed over the file, then the directory synced. A
-//! crash or error at any point leaves either the old file or the new one.
+//! fsync; a batch's files synced side by side), renamed over the file, then the directory
+//! synced. A crash or error at any point leaves either the old file or the new one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -39,10 +39,11 @@ pub fn write_many(files: &[(&Path, &[u8], u32)]) -> Vec<io::Result<()>> {
 ///
 /// Three threads form a pipeline:
 /// - the *stager* writes each file's bytes to a temp file next to it;
-/// - the *committer* takes every temp file staged so far, makes the batch durable with one
-///   sync of its filesystem (`syncfs`), then renames each temp file over its file. One sync
-///   per batch replaces one `fsync` per file, which on many filesystems writes the
-///   directory and the inode table again for every file;
+/// - the *committer* takes every temp file staged so far, makes the batch durable with an
+///   `fsync` of each of its files, issued side by side from several threads (the filesystem
+///   journal commits them together), then renames each temp file over its file, in the
+///   order they were submitted. Only bento's own files are waited for: a whole-filesystem
+///   `syncfs` would also wait for whatever other programs are writing there;
 /// - the *reaper* closes the files that were replaced: freeing them can wait on the disk
 ///   (a discard, on some mounts), and that wait stays out of everyone's way.
 ///
@@ -65,12 +66,15 @@ struct Job {
     mode: u32,
 }
 
-/// A job whose bytes are in a temp file, with the device it is on (or failed to get there).
+/// A job whose bytes are in a temp file (or failed to get there).
 struct Staged {
     ticket: usize,
     path: PathBuf,
-    tmp: io::Result<(tempfile::NamedTempFile, u64)>,
+    tmp: io::Result<tempfile::NamedTempFile>,
 }
+
+/// How many `fsync`s of a batch are in flight at once.
+const SYNC_THREADS: usize = 16;
 
 impl Writer {
     /// Starts the pipeline's threads.
@@ -79,10 +83,7 @@ impl Writer {
         let (staged, to_commit) = mpsc::channel::<Staged>();
         let stager = std::thread::spawn(move || {
             for job in to_stage {
-                let tmp = stage(&job.path, &job.bytes, job.mode).and_then(|tmp| {
-                    let dev = tmp.as_file().metadata()?.dev();
-                    Ok((tmp, dev))
-                });
+                let tmp = stage(&job.path, &job.bytes, job.mode);
                 // The committer runs until this sender is dropped: this cannot fail.
                 let _ = staged.send(Staged {
                     ticket: job.ticket,
@@ -165,18 +166,13 @@ impl Default for Writer {
 /// Makes a batch of temp files durable, then renames each over its file. The files they
 /// replace go to `replaced`, to be closed (and freed) elsewhere.
 fn commit(batch: Vec<Staged>, replaced: &mpsc::Sender<std::fs::File>) -> Vec<Done> {
-    // One sync for each filesystem the batch touches.
-    let mut synced: BTreeMap<u64, rustix::io::Result<()>> = BTreeMap::new();
-    for (tmp, dev) in batch.iter().filter_map(|s| s.tmp.as_ref().ok()) {
-        synced
-            .entry(*dev)
-            .or_insert_with(|| rustix::fs::syncfs(tmp.as_file()));
-    }
+    let synced = sync_each(&batch);
     batch
         .into_iter()
-        .map(|Staged { ticket, path, tmp }| {
-            let result = tmp.and_then(|(tmp, dev)| {
-                synced[&dev]?;
+        .zip(synced)
+        .map(|(Staged { ticket, path, tmp }, synced)| {
+            let result = tmp.and_then(|tmp| {
+                synced?;
                 // Held open, the old file is freed when the reaper closes it, not here.
                 let old = std::fs::File::open(&path).ok();
                 tmp.persist(&path).map_err(|e| e.error)?;
@@ -189,6 +185,42 @@ fn commit(batch: Vec<Staged>, replaced: &mpsc::Sender<std::fs::File>) -> Vec<Don
             (ticket, result)
         })
         .collect()
+}
+
+/// `fsync`s each staged temp file of `batch`, up to [`SYNC_THREADS`] at once; one result
+/// per job, in order (a job that failed to stage has nothing to sync).
+fn sync_each(batch: &[Staged]) -> Vec<io::Result<()>> {
+    let files: Vec<Option<&std::fs::File>> = batch
+        .iter()
+        .map(|s| s.tmp.as_ref().ok().map(|t| t.as_file()))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(file) = files.get(i) else { break done };
+            done.push((i, file.map_or(Ok(()), |f| f.sync_all())));
+        }
+    };
+    let threads = files.len().min(SYNC_THREADS);
+    let mut results: Vec<io::Result<()>> = (0..files.len())
+        .map(|_| Err(io::Error::other("not synced: the syncing thread stopped")))
+        .collect();
+    std::thread::scope(|scope| {
+        // Where the system refuses more threads, those that started take the rest.
+        let helpers: Vec<_> = (1..threads)
+            .map_while(|_| std::thread::Builder::new().spawn_scoped(scope, worker).ok())
+            .collect();
+        let mut all = worker();
+        for helper in helpers {
+            all.extend(helper.join().unwrap_or_default());
+        }
+        for (i, r) in all {
+            results[i] = r;
+        }
+    });
+    results
 }
 
 /// Temp file, fsync, rename: `path` is either the old file or the new one.

@@ -124,7 +124,14 @@ fn parse_identity_file(
         let parsed = age::ssh::Identity::from_buffer(text.as_bytes(), Some(shown.to_owned()))
             .map_err(|e| Error::input(shown, None, format!("not a usable ssh private key ({e})")))?;
         return match parsed {
-            age::ssh::Identity::Unencrypted(_) => Ok(vec![Box::new(parsed)]),
+            age::ssh::Identity::Unencrypted(_) => {
+                Ok(vec![
+                    match crate::ssh_ed25519::SshEd25519::new(text, parsed.clone()) {
+                        Some(prepared) => Box::new(prepared),
+                        None => Box::new(parsed),
+                    },
+                ])
+            }
             age::ssh::Identity::Encrypted(key) => Ok(vec![Box::new(LockedSshKey::new(
                 text,
                 shown,

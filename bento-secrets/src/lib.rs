@@ -41,6 +41,7 @@ pub mod rekey;
 pub mod rules;
 pub mod scratch;
 pub mod spec;
+mod ssh_ed25519;
 pub mod store;
 pub mod suggest;
 pub mod template;

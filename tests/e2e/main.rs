@@ -21,6 +21,7 @@ mod interop;
 mod load;
 mod nixos;
 mod output;
+mod poll;
 mod reach;
 mod rekey;
 mod remote;

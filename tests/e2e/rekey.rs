@@ -366,3 +366,68 @@ fn rekey_list_and_verify_of_nothing_say_so() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A rekey makes its files durable without waiting for other programs' data: each file it
+/// wrote (the secrets, the lock) is fsynced before its rename, then their directory; the
+/// filesystem as a whole never is (no `syncfs`, no `sync`), since that would also wait for
+/// whatever else is being written to the same disk.
+#[test]
+fn rekey_syncs_only_the_files_it_wrote_and_their_directory() {
+    crate::harness::require("strace");
+    let (fleet, keys, _) = web2_joins();
+    let trace = fleet.home.join("sync.trace");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync,syncfs,sync",
+            "-o",
+            s(&trace),
+        ])
+        .arg(env!("CARGO_BIN_EXE_bento"))
+        .args(["--fleet", s(&fleet.root), "secret", "rekey"])
+        .args(["-i", s(&keys.bob), "-i", s(&keys.web1)])
+        .env("HOME", &fleet.home)
+        .env("NO_COLOR", "1")
+        .env_remove("BENTO_IDENTITY")
+        .env_remove("BENTO_FLEET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(&out);
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    // "PID syscall(FD</path>) = 0", one per line.
+    let calls: Vec<(&str, &str)> = trace
+        .lines()
+        .filter_map(|l| l.split_once(" ").map(|(_, call)| call.trim_start()))
+        .filter_map(|call| call.split_once('('))
+        .collect();
+    assert!(
+        calls.iter().all(|(name, _)| *name == "fsync"),
+        "a sync other than fsync of bento's own files:\n{trace}"
+    );
+    let secrets = fleet.path("secrets");
+    let synced = |prefix: &str| {
+        let temp = format!("<{}/.{prefix}", secrets.display());
+        calls
+            .iter()
+            .any(|(_, args)| args.starts_with(|c: char| c.is_ascii_digit()) && args.contains(&temp))
+    };
+    for name in ["db-password.age.", "web-only.age.", "recipients.lock."] {
+        assert!(
+            synced(name),
+            "{name}: its temp file was not fsynced before the rename:\n{trace}"
+        );
+    }
+    assert!(
+        !synced("tls.age."),
+        "a secret that was not stale was written:\n{trace}"
+    );
+    let dir = format!("<{}>)", secrets.display());
+    assert!(
+        calls.iter().any(|(_, args)| args.contains(&dir)),
+        "the secrets directory was not fsynced after the renames:\n{trace}"
+    );
+}

@@ -38,6 +38,7 @@ use crate::agent::apply::{current_system, rebuild_target, Run};
 use crate::agent::config::AgentConfig;
 use crate::agent::connect::connect;
 use crate::agent::reboot::reboot_if_due;
+use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::transport::Transport;
 pub use command::CommandError;
 pub use error::AgentError;
@@ -78,12 +79,20 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let deadline = Instant::now() + Duration::from_secs(config.run_timeout);
     let mut state = state::load(&config.state_dir)?;
     let mut transport = connect(config, deadline)?;
-    // Reports of earlier runs that could not be sent go first, then the heartbeat. Both
-    // are best effort: the run itself does not depend on them.
+    // Reports of earlier runs that could not be sent go first, then the heartbeat, sent
+    // side by side with the read of `current` (a no-change poll then waits for the server
+    // as long as the heartbeat takes, not for both). The reports and the heartbeat are best
+    // effort: the run itself does not depend on them.
     let _ = report::flush(&config.state_dir, transport.as_mut());
-    let _ = report::beat(transport.as_mut(), &config.host, state.applied, config.ssh_port);
-
-    let current = match crate::transport::read_current(transport.as_mut()) {
+    let first = match report::heartbeat(&config.host, state.applied, config.ssh_port) {
+        Ok(beat) => {
+            let write = (report::heartbeat_path(), beat);
+            let read = (CURRENT_FILE, CURRENT_LIMIT);
+            transport.write_and_read((&write.0, &write.1), read).1
+        }
+        Err(_) => transport.read(CURRENT_FILE, CURRENT_LIMIT),
+    };
+    let current = match crate::transport::current_or_link(transport.as_mut(), first) {
         Ok(bytes) => parse_generation(&bytes)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(AgentError::ReadCurrent(e)),

@@ -124,14 +124,15 @@ pub struct Heartbeat {
     pub ssh_port: Option<u16>,
 }
 
-/// Rewrites the host's heartbeat in `logs/`: a few hundred bytes per poll, with the
-/// host's current addresses and sshd port so an admin can reach it (`bento ssh`).
-pub fn beat(
-    transport: &mut dyn Transport,
-    host: &str,
-    applied: Option<u64>,
-    ssh_port: u16,
-) -> std::io::Result<()> {
+/// Where the heartbeat goes, relative to the host's directory.
+pub fn heartbeat_path() -> String {
+    format!("{}/{HEARTBEAT_FILE}", crate::layout::LOGS_DIR)
+}
+
+/// The heartbeat of this poll, as JSON: a few hundred bytes, rewritten in `logs/` by
+/// every poll, with the host's current addresses and sshd port so an admin can reach it
+/// (`bento ssh`).
+pub fn heartbeat(host: &str, applied: Option<u64>, ssh_port: u16) -> std::io::Result<Vec<u8>> {
     let heartbeat = Heartbeat {
         format: FORMAT,
         host: host.to_owned(),
@@ -141,8 +142,7 @@ pub fn beat(
         addresses: crate::reach::local_addresses(),
         ssh_port: Some(ssh_port),
     };
-    let json = serde_json::to_vec(&heartbeat).map_err(std::io::Error::other)?;
-    transport.write(&format!("{}/{HEARTBEAT_FILE}", crate::layout::LOGS_DIR), &json)
+    serde_json::to_vec(&heartbeat).map_err(std::io::Error::other)
 }
 
 /// Queues a report (and its log) in the outbox.
