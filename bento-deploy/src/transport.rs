@@ -30,25 +30,44 @@ pub enum ServerUrl {
     Local(PathBuf),
 }
 
+/// Why a server URL was refused: each message quotes the URL and shows the form expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// `file://` with a relative path.
+    #[error("`{0}`: a file:// server needs an absolute path (file:///srv/bento)")]
+    RelativeFile(String),
+    /// Neither `sftp://` nor `file://`.
+    #[error("`{0}`: expected sftp://user@address:port or file:///dir")]
+    Scheme(String),
+    /// `sftp://` without `user@`.
+    #[error("`{0}`: name the sftp user: sftp://user@address:port")]
+    NoUser(String),
+    /// A port that is not a number from 1 to 65535.
+    #[error("`{url}`: bad port `{port}`")]
+    Port {
+        /// The URL as written.
+        url: String,
+        /// The port as written.
+        port: String,
+    },
+    /// An empty user or address, or one with `/`, ` `, `@`, or a leading `-`.
+    #[error("`{0}`: expected sftp://user@address:port")]
+    Malformed(String),
+}
+
 impl ServerUrl {
     /// Parses `sftp://user@address[:port]` or `file:///absolute/dir`.
-    pub fn parse(url: &str) -> Result<ServerUrl, String> {
+    pub fn parse(url: &str) -> Result<ServerUrl, UrlError> {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(format!(
-                    "`{url}`: a file:// server needs an absolute path (file:///srv/bento)"
-                ));
+                return Err(UrlError::RelativeFile(url.into()));
             }
             return Ok(ServerUrl::Local(PathBuf::from(path)));
         }
         let Some(rest) = url.strip_prefix("sftp://") else {
-            return Err(format!(
-                "`{url}`: expected sftp://user@address:port or file:///dir"
-            ));
+            return Err(UrlError::Scheme(url.into()));
         };
-        let (user, hostport) = rest
-            .split_once('@')
-            .ok_or_else(|| format!("`{url}`: name the sftp user: sftp://user@address:port"))?;
+        let (user, hostport) = rest.split_once('@').ok_or_else(|| UrlError::NoUser(url.into()))?;
         // `[::1]:22`, `host:22`, or no port.
         let (address, port) = match hostport.strip_prefix('[').and_then(|h| h.split_once(']')) {
             Some((v6, rest)) => (v6, rest.strip_prefix(':')),
@@ -58,12 +77,15 @@ impl ServerUrl {
             },
         };
         let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+            Some(p) => p.parse::<u16>().map_err(|_| UrlError::Port {
+                url: url.into(),
+                port: p.into(),
+            })?,
             None => 22,
         };
         let ok = |s: &str| !s.is_empty() && !s.contains(['/', ' ', '@']) && !s.starts_with('-');
         if !ok(user) || !ok(address) || port == 0 {
-            return Err(format!("`{url}`: expected sftp://user@address:port"));
+            return Err(UrlError::Malformed(url.into()));
         }
         Ok(ServerUrl::Sftp {
             user: user.into(),
@@ -265,15 +287,26 @@ mod tests {
             ServerUrl::parse("file:///srv/bento").unwrap(),
             ServerUrl::Local("/srv/bento".into())
         );
-        for bad in [
-            "ftp://x",
-            "sftp://host",
-            "file://relative",
-            "sftp://-oProxyCommand=x@h",
-            "sftp://a@b:99999",
-        ] {
-            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
-        }
+        let refused = |url: &str| ServerUrl::parse(url).unwrap_err();
+        assert_eq!(refused("ftp://x"), UrlError::Scheme("ftp://x".into()));
+        assert_eq!(refused("sftp://host"), UrlError::NoUser("sftp://host".into()));
+        assert_eq!(
+            refused("file://relative"),
+            UrlError::RelativeFile("file://relative".into())
+        );
+        // An address or user that ssh would read as an option is refused.
+        assert_eq!(
+            refused("sftp://-oProxyCommand=x@h"),
+            UrlError::Malformed("sftp://-oProxyCommand=x@h".into())
+        );
+        assert_eq!(
+            refused("sftp://u@-oProxyCommand=x"),
+            UrlError::Malformed("sftp://u@-oProxyCommand=x".into())
+        );
+        assert_eq!(
+            refused("sftp://a@b:99999").to_string(),
+            "`sftp://a@b:99999`: bad port `99999`"
+        );
     }
 
     #[test]

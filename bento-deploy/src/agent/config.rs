@@ -241,7 +241,7 @@ impl AgentConfig {
     }
 
     /// The server, parsed.
-    pub fn server_url(&self) -> Result<ServerUrl, String> {
+    pub fn server_url(&self) -> Result<ServerUrl, crate::transport::UrlError> {
         ServerUrl::parse(&self.server)
     }
 }
@@ -294,7 +294,7 @@ pub enum Problem {
     HostName(String),
     /// `server` is not a server URL: the URL parser's message.
     #[error("server {0}")]
-    Server(String),
+    Server(crate::transport::UrlError),
     /// `trusted_keys` is empty.
     #[error("trusted_keys is empty: list the admin public keys whose signatures this host accepts")]
     NoTrustedKeys,

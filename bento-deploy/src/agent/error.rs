@@ -47,9 +47,9 @@ pub enum AgentError {
     /// A `trusted_keys` line is not an ssh public key.
     #[error("trusted_keys: {0}")]
     TrustedKey(#[source] ssh_key::Error),
-    /// The `server` of agent.toml is not a server URL (the message of its parser).
-    #[error("{0}")]
-    ServerUrl(String),
+    /// The `server` of agent.toml is not a server URL.
+    #[error(transparent)]
+    ServerUrl(crate::transport::UrlError),
     /// The server cannot be reached for good (host key, login).
     #[error(transparent)]
     Connect(ConnectError),
