@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod activate;
+mod activate_links;
 pub mod activate_templates;
 #[cfg(test)]
 mod activate_tests;
