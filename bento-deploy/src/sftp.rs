@@ -12,7 +12,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use openssh_sftp_client::{Sftp, SftpOptions};
 
 use crate::transport::{check_rel, deadline_passed, Transport};
@@ -430,27 +429,15 @@ impl Transport for SftpTransport {
     }
 
     fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
-        check_rel(rel)?;
-        let path = self.at(rel);
-        let mut fs = self.sftp().fs();
-        let mut out = self.block(async {
-            let dir = fs.open_dir(&path).await?;
-            let mut entries = Vec::new();
-            let mut stream = Box::pin(dir.read_dir());
-            while let Some(entry) = stream.next().await {
-                let entry = entry?;
-                let name = entry.filename().to_string_lossy().into_owned();
-                if name == "." || name == ".." {
-                    continue;
-                }
-                match entry.file_type() {
-                    Some(t) if t.is_dir() => entries.push((name, true)),
-                    Some(t) if t.is_file() => entries.push((name, false)),
-                    _ => continue, // a bundle holds only files and directories
-                }
-            }
-            Ok(entries)
-        })?;
+        let mut out: Vec<(String, bool)> = self
+            .entries(rel)?
+            .into_iter()
+            .filter_map(|(name, kind)| match kind {
+                Kind::Dir => Some((name, true)),
+                Kind::File => Some((name, false)),
+                _ => None, // a bundle holds only files and directories
+            })
+            .collect();
         out.sort();
         Ok(out)
     }

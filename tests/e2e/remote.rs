@@ -578,27 +578,9 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
         .filter(|line| line.contains("/generations"))
         .collect();
     assert_eq!(lines.len(), 4, "{other}");
-    let etc = base.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    passwd.push_str(&format!(
-        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n"
-    ));
-    let mut group = std::fs::read_to_string("/etc/group").unwrap();
-    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\n"));
-    std::fs::write(etc.join("passwd"), passwd).unwrap();
-    std::fs::write(etc.join("group"), group).unwrap();
-    let script = format!(
-        "set -e\nmount --bind {e}/passwd /etc/passwd\nmount --bind {e}/group /etc/group\n{}\n{}\n",
-        lines.join("\n"),
-        // Twice: applying the setup again changes nothing.
-        lines.join("\n"),
-        e = etc.display()
-    );
-    let run = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    // Twice: applying the setup again changes nothing.
+    let twice: Vec<&str> = lines.iter().chain(lines.iter()).copied().collect();
+    let run = with_publishing_account(base.path(), &twice);
     ok(&run);
     for host in ["web1", "db1"] {
         let dir = root.join(host);
@@ -695,4 +677,29 @@ fn status_watch_wakes_when_generations_current_is_replaced() {
     let seen = text.lock().unwrap().clone();
     assert!(first, "no first frame: {seen}");
     assert!(woke, "no new frame after generations/current changed: {seen}");
+}
+
+/// Runs `lines` (shell, as root) in a private mount namespace where the publishing account
+/// `bento-publish` exists: `/etc/passwd` and `/etc/group` are bind-mounted over with copies
+/// that add it, made under `scratch` (nothing added to the machine).
+pub(crate) fn with_publishing_account(scratch: &Path, lines: &[&str]) -> Output {
+    let etc = scratch.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str(&format!(
+        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n"
+    ));
+    let mut group = std::fs::read_to_string("/etc/group").unwrap();
+    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\n"));
+    std::fs::write(etc.join("passwd"), passwd).unwrap();
+    std::fs::write(etc.join("group"), group).unwrap();
+    let script = format!(
+        "set -e\nmount --bind {e}/passwd /etc/passwd\nmount --bind {e}/group /etc/group\n{}\n",
+        lines.join("\n"),
+        e = etc.display()
+    );
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap()
 }

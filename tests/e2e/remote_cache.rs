@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -91,25 +91,7 @@ fn apply_setup(scratch: &Path, setup: &str) {
         .filter(|l| l.contains("/generations") || l.contains("/cache"))
         .collect();
     assert_eq!(lines.len(), 5, "{other}");
-    let etc = scratch.join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    passwd.push_str(&format!(
-        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n"
-    ));
-    let mut group = std::fs::read_to_string("/etc/group").unwrap();
-    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\n"));
-    std::fs::write(etc.join("passwd"), passwd).unwrap();
-    std::fs::write(etc.join("group"), group).unwrap();
-    let script = format!(
-        "set -e\nmount --bind {e}/passwd /etc/passwd\nmount --bind {e}/group /etc/group\n{}\n",
-        lines.join("\n"),
-        e = etc.display()
-    );
-    ok(&Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap());
+    ok(&crate::remote::with_publishing_account(scratch, &lines));
 }
 
 fn reports_of(out: &Output) -> BTreeMap<String, Value> {
