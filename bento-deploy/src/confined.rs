@@ -227,6 +227,22 @@ impl Confined {
         self.dir(rel)
     }
 
+    /// Removes the file (or link) `rel`, never anything a link points to.
+    pub fn remove_file(&self, rel: &str) -> io::Result<()> {
+        check_rel(rel)?;
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir(parent)?), name),
+            None => (None, rel),
+        };
+        let dir = parent.as_ref().unwrap_or(self);
+        rustix::fs::unlinkat(&dir.fd, name, rustix::fs::AtFlags::empty()).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {e}", rel.escape_default()),
+            )
+        })
+    }
+
     /// Flushes the file system this directory is on to disk (one `syncfs`).
     pub fn sync(&self) -> io::Result<()> {
         Ok(rustix::fs::syncfs(&self.fd)?)

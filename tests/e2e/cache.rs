@@ -440,8 +440,29 @@ fn a_closure_in_the_cache_is_never_copied_again() {
     // A staging dir left by a deploy that was killed goes with the next copy.
     let stale = c.fleet.path(".bento/bento-edit.999999999.1.cache.left");
     write(&stale.join("nar/x.nar.xz"), "partial");
+    // Temp files of uploads a killed deploy left in the cache go too. A link planted
+    // under such a name is not a file of the cache: left as it is, never followed.
+    let cache = c.cache();
+    let left_top = cache.join(".abc.narinfo.4242.7.tmp");
+    let left_nar = cache.join("nar/.def.nar.xz.4242.8.tmp");
+    write(&left_top, "partial");
+    write(&left_nar, "partial");
+    let outside = c.fleet.home.join("outside");
+    write(&outside, "keep");
+    let left_link = cache.join("nar/.ghi.nar.xz.4242.9.tmp");
+    std::os::unix::fs::symlink(&outside, &left_link).unwrap();
     let reports = c.build_and_deploy();
     assert!(!stale.exists());
+    for left in [&left_top, &left_nar] {
+        assert!(
+            std::fs::symlink_metadata(left).is_err(),
+            "{} left",
+            left.display()
+        );
+    }
+    assert!(std::fs::symlink_metadata(&left_link).unwrap().is_symlink());
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+    std::fs::remove_file(&left_link).unwrap();
     assert_eq!(copied(&reports, "web1"), 1);
     assert_eq!(copied(&reports, "db1"), 0);
     let after = files(&c.cache());

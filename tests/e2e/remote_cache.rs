@@ -192,7 +192,20 @@ fn deploy_to_a_remote_target_fills_its_signed_cache_over_sftp_and_never_twice() 
     c.system("web1", &web2);
     crate::cache::write(&c.fleet.path("hosts/web1/extra.nix"), "{ }\n");
     ok(&c.bento(&["build"]));
+    // Temp files an upload cut short left on the server go with the next deploy that
+    // lists their directory.
+    let left = [
+        cache.join(".abc.narinfo.4242.7.tmp"),
+        cache.join("nar/.def.nar.xz.4242.8.tmp"),
+    ];
+    for path in &left {
+        crate::cache::write(path, "partial");
+        std::os::unix::fs::chown(path, Some(PUBLISH_UID), Some(PUBLISH_UID)).unwrap();
+    }
     let reports = reports_of(&r.deploy());
+    for path in &left {
+        assert!(!path.exists(), "{} left", path.display());
+    }
     assert_eq!((copied(&reports, "web1"), copied(&reports, "db1")), (1, 0));
     let after = files(&cache);
     for (path, id) in &written {

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::fleet::config::{expand_home, Config};
-use crate::publish::cache_sink::{CacheSink, NAR_DIR};
+use crate::publish::cache_sink::{is_leftover, CacheSink, NAR_DIR};
 use crate::store_path::{StorePath, STORE_DIR};
 
 /// The cache's description file, written once.
@@ -236,6 +236,23 @@ fn visit(
     order.len() - before
 }
 
+/// Removes what interrupted uploads left in `dir` of the cache (`names`: its listing).
+/// Locally the server root's lock is held, so no other deploy is writing; on a remote
+/// target, which no lock covers, a deploy running at the same moment may lose its temp
+/// file and then fails its rename with one error line, to be run again (nothing is ever
+/// named before it is complete).
+fn remove_leftovers(sink: &dyn CacheSink, dir: &str, names: &HashSet<String>) -> Result<(), Error> {
+    for name in names.iter().filter(|n| is_leftover(n)) {
+        let rel = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        sink.remove_leftover(&rel)?;
+    }
+    Ok(())
+}
+
 /// Copies each host's system closure into the cache behind `sink`: the one function
 /// `bento deploy` calls, whatever the target. `systems` are the hosts whose system is to
 /// be cached, in order; `no_build` are hosts published without a recorded build (skipped,
@@ -264,8 +281,9 @@ pub fn fill(
             },
         );
     }
-    let present: HashSet<String> = sink
-        .list("")?
+    let top = sink.list("")?;
+    remove_leftovers(sink, "", &top)?;
+    let present: HashSet<String> = top
         .into_iter()
         .filter_map(|name| name.strip_suffix(".narinfo").map(str::to_owned))
         .collect();
@@ -407,6 +425,7 @@ impl Staging {
             sink.put(CACHE_INFO, &self.path(CACHE_INFO))?;
         }
         let have = sink.list(NAR_DIR)?;
+        remove_leftovers(sink, NAR_DIR, &have)?;
         for nar in &nars {
             let name = nar.trim_start_matches("nar/");
             if !have.contains(name) {

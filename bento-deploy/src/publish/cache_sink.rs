@@ -36,8 +36,17 @@ pub trait CacheSink: Sync {
     fn put(&self, rel: &str, from: &Path) -> Result<(), Error>;
     /// Makes everything put so far durable before anything later is put.
     fn sync(&self) -> Result<(), Error>;
+    /// Removes `rel`, a temp file an interrupted [`CacheSink::put`] left (see
+    /// [`is_leftover`]); never anything a link points to.
+    fn remove_leftover(&self, rel: &str) -> Result<(), Error>;
     /// The cache as shown to the user (`/srv/bento/cache`).
     fn shown(&self) -> String;
+}
+
+/// Whether `name` is the temp file of a put that never finished: `.<name>.<…>.tmp`, the
+/// names both the local and the sftp writer create (exclusively) before their rename.
+pub fn is_leftover(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp") && !name.contains('/')
 }
 
 /// `<root>/cache` on this machine.
@@ -87,6 +96,19 @@ impl CacheSink for LocalCache {
 
     fn sync(&self) -> Result<(), Error> {
         self.dir.sync().map_err(|e| Error::io(&self.shown, e))
+    }
+
+    fn remove_leftover(&self, rel: &str) -> Result<(), Error> {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        if !is_leftover(name) {
+            return Err(Error::input(
+                format!("{}/{rel}", self.shown),
+                "not a temp file of the cache",
+            ));
+        }
+        self.dir
+            .remove_file(rel)
+            .map_err(|e| Error::io(format!("{}/{rel}", self.shown), e))
     }
 
     fn shown(&self) -> String {

@@ -13,7 +13,7 @@ use std::io;
 use std::path::Path;
 
 use crate::error::Error;
-use crate::publish::cache_sink::{CacheSink, CACHE_DIR, NAR_DIR};
+use crate::publish::cache_sink::{is_leftover, CacheSink, CACHE_DIR, NAR_DIR};
 use crate::publish::remote::RemoteRoot;
 use crate::sftp::Kind;
 
@@ -132,6 +132,18 @@ impl CacheSink for RemoteCache<'_> {
                     ),
                 )
             })
+    }
+
+    fn remove_leftover(&self, rel: &str) -> Result<(), Error> {
+        let full = format!("{CACHE_DIR}/{rel}");
+        let shown = self.shown_at(&full);
+        let name = rel.strip_prefix(&format!("{NAR_DIR}/")).unwrap_or(rel);
+        if !is_leftover(name) {
+            return Err(Error::input(&shown, "not a temp file of the cache"));
+        }
+        self.remote
+            .with(|c| c.remove_file(&full))
+            .map_err(|e| Error::input(&shown, e.to_string()))
     }
 
     /// Each file was flushed (`fsync@openssh.com`) as it was written.
