@@ -90,7 +90,6 @@ let
     ];
   };
 
-  validHost = name: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" name != null;
   blank = text: builtins.match "[[:space:]]*" text != null;
 in
 {
@@ -170,9 +169,10 @@ in
       type = types.nullOr types.str;
       default = null;
       description = ''
-        Activates secrets alone, when only secrets changed (split on whitespace, no
-        shell). null: bento's own `activate` with this module's bundle, root and identity,
-        the users phase first, then the other secrets.
+        Activates secrets alone, when only secrets changed (split into words as a shell
+        would, quotes honoured; run without a shell). null: bento's own `activate` with
+        this module's bundle, root and identity, the users phase first, then the other
+        secrets.
       '';
     };
 

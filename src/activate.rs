@@ -73,20 +73,17 @@ fn print(r: &Report) -> std::io::Result<()> {
     for w in &r.warnings {
         output::note(&format!("warning: {w}"));
     }
-    let units = r.restart_units.join(" ");
+    // Each list with what really happened to it; a failure claims nothing.
     match (r.units_handled, &r.units_error) {
         (_, Some(e)) => output::error(&format!("units not restarted: {e}")),
-        (Some(Handled::Restarted), _) => output::note(&format!("restarted: {units}")),
-        (Some(Handled::Queued), _) => {
-            output::note(&format!("queued for restart by switch-to-configuration: {units}"))
+        (Some(handled), None) => {
+            for (restart, units) in [(true, &r.restart_units), (false, &r.reload_units)] {
+                if !units.is_empty() {
+                    output::note(&format!("{}: {}", units_done(handled, restart), units.join(" ")));
+                }
+            }
         }
-        (Some(Handled::NotRestarted), _) => output::note(&format!("not restarted (--no-restart): {units}")),
-        (Some(Handled::WouldRestart), _) => output::note(&format!("would restart: {units}")),
         (None, None) => {}
-    }
-    if !r.reload_units.is_empty() {
-        let verb = if r.dry_run { "would reload" } else { "reloaded" };
-        output::note(&format!("{verb}: {}", r.reload_units.join(" ")));
     }
     for f in &r.failed {
         let kept = if f.kept_previous {
@@ -110,4 +107,18 @@ fn print(r: &Report) -> std::io::Result<()> {
         output::error(&format!("{summary}, {} FAILED", r.failed.len()));
     }
     Ok(())
+}
+
+/// What happened to a list of units (`restart`: the restart list, else the reload list).
+fn units_done(handled: Handled, restart: bool) -> &'static str {
+    match (handled, restart) {
+        (Handled::Restarted, true) => "restarted",
+        (Handled::Restarted, false) => "reloaded",
+        (Handled::Queued, true) => "queued for restart by switch-to-configuration",
+        (Handled::Queued, false) => "queued for reload by switch-to-configuration",
+        (Handled::NotRestarted, true) => "not restarted (--no-restart)",
+        (Handled::NotRestarted, false) => "not reloaded (--no-restart)",
+        (Handled::WouldRestart, true) => "would restart",
+        (Handled::WouldRestart, false) => "would reload",
+    }
 }

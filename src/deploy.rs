@@ -233,14 +233,9 @@ pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let publish_keys = server::publish_keys(&fleet);
-            if !publish_keys.is_empty() {
-                if let Some(h) = hosts.iter().find(|h| h.user == server::PUBLISH_USER) {
-                    anyhow::bail!(
-                        "host `{}`: its sftp user would be `{}`, the publishing account of the admins; \
-                         rename the host or set server.user_prefix in bento.toml",
-                        h.name,
-                        server::PUBLISH_USER
-                    );
+            for h in &hosts {
+                if let Some(why) = server::name_clash(&config, &h.name, !publish_keys.is_empty()) {
+                    anyhow::bail!("host `{}`: {why}", h.name);
                 }
             }
             outln!("### NixOS server: add this module to its configuration")?;

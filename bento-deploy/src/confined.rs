@@ -153,6 +153,12 @@ impl Confined {
 
     /// The entries of directory `rel` (`""`: this one), with their types.
     pub fn entries(&self, rel: &str) -> io::Result<Vec<Entry>> {
+        self.entries_at_most(rel, usize::MAX)
+    }
+
+    /// As [`Confined::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
+    /// `limit` entries.
+    pub fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<Entry>> {
         if rel.is_empty() {
             let fd = rustix::fs::openat(
                 &self.fd,
@@ -160,9 +166,9 @@ impl Confined {
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            return Dir::from_fd(fd).entries();
+            return Dir::from_fd(fd).entries_at_most(limit);
         }
-        Dir::from_fd(self.dir(rel)?.fd).entries()
+        Dir::from_fd(self.dir(rel)?.fd).entries_at_most(limit)
     }
 
     /// Replaces the file `rel` with `bytes` (mode `mode`): written under a fresh temp name

@@ -40,6 +40,12 @@ impl Dir {
 
     /// Every entry, in the order the file system gives them.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        self.entries_at_most(usize::MAX)
+    }
+
+    /// As [`Dir::entries`], refused (error [`io::ErrorKind::InvalidData`]) past `limit`
+    /// entries: a directory someone else fills is never read to its end.
+    pub fn entries_at_most(&self, limit: usize) -> io::Result<Vec<Entry>> {
         let mut buf = Vec::with_capacity(32 * 1024);
         let mut raw = RawDir::new(&self.fd, buf.spare_capacity_mut());
         let mut entries = Vec::new();
@@ -48,6 +54,12 @@ impl Dir {
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
+            }
+            if entries.len() == limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("holds more than {limit} entries"),
+                ));
             }
             let kind = entry.file_type();
             entries.push(Entry {
@@ -107,6 +119,19 @@ fn read_whole(mut file: std::fs::File) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_stops_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("r{i}")), "").unwrap();
+        }
+        let open = || Dir::open(dir.path()).unwrap();
+        assert_eq!(open().entries_at_most(5).unwrap().len(), 5);
+        let e = open().entries_at_most(4).err().expect("refused past the limit");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), "holds more than 4 entries");
+    }
 
     #[test]
     fn lists_with_types_and_reads_relative() {

@@ -52,7 +52,7 @@ pub const SIGNATURE_LIMIT: u64 = 64 * 1024;
 /// The lock that keeps two deploys from publishing into one root at once.
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.
-const STAGING_PREFIX: &str = ".new-";
+pub(crate) const STAGING_PREFIX: &str = ".new-";
 /// The temp file that replaces `current`.
 const CURRENT_TEMP: &str = ".current.new";
 
@@ -262,10 +262,8 @@ impl HostDir {
     /// Removes generations beyond the newest `keep` (never `current`), and temp dirs left
     /// by an interrupted deploy. Returns the generations removed.
     pub fn prune(&self, keep: usize, current: u64) -> Result<Vec<u64>, Error> {
-        let generations = self.generations()?;
-        let cut = generations.len().saturating_sub(keep);
         let mut removed = Vec::new();
-        for &g in generations[..cut].iter().filter(|&&g| g != current) {
+        for g in to_prune(&self.generations()?, keep, current) {
             let dir = self.generation_dir(g);
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
             removed.push(g);
@@ -393,15 +391,33 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Creates a new file (0644) holding `bytes`, replacing a leftover temp file.
+/// Creates a new file (0644) holding `bytes`, replacing a leftover temp file. The leftover
+/// is removed first and the file created exclusively (`O_EXCL`): where a publishing account
+/// owns `generations/`, it could have planted a link there, and root must never write
+/// through it.
 fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o644)
         .open(path)?;
     f.write_all(bytes)
+}
+
+/// Of `generations` (ascending), those beyond the newest `keep`, never `current`: what a
+/// deploy prunes, locally or on a remote root.
+pub(crate) fn to_prune(generations: &[u64], keep: usize, current: u64) -> Vec<u64> {
+    let cut = generations.len().saturating_sub(keep);
+    generations[..cut]
+        .iter()
+        .copied()
+        .filter(|&g| g != current)
+        .collect()
 }
 
 /// The generation number a `current` file holds (surrounding whitespace allowed).
@@ -412,6 +428,19 @@ pub fn parse_generation(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planted_link_at_a_temp_name_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shadow");
+        std::fs::write(&target, "keep").unwrap();
+        let tmp = dir.path().join(".current.new");
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        write_new(&tmp, b"7\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "7\n");
+        assert!(!std::fs::symlink_metadata(&tmp).unwrap().is_symlink());
+    }
 
     #[test]
     fn stage_install_switch_prune() {

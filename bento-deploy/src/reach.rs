@@ -114,7 +114,7 @@ pub fn ssh_args(target: &Target, known_hosts: &Path, remote: &[String]) -> Vec<S
     let mut args: Vec<String> = Vec::new();
     for option in [
         "StrictHostKeyChecking=yes".to_owned(),
-        format!("UserKnownHostsFile={}", known_hosts.display()),
+        format!("UserKnownHostsFile={}", crate::sftp::quoted(known_hosts)),
         "GlobalKnownHostsFile=/dev/null".to_owned(),
         format!("HostKeyAlias={}", target.host),
         "UpdateHostKeys=no".to_owned(),
@@ -187,6 +187,12 @@ mod tests {
         let dash = args.iter().position(|a| a == "--").unwrap();
         assert_eq!(&args[dash + 1..], ["192.0.2.7", "-v"]);
         assert!(args.contains(&"HostKeyAlias=web1".to_owned()));
+        // ssh splits an option's value on whitespace: a fleet path with a space is quoted.
+        let args = ssh_args(&target, Path::new("/My Fleet/known"), &[]);
+        assert!(
+            args.contains(&"UserKnownHostsFile=\"/My Fleet/known\"".to_owned()),
+            "{args:?}"
+        );
         assert_eq!(
             known_hosts_line("web1", "ssh-ed25519 AAAA comment"),
             "web1 ssh-ed25519 AAAA\n"

@@ -90,6 +90,18 @@ impl SftpTransport {
                 Err(_) => Err(connect_error(&mut child, None).await),
             }
         })?;
+        // Connected: what ssh still says on stderr (its debug output with a verbose
+        // `LogLevel`, a chatty ProxyCommand) is read and dropped, so that a full pipe never
+        // stops ssh mid-transfer. The task runs whenever the runtime does, i.e. during
+        // every exchange with the server.
+        let mut child = child;
+        if let Some(mut stderr) = child.stderr.take() {
+            runtime.spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 8192];
+                while matches!(stderr.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
         Ok(SftpTransport {
             runtime,
             sftp: Some(sftp),
@@ -273,7 +285,7 @@ async fn connect_error(child: &mut tokio::process::Child, failure: Option<String
 }
 
 /// A path as an ssh option value: in double quotes when it holds whitespace.
-fn quoted(path: &Path) -> String {
+pub(crate) fn quoted(path: &Path) -> String {
     let text = path.display().to_string();
     if text.contains(char::is_whitespace) {
         format!("\"{text}\"")
@@ -426,20 +438,6 @@ impl Transport for SftpTransport {
         let copied = self.run(read_file(self.sftp(), &self.base, rel, limit, sink))?;
         self.transferred += copied;
         Ok(copied)
-    }
-
-    fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
-        let mut out: Vec<(String, bool)> = self
-            .entries(rel)?
-            .into_iter()
-            .filter_map(|(name, kind)| match kind {
-                Kind::Dir => Some((name, true)),
-                Kind::File => Some((name, false)),
-                _ => None, // a bundle holds only files and directories
-            })
-            .collect();
-        out.sort();
-        Ok(out)
     }
 
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {

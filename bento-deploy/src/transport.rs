@@ -9,8 +9,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rustix::fs::FileType;
-
 use crate::confined::Confined;
 use crate::layout::{CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK};
 
@@ -111,8 +109,6 @@ pub trait Transport {
         self.read_to(rel, limit, &mut bytes)?;
         Ok(bytes)
     }
-    /// Lists a directory: (name, is_dir), sorted by name; only files and directories.
-    fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>>;
     /// Writes a whole file (into `logs/`, the only writable place), replacing it: under a
     /// fresh temp name, created exclusively, then renamed over `rel`.
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()>;
@@ -228,22 +224,6 @@ impl Transport for LocalDir {
         let copied = copy_bounded(&mut file, rel, limit, sink)?;
         self.transferred += copied;
         Ok(copied)
-    }
-
-    fn list(&mut self, rel: &str) -> io::Result<Vec<(String, bool)>> {
-        let mut out: Vec<(String, bool)> = self
-            .dir()?
-            .entries(rel)?
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                Some(FileType::Directory) => Some((e.name, true)),
-                Some(FileType::RegularFile) => Some((e.name, false)),
-                _ => None, // a bundle holds only files and directories
-            })
-            .map(|(name, is_dir)| (name.to_string_lossy().into_owned(), is_dir))
-            .collect();
-        out.sort();
-        Ok(out)
     }
 
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {

@@ -226,6 +226,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         .collect();
     let mut present: Vec<SecretSpec> = Vec::new();
     for (spec, (written, outcome)) in specs.iter().zip(outcomes) {
+        let decrypt_failed = outcome.is_err();
         match outcome {
             Ok(same) if written.is_ok() => {
                 let list = match same {
@@ -254,9 +255,8 @@ pub fn activate(opts: &Options) -> Result<Report> {
                     ),
                 });
             }
-            Err(e) if report.failed.iter().any(|f| f.name == spec.name) => {
-                let _ = e; // no previous content to keep: already reported
-            }
+            // No previous content to keep: the failure is reported above.
+            Err(_) if decrypt_failed => {}
             Err(e) => report.failed.push(Failure {
                 name: spec.name.clone(),
                 error: format!("writing it: {e}"),

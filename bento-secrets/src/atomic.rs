@@ -25,8 +25,8 @@ pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
     std::fs::rename(&tmp, link)
 }
 
-/// Replaces several files, each one atomically as in [`write_atomic`], with one disk sync
-/// for the lot (see [`Writer`]). One result per file, in order.
+/// Replaces several files, each one atomically as in [`write_atomic`]: each synced before
+/// its rename, in batches (see [`Writer`]). One result per file, in order.
 pub fn write_many(files: &[(&Path, &[u8], u32)]) -> Vec<io::Result<()>> {
     let writer = Writer::new();
     for (path, bytes, mode) in files {

@@ -105,8 +105,8 @@ fn remove_stale_temp_files(root: &Path) {
     }
 }
 
-/// `.<file>.<random>.tmp`, as [`crate::atomic`] stages `<file>`, for an `.age` file or
-/// `recipients.lock`.
+/// `.<file>.<random>.tmp`, as [`crate::atomic`] stages `<file>`, for an `.age` file, a
+/// generated key's `.pub` or `recipients.lock`.
 fn is_stale_temp_name(name: &str) -> bool {
     let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
         return false;
@@ -116,7 +116,7 @@ fn is_stale_temp_name(name: &str) -> bool {
     };
     !random.is_empty()
         && random.chars().all(|c| c.is_ascii_alphanumeric())
-        && (file.ends_with(".age") || file == "recipients.lock")
+        && (file.ends_with(".age") || file.ends_with(".pub") || file == "recipients.lock")
 }
 
 /// The pid written in the lock file by its holder.
@@ -171,7 +171,11 @@ mod tests {
 
     #[test]
     fn only_temp_files_of_age_files_and_the_lock_are_stale() {
-        for name in [".db.age.AbC123.tmp", ".recipients.lock.x9Y8z7.tmp"] {
+        for name in [
+            ".db.age.AbC123.tmp",
+            ".recipients.lock.x9Y8z7.tmp",
+            ".wg.pub.Qw12.tmp",
+        ] {
             assert!(is_stale_temp_name(name), "{name}");
         }
         for name in [

@@ -202,7 +202,7 @@ pub fn derive_public(kind: Kind, secret: &[u8]) -> std::result::Result<String, S
         }
         Kind::Wireguard => {
             let b64 = base64::engine::general_purpose::STANDARD;
-            let bytes = Zeroizing::new(b64.decode(text.trim()).map_err(|e| not_a_key(&e))?);
+            let bytes = Zeroizing::new(b64.decode(text.trim()).map_err(|_| not_a_key(&"not base64"))?);
             let array: [u8; 32] = bytes[..]
                 .try_into()
                 .map_err(|_| format!("not a {kind} key: not 32 bytes"))?;

@@ -39,6 +39,9 @@ pub enum NameError {
     /// A relative path that could name something outside its directory.
     #[error("refusing path `{0}`")]
     Relative(String),
+    /// Not a systemd unit name.
+    #[error("`{0}` is not a unit name")]
+    Unit(String),
 }
 
 /// The rule shared by host, secret, group, template and admin names: letters, digits, `.`,
@@ -180,6 +183,21 @@ checked_string!(
     /// opening it safely is the file system code's job.)
     RelPath,
     |s| rel_ok(s).then_some(()).ok_or_else(|| NameError::Relative(s.escape_default().to_string()))
+);
+
+checked_string!(
+    /// A systemd unit a secret or template restarts or reloads: the characters systemd
+    /// allows in unit names (letters, digits, `:`, `_`, `.`, `@`, `\`, `-`), at most 255
+    /// bytes, never starting with `-`: it is handed to `systemctl` and written one per line
+    /// into NixOS's activation lists.
+    UnitName,
+    |s| {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && !s.starts_with('-')
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@\\-".contains(&b));
+        ok.then_some(()).ok_or_else(|| NameError::Unit(s.escape_default().to_string()))
+    }
 );
 
 #[cfg(test)]

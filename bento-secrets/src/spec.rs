@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::SecretName;
-use crate::rules::{parse_mode, valid_abs_path, SecretRule, SPECIAL_BITS};
+use crate::names::{NameError, SecretName, UnitName};
+use crate::rules::{parse_mode, valid_abs_path, valid_account, SecretRule, SPECIAL_BITS};
 use crate::template::TemplateRule;
 
 /// One secret of a bundle, with its runtime attributes.
@@ -99,12 +99,32 @@ impl SecretSpec {
                 ));
             }
         }
-        Ok(())
+        for account in std::iter::once(&self.owner).chain(&self.group) {
+            if !valid_account(account) {
+                return Err(format!(
+                    "{}: `{}` is not a user or group name",
+                    self.name,
+                    account.escape_default()
+                ));
+            }
+        }
+        check_units(&self.name, &self.restart_units, &self.reload_units)
     }
 
     /// The mode as a number (permission bits only: special bits never reach a file).
     pub fn mode_bits(&self) -> u32 {
         parse_mode(&self.mode).unwrap_or(0o400) & 0o777
+    }
+}
+
+/// Refuses a unit that is not a systemd unit name: the host hands them to `systemctl`.
+fn check_units(name: &str, restart: &[String], reload: &[String]) -> Result<(), String> {
+    match restart.iter().chain(reload).find(|u| !UnitName::is_valid(u)) {
+        Some(unit) => Err(format!(
+            "{name}: {}",
+            NameError::Unit(unit.escape_default().to_string())
+        )),
+        None => Ok(()),
     }
 }
 
@@ -163,8 +183,8 @@ impl TemplateSpec {
             group: self.group.clone(),
             mode: self.mode.clone(),
             path: self.path.clone(),
-            restart_units: Vec::new(),
-            reload_units: Vec::new(),
+            restart_units: self.restart_units.clone(),
+            reload_units: self.reload_units.clone(),
             needed_for_users: false,
         };
         as_secret.validate().map_err(|e| format!("template {e}"))?;
@@ -182,5 +202,58 @@ impl TemplateSpec {
     /// The mode as a number (permission bits only: `validate` refused any other).
     pub fn mode_bits(&self) -> u32 {
         parse_mode(&self.mode).unwrap_or(0o400) & 0o777
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SecretSpec {
+        SecretSpec {
+            name: "db".into(),
+            file: "secrets/db.age".into(),
+            sha256: "0".repeat(64),
+            owner: "postgres".into(),
+            group: None,
+            mode: "0400".into(),
+            path: None,
+            restart_units: vec!["postgresql.service".into(), "app@1.service".into()],
+            reload_units: Vec::new(),
+            needed_for_users: false,
+        }
+    }
+
+    #[test]
+    fn a_host_refuses_units_and_accounts_that_are_not_names() {
+        assert_eq!(spec().validate(), Ok(()));
+        for bad in ["--force", "a b", "a\nb", "", "x/y", "\u{1b}[2J"] {
+            let s = SecretSpec {
+                reload_units: vec![bad.into()],
+                ..spec()
+            };
+            let e = s.validate().unwrap_err();
+            assert!(e.starts_with("db: `") && e.contains("is not a unit name"), "{e}");
+            assert!(!e.contains(['\n', '\u{1b}']), "{e}");
+        }
+        for bad in ["-rf", "a b", "root\n"] {
+            let s = SecretSpec {
+                owner: bad.into(),
+                ..spec()
+            };
+            assert!(s.validate().unwrap_err().contains("is not a user or group name"));
+        }
+        let t = TemplateSpec {
+            name: "env".into(),
+            file: "templates/env".into(),
+            sha256: "0".repeat(64),
+            owner: "root".into(),
+            group: None,
+            mode: "0400".into(),
+            path: None,
+            restart_units: vec!["-x".into()],
+            reload_units: Vec::new(),
+        };
+        assert!(t.validate().unwrap_err().contains("is not a unit name"));
     }
 }

@@ -155,8 +155,8 @@ pub(crate) fn units(
     let mut out = Vec::new();
     for u in list {
         let unit = u.get_ref();
-        if unit.is_empty() || unit.contains(|c: char| c.is_whitespace() || c == '/' || c == '\0') {
-            return Err(at(u.span().start, format!("{what}: `{unit}` is not a unit name")));
+        if let Err(e) = unit.parse::<crate::names::UnitName>() {
+            return Err(at(u.span().start, format!("{what}: {e}")));
         }
         out.push(u.into_inner());
     }
@@ -263,7 +263,7 @@ impl TemplateRule {
     /// placeholders; errors name the file and line.
     pub fn read_file(&mut self, root: &Path) -> Result<(), Error> {
         let Some(file) = &self.file else { return Ok(()) };
-        let bytes = std::fs::read(root.join(file))
+        let bytes = read_inside(root, file, TEMPLATE_LIMIT)
             .map_err(|e| Error::input(file.clone(), None, format!("templates.{}.file: {e}", self.name)))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::input(file.clone(), None, "a template must be UTF-8 text".to_owned()))?;
@@ -280,9 +280,75 @@ impl TemplateRule {
     }
 }
 
+/// The largest template text read from a file: a template is a config file, and its text is
+/// published in every bundle that has it.
+pub const TEMPLATE_LIMIT: u64 = 1024 * 1024;
+
+/// Reads the regular file `rel` of the fleet at `root`, at most `limit` bytes. Its text goes
+/// into bundles on the server, so it must be the fleet's own: a symlink may point elsewhere
+/// in the fleet, never outside it (as for hosts' config files), and a FIFO or device is
+/// refused rather than read.
+fn read_inside(root: &Path, rel: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    let path = root.join(rel).canonicalize()?;
+    if !path.starts_with(root.canonicalize()?) {
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            "it leads outside the fleet (through a symlink); keep the template in the fleet repository",
+        ));
+    }
+    let file = std::fs::File::open(&path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > limit {
+        return Err(IoError::new(
+            ErrorKind::FileTooLarge,
+            format!("larger than {} KiB; a template is a config file", limit / 1024),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(IoError::new(ErrorKind::FileTooLarge, "grew while it was read"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_file_is_read_only_inside_the_fleet_and_bounded() {
+        let fleet = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("id_ed25519"), "PRIVATE").unwrap();
+        std::fs::create_dir(fleet.path().join("templates")).unwrap();
+        std::fs::write(fleet.path().join("templates/ok.env"), "A=1\n").unwrap();
+        std::os::unix::fs::symlink("ok.env", fleet.path().join("templates/inside.env")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("id_ed25519"),
+            fleet.path().join("templates/key.env"),
+        )
+        .unwrap();
+        std::fs::write(fleet.path().join("templates/big.env"), vec![b'x'; 2048]).unwrap();
+        assert_eq!(
+            read_inside(fleet.path(), "templates/ok.env", 1024).unwrap(),
+            b"A=1\n"
+        );
+        assert_eq!(
+            read_inside(fleet.path(), "templates/inside.env", 1024).unwrap(),
+            b"A=1\n"
+        );
+        let e = read_inside(fleet.path(), "templates/key.env", 1024).unwrap_err();
+        assert!(e.to_string().contains("outside the fleet"), "{e}");
+        let e = read_inside(fleet.path(), "templates/big.env", 1024).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+        let e = read_inside(fleet.path(), "templates", 1024).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
 
     #[test]
     fn placeholders_with_and_without_spaces() {

@@ -78,6 +78,8 @@ pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -
                 if units.is_empty() {
                     continue;
                 }
+                // Units are `UnitName`s (checked in the rules and again in the manifest):
+                // none starts with `-`, so none is read as an option.
                 let status = std::process::Command::new(program)
                     .arg(verb)
                     .args(units)

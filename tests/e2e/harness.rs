@@ -22,9 +22,7 @@ pub fn require(tool: &str) {
 /// Whether the tests run as root. Tests that need it (mounts, namespaces, chown, sshd's
 /// chroots) call [`needs_root`] first.
 pub fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the process's effective user.
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    bento_deploy::layout::is_root()
 }
 
 /// For a test that needs root (`what` says for what): true as root. Otherwise, in CI (`CI`
@@ -229,7 +227,21 @@ impl Fleet {
             drop(seen);
             let _ = keyboard.write_all(keys);
         }
-        let status = child.wait().unwrap();
+        // The dialog is over: bento must end by the deadline, not wait for more keys.
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "bento still running after the dialog: {}",
+                    String::from_utf8_lossy(&screen.0.lock().unwrap().0)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         drop(keyboard);
         reader.join().unwrap();
         let stdout = std::mem::take(&mut screen.0.lock().unwrap().0);

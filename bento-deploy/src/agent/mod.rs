@@ -93,7 +93,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         Err(_) => transport.read(CURRENT_FILE, CURRENT_LIMIT),
     };
     let current = match crate::transport::current_or_link(transport.as_mut(), first) {
-        Ok(bytes) => parse_generation(&bytes)?,
+        Ok(bytes) => crate::layout::parse_generation(&bytes).ok_or(AgentError::NotAGeneration)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(AgentError::ReadCurrent(e)),
     };
@@ -204,11 +204,4 @@ fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
         .iter()
         .map(|line| crate::agent::config::trusted_key(line).map_err(AgentError::TrustedKey))
         .collect()
-}
-
-fn parse_generation(bytes: &[u8]) -> Result<u64, AgentError> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or(AgentError::NotAGeneration)
 }

@@ -44,6 +44,27 @@ pub struct ServerHost {
     pub keys: Vec<String>,
 }
 
+/// Why `host` cannot have its directory and sftp user on the server, if it cannot: with
+/// `[cache]`, a host named like the binary cache's directory; with a publishing account
+/// (`publishing`), a host whose sftp user would be that account. Both `bento deploy` and
+/// `bento server setup` ask, so neither publishes nor prints a layout that clashes.
+pub fn name_clash(config: &Config, host: &str, publishing: bool) -> Option<String> {
+    use crate::publish::cache_sink::CACHE_DIR;
+    if config.cache.signing_key.is_some() && host == CACHE_DIR {
+        return Some(format!(
+            "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
+             or remove [cache] from bento.toml"
+        ));
+    }
+    if publishing && format!("{}{host}", config.server.user_prefix) == PUBLISH_USER {
+        return Some(format!(
+            "its sftp user would be `{PUBLISH_USER}`, the publishing account of the admins; \
+             rename the host or set server.user_prefix in bento.toml"
+        ));
+    }
+    None
+}
+
 /// The hosts of the fleet with their ssh keys, from `keys/hosts/`.
 pub fn hosts(fleet: &Fleet, config: &Config) -> Vec<ServerHost> {
     fleet
@@ -367,6 +388,23 @@ mod tests {
             })
             .collect();
         (config, hosts)
+    }
+
+    #[test]
+    fn a_host_named_like_the_cache_or_the_publisher_clashes() {
+        let (mut config, _) = sample("");
+        assert_eq!(name_clash(&config, "cache", true), None, "no [cache]: no clash");
+        config.cache.signing_key = Some("k.sec".into());
+        assert!(name_clash(&config, "cache", false)
+            .unwrap()
+            .contains("binary cache's `cache/`"));
+        assert!(name_clash(&config, PUBLISH_USER, true)
+            .unwrap()
+            .contains("publishing account"));
+        assert_eq!(name_clash(&config, PUBLISH_USER, false), None);
+        config.server.user_prefix = "bento-".into();
+        assert!(name_clash(&config, "publish", true).is_some());
+        assert_eq!(name_clash(&config, "web1", true), None);
     }
 
     #[test]

@@ -23,7 +23,6 @@ use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
 use self::cache::HostCache;
-use self::cache_sink::CACHE_DIR;
 use self::remote::{RemoteRoot, RemoteUrl};
 use self::target::{Staged, Target};
 use crate::error::Error;
@@ -154,15 +153,9 @@ pub fn deploy(
         &options.hosts,
         &fleet,
     )?;
-    if config.cache.signing_key.is_some() {
-        if let Some(host) = hosts.iter().find(|h| h.name == CACHE_DIR) {
-            return Err(Error::input(
-                format!("host {}", host.name),
-                format!(
-                    "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
-                     or remove [cache] from bento.toml"
-                ),
-            ));
+    for host in &hosts {
+        if let Some(why) = crate::fleet::server::name_clash(config, &host.name, false) {
+            return Err(Error::input(format!("host {}", host.name), why));
         }
     }
     let expected = Expected::load(root)?;

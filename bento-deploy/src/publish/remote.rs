@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::layout::{
     parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, MANIFEST_LIMIT,
+    STAGING_PREFIX,
 };
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::sftp::{Kind, SftpTransport, SshTarget};
@@ -24,8 +25,6 @@ use crate::transport::{ServerUrl, Transport};
 
 /// Where the fleet's server keeps the pinned server key, relative to the fleet root.
 pub const KNOWN_HOSTS: &str = "keys/server_known_hosts";
-/// Prefix of generations being uploaded (the same as a local deploy's).
-const STAGING_PREFIX: &str = ".new-";
 /// Prefix of the temp files that replace `generations/current`.
 const CURRENT_TEMP_PREFIX: &str = ".current";
 
@@ -372,10 +371,8 @@ impl RemoteRoot {
     /// Removes generations beyond the newest `keep` (never `current`), and what
     /// interrupted uploads left. Returns the generations removed.
     pub fn prune(&self, host: &str, keep: usize, current: u64) -> Result<Vec<u64>, Error> {
-        let generations = self.generations(host)?;
-        let cut = generations.len().saturating_sub(keep);
         let mut removed = Vec::new();
-        for &g in generations[..cut].iter().filter(|&&g| g != current) {
+        for g in crate::layout::to_prune(&self.generations(host)?, keep, current) {
             self.remove_tree(host, &format!("{GENERATIONS_DIR}/{g}"), Kind::Dir)?;
             removed.push(g);
         }

@@ -40,6 +40,8 @@ pub mod limits {
     pub const REPORT: u64 = 1024 * 1024;
     /// The heartbeat, `logs/seen.json`.
     pub const HEARTBEAT: u64 = 64 * 1024;
+    /// Entries of a host's `logs/` (its reports pile up there: one per run).
+    pub const LOGS_ENTRIES: usize = 100_000;
 }
 
 /// A host's derived state. The order is severity: problems first.
@@ -459,16 +461,13 @@ pub fn derive(
     }
     // The report is about the current generation (or a newer one, when `current` was
     // moved back by hand: the host judges that one next run).
-    if report.state.is_success() {
-        return Status::UpToDate;
-    }
     match report.state {
         State::Failed => Status::Failed,
         State::RolledBack => Status::RolledBack,
         State::Refused => Status::Rejected,
         State::Interrupted if overdue(reported_ago) => Status::Stale,
         State::Interrupted => Status::Interrupted,
-        State::Applied | State::SecretsUpdated | State::SelfUpdated => Status::UpToDate, // is_success
+        State::Applied | State::SecretsUpdated | State::SelfUpdated => Status::UpToDate,
     }
 }
 

@@ -38,12 +38,19 @@ impl Newest {
 
 pub(crate) fn newest_report(dir: &Confined, host: &str) -> Newest {
     let mut newest = Newest::none();
-    let names: Vec<String> = match dir.entries(LOGS_DIR) {
+    let names: Vec<String> = match dir.entries_at_most(LOGS_DIR, super::limits::LOGS_ENTRIES) {
         Ok(entries) => entries
             .into_iter()
             .filter_map(|e| e.name.into_string().ok())
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            newest.newest_is_bad = true;
+            newest.problems.push(format!(
+                "{LOGS_DIR}/ {e}, not read; delete old reports from it (see the quotas for logs/ in the server docs)"
+            ));
+            return newest;
+        }
         Err(e) => {
             newest.newest_is_bad = true;
             newest.problems.push(format!(
