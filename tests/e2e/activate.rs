@@ -716,3 +716,54 @@ fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
     let calls = std::fs::read_to_string(fleet.home.join("systemctl.calls")).unwrap();
     assert_eq!(calls, "try-restart a.service b.service\n");
 }
+
+/// Reload units are reported as what really happened to them: queued, or left with
+/// `--no-restart`; never "reloaded" when nothing was, and no empty restart line.
+#[test]
+fn reload_units_are_reported_as_they_were_handled() {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return;
+    }
+    let (fleet, keys, bin) = setup("");
+    let root = fleet.home.join("run");
+    let nixos = fleet.home.join("nixos");
+    let mut script = String::new();
+    for (i, flags) in [
+        "--no-restart".to_owned(),
+        format!("--from-activation --nixos-run-dir {}", nixos.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        set(&fleet, "db", &format!("v{i}"));
+        let mut b = Bundle::new(&fleet, &format!("bundle{i}"));
+        b.add(&fleet, "db", json!({"reload_units": ["r.service"]}));
+        let bundle = b.write();
+        script.push_str(&format!(
+            "$BENTO activate --bundle {} -i {} --root {} {flags}\n",
+            bundle.display(),
+            s(&keys.web1),
+            root.display(),
+        ));
+    }
+    let out = in_namespace(&fleet, &bin, &script);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("restart") || l.contains("reload"))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "· not reloaded (--no-restart): r.service",
+            "· queued for reload by switch-to-configuration: r.service",
+        ],
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(nixos.join("activation-reload-list")).unwrap(),
+        "r.service\n"
+    );
+}
