@@ -250,16 +250,9 @@ fn ssh_keygen_and_bento_agree_on_the_signature() {
 
 #[test]
 fn signs_through_ssh_agent_with_a_locked_key() {
-    crate::harness::require("ssh-agent");
     let d = Deployable::new();
     let locked = d.fleet.ssh_key("locked", "ed25519", "secret phrase");
     let sock = d.fleet.keys.join("agent.sock");
-    let agent = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .spawn()
-        .unwrap();
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -267,13 +260,7 @@ fn signs_through_ssh_agent_with_a_locked_key() {
             let _ = self.0.wait();
         }
     }
-    let _agent = Kill(agent);
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _agent = Kill(crate::harness::ssh_agent(&sock));
     let askpass = d.fleet.script("askpass", "echo 'secret phrase'");
     let added = Command::new("ssh-add")
         .arg(&locked)

@@ -93,6 +93,60 @@ pub fn shared_data(path: &Path, what: &str) -> Option<PathBuf> {
     None
 }
 
+/// Leaves the caller's terminal, once per test run, before any `bento` starts: the test
+/// process becomes a session of its own, so no child can open `/dev/tty` and wait there for
+/// a passphrase nobody types — `cargo test` from a terminal (or under `sudo`) runs unattended,
+/// as in CI. Tests that want a terminal give their child a new pseudo-terminal of its own
+/// ([`Fleet::bento_tty`]). The test process still ends with cargo: it asks for SIGTERM when
+/// its parent dies (Ctrl-C in the terminal no longer reaches it directly).
+pub fn detach_from_terminal() {
+    static DETACHED: std::sync::Once = std::sync::Once::new();
+    DETACHED.call_once(|| {
+        let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+        // Fails only for a process group leader (the binary started by hand from a shell):
+        // it keeps the terminal then, as before.
+        let _ = rustix::process::setsid();
+    });
+}
+
+/// An `ssh-agent -D` on `sock`, returned once it accepts connections (its socket file
+/// exists from `bind`, before it listens: a client in between is refused).
+pub fn ssh_agent(sock: &Path) -> std::process::Child {
+    require("ssh-agent");
+    let mut child = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_it_answers(sock, &mut child, "ssh-agent");
+    child
+}
+
+/// Waits (10 s at most) until a connection to the unix socket `sock` succeeds, failing the
+/// test if `server` exits first or never answers.
+pub fn wait_until_it_answers(sock: &Path, server: &mut std::process::Child, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::os::unix::net::UnixStream::connect(sock) {
+            Ok(_) => return,
+            Err(e) => {
+                if let Some(status) = server.try_wait().unwrap() {
+                    panic!("{what} exited ({status}) before answering on {}", sock.display());
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} did not answer on {} in 10 s: {e}",
+                    sock.display()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// A fleet repo in a temp dir, with a private HOME so the user's own keys never leak in.
 pub struct Fleet {
     _dir: tempfile::TempDir,
@@ -129,6 +183,7 @@ impl Fleet {
 
     /// A `bento` command run in the fleet, with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
+        detach_from_terminal();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bento"));
         cmd.args(args).current_dir(&self.root);
         self.clean_env(&mut cmd);

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -173,21 +172,9 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(crate) fn with(fleet: &Fleet, key: &Path) -> Agent {
-        crate::harness::require("ssh-agent");
         let sock = fleet.keys.join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = crate::harness::ssh_agent(&sock);
         let agent = Agent { child, sock };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !agent.sock.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let added = Command::new("ssh-add")
             .arg(key)
             .env("SSH_AUTH_SOCK", &agent.sock)
