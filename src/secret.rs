@@ -167,8 +167,24 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
     let held = lock(fleet.root())?;
     let report = verify::verify(fleet)?;
     let selection = rekey::select(fleet, &report, names, all)?;
+    let dropped = if selection.targets.is_empty() {
+        rekey::drop_stale_lock_entries(fleet, &held, &report)?
+    } else {
+        rekey::stale_lock_entries(&report) // dropped as the lock is written
+    };
+    let say_dropped = || {
+        for name in &dropped {
+            output::ok(&format!(
+                "{}: dropped the entry for `{name}`, which has no rule",
+                fleet.shown_in_secrets(bento_secrets::lock::LOCK_FILE)
+            ));
+        }
+    };
     if selection.targets.is_empty() && selection.corrupt.is_empty() {
-        say_nothing_to_rekey(fleet, names);
+        say_dropped();
+        if dropped.is_empty() {
+            say_nothing_to_rekey(fleet, names);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut results = Vec::new();
@@ -199,6 +215,7 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
             output::ok(&format!("{name}: re-encrypted"));
         }
     }
+    say_dropped();
     // Files that are not age files (empty, say) fail without being tried.
     let failed: Vec<&bento_secrets::Error> = results
         .iter()

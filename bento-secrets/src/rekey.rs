@@ -61,6 +61,32 @@ pub fn select<'a>(fleet: &'a Fleet, report: &Report, names: &[String], all: bool
     Ok(selection)
 }
 
+/// The lock's entries for secrets that no longer have a rule (verify's
+/// [`Kind::StaleLockEntry`]): every rekey drops them from `recipients.lock`.
+pub fn stale_lock_entries(report: &Report) -> Vec<&str> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.kind == Kind::StaleLockEntry)
+        .map(|f| f.secret.as_str())
+        .collect()
+}
+
+/// Rewrites the lock without the entries of secrets that have no rule, when a rekey has
+/// nothing to re-encrypt (a rekey that does re-encrypt drops them as it writes the lock).
+/// Returns the names dropped.
+pub fn drop_stale_lock_entries<'r>(
+    fleet: &Fleet,
+    held: &FleetLock,
+    report: &'r Report,
+) -> Result<Vec<&'r str>> {
+    let stale = stale_lock_entries(report);
+    if !stale.is_empty() {
+        store::record_onto(fleet, held, &report.lock, std::iter::empty(), false)?;
+    }
+    Ok(stale)
+}
+
 /// How a stale secret is brought in line with its rule.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan<'a> {

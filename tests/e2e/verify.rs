@@ -259,3 +259,31 @@ fn a_world_readable_mode_is_a_warning_not_an_error() {
     let out = fleet.bento(&["secret", "verify"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains(&expected));
 }
+
+#[test]
+fn a_lock_entry_without_a_rule_is_dropped_by_the_rekey_verify_names() {
+    let (fleet, _) = written();
+    // tls leaves the rules and its file goes: the lock still lists it.
+    fleet.rules(
+        &crate::harness::EXAMPLE_RULES.replace("[secrets.tls]\nrecipients = [\"web1\"]\narmor = true\n", ""),
+    );
+    std::fs::remove_file(fleet.path("secrets/tls.age")).unwrap();
+    let (good, out) = verify(&fleet);
+    assert!(!good);
+    assert_eq!(
+        out,
+        "recipients.lock: entry for `tls`, which has no rule; `bento secret rekey` drops it\n"
+    );
+    // The advice is true: nothing to re-encrypt, and the entry goes (no identity needed).
+    let out = fleet.bento(&["secret", "rekey"]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secrets/recipients.lock: dropped the entry for `tls`, which has no rule")
+            && !stderr.contains("nothing to rekey"),
+        "{stderr}"
+    );
+    assert!(verify(&fleet).0, "{}", verify(&fleet).1);
+    let lock = std::fs::read_to_string(fleet.path("secrets/recipients.lock")).unwrap();
+    assert!(!lock.contains("tls") && lock.contains("db-password"), "{lock}");
+}
