@@ -67,8 +67,11 @@ fn load_identities(args: &IdentityArgs) -> bento_secrets::Result<Identities> {
 }
 
 fn show(fleet: &Fleet, name: &str, identities: &IdentityArgs) -> anyhow::Result<ExitCode> {
+    let rule = fleet.rule(name)?;
     let sealed = store::open(fleet, name)?;
-    let plaintext = sealed.decrypt(&load_identities(identities)?)?;
+    let plaintext = sealed
+        .decrypt(&load_identities(identities)?)
+        .map_err(|e| verify::explain_undecryptable(fleet, rule, e))?;
     let mut out = std::io::stdout().lock();
     out.write_all(&plaintext)
         .and_then(|()| out.flush())
@@ -108,6 +111,16 @@ fn edit(
     match outcome {
         EditOutcome::Unchanged => output::note(&format!("{shown}: unchanged")),
         EditOutcome::NothingToCreate => output::note(&format!("{shown}: empty content, nothing created")),
+        EditOutcome::Overwritten(n) => {
+            output::note(&format!(
+                "{shown}: none of your identities decrypts it, so its old content was replaced unread"
+            ));
+            output::ok(&format!(
+                "{shown}: encrypted to {n} key{} ({})",
+                if n == 1 { "" } else { "s" },
+                store::who(rule)
+            ))
+        }
         EditOutcome::Written(n) => output::ok(&format!(
             "{shown}: encrypted to {n} key{} ({})",
             if n == 1 { "" } else { "s" },

@@ -32,6 +32,9 @@ pub enum Outcome {
     Unchanged,
     /// The secret was (re-)encrypted to this many keys.
     Written(usize),
+    /// The old content could not be decrypted with the identities at hand (stdin mode), so
+    /// it was replaced unread, encrypted to this many keys.
+    Overwritten(usize),
     /// The secret did not exist and the new content is empty: nothing was created.
     NothingToCreate,
 }
@@ -64,7 +67,10 @@ pub fn edit_with_editor(
     scratch::remove_stale(&base);
     let before = store::read_ciphertext(fleet, rule)?;
     let old = match &before {
-        Some(ciphertext) => Some(crypt::decrypt(ciphertext, &ids()?, &shown, &store::who(rule))?),
+        Some(ciphertext) => Some(
+            crypt::decrypt(ciphertext, &ids()?, &shown, &store::who(rule))
+                .map_err(|e| crate::verify::explain_undecryptable(fleet, rule, e))?,
+        ),
         None => None,
     };
     let scratch = Scratch::new(&base, name).map_err(|e| Error::io(base.display().to_string(), e))?;
@@ -113,23 +119,27 @@ pub fn replace_with(
             file: fleet.secret_shown(rule),
         });
     }
-    let old = match store::read_ciphertext(fleet, rule)? {
-        None => None,
+    let (old, unread) = match store::read_ciphertext(fleet, rule)? {
+        None => (None, false),
         Some(_) => match ids().and_then(|ids| store::open(fleet, &rule.name)?.decrypt(&ids)) {
-            Ok(old) => Some(old),
-            // Cannot read the old content: it is being replaced anyway.
-            Err(Error::NoIdentity | Error::NoMatchingIdentity { .. }) => None,
+            Ok(old) => (Some(old), false),
+            // Cannot read the old content: it is being replaced anyway, and the caller says so.
+            Err(Error::NoIdentity | Error::NoMatchingIdentity { .. }) => (None, true),
             Err(e) => return Err(e),
         },
     };
-    finish(
+    let outcome = finish(
         fleet,
         held,
         rule,
         old.as_ref().map(|o| o.as_slice()),
         content,
         allow_empty,
-    )
+    )?;
+    Ok(match outcome {
+        Outcome::Written(n) if unread => Outcome::Overwritten(n),
+        other => other,
+    })
 }
 
 /// Writes `new` unless it is `old`. Empty content creates no new secret unless

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::format;
 use crate::keys::KeyKind;
@@ -183,6 +183,50 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
     report.findings.extend(check_templates(fleet));
     report.lock = lock;
     Ok(report)
+}
+
+/// The rule's recipients that `rule`'s file is not encrypted to yet (a stale secret, before
+/// a rekey), by name, as its header and the lock show them; empty when that cannot be told.
+pub fn not_yet_encrypted_to(fleet: &Fleet, rule: &SecretRule) -> Vec<String> {
+    let Ok(facts) = read_file(fleet, rule) else {
+        return Vec::new();
+    };
+    let lock = Lock::load(fleet.secrets_dir(), &fleet.shown_in_secrets(LOCK_FILE)).unwrap_or_default();
+    check_secret(fleet, rule, &facts, &lock)
+        .into_iter()
+        .filter(|f| f.kind == Kind::MissingRecipient)
+        .filter_map(|f| f.recipient)
+        .collect()
+}
+
+/// A failure to decrypt `rule`'s file, told truthfully for a stale secret: the recipients
+/// the rule names but the file is not encrypted to yet are not offered as the ones who can
+/// decrypt it, and the fix is said (someone who can decrypt runs a rekey).
+pub fn explain_undecryptable(fleet: &Fleet, rule: &SecretRule, error: Error) -> Error {
+    let Error::NoMatchingIdentity { file, tried, .. } = &error else {
+        return error;
+    };
+    let missing = not_yet_encrypted_to(fleet, rule);
+    if missing.is_empty() {
+        return error;
+    }
+    let can: Vec<&str> = rule
+        .recipients
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| !missing.iter().any(|m| m == n))
+        .collect();
+    Error::NoMatchingIdentity {
+        file: file.clone(),
+        tried: tried.clone(),
+        hint: format!(
+            "it is meant for {}; pass -i with one of their private keys (not re-encrypted to {} yet: \
+             an admin who can decrypt runs `{} rekey`)",
+            can.join(", "),
+            missing.join(", "),
+            fleet.command()
+        ),
+    }
 }
 
 /// Every template's placeholders name a secret, and each of its hosts can decrypt them.

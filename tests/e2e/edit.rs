@@ -632,3 +632,49 @@ fn an_unset_runtime_dir_is_named_as_such() {
         "x"
     );
 }
+
+/// A secret not yet re-encrypted to a newly added admin: the editor's (and show's) error
+/// does not offer that admin as able to decrypt, and says how it gets fixed; from stdin
+/// the secret can still be replaced, and bento says it was replaced unread.
+#[test]
+fn a_secret_not_yet_rekeyed_to_you_is_said_so() {
+    let (fleet, keys) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "web-only"], b"first"));
+    // bob joins web-only's rule; nobody has rekeyed it yet.
+    fleet.rules(&EXAMPLE_RULES.replace(
+        "[secrets.web-only]\nrecipients = [\"@web\"]",
+        "[secrets.web-only]\nrecipients = [\"@web\", \"bob\"]",
+    ));
+    let xdg = runtime_dir();
+    let ed = editor(&fleet, "w", r#"printf 'x' > "$1""#);
+    let out = edit_tty(&fleet, "web-only", &ed, xdg.path(), &keys.bob, &[]);
+    assert!(!out.status.success());
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains(
+            "it is meant for alice, web1; pass -i with one of their private keys \
+             (not re-encrypted to bob yet: an admin who can decrypt runs `bento secret rekey`)"
+        ),
+        "{screen}"
+    );
+    let err = fails(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.bob)]));
+    assert!(err.contains("(not re-encrypted to bob yet"), "{err}");
+    // From stdin it is replaced, and bento says it could not read what it replaced.
+    let out = fleet.bento_stdin(&["secret", "edit", "web-only", "-i", s(&keys.bob)], b"second");
+    let stderr = ok_stderr(&out);
+    assert!(
+        stderr.contains(
+            "secrets/web-only.age: none of your identities decrypts it, so its old content was replaced unread"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        ok(&fleet.bento(&["secret", "show", "web-only", "-i", s(&keys.bob)])),
+        "second"
+    );
+}
+
+fn ok_stderr(out: &std::process::Output) -> String {
+    ok(out);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
