@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "bento", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The fleet repository [default: $BENTO_FLEET, else the current directory]
+    /// The fleet repository [default: $BENTO_FLEET, else the nearest directory from here
+    /// upwards holding bento.toml or secrets/secrets.toml, as git finds its repository]
     #[arg(long, global = true, value_name = "DIR", env = "BENTO_FLEET", hide_env = true)]
     pub fleet: Option<PathBuf>,
 

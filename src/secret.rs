@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bento_secrets::edit::{self, Outcome as EditOutcome, TempPolicy};
 use bento_secrets::generate::Outcome;
-use bento_secrets::identity::identity_paths;
+use bento_secrets::identity::identity_files;
 use bento_secrets::listing::{self, Idle};
 use bento_secrets::rekey;
 use bento_secrets::verify::{self, Report};
@@ -63,7 +63,7 @@ pub(crate) fn lock(root: &Path) -> anyhow::Result<FleetLock> {
 }
 
 fn load_identities(args: &IdentityArgs) -> bento_secrets::Result<Identities> {
-    Identities::load(&identity_paths(&args.identity))
+    Identities::load_files(&identity_files(&args.identity))
 }
 
 fn show(fleet: &Fleet, name: &str, identities: &IdentityArgs) -> anyhow::Result<ExitCode> {

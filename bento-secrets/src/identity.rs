@@ -23,13 +23,24 @@ pub const IDENTITY_ENV: &str = "BENTO_IDENTITY";
 const PASSPHRASE_TRIES: usize = 3;
 
 /// The identity files to use: `-i` flags, else `$BENTO_IDENTITY`, else the user's
-/// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa` that exist.
-pub fn identity_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
+/// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa` that exist; each with the name messages give
+/// it: a path taken from `$BENTO_IDENTITY` says so, so that a mistake there is found where
+/// it was made.
+pub fn identity_files(explicit: &[PathBuf]) -> Vec<(PathBuf, String)> {
+    let plain = |p: PathBuf| {
+        let shown = p.display().to_string();
+        (p, shown)
+    };
     if !explicit.is_empty() {
-        return explicit.to_vec();
+        return explicit.iter().cloned().map(plain).collect();
     }
     if let Some(env) = std::env::var_os(IDENTITY_ENV).filter(|v| !v.is_empty()) {
-        return std::env::split_paths(&env).collect();
+        return std::env::split_paths(&env)
+            .map(|p| {
+                let shown = format!("{} (from ${IDENTITY_ENV})", p.display());
+                (p, shown)
+            })
+            .collect();
     }
     let Some(home) = std::env::var_os("HOME") else {
         return Vec::new();
@@ -39,6 +50,7 @@ pub fn identity_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
         .iter()
         .map(|f| ssh.join(f))
         .filter(|p| p.exists())
+        .map(plain)
         .collect()
 }
 
@@ -64,7 +76,21 @@ impl Identities {
 
     /// Loads the identities from `paths`, asking passphrases through `prompt`.
     pub fn load_with(paths: &[PathBuf], prompt: Arc<dyn Prompt>) -> Result<Identities> {
-        if paths.is_empty() {
+        let named: Vec<(PathBuf, String)> = paths
+            .iter()
+            .map(|p| (p.clone(), p.display().to_string()))
+            .collect();
+        Self::load_named(&named, prompt)
+    }
+
+    /// Loads the identities from `files` (each path with its name in messages, as
+    /// [`identity_files`] gives them), asking passphrases on the terminal when needed.
+    pub fn load_files(files: &[(PathBuf, String)]) -> Result<Identities> {
+        Self::load_named(files, Arc::new(Terminal))
+    }
+
+    fn load_named(files: &[(PathBuf, String)], prompt: Arc<dyn Prompt>) -> Result<Identities> {
+        if files.is_empty() {
             return Err(Error::NoIdentity);
         }
         let mut ids = Identities {
@@ -72,8 +98,8 @@ impl Identities {
             shown: Vec::new(),
             locked_out: Arc::default(),
         };
-        for path in paths {
-            let shown = path.display().to_string();
+        for (path, shown) in files {
+            let shown = shown.clone();
             let text = read_identity_text(path, &shown)?;
             ids.list
                 .extend(parse_identity_file(&text, &shown, &prompt, &ids.locked_out)?);
@@ -142,6 +168,13 @@ fn parse_identity_file(
             age::ssh::Identity::Unsupported(why) => Err(Error::input(shown, None, unsupported(&why))),
         };
     }
+    if looks_like_a_public_key(text) {
+        return Err(Error::input(
+            shown,
+            None,
+            "that is a public key; pass the private key instead (the same file without .pub)",
+        ));
+    }
     let file = age::IdentityFile::from_buffer(text.as_bytes())
         .map_err(|e| {
             Error::input(
@@ -168,6 +201,21 @@ fn parse_identity_file(
         ));
     }
     Ok(ids)
+}
+
+/// Whether `text` is a public key line (an ssh `.pub` file or an `age1…` recipient), given
+/// where a private key was expected.
+fn looks_like_a_public_key(text: &str) -> bool {
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    first.is_some_and(|l| {
+        l.starts_with("ssh-")
+            || l.starts_with("ecdsa-sha2-")
+            || l.starts_with("sk-")
+            || (l.starts_with("age1") && !l.contains(char::is_whitespace))
+    })
 }
 
 fn unsupported(why: &UnsupportedKey) -> String {

@@ -36,6 +36,24 @@ fn threshold(len: usize) -> usize {
     (len / 3).clamp(1, 3)
 }
 
+/// `name` as it sounds more than as it is spelled: lower case, `ph` as `f`, doubled letters
+/// once (`alfa` and `alpha`, `gatway` and `gateway`'s typos meet here).
+fn spoken(name: &str) -> String {
+    let lower = name.to_lowercase().replace("ph", "f");
+    let mut out = String::with_capacity(lower.len());
+    for c in lower.chars() {
+        if !out.ends_with(c) || !c.is_alphabetic() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How far apart two names are as a typo: as written, or as they sound.
+fn typo_distance(a: &str, b: &str) -> usize {
+    distance(a, b).min(distance(&spoken(a), &spoken(b)))
+}
+
 /// The candidate closest to `name`, when it is close enough to be what was meant (ties go
 /// to the first candidate). `name` itself is never suggested.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -43,7 +61,7 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     candidates
         .into_iter()
         .filter(|c| *c != name)
-        .map(|c| (distance(name, c), c))
+        .map(|c| (typo_distance(name, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -77,6 +95,11 @@ mod tests {
         assert_eq!(closest("db-pasword", names), Some("db-password"));
         assert_eq!(closest("tsl", names), Some("tls"));
         assert_eq!(closest("nginx", names), None);
+        // Spelled as it sounds: f for ph, a letter doubled or not.
+        assert_eq!(closest("alfa", ["alpha", "bravo"]), Some("alpha"));
+        assert_eq!(closest("bravvo", ["alpha", "bravo"]), Some("bravo"));
+        assert_eq!(closest("web11", ["web1", "db1"]), Some("web1"));
+        assert_eq!(closest("alfa", ["gamma", "delta"]), None);
         assert_eq!(closest("web1", ["web2", "web1"]), Some("web2"));
         assert_eq!(hint("x", ["y"]), " (did you mean y?)");
         assert_eq!(hint("abc", ["xyz"]), "");

@@ -258,3 +258,30 @@ fn an_unquoted_mode_says_it_is_a_quoted_octal_string() {
         );
     }
 }
+
+#[test]
+fn identity_mistakes_name_where_they_were_made() {
+    let (fleet, keys) = example();
+    ok(&fleet.bento_stdin(&["secret", "edit", "web-only"], b"v"));
+    // A public key where the private one belongs.
+    let public = crate::harness::pub_of(&keys.web1);
+    let err = fails(&fleet.bento(&["secret", "show", "web-only", "-i", s(&public)]));
+    assert_eq!(
+        err,
+        format!(
+            "error: {}: that is a public key; pass the private key instead (the same file without .pub)",
+            public.display()
+        )
+    );
+    // A wrong path in BENTO_IDENTITY names the variable.
+    let out = fleet
+        .cmd(&["secret", "show", "web-only"])
+        .env("BENTO_IDENTITY", "/nonexistent/key")
+        .output()
+        .unwrap();
+    let err = fails(&out);
+    assert!(
+        err.starts_with("error: /nonexistent/key (from $BENTO_IDENTITY):"),
+        "{err}"
+    );
+}
