@@ -142,8 +142,15 @@ fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
         if report.ok() && report.secrets == 0 {
             output::note(&no_secrets("nothing to verify"));
         } else if report.ok() {
+            let templates = match report.templates {
+                0 => String::new(),
+                n => format!(
+                    "; {n} template{} checked: each names known secrets its hosts can decrypt",
+                    if n == 1 { "" } else { "s" }
+                ),
+            };
             output::ok(&format!(
-                "{} secret{} verified: each is encrypted to exactly its rule's recipients",
+                "{} secret{} verified: each is encrypted to exactly its rule's recipients{templates}",
                 report.secrets,
                 if report.secrets == 1 { "" } else { "s" }
             ));

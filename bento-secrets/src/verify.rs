@@ -87,6 +87,8 @@ pub struct Finding {
 pub struct Report {
     /// How many secrets the rules name.
     pub secrets: usize,
+    /// How many templates the rules name (each checked: its placeholders, its hosts).
+    pub templates: usize,
     /// Everything that does not hold, in secret order.
     pub findings: Vec<Finding>,
     /// The lock as it was read, for a rekey to update. In JSON, `locked`: whether the
@@ -140,6 +142,7 @@ pub fn verify(fleet: &Fleet) -> Result<Report> {
     let (lock, files) = (lock?, files?);
     let mut report = Report {
         secrets: fleet.rules.secrets.len(),
+        templates: fleet.rules.templates.len(),
         findings: Vec::new(),
         lock: Lock::default(),
     };

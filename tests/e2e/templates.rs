@@ -329,6 +329,20 @@ fn verify_and_deploy_refuse_a_template_a_host_cannot_render() {
         "{e}"
     );
     assert!(!server.join("web1/current").exists());
+
+    // Fixed: verify says it checked the templates too.
+    fleet.rules(&base);
+    std::fs::write(fleet.path("templates/api.conf"), "token = {{ secrets.api }}\n").unwrap();
+    let out = fleet.bento(&["secret", "verify"]);
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(
+            "3 secrets verified: each is encrypted to exactly its rule's recipients; 2 templates \
+             checked: each names known secrets its hosts can decrypt"
+        ),
+        "{said}"
+    );
 }
 
 #[test]
