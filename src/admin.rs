@@ -25,9 +25,15 @@ pub fn run(root: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 ));
             }
             output::note(&format!(
-                "{name} added to admins in {}; next: `bento secret rekey` (by an admin who can decrypt) so every secret is encrypted to them",
+                "{name} added to admins in {}",
                 bento_secrets::fleet::RULES_FILE
             ));
+            if let Some(next) = crate::secret::rekey_hint(
+                root,
+                &format!(", by an admin who can decrypt, so every secret is encrypted to {name}"),
+            ) {
+                output::note(&next);
+            }
         }
         AdminCommand::List { json } => list(root, json)?,
         AdminCommand::Remove { name } => {
@@ -38,10 +44,14 @@ pub fn run(root: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 "removed {name} from admins and {}",
                 adminkeys::key_file(&name)
             ));
-            output::note(&format!(
-                "next: `bento secret rekey`: until then `bento secret verify` calls {name}'s secrets stale and \
-                 {name} can still decrypt them (rotate a secret's value if that matters)"
-            ));
+            if let Some(next) = crate::secret::rekey_hint(
+                root,
+                &format!(
+                    ": until then {name} can still decrypt them (rotate a secret's value if that matters)"
+                ),
+            ) {
+                output::note(&next);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

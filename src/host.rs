@@ -37,9 +37,10 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 key.kind_name(),
                 key.fingerprint()
             ));
-            output::note(
-                "next: add it to groups in secrets/secrets.toml, `bento secret rekey`, then `bento deploy`",
-            );
+            output::note(&format!(
+                "next: name it in groups or recipients in {}, then `bento secret rekey` and `bento deploy`",
+                bento_secrets::fleet::RULES_FILE
+            ));
         }
         HostCommand::List { json } => {
             let fleet = Fleet::load(root)?;
@@ -84,7 +85,11 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             let fleet = Fleet::load(root)?;
             hostkeys::remove(&fleet, &name)?;
             output::ok(&format!("removed {}", hostkeys::key_file(&name)));
-            output::note("next: `bento secret rekey` so its secrets are re-encrypted without it");
+            if let Some(next) =
+                crate::secret::rekey_hint(root, ", so its secrets are re-encrypted without it")
+            {
+                output::note(&next);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -51,6 +51,20 @@ pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitC
     }
 }
 
+/// The `next:` step after a change to the fleet's keys: a rekey when that made secrets
+/// stale (naming how many), else nothing to suggest.
+pub(crate) fn rekey_hint(root: &Path, why: &str) -> Option<String> {
+    let fleet = Fleet::load(root).ok()?;
+    let stale = verify::verify(&fleet).ok()?.stale().len();
+    (stale > 0).then(|| {
+        format!(
+            "next: `{} rekey` ({stale} stale secret{}){why}",
+            fleet.command(),
+            if stale == 1 { "" } else { "s" }
+        )
+    })
+}
+
 /// Takes the fleet lock, which every command that writes secrets or the lock holds; says
 /// so when it has to wait for another one.
 pub(crate) fn lock(root: &Path) -> anyhow::Result<FleetLock> {

@@ -39,7 +39,10 @@ fn add_list_remove_edit_only_the_admins_list() {
     let out = fleet.bento(&["admin", "add", "carol", "--key", s(&pub_of(&carol))]);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bento secret rekey"), "{stderr}");
+    assert!(
+        stderr.contains("next: `bento secret rekey` (1 stale secret), by an admin who can decrypt"),
+        "{stderr}"
+    );
     let stored = std::fs::read_to_string(fleet.path("keys/admins/carol.pub")).unwrap();
     assert_eq!(
         stored.split_whitespace().take(2).collect::<Vec<_>>(),
@@ -102,7 +105,7 @@ fn add_list_remove_edit_only_the_admins_list() {
 
     let out = fleet.bento(&["admin", "remove", "carol"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bento secret rekey"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("next: `bento secret rekey` (1 stale secret)"));
     assert!(!fleet.path("keys/admins/carol.pub").exists());
     assert_eq!(
         std::fs::read_to_string(fleet.path("secrets/secrets.toml")).unwrap(),
@@ -170,4 +173,25 @@ fn a_key_or_name_registered_elsewhere_is_refused_changing_nothing() {
     // And the fleet still works.
     ok(&fleet.bento(&["host", "list"]));
     ok(&fleet.bento(&["admin", "list"]));
+}
+
+/// `next:` hints suggest a rekey only when there is something to rekey.
+#[test]
+fn no_rekey_is_suggested_when_nothing_is_stale() {
+    let (fleet, _) = example();
+    fleet.rules("admins = []\n");
+    let dave = fleet.ssh_key("dave", "ed25519", "");
+    let out = fleet.bento(&["admin", "add", "dave", "--key", s(&pub_of(&dave))]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dave added to admins") && !stderr.contains("rekey"),
+        "{stderr}"
+    );
+    let out = fleet.bento(&["admin", "remove", "dave"]);
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("rekey"));
+    let out = fleet.bento(&["host", "remove", "web1"]);
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("rekey"));
 }
