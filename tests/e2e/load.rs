@@ -174,7 +174,7 @@ fn one_agent(
     key: &std::path::Path,
     server: &str,
     known_hosts: &std::path::Path,
-    run_timeout: u64,
+    (connect_timeout, run_timeout): (u64, u64),
 ) -> PathBuf {
     let base = tempfile::tempdir_in(&fleet.home).unwrap().keep();
     let config = base.join("agent.toml");
@@ -182,8 +182,8 @@ fn one_agent(
         &config,
         format!(
             "host = \"web1\"\nserver = \"{server}\"\nidentity = \"{key}\"\nknown_hosts = \"{kh}\"\n\
-             trusted_keys = [\"{admin}\"]\nstate_dir = \"{b}/state\"\nconnect_timeout = 2\n\
-             run_timeout = {run_timeout}\n",
+             trusted_keys = [\"{admin}\"]\nstate_dir = \"{b}/state\"\n\
+             connect_timeout = {connect_timeout}\nrun_timeout = {run_timeout}\n",
             key = s(key),
             kh = known_hosts.display(),
             admin = pub_line(key),
@@ -206,7 +206,13 @@ fn a_refused_connection_is_retried_until_the_deadline_then_interrupted() {
         .port();
     let kh = fleet.home.join("known_hosts");
     std::fs::write(&kh, "").unwrap();
-    let config = one_agent(&fleet, &key, &format!("sftp://web1@127.0.0.1:{port}"), &kh, 4);
+    let config = one_agent(
+        &fleet,
+        &key,
+        &format!("sftp://web1@127.0.0.1:{port}"),
+        &kh,
+        (2, 4),
+    );
     let started = Instant::now();
     let out = fleet.bento(&["agent", "--once", "--config", s(&config)]);
     let took = started.elapsed();
@@ -235,14 +241,16 @@ fn a_refused_login_or_host_key_fails_at_once() {
     let sshd = Sshd::start(&[("bento-web1", "web1", &pub_line(&key))]);
     // The wrong key for this user: permission denied.
     let server = format!("sftp://bento-web1@127.0.0.1:{}", sshd.port);
-    let wrong_login = one_agent(&fleet, &other, &server, &sshd.known_hosts, 60);
+    // A generous handshake time (20 s): on a loaded machine, a refusal that is slow to come
+    // must still be a refusal, not a handshake that timed out (which is retried).
+    let wrong_login = one_agent(&fleet, &other, &server, &sshd.known_hosts, (20, 60));
     // The right key, but another server key pinned: host key verification fails.
     let kh = fleet.home.join("wrong_known_hosts");
     std::fs::write(&kh, format!("[127.0.0.1]:{} {}\n", sshd.port, pub_line(&other))).unwrap();
     for (config, expected) in [
         (wrong_login, "Permission denied"),
         (
-            one_agent(&fleet, &key, &server, &kh, 60),
+            one_agent(&fleet, &key, &server, &kh, (20, 60)),
             "Host key verification failed",
         ),
     ] {
