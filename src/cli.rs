@@ -429,3 +429,28 @@ pub struct IdentityArgs {
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
 }
+
+impl Cli {
+    /// The command line as parsed, with the admin's global options (`--fleet`,
+    /// `--verbose`) left out of the host commands' help: `agent`, `activate` and `trigger`
+    /// run on a host, where no fleet repository is.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        for host_side in ["agent", "activate", "trigger"] {
+            // A hidden option of the same name in the subcommand takes the global one's place.
+            command = command.mut_subcommand(host_side, |sub| {
+                sub.arg(clap::Arg::new("fleet").long("fleet").value_name("DIR").hide(true))
+                    .arg(
+                        clap::Arg::new("verbose")
+                            .short('v')
+                            .long("verbose")
+                            .action(clap::ArgAction::SetTrue)
+                            .hide(true),
+                    )
+            });
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}

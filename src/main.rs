@@ -17,8 +17,6 @@ mod trigger;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -37,7 +35,7 @@ fn main() -> ExitCode {
             "internal error{at}: {msg} (this is a bug in bento; please report it)"
         ));
     }));
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match run(cli) {
         Ok(code) => code,
         // Whoever reads stdout stopped reading (`bento manpage | head -1`): what they

@@ -55,3 +55,18 @@ fn a_closed_stdout_ends_every_command_quietly() {
         );
     }
 }
+
+/// The host commands' help shows only what a host uses: no fleet repository options.
+#[test]
+fn host_commands_help_leaves_out_the_admins_options() {
+    let fleet = crate::harness::Fleet::new();
+    for host_side in ["agent", "activate", "trigger"] {
+        let help = crate::harness::ok(&fleet.bento(&[host_side, "--help"]));
+        assert!(
+            !help.contains("--fleet") && !help.contains("--verbose"),
+            "{host_side}: {help}"
+        );
+    }
+    let help = crate::harness::ok(&fleet.bento(&["deploy", "--help"]));
+    assert!(help.contains("--fleet") && help.contains("--verbose"), "{help}");
+}
