@@ -52,20 +52,34 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print(r: &Report) -> std::io::Result<()> {
+    let family = if r.for_users {
+        "secrets for users"
+    } else {
+        "secrets"
+    };
     let what = if r.dry_run {
-        "dry run, nothing changed".to_owned()
+        format!("{family}: dry run, nothing changed")
     } else {
         // The secrets' own counter (secrets.d/<N>), not the bundle's generation.
-        format!("secrets generation {} active", r.generation.unwrap_or_default())
+        format!("{family} generation {} active", r.generation.unwrap_or_default())
+    };
+    let attributes = match r.attributes_changed.len() {
+        0 => String::new(),
+        n => format!(", {n} with new owner, group, mode or path"),
     };
     let summary = format!(
-        "{what}: {} added, {} changed, {} removed, {} unchanged",
+        "{what}: {} added, {} changed{attributes}, {} removed, {} unchanged",
         r.added.len(),
         r.changed.len(),
         r.removed.len(),
         r.unchanged.len()
     );
-    for (mark, list) in [("+", &r.added), ("~", &r.changed), ("-", &r.removed)] {
+    for (mark, list) in [
+        ("+", &r.added),
+        ("~", &r.changed),
+        ("*", &r.attributes_changed),
+        ("-", &r.removed),
+    ] {
         for name in list {
             outln!("{mark} {name}")?;
         }

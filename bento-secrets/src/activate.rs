@@ -90,6 +90,12 @@ pub struct Report {
     pub removed: Vec<String>,
     /// Secrets unchanged.
     pub unchanged: Vec<String>,
+    /// Secrets whose content is unchanged but whose owner, group, mode or `path` changed:
+    /// applied, without restarting or reloading their units (those follow the content).
+    pub attributes_changed: Vec<String>,
+    /// Whether this was the users phase (`needed_for_users` secrets only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub for_users: bool,
     /// Secrets that failed.
     pub failed: Vec<Failure>,
     /// Units of added or changed secrets: restarted, queued, left or (dry run) that
@@ -133,6 +139,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
     };
     let mut report = Report {
         dry_run: opts.dry_run,
+        for_users: opts.phase == Phase::Users,
         ..Report::default()
     };
     let (specs, templates) = read_specs(&opts.bundle, opts.phase, &mut report)?;
@@ -231,6 +238,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
             Ok(same) if written.is_ok() => {
                 let list = match same {
                     None => &mut report.added,
+                    Some(true) if attributes_differ(spec, &old_specs) => &mut report.attributes_changed,
                     Some(true) => &mut report.unchanged,
                     Some(false) => &mut report.changed,
                 };
@@ -472,12 +480,18 @@ fn dry_run(
             .as_ref()
             .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
         match prepared {
-            Ok((plain, _)) => classify(
-                report,
-                &spec.name,
-                old.as_ref().map(|(before, _)| &before[..]),
-                &plain,
-            ),
+            Ok((plain, _)) => {
+                classify(
+                    report,
+                    &spec.name,
+                    old.as_ref().map(|(before, _)| &before[..]),
+                    &plain,
+                );
+                if report.unchanged.last() == Some(&spec.name) && attributes_differ(spec, &old_specs) {
+                    report.unchanged.pop();
+                    report.attributes_changed.push(spec.name.clone());
+                }
+            }
             Err(error) => report.failed.push(Failure {
                 name: spec.name.clone(),
                 error,
@@ -512,6 +526,14 @@ fn dry_run(
             report.units_handled = Some(Handled::WouldRestart);
         }
     }
+}
+
+/// Whether `spec` lands differently than in the previous generation (`old`): owner, group,
+/// mode or `path`. A secret that was not there before does not count (it is added).
+fn attributes_differ(spec: &SecretSpec, old: &[SecretSpec]) -> bool {
+    old.iter().find(|o| o.name == spec.name).is_some_and(|o| {
+        (&o.owner, &o.group, &o.mode, &o.path) != (&spec.owner, &spec.group, &spec.mode, &spec.path)
+    })
 }
 
 /// Files `name` under added, unchanged or changed, by its content `before` and `now`.

@@ -137,3 +137,28 @@ fn a_dry_run_changes_nothing() {
     assert_eq!(read(root.path(), "a"), "1");
     assert!(!root.path().join("secrets/b").exists());
 }
+
+#[test]
+fn a_new_mode_alone_is_reported_as_such_and_restarts_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::new();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    host.activate(host.bundle(1, &[("a", "1")], None), root);
+    // The same content, another mode, and a unit that a content change would restart.
+    let bundle = host.bundle(2, &[("a", "1")], None);
+    let manifest = bundle.join(MANIFEST_FILE);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["secrets"][0]["mode"] = "0440".into();
+    m["secrets"][0]["restart_units"] = serde_json::json!(["a.service"]);
+    std::fs::write(&manifest, m.to_string()).unwrap();
+    let r = host.activate(bundle, root);
+    assert_eq!(r.attributes_changed, ["a"]);
+    assert!(r.changed.is_empty() && r.unchanged.is_empty() && r.added.is_empty());
+    assert!(r.restart_units.is_empty(), "{:?}", r.restart_units);
+    let mode = std::fs::metadata(root.join("secrets/a"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o440);
+}

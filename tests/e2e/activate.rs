@@ -270,6 +270,15 @@ ls {root}/secrets/"#,
     assert!(t.contains("/run/secrets-for-users/hash root root 400"), "{t}");
     assert!(t.contains("/run/secrets-for-users/later root root 400"), "{t}");
     assert!(t.contains("no secrets link yet"), "{t}");
+    // Each phase's summary says which it is.
+    assert!(
+        t.contains("secrets for users generation 1 active: 2 added, 0 changed, 0 removed, 0 unchanged"),
+        "{t}"
+    );
+    assert!(
+        t.contains("secrets generation 1 active: 1 added, 0 changed, 0 removed, 0 unchanged"),
+        "{t}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let listing: Vec<_> = stdout.lines().skip_while(|l| *l != "+ db").skip(1).collect();
     assert_eq!(listing, ["db"], "{t}");
