@@ -23,6 +23,7 @@ mod file_attrs;
 #[cfg(test)]
 mod fixture;
 pub mod fleet;
+pub mod fleet_files;
 pub mod fleet_lock;
 pub mod format;
 pub mod generate;

@@ -107,9 +107,11 @@ pub fn build(
     // Every build, `--dry` too, works in `.bento/build/`: `.bento/` comes with the
     // `.gitignore` that keeps it out of git.
     bento_secrets::fleet_lock::ensure_state_dir(root)?;
+    let published = bento_secrets::fleet_files::Tracked::of(root)
+        .map_err(|e| bento_secrets::Error::from(e.at(root.display().to_string())))?;
     let digests = hosts
         .iter()
-        .map(|h| read_config(root, h).map(|files| config_digest(&files)))
+        .map(|h| read_config(&published, h).map(|files| config_digest(&files)))
         .collect::<Result<Vec<_>, _>>()?;
     let abs_root = std::path::absolute(root).map_err(|e| Error::io(root.display().to_string(), e))?;
 

@@ -220,13 +220,11 @@ impl Build {
 impl Config {
     /// Reads `bento.toml` from the fleet root; a missing file means all defaults.
     pub fn load(root: &Path) -> Result<Config, Error> {
-        match std::fs::read_to_string(root.join(CONFIG_FILE)) {
+        let path = root.join(CONFIG_FILE);
+        match bento_secrets::fleet_files::read_text(&path, bento_secrets::fleet_files::Kind::Toml) {
             Ok(text) => Config::parse(&text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(Error::Io {
-                path: CONFIG_FILE.into(),
-                source: e,
-            }),
+            Err(e) if e.is_not_found() => Ok(Config::default()),
+            Err(e) => Err(e.at(CONFIG_FILE).into()),
         }
     }
 
