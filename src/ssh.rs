@@ -68,7 +68,7 @@ fn target(fleet: &Path, config: &Config, host: &str, server_root: Option<PathBuf
         status::host(&root, host, &Options::from_config(config)).ok()
     };
     let (address, reported_port) = match settings.address {
-        Some(address) => (address, None),
+        Some(address) => (address.to_string(), None),
         None => {
             let seen = reported();
             let first = seen.as_ref().and_then(|s| s.addresses.first().cloned());

@@ -39,7 +39,7 @@ pub struct TemplateRule {
     /// Mode of the rendered file.
     pub mode: u32,
     /// Optional stable path that gets a symlink to the rendered file.
-    pub path: Option<String>,
+    pub path: Option<crate::names::AbsPath>,
     /// Units restarted when the rendered content changes.
     pub restart_units: Vec<String>,
     /// Units reloaded when the rendered content changes.
