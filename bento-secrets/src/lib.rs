@@ -37,6 +37,7 @@ pub mod lock;
 pub mod manifest;
 pub mod names;
 pub mod plaintext;
+pub mod plugin_path;
 pub mod prompt;
 pub mod ramfs;
 pub mod rekey;
