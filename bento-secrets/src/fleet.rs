@@ -155,6 +155,10 @@ impl Fleet {
                 }
             }
         }
+        for template in rules.templates.values() {
+            let found = template.mode_warnings(&rules.secrets, &shown);
+            rules.warnings.extend(found);
+        }
         let secrets_dir = rules_path
             .parent()
             .map_or_else(|| root.join(SECRETS_DIR), Path::to_path_buf);

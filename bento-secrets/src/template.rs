@@ -276,6 +276,33 @@ impl TemplateRule {
         Ok(())
     }
 
+    /// Warnings about the rendered file's mode, each naming the template (`rules_shown`:
+    /// the rules file): readable by every user of the host, or wider than the mode of a
+    /// secret it holds (bits for the group or others that the secret does not grant).
+    pub fn mode_warnings(&self, secrets: &BTreeMap<String, crate::rules::SecretRule>, rules_shown: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.mode & crate::rules::WORLD_READABLE != 0 {
+            out.push(format!(
+                "{rules_shown}: templates.{}.mode \"{:04o}\" lets every user of the host read the rendered \
+                 template and the secrets in it; use e.g. \"0440\" with a `group`",
+                self.name, self.mode
+            ));
+        }
+        let wider = self
+            .secrets
+            .iter()
+            .filter_map(|name| secrets.get(name))
+            .find(|secret| self.mode & !secret.mode & 0o077 != 0);
+        if let Some(secret) = wider {
+            out.push(format!(
+                "{rules_shown}: templates.{}.mode \"{:04o}\" is wider than secrets.{}.mode \"{:04o}\", \
+                 a secret it renders: more users may read it in the template; narrow the template's mode",
+                self.name, self.mode, secret.name, secret.mode
+            ));
+        }
+        out
+    }
+
     /// Where the text is, as shown to the user.
     pub fn shown(&self, rules_shown: &str) -> String {
         self.file.clone().unwrap_or_else(|| rules_shown.to_owned())
