@@ -80,7 +80,9 @@ pub enum FleetFileError {
     #[error("it leads into `{0}`, which is never published; point it at a file of the fleet")]
     Hidden(String),
     /// A path that resolves to a file git does not track.
-    #[error("it leads to `{0}`, which git does not track; `git add` it, or point the link at a tracked file")]
+    #[error(
+        "it leads to `{0}`, which git does not track; `git add` it, or point the link at a tracked file"
+    )]
     Untracked(String),
     /// `git ls-files` could not say what the fleet tracks.
     #[error("cannot list the files git tracks: {0}")]
@@ -160,7 +162,9 @@ impl Tracked {
     /// git work tree (a `.git` in the root or a directory above it).
     pub fn of(root: &Path) -> Result<Tracked, FleetFileError> {
         let root = root.canonicalize()?;
-        let in_git = root.ancestors().any(|dir| dir.join(".git").symlink_metadata().is_ok());
+        let in_git = root
+            .ancestors()
+            .any(|dir| dir.join(".git").symlink_metadata().is_ok());
         let git = if in_git {
             let files = git_ls_files(&root)?;
             let mut dirs = BTreeSet::new();
@@ -214,7 +218,9 @@ impl Tracked {
                 } else {
                     files.contains(rel)
                 };
-                known.then_some(()).ok_or_else(|| FleetFileError::Untracked(shown(rel)))
+                known
+                    .then_some(())
+                    .ok_or_else(|| FleetFileError::Untracked(shown(rel)))
             }
             None => Ok(()),
         }
@@ -243,8 +249,8 @@ fn shown(path: &Path) -> String {
 }
 
 /// `git ls-files -z` in `root`: the tracked files below it, relative to it. Git runs
-/// without the caller's `GIT_*` variables or global and system configuration, with no
-/// fsmonitor hook, and its listing is bounded.
+/// without the caller's `GIT_*` variables (no other repository, index or work tree), with
+/// no fsmonitor hook, and its listing is bounded.
 fn git_ls_files(root: &Path) -> Result<BTreeSet<PathBuf>, FleetFileError> {
     let mut cmd = Command::new("git");
     for (name, _) in std::env::vars_os() {
@@ -253,8 +259,6 @@ fn git_ls_files(root: &Path) -> Result<BTreeSet<PathBuf>, FleetFileError> {
         }
     }
     let mut child = cmd
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_OPTIONAL_LOCKS", "0")
         .args(["-c", "core.fsmonitor=false", "ls-files", "-z", "--cached", "--"])
         .current_dir(root)
@@ -304,19 +308,31 @@ mod tests {
         std::fs::write(p("a.pub"), "key\n").unwrap();
         assert_eq!(read(&p("a.pub"), Kind::Key).unwrap(), b"key\n");
         std::os::unix::fs::symlink("/dev/zero", p("zero.pub")).unwrap();
-        assert!(matches!(read(&p("zero.pub"), Kind::Key), Err(FleetFileError::Link)));
+        assert!(matches!(
+            read(&p("zero.pub"), Kind::Key),
+            Err(FleetFileError::Link)
+        ));
         std::os::unix::fs::symlink("a.pub", p("inside.pub")).unwrap();
-        assert!(matches!(read(&p("inside.pub"), Kind::Key), Err(FleetFileError::Link)));
-        assert!(matches!(read(Path::new("/dev/zero"), Kind::Key), Err(FleetFileError::NotRegular)));
+        assert!(matches!(
+            read(&p("inside.pub"), Kind::Key),
+            Err(FleetFileError::Link)
+        ));
+        assert!(matches!(
+            read(Path::new("/dev/zero"), Kind::Key),
+            Err(FleetFileError::NotRegular)
+        ));
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &p("fifo"),
+            p("fifo"),
             rustix::fs::FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
         )
         .unwrap();
-        assert!(matches!(read(&p("fifo"), Kind::Toml), Err(FleetFileError::NotRegular)));
+        assert!(matches!(
+            read(&p("fifo"), Kind::Toml),
+            Err(FleetFileError::NotRegular)
+        ));
         std::fs::write(p("big.pub"), vec![b'a'; 16 * 1024 + 1]).unwrap();
         let e = read(&p("big.pub"), Kind::Key).unwrap_err();
         assert_eq!(e.to_string(), "larger than 16 KiB, the bound for a key file");

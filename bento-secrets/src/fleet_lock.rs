@@ -143,8 +143,12 @@ fn retry_on_intr(f: impl Fn() -> rustix::io::Result<()>) -> rustix::io::Result<(
 pub fn ensure_state_dir(root: &Path) -> Result<()> {
     use rustix::fs::{Mode, OFlags};
     let io = |e: rustix::io::Errno| Error::io(STATE_DIR, e.into());
-    let top = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::io(root.display().to_string(), e.into()))?;
+    let top = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(root.display().to_string(), e.into()))?;
     match rustix::fs::mkdirat(&top, STATE_DIR, Mode::from_raw_mode(0o755)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(io(e)),
@@ -209,7 +213,11 @@ mod tests {
         let e = ensure_state_dir(other.path()).unwrap_err().to_string();
         assert!(e.starts_with(".bento: is a symlink"), "{e}");
         assert!(FleetLock::acquire(other.path(), |_| {}).is_err());
-        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing written there");
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            0,
+            "nothing written there"
+        );
     }
 
     #[test]

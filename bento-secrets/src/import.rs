@@ -169,7 +169,8 @@ fn relative_inside(dir: &Path, path: &Path) -> Option<String> {
 
 /// An import starts from a fleet without secrets (fresh from `bento init`, or empty).
 fn refuse_existing_rules(root: &Path) -> Result<()> {
-    let Ok(text) = crate::fleet_files::read_text(&root.join(RULES_FILE), crate::fleet_files::Kind::Toml) else {
+    let Ok(text) = crate::fleet_files::read_text(&root.join(RULES_FILE), crate::fleet_files::Kind::Toml)
+    else {
         return Ok(());
     };
     let has_secrets = toml::from_str::<toml::Table>(&text)

@@ -16,10 +16,14 @@ use crate::keys::{KeyKind, RecipientKey};
 /// a relative entry or one inside `fleet_root`; `shown` names the file being encrypted.
 pub fn check(keys: &[&RecipientKey], fleet_root: &Path, path: Option<&OsStr>, shown: &str) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let fleet = fleet_root.canonicalize().map_err(|e| Error::io(fleet_root.display().to_string(), e))?;
+    let fleet = fleet_root
+        .canonicalize()
+        .map_err(|e| Error::io(fleet_root.display().to_string(), e))?;
     let mut seen = std::collections::BTreeSet::new();
     for key in keys {
-        let KeyKind::Plugin(name) = key.kind() else { continue };
+        let KeyKind::Plugin(name) = key.kind() else {
+            continue;
+        };
         let binary = format!("age-plugin-{name}");
         if !seen.insert(binary.clone()) {
             continue;
@@ -42,7 +46,9 @@ pub fn check(keys: &[&RecipientKey], fleet_root: &Path, path: Option<&OsStr>, sh
                 return Err(refuse("which is relative (a fleet's own program could run)"));
             }
             if dir.canonicalize().is_ok_and(|real| real.starts_with(&fleet)) {
-                return Err(refuse("which is inside the fleet (a contributor's program could run)"));
+                return Err(refuse(
+                    "which is inside the fleet (a contributor's program could run)",
+                ));
             }
             if dir.join(&binary).is_file() {
                 break;
@@ -66,9 +72,12 @@ mod tests {
         std::fs::create_dir(fleet.path().join("bin")).unwrap();
         std::fs::write(bin.path().join("age-plugin-yubikey"), "").unwrap();
         let key = RecipientKey::parse(YUBIKEY).unwrap();
-        let plain = RecipientKey::parse("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").unwrap();
+        let plain =
+            RecipientKey::parse("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").unwrap();
         let fleet_bin = fleet.path().join("bin");
-        let run = |path: String, keys: &[&RecipientKey]| check(keys, fleet.path(), Some(OsStr::new(&path)), "s.age");
+        let run = |path: String, keys: &[&RecipientKey]| {
+            check(keys, fleet.path(), Some(OsStr::new(&path)), "s.age")
+        };
         // Found before any bad entry, or no plugin at all: fine.
         assert!(run(format!("{}:.", bin.path().display()), &[&key]).is_ok());
         assert!(run(format!(".:{}", fleet_bin.display()), &[&plain]).is_ok());
@@ -79,7 +88,10 @@ mod tests {
             format!("{}:{}", fleet_bin.display(), bin.path().display()),
         ] {
             let e = run(path.clone(), &[&plain, &key]).unwrap_err().to_string();
-            assert!(e.starts_with("s.age: refusing to look for age-plugin-yubikey"), "{path}: {e}");
+            assert!(
+                e.starts_with("s.age: refusing to look for age-plugin-yubikey"),
+                "{path}: {e}"
+            );
             assert!(e.ends_with("remove it from PATH"), "{e}");
         }
     }

@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{NameError, SecretName, UnitName};
 use crate::names::AbsPath;
+use crate::names::{NameError, SecretName, UnitName};
 use crate::rules::{parse_mode, valid_account, SecretRule, SPECIAL_BITS};
 use crate::template::TemplateRule;
 

@@ -83,7 +83,12 @@ pub fn write(fleet: &Fleet, _held: &FleetLock, rule: &SecretRule, plaintext: &[u
 pub fn seal(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<(Vec<u8>, LockEntry)> {
     let members_keys = fleet.recipient_keys(rule);
     let keys: Vec<_> = members_keys.iter().map(|(_, k)| *k).collect();
-    crate::plugin_path::check(&keys, fleet.root(), std::env::var_os("PATH").as_deref(), &fleet.secret_shown(rule))?;
+    crate::plugin_path::check(
+        &keys,
+        fleet.root(),
+        std::env::var_os("PATH").as_deref(),
+        &fleet.secret_shown(rule),
+    )?;
     let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &fleet.secret_shown(rule))?;
     let entry = LockEntry::new(
         &ciphertext,

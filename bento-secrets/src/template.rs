@@ -279,7 +279,11 @@ impl TemplateRule {
     /// Warnings about the rendered file's mode, each naming the template (`rules_shown`:
     /// the rules file): readable by every user of the host, or wider than the mode of a
     /// secret it holds (bits for the group or others that the secret does not grant).
-    pub fn mode_warnings(&self, secrets: &BTreeMap<String, crate::rules::SecretRule>, rules_shown: &str) -> Vec<String> {
+    pub fn mode_warnings(
+        &self,
+        secrets: &BTreeMap<String, crate::rules::SecretRule>,
+        rules_shown: &str,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         if self.mode & crate::rules::WORLD_READABLE != 0 {
             out.push(format!(
@@ -326,7 +330,11 @@ mod tests {
             fleet.path().join("templates/key.env"),
         )
         .unwrap();
-        std::fs::write(fleet.path().join("templates/big.env"), vec![b'x'; 1024 * 1024 + 1]).unwrap();
+        std::fs::write(
+            fleet.path().join("templates/big.env"),
+            vec![b'x'; 1024 * 1024 + 1],
+        )
+        .unwrap();
         let published = Tracked::of(fleet.path()).unwrap();
         let read = |rel: &str| published.read(Path::new(rel), Kind::Template);
         assert_eq!(read("templates/ok.env").unwrap(), b"A=1\n");

@@ -30,7 +30,11 @@ impl Deployable {
                 &fleet.path(&format!("hosts/{host}/configuration.nix")),
                 &format!("{{ imports = [ ./base.nix ]; networking.hostName = \"{host}\"; }}\n"),
             );
-            symlink("../../common/base.nix", fleet.path(&format!("hosts/{host}/base.nix"))).unwrap();
+            symlink(
+                "../../common/base.nix",
+                fleet.path(&format!("hosts/{host}/base.nix")),
+            )
+            .unwrap();
         }
         write(&fleet.path("common/base.nix"), "{ }\n");
         let admin = fleet.ssh_key("admin", "ed25519", "");
@@ -106,9 +110,9 @@ fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
         return false;
     }
     walk(dir, "", &mut files);
-    files.iter().any(|f| {
-        std::fs::read(dir.join(f)).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-    })
+    files
+        .iter()
+        .any(|f| std::fs::read(dir.join(f)).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
 }
 
 /// Runs `cmd`, failing the test if it has not ended after `limit` (then killed).
@@ -140,23 +144,33 @@ const INJECTED_ROOTS: &[&str] = &[
 fn an_injected_server_root_is_refused_before_sshd_sees_it() {
     let d = Deployable::new();
     for root in INJECTED_ROOTS {
-        write(&d.fleet.path("bento.toml"), &format!("[server]\nroot = \"{root}\"\n"));
+        write(
+            &d.fleet.path("bento.toml"),
+            &format!("[server]\nroot = \"{root}\"\n"),
+        );
         for args in [&["server", "setup"][..], &["status"][..]] {
             let out = d.fleet.bento(args);
             let error = fails(&out);
             assert!(
-                error.contains("bento.toml:2: server.root: path `") && error.contains("hold only letters, digits"),
+                error.contains("bento.toml:2: server.root: path `")
+                    && error.contains("hold only letters, digits"),
                 "{root}: {error}"
             );
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(!stdout.contains("PermitRootLogin") && !stdout.contains("Match"), "{stdout}");
+            assert!(
+                !stdout.contains("PermitRootLogin") && !stdout.contains("Match"),
+                "{stdout}"
+            );
         }
     }
     // A valid root: what `bento server setup` prints for sshd is accepted by the real sshd.
     if !crate::harness::needs_root("sshd -t (its privilege separation directory)") {
         return;
     }
-    write(&d.fleet.path("bento.toml"), "[server]\nroot = \"/srv/bento-contrib\"\n");
+    write(
+        &d.fleet.path("bento.toml"),
+        "[server]\nroot = \"/srv/bento-contrib\"\n",
+    );
     let out = ok(&d.fleet.bento(&["server", "setup"]));
     let other = out.split("### Other Linux servers").nth(1).unwrap();
     let block: String = other
@@ -176,7 +190,12 @@ fn an_injected_server_root_is_refused_before_sshd_sees_it() {
     let config = dir.path().join("sshd_config");
     std::fs::write(&config, format!("HostKey {}\nUsePAM no\n{block}", key.display())).unwrap();
     std::fs::create_dir_all("/run/sshd").unwrap();
-    ok(&Command::new("/usr/sbin/sshd").arg("-t").arg("-f").arg(&config).output().unwrap());
+    ok(&Command::new("/usr/sbin/sshd")
+        .arg("-t")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap());
     // The same lines with the first injected root: sshd itself would have taken them,
     // root login allowed (what bento now refuses to print).
     let injected = bento_deploy::fleet::server::match_block(
@@ -185,7 +204,11 @@ fn an_injected_server_root_is_refused_before_sshd_sees_it() {
         None,
         "",
     );
-    std::fs::write(&config, format!("HostKey {}\nUsePAM no\n{injected}", key.display())).unwrap();
+    std::fs::write(
+        &config,
+        format!("HostKey {}\nUsePAM no\n{injected}", key.display()),
+    )
+    .unwrap();
     let effective = ok(&Command::new("/usr/sbin/sshd")
         .args(["-T", "-f"])
         .arg(&config)
@@ -221,7 +244,12 @@ fn the_server_module_refuses_a_root_it_would_write_into_sshd_config() {
 #[test]
 fn a_secret_or_template_path_that_is_not_one_safe_word_is_refused_at_its_line() {
     let (fleet, _keys) = example();
-    for path in ["/run/x\\nPermitRootLogin yes", "/run/%h/x", "/run/a b", "/run/$(id)"] {
+    for path in [
+        "/run/x\\nPermitRootLogin yes",
+        "/run/%h/x",
+        "/run/a b",
+        "/run/$(id)",
+    ] {
         fleet.rules(&format!(
             "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\"]\npath = \"{path}\"\n"
         ));
@@ -251,7 +279,11 @@ fn only_what_git_tracks_is_published_and_links_into_git_are_refused() {
     // Each of a contributor's links, committed: refused, naming the link.
     let cases: [(&str, &str, &str); 3] = [
         ("hosts/web1/common", "../../.git", "leads into `.git`"),
-        ("hosts/web1/cache.nix", "../../cache/signing.key", "git does not track"),
+        (
+            "hosts/web1/cache.nix",
+            "../../cache/signing.key",
+            "git does not track",
+        ),
         ("hosts/db1/up.nix", "../../.git/config", "leads into `.git`"),
     ];
     for (link, target, why) in cases {
@@ -294,7 +326,10 @@ fn outside_git_no_dot_directory_is_published() {
     std::fs::remove_file(d.fleet.path("hosts/web1/key.nix")).unwrap();
     symlink("../../.bento", d.fleet.path("hosts/web1/state")).unwrap();
     let error = fails(&d.deploy());
-    assert!(error.contains("hosts/web1/state") && error.contains("leads into `.bento`"), "{error}");
+    assert!(
+        error.contains("hosts/web1/state") && error.contains("leads into `.bento`"),
+        "{error}"
+    );
     std::fs::remove_file(d.fleet.path("hosts/web1/state")).unwrap();
     // A dot-directory in a host's directory stays out; a link inside the fleet still works.
     write(&d.fleet.path("hosts/web1/.direnv/env"), "SECRET=1\n");
@@ -337,12 +372,18 @@ fn fleet_files_linked_to_dev_zero_are_refused_not_read() {
         std::fs::remove_file(&path).unwrap();
         Command::new("mkfifo").arg(&path).status().unwrap();
         let error = fails(&bounded(d.fleet.cmd(args), Duration::from_secs(60)));
-        assert!(error.contains(rel) && error.contains("not a regular file"), "{rel}: {error}");
+        assert!(
+            error.contains(rel) && error.contains("not a regular file"),
+            "{rel}: {error}"
+        );
         std::fs::remove_file(&path).unwrap();
         let file = std::fs::File::create(&path).unwrap();
         file.set_len(65 * 1024 * 1024).unwrap();
         let error = fails(&bounded(d.fleet.cmd(args), Duration::from_secs(60)));
-        assert!(error.contains(rel) && error.contains("larger than"), "{rel}: {error}");
+        assert!(
+            error.contains(rel) && error.contains("larger than"),
+            "{rel}: {error}"
+        );
         std::fs::write(&path, saved).unwrap();
     }
     ok(&d.fleet.bento(&["secret", "verify"]));
@@ -352,7 +393,12 @@ fn fleet_files_linked_to_dev_zero_are_refused_not_read() {
 fn a_host_address_with_control_characters_is_refused_at_its_line() {
     let d = Deployable::new();
     let toml = std::fs::read_to_string(d.fleet.path("bento.toml")).unwrap();
-    for address in ["web1\\u001b]0;owned\\u0007", "-oProxyCommand=id", "web1\\nx", "web 1"] {
+    for address in [
+        "web1\\u001b]0;owned\\u0007",
+        "-oProxyCommand=id",
+        "web1\\nx",
+        "web 1",
+    ] {
         write(
             &d.fleet.path("bento.toml"),
             &format!("{toml}[hosts.web1]\naddress = \"{address}\"\n"),
@@ -394,7 +440,11 @@ fn a_plugin_binary_in_the_fleet_never_runs() {
         write(&path, &plugin);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::write(fleet.path("keys/hosts/pl.pub"), format!("{}\n", plugin_recipient("evil"))).unwrap();
+    std::fs::write(
+        fleet.path("keys/hosts/pl.pub"),
+        format!("{}\n", plugin_recipient("evil")),
+    )
+    .unwrap();
     fleet.rules("admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"pl\"]\n");
     let system = std::env::var("PATH").unwrap_or_default();
     for (entry, why) in [
@@ -439,11 +489,15 @@ fn templates_wider_than_their_secrets_are_warned_about() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning:")).collect();
     assert!(
-        warnings.iter().any(|w| w.contains("templates.open.mode \"0644\" lets every user")),
+        warnings
+            .iter()
+            .any(|w| w.contains("templates.open.mode \"0644\" lets every user")),
         "{stderr}"
     );
     assert!(
-        warnings.iter().any(|w| w.contains("templates.group.mode \"0440\" is wider than secrets.db.mode")),
+        warnings
+            .iter()
+            .any(|w| w.contains("templates.group.mode \"0440\" is wider than secrets.db.mode")),
         "{stderr}"
     );
     assert!(!warnings.iter().any(|w| w.contains("templates.same")), "{stderr}");

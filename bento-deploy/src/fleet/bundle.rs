@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bento_secrets::fleet_files::{self, FleetFileError, Kind, Tracked};
 use bento_secrets::rules::{Role, SecretRule};
 use bento_secrets::spec::{SecretSpec, TemplateSpec};
-use bento_secrets::fleet_files::{self, FleetFileError, Kind, Tracked};
 use bento_secrets::Fleet;
 
 use crate::dirents::Dir;
@@ -64,9 +64,9 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Assembles `host`'s bundle from the fleet rooted at `root`. Symlinks are followed
-    /// as long as they stay inside the fleet repo; loops, dangling links and special files
-    /// are errors naming the path.
+    /// Assembles `host`'s bundle from `fleet` (whose root `bento deploy` also passes as
+    /// `_root`). Only what the fleet publishes is taken ([`read_config`]); symlinks are
+    /// followed to it; loops, dangling links and special files are errors naming the path.
     pub fn assemble(_root: &Path, fleet: &Fleet, host: &Host) -> Result<Bundle, Error> {
         let mut files = read_config(fleet.tracked()?, host)?;
 
@@ -215,11 +215,7 @@ impl Walk<'_> {
             // What the fleet does not publish (untracked, `.git`, a dot-directory
             // outside git) is not part of the host's configuration.
             let here = real.join(name);
-            if self
-                .published
-                .admits(&here, kind == FileType::Directory)
-                .is_err()
-            {
+            if self.published.admits(&here, kind == FileType::Directory).is_err() {
                 continue;
             }
             if name.contains('\\') {
@@ -271,7 +267,12 @@ impl Walk<'_> {
         let pointed = || {
             target
                 .as_ref()
-                .map(|t| format!(" (-> {})", bento_secrets::error::escape_controls(&t.to_string_lossy())))
+                .map(|t| {
+                    format!(
+                        " (-> {})",
+                        bento_secrets::error::escape_controls(&t.to_string_lossy())
+                    )
+                })
                 .unwrap_or_default()
         };
         match self.published.resolve(path) {

@@ -415,7 +415,11 @@ impl Config {
                     format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
                 ));
             }
-            if host.ssh_user.as_deref().is_some_and(|u| !HostAddress::is_valid(u)) {
+            if host
+                .ssh_user
+                .as_deref()
+                .is_some_and(|u| !HostAddress::is_valid(u))
+            {
                 return Err(Error::config(
                     line,
                     format!("hosts.{name}.ssh_user must be a user name"),
@@ -536,7 +540,10 @@ mod tests {
             let e = Config::parse(&format!("[server]\nroot = \"{root}\"\n"))
                 .unwrap_err()
                 .to_string();
-            assert!(e.starts_with(&format!("bento.toml:{line}: server.root: path `")), "{e}");
+            assert!(
+                e.starts_with(&format!("bento.toml:{line}: server.root: path `")),
+                "{e}"
+            );
             assert_eq!(e.lines().count(), 1, "{e}");
         }
         let e = Config::parse("[server]\nprot = 22\n").unwrap_err().to_string();
