@@ -649,7 +649,10 @@ fn bad_status_settings_are_one_clear_line() {
     );
     std::fs::write(w.fleet.path("bento.toml"), "[hosts.web1]\naddress = \"a b\"\n").unwrap();
     let err = fails(&w.bento(&["status"]));
-    assert!(err.contains("bento.toml:1: hosts.web1.address"), "{err}");
+    assert!(
+        err.contains("bento.toml:2: address `a b` is not a host name or IP address"),
+        "{err}"
+    );
     std::fs::write(w.fleet.path("bento.toml"), "").unwrap();
     let err = fails(
         &w.fleet

@@ -68,7 +68,7 @@ impl RemoteUrl {
         } else {
             root.trim_end_matches('/')
         };
-        if root != "/" && !bento_secrets::rules::valid_abs_path(root) {
+        if root != "/" && !bento_secrets::names::AbsPath::is_valid(root) {
             return Err(format!(
                 "`{}`: the server root must be an absolute path without `..` ({expected})",
                 url.escape_default()
