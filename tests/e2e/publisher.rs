@@ -1,0 +1,231 @@
+//! The publishing account and the server get nothing from root's deploy or the admin:
+//! the account that owns `generations/` racing a root deploy, hostile sftp peers, a server
+//! that swaps the unsigned `manifest.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{example, fails, needs_root, ok, pub_line, s, Fleet, Keys};
+
+/// The uid and gid the racing "publishing account" runs as: no account of this machine
+/// (ownership needs only numbers), so nothing is created or left behind.
+const RACER_ID: u32 = 64_917;
+
+/// A fleet ready to deploy (the example's secrets written, a configuration per host with
+/// many files, the signing key registered as an admin's) and a server root in a 0755 dir
+/// that another uid can reach.
+struct Setup {
+    fleet: Fleet,
+    _keys: Keys,
+    base: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(config_files: usize) -> Setup {
+        let (fleet, keys) = example();
+        for name in ["db-password", "web-only", "tls"] {
+            ok(&fleet.bento_stdin(&["secret", "edit", name], format!("value of {name}").as_bytes()));
+        }
+        let admin = fleet.ssh_key("admin", "ed25519", "");
+        fleet.add_admin("admin", &pub_line(&admin));
+        std::fs::write(
+            fleet.path("bento.toml"),
+            format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
+        )
+        .unwrap();
+        for host in ["web1", "db1"] {
+            let dir = fleet.path(&format!("hosts/{host}"));
+            std::fs::create_dir_all(dir.join("modules")).unwrap();
+            std::fs::write(dir.join("configuration.nix"), "{ }\n").unwrap();
+            for i in 0..config_files {
+                std::fs::write(dir.join(format!("modules/m{i}.nix")), format!("{{ }} # {i}\n")).unwrap();
+            }
+        }
+        let base = tempfile::tempdir().unwrap();
+        set_mode(base.path(), 0o755);
+        Setup {
+            fleet,
+            _keys: keys,
+            base,
+        }
+    }
+
+    fn server(&self) -> PathBuf {
+        self.base.path().join("server")
+    }
+
+    fn deploy(&self) -> std::process::Output {
+        self.fleet.bento(&["deploy", "--server-root", s(&self.server())])
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small deterministic generator (xorshift64*), so a failing run can be replayed from
+/// the seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("BENTO_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_b0b0_1234_5678);
+    eprintln!("seed {seed} (BENTO_TEST_SEED replays it)");
+    seed
+}
+
+/// Everything under `dir` with its owner and mode, to see that nothing changed there.
+fn listing(dir: &Path) -> Vec<(PathBuf, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&d).unwrap();
+        out.push((d.clone(), meta.uid(), meta.mode()));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The publishing account, as a thread with its own credentials (only this thread's: the
+/// raw `setresuid` of rustix, not libc's process-wide one): it drops root for `RACER_ID`,
+/// then, until `stop` (or a minute), swaps every root-made staging dir of `gens` for one
+/// of its own whose `config` and `secrets` lead to `outside` (or for a link to `outside`
+/// itself, as `rng` picks). Returns how many swaps it made.
+fn racer(
+    gens: Vec<PathBuf>,
+    outside: PathBuf,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+        let gid = rustix::process::Gid::from_raw(RACER_ID);
+        let uid = rustix::process::Uid::from_raw(RACER_ID);
+        set_thread_groups(&[]).unwrap();
+        set_thread_res_gid(gid, gid, gid).unwrap();
+        set_thread_res_uid(uid, uid, uid).unwrap();
+        assert!(
+            std::fs::write(outside.join("probe"), "x").is_err(),
+            "the racer must not be able to write outside itself"
+        );
+        let swaps = AtomicUsize::new(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            for g in &gens {
+                let Ok(entries) = std::fs::read_dir(g) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    if !name.starts_with(".new-") {
+                        continue;
+                    }
+                    let path = e.path();
+                    n += 1;
+                    if std::fs::rename(&path, g.join(format!(".stolen-{n}"))).is_err() {
+                        continue;
+                    }
+                    let planted = if rng.next() % 3 == 0 {
+                        std::os::unix::fs::symlink(&outside, &path)
+                    } else {
+                        std::fs::create_dir(&path)
+                            .and_then(|()| std::os::unix::fs::symlink(&outside, path.join("config")))
+                            .and_then(|()| std::os::unix::fs::symlink(&outside, path.join("secrets")))
+                    };
+                    if planted.is_ok() {
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        swaps.into_inner()
+    })
+}
+
+#[test]
+fn the_publishing_account_racing_a_root_deploy_never_gets_a_write_outside_the_root() {
+    if !needs_root("a racer with another uid, and chown") {
+        return;
+    }
+    let setup = Setup::new(150);
+    // Root's own directory the racer points at: it must stay exactly as it is.
+    let outside = setup.base.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    set_mode(&outside, 0o700);
+    std::fs::write(outside.join("keep"), "root's").unwrap();
+    let before = listing(&outside);
+
+    // `bento server setup`'s layout: the publishing account owns each generations/.
+    ok(&setup.deploy());
+    let gens: Vec<PathBuf> = ["web1", "db1"]
+        .iter()
+        .map(|h| setup.server().join(h).join("generations"))
+        .collect();
+    for g in &gens {
+        std::os::unix::fs::chown(g, Some(RACER_ID), Some(RACER_ID)).unwrap();
+    }
+
+    let mut rng = Rng(seed() | 1);
+    let rounds = 16;
+    let mut swaps = 0;
+    let mut published = 0;
+    for round in 0..rounds {
+        // A change in every host, so every deploy stages a generation per host.
+        let file = format!(
+            "hosts/{}/modules/m{}.nix",
+            ["web1", "db1"][round % 2],
+            rng.next() % 150
+        );
+        std::fs::write(setup.fleet.path(&file), format!("{{ }} # round {round}\n")).unwrap();
+        std::fs::write(
+            setup.fleet.path("hosts/web1/configuration.nix"),
+            format!("{{ }} # {round}\n"),
+        )
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = racer(gens.clone(), outside.clone(), stop.clone(), Rng(rng.next() | 1));
+        let out = setup.deploy();
+        stop.store(true, Ordering::Relaxed);
+        swaps += thread.join().unwrap();
+        if out.status.success() {
+            published += 1;
+        } else {
+            // Losing the race may stop the deploy, with one clear line.
+            let e = fails(&out);
+            assert!(e.contains("generations"), "{e}");
+        }
+        let after = listing(&outside);
+        let changed: Vec<_> = after.iter().filter(|e| !before.contains(e)).take(5).collect();
+        assert!(
+            after == before,
+            "round {round}: root wrote outside the server root: {changed:?}"
+        );
+    }
+    assert!(
+        swaps > 0,
+        "the racer never swapped a staging dir: the test proved nothing"
+    );
+    eprintln!("{swaps} staging dirs swapped, {published} of {rounds} deploys published");
+}
