@@ -30,7 +30,7 @@ use bento_secrets::accounts::Owner;
 
 use crate::confined::Confined;
 use crate::error::Error;
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 
 /// A host's pointer to its current generation.
 pub const CURRENT_FILE: &str = "current";
@@ -187,11 +187,18 @@ impl HostDir {
         }
     }
 
-    /// The manifest of generation `g`, when it is there and valid.
-    pub fn manifest(&self, g: u64) -> Option<Manifest> {
-        let rel = format!("{GENERATIONS_DIR}/{g}/{MANIFEST_FILE}");
-        let bytes = self.confined().ok()?.read(&rel, MANIFEST_LIMIT).ok()?;
-        Manifest::parse(&bytes).ok()
+    /// The exact bytes of generation `g`'s `manifest.json` and its `manifest.sig`, when
+    /// both are there (regular files, read without following links, bounded).
+    pub fn signed_manifest(&self, g: u64) -> Option<(Vec<u8>, String)> {
+        let dir = format!("{GENERATIONS_DIR}/{g}");
+        let confined = self.confined().ok()?;
+        let bytes = confined
+            .read(&format!("{dir}/{MANIFEST_FILE}"), MANIFEST_LIMIT)
+            .ok()?;
+        let sig = confined
+            .read(&format!("{dir}/{SIGNATURE_FILE}"), SIGNATURE_LIMIT)
+            .ok()?;
+        Some((bytes, String::from_utf8(sig).ok()?))
     }
 
     /// The directory of generation `g`.

@@ -16,7 +16,7 @@ use openssh_sftp_client::{Sftp, SftpOptions};
 
 use crate::transport::{check_rel, deadline_passed, Transport};
 
-mod publisher;
+pub mod publisher;
 
 /// How to reach the server.
 #[derive(Clone, Debug)]

@@ -229,3 +229,73 @@ fn the_publishing_account_racing_a_root_deploy_never_gets_a_write_outside_the_ro
     );
     eprintln!("{swaps} staging dirs swapped, {published} of {rounds} deploys published");
 }
+
+/// The generation `host`'s `current` names.
+fn current(server: &Path, host: &str) -> u64 {
+    std::fs::read_to_string(server.join(host).join("current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn unchanged_is_decided_from_what_a_current_admin_signed() {
+    let setup = Setup::new(1);
+    let server = setup.server();
+    let config = setup.fleet.path("hosts/web1/configuration.nix");
+    ok(&setup.deploy());
+    std::fs::write(&config, "{ } # B\n").unwrap();
+    ok(&setup.deploy());
+    assert_eq!(current(&server, "web1"), 2);
+
+    // The server swaps generation 2's manifest for generation 1's: the content the admin
+    // is about to revert to. Its signature no longer matches, so it proves nothing: the
+    // revert is published.
+    let gens = server.join("web1/generations");
+    std::fs::copy(gens.join("1/manifest.json"), gens.join("2/manifest.json")).unwrap();
+    std::fs::write(&config, "{ }\n").unwrap();
+    let out = ok(&setup.deploy());
+    assert_eq!(current(&server, "web1"), 3, "{out}");
+    assert_eq!(
+        current(&server, "db1"),
+        1,
+        "db1 is unchanged and signed: untouched"
+    );
+    // A manifest signed by a current admin, with the same content: unchanged.
+    ok(&setup.deploy());
+    assert_eq!(current(&server, "web1"), 3);
+
+    // A signing key that is no admin's: refused before anything is written, naming the
+    // admins' keys.
+    let stranger = setup.fleet.ssh_key("stranger", "ed25519", "");
+    std::fs::write(
+        setup.fleet.path("bento.toml"),
+        format!("[deploy]\nsigning_key = \"{}\"\n", s(&stranger)),
+    )
+    .unwrap();
+    std::fs::write(&config, "{ } # C\n").unwrap();
+    let before = listing(&server);
+    let e = fails(&setup.deploy());
+    assert!(
+        e.contains("is not an admin key of this fleet")
+            && e.contains("keys/admins/admin.pub (SHA256:")
+            && e.contains("keys/admins/bob.pub (SHA256:")
+            && e.contains("bento admin add"),
+        "{e}"
+    );
+    assert_eq!(listing(&server), before, "nothing written");
+
+    // The fix: the key becomes the admin key (the old one is no admin's any more). What
+    // the old key signed is published again, same content or not, then left alone.
+    std::fs::write(&config, "{ }\n").unwrap();
+    std::fs::write(
+        setup.fleet.path("keys/admins/admin.pub"),
+        format!("{}\n", pub_line(&stranger)),
+    )
+    .unwrap();
+    ok(&setup.deploy());
+    assert_eq!((current(&server, "web1"), current(&server, "db1")), (4, 2));
+    ok(&setup.deploy());
+    assert_eq!((current(&server, "web1"), current(&server, "db1")), (4, 2));
+}
