@@ -299,3 +299,103 @@ fn unchanged_is_decided_from_what_a_current_admin_signed() {
     ok(&setup.deploy());
     assert_eq!((current(&server, "web1"), current(&server, "db1")), (4, 2));
 }
+
+/// A fleet whose `[deploy] target` is an sftp server played by `script`, installed as the
+/// `ssh` that deploy runs (first on PATH): it speaks sftp on stdin/stdout, as ssh would.
+struct Hostile {
+    setup: Setup,
+    bin: PathBuf,
+}
+
+impl Hostile {
+    fn new(script: &str, deploy_settings: &str) -> Hostile {
+        let setup = Setup::new(1);
+        let admin = setup.fleet.keys.join("admin");
+        std::fs::write(
+            setup.fleet.path("bento.toml"),
+            format!(
+                "[deploy]\nsigning_key = \"{}\"\ntarget = \"sftp://bento-publish@127.0.0.1:2222/\"\n{deploy_settings}",
+                s(&admin)
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            setup.fleet.path("keys/server_known_hosts"),
+            "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n",
+        )
+        .unwrap();
+        let bin = setup.base.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let ssh = bin.join("ssh");
+        std::fs::write(&ssh, format!("#!/bin/sh\n{script}")).unwrap();
+        set_mode(&ssh, 0o755);
+        Hostile { setup, bin }
+    }
+
+    /// `bento deploy` against it; how long it took.
+    fn deploy(&self) -> (std::process::Output, Duration) {
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let started = Instant::now();
+        let out = self
+            .setup
+            .fleet
+            .cmd(&["deploy"])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    }
+}
+
+/// The sftp handshake as a server answers it: the client's INIT read (9 bytes), then
+/// VERSION 3 without extensions.
+const HANDSHAKE: &str = "head -c 9 >/dev/null\nprintf '\\000\\000\\000\\005\\002\\000\\000\\000\\003'\n";
+
+#[test]
+fn a_huge_sftp_packet_length_is_refused_at_its_header() {
+    // After the handshake, the first request is answered with a length of almost 4 GiB.
+    let h = Hostile::new(
+        &format!("{HANDSHAKE}head -c 4 >/dev/null\nprintf '\\377\\377\\377\\360\\145'\nexec sleep 20\n"),
+        "",
+    );
+    let (out, took) = h.deploy();
+    let e = fails(&out);
+    assert!(
+        e.contains("an sftp packet of 4294967280 bytes") && e.contains("262144"),
+        "{e}"
+    );
+    assert!(e.contains("/web1/") || e.contains("/db1/"), "names the host: {e}");
+    assert!(
+        took < Duration::from_secs(10),
+        "refused at once, not read: {took:?}"
+    );
+}
+
+#[test]
+fn a_stalled_sftp_server_ends_the_deploy_at_its_request_timeout_or_its_deadline() {
+    // The handshake, then silence (ssh keep-alives would still be answered).
+    let stall = format!("{HANDSHAKE}exec sleep 20\n");
+    let h = Hostile::new(&stall, "request_timeout = \"2s\"\n");
+    let (out, took) = h.deploy();
+    let e = fails(&out);
+    assert!(
+        e.contains("answered nothing for 2 s (deploy.request_timeout)")
+            && (e.contains("/web1/") || e.contains("/db1/")),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+
+    // The whole deploy's deadline, when it comes first.
+    let h = Hostile::new(&stall, "timeout = \"2s\"\nrequest_timeout = \"1h\"\n");
+    let (out, took) = h.deploy();
+    let e = fails(&out);
+    assert!(
+        e.contains("longer than deploy.timeout (2 s)") && (e.contains("/web1/") || e.contains("/db1/")),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+}

@@ -169,6 +169,10 @@ pub fn deploy(
             url,
             &root.join(remote::KNOWN_HOSTS),
             &options.ssh,
+            remote::Limits {
+                whole: config.deploy.timeout(),
+                request: config.deploy.request_timeout(),
+            },
         )?)),
         None => Target::Local(ServerRoot::open(&options.server_root)?),
     };

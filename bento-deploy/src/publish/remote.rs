@@ -94,6 +94,17 @@ impl std::fmt::Display for RemoteUrl {
     }
 }
 
+/// How long a deploy to a remote root may take (`[deploy] timeout`), and how long the
+/// server may stay silent while an answer is awaited (`[deploy] request_timeout`): a
+/// stalled sftp subsystem, which ssh keep-alives do not notice, ends the deploy.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The whole deploy, from the connection on.
+    pub whole: Duration,
+    /// One exchange with the server, while it sends nothing.
+    pub request: Duration,
+}
+
 /// An open connection to a remote server root.
 pub struct RemoteRoot {
     url: RemoteUrl,
@@ -123,7 +134,12 @@ const RETRY: &str = "run `bento deploy` again (the host keeps its current genera
 impl RemoteRoot {
     /// Connects with the system `ssh` (`ssh`: its program), pinning the server key(s) of
     /// `known_hosts`.
-    pub fn connect(url: &RemoteUrl, known_hosts: &Path, ssh: &str) -> Result<RemoteRoot, Error> {
+    pub fn connect(
+        url: &RemoteUrl,
+        known_hosts: &Path,
+        ssh: &str,
+        limits: Limits,
+    ) -> Result<RemoteRoot, Error> {
         if !known_hosts.is_file() {
             return Err(Error::input(
                 known_hosts.display().to_string(),
@@ -140,7 +156,7 @@ impl RemoteRoot {
             port: url.port,
             identity: None,
             known_hosts: known_hosts.to_path_buf(),
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30).min(limits.whole),
             ssh: ssh.to_owned(),
         };
         let conn = SftpTransport::connect(&target)
@@ -153,7 +169,15 @@ impl RemoteRoot {
                     ),
                 )
             })?
-            .with_base(Path::new(&url.root));
+            .with_base(Path::new(&url.root))
+            .with_deadlines(
+                std::time::Instant::now() + limits.whole,
+                format!(
+                    "the deploy took longer than deploy.timeout ({} s): stopped",
+                    limits.whole.as_secs()
+                ),
+                limits.request,
+            );
         Ok(RemoteRoot {
             url: url.clone(),
             conn: Mutex::new(conn),
