@@ -271,7 +271,7 @@ impl HostDir {
             };
             let written = (|| {
                 let dir = match parent {
-                    Some(parent) => Some(make_dirs(&tmp, parent, &own)?),
+                    Some(parent) => Some(make_dirs(&tmp, parent, hand_to)?),
                     None => None,
                 };
                 let mut file = dir.as_ref().unwrap_or(&tmp).create_new_file(name, 0o644)?;
@@ -369,18 +369,16 @@ fn unique<T>(make: impl Fn(&str) -> std::io::Result<T>, prefix: &str) -> std::io
 }
 
 /// The directory `rel` below `top` (made by this process, so no one else can enter it),
-/// made component by component where missing (0755, handed over by `own`).
-fn make_dirs(
-    top: &Confined,
-    rel: &str,
-    own: &dyn Fn(&dyn Fn(u32, u32) -> std::io::Result<()>) -> std::io::Result<()>,
-) -> std::io::Result<Confined> {
+/// made component by component where missing (0755, handed to `hand_to`).
+fn make_dirs(top: &Confined, rel: &str, hand_to: Option<(u32, u32)>) -> std::io::Result<Confined> {
     let mut dir: Option<Confined> = None;
     for component in rel.split('/') {
         let at = dir.as_ref().unwrap_or(top);
         let next = match at.create_own_dir(component, 0o755) {
             Ok(made) => {
-                own(&|uid, gid| made.set_owner(uid, gid))?;
+                if let Some((uid, gid)) = hand_to {
+                    made.set_owner(uid, gid)?;
+                }
                 made
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => at.dir(component)?,
