@@ -357,16 +357,27 @@ impl Confined {
     }
 
     /// Removes the entry `name` (one name) and, when it is a directory, everything in it;
-    /// no link is followed (a link is removed itself). Nothing there is no error.
+    /// no link is followed (a link is removed itself). Nothing there is no error. Whoever
+    /// else writes here chose the tree: it is refused past 64 levels or a million entries
+    /// in one directory, rather than exhausting the stack or memory.
     pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        self.remove_tree_at(name, 0)
+    }
+
+    fn remove_tree_at(&self, name: &str, depth: usize) -> io::Result<()> {
+        const MAX_DEPTH: usize = 64;
+        const MAX_ENTRIES: usize = 1_000_000;
         check_name(name)?;
+        if depth > MAX_DEPTH {
+            return Err(refused(name, "nested more than 64 levels deep"));
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => {
                 let dir = Confined { fd };
-                for entry in dir.entries("")? {
+                for entry in dir.entries_at_most("", MAX_ENTRIES)? {
                     if let Some(child) = entry.name.to_str() {
-                        dir.remove_tree(child)?;
+                        dir.remove_tree_at(child, depth + 1)?;
                     } else {
                         return Err(refused(name, "holds a name that is not UTF-8"));
                     }
