@@ -287,14 +287,17 @@ impl HostDir {
         } else {
             (Some(host), self.path().display().to_string())
         };
-        let dir = pointer_dir.as_ref().unwrap_or(&staged.gens);
-        let (current_tmp, mut file) = unique(|name| dir.create_new_file(name, 0o644), CURRENT_TEMP)
-            .map_err(|e| Error::io(&pointer_shown, e))?;
+        let (current_tmp, mut file) = {
+            let dir = pointer_dir.as_ref().unwrap_or(&staged.gens);
+            unique(|name| dir.create_new_file(name, 0o644), CURRENT_TEMP)
+                .map_err(|e| Error::io(&pointer_shown, e))?
+        };
+        // Known to the stage from now on: removed with it if anything fails.
+        staged.pointer_dir = pointer_dir;
+        staged.current_tmp = current_tmp;
         own(&|uid, gid| crate::confined::set_owner(&file, uid, gid))
             .and_then(|()| file.write_all(format!("{generation}\n").as_bytes()))
             .map_err(|e| Error::io(&pointer_shown, e))?;
-        staged.pointer_dir = pointer_dir;
-        staged.current_tmp = current_tmp;
         // Last: the staging dir opened up and handed over; root writes nothing more in it.
         own(&|uid, gid| tmp.set_owner(uid, gid))
             .and_then(|()| tmp.set_mode(0o755))

@@ -197,10 +197,16 @@ impl SftpTransport {
                 .and_then(|r| r),
             None => raced.await,
         };
-        done.map_err(|e| match self.watch.reason() {
+        done.map_err(|e| self.explain(e))
+    }
+
+    /// `e`, or the packet the framing refused when there was one: the sftp client only
+    /// says its background task failed.
+    fn explain(&self, e: io::Error) -> io::Error {
+        match self.watch.reason() {
             Some(why) => io::Error::new(io::ErrorKind::InvalidData, why),
             None => e,
-        })
+        }
     }
 
     /// The error of an exchange cut short by the deadline.
@@ -536,6 +542,8 @@ impl Transport for SftpTransport {
                 (Err(e), Err(again))
             })
         });
+        let written = written.map_err(|e| self.explain(e));
+        let copied = copied.map_err(|e| self.explain(e));
         if written.is_ok() {
             self.transferred += write.1.len() as u64;
         }

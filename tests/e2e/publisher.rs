@@ -399,3 +399,40 @@ fn a_stalled_sftp_server_ends_the_deploy_at_its_request_timeout_or_its_deadline(
     );
     assert!(took < Duration::from_secs(12), "{took:?}");
 }
+
+#[test]
+fn the_agent_refuses_a_huge_sftp_packet_length_at_its_header() {
+    let l = crate::agent::Loop::new();
+    let bin = l.fleet.home.join("hostile-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let ssh = bin.join("ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\n{HANDSHAKE}head -c 4 >/dev/null\nprintf '\\377\\377\\377\\360\\145'\nexec sleep 20\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&ssh, 0o755);
+    let known_hosts = l.fleet.home.join("known_hosts");
+    std::fs::write(&known_hosts, "[127.0.0.1]:2222 ssh-ed25519 AAAA\n").unwrap();
+    l.write_config(
+        "sftp://bento-web1@127.0.0.1:2222",
+        &l.fleet.keys.join("nixos-rebuild"),
+        Some(&known_hosts),
+    );
+    let mut config = std::fs::read_to_string(&l.config).unwrap();
+    config.push_str(&format!("ssh = \"{}\"\n", ssh.display()));
+    std::fs::write(&l.config, config).unwrap();
+    let started = Instant::now();
+    let e = fails(&l.agent(&[]));
+    assert!(
+        e.contains("an sftp packet of 4294967280 bytes") && e.contains("262144"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
