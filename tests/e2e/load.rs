@@ -44,6 +44,7 @@ fn a_hundred_hosts_polling_one_stock_sshd_at_once_all_apply() {
     use std::os::unix::process::CommandExt;
     let fleet = Fleet::new();
     let admin = fleet.ssh_key("admin", "ed25519", "");
+    fleet.add_admin("admin", &pub_line(&admin));
     std::fs::write(
         fleet.path("bento.toml"),
         format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),

@@ -23,6 +23,7 @@ mod load;
 mod nixos;
 mod output;
 mod poll;
+mod publisher;
 mod reach;
 mod rekey;
 mod remote;

@@ -606,7 +606,7 @@ fn diff_runs_nvd_or_nix_and_says_why_it_cannot() {
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
         format!(
-            "nix --extra-experimental-features nix-command store diff-closures -- {SYSTEM_A} {SYSTEM_B}\n"
+            "nix --extra-experimental-features nix-command --option max-jobs 0 --option substitute false store diff-closures -- {SYSTEM_A} {SYSTEM_B}\n"
         )
     );
     // nvd is preferred when present.

@@ -103,6 +103,10 @@ pub struct Deploy {
     /// Publish over sftp to this remote server root (`sftp://user@host:port/abs/root`)
     /// instead of into `server.root` on this machine.
     pub target: Option<String>,
+    /// The most a deploy to a remote target may take, a systemd time span.
+    pub timeout: String,
+    /// The most a remote server may stay silent while deploy waits for an answer.
+    pub request_timeout: String,
 }
 
 impl Default for Deploy {
@@ -111,7 +115,21 @@ impl Default for Deploy {
             signing_key: "~/.ssh/id_ed25519".into(),
             keep_generations: 3,
             target: None,
+            timeout: "10min".into(),
+            request_timeout: "60s".into(),
         }
+    }
+}
+
+impl Deploy {
+    /// [`Deploy::timeout`] (validated by [`Config::parse`]; 10 minutes otherwise).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(parse_timespan(&self.timeout).unwrap_or(600))
+    }
+
+    /// [`Deploy::request_timeout`] (validated by [`Config::parse`]; 60 s otherwise).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(parse_timespan(&self.request_timeout).unwrap_or(60))
     }
 }
 
@@ -334,6 +352,20 @@ impl Config {
             crate::publish::remote::RemoteUrl::parse(target)
                 .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
         }
+        for (key, value) in [
+            ("timeout", &config.deploy.timeout),
+            ("request_timeout", &config.deploy.request_timeout),
+        ] {
+            if !parse_timespan(value).is_some_and(|secs| (1..=7 * 86_400).contains(&secs)) {
+                return Err(Error::config(
+                    at("deploy", key),
+                    format!(
+                        "deploy.{key} `{}` is not a time span from 1s to 7d: write it as e.g. \"10min\" or \"60s\"",
+                        value.escape_default()
+                    ),
+                ));
+            }
+        }
         match shell_words::split(&config.build.command) {
             Ok(words) if words.is_empty() => {
                 return Err(Error::config(
@@ -470,6 +502,8 @@ signing_key = "~/.ssh/id_ed25519"  # admin key that signs bundles (a .pub: sign 
 keep_generations = 3               # bundles kept per host on the server
 # target = "sftp://bento-publish@bento.example.org:22/"  # publish over sftp (server key:
 #                                  # keys/server_known_hosts); default: server.root, locally
+# timeout = "10min"                # a deploy to the target stops after this long
+# request_timeout = "60s"          # ... or when the server answers nothing for this long
 
 [build]
 command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…
@@ -556,6 +590,23 @@ mod tests {
         assert_eq!(
             e,
             "bento.toml:3: deploy.keep_generations must be between 1 and 1000"
+        );
+        let c = Config::parse("[deploy]\ntimeout = \"2min\"\nrequest_timeout = \"5s\"\n").unwrap();
+        assert_eq!(
+            (c.deploy.timeout(), c.deploy.request_timeout()),
+            (
+                std::time::Duration::from_secs(120),
+                std::time::Duration::from_secs(5)
+            )
+        );
+        let d = Config::parse("").unwrap().deploy;
+        assert_eq!((d.timeout().as_secs(), d.request_timeout().as_secs()), (600, 60));
+        let e = Config::parse("[deploy]\n\nrequest_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bento.toml:3: deploy.request_timeout `soon` is not a time span"),
+            "{e}"
         );
         let e = Config::parse("[deploy]\nkeep_generations = 3\ntarget = \"sftp://bento.example.org/\"\n")
             .unwrap_err()
