@@ -594,9 +594,18 @@ fn build_records_the_system_and_deploy_ships_it() {
         &d.fleet.path("hosts/web1/configuration.nix"),
         "{ changed = 1; }\n",
     );
-    ok(&d.deploy(&[]));
+    let out = d.deploy(&[]);
+    ok(&out);
     assert!(d.manifest("web1", 2)["system"].is_null());
     assert_eq!(d.current("db1"), 1);
+    // ...and deploy says so, naming the fix.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("web1: its configuration changed since `bento build`, so it was published without an expected system")
+            && said.contains("run `bento build web1` and deploy again")
+            && !said.contains("db1: its configuration"),
+        "{said}"
+    );
 
     // --dry runs dry-build and records nothing.
     std::fs::remove_file(&calls).unwrap();
