@@ -829,3 +829,22 @@ fn a_dry_build_keeps_its_state_dir_out_of_git() {
         "# bento's local state: not for git\n*\n"
     );
 }
+
+#[test]
+fn a_missing_login_key_is_named_before_any_connection() {
+    let d = Deployable::new();
+    write(
+        &d.fleet.path("keys/server_known_hosts"),
+        "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5bXc5cWlDWFdkhKPQ7pMd1I2WmM1fEIGGyj/4V8NCz\n",
+    );
+    d.settings(
+        "target = \"sftp://bento-publish@127.0.0.1:1/srv/bento\"\nlogin_key = \"/nonexistent/publish_key\"\n",
+    );
+    let err = fails(&d.fleet.bento(&["deploy"]));
+    assert_eq!(
+        err,
+        "error: /nonexistent/publish_key: no such key file (deploy.login_key in bento.toml): the key that \
+         logs in to sftp://bento-publish@127.0.0.1:1/srv/bento as bento-publish; fix the path, or remove \
+         login_key to use ssh's own"
+    );
+}

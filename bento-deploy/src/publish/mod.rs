@@ -172,6 +172,7 @@ pub fn deploy(
         Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
             url,
             &root.join(remote::KNOWN_HOSTS),
+            config.login_key_path().as_deref(),
             &options.ssh,
             remote::Limits {
                 whole: config.deploy.timeout(),
