@@ -3,7 +3,7 @@
 //! connection on stdin/stdout (systemd socket activation with `Accept=yes`).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -28,14 +28,16 @@ pub fn run(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     if args.inetd {
         let access = Access::of(&config, &args.config)?;
         let conn = std::io::stdin().as_fd().try_clone_to_owned()?;
-        return Ok(match serve(std::fs::File::from(conn), &access, &args.config, None)? {
-            Served::Ran(true) => ExitCode::SUCCESS,
-            Served::Ran(false) => ExitCode::FAILURE,
-            Served::Refused(why) => {
-                output::error(&format!("trigger refused: {why}"));
-                ExitCode::FAILURE
-            }
-        });
+        return Ok(
+            match serve(std::fs::File::from(conn), &access, &args.config, None)? {
+                Served::Ran(true) => ExitCode::SUCCESS,
+                Served::Ran(false) => ExitCode::FAILURE,
+                Served::Refused(why) => {
+                    output::error(&format!("trigger refused: {why}"));
+                    ExitCode::FAILURE
+                }
+            },
+        );
     }
     let socket = args.socket.unwrap_or_else(|| config.trigger_socket.clone());
     if args.listen {
@@ -223,7 +225,7 @@ fn answer<C: Write>(conn: &mut C, status: &str, why: &str) {
 /// 403 with the reason, and no run; a connection that sends no request in time is
 /// dropped; with `run` (the listener's), a request while another run goes on gets a 409.
 ///
-/// The run writes into a pipe that [`trigger::relay`] drains: a client that stops
+/// The run writes into a socket pair that [`trigger::relay`] drains: a client that stops
 /// reading or hangs up loses output, and never stalls or stops the run.
 fn serve<C: Read + Write + AsFd>(
     mut conn: C,
@@ -258,14 +260,16 @@ fn serve<C: Read + Write + AsFd>(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n",
     );
     let _ = conn.flush();
-    let (output, into_output) = std::io::pipe()?;
+    // The run's output: one end of a socket pair (a pipe would do as well), the other
+    // end drained by the relay.
+    let (output, into_output) = UnixStream::pair()?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["agent", "--once", "--config"])
         .arg(config_path)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(into_output.try_clone()?)
-        .stderr(into_output)
+        .stdout(OwnedFd::from(into_output.try_clone()?))
+        .stderr(OwnedFd::from(into_output))
         .spawn()?;
     let relayed = trigger::relay(output, &mut conn);
     let status = child.wait()?;

@@ -561,10 +561,14 @@ mod tests {
             assert!(transient(Some(255), line), "{line}");
         }
         // A banner timeout: the cause is not ssh's last line.
-        let banner = "Connection timed out during banner exchange\r\nConnection to 127.0.0.1 port 2222 timed out\r\n";
+        let banner =
+            "Connection timed out during banner exchange\r\nConnection to 127.0.0.1 port 2222 timed out\r\n";
         assert!(transient(Some(255), banner));
         // A refusal anywhere is not retried, whatever came after.
-        assert!(!transient(Some(255), "Host key verification failed.\nConnection closed by 127.0.0.1 port 22"));
+        assert!(!transient(
+            Some(255),
+            "Host key verification failed.\nConnection closed by 127.0.0.1 port 22"
+        ));
         // The handshake timed out and ssh was stopped: no status, maybe no words.
         assert!(transient(None, ""));
         assert!(transient(None, "Connection timed out during banner exchange"));

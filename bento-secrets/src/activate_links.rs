@@ -109,9 +109,12 @@ pub fn place_symlink(path: &Path, target: &Path) -> Result<(), LinkError> {
         source: e.into(),
     };
     match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => return Err(LinkError::RealFile),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => {
+            return Err(LinkError::RealFile)
+        }
         Ok(_) => {
-            let now = rustix::fs::readlinkat(&dir, name.as_str(), Vec::new()).map_err(|e| io("reading it", e))?;
+            let now =
+                rustix::fs::readlinkat(&dir, name.as_str(), Vec::new()).map_err(|e| io("reading it", e))?;
             if now.as_bytes() == target.as_os_str().as_encoded_bytes() {
                 return Ok(());
             }
@@ -216,7 +219,10 @@ fn check_dir(dir: &OwnedFd, shown: &Path) -> Result<(), LinkError> {
         return untrusted(format!("is owned by uid {}, not root", st.st_uid));
     }
     if st.st_mode & 0o022 != 0 {
-        return untrusted(format!("is writable by others (mode {:04o})", st.st_mode & 0o7777));
+        return untrusted(format!(
+            "is writable by others (mode {:04o})",
+            st.st_mode & 0o7777
+        ));
     }
     Ok(())
 }
@@ -235,7 +241,11 @@ mod tests {
             matches!(&e, LinkError::Untrusted { dir, .. } if dir == Path::new("/tmp")),
             "{e}"
         );
-        assert!(e.to_string().starts_with("/tmp is writable by others (mode 1777)"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/tmp is writable by others (mode 1777)"),
+            "{e}"
+        );
         assert!(!Path::new("/tmp/bento-refused-link-dir").exists());
         assert!(matches!(
             place_symlink(Path::new("relative/x"), Path::new("/t")),

@@ -292,7 +292,10 @@ mod tests {
     fn temp_names_are_unpredictable_and_links_never_reuse_one() {
         let a = super::temp_name("x");
         let b = super::temp_name("x");
-        assert!(a.starts_with(".x.") && a.ends_with(".tmp") && a.len() == ".x.".len() + 16 + 4, "{a}");
+        assert!(
+            a.starts_with(".x.") && a.ends_with(".tmp") && a.len() == ".x.".len() + 16 + 4,
+            "{a}"
+        );
         assert_ne!(a, b);
         // The old fixed temp name, planted as a link elsewhere, is neither used nor removed.
         let dir = tempfile::tempdir().unwrap();
@@ -300,8 +303,14 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", &planted).unwrap();
         let link = dir.path().join("current");
         super::symlink(std::path::Path::new("bundles/7"), &link).unwrap();
-        assert_eq!(std::fs::read_link(&link).unwrap(), std::path::Path::new("bundles/7"));
-        assert_eq!(std::fs::read_link(&planted).unwrap(), std::path::Path::new("/etc/passwd"));
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            std::path::Path::new("bundles/7")
+        );
+        assert_eq!(
+            std::fs::read_link(&planted).unwrap(),
+            std::path::Path::new("/etc/passwd")
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 

@@ -135,8 +135,16 @@ fn secrets_land_on_a_real_ramfs_with_owner_group_and_mode() {
     set(&fleet, "api", "api-token");
     let mut b = Bundle::new(&fleet, "bundle");
     b.add(&fleet, "db", json!({"owner": "daemon", "mode": "0440"}))
-        .add(&fleet, "tls", json!({"owner": "root", "group": "bentotest", "mode": "0640"}))
-        .add(&fleet, "api", json!({"owner": "daemon", "group": "daemon", "mode": "0400", "path": "/mnt/links/api.key"}));
+        .add(
+            &fleet,
+            "tls",
+            json!({"owner": "root", "group": "bentotest", "mode": "0640"}),
+        )
+        .add(
+            &fleet,
+            "api",
+            json!({"owner": "daemon", "group": "daemon", "mode": "0400", "path": "/mnt/links/api.key"}),
+        );
     let bundle = b.write();
     let root = fleet.home.join("run");
     let script = format!(

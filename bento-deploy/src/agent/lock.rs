@@ -126,7 +126,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         let line = e.to_string();
         assert!(
-            line.ends_with("another run held it until this run's deadline (run_timeout = 7 s); the next run tries again"),
+            line.ends_with(
+                "another run held it until this run's deadline (run_timeout = 7 s); the next run tries again"
+            ),
             "{line}"
         );
         drop(held);

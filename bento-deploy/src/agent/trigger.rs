@@ -4,7 +4,7 @@
 //! (`SO_PEERCRED`: root, or a member of that group). TCP on 127.0.0.1:51337, which any
 //! local user can reach, only when `trigger_tcp = true`.
 //!
-//! A client is never in the run's way: the run writes into a pipe that [`relay`] always
+//! A client is never in the run's way: the run writes into a pipe (or socket pair) that [`relay`] always
 //! drains, passing on to the client what it can take (a bounded buffer; a slow client
 //! loses output, a client gone gets none), and a connection that sends no request within
 //! [`REQUEST_DEADLINE`] is dropped.
@@ -12,11 +12,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rustix::fs::Mode;
 use rustix::net::AddressFamily;
@@ -385,14 +385,16 @@ mod tests {
 
     use super::*;
 
-    /// A writer of `total` bytes into a pipe, as a run's output.
-    fn run_output(total: usize) -> (std::io::PipeReader, std::thread::JoinHandle<()>) {
-        let (reader, mut writer) = std::io::pipe().unwrap();
+    /// A writer of `total` bytes, as a run's output.
+    fn run_output(total: usize) -> (UnixStream, std::thread::JoinHandle<()>) {
+        let (reader, mut writer) = UnixStream::pair().unwrap();
         let handle = std::thread::spawn(move || {
             let line = [b'x'; 1000];
             let mut sent = 0;
             while sent < total {
-                writer.write_all(&line).expect("the relay always drains the run's output");
+                writer
+                    .write_all(&line)
+                    .expect("the relay always drains the run's output");
                 sent += line.len();
             }
         });
