@@ -873,3 +873,29 @@ fn a_rebuild_that_activates_nothing_is_reported_as_such() {
     );
     assert!(!l.secrets.join("secrets").exists());
 }
+
+/// A failed rebuild is reported by its first `error:` line, not by whatever it printed last.
+#[test]
+fn a_failed_rebuild_is_named_by_its_error_line() {
+    let l = Loop::new();
+    l.deploy();
+    let rebuild = l.fleet.script(
+        "failing-rebuild",
+        "echo 'building the system configuration...' >&2\n\
+         echo 'error: attribute services.nginx.virtualHosts.x.root missing' >&2\n\
+         echo '       at /etc/nixos/configuration.nix:12:5' >&2\n\
+         echo 'secrets generation 3 active: 0 added, 0 changed, 0 removed, 2 unchanged' >&2\n\
+         exit 1",
+    );
+    l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
+    let out = l.agent(&["--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.ends_with(
+            "failed (exit status: 1): error: attribute services.nginx.virtualHosts.x.root missing"
+        ),
+        "{error}"
+    );
+}

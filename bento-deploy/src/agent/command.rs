@@ -72,7 +72,7 @@ pub enum CommandError {
         what: &'static str,
         /// How it ended.
         status: ExitStatus,
-        /// Its last non-empty line on stderr.
+        /// Its first `error:` line on stderr, else its last non-empty one.
         tail: String,
     },
 }
@@ -118,12 +118,15 @@ impl Job<'_> {
         let group = Pid::from_child(&child);
         let shared = Mutex::new(Vec::new());
         let last_err = Mutex::new(String::new());
+        // What went wrong is said in the first `error:` line (nix, nixos-rebuild, bento);
+        // later lines may be a trace, or the last output of a step that succeeded.
+        let first_error = Mutex::new(None::<String>);
         let stopped = AtomicBool::new(false);
         let (out, errs) = (child.stdout.take(), child.stderr.take());
         let (done, finished) = mpsc::channel::<()>();
         let status = std::thread::scope(|scope| {
             let pump = |reader: Box<dyn Read + Send>, is_err: bool| {
-                let (shared, last_err) = (&shared, &last_err);
+                let (shared, last_err, first_error) = (&shared, &last_err, &first_error);
                 scope.spawn(move || {
                     for line in std::io::BufReader::new(reader).split(b'\n').map_while(Result::ok) {
                         let text = String::from_utf8_lossy(&line);
@@ -131,7 +134,14 @@ impl Job<'_> {
                         // stops the pump (the command would then block or die mid-switch).
                         let _ = writeln!(std::io::stderr().lock(), "{text}");
                         if is_err && !text.trim().is_empty() {
-                            *last_err.lock().unwrap_or_else(|p| p.into_inner()) = text.trim().to_owned();
+                            let trimmed = text.trim();
+                            if is_error_line(trimmed) {
+                                first_error
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .get_or_insert_with(|| trimmed.to_owned());
+                            }
+                            *last_err.lock().unwrap_or_else(|p| p.into_inner()) = trimmed.to_owned();
                         }
                         let mut log = shared.lock().unwrap_or_else(|p| p.into_inner());
                         log.extend_from_slice(&line);
@@ -179,7 +189,16 @@ impl Job<'_> {
         if status.success() {
             return Ok(());
         }
-        let tail = last_err.into_inner().unwrap_or_else(|p| p.into_inner());
+        let tail = first_error
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| last_err.into_inner().unwrap_or_else(|p| p.into_inner()));
         Err(CommandError::Failed { what, status, tail })
     }
+}
+
+/// Whether a line of a command's stderr says what went wrong: `error: …` as nix,
+/// nixos-rebuild and bento write it (after a `program:` prefix too).
+fn is_error_line(line: &str) -> bool {
+    line.starts_with("error:") || line.contains(": error:")
 }
