@@ -61,6 +61,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default()
         .to_owned();
     let line = format!("{}: bundle generation {} {state}", report.host, report.generation);
+    if let Some(note) = &report.note {
+        output::note(note);
+    }
     if report.state.is_success() {
         output::ok(&format!("{line} in {} ms", report.duration_ms));
         Ok(ExitCode::SUCCESS)

@@ -177,6 +177,12 @@ fn first_pull_rebuilds_activates_and_reports() {
     );
     assert_eq!(l.secret("db-password"), "v1 of db-password");
     assert!(!l.secrets.join("secrets/nothing-for-db1-only").exists());
+    // What the rebuild's activation did, as it recorded it.
+    assert_eq!(
+        report["secrets_changed"],
+        serde_json::json!(["db-password", "tls", "web-only"])
+    );
+    assert!(report.get("note").is_none(), "{report}");
     let reports = l.reports();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["state"], "applied");
@@ -838,4 +844,31 @@ fn every_json_run_prints_one_document() {
         (Some("skipped"), Some(2))
     );
     assert_eq!(doc["host"], "web1");
+}
+
+/// A rebuild that does not activate the secrets (a stand-in, a host without the NixOS
+/// module): the report lists no secret as changed and says why, instead of the bundle's.
+#[test]
+fn a_rebuild_that_activates_nothing_is_reported_as_such() {
+    let l = Loop::new();
+    l.deploy();
+    let rebuild = l.fleet.script("rebuild-only", "exit 0");
+    l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "applied");
+    assert_eq!(report["secrets_changed"], serde_json::json!([]));
+    let note = report["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("the rebuild activated no secret (no `bento activate` ran under ")
+            && note.contains("3 changed secrets are not live"),
+        "{note}"
+    );
+    assert!(
+        stderr(&out).contains("3 changed secrets are not live"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!l.secrets.join("secrets").exists());
 }

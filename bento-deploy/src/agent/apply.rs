@@ -19,6 +19,26 @@ use crate::agent::REPORT_GRACE;
 use crate::manifest::Manifest;
 use crate::transport::Transport;
 
+/// The names that went live between two readings of the activations in force
+/// ([`bento_secrets::activate::in_force`]): those of every family whose generation moved;
+/// `None` when no activation ran in between.
+fn went_live(
+    before: &[Option<(u64, bento_secrets::activate::Record)>; 2],
+    after: &[Option<(u64, bento_secrets::activate::Record)>; 2],
+) -> Option<Vec<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut moved = false;
+    for (b, a) in before.iter().zip(after) {
+        if let Some((n, record)) = a {
+            if b.as_ref().map(|(m, _)| m) != Some(n) {
+                moved = true;
+                names.extend(record.names());
+            }
+        }
+    }
+    moved.then(|| names.into_iter().collect())
+}
+
 /// One run about generation `generation`.
 pub(super) struct Run<'a> {
     pub config: &'a AgentConfig,
@@ -31,6 +51,9 @@ pub(super) struct Run<'a> {
     pub system_before: Option<String>,
     /// Output of the commands run (rebuild, activate, rollback).
     pub log: Vec<u8>,
+    /// Something the report should say beside its state (a rebuild that activated no
+    /// secret, say).
+    pub note: Option<String>,
 }
 
 impl Run<'_> {
@@ -55,6 +78,7 @@ impl Run<'_> {
                 None => std::fs::remove_file(run.current_link()),
             };
         };
+        let before = bento_secrets::activate::in_force(&self.config.secrets_root);
         if changes.config {
             if let Err(e) = self.rebuild() {
                 restore(self);
@@ -69,13 +93,39 @@ impl Run<'_> {
                     rollback: rolled.err(),
                 });
             }
-            Ok((State::Applied, changes.secrets))
+            // The rebuild's activation decrypts the secrets (the NixOS module runs `bento
+            // activate`): what went live is what its records say, not what was expected.
+            let live = went_live(
+                &before,
+                &bento_secrets::activate::in_force(&self.config.secrets_root),
+            );
+            if live.is_none() && !changes.secrets.is_empty() {
+                self.note = Some(format!(
+                    "the rebuild activated no secret (no `bento activate` ran under {}): {} changed \
+                     secret{} not live; on NixOS enable services.bento, elsewhere set `activate` \
+                     and a rebuild that runs it",
+                    self.config.secrets_root.display(),
+                    changes.secrets.len(),
+                    if changes.secrets.len() == 1 {
+                        " is"
+                    } else {
+                        "s are"
+                    }
+                ));
+            }
+            Ok((State::Applied, live.unwrap_or_default()))
         } else if !changes.secrets.is_empty() || old.is_none() {
-            if let Err(e) = self.activate() {
+            let result = self.activate();
+            let live = went_live(
+                &before,
+                &bento_secrets::activate::in_force(&self.config.secrets_root),
+            );
+            if let Err(e) = result {
                 restore(self);
                 return Err(e);
             }
-            Ok((State::SecretsUpdated, changes.secrets))
+            // A configured `activate` command that records nothing (not bento's): as expected.
+            Ok((State::SecretsUpdated, live.unwrap_or(changes.secrets)))
         } else {
             Ok((State::Applied, Vec::new())) // same content under a new number: nothing to run
         }
@@ -208,6 +258,7 @@ impl Run<'_> {
             bytes,
             error,
             secrets_changed,
+            note: self.note.clone(),
             kernel_changed: matches!(state, State::Applied | State::SelfUpdated)
                 && kernel_changed(self.config),
             agent: env!("CARGO_PKG_VERSION").into(),

@@ -117,6 +117,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         previous: state.applied,
         system_before: current_system(config),
         log: Vec::new(),
+        note: None,
     };
     let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), &trusted, &state) {
         Ok((s, changed)) => (s, Ok(changed)),
@@ -186,6 +187,7 @@ fn self_update(
         previous: Some(generation),
         system_before: current_system(config),
         log: Vec::new(),
+        note: None,
     };
     let mut extra = rebuild_target(&config_dir, &config.host);
     extra.extend(["--recreate-lock-file".into(), "--no-write-lock-file".into()]);

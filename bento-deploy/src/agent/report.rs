@@ -73,8 +73,12 @@ pub struct Report {
     pub bytes: u64,
     /// What went wrong, in one line.
     pub error: Option<String>,
-    /// Secrets added, changed or removed by the activation (names only).
+    /// Secrets added, changed or removed by the activation (names only): what the
+    /// activation recorded it did, not what the bundle asked for.
     pub secrets_changed: Vec<String>,
+    /// What else the run has to say (a rebuild that activated no secret, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The switch changed the kernel, initrd or modules: a reboot is due (or was started).
     pub kernel_changed: bool,
     /// The agent's version.
