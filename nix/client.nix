@@ -30,11 +30,13 @@ let
     current_system = cfg.currentSystem;
     booted_system = cfg.bootedSystem;
     self_update = cfg.selfUpdate;
+    # The services install the secrets: a switch reruns them only when their units changed.
+    activate_after_rebuild = servicesInstall;
     trigger_socket = cfg.triggerSocket;
     trigger_tcp = cfg.triggerTcp;
   } // lib.filterAttrs (_: v: v != null) {
     # Where services install the secrets, the agent reruns them (in their order).
-    activate = if cfg.activate != null || !(cfg.useSystemdActivation || usersFromServices) then cfg.activate
+    activate = if cfg.activate != null || !servicesInstall then cfg.activate
       else "${systemctl} restart bento-secrets-for-users.service bento-secrets.service";
     reboot_command = cfg.rebootCommand;
     trigger_group = cfg.triggerGroup;
@@ -46,6 +48,8 @@ let
   # instead of the `users` activation script, which NixOS then leaves empty.
   usersFromServices = config.systemd.sysusers.enable || config.services.userborn.enable;
   systemctl = "${config.systemd.package}/bin/systemctl";
+  # Secrets are installed by bento-secrets{-for-users}.service (at boot, at least).
+  servicesInstall = cfg.useSystemdActivation || usersFromServices;
   # Users whose password hash is a Bento secret.
   secretPasswords = lib.attrNames (lib.filterAttrs (_: u: u.hashedPasswordFile != null
     && lib.hasPrefix "${cfg.secretsRoot}/" u.hashedPasswordFile) config.users.users);
@@ -415,7 +419,7 @@ in
       # The systemd-only way, and users from systemd-sysusers or userborn (at boot,
       # activation runs before those): the users phase before users are made, the rest
       # after them and after local file systems (`path` links may point into them).
-      (mkIf (cfg.useSystemdActivation || usersFromServices) {
+      (mkIf servicesInstall {
         bento-secrets-for-users = phaseService "users" "Bento: secrets needed before users exist" {
           before = [ "systemd-sysusers.service" "userborn.service" "sysinit.target"
             "sysinit-reactivation.target" "bento-secrets.service" ];

@@ -195,6 +195,8 @@ fn assert_phase_services(case: &str, v: &Value) {
     for unit in ["local-fs.target", "systemd-sysusers.service", "userborn.service", "bento-secrets-for-users.service"] {
         assert!(after.contains(&Value::from(unit)), "{case}: {after:?}");
     }
+    // After a rebuild whose switch did not rerun them, the agent runs them too.
+    assert_eq!(v["agentToml"]["activate_after_rebuild"], true, "{case}");
     // The agent reruns them (in their order) when only secrets changed.
     assert!(
         text(&v["agentToml"]["activate"])
@@ -266,6 +268,7 @@ fn the_systemd_only_way_and_the_scripted_way_work_in_every_user_mode() {
         }
         let v = evaluated(lib, "default");
         assert!(v["agentToml"].get("activate").is_none(), "bento's own activate");
+        assert_eq!(v["agentToml"]["activate_after_rebuild"], false, "activation ran bento");
     });
 }
 
