@@ -550,6 +550,13 @@ fn the_example_hosts_evaluate_in_the_repo_and_in_their_bundles() {
     with_lib(|lib| {
         for host in ["web1", "db1", "edge"] {
             let v = evaluated(lib, &format!("host-{host}"));
+            if host == "db1" {
+                // The reference's example: a secret handed over as a systemd credential.
+                assert_eq!(
+                    v["credentials"]["app-migrate"],
+                    serde_json::json!(["db:/run/bento/secrets/db-password"])
+                );
+            }
             assert_eq!(v["agentToml"]["host"], host);
             assert_eq!(v["packageSource"], "https://git.example.org/bento.git");
         }

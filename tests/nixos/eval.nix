@@ -137,6 +137,9 @@ in
   # NixOS's own, as activation-script.nix puts it together.
   activationScript = c.system.activationScripts.script;
   warnings = c.warnings;
+  # Every unit's systemd credentials (a Bento secret handed to a service).
+  credentials = lib.mapAttrs (_: u: u.serviceConfig.LoadCredential)
+    (lib.filterAttrs (_: u: (u.serviceConfig.LoadCredential or [ ]) != [ ]) c.systemd.services);
   services = bentoUnits c.systemd.services;
   # The units that make users, as userborn.nix and sysusers.nix define them.
   usersServices = lib.filterAttrs (n: _: n == "userborn" || n == "systemd-sysusers") c.systemd.services;

@@ -35,6 +35,7 @@ let
     gzip = withOut "gzip-1.13";
     nixos-rebuild = withOut "nixos-rebuild";
     systemd = withOut "systemd-258";
+    postgresql = withOut "postgresql-16";
     shadow = withOut "shadow-4.16" // { shellPath = "/bin/nologin"; };
     util-linux = withOut "util-linux-2.41";
     getent = withOut "getent";
