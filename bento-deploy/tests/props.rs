@@ -210,6 +210,7 @@ fn report() -> impl Strategy<Value = Report> {
                     bytes,
                     error,
                     secrets_changed: s,
+                    note: None,
                     kernel_changed: k,
                     agent,
                 }

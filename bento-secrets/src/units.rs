@@ -77,7 +77,12 @@ pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -
             .status()
             .map_err(|e| format!("could not run `{program}`: {e}; pass --systemctl PROGRAM"))?;
         if !status.success() {
-            let shown: Vec<&str> = flags.iter().copied().chain([verb]).chain(units.iter().map(String::as_str)).collect();
+            let shown: Vec<&str> = flags
+                .iter()
+                .copied()
+                .chain([verb])
+                .chain(units.iter().map(String::as_str))
+                .collect();
             return Err(format!("`{program} {}` failed ({status})", shown.join(" ")));
         }
     }
@@ -105,7 +110,10 @@ mod tests {
         let err = hand_over(&systemctl("false", false), &units, &[]).unwrap_err();
         assert!(err.contains("`false try-restart a.service` failed"), "{err}");
         let err = hand_over(&systemctl("false", true), &units, &[]).unwrap_err();
-        assert!(err.contains("`false --no-block try-restart a.service` failed"), "{err}");
+        assert!(
+            err.contains("`false --no-block try-restart a.service` failed"),
+            "{err}"
+        );
         let err = hand_over(&systemctl("/nonexistent/systemctl", false), &units, &[]).unwrap_err();
         assert!(err.contains("could not run"), "{err}");
     }
@@ -113,8 +121,17 @@ mod tests {
     #[test]
     fn no_block_queues_and_blocking_restarts() {
         let units = vec!["a.service".to_string()];
-        assert_eq!(hand_over(&systemctl("true", true), &units, &[]), Ok(Handled::Queued));
-        assert_eq!(hand_over(&systemctl("true", false), &units, &units), Ok(Handled::Restarted));
-        assert_eq!(hand_over(&UnitControl::Leave, &units, &[]), Ok(Handled::NotRestarted));
+        assert_eq!(
+            hand_over(&systemctl("true", true), &units, &[]),
+            Ok(Handled::Queued)
+        );
+        assert_eq!(
+            hand_over(&systemctl("true", false), &units, &units),
+            Ok(Handled::Restarted)
+        );
+        assert_eq!(
+            hand_over(&UnitControl::Leave, &units, &[]),
+            Ok(Handled::NotRestarted)
+        );
     }
 }

@@ -674,9 +674,18 @@ fn units_are_restarted_through_systemctl_inside_and_outside_a_unit() {
         ("env INVOCATION_ID=0123abcd", String::new()),
         ("env -u INVOCATION_ID", String::new()),
         ("env INVOCATION_ID=0123abcd", "--no-restart".to_owned()),
-        ("env -u INVOCATION_ID", format!("--systemctl {}", failing.display())),
-        ("env INVOCATION_ID=0123abcd", format!("--systemctl {}", failing.display())),
-        ("env -u INVOCATION_ID", "--systemctl /nonexistent/systemctl".to_owned()),
+        (
+            "env -u INVOCATION_ID",
+            format!("--systemctl {}", failing.display()),
+        ),
+        (
+            "env INVOCATION_ID=0123abcd",
+            format!("--systemctl {}", failing.display()),
+        ),
+        (
+            "env -u INVOCATION_ID",
+            "--systemctl /nonexistent/systemctl".to_owned(),
+        ),
     ]
     .iter()
     .enumerate()

@@ -53,7 +53,14 @@ fn eval(lib: &str, case: &str, extra: &[&str]) -> std::process::Output {
     Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json"])
         .arg(&file)
-        .args(["--arg", "nixpkgsLib", lib, "--arg", "nixosModules", &nixos_modules()])
+        .args([
+            "--arg",
+            "nixpkgsLib",
+            lib,
+            "--arg",
+            "nixosModules",
+            &nixos_modules(),
+        ])
         .args(["--argstr", "case", case])
         .args(extra)
         .output()
@@ -65,7 +72,11 @@ fn evaluated(lib: &str, case: &str) -> Value {
     let out = eval(lib, case, &[]);
     let stdout = ok(&out);
     let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{case}: {e}: {stdout}"));
-    assert_eq!(v["warnings"], serde_json::json!([]), "{case}: evaluation warnings");
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!([]),
+        "{case}: evaluation warnings"
+    );
     v
 }
 
@@ -162,15 +173,30 @@ fn assert_phase_services(case: &str, v: &Value) {
         // At boot before sysinit.target; during a switch rerun by sysinit-reactivation.target,
         // in order, before switch-to-configuration restarts other units.
         assert_eq!(unit["wantedBy"], serde_json::json!(["sysinit.target"]), "{case}");
-        assert_eq!(unit["requiredBy"], serde_json::json!(["sysinit-reactivation.target"]), "{case}");
+        assert_eq!(
+            unit["requiredBy"],
+            serde_json::json!(["sysinit-reactivation.target"]),
+            "{case}"
+        );
         let before = unit["before"].as_array().unwrap();
         for target in ["sysinit.target", "sysinit-reactivation.target"] {
-            assert!(before.contains(&Value::from(target)), "{case}: {phase}: {before:?}");
+            assert!(
+                before.contains(&Value::from(target)),
+                "{case}: {phase}: {before:?}"
+            );
         }
         // Rerun when what it installs changes: the command, the owners.
         let triggers = unit["restartTriggers"].as_array().unwrap();
-        assert!(triggers.iter().any(|t| text(t).contains("--phase") || text(t).contains("--bundle /var/bento/current")), "{case}: {triggers:?}");
-        assert!(triggers.iter().any(|t| text(t).contains("\"users\"")), "{case}: {triggers:?}");
+        assert!(
+            triggers
+                .iter()
+                .any(|t| text(t).contains("--phase") || text(t).contains("--bundle /var/bento/current")),
+            "{case}: {triggers:?}"
+        );
+        assert!(
+            triggers.iter().any(|t| text(t).contains("\"users\"")),
+            "{case}: {triggers:?}"
+        );
         assert!(unit["restartIfChanged"].as_bool().unwrap(), "{case}");
         assert_eq!(unit["unitConfig"]["DefaultDependencies"], false, "{case}");
         assert_eq!(unit["unitConfig"]["ConditionPathExists"], "/var/bento/current");
@@ -188,11 +214,20 @@ fn assert_phase_services(case: &str, v: &Value) {
     // The users phase before users are made (userborn answers to systemd-sysusers.service
     // too), the rest after them and after local file systems.
     let before = users["before"].as_array().unwrap();
-    for unit in ["systemd-sysusers.service", "userborn.service", "bento-secrets.service"] {
+    for unit in [
+        "systemd-sysusers.service",
+        "userborn.service",
+        "bento-secrets.service",
+    ] {
         assert!(before.contains(&Value::from(unit)), "{case}: {before:?}");
     }
     let after = rest["after"].as_array().unwrap();
-    for unit in ["local-fs.target", "systemd-sysusers.service", "userborn.service", "bento-secrets-for-users.service"] {
+    for unit in [
+        "local-fs.target",
+        "systemd-sysusers.service",
+        "userborn.service",
+        "bento-secrets-for-users.service",
+    ] {
         assert!(after.contains(&Value::from(unit)), "{case}: {after:?}");
     }
     // After a rebuild whose switch did not rerun them, the agent runs them too.
@@ -224,7 +259,11 @@ fn the_client_module_evaluates_with_userborn_and_systemd_sysusers() {
             assert_phase_services(case, &v);
             // The real users service is rerun by the same target, before it.
             let (name, users) = v["usersServices"].as_object().unwrap().iter().next().unwrap();
-            assert_eq!(users["requiredBy"], serde_json::json!(["sysinit-reactivation.target"]), "{name}");
+            assert_eq!(
+                users["requiredBy"],
+                serde_json::json!(["sysinit-reactivation.target"]),
+                "{name}"
+            );
             // userborn applies a changed password hash only when it runs again.
             let post = &v["services"]["bento-secrets-for-users"]["serviceConfig"]["ExecStartPost"];
             if case == "userborn" {
@@ -259,7 +298,10 @@ fn the_systemd_only_way_and_the_scripted_way_work_in_every_user_mode() {
                 "{case}: {activation}"
             );
             assert!(activation.contains("--phase users") && activation.contains("--phase secrets"));
-            assert!(activation.contains("bento_units=--from-activation"), "{activation}");
+            assert!(
+                activation.contains("bento_units=--from-activation"),
+                "{activation}"
+            );
             let script = text(&v["activationScript"]);
             assert!(script.contains("activate --phase secrets"), "{case}");
             assert!(!script.contains("/run/nixos"), "{case}: {script}");
@@ -268,7 +310,10 @@ fn the_systemd_only_way_and_the_scripted_way_work_in_every_user_mode() {
         }
         let v = evaluated(lib, "default");
         assert!(v["agentToml"].get("activate").is_none(), "bento's own activate");
-        assert_eq!(v["agentToml"]["activate_after_rebuild"], false, "activation ran bento");
+        assert_eq!(
+            v["agentToml"]["activate_after_rebuild"], false,
+            "activation ran bento"
+        );
     });
 }
 
@@ -304,7 +349,10 @@ fn the_identity_follows_the_openssh_host_keys() {
         let v = evaluated(lib, "host-keys");
         assert_eq!(v["agentToml"]["identity"], "/persist/ssh/ssh_host_ed25519_key");
         let script = text(&v["activationScripts"]["bentoSecrets"]["text"]);
-        assert!(script.contains("-i /persist/ssh/ssh_host_ed25519_key"), "{script}");
+        assert!(
+            script.contains("-i /persist/ssh/ssh_host_ed25519_key"),
+            "{script}"
+        );
         let v = evaluated(lib, "default");
         assert_eq!(v["agentToml"]["identity"], "/etc/ssh/ssh_host_ed25519_key");
     });
@@ -420,7 +468,12 @@ fn the_server_match_blocks_come_last_in_sshd_config() {
             format!("HostKey {}\n{}", key.display(), text(&v["sshdConfig"])),
         )
         .unwrap();
-        let out = Command::new("/usr/sbin/sshd").arg("-t").arg("-f").arg(&config).output().unwrap();
+        let out = Command::new("/usr/sbin/sshd")
+            .arg("-t")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .unwrap();
         ok(&out);
         for user in ["web1", "db1"] {
             let out = Command::new("/usr/sbin/sshd")
@@ -430,10 +483,18 @@ fn the_server_match_blocks_come_last_in_sshd_config() {
                 .output()
                 .unwrap();
             let effective = ok(&out);
-            assert!(effective.lines().any(|l| l == "clientaliveinterval 60"), "{user}: {effective}");
-            assert!(effective.lines().any(|l| l == "usedns yes"), "{user}: {effective}");
             assert!(
-                effective.lines().any(|l| l == format!("chrootdirectory /srv/bento/{user}")),
+                effective.lines().any(|l| l == "clientaliveinterval 60"),
+                "{user}: {effective}"
+            );
+            assert!(
+                effective.lines().any(|l| l == "usedns yes"),
+                "{user}: {effective}"
+            );
+            assert!(
+                effective
+                    .lines()
+                    .any(|l| l == format!("chrootdirectory /srv/bento/{user}")),
                 "{user}: {effective}"
             );
         }

@@ -560,6 +560,7 @@ mod tests {
             bytes: 1,
             error: None,
             secrets_changed: Vec::new(),
+            note: None,
             kernel_changed: false,
             agent: "test".into(),
         }
