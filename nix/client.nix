@@ -1,6 +1,7 @@
 # Bento's host side: a timer pulls this host's signed bundle from the Bento server,
-# verifies it, runs nixos-rebuild (or only activates secrets), reports back; and the
-# activation script decrypts the host's secrets into /run/bento with its SSH host key.
+# verifies it, runs nixos-rebuild (or only activates secrets), reports back; and two
+# services (or, in the scripted way, activation scripts) decrypt the host's secrets into
+# /run/bento with its SSH host key.
 #
 #   services.bento = {
 #     enable = true;
@@ -211,9 +212,11 @@ in
       default = null;
       description = ''
         Activates secrets alone, when only secrets changed (split into words as a shell
-        would, quotes honoured; run without a shell). null: bento's own `activate` with
-        this module's bundle, root and identity, the users phase first, then the other
-        secrets.
+        would, quotes honoured; run without a shell). null: where services install the
+        secrets (useSystemdActivation, userborn, systemd-sysusers), `systemctl restart
+        bento-secrets-for-users.service bento-secrets.service`; otherwise bento's own
+        `activate` with this module's bundle, root and identity, the users phase first,
+        then the other secrets.
       '';
     };
 
