@@ -446,6 +446,7 @@ in
           serviceConfig = {
             Type = "oneshot";
             ExecStart = "${bento} agent --once --config /etc/bento/agent.toml";
+            MemoryMax = lib.mkDefault "4G"; # the agent and the rebuild it runs; override if larger
           };
         };
       }

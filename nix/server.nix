@@ -40,6 +40,11 @@ let
       PasswordAuthentication no
   '';
   # As bento checks host names: no `/`, not starting with `.` or `-`.
+  # As bento checks server.root: absolute, normalised, one safe word (it is written into
+  # sshd_config, tmpfiles rules and shell commands): letters, digits and /._+,:@=- only.
+  rootOk = builtins.stringLength cfg.root <= 4095
+    && builtins.match "(/[A-Za-z0-9._+,:@=-]+)+" cfg.root != null
+    && !(lib.any (c: c == "." || c == "..") (lib.tail (lib.splitString "/" cfg.root)));
   badHosts = lib.filter (h: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" h == null)
     (lib.attrNames cfg.hosts);
 in
@@ -50,6 +55,7 @@ in
     root = mkOption {
       type = types.str;
       default = "/srv/bento";
+      example = "/srv/bento";
       description = "Where `bento deploy` publishes: one directory per host (server.root of bento.toml).";
     };
 
@@ -114,6 +120,11 @@ in
 
   config = mkIf cfg.enable {
     assertions = [{
+      assertion = rootOk;
+      message = "services.bento-server.root ${builtins.toJSON cfg.root} must be an absolute path "
+        + "without `.`, `..` or empty components or a trailing `/`, of letters, digits and "
+        + "`/._+,:@=-` only (it is written into sshd_config, tmpfiles rules and shell commands)";
+    } {
       assertion = !(cfg.cache.enable && cfg.hosts ? cache);
       message = "services.bento-server.hosts.cache: with cache.enable, ${cfg.root}/cache is the "
         + "binary cache, not a host's directory: rename the host";

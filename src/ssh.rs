@@ -68,7 +68,7 @@ fn target(fleet: &Path, config: &Config, host: &str, server_root: Option<PathBuf
         status::host(&root, host, &Options::from_config(config)).ok()
     };
     let (address, reported_port) = match settings.address {
-        Some(address) => (address, None),
+        Some(address) => (address.to_string(), None),
         None => {
             let seen = reported();
             let first = seen.as_ref().and_then(|s| s.addresses.first().cloned());
@@ -102,6 +102,13 @@ fn pin(fleet: &Path, host: &str, key: &str) -> anyhow::Result<PathBuf> {
     ensure_state_dir(fleet)?;
     let dir = fleet.join(STATE_DIR).join("known_hosts");
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    // A link committed in the fleet's place would have the pin written elsewhere.
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        anyhow::bail!(
+            "{}: is a symlink or not a directory; remove it (bento keeps pinned host keys there)",
+            dir.display()
+        );
+    }
     let dir = std::fs::canonicalize(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let file = dir.join(host);
     bento_secrets::atomic::write_atomic(&file, reach::known_hosts_line(host, key).as_bytes(), 0o644)

@@ -266,6 +266,10 @@ pub fn diff(fleet: &Path, args: DiffArgs) -> anyhow::Result<ExitCode> {
     ));
     let ran = std::process::Command::new(&command.program)
         .args(&command.args)
+        .env(
+            "NIX_CONFIG",
+            status_diff::nix_config(std::env::var_os("NIX_CONFIG").as_deref()),
+        )
         .status()
         .map_err(|e| anyhow::anyhow!("running {}: {e}", command.program.display()))?;
     if !ran.success() {

@@ -23,6 +23,32 @@ pub struct Confined {
     fd: OwnedFd,
 }
 
+impl std::fmt::Debug for Confined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confined").field("fd", &self.fd).finish()
+    }
+}
+
+/// Refuses anything but one plain name (no `/`, not `.` or `..`, not empty).
+fn check_name(name: &str) -> io::Result<()> {
+    check_rel(name)?;
+    if name.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a single name", name.escape_default()),
+        ));
+    }
+    Ok(())
+}
+
+/// An error of the file system on `rel`, naming it.
+fn at(rel: &str, e: rustix::io::Errno) -> io::Error {
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("{}: {e}", rel.escape_default()),
+    )
+}
+
 /// What a confined read refuses, besides the file system's own errors.
 fn refused(rel: &str, why: &str) -> io::Error {
     io::Error::new(
@@ -254,6 +280,125 @@ impl Confined {
         Ok(rustix::fs::syncfs(&self.fd)?)
     }
 
+    /// This directory's own status (`fstat` of its descriptor).
+    pub fn stat(&self) -> io::Result<rustix::fs::Stat> {
+        Ok(rustix::fs::fstat(&self.fd)?)
+    }
+
+    /// Creates the directory `name` (one name) with `mode`, failing when anything is there
+    /// already (kind `AlreadyExists`), and opens it without following a link. The opened
+    /// directory is checked (`fstat` of the descriptor) to be a directory owned by this
+    /// process's user: one that whoever else can write here swapped in between is refused.
+    /// Everything done through the returned `Confined` happens in the directory made here,
+    /// wherever it is renamed to meanwhile.
+    pub fn create_own_dir(&self, name: &str, mode: u32) -> io::Result<Confined> {
+        check_name(name)?;
+        rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)).map_err(|e| at(name, e))?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+                refused(name, "replaced by a link or a file right after it was made")
+            }
+            e => at(name, e),
+        })?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Directory
+            || stat.st_uid != rustix::process::geteuid().as_raw()
+        {
+            return Err(refused(
+                name,
+                "replaced by someone else's directory right after it was made",
+            ));
+        }
+        let dir = Confined { fd };
+        dir.set_mode(mode)?;
+        Ok(dir)
+    }
+
+    /// Creates the regular file `name` (one name), exclusively (`O_EXCL`, never through a
+    /// link, never an existing file), with `mode` set on it whatever the umask; returns it
+    /// open for writing.
+    pub fn create_new_file(&self, name: &str, mode: u32) -> io::Result<std::fs::File> {
+        check_name(name)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode)).map_err(|e| at(name, e))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Sets this directory's mode (`fchmod` of its descriptor).
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))?)
+    }
+
+    /// Hands this directory to `uid:gid` (`fchown` of its descriptor).
+    pub fn set_owner(&self, uid: u32, gid: u32) -> io::Result<()> {
+        set_owner(&self.fd, uid, gid)
+    }
+
+    /// Renames the entry `from` of this directory to `to` (both single names; neither is
+    /// followed if it is a link). With `replace` false, an existing `to` is an error of kind
+    /// `AlreadyExists` (`RENAME_NOREPLACE`), checked by the kernel in the same step.
+    pub fn rename(&self, from: &str, to: &str, replace: bool) -> io::Result<()> {
+        check_name(from)?;
+        check_name(to)?;
+        let flags = if replace {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        rustix::fs::renameat_with(&self.fd, from, &self.fd, to, flags).map_err(|e| at(to, e))
+    }
+
+    /// Removes the entry `name` (one name) and, when it is a directory, everything in it;
+    /// no link is followed (a link is removed itself). Nothing there is no error. Whoever
+    /// else writes here chose the tree: it is refused past 64 levels or a million entries
+    /// in one directory, rather than exhausting the stack or memory.
+    pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        self.remove_tree_at(name, 0)
+    }
+
+    fn remove_tree_at(&self, name: &str, depth: usize) -> io::Result<()> {
+        const MAX_DEPTH: usize = 64;
+        const MAX_ENTRIES: usize = 1_000_000;
+        check_name(name)?;
+        if depth > MAX_DEPTH {
+            return Err(refused(name, "nested more than 64 levels deep"));
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => {
+                let dir = Confined { fd };
+                for entry in dir.entries_at_most("", MAX_ENTRIES)? {
+                    if let Some(child) = entry.name.to_str() {
+                        dir.remove_tree_at(child, depth + 1)?;
+                    } else {
+                        return Err(refused(name, "holds a name that is not UTF-8"));
+                    }
+                }
+                match rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                    Err(e) => Err(at(name, e)),
+                }
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            // A file, a link (not followed), a FIFO: removed itself.
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                match rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                    Err(e) => Err(at(name, e)),
+                }
+            }
+            Err(e) => Err(at(name, e)),
+        }
+    }
+
     /// Creates an empty file under a name no one else can have picked
     /// (`.<name>.<pid>.<n>.tmp`, `O_EXCL`), and returns that name.
     fn create_temp(&self, name: &str, mode: u32) -> io::Result<String> {
@@ -276,6 +421,14 @@ impl Confined {
             format!("no free temp name for `{}`", name.escape_default()),
         ))
     }
+}
+
+/// Hands the open file or directory `fd` to `uid:gid` (`fchown`: nothing is looked up by
+/// name, so nothing can be swapped in between).
+pub fn set_owner(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+    let uid = rustix::fs::Uid::from_raw(uid);
+    let gid = rustix::fs::Gid::from_raw(gid);
+    Ok(rustix::fs::fchown(fd, Some(uid), Some(gid))?)
 }
 
 #[cfg(test)]

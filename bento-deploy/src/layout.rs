@@ -22,14 +22,15 @@
 
 use std::fs::{DirBuilder, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bento_secrets::accounts::Owner;
 
 use crate::confined::Confined;
 use crate::error::Error;
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 
 /// A host's pointer to its current generation.
 pub const CURRENT_FILE: &str = "current";
@@ -53,7 +54,7 @@ pub const SIGNATURE_LIMIT: u64 = 64 * 1024;
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.
 pub(crate) const STAGING_PREFIX: &str = ".new-";
-/// The temp file that replaces `current`.
+/// Prefix of the temp file that replaces `current`.
 const CURRENT_TEMP: &str = ".current.new";
 
 /// The server root, locked for this process.
@@ -186,11 +187,18 @@ impl HostDir {
         }
     }
 
-    /// The manifest of generation `g`, when it is there and valid.
-    pub fn manifest(&self, g: u64) -> Option<Manifest> {
-        let rel = format!("{GENERATIONS_DIR}/{g}/{MANIFEST_FILE}");
-        let bytes = self.confined().ok()?.read(&rel, MANIFEST_LIMIT).ok()?;
-        Manifest::parse(&bytes).ok()
+    /// The exact bytes of generation `g`'s `manifest.json` and its `manifest.sig`, when
+    /// both are there (regular files, read without following links, bounded).
+    pub fn signed_manifest(&self, g: u64) -> Option<(Vec<u8>, String)> {
+        let dir = format!("{GENERATIONS_DIR}/{g}");
+        let confined = self.confined().ok()?;
+        let bytes = confined
+            .read(&format!("{dir}/{MANIFEST_FILE}"), MANIFEST_LIMIT)
+            .ok()?;
+        let sig = confined
+            .read(&format!("{dir}/{SIGNATURE_FILE}"), SIGNATURE_LIMIT)
+            .ok()?;
+        Some((bytes, String::from_utf8(sig).ok()?))
     }
 
     /// The directory of generation `g`.
@@ -200,72 +208,116 @@ impl HostDir {
 
     /// The generations present, ascending.
     pub fn generations(&self) -> Result<Vec<u64>, Error> {
-        let dir = self.dir.join(GENERATIONS_DIR);
-        let mut out: Vec<u64> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+        let shown = self.shown(GENERATIONS_DIR);
+        let entries = match self.confined()?.entries_at_most(GENERATIONS_DIR, MAX_ENTRIES) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::input(
+                    shown,
+                    format!("holds more than {MAX_ENTRIES} entries; remove what bento did not write there"),
+                ))
+            }
+            Err(e) => return Err(Error::io(shown, e)),
         };
+        let mut out: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| e.name.to_str().and_then(|n| n.parse().ok()))
+            .collect();
         out.sort_unstable();
         Ok(out)
     }
 
     /// Writes a generation and the new `current` into temp files, unsynced; nothing is
     /// visible until [`Staged::install`] and [`Staged::switch`].
+    ///
+    /// Where a publishing account owns `generations/` (`bento server setup`), it can rename,
+    /// replace or plant anything there at any moment, so nothing is written by path: the
+    /// staging dir is made 0700 and opened without following links, checked to be root's
+    /// own (so the account can neither enter it nor swap another in), and everything below
+    /// is created through directory descriptors, exclusively. Ownership (handed to the
+    /// account, which must be able to prune it later) and modes are set on open
+    /// descriptors; the staging dir itself is opened up (0755, handed over) last, when
+    /// nothing more is written in it. Whatever the account swaps in, root writes only into
+    /// what it made.
     pub fn stage(&self, generation: u64, files: &[(&str, &[u8])]) -> Result<Staged, Error> {
-        let generations = self.dir.join(GENERATIONS_DIR);
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("{STAGING_PREFIX}{generation}-"))
-            .tempdir_in(&generations)
-            .map_err(|e| Error::io(generations.display().to_string(), e))?;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| Error::io(tmp.path().display().to_string(), e))?;
-        for (rel, bytes) in files {
-            let path = tmp.path().join(rel);
-            let shown = self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
-            if let Some(parent) = path.parent() {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(parent)
-                    .map_err(|e| Error::io(&shown, e))?;
-            }
-            write_new(&path, bytes).map_err(|e| Error::io(&shown, e))?;
-        }
-        let pointer = self.pointer()?;
-        let current = self.dir.join(pointer);
-        let current_tmp = current.with_file_name(CURRENT_TEMP);
-        write_new(&current_tmp, format!("{generation}\n").as_bytes())
-            .map_err(|e| Error::io(current_tmp.display().to_string(), e))?;
-        // Where a publishing account owns generations/ (`bento server setup`), what root
-        // writes there becomes its too, or it could not prune it later.
-        let owner = std::fs::symlink_metadata(&generations)
-            .map_err(|e| Error::io(generations.display().to_string(), e))?;
-        if is_root() && owner.uid() != 0 {
-            for path in [tmp.path(), &current_tmp] {
-                chown_tree(path, owner.uid(), owner.gid())
-                    .map_err(|e| Error::io(path.display().to_string(), e))?;
-            }
-        }
-        Ok(Staged {
+        let gens_shown = self.shown(GENERATIONS_DIR);
+        let host = self.confined()?;
+        let gens = host.dir(GENERATIONS_DIR).map_err(|e| Error::io(&gens_shown, e))?;
+        let stat = gens.stat().map_err(|e| Error::io(&gens_shown, e))?;
+        let hand_to = (is_root() && stat.st_uid != 0).then_some((stat.st_uid, stat.st_gid));
+        let (tmp_name, tmp) = unique(
+            |name| gens.create_own_dir(name, 0o700),
+            &format!("{STAGING_PREFIX}{generation}"),
+        )
+        .map_err(|e| Error::io(&gens_shown, e))?;
+        let mut staged = Staged {
             host: self.clone(),
             generation,
-            tmp: Some(tmp),
-            current_tmp,
-            current,
-        })
+            gens,
+            tmp: Some(tmp_name),
+            pointer_dir: None,
+            current_tmp: String::new(),
+        };
+        let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
+        let own = |fd: &dyn Fn(u32, u32) -> std::io::Result<()>| match hand_to {
+            Some((uid, gid)) => fd(uid, gid),
+            None => Ok(()),
+        };
+        for (rel, bytes) in files {
+            let (parent, name) = match rel.rsplit_once('/') {
+                Some((parent, name)) => (Some(parent), name),
+                None => (None, *rel),
+            };
+            let written = (|| {
+                let dir = match parent {
+                    Some(parent) => Some(make_dirs(&tmp, parent, hand_to)?),
+                    None => None,
+                };
+                let mut file = dir.as_ref().unwrap_or(&tmp).create_new_file(name, 0o644)?;
+                own(&|uid, gid| crate::confined::set_owner(&file, uid, gid))?;
+                file.write_all(bytes)
+            })();
+            written.map_err(|e| Error::io(shown(rel), e))?;
+        }
+        // The pointer's temp file, in the pointer's own directory.
+        let pointer = self.pointer()?;
+        let (pointer_dir, pointer_shown) = if pointer == CURRENT_LINK {
+            (None, gens_shown.clone())
+        } else {
+            (Some(host), self.path().display().to_string())
+        };
+        let (current_tmp, mut file) = {
+            let dir = pointer_dir.as_ref().unwrap_or(&staged.gens);
+            unique(|name| dir.create_new_file(name, 0o644), CURRENT_TEMP)
+                .map_err(|e| Error::io(&pointer_shown, e))?
+        };
+        // Known to the stage from now on: removed with it if anything fails.
+        staged.pointer_dir = pointer_dir;
+        staged.current_tmp = current_tmp;
+        own(&|uid, gid| crate::confined::set_owner(&file, uid, gid))
+            .and_then(|()| file.write_all(format!("{generation}\n").as_bytes()))
+            .map_err(|e| Error::io(&pointer_shown, e))?;
+        // Last: the staging dir opened up and handed over; root writes nothing more in it.
+        own(&|uid, gid| tmp.set_owner(uid, gid))
+            .and_then(|()| tmp.set_mode(0o755))
+            .map_err(|e| Error::io(&gens_shown, e))?;
+        Ok(staged)
     }
 
     /// Removes generations beyond the newest `keep` (never `current`), and temp dirs left
-    /// by an interrupted deploy. Returns the generations removed.
+    /// by an interrupted deploy. Returns the generations removed. Removal goes through
+    /// directory descriptors and follows no link (see [`Confined::remove_tree`]).
     pub fn prune(&self, keep: usize, current: u64) -> Result<Vec<u64>, Error> {
         let mut removed = Vec::new();
+        let gens_shown = self.shown(GENERATIONS_DIR);
+        let gens = self
+            .confined()?
+            .dir(GENERATIONS_DIR)
+            .map_err(|e| Error::io(&gens_shown, e))?;
         for g in to_prune(&self.generations()?, keep, current) {
-            let dir = self.generation_dir(g);
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+            gens.remove_tree(&g.to_string())
+                .map_err(|e| Error::io(self.generation_dir(g).display().to_string(), e))?;
             removed.push(g);
         }
         self.remove_leftovers()?;
@@ -275,22 +327,69 @@ impl HostDir {
     /// Removes what an interrupted deploy left: staging dirs and a half-made `current`.
     /// Touches nothing when there is nothing to remove.
     pub fn remove_leftovers(&self) -> Result<(), Error> {
-        let dir = self.dir.join(GENERATIONS_DIR);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
+        let host = self.confined()?;
+        let gens = match host.dir(GENERATIONS_DIR) {
+            Ok(gens) => gens,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+            Err(e) => return Err(Error::io(self.shown(GENERATIONS_DIR), e)),
         };
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(dir.display().to_string(), e))?;
-            if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
-                let _ = std::fs::remove_dir_all(entry.path());
+        for dir in [&gens, &host] {
+            let entries = dir
+                .entries_at_most("", MAX_ENTRIES)
+                .map_err(|e| Error::io(self.shown(GENERATIONS_DIR), e))?;
+            for entry in entries {
+                let Some(name) = entry.name.to_str() else {
+                    continue;
+                };
+                if name.starts_with(STAGING_PREFIX) || name.starts_with(CURRENT_TEMP) {
+                    let _ = dir.remove_tree(name);
+                }
             }
         }
-        let _ = std::fs::remove_file(self.dir.join(CURRENT_TEMP));
-        let _ = std::fs::remove_file(dir.join(CURRENT_TEMP));
         Ok(())
     }
+}
+
+/// The most entries bento reads of a host's `generations/` (a few generations and the
+/// leftovers of interrupted deploys are expected; whoever writes it chooses).
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Calls `make` with fresh names `<prefix>-<pid>-<n>` until one is free; returns the name
+/// and what `make` made.
+fn unique<T>(make: impl Fn(&str) -> std::io::Result<T>, prefix: &str) -> std::io::Result<(String, T)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut last = None;
+    for _ in 0..64 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        match make(&name) {
+            Ok(made) => return Ok((name, made)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temp name")))
+}
+
+/// The directory `rel` below `top` (made by this process, so no one else can enter it),
+/// made component by component where missing (0755, handed to `hand_to`).
+fn make_dirs(top: &Confined, rel: &str, hand_to: Option<(u32, u32)>) -> std::io::Result<Confined> {
+    let mut dir: Option<Confined> = None;
+    for component in rel.split('/') {
+        let at = dir.as_ref().unwrap_or(top);
+        let next = match at.create_own_dir(component, 0o755) {
+            Ok(made) => {
+                if let Some((uid, gid)) = hand_to {
+                    made.set_owner(uid, gid)?;
+                }
+                made
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => at.dir(component)?,
+            Err(e) => return Err(e),
+        };
+        dir = Some(next);
+    }
+    dir.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty directory path"))
 }
 
 /// A generation written to temp files, not yet visible.
@@ -298,11 +397,15 @@ impl HostDir {
 pub struct Staged {
     host: HostDir,
     generation: u64,
-    /// Removed on drop unless installed.
-    tmp: Option<tempfile::TempDir>,
-    current_tmp: PathBuf,
-    /// The pointer the temp replaces: `current` or `generations/current`.
-    current: PathBuf,
+    /// The host's `generations/`, open.
+    gens: Confined,
+    /// The staging dir's name in `generations/`; removed on drop unless installed.
+    tmp: Option<String>,
+    /// The directory of the pointer the temp replaces: the host dir (`current`), or
+    /// `None` for `generations/` (`generations/current`).
+    pointer_dir: Option<Confined>,
+    /// The temp file's name there.
+    current_tmp: String,
 }
 
 impl Staged {
@@ -311,37 +414,45 @@ impl Staged {
         self.generation
     }
 
-    /// Renames the (synced) temp dir to `generations/<g>`.
+    /// Renames the (synced) temp dir to `generations/<g>`, never over an existing entry.
     pub fn install(&mut self) -> Result<(), Error> {
         let target = self.host.generation_dir(self.generation);
         let shown = target.display().to_string();
-        let Some(tmp) = self.tmp.take() else {
+        let Some(tmp) = self.tmp.as_deref() else {
             return Ok(());
         };
-        if target.exists() {
-            return Err(Error::input(
+        match self.gens.rename(tmp, &self.generation.to_string(), false) {
+            Ok(()) => {
+                self.tmp = None;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::input(
                 shown,
                 "already exists; was it written by hand? remove it",
-            ));
+            )),
+            Err(e) => Err(Error::io(&shown, e)),
         }
-        let path = tmp.keep();
-        std::fs::rename(&path, &target).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&path);
-            Error::io(&shown, e)
-        })
     }
 
     /// Replaces `current` with the new generation's number, by rename.
     pub fn switch(&self) -> Result<(), Error> {
-        std::fs::rename(&self.current_tmp, &self.current)
-            .map_err(|e| Error::io(self.current.display().to_string(), e))
+        let (dir, name, shown) = match &self.pointer_dir {
+            Some(host) => (host, CURRENT_FILE, self.host.shown(CURRENT_FILE)),
+            None => (&self.gens, CURRENT_FILE, self.host.shown(CURRENT_LINK)),
+        };
+        dir.rename(&self.current_tmp, name, true)
+            .map_err(|e| Error::io(shown, e))
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if self.tmp.is_some() {
-            let _ = std::fs::remove_file(&self.current_tmp);
+        if let Some(tmp) = self.tmp.take() {
+            let _ = self.gens.remove_tree(&tmp);
+            if !self.current_tmp.is_empty() {
+                let dir = self.pointer_dir.as_ref().unwrap_or(&self.gens);
+                let _ = dir.remove_tree(&self.current_tmp);
+            }
         }
     }
 }
@@ -379,36 +490,6 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
     Ok(())
 }
 
-/// Hands `path` and, for a directory, everything below it to `uid:gid` (links are
-/// changed themselves, never followed).
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
-/// Creates a new file (0644) holding `bytes`, replacing a leftover temp file. The leftover
-/// is removed first and the file created exclusively (`O_EXCL`): where a publishing account
-/// owns `generations/`, it could have planted a link there, and root must never write
-/// through it.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
 /// Of `generations` (ascending), those beyond the newest `keep`, never `current`: what a
 /// deploy prunes, locally or on a remote root.
 pub(crate) fn to_prune(generations: &[u64], keep: usize, current: u64) -> Vec<u64> {
@@ -430,16 +511,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_planted_link_at_a_temp_name_is_replaced_not_written_through() {
+    fn a_staging_dir_swapped_for_a_link_or_a_foreign_dir_gets_nothing_written() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("shadow");
-        std::fs::write(&target, "keep").unwrap();
-        let tmp = dir.path().join(".current.new");
-        std::os::unix::fs::symlink(&target, &tmp).unwrap();
-        write_new(&tmp, b"7\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-        assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "7\n");
-        assert!(!std::fs::symlink_metadata(&tmp).unwrap().is_symlink());
+        let outside = tempfile::tempdir().unwrap();
+        let root = ServerRoot::open(dir.path()).unwrap();
+        let host = root.host("h");
+        host.prepare(None).unwrap();
+        let gens = Confined::open(&host.path().join(GENERATIONS_DIR)).unwrap();
+        // What the owner of generations/ could swap in after the mkdir: a link, a file.
+        std::os::unix::fs::symlink(outside.path(), host.path().join("generations/link")).unwrap();
+        let e = gens.create_own_dir("link", 0o700).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        // Staging leaves nothing but its own files, and nothing outside.
+        let mut staged = host
+            .stage(1, &[("secrets/a.age", b"a"), ("manifest.json", b"{}")])
+            .unwrap();
+        staged.install().unwrap();
+        staged.switch().unwrap();
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let mode = std::fs::metadata(host.generation_dir(1)).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        let mode = std::fs::metadata(host.generation_dir(1).join("secrets/a.age"))
+            .unwrap()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode, 0o644);
+        // A second install of the same number is refused, not merged.
+        std::fs::create_dir(host.path().join("generations/2")).unwrap();
+        let mut again = host.stage(2, &[("manifest.json", b"{}")]).unwrap();
+        let e = again.install().unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        drop(again);
+        let left: Vec<_> = std::fs::read_dir(host.path().join(GENERATIONS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
@@ -487,7 +595,14 @@ mod tests {
                 .count(),
             0
         );
-        assert!(!host.path().join(CURRENT_TEMP).exists());
+        let left = std::fs::read_dir(host.path()).unwrap().filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(CURRENT_TEMP)
+        });
+        assert_eq!(left.count(), 0);
     }
 
     #[test]

@@ -8,15 +8,44 @@ use std::path::Path;
 /// The most addresses a heartbeat carries, and that status keeps from one.
 pub const MAX_ADDRESSES: usize = 16;
 
-/// Whether an address is worth reporting: not loopback, unspecified, multicast or
-/// link-local (a link-local IPv6 address needs an interface name to be used).
-fn reachable(ip: &IpAddr) -> bool {
-    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
-        return false;
+/// An address in the one form Bento compares and shows: an IPv4 address written as IPv6
+/// (IPv4-mapped `::ffff:a.b.c.d`, SIIT's IPv4-translated `::ffff:0:a.b.c.d`, or the
+/// deprecated IPv4-compatible `::a.b.c.d`) is the IPv4 address it carries, so that
+/// `::ffff:127.0.0.1` is loopback like `127.0.0.1`.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    let s = v6.segments();
+    let embedded = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s[..6] {
+        // IPv4-mapped and IPv4-translated.
+        [0, 0, 0, 0, 0, 0xffff] | [0, 0, 0, 0, 0xffff, 0] => IpAddr::V4(embedded),
+        // IPv4-compatible (`::` and `::1` are IPv6's own unspecified and loopback).
+        [0, 0, 0, 0, 0, 0] if s[6] != 0 => IpAddr::V4(embedded),
+        _ => ip,
     }
-    match ip {
-        IpAddr::V4(v4) => !v4.is_link_local() && !v4.is_broadcast(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+}
+
+/// Whether an address (in [`canonical`] form) is worth reporting and may be used to reach
+/// a host: never loopback (all of 127.0.0.0/8), unspecified or "this network"
+/// (0.0.0.0/8), link-local (169.254.0.0/16, fe80::/10: a link-local address needs an
+/// interface name), multicast of any scope (224.0.0.0/4, ff00::/8), reserved or broadcast
+/// (240.0.0.0/4), nor IPv6 site-local (fec0::/10, deprecated).
+fn reachable(ip: &IpAddr) -> bool {
+    match canonical(*ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(a == 0 || a == 127 || (a == 169 && b == 254) || a >= 224)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || first & 0xff00 == 0xff00
+                || first & 0xffc0 == 0xfe80
+                || first & 0xffc0 == 0xfec0)
+        }
     }
 }
 
@@ -35,6 +64,7 @@ pub fn local_addresses() -> Vec<String> {
                 address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
             }
         })
+        .map(canonical)
         .filter(reachable)
         .collect();
     ips.sort_by_key(|ip| ip.is_ipv6());
@@ -63,6 +93,7 @@ pub fn valid_addresses(claimed: &serde_json::Value) -> Vec<String> {
         .filter_map(|v| v.as_str())
         .filter(|s| s.len() <= 64)
         .filter_map(|s| s.parse::<IpAddr>().ok())
+        .map(canonical)
         .filter(reachable)
     {
         let ip = ip.to_string();
@@ -165,6 +196,44 @@ mod tests {
         ] {
             assert_eq!(valid_port(&bad), None);
         }
+    }
+
+    #[test]
+    fn loopback_and_other_unusable_addresses_are_refused_in_every_form() {
+        let refused = [
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "::FFFF:127.1.2.3",
+            "::ffff:0:127.0.0.1",
+            "::127.0.0.1",
+            "127.8.9.10",
+            "::ffff:0.0.0.0",
+            "0.1.2.3",
+            "::ffff:169.254.1.1",
+            "169.254.1.1",
+            "::ffff:224.0.0.1",
+            "ff02::1",
+            "ff05::2",
+            "ff0e::1",
+            "::ffff:255.255.255.255",
+            "240.0.0.1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "::",
+            "::1",
+            "0:0:0:0:0:0:0:1",
+        ];
+        for ip in refused {
+            let claimed = serde_json::json!([ip]);
+            assert!(valid_addresses(&claimed).is_empty(), "{ip} was kept");
+        }
+        // A mapped public address is kept, as the IPv4 address it carries (once).
+        let claimed = serde_json::json!(["::ffff:192.0.2.7", "192.0.2.7", "::192.0.2.8", "2001:db8::7"]);
+        assert_eq!(
+            valid_addresses(&claimed),
+            ["192.0.2.7", "192.0.2.8", "2001:db8::7"]
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use openssh_sftp_client::{Sftp, SftpOptions};
 
 use crate::transport::{check_rel, deadline_passed, Transport};
 
-mod publisher;
+pub mod frame;
+pub mod publisher;
 
 /// How to reach the server.
 #[derive(Clone, Debug)]
@@ -46,6 +47,12 @@ pub struct SftpTransport {
     transferred: u64,
     /// Operations still waiting at this point fail.
     deadline: Option<Instant>,
+    /// What this says when the deadline passes (`None`: the run's deadline).
+    deadline_message: Option<String>,
+    /// An exchange during which the server sends nothing for this long fails.
+    request_timeout: Option<Duration>,
+    /// What the framing reader saw: a refused packet, the last read.
+    watch: frame::Watch,
     /// The directory relative paths are below (empty: the server's start directory, the
     /// chroot of a host's user).
     base: PathBuf,
@@ -77,16 +84,21 @@ impl SftpTransport {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd.kill_on_drop(true);
+        let watch = frame::Watch::default();
         let (sftp, child) = runtime.block_on(async {
             let mut child = cmd
                 .spawn()
                 .map_err(|e| ConnectError::permanent(format!("running {}: {e}", target.ssh)))?;
             let stdin = child.stdin.take().expect("piped stdin");
-            let stdout = child.stdout.take().expect("piped stdout");
+            // Every packet's length is checked before the sftp client allocates it.
+            let stdout = frame::Framed::new(child.stdout.take().expect("piped stdout"), watch.clone());
             let limit = target.connect_timeout + Duration::from_secs(5);
             match tokio::time::timeout(limit, Sftp::new(stdin, stdout, SftpOptions::default())).await {
                 Ok(Ok(sftp)) => Ok((sftp, child)),
-                Ok(Err(e)) => Err(connect_error(&mut child, Some(e.to_string())).await),
+                Ok(Err(e)) => {
+                    let why = watch.reason().unwrap_or_else(|| e.to_string());
+                    Err(connect_error(&mut child, Some(why)).await)
+                }
                 Err(_) => Err(connect_error(&mut child, None).await),
             }
         })?;
@@ -108,8 +120,26 @@ impl SftpTransport {
             child,
             transferred: 0,
             deadline: None,
+            deadline_message: None,
+            request_timeout: None,
+            watch,
             base: PathBuf::new(),
         })
+    }
+
+    /// Bounds every later exchange: all fail at `deadline` (saying `message`), and each
+    /// fails when the server sends nothing for `request_timeout` while it waits (a stalled
+    /// sftp subsystem, which ssh keep-alives do not notice).
+    pub fn with_deadlines(
+        mut self,
+        deadline: Instant,
+        message: String,
+        request_timeout: Duration,
+    ) -> SftpTransport {
+        self.deadline = Some(deadline);
+        self.deadline_message = Some(message);
+        self.request_timeout = Some(request_timeout);
+        self
     }
 
     /// From now on, relative paths name files below `base` on the server (an absolute
@@ -130,15 +160,61 @@ impl SftpTransport {
 
     /// Runs one exchange with the server, cut short at the deadline.
     fn block<T>(&self, work: impl Future<Output = Result<T, openssh_sftp_client::Error>>) -> io::Result<T> {
-        self.runtime.block_on(async {
-            match self.deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
-                    .await
-                    .map_err(|_| deadline_passed())?
-                    .map_err(to_io),
-                None => work.await.map_err(to_io),
+        self.runtime
+            .block_on(self.bounded(async { work.await.map_err(to_io) }))
+    }
+
+    /// `work`, failing at the deadline, or when the server sends nothing for the request
+    /// timeout; a packet the framing refused is named as the cause of any failure.
+    async fn bounded<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        use futures_util::future::{select, Either};
+        self.watch.touch();
+        let stall = async {
+            match self.request_timeout {
+                Some(limit) => {
+                    self.watch.stalled(limit).await;
+                    limit
+                }
+                None => std::future::pending().await,
             }
-        })
+        };
+        let raced = async {
+            match select(std::pin::pin!(work), std::pin::pin!(stall)).await {
+                Either::Left((done, _)) => done,
+                Either::Right((limit, _)) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the server's sftp answered nothing for {} s (deploy.request_timeout): stalled",
+                        limit.as_secs()
+                    ),
+                )),
+            }
+        };
+        let done = match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), raced)
+                .await
+                .map_err(|_| self.deadline_error())
+                .and_then(|r| r),
+            None => raced.await,
+        };
+        done.map_err(|e| self.explain(e))
+    }
+
+    /// `e`, or the packet the framing refused when there was one: the sftp client only
+    /// says its background task failed.
+    fn explain(&self, e: io::Error) -> io::Error {
+        match self.watch.reason() {
+            Some(why) => io::Error::new(io::ErrorKind::InvalidData, why),
+            None => e,
+        }
+    }
+
+    /// The error of an exchange cut short by the deadline.
+    fn deadline_error(&self) -> io::Error {
+        match &self.deadline_message {
+            Some(message) => io::Error::new(io::ErrorKind::TimedOut, message.clone()),
+            None => deadline_passed(),
+        }
     }
 }
 
@@ -330,14 +406,7 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
 impl SftpTransport {
     /// Runs `work` to its end, cut short at the deadline.
     fn run<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-        self.runtime.block_on(async {
-            match self.deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
-                    .await
-                    .map_err(|_| deadline_passed())?,
-                None => work.await,
-            }
-        })
+        self.runtime.block_on(self.bounded(work))
     }
 }
 
@@ -463,18 +532,18 @@ impl Transport for SftpTransport {
         let mut bytes = Vec::new();
         let (written, copied) = self.runtime.block_on(async {
             let both = async {
-                tokio::join!(
+                Ok(tokio::join!(
                     write_file(sftp, base, write.0, write.1),
                     read_file(sftp, base, read.0, read.1, &mut bytes)
-                )
+                ))
             };
-            match self.deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline.into(), both)
-                    .await
-                    .unwrap_or_else(|_| (Err(deadline_passed()), Err(deadline_passed()))),
-                None => both.await,
-            }
+            self.bounded(both).await.unwrap_or_else(|e| {
+                let again = io::Error::new(e.kind(), e.to_string());
+                (Err(e), Err(again))
+            })
         });
+        let written = written.map_err(|e| self.explain(e));
+        let copied = copied.map_err(|e| self.explain(e));
         if written.is_ok() {
             self.transferred += write.1.len() as u64;
         }

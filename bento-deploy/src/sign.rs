@@ -151,6 +151,61 @@ fn sign_with_agent(public_file: &Path, message: &[u8]) -> Result<String, Signatu
     Ok(pem)
 }
 
+/// The fleet's admin ssh keys (`keys/admins/<name>.pub`; age keys cannot sign), each
+/// with its admin's name: the keys a manifest must be signed by.
+#[derive(Clone, Debug, Default)]
+pub struct AdminKeys {
+    keys: Vec<(String, PublicKey)>,
+}
+
+impl AdminKeys {
+    /// The ssh keys of `admins` (admin name → key lines, as `Fleet::admins`).
+    pub fn new(admins: &std::collections::BTreeMap<String, Vec<bento_secrets::RecipientKey>>) -> AdminKeys {
+        let keys = admins
+            .iter()
+            .flat_map(|(name, keys)| keys.iter().map(move |k| (name, k)))
+            .filter_map(|(name, k)| {
+                PublicKey::from_openssh(k.text())
+                    .ok()
+                    .map(|key| (name.clone(), key))
+            })
+            .collect();
+        AdminKeys { keys }
+    }
+
+    /// The public keys.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        self.keys.iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    /// Refuses `signer` unless its key is an admin's; `shown` names it as configured.
+    pub fn check(&self, signer: &Signer, shown: &str) -> Result<(), SignatureError> {
+        let key = signer.public_key();
+        if self.keys.iter().any(|(_, k)| k.key_data() == key.key_data()) {
+            return Ok(());
+        }
+        let admins = if self.keys.is_empty() {
+            "the admins' ssh keys, but keys/admins/ holds none".to_owned()
+        } else {
+            self.keys
+                .iter()
+                .map(|(name, k)| format!("keys/admins/{name}.pub ({})", k.fingerprint(HashAlg::Sha256)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(SignatureError::NotAnAdmin {
+            shown: shown.to_owned(),
+            fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+            admins,
+        })
+    }
+
+    /// Whether `signature` is a valid `bento` signature of `message` by one of these keys.
+    pub fn signed(&self, message: &[u8], signature: &str) -> bool {
+        verify(message, signature, &self.keys()).is_ok()
+    }
+}
+
 /// Checks that `signature` (armored SSHSIG) is a `bento` signature of `message` by one of
 /// `trusted`; returns that key.
 pub fn verify<'k>(
@@ -289,6 +344,21 @@ pub enum SignatureError {
         public_file: PathBuf,
         /// What went wrong.
         problem: AgentProblem,
+    },
+    /// The signing key is not one of the fleet's admin keys (`keys/admins/*.pub`): hosts
+    /// trust only admins' keys, so what it signs would be refused.
+    #[error(
+        "deploy.signing_key {shown} ({fingerprint}) is not an admin key of this fleet, so hosts \
+         would refuse what it signs: set it to one of {admins}, or register it with \
+         `bento admin add NAME --key FILE.pub`"
+    )]
+    NotAnAdmin {
+        /// The key's path as configured.
+        shown: String,
+        /// The key's SHA-256 fingerprint.
+        fingerprint: String,
+        /// The admins' ssh keys, by file and fingerprint (or a note that there are none).
+        admins: String,
     },
     /// `manifest.sig` is not an armored SSH signature.
     #[error("manifest.sig: not an SSH signature: {0}")]

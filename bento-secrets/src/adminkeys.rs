@@ -100,15 +100,15 @@ pub fn remove(fleet: &Fleet, _held: &FleetLock, name: &str) -> Result<()> {
 }
 
 fn read_rules(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
+    crate::fleet_files::read_text(path, crate::fleet_files::Kind::Toml).map_err(|e| {
+        if e.is_not_found() {
             Error::input(
                 RULES_FILE,
                 None,
                 "not found: run `bento init` first, or point --fleet at your fleet repo",
             )
         } else {
-            Error::io(RULES_FILE, e)
+            e.at(RULES_FILE)
         }
     })
 }

@@ -141,7 +141,8 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             .canonicalize()
             .ok()
             .and_then(|p| p.to_str().map(str::to_owned)),
-        text: std::fs::read_to_string(rules_path).map_err(|e| Error::io(&shown, e))?,
+        text: crate::fleet_files::read_text(rules_path, crate::fleet_files::Kind::Toml)
+            .map_err(|e| e.at(&shown))?,
     };
     let entries = evaluate(rules_path, &source)?;
 

@@ -42,19 +42,29 @@ pub fn run(editor: &str, file: &Path) -> io::Result<Ended> {
     // What the editor starts and leaves behind comes back to bento when orphaned, to be
     // reaped here rather than by an init that might not.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-    // `sh -c '$EDITOR "$@"'` lets EDITOR carry arguments (`code --wait`), as git does.
+    // `sh -c '$EDITOR "$@"'` lets EDITOR carry arguments (`code --wait`), as git does. The
+    // shell stops itself first and goes on only once its group holds the terminal: an
+    // editor that ran before the hand-over would see Ctrl-C go to bento, not to itself.
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("{editor} \"$@\""))
+        .arg(format!("kill -STOP $$; {editor} \"$@\""))
         .arg(editor)
         .arg(file)
         .process_group(0)
         .spawn()?;
     let group = Group(Pid::from_child(&child));
+    let early = rustix::process::waitpid(Some(group.0), WaitOptions::UNTRACED)?;
+    if let Some((_, status)) = early.filter(|(_, s)| !s.stopped()) {
+        // It ended before it could stop (the shell could not run): nothing to hand over.
+        use std::os::unix::process::ExitStatusExt;
+        drop(group);
+        handle.close();
+        return Ok(Ended::Exited(ExitStatus::from_raw(status.as_raw())));
+    }
     if let Some(terminal) = &terminal {
         terminal.hand_to(group.0);
     }
-    // Had the editor read the terminal before it was handed over, it was stopped (SIGTTIN).
+    // Stopped above (and, had it read the terminal before the hand-over, by SIGTTIN).
     let _ = kill_process_group(group.0, Signal::CONT);
 
     let got = Arc::new(AtomicI32::new(0));

@@ -4,7 +4,8 @@
 use toml::Spanned;
 
 use crate::error::Error;
-use crate::rules::{parse_mode, valid_abs_path, valid_account, SPECIAL_BITS};
+use crate::names::AbsPath;
+use crate::rules::{parse_mode, valid_account, SPECIAL_BITS};
 
 /// The mode of `key` (a secret's or a template's `mode` text), or why it is refused: not
 /// an octal mode, or with setuid/setgid/sticky bits, which no secret file may carry.
@@ -25,7 +26,7 @@ pub(crate) struct FileAttrs {
     pub owner: String,
     pub group: Option<String>,
     pub mode: u32,
-    pub path: Option<String>,
+    pub path: Option<AbsPath>,
 }
 
 /// Checks the file attributes of `key` (`db-password`, `templates.app-env`), each error
@@ -62,16 +63,11 @@ pub(crate) fn file_attrs(
         None => 0o400,
     };
     let path = match path {
-        Some(p) if !valid_abs_path(p.get_ref()) => {
-            return Err(at(
-                p.span().start,
-                format!(
-                    "{key}.path `{}` must be an absolute path without `..`, `.` or a trailing `/`",
-                    p.get_ref().replace('\0', "\\0")
-                ),
-            ))
+        Some(p) => {
+            let start = p.span().start;
+            Some(AbsPath::try_from(p.into_inner()).map_err(|e| at(start, format!("{key}.{e}")))?)
         }
-        p => p.map(Spanned::into_inner),
+        None => None,
     };
     Ok(FileAttrs {
         owner,

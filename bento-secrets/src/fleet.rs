@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fleet_files::{self, Kind, Tracked};
 use crate::keys::{read_key_file, RecipientKey};
 use crate::names::valid_name;
 use crate::rules::{toml_key, Directory, Member, Role, Rules, SecretRule};
@@ -80,6 +81,8 @@ pub struct Fleet {
     /// Remarks about how the rules were read (attributes ignored, secrets renamed), for
     /// `--verbose`.
     pub notes: Vec<Note>,
+    /// The files the fleet publishes (asked of git once, when first needed).
+    tracked: std::sync::OnceLock<Tracked>,
 }
 
 struct Names<'a> {
@@ -116,9 +119,9 @@ impl Fleet {
             Some(p) => (p.to_path_buf(), p.display().to_string()),
             None => (root.join(RULES_FILE), RULES_FILE.to_owned()),
         };
-        let text = match std::fs::read_to_string(&rules_path) {
+        let text = match fleet_files::read_text(&rules_path, Kind::Toml) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(Error::input(
                     shown,
                     None,
@@ -128,7 +131,7 @@ impl Fleet {
                     ),
                 ))
             }
-            Err(e) => return Err(Error::io(shown, e)),
+            Err(e) => return Err(e.at(shown)),
         };
         let hosts = read_key_dir(root, HOST_KEYS_DIR)?;
         let admins = read_key_dir(root, ADMIN_KEYS_DIR)?;
@@ -141,8 +144,20 @@ impl Fleet {
                 admins: &admins,
             },
         )?;
+        let tracked = std::sync::OnceLock::new();
         for template in rules.templates.values_mut() {
-            template.read_file(root)?;
+            if template.file.is_some() {
+                if tracked.get().is_none() {
+                    let _ = tracked.set(published(root)?);
+                }
+                if let Some(known) = tracked.get() {
+                    template.read_file(known)?;
+                }
+            }
+        }
+        for template in rules.templates.values() {
+            let found = template.mode_warnings(&rules.secrets, &shown);
+            rules.warnings.extend(found);
         }
         let secrets_dir = rules_path
             .parent()
@@ -162,6 +177,7 @@ impl Fleet {
             rules_shown: shown,
             agenix: false,
             notes: Vec::new(),
+            tracked,
         })
     }
 
@@ -187,6 +203,7 @@ impl Fleet {
             rules_arg: None,
             agenix: true,
             notes,
+            tracked: std::sync::OnceLock::new(),
         }
     }
 
@@ -235,6 +252,18 @@ impl Fleet {
     /// The fleet's root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The files this fleet publishes (hosts' configuration, template files): git's
+    /// tracked files in a git repo; asked once.
+    pub fn tracked(&self) -> Result<&Tracked> {
+        if let Some(known) = self.tracked.get() {
+            return Ok(known);
+        }
+        let _ = self.tracked.set(published(&self.root)?);
+        self.tracked
+            .get()
+            .ok_or_else(|| Error::input(self.root.display().to_string(), None, "cannot list its files"))
     }
 
     /// The rule for secret `name` (with an agenix `secrets.nix`, also its file name, as
@@ -377,6 +406,11 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// [`Tracked::of`] for the fleet at `root`, its error naming the fleet.
+fn published(root: &Path) -> Result<Tracked> {
+    Tracked::of(root).map_err(|e| e.at(root.display().to_string()))
 }
 
 /// Reads every `<name>.pub` of a key directory (a missing directory is empty).

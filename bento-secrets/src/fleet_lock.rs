@@ -136,16 +136,44 @@ fn retry_on_intr(f: impl Fn() -> rustix::io::Result<()>) -> rustix::io::Result<(
     }
 }
 
-/// Creates `.bento/` in `root` with the `.gitignore` that keeps it out of git.
+/// Creates `.bento/` in `root` with the `.gitignore` that keeps it out of git. The fleet
+/// repo may hold what a contributor committed: `.bento` must be a real directory (a link
+/// is refused), and its `.gitignore` is created beneath its directory fd, exclusively and
+/// never through a link (one already there, even dangling, is left as it is).
 pub fn ensure_state_dir(root: &Path) -> Result<()> {
-    let dir = root.join(STATE_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(STATE_DIR, e))?;
-    let ignore = dir.join(".gitignore");
-    if !ignore.exists() {
-        std::fs::write(&ignore, STATE_GITIGNORE)
-            .map_err(|e| Error::io(format!("{STATE_DIR}/.gitignore"), e))?;
+    use rustix::fs::{Mode, OFlags};
+    let io = |e: rustix::io::Errno| Error::io(STATE_DIR, e.into());
+    let top = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(root.display().to_string(), e.into()))?;
+    match rustix::fs::mkdirat(&top, STATE_DIR, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(io(e)),
     }
-    Ok(())
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = match rustix::fs::openat(&top, STATE_DIR, flags, Mode::empty()) {
+        Ok(dir) => dir,
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+            return Err(Error::input(
+                STATE_DIR,
+                None,
+                "is a symlink or not a directory; bento keeps its local state in a real `.bento/` \
+                 directory: remove it (and keep it out of git)",
+            ))
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(&dir, ".gitignore", create, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => File::from(fd)
+            .write_all(STATE_GITIGNORE.as_bytes())
+            .map_err(|e| Error::io(format!("{STATE_DIR}/.gitignore"), e)),
+        Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(Error::io(format!("{STATE_DIR}/.gitignore"), e.into())),
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +195,29 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), Some(std::process::id()));
         drop(first);
         waiter.join().unwrap();
+    }
+
+    #[test]
+    fn a_committed_link_never_makes_bento_write_elsewhere() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        // A dangling `.bento/.gitignore` link: nothing is created where it points.
+        std::fs::create_dir(root.path().join(STATE_DIR)).unwrap();
+        let target = elsewhere.path().join("planted");
+        std::os::unix::fs::symlink(&target, root.path().join(".bento/.gitignore")).unwrap();
+        ensure_state_dir(root.path()).unwrap();
+        assert!(!target.exists());
+        // `.bento` itself a link: refused, in one line.
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), other.path().join(STATE_DIR)).unwrap();
+        let e = ensure_state_dir(other.path()).unwrap_err().to_string();
+        assert!(e.starts_with(".bento: is a symlink"), "{e}");
+        assert!(FleetLock::acquire(other.path(), |_| {}).is_err());
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            0,
+            "nothing written there"
+        );
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
         }
         let from = source.secret_path(rule);
         if in_place.is_none() && from.exists() {
-            let bytes = std::fs::read(&from).map_err(|e| Error::io(source.secret_shown(rule), e))?;
+            let bytes = crate::fleet_files::read(&from, crate::fleet_files::Kind::Age)
+                .map_err(|e| e.at(source.secret_shown(rule)))?;
             write_new(root, &format!("{SECRETS_DIR}/{file}"), &bytes)?;
             imported.copied += 1;
         }
@@ -168,7 +169,8 @@ fn relative_inside(dir: &Path, path: &Path) -> Option<String> {
 
 /// An import starts from a fleet without secrets (fresh from `bento init`, or empty).
 fn refuse_existing_rules(root: &Path) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(root.join(RULES_FILE)) else {
+    let Ok(text) = crate::fleet_files::read_text(&root.join(RULES_FILE), crate::fleet_files::Kind::Toml)
+    else {
         return Ok(());
     };
     let has_secrets = toml::from_str::<toml::Table>(&text)
@@ -191,7 +193,7 @@ fn refuse_existing_rules(root: &Path) -> Result<()> {
 /// Writes a file that must not exist yet (or already holds exactly `bytes`).
 fn write_new(root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
     let path = root.join(rel);
-    match std::fs::read(&path) {
+    match crate::fleet_files::read(&path, crate::fleet_files::Kind::Age) {
         Ok(existing) if existing == bytes => return Ok(()),
         Ok(_) => {
             return Err(Error::input(
@@ -200,7 +202,8 @@ fn write_new(root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
                 "already exists with other content; move it away and import again",
             ))
         }
-        Err(_) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.at(rel)),
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(rel, e))?;

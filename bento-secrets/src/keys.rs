@@ -184,7 +184,7 @@ fn short(line: &str) -> String {
 ///
 /// Errors name the file and line and say what is expected.
 pub fn read_key_file(path: &Path, shown: &str) -> Result<Vec<RecipientKey>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(shown, e))?;
+    let text = crate::fleet_files::read_text(path, crate::fleet_files::Kind::Key).map_err(|e| e.at(shown))?;
     let mut keys = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

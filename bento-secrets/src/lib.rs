@@ -23,6 +23,7 @@ mod file_attrs;
 #[cfg(test)]
 mod fixture;
 pub mod fleet;
+pub mod fleet_files;
 pub mod fleet_lock;
 pub mod format;
 pub mod generate;
@@ -36,6 +37,7 @@ pub mod lock;
 pub mod manifest;
 pub mod names;
 pub mod plaintext;
+pub mod plugin_path;
 pub mod prompt;
 pub mod ramfs;
 pub mod rekey;

@@ -103,10 +103,11 @@ pub const HEADER: &str = "# Written by `bento secret edit` and `bento secret rek
 impl Lock {
     /// Reads the lock in `secrets_dir`; a missing file is an empty lock.
     pub fn load(secrets_dir: &Path, shown: &str) -> Result<Lock> {
-        let text = match std::fs::read_to_string(secrets_dir.join(LOCK_FILE)) {
+        let path = secrets_dir.join(LOCK_FILE);
+        let text = match crate::fleet_files::read_text(&path, crate::fleet_files::Kind::Toml) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::default()),
-            Err(e) => return Err(Error::io(shown, e)),
+            Err(e) if e.is_not_found() => return Ok(Lock::default()),
+            Err(e) => return Err(e.at(shown)),
         };
         let entries = toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| crate::rules::line_col(&text, s.start).0);

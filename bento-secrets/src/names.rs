@@ -42,6 +42,36 @@ pub enum NameError {
     /// Not a systemd unit name.
     #[error("`{0}` is not a unit name")]
     Unit(String),
+    /// Not an absolute path safe in sshd_config, tmpfiles and a shell word.
+    #[error(
+        "path `{0}` must be absolute, without `.`, `..` or empty components or a trailing `/`, \
+         and hold only letters, digits and `/._+,:@=-` (no spaces, quotes, `%` or control characters)"
+    )]
+    AbsPath(String),
+}
+
+/// The bytes an [`AbsPath`] may hold besides letters and digits: none of them means
+/// anything to sshd_config (`%` tokens, quotes, `#`), tmpfiles.d (`%` specifiers,
+/// whitespace), a shell (quotes, `$`, `;`, globs, `~`) or Nix string interpolation (`${`).
+const ABS_PATH_MARKS: &[u8] = b"/._+,:@=-";
+
+/// The longest [`AbsPath`] (PATH_MAX less its NUL).
+const ABS_PATH_MAX: usize = 4095;
+
+fn abs_path_check(path: &str) -> Result<(), NameError> {
+    let ok = path.len() > 1
+        && path.len() <= ABS_PATH_MAX
+        && path.starts_with('/')
+        && !path.ends_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || ABS_PATH_MARKS.contains(&b))
+        && path
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    ok.then_some(())
+        .ok_or_else(|| NameError::AbsPath(path.escape_default().to_string()))
 }
 
 /// The rule shared by host, secret, group, template and admin names: letters, digits, `.`,
@@ -200,9 +230,72 @@ checked_string!(
     }
 );
 
+checked_string!(
+    /// An absolute path that bento writes into `sshd_config`, tmpfiles rules, shell
+    /// commands and NixOS modules (`server.root`, a secret's or template's `path`): absolute,
+    /// normalised (no `.`, `..` or empty component, no trailing `/`), at most 4095 bytes, of
+    /// letters, digits and `/._+,:@=-` only, so that it is one word everywhere and can
+    /// never start a new line, a comment, a `%` token or a quoted string.
+    AbsPath,
+    abs_path_check
+);
+
+impl AsRef<std::ffi::OsStr> for AbsPath {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        std::ffi::OsStr::new(&self.0)
+    }
+}
+
+impl AsRef<std::path::Path> for AbsPath {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_paths_are_one_safe_word() {
+        for good in ["/srv/bento", "/run/keys/db.env", "/a", "/var/lib/x_y-z+1,2:3@4=5"] {
+            assert_eq!(good.parse::<AbsPath>().unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "/",
+            "srv",
+            "/srv/",
+            "/srv//x",
+            "/srv/./x",
+            "/srv/../etc",
+            "/srv\nMatch all",
+            "/srv\nPermitRootLogin yes",
+            "/srv/bento\r",
+            "/srv bento",
+            "/srv\tx",
+            "/srv/%u",
+            "/srv/\"x\"",
+            "/srv/'x'",
+            "/srv/\\x",
+            "/srv/$(id)",
+            "/srv/`id`",
+            "/srv/x;id",
+            "/srv/${x}",
+            "/srv/#x",
+            "/srv/\u{1b}[2J",
+            "/srv/\0",
+            "/srv/é",
+        ] {
+            assert!(!AbsPath::is_valid(bad), "{bad:?}");
+        }
+        assert!(!AbsPath::is_valid(&format!("/{}", "a".repeat(4095))));
+        assert_eq!(
+            "/srv\nMatch all".parse::<AbsPath>().unwrap_err().to_string(),
+            "path `/srv\\nMatch all` must be absolute, without `.`, `..` or empty components or a trailing `/`, \
+             and hold only letters, digits and `/._+,:@=-` (no spaces, quotes, `%` or control characters)"
+        );
+    }
 
     #[test]
     fn names_are_letters_digits_and_three_marks_never_dots_or_options_first() {

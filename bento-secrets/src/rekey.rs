@@ -130,6 +130,8 @@ fn rekey_one(
         Plan::Reencrypt => store::seal(fleet, rule, &sealed.decrypt(ids)?),
         Plan::Extend(add) => {
             let who = store::who(rule);
+            let path = std::env::var_os("PATH");
+            crate::plugin_path::check(add, fleet.root(), path.as_deref(), &sealed.shown)?;
             let out = extend::add_recipients(&sealed.ciphertext, ids, add, rule.armor, &sealed.shown, &who)?;
             let keys = fleet
                 .recipient_keys(rule)

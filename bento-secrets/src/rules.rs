@@ -62,7 +62,7 @@ pub struct SecretRule {
     /// Mode of the activated file.
     pub mode: u32,
     /// Optional stable path that gets a symlink to the activated file.
-    pub path: Option<String>,
+    pub path: Option<crate::names::AbsPath>,
     /// Units restarted when the content changes.
     pub restart_units: Vec<String>,
     /// Units reloaded when the content changes.
@@ -188,18 +188,6 @@ pub fn parse_mode(s: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(s, 8).ok()
-}
-
-/// Is `path` an absolute, normalised path without `..` or NUL?
-pub fn valid_abs_path(path: &str) -> bool {
-    path.starts_with('/')
-        && path.len() > 1
-        && !path.ends_with('/')
-        && !path.contains('\0')
-        && path
-            .split('/')
-            .skip(1)
-            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// The hint for an unknown recipient: the closest host or admin, or `@group` when the

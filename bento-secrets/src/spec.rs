@@ -6,8 +6,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::AbsPath;
 use crate::names::{NameError, SecretName, UnitName};
-use crate::rules::{parse_mode, valid_abs_path, valid_account, SecretRule, SPECIAL_BITS};
+use crate::rules::{parse_mode, valid_account, SecretRule, SPECIAL_BITS};
 use crate::template::TemplateRule;
 
 /// One secret of a bundle, with its runtime attributes.
@@ -51,7 +52,7 @@ impl SecretSpec {
             owner: rule.owner.clone(),
             group: rule.group.clone(),
             mode: format!("{:04o}", rule.mode),
-            path: rule.path.clone(),
+            path: rule.path.clone().map(String::from),
             restart_units: rule.restart_units.clone(),
             reload_units: rule.reload_units.clone(),
             needed_for_users: rule.needed_for_users,
@@ -91,12 +92,8 @@ impl SecretSpec {
             Some(_) => {}
         }
         if let Some(p) = &self.path {
-            if !valid_abs_path(p) {
-                return Err(format!(
-                    "{}: path `{}` must be absolute, without `..`",
-                    self.name,
-                    p.escape_default()
-                ));
+            if let Err(e) = p.parse::<AbsPath>() {
+                return Err(format!("{}: {e}", self.name));
             }
         }
         for account in std::iter::once(&self.owner).chain(&self.group) {
@@ -167,7 +164,7 @@ impl TemplateSpec {
             owner: rule.owner.clone(),
             group: rule.group.clone(),
             mode: format!("{:04o}", rule.mode),
-            path: rule.path.clone(),
+            path: rule.path.clone().map(String::from),
             restart_units: rule.restart_units.clone(),
             reload_units: rule.reload_units.clone(),
         }

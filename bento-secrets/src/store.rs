@@ -12,6 +12,7 @@ use crate::atomic::write_atomic;
 use crate::crypt;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
+use crate::fleet_files::{self, Kind};
 use crate::fleet_lock::FleetLock;
 use crate::identity::Identities;
 use crate::lock::{self, Lock, LockEntry, LOCK_FILE, LOCK_MODE};
@@ -22,10 +23,10 @@ const CIPHERTEXT_MODE: u32 = 0o644;
 
 /// Reads a secret's ciphertext, or `None` when it does not exist yet.
 pub fn read_ciphertext(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(fleet.secret_path(rule)) {
+    match fleet_files::read(&fleet.secret_path(rule), Kind::Age) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(fleet.secret_shown(rule), e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.at(fleet.secret_shown(rule))),
     }
 }
 
@@ -82,6 +83,12 @@ pub fn write(fleet: &Fleet, _held: &FleetLock, rule: &SecretRule, plaintext: &[u
 pub fn seal(fleet: &Fleet, rule: &SecretRule, plaintext: &[u8]) -> Result<(Vec<u8>, LockEntry)> {
     let members_keys = fleet.recipient_keys(rule);
     let keys: Vec<_> = members_keys.iter().map(|(_, k)| *k).collect();
+    crate::plugin_path::check(
+        &keys,
+        fleet.root(),
+        std::env::var_os("PATH").as_deref(),
+        &fleet.secret_shown(rule),
+    )?;
     let ciphertext = crypt::encrypt(plaintext, &keys, rule.armor, &fleet.secret_shown(rule))?;
     let entry = LockEntry::new(
         &ciphertext,
@@ -102,10 +109,10 @@ pub fn public_shown(fleet: &Fleet, rule: &SecretRule) -> String {
 
 /// Reads a secret's public part, or `None` when there is no `.pub`.
 pub fn read_public(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(public_path(fleet, rule)) {
+    match fleet_files::read(&public_path(fleet, rule), Kind::Key) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(public_shown(fleet, rule), e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.at(public_shown(fleet, rule))),
     }
 }
 

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::file_attrs::{file_attrs, FileAttrs};
+use crate::fleet_files::{Kind, Tracked};
 use crate::names::{RelPath, SecretName};
 use crate::rules::{line_col, Directory};
 
@@ -38,7 +39,7 @@ pub struct TemplateRule {
     /// Mode of the rendered file.
     pub mode: u32,
     /// Optional stable path that gets a symlink to the rendered file.
-    pub path: Option<String>,
+    pub path: Option<crate::names::AbsPath>,
     /// Units restarted when the rendered content changes.
     pub restart_units: Vec<String>,
     /// Units reloaded when the rendered content changes.
@@ -261,9 +262,10 @@ impl TemplateRule {
 
     /// For a `file` template: reads its text from the fleet rooted at `root` and finds its
     /// placeholders; errors name the file and line.
-    pub fn read_file(&mut self, root: &Path) -> Result<(), Error> {
+    pub fn read_file(&mut self, published: &Tracked) -> Result<(), Error> {
         let Some(file) = &self.file else { return Ok(()) };
-        let bytes = read_inside(root, file, TEMPLATE_LIMIT)
+        let bytes = published
+            .read(Path::new(file), Kind::Template)
             .map_err(|e| Error::input(file.clone(), None, format!("templates.{}.file: {e}", self.name)))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::input(file.clone(), None, "a template must be UTF-8 text".to_owned()))?;
@@ -274,46 +276,41 @@ impl TemplateRule {
         Ok(())
     }
 
+    /// Warnings about the rendered file's mode, each naming the template (`rules_shown`:
+    /// the rules file): readable by every user of the host, or wider than the mode of a
+    /// secret it holds (bits for the group or others that the secret does not grant).
+    pub fn mode_warnings(
+        &self,
+        secrets: &BTreeMap<String, crate::rules::SecretRule>,
+        rules_shown: &str,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.mode & crate::rules::WORLD_READABLE != 0 {
+            out.push(format!(
+                "{rules_shown}: templates.{}.mode \"{:04o}\" lets every user of the host read the rendered \
+                 template and the secrets in it; use e.g. \"0440\" with a `group`",
+                self.name, self.mode
+            ));
+        }
+        let wider = self
+            .secrets
+            .iter()
+            .filter_map(|name| secrets.get(name))
+            .find(|secret| self.mode & !secret.mode & 0o077 != 0);
+        if let Some(secret) = wider {
+            out.push(format!(
+                "{rules_shown}: templates.{}.mode \"{:04o}\" is wider than secrets.{}.mode \"{:04o}\", \
+                 a secret it renders: more users may read it in the template; narrow the template's mode",
+                self.name, self.mode, secret.name, secret.mode
+            ));
+        }
+        out
+    }
+
     /// Where the text is, as shown to the user.
     pub fn shown(&self, rules_shown: &str) -> String {
         self.file.clone().unwrap_or_else(|| rules_shown.to_owned())
     }
-}
-
-/// The largest template text read from a file: a template is a config file, and its text is
-/// published in every bundle that has it.
-pub const TEMPLATE_LIMIT: u64 = 1024 * 1024;
-
-/// Reads the regular file `rel` of the fleet at `root`, at most `limit` bytes. Its text goes
-/// into bundles on the server, so it must be the fleet's own: a symlink may point elsewhere
-/// in the fleet, never outside it (as for hosts' config files), and a FIFO or device is
-/// refused rather than read.
-fn read_inside(root: &Path, rel: &str, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error as IoError, ErrorKind, Read};
-    let path = root.join(rel).canonicalize()?;
-    if !path.starts_with(root.canonicalize()?) {
-        return Err(IoError::new(
-            ErrorKind::InvalidInput,
-            "it leads outside the fleet (through a symlink); keep the template in the fleet repository",
-        ));
-    }
-    let file = std::fs::File::open(&path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
-    if meta.len() > limit {
-        return Err(IoError::new(
-            ErrorKind::FileTooLarge,
-            format!("larger than {} KiB; a template is a config file", limit / 1024),
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(IoError::new(ErrorKind::FileTooLarge, "grew while it was read"));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -333,20 +330,20 @@ mod tests {
             fleet.path().join("templates/key.env"),
         )
         .unwrap();
-        std::fs::write(fleet.path().join("templates/big.env"), vec![b'x'; 2048]).unwrap();
-        assert_eq!(
-            read_inside(fleet.path(), "templates/ok.env", 1024).unwrap(),
-            b"A=1\n"
-        );
-        assert_eq!(
-            read_inside(fleet.path(), "templates/inside.env", 1024).unwrap(),
-            b"A=1\n"
-        );
-        let e = read_inside(fleet.path(), "templates/key.env", 1024).unwrap_err();
+        std::fs::write(
+            fleet.path().join("templates/big.env"),
+            vec![b'x'; 1024 * 1024 + 1],
+        )
+        .unwrap();
+        let published = Tracked::of(fleet.path()).unwrap();
+        let read = |rel: &str| published.read(Path::new(rel), Kind::Template);
+        assert_eq!(read("templates/ok.env").unwrap(), b"A=1\n");
+        assert_eq!(read("templates/inside.env").unwrap(), b"A=1\n");
+        let e = read("templates/key.env").unwrap_err();
         assert!(e.to_string().contains("outside the fleet"), "{e}");
-        let e = read_inside(fleet.path(), "templates/big.env", 1024).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
-        let e = read_inside(fleet.path(), "templates", 1024).unwrap_err();
+        let e = read("templates/big.env").unwrap_err();
+        assert!(e.to_string().contains("larger than 1024 KiB"), "{e}");
+        let e = read("templates").unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 

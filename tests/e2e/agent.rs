@@ -36,6 +36,7 @@ impl Loop {
             .unwrap();
         }
         let admin = fleet.ssh_key("admin", "ed25519", "");
+        fleet.add_admin("admin", &pub_line(&admin));
         std::fs::write(
             fleet.path("bento.toml"),
             format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::harness::{fails, ok, require, s, Fleet};
+use crate::harness::{fails, ok, pub_line, require, s, Fleet};
 
 /// A private Nix store and the settings that point every Nix command at it.
 pub(crate) struct Store {
@@ -117,6 +117,7 @@ impl Cached {
             );
         }
         let admin = fleet.ssh_key("admin", "ed25519", "");
+        fleet.add_admin("admin", &pub_line(&admin));
         let keys = fleet.keys.clone();
         let build = fleet.script(
             "fake-rebuild",

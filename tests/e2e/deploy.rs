@@ -31,6 +31,7 @@ impl Deployable {
             );
         }
         let admin = fleet.ssh_key("admin", "ed25519", "");
+        fleet.add_admin("admin", &pub_line(&admin));
         let server = fleet.home.parent().unwrap().join("server");
         let d = Deployable {
             fleet,
@@ -252,6 +253,7 @@ fn ssh_keygen_and_bento_agree_on_the_signature() {
 fn signs_through_ssh_agent_with_a_locked_key() {
     let d = Deployable::new();
     let locked = d.fleet.ssh_key("locked", "ed25519", "secret phrase");
+    d.fleet.add_admin("locked", &pub_line(&locked));
     let sock = d.fleet.keys.join("agent.sock");
     struct Kill(std::process::Child);
     impl Drop for Kill {

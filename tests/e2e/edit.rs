@@ -244,11 +244,14 @@ fn ctrl_c_in_the_editor_changes_nothing() {
     ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"original"));
     let path = fleet.path("secrets/db-password.age");
     let before = std::fs::read(&path).unwrap();
-    // The editor writes, then waits; Ctrl-C on the terminal kills it.
+    // The editor holds the terminal from its first instruction (else Ctrl-C would go to
+    // bento, which ignores it), writes, then waits; Ctrl-C on the terminal kills it.
     let ed = editor(
         &fleet,
         "slow",
-        r#"printf 'half-typed' > "$1"; echo 'editor running'; sleep 20"#,
+        r#"read -r pid comm state ppid pgrp session tty tpgid rest < /proc/$$/stat
+[ "$pgrp" = "$tpgid" ] || { echo "the editor started in the background"; exit 0; }
+printf 'half-typed' > "$1"; echo 'editor running'; sleep 20"#,
     );
     let out = edit_tty(
         &fleet,
@@ -258,8 +261,8 @@ fn ctrl_c_in_the_editor_changes_nothing() {
         &keys.bob,
         &[("editor running", b"\x03")],
     );
-    assert!(!out.status.success());
     let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{screen}");
     assert!(screen.contains("unchanged"), "{screen}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_no_residue(xdg.path(), "db-password");

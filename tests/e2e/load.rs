@@ -44,6 +44,7 @@ fn a_hundred_hosts_polling_one_stock_sshd_at_once_all_apply() {
     use std::os::unix::process::CommandExt;
     let fleet = Fleet::new();
     let admin = fleet.ssh_key("admin", "ed25519", "");
+    fleet.add_admin("admin", &pub_line(&admin));
     std::fs::write(
         fleet.path("bento.toml"),
         format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
@@ -90,7 +91,7 @@ fn a_hundred_hosts_polling_one_stock_sshd_at_once_all_apply() {
                  identity = \"{key}\"\nknown_hosts = \"{kh}\"\ntrusted_keys = [\"{admin_pub}\"]\n\
                  state_dir = \"{b}/state\"\nsecrets_root = \"{b}/run\"\nrebuild = \"true\"\n\
                  rollback = \"false\"\ncurrent_system = \"{b}/system\"\nbooted_system = \"{b}/booted\"\n\
-                 connect_timeout = 10\nrun_timeout = 90\n",
+                 connect_timeout = 10\nrun_timeout = 180\n",
                 port = sshd.port,
                 key = s(&fleet.keys.join(name)),
                 kh = sshd.known_hosts.display(),

@@ -69,7 +69,7 @@ fn evaluated(lib: &str, case: &str) -> Value {
 }
 
 /// The evaluation error of a case that must be refused.
-fn refused(lib: &str, case: &str) -> String {
+pub(crate) fn refused(lib: &str, case: &str) -> String {
     let out = eval(lib, case, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{case}: evaluated, but must be refused");
@@ -77,7 +77,7 @@ fn refused(lib: &str, case: &str) -> String {
 }
 
 /// Runs `f` with nixpkgs' lib, or says clearly why nothing was checked.
-fn with_lib(f: impl FnOnce(&str)) {
+pub(crate) fn with_lib(f: impl FnOnce(&str)) {
     require("nix-instantiate");
     match nixpkgs_lib() {
         Some(lib) => {

@@ -566,8 +566,9 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
     assert!(out.contains(&format!(
         "\"L+ {shown}/web1/current - - - - generations/current\""
     )));
+    // bob's key among the admins' (the signing admin's too).
     assert!(out.contains(&format!(
-        "printf '%s\\n' '{}' > /etc/ssh/bento_authorized_keys/bento-publish",
+        "' '{}' > /etc/ssh/bento_authorized_keys/bento-publish",
         pub_line(&l.keys.bob).rsplit_once(' ').unwrap().0
     )));
     // The shell form's lines for the hosts' directories, run as root in a namespace where

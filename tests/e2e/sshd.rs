@@ -165,14 +165,14 @@ fn chmod(path: &Path, mode: &str) {
 /// configuration and spawns it (its stderr going to `log`). The port was free when chosen,
 /// but another process may bind it first: the server then exits instead of listening, and
 /// is started again on another port. Returns once the server itself (not whoever else)
-/// holds the listening socket.
+/// holds the listening socket and answers there with its SSH banner.
 pub(crate) fn listen_on_free_port(log: &Path, mut start: impl FnMut(u16) -> Child) -> (Child, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = start(port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if listens(child.id(), port) {
+            if listens(child.id(), port) && answers(port) {
                 return (child, port);
             }
             if let Some(status) = child.try_wait().unwrap() {
@@ -188,6 +188,17 @@ pub(crate) fn listen_on_free_port(log: &Path, mut start: impl FnMut(u16) -> Chil
         }
     }
     panic!("sshd found no free port in 5 tries");
+}
+
+/// Whether an ssh server on 127.0.0.1:`port` sends its banner (`SSH-2.0-…`) within 5 s.
+fn answers(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut banner = [0u8; 4];
+    conn.read_exact(&mut banner).is_ok() && &banner == b"SSH-"
 }
 
 /// Whether process `pid` holds a socket listening on 127.0.0.1:`port`.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::activate::{in_namespace, require_root, text};
-use crate::harness::{example, fails, ok, s, Fleet, Keys};
+use crate::harness::{example, fails, ok, pub_line, s, Fleet, Keys};
 
 const DB: &str = "db-PLAINTEXT-4f1c";
 const API_1: &str = "api-PLAINTEXT-one";
@@ -78,6 +78,7 @@ impl Setup {
             std::fs::write(dir.join("configuration.nix"), "{ }\n").unwrap();
         }
         let admin = fleet.ssh_key("admin", "ed25519", "");
+        fleet.add_admin("admin", &pub_line(&admin));
         std::fs::write(
             fleet.path("bento.toml"),
             format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
@@ -315,6 +316,7 @@ fn verify_and_deploy_refuse_a_template_a_host_cannot_render() {
     assert_eq!(kinds, ["template-unknown-secret", "template-host"]);
 
     let admin = fleet.ssh_key("admin", "ed25519", "");
+    fleet.add_admin("admin", &pub_line(&admin));
     std::fs::write(
         fleet.path("bento.toml"),
         format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),

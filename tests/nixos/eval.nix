@@ -107,6 +107,12 @@ let
     sftp-without-known-hosts = client { services.bento.serverKnownHosts = lib.mkForce ""; };
     no-package = client { services.bento.package = lib.mkForce null; };
     server-bad-host = server { hosts."../etc" = key; };
+    # A root that would inject sshd_config lines, a tmpfiles specifier, a shell word.
+    server-root-newline = server { root = "/srv/bento\nMatch all\n  PermitRootLogin yes"; };
+    server-root-percent = server { root = "/srv/%u"; };
+    server-root-space = server { root = "/srv/bento x"; };
+    server-root-dotdot = server { root = "/srv/../etc"; };
+    server-root-relative = server { root = "srv"; };
     # The binary cache: served by the server, trusted by a client.
     server-cache = server { cache.enable = true; };
     server-publish-cache = server { cache.enable = true; publishKeys = [ key ]; };

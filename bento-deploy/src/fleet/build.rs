@@ -46,15 +46,16 @@ pub struct Built {
 impl Expected {
     /// Reads `.bento/expected.json`; a missing file is empty.
     pub fn load(root: &Path) -> Result<Expected, Error> {
-        match std::fs::read(root.join(EXPECTED_FILE)) {
+        use bento_secrets::fleet_files::{read, Kind};
+        match read(&root.join(EXPECTED_FILE), Kind::Toml) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 Error::input(
                     EXPECTED_FILE,
                     format!("unreadable ({e}); delete it and run `bento build` again"),
                 )
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Expected::default()),
-            Err(e) => Err(Error::io(EXPECTED_FILE, e)),
+            Err(e) if e.is_not_found() => Ok(Expected::default()),
+            Err(e) => Err(e.at(EXPECTED_FILE).into()),
         }
     }
 
@@ -107,9 +108,11 @@ pub fn build(
     // Every build, `--dry` too, works in `.bento/build/`: `.bento/` comes with the
     // `.gitignore` that keeps it out of git.
     bento_secrets::fleet_lock::ensure_state_dir(root)?;
+    let published =
+        bento_secrets::fleet_files::Tracked::of(root).map_err(|e| e.at(root.display().to_string()))?;
     let digests = hosts
         .iter()
-        .map(|h| read_config(root, h).map(|files| config_digest(&files)))
+        .map(|h| read_config(&published, h).map(|files| config_digest(&files)))
         .collect::<Result<Vec<_>, _>>()?;
     let abs_root = std::path::absolute(root).map_err(|e| Error::io(root.display().to_string(), e))?;
 

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bento_secrets::fleet_files::{self, FleetFileError, Kind, Tracked};
 use bento_secrets::rules::{Role, SecretRule};
 use bento_secrets::spec::{SecretSpec, TemplateSpec};
 use bento_secrets::Fleet;
@@ -63,11 +64,11 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Assembles `host`'s bundle from the fleet rooted at `root`. Symlinks are followed
-    /// as long as they stay inside the fleet repo; loops, dangling links and special files
-    /// are errors naming the path.
-    pub fn assemble(root: &Path, fleet: &Fleet, host: &Host) -> Result<Bundle, Error> {
-        let mut files = read_config(root, host)?;
+    /// Assembles `host`'s bundle from `fleet` (whose root `bento deploy` also passes as
+    /// `_root`). Only what the fleet publishes is taken ([`read_config`]); symlinks are
+    /// followed to it; loops, dangling links and special files are errors naming the path.
+    pub fn assemble(_root: &Path, fleet: &Fleet, host: &Host) -> Result<Bundle, Error> {
+        let mut files = read_config(fleet.tracked()?, host)?;
 
         let mut secrets = Vec::new();
         for rule in fleet.rules.secrets.values().filter(|r| goes_to(r, &host.name)) {
@@ -145,16 +146,18 @@ impl Bundle {
 }
 
 /// Reads a host's configuration directory as bundle files (`config/…`), following
-/// symlinks that stay inside the fleet repo rooted at `root`.
-pub fn read_config(root: &Path, host: &Host) -> Result<BTreeMap<String, File>, Error> {
-    let fleet_root = std::fs::canonicalize(root).map_err(|e| Error::io(root.display().to_string(), e))?;
+/// symlinks that stay inside the fleet. Only what the fleet publishes is taken
+/// (`published`: in a git repo, the files git tracks; never `.git`, `.bento` or, outside
+/// git, another dot-directory): an untracked entry is left out, a link to such a place is
+/// refused, naming the link.
+pub fn read_config(published: &Tracked, host: &Host) -> Result<BTreeMap<String, File>, Error> {
     let mut files = BTreeMap::new();
     let mut walk = Walk {
-        fleet_root: &fleet_root,
+        published,
         ancestors: Vec::new(),
         out: &mut files,
     };
-    let start = std::fs::canonicalize(&host.dir).map_err(|e| Error::io(&host.shown, e))?;
+    let start = walk.resolve(&host.dir, &host.shown)?;
     walk.dir(&start, "config", &host.shown)?;
     Ok(files)
 }
@@ -181,7 +184,8 @@ pub fn goes_to(rule: &SecretRule, host: &str) -> bool {
 
 /// A depth-first walk of a configuration directory, following symlinks.
 struct Walk<'a> {
-    fleet_root: &'a Path,
+    /// What the fleet publishes, and its real root.
+    published: &'a Tracked,
     /// The real paths of the directories being walked: a link back to one is a loop.
     ancestors: Vec<PathBuf>,
     out: &'a mut BTreeMap<String, File>,
@@ -200,16 +204,7 @@ impl Walk<'_> {
                     "file name is not UTF-8; rename it",
                 ));
             };
-            if name == ".git" {
-                continue;
-            }
             let (child_rel, child_shown) = (format!("{rel}/{name}"), format!("{shown}/{name}"));
-            if name.contains('\\') {
-                return Err(Error::input(
-                    child_shown,
-                    "file name holds a backslash; rename it",
-                ));
-            }
             let io = |e| Error::io(&child_shown, e);
             // The listing gives the type; only a symlink (or a file system that does
             // not say) needs a stat.
@@ -217,24 +212,37 @@ impl Walk<'_> {
                 Some(kind) => kind,
                 None => FileType::from_raw_mode(dir.stat(&entry.name).map_err(io)?.st_mode),
             };
-            let bytes = if kind == FileType::Symlink {
-                let target = self.resolve(&real.join(name), &child_shown)?;
-                let meta = std::fs::metadata(&target).map_err(io)?;
-                if meta.is_dir() {
+            // What the fleet does not publish (untracked, `.git`, a dot-directory
+            // outside git) is not part of the host's configuration.
+            let here = real.join(name);
+            if self.published.admits(&here, kind == FileType::Directory).is_err() {
+                continue;
+            }
+            if name.contains('\\') {
+                return Err(Error::input(
+                    child_shown,
+                    "file name holds a backslash; rename it",
+                ));
+            }
+            let target = if kind == FileType::Symlink {
+                let target = self.resolve(&here, &child_shown)?;
+                if target.is_dir() {
                     self.enter(&target, &child_rel, &child_shown)?;
                     continue;
-                } else if !meta.is_file() {
-                    return Err(not_a_file(child_shown));
                 }
-                std::fs::read(&target).map_err(io)?
+                target
             } else if kind == FileType::Directory {
-                self.enter(&real.join(name), &child_rel, &child_shown)?;
+                self.enter(&here, &child_rel, &child_shown)?;
                 continue;
             } else if kind == FileType::RegularFile {
-                dir.read(&entry.name).map_err(io)?
+                here
             } else {
                 return Err(not_a_file(child_shown));
             };
+            let bytes = fleet_files::read(&target, Kind::Config).map_err(|e| match e {
+                FleetFileError::Io(e) => io(e),
+                other => Error::input(&child_shown, other.to_string()),
+            })?;
             self.out.insert(child_rel, File::new(bytes));
         }
         self.ancestors.pop();
@@ -252,35 +260,41 @@ impl Walk<'_> {
         self.dir(real, rel, shown)
     }
 
-    /// The real path of a symlink, which must stay inside the fleet repo.
-    fn resolve(&self, link: &Path, shown: &str) -> Result<PathBuf, Error> {
-        let target = std::fs::read_link(link).map_err(|e| Error::io(shown, e))?;
-        let real = match std::fs::canonicalize(link) {
-            Ok(real) => real,
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return Err(Error::input(
-                    shown,
-                    format!("symlink loop (-> {}); remove the link", target.display()),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::input(
-                    shown,
-                    format!("dangling symlink (-> {}); fix or remove it", target.display()),
-                ))
-            }
-            Err(e) => return Err(Error::io(shown, e)),
+    /// The real path of `path` (a symlink, or the host's directory), which must stay
+    /// inside the fleet and lead to what it publishes.
+    fn resolve(&self, path: &Path, shown: &str) -> Result<PathBuf, Error> {
+        let target = std::fs::read_link(path).ok();
+        let pointed = || {
+            target
+                .as_ref()
+                .map(|t| {
+                    format!(
+                        " (-> {})",
+                        bento_secrets::error::escape_controls(&t.to_string_lossy())
+                    )
+                })
+                .unwrap_or_default()
         };
-        if !real.starts_with(self.fleet_root) {
-            return Err(Error::input(
+        match self.published.resolve(path) {
+            Ok(real) => Ok(real),
+            Err(FleetFileError::Io(e)) if e.raw_os_error() == Some(nix::libc::ELOOP) => Err(Error::input(
+                shown,
+                format!("symlink loop{}; remove the link", pointed()),
+            )),
+            Err(FleetFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::input(
+                shown,
+                format!("dangling symlink{}; fix or remove it", pointed()),
+            )),
+            Err(FleetFileError::Io(e)) => Err(Error::io(shown, e)),
+            Err(FleetFileError::Outside(_)) => Err(Error::input(
                 shown,
                 format!(
-                    "symlink points outside the fleet repo (-> {}); copy the file into the repo instead",
-                    target.display()
+                    "symlink points outside the fleet repo{}; copy the file into the repo instead",
+                    pointed()
                 ),
-            ));
+            )),
+            Err(other) => Err(Error::input(shown, format!("refused{}: {other}", pointed()))),
         }
-        Ok(real)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bento_secrets::names::AbsPath;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -62,8 +63,10 @@ pub struct Server {
     pub address: String,
     /// The sshd port.
     pub port: u16,
-    /// The directory `bento deploy` publishes into, on the server.
-    pub root: String,
+    /// The directory `bento deploy` publishes into, on the server: one safe word in
+    /// sshd_config, tmpfiles rules and shell commands (see [`AbsPath`]).
+    #[serde(deserialize_with = "server_root")]
+    pub root: AbsPath,
     /// Host H logs in as sftp user `<user_prefix>H`.
     pub user_prefix: String,
 }
@@ -73,10 +76,19 @@ impl Default for Server {
         Server {
             address: "localhost".into(),
             port: 22,
-            root: "/srv/bento".into(),
+            root: AbsPath::try_from(DEFAULT_ROOT.to_owned()).expect("the default root is a valid path"),
             user_prefix: String::new(),
         }
     }
+}
+
+/// `server.root` when bento.toml does not set it.
+pub const DEFAULT_ROOT: &str = "/srv/bento";
+
+/// `server.root`, its refusal naming the key (the parser adds the line).
+fn server_root<'de, D: serde::Deserializer<'de>>(de: D) -> Result<AbsPath, D::Error> {
+    let text = String::deserialize(de)?;
+    AbsPath::try_from(text).map_err(|e| serde::de::Error::custom(format!("server.root: {e}")))
 }
 
 /// `[deploy]`
@@ -91,6 +103,10 @@ pub struct Deploy {
     /// Publish over sftp to this remote server root (`sftp://user@host:port/abs/root`)
     /// instead of into `server.root` on this machine.
     pub target: Option<String>,
+    /// The most a deploy to a remote target may take, a systemd time span.
+    pub timeout: String,
+    /// The most a remote server may stay silent while deploy waits for an answer.
+    pub request_timeout: String,
 }
 
 impl Default for Deploy {
@@ -99,7 +115,21 @@ impl Default for Deploy {
             signing_key: "~/.ssh/id_ed25519".into(),
             keep_generations: 3,
             target: None,
+            timeout: "10min".into(),
+            request_timeout: "60s".into(),
         }
+    }
+}
+
+impl Deploy {
+    /// [`Deploy::timeout`] (validated by [`Config::parse`]; 10 minutes otherwise).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(parse_timespan(&self.timeout).unwrap_or(600))
+    }
+
+    /// [`Deploy::request_timeout`] (validated by [`Config::parse`]; 60 s otherwise).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(parse_timespan(&self.request_timeout).unwrap_or(60))
     }
 }
 
@@ -159,12 +189,57 @@ impl Status {
     }
 }
 
+/// A host's name or IP address as bento.toml gives it (`hosts.<name>.address`): one word
+/// that `bento ssh --print` may print and ssh may take as its destination, never an option
+/// nor a terminal control sequence: not empty, no whitespace, no control character, no
+/// `@` (the user is `ssh_user`), not starting with `-`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostAddress(String);
+
+impl HostAddress {
+    /// Whether `text` is one.
+    pub fn is_valid(text: &str) -> bool {
+        !text.is_empty()
+            && !text.starts_with('-')
+            && !text.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')
+    }
+}
+
+impl TryFrom<String> for HostAddress {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        if HostAddress::is_valid(&text) {
+            Ok(HostAddress(text))
+        } else {
+            Err(format!(
+                "address `{}` is not a host name or IP address (one word: no spaces, control \
+                 characters or user@, not starting with `-`)",
+                text.escape_default()
+            ))
+        }
+    }
+}
+
+impl std::ops::Deref for HostAddress {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HostAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// `[hosts.<name>]`: how an admin reaches a host (shown by `bento status`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostSettings {
     /// Its name or IP address.
-    pub address: Option<String>,
+    pub address: Option<HostAddress>,
     /// The ssh user, when not your own.
     pub ssh_user: Option<String>,
     /// The ssh port, when not 22.
@@ -220,13 +295,11 @@ impl Build {
 impl Config {
     /// Reads `bento.toml` from the fleet root; a missing file means all defaults.
     pub fn load(root: &Path) -> Result<Config, Error> {
-        match std::fs::read_to_string(root.join(CONFIG_FILE)) {
+        let path = root.join(CONFIG_FILE);
+        match bento_secrets::fleet_files::read_text(&path, bento_secrets::fleet_files::Kind::Toml) {
             Ok(text) => Config::parse(&text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(Error::Io {
-                path: CONFIG_FILE.into(),
-                source: e,
-            }),
+            Err(e) if e.is_not_found() => Ok(Config::default()),
+            Err(e) => Err(e.at(CONFIG_FILE).into()),
         }
     }
 
@@ -239,7 +312,7 @@ impl Config {
         // The line of a key, from the parser's spans.
         let positions = Positions::new(text);
         let at = |table: &str, key: &str| positions.key(&[table], key);
-        if config.server.address.trim().is_empty() || config.server.address.contains(char::is_whitespace) {
+        if !HostAddress::is_valid(&config.server.address) {
             return Err(Error::config(
                 at("server", "address"),
                 "server.address must be a host name or IP address",
@@ -249,12 +322,6 @@ impl Config {
             return Err(Error::config(
                 at("server", "port"),
                 "server.port must be between 1 and 65535",
-            ));
-        }
-        if !bento_secrets::rules::valid_abs_path(&config.server.root) {
-            return Err(Error::config(
-                at("server", "root"),
-                "server.root must be an absolute path without `..`",
             ));
         }
         let prefix_ok = config
@@ -284,6 +351,20 @@ impl Config {
         if let Some(target) = &config.deploy.target {
             crate::publish::remote::RemoteUrl::parse(target)
                 .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
+        }
+        for (key, value) in [
+            ("timeout", &config.deploy.timeout),
+            ("request_timeout", &config.deploy.request_timeout),
+        ] {
+            if !parse_timespan(value).is_some_and(|secs| (1..=7 * 86_400).contains(&secs)) {
+                return Err(Error::config(
+                    at("deploy", key),
+                    format!(
+                        "deploy.{key} `{}` is not a time span from 1s to 7d: write it as e.g. \"10min\" or \"60s\"",
+                        value.escape_default()
+                    ),
+                ));
+            }
         }
         match shell_words::split(&config.build.command) {
             Ok(words) if words.is_empty() => {
@@ -366,18 +447,11 @@ impl Config {
                     format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
                 ));
             }
-            let bad_word = |v: &Option<String>| {
-                v.as_deref().is_some_and(|v| {
-                    v.is_empty() || v.starts_with('-') || v.contains(|c: char| c.is_whitespace() || c == '@')
-                })
-            };
-            if bad_word(&host.address) {
-                return Err(Error::config(
-                    line,
-                    format!("hosts.{name}.address must be a host name or IP address (no spaces, no user@)"),
-                ));
-            }
-            if bad_word(&host.ssh_user) {
+            if host
+                .ssh_user
+                .as_deref()
+                .is_some_and(|u| !HostAddress::is_valid(u))
+            {
                 return Err(Error::config(
                     line,
                     format!("hosts.{name}.ssh_user must be a user name"),
@@ -428,6 +502,8 @@ signing_key = "~/.ssh/id_ed25519"  # admin key that signs bundles (a .pub: sign 
 keep_generations = 3               # bundles kept per host on the server
 # target = "sftp://bento-publish@bento.example.org:22/"  # publish over sftp (server key:
 #                                  # keys/server_known_hosts); default: server.root, locally
+# timeout = "10min"                # a deploy to the target stops after this long
+# request_timeout = "60s"          # ... or when the server answers nothing for this long
 
 [build]
 command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…
@@ -484,10 +560,26 @@ mod tests {
         let e = Config::parse("[server]\nport = 22\nroot = \"srv\"\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            e,
-            "bento.toml:3: server.root must be an absolute path without `..`"
+        assert!(
+            e.starts_with("bento.toml:3: server.root: path `srv` must be absolute"),
+            "{e}"
         );
+        for (root, line) in [
+            ("/srv\\nMatch all\\nPermitRootLogin yes", 2),
+            ("/srv/%u", 2),
+            ("/srv/b ento", 2),
+            ("/srv/\\\"x\\\"", 2),
+            ("/srv/../etc", 2),
+        ] {
+            let e = Config::parse(&format!("[server]\nroot = \"{root}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("bento.toml:{line}: server.root: path `")),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
         let e = Config::parse("[server]\nprot = 22\n").unwrap_err().to_string();
         assert!(e.starts_with("bento.toml:2: unknown field `prot`"), "{e}");
         let e = Config::parse("[server]\nport = 70000\n").unwrap_err().to_string();
@@ -498,6 +590,23 @@ mod tests {
         assert_eq!(
             e,
             "bento.toml:3: deploy.keep_generations must be between 1 and 1000"
+        );
+        let c = Config::parse("[deploy]\ntimeout = \"2min\"\nrequest_timeout = \"5s\"\n").unwrap();
+        assert_eq!(
+            (c.deploy.timeout(), c.deploy.request_timeout()),
+            (
+                std::time::Duration::from_secs(120),
+                std::time::Duration::from_secs(5)
+            )
+        );
+        let d = Config::parse("").unwrap().deploy;
+        assert_eq!((d.timeout().as_secs(), d.request_timeout().as_secs()), (600, 60));
+        let e = Config::parse("[deploy]\n\nrequest_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bento.toml:3: deploy.request_timeout `soon` is not a time span"),
+            "{e}"
         );
         let e = Config::parse("[deploy]\nkeep_generations = 3\ntarget = \"sftp://bento.example.org/\"\n")
             .unwrap_err()
@@ -546,7 +655,14 @@ mod tests {
         let e = Config::parse("\n[hosts.web1]\naddress = \"root@web1\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("bento.toml:2: hosts.web1.address"), "{e}");
+        assert!(e.starts_with("bento.toml:3: address `root@web1` is not"), "{e}");
+        for bad in ["web1\\u001b[2J", "-oProxyCommand=id", "web1\\nx", "a b", ""] {
+            let e = Config::parse(&format!("[hosts.web1]\naddress = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("bento.toml:2: address `"), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
         let c = Config::parse("[hosts.web1]\naddress = \"10.0.0.1\"\nssh_user = \"root\"\nssh_port = 2222\n")
             .unwrap();
         assert_eq!(

@@ -32,7 +32,7 @@ use crate::fleet::config::Config;
 use crate::fleet::hosts::{self, Host};
 use crate::layout::{is_root, ServerRoot};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
-use crate::sign::Signer;
+use crate::sign::{AdminKeys, Signer};
 use crate::store_path::StorePath;
 use crate::time::now_rfc3339;
 
@@ -138,7 +138,11 @@ pub fn git_commit(root: &Path) -> Option<String> {
 }
 
 /// Deploys the fleet rooted at `root`. `signer` is called at most once, and only when some
-/// host changed (so a no-op deploy needs no key); `progress` hears of each host.
+/// host changed (so a no-op deploy needs no key); its key must be one of the fleet's admin
+/// keys (`keys/admins/`), checked before anything is written. A host counts as unchanged
+/// only when its current manifest is signed by a current admin key and has the same
+/// content: a manifest the server swapped, or one signed by a key that is no admin's any
+/// more, is published again. `progress` hears of each host.
 pub fn deploy(
     root: &Path,
     config: &Config,
@@ -148,6 +152,7 @@ pub fn deploy(
 ) -> Result<Vec<HostReport>, Error> {
     let fleet = Fleet::load(root)?;
     check_secrets(&fleet)?;
+    let admins = AdminKeys::new(&fleet.admins);
     let hosts = hosts::select(
         hosts::discover(root, &fleet, &options.nix)?,
         &options.hosts,
@@ -164,6 +169,10 @@ pub fn deploy(
             url,
             &root.join(remote::KNOWN_HOSTS),
             &options.ssh,
+            remote::Limits {
+                whole: config.deploy.timeout(),
+                request: config.deploy.request_timeout(),
+            },
         )?)),
         None => Target::Local(ServerRoot::open(&options.server_root)?),
     };
@@ -173,8 +182,16 @@ pub fn deploy(
     // Assemble and compare, in parallel; unchanged hosts are done here.
     let assessed: Vec<Assessed> = hosts
         .par_iter()
-        .map(|host| assess(root, &fleet, host, &server, &expected, prefix, progress))
+        .map(|host| assess(root, &fleet, host, &server, &expected, prefix, &admins, progress))
         .collect::<Result<_, Error>>()?;
+    // The key is checked before anything is written: the cache, a generation.
+    let signer = if assessed.iter().any(|a| matches!(a, Assessed::Changed(_))) {
+        let signer = signer()?;
+        admins.check(&signer, &config.deploy.signing_key)?;
+        Some(signer)
+    } else {
+        None
+    };
     // The systems go into the cache before any `current` names them.
     let cached = if config.cache.signing_key.is_some() {
         let sink = server.cache()?;
@@ -190,8 +207,8 @@ pub fn deploy(
             Assessed::Changed(plan) => changed.push(*plan),
         }
     }
-    if !changed.is_empty() {
-        reports.extend(publish(root, config, &server, changed, signer()?, progress)?);
+    if let Some(signer) = signer {
+        reports.extend(publish(root, config, &server, changed, signer, progress)?);
     }
     if let Some(mut cached) = cached {
         for r in &mut reports {
@@ -244,6 +261,7 @@ pub(crate) enum Assessed {
     Changed(Box<Plan>),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn assess(
     root: &Path,
     fleet: &Fleet,
@@ -251,6 +269,7 @@ fn assess(
     server: &Target,
     expected: &Expected,
     prefix: &str,
+    admins: &AdminKeys,
     progress: &dyn Progress,
 ) -> Result<Assessed, Error> {
     let bundle = Bundle::assemble(root, fleet, host)?;
@@ -266,10 +285,11 @@ fn assess(
     let current = server.current(name)?;
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
-        if server
-            .manifest(name, g)
-            .is_some_and(|m| m.same_content(&candidate))
-        {
+        // "Same" only on what an admin signed: the manifest's bytes are the server's.
+        let same = server.signed_manifest(name, g).is_some_and(|(bytes, sig)| {
+            admins.signed(&bytes, &sig) && Manifest::parse(&bytes).is_ok_and(|m| m.same_content(&candidate))
+        });
+        if same {
             server.remove_leftovers(name)?;
             let report = HostReport {
                 host: host.name.clone(),

@@ -17,9 +17,9 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::layout::{
     parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, MANIFEST_LIMIT,
-    STAGING_PREFIX,
+    MAX_ENTRIES, SIGNATURE_LIMIT, STAGING_PREFIX,
 };
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sftp::{Kind, SftpTransport, SshTarget};
 use crate::transport::{ServerUrl, Transport};
 
@@ -68,7 +68,7 @@ impl RemoteUrl {
         } else {
             root.trim_end_matches('/')
         };
-        if root != "/" && !bento_secrets::rules::valid_abs_path(root) {
+        if root != "/" && !bento_secrets::names::AbsPath::is_valid(root) {
             return Err(format!(
                 "`{}`: the server root must be an absolute path without `..` ({expected})",
                 url.escape_default()
@@ -92,6 +92,17 @@ impl std::fmt::Display for RemoteUrl {
         };
         write!(f, "sftp://{}@{address}:{}{}", self.user, self.port, self.root)
     }
+}
+
+/// How long a deploy to a remote root may take (`[deploy] timeout`), and how long the
+/// server may stay silent while an answer is awaited (`[deploy] request_timeout`): a
+/// stalled sftp subsystem, which ssh keep-alives do not notice, ends the deploy.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The whole deploy, from the connection on.
+    pub whole: Duration,
+    /// One exchange with the server, while it sends nothing.
+    pub request: Duration,
 }
 
 /// An open connection to a remote server root.
@@ -123,7 +134,12 @@ const RETRY: &str = "run `bento deploy` again (the host keeps its current genera
 impl RemoteRoot {
     /// Connects with the system `ssh` (`ssh`: its program), pinning the server key(s) of
     /// `known_hosts`.
-    pub fn connect(url: &RemoteUrl, known_hosts: &Path, ssh: &str) -> Result<RemoteRoot, Error> {
+    pub fn connect(
+        url: &RemoteUrl,
+        known_hosts: &Path,
+        ssh: &str,
+        limits: Limits,
+    ) -> Result<RemoteRoot, Error> {
         if !known_hosts.is_file() {
             return Err(Error::input(
                 known_hosts.display().to_string(),
@@ -140,7 +156,7 @@ impl RemoteRoot {
             port: url.port,
             identity: None,
             known_hosts: known_hosts.to_path_buf(),
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30).min(limits.whole),
             ssh: ssh.to_owned(),
         };
         let conn = SftpTransport::connect(&target)
@@ -153,7 +169,15 @@ impl RemoteRoot {
                     ),
                 )
             })?
-            .with_base(Path::new(&url.root));
+            .with_base(Path::new(&url.root))
+            .with_deadlines(
+                std::time::Instant::now() + limits.whole,
+                format!(
+                    "the deploy took longer than deploy.timeout ({} s): stopped",
+                    limits.whole.as_secs()
+                ),
+                limits.request,
+            );
         Ok(RemoteRoot {
             url: url.clone(),
             conn: Mutex::new(conn),
@@ -231,25 +255,42 @@ impl RemoteRoot {
         }
     }
 
-    /// The manifest of generation `g`, when it is there, a real directory, and valid.
-    pub fn manifest(&self, host: &str, g: u64) -> Option<Manifest> {
+    /// The exact bytes of generation `g`'s `manifest.json` and its `manifest.sig`, when
+    /// both are there in a real directory (bounded reads, no link followed).
+    pub fn signed_manifest(&self, host: &str, g: u64) -> Option<(Vec<u8>, String)> {
         let dir = format!("{host}/{GENERATIONS_DIR}/{g}");
-        let bytes = self
+        let (bytes, sig) = self
             .with(|c| {
                 if c.kind(&dir)? != Some(Kind::Dir) {
                     return Err(io::Error::other("not a directory"));
                 }
-                c.read(&format!("{dir}/{MANIFEST_FILE}"), MANIFEST_LIMIT)
+                let bytes = c.read(&format!("{dir}/{MANIFEST_FILE}"), MANIFEST_LIMIT)?;
+                let sig = c.read(&format!("{dir}/{SIGNATURE_FILE}"), SIGNATURE_LIMIT)?;
+                Ok((bytes, sig))
             })
             .ok()?;
-        Manifest::parse(&bytes).ok()
+        Some((bytes, String::from_utf8(sig).ok()?))
     }
 
-    /// The names in `host`'s `generations/` with their kinds.
+    /// The names in `host`'s `generations/` with their kinds: at most
+    /// [`MAX_ENTRIES`], each name at most [`crate::sftp::publisher::NAME_MAX`] bytes (whoever writes the server
+    /// chooses them).
     fn generation_entries(&self, host: &str) -> Result<Vec<(String, Kind)>, Error> {
-        let rel = format!("{host}/{GENERATIONS_DIR}");
-        self.with(|c| c.entries(&rel))
-            .map_err(|e| self.failed(host, GENERATIONS_DIR, e))
+        self.listing(host, GENERATIONS_DIR)
+    }
+
+    /// The entries of `host`'s directory `rel`, bounded as [`RemoteRoot::generation_entries`];
+    /// past a bound, one line saying what to remove.
+    fn listing(&self, host: &str, rel: &str) -> Result<Vec<(String, Kind)>, Error> {
+        let path = format!("{host}/{rel}");
+        self.with(|c| c.entries_at_most(&path, MAX_ENTRIES))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => Error::input(
+                    self.shown(host, rel),
+                    format!("{e}: refused; remove what bento did not write there"),
+                ),
+                _ => self.failed(host, rel, e),
+            })
     }
 
     /// The generations present, ascending.
@@ -281,9 +322,7 @@ impl RemoteRoot {
     fn remove_tree(&self, host: &str, rel: &str, kind: Kind) -> Result<(), Error> {
         let path = format!("{host}/{rel}");
         if kind == Kind::Dir {
-            let entries = self
-                .with(|c| c.entries(&path))
-                .map_err(|e| self.failed(host, rel, e))?;
+            let entries = self.listing(host, rel)?;
             for (name, kind) in entries {
                 self.remove_tree(host, &format!("{rel}/{name}"), kind)?;
             }

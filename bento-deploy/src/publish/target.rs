@@ -7,7 +7,6 @@ use bento_secrets::accounts::Owner;
 
 use crate::error::Error;
 use crate::layout::{self, ServerRoot};
-use crate::manifest::Manifest;
 use crate::publish::cache_sink::{CacheSink, LocalCache};
 use crate::publish::remote::{RemoteRoot, RemoteStaged};
 use crate::publish::remote_cache::RemoteCache;
@@ -57,11 +56,12 @@ impl Target {
         }
     }
 
-    /// The manifest of `host`'s generation `g`, when it is there and valid.
-    pub fn manifest(&self, host: &str, g: u64) -> Option<Manifest> {
+    /// The exact bytes of `host`'s generation `g`'s manifest and its signature, when both
+    /// are there (unverified: whoever writes the server chose them).
+    pub fn signed_manifest(&self, host: &str, g: u64) -> Option<(Vec<u8>, String)> {
         match self {
-            Target::Local(root) => root.host(host).manifest(g),
-            Target::Remote(remote) => remote.manifest(host, g),
+            Target::Local(root) => root.host(host).signed_manifest(g),
+            Target::Remote(remote) => remote.signed_manifest(host, g),
         }
     }
 

@@ -8,6 +8,9 @@ use futures_util::StreamExt;
 use super::{kind_of, temp_name, Kind, SftpTransport};
 use crate::transport::check_rel;
 
+/// The longest name a directory entry may have (Linux's `NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
 /// What a publisher does besides reading: directories, new files, renames, removals. Paths
 /// are relative to the base ([`SftpTransport::with_base`]).
 impl SftpTransport {
@@ -29,7 +32,8 @@ impl SftpTransport {
     }
 
     /// As [`SftpTransport::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
-    /// `limit` entries: a directory someone filled without end is not read to the end.
+    /// `limit` entries or at a name longer than [`NAME_MAX`] bytes (no file system makes
+    /// one): a directory someone filled without end is not read to the end.
     pub fn entries_at_most(&mut self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
         check_rel(rel)?;
         let path = self.at(rel);
@@ -40,22 +44,21 @@ impl SftpTransport {
             let mut stream = Box::pin(dir.read_dir());
             while let Some(entry) = stream.next().await {
                 let entry = entry?;
-                let name = entry.filename().to_string_lossy().into_owned();
+                let raw = entry.filename().as_os_str();
+                if raw.len() > NAME_MAX {
+                    return Ok(Err(format!("holds a name longer than {NAME_MAX} bytes")));
+                }
+                let name = raw.to_string_lossy().into_owned();
                 if name != "." && name != ".." {
                     if entries.len() == limit {
-                        return Ok(None);
+                        return Ok(Err(format!("holds more than {limit} entries")));
                     }
                     entries.push((name, kind_of(entry.file_type())));
                 }
             }
-            Ok(Some(entries))
+            Ok(Ok(entries))
         })?;
-        result.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("holds more than {limit} entries"),
-            )
-        })
+        result.map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))
     }
 
     /// Creates the directory `rel` with `mode`.
