@@ -350,6 +350,9 @@ in
   config = mkIf cfg.enable {
     environment.etc."bento/agent.toml".source = agentToml;
     environment.etc."bento/known_hosts".text = cfg.serverKnownHosts;
+    # Root's alone: installed bundles name the secrets, the outbox holds reports, and the
+    # run lock must not be reachable by another user (the agent tightens it too).
+    systemd.tmpfiles.rules = [ "d ${cfg.stateDir} 0700 root root -" ];
     environment.systemPackages = [ cfg.package ];
 
     nix.settings = mkIf (cfg.cache.url != null) {

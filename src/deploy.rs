@@ -113,6 +113,14 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
             if copied == 1 { "" } else { "s" }
         ));
     }
+    for r in reports.iter().filter(|r| r.changed && r.build_outdated) {
+        output::warn(&format!(
+            "{}: its configuration changed since `bento build`, so it was published without an \
+             expected system (`bento status` cannot tell whether it runs what you built); run \
+             `bento build {}` and deploy again",
+            r.host, r.host
+        ));
+    }
     let published = reports.iter().filter(|r| r.changed).count();
     output::ok(&format!(
         "{} host{}: {published} published, {} unchanged ({})",

@@ -3,10 +3,12 @@
 //! connection on stdin/stdout (systemd socket activation with `Accept=yes`).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use anyhow::Context;
 use bento_deploy::agent::config::AgentConfig;
@@ -26,14 +28,16 @@ pub fn run(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     if args.inetd {
         let access = Access::of(&config, &args.config)?;
         let conn = std::io::stdin().as_fd().try_clone_to_owned()?;
-        return Ok(match serve(std::fs::File::from(conn), &access, &args.config)? {
-            Served::Ran(true) => ExitCode::SUCCESS,
-            Served::Ran(false) => ExitCode::FAILURE,
-            Served::Refused(why) => {
-                output::error(&format!("trigger refused: {why}"));
-                ExitCode::FAILURE
-            }
-        });
+        return Ok(
+            match serve(std::fs::File::from(conn), &access, &args.config, None)? {
+                Served::Ran(true) => ExitCode::SUCCESS,
+                Served::Ran(false) => ExitCode::FAILURE,
+                Served::Refused(why) => {
+                    output::error(&format!("trigger refused: {why}"));
+                    ExitCode::FAILURE
+                }
+            },
+        );
     }
     let socket = args.socket.unwrap_or_else(|| config.trigger_socket.clone());
     if args.listen {
@@ -96,7 +100,8 @@ fn client(socket: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Listens on the unix socket (and on TCP when `trigger_tcp = true`) until killed; each
-/// connection is served on its own thread.
+/// connection is served on its own thread, at most [`MAX_CONNECTIONS`] at once, and one
+/// run at a time: a request while a run goes on is refused (409), not queued.
 fn listen(config: &AgentConfig, config_path: &Path, socket: &Path) -> anyhow::Result<ExitCode> {
     let access = Access::of(config, config_path)?;
     let unix = trigger::listen_unix(socket, &access)?;
@@ -119,72 +124,165 @@ fn listen(config: &AgentConfig, config_path: &Path, socket: &Path) -> anyhow::Re
             .as_ref()
             .map_or(String::new(), |(name, _)| format!(", group {name}"))
     ));
-    let config_path = config_path.to_path_buf();
+    let shared = Arc::new(Shared {
+        access,
+        config_path: config_path.to_path_buf(),
+        connections: AtomicUsize::new(0),
+        run: Mutex::new(()),
+    });
     if let Some(tcp) = tcp {
-        let (access, config_path) = (access.clone(), config_path.clone());
+        let shared = shared.clone();
         std::thread::spawn(move || {
             for conn in tcp.incoming().flatten() {
-                spawn_serve(conn, access.clone(), config_path.clone());
+                spawn_serve(conn, &shared);
             }
         });
     }
     for conn in unix.incoming() {
         match conn {
-            Ok(conn) => spawn_serve(conn, access.clone(), config_path.clone()),
+            Ok(conn) => spawn_serve(conn, &shared),
             Err(e) => output::warn(&format!("{}: accepting a connection: {e}", socket.display())),
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn spawn_serve<C>(conn: C, access: Access, config_path: PathBuf)
+/// At most this many connections are served at once; more are refused (503) at once.
+const MAX_CONNECTIONS: usize = 8;
+
+/// What the listener's connections share.
+struct Shared {
+    access: Access,
+    config_path: PathBuf,
+    /// Connections being served.
+    connections: AtomicUsize,
+    /// Held by the connection whose run goes on.
+    run: Mutex<()>,
+}
+
+/// One of the [`MAX_CONNECTIONS`]: given back when dropped.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn spawn_serve<C>(mut conn: C, shared: &Arc<Shared>)
 where
     C: Read + Write + AsFd + Send + 'static,
 {
-    std::thread::spawn(move || match serve(conn, &access, &config_path) {
-        Ok(Served::Refused(why)) => output::warn(&format!("trigger refused: {why}")),
-        Ok(Served::Ran(_)) => {}
-        Err(e) => output::warn(&format!("trigger connection: {e:#}")),
+    if shared.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        shared.connections.fetch_sub(1, Ordering::SeqCst);
+        // Without waiting: what the client sent already is read (closing on unread data
+        // would reset the connection before it reads the answer), and a fresh
+        // connection's buffer takes the answer's few bytes.
+        trigger::read_what_was_sent(&mut conn);
+        answer(
+            &mut conn,
+            "503 Service Unavailable",
+            &format!("too many connections (at most {MAX_CONNECTIONS}); try again later"),
+        );
+        output::warn(&format!(
+            "trigger refused: too many connections (at most {MAX_CONNECTIONS})"
+        ));
+        return;
+    }
+    let slot = Slot(shared.clone());
+    std::thread::spawn(move || {
+        let shared = &slot.0;
+        match serve(conn, &shared.access, &shared.config_path, Some(&shared.run)) {
+            Ok(Served::Refused(why)) => output::warn(&format!("trigger refused: {why}")),
+            Ok(Served::Ran(_)) => {}
+            Err(e) => output::warn(&format!("trigger connection: {e:#}")),
+        }
+        drop(slot);
     });
 }
 
 /// What became of a connection.
 enum Served {
-    /// The peer may not trigger a run: why.
+    /// The peer may not trigger a run, or sent no request, or a run goes on: why.
     Refused(String),
     /// A run happened; whether it succeeded.
     Ran(bool),
 }
 
+/// A short plain-text answer that ends the connection.
+fn answer<C: Write>(conn: &mut C, status: &str, why: &str) {
+    let _ = conn.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n\
+             refused: {why}\n"
+        )
+        .as_bytes(),
+    );
+}
+
 /// Serves one connection: checks the peer, reads the request (whatever it is), answers
 /// with a plain-text page that streams a `bento agent --once` run. A refused peer gets a
-/// 403 with the reason, and no run.
-fn serve<C: Read + Write + AsFd>(mut conn: C, access: &Access, config_path: &Path) -> anyhow::Result<Served> {
+/// 403 with the reason, and no run; a connection that sends no request in time is
+/// dropped; with `run` (the listener's), a request while another run goes on gets a 409.
+///
+/// The run writes into a socket pair that [`trigger::relay`] drains: a client that stops
+/// reading or hangs up loses output, and never stalls or stops the run.
+fn serve<C: Read + Write + AsFd>(
+    mut conn: C,
+    access: &Access,
+    config_path: &Path,
+    run: Option<&Mutex<()>>,
+) -> anyhow::Result<Served> {
     let allowed = access.check_peer(conn.as_fd());
-    trigger::read_request_head(&mut conn);
+    let asked = trigger::read_request_head(&mut conn);
     if let Err(refused) = allowed {
-        let _ = conn.write_all(
-            format!(
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n\
-                 refused: {refused}\n"
-            )
-            .as_bytes(),
-        );
+        answer(&mut conn, "403 Forbidden", &refused.to_string());
         return Ok(Served::Refused(refused.to_string()));
     }
-    conn.write_all(
+    if !asked {
+        return Ok(Served::Refused(format!(
+            "no request within {} s; connection dropped",
+            trigger::REQUEST_DEADLINE.as_secs()
+        )));
+    }
+    let _running = match run.map(Mutex::try_lock) {
+        Some(Err(TryLockError::WouldBlock)) => {
+            let why = "a run is already in progress; try again when it ends";
+            answer(&mut conn, "409 Conflict", why);
+            return Ok(Served::Refused(why.into()));
+        }
+        Some(Ok(guard)) => Some(guard),
+        Some(Err(TryLockError::Poisoned(p))) => Some(p.into_inner()),
+        None => None,
+    };
+    // The request was made: a client gone already does not stop the run.
+    let _ = conn.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n",
-    )?;
-    conn.flush()?;
-    let to_client = || -> anyhow::Result<Stdio> { Ok(Stdio::from(conn.as_fd().try_clone_to_owned()?)) };
-    let status = std::process::Command::new(std::env::current_exe()?)
+    );
+    let _ = conn.flush();
+    // The run's output: one end of a socket pair (a pipe would do as well), the other
+    // end drained by the relay.
+    let (output, into_output) = UnixStream::pair()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["agent", "--once", "--config"])
         .arg(config_path)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(to_client()?)
-        .stderr(to_client()?)
-        .status()?;
-    writeln!(conn, "\n{}", if status.success() { "done" } else { "FAILED" })?;
+        .stdout(OwnedFd::from(into_output.try_clone()?))
+        .stderr(OwnedFd::from(into_output))
+        .spawn()?;
+    let relayed = trigger::relay(output, &mut conn);
+    let status = child.wait()?;
+    if relayed.client_gone {
+        return Ok(Served::Ran(status.success()));
+    }
+    if relayed.dropped > 0 {
+        let _ = writeln!(
+            conn,
+            "\n({} bytes of output dropped: the client read too slowly)",
+            relayed.dropped
+        );
+    }
+    let _ = writeln!(conn, "\n{}", if status.success() { "done" } else { "FAILED" });
     Ok(Served::Ran(status.success()))
 }

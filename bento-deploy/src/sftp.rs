@@ -286,7 +286,9 @@ impl ConnectError {
 }
 
 /// Whether a failed `ssh` is worth retrying, from its exit status (`None`: it did not
-/// exit by itself, as when the handshake timed out) and its last line on stderr.
+/// exit by itself, as when the handshake timed out) and every line it printed on stderr:
+/// its cause is not always the last one (a banner timeout ends with `Connection to … timed
+/// out`, after `Connection timed out during banner exchange`).
 ///
 /// ssh exits 255 for its own failures; anything else is not ssh speaking (a wrapper or
 /// ProxyCommand that failed): permanent. Of ssh's own, retried are the connection dropped
@@ -294,7 +296,7 @@ impl ConnectError {
 /// `kex_exchange_identification: …`, `Connection reset by …`), refused, timed out, and an
 /// unreachable network; never a host-key mismatch or a refused login, which another
 /// attempt cannot change, nor anything unknown.
-pub fn transient(status: Option<i32>, last_line: &str) -> bool {
+pub fn transient(status: Option<i32>, stderr: &str) -> bool {
     const PERMANENT: &[&str] = &[
         "Host key verification failed",
         "REMOTE HOST IDENTIFICATION HAS CHANGED",
@@ -317,12 +319,10 @@ pub fn transient(status: Option<i32>, last_line: &str) -> bool {
         "Network is unreachable",
         "Timeout, server",
     ];
+    let any = |markers: &[&str]| stderr.lines().any(|l| markers.iter().any(|m| l.contains(m)));
     match status {
-        None => !PERMANENT.iter().any(|p| last_line.contains(p)),
-        Some(255) => {
-            !PERMANENT.iter().any(|p| last_line.contains(p))
-                && TRANSIENT.iter().any(|t| last_line.contains(t))
-        }
+        None => !any(PERMANENT),
+        Some(255) => !any(PERMANENT) && any(TRANSIENT),
         Some(_) => false,
     }
 }
@@ -353,7 +353,7 @@ async fn connect_error(child: &mut tokio::process::Child, failure: Option<String
         .rfind(|l| !l.is_empty())
         .map(str::to_owned);
     let fallback = failure.unwrap_or_else(|| "timed out".into());
-    let transient = transient(status, last.as_deref().unwrap_or(""));
+    let transient = transient(status, &stderr);
     ConnectError {
         message: last.unwrap_or(fallback),
         transient,
@@ -629,6 +629,15 @@ mod tests {
         ] {
             assert!(transient(Some(255), line), "{line}");
         }
+        // A banner timeout: the cause is not ssh's last line.
+        let banner =
+            "Connection timed out during banner exchange\r\nConnection to 127.0.0.1 port 2222 timed out\r\n";
+        assert!(transient(Some(255), banner));
+        // A refusal anywhere is not retried, whatever came after.
+        assert!(!transient(
+            Some(255),
+            "Host key verification failed.\nConnection closed by 127.0.0.1 port 22"
+        ));
         // The handshake timed out and ssh was stopped: no status, maybe no words.
         assert!(transient(None, ""));
         assert!(transient(None, "Connection timed out during banner exchange"));

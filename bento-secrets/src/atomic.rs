@@ -16,13 +16,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     std::fs::File::open(parent_of(path))?.sync_all()
 }
 
-/// Points `link` at `target`, atomically: a new symlink next to it, renamed over it.
+/// Points `link` at `target`, atomically: a new symlink next to it (an unpredictable
+/// name, created exclusively), renamed over it.
 pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
     let name = link.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = parent_of(link).join(format!(".{name}.bento-tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    std::fs::rename(&tmp, link)
+    let mut tries = 0;
+    let tmp = loop {
+        let tmp = parent_of(link).join(temp_name(&name));
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < TEMP_TRIES => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    std::fs::rename(&tmp, link).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// How many times a temp name that exists already is drawn again.
+pub(crate) const TEMP_TRIES: u32 = 4;
+
+/// A temp name for `name` in its directory: `.NAME.<16 hex digits from the OS RNG>.tmp`,
+/// which no one can guess ahead (to plant a link or a file there first).
+pub(crate) fn temp_name(name: &str) -> String {
+    use ssh_key::rand_core::{OsRng, RngCore};
+    format!(".{name}.{:016x}.tmp", OsRng.next_u64())
 }
 
 /// Replaces several files, each one atomically as in [`write_atomic`]: each synced before
@@ -240,8 +259,11 @@ fn parent_of(path: &Path) -> &Path {
 /// Writes `bytes` to a temp file next to `path`, with `mode`, not yet synced.
 fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // Created exclusively (O_EXCL), under a name drawn from the OS RNG (tempfile adds its
+    // own characters and draws again when the name exists).
+    let prefix = temp_name(name);
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(prefix.trim_end_matches(".tmp"))
         .suffix(".tmp")
         .tempfile_in(parent_of(path))?;
     // Set after creation: the umask does not apply, so the mode is exactly `mode`.
@@ -264,6 +286,32 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_unpredictable_and_links_never_reuse_one() {
+        let a = super::temp_name("x");
+        let b = super::temp_name("x");
+        assert!(
+            a.starts_with(".x.") && a.ends_with(".tmp") && a.len() == ".x.".len() + 16 + 4,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        // The old fixed temp name, planted as a link elsewhere, is neither used nor removed.
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join(".current.bento-tmp");
+        std::os::unix::fs::symlink("/etc/passwd", &planted).unwrap();
+        let link = dir.path().join("current");
+        super::symlink(std::path::Path::new("bundles/7"), &link).unwrap();
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            std::path::Path::new("bundles/7")
+        );
+        assert_eq!(
+            std::fs::read_link(&planted).unwrap(),
+            std::path::Path::new("/etc/passwd")
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -137,19 +137,28 @@ fn secrets_land_on_a_real_ramfs_with_owner_group_and_mode() {
     set(&fleet, "api", "api-token");
     let mut b = Bundle::new(&fleet, "bundle");
     b.add(&fleet, "db", json!({"owner": "daemon", "mode": "0440"}))
-        .add(&fleet, "tls", json!({"owner": "root", "group": "bentotest", "mode": "0640"}))
-        .add(&fleet, "api", json!({"owner": "daemon", "group": "daemon", "mode": "0400", "path": format!("{}/links/api.key", fleet.home.display())}));
+        .add(
+            &fleet,
+            "tls",
+            json!({"owner": "root", "group": "bentotest", "mode": "0640"}),
+        )
+        .add(
+            &fleet,
+            "api",
+            json!({"owner": "daemon", "group": "daemon", "mode": "0400", "path": "/mnt/links/api.key"}),
+        );
     let bundle = b.write();
     let root = fleet.home.join("run");
     let script = format!(
         r#"cp /etc/group group.private && echo 'bentotest:x:4242:' >> group.private
 mount --bind group.private /etc/group
+mount -t tmpfs -o mode=0755 links /mnt
 $BENTO activate --bundle {bundle} -i {key} --root {root}
 grep " {root}/secrets.d " /proc/self/mountinfo
 stat -c '%n %U %G %a' {root}/secrets.d {root}/secrets/db {root}/secrets/tls {root}/secrets/api
 readlink {root}/secrets
-readlink links/api.key
-cat {root}/secrets/db links/api.key"#,
+readlink /mnt/links/api.key
+cat {root}/secrets/db /mnt/links/api.key"#,
         bundle = bundle.display(),
         key = s(&keys.web1),
         root = root.display()

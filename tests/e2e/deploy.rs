@@ -594,9 +594,18 @@ fn build_records_the_system_and_deploy_ships_it() {
         &d.fleet.path("hosts/web1/configuration.nix"),
         "{ changed = 1; }\n",
     );
-    ok(&d.deploy(&[]));
+    let out = d.deploy(&[]);
+    ok(&out);
     assert!(d.manifest("web1", 2)["system"].is_null());
     assert_eq!(d.current("db1"), 1);
+    // ...and deploy says so, naming the fix.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("web1: its configuration changed since `bento build`, so it was published without an expected system")
+            && said.contains("run `bento build web1` and deploy again")
+            && !said.contains("db1: its configuration"),
+        "{said}"
+    );
 
     // --dry runs dry-build and records nothing.
     std::fs::remove_file(&calls).unwrap();
@@ -818,5 +827,24 @@ fn a_dry_build_keeps_its_state_dir_out_of_git() {
     assert_eq!(
         std::fs::read_to_string(fleet.path(".bento/.gitignore")).unwrap(),
         "# bento's local state: not for git\n*\n"
+    );
+}
+
+#[test]
+fn a_missing_login_key_is_named_before_any_connection() {
+    let d = Deployable::new();
+    write(
+        &d.fleet.path("keys/server_known_hosts"),
+        "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5bXc5cWlDWFdkhKPQ7pMd1I2WmM1fEIGGyj/4V8NCz\n",
+    );
+    d.settings(
+        "target = \"sftp://bento-publish@127.0.0.1:1/srv/bento\"\nlogin_key = \"/nonexistent/publish_key\"\n",
+    );
+    let err = fails(&d.fleet.bento(&["deploy"]));
+    assert_eq!(
+        err,
+        "error: /nonexistent/publish_key: no such key file (deploy.login_key in bento.toml): the key that \
+         logs in to sftp://bento-publish@127.0.0.1:1/srv/bento as bento-publish; fix the path, or remove \
+         login_key to use ssh's own"
     );
 }

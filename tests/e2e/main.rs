@@ -20,6 +20,7 @@ mod hostile_server;
 mod init;
 mod interop;
 mod load;
+mod local_user;
 mod nixos;
 mod output;
 mod poll;

@@ -13,7 +13,11 @@ const API_1: &str = "api-PLAINTEXT-one";
 const API_2: &str = "api-PLAINTEXT-two";
 const OTHER: &str = "other-PLAINTEXT";
 
-fn rules(home: &Path) -> String {
+/// Where app-env's `path` link goes: a directory only root can write (a tmpfs the tests
+/// mount on /mnt in their private namespace), as activation requires.
+const APP_ENV_LINK: &str = "/mnt/bento-etc/app.env";
+
+fn rules() -> String {
     format!(
         r#"admins = ["alice"]
 
@@ -40,7 +44,7 @@ API={{{{secrets.api}}}}
 owner = "daemon"
 group = "bentotest"
 mode = "0440"
-path = "{home}/etc/app.env"
+path = "{link}"
 restart_units = ["app.service"]
 reload_units = ["proxy.service"]
 
@@ -49,7 +53,7 @@ hosts = ["web1"]
 file = "templates/api.conf"
 restart_units = ["api.service"]
 "#,
-        home = home.display()
+        link = APP_ENV_LINK
     )
 }
 
@@ -66,7 +70,7 @@ impl Setup {
     fn new() -> Setup {
         require_root();
         let (fleet, keys) = example();
-        fleet.rules(&rules(&fleet.home));
+        fleet.rules(&rules());
         std::fs::create_dir_all(fleet.path("templates")).unwrap();
         std::fs::write(fleet.path("templates/api.conf"), "token = {{ secrets.api }}\n").unwrap();
         for (name, value) in [("db-password", DB), ("api", API_1), ("other", OTHER)] {
@@ -174,14 +178,15 @@ fn templates_render_into_the_ram_generation_and_rerender_when_a_secret_changes()
     let home = &t.fleet.home;
     let mut script = String::from(
         "cp /etc/group group.private && echo 'bentotest:x:4242:' >> group.private\n\
-         mount --bind group.private /etc/group\n",
+         mount --bind group.private /etc/group\n\
+         mount -t tmpfs -o mode=0755 links /mnt\n",
     );
     script.push_str(&t.activate(&gen1));
-    script.push_str(
-        "stat -c '%U %G %a' run/templates/app-env\nreadlink run/templates etc/app.env\n\
+    script.push_str(&format!(
+        "stat -c '%U %G %a' run/templates/app-env\nreadlink run/templates {APP_ENV_LINK}\n\
          stat -f -c 'fs %T' $(realpath run/templates/app-env)\n\
          cat run/templates/app-env run/templates/api-conf\necho ==\n",
-    );
+    ));
     script.push_str(&t.activate(&t.generation("web1", 2)));
     script.push_str("cat run/templates/app-env run/templates/api-conf\necho ==\n");
     script.push_str(&t.activate(&t.generation("web1", 3)));
@@ -255,7 +260,8 @@ fn a_template_whose_secret_fails_keeps_its_last_good_rendering() {
 
     let mut script = String::from(
         "cp /etc/group group.private && echo 'bentotest:x:4242:' >> group.private\n\
-         mount --bind group.private /etc/group\n",
+         mount --bind group.private /etc/group\n\
+         mount -t tmpfs -o mode=0755 links /mnt\n",
     );
     script.push_str(&t.activate(&t.generation("web1", 1)));
     script.push_str(&t.activate(&broken));
@@ -284,7 +290,7 @@ fn a_template_whose_secret_fails_keeps_its_last_good_rendering() {
 #[test]
 fn verify_and_deploy_refuse_a_template_a_host_cannot_render() {
     let (fleet, _) = example();
-    let base = rules(&fleet.home);
+    let base = rules();
     fleet.rules(&base);
     std::fs::create_dir_all(fleet.path("templates")).unwrap();
     std::fs::write(
@@ -350,7 +356,7 @@ fn verify_and_deploy_refuse_a_template_a_host_cannot_render() {
 #[test]
 fn bad_templates_are_refused_at_load_with_their_line() {
     let (fleet, _) = example();
-    let base = rules(&fleet.home);
+    let base = rules();
     std::fs::create_dir_all(fleet.path("templates")).unwrap();
     std::fs::write(fleet.path("templates/api.conf"), "ok\ntoken = {{ secrets.api }\n").unwrap();
     fleet.rules(&base);

@@ -3,7 +3,7 @@
 //! deadline passes its whole process group is stopped (`SIGTERM`, then `SIGKILL` after a
 //! short grace), so nothing it started outlives the run.
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,7 +127,9 @@ impl Job<'_> {
                 scope.spawn(move || {
                     for line in std::io::BufReader::new(reader).split(b'\n').map_while(Result::ok) {
                         let text = String::from_utf8_lossy(&line);
-                        eprintln!("{text}");
+                        // Shown live when someone reads; a closed or full stderr never
+                        // stops the pump (the command would then block or die mid-switch).
+                        let _ = writeln!(std::io::stderr().lock(), "{text}");
                         if is_err && !text.trim().is_empty() {
                             *last_err.lock().unwrap_or_else(|p| p.into_inner()) = text.trim().to_owned();
                         }

@@ -5,6 +5,7 @@
 //! a jittered, growing delay ([`crate::agent::backoff`]) until the run's deadline, and only then
 //! gives up, `interrupted`. A host-key mismatch or a refused login is one error at once.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::agent::config::AgentConfig;
@@ -58,7 +59,9 @@ fn retrying<T>(
                 last: e,
             });
         }
-        eprintln!(
+        // Best effort: a closed stderr does not end the run.
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "bento: {e}; retrying in {:.1} s (attempt {} before the run's deadline)",
             wait.as_secs_f64(),
             tries + 1

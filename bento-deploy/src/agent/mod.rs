@@ -73,10 +73,10 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         path: config.state_dir.clone(),
         source,
     };
-    std::fs::create_dir_all(&config.state_dir).map_err(local)?;
-    let _lock = lock::lock(&config.state_dir)?;
-    // From here: the lock is held, so the run must end.
-    let deadline = Instant::now() + Duration::from_secs(config.run_timeout);
+    // The deadline counts from the start: a lock held too long ends the run there.
+    let deadline = started + Duration::from_secs(config.run_timeout);
+    state::prepare_dir(&config.state_dir).map_err(local)?;
+    let _lock = lock::lock(&config.state_dir, deadline, config.run_timeout)?;
     let mut state = state::load(&config.state_dir)?;
     let mut transport = connect(config, deadline)?;
     // Reports of earlier runs that could not be sent go first, then the heartbeat, sent

@@ -152,7 +152,8 @@ pub fn heartbeat(host: &str, applied: Option<u64>, ssh_port: u16) -> std::io::Re
 /// Queues a report (and its log) in the outbox.
 pub fn queue(state_dir: &Path, report: &Report, log: &[u8]) -> std::io::Result<()> {
     let dir = outbox(state_dir);
-    std::fs::create_dir_all(&dir)?;
+    // 0700: report names and logs are root's alone.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&dir)?;
     let name = report.file_name();
     if !log.is_empty() {
         bento_secrets::atomic::write_atomic(&dir.join(log_name(&name)), &gzip(log)?, 0o600)?;

@@ -1,7 +1,11 @@
 //! What the agent remembers between runs, `<state_dir>/state.json`, and how a run's end
-//! changes it.
+//! changes it; the state directory itself, root's alone.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::io::Errno;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +51,40 @@ pub(super) fn load(state_dir: &Path) -> Result<AgentState, AgentError> {
         Err(source) => return Err(AgentError::Local { path, source }),
     };
     serde_json::from_slice(&bytes).map_err(|source| AgentError::StateUnreadable { path, source })
+}
+
+/// The directories under the state dir that hold what a local user must not see (the
+/// installed bundles' secret names, the queued reports).
+const PRIVATE_DIRS: [&str; 2] = ["bundles", "outbox"];
+
+/// Creates the state dir 0700, or makes an existing one 0700 (older versions left it,
+/// `bundles/` and `outbox/` 0755: any local user could list the secrets' names); the same
+/// for `bundles/` and `outbox/`. A state dir owned by another user is refused.
+pub(super) fn prepare_dir(state_dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = rustix::fs::openat(CWD, state_dir, flags, Mode::empty())?;
+    let me = rustix::process::geteuid().as_raw();
+    let owner = rustix::fs::fstat(&dir)?.st_uid;
+    if owner != me {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {owner}, not by the agent (uid {me}); give it to the agent's user or \
+             set another state_dir"
+        )));
+    }
+    rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700))?;
+    for name in PRIVATE_DIRS {
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let sub = rustix::fs::openat(&dir, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
+        rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700))?;
+    }
+    Ok(())
 }
 
 pub(super) fn save(state_dir: &Path, state: &AgentState) -> std::io::Result<()> {
@@ -98,6 +136,27 @@ mod tests {
         for state in [State::Refused, State::Interrupted] {
             assert_eq!(BEFORE.after(5, state), BEFORE, "{state:?}");
         }
+    }
+
+    #[test]
+    fn the_state_dir_and_its_private_dirs_become_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("var-bento");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // An older install: everything 0755.
+        for p in [state.clone(), state.join("bundles"), state.join("outbox")] {
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        prepare_dir(&state).unwrap();
+        for p in [state.clone(), state.join("bundles"), state.join("outbox")] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+        // A fresh one is made 0700 at once.
+        let fresh = dir.path().join("fresh/state");
+        prepare_dir(&fresh).unwrap();
+        assert_eq!((mode(&fresh), mode(&fresh.join("outbox"))), (0o700, 0o700));
     }
 
     #[test]

@@ -69,6 +69,11 @@ impl Expected {
             .map_err(|e| Error::io(EXPECTED_FILE, e))
     }
 
+    /// Whether `bento build` recorded a system for `host` at all (for any configuration).
+    pub fn has_build(&self, host: &str) -> bool {
+        self.hosts.contains_key(host)
+    }
+
     /// The system recorded for `host`, if it was built from configuration `digest`.
     pub fn system_for(&self, host: &str, digest: &str) -> Option<&str> {
         self.hosts

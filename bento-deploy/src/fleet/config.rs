@@ -107,6 +107,9 @@ pub struct Deploy {
     pub timeout: String,
     /// The most a remote server may stay silent while deploy waits for an answer.
     pub request_timeout: String,
+    /// The ssh key that logs in to a remote `target` (as the publishing account); none:
+    /// ssh's own choice (`~/.ssh/config`, ssh-agent, `~/.ssh/id_*`).
+    pub login_key: Option<String>,
 }
 
 impl Default for Deploy {
@@ -117,6 +120,7 @@ impl Default for Deploy {
             target: None,
             timeout: "10min".into(),
             request_timeout: "60s".into(),
+            login_key: None,
         }
     }
 }
@@ -467,6 +471,11 @@ impl Config {
         Ok(config)
     }
 
+    /// `deploy.login_key`'s path, with a leading `~/` expanded to `$HOME`.
+    pub fn login_key_path(&self) -> Option<PathBuf> {
+        self.deploy.login_key.as_deref().map(expand_home)
+    }
+
     /// The signing key's path, with a leading `~/` expanded to `$HOME`.
     pub fn signing_key_path(&self) -> PathBuf {
         expand_home(&self.deploy.signing_key)
@@ -504,6 +513,7 @@ keep_generations = 3               # bundles kept per host on the server
 #                                  # keys/server_known_hosts); default: server.root, locally
 # timeout = "10min"                # a deploy to the target stops after this long
 # request_timeout = "60s"          # ... or when the server answers nothing for this long
+# login_key = "~/.ssh/bento_publish" # the key that logs in to target (default: ssh's own)
 
 [build]
 command = "nixos-rebuild build"    # bento appends --flake hosts/H#H or -I nixos-config=…

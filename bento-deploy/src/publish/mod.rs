@@ -67,6 +67,9 @@ pub struct HostReport {
     pub secrets: usize,
     /// The expected system path, when `bento build` recorded one for this configuration.
     pub system: Option<String>,
+    /// `bento build` recorded a system for another configuration of this host (an older
+    /// one): this one goes out without an expected system until it is built.
+    pub build_outdated: bool,
     /// Generations removed by pruning.
     pub pruned: Vec<u64>,
     /// What the binary cache did for it (`null` without `[cache]`).
@@ -93,6 +96,7 @@ pub(crate) struct Plan {
     bundle: Bundle,
     generation: u64,
     system: Option<String>,
+    build_outdated: bool,
 }
 
 /// Refuses when any secret is stale, missing or corrupt: a host must never receive a
@@ -168,6 +172,7 @@ pub fn deploy(
         Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
             url,
             &root.join(remote::KNOWN_HOSTS),
+            config.login_key_path().as_deref(),
             &options.ssh,
             remote::Limits {
                 whole: config.deploy.timeout(),
@@ -276,6 +281,7 @@ fn assess(
     let system = expected
         .system_for(&host.name, &bundle.config_digest())
         .map(str::to_owned);
+    let build_outdated = system.is_none() && expected.has_build(&host.name);
     let name = host.name.as_str();
     // Only root can hand logs/ to the host's user; don't look the user up otherwise.
     let logs_owner = is_root()
@@ -298,6 +304,7 @@ fn assess(
                 files: bundle.config_files(),
                 secrets: bundle.secrets.len(),
                 system,
+                build_outdated,
                 pruned: Vec::new(),
                 cache: None,
             };
@@ -312,6 +319,7 @@ fn assess(
         bundle,
         generation,
         system,
+        build_outdated,
     })))
 }
 
@@ -358,6 +366,7 @@ fn publish(
                 files: plan.bundle.config_files(),
                 secrets: plan.bundle.secrets.len(),
                 system: plan.system.clone(),
+                build_outdated: plan.build_outdated,
                 pruned,
                 cache: None,
             };

@@ -137,6 +137,7 @@ impl RemoteRoot {
     pub fn connect(
         url: &RemoteUrl,
         known_hosts: &Path,
+        login_key: Option<&Path>,
         ssh: &str,
         limits: Limits,
     ) -> Result<RemoteRoot, Error> {
@@ -150,11 +151,21 @@ impl RemoteRoot {
                 ),
             ));
         }
+        if let Some(key) = login_key.filter(|k| !k.is_file()) {
+            return Err(Error::input(
+                key.display().to_string(),
+                format!(
+                    "no such key file (deploy.login_key in bento.toml): the key that logs in to {url} \
+                     as {}; fix the path, or remove login_key to use ssh's own",
+                    url.user
+                ),
+            ));
+        }
         let target = SshTarget {
             user: url.user.clone(),
             address: url.address.clone(),
             port: url.port,
-            identity: None,
+            identity: login_key.map(Path::to_path_buf),
             known_hosts: known_hosts.to_path_buf(),
             connect_timeout: Duration::from_secs(30).min(limits.whole),
             ssh: ssh.to_owned(),
