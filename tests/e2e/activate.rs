@@ -665,7 +665,7 @@ fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
 /// outside a unit, with `--no-block` inside one (`INVOCATION_ID`) or with
 /// `--from-activation`; `--no-restart` leaves them; a systemctl that fails or is missing
 /// fails the run: no restart is ever claimed that did not happen. No activation list is
-/// written under /run/nixos (a fresh tmpfs there, in the test's mount namespace).
+/// written under /run/nixos (on a fresh tmpfs /run, in the test's mount namespace).
 #[test]
 fn units_are_restarted_through_systemctl_inside_and_outside_a_unit() {
     if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
@@ -677,7 +677,8 @@ fn units_are_restarted_through_systemctl_inside_and_outside_a_unit() {
         "echo \"Unit a.service not loaded.\" >&2; exit 1",
     );
     let root = fleet.home.join("run");
-    let mut script = "mkdir -p /run/nixos && mount -t tmpfs none /run/nixos\n".to_owned();
+    // A fresh /run of the namespace's own: nothing is created on the machine's.
+    let mut script = "mount -t tmpfs none /run && mkdir /run/nixos\n".to_owned();
     for (i, (env, flags)) in [
         ("env -u INVOCATION_ID", "--from-activation".to_owned()),
         ("env INVOCATION_ID=0123abcd", String::new()),
