@@ -38,6 +38,7 @@ impl Deployable {
         }
         write(&fleet.path("common/base.nix"), "{ }\n");
         let admin = fleet.ssh_key("admin", "ed25519", "");
+        fleet.add_admin("admin", &crate::harness::pub_line(&admin));
         write(
             &fleet.path("bento.toml"),
             &format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
