@@ -11,13 +11,13 @@
     {
       packages = forAll (pkgs: {
         bento = pkgs.callPackage ./nix/package.nix { };
-        default = self.packages.${pkgs.system}.bento;
+        default = self.packages.${pkgs.stdenv.hostPlatform.system}.bento;
       });
 
       nixosModules = {
         client = { pkgs, ... }: {
           imports = [ ./nix/client.nix ];
-          services.bento.package = nixpkgs.lib.mkDefault self.packages.${pkgs.system}.bento;
+          services.bento.package = nixpkgs.lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.bento;
         };
         server = ./nix/server.nix;
         default = self.nixosModules.client;

@@ -1,6 +1,7 @@
 # Bento's host side: a timer pulls this host's signed bundle from the Bento server,
-# verifies it, runs nixos-rebuild (or only activates secrets), reports back; and the
-# activation script decrypts the host's secrets into /run/bento with its SSH host key.
+# verifies it, runs nixos-rebuild (or only activates secrets), reports back; and two
+# services (or, in the scripted way, activation scripts) decrypt the host's secrets into
+# /run/bento with its SSH host key.
 #
 #   services.bento = {
 #     enable = true;
@@ -30,24 +31,33 @@ let
     current_system = cfg.currentSystem;
     booted_system = cfg.bootedSystem;
     self_update = cfg.selfUpdate;
+    # The services install the secrets: a switch reruns them only when their units changed.
+    activate_after_rebuild = servicesInstall;
     trigger_socket = cfg.triggerSocket;
     trigger_tcp = cfg.triggerTcp;
   } // lib.filterAttrs (_: v: v != null) {
-    inherit (cfg) activate;
+    # Where services install the secrets, the agent reruns them (in their order).
+    activate = if cfg.activate != null || !servicesInstall then cfg.activate
+      else "${systemctl} restart bento-secrets-for-users.service bento-secrets.service";
     reboot_command = cfg.rebootCommand;
     trigger_group = cfg.triggerGroup;
   });
   bento = "${cfg.package}/bin/bento";
   activateArgs = "--bundle ${cfg.stateDir}/current --root ${cfg.secretsRoot} -i ${cfg.identity}";
 
-  # Users made by systemd-sysusers or userborn (a service at boot) instead of the `users`
-  # activation script, which NixOS then does not define.
-  usersFromServices = (config.systemd.sysusers.enable or false)
-    || (config.services.userborn.enable or false);
+  # Users made by systemd-sysusers or userborn (a service at boot and during a switch)
+  # instead of the `users` activation script, which NixOS then leaves empty.
+  usersFromServices = config.systemd.sysusers.enable || config.services.userborn.enable;
+  systemctl = "${config.systemd.package}/bin/systemctl";
+  # Secrets are installed by bento-secrets{-for-users}.service (at boot, at least).
+  servicesInstall = cfg.useSystemdActivation || usersFromServices;
+  # Users whose password hash is a Bento secret.
+  secretPasswords = lib.attrNames (lib.filterAttrs (_: u: u.hashedPasswordFile != null
+    && lib.hasPrefix "${cfg.secretsRoot}/" u.hashedPasswordFile) config.users.users);
 
-  # During a switch (NIXOS_ACTION is set) the units of changed secrets are handed to
-  # switch-to-configuration, which restarts them after activation; at boot they have not
-  # started yet, and start after activation.
+  # Scripted activation: during a switch (NIXOS_ACTION is set) the units of changed
+  # secrets are restarted with `systemctl --no-block` (queued behind the switch); at boot
+  # they have not started yet, and start after activation.
   activate = phase: what: ''
     if [ -e ${cfg.stateDir}/current ]; then
       if [ -n "''${NIXOS_ACTION-}" ]; then bento_units=--from-activation; else bento_units=--no-restart; fi
@@ -55,22 +65,33 @@ let
     fi
   '';
 
-  # A boot-time service for one phase (users from services only).
-  bootService = phase: description: ordering: {
+  # What the services install: the secrets of the current bundle with this command, for
+  # these owners. A change reruns them during a switch, in order (sysinit-reactivation).
+  owners = builtins.toJSON {
+    users = lib.mapAttrs (_: u: { inherit (u) uid group; }) config.users.users;
+    groups = lib.mapAttrs (_: g: g.gid) config.users.groups;
+  };
+
+  # One phase as a service, run at boot before sysinit.target and rerun during a switch
+  # by sysinit-reactivation.target (NixOS's idiom for units ordered before sysinit.target):
+  # in dependency order, before switch-to-configuration restarts the other units. Units
+  # of changed secrets are restarted with `systemctl --no-block` (inside a unit).
+  phaseService = phase: description: ordering: lib.recursiveUpdate {
     inherit description;
     wantedBy = [ "sysinit.target" ];
-    restartIfChanged = false;
+    requiredBy = [ "sysinit-reactivation.target" ];
+    restartTriggers = [ bento activateArgs owners ];
     unitConfig = {
-      DefaultDependencies = "no";
+      DefaultDependencies = false;
       ConditionPathExists = "${cfg.stateDir}/current";
       RequiresMountsFor = [ cfg.stateDir cfg.secretsRoot (dirOf cfg.identity) ];
     };
     serviceConfig = {
       Type = "oneshot";
       RemainAfterExit = true;
-      ExecStart = "${bento} activate --phase ${phase} ${activateArgs} --no-restart";
+      ExecStart = "${bento} activate --phase ${phase} ${activateArgs} --systemctl ${systemctl}";
     };
-  } // ordering;
+  } ordering;
 
   # What system.autoUpgrade gives nixos-rebuild: Nix's search path, root's home, the
   # proxy, and the tools a rebuild calls.
@@ -130,8 +151,29 @@ in
 
     identity = mkOption {
       type = types.str;
-      default = "/etc/ssh/ssh_host_ed25519_key";
+      default =
+        let ed25519 = lib.filter (k: (k.type or null) == "ed25519") (config.services.openssh.hostKeys or [ ]);
+        in if ed25519 == [ ] then "/etc/ssh/ssh_host_ed25519_key" else (lib.head ed25519).path;
+      defaultText = lib.literalExpression
+        ''(the first ed25519 key of services.openssh.hostKeys).path, else "/etc/ssh/ssh_host_ed25519_key"'';
       description = "The host key: logs in over sftp and decrypts this host's secrets.";
+    };
+
+    useSystemdActivation = mkOption {
+      type = types.bool;
+      default = usersFromServices;
+      defaultText = lib.literalExpression "config.services.userborn.enable || config.systemd.sysusers.enable";
+      description = ''
+        Install secrets from two systemd services (bento-secrets-for-users,
+        bento-secrets) instead of NixOS activation scripts, which nixpkgs is phasing out.
+        They run at boot before sysinit.target (after local file systems; the users
+        phase before userborn/systemd-sysusers, the rest after them) and again during a
+        switch, in that order, through sysinit-reactivation.target. With scripted users
+        (neither userborn nor systemd-sysusers), users are made by activation before
+        these services run: a changed password hash (needed_for_users) applies at the
+        next switch or boot. The default where NixOS already runs without scripted
+        users.
+      '';
     };
 
     trustedKeys = mkOption {
@@ -170,9 +212,11 @@ in
       default = null;
       description = ''
         Activates secrets alone, when only secrets changed (split into words as a shell
-        would, quotes honoured; run without a shell). null: bento's own `activate` with
-        this module's bundle, root and identity, the users phase first, then the other
-        secrets.
+        would, quotes honoured; run without a shell). null: where services install the
+        secrets (useSystemdActivation, userborn, systemd-sysusers), `systemctl restart
+        bento-secrets-for-users.service bento-secrets.service`; otherwise bento's own
+        `activate` with this module's bundle, root and identity, the users phase first,
+        then the other secrets.
       '';
     };
 
@@ -318,6 +362,15 @@ in
 
     assertions = [
       {
+        assertion = !config.systemd.sysusers.enable || secretPasswords == [ ];
+        message = "services.bento: with systemd.sysusers.enable, users.users."
+          + lib.concatStringsSep ", users.users." secretPasswords
+          + ".hashedPasswordFile is a Bento secret under ${cfg.secretsRoot}: systemd-sysusers "
+          + "reads it only when it creates the user (a rotated password never applies) and fails "
+          + "the boot while the file is absent; use services.userborn.enable = true instead of "
+          + "systemd.sysusers.enable (userborn applies each change)";
+      }
+      {
         assertion = cfg.cache.url == null || (cfg.cache.publicKey != null
           && builtins.match "[^:[:space:]]+:[A-Za-z0-9+/]{43}=" cfg.cache.publicKey != null);
         message = "services.bento.cache.publicKey must be the cache's public key (NAME:BASE64, the "
@@ -338,7 +391,7 @@ in
       }
     ];
 
-    system.activationScripts = mkMerge [
+    system.activationScripts = mkIf (!cfg.useSystemdActivation) (mkMerge [
       # Users from the `users` activation script: secrets for users (password hashes)
       # before it, the rest after users and groups exist.
       (mkIf (!usersFromServices) {
@@ -353,36 +406,37 @@ in
         };
       })
       # Users from systemd-sysusers or userborn: at boot (NIXOS_ACTION unset) the services
-      # below do it; during a switch, both phases here, and bento-secrets.service again
-      # once switch-to-configuration has rerun userborn/sysusers.
+      # below do it; during a switch, both phases here too, and the services again, after
+      # userborn/sysusers, when users or the command changed.
       (mkIf usersFromServices {
         bentoSecrets = {
           text = ''
             if [ -n "''${NIXOS_ACTION-}" ]; then
               ${activate "users" "secrets for users"}
               ${activate "secrets" "secrets"}
-              if [ -e ${cfg.stateDir}/current ]; then
-                mkdir -p /run/nixos
-                echo bento-secrets.service >> /run/nixos/activation-restart-list
-              fi
             fi
           '';
           deps = [ "specialfs" ];
         };
       })
-    ];
+    ]);
 
     systemd.services = mkMerge [
-      # Users from systemd-sysusers or userborn (there is no `users` activation script).
-      # At boot, activation runs before those services, so two services activate instead:
-      # the users phase before users are made, the rest after.
-      (mkIf usersFromServices {
-        bento-secrets-for-users = bootService "users" "Bento: secrets needed before users exist" {
-          before = [ "systemd-sysusers.service" "userborn.service" "sysinit.target" ];
+      # The systemd-only way, and users from systemd-sysusers or userborn (at boot,
+      # activation runs before those): the users phase before users are made, the rest
+      # after them and after local file systems (`path` links may point into them).
+      (mkIf servicesInstall {
+        bento-secrets-for-users = phaseService "users" "Bento: secrets needed before users exist" {
+          before = [ "systemd-sysusers.service" "userborn.service" "sysinit.target"
+            "sysinit-reactivation.target" "bento-secrets.service" ];
+          # userborn applies a changed password hash only when it runs: run it again
+          # (queued, after this unit; a no-op at boot, where it has not run yet).
+          serviceConfig.ExecStartPost = mkIf config.services.userborn.enable
+            [ "${systemctl} --no-block try-restart userborn.service" ];
         };
-        bento-secrets = bootService "secrets" "Bento: secrets" {
-          after = [ "systemd-sysusers.service" "userborn.service" ];
-          before = [ "sysinit.target" ];
+        bento-secrets = phaseService "secrets" "Bento: secrets" {
+          after = [ "local-fs.target" "systemd-sysusers.service" "userborn.service" "bento-secrets-for-users.service" ];
+          before = [ "sysinit.target" "sysinit-reactivation.target" ];
         };
       })
       {

@@ -195,7 +195,10 @@ in
     services.openssh.settings.MaxStartups = lib.mkDefault cfg.maxStartups;
     # One Match block per user: the chroot is named after the host, not the user. sftp
     # only, no forwarding of any kind (the same lines as `bento server setup` prints).
-    services.openssh.extraConfig = lib.optionalString publishing (restricted publisher cfg.root)
-      + lib.concatStrings (lib.mapAttrsToList (host: _: restricted (userOf host) "${cfg.root}/${host}") cfg.hosts);
+    # Last in sshd_config (after mkAfter definitions too): a Match block runs to the end
+    # of the file, so any global line of another module or the host's own config placed
+    # after it would apply to the last user only, or be refused inside a Match.
+    services.openssh.extraConfig = lib.mkOrder 2000 (lib.optionalString publishing (restricted publisher cfg.root)
+      + lib.concatStrings (lib.mapAttrsToList (host: _: restricted (userOf host) "${cfg.root}/${host}") cfg.hosts));
   };
 }

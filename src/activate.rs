@@ -32,10 +32,13 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
         mount: !args.no_mount,
         units: if args.no_restart {
             UnitControl::Leave
-        } else if args.from_activation {
-            UnitControl::Queue(args.nixos_run_dir)
         } else {
-            UnitControl::Systemctl(args.systemctl.unwrap_or_else(units::default_systemctl))
+            UnitControl::Systemctl {
+                program: args.systemctl.unwrap_or_else(units::default_systemctl),
+                // Inside a unit, or from NixOS activation: a job that waits for a unit
+                // ordered after this one would never end.
+                no_block: args.from_activation || units::inside_unit(),
+            }
         },
     };
     let report = activate::activate(&opts)?;
@@ -128,8 +131,8 @@ fn units_done(handled: Handled, restart: bool) -> &'static str {
     match (handled, restart) {
         (Handled::Restarted, true) => "restarted",
         (Handled::Restarted, false) => "reloaded",
-        (Handled::Queued, true) => "queued for restart by switch-to-configuration",
-        (Handled::Queued, false) => "queued for reload by switch-to-configuration",
+        (Handled::Queued, true) => "restart queued (systemctl --no-block)",
+        (Handled::Queued, false) => "reload queued (systemctl --no-block)",
         (Handled::NotRestarted, true) => "not restarted (--no-restart)",
         (Handled::NotRestarted, false) => "not reloaded (--no-restart)",
         (Handled::WouldRestart, true) => "would restart",

@@ -195,21 +195,20 @@ pub struct ActivateArgs {
     #[arg(long)]
     pub no_mount: bool,
     /// The program that restarts and reloads the units of changed secrets and templates
-    /// (`PROGRAM try-restart UNIT...`, `PROGRAM try-reload-or-restart UNIT...`) [default: /run/current-system/sw/bin/systemctl if it exists, else
-    /// systemctl from PATH]
-    #[arg(long, value_name = "PROGRAM", conflicts_with_all = ["from_activation", "no_restart"])]
+    /// (`PROGRAM try-restart UNIT...`, `PROGRAM try-reload-or-restart UNIT...`; inside a
+    /// systemd unit, INVOCATION_ID set, with `--no-block`: the jobs are queued) [default:
+    /// /run/current-system/sw/bin/systemctl if it exists, else systemctl from PATH]
+    #[arg(long, value_name = "PROGRAM", conflicts_with = "no_restart")]
     pub systemctl: Option<String>,
-    /// Run from NixOS activation: hand the units to restart to switch-to-configuration
-    /// (appended to /run/nixos/activation-restart-list) instead of running systemctl
+    /// Run from NixOS activation during a switch: queue the restarts and reloads with
+    /// `systemctl --no-block` even outside a unit (nothing is handed to
+    /// switch-to-configuration any more)
     #[arg(long, conflicts_with = "no_restart")]
     pub from_activation: bool,
     /// Restart no units (e.g. at boot, where they start after activation); they are
     /// listed as not restarted
     #[arg(long)]
     pub no_restart: bool,
-    /// Where --from-activation writes its lists (for tests)
-    #[arg(long, value_name = "DIR", hide = true, default_value = bento_secrets::units::NIXOS_RUN_DIR)]
-    pub nixos_run_dir: PathBuf,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

@@ -61,8 +61,8 @@ pub struct Options {
     pub fs: FsKind,
     /// Mount the RAM filesystem (off only for unprivileged test or demo runs).
     pub mount: bool,
-    /// What to do with the units of changed secrets: restart them with `systemctl`, hand
-    /// them to NixOS's switch-to-configuration, or leave them.
+    /// What to do with the units of changed secrets: restart them with `systemctl` (or
+    /// queue their restart with `systemctl --no-block`), or leave them.
     pub units: UnitControl,
 }
 

@@ -31,8 +31,8 @@ pub fn units_to_restart(
 
 /// Restarts the units of changed secrets and templates (`try-restart`) and reloads
 /// theirs (`try-reload-or-restart`, as sops-nix's `reloadUnits`: only running units,
-/// reloaded where they can be, else restarted) — or queues them for
-/// switch-to-configuration, or leaves them, as `opts.units` says. A failure is recorded
+/// reloaded where they can be, else restarted), waiting for systemd or queueing the
+/// jobs (`--no-block`), or leaves them, as `opts.units` says. A failure is recorded
 /// in `units_error` and never reported as a restart.
 pub fn restart_units(opts: &Options, specs: &[SecretSpec], templates: &[TemplateSpec], report: &mut Report) {
     (report.restart_units, report.reload_units) = units_to_restart(specs, templates, report);

@@ -1,24 +1,13 @@
-//! What an activation does with the units of changed secrets: restart them with
-//! `systemctl`, hand them to NixOS's `switch-to-configuration` (from NixOS activation,
-//! where `systemctl` must not be called and is not even on `PATH`), or leave them (at
-//! boot, where they start after activation anyway). A restart is only reported as done
-//! when `systemctl` said so.
+//! What an activation does with the units of changed secrets: restart and reload them
+//! with `systemctl`, or leave them (at boot, where they start after activation anyway).
+//! Inside a systemd unit (a switch, the agent, bento's own services) or from NixOS
+//! activation, the jobs are queued with `--no-block`: waiting there for a unit that is
+//! ordered after the caller would never end. A restart is only reported as done (or
+//! queued) when `systemctl` said so.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
-
-/// Where NixOS's `switch-to-configuration` looks for units that activation asks it to
-/// restart or reload.
-pub const NIXOS_RUN_DIR: &str = "/run/nixos";
-
-/// The list of units to restart, under [`NIXOS_RUN_DIR`].
-pub const RESTART_LIST: &str = "activation-restart-list";
-
-/// The list of units to reload, under [`NIXOS_RUN_DIR`].
-pub const RELOAD_LIST: &str = "activation-reload-list";
 
 /// The `systemctl` of the running NixOS system, tried before `PATH`.
 pub const NIXOS_SYSTEMCTL: &str = "/run/current-system/sw/bin/systemctl";
@@ -27,11 +16,12 @@ pub const NIXOS_SYSTEMCTL: &str = "/run/current-system/sw/bin/systemctl";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnitControl {
     /// `PROGRAM try-restart UNIT…` and `PROGRAM try-reload-or-restart UNIT…`.
-    Systemctl(String),
-    /// Appended, one per line, to `<dir>/activation-restart-list` and
-    /// `<dir>/activation-reload-list`: `switch-to-configuration` restarts them after
-    /// activation.
-    Queue(PathBuf),
+    Systemctl {
+        /// The `systemctl` to run.
+        program: String,
+        /// Pass `--no-block`: queue the jobs, do not wait for them.
+        no_block: bool,
+    },
     /// Not restarted.
     Leave,
 }
@@ -42,7 +32,7 @@ pub enum UnitControl {
 pub enum Handled {
     /// `systemctl` restarted them.
     Restarted,
-    /// Handed to `switch-to-configuration`, which restarts them after activation.
+    /// `systemctl --no-block` queued their restart with systemd.
     Queued,
     /// Left alone, as asked.
     NotRestarted,
@@ -60,94 +50,88 @@ pub fn default_systemctl() -> String {
     }
 }
 
-/// Restarts `restart` and reloads `reload` as `control` says. The error is one line
-/// naming the command or the list file; nothing is claimed done when it fails.
-pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -> Result<Handled, String> {
-    match control {
-        UnitControl::Leave => Ok(Handled::NotRestarted),
-        UnitControl::Queue(dir) => {
-            for (list, units) in [(RESTART_LIST, restart), (RELOAD_LIST, reload)] {
-                if !units.is_empty() {
-                    append(&dir.join(list), units)?;
-                }
-            }
-            Ok(Handled::Queued)
-        }
-        UnitControl::Systemctl(program) => {
-            for (verb, units) in [("try-restart", restart), ("try-reload-or-restart", reload)] {
-                if units.is_empty() {
-                    continue;
-                }
-                // Units are `UnitName`s (checked in the rules and again in the manifest):
-                // none starts with `-`, so none is read as an option.
-                let status = std::process::Command::new(program)
-                    .arg(verb)
-                    .args(units)
-                    .status()
-                    .map_err(|e| format!("could not run `{program}`: {e}; pass --systemctl PROGRAM"))?;
-                if !status.success() {
-                    return Err(format!(
-                        "`{program} {verb} {}` failed ({status})",
-                        units.join(" ")
-                    ));
-                }
-            }
-            Ok(Handled::Restarted)
-        }
-    }
+/// Whether this process runs inside a systemd unit: systemd sets `INVOCATION_ID` for
+/// every process it starts for a unit.
+pub fn inside_unit() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some_and(|v| !v.is_empty())
 }
 
-/// Appends one unit per line to `path` (created 0644 if missing, never through a symlink).
-fn append(path: &Path, units: &[String]) -> Result<(), String> {
-    let shown = path.display();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// Restarts `restart` and reloads `reload` as `control` says. The error is one line
+/// naming the command; nothing is claimed done when it fails.
+pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -> Result<Handled, String> {
+    let (program, no_block) = match control {
+        UnitControl::Leave => return Ok(Handled::NotRestarted),
+        UnitControl::Systemctl { program, no_block } => (program, *no_block),
+    };
+    for (verb, units) in [("try-restart", restart), ("try-reload-or-restart", reload)] {
+        if units.is_empty() {
+            continue;
+        }
+        let flags: &[&str] = if no_block { &["--no-block"] } else { &[] };
+        // Units are `UnitName`s (checked in the rules and again in the manifest): none
+        // starts with `-`, so none is read as an option.
+        let status = std::process::Command::new(program)
+            .args(flags)
+            .arg(verb)
+            .args(units)
+            .status()
+            .map_err(|e| format!("could not run `{program}`: {e}; pass --systemctl PROGRAM"))?;
+        if !status.success() {
+            let shown: Vec<&str> = flags
+                .iter()
+                .copied()
+                .chain([verb])
+                .chain(units.iter().map(String::as_str))
+                .collect();
+            return Err(format!("`{program} {}` failed ({status})", shown.join(" ")));
+        }
     }
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let text: String = units.iter().map(|u| format!("{u}\n")).collect();
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(|e| format!("{shown}: {e}"))
+    Ok(if no_block {
+        Handled::Queued
+    } else {
+        Handled::Restarted
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn queued_units_are_appended_one_per_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("nixos");
-        let q = UnitControl::Queue(run.clone());
-        let units = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(hand_over(&q, &units(&["a.service"]), &[]), Ok(Handled::Queued));
-        assert_eq!(
-            hand_over(&q, &units(&["b.service", "c.service"]), &units(&["d.service"])),
-            Ok(Handled::Queued)
-        );
-        let restart = std::fs::read_to_string(run.join(RESTART_LIST)).unwrap();
-        assert_eq!(restart, "a.service\nb.service\nc.service\n");
-        let reload = std::fs::read_to_string(run.join(RELOAD_LIST)).unwrap();
-        assert_eq!(reload, "d.service\n");
+    fn systemctl(program: &str, no_block: bool) -> UnitControl {
+        UnitControl::Systemctl {
+            program: program.to_owned(),
+            no_block,
+        }
     }
 
     #[test]
     fn a_failing_systemctl_is_an_error_not_a_restart() {
         let units = vec!["a.service".to_string()];
-        let err = hand_over(&UnitControl::Systemctl("false".into()), &units, &[]).unwrap_err();
+        let err = hand_over(&systemctl("false", false), &units, &[]).unwrap_err();
         assert!(err.contains("`false try-restart a.service` failed"), "{err}");
-        let err = hand_over(
-            &UnitControl::Systemctl("/nonexistent/systemctl".into()),
-            &units,
-            &[],
-        )
-        .unwrap_err();
+        let err = hand_over(&systemctl("false", true), &units, &[]).unwrap_err();
+        assert!(
+            err.contains("`false --no-block try-restart a.service` failed"),
+            "{err}"
+        );
+        let err = hand_over(&systemctl("/nonexistent/systemctl", false), &units, &[]).unwrap_err();
         assert!(err.contains("could not run"), "{err}");
+    }
+
+    #[test]
+    fn no_block_queues_and_blocking_restarts() {
+        let units = vec!["a.service".to_string()];
+        assert_eq!(
+            hand_over(&systemctl("true", true), &units, &[]),
+            Ok(Handled::Queued)
+        );
+        assert_eq!(
+            hand_over(&systemctl("true", false), &units, &units),
+            Ok(Handled::Restarted)
+        );
+        assert_eq!(
+            hand_over(&UnitControl::Leave, &units, &[]),
+            Ok(Handled::NotRestarted)
+        );
     }
 }

@@ -111,6 +111,8 @@ pub(crate) fn in_namespace(fleet: &Fleet, bin: &Path, script: &str) -> Output {
         .env("BENTO", env!("CARGO_BIN_EXE_bento"))
         .env("PATH", path)
         .env("NO_COLOR", "1")
+        // Outside a unit, whatever runs the tests: restarts are not queued.
+        .env_remove("INVOCATION_ID")
         .current_dir(&fleet.home)
         .output()
         .unwrap()
@@ -659,11 +661,13 @@ fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
     assert_eq!(api.permissions().mode() & 0o7777, 0o440);
 }
 
-/// From NixOS activation the units go to switch-to-configuration's list (a temp dir
-/// stands in for /run/nixos), `--no-restart` leaves them, and a systemctl that fails or
-/// is missing fails the run: no restart is ever claimed that did not happen.
+/// Units are restarted through `systemctl` (the recording fake on PATH): directly
+/// outside a unit, with `--no-block` inside one (`INVOCATION_ID`) or with
+/// `--from-activation`; `--no-restart` leaves them; a systemctl that fails or is missing
+/// fails the run: no restart is ever claimed that did not happen. No activation list is
+/// written under /run/nixos (on a fresh tmpfs /run, in the test's mount namespace).
 #[test]
-fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
+fn units_are_restarted_through_systemctl_inside_and_outside_a_unit() {
     if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
         return;
     }
@@ -673,15 +677,25 @@ fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
         "echo \"Unit a.service not loaded.\" >&2; exit 1",
     );
     let root = fleet.home.join("run");
-    let nixos = fleet.home.join("nixos");
-    let mut script = String::new();
-    for (i, flags) in [
-        format!("--from-activation --nixos-run-dir {}", nixos.display()),
-        format!("--from-activation --nixos-run-dir {}", nixos.display()),
-        "--no-restart".to_owned(),
-        format!("--systemctl {}", failing.display()),
-        "--systemctl /nonexistent/systemctl".to_owned(),
-        String::new(), // PATH: the fake systemctl, which records its calls
+    // A fresh /run of the namespace's own: nothing is created on the machine's.
+    let mut script = "mount -t tmpfs none /run && mkdir /run/nixos\n".to_owned();
+    for (i, (env, flags)) in [
+        ("env -u INVOCATION_ID", "--from-activation".to_owned()),
+        ("env INVOCATION_ID=0123abcd", String::new()),
+        ("env -u INVOCATION_ID", String::new()),
+        ("env INVOCATION_ID=0123abcd", "--no-restart".to_owned()),
+        (
+            "env -u INVOCATION_ID",
+            format!("--systemctl {}", failing.display()),
+        ),
+        (
+            "env INVOCATION_ID=0123abcd",
+            format!("--systemctl {}", failing.display()),
+        ),
+        (
+            "env -u INVOCATION_ID",
+            "--systemctl /nonexistent/systemctl".to_owned(),
+        ),
     ]
     .iter()
     .enumerate()
@@ -691,12 +705,13 @@ fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
         b.add(&fleet, "db", json!({"restart_units": ["a.service", "b.service"]}));
         let bundle = b.write();
         script.push_str(&format!(
-            "echo '#run {i}'\nif $BENTO activate --bundle {} -i {} --root {} {flags}; then echo 'exit 0'; else echo 'exit 1'; fi\n",
+            "echo '#run {i}'\nif {env} $BENTO activate --bundle {} -i {} --root {} {flags}; then echo 'exit 0'; else echo 'exit 1'; fi\n",
             bundle.display(),
             s(&keys.web1),
             root.display(),
         ));
     }
+    script.push_str("echo \"lists: $(ls -A /run/nixos)\"\n");
     let out = in_namespace(&fleet, &bin, &script);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -706,15 +721,19 @@ fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
     assert_eq!(
         notes,
         [
-            "· queued for restart by switch-to-configuration: a.service b.service",
-            "· queued for restart by switch-to-configuration: a.service b.service",
+            "· restart queued (systemctl --no-block): a.service b.service",
+            "· restart queued (systemctl --no-block): a.service b.service",
+            "· restarted: a.service b.service",
             "· not restarted (--no-restart): a.service b.service",
             &format!(
                 "error: units not restarted: `{} try-restart a.service b.service` failed (exit status: 1)",
                 failing.display()
             ),
+            &format!(
+                "error: units not restarted: `{} --no-block try-restart a.service b.service` failed (exit status: 1)",
+                failing.display()
+            ),
             "error: units not restarted: could not run `/nonexistent/systemctl`: No such file or directory (os error 2); pass --systemctl PROGRAM",
-            "· restarted: a.service b.service",
         ],
         "{t}"
     );
@@ -722,21 +741,23 @@ fn units_are_queued_from_activation_and_a_failed_restart_is_an_error() {
     let exits: Vec<&str> = stdout.lines().filter(|l| l.starts_with("exit ")).collect();
     assert_eq!(
         exits,
-        ["exit 0", "exit 0", "exit 0", "exit 1", "exit 1", "exit 0"],
+        ["exit 0", "exit 0", "exit 0", "exit 0", "exit 1", "exit 1", "exit 1"],
         "{t}"
     );
-    assert_eq!(
-        std::fs::read_to_string(nixos.join("activation-restart-list")).unwrap(),
-        "a.service\nb.service\na.service\nb.service\n"
-    );
-    assert!(!nixos.join("activation-reload-list").exists());
-    // Only the last run reached the recording systemctl.
+    // Nothing for switch-to-configuration: every restart went through systemctl.
+    assert!(stdout.lines().any(|l| l == "lists: "), "{t}");
     let calls = std::fs::read_to_string(fleet.home.join("systemctl.calls")).unwrap();
-    assert_eq!(calls, "try-restart a.service b.service\n");
+    assert_eq!(
+        calls,
+        "--no-block try-restart a.service b.service\n\
+         --no-block try-restart a.service b.service\n\
+         try-restart a.service b.service\n"
+    );
 }
 
-/// Reload units are reported as what really happened to them: queued, or left with
-/// `--no-restart`; never "reloaded" when nothing was, and no empty restart line.
+/// Reload units are reported as what really happened to them: queued with `systemctl
+/// --no-block` from activation, or left with `--no-restart`; never "reloaded" when
+/// nothing was, and no empty restart line.
 #[test]
 fn reload_units_are_reported_as_they_were_handled() {
     if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
@@ -744,15 +765,8 @@ fn reload_units_are_reported_as_they_were_handled() {
     }
     let (fleet, keys, bin) = setup("");
     let root = fleet.home.join("run");
-    let nixos = fleet.home.join("nixos");
     let mut script = String::new();
-    for (i, flags) in [
-        "--no-restart".to_owned(),
-        format!("--from-activation --nixos-run-dir {}", nixos.display()),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, flags) in ["--no-restart", "--from-activation"].iter().enumerate() {
         set(&fleet, "db", &format!("v{i}"));
         let mut b = Bundle::new(&fleet, &format!("bundle{i}"));
         b.add(&fleet, "db", json!({"reload_units": ["r.service"]}));
@@ -776,12 +790,10 @@ fn reload_units_are_reported_as_they_were_handled() {
         notes,
         [
             "· not reloaded (--no-restart): r.service",
-            "· queued for reload by switch-to-configuration: r.service",
+            "· reload queued (systemctl --no-block): r.service",
         ],
         "{t}"
     );
-    assert_eq!(
-        std::fs::read_to_string(nixos.join("activation-reload-list")).unwrap(),
-        "r.service\n"
-    );
+    let calls = std::fs::read_to_string(fleet.home.join("systemctl.calls")).unwrap();
+    assert_eq!(calls, "--no-block try-reload-or-restart r.service\n");
 }

@@ -898,4 +898,27 @@ fn a_failed_rebuild_is_named_by_its_error_line() {
         ),
         "{error}"
     );
+
+/// With `activate_after_rebuild` (the NixOS module's systemd-only way, where a switch
+/// reruns the secrets' services only when their units changed), a rebuild that
+/// activated nothing is followed by the activation: the changed secrets go live.
+#[test]
+fn activate_after_rebuild_makes_the_changed_secrets_live() {
+    let l = Loop::new();
+    l.deploy();
+    let rebuild = l.fleet.script("rebuild-only", "exit 0");
+    l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
+    let mut config = std::fs::read_to_string(&l.config).unwrap();
+    config.push_str("activate_after_rebuild = true\n");
+    std::fs::write(&l.config, config).unwrap();
+    let out = l.agent(&["--json"]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "applied");
+    assert_eq!(
+        report["secrets_changed"],
+        serde_json::json!(["db-password", "tls", "web-only"])
+    );
+    assert!(report.get("note").is_none(), "{report}");
+    assert_eq!(l.secret("db-password"), "v1 of db-password");
 }

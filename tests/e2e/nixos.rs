@@ -1,8 +1,11 @@
 //! The NixOS modules (`nix/client.nix`, `nix/server.nix`, the flake's `nixosModules`) and
 //! the example hosts, evaluated with nixpkgs' own module system (`lib.evalModules` from
-//! nixpkgs `lib`) against the option stand-ins of `tests/nixos/stubs.nix`: the default
-//! NixOS mode (users from the `users` activation script), userborn, systemd-sysusers,
-//! the server with and without a user prefix, and each refusal at evaluation time.
+//! nixpkgs `lib`) beside nixpkgs' own activation-script, userborn and systemd-sysusers
+//! modules (`../shared/nixpkgs-nixos`) and the option stand-ins of
+//! `tests/nixos/stubs.nix`: the three user modes (the `users` activation script,
+//! userborn, systemd-sysusers), with and without the systemd-only way, the server with
+//! and without a user prefix and beside other modules' sshd lines, and each refusal at
+//! evaluation time. No case may raise an evaluation warning.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,23 +31,41 @@ fn nixpkgs_lib() -> Option<String> {
     (String::from_utf8_lossy(&found.stdout).trim() == "true").then(|| "<nixpkgs/lib>".to_owned())
 }
 
+/// nixpkgs' NixOS modules (activation, userborn, systemd-sysusers): `NIXOS_MODULES`, else
+/// `../shared/nixpkgs-nixos/nixos/modules` next to the repo (absent: skipped, failing in CI).
+fn nixos_modules() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("NIXOS_MODULES") {
+        return Some(PathBuf::from(dir));
+    }
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/nixpkgs-nixos/nixos/modules");
+    crate::harness::shared_data(&shared, "nixpkgs' NixOS modules")
+}
+
 /// `nix-instantiate --eval --strict --json tests/nixos/eval.nix` for `case`.
 fn eval(lib: &str, case: &str, extra: &[&str]) -> std::process::Output {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nixos/eval.nix");
     Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json"])
         .arg(&file)
-        .args(["--arg", "nixpkgsLib", lib, "--argstr", "case", case])
+        .args(["--arg", "nixpkgsLib", lib, "--arg", "nixosModules"])
+        .arg(nixos_modules().expect("checked by with_lib"))
+        .args(["--argstr", "case", case])
         .args(extra)
         .output()
         .unwrap()
 }
 
-/// The case's summary; fails the test when evaluation fails.
+/// The case's summary; fails the test when evaluation fails or warns.
 fn evaluated(lib: &str, case: &str) -> Value {
     let out = eval(lib, case, &[]);
     let stdout = ok(&out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{case}: {e}: {stdout}"))
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{case}: {e}: {stdout}"));
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!([]),
+        "{case}: evaluation warnings"
+    );
+    v
 }
 
 /// The evaluation error of a case that must be refused.
@@ -59,7 +80,11 @@ pub(crate) fn refused(lib: &str, case: &str) -> String {
 pub(crate) fn with_lib(f: impl FnOnce(&str)) {
     require("nix-instantiate");
     match nixpkgs_lib() {
-        Some(lib) => f(&lib),
+        Some(lib) => {
+            if nixos_modules().is_some() {
+                f(&lib)
+            }
+        }
         None => {
             let why = "no nixpkgs lib (set NIXPKGS_LIB, or put it at ../shared/nixpkgs-lib/lib, \
                        or nixpkgs on NIX_PATH): the NixOS modules were not evaluated";
@@ -99,10 +124,11 @@ fn the_client_module_evaluates_with_scripted_users() {
             users_phase.contains("-i /etc/ssh/ssh_host_ed25519_key"),
             "{users_phase}"
         );
-        // Units go to switch-to-configuration during a switch, nowhere at boot.
+        // Units are queued with systemctl during a switch, left at boot.
         assert!(users_phase.contains("bento_units=--from-activation; else bento_units=--no-restart"));
-        // The whole activation script is put together: every dep names a script.
+        // NixOS's activation script is put together: every dep names a script.
         let script = text(&v["activationScript"]);
+        assert!(!script.contains("/run/nixos"), "no restart list: {script}");
         let (users_at, rest_at) = (
             script.find("--phase users").unwrap(),
             script.find("--phase secrets").unwrap(),
@@ -131,6 +157,82 @@ fn the_client_module_evaluates_with_scripted_users() {
     });
 }
 
+/// The services of the systemd-only way, as every mode that uses them has them.
+fn assert_phase_services(case: &str, v: &Value) {
+    let users = &v["services"]["bento-secrets-for-users"];
+    let rest = &v["services"]["bento-secrets"];
+    for (unit, phase) in [(users, "users"), (rest, "secrets")] {
+        // At boot before sysinit.target; during a switch rerun by sysinit-reactivation.target,
+        // in order, before switch-to-configuration restarts other units.
+        assert_eq!(unit["wantedBy"], serde_json::json!(["sysinit.target"]), "{case}");
+        assert_eq!(
+            unit["requiredBy"],
+            serde_json::json!(["sysinit-reactivation.target"]),
+            "{case}"
+        );
+        let before = unit["before"].as_array().unwrap();
+        for target in ["sysinit.target", "sysinit-reactivation.target"] {
+            assert!(
+                before.contains(&Value::from(target)),
+                "{case}: {phase}: {before:?}"
+            );
+        }
+        // Rerun when what it installs changes: the command, the owners.
+        let triggers = unit["restartTriggers"].as_array().unwrap();
+        assert!(
+            triggers
+                .iter()
+                .any(|t| text(t).contains("--phase") || text(t).contains("--bundle /var/bento/current")),
+            "{case}: {triggers:?}"
+        );
+        assert!(
+            triggers.iter().any(|t| text(t).contains("\"users\"")),
+            "{case}: {triggers:?}"
+        );
+        assert!(unit["restartIfChanged"].as_bool().unwrap(), "{case}");
+        assert_eq!(unit["unitConfig"]["DefaultDependencies"], false, "{case}");
+        assert_eq!(unit["unitConfig"]["ConditionPathExists"], "/var/bento/current");
+        let exec = text(&unit["serviceConfig"]["ExecStart"]);
+        assert!(
+            exec.contains(&format!(
+                "activate --phase {phase} --bundle /var/bento/current --root /run/bento \
+                 -i /etc/ssh/ssh_host_ed25519_key --systemctl /nix/store/"
+            )),
+            "{case}: {exec}"
+        );
+        // Inside a unit: restarts are queued with systemctl, never left.
+        assert!(!exec.contains("--no-restart"), "{exec}");
+    }
+    // The users phase before users are made (userborn answers to systemd-sysusers.service
+    // too), the rest after them and after local file systems.
+    let before = users["before"].as_array().unwrap();
+    for unit in [
+        "systemd-sysusers.service",
+        "userborn.service",
+        "bento-secrets.service",
+    ] {
+        assert!(before.contains(&Value::from(unit)), "{case}: {before:?}");
+    }
+    let after = rest["after"].as_array().unwrap();
+    for unit in [
+        "local-fs.target",
+        "systemd-sysusers.service",
+        "userborn.service",
+        "bento-secrets-for-users.service",
+    ] {
+        assert!(after.contains(&Value::from(unit)), "{case}: {after:?}");
+    }
+    // After a rebuild whose switch did not rerun them, the agent runs them too.
+    assert_eq!(v["agentToml"]["activate_after_rebuild"], true, "{case}");
+    // The agent reruns them (in their order) when only secrets changed.
+    assert!(
+        text(&v["agentToml"]["activate"])
+            .ends_with("/bin/systemctl restart bento-secrets-for-users.service bento-secrets.service"),
+        "{case}: {}",
+        v["agentToml"]
+    );
+}
+
 #[test]
 fn the_client_module_evaluates_with_userborn_and_systemd_sysusers() {
     if !crate::harness::needs_nix() {
@@ -139,42 +241,112 @@ fn the_client_module_evaluates_with_userborn_and_systemd_sysusers() {
     with_lib(|lib| {
         for case in ["userborn", "sysusers"] {
             let v = evaluated(lib, case);
+            // The systemd-only way is their default: no activation snippet of ours.
             let scripts = &v["activationScripts"];
             assert_eq!(scripts["users"], "", "{case}: the users script stays empty");
-            assert!(scripts.get("bentoSecretsForUsers").is_none(), "{case}");
-            // Activation (a switch only) runs both phases and reruns bento-secrets.service
-            // after userborn/sysusers.
-            let activation = text(&scripts["bentoSecrets"]["text"]);
+            for name in ["bentoSecretsForUsers", "bentoSecrets"] {
+                assert!(scripts.get(name).is_none(), "{case}: {name}");
+            }
+            assert!(!text(&v["activationScript"]).contains("bento"), "{case}");
+            assert_phase_services(case, &v);
+            // The real users service is rerun by the same target, before it.
+            let (name, users) = v["usersServices"].as_object().unwrap().iter().next().unwrap();
+            assert_eq!(
+                users["requiredBy"],
+                serde_json::json!(["sysinit-reactivation.target"]),
+                "{name}"
+            );
+            // userborn applies a changed password hash only when it runs again.
+            let post = &v["services"]["bento-secrets-for-users"]["serviceConfig"]["ExecStartPost"];
+            if case == "userborn" {
+                assert!(
+                    text(&post[0]).ends_with("/bin/systemctl --no-block try-restart userborn.service"),
+                    "{post}"
+                );
+            } else {
+                assert!(post.is_null(), "{post}");
+            }
+        }
+    });
+}
+
+/// The systemd-only way with scripted users, and the scripted way with users from
+/// services: both work, and nothing is written to an activation restart list.
+#[test]
+fn the_systemd_only_way_and_the_scripted_way_work_in_every_user_mode() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
+    with_lib(|lib| {
+        let v = evaluated(lib, "default-systemd");
+        assert!(v["activationScripts"].get("bentoSecrets").is_none());
+        assert!(!text(&v["activationScript"]).contains("bento"));
+        assert_phase_services("default-systemd", &v);
+        for case in ["userborn-scripted", "sysusers-scripted"] {
+            let v = evaluated(lib, case);
+            let activation = text(&v["activationScripts"]["bentoSecrets"]["text"]);
             assert!(
                 activation.starts_with("if [ -n \"${NIXOS_ACTION-}\" ]; then"),
                 "{case}: {activation}"
             );
             assert!(activation.contains("--phase users") && activation.contains("--phase secrets"));
-            assert!(activation.contains("echo bento-secrets.service >> /run/nixos/activation-restart-list"));
-            // At boot, services around systemd-sysusers (which userborn also answers to).
-            let users = &v["services"]["bento-secrets-for-users"];
-            assert_eq!(users["wantedBy"], serde_json::json!(["sysinit.target"]));
-            assert_eq!(
-                users["before"],
-                serde_json::json!(["systemd-sysusers.service", "userborn.service", "sysinit.target"])
-            );
-            assert_eq!(users["unitConfig"]["DefaultDependencies"], "no");
-            assert_eq!(users["unitConfig"]["ConditionPathExists"], "/var/bento/current");
-            let exec = text(&users["serviceConfig"]["ExecStart"]);
             assert!(
-                exec.ends_with(
-                    "activate --phase users --bundle /var/bento/current --root /run/bento \
-                 -i /etc/ssh/ssh_host_ed25519_key --no-restart"
-                ),
-                "{exec}"
+                activation.contains("bento_units=--from-activation"),
+                "{activation}"
             );
-            let rest = &v["services"]["bento-secrets"];
-            assert_eq!(
-                rest["after"],
-                serde_json::json!(["systemd-sysusers.service", "userborn.service"])
-            );
-            assert!(text(&rest["serviceConfig"]["ExecStart"]).contains("--phase secrets"));
+            let script = text(&v["activationScript"]);
+            assert!(script.contains("activate --phase secrets"), "{case}");
+            assert!(!script.contains("/run/nixos"), "{case}: {script}");
+            // At boot the services, rerun in order during a switch.
+            assert_phase_services(case, &v);
         }
+        let v = evaluated(lib, "default");
+        assert!(v["agentToml"].get("activate").is_none(), "bento's own activate");
+        assert_eq!(
+            v["agentToml"]["activate_after_rebuild"], false,
+            "activation ran bento"
+        );
+    });
+}
+
+/// A password hash from Bento: userborn is rerun to apply it; systemd-sysusers, which
+/// never updates a password and fails the boot without the file, is refused.
+#[test]
+fn a_password_from_bento_is_applied_by_userborn_and_refused_with_sysusers() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
+    with_lib(|lib| {
+        let v = evaluated(lib, "userborn-password");
+        let post = &v["services"]["bento-secrets-for-users"]["serviceConfig"]["ExecStartPost"];
+        assert!(text(&post[0]).ends_with("try-restart userborn.service"), "{post}");
+        let error = refused(lib, "sysusers-password");
+        assert!(
+            error.contains(
+                "Failed assertions: - services.bento: with systemd.sysusers.enable, \
+                 users.users.app.hashedPasswordFile is a Bento secret under /run/bento"
+            ) && error.contains("use services.userborn.enable = true instead"),
+            "{error}"
+        );
+    });
+}
+
+/// The identity is the first ed25519 key of services.openssh.hostKeys.
+#[test]
+fn the_identity_follows_the_openssh_host_keys() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
+    with_lib(|lib| {
+        let v = evaluated(lib, "host-keys");
+        assert_eq!(v["agentToml"]["identity"], "/persist/ssh/ssh_host_ed25519_key");
+        let script = text(&v["activationScripts"]["bentoSecrets"]["text"]);
+        assert!(
+            script.contains("-i /persist/ssh/ssh_host_ed25519_key"),
+            "{script}"
+        );
+        let v = evaluated(lib, "default");
+        assert_eq!(v["agentToml"]["identity"], "/etc/ssh/ssh_host_ed25519_key");
     });
 }
 
@@ -254,6 +426,70 @@ fn the_server_module_evaluates_with_and_without_a_user_prefix() {
             bento_deploy::fleet::server::max_startups(401),
             v["maxStartups"].as_str().unwrap()
         );
+    });
+}
+
+/// Another module's global sshd line and the host's own (mkAfter) come before every
+/// Match block: the real `sshd -t` accepts the whole file (`UseDNS` is refused inside a
+/// Match) and `sshd -T` applies the global line to every host's user.
+#[test]
+fn the_server_match_blocks_come_last_in_sshd_config() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
+    require("/usr/sbin/sshd");
+    with_lib(|lib| {
+        let v = evaluated(lib, "server-extra");
+        let sshd = text(&v["sshd"]);
+        let first_match = sshd.find("Match ").unwrap();
+        for line in ["ClientAliveInterval 60\n", "UseDNS yes\n"] {
+            let at = sshd.find(line).unwrap_or_else(|| panic!("{line}: {sshd}"));
+            assert!(at < first_match, "{line} after a Match block: {sshd}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("host_key");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        ok(&out);
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!("HostKey {}\n{}", key.display(), text(&v["sshdConfig"])),
+        )
+        .unwrap();
+        let out = Command::new("/usr/sbin/sshd")
+            .arg("-t")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .unwrap();
+        ok(&out);
+        for user in ["web1", "db1"] {
+            let out = Command::new("/usr/sbin/sshd")
+                .args(["-T", "-f"])
+                .arg(&config)
+                .args(["-C", &format!("user={user},host=localhost,addr=127.0.0.1")])
+                .output()
+                .unwrap();
+            let effective = ok(&out);
+            assert!(
+                effective.lines().any(|l| l == "clientaliveinterval 60"),
+                "{user}: {effective}"
+            );
+            assert!(
+                effective.lines().any(|l| l == "usedns yes"),
+                "{user}: {effective}"
+            );
+            assert!(
+                effective
+                    .lines()
+                    .any(|l| l == format!("chrootdirectory /srv/bento/{user}")),
+                "{user}: {effective}"
+            );
+        }
     });
 }
 
@@ -367,6 +603,13 @@ fn the_example_hosts_evaluate_in_the_repo_and_in_their_bundles() {
     with_lib(|lib| {
         for host in ["web1", "db1", "edge"] {
             let v = evaluated(lib, &format!("host-{host}"));
+            if host == "db1" {
+                // The reference's example: a secret handed over as a systemd credential.
+                assert_eq!(
+                    v["credentials"]["app-migrate"],
+                    serde_json::json!(["db:/run/bento/secrets/db-password"])
+                );
+            }
             assert_eq!(v["agentToml"]["host"], host);
             assert_eq!(v["packageSource"], "https://git.example.org/bento.git");
         }

@@ -1,18 +1,22 @@
 # Evaluates the bento NixOS modules with nixpkgs' own module system (lib.evalModules from
-# nixpkgs `lib`) against the option stand-ins of stubs.nix, as NixOS would: the
-# assertions are checked first (failing as NixOS fails, "Failed assertions: - …"), then
-# the activation script is put together from the scripts and their deps.
+# nixpkgs `lib`) beside nixpkgs' own activation, userborn and systemd-sysusers modules
+# and the option stand-ins of stubs.nix, as NixOS would: the assertions are checked
+# first (failing as NixOS fails, "Failed assertions: - …"), then NixOS's activation
+# script is put together from the scripts and their deps.
 #
 #   nix-instantiate --eval --strict --json tests/nixos/eval.nix \
-#     --arg nixpkgsLib ../shared/nixpkgs-lib/lib --argstr case default
+#     --arg nixpkgsLib ../shared/nixpkgs-lib/lib \
+#     --arg nixosModules ../shared/nixpkgs-nixos/nixos/modules --argstr case default
 #
 # tests/e2e/nixos.rs runs every case and checks what it prints (or how it fails).
-{ nixpkgsLib, case, hostConfig ? null }:
+{ nixpkgsLib, nixosModules, case, hostConfig ? null }:
 
 let
-  lib = import nixpkgsLib;
+  # lib.maintainers reads nixpkgs' maintainers/ (not beside lib/ here): only the names the
+  # modules here list.
+  lib = (import nixpkgsLib).extend (_: _: { maintainers.nikstur = { name = "nikstur"; }; });
   pkgs = import ./pkgs.nix { inherit lib; };
-  stubs = import ./stubs.nix { inherit lib pkgs; };
+  stubs = import ./stubs.nix { inherit lib pkgs nixosModules; };
   root = ../..;
 
   # The flake, its inputs stood in for.
@@ -42,11 +46,29 @@ let
     (root + "/nix/server.nix")
     { services.bento-server = { enable = true; hosts.web1 = key; hosts.db1 = key; } // extra; }
   ];
+  passwordUser = {
+    users.users.app = { isSystemUser = true; group = "app"; hashedPasswordFile = "/run/bento/secrets-for-users/app-password"; };
+    users.groups.app = { };
+  };
 
   cases = {
     default = client { };
     userborn = client { services.userborn.enable = true; };
     sysusers = client { systemd.sysusers.enable = true; };
+    # The systemd-only way with scripted users; the scripted way with users from services.
+    default-systemd = client { services.bento.useSystemdActivation = true; };
+    userborn-scripted = client { services.userborn.enable = true; services.bento.useSystemdActivation = false; };
+    sysusers-scripted = client { systemd.sysusers.enable = true; services.bento.useSystemdActivation = false; };
+    # A host key elsewhere (an immutable /etc, a persisted dir): the identity follows it.
+    host-keys = client {
+      services.openssh.hostKeys = [
+        { type = "rsa"; bits = 4096; path = "/persist/ssh/ssh_host_rsa_key"; }
+        { type = "ed25519"; path = "/persist/ssh/ssh_host_ed25519_key"; }
+      ];
+    };
+    # A password hash from Bento: userborn applies it; systemd-sysusers is refused.
+    userborn-password = client (passwordUser // { services.userborn.enable = true; });
+    sysusers-password = client (passwordUser // { systemd.sysusers.enable = true; });
     settings = client {
       services.bento = {
         activate = "/bin/true";
@@ -64,6 +86,11 @@ let
     server-publish = server { publishKeys = [ key ]; };
     server-publish-clash = server { publishKeys = [ key ]; hosts.bento-publish = key; };
     # 401 hosts: MaxStartups grows with the fleet.
+    # Another module's and the host's own global sshd lines, before and after (mkAfter).
+    server-extra = server { } ++ [
+      { services.openssh.extraConfig = "ClientAliveInterval 60\n"; }
+      ({ lib, ... }: { services.openssh.extraConfig = lib.mkAfter "UseDNS yes\n"; })
+    ];
     server-many = server { hosts = lib.genAttrs (map (i: "h${toString i}") (lib.range 1 401)) (_: key); };
     flake-client = [ flakeOutputs.nixosModules.default ] ++ builtins.tail (client { });
     flake-server = [ flakeOutputs.nixosModules.server { services.bento-server = { enable = true; hosts.web1 = key; }; } ];
@@ -107,21 +134,21 @@ let
       throw "\nFailed assertions:\n${lib.concatMapStringsSep "\n" (m: "- ${m}") failed}"
     else config;
 
-  # As NixOS's activation-script.nix: every dep must name a script.
-  activationScript = scripts:
-    let
-      entries = lib.mapAttrs (_: v: if builtins.isString v then lib.noDepEntry v else v) scripts;
-    in
-    lib.textClosureMap lib.id entries (lib.attrNames entries);
-
   bentoUnits = lib.filterAttrs (n: _: lib.hasPrefix "bento" n);
   c = checked;
 in
 {
   activationScripts = lib.mapAttrs (_: v: if builtins.isString v then v else { inherit (v) deps text; })
-    c.system.activationScripts;
-  activationScript = activationScript c.system.activationScripts;
+    (removeAttrs c.system.activationScripts [ "script" ]);
+  # NixOS's own, as activation-script.nix puts it together.
+  activationScript = c.system.activationScripts.script;
+  warnings = c.warnings;
+  # Every unit's systemd credentials (a Bento secret handed to a service).
+  credentials = lib.mapAttrs (_: u: u.serviceConfig.LoadCredential)
+    (lib.filterAttrs (_: u: (u.serviceConfig.LoadCredential or [ ]) != [ ]) c.systemd.services);
   services = bentoUnits c.systemd.services;
+  # The units that make users, as userborn.nix and sysusers.nix define them.
+  usersServices = lib.filterAttrs (n: _: n == "userborn" || n == "systemd-sysusers") c.systemd.services;
   timers = bentoUnits c.systemd.timers;
   sockets = bentoUnits c.systemd.sockets;
 } // lib.optionalAttrs (c ? services.bento && c.services.bento.enable) {
@@ -133,6 +160,8 @@ in
 } // lib.optionalAttrs (c ? services.bento-server && c.services.bento-server.enable) {
   users = lib.mapAttrs (_: u: { inherit (u) group home; keys = u.openssh.authorizedKeys.keys; }) c.users.users;
   sshd = c.services.openssh.extraConfig;
+  # As NixOS's sshd_config: the settings, then extraConfig.
+  sshdConfig = "MaxStartups ${c.services.openssh.settings.MaxStartups}\n" + c.services.openssh.extraConfig;
   maxStartups = c.services.openssh.settings.MaxStartups;
   tmpfiles = c.systemd.tmpfiles.rules;
   nginx = c.services.nginx;

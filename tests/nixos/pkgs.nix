@@ -10,7 +10,9 @@ let
   };
   withOut = name: drv name // { out = drv name; bin = drv "${name}-bin"; };
   self = {
-    system = "x86_64-linux";
+    # As nixpkgs 26.x: the old name is gone.
+    system = throw "'system' has been renamed to/replaced by 'stdenv.hostPlatform.system'";
+    stdenv = { hostPlatform.system = "x86_64-linux"; cc.libc = withOut "glibc-2.40"; };
     inherit lib;
     callPackage = fn: args:
       let f = if builtins.isFunction fn then fn else import fn;
@@ -32,6 +34,18 @@ let
     xz = withOut "xz-5.6";
     gzip = withOut "gzip-1.13";
     nixos-rebuild = withOut "nixos-rebuild";
+    systemd = withOut "systemd-258";
+    postgresql = withOut "postgresql-16";
+    shadow = withOut "shadow-4.16" // { shellPath = "/bin/nologin"; };
+    util-linux = withOut "util-linux-2.41";
+    getent = withOut "getent";
+    gnugrep = withOut "gnugrep-3.11";
+    findutils = withOut "findutils-4.10";
+    userborn = withOut "userborn-0.4" // { meta.mainProgram = "userborn"; };
+    writeText = name: text: drv name // { inherit text; };
+    writeTextDir = path: text: drv (baseNameOf path) // { inherit text; };
+    writeShellScript = name: text: drv name // { inherit text; };
+    runCommand = name: env: script: drv name;
   };
 in
 self

@@ -93,6 +93,11 @@ impl Run<'_> {
                     rollback: rolled.err(),
                 });
             }
+            // Services install the secrets: the switch reran them only if their units
+            // changed. A failure here is the run's (the switch stays: no restore).
+            if self.config.activate_after_rebuild && !changes.secrets.is_empty() {
+                self.activate()?;
+            }
             // The rebuild's activation decrypts the secrets (the NixOS module runs `bento
             // activate`): what went live is what its records say, not what was expected.
             let live = went_live(

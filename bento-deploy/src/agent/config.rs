@@ -72,6 +72,11 @@ pub struct AgentConfig {
     /// When nothing new was published, rebuild a flake configuration with fresh inputs.
     #[serde(default)]
     pub self_update: bool,
+    /// After a rebuild, when the bundle's secrets changed too, run the activation as for a
+    /// secrets-only update: where systemd services install the secrets (the NixOS
+    /// module's systemd-only way), a switch reruns them only when their units changed.
+    #[serde(default)]
+    pub activate_after_rebuild: bool,
     /// What to do when a switch changed the kernel, initrd or kernel modules.
     #[serde(default)]
     pub reboot: Reboot,
