@@ -898,6 +898,7 @@ fn a_failed_rebuild_is_named_by_its_error_line() {
         ),
         "{error}"
     );
+}
 
 /// With `activate_after_rebuild` (the NixOS module's systemd-only way, where a switch
 /// reruns the secrets' services only when their units changed), a rebuild that
