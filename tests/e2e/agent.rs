@@ -923,3 +923,25 @@ fn activate_after_rebuild_makes_the_changed_secrets_live() {
     assert!(report.get("note").is_none(), "{report}");
     assert_eq!(l.secret("db-password"), "v1 of db-password");
 }
+
+/// A missing `identity` is named before any connection, not left for the server to refuse.
+#[test]
+fn a_missing_identity_is_named_before_connecting() {
+    let l = Loop::new();
+    let rebuild = l.fleet.script("rebuild-unused", "exit 0");
+    l.write_config("sftp://bento-web1@127.0.0.1:1", &rebuild, None);
+    let config = std::fs::read_to_string(&l.config).unwrap();
+    let key = s(&l.keys.web1).to_owned();
+    std::fs::write(
+        &l.config,
+        config.replacen(&key, "/nonexistent/ssh_host_ed25519_key", 1),
+    )
+    .unwrap();
+    let err = crate::harness::fails(&l.agent(&[]));
+    assert_eq!(
+        err,
+        "error: /nonexistent/ssh_host_ed25519_key: No such file or directory (os error 2): this is \
+         agent.toml's identity, the key this host logs in to the server with (and decrypts its \
+         secrets with); point identity at the host's private key"
+    );
+}

@@ -19,6 +19,12 @@ pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn
     let mut transport: Box<dyn Transport> = match config.server_url().map_err(AgentError::ServerUrl)? {
         ServerUrl::Local(root) => Box::new(LocalDir::new(&root, &config.host)),
         ServerUrl::Sftp { user, address, port } => {
+            // ssh would skip an unreadable key and the server then refuse the login: say
+            // what is wrong here instead.
+            std::fs::File::open(&config.identity).map_err(|source| AgentError::Identity {
+                path: config.identity.clone(),
+                source,
+            })?;
             let target = SshTarget {
                 user,
                 address,

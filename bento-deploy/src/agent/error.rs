@@ -53,6 +53,20 @@ pub enum AgentError {
     /// The server cannot be reached for good (host key, login).
     #[error(transparent)]
     Connect(ConnectError),
+    /// The `identity` of agent.toml, the key this host logs in with, cannot be read: said
+    /// before connecting, where the server would only answer "Permission denied".
+    #[error(
+        "{}: {source}: this is agent.toml's identity, the key this host logs in to the server \
+         with (and decrypts its secrets with); point identity at the host's private key",
+        path.display()
+    )]
+    Identity {
+        /// The identity file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: io::Error,
+    },
     /// The server did not answer before the run's deadline.
     #[error(
         "{host}: interrupted: the server was not reachable before the run's deadline \
@@ -220,6 +234,7 @@ impl AgentError {
             | StateUnreadable { .. }
             | Queue { .. }
             | Install { .. }
+            | Identity { .. }
             | Switch { .. }
             | CurrentExe(_)
             | Command(_) => State::Failed,
