@@ -225,8 +225,14 @@ fn a_refused_connection_is_retried_until_the_deadline_then_interrupted() {
             && err.contains("Connection refused"),
         "{err}"
     );
-    // Retried (1 s, 2 s … ±50 %) until the deadline, not past it by much.
+    // Retried (1 s, 2 s … ±50 %) until the deadline, not past it by much; the first retry
+    // says for how long, and what to check (a wrong port looks like this).
     assert!(stderr.contains("retrying in"), "{stderr}");
+    assert!(
+        stderr.contains("(run_timeout = 4 s): if the server stays unreachable, check agent.toml's server address and port")
+            && stderr.matches("check agent.toml's server").count() == 1,
+        "{stderr}"
+    );
     assert!(took >= Duration::from_secs(4), "gave up after {took:?}: {stderr}");
     assert!(took < Duration::from_secs(15), "took {took:?}: {stderr}");
 }

@@ -65,10 +65,21 @@ fn retrying<T>(
                 last: e,
             });
         }
-        // Best effort: a closed stderr does not end the run.
+        // Best effort: a closed stderr does not end the run. The first retry says how long
+        // this may go on (a wrong address or port looks like a busy server until then).
+        let until = if tries == 1 {
+            format!(
+                "; retried until the run's deadline, {} s from now (run_timeout = {} s): if the \
+                 server stays unreachable, check agent.toml's server address and port",
+                left.as_secs(),
+                config.run_timeout
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             std::io::stderr().lock(),
-            "bento: {e}; retrying in {:.1} s (attempt {} before the run's deadline)",
+            "bento: {e}; retrying in {:.1} s (attempt {} before the run's deadline){until}",
             wait.as_secs_f64(),
             tries + 1
         );
