@@ -599,6 +599,21 @@ fn pulls_over_a_real_chrooted_sftp_server() {
         (beat["host"].as_str(), beat["applied"].as_u64()),
         (Some("web1"), Some(1))
     );
+    // A mistyped `host` is not "up to date" with web1's bundle.
+    let config = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(
+        &l.config,
+        config.replacen("host = \"web1\"", "host = \"web11\"", 1),
+    )
+    .unwrap();
+    let err = crate::harness::fails(&l.agent(&[]));
+    assert!(
+        err.ends_with(
+            "the bundle is for host `web1`, not `web11`: agent.toml's `host` must name this host as the fleet does"
+        ),
+        "{err}"
+    );
+    std::fs::write(&l.config, config).unwrap();
     // A server whose key is not the pinned one is refused.
     let wrong = l.fleet.home.join("wrong_known_hosts");
     std::fs::write(

@@ -116,7 +116,10 @@ pub enum AgentError {
     #[error(transparent)]
     Manifest(crate::Error),
     /// The bundle is another host's.
-    #[error("the bundle is for host `{bundle}`, not `{host}`")]
+    #[error(
+        "the bundle is for host `{bundle}`, not `{host}`: agent.toml's `host` must name this host \
+         as the fleet does"
+    )]
     WrongHost {
         /// The manifest's host.
         bundle: String,

@@ -98,6 +98,15 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         Err(e) => return Err(AgentError::ReadCurrent(e)),
     };
     if Some(current) == state.applied {
+        // Up to date, but with what? A `host` changed (mistyped) since is not this bundle's.
+        if let Some(installed) = bundles::installed_manifest(&config.state_dir, current) {
+            if installed.host != config.host {
+                return Err(AgentError::WrongHost {
+                    bundle: installed.host,
+                    host: config.host.clone(),
+                });
+            }
+        }
         if config.self_update {
             if let Some(report) = self_update(config, current, started, deadline, transport.as_mut())? {
                 return Ok(Outcome::Ran(Box::new(report)));
