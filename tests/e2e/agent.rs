@@ -35,13 +35,7 @@ impl Loop {
             )
             .unwrap();
         }
-        let admin = fleet.ssh_key("admin", "ed25519", "");
-        fleet.add_admin("admin", &pub_line(&admin));
-        std::fs::write(
-            fleet.path("bento.toml"),
-            format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
-        )
-        .unwrap();
+        fleet.signing_admin();
         let base = fleet.home.join("web1-host");
         let l = Loop {
             server: fleet.home.join("server"),

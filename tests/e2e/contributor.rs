@@ -37,12 +37,7 @@ impl Deployable {
             .unwrap();
         }
         write(&fleet.path("common/base.nix"), "{ }\n");
-        let admin = fleet.ssh_key("admin", "ed25519", "");
-        fleet.add_admin("admin", &crate::harness::pub_line(&admin));
-        write(
-            &fleet.path("bento.toml"),
-            &format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
-        );
+        fleet.signing_admin();
         let server = fleet.home.parent().unwrap().join("server");
         Deployable {
             fleet,

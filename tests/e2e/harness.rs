@@ -381,6 +381,20 @@ impl Fleet {
         std::fs::write(self.path(&format!("keys/admins/{name}.pub")), format!("{line}\n")).unwrap();
     }
 
+    /// An admin key `admin` (ed25519), registered in keys/admins/ and named as
+    /// `deploy.signing_key` in a bento.toml holding only that: deploy signs with a key the
+    /// fleet knows. Returns the private key's path.
+    pub fn signing_admin(&self) -> PathBuf {
+        let admin = self.ssh_key("admin", "ed25519", "");
+        self.add_admin("admin", &pub_line(&admin));
+        std::fs::write(
+            self.path("bento.toml"),
+            format!("[deploy]\nsigning_key = \"{}\"\n", admin.display()),
+        )
+        .unwrap();
+        admin
+    }
+
     /// Replaces secrets/secrets.toml.
     pub fn rules(&self, text: &str) {
         std::fs::write(self.path("secrets/secrets.toml"), text).unwrap();

@@ -43,13 +43,7 @@ fn a_hundred_hosts_polling_one_stock_sshd_at_once_all_apply() {
     }
     use std::os::unix::process::CommandExt;
     let fleet = Fleet::new();
-    let admin = fleet.ssh_key("admin", "ed25519", "");
-    fleet.add_admin("admin", &pub_line(&admin));
-    std::fs::write(
-        fleet.path("bento.toml"),
-        format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
-    )
-    .unwrap();
+    let admin = fleet.signing_admin();
     let names: Vec<String> = (0..HOSTS).map(|i| format!("h{i:03}")).collect();
     let mut lines = Vec::new();
     for name in &names {

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -351,38 +351,6 @@ fn a_lock_held_past_the_deadline_ends_the_run_with_one_line() {
 
 // ---- the trigger -----------------------------------------------------------------------
 
-/// A running `bento trigger --listen`; killed when dropped.
-struct Listener {
-    child: Child,
-    _stderr: BufReader<ChildStderr>,
-}
-
-impl Listener {
-    fn start(l: &Loop) -> Listener {
-        let mut child = l
-            .fleet
-            .cmd(&["trigger", "--listen", "--config", s(&l.config)])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        stderr.read_line(&mut first).unwrap();
-        assert!(first.contains("trigger listening on"), "{first}");
-        Listener {
-            child,
-            _stderr: stderr,
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A deployed loop whose rebuild prints 3 MB (stdout and stderr) around the usual
 /// stand-in (after `delay` seconds), then records that it finished; a trigger socket.
 fn trigger_loop(delay: u32) -> (Loop, PathBuf) {
@@ -437,7 +405,7 @@ fn a_trigger_client_that_hangs_up_at_once_does_not_stop_the_run() {
         return;
     }
     let (l, socket) = trigger_loop(0);
-    let _listener = Listener::start(&l);
+    let _listener = crate::trigger::Listener::start(&l);
     drop(request(&socket));
     assert_eq!(report_state(&l), "applied");
     assert_eq!(noisy_log(&l), "started\nfinished\n");
@@ -449,7 +417,7 @@ fn a_trigger_client_that_never_reads_does_not_stall_the_run() {
         return;
     }
     let (l, socket) = trigger_loop(0);
-    let _listener = Listener::start(&l);
+    let _listener = crate::trigger::Listener::start(&l);
     let conn = request(&socket);
     let started = Instant::now();
     assert_eq!(report_state(&l), "applied");
@@ -468,7 +436,7 @@ fn trigger_connections_are_capped_and_a_silent_one_is_dropped_without_a_run() {
         return;
     }
     let (l, socket) = trigger_loop(0);
-    let _listener = Listener::start(&l);
+    let _listener = crate::trigger::Listener::start(&l);
     let started = Instant::now();
     let idle: Vec<UnixStream> = (0..8).map(|_| UnixStream::connect(&socket).unwrap()).collect();
     // The ninth is turned away at once.
@@ -505,7 +473,7 @@ fn a_second_trigger_request_while_a_run_goes_on_is_refused() {
         return;
     }
     let (l, socket) = trigger_loop(3);
-    let _listener = Listener::start(&l);
+    let _listener = crate::trigger::Listener::start(&l);
     let page_file = l.fleet.home.join("first-page");
     let first = l
         .fleet

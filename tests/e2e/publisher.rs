@@ -28,13 +28,7 @@ impl Setup {
         for name in ["db-password", "web-only", "tls"] {
             ok(&fleet.bento_stdin(&["secret", "edit", name], format!("value of {name}").as_bytes()));
         }
-        let admin = fleet.ssh_key("admin", "ed25519", "");
-        fleet.add_admin("admin", &pub_line(&admin));
-        std::fs::write(
-            fleet.path("bento.toml"),
-            format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
-        )
-        .unwrap();
+        fleet.signing_admin();
         for host in ["web1", "db1"] {
             let dir = fleet.path(&format!("hosts/{host}"));
             std::fs::create_dir_all(dir.join("modules")).unwrap();

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::activate::{in_namespace, require_root, text};
-use crate::harness::{example, fails, ok, pub_line, s, Fleet, Keys};
+use crate::harness::{example, fails, ok, s, Fleet, Keys};
 
 const DB: &str = "db-PLAINTEXT-4f1c";
 const API_1: &str = "api-PLAINTEXT-one";
@@ -81,13 +81,7 @@ impl Setup {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("configuration.nix"), "{ }\n").unwrap();
         }
-        let admin = fleet.ssh_key("admin", "ed25519", "");
-        fleet.add_admin("admin", &pub_line(&admin));
-        std::fs::write(
-            fleet.path("bento.toml"),
-            format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
-        )
-        .unwrap();
+        fleet.signing_admin();
         let bin = fleet.home.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let calls = fleet.home.join("systemctl.calls");
@@ -321,13 +315,7 @@ fn verify_and_deploy_refuse_a_template_a_host_cannot_render() {
         .collect();
     assert_eq!(kinds, ["template-unknown-secret", "template-host"]);
 
-    let admin = fleet.ssh_key("admin", "ed25519", "");
-    fleet.add_admin("admin", &pub_line(&admin));
-    std::fs::write(
-        fleet.path("bento.toml"),
-        format!("[deploy]\nsigning_key = \"{}\"\n", s(&admin)),
-    )
-    .unwrap();
+    fleet.signing_admin();
     std::fs::create_dir_all(fleet.path("hosts/web1")).unwrap();
     std::fs::write(fleet.path("hosts/web1/configuration.nix"), "{ }\n").unwrap();
     let server = fleet.home.join("server");

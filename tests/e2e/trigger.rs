@@ -11,14 +11,14 @@ use crate::agent::Loop;
 use crate::harness::{fails, ok, require, s};
 
 /// A running `bento trigger --listen`; killed when dropped.
-struct Listener {
+pub(crate) struct Listener {
     child: Child,
     stderr: BufReader<ChildStderr>,
 }
 
 impl Listener {
     /// Starts it with `l`'s agent.toml; returns once it says it listens.
-    fn start(l: &Loop) -> Listener {
+    pub(crate) fn start(l: &Loop) -> Listener {
         let mut child = l
             .fleet
             .cmd(&["trigger", "--listen", "--config", s(&l.config)])
