@@ -704,3 +704,25 @@ pub(crate) fn with_publishing_account(scratch: &Path, lines: &[&str]) -> Output 
         .output()
         .unwrap()
 }
+
+/// Whoever writes the server chooses what `generations/` holds: a listing past 10,000
+/// entries is refused with one line, never read on without end.
+#[test]
+fn an_oversized_remote_generations_listing_is_refused() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
+    let r = Remote::new();
+    let generations = r.host("web1/generations");
+    for i in 0..10_001 {
+        std::fs::write(generations.join(format!("planted-{i}")), "").unwrap();
+    }
+    let error = fails(&r.deploy(None));
+    assert!(
+        error.contains("web1/generations")
+            && error
+                .contains("holds more than 10000 entries: refused; remove what bento did not write there"),
+        "{error}"
+    );
+    assert!(!generations.join("1").exists(), "nothing published for web1");
+}
