@@ -142,6 +142,13 @@ fn the_client_module_evaluates_with_scripted_users() {
         // The agent's environment is system.autoUpgrade's.
         let agent = &v["services"]["bento-agent"];
         assert_eq!(agent["environment"]["HOME"], "/root");
+        // A hostile sftp peer cannot make the agent (and its rebuild) take the machine's
+        // memory; no local user can list the state dir or hold its lock.
+        assert_eq!(agent["serviceConfig"]["MemoryMax"], "4G");
+        assert_eq!(
+            v["stateTmpfiles"],
+            serde_json::json!(["d /var/bento 0700 root root -"])
+        );
         assert!(text(&agent["environment"]["NIX_PATH"]).contains("nixos-config=/etc/nixos/configuration.nix"));
         let path: Vec<&str> = agent["path"].as_array().unwrap().iter().map(text).collect();
         for tool in ["nix-2.24", "openssh-9.9", "git-minimal", "coreutils"] {

@@ -157,6 +157,7 @@ in
   agentToml = c.environment.etc."bento/agent.toml".source.value;
   knownHosts = c.environment.etc."bento/known_hosts".text;
   nixSettings = c.nix.settings;
+  stateTmpfiles = builtins.filter (r: lib.hasInfix "/var/bento" r) c.systemd.tmpfiles.rules;
 } // lib.optionalAttrs (c ? services.bento-server && c.services.bento-server.enable) {
   users = lib.mapAttrs (_: u: { inherit (u) group home; keys = u.openssh.authorizedKeys.keys; }) c.users.users;
   sshd = c.services.openssh.extraConfig;
