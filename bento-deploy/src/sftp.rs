@@ -95,10 +95,12 @@ impl SftpTransport {
             let limit = target.connect_timeout + Duration::from_secs(5);
             match tokio::time::timeout(limit, Sftp::new(stdin, stdout, SftpOptions::default())).await {
                 Ok(Ok(sftp)) => Ok((sftp, child)),
-                Ok(Err(e)) => {
-                    let why = watch.reason().unwrap_or_else(|| e.to_string());
-                    Err(connect_error(&mut child, Some(why)).await)
+                // A packet the framing refused: no retry makes that server answer sanely.
+                Ok(Err(_)) if watch.reason().is_some() => {
+                    let _ = child.start_kill();
+                    Err(ConnectError::permanent(watch.reason().unwrap_or_default()))
                 }
+                Ok(Err(e)) => Err(connect_error(&mut child, Some(e.to_string())).await),
                 Err(_) => Err(connect_error(&mut child, None).await),
             }
         })?;

@@ -429,4 +429,30 @@ fn the_agent_refuses_a_huge_sftp_packet_length_at_its_header() {
         "{:?}",
         started.elapsed()
     );
+
+    // The same length as the answer to the client's first packet (the handshake): refused
+    // for good at once, not retried as a passing failure until the run's deadline.
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh
+head -c 9 >/dev/null
+printf '\\377\\377\\377\\360\\002'
+exec sleep 20
+",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = l.agent(&[]);
+    let e = fails(&out);
+    assert!(e.contains("an sftp packet of 4294967280 bytes"), "{e}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("retrying"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
