@@ -15,9 +15,12 @@ use crate::agent::fetch::Fetch;
 use crate::agent::reboot::kernel_changed;
 use crate::agent::report::{self, Report, State};
 use crate::agent::state::AgentState;
-use crate::agent::REPORT_GRACE;
 use crate::manifest::Manifest;
 use crate::transport::Transport;
+
+/// How long, beyond `connect_timeout`, the server may stay unreachable after a switch
+/// before the switch is rolled back.
+const REACHABLE_BUDGET: Duration = Duration::from_secs(120);
 
 /// The names that went live between two readings of the activations in force
 /// ([`bento_secrets::activate::in_force`]): those of every family whose generation moved;
@@ -231,9 +234,11 @@ impl Run<'_> {
 
     /// After a switch: can this host still reach its server? Asked with a deadline of its
     /// own: the run's may have passed during a long rebuild, and that must not pass for a
-    /// lost server.
+    /// lost server. Passing failures are retried for [`REACHABLE_BUDGET`] beyond the connect
+    /// timeout: a server busy with many hosts at once (sshd's `MaxStartups` dropping
+    /// connections) is not a lost one, and rolling back a good switch for it would be wrong.
     fn server_reachable(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REPORT_GRACE;
+        let deadline = Instant::now() + Duration::from_secs(self.config.connect_timeout) + REACHABLE_BUDGET;
         connect(self.config, deadline).is_ok_and(|mut t| crate::transport::read_current(t.as_mut()).is_ok())
     }
 
