@@ -20,11 +20,12 @@ struct Deployable {
 }
 
 impl Deployable {
+    /// `deploy::Deployable`'s fleet, whose hosts import a shared `base.nix` through a link
+    /// inside the fleet (which must keep working).
     fn new() -> Deployable {
-        let (fleet, keys) = example();
-        for name in ["db-password", "web-only", "tls"] {
-            ok(&fleet.bento_stdin(&["secret", "edit", name], format!("value of {name}").as_bytes()));
-        }
+        let crate::deploy::Deployable {
+            fleet, keys, server, ..
+        } = crate::deploy::Deployable::new();
         for host in ["web1", "db1"] {
             write(
                 &fleet.path(&format!("hosts/{host}/configuration.nix")),
@@ -37,8 +38,6 @@ impl Deployable {
             .unwrap();
         }
         write(&fleet.path("common/base.nix"), "{ }\n");
-        fleet.signing_admin();
-        let server = fleet.home.parent().unwrap().join("server");
         Deployable {
             fleet,
             _keys: keys,

@@ -11,15 +11,15 @@ use crate::harness::{example, fails, ok, pub_line, s, Fleet, Keys};
 
 /// A fleet ready to deploy: the example's secrets written, a configuration per host, an
 /// admin signing key, and a server root next to the fleet.
-struct Deployable {
-    fleet: Fleet,
-    _keys: Keys,
+pub(crate) struct Deployable {
+    pub(crate) fleet: Fleet,
+    pub(crate) keys: Keys,
     admin: PathBuf,
-    server: PathBuf,
+    pub(crate) server: PathBuf,
 }
 
 impl Deployable {
-    fn new() -> Deployable {
+    pub(crate) fn new() -> Deployable {
         let (fleet, keys) = example();
         for name in ["db-password", "web-only", "tls"] {
             ok(&fleet.bento_stdin(&["secret", "edit", name], format!("value of {name}").as_bytes()));
@@ -35,7 +35,7 @@ impl Deployable {
         let server = fleet.home.parent().unwrap().join("server");
         let d = Deployable {
             fleet,
-            _keys: keys,
+            keys,
             admin,
             server,
         };
@@ -656,7 +656,7 @@ fn server_setup_prints_users_chroots_and_a_module_that_parses() {
     assert!(out.contains("ForceCommand internal-sftp"));
     assert!(
         out.contains("useradd --system --gid bento")
-            && out.contains(pub_line(&d._keys.web1).rsplit_once(' ').unwrap().0),
+            && out.contains(pub_line(&d.keys.web1).rsplit_once(' ').unwrap().0),
         "{out}"
     );
     let module = out
