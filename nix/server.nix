@@ -166,10 +166,17 @@ in
         "d ${cfg.root}/cache 0755 ${cacheOwner} ${cacheOwner} -"
         "d ${cfg.root}/cache/nar 0755 ${cacheOwner} ${cacheOwner} -"
       ]
+      # A host's logs/: its own to write. With a publishing account, readable by it too
+      # (`bento status` over sftp): its group, setgid so that what the host writes there
+      # gets that group; other hosts are in neither.
       ++ lib.concatLists (lib.mapAttrsToList (host: _: [
         "d ${cfg.root}/${host} 0755 root root -"
-        "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -"
+        (if publishing
+         then "d ${cfg.root}/${host}/logs 2750 ${userOf host} ${publisher} -"
+         else "d ${cfg.root}/${host}/logs 0700 ${userOf host} bento -")
       ] ++ lib.optionals publishing [
+        # What the host wrote before it had that group (no link is followed).
+        "z ${cfg.root}/${host}/logs/*.json - - ${publisher} -"
         "d ${cfg.root}/${host}/generations 0755 ${publisher} ${publisher} -"
         "L+ ${cfg.root}/${host}/current - - - - generations/current"
       ]) cfg.hosts);

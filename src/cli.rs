@@ -93,9 +93,9 @@ pub struct SshArgs {
     /// under .bento/known_hosts/)
     #[arg(long)]
     pub print: bool,
-    /// Read the reported address from this directory instead of server.root of bento.toml
-    #[arg(long, value_name = "DIR")]
-    pub server_root: Option<PathBuf>,
+    /// Where the host's reported address is read
+    #[command(flatten)]
+    pub server: SourceArgs,
     /// The command to run on the host (after `--`); a login shell without one
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -109,9 +109,9 @@ pub struct FlakeUpdateArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Read this directory instead of server.root of bento.toml
-    #[arg(long, value_name = "DIR")]
-    pub server_root: Option<PathBuf>,
+    /// Where the hosts' state is read
+    #[command(flatten)]
+    pub server: SourceArgs,
     /// Print as JSON
     #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
@@ -127,9 +127,23 @@ pub struct StatusArgs {
 pub struct DiffArgs {
     /// The host
     pub host: String,
-    /// Read this directory instead of server.root of bento.toml
-    #[arg(long, value_name = "DIR")]
+    /// Where the host's state is read
+    #[command(flatten)]
+    pub server: SourceArgs,
+}
+
+/// The server a command reads: `--target`, else `--server-root`, else bento.toml's
+/// deploy.target, else its server.root.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Read this local directory instead of deploy.target or server.root of bento.toml
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
     pub server_root: Option<PathBuf>,
+    /// Read over sftp from this server root instead of deploy.target of bento.toml
+    /// (sftp://bento-publish@server:port/abs/root; the server's key pinned from
+    /// keys/server_known_hosts)
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use bento_deploy::fleet::build::BuildResult;
 use bento_deploy::fleet::hosts;
 use bento_deploy::fleet::server;
-use bento_deploy::publish::remote::RemoteUrl;
 use bento_deploy::publish::{self, HostReport, Progress};
+use bento_deploy::server_dir::Location;
 use bento_deploy::sign::Signer;
 use bento_deploy::Config;
 use bento_secrets::Fleet;
@@ -52,26 +52,18 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .for_each(|w| output::warn(w));
     // `--target`, else (unless `--server-root` names a local root) `[deploy] target`.
-    let target = match (&args.target, &args.server_root) {
-        (Some(url), _) => Some(url.as_str()),
-        (None, Some(_)) => None,
-        (None, None) => config.deploy.target.as_deref(),
+    let location = Location::choose(&config, args.server_root.as_deref(), args.target.as_deref())?;
+    let shown = location.shown();
+    let (server_root, target) = match location {
+        Location::Local(dir) => (dir, None),
+        Location::Remote(url) => (PathBuf::from(&config.server.root), Some(url)),
     };
-    let target = target
-        .map(|url| RemoteUrl::parse(url).map_err(|e| anyhow::anyhow!("--target {e}")))
-        .transpose()?;
     let options = publish::Options {
-        server_root: args
-            .server_root
-            .unwrap_or_else(|| PathBuf::from(&config.server.root)),
+        server_root,
         target,
         ssh: "ssh".into(),
         hosts: args.hosts,
         nix: NIX.into(),
-    };
-    let shown = match &options.target {
-        Some(url) => url.to_string(),
-        None => options.server_root.display().to_string(),
     };
     let key = config.signing_key_path();
     let signer = || Signer::load(&key, &config.deploy.signing_key);

@@ -65,8 +65,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // An agenix `--rules secrets.nix` and a status read from `--server-root` need no fleet.
     let lenient = match &cli.command {
         Command::Secret(args) => args.rules.is_some(),
-        Command::Status(args) => args.server_root.is_some(),
-        Command::Diff(args) => args.server_root.is_some(),
+        Command::Status(args) => args.server.server_root.is_some(),
+        Command::Diff(args) => args.server.server_root.is_some(),
         _ => false,
     };
     let fleet = || locate::fleet_root(cli.fleet.clone(), lenient);

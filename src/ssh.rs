@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bento_deploy::reach::{self, Target};
-use bento_deploy::status::{self, Options};
+use bento_deploy::server_dir::Location;
+use bento_deploy::status::{self, HostStatus, Options, Root};
 use bento_deploy::Config;
 use bento_secrets::fleet_lock::{ensure_state_dir, STATE_DIR};
 
-use crate::cli::SshArgs;
+use crate::cli::{SourceArgs, SshArgs};
 
 /// ssh's own exit status when it fails (connection, host key, authentication); any other
 /// status is the remote command's.
@@ -30,7 +31,7 @@ pub fn run(fleet: &Path, args: SshArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let key = bento_secrets::hostkeys::read_one(&key_path, &key_rel)?;
-    let target = target(fleet, &config, host, args.server_root)?;
+    let target = target(fleet, &config, host, &args.server)?;
     let known_hosts = pin(fleet, host, key.text())?;
     let ssh_args = reach::ssh_args(&target, &known_hosts, &args.args);
     if args.print {
@@ -59,23 +60,27 @@ pub fn run(fleet: &Path, args: SshArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Where to reach `host`: bento.toml's `[hosts.<host>]`, else what its heartbeat reports.
-fn target(fleet: &Path, config: &Config, host: &str, server_root: Option<PathBuf>) -> anyhow::Result<Target> {
+fn target(fleet: &Path, config: &Config, host: &str, server: &SourceArgs) -> anyhow::Result<Target> {
     let settings = config.hosts.get(host).cloned().unwrap_or_default();
-    let reported = || {
-        let root = server_root
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&config.server.root));
-        status::host(&root, host, &Options::from_config(config)).ok()
+    let reported = || -> anyhow::Result<Option<HostStatus>> {
+        let location = Location::choose(config, server.server_root.as_deref(), server.target.as_deref())?;
+        let opened = location.open(fleet, config)?;
+        let shown = location.shown();
+        let root = Root {
+            dir: opened.dir(),
+            shown: &shown,
+        };
+        Ok(status::host(root, host, &Options::from_config(config)).ok())
     };
     let (address, reported_port) = match settings.address {
         Some(address) => (address.to_string(), None),
         None => {
-            let seen = reported();
+            let seen = reported()?;
             let first = seen.as_ref().and_then(|s| s.addresses.first().cloned());
             let Some(address) = first else {
                 anyhow::bail!(
                     "{}: no address for {host}: set hosts.{host}.address, or let its agent report one \
-                     (`bento status --json` shows `addresses`; pass --server-root DIR to read another server root)",
+                     (`bento status --json` shows `addresses`; pass --server-root DIR or --target URL to read another server root)",
                     fleet.join(bento_deploy::fleet::config::CONFIG_FILE).display()
                 );
             };

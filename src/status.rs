@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bento_deploy::confined::Confined;
+use bento_deploy::server_dir::Location;
 use bento_deploy::status::diff::{self as status_diff, Plan};
 use bento_deploy::status::prometheus as status_prometheus;
-use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Status};
+use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Root, Status};
 use bento_deploy::Config;
 
 use crate::cli::{DiffArgs, StatusArgs};
@@ -19,6 +21,8 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// With no change at all, redraw this often anyway: ages grow, and a pending host turns
 /// stale with time alone.
 const REFRESH: Duration = Duration::from_secs(60);
+/// How often `--watch` reads a server over sftp again.
+const POLL: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy)]
 enum Format {
@@ -29,9 +33,11 @@ enum Format {
 
 pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(fleet)?;
-    let root = args
-        .server_root
-        .unwrap_or_else(|| PathBuf::from(&config.server.root));
+    let location = Location::choose(
+        &config,
+        args.server.server_root.as_deref(),
+        args.server.target.as_deref(),
+    )?;
     let format = match (args.json, args.prometheus) {
         (true, _) => Format::Json,
         (_, true) => Format::Prometheus,
@@ -39,9 +45,18 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     if args.watch {
         let hosts = status::fleet_hosts(fleet)?;
-        return watch(&root, &hosts, &config, format);
+        return match &location {
+            Location::Local(root) => watch(root, &hosts, &config, format),
+            Location::Remote(_) => poll(fleet, &location, &hosts, &config, format),
+        };
     }
-    let fleet_status = status::fleet_status(fleet, &root, &Options::from_config(&config))?;
+    let server = location.open(fleet, &config)?;
+    let shown = location.shown();
+    let root = Root {
+        dir: server.dir(),
+        shown: &shown,
+    };
+    let fleet_status = status::fleet_status(fleet, root, &Options::from_config(&config))?;
     let mut out = std::io::stdout().lock();
     out.write_all(render(&fleet_status, format)?.as_bytes())?;
     out.flush()?;
@@ -79,8 +94,14 @@ fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyh
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     let clear = std::io::stdout().is_terminal();
     let mut last = String::new();
+    let local = Confined::open(root).map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+    let shown = root.display().to_string();
+    let server = Root {
+        dir: &local,
+        shown: &shown,
+    };
     loop {
-        let fleet_status = status::scan(root, hosts, &Options::from_config(config))?;
+        let fleet_status = status::scan(server, hosts, &Options::from_config(config))?;
         let mut dirs = vec![root.to_path_buf()];
         for h in &fleet_status.hosts {
             dirs.push(root.join(&h.host));
@@ -100,16 +121,7 @@ fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyh
                 watched.insert(dir);
             }
         }
-        let frame = render(&fleet_status, format)?;
-        if frame != last {
-            let mut out = std::io::stdout().lock();
-            if clear {
-                out.write_all(b"\x1b[H\x1b[2J")?;
-            }
-            out.write_all(frame.as_bytes())?;
-            out.flush()?;
-            last = frame;
-        }
+        redraw(&fleet_status, format, clear, &mut last)?;
         match rx.recv_timeout(REFRESH) {
             Ok(Err(e)) => anyhow::bail!("watching {}: {e}", root.display()),
             Ok(Ok(_)) => while rx.recv_timeout(DEBOUNCE).is_ok() {},
@@ -119,6 +131,47 @@ fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyh
             }
         }
     }
+}
+
+/// `--watch` over sftp, where nothing tells of a change: reads the server again every
+/// [`POLL`], on a new connection each time (one the server dropped is not the end).
+fn poll(
+    fleet: &Path,
+    location: &Location,
+    hosts: &[String],
+    config: &Config,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let clear = std::io::stdout().is_terminal();
+    let shown = location.shown();
+    let mut last = String::new();
+    loop {
+        let server = location.open(fleet, config)?;
+        let root = Root {
+            dir: server.dir(),
+            shown: &shown,
+        };
+        let fleet_status = status::scan(root, hosts, &Options::from_config(config))?;
+        drop(server);
+        redraw(&fleet_status, format, clear, &mut last)?;
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Prints the frame of `fleet_status` when it differs from `last` (clearing the terminal
+/// first when `clear`).
+fn redraw(fleet_status: &FleetStatus, format: Format, clear: bool, last: &mut String) -> anyhow::Result<()> {
+    let frame = render(fleet_status, format)?;
+    if frame != *last {
+        let mut out = std::io::stdout().lock();
+        if clear {
+            out.write_all(b"\x1b[H\x1b[2J")?;
+        }
+        out.write_all(frame.as_bytes())?;
+        out.flush()?;
+        *last = frame;
+    }
+    Ok(())
 }
 
 /// A duration in its largest whole unit: `45s`, `12m`, `3h`, `4d`.
@@ -247,10 +300,19 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
 
 pub fn diff(fleet: &Path, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(fleet)?;
-    let root = args
-        .server_root
-        .unwrap_or_else(|| PathBuf::from(&config.server.root));
-    let host = status::host(&root, &args.host, &Options::from_config(&config))?;
+    let location = Location::choose(
+        &config,
+        args.server.server_root.as_deref(),
+        args.server.target.as_deref(),
+    )?;
+    let server = location.open(fleet, &config)?;
+    let shown = location.shown();
+    let root = Root {
+        dir: server.dir(),
+        shown: &shown,
+    };
+    let host = status::host(root, &args.host, &Options::from_config(&config))?;
+    drop(server);
     let command = match status_diff::plan(&host, std::env::var_os("PATH").as_deref())? {
         Plan::Same(system) => {
             output::ok(&format!("{} runs the expected system {system}", host.host));

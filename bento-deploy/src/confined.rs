@@ -177,6 +177,20 @@ impl Confined {
         ))
     }
 
+    /// The type of `rel`, not following a link (its parents are reached without
+    /// following any either).
+    pub fn kind(&self, rel: &str) -> io::Result<FileType> {
+        check_rel(rel)?;
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir(parent)?), name),
+            None => (None, rel),
+        };
+        let dir = parent.as_ref().unwrap_or(self);
+        let stat = rustix::fs::statat(&dir.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| at(rel, e))?;
+        Ok(FileType::from_raw_mode(stat.st_mode))
+    }
+
     /// The entries of directory `rel` (`""`: this one), with their types.
     pub fn entries(&self, rel: &str) -> io::Result<Vec<Entry>> {
         self.entries_at_most(rel, usize::MAX)

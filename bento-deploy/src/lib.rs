@@ -21,6 +21,7 @@ pub mod layout;
 pub mod manifest;
 pub mod publish;
 pub mod reach;
+pub mod server_dir;
 pub mod sftp;
 pub mod sign;
 mod spans;

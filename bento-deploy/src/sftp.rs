@@ -151,6 +151,16 @@ impl SftpTransport {
         self
     }
 
+    /// Runs `f` with relative paths below `dir` (relative to the base), so that what it
+    /// reports names paths as seen from `dir`.
+    pub fn in_dir<T>(&mut self, dir: &str, f: impl FnOnce(&mut SftpTransport) -> T) -> T {
+        let base = below(&self.base, dir);
+        let outer = std::mem::replace(&mut self.base, base);
+        let done = f(self);
+        self.base = outer;
+        done
+    }
+
     /// `rel` on the server: below the base, when there is one.
     fn at(&self, rel: &str) -> PathBuf {
         below(&self.base, rel)
@@ -229,18 +239,7 @@ fn below(base: &Path, rel: &str) -> PathBuf {
     }
 }
 
-/// What a path on the server is, not following a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link.
-    Link,
-    /// Anything else (FIFO, socket, device).
-    Other,
-}
+pub use crate::server_dir::Kind;
 
 fn kind_of(t: Option<openssh_sftp_client::metadata::FileType>) -> Kind {
     match t {

@@ -14,7 +14,7 @@ use bento_deploy::fleet::config::Config;
 use bento_deploy::layout::parse_generation;
 use bento_deploy::manifest::{Manifest, FORMAT};
 use bento_deploy::sign::{verify, Signer};
-use bento_deploy::status::{host, Options};
+use bento_deploy::status::{host, Options, Root};
 use bento_deploy::time::{parse_rfc3339, rfc3339};
 use proptest::prelude::*;
 
@@ -252,7 +252,12 @@ fn check_status(current: &[u8], seen: &[u8], report: &[u8]) -> Result<(), TestCa
         ssh: BTreeMap::new(),
         now: 1_800_000_000,
     };
-    let status = host(root.path(), "web1", &options).unwrap();
+    let dir = bento_deploy::confined::Confined::open(root.path()).unwrap();
+    let root = Root {
+        dir: &dir,
+        shown: "root",
+    };
+    let status = host(root, "web1", &options).unwrap();
     // (`error` is the host's own text, kept as written: the CLI escapes it when printing.)
     if let Some(problem) = &status.problem {
         one_line(problem)?;

@@ -522,7 +522,8 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
         for rule in [
             "d /srv/bento/web1/generations 0755 bento-publish bento-publish -",
             "L+ /srv/bento/web1/current - - - - generations/current",
-            "d /srv/bento/db1/logs 0700 db1 bento -",
+            "d /srv/bento/db1/logs 2750 db1 bento-publish -",
+            "z /srv/bento/db1/logs/*.json - - bento-publish -",
         ] {
             assert!(tmpfiles.contains(&Value::from(rule)), "{rule}: {tmpfiles:?}");
         }
@@ -537,7 +538,7 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
         for rule in [
             "d /srv/bento/cache 0755 bento-publish bento-publish -",
             "d /srv/bento/cache/nar 0755 bento-publish bento-publish -",
-            "d /srv/bento/web1/logs 0700 web1 bento -",
+            "d /srv/bento/web1/logs 2750 web1 bento-publish -",
         ] {
             assert!(tmpfiles.contains(&Value::from(rule)), "{rule}: {tmpfiles:?}");
         }

@@ -41,8 +41,9 @@ impl Remote {
             let dir = sshd.root.join(host);
             std::fs::create_dir_all(dir.join("logs")).unwrap();
             std::fs::create_dir_all(dir.join("generations")).unwrap();
-            std::os::unix::fs::chown(dir.join("logs"), Some(uid), Some(64990)).unwrap();
-            chmod(&dir.join("logs"), 0o700);
+            // logs/: the host's, readable by the publishing account's group (setgid).
+            std::os::unix::fs::chown(dir.join("logs"), Some(uid), Some(PUBLISH_UID)).unwrap();
+            chmod(&dir.join("logs"), 0o2750);
             std::os::unix::fs::chown(dir.join("generations"), Some(PUBLISH_UID), Some(PUBLISH_UID)).unwrap();
             std::os::unix::fs::symlink("generations/current", dir.join("current")).unwrap();
         }
@@ -357,9 +358,11 @@ fn the_publishing_account_publishes_only_and_hosts_still_write_only_their_logs()
         &work,
     );
     ok(&out);
-    for name in ["passwd", "passwd2", "seen"] {
+    for name in ["passwd", "passwd2"] {
         assert!(!work.join(name).exists(), "the publisher read {name}");
     }
+    // It reads hosts' logs/ (for `bento status` over sftp), and writes nothing there.
+    assert_eq!(std::fs::read(work.join("seen")).unwrap(), b"{}");
     assert!(!db1_logs.join("x").exists());
     assert!(!r.sshd.root.join("planted").exists());
     assert_link(&r, "web1");
@@ -576,9 +579,19 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
     let other = &out[out.find("### Other Linux servers").unwrap()..];
     let lines: Vec<&str> = other
         .lines()
-        .filter(|line| line.contains("/generations"))
+        .filter(|line| line.contains("/generations") || line.contains("/logs"))
         .collect();
-    assert_eq!(lines.len(), 4, "{other}");
+    assert_eq!(lines.len(), 8, "{other}");
+    // What web1's agent wrote into logs/ before: its report gets the publishing account's
+    // group; a link planted there is not followed.
+    let web1_logs = root.join("web1/logs");
+    std::fs::create_dir_all(&web1_logs).unwrap();
+    std::fs::write(web1_logs.join("report-00000001-t.json"), "{}").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", web1_logs.join("planted.json")).unwrap();
+    for name in ["", "report-00000001-t.json", "planted.json"] {
+        std::os::unix::fs::lchown(web1_logs.join(name), Some(WEB1_UID), Some(0)).unwrap();
+    }
+    let hostname = std::fs::metadata("/etc/hostname").unwrap();
     // Twice: applying the setup again changes nothing.
     let twice: Vec<&str> = lines.iter().chain(lines.iter()).copied().collect();
     let run = with_publishing_account(base.path(), &twice);
@@ -602,7 +615,25 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
             );
         }
         assert_eq!(std::fs::symlink_metadata(dir.join("current")).unwrap().uid(), 0);
+        // logs/: the host's, readable by the publishing account's group, setgid.
+        let logs = std::fs::metadata(dir.join("logs")).unwrap();
+        assert_eq!(
+            (logs.uid(), logs.gid(), logs.mode() & 0o7777),
+            (
+                if host == "web1" { WEB1_UID } else { DB1_UID },
+                PUBLISH_UID,
+                0o2750
+            ),
+            "{host}"
+        );
     }
+    assert_eq!(
+        std::fs::metadata(web1_logs.join("report-00000001-t.json"))
+            .unwrap()
+            .gid(),
+        PUBLISH_UID
+    );
+    assert_eq!(std::fs::metadata("/etc/hostname").unwrap().gid(), hostname.gid());
     // The hosts see the same generation; the next local deploy (as root) keeps the link,
     // and leaves what it writes to the publishing account, which can prune it later.
     assert_eq!(status_of(&l, &root, "web1")["expected_generation"], 1);
@@ -681,17 +712,18 @@ fn status_watch_wakes_when_generations_current_is_replaced() {
 }
 
 /// Runs `lines` (shell, as root) in a private mount namespace where the publishing account
-/// `bento-publish` exists: `/etc/passwd` and `/etc/group` are bind-mounted over with copies
+/// `bento-publish`, the hosts `web1` and `db1` and their group `bento` exist: `/etc/passwd` and `/etc/group` are bind-mounted over with copies
 /// that add it, made under `scratch` (nothing added to the machine).
 pub(crate) fn with_publishing_account(scratch: &Path, lines: &[&str]) -> Output {
     let etc = scratch.join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     passwd.push_str(&format!(
-        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n"
+        "bento-publish:x:{PUBLISH_UID}:{PUBLISH_UID}::/:/usr/sbin/nologin\n\
+         web1:x:{WEB1_UID}:64990::/:/usr/sbin/nologin\ndb1:x:{DB1_UID}:64990::/:/usr/sbin/nologin\n"
     ));
     let mut group = std::fs::read_to_string("/etc/group").unwrap();
-    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\n"));
+    group.push_str(&format!("bento-publish:x:{PUBLISH_UID}:\nbento:x:64990:\n"));
     std::fs::write(etc.join("passwd"), passwd).unwrap();
     std::fs::write(etc.join("group"), group).unwrap();
     let script = format!(
@@ -725,4 +757,133 @@ fn an_oversized_remote_generations_listing_is_refused() {
         "{error}"
     );
     assert!(!generations.join("1").exists(), "nothing published for web1");
+}
+
+/// `bento status`, `diff` and `ssh` on the admin's machine read the server over the
+/// target (bento.toml's `deploy.target`, or `--target`), as the publishing account: the
+/// hosts' `logs/` are readable by its group, not by other hosts.
+#[test]
+fn status_diff_and_ssh_read_the_target_from_the_admins_machine() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
+    crate::harness::require("setpriv");
+    let r = Remote::new();
+    ok(&r.deploy(None));
+    ok(&r.l.agent(&[]));
+    // What the host wrote over its own sftp user got the publishing account's group.
+    let reports: Vec<PathBuf> = std::fs::read_dir(r.host("web1/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("report-"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let meta = std::fs::metadata(&reports[0]).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (WEB1_UID, PUBLISH_UID));
+    // A heartbeat naming where the host answers, as its agent writes one.
+    let beat = r.host("web1/logs/seen.json");
+    std::fs::write(
+        &beat,
+        format!(
+            "{{\"host\":\"web1\",\"time\":\"{}\",\"addresses\":[\"192.0.2.7\"],\"ssh_port\":2222}}",
+            bento_deploy::time::rfc3339(bento_deploy::time::now())
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&beat, Some(WEB1_UID), None).unwrap();
+
+    // bento.toml's server.root is left at its default, a directory of this machine
+    // without these hosts; its target is the server.
+    let config = format!(
+        "[deploy]\nsigning_key = \"{}\"\ntarget = \"{}\"\n",
+        s(&r.l.fleet.keys.join("admin")),
+        r.url()
+    );
+    std::fs::write(r.l.fleet.path("bento.toml"), &config).unwrap();
+    let host = |status: &serde_json::Value, name: &str| {
+        status["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap()
+            .clone()
+    };
+    let status: serde_json::Value = serde_json::from_str(&ok(&r.bento(&["status", "--json"], None))).unwrap();
+    assert_eq!(status["server_root"], r.url(), "{status}");
+    let web1 = host(&status, "web1");
+    assert_eq!(
+        (
+            &web1["status"],
+            &web1["expected_generation"],
+            &web1["reported_generation"]
+        ),
+        (&"up-to-date".into(), &1.into(), &1.into()),
+        "{web1}"
+    );
+    assert_eq!(web1["addresses"], serde_json::json!(["192.0.2.7"]));
+    assert_eq!(host(&status, "db1")["status"], "never-seen");
+    // The table too, naming the target.
+    let table = ok(&r.bento(&["status"], None));
+    assert!(table.contains(&r.url()), "{table}");
+
+    // `bento diff` reads the host's report and its generation's manifest there.
+    let error = fails(&r.bento(&["diff", "web1"], None));
+    assert!(
+        error.contains("bundle generation 1 records no expected system"),
+        "{error}"
+    );
+    // `bento ssh` the heartbeat's address and port.
+    let printed = ok(&r.bento(&["ssh", "web1", "--print"], None));
+    assert!(
+        printed.contains("192.0.2.7") && printed.contains("2222"),
+        "{printed}"
+    );
+
+    // --target names the server whatever bento.toml says; --server-root a local root.
+    std::fs::write(
+        r.l.fleet.path("bento.toml"),
+        config.replace("target = ", "# target = "),
+    )
+    .unwrap();
+    let url = r.url();
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&r.bento(&["status", "--json", "--target", &url], None))).unwrap();
+    assert_eq!(host(&status, "web1")["reported_generation"], 1);
+    let local = ok(&r.bento(&["status", "--json", "--server-root", s(&r.sshd.root)], None));
+    assert!(local.contains("\"reported_generation\": 1"), "{local}");
+    // --watch over sftp draws its first frame at once.
+    let mut child =
+        r.l.fleet
+            .cmd(&["status", "--watch", "--json", "--target", &url])
+            .env("SSH_AUTH_SOCK", &r.agent.sock)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let text = crate::status::collect(child.stdout.take().unwrap());
+    let drawn = crate::status::wait_for(
+        &text,
+        "\"reported_generation\": 1",
+        std::time::Duration::from_secs(20),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(drawn, "{}", text.lock().unwrap());
+
+    // Hosts still cannot read each other's logs/: db1's user, in its own group only.
+    let other = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &DB1_UID.to_string(),
+            "--regid",
+            "64990",
+            "--clear-groups",
+            "cat",
+        ])
+        .arg(&reports[0])
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "{other:?}");
+    assert!(String::from_utf8_lossy(&other.stderr).contains("Permission denied"));
 }

@@ -202,8 +202,11 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost], publish_keys: &[Strin
     for h in hosts {
         users.insert(&h.user, h);
         tmpfiles.push(format!("d {root}/{} 0755 root root -", h.name));
-        tmpfiles.push(format!("d {root}/{}/logs 0700 {} {GROUP} -", h.name, h.user));
+        let (mode, group) = logs_access(publisher);
+        tmpfiles.push(format!("d {root}/{}/logs {mode} {} {group} -", h.name, h.user));
         if publisher {
+            // What the host wrote before it had that group (no link is followed).
+            tmpfiles.push(format!("z {root}/{}/logs/*.json - - {PUBLISH_USER} -", h.name));
             tmpfiles.push(format!(
                 "d {root}/{}/{GENERATIONS_DIR} 0755 {PUBLISH_USER} {PUBLISH_USER} -",
                 h.name
@@ -313,7 +316,16 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
         let dir = sh(&format!("{root}/{}", h.name));
         let logs = sh(&format!("{root}/{}/logs", h.name));
         let _ = writeln!(out, "install -d -m 0755 -o root -g root {dir}");
-        let _ = writeln!(out, "install -d -m 0700 -o {user} -g {GROUP} {logs}");
+        let (mode, group) = logs_access(publisher);
+        let _ = writeln!(out, "install -d -m {mode} -o {user} -g {group} {logs}");
+        if publisher {
+            // What the host wrote before keeps its old group: given to the publishing
+            // account too. Only the host's own regular files, links not followed.
+            let _ = writeln!(
+                out,
+                "find {logs} -maxdepth 1 -type f -user {user} -exec chgrp -h {publish} {{}} +"
+            );
+        }
         if publisher {
             // generations/ to the publisher (with what a local deploy wrote), and `current`
             // turned into root's link to generations/current, keeping the generation it names.
@@ -340,6 +352,18 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
     }
     let _ = writeln!(out, "systemctl reload ssh || systemctl reload sshd");
     out
+}
+
+/// The mode and group of a host's `logs/`: the host's own to write (its owner). With a
+/// publishing account, readable by it too, for `bento status` over sftp: its group,
+/// setgid so that what the host writes there gets that group. Other hosts are in
+/// neither group (and chrooted to their own directory anyway).
+fn logs_access(publisher: bool) -> (&'static str, &'static str) {
+    if publisher {
+        ("2750", PUBLISH_USER)
+    } else {
+        ("0700", GROUP)
+    }
 }
 
 /// Who owns `<root>/cache` and `cache/nar` (with `[cache]` only): the publishing account

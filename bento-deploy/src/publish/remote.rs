@@ -20,7 +20,8 @@ use crate::layout::{
     MAX_ENTRIES, SIGNATURE_LIMIT, STAGING_PREFIX,
 };
 use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
-use crate::sftp::{Kind, SftpTransport, SshTarget};
+use crate::server_dir::{Kind, ServerDir};
+use crate::sftp::{SftpTransport, SshTarget};
 use crate::transport::{ServerUrl, Transport};
 
 /// Where the fleet's server keeps the pinned server key, relative to the fleet root.
@@ -184,7 +185,7 @@ impl RemoteRoot {
             .with_deadlines(
                 std::time::Instant::now() + limits.whole,
                 format!(
-                    "the deploy took longer than deploy.timeout ({} s): stopped",
+                    "the connection to the server lasted longer than deploy.timeout ({} s): stopped",
                     limits.whole.as_secs()
                 ),
                 limits.request,
@@ -428,6 +429,70 @@ impl RemoteRoot {
         }
         self.remove_leftovers(host)?;
         Ok(removed)
+    }
+}
+
+/// A directory of a remote root, read as a [`ServerDir`] (`bento status`, `diff`, `ssh` over
+/// the target); errors name paths as seen from it. A read refuses a final link; the
+/// directories on the way are the root's or the publishing account's own (a host owns only
+/// what is inside its `logs/`, never a name on the way to it), checked to be directories
+/// when opened.
+pub struct RemoteDir {
+    root: std::sync::Arc<RemoteRoot>,
+    /// Relative to the root; empty for the root itself.
+    prefix: String,
+}
+
+impl RemoteDir {
+    /// The whole root.
+    pub fn root(root: RemoteRoot) -> RemoteDir {
+        RemoteDir {
+            root: std::sync::Arc::new(root),
+            prefix: String::new(),
+        }
+    }
+
+    /// Runs `f` on the connection, relative paths below this directory.
+    fn with<T>(&self, f: impl FnOnce(&mut SftpTransport) -> io::Result<T>) -> io::Result<T> {
+        match self.prefix.as_str() {
+            "" => self.root.with(f),
+            prefix => self.root.with(|c| c.in_dir(prefix, f)),
+        }
+    }
+}
+
+impl ServerDir for RemoteDir {
+    fn read(&self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+        self.with(|c| c.read(rel, limit))
+    }
+
+    fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
+        self.with(|c| c.read_link(rel))
+    }
+
+    fn kind(&self, rel: &str) -> io::Result<Option<Kind>> {
+        self.with(|c| c.kind(rel))
+    }
+
+    fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
+        self.with(|c| c.entries_at_most(rel, limit))
+    }
+
+    fn dir(&self, rel: &str) -> io::Result<Box<dyn ServerDir + '_>> {
+        crate::transport::check_rel(rel)?;
+        let not = |kind, why: &str| io::Error::new(kind, format!("{}: {why}", rel.escape_default()));
+        match self.kind(rel)? {
+            Some(Kind::Dir) => Ok(Box::new(RemoteDir {
+                root: self.root.clone(),
+                prefix: match self.prefix.as_str() {
+                    "" => rel.to_owned(),
+                    prefix => format!("{prefix}/{rel}"),
+                },
+            })),
+            Some(Kind::Link) => Err(not(io::ErrorKind::InvalidData, "refused: it is a symlink")),
+            Some(_) => Err(not(io::ErrorKind::InvalidData, "refused: not a directory")),
+            None => Err(not(io::ErrorKind::NotFound, "no such directory")),
+        }
     }
 }
 

@@ -16,14 +16,25 @@ pub const NAME_MAX: usize = 255;
 impl SftpTransport {
     /// What `rel` is, without following a link; `None` when nothing is there.
     pub fn kind(&mut self, rel: &str) -> io::Result<Option<Kind>> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.at_or_base(rel)?;
         let mut fs = self.sftp().fs();
         match self.block(fs.symlink_metadata(&path)) {
             Ok(meta) => Ok(Some(kind_of(meta.file_type()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `rel` on the server (checked), or the base itself for `""`.
+    fn at_or_base(&self, rel: &str) -> io::Result<std::path::PathBuf> {
+        if rel.is_empty() {
+            return Ok(match self.base.as_os_str().is_empty() {
+                true => ".".into(),
+                false => self.base.clone(),
+            });
+        }
+        check_rel(rel)?;
+        Ok(self.at(rel))
     }
 
     /// Every entry of directory `rel` with its kind (links are listed, never followed).
@@ -35,8 +46,7 @@ impl SftpTransport {
     /// `limit` entries or at a name longer than [`NAME_MAX`] bytes (no file system makes
     /// one): a directory someone filled without end is not read to the end.
     pub fn entries_at_most(&mut self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.at_or_base(rel)?;
         let mut fs = self.sftp().fs();
         let result = self.block(async {
             let dir = fs.open_dir(&path).await?;

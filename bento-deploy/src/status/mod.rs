@@ -21,11 +21,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::report::{Report, State};
-use crate::confined::Confined;
 use crate::error::Error;
 use crate::fleet::config::Config;
 use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::manifest::MANIFEST_FILE;
+use crate::server_dir::{Kind, ServerDir};
 use crate::status::reports::{newest_report, Newest};
 use crate::time::{parse_rfc3339, rfc3339};
 
@@ -242,69 +242,62 @@ pub fn fleet_hosts(fleet_root: &Path) -> Result<Vec<String>, Error> {
     Ok(hosts)
 }
 
+/// The most entries read from a server root: one per host, and the cache.
+const ROOT_ENTRIES: usize = 1_000_000;
+
+/// The server root as [`ServerDir`] reads it, and how it is shown.
+#[derive(Clone, Copy)]
+pub struct Root<'a> {
+    /// The root directory.
+    pub dir: &'a dyn ServerDir,
+    /// Its path or URL, for messages and `server_root` of the JSON.
+    pub shown: &'a str,
+}
+
 /// The fleet's hosts (see [`fleet_hosts`]) and their status (see [`scan`]); the fleet and
 /// the server root are listed at the same time.
-pub fn fleet_status(fleet_root: &Path, server_root: &Path, options: &Options) -> Result<FleetStatus, Error> {
-    let (fleet, on_server) = rayon::join(|| fleet_hosts(fleet_root), || server_dirs(server_root));
-    let (root, on_server) = on_server?;
-    Ok(scan_listed(server_root, &root, &fleet?, on_server, options))
+pub fn fleet_status(fleet_root: &Path, root: Root<'_>, options: &Options) -> Result<FleetStatus, Error> {
+    let (fleet, on_server) = rayon::join(|| fleet_hosts(fleet_root), || server_dirs(root));
+    Ok(scan_listed(root, &fleet?, on_server?, options))
 }
 
 /// Reads the state of every fleet host, plus every host directory on the server that the
-/// fleet does not define. The server root must exist.
-pub fn scan(server_root: &Path, fleet: &[String], options: &Options) -> Result<FleetStatus, Error> {
-    let (root, on_server) = server_dirs(server_root)?;
-    Ok(scan_listed(server_root, &root, fleet, on_server, options))
+/// fleet does not define.
+pub fn scan(root: Root<'_>, fleet: &[String], options: &Options) -> Result<FleetStatus, Error> {
+    let on_server = server_dirs(root)?;
+    Ok(scan_listed(root, fleet, on_server, options))
 }
 
-/// The server root, opened: everything below it is read without following symlinks.
-fn open_root(server_root: &Path) -> Result<Confined, Error> {
-    let shown = server_root.display().to_string();
-    Confined::open(server_root).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::input(
-            &shown,
-            "the server root does not exist: pass --server-root DIR or set server.root in bento.toml",
-        ),
-        _ => Error::io(&shown, e),
-    })
-}
-
-/// The server root, and its entries that are valid host names.
-fn server_dirs(server_root: &Path) -> Result<(Confined, Vec<String>), Error> {
-    let root = open_root(server_root)?;
-    let names = root
-        .entries("")
-        .map_err(|e| Error::io(server_root.display().to_string(), e))?
+/// The entries of the server root that are valid host names.
+fn server_dirs(root: Root<'_>) -> Result<Vec<String>, Error> {
+    Ok(root
+        .dir
+        .entries_at_most("", ROOT_ENTRIES)
+        .map_err(|e| Error::io(root.shown, e))?
         .into_iter()
-        .filter_map(|entry| entry.name.into_string().ok())
+        .map(|(name, _)| name)
         .filter(|name| bento_secrets::names::HostName::is_valid(name))
-        .collect();
-    Ok((root, names))
+        .collect())
 }
 
-fn scan_listed(
-    server_root: &Path,
-    root: &Confined,
-    fleet: &[String],
-    on_server: Vec<String>,
-    options: &Options,
-) -> FleetStatus {
+fn scan_listed(root: Root<'_>, fleet: &[String], on_server: Vec<String>, options: &Options) -> FleetStatus {
     let known: BTreeSet<&str> = fleet.iter().map(String::as_str).collect();
     let mut names: Vec<(String, bool)> = fleet.iter().map(|h| (h.clone(), true)).collect();
     for name in on_server {
         if known.contains(name.as_str()) {
             continue;
         }
-        // A directory of the server root is a host when it holds a `current` or a `logs/`
-        // (a symlink is neither).
-        let Ok(dir) = root.dir(&name) else { continue };
-        if dir.open_file(CURRENT_FILE).is_ok() || dir.dir(LOGS_DIR).is_ok() {
+        // A directory of the server root is a host when it holds a `current` (the file,
+        // or the link a publishing account's layout has) or a `logs/` directory.
+        let Ok(dir) = root.dir.dir(&name) else { continue };
+        let current = matches!(dir.kind(CURRENT_FILE), Ok(Some(Kind::File | Kind::Link)));
+        if current || matches!(dir.kind(LOGS_DIR), Ok(Some(Kind::Dir))) {
             names.push((name, false));
         }
     }
     let mut hosts: Vec<HostStatus> = names
         .par_iter()
-        .map(|(name, in_fleet)| read_host(root, name, *in_fleet, options))
+        .map(|(name, in_fleet)| read_host(root.dir, name, *in_fleet, options))
         .collect();
     hosts.sort_by(|a, b| (a.status, &a.host).cmp(&(b.status, &b.host)));
     let mut totals: BTreeMap<String, usize> = Status::ALL.iter().map(|s| (s.name().to_owned(), 0)).collect();
@@ -314,7 +307,7 @@ fn scan_listed(
     FleetStatus {
         format: FORMAT,
         time: rfc3339(options.now),
-        server_root: server_root.display().to_string(),
+        server_root: root.shown.to_owned(),
         stale_after_seconds: options.stale_secs,
         hosts,
         totals,
@@ -323,28 +316,22 @@ fn scan_listed(
 
 /// The state of one host of the server root (for `bento diff`); an error when the server
 /// has no directory for it.
-pub fn host(server_root: &Path, name: &str, options: &Options) -> Result<HostStatus, Error> {
-    let root = open_root(server_root)?;
-    if !bento_secrets::names::HostName::is_valid(name) || root.dir(name).is_err() {
-        let on_server = server_dirs(server_root)
-            .map(|(_, names)| names)
-            .unwrap_or_default();
+pub fn host(root: Root<'_>, name: &str, options: &Options) -> Result<HostStatus, Error> {
+    if !bento_secrets::names::HostName::is_valid(name) || root.dir.dir(name).is_err() {
+        let on_server = server_dirs(root).unwrap_or_default();
         return Err(Error::input(
-            server_root
-                .join(name.escape_default().to_string())
-                .display()
-                .to_string(),
+            format!("{}/{}", root.shown.trim_end_matches('/'), name.escape_default()),
             format!(
-                "no such host `{}` on the server{}: check the name, or --server-root",
+                "no such host `{}` on the server{}: check the name, or --server-root / --target",
                 name.escape_default(),
                 bento_secrets::suggest::hint(name, on_server.iter().map(String::as_str))
             ),
         ));
     }
-    Ok(read_host(&root, name, true, options))
+    Ok(read_host(root.dir, name, true, options))
 }
 
-fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> HostStatus {
+fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options) -> HostStatus {
     let mut problems = Vec::new();
     let mut bad_current = false;
     let dir = match root.dir(name) {
@@ -356,7 +343,7 @@ fn read_host(root: &Confined, name: &str, in_fleet: bool, options: &Options) -> 
             None
         }
     };
-    let dir = dir.as_ref();
+    let dir = dir.as_deref();
     let current = match dir.map_or(Ok(None), read_current) {
         Ok(c) => c,
         Err(problem) => {
@@ -496,7 +483,7 @@ pub(crate) fn json_problem(what: &str, e: &serde_json::Error) -> String {
 
 /// Reads a file of the host directory: a regular file of at most `limit` bytes, reached
 /// without following a symlink. `Ok(None)` when it does not exist.
-pub(crate) fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn read_file(dir: &dyn ServerDir, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
     match dir.read(rel, limit) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -508,7 +495,7 @@ pub(crate) fn read_file(dir: &Confined, rel: &str, limit: u64) -> Result<Option<
     }
 }
 
-fn read_current(dir: &Confined) -> Result<Option<u64>, String> {
+fn read_current(dir: &dyn ServerDir) -> Result<Option<u64>, String> {
     // `current`, or the one link accepted, `current -> generations/current` (not followed:
     // its target is read as a regular file).
     let rel = match dir.read_link(CURRENT_FILE) {
@@ -533,7 +520,7 @@ struct Published {
     system: Option<String>,
 }
 
-fn read_published(dir: &Confined, generation: u64) -> Result<Published, String> {
+fn read_published(dir: &dyn ServerDir, generation: u64) -> Result<Published, String> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
     let bytes = read_file(dir, &rel, crate::layout::MANIFEST_LIMIT)?.ok_or_else(|| {
         format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")

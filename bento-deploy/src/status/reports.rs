@@ -3,8 +3,8 @@
 //! older one is read only when a newer one cannot be.
 
 use crate::agent::report::Report;
-use crate::confined::Confined;
 use crate::layout::LOGS_DIR;
+use crate::server_dir::ServerDir;
 use crate::status::{json_problem, limits, read_file};
 use crate::time::parse_rfc3339;
 
@@ -36,13 +36,10 @@ impl Newest {
     }
 }
 
-pub(crate) fn newest_report(dir: &Confined, host: &str) -> Newest {
+pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str) -> Newest {
     let mut newest = Newest::none();
     let names: Vec<String> = match dir.entries_at_most(LOGS_DIR, super::limits::LOGS_ENTRIES) {
-        Ok(entries) => entries
-            .into_iter()
-            .filter_map(|e| e.name.into_string().ok())
-            .collect(),
+        Ok(entries) => entries.into_iter().map(|(name, _)| name).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             newest.newest_is_bad = true;
@@ -81,7 +78,7 @@ pub(crate) fn newest_report(dir: &Confined, host: &str) -> Newest {
     newest
 }
 
-fn read_report(dir: &Confined, name: &str, host: &str) -> Result<Report, String> {
+fn read_report(dir: &dyn ServerDir, name: &str, host: &str) -> Result<Report, String> {
     let rel = format!("{LOGS_DIR}/{name}");
     let bytes = read_file(dir, &rel, limits::REPORT)?.ok_or_else(|| format!("{rel}: gone while reading"))?;
     let report: Report =

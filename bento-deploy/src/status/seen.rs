@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use crate::agent::report::HEARTBEAT_FILE;
-use crate::confined::Confined;
 use crate::layout::LOGS_DIR;
+use crate::server_dir::ServerDir;
 use crate::status::{json_problem, limits, read_file};
 use crate::time::parse_rfc3339;
 
@@ -32,7 +32,7 @@ pub(crate) struct Seen {
 }
 
 /// The host's heartbeat; `Ok(None)` when it has none (an agent that predates heartbeats).
-pub(crate) fn read_heartbeat(dir: &Confined, host: &str) -> Result<Option<Seen>, String> {
+pub(crate) fn read_heartbeat(dir: &dyn ServerDir, host: &str) -> Result<Option<Seen>, String> {
     let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
     let Some(bytes) = read_file(dir, &rel, limits::HEARTBEAT)? else {
         return Ok(None);
