@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bento_deploy::location::Location;
 use bento_deploy::reach::{self, Target};
-use bento_deploy::server_dir::Location;
 use bento_deploy::status::{self, HostStatus, Options, Root};
 use bento_deploy::Config;
 use bento_secrets::fleet_lock::{ensure_state_dir, STATE_DIR};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bento_deploy::confined::Confined;
-use bento_deploy::server_dir::Location;
+use bento_deploy::location::Location;
 use bento_deploy::status::diff::{self as status_diff, Plan};
 use bento_deploy::status::prometheus as status_prometheus;
 use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Root, Status};

@@ -18,6 +18,7 @@ pub mod dirents;
 pub mod error;
 pub mod fleet;
 pub mod layout;
+pub mod location;
 pub mod manifest;
 pub mod publish;
 pub mod reach;

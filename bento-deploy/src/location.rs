@@ -1,0 +1,99 @@
+//! Where the server root is, as the admin named it — a local directory or an sftp target,
+//! in the same order of precedence for every command that reads or writes it — and
+//! opening it for reading as a [`ServerDir`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::confined::Confined;
+use crate::error::Error;
+use crate::fleet::config::Config;
+use crate::publish::remote::{self, RemoteDir, RemoteRoot, RemoteUrl};
+use crate::server_dir::ServerDir;
+
+/// Where the server root is, as the admin named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A directory on this machine.
+    Local(PathBuf),
+    /// A root behind sftp, as the publishing account sees it.
+    Remote(RemoteUrl),
+}
+
+impl Location {
+    /// The server of a command: `--target URL`, else `--server-root DIR`, else bento.toml's
+    /// `deploy.target`, else its `server.root`. (Passing both options is refused by the
+    /// command line.)
+    pub fn choose(
+        config: &Config,
+        server_root: Option<&Path>,
+        target: Option<&str>,
+    ) -> Result<Location, Error> {
+        let url = match (target, server_root) {
+            (Some(url), _) => Some(("--target", url)),
+            (None, Some(dir)) => return Ok(Location::Local(dir.to_path_buf())),
+            (None, None) => config.deploy.target.as_deref().map(|url| ("deploy.target", url)),
+        };
+        match url {
+            Some((what, url)) => RemoteUrl::parse(url)
+                .map(Location::Remote)
+                .map_err(|e| Error::input(what, e)),
+            None => Ok(Location::Local(PathBuf::from(&config.server.root))),
+        }
+    }
+
+    /// How it is shown in messages.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Local(dir) => dir.display().to_string(),
+            Location::Remote(url) => url.to_string(),
+        }
+    }
+
+    /// Opens it for reading: the local directory, or a connection as the publishing account
+    /// (the server's key pinned from the fleet's `keys/server_known_hosts`).
+    pub fn open(&self, fleet_root: &Path, config: &Config) -> Result<Server, Error> {
+        match self {
+            Location::Local(dir) => Confined::open(dir).map(Server::Local).map_err(|e| {
+                let shown = dir.display().to_string();
+                match e.kind() {
+                    io::ErrorKind::NotFound => Error::input(
+                        shown,
+                        "the server root does not exist: pass --server-root DIR or --target URL, \
+                         or set server.root (deploy.target) in bento.toml",
+                    ),
+                    _ => Error::io(shown, e),
+                }
+            }),
+            Location::Remote(url) => RemoteRoot::connect(
+                url,
+                &fleet_root.join(remote::KNOWN_HOSTS),
+                config.login_key_path().as_deref(),
+                "ssh",
+                remote::Limits {
+                    whole: config.deploy.timeout(),
+                    request: config.deploy.request_timeout(),
+                },
+            )
+            .map(|root| Server::Remote(RemoteDir::root(root))),
+        }
+    }
+}
+
+/// A server root, open for reading.
+pub enum Server {
+    /// On this machine.
+    Local(Confined),
+    /// Over sftp.
+    Remote(RemoteDir),
+}
+
+impl Server {
+    /// Its directory.
+    pub fn dir(&self) -> &dyn ServerDir {
+        match self {
+            Server::Local(dir) => dir,
+            Server::Remote(root) => root,
+        }
+    }
+}
