@@ -5,6 +5,7 @@
 pub mod build;
 pub mod bundle;
 pub mod config;
+pub mod flake_update;
 pub mod hosts;
 pub mod init;
 pub mod server;
