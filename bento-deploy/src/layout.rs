@@ -31,6 +31,7 @@ use bento_secrets::accounts::Owner;
 use crate::confined::Confined;
 use crate::error::Error;
 use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
+use crate::server_dir::{Kind, ServerDir};
 
 /// A host's pointer to its current generation.
 pub const CURRENT_FILE: &str = "current";
@@ -54,8 +55,23 @@ pub const SIGNATURE_LIMIT: u64 = 64 * 1024;
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.
 pub(crate) const STAGING_PREFIX: &str = ".new-";
-/// Prefix of the temp file that replaces `current`.
+/// Prefix of the temp file that replaces `current` (locally).
 const CURRENT_TEMP: &str = ".current.new";
+/// Prefix of every temp file that replaces a pointer (`current`, `generations/current`),
+/// locally or over sftp.
+pub(crate) const POINTER_TEMP_PREFIX: &str = ".current";
+
+/// Whether `name`, an entry of `generations/` or of the host's directory, is what an
+/// interrupted deploy left (a staging dir, a pointer's temp file), local or remote alike.
+pub(crate) fn is_leftover(name: &str) -> bool {
+    name.starts_with(STAGING_PREFIX) || name.starts_with(POINTER_TEMP_PREFIX)
+}
+
+/// The generation an entry of `generations/` is: a directory named by its number. (A
+/// file or a link with a number for a name is not one, wherever the layout is read.)
+pub(crate) fn generation_of(name: &str, kind: Kind) -> Option<u64> {
+    (kind == Kind::Dir).then(|| name.parse().ok()).flatten()
+}
 
 /// The server root, locked for this process.
 #[derive(Debug)]
@@ -209,7 +225,8 @@ impl HostDir {
     /// The generations present, ascending.
     pub fn generations(&self) -> Result<Vec<u64>, Error> {
         let shown = self.shown(GENERATIONS_DIR);
-        let entries = match self.confined()?.entries_at_most(GENERATIONS_DIR, MAX_ENTRIES) {
+        let listed = ServerDir::entries_at_most(&self.confined()?, GENERATIONS_DIR, MAX_ENTRIES);
+        let entries = match listed {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -222,7 +239,7 @@ impl HostDir {
         };
         let mut out: Vec<u64> = entries
             .iter()
-            .filter_map(|e| e.name.to_str().and_then(|n| n.parse().ok()))
+            .filter_map(|(name, kind)| generation_of(name, *kind))
             .collect();
         out.sort_unstable();
         Ok(out)
@@ -333,17 +350,13 @@ impl HostDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(self.shown(GENERATIONS_DIR), e)),
         };
-        for dir in [&gens, &host] {
-            let entries = dir
-                .entries_at_most("", MAX_ENTRIES)
-                .map_err(|e| Error::io(self.shown(GENERATIONS_DIR), e))?;
-            for entry in entries {
-                let Some(name) = entry.name.to_str() else {
-                    continue;
-                };
-                if name.starts_with(STAGING_PREFIX) || name.starts_with(CURRENT_TEMP) {
-                    let _ = dir.remove_tree(name);
-                }
+        for (dir, rel) in [(&gens, GENERATIONS_DIR), (&host, "")] {
+            let entries = ServerDir::entries_at_most(dir, "", MAX_ENTRIES)
+                .map_err(|e| Error::io(self.shown(rel), e))?;
+            for (name, _) in entries.iter().filter(|(name, _)| is_leftover(name)) {
+                dir.remove_tree(name).map_err(|e| {
+                    Error::io(self.shown(rel).trim_end_matches('/').to_owned() + "/" + name, e)
+                })?;
             }
         }
         Ok(())
@@ -603,6 +616,30 @@ mod tests {
                 .starts_with(CURRENT_TEMP)
         });
         assert_eq!(left.count(), 0);
+    }
+
+    #[test]
+    fn generations_and_leftovers_are_read_as_over_sftp() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = ServerRoot::open(dir.path()).unwrap();
+        let host = root.host("h");
+        host.prepare(None).unwrap();
+        let gens = host.path().join(GENERATIONS_DIR);
+        std::fs::create_dir(gens.join("3")).unwrap();
+        // Not generations: a file, a link with a number for a name.
+        std::fs::write(gens.join("4"), "").unwrap();
+        std::os::unix::fs::symlink("3", gens.join("5")).unwrap();
+        assert_eq!(host.generations().unwrap(), [3]);
+        // What an interrupted remote deploy leaves goes as a local one's does.
+        std::fs::create_dir(gens.join(".new-6-77-abc")).unwrap();
+        std::fs::write(gens.join(".current.6.77.tmp"), "6\n").unwrap();
+        host.remove_leftovers().unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&gens)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3", "4", "5"]);
     }
 
     #[test]

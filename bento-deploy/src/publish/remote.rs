@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::layout::{
-    parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, MANIFEST_LIMIT,
-    MAX_ENTRIES, SIGNATURE_LIMIT, STAGING_PREFIX,
+    generation_of, is_leftover, parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR,
+    MANIFEST_LIMIT, MAX_ENTRIES, POINTER_TEMP_PREFIX, SIGNATURE_LIMIT, STAGING_PREFIX,
 };
 use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::server_dir::{Kind, ServerDir};
@@ -26,8 +26,6 @@ use crate::transport::{ServerUrl, Transport};
 
 /// Where the fleet's server keeps the pinned server key, relative to the fleet root.
 pub const KNOWN_HOSTS: &str = "keys/server_known_hosts";
-/// Prefix of the temp files that replace `generations/current`.
-const CURRENT_TEMP_PREFIX: &str = ".current";
 
 /// `sftp://user@address[:port]/absolute/root`: the server root as the publishing
 /// account's sftp session sees it (`/` when the account is chrooted to the root).
@@ -310,8 +308,7 @@ impl RemoteRoot {
         let mut out: Vec<u64> = self
             .generation_entries(host)?
             .into_iter()
-            .filter(|(_, kind)| *kind == Kind::Dir)
-            .filter_map(|(name, _)| name.parse().ok())
+            .filter_map(|(name, kind)| generation_of(&name, kind))
             .collect();
         out.sort_unstable();
         Ok(out)
@@ -321,7 +318,7 @@ impl RemoteRoot {
     /// pointers. Writes nothing when there is nothing to remove.
     pub fn remove_leftovers(&self, host: &str) -> Result<(), Error> {
         for (name, kind) in self.generation_entries(host)? {
-            if name.starts_with(STAGING_PREFIX) || name.starts_with(CURRENT_TEMP_PREFIX) {
+            if is_leftover(&name) {
                 let rel = format!("{GENERATIONS_DIR}/{name}");
                 self.remove_tree(host, &rel, kind)?;
             }
@@ -404,7 +401,7 @@ impl RemoteRoot {
     pub fn switch(&self, staged: &RemoteStaged) -> Result<(), Error> {
         let host = &staged.host;
         let tmp = format!(
-            "{GENERATIONS_DIR}/{CURRENT_TEMP_PREFIX}.{}.{}.tmp",
+            "{GENERATIONS_DIR}/{POINTER_TEMP_PREFIX}.{}.{}.tmp",
             staged.generation,
             std::process::id()
         );
