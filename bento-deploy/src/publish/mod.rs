@@ -349,9 +349,9 @@ fn publish(
         .collect::<Result<_, Error>>()?;
     server.sync()?;
     // Generations first, then `current`: it only ever names a complete generation.
-    staged.par_iter_mut().try_for_each(|(_, s)| server.install(s))?;
+    staged.par_iter_mut().try_for_each(|(_, s)| s.install())?;
     server.sync()?;
-    staged.par_iter().try_for_each(|(_, s)| server.switch(s))?;
+    staged.par_iter().try_for_each(|(_, s)| s.switch())?;
     server.sync()?;
 
     let keep = config.deploy.keep_generations as usize;
@@ -377,7 +377,12 @@ fn publish(
 }
 
 /// Writes one host's bundle, manifest and signature into a temp generation.
-fn stage(server: &Target, plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Error> {
+fn stage<'a>(
+    server: &'a Target,
+    plan: &Plan,
+    manifest: &Manifest,
+    signer: &Signer,
+) -> Result<Staged<'a>, Error> {
     let manifest_bytes = manifest.to_bytes();
     let signature = signer.sign(&manifest_bytes)?;
     let mut files: Vec<(&str, &[u8])> = plan

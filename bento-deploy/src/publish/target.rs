@@ -19,20 +19,36 @@ pub enum Target {
     Remote(Box<RemoteRoot>),
 }
 
-/// A generation written under a temp name, not yet visible.
-pub enum Staged {
+/// A generation written under a temp name, not yet visible; it knows its own target.
+pub enum Staged<'a> {
     /// In a local root.
     Local(layout::Staged),
     /// In a remote root.
-    Remote(RemoteStaged),
+    Remote(&'a RemoteRoot, RemoteStaged),
 }
 
-impl Staged {
+impl Staged<'_> {
     /// The generation number.
     pub fn generation(&self) -> u64 {
         match self {
             Staged::Local(s) => s.generation(),
-            Staged::Remote(s) => s.generation(),
+            Staged::Remote(_, s) => s.generation(),
+        }
+    }
+
+    /// Renames the generation into place.
+    pub fn install(&mut self) -> Result<(), Error> {
+        match self {
+            Staged::Local(s) => s.install(),
+            Staged::Remote(remote, s) => remote.install(s),
+        }
+    }
+
+    /// Points the host's `current` at the installed generation, by rename.
+    pub fn switch(&self) -> Result<(), Error> {
+        match self {
+            Staged::Local(s) => s.switch(),
+            Staged::Remote(remote, s) => remote.switch(s),
         }
     }
 }
@@ -82,10 +98,10 @@ impl Target {
     }
 
     /// Writes generation `g` of `host` (`files`: path in the bundle, bytes) under a temp name.
-    pub fn stage(&self, host: &str, g: u64, files: &[(&str, &[u8])]) -> Result<Staged, Error> {
+    pub fn stage(&self, host: &str, g: u64, files: &[(&str, &[u8])]) -> Result<Staged<'_>, Error> {
         match self {
             Target::Local(root) => root.host(host).stage(g, files).map(Staged::Local),
-            Target::Remote(remote) => remote.stage(host, g, files).map(Staged::Remote),
+            Target::Remote(remote) => remote.stage(host, g, files).map(|s| Staged::Remote(remote, s)),
         }
     }
 
@@ -95,26 +111,6 @@ impl Target {
         match self {
             Target::Local(root) => root.sync(),
             Target::Remote(_) => Ok(()),
-        }
-    }
-
-    /// Renames a staged generation into place.
-    pub fn install(&self, staged: &mut Staged) -> Result<(), Error> {
-        match (self, staged) {
-            (_, Staged::Local(s)) => s.install(),
-            (Target::Remote(remote), Staged::Remote(s)) => remote.install(s),
-            // Never made: a target stages only its own kind.
-            (Target::Local(_), Staged::Remote(_)) => Ok(()),
-        }
-    }
-
-    /// Points the host's `current` at an installed generation, by rename.
-    pub fn switch(&self, staged: &Staged) -> Result<(), Error> {
-        match (self, staged) {
-            (_, Staged::Local(s)) => s.switch(),
-            (Target::Remote(remote), Staged::Remote(s)) => remote.switch(s),
-            // Never made, as above.
-            (Target::Local(_), Staged::Remote(_)) => Ok(()),
         }
     }
 
