@@ -1,16 +1,15 @@
 //! `bento deploy`, `bento build`, `bento server setup`.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use bento_deploy::fleet::build::BuildResult;
 use bento_deploy::fleet::hosts;
 use bento_deploy::fleet::server;
-use bento_deploy::location::Location;
+use bento_deploy::fleet::workspace::Workspace;
 use bento_deploy::publish::{self, HostReport, Progress};
 use bento_deploy::sign::Signer;
-use bento_deploy::Config;
 use bento_secrets::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,23 +43,19 @@ impl Progress for Bar {
 }
 
 pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(root)?;
-    // The rules' warnings (the publish below loads and checks them again).
-    Fleet::load(root)?
+    let workspace = Workspace::load(root)?;
+    let config = &workspace.config;
+    workspace
+        .fleet
         .rules
         .warnings
         .iter()
         .for_each(|w| output::warn(w));
     // `--target`, else (unless `--server-root` names a local root) `[deploy] target`.
-    let location = Location::choose(&config, args.server_root.as_deref(), args.target.as_deref())?;
+    let location = workspace.location(args.server_root.as_deref(), args.target.as_deref())?;
     let shown = location.shown();
-    let (server_root, target) = match location {
-        Location::Local(dir) => (dir, None),
-        Location::Remote(url) => (PathBuf::from(&config.server.root), Some(url)),
-    };
     let options = publish::Options {
-        server_root,
-        target,
+        location,
         ssh: "ssh".into(),
         hosts: args.hosts,
         nix: NIX.into(),
@@ -68,7 +63,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let key = config.signing_key_path();
     let signer = || Signer::load(&key, &config.deploy.signing_key);
     let progress = Bar(bar("hosts"));
-    let reports = publish::deploy(root, &config, &options, &signer, &progress);
+    let reports = publish::deploy(&workspace, &options, &signer, &progress);
     progress.0.finish_and_clear();
     let reports = reports?;
     if args.json {
@@ -80,8 +75,11 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         print_deploy_table(&reports)?;
     }
     if options.hosts.is_empty() {
-        let fleet = Fleet::load(root)?;
-        say_unconfigured(&fleet, reports.iter().map(|r| r.host.as_str()), "deployed");
+        say_unconfigured(
+            &workspace.fleet,
+            reports.iter().map(|r| r.host.as_str()),
+            "deployed",
+        );
     }
     for r in &reports {
         if let Some(why) = r.cache.as_ref().and_then(|c| c.skipped.as_ref()) {
@@ -159,16 +157,17 @@ fn print_deploy_table(reports: &[HostReport]) -> std::io::Result<()> {
 }
 
 pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(root)?;
-    let fleet = Fleet::load(root)?;
-    let hosts = hosts::select(hosts::discover(root, &fleet, NIX)?, &args.hosts, &fleet)?;
+    let workspace = Workspace::load(root)?;
+    let hosts = workspace.hosts(&args.hosts, NIX)?;
     if args.hosts.is_empty() {
-        say_unconfigured(&fleet, hosts.iter().map(|h| h.name.as_str()), "built");
+        say_unconfigured(&workspace.fleet, hosts.iter().map(|h| h.name.as_str()), "built");
     }
     let bar = bar("hosts built");
     bar.set_length(hosts.len() as u64);
     let results =
-        bento_deploy::fleet::build::build(root, &config, &hosts, args.dry, &|_: &BuildResult| bar.inc(1));
+        bento_deploy::fleet::build::build(root, &workspace.config, &hosts, args.dry, &|_: &BuildResult| {
+            bar.inc(1)
+        });
     bar.finish_and_clear();
     let results = results?;
     if args.json {
@@ -223,8 +222,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
 pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ServerCommand::Setup => {
-            let config = Config::load(root)?;
-            let fleet = Fleet::load(root)?;
+            let Workspace { config, fleet, .. } = Workspace::load(root)?;
             let hosts = server::hosts(&fleet, &config);
             if fleet.hosts.is_empty() {
                 output::note(

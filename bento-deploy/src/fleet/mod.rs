@@ -9,3 +9,4 @@ pub mod flake_update;
 pub mod hosts;
 pub mod init;
 pub mod server;
+pub mod workspace;

@@ -13,7 +13,10 @@ pub mod remote;
 pub mod remote_cache;
 pub mod target;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::fleet::workspace::Workspace;
+use crate::location::Location;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -23,13 +26,13 @@ use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
 use self::cache::HostCache;
-use self::remote::{RemoteRoot, RemoteUrl};
+use self::remote::RemoteRoot;
 use self::target::{Staged, Target};
 use crate::error::Error;
 use crate::fleet::build::Expected;
 use crate::fleet::bundle::Bundle;
 use crate::fleet::config::Config;
-use crate::fleet::hosts::{self, Host};
+use crate::fleet::hosts::Host;
 use crate::layout::{is_root, ServerRoot};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::{AdminKeys, Signer};
@@ -39,11 +42,9 @@ use crate::time::now_rfc3339;
 /// What to deploy, and where.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The server root (`--server-root`, else `server.root`), when publishing locally.
-    pub server_root: PathBuf,
-    /// A remote server root (`--target`, else `[deploy] target`): publish there over sftp
-    /// instead, through the `ssh` program `ssh`.
-    pub target: Option<RemoteUrl>,
+    /// Where to publish: a local root, or a remote one over sftp through the `ssh`
+    /// program `ssh`.
+    pub location: Location,
     /// The ssh client for a remote target.
     pub ssh: String,
     /// Only these hosts (all when empty).
@@ -148,28 +149,23 @@ pub fn git_commit(root: &Path) -> Option<String> {
 /// content: a manifest the server swapped, or one signed by a key that is no admin's any
 /// more, is published again. `progress` hears of each host.
 pub fn deploy(
-    root: &Path,
-    config: &Config,
+    workspace: &Workspace,
     options: &Options,
     signer: &dyn Fn() -> Result<Signer, Error>,
     progress: &dyn Progress,
 ) -> Result<Vec<HostReport>, Error> {
-    let fleet = Fleet::load(root)?;
-    check_secrets(&fleet)?;
+    let Workspace { root, config, fleet } = workspace;
+    check_secrets(fleet)?;
     let admins = AdminKeys::new(&fleet.admins);
-    let hosts = hosts::select(
-        hosts::discover(root, &fleet, &options.nix)?,
-        &options.hosts,
-        &fleet,
-    )?;
+    let hosts = workspace.hosts(&options.hosts, &options.nix)?;
     for host in &hosts {
         if let Some(why) = crate::fleet::server::name_clash(config, &host.name, false) {
             return Err(Error::input(format!("host {}", host.name), why));
         }
     }
     let expected = Expected::load(root)?;
-    let server = match &options.target {
-        Some(url) => Target::Remote(Box::new(RemoteRoot::connect(
+    let server = match &options.location {
+        Location::Remote(url) => Target::Remote(Box::new(RemoteRoot::connect(
             url,
             &root.join(remote::KNOWN_HOSTS),
             config.login_key_path().as_deref(),
@@ -179,7 +175,7 @@ pub fn deploy(
                 request: config.deploy.request_timeout(),
             },
         )?)),
-        None => Target::Local(ServerRoot::open(&options.server_root)?),
+        Location::Local(dir) => Target::Local(ServerRoot::open(dir)?),
     };
     progress.start(hosts.len());
     let prefix = &config.server.user_prefix;
@@ -187,7 +183,7 @@ pub fn deploy(
     // Assemble and compare, in parallel; unchanged hosts are done here.
     let assessed: Vec<Assessed> = hosts
         .par_iter()
-        .map(|host| assess(root, &fleet, host, &server, &expected, prefix, &admins, progress))
+        .map(|host| assess(root, fleet, host, &server, &expected, prefix, &admins, progress))
         .collect::<Result<_, Error>>()?;
     // The key is checked before anything is written: the cache, a generation.
     let signer = if assessed.iter().any(|a| matches!(a, Assessed::Changed(_))) {
