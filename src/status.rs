@@ -1,12 +1,9 @@
 //! `bento status` and `bento diff`.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use bento_deploy::confined::Confined;
 use bento_deploy::location::Location;
 use bento_deploy::status::diff::{self as status_diff, Plan};
 use bento_deploy::status::prometheus as status_prometheus;
@@ -15,14 +12,6 @@ use bento_deploy::Config;
 
 use crate::cli::{DiffArgs, StatusArgs};
 use crate::output;
-
-/// Changes closer together than this make one redraw.
-const DEBOUNCE: Duration = Duration::from_millis(200);
-/// With no change at all, redraw this often anyway: ages grow, and a pending host turns
-/// stale with time alone.
-const REFRESH: Duration = Duration::from_secs(60);
-/// How often `--watch` reads a server over sftp again.
-const POLL: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy)]
 enum Format {
@@ -45,10 +34,12 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     if args.watch {
         let hosts = status::fleet_hosts(fleet)?;
-        return match &location {
-            Location::Local(root) => watch(root, &hosts, &config, format),
-            Location::Remote(_) => poll(fleet, &location, &hosts, &config, format),
+        let clear = std::io::stdout().is_terminal();
+        let mut last = String::new();
+        let mut frame = |fleet_status: &FleetStatus| {
+            redraw(fleet_status, format, clear, &mut last).map_err(std::io::Error::other)
         };
+        match status::watch::watch(fleet, &location, &config, &hosts, &mut frame)? {}
     }
     let server = location.open(fleet, &config)?;
     let shown = location.shown();
@@ -77,85 +68,6 @@ fn render(fleet_status: &FleetStatus, format: Format) -> anyhow::Result<String> 
         Format::Prometheus => status_prometheus::render(fleet_status),
         Format::Table => table(fleet_status, output::stdout_colour()),
     })
-}
-
-/// Redraws whenever something under the server root changes (inotify, debounced), and
-/// every [`REFRESH`] for the ages. Ends with Ctrl-C.
-fn watch(root: &Path, hosts: &[String], config: &Config, format: Format) -> anyhow::Result<ExitCode> {
-    use notify::{RecursiveMode, Watcher};
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let _ = tx.send(event);
-    })?;
-    // Only the directories whose entries matter: the root (hosts appear), each host dir
-    // (`current` is replaced), each generations/ (where a publishing account replaces
-    // `generations/current`), each logs/ (reports arrive). Not the bundles' own trees.
-    let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
-    let clear = std::io::stdout().is_terminal();
-    let mut last = String::new();
-    let local = Confined::open(root).map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
-    let shown = root.display().to_string();
-    let server = Root {
-        dir: &local,
-        shown: &shown,
-    };
-    loop {
-        let fleet_status = status::scan(server, hosts, &Options::from_config(config))?;
-        let mut dirs = vec![root.to_path_buf()];
-        for h in &fleet_status.hosts {
-            dirs.push(root.join(&h.host));
-            dirs.push(root.join(&h.host).join(bento_deploy::layout::LOGS_DIR));
-            dirs.push(root.join(&h.host).join(bento_deploy::layout::GENERATIONS_DIR));
-        }
-        for dir in dirs {
-            // A symlinked host dir or logs/ is not followed (status flags it instead).
-            let plain_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
-            if !watched.contains(&dir) && plain_dir {
-                watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: cannot watch it: {e} (raise fs.inotify.max_user_watches?)",
-                        dir.display()
-                    )
-                })?;
-                watched.insert(dir);
-            }
-        }
-        redraw(&fleet_status, format, clear, &mut last)?;
-        match rx.recv_timeout(REFRESH) {
-            Ok(Err(e)) => anyhow::bail!("watching {}: {e}", root.display()),
-            Ok(Ok(_)) => while rx.recv_timeout(DEBOUNCE).is_ok() {},
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("watching {}: the watcher stopped", root.display())
-            }
-        }
-    }
-}
-
-/// `--watch` over sftp, where nothing tells of a change: reads the server again every
-/// [`POLL`], on a new connection each time (one the server dropped is not the end).
-fn poll(
-    fleet: &Path,
-    location: &Location,
-    hosts: &[String],
-    config: &Config,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let clear = std::io::stdout().is_terminal();
-    let shown = location.shown();
-    let mut last = String::new();
-    loop {
-        let server = location.open(fleet, config)?;
-        let root = Root {
-            dir: server.dir(),
-            shown: &shown,
-        };
-        let fleet_status = status::scan(root, hosts, &Options::from_config(config))?;
-        drop(server);
-        redraw(&fleet_status, format, clear, &mut last)?;
-        std::thread::sleep(POLL);
-    }
 }
 
 /// Prints the frame of `fleet_status` when it differs from `last` (clearing the terminal

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod prometheus;
 mod reports;
 mod seen;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
