@@ -9,4 +9,5 @@ pub mod flake_update;
 pub mod hosts;
 pub mod init;
 pub mod server;
+pub mod ssh;
 pub mod workspace;
