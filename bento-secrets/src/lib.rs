@@ -6,11 +6,8 @@
 
 pub mod accounts;
 pub mod activate;
-mod activate_links;
-pub mod activate_templates;
 #[cfg(test)]
 mod activate_tests;
-pub mod activate_units;
 pub mod adminkeys;
 pub mod agenix;
 pub mod atomic;

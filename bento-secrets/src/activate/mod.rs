@@ -6,129 +6,67 @@
 //! If the RAM filesystem fills up, the new generation is dropped and the previous one
 //! stays in place. Plaintext is only ever in `Zeroizing` memory and in the tree.
 
+mod decrypt;
+pub mod links;
+mod options;
+mod outcome;
+mod record;
+pub mod templates;
+pub mod units;
+
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::accounts::{self, Owner};
-use crate::activate_links::{link_paths, place_links};
-use crate::activate_templates as templates;
+use crate::accounts::Owner;
 use crate::error::{Error, Result};
 use crate::generation::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
-use crate::identity::Identities;
-use crate::lock::sha256_hex;
 use crate::manifest::{Entries, MANIFEST_FILE};
-use crate::prompt::Prompt;
-use crate::ramfs::{self, FsKind, Mounted};
+use crate::ramfs::{self, Mounted};
 use crate::spec::{SecretSpec, TemplateSpec};
-use crate::units::{Handled, UnitControl};
-
-/// Owner of the users phase's secrets and of the bookkeeping files.
-const ROOT: Owner = Owner { uid: 0, gid: 0 };
-
-/// Which secrets an activation handles.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Phase {
-    /// Secrets marked `needed_for_users`, before users exist: root-only, in
-    /// `<root>/secrets-for-users`.
-    Users,
-    /// All other secrets, in `<root>/secrets`.
-    #[default]
-    Secrets,
-}
-
-/// How to activate.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// The installed bundle (holding `manifest.json` and `secrets/`).
-    pub bundle: PathBuf,
-    /// The activation root, `/run/bento` on a host.
-    pub root: PathBuf,
-    /// The host's private keys.
-    pub identities: Vec<PathBuf>,
-    /// Which secrets.
-    pub phase: Phase,
-    /// Report what would change, change nothing.
-    pub dry_run: bool,
-    /// How many previous generations to keep.
-    pub keep: usize,
-    /// Which RAM filesystem to mount.
-    pub fs: FsKind,
-    /// Mount the RAM filesystem (off only for unprivileged test or demo runs).
-    pub mount: bool,
-    /// What to do with the units of changed secrets: restart them with `systemctl` (or
-    /// queue their restart with `systemctl --no-block`), or leave them.
-    pub units: UnitControl,
-}
-
-/// A secret that failed, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Failure {
-    /// The secret's name (escaped if it was not a valid name).
-    pub name: String,
-    /// Why, in one line.
-    pub error: String,
-    /// Whether its previous content was kept.
-    pub kept_previous: bool,
-}
-
-/// What an activation did (or, with `dry_run`, would do).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
-    /// The generation switched to (`None` for a dry run).
-    pub generation: Option<u64>,
-    /// Secrets that are new.
-    pub added: Vec<String>,
-    /// Secrets whose content changed.
-    pub changed: Vec<String>,
-    /// Secrets no longer in the bundle.
-    pub removed: Vec<String>,
-    /// Secrets unchanged.
-    pub unchanged: Vec<String>,
-    /// Secrets whose content is unchanged but whose owner, group, mode or `path` changed:
-    /// applied, without restarting or reloading their units (those follow the content).
-    pub attributes_changed: Vec<String>,
-    /// Whether this was the users phase (`needed_for_users` secrets only).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub for_users: bool,
-    /// Secrets that failed.
-    pub failed: Vec<Failure>,
-    /// Units of added or changed secrets: restarted, queued, left or (dry run) that
-    /// would be, as `units_handled` says.
-    pub restart_units: Vec<String>,
-    /// What was done with `restart_units` (absent when there were none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub units_handled: Option<Handled>,
-    /// Why restarting them failed: nothing was restarted then, and the run fails.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub units_error: Option<String>,
-    /// Units reloaded (or, in a dry run, that would be); none that is also restarted.
-    pub reload_units: Vec<String>,
-    /// Things the admin should know.
-    pub warnings: Vec<String>,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
-}
-
-/// Activation never asks anything: host keys are not passphrase-protected.
-struct NoPrompt;
-impl Prompt for NoPrompt {
-    fn passphrase(&self, _: &str) -> Option<Zeroizing<String>> {
-        None
-    }
-}
-
-/// A secret ready to be written: plaintext and resolved owner.
-type Prepared = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
+use crate::units::Handled;
+use decrypt::{Prepared, ROOT};
+pub use options::{Options, Phase};
+pub use outcome::{Failure, Report};
+pub use record::{in_force, Record, RECORD_FILE};
 
 /// A secret in the new generation: its write (or its previous content carried forward),
 /// and whether its content is the previous one (`None`: new), or why it was not prepared.
 type Outcome = (std::io::Result<()>, std::result::Result<Option<bool>, String>);
+
+/// The generation being written, beside the one in force.
+struct Next {
+    tree: Tree,
+    family: Family,
+    /// The store directory, as shown in messages.
+    store: PathBuf,
+    /// The generation in force, and its directory and specs.
+    old_n: Option<u64>,
+    old_dir: Option<OwnedFd>,
+    old_specs: Vec<SecretSpec>,
+    /// The new generation.
+    n: u64,
+    gen: OwnedFd,
+    /// Whether files get their owners (only as root).
+    chown: bool,
+}
+
+impl Next {
+    /// Drops the new generation: `what` went wrong, the one in force stays.
+    fn abandon(&self, what: String) -> Error {
+        let _ = self.tree.remove_generation(self.family, self.n);
+        Error::Activate {
+            msg: format!(
+                "{}: {what} {} is still active, nothing changed",
+                self.store.display(),
+                self.old_n.map_or("none".into(), |o| o.to_string())
+            ),
+        }
+    }
+}
 
 /// Activates the secrets of `opts.bundle`.
 pub fn activate(opts: &Options) -> Result<Report> {
@@ -143,26 +81,56 @@ pub fn activate(opts: &Options) -> Result<Report> {
         ..Report::default()
     };
     let (specs, templates) = read_specs(&opts.bundle, opts.phase, &mut report)?;
-
-    let prepared: Vec<Prepared> = if specs.is_empty() {
-        Vec::new()
-    } else {
-        match Identities::load_with(&opts.identities, Arc::new(NoPrompt)) {
-            Ok(ids) => specs
-                .par_iter()
-                .map(|spec| prepare(spec, opts.phase, &opts.bundle, &ids))
-                .collect(),
-            Err(e) => specs.iter().map(|_| Err(e.to_string())).collect(),
-        }
-    };
-
+    let prepared = decrypt::decrypt_all(&specs, opts);
     let rendered = templates::render_all(&opts.bundle, &templates, &specs, &prepared);
-
     if opts.dry_run {
         dry_run(opts, family, &specs, prepared, &templates, rendered, &mut report);
         return Ok(report);
     }
 
+    let store = mount_store(opts, &mut report)?;
+    let io = |e: std::io::Error| Error::Activate {
+        msg: format!("{}: {e}", opts.root.display()),
+    };
+    let next = open_next(opts, family, store, &mut report).map_err(io)?;
+    let present = write_secrets(&next, opts.phase, &specs, prepared, &mut report)?;
+    let old_templates_dir = templates::open_old(next.old_dir.as_ref());
+    let old_templates = templates::old_specs(old_templates_dir.as_ref());
+    let present_templates = templates::write_all(
+        &next.gen,
+        old_templates_dir.as_ref(),
+        &templates,
+        rendered,
+        next.chown,
+        ROOT,
+        &mut report,
+    )
+    .map_err(|e| next.abandon(format!("writing the templates: {e}; generation")))?;
+    report.removed = removed(&next.old_specs, &present);
+    report
+        .removed
+        .extend(templates::removed(&old_templates, &present_templates));
+    let (tree, n, old_specs) = switch(next, &present, &present_templates, &report).map_err(io)?;
+    report.generation = Some(n);
+
+    if opts.mount {
+        links::link_paths(&tree, family, &present, &old_specs, &mut report);
+        links::link_templates(&opts.root, &present_templates, &old_templates, &mut report);
+    } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
+        report.warnings.push(
+            "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
+        );
+    }
+    prune(&tree, family, n, opts.keep);
+    if opts.phase == Phase::Secrets {
+        units::restart_units(&opts.units, &specs, &templates, &mut report);
+    }
+    Ok(report)
+}
+
+/// Makes sure the store is a RAM filesystem (mounting one unless `opts.mount` is off), under
+/// a root reached through no symlink. Returns the store directory.
+fn mount_store(opts: &Options, report: &mut Report) -> Result<PathBuf> {
     refuse_symlinks(&opts.root)?;
     let store = opts.root.join(STORE_DIR);
     if opts.mount {
@@ -183,51 +151,72 @@ pub fn activate(opts: &Options) -> Result<Report> {
             ));
         }
     }
-    let io = |e: std::io::Error| Error::Activate {
-        msg: format!("{}: {e}", opts.root.display()),
-    };
-    let tree = Tree::open(&opts.root).map_err(io)?;
+    Ok(store)
+}
+
+/// Opens the tree and creates the generation after the newest one.
+fn open_next(opts: &Options, family: Family, store: PathBuf, report: &mut Report) -> std::io::Result<Next> {
+    let tree = Tree::open(&opts.root)?;
     let old_n = tree.current(family);
     let old_dir = old_n.and_then(|n| tree.open_generation(family, n).ok());
     let old_specs = old_dir.as_ref().map(read_old_specs).unwrap_or_default();
-    let n = tree
-        .generations(family)
-        .map_err(io)?
-        .last()
-        .copied()
-        .max(old_n)
-        .unwrap_or(0)
-        + 1;
-    let gen = tree.create_generation(family, n).map_err(io)?;
+    let n = tree.generations(family)?.last().copied().max(old_n).unwrap_or(0) + 1;
+    let gen = tree.create_generation(family, n)?;
     let chown = rustix::process::geteuid().is_root();
     if !chown {
         report
             .warnings
             .push("not running as root: files keep the current user as owner".into());
     }
+    Ok(Next {
+        tree,
+        family,
+        store,
+        old_n,
+        old_dir,
+        old_specs,
+        n,
+        gen,
+        chown,
+    })
+}
 
+/// Writes the prepared secrets into the new generation (a failed one keeps its previous
+/// content), classifying each in `report`. Returns the secrets now present; a full RAM
+/// filesystem drops the generation.
+fn write_secrets(
+    next: &Next,
+    phase: Phase,
+    specs: &[SecretSpec],
+    prepared: Vec<Prepared>,
+    report: &mut Report,
+) -> Result<Vec<SecretSpec>> {
     // The secrets are written across cores, each on its own (the plaintext is zeroed as
     // soon as it is written), then reported in the manifest's order.
     let outcomes: Vec<Outcome> = specs
         .par_iter()
         .zip(prepared)
         .map(|(spec, prepared)| {
-            let old = old_dir
+            let old = next
+                .old_dir
                 .as_ref()
                 .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
             match prepared {
                 Ok((plain, owner)) => {
-                    let mode = match opts.phase {
+                    let mode = match phase {
                         Phase::Users => 0o400,
                         Phase::Secrets => spec.mode_bits(),
                     };
                     let same = old.as_ref().map(|(before, _)| before[..] == plain[..]);
                     (
-                        generation::write_file(&gen, &spec.name, owner, mode, &plain, chown),
+                        generation::write_file(&next.gen, &spec.name, owner, mode, &plain, next.chown),
                         Ok(same),
                     )
                 }
-                Err(error) => (carry_forward(&gen, &spec.name, old.as_ref(), chown), Err(error)),
+                Err(error) => (
+                    carry_forward(&next.gen, &spec.name, old.as_ref(), next.chown),
+                    Err(error),
+                ),
             }
         })
         .collect();
@@ -238,7 +227,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
             Ok(same) if written.is_ok() => {
                 let list = match same {
                     None => &mut report.added,
-                    Some(true) if attributes_differ(spec, &old_specs) => &mut report.attributes_changed,
+                    Some(true) if attributes_differ(spec, &next.old_specs) => &mut report.attributes_changed,
                     Some(true) => &mut report.unchanged,
                     Some(false) => &mut report.changed,
                 };
@@ -254,14 +243,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         match written {
             Ok(()) => present.push(spec.clone()),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
-                let _ = tree.remove_generation(family, n);
-                return Err(Error::Activate {
-                    msg: format!(
-                        "{}: the RAM filesystem is full; secrets generation {} is still active, nothing changed",
-                        store.display(),
-                        old_n.map_or("none".into(), |o| o.to_string())
-                    ),
-                });
+                return Err(next.abandon("the RAM filesystem is full; secrets generation".into()));
             }
             // No previous content to keep: the failure is reported above.
             Err(_) if decrypt_failed => {}
@@ -272,131 +254,28 @@ pub fn activate(opts: &Options) -> Result<Report> {
             }),
         }
     }
-    let old_templates_dir = templates::open_old(old_dir.as_ref());
-    let old_templates = templates::old_specs(old_templates_dir.as_ref());
-    let present_templates = match templates::write_all(
-        &gen,
-        old_templates_dir.as_ref(),
-        &templates,
-        rendered,
-        chown,
-        ROOT,
-        &mut report,
-    ) {
-        Ok(present) => present,
-        Err(e) => {
-            let _ = tree.remove_generation(family, n);
-            return Err(Error::Activate {
-                msg: format!(
-                    "{}: writing the templates: {e}; generation {} is still active, nothing changed",
-                    store.display(),
-                    old_n.map_or("none".into(), |o| o.to_string())
-                ),
-            });
-        }
-    };
+    Ok(present)
+}
+
+/// Writes the new generation's bookkeeping (its specs and [`Record`]) and switches to it.
+/// Returns the tree, the new generation's number and the previous generation's specs.
+fn switch(
+    next: Next,
+    present: &[SecretSpec],
+    present_templates: &[TemplateSpec],
+    report: &Report,
+) -> std::io::Result<(Tree, u64, Vec<SecretSpec>)> {
     let specs_json = serde_json::to_vec_pretty(&present).unwrap_or_default();
-    generation::write_file(&gen, SPECS_FILE, ROOT, 0o400, &specs_json, chown).map_err(io)?;
-    report.removed = removed(&old_specs, &present);
-    report
-        .removed
-        .extend(templates::removed(&old_templates, &present_templates));
-    let record = serde_json::to_vec_pretty(&Record::of(&report)).unwrap_or_default();
-    generation::write_file(&gen, RECORD_FILE, ROOT, 0o400, &record, chown).map_err(io)?;
-    drop(gen);
-    tree.switch(family, n).map_err(io)?;
+    generation::write_file(&next.gen, SPECS_FILE, ROOT, 0o400, &specs_json, next.chown)?;
+    let record = serde_json::to_vec_pretty(&Record::of(report)).unwrap_or_default();
+    generation::write_file(&next.gen, RECORD_FILE, ROOT, 0o400, &record, next.chown)?;
+    drop(next.gen);
+    next.tree.switch(next.family, next.n)?;
     if !present_templates.is_empty() {
-        tree.ensure_link(templates::TEMPLATES_LINK, templates::TEMPLATES_TARGET)
-            .map_err(io)?;
+        next.tree
+            .ensure_link(templates::TEMPLATES_LINK, templates::TEMPLATES_TARGET)?;
     }
-    report.generation = Some(n);
-
-    if opts.mount {
-        link_paths(&tree, family, &present, &old_specs, &mut report);
-        let stable = opts.root.join(templates::TEMPLATES_LINK);
-        let paths = |t: &[TemplateSpec]| -> Vec<(String, Option<String>)> {
-            t.iter().map(|s| (s.name.clone(), s.path.clone())).collect()
-        };
-        place_links(
-            &stable,
-            &paths(&present_templates),
-            &paths(&old_templates),
-            "templates/",
-            &mut report,
-        );
-    } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
-        report.warnings.push(
-            "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
-        );
-    }
-    prune(&tree, family, n, opts.keep);
-    if opts.phase == Phase::Secrets {
-        crate::activate_units::restart_units(opts, &specs, &templates, &mut report);
-    }
-    Ok(report)
-}
-
-/// Per generation: what the activation that made it changed (names only), so that whoever
-/// started it (the agent, around a rebuild that activates) can tell what went live.
-pub const RECORD_FILE: &str = ".activation.json";
-
-/// What one activation changed, by name: kept beside its generation ([`RECORD_FILE`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Record {
-    /// Secrets (and `templates/<name>`) added.
-    pub added: Vec<String>,
-    /// Secrets whose content changed.
-    pub changed: Vec<String>,
-    /// Secrets whose owner, group, mode or path alone changed.
-    pub attributes_changed: Vec<String>,
-    /// Secrets no longer there.
-    pub removed: Vec<String>,
-    /// Secrets that failed (their previous content kept, when there was one).
-    pub failed: Vec<String>,
-}
-
-impl Record {
-    fn of(report: &Report) -> Record {
-        Record {
-            added: report.added.clone(),
-            changed: report.changed.clone(),
-            attributes_changed: report.attributes_changed.clone(),
-            removed: report.removed.clone(),
-            failed: report.failed.iter().map(|f| f.name.clone()).collect(),
-        }
-    }
-
-    /// Every name that changed in some way, sorted, once.
-    pub fn names(&self) -> Vec<String> {
-        let all: BTreeSet<&String> = self
-            .added
-            .iter()
-            .chain(&self.changed)
-            .chain(&self.attributes_changed)
-            .chain(&self.removed)
-            .collect();
-        all.into_iter().cloned().collect()
-    }
-}
-
-/// The activations in force under `root`: per family (users phase, secrets), its current
-/// generation number and that activation's [`Record`]. A family never activated (or a root
-/// that does not exist) is `None`; a record unreadable (a generation from an older bento)
-/// is an empty one.
-pub fn in_force(root: &Path) -> [Option<(u64, Record)>; 2] {
-    let Ok(tree) = Tree::open(root) else {
-        return [None, None];
-    };
-    [FOR_USERS, SECRETS].map(|family| {
-        let n = tree.current(family)?;
-        let record = tree
-            .open_generation(family, n)
-            .ok()
-            .and_then(|dir| generation::read_file(&dir, RECORD_FILE).ok().flatten())
-            .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        Some((n, record))
-    })
+    Ok((next.tree, next.n, next.old_specs))
 }
 
 /// Refuses an activation root that is, or lies under, a symlink: mounting there would
@@ -472,32 +351,6 @@ fn read_specs(
         Phase::Users => Vec::new(),
     };
     Ok((specs, templates))
-}
-
-/// Reads, checks and decrypts one secret, and resolves its owner. Secrets for the users
-/// phase are root's whatever their spec says, and their owners may not exist yet: they are
-/// not looked up.
-fn prepare(spec: &SecretSpec, phase: Phase, bundle: &Path, ids: &Identities) -> Prepared {
-    let file = bundle.join(&spec.file);
-    let ciphertext = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if sha256_hex(&ciphertext) != spec.sha256 {
-        return Err(format!(
-            "{}: SHA-256 differs from the manifest; refused",
-            spec.file
-        ));
-    }
-    let owner = match phase {
-        Phase::Users => ROOT,
-        Phase::Secrets => accounts::resolve(&spec.owner, spec.group.as_deref())?,
-    };
-    let plain = crate::crypt::decrypt(&ciphertext, ids, &spec.file, "this host").map_err(|e| match e {
-        Error::NoMatchingIdentity { file, tried, .. } => format!(
-            "{file}: the host key ({tried}) cannot decrypt it; if the host key changed, update \
-             keys/hosts/<host>.pub, rekey and deploy"
-        ),
-        other => other.to_string(),
-    })?;
-    Ok((plain, owner))
 }
 
 /// Copies the previous content of a failed secret into the new generation.
@@ -585,8 +438,7 @@ fn dry_run(
         .removed
         .extend(templates::removed(&old_templates, templates));
     if opts.phase == Phase::Secrets {
-        (report.restart_units, report.reload_units) =
-            crate::activate_units::units_to_restart(specs, templates, report);
+        (report.restart_units, report.reload_units) = units::units_to_restart(specs, templates, report);
         if !report.restart_units.is_empty() || !report.reload_units.is_empty() {
             report.units_handled = Some(Handled::WouldRestart);
         }

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
+use super::outcome::{Failure, Report};
 use crate::accounts::{self, Owner};
-use crate::activate::{Failure, Report};
 use crate::generation::{self, SPECS_FILE};
 use crate::lock::sha256_hex;
 use crate::spec::{SecretSpec, TemplateSpec};
