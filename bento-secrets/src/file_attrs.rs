@@ -4,8 +4,8 @@
 use toml::Spanned;
 
 use crate::error::Error;
-use crate::names::AbsPath;
-use crate::rules::{parse_mode, valid_account, SPECIAL_BITS};
+use crate::mode::{parse_mode, SPECIAL_BITS};
+use crate::names::{valid_account, AbsPath};
 
 /// The mode of `key` (a secret's or a template's `mode` text), or why it is refused: not
 /// an octal mode, or with setuid/setgid/sticky bits, which no secret file may carry.

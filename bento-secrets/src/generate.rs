@@ -16,76 +16,14 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::fleet_lock::FleetLock;
+pub use crate::generator_kind::{Kind, KINDS, MAX_LEN};
 use crate::identity::Identities;
 use crate::lock::{Lock, LockEntry, LOCK_FILE};
 use crate::rules::SecretRule;
 use crate::store;
 
-/// The largest `N` accepted in `password:N`, `hex:N` and `base64:N`.
-pub const MAX_LEN: usize = 4096;
-
-/// What the accepted kinds look like, for error messages.
-pub const KINDS: &str = "password:N, hex:N, base64:N (N from 1 to 4096), ssh-ed25519, wireguard, age";
-
 /// The characters of a generated password.
 const PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/// A kind of generated secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// `N` characters of `A-Z a-z 0-9`.
-    Password(usize),
-    /// `N` random bytes, as `2N` lowercase hex digits.
-    Hex(usize),
-    /// `N` random bytes, in standard padded base64.
-    Base64(usize),
-    /// An OpenSSH ed25519 private key; the public line goes to `.pub`.
-    SshEd25519,
-    /// A WireGuard (Curve25519) private key in base64; the public key goes to `.pub`.
-    Wireguard,
-    /// An age X25519 identity (`AGE-SECRET-KEY-1…`); the `age1…` recipient goes to `.pub`.
-    Age,
-}
-
-impl Kind {
-    /// Parses a `generate` value; the error says what is wrong (the caller adds where).
-    pub fn parse(text: &str) -> std::result::Result<Kind, String> {
-        let sized = |n: &str, make: fn(usize) -> Kind| match n.parse::<usize>() {
-            Ok(v) if (1..=MAX_LEN).contains(&v) && n.bytes().all(|b| b.is_ascii_digit()) => Ok(make(v)),
-            _ => Err(format!(
-                "`{}`: N must be a number from 1 to {MAX_LEN}",
-                text.escape_default()
-            )),
-        };
-        match text.split_once(':') {
-            Some(("password", n)) => sized(n, Kind::Password),
-            Some(("hex", n)) => sized(n, Kind::Hex),
-            Some(("base64", n)) => sized(n, Kind::Base64),
-            None if text == "ssh-ed25519" => Ok(Kind::SshEd25519),
-            None if text == "wireguard" => Ok(Kind::Wireguard),
-            None if text == "age" => Ok(Kind::Age),
-            _ => Err(format!("`{}` is not a kind", text.escape_default())),
-        }
-    }
-
-    /// Whether this kind has a public part (written to `secrets/<name>.pub`).
-    pub fn has_public(self) -> bool {
-        matches!(self, Kind::SshEd25519 | Kind::Wireguard | Kind::Age)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Kind::Password(n) => write!(f, "password:{n}"),
-            Kind::Hex(n) => write!(f, "hex:{n}"),
-            Kind::Base64(n) => write!(f, "base64:{n}"),
-            Kind::SshEd25519 => f.write_str("ssh-ed25519"),
-            Kind::Wireguard => f.write_str("wireguard"),
-            Kind::Age => f.write_str("age"),
-        }
-    }
-}
 
 /// A freshly generated secret.
 pub struct Generated {

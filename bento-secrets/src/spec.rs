@@ -6,9 +6,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mode::{parse_mode, SPECIAL_BITS};
+use crate::names::valid_account;
 use crate::names::AbsPath;
 use crate::names::{NameError, SecretName, UnitName};
-use crate::rules::{parse_mode, valid_account, SecretRule, SPECIAL_BITS};
+use crate::rules::SecretRule;
 use crate::template::TemplateRule;
 
 /// One secret of a bundle, with its runtime attributes.
