@@ -275,20 +275,15 @@ impl LockedSshKey {
         let identity = self.try_unlock();
         if let Err(why) = &identity {
             let mut list = self.locked_out.lock().unwrap_or_else(|p| p.into_inner());
-            list.push(why.clone());
+            list.push(why.to_string());
         }
         identity.ok()
     }
 
-    fn try_unlock(&self) -> std::result::Result<age::ssh::Identity, String> {
+    fn try_unlock(&self) -> std::result::Result<age::ssh::Identity, UnlockError> {
         for attempt in 0..PASSPHRASE_TRIES {
             let Some(pass) = self.prompt.passphrase(&format!("Passphrase for {}", self.shown)) else {
-                return Err(format!(
-                    "the key that can decrypt it, {}, is passphrase-protected and there is no terminal \
-                     to ask its passphrase on: run bento on a terminal, or pass -i with a key without a \
-                     passphrase (ssh-agent cannot decrypt age files)",
-                    self.shown
-                ));
+                return Err(UnlockError::NoTerminal(self.shown.clone()));
             };
             let secret = age::secrecy::SecretString::from(pass.as_str().to_owned());
             match self.key.decrypt(secret) {
@@ -297,11 +292,23 @@ impl LockedSshKey {
                 Err(_) => eprintln!("wrong passphrase; giving up on {}", self.shown),
             }
         }
-        Err(format!(
-            "the key that can decrypt it, {}, was not unlocked: wrong passphrase {PASSPHRASE_TRIES} times",
-            self.shown
-        ))
+        Err(UnlockError::WrongPassphrase(self.shown.clone()))
     }
+}
+
+/// Why a passphrase-protected ssh key stayed locked.
+#[derive(Debug, thiserror::Error)]
+enum UnlockError {
+    /// No terminal to ask the passphrase on.
+    #[error(
+        "the key that can decrypt it, {0}, is passphrase-protected and there is no terminal \
+         to ask its passphrase on: run bento on a terminal, or pass -i with a key without a \
+         passphrase (ssh-agent cannot decrypt age files)"
+    )]
+    NoTerminal(String),
+    /// Wrong every time.
+    #[error("the key that can decrypt it, {0}, was not unlocked: wrong passphrase {PASSPHRASE_TRIES} times")]
+    WrongPassphrase(String),
 }
 
 impl age::Identity for LockedSshKey {

@@ -14,3 +14,38 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     }
     u32::from_str_radix(s, 8).ok()
 }
+
+/// A mode parsed from its octal text (`"0440"`, `"640"`), shown as that text: a spec's
+/// mode, checked once, then used as a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    bits: u32,
+    digits: u8,
+}
+
+impl Mode {
+    /// Parses the text as [`parse_mode`] does.
+    pub fn parse(text: &str) -> Option<Mode> {
+        let bits = parse_mode(text)?;
+        Some(Mode {
+            bits,
+            digits: text.len() as u8,
+        })
+    }
+
+    /// Every bit, the special ones included.
+    pub fn bits(self) -> u32 {
+        self.bits
+    }
+
+    /// The permission bits only: what a file gets (special bits never reach one).
+    pub fn permissions(self) -> u32 {
+        self.bits & 0o777
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:0width$o}", self.bits, width = usize::from(self.digits))
+    }
+}

@@ -58,7 +58,7 @@ fn prepare(spec: &SecretSpec, phase: Phase, bundle: &Path, ids: &Identities) -> 
     }
     let owner = match phase {
         Phase::Users => ROOT,
-        Phase::Secrets => accounts::resolve(&spec.owner, spec.group.as_deref())?,
+        Phase::Secrets => accounts::resolve(&spec.owner, spec.group.as_deref()).map_err(|e| e.to_string())?,
     };
     let plain = crate::crypt::decrypt(&ciphertext, ids, &spec.file, "this host").map_err(|e| match e {
         Error::NoMatchingIdentity { file, tried, .. } => format!(

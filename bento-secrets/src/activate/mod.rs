@@ -25,6 +25,7 @@ use crate::accounts::Owner;
 use crate::error::{Error, Result};
 use crate::generation::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
 use crate::manifest::{Entries, MANIFEST_FILE};
+use crate::mode::Mode;
 use crate::ramfs::{self, Mounted};
 use crate::spec::{SecretSpec, TemplateSpec};
 use crate::units::Handled;
@@ -36,6 +37,9 @@ pub use record::{in_force, Record, RECORD_FILE};
 /// A secret in the new generation: its write (or its previous content carried forward),
 /// and whether its content is the previous one (`None`: new), or why it was not prepared.
 type Outcome = (std::io::Result<()>, std::result::Result<Option<bool>, String>);
+
+/// Valid specs, each beside the mode its validation parsed.
+type Checked<S> = (Vec<S>, Vec<Mode>);
 
 /// The generation being written, beside the one in force.
 struct Next {
@@ -80,7 +84,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
         for_users: opts.phase == Phase::Users,
         ..Report::default()
     };
-    let (specs, templates) = read_specs(&opts.bundle, opts.phase, &mut report)?;
+    let ((specs, modes), (templates, template_modes)) = read_specs(&opts.bundle, opts.phase, &mut report)?;
     let prepared = decrypt::decrypt_all(&specs, opts);
     let rendered = templates::render_all(&opts.bundle, &templates, &specs, &prepared);
     if opts.dry_run {
@@ -93,16 +97,16 @@ pub fn activate(opts: &Options) -> Result<Report> {
         msg: format!("{}: {e}", opts.root.display()),
     };
     let next = open_next(opts, family, store, &mut report).map_err(io)?;
-    let present = write_secrets(&next, opts.phase, &specs, prepared, &mut report)?;
+    let present = write_secrets(&next, opts.phase, &specs, &modes, prepared, &mut report)?;
     let old_templates_dir = templates::open_old(next.old_dir.as_ref());
     let old_templates = templates::old_specs(old_templates_dir.as_ref());
     let present_templates = templates::write_all(
         &next.gen,
         old_templates_dir.as_ref(),
         &templates,
+        &template_modes,
         rendered,
         next.chown,
-        ROOT,
         &mut report,
     )
     .map_err(|e| next.abandon(format!("writing the templates: {e}; generation")))?;
@@ -188,6 +192,7 @@ fn write_secrets(
     next: &Next,
     phase: Phase,
     specs: &[SecretSpec],
+    modes: &[Mode],
     prepared: Vec<Prepared>,
     report: &mut Report,
 ) -> Result<Vec<SecretSpec>> {
@@ -195,8 +200,9 @@ fn write_secrets(
     // soon as it is written), then reported in the manifest's order.
     let outcomes: Vec<Outcome> = specs
         .par_iter()
+        .zip(modes)
         .zip(prepared)
-        .map(|(spec, prepared)| {
+        .map(|((spec, mode), prepared)| {
             let old = next
                 .old_dir
                 .as_ref()
@@ -205,7 +211,7 @@ fn write_secrets(
                 Ok((plain, owner)) => {
                     let mode = match phase {
                         Phase::Users => 0o400,
-                        Phase::Secrets => spec.mode_bits(),
+                        Phase::Secrets => mode.permissions(),
                     };
                     let same = old.as_ref().map(|(before, _)| before[..] == plain[..]);
                     (
@@ -308,13 +314,13 @@ fn read_specs(
     bundle: &Path,
     phase: Phase,
     report: &mut Report,
-) -> Result<(Vec<SecretSpec>, Vec<TemplateSpec>)> {
+) -> Result<(Checked<SecretSpec>, Checked<TemplateSpec>)> {
     let path = bundle.join(MANIFEST_FILE);
     let shown = path.display().to_string();
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&shown, e))?;
     let manifest = Entries::parse(&bytes)
         .map_err(|e| Error::input(&shown, Some(e.line()), format!("not a bundle manifest: {e}")))?;
-    let mut specs: Vec<SecretSpec> = Vec::new();
+    let (mut specs, mut modes): Checked<SecretSpec> = Default::default();
     for (i, value) in manifest.secrets.into_iter().enumerate() {
         let label = value
             .get("name")
@@ -332,10 +338,13 @@ fn read_specs(
                 continue;
             }
         };
-        if let Err(e) = spec.validate() {
-            report.failed.push(fail(format!("{shown}: {e}; refused")));
-            continue;
-        }
+        let mode = match spec.validate() {
+            Ok(mode) => mode,
+            Err(e) => {
+                report.failed.push(fail(format!("{shown}: {e}; refused")));
+                continue;
+            }
+        };
         if specs.iter().any(|s| s.name == spec.name) {
             report
                 .failed
@@ -344,13 +353,14 @@ fn read_specs(
         }
         if spec.needed_for_users == (phase == Phase::Users) {
             specs.push(spec);
+            modes.push(mode);
         }
     }
     let templates = match phase {
         Phase::Secrets => templates::read_specs(manifest.templates, &shown, report),
-        Phase::Users => Vec::new(),
+        Phase::Users => Default::default(),
     };
-    Ok((specs, templates))
+    Ok(((specs, modes), templates))
 }
 
 /// Copies the previous content of a failed secret into the new generation.

@@ -47,6 +47,6 @@ pub fn restart_units(
     }
     match crate::units::hand_over(control, &report.restart_units, &report.reload_units) {
         Ok(handled) => report.units_handled = Some(handled),
-        Err(e) => report.units_error = Some(e),
+        Err(e) => report.units_error = Some(e.to_string()),
     }
 }
