@@ -59,7 +59,8 @@ struct Next {
 }
 
 impl Next {
-    /// Drops the new generation: `what` went wrong, the one in force stays.
+    /// Drops the new generation: `what` went wrong (it ends with the words naming the
+    /// generation in force, whose number follows); that one stays.
     fn abandon(&self, what: String) -> Error {
         let _ = self.tree.remove_generation(self.family, self.n);
         Error::Activate {
@@ -117,19 +118,39 @@ pub fn activate(opts: &Options) -> Result<Report> {
     let (tree, n, old_specs) = switch(next, &present, &present_templates, &report).map_err(io)?;
     report.generation = Some(n);
 
-    if opts.mount {
-        links::link_paths(&tree, family, &present, &old_specs, &mut report);
-        links::link_templates(&opts.root, &present_templates, &old_templates, &mut report);
-    } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
-        report.warnings.push(
-            "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
-        );
-    }
+    place_paths(
+        opts,
+        &tree,
+        family,
+        (&present, &old_specs),
+        (&present_templates, &old_templates),
+        &mut report,
+    );
     prune(&tree, family, n, opts.keep);
     if opts.phase == Phase::Secrets {
         units::restart_units(&opts.units, &specs, &templates, &mut report);
     }
     Ok(report)
+}
+
+/// The `path` symlinks of the secrets and templates (present, previous): placed only with
+/// a mount, as a `--no-mount` run touches nothing outside the root.
+fn place_paths(
+    opts: &Options,
+    tree: &Tree,
+    family: Family,
+    (present, old): (&[SecretSpec], &[SecretSpec]),
+    (present_templates, old_templates): (&[TemplateSpec], &[TemplateSpec]),
+    report: &mut Report,
+) {
+    if opts.mount {
+        links::link_paths(tree, family, present, old, report);
+        links::link_templates(&opts.root, present_templates, old_templates, report);
+    } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
+        report.warnings.push(
+            "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
+        );
+    }
 }
 
 /// Makes sure the store is a RAM filesystem (mounting one unless `opts.mount` is off), under
