@@ -25,7 +25,7 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                     let source = format!("ssh-keyscan {address}");
                     let line = hostkeys::scan(&address)?;
                     let key = RecipientKey::parse(&line)
-                        .map_err(|msg| bento_secrets::Error::input(&source, None, msg))?;
+                        .map_err(|e| bento_secrets::Error::input(&source, None, e.to_string()))?;
                     (key, source)
                 }
                 (None, None) => anyhow::bail!("pass --key FILE or --scan ADDR"),

@@ -115,7 +115,9 @@ fn read_rules(path: &Path) -> Result<String> {
 
 fn parse(text: &str) -> Result<DocumentMut> {
     text.parse::<DocumentMut>().map_err(|e| {
-        let line = e.span().map(|span| crate::rules::line_col(text, span.start).0);
+        let line = e
+            .span()
+            .map(|span| crate::toml_text::line_col(text, span.start).0);
         Error::input(RULES_FILE, line, e.message().replace('\n', " "))
     })
 }
@@ -128,7 +130,7 @@ fn admins_array<'a>(text: &str, doc: &'a mut DocumentMut) -> Result<Option<&'a m
             Some(array) => Ok(Some(array)),
             None => Err(Error::input(
                 RULES_FILE,
-                crate::rules::line_col(text, text.find("admins").unwrap_or(0))
+                crate::toml_text::line_col(text, text.find("admins").unwrap_or(0))
                     .0
                     .into(),
                 "`admins` must be a list of names, like admins = [\"alice\"]",

@@ -105,7 +105,7 @@ impl Source<'_> {
         let (first, _) = hits.next()?;
         hits.next()
             .is_none()
-            .then(|| crate::rules::line_col(&self.text, first).0)
+            .then(|| crate::toml_text::line_col(&self.text, first).0)
     }
 
     /// A position as shown: the user's file by the name they gave it.

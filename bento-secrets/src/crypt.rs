@@ -123,3 +123,54 @@ pub(crate) fn decrypt_error(e: age::DecryptError, ids: &Identities, shown: &str,
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use std::sync::Arc;
+
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::keys::RecipientKey;
+    use crate::prompt::Prompt;
+
+    struct Counting(AtomicUsize);
+    impl Prompt for Counting {
+        fn passphrase(&self, _: &str) -> Option<Zeroizing<String>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Some(Zeroizing::new("s3cret".into()))
+        }
+    }
+
+    #[test]
+    fn locked_key_is_unlocked_once_for_many_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id");
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "s3cret", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen is needed for this test");
+        assert!(ok.success());
+        let public =
+            RecipientKey::parse(&std::fs::read_to_string(key.with_extension("pub")).unwrap()).unwrap();
+        let other = age::x25519::Identity::generate();
+        let other_key = RecipientKey::parse(&other.to_public().to_string()).unwrap();
+
+        let prompt = Arc::new(Counting(AtomicUsize::new(0)));
+        let ids = Identities::load_with(std::slice::from_ref(&key), prompt.clone()).unwrap();
+        // A file not meant for the locked key does not trigger a prompt.
+        let foreign = encrypt(b"x", &[&other_key], false, "f").unwrap();
+        assert!(decrypt(&foreign, &ids, "f", "someone").is_err());
+        assert_eq!(prompt.0.load(Ordering::SeqCst), 0);
+
+        for i in 0..5 {
+            let file = encrypt(format!("n{i}").as_bytes(), &[&public], i % 2 == 0, "f").unwrap();
+            let plain = decrypt(&file, &ids, "f", "me").unwrap();
+            assert_eq!(&plain[..], format!("n{i}").as_bytes());
+        }
+        assert_eq!(prompt.0.load(Ordering::SeqCst), 1);
+    }
+}

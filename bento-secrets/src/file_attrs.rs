@@ -4,19 +4,29 @@
 use toml::Spanned;
 
 use crate::error::Error;
-use crate::names::AbsPath;
-use crate::rules::{parse_mode, valid_account, SPECIAL_BITS};
+use crate::mode::{parse_mode, SPECIAL_BITS};
+use crate::names::{valid_account, AbsPath};
 
-/// The mode of `key` (a secret's or a template's `mode` text), or why it is refused: not
-/// an octal mode, or with setuid/setgid/sticky bits, which no secret file may carry.
-pub(crate) fn checked_mode(key: &str, text: &str) -> std::result::Result<u32, String> {
-    let bits = parse_mode(text).ok_or_else(|| {
-        format!("{key}.mode `{text}` is not an octal mode; write it as a string like \"0400\" or \"0440\"")
-    })?;
+/// Why the `mode` of `key` (a secret's or a template's) is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModeError {
+    #[error("{key}.mode `{text}` is not an octal mode; write it as a string like \"0400\" or \"0440\"")]
+    NotOctal { key: String, text: String },
+    #[error(
+        "{key}.mode \"{text}\": setuid/setgid/sticky bits are not allowed for secrets; use e.g. \"0400\""
+    )]
+    Special { key: String, text: String },
+}
+
+/// The mode of `key` from its `mode` text, or why it is refused: not an octal mode, or
+/// with setuid/setgid/sticky bits, which no secret file may carry.
+pub(crate) fn checked_mode(key: &str, text: &str) -> std::result::Result<u32, ModeError> {
+    let (key, text) = (key.to_owned(), text.to_owned());
+    let Some(bits) = parse_mode(&text) else {
+        return Err(ModeError::NotOctal { key, text });
+    };
     if bits & SPECIAL_BITS != 0 {
-        return Err(format!(
-            "{key}.mode \"{text}\": setuid/setgid/sticky bits are not allowed for secrets; use e.g. \"0400\""
-        ));
+        return Err(ModeError::Special { key, text });
     }
     Ok(bits)
 }
@@ -59,7 +69,7 @@ pub(crate) fn file_attrs(
         g => g.map(Spanned::into_inner),
     };
     let mode = match mode {
-        Some(m) => checked_mode(key, m.get_ref()).map_err(|why| at(m.span().start, why))?,
+        Some(m) => checked_mode(key, m.get_ref()).map_err(|why| at(m.span().start, why.to_string()))?,
         None => 0o400,
     };
     let path = match path {

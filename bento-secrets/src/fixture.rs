@@ -87,9 +87,11 @@ impl TempFleet {
         )
     }
 
-    /// Writes secret `name` as `bento secret edit` does.
+    /// Writes secret `name` and records it in the lock, as `bento secret edit` does.
     pub fn write(&self, name: &str, content: &[u8]) {
         let fleet = self.load();
-        crate::edit::replace_with(&fleet, &self.lock(), name, || self.ids(), content, false).unwrap();
+        let (held, rule) = (self.lock(), fleet.rule(name).unwrap());
+        let entry = crate::store::write(&fleet, &held, rule, content).unwrap();
+        crate::store::record(&fleet, &held, [(rule.name.clone(), entry)], false).unwrap();
     }
 }

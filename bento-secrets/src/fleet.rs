@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::fleet_files::{self, Kind, Tracked};
 use crate::keys::{read_key_file, RecipientKey};
 use crate::names::valid_name;
-use crate::rules::{toml_key, Directory, Member, Role, Rules, SecretRule};
+use crate::rules::{Directory, Member, Role, Rules, SecretRule};
+use crate::toml_text::toml_key;
 
 /// Where the rules live, relative to the fleet root.
 pub const RULES_FILE: &str = "secrets/secrets.toml";
@@ -156,7 +157,7 @@ impl Fleet {
             }
         }
         for template in rules.templates.values() {
-            let found = template.mode_warnings(&rules.secrets, &shown);
+            let found = template.mode_warnings(|name| rules.secrets.get(name).map(|s| s.mode), &shown);
             rules.warnings.extend(found);
         }
         let secrets_dir = rules_path

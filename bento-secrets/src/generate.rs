@@ -6,8 +6,6 @@
 //! one, as their tools write them. Key pairs also give a public part, one line, which
 //! `bento secret generate` writes to `secrets/<name>.pub`.
 
-use std::fmt;
-
 use age_core::secrecy::ExposeSecret;
 use base64::Engine;
 use ssh_key::rand_core::{OsRng, RngCore};
@@ -16,76 +14,14 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::fleet_lock::FleetLock;
+pub use crate::generator_kind::{Kind, KINDS, MAX_LEN};
 use crate::identity::Identities;
 use crate::lock::{Lock, LockEntry, LOCK_FILE};
 use crate::rules::SecretRule;
 use crate::store;
 
-/// The largest `N` accepted in `password:N`, `hex:N` and `base64:N`.
-pub const MAX_LEN: usize = 4096;
-
-/// What the accepted kinds look like, for error messages.
-pub const KINDS: &str = "password:N, hex:N, base64:N (N from 1 to 4096), ssh-ed25519, wireguard, age";
-
 /// The characters of a generated password.
 const PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/// A kind of generated secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// `N` characters of `A-Z a-z 0-9`.
-    Password(usize),
-    /// `N` random bytes, as `2N` lowercase hex digits.
-    Hex(usize),
-    /// `N` random bytes, in standard padded base64.
-    Base64(usize),
-    /// An OpenSSH ed25519 private key; the public line goes to `.pub`.
-    SshEd25519,
-    /// A WireGuard (Curve25519) private key in base64; the public key goes to `.pub`.
-    Wireguard,
-    /// An age X25519 identity (`AGE-SECRET-KEY-1…`); the `age1…` recipient goes to `.pub`.
-    Age,
-}
-
-impl Kind {
-    /// Parses a `generate` value; the error says what is wrong (the caller adds where).
-    pub fn parse(text: &str) -> std::result::Result<Kind, String> {
-        let sized = |n: &str, make: fn(usize) -> Kind| match n.parse::<usize>() {
-            Ok(v) if (1..=MAX_LEN).contains(&v) && n.bytes().all(|b| b.is_ascii_digit()) => Ok(make(v)),
-            _ => Err(format!(
-                "`{}`: N must be a number from 1 to {MAX_LEN}",
-                text.escape_default()
-            )),
-        };
-        match text.split_once(':') {
-            Some(("password", n)) => sized(n, Kind::Password),
-            Some(("hex", n)) => sized(n, Kind::Hex),
-            Some(("base64", n)) => sized(n, Kind::Base64),
-            None if text == "ssh-ed25519" => Ok(Kind::SshEd25519),
-            None if text == "wireguard" => Ok(Kind::Wireguard),
-            None if text == "age" => Ok(Kind::Age),
-            _ => Err(format!("`{}` is not a kind", text.escape_default())),
-        }
-    }
-
-    /// Whether this kind has a public part (written to `secrets/<name>.pub`).
-    pub fn has_public(self) -> bool {
-        matches!(self, Kind::SshEd25519 | Kind::Wireguard | Kind::Age)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Kind::Password(n) => write!(f, "password:{n}"),
-            Kind::Hex(n) => write!(f, "hex:{n}"),
-            Kind::Base64(n) => write!(f, "base64:{n}"),
-            Kind::SshEd25519 => f.write_str("ssh-ed25519"),
-            Kind::Wireguard => f.write_str("wireguard"),
-            Kind::Age => f.write_str("age"),
-        }
-    }
-}
 
 /// A freshly generated secret.
 pub struct Generated {
@@ -95,8 +31,49 @@ pub struct Generated {
     pub public: Option<String>,
 }
 
+/// Why a secret could not be made, or its public part derived.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenerateError {
+    /// The OS random source failed.
+    #[error("reading the OS random source: {0}")]
+    Random(#[source] ssh_key::rand_core::Error),
+    /// Making or encoding an OpenSSH key failed (`what`: which step).
+    #[error("{what}: {source}")]
+    SshKey {
+        /// The step, e.g. `making an ed25519 key`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// The secret is not UTF-8 text.
+    #[error("not a {0} key (not UTF-8)")]
+    NotUtf8(Kind),
+    /// The secret is not an OpenSSH private key.
+    #[error("not a {kind} key: {source}")]
+    NotOpenSsh {
+        /// The kind expected.
+        kind: Kind,
+        /// Why.
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// The secret is not a key of `kind`, for the reason given.
+    #[error("not a {kind} key: {why}")]
+    NotAKey {
+        /// The kind expected.
+        kind: Kind,
+        /// Why: `not base64`, `not 32 bytes`, or age's reason.
+        why: &'static str,
+    },
+    /// The kind has no public part to derive.
+    #[error("{0} has no public part")]
+    NoPublic(Kind),
+}
+
 /// Makes a fresh secret of `kind` from the OS CSPRNG.
-pub fn generate(kind: Kind) -> std::result::Result<Generated, String> {
+pub fn generate(kind: Kind) -> std::result::Result<Generated, GenerateError> {
     let secret_only = |secret| Generated { secret, public: None };
     Ok(match kind {
         Kind::Password(n) => secret_only(password(n)?),
@@ -116,15 +93,26 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, String> {
             secret_only(Zeroizing::new(text.as_bytes().to_vec()))
         }
         Kind::SshEd25519 => {
-            let key = ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
-                .map_err(|e| format!("making an ed25519 key: {e}"))?;
-            let private = key
-                .to_openssh(ssh_key::LineEnding::LF)
-                .map_err(|e| format!("encoding the ed25519 key: {e}"))?;
+            let key =
+                ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519).map_err(|source| {
+                    GenerateError::SshKey {
+                        what: "making an ed25519 key",
+                        source,
+                    }
+                })?;
+            let private =
+                key.to_openssh(ssh_key::LineEnding::LF)
+                    .map_err(|source| GenerateError::SshKey {
+                        what: "encoding the ed25519 key",
+                        source,
+                    })?;
             let public = key
                 .public_key()
                 .to_openssh()
-                .map_err(|e| format!("encoding the ed25519 public key: {e}"))?;
+                .map_err(|source| GenerateError::SshKey {
+                    what: "encoding the ed25519 public key",
+                    source,
+                })?;
             Generated {
                 secret: Zeroizing::new(private.as_bytes().to_vec()),
                 public: Some(format!("{public}\n")),
@@ -134,7 +122,7 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, String> {
             let mut bytes = Zeroizing::new([0u8; 32]);
             OsRng
                 .try_fill_bytes(&mut bytes[..])
-                .map_err(|e| format!("reading the OS random source: {e}"))?;
+                .map_err(GenerateError::Random)?;
             // Clamped as `wg genkey` does (RFC 7748).
             bytes[0] &= 248;
             bytes[31] = (bytes[31] & 127) | 64;
@@ -163,18 +151,16 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, String> {
     })
 }
 
-fn random_bytes(n: usize) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
+fn random_bytes(n: usize) -> std::result::Result<Zeroizing<Vec<u8>>, GenerateError> {
     let mut bytes = Zeroizing::new(vec![0u8; n]);
-    OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| format!("reading the OS random source: {e}"))?;
+    OsRng.try_fill_bytes(&mut bytes).map_err(GenerateError::Random)?;
     Ok(bytes)
 }
 
 /// `n` characters of `A-Z a-z 0-9`, without modulo bias: random bytes of 248 and above
 /// (248 = 4 × 62) are thrown away, so each remaining byte maps to one of 62 characters
 /// exactly 4 ways.
-fn password(n: usize) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
+fn password(n: usize) -> std::result::Result<Zeroizing<Vec<u8>>, GenerateError> {
     let mut out = Zeroizing::new(Vec::with_capacity(n));
     while out.len() < n {
         let batch = random_bytes(n - out.len() + 16)?;
@@ -191,21 +177,20 @@ fn password(n: usize) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
 }
 
 /// The public part of an existing secret of `kind` (to write a lost `.pub` again).
-pub fn derive_public(kind: Kind, secret: &[u8]) -> std::result::Result<String, String> {
-    let text = std::str::from_utf8(secret).map_err(|_| format!("not a {kind} key (not UTF-8)"))?;
-    let not_a_key = |e: &dyn fmt::Display| format!("not a {kind} key: {e}");
+pub fn derive_public(kind: Kind, secret: &[u8]) -> std::result::Result<String, GenerateError> {
+    let text = std::str::from_utf8(secret).map_err(|_| GenerateError::NotUtf8(kind))?;
+    let not_openssh = |source| GenerateError::NotOpenSsh { kind, source };
+    let not_a_key = |why| GenerateError::NotAKey { kind, why };
     match kind {
         Kind::SshEd25519 => {
-            let key = ssh_key::PrivateKey::from_openssh(text).map_err(|e| not_a_key(&e))?;
-            let line = key.public_key().to_openssh().map_err(|e| not_a_key(&e))?;
+            let key = ssh_key::PrivateKey::from_openssh(text).map_err(not_openssh)?;
+            let line = key.public_key().to_openssh().map_err(not_openssh)?;
             Ok(format!("{line}\n"))
         }
         Kind::Wireguard => {
             let b64 = base64::engine::general_purpose::STANDARD;
-            let bytes = Zeroizing::new(b64.decode(text.trim()).map_err(|_| not_a_key(&"not base64"))?);
-            let array: [u8; 32] = bytes[..]
-                .try_into()
-                .map_err(|_| format!("not a {kind} key: not 32 bytes"))?;
+            let bytes = Zeroizing::new(b64.decode(text.trim()).map_err(|_| not_a_key("not base64"))?);
+            let array: [u8; 32] = bytes[..].try_into().map_err(|_| not_a_key("not 32 bytes"))?;
             let secret = x25519_dalek::StaticSecret::from(array);
             Ok(format!(
                 "{}\n",
@@ -213,10 +198,10 @@ pub fn derive_public(kind: Kind, secret: &[u8]) -> std::result::Result<String, S
             ))
         }
         Kind::Age => {
-            let identity: age::x25519::Identity = text.trim().parse().map_err(|e: &str| not_a_key(&e))?;
+            let identity: age::x25519::Identity = text.trim().parse().map_err(not_a_key)?;
             Ok(format!("{}\n", identity.to_public()))
         }
-        Kind::Password(_) | Kind::Hex(_) | Kind::Base64(_) => Err(format!("{kind} has no public part")),
+        Kind::Password(_) | Kind::Hex(_) | Kind::Base64(_) => Err(GenerateError::NoPublic(kind)),
     }
 }
 
@@ -357,9 +342,9 @@ fn one(
         });
         return Ok((Outcome::PublicRestored, entry));
     }
-    let made = generate(kind).map_err(|detail| Error::Generate {
+    let made = generate(kind).map_err(|e| Error::Generate {
         file: fleet.secret_shown(rule),
-        detail,
+        detail: e.to_string(),
     })?;
     let mut entry = store::write(fleet, held, rule, &made.secret)?;
     if let Some(line) = &made.public {

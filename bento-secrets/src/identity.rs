@@ -275,20 +275,15 @@ impl LockedSshKey {
         let identity = self.try_unlock();
         if let Err(why) = &identity {
             let mut list = self.locked_out.lock().unwrap_or_else(|p| p.into_inner());
-            list.push(why.clone());
+            list.push(why.to_string());
         }
         identity.ok()
     }
 
-    fn try_unlock(&self) -> std::result::Result<age::ssh::Identity, String> {
+    fn try_unlock(&self) -> std::result::Result<age::ssh::Identity, UnlockError> {
         for attempt in 0..PASSPHRASE_TRIES {
             let Some(pass) = self.prompt.passphrase(&format!("Passphrase for {}", self.shown)) else {
-                return Err(format!(
-                    "the key that can decrypt it, {}, is passphrase-protected and there is no terminal \
-                     to ask its passphrase on: run bento on a terminal, or pass -i with a key without a \
-                     passphrase (ssh-agent cannot decrypt age files)",
-                    self.shown
-                ));
+                return Err(UnlockError::NoTerminal(self.shown.clone()));
             };
             let secret = age::secrecy::SecretString::from(pass.as_str().to_owned());
             match self.key.decrypt(secret) {
@@ -297,11 +292,23 @@ impl LockedSshKey {
                 Err(_) => eprintln!("wrong passphrase; giving up on {}", self.shown),
             }
         }
-        Err(format!(
-            "the key that can decrypt it, {}, was not unlocked: wrong passphrase {PASSPHRASE_TRIES} times",
-            self.shown
-        ))
+        Err(UnlockError::WrongPassphrase(self.shown.clone()))
     }
+}
+
+/// Why a passphrase-protected ssh key stayed locked.
+#[derive(Debug, thiserror::Error)]
+enum UnlockError {
+    /// No terminal to ask the passphrase on.
+    #[error(
+        "the key that can decrypt it, {0}, is passphrase-protected and there is no terminal \
+         to ask its passphrase on: run bento on a terminal, or pass -i with a key without a \
+         passphrase (ssh-agent cannot decrypt age files)"
+    )]
+    NoTerminal(String),
+    /// Wrong every time.
+    #[error("the key that can decrypt it, {0}, was not unlocked: wrong passphrase {PASSPHRASE_TRIES} times")]
+    WrongPassphrase(String),
 }
 
 impl age::Identity for LockedSshKey {
@@ -320,52 +327,5 @@ impl age::Identity for LockedSshKey {
             Some(id) => id.unwrap_stanza(stanza),
             None => Some(Err(age::DecryptError::KeyDecryptionFailed)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-    use crate::keys::RecipientKey;
-
-    struct Counting(AtomicUsize);
-    impl Prompt for Counting {
-        fn passphrase(&self, _: &str) -> Option<Zeroizing<String>> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Some(Zeroizing::new("s3cret".into()))
-        }
-    }
-
-    #[test]
-    fn locked_key_is_unlocked_once_for_many_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("id");
-        let ok = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "s3cret", "-f"])
-            .arg(&key)
-            .status()
-            .expect("ssh-keygen is needed for this test");
-        assert!(ok.success());
-        let public =
-            RecipientKey::parse(&std::fs::read_to_string(key.with_extension("pub")).unwrap()).unwrap();
-        let other = age::x25519::Identity::generate();
-        let other_key = RecipientKey::parse(&other.to_public().to_string()).unwrap();
-
-        let prompt = Arc::new(Counting(AtomicUsize::new(0)));
-        let ids = Identities::load_with(std::slice::from_ref(&key), prompt.clone()).unwrap();
-        // A file not meant for the locked key does not trigger a prompt.
-        let foreign = crate::crypt::encrypt(b"x", &[&other_key], false, "f").unwrap();
-        assert!(crate::crypt::decrypt(&foreign, &ids, "f", "someone").is_err());
-        assert_eq!(prompt.0.load(Ordering::SeqCst), 0);
-
-        for i in 0..5 {
-            let file =
-                crate::crypt::encrypt(format!("n{i}").as_bytes(), &[&public], i % 2 == 0, "f").unwrap();
-            let plain = crate::crypt::decrypt(&file, &ids, "f", "me").unwrap();
-            assert_eq!(&plain[..], format!("n{i}").as_bytes());
-        }
-        assert_eq!(prompt.0.load(Ordering::SeqCst), 1);
     }
 }

@@ -127,7 +127,7 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
             .collect();
         toml.push_str(&format!(
             "\n[secrets.{}]\nrecipients = [{}]\n",
-            crate::rules::toml_key(name),
+            crate::toml_text::toml_key(name),
             list(hosts)
         ));
         if *file != format!("{name}.age") {

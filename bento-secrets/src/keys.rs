@@ -39,6 +39,42 @@ impl KeyKind {
     }
 }
 
+/// Why a line is not a recipient key; the line is quoted shortened and escaped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// An `age1…` line that does not decode.
+    #[error("`{}` is not a valid age recipient (bad bech32 encoding)", short(.0))]
+    BadAge(String),
+    /// An age identity (private) where a recipient belongs.
+    #[error(
+        "this is a PRIVATE age identity, not a public recipient; \
+         put its `age-keygen -y` output here instead and keep the identity secret"
+    )]
+    PrivateAge,
+    /// Some other private key where a public one belongs.
+    #[error("this is a PRIVATE key; put the `.pub` line here instead")]
+    Private,
+    /// None of the recipient forms.
+    #[error(
+        "`{}` is not a recipient: expected `ssh-ed25519 …`, `ssh-rsa …`, `age1…` or an age plugin recipient",
+        short(.0)
+    )]
+    NotARecipient(String),
+    /// An ssh-rsa key below 2048 bits.
+    #[error("ssh-rsa key is weaker than 2048 bits; use ed25519")]
+    RsaTooSmall,
+    /// An ssh-rsa key above 4096 bits.
+    #[error("ssh-rsa key is larger than 4096 bits")]
+    RsaTooLarge,
+    /// An ssh key type age cannot encrypt to.
+    #[error("{0} keys cannot be age recipients; use an ssh-ed25519 or ssh-rsa key")]
+    UnsupportedSsh(String),
+    /// An `ssh-…` line that does not parse.
+    #[error("`{}` is not a valid ssh public key", short(.0))]
+    BadSsh(String),
+}
+
 /// One public key that secrets can be encrypted to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecipientKey {
@@ -53,7 +89,7 @@ pub struct RecipientKey {
 
 impl RecipientKey {
     /// Parses one recipient line (a trailing ssh comment is allowed and dropped).
-    pub fn parse(line: &str) -> Result<Self, String> {
+    pub fn parse(line: &str) -> Result<Self, KeyError> {
         let line = line.trim();
         if line.starts_with("ssh-") {
             return parse_ssh(line);
@@ -66,23 +102,15 @@ impl RecipientKey {
                 let plugin = r.plugin().to_owned();
                 return Ok(RecipientKey::new(KeyKind::Plugin(plugin), r.to_string()));
             }
-            return Err(format!(
-                "`{}` is not a valid age recipient (bad bech32 encoding)",
-                short(line)
-            ));
+            return Err(KeyError::BadAge(line.to_owned()));
         }
         if line.starts_with("AGE-SECRET-KEY-") || line.starts_with("AGE-PLUGIN-") {
-            return Err("this is a PRIVATE age identity, not a public recipient; \
-                        put its `age-keygen -y` output here instead and keep the identity secret"
-                .into());
+            return Err(KeyError::PrivateAge);
         }
         if line.contains("PRIVATE KEY") {
-            return Err("this is a PRIVATE key; put the `.pub` line here instead".into());
+            return Err(KeyError::Private);
         }
-        Err(format!(
-            "`{}` is not a recipient: expected `ssh-ed25519 …`, `ssh-rsa …`, `age1…` or an age plugin recipient",
-            short(line)
-        ))
+        Err(KeyError::NotARecipient(line.to_owned()))
     }
 
     /// The key type as written in key files: `ssh-ed25519`, `ssh-rsa`, `age`, or the plugin.
@@ -150,7 +178,7 @@ pub fn ssh_tag_of_wire(wire: &[u8]) -> String {
     BASE64_STANDARD_NO_PAD.encode(&Sha256::digest(wire)[..4])
 }
 
-fn parse_ssh(line: &str) -> Result<RecipientKey, String> {
+fn parse_ssh(line: &str) -> Result<RecipientKey, KeyError> {
     use age::ssh::ParseRecipientKeyError as E;
     let key_type = line.split_whitespace().next().unwrap_or_default();
     match age::ssh::Recipient::from_str(line) {
@@ -162,12 +190,10 @@ fn parse_ssh(line: &str) -> Result<RecipientKey, String> {
             };
             Ok(RecipientKey::new(kind, r.to_string()))
         }
-        Err(E::RsaModulusTooSmall) => Err("ssh-rsa key is weaker than 2048 bits; use ed25519".into()),
-        Err(E::RsaModulusTooLarge) => Err("ssh-rsa key is larger than 4096 bits".into()),
-        Err(E::Unsupported(t)) => Err(format!(
-            "{t} keys cannot be age recipients; use an ssh-ed25519 or ssh-rsa key"
-        )),
-        Err(_) => Err(format!("`{}` is not a valid ssh public key", short(line))),
+        Err(E::RsaModulusTooSmall) => Err(KeyError::RsaTooSmall),
+        Err(E::RsaModulusTooLarge) => Err(KeyError::RsaTooLarge),
+        Err(E::Unsupported(t)) => Err(KeyError::UnsupportedSsh(t)),
+        Err(_) => Err(KeyError::BadSsh(line.to_owned())),
     }
 }
 
@@ -191,7 +217,7 @@ pub fn read_key_file(path: &Path, shown: &str) -> Result<Vec<RecipientKey>, Erro
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let key = RecipientKey::parse(line).map_err(|msg| Error::input(shown, Some(i + 1), msg))?;
+        let key = RecipientKey::parse(line).map_err(|e| Error::input(shown, Some(i + 1), e.to_string()))?;
         keys.push(key);
     }
     if keys.is_empty() {
@@ -222,9 +248,11 @@ mod tests {
 
     #[test]
     fn private_material_is_refused_with_a_hint() {
-        let e = RecipientKey::parse("AGE-SECRET-KEY-1QQQ").unwrap_err();
+        let e = RecipientKey::parse("AGE-SECRET-KEY-1QQQ")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PRIVATE"), "{e}");
-        let e = RecipientKey::parse("hello world").unwrap_err();
+        let e = RecipientKey::parse("hello world").unwrap_err().to_string();
         assert!(e.contains("expected `ssh-ed25519"), "{e}");
     }
 

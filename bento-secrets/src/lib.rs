@@ -6,15 +6,13 @@
 
 pub mod accounts;
 pub mod activate;
-mod activate_links;
-pub mod activate_templates;
 #[cfg(test)]
 mod activate_tests;
-pub mod activate_units;
 pub mod adminkeys;
 pub mod agenix;
 pub mod atomic;
 pub mod crypt;
+mod directory;
 pub mod edit;
 pub mod editor;
 pub mod error;
@@ -28,6 +26,7 @@ pub mod fleet_lock;
 pub mod format;
 pub mod generate;
 pub mod generation;
+pub mod generator_kind;
 pub mod hostkeys;
 pub mod identity;
 pub mod import;
@@ -35,6 +34,7 @@ pub mod keys;
 pub mod listing;
 pub mod lock;
 pub mod manifest;
+pub mod mode;
 pub mod names;
 pub mod plaintext;
 pub mod plugin_path;
@@ -48,6 +48,7 @@ mod ssh_ed25519;
 pub mod store;
 pub mod suggest;
 pub mod template;
+pub mod toml_text;
 pub mod units;
 pub mod verify;
 

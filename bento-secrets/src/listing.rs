@@ -168,6 +168,11 @@ pub fn idle<'a>(fleet: &'a Fleet, names: &[String]) -> Vec<(&'a SecretRule, Idle
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture::TempFleet;
+    use crate::verify::verify;
+
+    const RULES: &str = "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\"]\n\
+                         [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n";
 
     fn finding(kind: Kind, recipient: Option<&str>) -> Finding {
         Finding {
@@ -217,5 +222,25 @@ mod tests {
         let json = serde_json::to_value(&listed).unwrap();
         assert_eq!(json["status"], "stale");
         assert_eq!(json["recipients"][1]["name"], "db1");
+    }
+
+    #[test]
+    fn the_listing_reads_the_same_findings() {
+        let t = TempFleet::new(&["web1", "db1"], RULES);
+        t.write("db", b"one");
+        t.rules(
+            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"db1\"]\n\
+             [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n",
+        );
+        let fleet = t.load();
+        let listed = list(&fleet, &verify(&fleet).unwrap());
+        let by_name = |n: &str| listed.iter().find(|l| l.name == n).unwrap();
+        assert_eq!(by_name("api").status, Status::MissingFile);
+        assert_eq!(by_name("db").status, Status::Stale);
+        assert_eq!(by_name("db").marked_recipients(), ["alice", "+db1", "-web1"]);
+        let found = idle(&fleet, &[]);
+        let why: Vec<_> = found.iter().map(|(r, why)| (r.name.as_str(), *why)).collect();
+        assert_eq!(why, [("api", Idle::NoFile), ("db", Idle::Current)]);
+        assert!(idle(&fleet, &["nope".into()]).is_empty());
     }
 }

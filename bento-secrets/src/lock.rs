@@ -110,7 +110,7 @@ impl Lock {
             Err(e) => return Err(e.at(shown)),
         };
         let entries = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| crate::rules::line_col(&text, s.start).0);
+            let line = e.span().map(|s| crate::toml_text::line_col(&text, s.start).0);
             Error::input(
                 shown,
                 line,
@@ -133,7 +133,7 @@ pub(crate) fn render<'a>(entries: impl Iterator<Item = (&'a str, &'a LockEntry)>
     let mut out = String::from(HEADER);
     for (name, entry) in entries {
         out.push_str("\n[");
-        out.push_str(&crate::rules::toml_key(name));
+        out.push_str(&crate::toml_text::toml_key(name));
         out.push_str("]\nsha256 = ");
         out.push_str(&quote(&entry.sha256));
         out.push_str("\nrecipients = [\n");
@@ -260,7 +260,7 @@ mod props {
     #[test]
     fn an_odd_name_is_a_valid_table_header() {
         let name = "x\"\ny'''";
-        let text = format!("[{}]\nk = 1\n", crate::rules::toml_key(name));
+        let text = format!("[{}]\nk = 1\n", crate::toml_text::toml_key(name));
         let table: toml::Table = toml::from_str(&text).unwrap();
         assert!(table.contains_key(name), "{text}");
     }

@@ -117,7 +117,8 @@ impl Manifest {
         }
         let mut seen = std::collections::BTreeSet::new();
         for spec in &self.secrets {
-            spec.validate().map_err(|m| ManifestError(escape_controls(&m)))?;
+            spec.validate()
+                .map_err(|e| ManifestError(escape_controls(&e.to_string())))?;
             if !seen.insert(spec.name.as_str()) {
                 return bad(format!("secret `{}` is listed twice", spec.name));
             }
@@ -130,7 +131,8 @@ impl Manifest {
         }
         let mut seen = std::collections::BTreeSet::new();
         for spec in &self.templates {
-            spec.validate().map_err(|m| ManifestError(escape_controls(&m)))?;
+            spec.validate()
+                .map_err(|e| ManifestError(escape_controls(&e.to_string())))?;
             if !seen.insert(spec.name.as_str()) {
                 return bad(format!("template `{}` is listed twice", spec.name));
             }

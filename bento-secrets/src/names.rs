@@ -252,6 +252,18 @@ impl AsRef<std::path::Path> for AbsPath {
     }
 }
 
+/// Is `name` a plausible Unix user or group name (or a numeric id)?
+pub(crate) fn valid_account(name: &str) -> bool {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    name.len() <= 32
+        && (name.bytes().all(|b| b.is_ascii_digit())
+            || (body.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))))
+        && !name.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

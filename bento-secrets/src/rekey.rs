@@ -219,3 +219,48 @@ pub fn rekey(
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::TempFleet;
+    use crate::verify::verify;
+
+    const RULES: &str = "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\"]\n\
+                         [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n";
+
+    fn names(selection: &Selection<'_>) -> Vec<String> {
+        selection.targets.iter().map(|r| r.name.clone()).collect()
+    }
+
+    #[test]
+    fn rekey_selects_stale_secrets_only_unless_all_and_reports_corrupt_ones() {
+        let t = TempFleet::new(&["web1", "db1"], RULES);
+        t.write("db", b"one");
+        t.write("api", b"two");
+        t.rules(
+            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\", \"db1\"]\n\
+             [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n[secrets.new]\nrecipients = [\"db1\"]\n",
+        );
+        let fleet = t.load();
+        let r = verify(&fleet).unwrap();
+        let stale = select(&fleet, &r, &[], false).unwrap();
+        assert_eq!(
+            names(&stale),
+            ["db"],
+            "api is fresh; new has no file yet: {:?}",
+            r.findings
+        );
+        let all = select(&fleet, &r, &[], true).unwrap();
+        assert_eq!(names(&all), ["api", "db"]);
+        let asked = select(&fleet, &r, &["api".into()], false).unwrap();
+        assert!(asked.targets.is_empty() && asked.corrupt.is_empty());
+        assert!(select(&fleet, &r, &["nope".into()], false).is_err());
+
+        std::fs::write(t.root().join("secrets/api.age"), b"").unwrap();
+        let r = verify(&fleet).unwrap();
+        let sel = select(&fleet, &r, &[], true).unwrap();
+        assert_eq!(names(&sel), ["db"]);
+        assert!(matches!(&sel.corrupt[..], [crate::Error::CorruptSecret { name, .. }] if name == "api"));
+    }
+}

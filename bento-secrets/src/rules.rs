@@ -8,27 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::directory::Directory;
 use crate::error::Error;
 use crate::file_attrs::{file_attrs, FileAttrs};
+use crate::generator_kind::{Kind, KINDS};
+use crate::mode::WORLD_READABLE;
 use crate::names::{valid_name, RelPath, SecretName};
 use crate::suggest::hint;
 use crate::template::{RawTemplate, TemplateRule};
-
-/// Who a name in a recipients list can refer to.
-pub trait Directory {
-    /// Is `name` a host (`keys/hosts/<name>.pub`)?
-    fn is_host(&self, name: &str) -> bool;
-    /// Is `name` an admin (`keys/admins/<name>.pub`)?
-    fn is_admin(&self, name: &str) -> bool;
-    /// Every host name, to suggest one for a typo.
-    fn host_names(&self) -> Vec<&str> {
-        Vec::new()
-    }
-    /// Every admin name, to suggest one for a typo.
-    fn admin_names(&self) -> Vec<&str> {
-        Vec::new()
-    }
-}
+pub use crate::toml_text::line_col;
 
 /// The validated rules of a fleet.
 #[derive(Clone, Debug, Default)]
@@ -72,7 +60,7 @@ pub struct SecretRule {
     /// Decrypt before users are created.
     pub needed_for_users: bool,
     /// How `bento secret generate` makes it, when it is generated.
-    pub generate: Option<crate::generate::Kind>,
+    pub generate: Option<Kind>,
 }
 
 /// One resolved recipient of a secret.
@@ -150,46 +138,6 @@ struct RawSecret {
     generate: Option<Spanned<String>>,
 }
 
-/// `name` as a TOML key: bare when it can be, quoted otherwise.
-pub fn toml_key(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
-    {
-        name.to_owned()
-    } else {
-        // As a key, never a multi-line string (which the value encoder may choose).
-        toml_edit::Key::new(name).display_repr().into_owned()
-    }
-}
-
-/// Is `name` a plausible Unix user or group name (or a numeric id)?
-pub(crate) fn valid_account(name: &str) -> bool {
-    let body = name.strip_suffix('$').unwrap_or(name);
-    name.len() <= 32
-        && (name.bytes().all(|b| b.is_ascii_digit())
-            || (body.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && body
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))))
-        && !name.is_empty()
-}
-
-/// The setuid, setgid and sticky bits: never allowed on an activated secret.
-pub const SPECIAL_BITS: u32 = 0o7000;
-
-/// The "others may read" bit, warned about.
-pub const WORLD_READABLE: u32 = 0o004;
-
-/// Parses a mode string such as `"0400"` or `"640"`.
-pub fn parse_mode(s: &str) -> Option<u32> {
-    if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(s, 8).ok()
-}
-
 /// The hint for an unknown recipient: the closest host or admin, or `@group` when the
 /// name is (close to) a group's.
 fn recipient_hint(entry: &str, groups: &BTreeMap<String, Vec<String>>, dir: &dyn Directory) -> String {
@@ -230,14 +178,6 @@ fn unquoted_mode(text: &str, line: usize) -> Option<String> {
     Some(format!(
         "`mode` is a quoted octal string: write mode = \"{example}\", not mode = {value}"
     ))
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 impl Rules {
@@ -463,10 +403,10 @@ impl Rules {
         let restart_units = crate::template::units(&format!("{name}.restart_units"), raw.restart_units, at)?;
         let reload_units = crate::template::units(&format!("{name}.reload_units"), raw.reload_units, at)?;
         let generate = match raw.generate {
-            Some(g) => Some(crate::generate::Kind::parse(g.get_ref()).map_err(|e| {
+            Some(g) => Some(Kind::parse(g.get_ref()).map_err(|e| {
                 at(
                     g.span().start,
-                    format!("{name}.generate: {e}; the kinds are {}", crate::generate::KINDS),
+                    format!("{name}.generate: {e}; the kinds are {KINDS}"),
                 )
             })?),
             None => None,
@@ -641,6 +581,8 @@ mod tests {
 
     #[test]
     fn names_and_modes() {
+        use crate::mode::parse_mode;
+        use crate::names::valid_account;
         assert!(valid_name("db-password.v2"));
         assert!(!valid_name(".."));
         assert!(!valid_name("a/b"));

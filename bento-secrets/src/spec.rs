@@ -6,10 +6,74 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::AbsPath;
-use crate::names::{NameError, SecretName, UnitName};
-use crate::rules::{parse_mode, valid_account, SecretRule, SPECIAL_BITS};
+use crate::mode::{Mode, SPECIAL_BITS};
+use crate::names::{valid_account, AbsPath, NameError, SecretName, UnitName};
+use crate::rules::SecretRule;
 use crate::template::TemplateRule;
+
+/// Why a host refuses a spec; one line, naming the secret or template.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The name is not a secret name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The ciphertext is not `secrets/<name>.age`.
+    #[error("{name}: file `{}` is not secrets/{name}.age", file.escape_default())]
+    File {
+        /// The secret.
+        name: String,
+        /// The file given.
+        file: String,
+    },
+    /// The hash is not 64 hex digits.
+    #[error("{0}: sha256 is not 64 hex digits")]
+    Sha256(String),
+    /// The mode is not octal.
+    #[error("{name}: mode `{}` is not octal", mode.escape_default())]
+    ModeNotOctal {
+        /// The secret.
+        name: String,
+        /// The mode given.
+        mode: String,
+    },
+    /// The mode has setuid, setgid or sticky bits.
+    #[error("{name}: mode `{mode}` has setuid/setgid/sticky bits, which are not allowed for secrets")]
+    ModeSpecial {
+        /// The secret.
+        name: String,
+        /// The mode given.
+        mode: Mode,
+    },
+    /// The `path`, or a unit, is not one.
+    #[error("{name}: {source}")]
+    Invalid {
+        /// The secret.
+        name: String,
+        /// What is not valid.
+        #[source]
+        source: NameError,
+    },
+    /// The owner or group is not an account name.
+    #[error("{name}: `{}` is not a user or group name", account.escape_default())]
+    Account {
+        /// The secret.
+        name: String,
+        /// The owner or group given.
+        account: String,
+    },
+    /// A template's spec, refused as a secret's would be.
+    #[error("template {0}")]
+    Template(Box<SpecError>),
+    /// The template's text is not `templates/<name>`.
+    #[error("template {name}: file `{}` is not templates/{name}", file.escape_default())]
+    TemplateFile {
+        /// The template.
+        name: String,
+        /// The file given.
+        file: String,
+    },
+}
 
 /// One secret of a bundle, with its runtime attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,66 +125,56 @@ impl SecretSpec {
 
     /// Checks everything a host must not trust blindly: names without `/` or `..`, the
     /// file inside `secrets/`, an absolute `path`, a valid mode without setuid, setgid or
-    /// sticky bits.
-    pub fn validate(&self) -> Result<(), String> {
-        SecretName::from_str(&self.name).map_err(|e| e.to_string())?;
+    /// sticky bits. Returns the mode, parsed once here.
+    pub fn validate(&self) -> Result<Mode, SpecError> {
+        let name = || self.name.clone();
+        SecretName::from_str(&self.name)?;
         if self.file != format!("secrets/{}.age", self.name) {
-            return Err(format!(
-                "{}: file `{}` is not secrets/{}.age",
-                self.name,
-                self.file.escape_default(),
-                self.name
-            ));
+            return Err(SpecError::File {
+                name: name(),
+                file: self.file.clone(),
+            });
         }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("{}: sha256 is not 64 hex digits", self.name));
+            return Err(SpecError::Sha256(name()));
         }
-        match parse_mode(&self.mode) {
+        let mode = match Mode::parse(&self.mode) {
             None => {
-                return Err(format!(
-                    "{}: mode `{}` is not octal",
-                    self.name,
-                    self.mode.escape_default()
-                ))
+                return Err(SpecError::ModeNotOctal {
+                    name: name(),
+                    mode: self.mode.clone(),
+                })
             }
-            Some(bits) if bits & SPECIAL_BITS != 0 => {
-                return Err(format!(
-                    "{}: mode `{}` has setuid/setgid/sticky bits, which are not allowed for secrets",
-                    self.name, self.mode
-                ))
+            Some(mode) if mode.bits() & SPECIAL_BITS != 0 => {
+                return Err(SpecError::ModeSpecial { name: name(), mode })
             }
-            Some(_) => {}
-        }
+            Some(mode) => mode,
+        };
         if let Some(p) = &self.path {
-            if let Err(e) = p.parse::<AbsPath>() {
-                return Err(format!("{}: {e}", self.name));
+            if let Err(source) = p.parse::<AbsPath>() {
+                return Err(SpecError::Invalid { name: name(), source });
             }
         }
         for account in std::iter::once(&self.owner).chain(&self.group) {
             if !valid_account(account) {
-                return Err(format!(
-                    "{}: `{}` is not a user or group name",
-                    self.name,
-                    account.escape_default()
-                ));
+                return Err(SpecError::Account {
+                    name: name(),
+                    account: account.clone(),
+                });
             }
         }
-        check_units(&self.name, &self.restart_units, &self.reload_units)
-    }
-
-    /// The mode as a number (permission bits only: special bits never reach a file).
-    pub fn mode_bits(&self) -> u32 {
-        parse_mode(&self.mode).unwrap_or(0o400) & 0o777
+        check_units(&self.name, &self.restart_units, &self.reload_units)?;
+        Ok(mode)
     }
 }
 
 /// Refuses a unit that is not a systemd unit name: the host hands them to `systemctl`.
-fn check_units(name: &str, restart: &[String], reload: &[String]) -> Result<(), String> {
+fn check_units(name: &str, restart: &[String], reload: &[String]) -> Result<(), SpecError> {
     match restart.iter().chain(reload).find(|u| !UnitName::is_valid(u)) {
-        Some(unit) => Err(format!(
-            "{name}: {}",
-            NameError::Unit(unit.escape_default().to_string())
-        )),
+        Some(unit) => Err(SpecError::Invalid {
+            name: name.to_owned(),
+            source: NameError::Unit(unit.escape_default().to_string()),
+        }),
         None => Ok(()),
     }
 }
@@ -170,8 +224,9 @@ impl TemplateSpec {
         }
     }
 
-    /// Checks what a host must not trust blindly, as [`SecretSpec::validate`] does.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what a host must not trust blindly, as [`SecretSpec::validate`] does, and
+    /// returns the mode.
+    pub fn validate(&self) -> Result<Mode, SpecError> {
         let as_secret = SecretSpec {
             name: self.name.clone(),
             file: format!("secrets/{}.age", self.name),
@@ -184,21 +239,16 @@ impl TemplateSpec {
             reload_units: self.reload_units.clone(),
             needed_for_users: false,
         };
-        as_secret.validate().map_err(|e| format!("template {e}"))?;
+        let mode = as_secret
+            .validate()
+            .map_err(|e| SpecError::Template(Box::new(e)))?;
         if self.file != format!("templates/{}", self.name) {
-            return Err(format!(
-                "template {}: file `{}` is not templates/{}",
-                self.name,
-                self.file.escape_default(),
-                self.name
-            ));
+            return Err(SpecError::TemplateFile {
+                name: self.name.clone(),
+                file: self.file.clone(),
+            });
         }
-        Ok(())
-    }
-
-    /// The mode as a number (permission bits only: `validate` refused any other).
-    pub fn mode_bits(&self) -> u32 {
-        parse_mode(&self.mode).unwrap_or(0o400) & 0o777
+        Ok(mode)
     }
 }
 
@@ -223,13 +273,13 @@ mod tests {
 
     #[test]
     fn a_host_refuses_units_and_accounts_that_are_not_names() {
-        assert_eq!(spec().validate(), Ok(()));
+        assert_eq!(spec().validate().map(|_| ()), Ok(()));
         for bad in ["--force", "a b", "a\nb", "", "x/y", "\u{1b}[2J"] {
             let s = SecretSpec {
                 reload_units: vec![bad.into()],
                 ..spec()
             };
-            let e = s.validate().unwrap_err();
+            let e = s.validate().unwrap_err().to_string();
             assert!(e.starts_with("db: `") && e.contains("is not a unit name"), "{e}");
             assert!(!e.contains(['\n', '\u{1b}']), "{e}");
         }
@@ -238,7 +288,11 @@ mod tests {
                 owner: bad.into(),
                 ..spec()
             };
-            assert!(s.validate().unwrap_err().contains("is not a user or group name"));
+            assert!(s
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("is not a user or group name"));
         }
         let t = TemplateSpec {
             name: "env".into(),
@@ -251,6 +305,10 @@ mod tests {
             restart_units: vec!["-x".into()],
             reload_units: Vec::new(),
         };
-        assert!(t.validate().unwrap_err().contains("is not a unit name"));
+        assert!(t
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("is not a unit name"));
     }
 }

@@ -12,11 +12,13 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use crate::directory::Directory;
 use crate::error::Error;
 use crate::file_attrs::{file_attrs, FileAttrs};
 use crate::fleet_files::{Kind, Tracked};
+use crate::mode::WORLD_READABLE;
 use crate::names::{RelPath, SecretName};
-use crate::rules::{line_col, Directory};
+use crate::toml_text::line_col;
 
 /// One `[templates.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,14 +280,11 @@ impl TemplateRule {
 
     /// Warnings about the rendered file's mode, each naming the template (`rules_shown`:
     /// the rules file): readable by every user of the host, or wider than the mode of a
-    /// secret it holds (bits for the group or others that the secret does not grant).
-    pub fn mode_warnings(
-        &self,
-        secrets: &BTreeMap<String, crate::rules::SecretRule>,
-        rules_shown: &str,
-    ) -> Vec<String> {
+    /// secret it holds (bits for the group or others that the secret does not grant;
+    /// `secret_mode` gives a secret's mode by name).
+    pub fn mode_warnings(&self, secret_mode: impl Fn(&str) -> Option<u32>, rules_shown: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if self.mode & crate::rules::WORLD_READABLE != 0 {
+        if self.mode & WORLD_READABLE != 0 {
             out.push(format!(
                 "{rules_shown}: templates.{}.mode \"{:04o}\" lets every user of the host read the rendered \
                  template and the secrets in it; use e.g. \"0440\" with a `group`",
@@ -295,13 +294,13 @@ impl TemplateRule {
         let wider = self
             .secrets
             .iter()
-            .filter_map(|name| secrets.get(name))
-            .find(|secret| self.mode & !secret.mode & 0o077 != 0);
-        if let Some(secret) = wider {
+            .filter_map(|name| Some((name, secret_mode(name)?)))
+            .find(|(_, mode)| self.mode & !mode & 0o077 != 0);
+        if let Some((secret, secret_mode)) = wider {
             out.push(format!(
                 "{rules_shown}: templates.{}.mode \"{:04o}\" is wider than secrets.{}.mode \"{:04o}\", \
                  a secret it renders: more users may read it in the template; narrow the template's mode",
-                self.name, self.mode, secret.name, secret.mode
+                self.name, self.mode, secret, secret_mode
             ));
         }
         out

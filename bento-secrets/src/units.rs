@@ -40,6 +40,29 @@ pub enum Handled {
     WouldRestart,
 }
 
+/// Why the units were not handed over; nothing is claimed done then.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitsError {
+    /// `systemctl` could not be started.
+    #[error("could not run `{program}`: {source}; pass --systemctl PROGRAM")]
+    Run {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `systemctl` ran and failed.
+    #[error("`{command}` failed ({status})")]
+    Failed {
+        /// The command line, program and arguments.
+        command: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+}
+
 /// `systemctl` by absolute path where NixOS has it (activation and services may run
 /// with a `PATH` that lacks it), else from `PATH`.
 pub fn default_systemctl() -> String {
@@ -58,7 +81,11 @@ pub fn inside_unit() -> bool {
 
 /// Restarts `restart` and reloads `reload` as `control` says. The error is one line
 /// naming the command; nothing is claimed done when it fails.
-pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -> Result<Handled, String> {
+pub fn hand_over(
+    control: &UnitControl,
+    restart: &[String],
+    reload: &[String],
+) -> Result<Handled, UnitsError> {
     let (program, no_block) = match control {
         UnitControl::Leave => return Ok(Handled::NotRestarted),
         UnitControl::Systemctl { program, no_block } => (program, *no_block),
@@ -75,7 +102,10 @@ pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -
             .arg(verb)
             .args(units)
             .status()
-            .map_err(|e| format!("could not run `{program}`: {e}; pass --systemctl PROGRAM"))?;
+            .map_err(|source| UnitsError::Run {
+                program: program.clone(),
+                source,
+            })?;
         if !status.success() {
             let shown: Vec<&str> = flags
                 .iter()
@@ -83,7 +113,10 @@ pub fn hand_over(control: &UnitControl, restart: &[String], reload: &[String]) -
                 .chain([verb])
                 .chain(units.iter().map(String::as_str))
                 .collect();
-            return Err(format!("`{program} {}` failed ({status})", shown.join(" ")));
+            return Err(UnitsError::Failed {
+                command: format!("{program} {}", shown.join(" ")),
+                status,
+            });
         }
     }
     Ok(if no_block {
@@ -107,14 +140,20 @@ mod tests {
     #[test]
     fn a_failing_systemctl_is_an_error_not_a_restart() {
         let units = vec!["a.service".to_string()];
-        let err = hand_over(&systemctl("false", false), &units, &[]).unwrap_err();
+        let err = hand_over(&systemctl("false", false), &units, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`false try-restart a.service` failed"), "{err}");
-        let err = hand_over(&systemctl("false", true), &units, &[]).unwrap_err();
+        let err = hand_over(&systemctl("false", true), &units, &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("`false --no-block try-restart a.service` failed"),
             "{err}"
         );
-        let err = hand_over(&systemctl("/nonexistent/systemctl", false), &units, &[]).unwrap_err();
+        let err = hand_over(&systemctl("/nonexistent/systemctl", false), &units, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("could not run"), "{err}");
     }
 
@@ -122,15 +161,15 @@ mod tests {
     fn no_block_queues_and_blocking_restarts() {
         let units = vec!["a.service".to_string()];
         assert_eq!(
-            hand_over(&systemctl("true", true), &units, &[]),
+            hand_over(&systemctl("true", true), &units, &[]).map_err(|e| e.to_string()),
             Ok(Handled::Queued)
         );
         assert_eq!(
-            hand_over(&systemctl("true", false), &units, &units),
+            hand_over(&systemctl("true", false), &units, &units).map_err(|e| e.to_string()),
             Ok(Handled::Restarted)
         );
         assert_eq!(
-            hand_over(&UnitControl::Leave, &units, &[]),
+            hand_over(&UnitControl::Leave, &units, &[]).map_err(|e| e.to_string()),
             Ok(Handled::NotRestarted)
         );
     }

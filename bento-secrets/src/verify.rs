@@ -536,10 +536,6 @@ mod tests {
             .collect()
     }
 
-    fn names(selection: &crate::rekey::Selection<'_>) -> Vec<String> {
-        selection.targets.iter().map(|r| r.name.clone()).collect()
-    }
-
     #[test]
     fn each_way_a_file_differs_from_its_rule_is_its_own_finding() {
         let t = TempFleet::new(&["web1", "db1"], RULES);
@@ -587,57 +583,5 @@ mod tests {
             .findings
             .iter()
             .any(|f| f.kind == Kind::Orphan && f.file.contains("old.age")));
-    }
-
-    #[test]
-    fn rekey_selects_stale_secrets_only_unless_all_and_reports_corrupt_ones() {
-        let t = TempFleet::new(&["web1", "db1"], RULES);
-        t.write("db", b"one");
-        t.write("api", b"two");
-        t.rules(
-            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"web1\", \"db1\"]\n\
-             [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n[secrets.new]\nrecipients = [\"db1\"]\n",
-        );
-        let fleet = t.load();
-        let r = verify(&fleet).unwrap();
-        let stale = crate::rekey::select(&fleet, &r, &[], false).unwrap();
-        assert_eq!(
-            names(&stale),
-            ["db"],
-            "api is fresh; new has no file yet: {:?}",
-            r.findings
-        );
-        let all = crate::rekey::select(&fleet, &r, &[], true).unwrap();
-        assert_eq!(names(&all), ["api", "db"]);
-        let asked = crate::rekey::select(&fleet, &r, &["api".into()], false).unwrap();
-        assert!(asked.targets.is_empty() && asked.corrupt.is_empty());
-        assert!(crate::rekey::select(&fleet, &r, &["nope".into()], false).is_err());
-
-        std::fs::write(t.root().join("secrets/api.age"), b"").unwrap();
-        let r = verify(&fleet).unwrap();
-        let sel = crate::rekey::select(&fleet, &r, &[], true).unwrap();
-        assert_eq!(names(&sel), ["db"]);
-        assert!(matches!(&sel.corrupt[..], [crate::Error::CorruptSecret { name, .. }] if name == "api"));
-    }
-
-    #[test]
-    fn the_listing_reads_the_same_findings() {
-        let t = TempFleet::new(&["web1", "db1"], RULES);
-        t.write("db", b"one");
-        t.rules(
-            "admins = [\"alice\"]\n[secrets.db]\nrecipients = [\"db1\"]\n\
-             [secrets.api]\nrecipients = [\"web1\", \"db1\"]\n",
-        );
-        let fleet = t.load();
-        let listed = crate::listing::list(&fleet, &verify(&fleet).unwrap());
-        let by_name = |n: &str| listed.iter().find(|l| l.name == n).unwrap();
-        assert_eq!(by_name("api").status, crate::listing::Status::MissingFile);
-        assert_eq!(by_name("db").status, crate::listing::Status::Stale);
-        assert_eq!(by_name("db").marked_recipients(), ["alice", "+db1", "-web1"]);
-        let idle = crate::listing::idle(&fleet, &[]);
-        let why: Vec<_> = idle.iter().map(|(r, why)| (r.name.as_str(), *why)).collect();
-        use crate::listing::Idle;
-        assert_eq!(why, [("api", Idle::NoFile), ("db", Idle::Current)]);
-        assert!(crate::listing::idle(&fleet, &["nope".into()]).is_empty());
     }
 }

@@ -170,6 +170,8 @@ fn a_line_break_in_a_unit_name_stays_on_the_error_line() {
 
 #[test]
 fn a_line_break_in_a_key_line_stays_on_the_error_line() {
-    let e = RecipientKey::parse("s\nsh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ").unwrap_err();
+    let e = RecipientKey::parse("s\nsh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKQ")
+        .unwrap_err()
+        .to_string();
     assert!(!e.contains('\n') && e.starts_with("`s\\nsh-ed25519 AAAA"), "{e}");
 }

@@ -19,9 +19,10 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
-use crate::activate::{Failure, Report};
+use super::outcome::{Failure, Report};
+use super::templates::TEMPLATES_LINK;
 use crate::generation::{Family, Tree};
-use crate::spec::SecretSpec;
+use crate::spec::{SecretSpec, TemplateSpec};
 
 /// Why a `path` symlink was not placed; one line each.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +72,29 @@ pub(crate) fn link_paths(
     place_links(&tree.link_path(family), &paths(present), &paths(old), "", report);
 }
 
+/// The templates' `path` symlinks, to their stable location under `root`.
+pub(crate) fn link_templates(
+    root: &Path,
+    present: &[TemplateSpec],
+    old: &[TemplateSpec],
+    report: &mut Report,
+) {
+    let paths = |t: &[TemplateSpec]| -> Vec<(String, Option<String>)> {
+        t.iter().map(|s| (s.name.clone(), s.path.clone())).collect()
+    };
+    place_links(
+        &root.join(TEMPLATES_LINK),
+        &paths(present),
+        &paths(old),
+        "templates/",
+        report,
+    );
+}
+
 /// `path` symlinks to `<stable>/<name>` for the `present` (name, path) pairs; those of
 /// `old` that are gone are removed when they still point there. Failures are reported
 /// under `label_prefix` + name, one line each; the other links are still placed.
-pub(crate) fn place_links(
+fn place_links(
     stable: &Path,
     present: &[(String, Option<String>)],
     old: &[(String, Option<String>)],

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::activate::{Options, Report};
-use crate::activate_templates as templates;
+use super::outcome::Report;
+use super::templates;
 use crate::spec::{SecretSpec, TemplateSpec};
+use crate::units::UnitControl;
 
 /// The units of added and changed secrets and templates, each once: (restart, reload).
 /// A unit both restarted and reloaded is only restarted.
@@ -32,15 +33,20 @@ pub fn units_to_restart(
 /// Restarts the units of changed secrets and templates (`try-restart`) and reloads
 /// theirs (`try-reload-or-restart`, as sops-nix's `reloadUnits`: only running units,
 /// reloaded where they can be, else restarted), waiting for systemd or queueing the
-/// jobs (`--no-block`), or leaves them, as `opts.units` says. A failure is recorded
+/// jobs (`--no-block`), or leaves them, as `control` says. A failure is recorded
 /// in `units_error` and never reported as a restart.
-pub fn restart_units(opts: &Options, specs: &[SecretSpec], templates: &[TemplateSpec], report: &mut Report) {
+pub fn restart_units(
+    control: &UnitControl,
+    specs: &[SecretSpec],
+    templates: &[TemplateSpec],
+    report: &mut Report,
+) {
     (report.restart_units, report.reload_units) = units_to_restart(specs, templates, report);
     if report.restart_units.is_empty() && report.reload_units.is_empty() {
         return;
     }
-    match crate::units::hand_over(&opts.units, &report.restart_units, &report.reload_units) {
+    match crate::units::hand_over(control, &report.restart_units, &report.reload_units) {
         Ok(handled) => report.units_handled = Some(handled),
-        Err(e) => report.units_error = Some(e),
+        Err(e) => report.units_error = Some(e.to_string()),
     }
 }

@@ -15,10 +15,12 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
+use super::decrypt::ROOT;
+use super::outcome::{Failure, Report};
 use crate::accounts::{self, Owner};
-use crate::activate::{Failure, Report};
 use crate::generation::{self, SPECS_FILE};
 use crate::lock::sha256_hex;
+use crate::mode::Mode;
 use crate::spec::{SecretSpec, TemplateSpec};
 use crate::template;
 
@@ -38,9 +40,14 @@ pub fn label(name: &str) -> String {
     format!("templates/{name}")
 }
 
-/// The valid template specs of a manifest's `templates`; invalid ones are failures.
-pub fn read_specs(values: Vec<serde_json::Value>, shown: &str, report: &mut Report) -> Vec<TemplateSpec> {
-    let mut specs: Vec<TemplateSpec> = Vec::new();
+/// The valid template specs of a manifest's `templates`, each beside its mode; invalid
+/// ones are failures.
+pub fn read_specs(
+    values: Vec<serde_json::Value>,
+    shown: &str,
+    report: &mut Report,
+) -> (Vec<TemplateSpec>, Vec<Mode>) {
+    let (mut specs, mut modes): (Vec<TemplateSpec>, Vec<Mode>) = Default::default();
     for (i, value) in values.into_iter().enumerate() {
         let name = value
             .get("name")
@@ -57,14 +64,17 @@ pub fn read_specs(values: Vec<serde_json::Value>, shown: &str, report: &mut Repo
             Err(e) => fail(format!("{shown}: {e}")),
             Ok(spec) => match spec.validate() {
                 Err(e) => fail(format!("{shown}: {e}; refused")),
-                Ok(()) if specs.iter().any(|s| s.name == spec.name) => {
+                Ok(_) if specs.iter().any(|s| s.name == spec.name) => {
                     fail(format!("{shown}: listed twice; refused"))
                 }
-                Ok(()) => specs.push(spec),
+                Ok(mode) => {
+                    specs.push(spec);
+                    modes.push(mode);
+                }
             },
         }
     }
-    specs
+    (specs, modes)
 }
 
 /// Renders every template with the secrets decrypted for this activation (`secrets`
@@ -101,7 +111,7 @@ pub fn render_all(
                     }
                 }
             }
-            let owner = accounts::resolve(&spec.owner, spec.group.as_deref())?;
+            let owner = accounts::resolve(&spec.owner, spec.group.as_deref()).map_err(|e| e.to_string())?;
             let rendered = template::render(&segments, |name| lookup(name).flatten())
                 .map_err(|name| format!("uses secret {name}, which failed"))?;
             Ok((rendered, owner))
@@ -129,9 +139,9 @@ pub fn write_all(
     gen: &OwnedFd,
     old_dir: Option<&OwnedFd>,
     specs: &[TemplateSpec],
+    modes: &[Mode],
     rendered: Vec<Rendered>,
     chown: bool,
-    root: Owner,
     report: &mut Report,
 ) -> std::io::Result<Vec<TemplateSpec>> {
     if specs.is_empty() {
@@ -139,12 +149,12 @@ pub fn write_all(
     }
     let dir = generation::create_subdir(gen, TEMPLATES_DIR, 0o751)?;
     let mut present = Vec::new();
-    for (spec, result) in specs.iter().zip(rendered) {
+    for ((spec, mode), result) in specs.iter().zip(modes).zip(rendered) {
         let name = label(&spec.name);
         let old = old_dir.and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
         match result {
             Ok((content, owner)) => {
-                generation::write_file(&dir, &spec.name, owner, spec.mode_bits(), &content, chown)?;
+                generation::write_file(&dir, &spec.name, owner, mode.permissions(), &content, chown)?;
                 let list = match &old {
                     None => &mut report.added,
                     Some((before, _)) if before[..] == content[..] => &mut report.unchanged,
@@ -175,7 +185,7 @@ pub fn write_all(
         }
     }
     let json = serde_json::to_vec_pretty(&present).unwrap_or_default();
-    generation::write_file(&dir, SPECS_FILE, root, 0o400, &json, chown)?;
+    generation::write_file(&dir, SPECS_FILE, ROOT, 0o400, &json, chown)?;
     Ok(present)
 }
 
