@@ -20,20 +20,20 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::report::{Report, State};
 use crate::error::Error;
 use crate::fleet::config::Config;
-use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
-use crate::manifest::MANIFEST_FILE;
 use crate::server_dir::{Kind, ServerDir};
 use crate::status::reports::{newest_report, Newest};
 use crate::time::{parse_rfc3339, rfc3339};
+use crate::wire::host_dir::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
+use crate::wire::manifest::MANIFEST_FILE;
+use crate::wire::report::{Report, State};
 
 /// The version of the `--json` shape.
 pub const FORMAT: u32 = 1;
 
 /// The largest files status reads from a host directory besides `current` and manifests
-/// (see [`crate::layout::CURRENT_LIMIT`]). Everything there is untrusted — a host writes
+/// (see [`crate::wire::host_dir::CURRENT_LIMIT`]). Everything there is untrusted — a host writes
 /// its own `logs/` — so a larger file is flagged and ignored, not read.
 pub mod limits {
     /// A report in `logs/`.
@@ -499,15 +499,15 @@ fn read_current(dir: &dyn ServerDir) -> Result<Option<u64>, String> {
     // `current`, or the one link accepted, `current -> generations/current` (not followed:
     // its target is read as a regular file).
     let rel = match dir.read_link(CURRENT_FILE) {
-        Ok(target) if target == std::path::Path::new(crate::layout::CURRENT_LINK) => {
-            crate::layout::CURRENT_LINK
+        Ok(target) if target == std::path::Path::new(crate::wire::host_dir::CURRENT_LINK) => {
+            crate::wire::host_dir::CURRENT_LINK
         }
         _ => CURRENT_FILE,
     };
-    let Some(bytes) = read_file(dir, rel, crate::layout::CURRENT_LIMIT)? else {
+    let Some(bytes) = read_file(dir, rel, crate::wire::host_dir::CURRENT_LIMIT)? else {
         return Ok(None);
     };
-    crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {
+    crate::wire::host_dir::parse_generation(&bytes).map(Some).ok_or_else(|| {
         format!(
             "{CURRENT_FILE}: not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/"
         )
@@ -522,7 +522,7 @@ struct Published {
 
 fn read_published(dir: &dyn ServerDir, generation: u64) -> Result<Published, String> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
-    let bytes = read_file(dir, &rel, crate::layout::MANIFEST_LIMIT)?.ok_or_else(|| {
+    let bytes = read_file(dir, &rel, crate::wire::host_dir::MANIFEST_LIMIT)?.ok_or_else(|| {
         format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
     })?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a manifest", &e)))

@@ -2,11 +2,11 @@
 //! carry their generation and time, so the newest is found without opening the rest; an
 //! older one is read only when a newer one cannot be.
 
-use crate::agent::report::Report;
-use crate::layout::LOGS_DIR;
 use crate::server_dir::ServerDir;
 use crate::status::{json_problem, limits, read_file};
 use crate::time::parse_rfc3339;
+use crate::wire::host_dir::LOGS_DIR;
+use crate::wire::report::{parse_file_name, Report};
 
 /// How many report files are opened per host at most, newest first, to get past
 /// unreadable ones.
@@ -17,13 +17,6 @@ pub(crate) struct Newest {
     pub(crate) report: Option<(String, Report)>,
     pub(crate) problems: Vec<String>,
     pub(crate) newest_is_bad: bool,
-}
-
-fn report_key(name: &str) -> Option<(&str, u64)> {
-    let rest = name.strip_prefix("report-")?.strip_suffix(".json")?;
-    let (generation, time) = rest.split_once('-')?;
-    let generation = generation.parse().ok()?;
-    (!time.is_empty()).then_some((time, generation))
 }
 
 impl Newest {
@@ -58,7 +51,7 @@ pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str) -> Newest {
     };
     let mut reports: Vec<((&str, u64), &str)> = names
         .iter()
-        .filter_map(|n| Some((report_key(n)?, n.as_str())))
+        .filter_map(|n| Some((parse_file_name(n)?, n.as_str())))
         .collect();
     reports.sort_unstable_by(|a, b| b.cmp(a));
     for (i, (_, name)) in reports.into_iter().take(REPORTS_TRIED).enumerate() {
@@ -90,25 +83,4 @@ fn read_report(dir: &dyn ServerDir, name: &str, host: &str) -> Result<Report, St
         return Err(format!("{rel}: its time is not RFC 3339"));
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_names_sort_by_time_then_generation() {
-        assert_eq!(
-            report_key("report-00000003-2026-11-26T050000Z.json"),
-            Some(("2026-11-26T050000Z", 3))
-        );
-        for bad in [
-            "report-x-2026.json",
-            "report-00000001-.json",
-            "log-00000001-t.txt.gz",
-            "report-1.json",
-        ] {
-            assert_eq!(report_key(bad), None, "{bad}");
-        }
-    }
 }

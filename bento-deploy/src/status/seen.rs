@@ -1,25 +1,11 @@
 //! `bento status`: reading a host's heartbeat, `logs/seen.json` — when it last polled, and
 //! where it says it can be reached (checked: the host writes the file).
 
-use serde::Deserialize;
-
-use crate::agent::report::HEARTBEAT_FILE;
-use crate::layout::LOGS_DIR;
 use crate::server_dir::ServerDir;
 use crate::status::{json_problem, limits, read_file};
 use crate::time::parse_rfc3339;
-
-/// What status uses of a heartbeat, as the host wrote it: the fields that reach the host
-/// are read loosely and checked one by one ([`crate::reach`]), since the host writes them.
-#[derive(Deserialize)]
-struct ClaimedBeat {
-    host: String,
-    time: String,
-    #[serde(default)]
-    addresses: serde_json::Value,
-    #[serde(default)]
-    ssh_port: serde_json::Value,
-}
+use crate::wire::heartbeat::{Claimed, HEARTBEAT_FILE};
+use crate::wire::host_dir::LOGS_DIR;
 
 /// A heartbeat, checked.
 pub(crate) struct Seen {
@@ -38,8 +24,7 @@ pub(crate) fn read_heartbeat(dir: &dyn ServerDir, host: &str) -> Result<Option<S
         return Ok(None);
     };
     let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
-    let beat: ClaimedBeat =
-        serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
+    let beat: Claimed = serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
     if beat.host != host {
         return Err(bad("the heartbeat of another host".into()));
     }
