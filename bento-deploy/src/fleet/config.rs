@@ -211,19 +211,24 @@ impl HostAddress {
 }
 
 impl TryFrom<String> for HostAddress {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = BadHostAddress;
+    fn try_from(text: String) -> Result<Self, BadHostAddress> {
         if HostAddress::is_valid(&text) {
             Ok(HostAddress(text))
         } else {
-            Err(format!(
-                "address `{}` is not a host name or IP address (one word: no spaces, control \
-                 characters or user@, not starting with `-`)",
-                text.escape_default()
-            ))
+            Err(BadHostAddress(text))
         }
     }
 }
+
+/// A text refused as a [`HostAddress`]; it shows the text, escaped.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "address `{}` is not a host name or IP address (one word: no spaces, control characters or \
+     user@, not starting with `-`)",
+    .0.escape_default()
+)]
+pub struct BadHostAddress(String);
 
 impl std::ops::Deref for HostAddress {
     type Target = str;
