@@ -16,7 +16,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let quiet = |state: &str, generation: Option<u64>, line: String| -> anyhow::Result<ExitCode> {
         if args.json {
             let doc = serde_json::json!({
-                "format": bento_deploy::agent::report::FORMAT,
+                "format": bento_deploy::wire::report::FORMAT,
                 "host": config.host,
                 "state": state,
                 "generation": generation,

@@ -61,7 +61,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         nix: NIX.into(),
     };
     let key = config.signing_key_path();
-    let signer = || Signer::load(&key, &config.deploy.signing_key);
+    let signer = || Signer::load(&key, &config.deploy.signing_key).map_err(bento_deploy::Error::from);
     let progress = Bar(bar("hosts"));
     let reports = publish::deploy(&workspace, &options, &signer, &progress);
     progress.0.finish_and_clear();

@@ -32,25 +32,11 @@ use crate::confined::Confined;
 use crate::error::Error;
 use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::server_dir::{Kind, ServerDir};
+pub use crate::wire::host_dir::{
+    parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, LOGS_DIR, MANIFEST_LIMIT,
+    SIGNATURE_LIMIT,
+};
 
-/// A host's pointer to its current generation.
-pub const CURRENT_FILE: &str = "current";
-/// The one link a host directory may hold: `current` pointing at this (relative) path,
-/// where the publishing account keeps the pointer.
-pub const CURRENT_LINK: &str = "generations/current";
-/// The directory of a host's generations.
-pub const GENERATIONS_DIR: &str = "generations";
-/// The directory a host writes its reports into.
-pub const LOGS_DIR: &str = "logs";
-
-// The most a reader takes of the unsigned files of a host directory (the agent, status):
-// whoever writes the server directory chooses their size.
-/// The most `current` may hold: a generation number and a newline need a few bytes.
-pub const CURRENT_LIMIT: u64 = 4 * 1024;
-/// The most `manifest.json` may hold (a manifest of thousands of files is well below).
-pub const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
-/// The most `manifest.sig` may hold (an SSHSIG is under 2 KiB, even with RSA-4096).
-pub const SIGNATURE_LIMIT: u64 = 64 * 1024;
 /// The lock that keeps two deploys from publishing into one root at once.
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.
@@ -512,11 +498,6 @@ pub(crate) fn to_prune(generations: &[u64], keep: usize, current: u64) -> Vec<u6
         .copied()
         .filter(|&g| g != current)
         .collect()
-}
-
-/// The generation number a `current` file holds (surrounding whitespace allowed).
-pub fn parse_generation(bytes: &[u8]) -> Option<u64> {
-    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@
 //!   [`status`] (what the hosts reported);
 //! - the host's: [`agent`] (one pull, its configuration, commands, reports, the trigger).
 //!
-//! What both read or write sits at the top: the bundle's [`manifest`] and its
-//! [`sign`]ature, the server [`layout`], the [`transport`]s ([`sftp`], [`confined`]),
-//! [`reach`], [`store_path`] and [`time`].
+//! What both read or write is in [`wire`] (the bundle's [`manifest`], a host directory's
+//! names, the reports and the heartbeat): neither program's tree imports the other's.
+//! Shared pieces sit at the top: the manifest's [`sign`]ature, the server [`layout`], the
+//! [`transport`]s ([`sftp`], [`confined`]), [`reach`], [`store_path`] and [`time`].
 
 pub mod agent;
 pub mod confined;
@@ -19,7 +20,6 @@ pub mod error;
 pub mod fleet;
 pub mod layout;
 pub mod location;
-pub mod manifest;
 pub mod publish;
 pub mod reach;
 pub mod server_dir;
@@ -30,6 +30,8 @@ pub mod status;
 pub mod store_path;
 pub mod time;
 pub mod transport;
+pub mod wire;
 
 pub use error::Error;
 pub use fleet::config::Config;
+pub use wire::manifest;

@@ -37,7 +37,7 @@ impl Location {
         match url {
             Some((what, url)) => RemoteUrl::parse(url)
                 .map(Location::Remote)
-                .map_err(|e| Error::input(what, e)),
+                .map_err(|e| Error::input(what, e.to_string())),
             None => Ok(Location::Local(PathBuf::from(&config.server.root))),
         }
     }

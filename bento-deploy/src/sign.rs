@@ -16,8 +16,6 @@ use ssh_key::{HashAlg, LineEnding, PrivateKey, SshSig};
 /// An ssh public key, as trusted by hosts (`PublicKey::from_openssh(line)`).
 pub use ssh_key::PublicKey;
 
-use crate::error::Error;
-
 /// The SSHSIG namespace of bundle signatures.
 pub const NAMESPACE: &str = "bento";
 
@@ -40,7 +38,7 @@ pub enum Signer {
 
 impl Signer {
     /// Opens the signing key at `path` (shown as `shown`), unlocking it if needed.
-    pub fn load(path: &Path, shown: &str) -> Result<Signer, Error> {
+    pub fn load(path: &Path, shown: &str) -> Result<Signer, SignatureError> {
         let shown = shown.to_owned();
         let text = std::fs::read_to_string(path).map_err(|source| SignatureError::KeyUnreadable {
             shown: shown.clone(),
@@ -68,7 +66,7 @@ impl Signer {
                 public: Box::new(key.public_key().clone()),
             });
         }
-        Ok(unlock(&key, &shown).map(|k| Signer::Key(Box::new(k)))?)
+        unlock(&key, &shown).map(|k| Signer::Key(Box::new(k)))
     }
 
     /// The public half of the signing key.
@@ -80,18 +78,16 @@ impl Signer {
     }
 
     /// Signs `message`; returns the armored signature (`-----BEGIN SSH SIGNATURE-----`).
-    pub fn sign(&self, message: &[u8]) -> Result<String, Error> {
+    pub fn sign(&self, message: &[u8]) -> Result<String, SignatureError> {
         match self {
             Signer::Key(key) => key
                 .sign(NAMESPACE, HashAlg::Sha512, message)
                 .and_then(|sig| sig.to_pem(LineEnding::LF))
-                .map_err(|source| {
-                    Error::Signature(SignatureError::Sign {
-                        algorithm: key.algorithm().to_string(),
-                        source,
-                    })
+                .map_err(|source| SignatureError::Sign {
+                    algorithm: key.algorithm().to_string(),
+                    source,
                 }),
-            Signer::Agent { public_file, .. } => Ok(sign_with_agent(public_file, message)?),
+            Signer::Agent { public_file, .. } => sign_with_agent(public_file, message),
         }
     }
 }

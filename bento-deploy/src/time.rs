@@ -144,6 +144,33 @@ pub fn parse_timespan(text: &str) -> Option<u64> {
     (total > 0).then_some(total)
 }
 
+/// A systemd time span of a settings file, parsed once at load (see [`parse_timespan`]):
+/// never zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeSpan(u64);
+
+impl TimeSpan {
+    /// `text` as a span of 1 s to `max` seconds; `None` otherwise.
+    pub fn parse(text: &str, max: u64) -> Option<TimeSpan> {
+        parse_timespan(text).filter(|&secs| secs <= max).map(TimeSpan)
+    }
+
+    /// The default span of a setting (`secs` must not be zero).
+    pub(crate) const fn from_secs(secs: u64) -> TimeSpan {
+        TimeSpan(secs)
+    }
+
+    /// In seconds.
+    pub fn secs(self) -> u64 {
+        self.0
+    }
+
+    /// As a [`std::time::Duration`].
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

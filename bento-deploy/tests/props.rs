@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 
 use bento_deploy::agent::config::AgentConfig;
-use bento_deploy::agent::report::{Heartbeat, Report, State};
 use bento_deploy::fleet::config::Config;
 use bento_deploy::layout::parse_generation;
 use bento_deploy::manifest::{Manifest, FORMAT};
 use bento_deploy::sign::{verify, Signer};
 use bento_deploy::status::{host, Options, Root};
 use bento_deploy::time::{parse_rfc3339, rfc3339};
+use bento_deploy::wire::heartbeat::Heartbeat;
+use bento_deploy::wire::report::{Report, State};
 use proptest::prelude::*;
 
 #[path = "../../tests/support/mutation.rs"]

@@ -13,10 +13,10 @@ use crate::agent::connect::connect;
 use crate::agent::error::AgentError;
 use crate::agent::fetch::Fetch;
 use crate::agent::reboot::kernel_changed;
-use crate::agent::report::{self, Report, State};
 use crate::agent::state::AgentState;
-use crate::manifest::Manifest;
 use crate::transport::Transport;
+use crate::wire::manifest::Manifest;
+use crate::wire::report::{self, Report, State};
 
 /// How long, beyond `connect_timeout`, the server may stay unreachable after a switch
 /// before the switch is rolled back.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::wire::manifest::{Manifest, MANIFEST_FILE};
 
 /// What changed between the applied bundle and the new one.
 #[derive(Default)]

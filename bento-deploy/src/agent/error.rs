@@ -5,9 +5,9 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::agent::command::CommandError;
-use crate::agent::report::State;
 use crate::sftp::ConnectError;
 use crate::sign::SignatureError;
+use crate::wire::report::State;
 
 /// Anything that stops an agent run. The first group stops it before anything is
 /// downloaded (no report is written: the command fails); the rest end a run, and the

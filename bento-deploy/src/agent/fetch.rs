@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
 use crate::agent::error::AgentError;
-use crate::layout::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
-use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::transport::Transport;
+use crate::wire::host_dir::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
+use crate::wire::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 
 /// What a fetch needs to know besides the server.
 pub(crate) struct Fetch<'a> {
@@ -143,7 +143,7 @@ impl Fetch<'_> {
             }
             sink.flush()
                 .map_err(|e| failed(&format!("installing {path}"), e))?;
-            if crate::fleet::bundle::hex(&sink.hasher.finalize()) != *hash {
+            if crate::wire::digest::hex(&sink.hasher.finalize()) != *hash {
                 return Err(AgentError::Hash { path: path.clone() });
             }
         }

@@ -38,11 +38,11 @@ use crate::agent::apply::{current_system, rebuild_target, Run};
 use crate::agent::config::AgentConfig;
 use crate::agent::connect::connect;
 use crate::agent::reboot::reboot_if_due;
-use crate::layout::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::transport::Transport;
+use crate::wire::host_dir::{CURRENT_FILE, CURRENT_LIMIT};
+use crate::wire::report::{Report, State};
 pub use command::CommandError;
 pub use error::AgentError;
-use report::{Report, State};
 pub use state::AgentState;
 
 /// What one run did.
@@ -86,14 +86,14 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     let _ = report::flush(&config.state_dir, transport.as_mut());
     let first = match report::heartbeat(&config.host, state.applied, config.ssh_port) {
         Ok(beat) => {
-            let write = (report::heartbeat_path(), beat);
+            let write = (crate::wire::heartbeat::heartbeat_path(), beat);
             let read = (CURRENT_FILE, CURRENT_LIMIT);
             transport.write_and_read((&write.0, &write.1), read).1
         }
         Err(_) => transport.read(CURRENT_FILE, CURRENT_LIMIT),
     };
     let current = match crate::transport::current_or_link(transport.as_mut(), first) {
-        Ok(bytes) => crate::layout::parse_generation(&bytes).ok_or(AgentError::NotAGeneration)?,
+        Ok(bytes) => crate::wire::host_dir::parse_generation(&bytes).ok_or(AgentError::NotAGeneration)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(AgentError::ReadCurrent(e)),
     };

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::agent::config::{command_words, AgentConfig};
-use crate::agent::report::Report;
+use crate::wire::report::Report;
 
 /// The parts of a system that need a reboot to take effect.
 const BOOT_PARTS: [&str; 3] = ["kernel", "initrd", "kernel-modules"];

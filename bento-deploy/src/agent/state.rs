@@ -10,7 +10,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::error::AgentError;
-use crate::agent::report::State;
+use crate::wire::report::State;
 
 /// What the agent remembers between runs, in `<state_dir>/state.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

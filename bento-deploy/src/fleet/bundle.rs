@@ -15,6 +15,7 @@ use crate::dirents::Dir;
 use crate::error::Error;
 use crate::fleet::hosts::Host;
 use crate::manifest::{Manifest, FORMAT};
+use crate::wire::digest::sha256_hex;
 use rustix::fs::FileType;
 
 /// One file of a bundle.
@@ -24,23 +25,6 @@ pub struct File {
     pub bytes: Vec<u8>,
     /// Its hex SHA-256.
     pub sha256: String,
-}
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(bytes))
-}
-
-/// `bytes` in lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
-    out
 }
 
 impl File {
@@ -303,15 +287,4 @@ fn not_a_file(shown: String) -> Error {
         shown,
         "not a regular file or directory (a socket, fifo or device?); remove it",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hashes_as_sha256sum_does() {
-        assert_eq!(
-            super::sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::spans::Positions;
-use crate::time::parse_timespan;
+use crate::time::TimeSpan;
 
 /// The file name, at the root of the fleet repo.
 pub const CONFIG_FILE: &str = "bento.toml";
@@ -104,9 +104,11 @@ pub struct Deploy {
     /// instead of into `server.root` on this machine.
     pub target: Option<String>,
     /// The most a deploy to a remote target may take, a systemd time span.
-    pub timeout: String,
+    #[serde(deserialize_with = "deploy_timeout")]
+    pub timeout: TimeSpan,
     /// The most a remote server may stay silent while deploy waits for an answer.
-    pub request_timeout: String,
+    #[serde(deserialize_with = "deploy_request_timeout")]
+    pub request_timeout: TimeSpan,
     /// The ssh key that logs in to a remote `target` (as the publishing account); none:
     /// ssh's own choice (`~/.ssh/config`, ssh-agent, `~/.ssh/id_*`).
     pub login_key: Option<String>,
@@ -118,23 +120,44 @@ impl Default for Deploy {
             signing_key: "~/.ssh/id_ed25519".into(),
             keep_generations: 3,
             target: None,
-            timeout: "10min".into(),
-            request_timeout: "60s".into(),
+            timeout: TimeSpan::from_secs(600),
+            request_timeout: TimeSpan::from_secs(60),
             login_key: None,
         }
     }
 }
 
 impl Deploy {
-    /// [`Deploy::timeout`] (validated by [`Config::parse`]; 10 minutes otherwise).
+    /// [`Deploy::timeout`], as a duration.
     pub fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(parse_timespan(&self.timeout).unwrap_or(600))
+        self.timeout.duration()
     }
 
-    /// [`Deploy::request_timeout`] (validated by [`Config::parse`]; 60 s otherwise).
+    /// [`Deploy::request_timeout`], as a duration.
     pub fn request_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(parse_timespan(&self.request_timeout).unwrap_or(60))
+        self.request_timeout.duration()
     }
+}
+
+/// `deploy.timeout`, its refusal naming the key (the parser adds the line).
+fn deploy_timeout<'de, D: serde::Deserializer<'de>>(de: D) -> Result<TimeSpan, D::Error> {
+    deploy_span(de, "timeout")
+}
+
+/// `deploy.request_timeout`, as [`deploy_timeout`].
+fn deploy_request_timeout<'de, D: serde::Deserializer<'de>>(de: D) -> Result<TimeSpan, D::Error> {
+    deploy_span(de, "request_timeout")
+}
+
+/// A deploy time span: from 1 s to 7 days.
+fn deploy_span<'de, D: serde::Deserializer<'de>>(de: D, key: &str) -> Result<TimeSpan, D::Error> {
+    let text = String::deserialize(de)?;
+    TimeSpan::parse(&text, 7 * 86_400).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "deploy.{key} `{}` is not a time span from 1s to 7d: write it as e.g. \"10min\" or \"60s\"",
+            text.escape_default()
+        ))
+    })
 }
 
 /// `[build]`
@@ -167,7 +190,8 @@ impl Default for Build {
 pub struct Status {
     /// How often hosts poll, as a systemd time span (`15min`, `1h 30min`): the agent
     /// timer's interval.
-    pub interval: String,
+    #[serde(deserialize_with = "status_interval")]
+    pub interval: TimeSpan,
     /// A published generation not picked up after this many intervals marks its host stale.
     pub stale_after: u32,
 }
@@ -175,22 +199,33 @@ pub struct Status {
 impl Default for Status {
     fn default() -> Self {
         Status {
-            interval: "15min".into(),
+            interval: TimeSpan::from_secs(900),
             stale_after: 3,
         }
     }
 }
 
 impl Status {
-    /// The poll interval in seconds (validated by [`Config::parse`]; 15 minutes otherwise).
+    /// The poll interval in seconds.
     pub fn interval_secs(&self) -> u64 {
-        parse_timespan(&self.interval).unwrap_or(900)
+        self.interval.secs()
     }
 
     /// How long a published generation may wait for its host before the host is stale.
     pub fn stale_secs(&self) -> u64 {
         self.interval_secs().saturating_mul(u64::from(self.stale_after))
     }
+}
+
+/// `status.interval`, its refusal naming the key (the parser adds the line).
+fn status_interval<'de, D: serde::Deserializer<'de>>(de: D) -> Result<TimeSpan, D::Error> {
+    let text = String::deserialize(de)?;
+    TimeSpan::parse(&text, u64::MAX).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "status.interval `{}` is not a time span: write it as the agent timer's, e.g. \"15min\" or \"1h 30min\"",
+            text.escape_default()
+        ))
+    })
 }
 
 /// A host's name or IP address as bento.toml gives it (`hosts.<name>.address`): one word
@@ -211,19 +246,24 @@ impl HostAddress {
 }
 
 impl TryFrom<String> for HostAddress {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = BadHostAddress;
+    fn try_from(text: String) -> Result<Self, BadHostAddress> {
         if HostAddress::is_valid(&text) {
             Ok(HostAddress(text))
         } else {
-            Err(format!(
-                "address `{}` is not a host name or IP address (one word: no spaces, control \
-                 characters or user@, not starting with `-`)",
-                text.escape_default()
-            ))
+            Err(BadHostAddress(text))
         }
     }
 }
+
+/// A text refused as a [`HostAddress`]; it shows the text, escaped.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "address `{}` is not a host name or IP address (one word: no spaces, control characters or \
+     user@, not starting with `-`)",
+    .0.escape_default()
+)]
+pub struct BadHostAddress(String);
 
 impl std::ops::Deref for HostAddress {
     type Target = str;
@@ -356,20 +396,6 @@ impl Config {
             crate::publish::remote::RemoteUrl::parse(target)
                 .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
         }
-        for (key, value) in [
-            ("timeout", &config.deploy.timeout),
-            ("request_timeout", &config.deploy.request_timeout),
-        ] {
-            if !parse_timespan(value).is_some_and(|secs| (1..=7 * 86_400).contains(&secs)) {
-                return Err(Error::config(
-                    at("deploy", key),
-                    format!(
-                        "deploy.{key} `{}` is not a time span from 1s to 7d: write it as e.g. \"10min\" or \"60s\"",
-                        value.escape_default()
-                    ),
-                ));
-            }
-        }
         match shell_words::split(&config.build.command) {
             Ok(words) if words.is_empty() => {
                 return Err(Error::config(
@@ -406,15 +432,6 @@ impl Config {
             return Err(Error::config(
                 at("build", "jobs"),
                 "build.jobs must be between 1 and 64",
-            ));
-        }
-        if parse_timespan(&config.status.interval).is_none() {
-            return Err(Error::config(
-                at("status", "interval"),
-                format!(
-                    "status.interval `{}` is not a time span: write it as the agent timer's, e.g. \"15min\" or \"1h 30min\"",
-                    config.status.interval.escape_default()
-                ),
             ));
         }
         if !(1..=1000).contains(&config.status.stale_after) {

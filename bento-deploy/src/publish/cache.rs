@@ -136,15 +136,18 @@ fn hash_part(path: &str) -> &str {
     base.split_once('-').map_or(base, |(hash, _)| hash)
 }
 
-/// Runs `nix --extra-experimental-features nix-command ARGS`; its stdout, or the reason
-/// it failed (its last `error:` line).
-fn run_nix(nix: &str, args: &[&str]) -> Result<Vec<u8>, String> {
+/// Runs `nix --extra-experimental-features nix-command ARGS`; its stdout, or why it
+/// failed.
+fn run_nix(nix: &str, args: &[&str]) -> Result<Vec<u8>, NixFailed> {
     let out = Command::new(nix)
         .args(["--extra-experimental-features", "nix-command"])
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run `{nix}`: {e}"))?;
+        .map_err(|source| NixFailed::Spawn {
+            nix: nix.to_owned(),
+            source,
+        })?;
     if out.status.success() {
         return Ok(out.stdout);
     }
@@ -155,7 +158,24 @@ fn run_nix(nix: &str, args: &[&str]) -> Result<Vec<u8>, String> {
         .find(|l| l.starts_with("error:"))
         .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
         .unwrap_or("no message");
-    Err(format!("{} ({})", line.trim().escape_debug(), out.status))
+    Err(NixFailed::Status {
+        line: line.trim().to_owned(),
+        status: out.status,
+    })
+}
+
+/// Why a `nix` command failed.
+#[derive(Debug, thiserror::Error)]
+enum NixFailed {
+    /// It could not be started.
+    #[error("cannot run `{nix}`: {source}")]
+    Spawn { nix: String, source: std::io::Error },
+    /// It failed: its last `error:` line (else its last line), escaped, and its status.
+    #[error("{} ({status})", .line.escape_debug())]
+    Status {
+        line: String,
+        status: std::process::ExitStatus,
+    },
 }
 
 /// The closures of `roots` in the local store, path → info.

@@ -43,24 +43,18 @@ pub struct RemoteUrl {
 
 impl RemoteUrl {
     /// Parses `sftp://user@address[:port]/abs/root`; the error says what is wrong.
-    pub fn parse(url: &str) -> Result<RemoteUrl, String> {
-        let expected = "expected sftp://user@address:port/absolute/root";
-        let Some(rest) = url.strip_prefix("sftp://") else {
-            return Err(format!("`{}`: {expected}", url.escape_default()));
+    pub fn parse(url: &str) -> Result<RemoteUrl, RemoteUrlError> {
+        let shown = || url.escape_default().to_string();
+        let rest = url
+            .strip_prefix("sftp://")
+            .ok_or_else(|| RemoteUrlError::Malformed(shown()))?;
+        let Some(i) = rest.find('/') else {
+            return Err(RemoteUrlError::NoRoot(shown()));
         };
-        let (authority, root) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => {
-                return Err(format!(
-                    "`{}`: name the server root: {expected}",
-                    url.escape_default()
-                ))
-            }
-        };
-        let ServerUrl::Sftp { user, address, port } = ServerUrl::parse(&format!("sftp://{authority}"))
-            .map_err(|_| format!("`{}`: {expected}", url.escape_default()))?
+        let (authority, root) = rest.split_at(i);
+        let Ok(ServerUrl::Sftp { user, address, port }) = ServerUrl::parse(&format!("sftp://{authority}"))
         else {
-            return Err(format!("`{}`: {expected}", url.escape_default()));
+            return Err(RemoteUrlError::Malformed(shown()));
         };
         let root = if root == "/" {
             root
@@ -68,10 +62,7 @@ impl RemoteUrl {
             root.trim_end_matches('/')
         };
         if root != "/" && !bento_secrets::names::AbsPath::is_valid(root) {
-            return Err(format!(
-                "`{}`: the server root must be an absolute path without `..` ({expected})",
-                url.escape_default()
-            ));
+            return Err(RemoteUrlError::BadRoot(shown()));
         }
         Ok(RemoteUrl {
             user,
@@ -81,6 +72,23 @@ impl RemoteUrl {
         })
     }
 }
+
+/// Why a remote target URL is refused; each names the URL, escaped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteUrlError {
+    /// Not `sftp://user@address[:port]/…`.
+    #[error("`{0}`: {expected}", expected = EXPECTED_URL)]
+    Malformed(String),
+    /// No server root after the address.
+    #[error("`{0}`: name the server root: {expected}", expected = EXPECTED_URL)]
+    NoRoot(String),
+    /// The server root is not an absolute path without `..`.
+    #[error("`{0}`: the server root must be an absolute path without `..` ({expected})", expected = EXPECTED_URL)]
+    BadRoot(String),
+}
+
+const EXPECTED_URL: &str = "expected sftp://user@address:port/absolute/root";
 
 impl std::fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

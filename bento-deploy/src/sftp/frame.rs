@@ -75,6 +75,15 @@ impl Watch {
     }
 }
 
+/// A packet length outside OpenSSH's limit, refused at its length field.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server sent an sftp packet of {0} bytes, outside OpenSSH's limit of 1 to {max}: refused \
+     (a hostile or broken sftp server)",
+    max = MAX_PACKET
+)]
+struct Refused(u32);
+
 /// A reader of sftp packets that refuses one longer than [`MAX_PACKET`] (or empty: a
 /// packet holds at least its type) at its length field.
 pub struct Framed<R> {
@@ -99,9 +108,8 @@ impl<R> Framed<R> {
         }
     }
 
-    /// Follows the packets through `bytes`, as they are handed on; the reason when a
-    /// length field is refused.
-    fn follow(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    /// Follows the packets through `bytes`, as they are handed on; the length field refused.
+    fn follow(&mut self, mut bytes: &[u8]) -> Result<(), Refused> {
         while !bytes.is_empty() {
             if self.remaining > 0 {
                 let take = bytes.len().min(self.remaining as usize);
@@ -116,10 +124,7 @@ impl<R> Framed<R> {
                 self.have = 0;
                 let length = u32::from_be_bytes(self.header);
                 if length > MAX_PACKET || length == 0 {
-                    return Err(format!(
-                        "the server sent an sftp packet of {length} bytes, outside OpenSSH's limit \
-                         of 1 to {MAX_PACKET}: refused (a hostile or broken sftp server)"
-                    ));
+                    return Err(Refused(length));
                 }
                 self.remaining = length;
             }
@@ -145,7 +150,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Framed<R> {
         }
         if let Err(why) = this.follow(&fresh) {
             buf.set_filled(before);
-            this.watch.refuse(why.clone());
+            this.watch.refuse(why.to_string());
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
         }
         Poll::Ready(Ok(()))

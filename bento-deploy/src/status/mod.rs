@@ -10,6 +10,7 @@
 //! `status.stale_after` poll intervals, not merely because its last report is old.
 
 pub mod diff;
+pub mod host_file;
 pub mod prometheus;
 mod reports;
 mod seen;
@@ -21,29 +22,20 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::report::{Report, State};
 use crate::error::Error;
 use crate::fleet::config::Config;
-use crate::layout::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
-use crate::manifest::MANIFEST_FILE;
 use crate::server_dir::{Kind, ServerDir};
+use crate::status::host_file::{read_file, Content, Problem};
 use crate::status::reports::{newest_report, Newest};
 use crate::time::{parse_rfc3339, rfc3339};
+use crate::wire::host_dir::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
+use crate::wire::manifest::MANIFEST_FILE;
+use crate::wire::report::{Report, State};
 
 /// The version of the `--json` shape.
 pub const FORMAT: u32 = 1;
 
-/// The largest files status reads from a host directory besides `current` and manifests
-/// (see [`crate::layout::CURRENT_LIMIT`]). Everything there is untrusted — a host writes
-/// its own `logs/` — so a larger file is flagged and ignored, not read.
-pub mod limits {
-    /// A report in `logs/`.
-    pub const REPORT: u64 = 1024 * 1024;
-    /// The heartbeat, `logs/seen.json`.
-    pub const HEARTBEAT: u64 = 64 * 1024;
-    /// Entries of a host's `logs/` (its reports pile up there: one per run).
-    pub const LOGS_ENTRIES: usize = 100_000;
-}
+pub use host_file::limits;
 
 /// A host's derived state. The order is severity: problems first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -340,7 +332,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             bad_current = true;
-            problems.push(format!("{e}; the host directory must be a plain directory"));
+            problems.push(Problem::HostDir(e));
             None
         }
     };
@@ -415,7 +407,10 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
         }),
         report_file: report.as_ref().map(|(file, _)| file.clone()),
         error: r.and_then(|r| r.error.clone()),
-        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        problem: (!problems.is_empty()).then(|| {
+            let texts: Vec<String> = problems.iter().map(Problem::to_string).collect();
+            texts.join("; ")
+        }),
         ssh: options.ssh.get(name).cloned(),
         addresses: heartbeat
             .as_ref()
@@ -470,49 +465,21 @@ pub fn unless_unseen(status: Status, seen_ago: Option<u64>, stale_secs: u64) -> 
     }
 }
 
-/// Why a file a host controls could not be used, without repeating any of its content
-/// (which is untrusted, and may hold escape sequences or another file's text): serde's
-/// messages quote the offending value, so only the position is kept.
-pub(crate) fn json_problem(what: &str, e: &serde_json::Error) -> String {
-    let kind = match e.classify() {
-        serde_json::error::Category::Io | serde_json::error::Category::Eof => "cut short",
-        serde_json::error::Category::Syntax => "not JSON",
-        serde_json::error::Category::Data => "not the expected shape",
-    };
-    format!("not {what} ({kind} at line {} column {})", e.line(), e.column())
-}
-
-/// Reads a file of the host directory: a regular file of at most `limit` bytes, reached
-/// without following a symlink. `Ok(None)` when it does not exist.
-pub(crate) fn read_file(dir: &dyn ServerDir, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
-    match dir.read(rel, limit) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(format!(
-            "{e}, ignored; delete it (and see the quotas for logs/ in the server docs)"
-        )),
-        // The error names the file.
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn read_current(dir: &dyn ServerDir) -> Result<Option<u64>, String> {
+fn read_current(dir: &dyn ServerDir) -> Result<Option<u64>, Problem> {
     // `current`, or the one link accepted, `current -> generations/current` (not followed:
     // its target is read as a regular file).
     let rel = match dir.read_link(CURRENT_FILE) {
-        Ok(target) if target == std::path::Path::new(crate::layout::CURRENT_LINK) => {
-            crate::layout::CURRENT_LINK
+        Ok(target) if target == std::path::Path::new(crate::wire::host_dir::CURRENT_LINK) => {
+            crate::wire::host_dir::CURRENT_LINK
         }
         _ => CURRENT_FILE,
     };
-    let Some(bytes) = read_file(dir, rel, crate::layout::CURRENT_LIMIT)? else {
+    let Some(bytes) = read_file(dir, rel, crate::wire::host_dir::CURRENT_LIMIT)? else {
         return Ok(None);
     };
-    crate::layout::parse_generation(&bytes).map(Some).ok_or_else(|| {
-        format!(
-            "{CURRENT_FILE}: not a generation number; run `bento deploy` or write the number of a dir of {GENERATIONS_DIR}/"
-        )
-    })
+    crate::wire::host_dir::parse_generation(&bytes)
+        .map(Some)
+        .ok_or(Problem::NotAGeneration)
 }
 
 #[derive(Deserialize)]
@@ -521,12 +488,15 @@ struct Published {
     system: Option<String>,
 }
 
-fn read_published(dir: &dyn ServerDir, generation: u64) -> Result<Published, String> {
+fn read_published(dir: &dyn ServerDir, generation: u64) -> Result<Published, Problem> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
-    let bytes = read_file(dir, &rel, crate::layout::MANIFEST_LIMIT)?.ok_or_else(|| {
-        format!("{rel} is missing: `current` names a generation that is not there; run `bento deploy`")
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a manifest", &e)))
+    let Some(bytes) = read_file(dir, &rel, crate::wire::host_dir::MANIFEST_LIMIT)? else {
+        return Err(Problem::ManifestMissing { rel });
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Problem::Content {
+        rel,
+        content: Content::json("a manifest", &e),
+    })
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! carry their generation and time, so the newest is found without opening the rest; an
 //! older one is read only when a newer one cannot be.
 
-use crate::agent::report::Report;
-use crate::layout::LOGS_DIR;
 use crate::server_dir::ServerDir;
-use crate::status::{json_problem, limits, read_file};
+use crate::status::host_file::{limits, read_file, Content, Problem};
 use crate::time::parse_rfc3339;
+use crate::wire::host_dir::LOGS_DIR;
+use crate::wire::report::{parse_file_name, Report};
 
 /// How many report files are opened per host at most, newest first, to get past
 /// unreadable ones.
@@ -15,15 +15,8 @@ const REPORTS_TRIED: usize = 3;
 /// The newest readable report, and what stood in the way of reading newer ones.
 pub(crate) struct Newest {
     pub(crate) report: Option<(String, Report)>,
-    pub(crate) problems: Vec<String>,
+    pub(crate) problems: Vec<Problem>,
     pub(crate) newest_is_bad: bool,
-}
-
-fn report_key(name: &str) -> Option<(&str, u64)> {
-    let rest = name.strip_prefix("report-")?.strip_suffix(".json")?;
-    let (generation, time) = rest.split_once('-')?;
-    let generation = generation.parse().ok()?;
-    (!time.is_empty()).then_some((time, generation))
 }
 
 impl Newest {
@@ -38,27 +31,23 @@ impl Newest {
 
 pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str) -> Newest {
     let mut newest = Newest::none();
-    let names: Vec<String> = match dir.entries_at_most(LOGS_DIR, super::limits::LOGS_ENTRIES) {
+    let names: Vec<String> = match dir.entries_at_most(LOGS_DIR, limits::LOGS_ENTRIES) {
         Ok(entries) => entries.into_iter().map(|(name, _)| name).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             newest.newest_is_bad = true;
-            newest.problems.push(format!(
-                "{LOGS_DIR}/ {e}, not read; delete old reports from it (see the quotas for logs/ in the server docs)"
-            ));
+            newest.problems.push(Problem::LogsTooLarge(e));
             return newest;
         }
         Err(e) => {
             newest.newest_is_bad = true;
-            newest.problems.push(format!(
-                "{e}; {LOGS_DIR}/ must be a plain directory that bento status can read"
-            ));
+            newest.problems.push(Problem::LogsUnreadable(e));
             return newest;
         }
     };
     let mut reports: Vec<((&str, u64), &str)> = names
         .iter()
-        .filter_map(|n| Some((report_key(n)?, n.as_str())))
+        .filter_map(|n| Some((parse_file_name(n)?, n.as_str())))
         .collect();
     reports.sort_unstable_by(|a, b| b.cmp(a));
     for (i, (_, name)) in reports.into_iter().take(REPORTS_TRIED).enumerate() {
@@ -69,46 +58,33 @@ pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str) -> Newest {
             }
             Err(why) => {
                 newest.newest_is_bad |= i == 0;
-                newest.problems.push(format!(
-                    "{why}; the host's next report supersedes it, or delete the file"
-                ));
+                newest.problems.push(Problem::Report(Box::new(why)));
             }
         }
     }
     newest
 }
 
-fn read_report(dir: &dyn ServerDir, name: &str, host: &str) -> Result<Report, String> {
+fn read_report(dir: &dyn ServerDir, name: &str, host: &str) -> Result<Report, Problem> {
     let rel = format!("{LOGS_DIR}/{name}");
-    let bytes = read_file(dir, &rel, limits::REPORT)?.ok_or_else(|| format!("{rel}: gone while reading"))?;
-    let report: Report =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: {}", json_problem("a report", &e)))?;
+    let Some(bytes) = read_file(dir, &rel, limits::REPORT)? else {
+        return Err(Problem::Gone { rel });
+    };
+    let bad = |content| {
+        Err(Problem::Content {
+            rel: rel.clone(),
+            content,
+        })
+    };
+    let report: Report = match serde_json::from_slice(&bytes) {
+        Ok(report) => report,
+        Err(e) => return bad(Content::json("a report", &e)),
+    };
     if report.host != host {
-        return Err(format!("{rel}: a report of another host, not `{host}`"));
+        return bad(Content::ReportOfAnotherHost(host.to_owned()));
     }
     if parse_rfc3339(&report.time).is_none() {
-        return Err(format!("{rel}: its time is not RFC 3339"));
+        return bad(Content::NotRfc3339);
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_names_sort_by_time_then_generation() {
-        assert_eq!(
-            report_key("report-00000003-2026-11-26T050000Z.json"),
-            Some(("2026-11-26T050000Z", 3))
-        );
-        for bad in [
-            "report-x-2026.json",
-            "report-00000001-.json",
-            "log-00000001-t.txt.gz",
-            "report-1.json",
-        ] {
-            assert_eq!(report_key(bad), None, "{bad}");
-        }
-    }
 }

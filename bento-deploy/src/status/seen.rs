@@ -1,25 +1,11 @@
 //! `bento status`: reading a host's heartbeat, `logs/seen.json` — when it last polled, and
 //! where it says it can be reached (checked: the host writes the file).
 
-use serde::Deserialize;
-
-use crate::agent::report::HEARTBEAT_FILE;
-use crate::layout::LOGS_DIR;
 use crate::server_dir::ServerDir;
-use crate::status::{json_problem, limits, read_file};
+use crate::status::host_file::{limits, read_file, Content, Problem};
 use crate::time::parse_rfc3339;
-
-/// What status uses of a heartbeat, as the host wrote it: the fields that reach the host
-/// are read loosely and checked one by one ([`crate::reach`]), since the host writes them.
-#[derive(Deserialize)]
-struct ClaimedBeat {
-    host: String,
-    time: String,
-    #[serde(default)]
-    addresses: serde_json::Value,
-    #[serde(default)]
-    ssh_port: serde_json::Value,
-}
+use crate::wire::heartbeat::{Claimed, HEARTBEAT_FILE};
+use crate::wire::host_dir::LOGS_DIR;
 
 /// A heartbeat, checked.
 pub(crate) struct Seen {
@@ -32,18 +18,22 @@ pub(crate) struct Seen {
 }
 
 /// The host's heartbeat; `Ok(None)` when it has none (an agent that predates heartbeats).
-pub(crate) fn read_heartbeat(dir: &dyn ServerDir, host: &str) -> Result<Option<Seen>, String> {
+pub(crate) fn read_heartbeat(dir: &dyn ServerDir, host: &str) -> Result<Option<Seen>, Problem> {
     let rel = format!("{LOGS_DIR}/{HEARTBEAT_FILE}");
     let Some(bytes) = read_file(dir, &rel, limits::HEARTBEAT)? else {
         return Ok(None);
     };
-    let bad = |why: String| format!("{rel}: {why}; the host's next poll rewrites it, or delete the file");
-    let beat: ClaimedBeat =
-        serde_json::from_slice(&bytes).map_err(|e| bad(json_problem("a heartbeat", &e)))?;
+    let bad = |content| {
+        Problem::Heartbeat(Box::new(Problem::Content {
+            rel: rel.clone(),
+            content,
+        }))
+    };
+    let beat: Claimed = serde_json::from_slice(&bytes).map_err(|e| bad(Content::json("a heartbeat", &e)))?;
     if beat.host != host {
-        return Err(bad("the heartbeat of another host".into()));
+        return Err(bad(Content::HeartbeatOfAnotherHost));
     }
-    let secs = parse_rfc3339(&beat.time).ok_or_else(|| bad("its time is not RFC 3339".into()))?;
+    let secs = parse_rfc3339(&beat.time).ok_or_else(|| bad(Content::NotRfc3339))?;
     Ok(Some(Seen {
         secs,
         addresses: crate::reach::valid_addresses(&beat.addresses),

@@ -1,0 +1,9 @@
+//! What the two programs exchange through the server: the bundle's [`manifest`], the names
+//! and size limits of a host directory ([`host_dir`]), and what a host writes back — its
+//! [`report`]s and its [`heartbeat`]. The admin's side and the host's side meet only here.
+
+pub mod digest;
+pub mod heartbeat;
+pub mod host_dir;
+pub mod manifest;
+pub mod report;
