@@ -8,7 +8,7 @@ use ssh_key::PublicKey;
 
 use crate::agent::bundles::{self, diff, installed_manifest};
 use crate::agent::command::{CommandError, Job};
-use crate::agent::config::AgentConfig;
+use crate::agent::config::{AgentConfig, CommandLine};
 use crate::agent::connect::connect;
 use crate::agent::error::AgentError;
 use crate::agent::fetch::Fetch;
@@ -190,16 +190,19 @@ impl Run<'_> {
             return Ok(self.command("activate", &command, &[])?);
         }
         let exe = std::env::current_exe().map_err(AgentError::CurrentExe)?;
-        // Quoted as a shell would: a path with spaces stays one word.
-        let quote = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
-        let base = format!(
-            "{} activate --bundle {} --root {} -i {}",
-            quote(&exe),
-            quote(&self.current_link()),
-            quote(&self.config.secrets_root),
-            quote(&self.config.identity)
+        let base = CommandLine::from_words(
+            exe.display().to_string(),
+            vec![
+                "activate".into(),
+                "--bundle".into(),
+                self.current_link().display().to_string(),
+                "--root".into(),
+                self.config.secrets_root.display().to_string(),
+                "-i".into(),
+                self.config.identity.display().to_string(),
+            ],
         );
-        let users = self.command("activate", &format!("{base} --phase users"), &[]);
+        let users = self.command("activate", &base, &["--phase".into(), "users".into()]);
         let secrets = self.command("activate", &base, &[]);
         Ok(users.and(secrets)?)
     }
@@ -209,7 +212,7 @@ impl Run<'_> {
     pub(super) fn command(
         &mut self,
         what: &'static str,
-        line: &str,
+        line: &CommandLine,
         extra: &[String],
     ) -> Result<(), CommandError> {
         self.command_until(what, line, extra, self.deadline)
@@ -218,7 +221,7 @@ impl Run<'_> {
     fn command_until(
         &mut self,
         what: &'static str,
-        line: &str,
+        line: &CommandLine,
         extra: &[String],
         deadline: Instant,
     ) -> Result<(), CommandError> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
-use crate::agent::config::command_words;
+use crate::agent::config::CommandLine;
 
 /// How long a command stopped at the deadline has between `SIGTERM` and `SIGKILL`.
 const GRACE: Duration = Duration::from_secs(5);
@@ -21,22 +21,6 @@ const GRACE: Duration = Duration::from_secs(5);
 /// Why a command failed; each one line naming the command.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// The configured line holds no program.
-    #[error("the {what} command is empty")]
-    Empty {
-        /// `rebuild`, `activate`…
-        what: &'static str,
-    },
-    /// The configured line does not split into words (agent.toml is checked when
-    /// loaded, so only a line built otherwise gets here).
-    #[error("the {what} command: {source}")]
-    Split {
-        /// `rebuild`, `activate`…
-        what: &'static str,
-        /// The splitter's error.
-        #[source]
-        source: shell_words::ParseError,
-    },
     /// The program could not be started.
     #[error("running the {what} command `{program}`: {source}")]
     Spawn {
@@ -77,14 +61,12 @@ pub enum CommandError {
     },
 }
 
-/// A configured command line (split into words as a shell would, quotes working; no
-/// shell runs it), run to completion or
-/// until `deadline`.
+/// A command line, run to completion or until `deadline`.
 pub(crate) struct Job<'a> {
     /// What it is, for messages: `rebuild`, `activate`…
     pub what: &'static str,
-    /// The command line from agent.toml.
-    pub line: &'a str,
+    /// The command line (from agent.toml, or built by the agent).
+    pub line: &'a CommandLine,
     /// Arguments bento appends.
     pub extra: &'a [String],
     /// When it is stopped.
@@ -98,11 +80,10 @@ impl Job<'_> {
     /// is one line: the command's last line on stderr, or the deadline.
     pub(crate) fn run(&self, log: &mut Vec<u8>) -> Result<(), CommandError> {
         let what = self.what;
-        let words = command_words(self.line).map_err(|source| CommandError::Split { what, source })?;
-        let (program, args) = words.split_first().ok_or(CommandError::Empty { what })?;
+        let program = self.line.program();
         log.extend_from_slice(format!("$ {} {}\n", self.line, self.extra.join(" ")).as_bytes());
         let mut child = Command::new(program)
-            .args(args)
+            .args(self.line.args())
             .args(self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

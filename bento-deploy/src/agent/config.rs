@@ -21,7 +21,8 @@ pub struct AgentConfig {
     /// This host's name in the fleet.
     pub host: String,
     /// `sftp://user@address:port` or `file:///dir`.
-    pub server: String,
+    #[serde(deserialize_with = "server_url")]
+    pub server: ServerUrl,
     /// The host's private key: logs in over sftp and decrypts secrets.
     #[serde(default = "default_identity")]
     pub identity: PathBuf,
@@ -30,6 +31,9 @@ pub struct AgentConfig {
     pub known_hosts: PathBuf,
     /// Admin public keys (ssh key lines) whose bundle signatures are accepted.
     pub trusted_keys: Vec<String>,
+    /// `trusted_keys` parsed, when the file is read: the keys signatures are checked with.
+    #[serde(skip)]
+    pub(crate) trusted: Vec<PublicKey>,
     /// Where bundles are installed; `<state_dir>/current` is the active one.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -37,16 +41,16 @@ pub struct AgentConfig {
     #[serde(default = "default_secrets_root")]
     pub secrets_root: PathBuf,
     /// Applies a new configuration; bento appends `--flake …#host` or `-I nixos-config=…`.
-    #[serde(default = "default_rebuild")]
-    pub rebuild: String,
+    #[serde(default = "default_rebuild", deserialize_with = "rebuild_line")]
+    pub rebuild: CommandLine,
     /// Undoes the last switch when the server is unreachable after it.
-    #[serde(default = "default_rollback")]
-    pub rollback: String,
+    #[serde(default = "default_rollback", deserialize_with = "rollback_line")]
+    pub rollback: CommandLine,
     /// Activates secrets alone (when only secrets changed); default: this binary's
     /// `activate --bundle <state_dir>/current --root <secrets_root> -i <identity>`, run
     /// with `--phase users` first, then for the other secrets.
-    #[serde(default)]
-    pub activate: Option<String>,
+    #[serde(default, deserialize_with = "activate_line")]
+    pub activate: Option<CommandLine>,
     /// Seconds before giving up connecting.
     #[serde(default = "default_timeout")]
     pub connect_timeout: u64,
@@ -81,8 +85,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub reboot: Reboot,
     /// The command for `reboot`; default `systemctl kexec` or `systemctl reboot`.
-    #[serde(default)]
-    pub reboot_command: Option<String>,
+    #[serde(default, deserialize_with = "reboot_line")]
+    pub reboot_command: Option<CommandLine>,
     /// The trigger's unix socket (`bento trigger`).
     #[serde(default = "default_trigger_socket")]
     pub trigger_socket: PathBuf,
@@ -111,12 +115,12 @@ pub enum Reboot {
 
 impl AgentConfig {
     /// The reboot command, if the policy asks for one.
-    pub fn reboot_command(&self) -> Option<String> {
+    pub fn reboot_command(&self) -> Option<CommandLine> {
         match (self.reboot, &self.reboot_command) {
             (Reboot::Never, _) => None,
             (_, Some(c)) => Some(c.clone()),
-            (Reboot::Kexec, None) => Some("systemctl kexec".into()),
-            (Reboot::Reboot, None) => Some("systemctl reboot".into()),
+            (Reboot::Kexec, None) => Some(CommandLine::of("systemctl", &["kexec"])),
+            (Reboot::Reboot, None) => Some(CommandLine::of("systemctl", &["reboot"])),
         }
     }
 }
@@ -145,11 +149,11 @@ fn default_state_dir() -> PathBuf {
 fn default_secrets_root() -> PathBuf {
     "/run/bento".into()
 }
-fn default_rebuild() -> String {
-    "nixos-rebuild switch".into()
+fn default_rebuild() -> CommandLine {
+    CommandLine::of("nixos-rebuild", &["switch"])
 }
-fn default_rollback() -> String {
-    "nixos-rebuild switch --rollback".into()
+fn default_rollback() -> CommandLine {
+    CommandLine::of("nixos-rebuild", &["switch", "--rollback"])
 }
 fn default_timeout() -> u64 {
     10
@@ -184,7 +188,7 @@ impl AgentConfig {
 
     /// Parses and validates the text of an agent.toml; an error names its line.
     fn parse(text: &str) -> Result<AgentConfig, (usize, Problem)> {
-        let config: AgentConfig = toml::from_str(text).map_err(|e| {
+        let mut config: AgentConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| bento_secrets::rules::line_col(text, s.start).0)
@@ -198,17 +202,19 @@ impl AgentConfig {
         if !bento_secrets::names::HostName::is_valid(&config.host) {
             return Err((at("host"), Problem::HostName(config.host)));
         }
-        ServerUrl::parse(&config.server).map_err(|e| (at("server"), Problem::Server(e)))?;
         if config.trusted_keys.is_empty() {
             return Err((at("trusted_keys"), Problem::NoTrustedKeys));
         }
         for (i, line) in config.trusted_keys.iter().enumerate() {
-            if trusted_key(line).is_err() {
-                let shown = line.chars().take(30).collect();
-                let line = positions
-                    .element(&[], "trusted_keys", i)
-                    .unwrap_or(at("trusted_keys"));
-                return Err((line, Problem::TrustedKey(shown)));
+            match PublicKey::from_openssh(line.trim()) {
+                Ok(key) => config.trusted.push(key),
+                Err(_) => {
+                    let shown = line.chars().take(30).collect();
+                    let line = positions
+                        .element(&[], "trusted_keys", i)
+                        .unwrap_or(at("trusted_keys"));
+                    return Err((line, Problem::TrustedKey(shown)));
+                }
             }
         }
         if config.run_timeout == 0 {
@@ -227,40 +233,86 @@ impl AgentConfig {
         {
             return Err((at("trigger_group"), Problem::TriggerGroup));
         }
-        let commands = [
-            ("rebuild", Some(&config.rebuild)),
-            ("rollback", Some(&config.rollback)),
-            ("activate", config.activate.as_ref()),
-            ("reboot_command", config.reboot_command.as_ref()),
-        ];
-        for (key, line) in commands {
-            if let Some(line) = line {
-                match command_words(line) {
-                    Ok(words) if words.is_empty() => return Err((at(key), Problem::EmptyCommand(key))),
-                    Ok(_) => {}
-                    Err(source) => return Err((at(key), Problem::CommandLine { key, source })),
-                }
-            }
-        }
         Ok(config)
     }
+}
 
-    /// The server, parsed.
-    pub fn server_url(&self) -> Result<ServerUrl, crate::transport::UrlError> {
-        ServerUrl::parse(&self.server)
+/// A command line of agent.toml, split into words once, when the file is read, as a
+/// POSIX shell would (quotes and backslashes work; no variables, globs or pipes: no shell
+/// runs it). It always names a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandLine {
+    program: String,
+    args: Vec<String>,
+}
+
+impl CommandLine {
+    /// The line of `key`, split; empty or unsplittable lines are refused.
+    pub fn parse(key: &'static str, line: &str) -> Result<CommandLine, Problem> {
+        let words = shell_words::split(line).map_err(|source| Problem::CommandLine { key, source })?;
+        let mut words = words.into_iter();
+        let program = words.next().ok_or(Problem::EmptyCommand(key))?;
+        Ok(CommandLine {
+            program,
+            args: words.collect(),
+        })
+    }
+
+    /// The command `program args…` of a default.
+    pub fn of(program: &str, args: &[&str]) -> CommandLine {
+        CommandLine {
+            program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    /// The command `program args…`, as built by the agent (no splitting).
+    pub fn from_words(program: String, args: Vec<String>) -> CommandLine {
+        CommandLine { program, args }
+    }
+
+    /// The program.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// Its arguments.
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 }
 
-/// One `trusted_keys` line as the agent verifies signatures with it: checked with this
-/// same parser when the file is loaded.
-pub fn trusted_key(line: &str) -> Result<PublicKey, ssh_key::Error> {
-    PublicKey::from_openssh(line.trim())
+impl std::fmt::Display for CommandLine {
+    /// The words, quoted as a shell would read them back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words = std::iter::once(&self.program).chain(&self.args);
+        f.write_str(&shell_words::join(words))
+    }
 }
 
-/// The words of a configured command line, split as a POSIX shell would (quotes and
-/// backslashes work; no variables, globs or pipes: no shell runs it).
-pub fn command_words(line: &str) -> Result<Vec<String>, shell_words::ParseError> {
-    shell_words::split(line)
+/// `server`, parsed when agent.toml is read.
+fn server_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ServerUrl, D::Error> {
+    let text = String::deserialize(d)?;
+    ServerUrl::parse(&text).map_err(|e| serde::de::Error::custom(Problem::Server(e)))
+}
+
+/// A command line of `key`, parsed when agent.toml is read.
+fn command_line<'de, D: serde::Deserializer<'de>>(key: &'static str, d: D) -> Result<CommandLine, D::Error> {
+    let text = String::deserialize(d)?;
+    CommandLine::parse(key, &text).map_err(serde::de::Error::custom)
+}
+
+fn rebuild_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CommandLine, D::Error> {
+    command_line("rebuild", d)
+}
+fn rollback_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CommandLine, D::Error> {
+    command_line("rollback", d)
+}
+fn activate_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CommandLine>, D::Error> {
+    command_line("activate", d).map(Some)
+}
+fn reboot_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CommandLine>, D::Error> {
+    command_line("reboot_command", d).map(Some)
 }
 
 /// Why agent.toml cannot be used; one line naming the file (and line).
@@ -351,7 +403,7 @@ mod tests {
     #[test]
     fn a_minimal_file_gets_the_defaults() {
         let c = AgentConfig::parse(&minimal("")).unwrap();
-        assert_eq!(c.rebuild, "nixos-rebuild switch");
+        assert_eq!(c.rebuild.to_string(), "nixos-rebuild switch");
         assert_eq!(c.run_timeout, 3600);
         assert_eq!(c.reboot_command(), None);
     }
@@ -386,12 +438,19 @@ mod tests {
 
     #[test]
     fn command_lines_split_as_a_shell_would() {
+        let line =
+            CommandLine::parse("rebuild", "'/opt/my tools/rebuild' switch --option \"a b\" c\\ d").unwrap();
+        assert_eq!(line.program(), "/opt/my tools/rebuild");
+        assert_eq!(line.args(), ["switch", "--option", "a b", "c d"]);
         assert_eq!(
-            command_words("'/opt/my tools/rebuild' switch --option \"a b\" c\\ d").unwrap(),
-            ["/opt/my tools/rebuild", "switch", "--option", "a b", "c d"]
+            line.to_string(),
+            "'/opt/my tools/rebuild' switch --option 'a b' 'c d'"
         );
-        assert_eq!(command_words("  ").unwrap(), Vec::<String>::new());
-        assert!(command_words("rebuild 'switch").is_err());
+        assert!(matches!(
+            CommandLine::parse("rebuild", "  "),
+            Err(Problem::EmptyCommand("rebuild"))
+        ));
+        assert!(CommandLine::parse("rebuild", "rebuild 'switch").is_err());
     }
 
     #[test]

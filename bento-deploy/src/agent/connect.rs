@@ -16,7 +16,7 @@ use crate::transport::{LocalDir, ServerUrl, Transport};
 /// Connects to the server, retrying passing failures until `deadline`; operations still
 /// waiting at `deadline` fail.
 pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
-    let mut transport: Box<dyn Transport> = match config.server_url().map_err(AgentError::ServerUrl)? {
+    let mut transport: Box<dyn Transport> = match config.server.clone() {
         ServerUrl::Local(root) => Box::new(LocalDir::new(&root, &config.host)),
         ServerUrl::Sftp { user, address, port } => {
             // ssh would skip an unreadable key and the server then refuse the login: say

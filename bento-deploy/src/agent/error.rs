@@ -44,12 +44,6 @@ pub enum AgentError {
         #[source]
         source: serde_json::Error,
     },
-    /// A `trusted_keys` line is not an ssh public key.
-    #[error("trusted_keys: {0}")]
-    TrustedKey(#[source] ssh_key::Error),
-    /// The `server` of agent.toml is not a server URL.
-    #[error(transparent)]
-    ServerUrl(crate::transport::UrlError),
     /// The server cannot be reached for good (host key, login).
     #[error(transparent)]
     Connect(ConnectError),
@@ -219,9 +213,7 @@ impl AgentError {
         use AgentError::*;
         match self {
             Unreachable { .. } | ReadCurrent(_) | Download { .. } => State::Interrupted,
-            TrustedKey(_)
-            | ServerUrl(_)
-            | Connect(_)
+            Connect(_)
             | NotAGeneration
             | Downgrade { .. }
             | Signature(_)
@@ -313,7 +305,10 @@ mod tests {
         }
         let failed = [
             AgentError::install("installing x", io(io::ErrorKind::Other)),
-            AgentError::Command(CommandError::Empty { what: "rebuild" }),
+            AgentError::Command(CommandError::Stopped {
+                what: "rebuild",
+                run_timeout: 5,
+            }),
         ];
         for e in failed {
             assert_eq!(e.state(), State::Failed, "{e}");

@@ -32,8 +32,6 @@ pub mod trigger;
 
 use std::time::{Duration, Instant};
 
-use ssh_key::PublicKey;
-
 use crate::agent::apply::{current_system, rebuild_target, Run};
 use crate::agent::config::AgentConfig;
 use crate::agent::connect::connect;
@@ -68,7 +66,7 @@ pub struct RunOptions {
 /// Runs one pull.
 pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentError> {
     let started = Instant::now();
-    let trusted = trusted_keys(config)?;
+    let trusted = &config.trusted;
     let local = |source| AgentError::Local {
         path: config.state_dir.clone(),
         source,
@@ -128,7 +126,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         log: Vec::new(),
         note: None,
     };
-    let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), &trusted, &state) {
+    let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), trusted, &state) {
         Ok((s, changed)) => (s, Ok(changed)),
         Err(e) => (e.state(), Err(e)),
     };
@@ -207,12 +205,4 @@ fn self_update(
         Err(e) => (State::Failed, Err(e.into())),
     };
     conclude(&run, state, outcome, transport).map(Some)
-}
-
-fn trusted_keys(config: &AgentConfig) -> Result<Vec<PublicKey>, AgentError> {
-    config
-        .trusted_keys
-        .iter()
-        .map(|line| crate::agent::config::trusted_key(line).map_err(AgentError::TrustedKey))
-        .collect()
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::agent::config::{command_words, AgentConfig};
+use crate::agent::config::AgentConfig;
 use crate::wire::report::Report;
 
 /// The parts of a system that need a reboot to take effect.
@@ -24,11 +24,7 @@ pub(super) fn reboot_if_due(config: &AgentConfig, report: &Report) {
         return;
     }
     if let Some(command) = config.reboot_command() {
-        // Checked when agent.toml was loaded.
-        let words = command_words(&command).unwrap_or_default();
-        if let Some((program, args)) = words.split_first() {
-            eprintln!("bento: the kernel changed; running `{command}`");
-            let _ = Command::new(program).args(args).status();
-        }
+        eprintln!("bento: the kernel changed; running `{command}`");
+        let _ = Command::new(command.program()).args(command.args()).status();
     }
 }
