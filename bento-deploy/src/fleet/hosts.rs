@@ -243,29 +243,32 @@ fn flake_configurations(dir: &Path, shown: &str, nix: &str) -> Result<Vec<String
             format!("`nix flake show` failed: {}", last.trim()),
         ));
     }
-    parse_flake_show(&output.stdout).map_err(|msg| Error::input(format!("{shown}/flake.nix"), msg))
+    parse_flake_show(&output.stdout).map_err(|e| Error::input(format!("{shown}/flake.nix"), e.to_string()))
+}
+
+/// Why `nix flake show --json`'s output names no usable host.
+#[derive(Debug, thiserror::Error)]
+enum FlakeShowError {
+    #[error("unreadable `nix flake show --json` output: {0}")]
+    Unreadable(#[from] serde_json::Error),
+    #[error("defines no nixosConfigurations; add one per host")]
+    NoConfigurations,
+    #[error("nixosConfigurations.{0}: bad host name (use letters, digits, `.`, `_` and `-`)")]
+    BadName(String),
 }
 
 /// The `nixosConfigurations` names in the JSON of `nix flake show --json`.
-fn parse_flake_show(json: &[u8]) -> Result<Vec<String>, String> {
-    let value: serde_json::Value = serde_json::from_slice(json)
-        .map_err(|e| format!("unreadable `nix flake show --json` output: {e}"))?;
-    let Some(configs) = value.get("nixosConfigurations").and_then(|v| v.as_object()) else {
-        return Err("defines no nixosConfigurations; add one per host".into());
-    };
-    let mut names = Vec::new();
-    for name in configs.keys() {
-        if !HostName::is_valid(name) {
-            return Err(format!(
-                "nixosConfigurations.{name}: bad host name (use letters, digits, `.`, `_` and `-`)"
-            ));
-        }
-        names.push(name.clone());
+fn parse_flake_show(json: &[u8]) -> Result<Vec<String>, FlakeShowError> {
+    let value: serde_json::Value = serde_json::from_slice(json)?;
+    let configs = value
+        .get("nixosConfigurations")
+        .and_then(|v| v.as_object())
+        .filter(|configs| !configs.is_empty())
+        .ok_or(FlakeShowError::NoConfigurations)?;
+    match configs.keys().find(|name| !HostName::is_valid(name)) {
+        Some(bad) => Err(FlakeShowError::BadName(bad.clone())),
+        None => Ok(configs.keys().cloned().collect()),
     }
-    if names.is_empty() {
-        return Err("defines no nixosConfigurations; add one per host".into());
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -278,9 +281,11 @@ mod tests {
         assert_eq!(parse_flake_show(json).unwrap(), ["web1", "web2"]);
         assert!(parse_flake_show(br#"{"packages":{}}"#)
             .unwrap_err()
+            .to_string()
             .contains("no nixosConfigurations"));
         assert!(parse_flake_show(br#"{"nixosConfigurations":{"../x":{}}}"#)
             .unwrap_err()
+            .to_string()
             .contains("bad host name"));
     }
 }
