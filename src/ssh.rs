@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use bento_deploy::fleet::location::Location;
 use bento_deploy::fleet::ssh::{self, SshPlan};
-use bento_deploy::location::Location;
 use bento_deploy::Config;
 
 use crate::cli::SshArgs;

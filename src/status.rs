@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use bento_deploy::location::Location;
+use bento_deploy::fleet::location::Location;
 use bento_deploy::status::diff::{self as status_diff, Plan};
 use bento_deploy::status::prometheus as status_prometheus;
 use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Root, Status};

@@ -19,7 +19,6 @@ pub mod dirents;
 pub mod error;
 pub mod fleet;
 pub mod layout;
-pub mod location;
 pub mod publish;
 pub mod reach;
 pub mod server_dir;

@@ -4,7 +4,7 @@
 //! What `bento status`, `bento diff` and `bento ssh` read (`current`, manifests, a host's
 //! `logs/`) is written by others — a host writes its own `logs/` — so every read here is
 //! bounded, of a regular file only, and no symlink is followed: a link is refused, or read
-//! as a link. Where the server is comes from [`crate::location`].
+//! as a link. Where the server is comes from [`crate::fleet::location`].
 
 use std::io;
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod flake_update;
 pub mod hosts;
 pub mod init;
+pub mod location;
 pub mod server;
 pub mod ssh;
 pub mod workspace;

@@ -9,7 +9,7 @@ use bento_secrets::names::HostName;
 
 use crate::error::Error;
 use crate::fleet::config::{Config, CONFIG_FILE};
-use crate::location::Location;
+use crate::fleet::location::Location;
 use crate::reach::{self, Target};
 use crate::status::{self, Options, Root};
 

@@ -8,7 +8,7 @@ use bento_secrets::Fleet;
 use crate::error::Error;
 use crate::fleet::config::Config;
 use crate::fleet::hosts::{self, Host};
-use crate::location::Location;
+use crate::fleet::location::Location;
 
 /// A loaded fleet repo.
 pub struct Workspace {

@@ -15,8 +15,8 @@ pub mod target;
 
 use std::path::Path;
 
+use crate::fleet::location::Location;
 use crate::fleet::workspace::Workspace;
-use crate::location::Location;
 
 use rayon::prelude::*;
 use serde::Serialize;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::confined::Confined;
 use crate::error::Error;
 use crate::fleet::config::Config;
+use crate::fleet::location::Location;
 use crate::layout::{GENERATIONS_DIR, LOGS_DIR};
-use crate::location::Location;
 use crate::status::{scan, FleetStatus, Options, Root};
 
 /// Changes closer together than this make one frame.
