@@ -190,7 +190,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
                 "must be a relative path inside this directory, without `..`".into(),
             ));
         }
-        let lines = key_lines(&entry.public_keys).map_err(|m| bad(entry.keys_pos.as_ref(), m))?;
+        let lines = key_lines(&entry.public_keys).map_err(|e| bad(entry.keys_pos.as_ref(), e.to_string()))?;
         let armor = match &entry.armor {
             Value::Bool(b) => *b,
             other => {
@@ -264,26 +264,33 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
     ))
 }
 
+/// What is wrong with an entry's `publicKeys`.
+#[derive(Debug, thiserror::Error)]
+enum KeysError {
+    #[error("has no publicKeys: write publicKeys = [ \"ssh-ed25519 …\" ];")]
+    Missing,
+    #[error("publicKeys: item {} is {kind}, not a key line (a string)", .index + 1)]
+    NotALine { index: usize, kind: String },
+    #[error("publicKeys is {0}; write a list: publicKeys = [ … ];")]
+    NotAList(String),
+}
+
 /// The key lines of `publicKeys`, or what is wrong with it.
-fn key_lines(value: &Value) -> Result<Vec<&str>, String> {
+fn key_lines(value: &Value) -> Result<Vec<&str>, KeysError> {
     match value {
-        Value::Null => Err("has no publicKeys: write publicKeys = [ \"ssh-ed25519 …\" ];".into()),
+        Value::Null => Err(KeysError::Missing),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, v)| match v {
+            .map(|(index, v)| match v {
                 Value::String(s) => Ok(s.as_str()),
-                other => Err(format!(
-                    "publicKeys: item {} is {}, not a key line (a string)",
-                    i + 1,
-                    type_of(other)
-                )),
+                other => Err(KeysError::NotALine {
+                    index,
+                    kind: type_of(other),
+                }),
             })
             .collect(),
-        other => Err(format!(
-            "publicKeys is {}; write a list: publicKeys = [ … ];",
-            type_of(other)
-        )),
+        other => Err(KeysError::NotAList(type_of(other))),
     }
 }
 
@@ -617,9 +624,11 @@ mod tests {
         assert_eq!(type_of(&serde_json::json!("x")), "a string");
         assert!(key_lines(&serde_json::json!("ssh-ed25519 AAAA"))
             .unwrap_err()
+            .to_string()
             .contains("a string"));
         assert!(key_lines(&serde_json::json!(["a", {"type": "path"}]))
             .unwrap_err()
+            .to_string()
             .contains("item 2 is a path"));
     }
 }
