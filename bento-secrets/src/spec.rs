@@ -271,6 +271,27 @@ mod tests {
         }
     }
 
+    /// The JSON of both specs, pinned: key names and order, value shapes, what an unset
+    /// field leaves out. Read and written back, each text comes out unchanged.
+    #[test]
+    fn the_wire_json_of_both_specs_is_pinned() {
+        fn again<T: Serialize + serde::de::DeserializeOwned>(text: &str) -> String {
+            serde_json::to_string(&serde_json::from_str::<T>(text).unwrap()).unwrap()
+        }
+        for secret in [
+            r#"{"name":"db","file":"secrets/db.age","sha256":"ab12","owner":"app","group":"db","mode":"0440","path":"/run/db","restart_units":["a.service"],"reload_units":["b.service"],"needed_for_users":true}"#,
+            r#"{"name":"db","file":"secrets/db.age","sha256":"ab12","owner":"root","mode":"0400"}"#,
+        ] {
+            assert_eq!(again::<SecretSpec>(secret), secret);
+        }
+        for template in [
+            r#"{"name":"env","file":"templates/env","sha256":"ab12","owner":"app","group":"db","mode":"0440","path":"/run/db","restart_units":["a.service"],"reload_units":["b.service"]}"#,
+            r#"{"name":"env","file":"templates/env","sha256":"ab12","owner":"root","mode":"0400"}"#,
+        ] {
+            assert_eq!(again::<TemplateSpec>(template), template);
+        }
+    }
+
     #[test]
     fn a_host_refuses_units_and_accounts_that_are_not_names() {
         assert_eq!(spec().validate().map(|_| ()), Ok(()));
