@@ -75,7 +75,8 @@ pub enum SpecError {
     },
 }
 
-/// One secret of a bundle, with its runtime attributes.
+/// One secret of a bundle, with its runtime attributes: a rule's `FileAttrs` as wire text,
+/// kept field by field (no `flatten`: it does not combine with `deny_unknown_fields`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSpec {
@@ -113,12 +114,12 @@ impl SecretSpec {
             name: rule.name.clone(),
             file: format!("secrets/{}.age", rule.name),
             sha256,
-            owner: rule.owner.clone(),
-            group: rule.group.clone(),
-            mode: format!("{:04o}", rule.mode),
-            path: rule.path.clone().map(String::from),
-            restart_units: rule.restart_units.clone(),
-            reload_units: rule.reload_units.clone(),
+            owner: rule.attrs.owner.clone(),
+            group: rule.attrs.group.clone(),
+            mode: format!("{:04o}", rule.attrs.mode),
+            path: rule.attrs.path.clone().map(String::from),
+            restart_units: rule.attrs.restart_units.clone(),
+            reload_units: rule.attrs.reload_units.clone(),
             needed_for_users: rule.needed_for_users,
         }
     }
@@ -215,12 +216,12 @@ impl TemplateSpec {
             name: rule.name.clone(),
             file: format!("templates/{}", rule.name),
             sha256,
-            owner: rule.owner.clone(),
-            group: rule.group.clone(),
-            mode: format!("{:04o}", rule.mode),
-            path: rule.path.clone().map(String::from),
-            restart_units: rule.restart_units.clone(),
-            reload_units: rule.reload_units.clone(),
+            owner: rule.attrs.owner.clone(),
+            group: rule.attrs.group.clone(),
+            mode: format!("{:04o}", rule.attrs.mode),
+            path: rule.attrs.path.clone().map(String::from),
+            restart_units: rule.attrs.restart_units.clone(),
+            reload_units: rule.attrs.reload_units.clone(),
         }
     }
 
