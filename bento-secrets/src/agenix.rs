@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::file_attrs::FileAttrs;
 use crate::fleet::{Fleet, Note};
 use crate::keys::RecipientKey;
 use crate::names::SecretName;
@@ -228,12 +229,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
             name: name.clone(),
             file: attr.clone(),
             recipients,
-            owner: "root".into(),
-            group: None,
-            mode: 0o400,
-            path: None,
-            restart_units: Vec::new(),
-            reload_units: Vec::new(),
+            attrs: FileAttrs::default(),
             armor,
             needed_for_users: false,
             generate: None,

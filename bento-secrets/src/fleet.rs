@@ -157,7 +157,7 @@ impl Fleet {
             }
         }
         for template in rules.templates.values() {
-            let found = template.mode_warnings(|name| rules.secrets.get(name).map(|s| s.mode), &shown);
+            let found = template.mode_warnings(|name| rules.secrets.get(name).map(|s| s.attrs.mode), &shown);
             rules.warnings.extend(found);
         }
         let secrets_dir = rules_path

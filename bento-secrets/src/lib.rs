@@ -17,7 +17,7 @@ pub mod edit;
 pub mod editor;
 pub mod error;
 pub mod extend;
-mod file_attrs;
+pub mod file_attrs;
 #[cfg(test)]
 mod fixture;
 pub mod fleet;

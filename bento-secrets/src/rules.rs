@@ -43,18 +43,8 @@ pub struct SecretRule {
     pub file: String,
     /// Everyone it is encrypted to, resolved, sorted by name, admins included.
     pub recipients: Vec<Member>,
-    /// Owner of the activated file.
-    pub owner: String,
-    /// Group of the activated file; `None` means the owner's primary group.
-    pub group: Option<String>,
-    /// Mode of the activated file.
-    pub mode: u32,
-    /// Optional stable path that gets a symlink to the activated file.
-    pub path: Option<crate::names::AbsPath>,
-    /// Units restarted when the content changes.
-    pub restart_units: Vec<String>,
-    /// Units reloaded when the content changes.
-    pub reload_units: Vec<String>,
+    /// How the activated file lands: owner, group, mode, path, units.
+    pub attrs: FileAttrs,
     /// Write the ciphertext ASCII-armored.
     pub armor: bool,
     /// Decrypt before users are created.
@@ -265,12 +255,12 @@ impl Rules {
             }
             let raw_mode_line = raw_secret.mode.as_ref().map(|m| line_col(text, m.span().start).0);
             let rule = Self::secret(name, n.span().start, raw_secret, &admins, &groups, dir, &at)?;
-            if rule.mode & WORLD_READABLE != 0 {
+            if rule.attrs.mode & WORLD_READABLE != 0 {
                 let line = raw_mode_line.map_or(String::new(), |l| format!(":{l}"));
                 warnings.push(format!(
                     "{shown}{line}: {}.mode \"{:04o}\" lets every user of the host read the secret; \
                      use e.g. \"0440\" with a `group`",
-                    rule.name, rule.mode
+                    rule.name, rule.attrs.mode
                 ));
             }
             if let Some(other) = files.insert(rule.file.clone(), rule.name.clone()) {
@@ -394,14 +384,16 @@ impl Rules {
             Some(f) => f.into_inner(),
             None => format!("{name}.age"),
         };
-        let FileAttrs {
-            owner,
-            group,
-            mode,
-            path,
-        } = file_attrs(&name, raw.owner, raw.group, raw.mode, raw.path, at)?;
-        let restart_units = crate::template::units(&format!("{name}.restart_units"), raw.restart_units, at)?;
-        let reload_units = crate::template::units(&format!("{name}.reload_units"), raw.reload_units, at)?;
+        let attrs = file_attrs(
+            &name,
+            raw.owner,
+            raw.group,
+            raw.mode,
+            raw.path,
+            raw.restart_units,
+            raw.reload_units,
+            at,
+        )?;
         let generate = match raw.generate {
             Some(g) => Some(Kind::parse(g.get_ref()).map_err(|e| {
                 at(
@@ -415,12 +407,7 @@ impl Rules {
             name,
             file,
             recipients: members.into_values().collect(),
-            owner,
-            group,
-            mode,
-            path,
-            restart_units,
-            reload_units,
+            attrs,
             armor: raw.armor,
             needed_for_users: raw.needed_for_users,
             generate,
@@ -508,9 +495,9 @@ mod tests {
         let names: Vec<_> = tls.recipients.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["alice", "db1", "web1", "web2"]);
         assert_eq!(tls.recipients[3].via, Via::Group("web".into()));
-        assert_eq!(tls.mode, 0o440);
+        assert_eq!(tls.attrs.mode, 0o440);
         assert_eq!(tls.file, "tls.age");
-        assert_eq!(tls.owner, "root");
+        assert_eq!(tls.attrs.owner, "root");
     }
 
     #[test]

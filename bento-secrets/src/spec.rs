@@ -75,7 +75,8 @@ pub enum SpecError {
     },
 }
 
-/// One secret of a bundle, with its runtime attributes.
+/// One secret of a bundle, with its runtime attributes: a rule's `FileAttrs` as wire text,
+/// kept field by field (no `flatten`: it does not combine with `deny_unknown_fields`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSpec {
@@ -113,12 +114,12 @@ impl SecretSpec {
             name: rule.name.clone(),
             file: format!("secrets/{}.age", rule.name),
             sha256,
-            owner: rule.owner.clone(),
-            group: rule.group.clone(),
-            mode: format!("{:04o}", rule.mode),
-            path: rule.path.clone().map(String::from),
-            restart_units: rule.restart_units.clone(),
-            reload_units: rule.reload_units.clone(),
+            owner: rule.attrs.owner.clone(),
+            group: rule.attrs.group.clone(),
+            mode: format!("{:04o}", rule.attrs.mode),
+            path: rule.attrs.path.clone().map(String::from),
+            restart_units: rule.attrs.restart_units.clone(),
+            reload_units: rule.attrs.reload_units.clone(),
             needed_for_users: rule.needed_for_users,
         }
     }
@@ -215,12 +216,12 @@ impl TemplateSpec {
             name: rule.name.clone(),
             file: format!("templates/{}", rule.name),
             sha256,
-            owner: rule.owner.clone(),
-            group: rule.group.clone(),
-            mode: format!("{:04o}", rule.mode),
-            path: rule.path.clone().map(String::from),
-            restart_units: rule.restart_units.clone(),
-            reload_units: rule.reload_units.clone(),
+            owner: rule.attrs.owner.clone(),
+            group: rule.attrs.group.clone(),
+            mode: format!("{:04o}", rule.attrs.mode),
+            path: rule.attrs.path.clone().map(String::from),
+            restart_units: rule.attrs.restart_units.clone(),
+            reload_units: rule.attrs.reload_units.clone(),
         }
     }
 
@@ -268,6 +269,27 @@ mod tests {
             restart_units: vec!["postgresql.service".into(), "app@1.service".into()],
             reload_units: Vec::new(),
             needed_for_users: false,
+        }
+    }
+
+    /// The JSON of both specs, pinned: key names and order, value shapes, what an unset
+    /// field leaves out. Read and written back, each text comes out unchanged.
+    #[test]
+    fn the_wire_json_of_both_specs_is_pinned() {
+        fn again<T: Serialize + serde::de::DeserializeOwned>(text: &str) -> String {
+            serde_json::to_string(&serde_json::from_str::<T>(text).unwrap()).unwrap()
+        }
+        for secret in [
+            r#"{"name":"db","file":"secrets/db.age","sha256":"ab12","owner":"app","group":"db","mode":"0440","path":"/run/db","restart_units":["a.service"],"reload_units":["b.service"],"needed_for_users":true}"#,
+            r#"{"name":"db","file":"secrets/db.age","sha256":"ab12","owner":"root","mode":"0400"}"#,
+        ] {
+            assert_eq!(again::<SecretSpec>(secret), secret);
+        }
+        for template in [
+            r#"{"name":"env","file":"templates/env","sha256":"ab12","owner":"app","group":"db","mode":"0440","path":"/run/db","restart_units":["a.service"],"reload_units":["b.service"]}"#,
+            r#"{"name":"env","file":"templates/env","sha256":"ab12","owner":"root","mode":"0400"}"#,
+        ] {
+            assert_eq!(again::<TemplateSpec>(template), template);
         }
     }
 

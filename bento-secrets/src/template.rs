@@ -34,18 +34,8 @@ pub struct TemplateRule {
     pub text: String,
     /// The secrets its placeholders name, sorted.
     pub secrets: BTreeSet<String>,
-    /// Owner of the rendered file.
-    pub owner: String,
-    /// Group of the rendered file; `None` means the owner's primary group.
-    pub group: Option<String>,
-    /// Mode of the rendered file.
-    pub mode: u32,
-    /// Optional stable path that gets a symlink to the rendered file.
-    pub path: Option<crate::names::AbsPath>,
-    /// Units restarted when the rendered content changes.
-    pub restart_units: Vec<String>,
-    /// Units reloaded when the rendered content changes.
-    pub reload_units: Vec<String>,
+    /// How the rendered file lands: owner, group, mode, path, units.
+    pub attrs: FileAttrs,
 }
 
 #[derive(Deserialize)]
@@ -149,23 +139,6 @@ pub fn render<'a, S: AsRef<[u8]>>(
     Ok(out)
 }
 
-/// Checks a list of unit names (`restart_units`, `reload_units`).
-pub(crate) fn units(
-    what: &str,
-    list: Vec<Spanned<String>>,
-    at: &dyn Fn(usize, String) -> Error,
-) -> Result<Vec<String>, Error> {
-    let mut out = Vec::new();
-    for u in list {
-        let unit = u.get_ref();
-        if let Err(e) = unit.parse::<crate::names::UnitName>() {
-            return Err(at(u.span().start, format!("{what}: {e}")));
-        }
-        out.push(u.into_inner());
-    }
-    Ok(out)
-}
-
 impl TemplateRule {
     /// Validates one `[templates.NAME]` table (`at` makes a file:line error from an
     /// offset). A `file` template's text is read later, by [`TemplateRule::read_file`].
@@ -241,24 +214,23 @@ impl TemplateRule {
                 ))
             }
         };
-        let FileAttrs {
-            owner,
-            group,
-            mode,
-            path,
-        } = file_attrs(&key, raw.owner, raw.group, raw.mode, raw.path, at)?;
+        let attrs = file_attrs(
+            &key,
+            raw.owner,
+            raw.group,
+            raw.mode,
+            raw.path,
+            raw.restart_units,
+            raw.reload_units,
+            at,
+        )?;
         Ok(TemplateRule {
-            restart_units: units(&format!("{key}.restart_units"), raw.restart_units, at)?,
-            reload_units: units(&format!("{key}.reload_units"), raw.reload_units, at)?,
             name,
             hosts: hosts.into_iter().collect(),
             file,
             text,
             secrets,
-            owner,
-            group,
-            mode,
-            path,
+            attrs,
         })
     }
 
@@ -284,23 +256,23 @@ impl TemplateRule {
     /// `secret_mode` gives a secret's mode by name).
     pub fn mode_warnings(&self, secret_mode: impl Fn(&str) -> Option<u32>, rules_shown: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if self.mode & WORLD_READABLE != 0 {
+        if self.attrs.mode & WORLD_READABLE != 0 {
             out.push(format!(
                 "{rules_shown}: templates.{}.mode \"{:04o}\" lets every user of the host read the rendered \
                  template and the secrets in it; use e.g. \"0440\" with a `group`",
-                self.name, self.mode
+                self.name, self.attrs.mode
             ));
         }
         let wider = self
             .secrets
             .iter()
             .filter_map(|name| Some((name, secret_mode(name)?)))
-            .find(|(_, mode)| self.mode & !mode & 0o077 != 0);
+            .find(|(_, mode)| self.attrs.mode & !mode & 0o077 != 0);
         if let Some((secret, secret_mode)) = wider {
             out.push(format!(
                 "{rules_shown}: templates.{}.mode \"{:04o}\" is wider than secrets.{}.mode \"{:04o}\", \
                  a secret it renders: more users may read it in the template; narrow the template's mode",
-                self.name, self.mode, secret, secret_mode
+                self.name, self.attrs.mode, secret, secret_mode
             ));
         }
         out
