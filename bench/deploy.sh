@@ -2,6 +2,7 @@
 # Deploy benchmark: bento vs the upstream way (`rsync -a --delete` of each host's tree).
 #
 #   bench/deploy.sh [HOSTS] [FILES]     defaults: 1000 hosts x 50 configuration files
+#   BENTO=path/to/bento bench/deploy.sh time that binary instead of a fresh release build
 #
 # 1. A full first deploy of HOSTS hosts (FILES files each, plus one secret per host) into
 #    an empty server root, against `rsync -a --delete` of the same trees into another.
@@ -11,8 +12,12 @@ set -euo pipefail
 hosts=${1:-1000}
 files=${2:-50}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bento=$PWD/target/release/bento
+if [[ -n ${BENTO:-} ]]; then
+  bento=$(realpath "$BENTO")
+else
+  cargo build --release --quiet
+  bento=$PWD/target/release/bento
+fi
 command -v rsync >/dev/null || { echo "rsync is needed (apt-get install -y rsync)" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use super::options::{Options, Phase};
+use super::outcome::NotReady;
 use crate::accounts::{self, Owner};
 use crate::error::Error;
 use crate::identity::Identities;
@@ -19,7 +20,7 @@ use crate::spec::SecretSpec;
 pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
 
 /// A secret ready to be written: plaintext and resolved owner; or why it is not.
-pub type Prepared = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
+pub type Prepared = std::result::Result<(Zeroizing<Vec<u8>>, Owner), NotReady>;
 
 /// Activation never asks anything: host keys are not passphrase-protected.
 struct NoPrompt;
@@ -40,7 +41,13 @@ pub fn decrypt_all(specs: &[SecretSpec], opts: &Options) -> Vec<Prepared> {
             .par_iter()
             .map(|spec| prepare(spec, opts.phase, &opts.bundle, &ids))
             .collect(),
-        Err(e) => specs.iter().map(|_| Err(e.to_string())).collect(),
+        Err(e) => {
+            let e = Arc::new(e);
+            specs
+                .iter()
+                .map(|_| Err(NotReady::Identities(e.clone())))
+                .collect()
+        }
     }
 }
 
@@ -49,23 +56,17 @@ pub fn decrypt_all(specs: &[SecretSpec], opts: &Options) -> Vec<Prepared> {
 /// not looked up.
 fn prepare(spec: &SecretSpec, phase: Phase, bundle: &Path, ids: &Identities) -> Prepared {
     let file = bundle.join(&spec.file);
-    let ciphertext = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let ciphertext = std::fs::read(&file).map_err(|source| NotReady::Read { path: file, source })?;
     if sha256_hex(&ciphertext) != spec.sha256 {
-        return Err(format!(
-            "{}: SHA-256 differs from the manifest; refused",
-            spec.file
-        ));
+        return Err(NotReady::Tampered(spec.file.clone()));
     }
     let owner = match phase {
         Phase::Users => ROOT,
-        Phase::Secrets => accounts::resolve(&spec.owner, spec.group.as_deref()).map_err(|e| e.to_string())?,
+        Phase::Secrets => accounts::resolve(&spec.owner, spec.group.as_deref())?,
     };
     let plain = crate::crypt::decrypt(&ciphertext, ids, &spec.file, "this host").map_err(|e| match e {
-        Error::NoMatchingIdentity { file, tried, .. } => format!(
-            "{file}: the host key ({tried}) cannot decrypt it; if the host key changed, update \
-             keys/hosts/<host>.pub, rekey and deploy"
-        ),
-        other => other.to_string(),
+        Error::NoMatchingIdentity { file, tried, .. } => NotReady::HostKey { file, tried },
+        other => NotReady::Decrypt(other),
     })?;
     Ok((plain, owner))
 }

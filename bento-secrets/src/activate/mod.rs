@@ -31,12 +31,12 @@ use crate::spec::{SecretSpec, TemplateSpec};
 use crate::units::Handled;
 use decrypt::{Prepared, ROOT};
 pub use options::{Options, Phase};
-pub use outcome::{Failure, Report};
+pub use outcome::{Failure, NotReady, Report};
 pub use record::{in_force, Record, RECORD_FILE};
 
 /// A secret in the new generation: its write (or its previous content carried forward),
 /// and whether its content is the previous one (`None`: new), or why it was not prepared.
-type Outcome = (std::io::Result<()>, std::result::Result<Option<bool>, String>);
+type Outcome = (std::io::Result<()>, std::result::Result<Option<bool>, NotReady>);
 
 /// Valid specs, each beside the mode its validation parsed.
 type Checked<S> = (Vec<S>, Vec<Mode>);
@@ -263,7 +263,7 @@ fn write_secrets(
             Ok(_) => {}
             Err(error) => report.failed.push(Failure {
                 name: spec.name.clone(),
-                error,
+                error: error.to_string(),
                 kept_previous: written.is_ok(),
             }),
         }
@@ -443,7 +443,7 @@ fn dry_run(
             }
             Err(error) => report.failed.push(Failure {
                 name: spec.name.clone(),
-                error,
+                error: error.to_string(),
                 kept_previous: old.is_some(),
             }),
         }
@@ -459,7 +459,7 @@ fn dry_run(
             Ok((plain, _)) => classify(report, &name, old.as_ref().map(|(b, _)| &b[..]), &plain),
             Err(error) => report.failed.push(Failure {
                 name,
-                error,
+                error: error.to_string(),
                 kept_previous: old.is_some(),
             }),
         }

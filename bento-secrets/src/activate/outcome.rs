@@ -1,8 +1,68 @@
 //! What an activation did: the secrets added, changed, removed and failed, and its units.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::accounts::AccountError;
+use crate::error::Error;
 use crate::units::Handled;
+
+/// Why a secret or a template is not ready to be written; each one line, the text of its
+/// [`Failure`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// Its file in the bundle cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its file is not what the manifest names.
+    #[error("{0}: SHA-256 differs from the manifest; refused")]
+    Tampered(String),
+    /// Its owner or group is not on this host.
+    #[error(transparent)]
+    Owner(#[from] AccountError),
+    /// The host's key is not among its recipients.
+    #[error(
+        "{file}: the host key ({tried}) cannot decrypt it; if the host key changed, update \
+             keys/hosts/<host>.pub, rekey and deploy"
+    )]
+    HostKey {
+        /// The ciphertext, as shown.
+        file: String,
+        /// The identity files tried.
+        tried: String,
+    },
+    /// Decrypting it failed otherwise.
+    #[error(transparent)]
+    Decrypt(Error),
+    /// The host's keys cannot be loaded (every secret fails alike).
+    #[error(transparent)]
+    Identities(Arc<Error>),
+    /// A template that is not UTF-8.
+    #[error("{0}: not UTF-8; refused")]
+    NotUtf8(String),
+    /// A template that does not parse: the parser's message.
+    #[error("{file}: {why}")]
+    Template {
+        /// The template's file.
+        file: String,
+        /// What the parser said.
+        why: String,
+    },
+    /// A template uses a secret the host does not have.
+    #[error("uses secret {0}, which this host does not have")]
+    NoSuchSecret(String),
+    /// A template uses a secret that failed.
+    #[error("uses secret {0}, which failed")]
+    SecretFailed(String),
+}
 
 /// A secret that failed, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -16,7 +16,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::decrypt::ROOT;
-use super::outcome::{Failure, Report};
+use super::outcome::{Failure, NotReady, Report};
 use crate::accounts::{self, Owner};
 use crate::generation::{self, SPECS_FILE};
 use crate::lock::sha256_hex;
@@ -33,7 +33,7 @@ pub const TEMPLATES_TARGET: &str = "secrets/.templates";
 
 /// A rendered template (or a decrypted secret) ready to be written, with its owner; or
 /// why it could not be made.
-pub type Rendered = std::result::Result<(Zeroizing<Vec<u8>>, Owner), String>;
+pub type Rendered = std::result::Result<(Zeroizing<Vec<u8>>, Owner), NotReady>;
 
 /// How a template is named in the report's lists: `templates/<name>`.
 pub fn label(name: &str) -> String {
@@ -93,27 +93,27 @@ pub fn render_all(
         .iter()
         .map(|spec| {
             let file = bundle.join(&spec.file);
-            let text = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let text = std::fs::read(&file).map_err(|source| NotReady::Read { path: file, source })?;
             if sha256_hex(&text) != spec.sha256 {
-                return Err(format!(
-                    "{}: SHA-256 differs from the manifest; refused",
-                    spec.file
-                ));
+                return Err(NotReady::Tampered(spec.file.clone()));
             }
-            let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8; refused", spec.file))?;
-            let segments = template::parse(&text).map_err(|(_, e)| format!("{}: {e}", spec.file))?;
+            let text = String::from_utf8(text).map_err(|_| NotReady::NotUtf8(spec.file.clone()))?;
+            let segments = template::parse(&text).map_err(|(_, why)| NotReady::Template {
+                file: spec.file.clone(),
+                why,
+            })?;
             for s in &segments {
                 if let template::Segment::Secret(name) = s {
                     match lookup(name) {
-                        None => return Err(format!("uses secret {name}, which this host does not have")),
-                        Some(None) => return Err(format!("uses secret {name}, which failed")),
+                        None => return Err(NotReady::NoSuchSecret((*name).to_owned())),
+                        Some(None) => return Err(NotReady::SecretFailed((*name).to_owned())),
                         Some(Some(_)) => {}
                     }
                 }
             }
-            let owner = accounts::resolve(&spec.owner, spec.group.as_deref()).map_err(|e| e.to_string())?;
+            let owner = accounts::resolve(&spec.owner, spec.group.as_deref())?;
             let rendered = template::render(&segments, |name| lookup(name).flatten())
-                .map_err(|name| format!("uses secret {name}, which failed"))?;
+                .map_err(|name| NotReady::SecretFailed(name.to_owned()))?;
             Ok((rendered, owner))
         })
         .collect()
@@ -178,7 +178,7 @@ pub fn write_all(
                 };
                 report.failed.push(Failure {
                     name,
-                    error,
+                    error: error.to_string(),
                     kept_previous: kept,
                 });
             }
