@@ -40,6 +40,7 @@ mkdir -p "$work/fleet" && (cd "$work/fleet" && "$bento" init >/dev/null 2>&1)
 ssh-keygen -q -t ed25519 -N '' -C admin -f "$work/admin"
 ssh-keygen -q -t ed25519 -N '' -C web1 -f "$work/web1"
 cp "$work/web1.pub" "$work/fleet/keys/hosts/web1.pub"
+cp "$work/admin.pub" "$work/fleet/keys/admins/admin.pub" # the signing key is an admin's
 printf '[deploy]\nsigning_key = "%s"\n' "$work/admin" >"$work/fleet/bento.toml"
 mkdir -p "$work/fleet/hosts/web1"
 echo '{ networking.hostName = "web1"; }' >"$work/fleet/hosts/web1/configuration.nix"
