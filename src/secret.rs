@@ -210,7 +210,7 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
         for name in &dropped {
             output::ok(&format!(
                 "{}: dropped the entry for `{name}`, which has no rule",
-                fleet.shown_in_secrets(bento_secrets::lock::LOCK_FILE)
+                fleet.shown_in_secrets(bento_secrets::recipients_lock::LOCK_FILE)
             ));
         }
     };

@@ -8,9 +8,9 @@ use age_core::secrecy::ExposeSecret;
 
 use crate::activate::{activate, Options, Phase, Report};
 use crate::keys::RecipientKey;
-use crate::lock::sha256_hex;
 use crate::manifest::MANIFEST_FILE;
 use crate::ramfs::FsKind;
+use crate::recipients_lock::sha256_hex;
 use crate::units::UnitControl;
 
 /// A host key, and bundles made for it in turn.
@@ -104,7 +104,7 @@ fn each_activation_reports_what_changed_and_a_failure_keeps_the_old_content() {
     assert!(!root.join("secrets/c").exists());
 
     // keep = 1: the current generation and one before it.
-    let mut left: Vec<String> = std::fs::read_dir(root.join(crate::generation::STORE_DIR))
+    let mut left: Vec<String> = std::fs::read_dir(root.join(crate::secrets_tree::STORE_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))

@@ -41,8 +41,8 @@ impl TempFleet {
         fleet.rules(rules);
         // As `bento init` leaves it: an empty lock, filled as secrets are written.
         std::fs::write(
-            root.join("secrets").join(crate::lock::LOCK_FILE),
-            crate::lock::HEADER,
+            root.join("secrets").join(crate::recipients_lock::LOCK_FILE),
+            crate::recipients_lock::HEADER,
         )
         .unwrap();
         fleet

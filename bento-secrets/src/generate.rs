@@ -16,7 +16,7 @@ use crate::fleet::Fleet;
 use crate::fleet_lock::FleetLock;
 pub use crate::generator_kind::{Kind, KINDS, MAX_LEN};
 use crate::identity::Identities;
-use crate::lock::{Lock, LockEntry, LOCK_FILE};
+use crate::recipients_lock::{Lock, LockEntry, LOCK_FILE};
 use crate::rules::SecretRule;
 use crate::store;
 
@@ -313,11 +313,11 @@ fn one(
         let entry = lock
             .entries
             .get(&rule.name)
-            .filter(|e| e.sha256 == crate::lock::sha256_hex(&ciphertext));
+            .filter(|e| e.sha256 == crate::recipients_lock::sha256_hex(&ciphertext));
         let public = store::read_public(fleet, rule)?;
         let intact = match (&public, entry.and_then(|e| e.public_sha256.as_ref())) {
             (None, _) => false,
-            (Some(bytes), Some(recorded)) => crate::lock::sha256_hex(bytes) == *recorded,
+            (Some(bytes), Some(recorded)) => crate::recipients_lock::sha256_hex(bytes) == *recorded,
             (Some(_), None) => true,
         };
         if intact {

@@ -15,7 +15,7 @@ use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::fleet::{Note, RULES_FILE, SECRETS_DIR};
 use crate::fleet_lock::FleetLock;
-use crate::lock::{Lock, LOCK_FILE};
+use crate::recipients_lock::{Lock, LOCK_FILE};
 use crate::rules::SecretRule;
 
 /// What an import wrote.

@@ -16,7 +16,7 @@ use crate::fleet::Fleet;
 use crate::fleet_lock::FleetLock;
 use crate::identity::Identities;
 use crate::keys::{KeyKind, RecipientKey};
-use crate::lock::LockEntry;
+use crate::recipients_lock::LockEntry;
 use crate::rules::SecretRule;
 use crate::store;
 use crate::verify::{Kind, Report};
@@ -182,8 +182,13 @@ pub fn rekey(
         .iter()
         .zip(&sealed)
         .filter_map(|(rule, s)| Some((rule.name.as_str(), &s.as_ref().ok()?.1)));
-    let lock_ticket = store::lock_update(fleet, &report.lock, encrypted, true)
-        .map(|text| writer.submit(store::lock_path(fleet), text.into_bytes(), crate::lock::LOCK_MODE));
+    let lock_ticket = store::lock_update(fleet, &report.lock, encrypted, true).map(|text| {
+        writer.submit(
+            store::lock_path(fleet),
+            text.into_bytes(),
+            crate::recipients_lock::LOCK_MODE,
+        )
+    });
     let mut written: Vec<Option<std::io::Result<()>>> = writer.finish().into_iter().map(Some).collect();
 
     let mut results = Vec::with_capacity(targets.len());

@@ -15,7 +15,7 @@ use crate::fleet::Fleet;
 use crate::fleet_files::{self, Kind};
 use crate::fleet_lock::FleetLock;
 use crate::identity::Identities;
-use crate::lock::{self, Lock, LockEntry, LOCK_FILE, LOCK_MODE};
+use crate::recipients_lock::{self, Lock, LockEntry, LOCK_FILE, LOCK_MODE};
 use crate::rules::SecretRule;
 
 /// Permissions of ciphertext files: they are public, like the rest of the repo.
@@ -121,7 +121,7 @@ pub fn read_public(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8>>> 
 pub fn write_public(fleet: &Fleet, _held: &FleetLock, rule: &SecretRule, line: &str) -> Result<String> {
     write_atomic(&public_path(fleet, rule), line.as_bytes(), CIPHERTEXT_MODE)
         .map_err(|e| Error::io(public_shown(fleet, rule), e))?;
-    Ok(lock::sha256_hex(line.as_bytes()))
+    Ok(recipients_lock::sha256_hex(line.as_bytes()))
 }
 
 /// Permissions of a ciphertext file.
@@ -206,7 +206,7 @@ pub fn lock_update<'a>(
     if unchanged && (old.present || merged.is_empty()) {
         return None; // nothing new: leave the file (or its absence) alone
     }
-    Some(lock::render(merged.iter().map(|(n, e)| (*n, &**e))))
+    Some(recipients_lock::render(merged.iter().map(|(n, e)| (*n, &**e))))
 }
 
 /// Where the fleet's lock is.

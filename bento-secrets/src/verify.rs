@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::format;
 use crate::keys::KeyKind;
-use crate::lock::{sha256_hex, Lock, LOCK_FILE};
+use crate::recipients_lock::{sha256_hex, Lock, LOCK_FILE};
 use crate::rules::{Member, Role, SecretRule};
 
 /// What kind of problem a finding is.

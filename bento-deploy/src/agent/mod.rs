@@ -24,9 +24,9 @@ pub mod config;
 mod connect;
 mod error;
 mod fetch;
-mod lock;
 mod reboot;
 pub mod report;
+mod run_lock;
 mod state;
 pub mod trigger;
 
@@ -74,7 +74,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     // The deadline counts from the start: a lock held too long ends the run there.
     let deadline = started + Duration::from_secs(config.run_timeout);
     state::prepare_dir(&config.state_dir).map_err(local)?;
-    let _lock = lock::lock(&config.state_dir, deadline, config.run_timeout)?;
+    let _lock = run_lock::lock(&config.state_dir, deadline, config.run_timeout)?;
     let mut state = state::load(&config.state_dir)?;
     let mut transport = connect(config, deadline)?;
     // Reports of earlier runs that could not be sent go first, then the heartbeat, sent

@@ -54,9 +54,9 @@ pub fn init(root: &Path) -> Result<Vec<String>, Error> {
         &format!(
             "{}/{}",
             bento_secrets::fleet::SECRETS_DIR,
-            bento_secrets::lock::LOCK_FILE
+            bento_secrets::recipients_lock::LOCK_FILE
         ),
-        bento_secrets::lock::HEADER,
+        bento_secrets::recipients_lock::HEADER,
     )?;
     create(CONFIG_FILE, CONFIG_TEMPLATE)?;
     Ok(written)

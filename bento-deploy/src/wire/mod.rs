@@ -5,5 +5,9 @@
 pub mod digest;
 pub mod heartbeat;
 pub mod host_dir;
-pub mod manifest;
 pub mod report;
+
+/// `manifest.json`, the signed description of a bundle: its type and checks are
+/// bento-secrets' (activation reads the same document); its times are written by
+/// [`crate::time`].
+pub use bento_secrets::manifest;

@@ -12,8 +12,8 @@ use super::outcome::NotReady;
 use crate::accounts::{self, Owner};
 use crate::error::Error;
 use crate::identity::Identities;
-use crate::lock::sha256_hex;
 use crate::prompt::Prompt;
+use crate::recipients_lock::sha256_hex;
 use crate::spec::SecretSpec;
 
 /// Owner of the users phase's secrets and of the bookkeeping files.

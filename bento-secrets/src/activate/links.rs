@@ -21,7 +21,7 @@ use rustix::io::Errno;
 
 use super::outcome::{Failure, Report};
 use super::templates::TEMPLATES_LINK;
-use crate::generation::{Family, Tree};
+use crate::secrets_tree::{Family, Tree};
 use crate::spec::{SecretSpec, TemplateSpec};
 
 /// Why a `path` symlink was not placed; one line each.

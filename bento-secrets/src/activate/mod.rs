@@ -23,10 +23,10 @@ use zeroize::Zeroizing;
 
 use crate::accounts::Owner;
 use crate::error::{Error, Result};
-use crate::generation::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
 use crate::manifest::{Entries, MANIFEST_FILE};
 use crate::mode::Mode;
 use crate::ramfs::{self, Mounted};
+use crate::secrets_tree::{self, Family, Tree, FOR_USERS, SECRETS, SPECS_FILE, STORE_DIR};
 use crate::spec::{SecretSpec, TemplateSpec};
 use crate::units::Handled;
 use decrypt::{Prepared, ROOT};
@@ -227,7 +227,7 @@ fn write_secrets(
             let old = next
                 .old_dir
                 .as_ref()
-                .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+                .and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
             match prepared {
                 Ok((plain, owner)) => {
                     let mode = match phase {
@@ -236,7 +236,7 @@ fn write_secrets(
                     };
                     let same = old.as_ref().map(|(before, _)| before[..] == plain[..]);
                     (
-                        generation::write_file(&next.gen, &spec.name, owner, mode, &plain, next.chown),
+                        secrets_tree::write_file(&next.gen, &spec.name, owner, mode, &plain, next.chown),
                         Ok(same),
                     )
                 }
@@ -293,9 +293,9 @@ fn switch(
     report: &Report,
 ) -> std::io::Result<(Tree, u64, Vec<SecretSpec>)> {
     let specs_json = serde_json::to_vec_pretty(&present).unwrap_or_default();
-    generation::write_file(&next.gen, SPECS_FILE, ROOT, 0o400, &specs_json, next.chown)?;
+    secrets_tree::write_file(&next.gen, SPECS_FILE, ROOT, 0o400, &specs_json, next.chown)?;
     let record = serde_json::to_vec_pretty(&Record::of(report)).unwrap_or_default();
-    generation::write_file(&next.gen, RECORD_FILE, ROOT, 0o400, &record, next.chown)?;
+    secrets_tree::write_file(&next.gen, RECORD_FILE, ROOT, 0o400, &record, next.chown)?;
     drop(next.gen);
     next.tree.switch(next.family, next.n)?;
     if !present_templates.is_empty() {
@@ -398,11 +398,11 @@ fn carry_forward(
         uid: st.st_uid,
         gid: st.st_gid,
     };
-    generation::write_file(gen, name, owner, st.st_mode & 0o7777, bytes, chown)
+    secrets_tree::write_file(gen, name, owner, st.st_mode & 0o7777, bytes, chown)
 }
 
 fn read_old_specs(dir: &OwnedFd) -> Vec<SecretSpec> {
-    generation::read_file(dir, SPECS_FILE)
+    secrets_tree::read_file(dir, SPECS_FILE)
         .ok()
         .flatten()
         .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
@@ -427,7 +427,7 @@ fn dry_run(
     for (spec, prepared) in specs.iter().zip(prepared) {
         let old = old_dir
             .as_ref()
-            .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+            .and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
         match prepared {
             Ok((plain, _)) => {
                 classify(
@@ -453,7 +453,7 @@ fn dry_run(
     for (spec, rendered) in templates.iter().zip(rendered) {
         let old = old_templates_dir
             .as_ref()
-            .and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+            .and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
         let name = templates::label(&spec.name);
         match rendered {
             Ok((plain, _)) => classify(report, &name, old.as_ref().map(|(b, _)| &b[..]), &plain),

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::outcome::Report;
-use crate::generation::{self, Tree, FOR_USERS, SECRETS};
+use crate::secrets_tree::{self, Tree, FOR_USERS, SECRETS};
 
 /// Per generation: what the activation that made it changed (names only), so that whoever
 /// started it (the agent, around a rebuild that activates) can tell what went live.
@@ -65,7 +65,7 @@ pub fn in_force(root: &Path) -> [Option<(u64, Record)>; 2] {
         let record = tree
             .open_generation(family, n)
             .ok()
-            .and_then(|dir| generation::read_file(&dir, RECORD_FILE).ok().flatten())
+            .and_then(|dir| secrets_tree::read_file(&dir, RECORD_FILE).ok().flatten())
             .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         Some((n, record))

@@ -18,9 +18,9 @@ use zeroize::Zeroizing;
 use super::decrypt::ROOT;
 use super::outcome::{Failure, NotReady, Report};
 use crate::accounts::{self, Owner};
-use crate::generation::{self, SPECS_FILE};
-use crate::lock::sha256_hex;
 use crate::mode::Mode;
+use crate::recipients_lock::sha256_hex;
+use crate::secrets_tree::{self, SPECS_FILE};
 use crate::spec::{SecretSpec, TemplateSpec};
 use crate::template;
 
@@ -121,13 +121,13 @@ pub fn render_all(
 
 /// The previous generation's templates directory, if it had one.
 pub fn open_old(old_gen: Option<&OwnedFd>) -> Option<OwnedFd> {
-    old_gen.and_then(|d| generation::open_subdir(d, TEMPLATES_DIR).ok())
+    old_gen.and_then(|d| secrets_tree::open_subdir(d, TEMPLATES_DIR).ok())
 }
 
 /// The specs the previous generation's templates were rendered from.
 pub fn old_specs(old_dir: Option<&OwnedFd>) -> Vec<TemplateSpec> {
     old_dir
-        .and_then(|d| generation::read_file(d, SPECS_FILE).ok().flatten())
+        .and_then(|d| secrets_tree::read_file(d, SPECS_FILE).ok().flatten())
         .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }
@@ -147,14 +147,14 @@ pub fn write_all(
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let dir = generation::create_subdir(gen, TEMPLATES_DIR, 0o751)?;
+    let dir = secrets_tree::create_subdir(gen, TEMPLATES_DIR, 0o751)?;
     let mut present = Vec::new();
     for ((spec, mode), result) in specs.iter().zip(modes).zip(rendered) {
         let name = label(&spec.name);
-        let old = old_dir.and_then(|d| generation::read_file(d, &spec.name).ok().flatten());
+        let old = old_dir.and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
         match result {
             Ok((content, owner)) => {
-                generation::write_file(&dir, &spec.name, owner, mode.permissions(), &content, chown)?;
+                secrets_tree::write_file(&dir, &spec.name, owner, mode.permissions(), &content, chown)?;
                 let list = match &old {
                     None => &mut report.added,
                     Some((before, _)) if before[..] == content[..] => &mut report.unchanged,
@@ -170,7 +170,7 @@ pub fn write_all(
                             uid: st.st_uid,
                             gid: st.st_gid,
                         };
-                        generation::write_file(&dir, &spec.name, owner, st.st_mode & 0o7777, bytes, chown)?;
+                        secrets_tree::write_file(&dir, &spec.name, owner, st.st_mode & 0o7777, bytes, chown)?;
                         present.push(spec.clone());
                         true
                     }
@@ -185,7 +185,7 @@ pub fn write_all(
         }
     }
     let json = serde_json::to_vec_pretty(&present).unwrap_or_default();
-    generation::write_file(&dir, SPECS_FILE, ROOT, 0o400, &json, chown)?;
+    secrets_tree::write_file(&dir, SPECS_FILE, ROOT, 0o400, &json, chown)?;
     Ok(present)
 }
 
