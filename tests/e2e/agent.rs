@@ -112,6 +112,12 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
         ok(&self.fleet.bento(&["deploy", "--server-root", s(&self.server)]));
     }
 
+    /// A new configuration for web1, deployed: the next generation.
+    pub(crate) fn deploy_config(&self, text: &str) {
+        std::fs::write(self.fleet.path("hosts/web1/configuration.nix"), text).unwrap();
+        self.deploy();
+    }
+
     pub(crate) fn agent(&self, extra: &[&str]) -> std::process::Output {
         let mut args = vec!["agent", "--once", "--config", s(&self.config)];
         args.extend_from_slice(extra);
@@ -315,12 +321,7 @@ fn tampered_bundles_and_downgrades_are_refused() {
     l.deploy();
     ok(&l.agent(&[]));
     // Generation 2, then its config changed on the server after signing.
-    std::fs::write(
-        l.fleet.path("hosts/web1/configuration.nix"),
-        "{ services.nginx.enable = true; }\n",
-    )
-    .unwrap();
-    l.deploy();
+    l.deploy_config("{ services.nginx.enable = true; }\n");
     let file = l.server.join("web1/generations/2/config/configuration.nix");
     // Same size as signed (`{ services.nginx.enable = true; }`), other bytes.
     std::fs::write(&file, "{ users.users.evil = {};        }\n").unwrap();
@@ -358,12 +359,7 @@ fn tampered_bundles_and_downgrades_are_refused() {
     );
 
     // A replay of generation 1 after 3 was applied.
-    std::fs::write(
-        l.fleet.path("hosts/web1/configuration.nix"),
-        "{ services.nginx.enable = false; }\n",
-    )
-    .unwrap();
-    l.deploy();
+    l.deploy_config("{ services.nginx.enable = false; }\n");
     ok(&l.agent(&[]));
     std::fs::write(l.server.join("web1/current"), "1\n").unwrap();
     let out = l.agent(&["--json"]);
@@ -416,12 +412,7 @@ fn losing_the_server_after_a_switch_rolls_back_and_the_report_waits() {
     let l = Loop::new();
     l.deploy();
     ok(&l.agent(&[]));
-    std::fs::write(
-        l.fleet.path("hosts/web1/configuration.nix"),
-        "{ networking.firewall.enable = true; }\n",
-    )
-    .unwrap();
-    l.deploy();
+    l.deploy_config("{ networking.firewall.enable = true; }\n");
     let flag = l.state.parent().unwrap().join("lose-server");
     std::fs::write(&flag, "").unwrap();
     let out = l.agent(&["--json"]);
@@ -634,12 +625,7 @@ fn a_kernel_change_reboots_only_when_asked() {
     ok(&l.agent(&[]));
     // The next switch brings kernel 2.
     std::fs::write(l.base().join("kernel-version"), "2").unwrap();
-    std::fs::write(
-        l.fleet.path("hosts/web1/configuration.nix"),
-        "{ boot.kernelPackages = 2; }\n",
-    )
-    .unwrap();
-    l.deploy();
+    l.deploy_config("{ boot.kernelPackages = 2; }\n");
     let recorder = l
         .fleet
         .script("kexec", &format!("echo kexec >> {}", l.calls.display()));
@@ -841,8 +827,7 @@ fn every_json_run_prints_one_document() {
     // A failed generation, then skipped.
     let base = l.state.parent().unwrap().to_path_buf();
     std::fs::write(base.join("fail-rebuild"), "").unwrap();
-    std::fs::write(l.fleet.path("hosts/web1/configuration.nix"), "{ v = 2; }\n").unwrap();
-    l.deploy();
+    l.deploy_config("{ v = 2; }\n");
     let doc = json(&l.agent(&["--json"]));
     assert_eq!(
         (doc["state"].as_str(), doc["generation"].as_u64()),
