@@ -112,3 +112,15 @@ pub struct Report {
     /// Whether this was a dry run.
     pub dry_run: bool,
 }
+
+impl Report {
+    /// The names (secrets, and templates as `templates/<name>`) whose content is new:
+    /// added or changed. Their units are restarted or reloaded.
+    pub fn touched(&self) -> std::collections::BTreeSet<&str> {
+        self.added
+            .iter()
+            .chain(&self.changed)
+            .map(String::as_str)
+            .collect()
+    }
+}

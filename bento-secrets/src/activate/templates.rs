@@ -200,12 +200,7 @@ pub fn removed(old: &[TemplateSpec], present: &[TemplateSpec]) -> Vec<String> {
 
 /// The units of the added and changed templates: (restart, reload).
 pub fn units(specs: &[TemplateSpec], report: &Report) -> (BTreeSet<String>, BTreeSet<String>) {
-    let touched: BTreeSet<&str> = report
-        .added
-        .iter()
-        .chain(&report.changed)
-        .map(String::as_str)
-        .collect();
+    let touched = report.touched();
     let mut restart = BTreeSet::new();
     let mut reload = BTreeSet::new();
     for spec in specs.iter().filter(|s| touched.contains(label(&s.name).as_str())) {

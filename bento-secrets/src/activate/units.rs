@@ -1,8 +1,6 @@
 //! The units `bento activate` restarts and reloads after a switch: those of the added and
 //! changed secrets and templates.
 
-use std::collections::BTreeSet;
-
 use super::outcome::Report;
 use super::templates;
 use crate::spec::{SecretSpec, TemplateSpec};
@@ -15,12 +13,7 @@ pub fn units_to_restart(
     templates: &[TemplateSpec],
     report: &Report,
 ) -> (Vec<String>, Vec<String>) {
-    let touched: BTreeSet<&str> = report
-        .added
-        .iter()
-        .chain(&report.changed)
-        .map(String::as_str)
-        .collect();
+    let touched = report.touched();
     let (mut restart, mut reload) = templates::units(templates, report);
     for s in specs.iter().filter(|s| touched.contains(s.name.as_str())) {
         restart.extend(s.restart_units.iter().cloned());
