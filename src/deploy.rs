@@ -193,7 +193,8 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         if !r.tail.is_empty() {
             eprintln!("--- {} (last lines of {}):", r.host, r.log);
             for line in &r.tail {
-                eprintln!("    {line}");
+                // Output of the contributor's Nix: escaped for the terminal.
+                eprintln!("    {}", output::escaped(line));
             }
         }
     }

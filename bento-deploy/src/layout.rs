@@ -144,8 +144,19 @@ impl HostDir {
     pub fn prepare(&self, logs_owner: Option<Owner>) -> Result<(), Error> {
         let root = is_root();
         ensure_dir(&self.dir, 0o755, root.then_some(Owner { uid: 0, gid: 0 }))?;
-        ensure_dir(&self.dir.join(GENERATIONS_DIR), 0o755, None)?;
-        ensure_dir(&self.dir.join(LOGS_DIR), 0o700, logs_owner.filter(|_| root))?;
+        let gens = self.dir.join(GENERATIONS_DIR);
+        ensure_dir(&gens, 0o755, None)?;
+        // Where a publishing account owns generations/ (`bento server setup`), logs/ is
+        // readable by its group too, as the setup makes it: 2750, setgid.
+        let publisher = std::fs::symlink_metadata(&gens)
+            .ok()
+            .filter(|m| root && m.uid() != 0)
+            .map(|m| m.gid());
+        let (mode, owner) = match (publisher, logs_owner) {
+            (Some(gid), Some(host)) => (0o2750, Some(Owner { uid: host.uid, gid })),
+            (_, host) => (0o700, host),
+        };
+        ensure_dir(&self.dir.join(LOGS_DIR), mode, owner.filter(|_| root))?;
         Ok(())
     }
 
@@ -621,6 +632,42 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["3", "4", "5"]);
+    }
+
+    #[test]
+    fn a_local_deploy_keeps_logs_readable_by_the_publishing_account() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = ServerRoot::open(dir.path()).unwrap();
+        let host = root.host("h");
+        let gens = host.path().join(GENERATIONS_DIR);
+        std::fs::create_dir_all(&gens).unwrap();
+        std::os::unix::fs::chown(&gens, Some(64980), Some(64980)).unwrap();
+        host.prepare(Some(Owner {
+            uid: 64991,
+            gid: 64990,
+        }))
+        .unwrap();
+        let logs = std::fs::metadata(host.path().join(LOGS_DIR)).unwrap();
+        assert_eq!(
+            (logs.uid(), logs.gid(), logs.mode() & 0o7777),
+            (64991, 64980, 0o2750)
+        );
+        // Without the account, the host's alone.
+        let other = root.host("o");
+        other
+            .prepare(Some(Owner {
+                uid: 64991,
+                gid: 64990,
+            }))
+            .unwrap();
+        let logs = std::fs::metadata(other.path().join(LOGS_DIR)).unwrap();
+        assert_eq!(
+            (logs.uid(), logs.gid(), logs.mode() & 0o7777),
+            (64991, 64990, 0o700)
+        );
     }
 
     #[test]

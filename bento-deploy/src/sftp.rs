@@ -451,8 +451,9 @@ async fn read_file(sftp: &Sftp, base: &Path, rel: &str, limit: u64, sink: &mut d
     }
 }
 
-/// How much one read request asks for.
-const READ_CHUNK: u32 = 256 * 1024;
+/// How much one read request asks for: a reply (data and its 13-byte header) must fit in
+/// a packet the framing accepts ([`frame::MAX_PACKET`]).
+const READ_CHUNK: u32 = 255 * 1024;
 
 /// Writes `rel` under a fresh temp name, created exclusively, then renamed over it (see
 /// [`Transport::write`]).

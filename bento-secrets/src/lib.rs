@@ -10,6 +10,7 @@ pub mod activate;
 mod activate_tests;
 pub mod atomic;
 pub mod crypto;
+pub mod digest;
 pub mod error;
 #[cfg(test)]
 mod fixture;

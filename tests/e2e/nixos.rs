@@ -625,6 +625,7 @@ fn the_example_hosts_evaluate_in_the_repo_and_in_their_bundles() {
         // configuration.nix.
         let dir = tempfile::tempdir().unwrap();
         let server = dir.path().join("srv");
+        crate::harness::detach_from_terminal();
         let out = Command::new(env!("CARGO_BIN_EXE_bento"))
             .args(["deploy", "web1", "--server-root", s(&server)])
             .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -587,11 +587,14 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
     let web1_logs = root.join("web1/logs");
     std::fs::create_dir_all(&web1_logs).unwrap();
     std::fs::write(web1_logs.join("report-00000001-t.json"), "{}").unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", web1_logs.join("planted.json")).unwrap();
+    // The link leads out of the host's logs/ to a root file (here, a scratch one).
+    let outside = base.path().join("outside.json");
+    std::fs::write(&outside, "{}").unwrap();
+    std::os::unix::fs::symlink(&outside, web1_logs.join("planted.json")).unwrap();
     for name in ["", "report-00000001-t.json", "planted.json"] {
         std::os::unix::fs::lchown(web1_logs.join(name), Some(WEB1_UID), Some(0)).unwrap();
     }
-    let hostname = std::fs::metadata("/etc/hostname").unwrap();
+    let outside_gid = std::fs::metadata(&outside).unwrap().gid();
     // Twice: applying the setup again changes nothing.
     let twice: Vec<&str> = lines.iter().chain(lines.iter()).copied().collect();
     let run = with_publishing_account(base.path(), &twice);
@@ -633,7 +636,7 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
             .gid(),
         PUBLISH_UID
     );
-    assert_eq!(std::fs::metadata("/etc/hostname").unwrap().gid(), hostname.gid());
+    assert_eq!(std::fs::metadata(&outside).unwrap().gid(), outside_gid);
     // The hosts see the same generation; the next local deploy (as root) keeps the link,
     // and leaves what it writes to the publishing account, which can prune it later.
     assert_eq!(status_of(&l, &root, "web1")["expected_generation"], 1);

@@ -180,6 +180,29 @@ impl Job<'_> {
 
 /// Whether a line of a command's stderr says what went wrong: `error: …` as nix,
 /// nixos-rebuild and bento write it (after a `program:` prefix too).
+/// A bare `error:` (nix's first line since 2.13, the cause comes lines later) says nothing.
 fn is_error_line(line: &str) -> bool {
-    line.starts_with("error:") || line.contains(": error:")
+    let rest = match line.strip_prefix("error:") {
+        Some(rest) => rest,
+        None => match line.split_once(": error:") {
+            Some((_, rest)) => rest,
+            None => return false,
+        },
+    };
+    !rest.trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_error_line;
+
+    #[test]
+    fn an_error_line_says_something() {
+        assert!(is_error_line("error: The option `x' does not exist."));
+        assert!(is_error_line("nixos-rebuild: error: build failed"));
+        // nix 2.13+: a bare `error:` first, the cause lines later.
+        assert!(!is_error_line("error:"));
+        assert!(!is_error_line("nix: error:   "));
+        assert!(!is_error_line("building the system configuration..."));
+    }
 }

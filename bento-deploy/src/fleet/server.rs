@@ -323,7 +323,7 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
             // account too. Only the host's own regular files, links not followed.
             let _ = writeln!(
                 out,
-                "find {logs} -maxdepth 1 -type f -user {user} -exec chgrp -h {publish} {{}} +"
+                "find {logs} -maxdepth 1 -type f -name '*.json' -user {user} -exec chgrp -h {publish} {{}} +"
             );
         }
         if publisher {

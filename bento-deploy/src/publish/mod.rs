@@ -159,7 +159,8 @@ pub fn deploy(
     let admins = AdminKeys::new(&fleet.admins);
     let hosts = workspace.hosts(&options.hosts, &options.nix)?;
     for host in &hosts {
-        if let Some(why) = crate::fleet::server::name_clash(config, &host.name, false) {
+        let publishing = matches!(options.location, Location::Remote(_));
+        if let Some(why) = crate::fleet::server::name_clash(config, &host.name, publishing) {
             return Err(Error::input(format!("host {}", host.name), why));
         }
     }

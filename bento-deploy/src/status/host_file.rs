@@ -68,7 +68,7 @@ pub enum Problem {
     )]
     LogsTooLarge(io::Error),
     /// `logs/` could not be listed.
-    #[error("{0}; {logs}/ must be a plain directory that bento status can read", logs = LOGS_DIR)]
+    #[error("{0}; {logs}/ must be a plain directory that bento status can read{hint}", logs = LOGS_DIR, hint = unreadable_hint(.0))]
     LogsUnreadable(io::Error),
     /// A report could not be used.
     #[error("{0}; the host's next report supersedes it, or delete the file")]
@@ -135,5 +135,16 @@ pub(crate) fn read_file(dir: &dyn ServerDir, rel: &str, limit: u64) -> Result<Op
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Err(Problem::TooLarge(e)),
         Err(e) => Err(Problem::Unreadable(e)),
+    }
+}
+
+/// What to do about a `logs/` the publishing account may not read: a server set up before
+/// `bento status` read over sftp.
+fn unreadable_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            " (over sftp: apply `bento server setup` again; it lets the publishing account read logs/)"
+        }
+        _ => "",
     }
 }

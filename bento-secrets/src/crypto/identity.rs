@@ -69,11 +69,6 @@ impl std::fmt::Debug for Identities {
 }
 
 impl Identities {
-    /// Loads the identities from `paths`, asking passphrases on the terminal when needed.
-    pub fn load(paths: &[PathBuf]) -> Result<Identities> {
-        Self::load_with(paths, Arc::new(Terminal))
-    }
-
     /// Loads the identities from `paths`, asking passphrases through `prompt`.
     pub fn load_with(paths: &[PathBuf], prompt: Arc<dyn Prompt>) -> Result<Identities> {
         let named: Vec<(PathBuf, String)> = paths

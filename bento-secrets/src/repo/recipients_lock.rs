@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -76,16 +75,7 @@ impl LockEntry {
     }
 }
 
-/// Hex SHA-256 of some bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
-        out.push(HEX[usize::from(b >> 4)].into());
-        out.push(HEX[usize::from(b & 0xf)].into());
-    }
-    out
-}
+pub use crate::digest::sha256_hex;
 
 /// The whole lock: secret name → entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -87,19 +87,20 @@ pub fn client(socket: &Path, out: &mut dyn Write) -> Result<bool, ClientError> {
             why.strip_prefix("refused: ").unwrap_or(why).to_owned(),
         ));
     }
-    let mut last = String::new();
-    let mut line = String::new();
-    while page.read_line(&mut line).map_err(ClientError::Output)? > 0 {
-        out.write_all(line.as_bytes()).map_err(ClientError::Output)?;
+    // Bytes, not text: a run's output need not be UTF-8, and is passed on as it is.
+    let mut last = Vec::new();
+    let mut line = Vec::new();
+    while page.read_until(b'\n', &mut line).map_err(ClientError::Output)? > 0 {
+        out.write_all(&line).map_err(ClientError::Output)?;
         out.flush().map_err(ClientError::Output)?;
-        if !line.trim().is_empty() {
-            last = line.trim().to_owned();
+        if !line.trim_ascii().is_empty() {
+            last = line.trim_ascii().to_vec();
         }
         line.clear();
     }
-    match last.as_str() {
-        "done" => Ok(true),
-        "FAILED" => Ok(false),
+    match last.as_slice() {
+        b"done" => Ok(true),
+        b"FAILED" => Ok(false),
         _ => Err(ClientError::CutShort(owned())),
     }
 }
