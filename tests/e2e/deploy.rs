@@ -654,6 +654,8 @@ fn server_setup_prints_users_chroots_and_a_module_that_parses() {
     );
     assert!(out.contains("ChrootDirectory /srv/bento/%u"), "{out}");
     assert!(out.contains("ForceCommand internal-sftp"));
+    // The Match blocks go last in sshd_config, as the reusable module puts them.
+    assert!(out.contains("extraConfig = lib.mkOrder 2000 ''"), "{out}");
     assert!(
         out.contains("useradd --system --gid bento")
             && out.contains(pub_line(&d.keys.web1).rsplit_once(' ').unwrap().0),
