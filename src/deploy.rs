@@ -96,7 +96,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         let cache = format!(
             "{}/{}",
             shown.trim_end_matches('/'),
-            bento_deploy::publish::cache_sink::CACHE_DIR
+            bento_deploy::publish::cache_dir::CACHE_DIR
         );
         output::note(&format!(
             "binary cache {cache}: {copied} store path{} added",

@@ -370,6 +370,38 @@ impl Confined {
         rustix::fs::renameat_with(&self.fd, from, &self.fd, to, flags).map_err(|e| at(to, e))
     }
 
+    /// Makes `to` a new name (a hard link) of the regular file `from`, both below this
+    /// directory; no link is followed on the way to either, and `from` must be a regular
+    /// file. An entry at `to` is refused (kind `AlreadyExists`).
+    pub fn hard_link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent_of(from)?;
+        let (to_dir, to_name) = self.parent_of(to)?;
+        let from_at = from_dir.as_ref().unwrap_or(self);
+        let stat = rustix::fs::statat(&from_at.fd, from_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| at(from, e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(refused(from, "not a regular file"));
+        }
+        let to_at = to_dir.as_ref().unwrap_or(self);
+        rustix::fs::linkat(
+            &from_at.fd,
+            from_name,
+            &to_at.fd,
+            to_name,
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(|e| at(to, e))
+    }
+
+    /// The directory holding `rel` (`None`: this one) and `rel`'s last name.
+    fn parent_of<'r>(&self, rel: &'r str) -> io::Result<(Option<Confined>, &'r str)> {
+        check_rel(rel)?;
+        Ok(match rel.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir(parent)?), name),
+            None => (None, rel),
+        })
+    }
+
     /// Removes the entry `name` (one name) and, when it is a directory, everything in it;
     /// no link is followed (a link is removed itself). Nothing there is no error. Whoever
     /// else writes here chose the tree: it is refused past 64 levels or a million entries

@@ -10,7 +10,8 @@
 //!
 //! A generation is written into a hidden temp dir next to the others, synced, then
 //! renamed into place; only then is `current` replaced (by rename), so `current` always
-//! names a complete generation.
+//! names a complete generation. The policy is written once, over a [`ServerDir`]: a local
+//! root and a remote one follow it alike.
 //!
 //! Where admins publish over sftp (`[deploy] target`), a publishing account that is not
 //! root owns each host's `generations/`, but cannot write the host directory itself (an
@@ -20,18 +21,19 @@
 //! they recognise its text and read `generations/current`); a local deploy into such a
 //! root replaces `generations/current` too, so both ways of publishing agree.
 
+use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File};
-use std::io::Write;
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bento_secrets::accounts::Owner;
 
-use crate::confined::Confined;
 use crate::error::Error;
 use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
-use crate::server_dir::{Kind, ServerDir};
+use crate::server_dir::{Kind, LocalDir, ServerDir};
 pub use crate::wire::host_dir::{
     parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, LOGS_DIR, MANIFEST_LIMIT,
     SIGNATURE_LIMIT,
@@ -41,11 +43,16 @@ pub use crate::wire::host_dir::{
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.
 pub(crate) const STAGING_PREFIX: &str = ".new-";
-/// Prefix of the temp file that replaces `current` (locally).
+/// Prefix of the temp file that replaces a pointer.
 const CURRENT_TEMP: &str = ".current.new";
 /// Prefix of every temp file that replaces a pointer (`current`, `generations/current`),
-/// locally or over sftp.
+/// this version's and older ones'.
 pub(crate) const POINTER_TEMP_PREFIX: &str = ".current";
+/// What to do after a failed operation on a host directory.
+const RETRY: &str = "run `bento deploy` again (the host keeps its current generation)";
+/// How a root that lacks the layout for publishing over sftp gets it.
+const SETUP: &str = "apply `bento server setup` on the server (the publishing account owns each \
+                     host's generations/, and current links to generations/current)";
 
 /// Whether `name`, an entry of `generations/` or of the host's directory, is what an
 /// interrupted deploy left (a staging dir, a pointer's temp file), local or remote alike.
@@ -59,10 +66,11 @@ pub(crate) fn generation_of(name: &str, kind: Kind) -> Option<u64> {
     (kind == Kind::Dir).then(|| name.parse().ok()).flatten()
 }
 
-/// The server root, locked for this process.
+/// A server root on this machine, locked for this process.
 #[derive(Debug)]
 pub struct ServerRoot {
     root: PathBuf,
+    dir: LocalDir,
     _lock: File,
 }
 
@@ -84,12 +92,14 @@ impl ServerRoot {
             .map_err(|e| Error::io(lock_path.display().to_string(), e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
             Error::input(
-                shown,
+                &shown,
                 "another `bento deploy` is publishing here; wait for it to finish",
             )
         })?;
+        let dir = LocalDir::open(root).map_err(|e| Error::io(&shown, e))?;
         Ok(ServerRoot {
             root: root.to_path_buf(),
+            dir,
             _lock: lock,
         })
     }
@@ -99,52 +109,19 @@ impl ServerRoot {
         &self.root
     }
 
-    /// The directory of one host.
-    pub fn host(&self, name: &str) -> HostDir {
-        HostDir {
-            root: self.root.clone(),
-            name: name.to_owned(),
-            dir: self.root.join(name),
-        }
-    }
-
-    /// Flushes everything written so far under the root to disk (one `syncfs`).
-    pub fn sync(&self) -> Result<(), Error> {
-        let dir = File::open(&self.root).map_err(|e| Error::io(self.root.display().to_string(), e))?;
-        rustix::fs::syncfs(&dir).map_err(|e| Error::io(self.root.display().to_string(), e.into()))
-    }
-}
-
-/// Whether this process runs as root (and so can and must set ownership).
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// One host's directory on the server.
-#[derive(Clone, Debug)]
-pub struct HostDir {
-    root: PathBuf,
-    name: String,
-    dir: PathBuf,
-}
-
-impl HostDir {
-    /// The directory.
-    pub fn path(&self) -> &Path {
+    /// The root, open.
+    pub fn dir(&self) -> &LocalDir {
         &self.dir
     }
 
-    fn shown(&self, rel: &str) -> String {
-        self.dir.join(rel).display().to_string()
-    }
-
-    /// Creates what is missing of the host's directories and fixes their ownership: the
-    /// host dir root-owned 0755 (when running as root), `logs/` 0700 and owned by
-    /// `logs_owner`. Changes nothing that is already right.
-    pub fn prepare(&self, logs_owner: Option<Owner>) -> Result<(), Error> {
+    /// Creates what is missing of `host`'s directories and fixes their ownership: the host
+    /// dir root-owned 0755 (when running as root), `logs/` 0700 and owned by `logs_owner`.
+    /// Changes nothing that is already right.
+    pub fn prepare(&self, host: &str, logs_owner: Option<Owner>) -> Result<(), Error> {
+        let dir = self.root.join(host);
         let root = is_root();
-        ensure_dir(&self.dir, 0o755, root.then_some(Owner { uid: 0, gid: 0 }))?;
-        let gens = self.dir.join(GENERATIONS_DIR);
+        ensure_dir(&dir, 0o755, root.then_some(Owner { uid: 0, gid: 0 }))?;
+        let gens = dir.join(GENERATIONS_DIR);
         ensure_dir(&gens, 0o755, None)?;
         // Where a publishing account owns generations/ (`bento server setup`), logs/ is
         // readable by its group too, as the setup makes it: 2750, setgid.
@@ -156,22 +133,84 @@ impl HostDir {
             (Some(gid), Some(host)) => (0o2750, Some(Owner { uid: host.uid, gid })),
             (_, host) => (0o700, host),
         };
-        ensure_dir(&self.dir.join(LOGS_DIR), mode, owner.filter(|_| root))?;
-        Ok(())
+        ensure_dir(&dir.join(LOGS_DIR), mode, owner.filter(|_| root))
+    }
+}
+
+/// Whether this process runs as root (and so can and must set ownership).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// One host's directory on the server, wherever the server is.
+#[derive(Clone)]
+pub struct HostDir {
+    dir: Arc<dyn ServerDir>,
+    /// The directory as shown in messages.
+    shown: String,
+}
+
+impl HostDir {
+    /// The directory of host `name` in the server root `root`, shown as `root_shown`.
+    pub fn open(root: &dyn ServerDir, root_shown: &str, name: &str) -> Result<HostDir, Error> {
+        let shown = format!("{}/{name}", root_shown.trim_end_matches('/'));
+        match root.dir(name) {
+            Ok(dir) => Ok(HostDir {
+                dir: Arc::from(dir),
+                shown,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::input(shown, format!("no such directory; {SETUP}")))
+            }
+            // Shown as a directory: `…/web1/`.
+            Err(e) => Err(Error::input(format!("{shown}/"), format!("{e}; {RETRY}"))),
+        }
     }
 
-    /// The host directory, opened beneath the root: nothing below is reached through a
-    /// link.
-    fn confined(&self) -> Result<Confined, Error> {
-        Confined::open(&self.root)
-            .and_then(|root| root.dir(&self.name))
-            .map_err(|e| Error::io(self.dir.display().to_string(), e))
+    fn shown(&self, rel: &str) -> String {
+        match rel {
+            "" => self.shown.clone(),
+            rel => format!("{}/{rel}", self.shown),
+        }
+    }
+
+    /// One error line about `rel`: what failed and what to do.
+    fn failed(&self, rel: &str, e: io::Error) -> Error {
+        let why = e.to_string();
+        Error::input(self.shown(rel), format!("{}; {RETRY}", why.trim_end_matches('.')))
+    }
+
+    /// Checks the layout that `bento server setup` makes for publishing as an account that
+    /// is not root: `generations/` a directory, `current` the link to
+    /// `generations/current`. Writes nothing.
+    pub fn check_publishable(&self) -> Result<(), Error> {
+        let kind = |rel| self.dir.kind(rel).map_err(|e| self.failed(rel, e));
+        if kind(GENERATIONS_DIR)? != Some(Kind::Dir) {
+            return Err(Error::input(
+                self.shown(GENERATIONS_DIR),
+                format!("not a directory there; {SETUP}"),
+            ));
+        }
+        let link = match kind(CURRENT_FILE)? {
+            Some(Kind::Link) => self
+                .dir
+                .read_link(CURRENT_FILE)
+                .map_err(|e| self.failed(CURRENT_FILE, e))?,
+            _ => PathBuf::new(),
+        };
+        if link != Path::new(CURRENT_LINK) {
+            return Err(Error::input(
+                self.shown(CURRENT_FILE),
+                format!("is not the link `current -> {CURRENT_LINK}`; {SETUP}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Where the pointer to the current generation lives: `current`, or
     /// [`CURRENT_LINK`] when `current` is that link. Any other link is refused.
     fn pointer(&self) -> Result<&'static str, Error> {
-        match self.confined()?.read_link(CURRENT_FILE) {
+        match self.dir.read_link(CURRENT_FILE) {
             Ok(target) if target == Path::new(CURRENT_LINK) => Ok(CURRENT_LINK),
             Ok(target) => Err(Error::input(
                 self.shown(CURRENT_FILE),
@@ -180,7 +219,7 @@ impl HostDir {
                     target.display().to_string().escape_default()
                 ),
             )),
-            // Not there, or not a link (EINVAL): the pointer is `current` itself.
+            // Not there, or not a link: the pointer is `current` itself.
             Err(_) => Ok(CURRENT_FILE),
         }
     }
@@ -188,173 +227,155 @@ impl HostDir {
     /// The generation `current` names, if any (read without following links, bounded).
     pub fn current(&self) -> Result<Option<u64>, Error> {
         let rel = self.pointer()?;
-        match self.confined()?.read(rel, CURRENT_LIMIT) {
+        match self.dir.read(rel, CURRENT_LIMIT) {
             Ok(bytes) => parse_generation(&bytes).map(Some).ok_or_else(|| {
                 Error::input(
                     self.shown(rel),
                     "does not hold a generation number; fix it by hand (it names a dir of generations/)",
                 )
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(self.shown(rel), e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.failed(rel, e)),
         }
     }
 
     /// The exact bytes of generation `g`'s `manifest.json` and its `manifest.sig`, when
-    /// both are there (regular files, read without following links, bounded).
+    /// both are there in a real directory (regular files, no link followed, bounded).
     pub fn signed_manifest(&self, g: u64) -> Option<(Vec<u8>, String)> {
-        let dir = format!("{GENERATIONS_DIR}/{g}");
-        let confined = self.confined().ok()?;
-        let bytes = confined
-            .read(&format!("{dir}/{MANIFEST_FILE}"), MANIFEST_LIMIT)
-            .ok()?;
-        let sig = confined
-            .read(&format!("{dir}/{SIGNATURE_FILE}"), SIGNATURE_LIMIT)
-            .ok()?;
+        let dir = self.dir.dir(&format!("{GENERATIONS_DIR}/{g}")).ok()?;
+        let bytes = dir.read(MANIFEST_FILE, MANIFEST_LIMIT).ok()?;
+        let sig = dir.read(SIGNATURE_FILE, SIGNATURE_LIMIT).ok()?;
         Some((bytes, String::from_utf8(sig).ok()?))
     }
 
-    /// The directory of generation `g`.
-    pub fn generation_dir(&self, g: u64) -> PathBuf {
-        self.dir.join(GENERATIONS_DIR).join(g.to_string())
+    /// The entries of `generations/` (`None`: it is missing), at most [`MAX_ENTRIES`];
+    /// past that, one line saying what to remove.
+    fn generation_entries(&self) -> Result<Option<Vec<(String, Kind)>>, Error> {
+        match self.dir.entries_at_most(GENERATIONS_DIR, MAX_ENTRIES) {
+            Ok(entries) => Ok(Some(entries)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::input(
+                self.shown(GENERATIONS_DIR),
+                format!("{e}: refused; remove what bento did not write there"),
+            )),
+            Err(e) => Err(self.failed(GENERATIONS_DIR, e)),
+        }
     }
 
     /// The generations present, ascending.
     pub fn generations(&self) -> Result<Vec<u64>, Error> {
-        let shown = self.shown(GENERATIONS_DIR);
-        let listed = ServerDir::entries_at_most(&self.confined()?, GENERATIONS_DIR, MAX_ENTRIES);
-        let entries = match listed {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(Error::input(
-                    shown,
-                    format!("holds more than {MAX_ENTRIES} entries; remove what bento did not write there"),
-                ))
-            }
-            Err(e) => return Err(Error::io(shown, e)),
-        };
-        let mut out: Vec<u64> = entries
-            .iter()
-            .filter_map(|(name, kind)| generation_of(name, *kind))
+        let mut out: Vec<u64> = self
+            .generation_entries()?
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, kind)| generation_of(&name, kind))
             .collect();
         out.sort_unstable();
         Ok(out)
     }
 
+    /// `generations/`, open.
+    fn gens(&self) -> Result<Arc<dyn ServerDir>, Error> {
+        self.dir
+            .dir(GENERATIONS_DIR)
+            .map(Arc::from)
+            .map_err(|e| self.failed(GENERATIONS_DIR, e))
+    }
+
     /// Writes a generation and the new `current` into temp files, unsynced; nothing is
     /// visible until [`Staged::install`] and [`Staged::switch`].
     ///
-    /// Where a publishing account owns `generations/` (`bento server setup`), it can rename,
-    /// replace or plant anything there at any moment, so nothing is written by path: the
-    /// staging dir is made 0700 and opened without following links, checked to be root's
-    /// own (so the account can neither enter it nor swap another in), and everything below
-    /// is created through directory descriptors, exclusively. Ownership (handed to the
-    /// account, which must be able to prune it later) and modes are set on open
-    /// descriptors; the staging dir itself is opened up (0755, handed over) last, when
-    /// nothing more is written in it. Whatever the account swaps in, root writes only into
-    /// what it made.
+    /// Whoever owns `generations/` (a publishing account, when root publishes locally into
+    /// a root laid out by `bento server setup`) can rename, replace or plant anything there
+    /// at any moment, so nothing is written by path: the staging dir is made exclusively,
+    /// private until sealed, and everything below it is created through it, exclusively
+    /// (see [`ServerDir::create_dir`]). It is sealed (0755) last, when nothing more is
+    /// written in it.
     pub fn stage(&self, generation: u64, files: &[(&str, &[u8])]) -> Result<Staged, Error> {
-        let gens_shown = self.shown(GENERATIONS_DIR);
-        let host = self.confined()?;
-        let gens = host.dir(GENERATIONS_DIR).map_err(|e| Error::io(&gens_shown, e))?;
-        let stat = gens.stat().map_err(|e| Error::io(&gens_shown, e))?;
-        let hand_to = (is_root() && stat.st_uid != 0).then_some((stat.st_uid, stat.st_gid));
+        let gens = self.gens()?;
         let (tmp_name, tmp) = unique(
-            |name| gens.create_own_dir(name, 0o700),
+            |name| gens.create_dir(name),
             &format!("{STAGING_PREFIX}{generation}"),
         )
-        .map_err(|e| Error::io(&gens_shown, e))?;
+        .map_err(|e| self.failed(GENERATIONS_DIR, e))?;
         let mut staged = Staged {
-            host: self.clone(),
+            shown: self.shown.clone(),
             generation,
-            gens,
+            gens: gens.clone(),
             tmp: Some(tmp_name),
-            pointer_dir: None,
-            current_tmp: String::new(),
+            pointer_dir: gens,
+            pointer: CURRENT_LINK,
+            current_tmp: None,
         };
         let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
-        let own = |fd: &dyn Fn(u32, u32) -> std::io::Result<()>| match hand_to {
-            Some((uid, gid)) => fd(uid, gid),
-            None => Ok(()),
-        };
+        let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
         for (rel, bytes) in files {
-            let (parent, name) = match rel.rsplit_once('/') {
-                Some((parent, name)) => (Some(parent), name),
-                None => (None, *rel),
-            };
-            let written = (|| {
-                let dir = match parent {
-                    Some(parent) => Some(make_dirs(&tmp, parent, hand_to)?),
-                    None => None,
-                };
-                let mut file = dir.as_ref().unwrap_or(&tmp).create_new_file(name, 0o644)?;
-                own(&|uid, gid| crate::confined::set_owner(&file, uid, gid))?;
-                file.write_all(bytes)
-            })();
-            written.map_err(|e| Error::io(shown(rel), e))?;
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let written = make_dirs(tmp.as_ref(), &mut dirs, parent).and_then(|()| {
+                let dir = dirs.get(parent).map_or(tmp.as_ref(), |d| d.as_ref());
+                dir.create_new(name, bytes, 0o644)
+            });
+            written.map_err(|e| self.failed(&shown(rel), e))?;
         }
         // The pointer's temp file, in the pointer's own directory.
-        let pointer = self.pointer()?;
-        let (pointer_dir, pointer_shown) = if pointer == CURRENT_LINK {
-            (None, gens_shown.clone())
-        } else {
-            (Some(host), self.path().display().to_string())
-        };
-        let (current_tmp, mut file) = {
-            let dir = pointer_dir.as_ref().unwrap_or(&staged.gens);
-            unique(|name| dir.create_new_file(name, 0o644), CURRENT_TEMP)
-                .map_err(|e| Error::io(&pointer_shown, e))?
-        };
-        // Known to the stage from now on: removed with it if anything fails.
-        staged.pointer_dir = pointer_dir;
-        staged.current_tmp = current_tmp;
-        own(&|uid, gid| crate::confined::set_owner(&file, uid, gid))
-            .and_then(|()| file.write_all(format!("{generation}\n").as_bytes()))
-            .map_err(|e| Error::io(&pointer_shown, e))?;
-        // Last: the staging dir opened up and handed over; root writes nothing more in it.
-        own(&|uid, gid| tmp.set_owner(uid, gid))
-            .and_then(|()| tmp.set_mode(0o755))
-            .map_err(|e| Error::io(&gens_shown, e))?;
+        staged.pointer = self.pointer()?;
+        if staged.pointer == CURRENT_FILE {
+            staged.pointer_dir = self.dir.clone();
+        }
+        let text = format!(
+            "{generation}
+"
+        );
+        let (current_tmp, ()) = unique(
+            |name| staged.pointer_dir.create_new(name, text.as_bytes(), 0o644),
+            CURRENT_TEMP,
+        )
+        .map_err(|e| self.failed(staged.pointer, e))?;
+        staged.current_tmp = Some(current_tmp);
+        for dir in dirs.values() {
+            dir.seal(0o755).map_err(|e| self.failed(GENERATIONS_DIR, e))?;
+        }
+        // Last: the staging dir opened up; nothing more is written in it.
+        tmp.seal(0o755).map_err(|e| self.failed(GENERATIONS_DIR, e))?;
         Ok(staged)
     }
 
-    /// Removes generations beyond the newest `keep` (never `current`), and temp dirs left
-    /// by an interrupted deploy. Returns the generations removed. Removal goes through
-    /// directory descriptors and follows no link (see [`Confined::remove_tree`]).
+    /// Removes generations beyond the newest `keep` (never `current`), and what an
+    /// interrupted deploy left. Returns the generations removed. No link is followed.
     pub fn prune(&self, keep: usize, current: u64) -> Result<Vec<u64>, Error> {
         let mut removed = Vec::new();
-        let gens_shown = self.shown(GENERATIONS_DIR);
-        let gens = self
-            .confined()?
-            .dir(GENERATIONS_DIR)
-            .map_err(|e| Error::io(&gens_shown, e))?;
-        for g in to_prune(&self.generations()?, keep, current) {
-            gens.remove_tree(&g.to_string())
-                .map_err(|e| Error::io(self.generation_dir(g).display().to_string(), e))?;
-            removed.push(g);
+        let to_remove = to_prune(&self.generations()?, keep, current);
+        if !to_remove.is_empty() {
+            let gens = self.gens()?;
+            for g in to_remove {
+                let rel = format!("{GENERATIONS_DIR}/{g}");
+                gens.remove_tree(&g.to_string())
+                    .map_err(|e| self.failed(&rel, e))?;
+                removed.push(g);
+            }
         }
         self.remove_leftovers()?;
         Ok(removed)
     }
 
-    /// Removes what an interrupted deploy left: staging dirs and a half-made `current`.
-    /// Touches nothing when there is nothing to remove.
+    /// Removes what an interrupted deploy left: staging dirs and half-made pointers, in
+    /// `generations/` and (from older versions) the host directory. Touches nothing when
+    /// there is nothing to remove.
     pub fn remove_leftovers(&self) -> Result<(), Error> {
-        let host = self.confined()?;
-        let gens = match host.dir(GENERATIONS_DIR) {
-            Ok(gens) => gens,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(self.shown(GENERATIONS_DIR), e)),
+        let Some(entries) = self.generation_entries()? else {
+            return Ok(());
         };
-        for (dir, rel) in [(&gens, GENERATIONS_DIR), (&host, "")] {
-            let entries = ServerDir::entries_at_most(dir, "", MAX_ENTRIES)
-                .map_err(|e| Error::io(self.shown(rel), e))?;
-            for (name, _) in entries.iter().filter(|(name, _)| is_leftover(name)) {
-                dir.remove_tree(name).map_err(|e| {
-                    Error::io(self.shown(rel).trim_end_matches('/').to_owned() + "/" + name, e)
-                })?;
-            }
+        let gens = self.gens()?;
+        for (name, _) in entries.iter().filter(|(name, _)| is_leftover(name)) {
+            gens.remove_tree(name)
+                .map_err(|e| self.failed(&format!("{GENERATIONS_DIR}/{name}"), e))?;
+        }
+        let top = self
+            .dir
+            .entries_at_most("", MAX_ENTRIES)
+            .map_err(|e| self.failed("", e))?;
+        for (name, _) in top.iter().filter(|(name, _)| is_leftover(name)) {
+            self.dir.remove_tree(name).map_err(|e| self.failed(name, e))?;
         }
         Ok(())
     }
@@ -366,7 +387,7 @@ pub const MAX_ENTRIES: usize = 10_000;
 
 /// Calls `make` with fresh names `<prefix>-<pid>-<n>` until one is free; returns the name
 /// and what `make` made.
-fn unique<T>(make: impl Fn(&str) -> std::io::Result<T>, prefix: &str) -> std::io::Result<(String, T)> {
+fn unique<T>(make: impl Fn(&str) -> io::Result<T>, prefix: &str) -> io::Result<(String, T)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut last = None;
     for _ in 0..64 {
@@ -374,48 +395,44 @@ fn unique<T>(make: impl Fn(&str) -> std::io::Result<T>, prefix: &str) -> std::io
         let name = format!("{prefix}-{}-{n}", std::process::id());
         match make(&name) {
             Ok(made) => return Ok((name, made)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no free temp name")))
+    Err(last.unwrap_or_else(|| io::Error::other("no free temp name")))
 }
 
-/// The directory `rel` below `top` (made by this process, so no one else can enter it),
-/// made component by component where missing (0755, handed to `hand_to`).
-fn make_dirs(top: &Confined, rel: &str, hand_to: Option<(u32, u32)>) -> std::io::Result<Confined> {
-    let mut dir: Option<Confined> = None;
-    for component in rel.split('/') {
-        let at = dir.as_ref().unwrap_or(top);
-        let next = match at.create_own_dir(component, 0o755) {
-            Ok(made) => {
-                if let Some((uid, gid)) = hand_to {
-                    made.set_owner(uid, gid)?;
-                }
-                made
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => at.dir(component)?,
-            Err(e) => return Err(e),
-        };
-        dir = Some(next);
+/// Makes the directory `rel` (and those above it) below `top` where `dirs` does not have
+/// it yet, each through its parent, exclusively; `""` is `top` itself.
+fn make_dirs<'r>(
+    top: &dyn ServerDir,
+    dirs: &mut BTreeMap<&'r str, Box<dyn ServerDir>>,
+    rel: &'r str,
+) -> io::Result<()> {
+    if rel.is_empty() || dirs.contains_key(rel) {
+        return Ok(());
     }
-    dir.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty directory path"))
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    make_dirs(top, dirs, parent)?;
+    let made = dirs.get(parent).map_or(top, |d| d.as_ref()).create_dir(name)?;
+    dirs.insert(rel, made);
+    Ok(())
 }
 
-/// A generation written to temp files, not yet visible.
-#[derive(Debug)]
+/// A generation written to temp names, not yet visible; removed when dropped uninstalled.
 pub struct Staged {
-    host: HostDir,
+    /// The host directory as shown in messages.
+    shown: String,
     generation: u64,
-    /// The host's `generations/`, open.
-    gens: Confined,
-    /// The staging dir's name in `generations/`; removed on drop unless installed.
+    /// The host's `generations/`.
+    gens: Arc<dyn ServerDir>,
+    /// The staging dir's name in `generations/`; `None` once installed.
     tmp: Option<String>,
-    /// The directory of the pointer the temp replaces: the host dir (`current`), or
-    /// `None` for `generations/` (`generations/current`).
-    pointer_dir: Option<Confined>,
+    /// The directory of the pointer the temp file replaces, and its name there.
+    pointer_dir: Arc<dyn ServerDir>,
+    pointer: &'static str,
     /// The temp file's name there.
-    current_tmp: String,
+    current_tmp: Option<String>,
 }
 
 impl Staged {
@@ -424,34 +441,41 @@ impl Staged {
         self.generation
     }
 
+    fn failed(&self, rel: &str, e: io::Error) -> Error {
+        let why = e.to_string();
+        Error::input(
+            format!("{}/{rel}", self.shown),
+            format!("{}; {RETRY}", why.trim_end_matches('.')),
+        )
+    }
+
     /// Renames the (synced) temp dir to `generations/<g>`, never over an existing entry.
     pub fn install(&mut self) -> Result<(), Error> {
-        let target = self.host.generation_dir(self.generation);
-        let shown = target.display().to_string();
         let Some(tmp) = self.tmp.as_deref() else {
             return Ok(());
         };
-        match self.gens.rename(tmp, &self.generation.to_string(), false) {
+        let target = self.generation.to_string();
+        match self.gens.rename(tmp, &target, false) {
             Ok(()) => {
                 self.tmp = None;
                 Ok(())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::input(
-                shown,
-                "already exists; was it written by hand? remove it",
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::input(
+                format!("{}/{GENERATIONS_DIR}/{target}", self.shown),
+                "already exists; was it written by hand, or is another deploy running? remove it",
             )),
-            Err(e) => Err(Error::io(&shown, e)),
+            Err(e) => Err(self.failed(&format!("{GENERATIONS_DIR}/{target}"), e)),
         }
     }
 
-    /// Replaces `current` with the new generation's number, by rename.
+    /// Replaces the pointer with the new generation's number, by rename.
     pub fn switch(&self) -> Result<(), Error> {
-        let (dir, name, shown) = match &self.pointer_dir {
-            Some(host) => (host, CURRENT_FILE, self.host.shown(CURRENT_FILE)),
-            None => (&self.gens, CURRENT_FILE, self.host.shown(CURRENT_LINK)),
+        let Some(tmp) = &self.current_tmp else {
+            return Ok(());
         };
-        dir.rename(&self.current_tmp, name, true)
-            .map_err(|e| Error::io(shown, e))
+        self.pointer_dir
+            .rename(tmp, CURRENT_FILE, true)
+            .map_err(|e| self.failed(self.pointer, e))
     }
 }
 
@@ -459,9 +483,8 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if let Some(tmp) = self.tmp.take() {
             let _ = self.gens.remove_tree(&tmp);
-            if !self.current_tmp.is_empty() {
-                let dir = self.pointer_dir.as_ref().unwrap_or(&self.gens);
-                let _ = dir.remove_tree(&self.current_tmp);
+            if let Some(current_tmp) = &self.current_tmp {
+                let _ = self.pointer_dir.remove_tree(current_tmp);
             }
         }
     }
@@ -472,7 +495,7 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
     let shown = || path.display().to_string();
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             DirBuilder::new()
                 .mode(mode)
                 .create(path)
@@ -500,8 +523,7 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
     Ok(())
 }
 
-/// Of `generations` (ascending), those beyond the newest `keep`, never `current`: what a
-/// deploy prunes, locally or on a remote root.
+/// Of `generations` (ascending), those beyond the newest `keep`, never `current`.
 pub(crate) fn to_prune(generations: &[u64], keep: usize, current: u64) -> Vec<u64> {
     let cut = generations.len().saturating_sub(keep);
     generations[..cut]
@@ -514,17 +536,24 @@ pub(crate) fn to_prune(generations: &[u64], keep: usize, current: u64) -> Vec<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::confined::Confined;
+
+    /// `name`'s directory of `root`, made ready as a deploy does.
+    fn host(root: &ServerRoot, name: &str) -> HostDir {
+        root.prepare(name, None).unwrap();
+        HostDir::open(root.dir(), &root.path().display().to_string(), name).unwrap()
+    }
 
     #[test]
     fn a_staging_dir_swapped_for_a_link_or_a_foreign_dir_gets_nothing_written() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let root = ServerRoot::open(dir.path()).unwrap();
-        let host = root.host("h");
-        host.prepare(None).unwrap();
-        let gens = Confined::open(&host.path().join(GENERATIONS_DIR)).unwrap();
+        let host = host(&root, "h");
+        let path = root.path().join("h");
+        let gens = Confined::open(&path.join(GENERATIONS_DIR)).unwrap();
         // What the owner of generations/ could swap in after the mkdir: a link, a file.
-        std::os::unix::fs::symlink(outside.path(), host.path().join("generations/link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), path.join("generations/link")).unwrap();
         let e = gens.create_own_dir("link", 0o700).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
         // Staging leaves nothing but its own files, and nothing outside.
@@ -534,20 +563,20 @@ mod tests {
         staged.install().unwrap();
         staged.switch().unwrap();
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-        let mode = std::fs::metadata(host.generation_dir(1)).unwrap().mode() & 0o7777;
+        let mode = std::fs::metadata(path.join("generations/1")).unwrap().mode() & 0o7777;
         assert_eq!(mode, 0o755);
-        let mode = std::fs::metadata(host.generation_dir(1).join("secrets/a.age"))
+        let mode = std::fs::metadata(path.join("generations/1/secrets/a.age"))
             .unwrap()
             .mode()
             & 0o7777;
         assert_eq!(mode, 0o644);
         // A second install of the same number is refused, not merged.
-        std::fs::create_dir(host.path().join("generations/2")).unwrap();
+        std::fs::create_dir(path.join("generations/2")).unwrap();
         let mut again = host.stage(2, &[("manifest.json", b"{}")]).unwrap();
         let e = again.install().unwrap_err().to_string();
         assert!(e.contains("already exists"), "{e}");
         drop(again);
-        let left: Vec<_> = std::fs::read_dir(host.path().join(GENERATIONS_DIR))
+        let left: Vec<_> = std::fs::read_dir(path.join(GENERATIONS_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.starts_with('.'))
@@ -559,16 +588,16 @@ mod tests {
     fn stage_install_switch_prune() {
         let dir = tempfile::tempdir().unwrap();
         let root = ServerRoot::open(dir.path()).unwrap();
-        let host = root.host("web1");
-        host.prepare(None).unwrap();
+        let host = host(&root, "web1");
+        let path = root.path().join("web1");
         assert_eq!(host.current().unwrap(), None);
         for g in 1..=5 {
             let mut staged = host
                 .stage(g, &[("config/a.nix", b"a"), ("manifest.json", b"{}")])
                 .unwrap();
             // Nothing visible before install and switch.
-            assert!(!host.generation_dir(g).exists());
-            root.sync().unwrap();
+            assert!(!path.join(format!("generations/{g}")).exists());
+            root.dir().sync().unwrap();
             staged.install().unwrap();
             staged.switch().unwrap();
             assert_eq!(host.current().unwrap(), Some(g));
@@ -576,10 +605,10 @@ mod tests {
         }
         assert_eq!(host.generations().unwrap(), [3, 4, 5]);
         assert_eq!(
-            std::fs::read(host.generation_dir(5).join("config/a.nix")).unwrap(),
+            std::fs::read(path.join("generations/5/config/a.nix")).unwrap(),
             b"a"
         );
-        let names: Vec<_> = std::fs::read_dir(host.path().join(GENERATIONS_DIR))
+        let names: Vec<_> = std::fs::read_dir(path.join(GENERATIONS_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -590,17 +619,12 @@ mod tests {
     fn a_dropped_stage_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let root = ServerRoot::open(dir.path()).unwrap();
-        let host = root.host("h");
-        host.prepare(None).unwrap();
+        let host = host(&root, "h");
+        let path = root.path().join("h");
         drop(host.stage(1, &[("config/x", b"x")]).unwrap());
         assert!(host.generations().unwrap().is_empty());
-        assert_eq!(
-            std::fs::read_dir(host.path().join(GENERATIONS_DIR))
-                .unwrap()
-                .count(),
-            0
-        );
-        let left = std::fs::read_dir(host.path()).unwrap().filter(|e| {
+        assert_eq!(std::fs::read_dir(path.join(GENERATIONS_DIR)).unwrap().count(), 0);
+        let left = std::fs::read_dir(&path).unwrap().filter(|e| {
             e.as_ref()
                 .unwrap()
                 .file_name()
@@ -614,9 +638,8 @@ mod tests {
     fn generations_and_leftovers_are_read_as_over_sftp() {
         let dir = tempfile::tempdir().unwrap();
         let root = ServerRoot::open(dir.path()).unwrap();
-        let host = root.host("h");
-        host.prepare(None).unwrap();
-        let gens = host.path().join(GENERATIONS_DIR);
+        let host = host(&root, "h");
+        let gens = root.path().join("h").join(GENERATIONS_DIR);
         std::fs::create_dir(gens.join("3")).unwrap();
         // Not generations: a file, a link with a number for a name.
         std::fs::write(gens.join("4"), "").unwrap();
@@ -641,29 +664,32 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let root = ServerRoot::open(dir.path()).unwrap();
-        let host = root.host("h");
-        let gens = host.path().join(GENERATIONS_DIR);
+        let gens = root.path().join("h").join(GENERATIONS_DIR);
         std::fs::create_dir_all(&gens).unwrap();
         std::os::unix::fs::chown(&gens, Some(64980), Some(64980)).unwrap();
-        host.prepare(Some(Owner {
-            uid: 64991,
-            gid: 64990,
-        }))
+        root.prepare(
+            "h",
+            Some(Owner {
+                uid: 64991,
+                gid: 64990,
+            }),
+        )
         .unwrap();
-        let logs = std::fs::metadata(host.path().join(LOGS_DIR)).unwrap();
+        let logs = std::fs::metadata(root.path().join("h").join(LOGS_DIR)).unwrap();
         assert_eq!(
             (logs.uid(), logs.gid(), logs.mode() & 0o7777),
             (64991, 64980, 0o2750)
         );
         // Without the account, the host's alone.
-        let other = root.host("o");
-        other
-            .prepare(Some(Owner {
+        root.prepare(
+            "o",
+            Some(Owner {
                 uid: 64991,
                 gid: 64990,
-            }))
-            .unwrap();
-        let logs = std::fs::metadata(other.path().join(LOGS_DIR)).unwrap();
+            }),
+        )
+        .unwrap();
+        let logs = std::fs::metadata(root.path().join("o").join(LOGS_DIR)).unwrap();
         assert_eq!(
             (logs.uid(), logs.gid(), logs.mode() & 0o7777),
             (64991, 64990, 0o700)

@@ -191,16 +191,16 @@ fn copy_bounded(reader: &mut dyn Read, rel: &str, limit: u64, sink: &mut dyn Wri
 /// A server directory on this machine (`file://`). The host's directory is opened beneath
 /// the server root for every operation, and everything below it through [`Confined`]: no
 /// symlink is followed, not even a host directory that is one.
-pub struct LocalDir {
+pub struct FileTransport {
     root: PathBuf,
     host: String,
     transferred: u64,
 }
 
-impl LocalDir {
+impl FileTransport {
     /// The host `host`'s directory under server root `root`.
-    pub fn new(root: &Path, host: &str) -> LocalDir {
-        LocalDir {
+    pub fn new(root: &Path, host: &str) -> FileTransport {
+        FileTransport {
             root: root.to_path_buf(),
             host: host.to_owned(),
             transferred: 0,
@@ -215,7 +215,7 @@ impl LocalDir {
     }
 }
 
-impl Transport for LocalDir {
+impl Transport for FileTransport {
     fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
         let (mut file, size) = self.dir()?.open_file(rel)?;
         if size > limit {

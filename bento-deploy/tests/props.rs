@@ -253,7 +253,7 @@ fn check_status(current: &[u8], seen: &[u8], report: &[u8]) -> Result<(), TestCa
         ssh: BTreeMap::new(),
         now: 1_800_000_000,
     };
-    let dir = bento_deploy::confined::Confined::open(root.path()).unwrap();
+    let dir = bento_deploy::server_dir::LocalDir::open(root.path()).unwrap();
     let root = Root {
         dir: &dir,
         shown: "root",

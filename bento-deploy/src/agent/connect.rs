@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use crate::agent::config::AgentConfig;
 use crate::agent::error::AgentError;
 use crate::sftp::{ConnectError, SftpTransport, SshTarget};
-use crate::transport::{LocalDir, ServerUrl, Transport};
+use crate::transport::{FileTransport, ServerUrl, Transport};
 
 /// Connects to the server, retrying passing failures until `deadline`; operations still
 /// waiting at `deadline` fail.
 pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
     let mut transport: Box<dyn Transport> = match config.server.clone() {
-        ServerUrl::Local(root) => Box::new(LocalDir::new(&root, &config.host)),
+        ServerUrl::Local(root) => Box::new(FileTransport::new(&root, &config.host)),
         ServerUrl::Sftp { user, address, port } => {
             // ssh would skip an unreadable key and the server then refuse the login: say
             // what is wrong here instead.

@@ -5,11 +5,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::confined::Confined;
 use crate::error::Error;
 use crate::fleet::config::Config;
 use crate::publish::remote::{self, RemoteDir, RemoteRoot, RemoteUrl};
-use crate::server_dir::ServerDir;
+use crate::server_dir::{LocalDir, ServerDir};
 
 /// Where the server root is, as the admin named it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +53,7 @@ impl Location {
     /// (the server's key pinned from the fleet's `keys/server_known_hosts`).
     pub fn open(&self, fleet_root: &Path, config: &Config) -> Result<Server, Error> {
         match self {
-            Location::Local(dir) => Confined::open(dir).map(Server::Local).map_err(|e| {
+            Location::Local(dir) => LocalDir::open(dir).map(Server::Local).map_err(|e| {
                 let shown = dir.display().to_string();
                 match e.kind() {
                     io::ErrorKind::NotFound => Error::input(
@@ -83,7 +82,7 @@ impl Location {
 /// A server root, open for reading.
 pub enum Server {
     /// On this machine.
-    Local(Confined),
+    Local(LocalDir),
     /// Over sftp.
     Remote(RemoteDir),
 }

@@ -23,7 +23,7 @@ use bento_secrets::Fleet;
 
 use crate::fleet::config::Config;
 use crate::layout::{CURRENT_FILE, CURRENT_LINK, GENERATIONS_DIR};
-use crate::publish::cache_sink::{CACHE_DIR, NAR_DIR};
+use crate::publish::cache_dir::{CACHE_DIR, NAR_DIR};
 
 /// The group every host's sftp user belongs to.
 pub const GROUP: &str = "bento";
@@ -49,7 +49,7 @@ pub struct ServerHost {
 /// (`publishing`), a host whose sftp user would be that account. Both `bento deploy` and
 /// `bento server setup` ask, so neither publishes nor prints a layout that clashes.
 pub fn name_clash(config: &Config, host: &str, publishing: bool) -> Option<String> {
-    use crate::publish::cache_sink::CACHE_DIR;
+    use crate::publish::cache_dir::CACHE_DIR;
     if config.cache.signing_key.is_some() && host == CACHE_DIR {
         return Some(format!(
             "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \

@@ -6,7 +6,7 @@
 //! `nix copy --no-recursive --to file://<staging>?secret-key=…` into a staging directory
 //! under `.bento/` (their references already in the cache stood in for by placeholder
 //! `.narinfo` files, which Nix needs and which are never uploaded), then handed to a
-//! [`CacheSink`]: NARs first, then the `.narinfo` files, references first. A path whose
+//! [`CacheDir`]: NARs first, then the `.narinfo` files, references first. A path whose
 //! `.narinfo` is in the cache is never copied again, and a system whose `.narinfo` is
 //! there has its whole closure there: nothing of it is even looked at.
 
@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::fleet::config::{expand_home, Config};
-use crate::publish::cache_sink::{is_leftover, CacheSink, NAR_DIR};
+use crate::publish::cache_dir::{is_leftover, CacheDir, NAR_DIR};
 use crate::store_path::{StorePath, STORE_DIR};
 
 /// The cache's description file, written once.
@@ -261,7 +261,7 @@ fn visit(
 /// target, which no lock covers, a deploy running at the same moment may lose its temp
 /// file and then fails its rename with one error line, to be run again (nothing is ever
 /// named before it is complete).
-fn remove_leftovers(sink: &dyn CacheSink, dir: &str, names: &HashSet<String>) -> Result<(), Error> {
+fn remove_leftovers(sink: &CacheDir, dir: &str, names: &HashSet<String>) -> Result<(), Error> {
     for name in names.iter().filter(|n| is_leftover(n)) {
         let rel = if dir.is_empty() {
             name.clone()
@@ -283,7 +283,7 @@ pub fn fill(
     nix: &str,
     systems: &[(String, StorePath)],
     no_build: &[String],
-    sink: &dyn CacheSink,
+    sink: &CacheDir,
 ) -> Result<BTreeMap<String, HostCache>, Error> {
     let mut report: BTreeMap<String, HostCache> = systems
         .iter()
@@ -416,7 +416,7 @@ impl Staging {
 
     /// Hands the staged files of `order` to `sink`: `nix-cache-info` and the new NARs,
     /// a sync, then the `.narinfo` files in order (references first), a sync.
-    fn upload(&self, order: &[String], sink: &dyn CacheSink) -> Result<(), Error> {
+    fn upload(&self, order: &[String], sink: &CacheDir) -> Result<(), Error> {
         let mut narinfos = Vec::new();
         let mut nars = Vec::new();
         for path in order {

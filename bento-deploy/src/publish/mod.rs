@@ -8,9 +8,8 @@
 //! or a remote root over sftp ([`target`]).
 
 pub mod cache;
-pub mod cache_sink;
+pub mod cache_dir;
 pub mod remote;
-pub mod remote_cache;
 pub mod target;
 
 use std::path::Path;
@@ -26,14 +25,14 @@ use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
 use self::cache::HostCache;
-use self::remote::RemoteRoot;
-use self::target::{Staged, Target};
+use self::cache_dir::CacheDir;
+use self::target::Target;
 use crate::error::Error;
 use crate::fleet::build::Expected;
 use crate::fleet::bundle::Bundle;
 use crate::fleet::config::Config;
 use crate::fleet::hosts::Host;
-use crate::layout::{is_root, ServerRoot};
+use crate::layout::{is_root, HostDir, Staged};
 use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::{AdminKeys, Signer};
 use crate::store_path::StorePath;
@@ -94,6 +93,8 @@ impl Progress for () {}
 
 /// A host whose bundle differs from what the server has.
 pub(crate) struct Plan {
+    /// The host's directory on the server.
+    dir: HostDir,
     bundle: Bundle,
     generation: u64,
     system: Option<String>,
@@ -165,19 +166,7 @@ pub fn deploy(
         }
     }
     let expected = Expected::load(root)?;
-    let server = match &options.location {
-        Location::Remote(url) => Target::Remote(Box::new(RemoteRoot::connect(
-            url,
-            &root.join(remote::KNOWN_HOSTS),
-            config.login_key_path().as_deref(),
-            &options.ssh,
-            remote::Limits {
-                whole: config.deploy.timeout(),
-                request: config.deploy.request_timeout(),
-            },
-        )?)),
-        Location::Local(dir) => Target::Local(ServerRoot::open(dir)?),
-    };
+    let server = Target::open(&options.location, root, config, &options.ssh)?;
     progress.start(hosts.len());
     let prefix = &config.server.user_prefix;
 
@@ -196,8 +185,8 @@ pub fn deploy(
     };
     // The systems go into the cache before any `current` names them.
     let cached = if config.cache.signing_key.is_some() {
-        let sink = server.cache()?;
-        Some(fill_cache(root, config, &options.nix, &assessed, sink.as_ref())?)
+        let cache = server.cache()?;
+        Some(fill_cache(root, config, &options.nix, &assessed, &cache)?)
     } else {
         None
     };
@@ -229,7 +218,7 @@ pub(crate) fn fill_cache(
     config: &Config,
     nix: &str,
     assessed: &[Assessed],
-    sink: &dyn cache_sink::CacheSink,
+    cache: &CacheDir,
 ) -> Result<std::collections::BTreeMap<String, HostCache>, Error> {
     let mut systems = Vec::new();
     let mut no_build = Vec::new();
@@ -252,7 +241,7 @@ pub(crate) fn fill_cache(
             None => {}
         }
     }
-    cache::fill(root, config, nix, &systems, &no_build, sink)
+    cache::fill(root, config, nix, &systems, &no_build, cache)
 }
 
 /// A host after comparing its new bundle with the server's current generation.
@@ -284,16 +273,16 @@ fn assess(
     let logs_owner = is_root()
         .then(|| accounts::user(&format!("{prefix}{}", host.name)))
         .flatten();
-    server.prepare(name, logs_owner)?;
-    let current = server.current(name)?;
+    let dir = server.host(name, logs_owner)?;
+    let current = dir.current()?;
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
         // "Same" only on what an admin signed: the manifest's bytes are the server's.
-        let same = server.signed_manifest(name, g).is_some_and(|(bytes, sig)| {
+        let same = dir.signed_manifest(g).is_some_and(|(bytes, sig)| {
             admins.signed(&bytes, &sig) && Manifest::parse(&bytes).is_ok_and(|m| m.same_content(&candidate))
         });
         if same {
-            server.remove_leftovers(name)?;
+            dir.remove_leftovers()?;
             let report = HostReport {
                 host: host.name.clone(),
                 generation: g,
@@ -310,9 +299,10 @@ fn assess(
         }
     }
     // Never reuse a number, even one whose `current` switch did not happen.
-    let highest = server.generations(name)?.last().copied().unwrap_or(0);
+    let highest = dir.generations()?.last().copied().unwrap_or(0);
     let generation = highest.max(current.unwrap_or(0)) + 1;
     Ok(Assessed::Changed(Box::new(Plan {
+        dir,
         bundle,
         generation,
         system,
@@ -340,7 +330,7 @@ fn publish(
                 commit.clone(),
                 plan.system.clone(),
             );
-            let staged = stage(server, &plan, &manifest, &signer)?;
+            let staged = stage(&plan, &manifest, &signer)?;
             Ok((plan, staged))
         })
         .collect::<Result<_, Error>>()?;
@@ -355,7 +345,7 @@ fn publish(
     staged
         .par_iter()
         .map(|(plan, s)| {
-            let pruned = server.prune(&plan.bundle.host, keep, s.generation())?;
+            let pruned = plan.dir.prune(keep, s.generation())?;
             let report = HostReport {
                 host: plan.bundle.host.clone(),
                 generation: s.generation(),
@@ -374,12 +364,7 @@ fn publish(
 }
 
 /// Writes one host's bundle, manifest and signature into a temp generation.
-fn stage<'a>(
-    server: &'a Target,
-    plan: &Plan,
-    manifest: &Manifest,
-    signer: &Signer,
-) -> Result<Staged<'a>, Error> {
+fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Error> {
     let manifest_bytes = manifest.to_bytes();
     let signature = signer.sign(&manifest_bytes)?;
     let mut files: Vec<(&str, &[u8])> = plan
@@ -390,5 +375,5 @@ fn stage<'a>(
         .collect();
     files.push((MANIFEST_FILE, &manifest_bytes));
     files.push((SIGNATURE_FILE, signature.as_bytes()));
-    server.stage(&plan.bundle.host, plan.generation, &files)
+    plan.dir.stage(plan.generation, &files)
 }

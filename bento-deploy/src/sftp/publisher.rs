@@ -204,4 +204,54 @@ impl SftpTransport {
         let mut fs = self.sftp().fs();
         self.block(fs.remove_dir(&path))
     }
+
+    /// Sets the mode of `rel` (`""`: the base itself).
+    pub fn set_mode(&mut self, rel: &str, mode: u16) -> io::Result<()> {
+        let path = self.at_or_base(rel)?;
+        let mut fs = self.sftp().fs();
+        self.block(fs.set_permissions(&path, openssh_sftp_client::metadata::Permissions::from(mode)))
+    }
+
+    /// Makes `to` a new name of the file `from` with `hardlink@openssh.com` (the server's
+    /// `link(2)`, which follows no link); refused by a server without it.
+    pub fn hard_link(&mut self, from: &str, to: &str) -> io::Result<()> {
+        check_rel(from)?;
+        check_rel(to)?;
+        if !self.sftp().support_hardlink() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the sftp server lacks hardlink@openssh.com (OpenSSH has it)",
+            ));
+        }
+        let (from, to) = (self.at(from), self.at(to));
+        let mut fs = self.sftp().fs();
+        self.block(fs.hard_link(&from, &to))
+    }
+
+    /// Removes `rel` and, when it is a directory, all it holds (links are removed, never
+    /// followed); nothing there is no error. Whoever else writes here chose the tree: it is
+    /// refused past 64 levels or a million entries in one directory.
+    pub fn remove_tree(&mut self, rel: &str) -> io::Result<()> {
+        self.remove_tree_at(rel, 0)
+    }
+
+    fn remove_tree_at(&mut self, rel: &str, depth: usize) -> io::Result<()> {
+        match self.kind(rel)? {
+            None => Ok(()),
+            Some(Kind::Dir) if depth > 64 => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: refused: nested more than 64 levels deep",
+                    rel.escape_default()
+                ),
+            )),
+            Some(Kind::Dir) => {
+                for (name, _) in self.entries_at_most(rel, 1_000_000)? {
+                    self.remove_tree_at(&format!("{rel}/{name}"), depth + 1)?;
+                }
+                self.remove_dir(rel)
+            }
+            Some(_) => self.remove_file(rel),
+        }
+    }
 }

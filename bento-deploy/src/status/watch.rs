@@ -8,11 +8,11 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::confined::Confined;
 use crate::error::Error;
 use crate::fleet::config::Config;
 use crate::fleet::location::Location;
 use crate::layout::{GENERATIONS_DIR, LOGS_DIR};
+use crate::server_dir::LocalDir;
 use crate::status::{scan, FleetStatus, Options, Root};
 
 /// Changes closer together than this make one frame.
@@ -94,7 +94,7 @@ fn watch_local(
         let _ = tx.send(event);
     })
     .map_err(|e| stopped(e.to_string()))?;
-    let local = Confined::open(root).map_err(|e| Error::io(root.display().to_string(), e))?;
+    let local = LocalDir::open(root).map_err(|e| Error::io(root.display().to_string(), e))?;
     let shown = root.display().to_string();
     let server = Root {
         dir: &local,
