@@ -117,13 +117,16 @@ fn manifest() -> impl Strategy<Value = Manifest> {
     )
         .prop_map(|(host, generation, secs, git_commit, system, files)| Manifest {
             format: FORMAT,
-            host,
+            host: host.parse().unwrap(),
             generation,
             created: rfc3339(secs % 253_402_300_800),
             git_commit,
             system,
-            sizes: files.iter().map(|(p, (_, n))| (p.clone(), *n)).collect(),
-            files: files.into_iter().map(|(p, (h, _))| (p, h)).collect(),
+            sizes: files.iter().map(|(p, (_, n))| (p.parse().unwrap(), *n)).collect(),
+            files: files
+                .iter()
+                .map(|(p, (h, _))| (p.parse().unwrap(), h.parse().unwrap()))
+                .collect(),
             secrets: Vec::new(),
             templates: Vec::new(),
         })
@@ -132,13 +135,17 @@ fn manifest() -> impl Strategy<Value = Manifest> {
 fn sample_manifest() -> Manifest {
     Manifest {
         format: FORMAT,
-        host: "web1".into(),
+        host: "web1".parse().unwrap(),
         generation: 7,
         created: "2026-11-26T05:00:00Z".into(),
         git_commit: None,
         system: Some("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system".into()),
-        files: [("config/configuration.nix".to_owned(), "ab".repeat(32))].into(),
-        sizes: [("config/configuration.nix".to_owned(), 42)].into(),
+        files: [(
+            "config/configuration.nix".parse().unwrap(),
+            "ab".repeat(32).parse().unwrap(),
+        )]
+        .into(),
+        sizes: [("config/configuration.nix".parse().unwrap(), 42)].into(),
         secrets: Vec::new(),
         templates: Vec::new(),
     }

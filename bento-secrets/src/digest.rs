@@ -1,11 +1,38 @@
 //! Hex SHA-256, as `recipients.lock` and a bundle's manifest name contents (the admin
 //! writes them, hosts and activation check them).
 
-use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::names::{checked_string, NameError};
+
+checked_string!(
+    /// A SHA-256 as bento writes it: 64 lowercase hex digits.
+    Sha256,
+    |s| {
+        let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then_some(()).ok_or_else(|| NameError::Sha256(s.escape_default().to_string()))
+    }
+);
+
+impl Sha256 {
+    /// The SHA-256 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Sha256 {
+        Sha256::from_digest(&sha2::Sha256::digest(bytes).into())
+    }
+
+    /// A finished digest (a download hashed piece by piece).
+    pub fn from_digest(digest: &[u8; 32]) -> Sha256 {
+        Sha256(hex(digest))
+    }
+}
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    Sha256::of(bytes).into()
 }
 
 /// `bytes` in lowercase hex (a digest made piece by piece, as a download is hashed).

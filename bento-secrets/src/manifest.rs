@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha256;
 use crate::error::escape_controls;
 use crate::names::{BundlePath, HostName};
 use crate::spec::{SecretSpec, TemplateSpec};
@@ -36,14 +37,14 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// The signature's file name in a bundle.
 pub const SIGNATURE_FILE: &str = "manifest.sig";
 
-/// A bundle's manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A bundle's manifest, checked: made by [`Manifest::parse`] (or by `bento deploy`), so
+/// its host, paths and hashes are valid and its secrets and templates agree with its files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Manifest {
     /// Always [`FORMAT`].
     pub format: u32,
     /// The host the bundle is for.
-    pub host: String,
+    pub host: HostName,
     /// Monotonic per host: a host refuses a generation lower than the one it runs.
     pub generation: u64,
     /// When the bundle was made, RFC 3339 UTC.
@@ -52,18 +53,86 @@ pub struct Manifest {
     pub git_commit: Option<String>,
     /// The system path `bento build` expects, when it built this configuration.
     pub system: Option<String>,
-    /// Every file of the bundle (but the manifest and its signature) → hex SHA-256.
-    pub files: BTreeMap<String, String>,
+    /// Every file of the bundle (but the manifest and its signature) → its SHA-256.
+    pub files: BTreeMap<BundlePath, Sha256>,
     /// Every file of `files` → its size in bytes: the agent stops a download that goes
     /// past it. Empty in manifests made before sizes were signed.
-    #[serde(default)]
-    pub sizes: BTreeMap<String, u64>,
+    pub sizes: BTreeMap<BundlePath, u64>,
     /// The secrets and their runtime attributes.
     pub secrets: Vec<SecretSpec>,
     /// The templates (text in `templates/<name>`) and their runtime attributes; absent
     /// when there are none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<TemplateSpec>,
+}
+
+/// `manifest.json` as read, before its checks: the JSON shape only. [`Manifest::parse`]
+/// turns it into a [`Manifest`], naming the first field that is wrong.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format: u32,
+    host: String,
+    generation: u64,
+    created: String,
+    git_commit: Option<String>,
+    system: Option<String>,
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    sizes: BTreeMap<String, u64>,
+    secrets: Vec<SecretSpec>,
+    #[serde(default)]
+    templates: Vec<TemplateSpec>,
+}
+
+impl TryFrom<RawManifest> for Manifest {
+    type Error = ManifestError;
+
+    fn try_from(raw: RawManifest) -> Result<Manifest, ManifestError> {
+        let refused = |e: crate::names::NameError| ManifestError(escape_controls(&e.to_string()));
+        if raw.format != FORMAT {
+            return Err(ManifestError(format!(
+                "format {} is not {FORMAT}: update bento on this host",
+                raw.format
+            )));
+        }
+        let mut files = BTreeMap::new();
+        for (path, hash) in raw.files {
+            let path: BundlePath = path.parse().map_err(refused)?;
+            let Ok(hash) = hash.parse::<Sha256>() else {
+                return Err(ManifestError(escape_controls(&format!(
+                    "{path}: sha256 is not 64 lowercase hex digits"
+                ))));
+            };
+            files.insert(path, hash);
+        }
+        let mut sizes = BTreeMap::new();
+        for (path, size) in raw.sizes {
+            match files.get_key_value(path.as_str()) {
+                Some((path, _)) => sizes.insert(path.clone(), size),
+                None => {
+                    return Err(ManifestError(format!(
+                        "sizes: `{}` is not in files",
+                        path.escape_default()
+                    )))
+                }
+            };
+        }
+        let manifest = Manifest {
+            format: raw.format,
+            host: raw.host.parse().map_err(refused)?,
+            generation: raw.generation,
+            created: raw.created,
+            git_commit: raw.git_commit,
+            system: raw.system,
+            files,
+            sizes,
+            secrets: raw.secrets,
+            templates: raw.templates,
+        };
+        manifest.validate()?;
+        Ok(manifest)
+    }
 }
 
 impl Manifest {
@@ -76,37 +145,18 @@ impl Manifest {
 
     /// Parses and validates a manifest.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+        let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| {
             // A key the host wrote is quoted in the message: keep it on one line.
             let e = escape_controls(&e.to_string());
             ManifestError(format!("not a bundle manifest: {e}"))
         })?;
-        manifest.validate()?;
-        Ok(manifest)
+        Manifest::try_from(raw)
     }
 
-    /// Checks what a host must not trust blindly: the format, the host name, every path
-    /// (relative, `/`-separated, inside `config/`, `secrets/` or `templates/`, no `.`/`..`, no NUL),
-    /// every hash, and that each secret's ciphertext is listed with the same hash.
-    pub fn validate(&self) -> Result<(), ManifestError> {
+    /// Checks what the types alone cannot: the system is a store path, and each secret
+    /// and template is valid, listed once, with its file in `files` under the same hash.
+    fn validate(&self) -> Result<(), ManifestError> {
         let bad = |msg: String| Err(ManifestError(escape_controls(&msg)));
-        if self.format != FORMAT {
-            return bad(format!(
-                "format {} is not {FORMAT}: update bento on this host",
-                self.format
-            ));
-        }
-        let refused = |e: crate::names::NameError| ManifestError(escape_controls(&e.to_string()));
-        self.host.parse::<HostName>().map_err(refused)?;
-        for (path, hash) in &self.files {
-            path.parse::<BundlePath>().map_err(refused)?;
-            if !is_sha256_hex(hash) {
-                return bad(format!("{path}: sha256 is not 64 lowercase hex digits"));
-            }
-        }
-        if let Some(path) = self.sizes.keys().find(|p| !self.files.contains_key(*p)) {
-            return bad(format!("sizes: `{}` is not in files", path.escape_default()));
-        }
         if let Some(system) = &self.system {
             if !system.starts_with("/nix/store/") || system.contains(['\0', '\n']) {
                 return bad(format!(
@@ -122,7 +172,7 @@ impl Manifest {
             if !seen.insert(spec.name.as_str()) {
                 return bad(format!("secret `{}` is listed twice", spec.name));
             }
-            if self.files.get(&spec.file) != Some(&spec.sha256) {
+            if self.files.get(spec.file.as_str()).map(Sha256::as_str) != Some(spec.sha256.as_str()) {
                 return bad(format!(
                     "secret `{}`: {} is not in files with the same sha256",
                     spec.name, spec.file
@@ -136,7 +186,7 @@ impl Manifest {
             if !seen.insert(spec.name.as_str()) {
                 return bad(format!("template `{}` is listed twice", spec.name));
             }
-            if self.files.get(&spec.file) != Some(&spec.sha256) {
+            if self.files.get(spec.file.as_str()).map(Sha256::as_str) != Some(spec.sha256.as_str()) {
                 return bad(format!(
                     "template `{}`: {} is not in files with the same sha256",
                     spec.name, spec.file
@@ -169,11 +219,6 @@ impl Manifest {
     }
 }
 
-/// Whether `s` is a SHA-256 in lowercase hex.
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// What `bento activate` reads of a manifest: the secret and template entries, each left
 /// as JSON until it is checked on its own, so that one malformed entry fails only itself
 /// while the others activate. Other fields are not looked at.
@@ -199,19 +244,26 @@ mod tests {
     use super::*;
 
     fn sample() -> Manifest {
-        let hash = "ab".repeat(32);
+        let path: BundlePath = "config/configuration.nix".parse().unwrap();
         Manifest {
             format: FORMAT,
-            host: "web1".into(),
+            host: "web1".parse().unwrap(),
             generation: 1,
             created: "2026-11-26T05:00:00Z".into(),
             git_commit: None,
             system: None,
-            files: [("config/configuration.nix".to_owned(), hash)].into(),
-            sizes: [("config/configuration.nix".to_owned(), 42)].into(),
+            files: [(path.clone(), "ab".repeat(32).parse().unwrap())].into(),
+            sizes: [(path, 42)].into(),
             secrets: Vec::new(),
             templates: Vec::new(),
         }
+    }
+
+    /// The sample's JSON with `from` replaced by `to`, parsed.
+    fn parse_edited(from: &str, to: &str) -> Result<Manifest, ManifestError> {
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        assert!(text.contains(from), "{text}");
+        Manifest::parse(text.replacen(from, to, 1).as_bytes())
     }
 
     #[test]
@@ -252,26 +304,26 @@ mod tests {
             "config//x",
             "config",
             "other/x",
-            "config/a\0b",
+            "config/a\\u0000b",
         ] {
-            let mut m = sample();
-            m.files.insert(bad.into(), "00".repeat(32));
-            let e = m.validate().unwrap_err().to_string();
+            let files = format!("\"files\": {{\n    \"{bad}\": \"{}\",\n    ", "00".repeat(32));
+            let e = parse_edited("\"files\": {\n    ", &files)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("manifest.json: path `"), "{bad}: {e}");
         }
-        let mut m = sample();
-        m.files.insert("config/x".into(), "XY".repeat(32));
-        assert!(m.validate().is_err());
-        let mut m = sample();
-        m.sizes.insert("config/other".into(), 1);
-        assert!(m
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("sizes: `config/other`"));
-        let mut m = sample();
-        m.format = 2;
-        assert!(m.validate().unwrap_err().to_string().contains("format 2"));
+        let e = parse_edited(&"ab".repeat(32), &"XY".repeat(32)).unwrap_err();
+        assert!(e.to_string().contains("sha256 is not 64 lowercase hex"), "{e}");
+        let e = parse_edited(
+            "\"sizes\": {\n    ",
+            "\"sizes\": {\n    \"config/other\": 1,\n    ",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("sizes: `config/other`"), "{e}");
+        let e = parse_edited("\"format\": 1", "\"format\": 2").unwrap_err();
+        assert!(e.to_string().contains("format 2"), "{e}");
+        let e = parse_edited("\"host\": \"web1\"", "\"host\": \"../x\"").unwrap_err();
+        assert!(e.to_string().contains("host `../x`"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum NameError {
          and hold only letters, digits and `/._+,:@=-` (no spaces, quotes, `%` or control characters)"
     )]
     AbsPath(String),
+    /// Not a SHA-256 in lowercase hex.
+    #[error("`{0}` is not a sha256 (64 lowercase hex digits)")]
+    Sha256(String),
 }
 
 /// The bytes an [`AbsPath`] may hold besides letters and digits: none of them means
@@ -171,6 +174,13 @@ macro_rules! checked_string {
             }
         }
 
+        // Ordered, compared and hashed as its text: a map keyed by it is looked up by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl std::ops::Deref for $name {
             type Target = str;
             fn deref(&self) -> &str {
@@ -185,6 +195,8 @@ macro_rules! checked_string {
         }
     };
 }
+
+pub(crate) use checked_string;
 
 checked_string!(
     /// A host's name: its `keys/hosts/<name>.pub`, its `hosts/<name>/`, its server directory

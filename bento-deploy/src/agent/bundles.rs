@@ -15,13 +15,13 @@ pub(super) struct Changes {
 
 /// What changed: config files or the expected system; which secrets.
 pub(super) fn diff(old: Option<&Manifest>, new: &Manifest) -> Changes {
-    let config_files = |m: &Manifest| -> BTreeMap<String, String> {
+    fn config_files(m: &Manifest) -> BTreeMap<&str, &str> {
         m.files
             .iter()
             .filter(|(p, _)| p.starts_with("config/"))
-            .map(|(p, h)| (p.clone(), h.clone()))
+            .map(|(p, h)| (p.as_str(), h.as_str()))
             .collect()
-    };
+    }
     let Some(old) = old else {
         return Changes {
             config: true,
@@ -94,11 +94,11 @@ mod tests {
                 })
             })
             .collect();
-        serde_json::from_value(serde_json::json!({
+        let json = serde_json::json!({
             "format": 1, "host": "web1", "generation": 1, "created": "2026-11-26T05:00:00Z",
             "git_commit": null, "system": system, "files": files, "secrets": specs,
-        }))
-        .unwrap()
+        });
+        Manifest::parse(json.to_string().as_bytes()).unwrap()
     }
 
     #[test]

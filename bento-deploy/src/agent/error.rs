@@ -132,7 +132,7 @@ pub enum AgentError {
     #[error("{path}: larger than the signed size {size}")]
     TooLarge {
         /// The bundle path.
-        path: String,
+        path: bento_secrets::names::BundlePath,
         /// Its signed size.
         size: u64,
     },
@@ -140,7 +140,7 @@ pub enum AgentError {
     #[error("{path}: {got} bytes, the signed size is {size}")]
     Short {
         /// The bundle path.
-        path: String,
+        path: bento_secrets::names::BundlePath,
         /// Bytes received.
         got: u64,
         /// Its signed size.
@@ -150,7 +150,7 @@ pub enum AgentError {
     #[error("{path}: SHA-256 differs from the signed manifest")]
     Hash {
         /// The bundle path.
-        path: String,
+        path: bento_secrets::names::BundlePath,
     },
     /// The server sent what no bundle holds (too large, not a regular file…).
     #[error("{0}")]
@@ -295,7 +295,9 @@ mod tests {
                 bundle: "a".into(),
                 host: "b".into(),
             },
-            AgentError::Hash { path: "p".into() },
+            AgentError::Hash {
+                path: "config/p".parse().unwrap(),
+            },
             AgentError::Signature(SignatureError::Untrusted),
             AgentError::NotAGeneration,
         ];

@@ -14,6 +14,7 @@ use ssh_key::PublicKey;
 
 use crate::agent::error::AgentError;
 use crate::transport::Transport;
+use crate::wire::digest::Sha256 as Sha256Digest;
 use crate::wire::host_dir::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
 use crate::wire::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 
@@ -83,9 +84,9 @@ impl Fetch<'_> {
         let sig = String::from_utf8_lossy(&sig);
         crate::sign::verify(&manifest_bytes, &sig, self.trusted).map_err(AgentError::Signature)?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| AgentError::Manifest(e.into()))?;
-        if manifest.host != self.host {
+        if manifest.host.as_str() != self.host {
             return Err(AgentError::WrongHost {
-                bundle: manifest.host,
+                bundle: manifest.host.to_string(),
                 host: self.host.to_owned(),
             });
         }
@@ -117,8 +118,8 @@ impl Fetch<'_> {
         }
         for (path, hash) in &manifest.files {
             let size = manifest.size(path).map_err(|e| AgentError::Manifest(e.into()))?;
-            let file =
-                create(&staging.path().join(path)).map_err(|e| failed(&format!("installing {path}"), e))?;
+            let file = create(&staging.path().join(path.as_str()))
+                .map_err(|e| failed(&format!("installing {path}"), e))?;
             let mut sink = Hashing {
                 out: BufWriter::new(file),
                 hasher: Sha256::new(),
@@ -143,7 +144,7 @@ impl Fetch<'_> {
             }
             sink.flush()
                 .map_err(|e| failed(&format!("installing {path}"), e))?;
-            if crate::wire::digest::hex(&sink.hasher.finalize()) != *hash {
+            if Sha256Digest::from_digest(&sink.hasher.finalize().into()) != *hash {
                 return Err(AgentError::Hash { path: path.clone() });
             }
         }

@@ -98,9 +98,9 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
     if Some(current) == state.applied {
         // Up to date, but with what? A `host` changed (mistyped) since is not this bundle's.
         if let Some(installed) = bundles::installed_manifest(&config.state_dir, current) {
-            if installed.host != config.host {
+            if installed.host.as_str() != config.host {
                 return Err(AgentError::WrongHost {
-                    bundle: installed.host,
+                    bundle: installed.host.to_string(),
                     host: config.host.clone(),
                 });
             }

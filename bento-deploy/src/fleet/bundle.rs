@@ -15,7 +15,8 @@ use crate::dirents::Dir;
 use crate::error::Error;
 use crate::fleet::hosts::Host;
 use crate::manifest::{Manifest, FORMAT};
-use crate::wire::digest::sha256_hex;
+use crate::wire::digest::{sha256_hex, Sha256};
+use bento_secrets::names::{BundlePath, HostName};
 use rustix::fs::FileType;
 
 /// One file of a bundle.
@@ -23,13 +24,13 @@ use rustix::fs::FileType;
 pub struct File {
     /// The content.
     pub bytes: Vec<u8>,
-    /// Its hex SHA-256.
-    pub sha256: String,
+    /// Its SHA-256.
+    pub sha256: Sha256,
 }
 
 impl File {
     fn new(bytes: Vec<u8>) -> File {
-        let sha256 = sha256_hex(&bytes);
+        let sha256 = Sha256::of(&bytes);
         File { bytes, sha256 }
     }
 }
@@ -38,9 +39,9 @@ impl File {
 #[derive(Clone, Debug)]
 pub struct Bundle {
     /// The host.
-    pub host: String,
+    pub host: HostName,
     /// Bundle path (`config/…`, `secrets/<name>.age`) → file.
-    pub files: BTreeMap<String, File>,
+    pub files: BTreeMap<BundlePath, File>,
     /// The host's secrets, in name order.
     pub secrets: Vec<SecretSpec>,
     /// The host's templates, in name order.
@@ -63,8 +64,8 @@ impl Bundle {
                 ));
             };
             let file = File::new(bytes);
-            let spec = SecretSpec::from_rule(rule, file.sha256.clone());
-            files.insert(spec.file.clone(), file);
+            let spec = SecretSpec::from_rule(rule, file.sha256.to_string());
+            files.insert(bundle_path(&spec.file, &spec.file)?, file);
             secrets.push(spec);
         }
         // Templates travel as their text: the host renders them.
@@ -76,12 +77,15 @@ impl Bundle {
             .filter(|t| t.hosts.contains(&host.name))
         {
             let file = File::new(rule.text.as_bytes().to_vec());
-            let spec = TemplateSpec::from_rule(rule, file.sha256.clone());
-            files.insert(spec.file.clone(), file);
+            let spec = TemplateSpec::from_rule(rule, file.sha256.to_string());
+            files.insert(bundle_path(&spec.file, &spec.file)?, file);
             templates.push(spec);
         }
         Ok(Bundle {
-            host: host.name.clone(),
+            host: host
+                .name
+                .parse()
+                .map_err(|e: bento_secrets::names::NameError| Error::input(&host.shown, e.to_string()))?,
             files,
             secrets,
             templates,
@@ -134,7 +138,7 @@ impl Bundle {
 /// (`published`: in a git repo, the files git tracks; never `.git`, `.bento` or, outside
 /// git, another dot-directory): an untracked entry is left out, a link to such a place is
 /// refused, naming the link.
-pub fn read_config(published: &Tracked, host: &Host) -> Result<BTreeMap<String, File>, Error> {
+pub fn read_config(published: &Tracked, host: &Host) -> Result<BTreeMap<BundlePath, File>, Error> {
     let mut files = BTreeMap::new();
     let mut walk = Walk {
         published,
@@ -148,7 +152,7 @@ pub fn read_config(published: &Tracked, host: &Host) -> Result<BTreeMap<String, 
 
 /// A digest of the configuration files alone (paths and contents): what `bento build`
 /// built, so deploy can tell whether a recorded system path still applies.
-pub fn config_digest(files: &BTreeMap<String, File>) -> String {
+pub fn config_digest(files: &BTreeMap<BundlePath, File>) -> String {
     let mut listing = String::new();
     for (path, file) in files.iter().filter(|(p, _)| p.starts_with("config/")) {
         listing.push_str(path);
@@ -157,6 +161,13 @@ pub fn config_digest(files: &BTreeMap<String, File>) -> String {
         listing.push('\n');
     }
     sha256_hex(listing.as_bytes())
+}
+
+/// `rel` as a bundle path; a file whose name cannot be one (a backslash, say) is refused,
+/// naming it as `shown`.
+fn bundle_path(rel: &str, shown: &str) -> Result<BundlePath, Error> {
+    rel.parse()
+        .map_err(|e: bento_secrets::names::NameError| Error::input(shown, e.to_string()))
 }
 
 /// Whether `host` is among a secret's resolved recipients.
@@ -172,7 +183,7 @@ struct Walk<'a> {
     published: &'a Tracked,
     /// The real paths of the directories being walked: a link back to one is a loop.
     ancestors: Vec<PathBuf>,
-    out: &'a mut BTreeMap<String, File>,
+    out: &'a mut BTreeMap<BundlePath, File>,
 }
 
 impl Walk<'_> {
@@ -227,7 +238,8 @@ impl Walk<'_> {
                 FleetFileError::Io(e) => io(e),
                 other => Error::input(&child_shown, other.to_string()),
             })?;
-            self.out.insert(child_rel, File::new(bytes));
+            self.out
+                .insert(bundle_path(&child_rel, &child_shown)?, File::new(bytes));
         }
         self.ancestors.pop();
         Ok(())

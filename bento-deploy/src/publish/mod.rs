@@ -224,8 +224,8 @@ pub(crate) fn fill_cache(
     let mut no_build = Vec::new();
     for a in assessed {
         let (host, system, changed) = match a {
-            Assessed::Unchanged(r) => (&r.host, &r.system, false),
-            Assessed::Changed(plan) => (&plan.bundle.host, &plan.system, true),
+            Assessed::Unchanged(r) => (r.host.as_str(), &r.system, false),
+            Assessed::Changed(plan) => (plan.bundle.host.as_ref(), &plan.system, true),
         };
         match system {
             Some(system) => {
@@ -235,9 +235,9 @@ pub(crate) fn fill_cache(
                         format!("host {host}: {e}; run `bento build {host}` again"),
                     )
                 })?;
-                systems.push((host.clone(), path));
+                systems.push((host.to_string(), path));
             }
-            None if changed => no_build.push(host.clone()),
+            None if changed => no_build.push(host.to_string()),
             None => {}
         }
     }
@@ -347,7 +347,7 @@ fn publish(
         .map(|(plan, s)| {
             let pruned = plan.dir.prune(keep, s.generation())?;
             let report = HostReport {
-                host: plan.bundle.host.clone(),
+                host: plan.bundle.host.to_string(),
                 generation: s.generation(),
                 changed: true,
                 files: plan.bundle.config_files(),
