@@ -81,8 +81,12 @@ fn set(fleet: &Fleet, secret: &str, content: &str) {
     ok(&fleet.bento_stdin(&["secret", "edit", secret], content.as_bytes()));
 }
 
-/// A fleet whose secrets all go to web1, and a fake systemctl that records its calls.
-fn setup(rules_extra: &str) -> (Fleet, Keys, PathBuf) {
+/// A fleet whose secrets all go to web1, and a fake systemctl that records its calls; `None`
+/// when not run as root (the test is skipped, saying so).
+fn setup(rules_extra: &str) -> Option<(Fleet, Keys, PathBuf)> {
+    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+        return None;
+    }
     require_root();
     let (fleet, keys) = example();
     fleet.rules(&format!(
@@ -99,7 +103,7 @@ fn setup(rules_extra: &str) -> (Fleet, Keys, PathBuf) {
         .arg(bin.join("systemctl"))
         .status()
         .unwrap();
-    (fleet, keys, bin)
+    Some((fleet, keys, bin))
 }
 
 /// Runs `script` with `sh -eu` in a private mount namespace. `$BENTO` is the binary and
@@ -128,10 +132,9 @@ pub(crate) fn text(out: &Output) -> String {
 
 #[test]
 fn secrets_land_on_a_real_ramfs_with_owner_group_and_mode() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "db-pass");
     set(&fleet, "tls", "tls-key");
     set(&fleet, "api", "api-token");
@@ -188,10 +191,9 @@ cat {root}/secrets/db /mnt/links/api.key"#,
 
 #[test]
 fn generations_switch_prune_and_restart_changed_units() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     let root = fleet.home.join("run");
     let mut script = String::new();
     for (i, (db, tls)) in [("one", "t"), ("two", "t"), ("three", "t"), ("three", "t")]
@@ -242,10 +244,9 @@ fn generations_switch_prune_and_restart_changed_units() {
 
 #[test]
 fn users_phase_is_separate_and_root_only() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("[secrets.later]\nrecipients = [\"web1\"]\n") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("[secrets.later]\nrecipients = [\"web1\"]\n");
+    };
     set(&fleet, "hash", "$6$hash");
     set(&fleet, "later", "$6$later");
     set(&fleet, "db", "db");
@@ -297,10 +298,9 @@ ls {root}/secrets/"#,
 
 #[test]
 fn wrong_identity_keeps_the_last_good_content() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "good-db");
     set(&fleet, "tls", "good-tls");
     let mut b = Bundle::new(&fleet, "bundle");
@@ -337,10 +337,9 @@ stat -c '%U %a' {root}/secrets/db"#,
 
 #[test]
 fn a_corrupt_or_tampered_secret_fails_alone() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     for (n, v) in [("db", "db"), ("tls", "tls"), ("api", "api")] {
         set(&fleet, n, v);
     }
@@ -388,10 +387,9 @@ fn a_corrupt_or_tampered_secret_fails_alone() {
 
 #[test]
 fn a_full_ram_filesystem_keeps_the_previous_generation() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "small");
     let mut b = Bundle::new(&fleet, "small");
     b.add(&fleet, "db", json!({}));
@@ -422,10 +420,9 @@ readlink {root}/secrets; cat {root}/secrets/db; echo; ls {root}/secrets.d"#,
 
 #[test]
 fn planted_symlinks_are_not_followed() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
     b.add(&fleet, "db", json!({}));
@@ -463,10 +460,9 @@ ls -A {evil} | wc -l"#,
 
 #[test]
 fn bad_names_unknown_users_and_dry_run() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "one");
     set(&fleet, "tls", "tls");
     let mut b = Bundle::new(&fleet, "first");
@@ -516,10 +512,9 @@ cat {root}/secrets/db; echo"#,
 
 #[test]
 fn removed_secrets_are_reported_with_and_without_mounts_alike() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, _bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, _bin) = setup("");
+    };
     set(&fleet, "db", "db");
     set(&fleet, "tls", "tls");
     let mut both = Bundle::new(&fleet, "both");
@@ -550,10 +545,9 @@ fn removed_secrets_are_reported_with_and_without_mounts_alike() {
 
 #[test]
 fn no_mount_on_a_ram_filesystem_has_nothing_to_warn_about() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
     b.add(&fleet, "db", json!({}));
@@ -575,10 +569,9 @@ fn no_mount_on_a_ram_filesystem_has_nothing_to_warn_about() {
 
 #[test]
 fn a_symlinked_root_is_refused_before_anything_is_mounted() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     set(&fleet, "db", "db");
     let mut b = Bundle::new(&fleet, "bundle");
     b.add(&fleet, "db", json!({}));
@@ -619,10 +612,9 @@ echo "entries: $(ls -A {real} | wc -l)""#,
 
 #[test]
 fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, _bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, _bin) = setup("");
+    };
     set(&fleet, "db", "db");
     set(&fleet, "tls", "tls");
     set(&fleet, "api", "api");
@@ -668,10 +660,9 @@ fn a_bundle_asking_for_setuid_setgid_or_sticky_bits_is_refused() {
 /// written under /run/nixos (on a fresh tmpfs /run, in the test's mount namespace).
 #[test]
 fn units_are_restarted_through_systemctl_inside_and_outside_a_unit() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     let failing = fleet.script(
         "failing-systemctl",
         "echo \"Unit a.service not loaded.\" >&2; exit 1",
@@ -760,10 +751,9 @@ fn units_are_restarted_through_systemctl_inside_and_outside_a_unit() {
 /// nothing was, and no empty restart line.
 #[test]
 fn reload_units_are_reported_as_they_were_handled() {
-    if !crate::harness::needs_root("mounts RAM filesystems and sets owners") {
+    let Some((fleet, keys, bin)) = setup("") else {
         return;
-    }
-    let (fleet, keys, bin) = setup("");
+    };
     let root = fleet.home.join("run");
     let mut script = String::new();
     for (i, flags) in ["--no-restart", "--from-activation"].iter().enumerate() {

@@ -50,7 +50,7 @@ impl Loop {
         std::fs::create_dir_all(&base).unwrap();
         // nixos-rebuild stand-in: records its arguments, points the system profile at a
         // new fake store path, and activates the bundle's secrets as the real one would.
-        let rebuild = l.fleet.script(
+        l.rebuild_with(
             "nixos-rebuild",
             &format!(
                 r#"echo "nixos-rebuild $*" >> {calls}
@@ -72,7 +72,6 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
                 secrets = l.secrets.display(),
             ),
         );
-        l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
         // The booted system runs kernel 1.
         std::fs::create_dir_all(base.join("booted")).unwrap();
         std::os::unix::fs::symlink(base.join("kernel-1"), base.join("booted/kernel")).unwrap();
@@ -124,6 +123,20 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
         self.fleet.bento(&args)
     }
 
+    /// An agent run with `--json`, and the report it printed.
+    pub(crate) fn agent_json(&self) -> (std::process::Output, serde_json::Value) {
+        let out = self.agent(&["--json"]);
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {}", stderr(&out)));
+        (out, report)
+    }
+
+    /// web1's agent configured with a `rebuild` command: a script `name` running `body`.
+    pub(crate) fn rebuild_with(&self, name: &str, body: &str) {
+        let rebuild = self.fleet.script(name, body);
+        self.write_config(&format!("file://{}", self.server.display()), &rebuild, None);
+    }
+
     pub(crate) fn calls(&self) -> String {
         std::fs::read_to_string(&self.calls).unwrap_or_default()
     }
@@ -158,9 +171,8 @@ fn stderr(out: &std::process::Output) -> String {
 fn first_pull_rebuilds_activates_and_reports() {
     let l = Loop::new();
     l.deploy();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "applied");
     assert_eq!(report["generation"], 1);
     let system = l.base().join("store/fake-system-1");
@@ -237,9 +249,8 @@ fn only_secrets_changed_activates_without_rebuild() {
         .fleet
         .bento_stdin(&["secret", "edit", "db-password"], b"v2 of db-password"));
     l.deploy();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "secrets-updated");
     assert_eq!(report["secrets_changed"], serde_json::json!(["db-password"]));
     assert_eq!(
@@ -325,9 +336,8 @@ fn tampered_bundles_and_downgrades_are_refused() {
     let file = l.server.join("web1/generations/2/config/configuration.nix");
     // Same size as signed (`{ services.nginx.enable = true; }`), other bytes.
     std::fs::write(&file, "{ users.users.evil = {};        }\n").unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     assert!(!out.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "refused");
     assert!(
         report["error"]
@@ -350,8 +360,7 @@ fn tampered_bundles_and_downgrades_are_refused() {
         text.replacen("\"host\": \"web1\"", "\"host\": \"web1\" ", 1),
     )
     .unwrap();
-    let out = l.agent(&["--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, report) = l.agent_json();
     assert_eq!(report["state"], "refused");
     assert!(
         report["error"].as_str().unwrap().contains("bad signature"),
@@ -362,8 +371,7 @@ fn tampered_bundles_and_downgrades_are_refused() {
     l.deploy_config("{ services.nginx.enable = false; }\n");
     ok(&l.agent(&[]));
     std::fs::write(l.server.join("web1/current"), "1\n").unwrap();
-    let out = l.agent(&["--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, report) = l.agent_json();
     assert_eq!(report["state"], "refused");
     assert!(
         report["error"].as_str().unwrap().contains("downgrade or replay"),
@@ -380,9 +388,8 @@ fn a_failed_rebuild_is_reported_and_not_retried_until_forced() {
     let l = Loop::new();
     l.deploy();
     std::fs::write(l.state.parent().unwrap().join("fail-rebuild"), "").unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     assert!(!out.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "failed");
     assert!(
         report["error"]
@@ -415,9 +422,8 @@ fn losing_the_server_after_a_switch_rolls_back_and_the_report_waits() {
     l.deploy_config("{ networking.firewall.enable = true; }\n");
     let flag = l.state.parent().unwrap().join("lose-server");
     std::fs::write(&flag, "").unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     assert!(!out.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "rolled-back");
     assert!(l.calls().contains("switch --rollback"), "{}", l.calls());
     assert_eq!(
@@ -439,45 +445,26 @@ fn losing_the_server_after_a_switch_rolls_back_and_the_report_waits() {
 #[test]
 fn bad_agent_config_is_one_clear_line() {
     let l = Loop::new();
-    let error_for = |config: &str| {
-        std::fs::write(&l.config, config).unwrap();
-        crate::harness::fails(&l.agent(&[]))
-    };
+    let admin_pub = pub_line(&l.fleet.keys.join("admin"));
     let cases = [
         (
-            "host = \"web1\"\nserver = \"ftp://x\"\ntrusted_keys = []\n",
+            "host = \"web1\"\nserver = \"ftp://x\"\ntrusted_keys = []\n".to_owned(),
             "agent.toml:2: server `ftp://x`: expected sftp://",
         ),
         (
-            "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = []\n",
+            "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = []\n".to_owned(),
             "agent.toml:3: trusted_keys is empty",
         ),
         // A key whose name holds another's (`known_hosts`, `host`) does not take its line.
         (
-            "known_hosts = \"/k\"\nserver = \"file:///srv/host\"\nhost = \"../web1\"\ntrusted_keys = []\n",
+            "known_hosts = \"/k\"\nserver = \"file:///srv/host\"\nhost = \"../web1\"\ntrusted_keys = []\n".to_owned(),
             "agent.toml:3: host `../web1` is not a valid host name",
         ),
         // Trusted keys are checked with the parser that later verifies signatures.
         (
-            "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\n  \"ssh-ed25519 AAAAnot-a-key admin\",\n]\n",
+            "host = \"web1\"\nserver = \"file:///srv\"\ntrusted_keys = [\n  \"ssh-ed25519 AAAAnot-a-key admin\",\n]\n".to_owned(),
             "agent.toml:4: trusted_keys: `ssh-ed25519 AAAAnot-a-key admi` is not an ssh public key line",
         ),
-    ];
-    for (config, expected) in cases {
-        let err = error_for(config);
-        assert!(err.contains(expected), "{err}");
-    }
-}
-
-#[test]
-fn agent_config_errors_name_the_line_of_the_key_itself() {
-    let l = Loop::new();
-    let admin_pub = pub_line(&l.fleet.keys.join("admin"));
-    let error_for = |config: &str| {
-        std::fs::write(&l.config, config).unwrap();
-        crate::harness::fails(&l.agent(&[]))
-    };
-    let cases = [
         // The bad key also appears in a comment above: the error names the list's line.
         (
             "host = \"web1\"\nserver = \"file:///srv\"\n# was \"ssh-ed25519 AAAAnot-a-key admin\"\ntrusted_keys = [\n  \"ssh-ed25519 AAAAnot-a-key admin\",\n]\n".to_owned(),
@@ -495,8 +482,9 @@ fn agent_config_errors_name_the_line_of_the_key_itself() {
         ),
     ];
     for (config, expected) in cases {
-        let err = error_for(&config);
-        assert!(err.contains(expected), "{err}");
+        std::fs::write(&l.config, &config).unwrap();
+        let err = crate::harness::fails(&l.agent(&[]));
+        assert!(err.contains(expected), "{config}\ngot: {err}");
     }
 }
 
@@ -527,9 +515,8 @@ fn configured_commands_split_as_a_shell_would() {
         })
         .collect();
     std::fs::write(&l.config, text).unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "applied");
     assert_eq!(std::fs::read_to_string(&first).unwrap(), "one word\n");
     assert!(
@@ -559,9 +546,8 @@ fn pulls_over_a_real_chrooted_sftp_server() {
         &rebuild,
         Some(&sshd.known_hosts),
     );
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "applied");
     assert_eq!(l.secret("web-only"), "v1 of web-only");
     let logs: Vec<_> = std::fs::read_dir(sshd.root.join("web1/logs"))
@@ -638,9 +624,8 @@ fn a_kernel_change_reboots_only_when_asked() {
         ),
     )
     .unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["kernel_changed"], true);
     assert!(l.calls().ends_with("kexec\n"), "{}", l.calls());
 }
@@ -678,9 +663,8 @@ fn self_update_rebuilds_a_flake_with_fresh_inputs_when_nothing_is_new() {
     assert_eq!(l.calls().lines().count(), 1);
     let text = std::fs::read_to_string(&l.config).unwrap();
     std::fs::write(&l.config, format!("{text}self_update = true\n")).unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "self-updated");
     assert!(
         l.calls().lines().last().unwrap().contains("--recreate-lock-file"),
@@ -847,11 +831,9 @@ fn every_json_run_prints_one_document() {
 fn a_rebuild_that_activates_nothing_is_reported_as_such() {
     let l = Loop::new();
     l.deploy();
-    let rebuild = l.fleet.script("rebuild-only", "exit 0");
-    l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
-    let out = l.agent(&["--json"]);
+    l.rebuild_with("rebuild-only", "exit 0");
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "applied");
     assert_eq!(report["secrets_changed"], serde_json::json!([]));
     let note = report["note"].as_str().unwrap();
@@ -873,7 +855,7 @@ fn a_rebuild_that_activates_nothing_is_reported_as_such() {
 fn a_failed_rebuild_is_named_by_its_error_line() {
     let l = Loop::new();
     l.deploy();
-    let rebuild = l.fleet.script(
+    l.rebuild_with(
         "failing-rebuild",
         "echo 'building the system configuration...' >&2\n\
          echo 'error: attribute services.nginx.virtualHosts.x.root missing' >&2\n\
@@ -881,10 +863,8 @@ fn a_failed_rebuild_is_named_by_its_error_line() {
          echo 'secrets generation 3 active: 0 added, 0 changed, 0 removed, 2 unchanged' >&2\n\
          exit 1",
     );
-    l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     assert!(!out.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let error = report["error"].as_str().unwrap();
     assert!(
         error.ends_with(
@@ -901,14 +881,12 @@ fn a_failed_rebuild_is_named_by_its_error_line() {
 fn activate_after_rebuild_makes_the_changed_secrets_live() {
     let l = Loop::new();
     l.deploy();
-    let rebuild = l.fleet.script("rebuild-only", "exit 0");
-    l.write_config(&format!("file://{}", l.server.display()), &rebuild, None);
+    l.rebuild_with("rebuild-only", "exit 0");
     let mut config = std::fs::read_to_string(&l.config).unwrap();
     config.push_str("activate_after_rebuild = true\n");
     std::fs::write(&l.config, config).unwrap();
-    let out = l.agent(&["--json"]);
+    let (out, report) = l.agent_json();
     ok(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "applied");
     assert_eq!(
         report["secrets_changed"],

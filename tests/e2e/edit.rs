@@ -217,77 +217,59 @@ fn unchanged_content_leaves_the_file_byte_identical() {
     assert_no_residue(xdg.path(), "db-password");
 }
 
-#[test]
-fn failing_editor_changes_nothing() {
+/// An edit of db-password (holding `original`) by an editor running `body`, `dialog`
+/// typed on the way, which must fail: the file is as before, no plaintext is left behind,
+/// and the screen (returned) says why.
+fn aborted_edit(body: &str, dialog: &[(&str, &[u8])]) -> String {
     let (fleet, keys) = example();
     let xdg = runtime_dir();
     ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"original"));
     let path = fleet.path("secrets/db-password.age");
     let before = std::fs::read(&path).unwrap();
-    let ed = editor(&fleet, "fail", r#"printf 'half-typed' > "$1"; exit 1"#);
-    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, &[]);
-    assert!(!out.status.success());
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        screen.contains("exited with status 1") && screen.contains("unchanged"),
-        "{screen}"
-    );
-    assert!(!screen.contains("half-typed") && !screen.contains("original"));
+    let ed = editor(&fleet, "ed", body);
+    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, dialog);
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{screen}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_no_residue(xdg.path(), "db-password");
+    screen
 }
 
-#[test]
-fn ctrl_c_in_the_editor_changes_nothing() {
-    let (fleet, keys) = example();
-    let xdg = runtime_dir();
-    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"original"));
-    let path = fleet.path("secrets/db-password.age");
-    let before = std::fs::read(&path).unwrap();
+/// One test per editor that ends an edit early: its name, the editor's script, the keys
+/// typed, and what the screen says (and never shows).
+macro_rules! aborted_edits {
+    ($($name:ident: $body:expr, $dialog:expr,
+       says [$($says:expr),*], never [$($never:expr),*];)*) => {$(
+        #[test]
+        fn $name() {
+            let screen = aborted_edit($body, $dialog);
+            let (says, never): (&[&str], &[&str]) = (&[$($says),*], &[$($never),*]);
+            for text in says {
+                assert!(screen.contains(text), "no `{text}`: {screen}");
+            }
+            for text in never {
+                assert!(!screen.contains(text), "`{text}` shown: {screen}");
+            }
+        }
+    )*};
+}
+
+aborted_edits! {
+    failing_editor_changes_nothing:
+        r#"printf 'half-typed' > "$1"; exit 1"#, &[],
+        says ["exited with status 1", "unchanged"], never ["half-typed", "original"];
     // The editor holds the terminal from its first instruction (else Ctrl-C would go to
     // bento, which ignores it), writes, then waits; Ctrl-C on the terminal kills it.
-    let ed = editor(
-        &fleet,
-        "slow",
+    ctrl_c_in_the_editor_changes_nothing:
         r#"read -r pid comm state ppid pgrp session tty tpgid rest < /proc/$$/stat
 [ "$pgrp" = "$tpgid" ] || { echo "the editor started in the background"; exit 0; }
 printf 'half-typed' > "$1"; echo 'editor running'; sleep 20"#,
-    );
-    let out = edit_tty(
-        &fleet,
-        "db-password",
-        &ed,
-        xdg.path(),
-        &keys.bob,
         &[("editor running", b"\x03")],
-    );
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{screen}");
-    assert!(screen.contains("unchanged"), "{screen}");
-    assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert_no_residue(xdg.path(), "db-password");
-}
-
-#[test]
-fn sigterm_while_editing_removes_the_plaintext() {
-    let (fleet, keys) = example();
-    let xdg = runtime_dir();
-    ok(&fleet.bento_stdin(&["secret", "edit", "db-password"], b"original"));
-    let path = fleet.path("secrets/db-password.age");
-    let before = std::fs::read(&path).unwrap();
+        says ["unchanged"], never [];
     // The editor finds its bento ancestor and sends it SIGTERM.
-    let ed = editor(
-        &fleet,
-        "term",
-        r#"p=$PPID
-while [ "$(cat /proc/$p/comm)" != bento ]; do p=$(cut -d' ' -f4 /proc/$p/stat); done
-kill -TERM $p
-sleep 5"#,
-    );
-    let out = edit_tty(&fleet, "db-password", &ed, xdg.path(), &keys.bob, &[]);
-    assert!(!out.status.success());
-    assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert_no_residue(xdg.path(), "db-password");
+    sigterm_while_editing_removes_the_plaintext:
+        &format!("{FIND_BENTO}\nkill -TERM $p\nsleep 5"), &[],
+        says [], never [];
 }
 
 #[test]

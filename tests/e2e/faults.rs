@@ -17,51 +17,6 @@ use crate::harness::{example, fails, ok, s, Fleet};
 /// Kill iterations per command.
 const KILLS: u32 = 8;
 
-/// A small xorshift generator, seeded from the clock (or `FAULT_SEED`), seed printed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(what: &str) -> Rng {
-        let seed = std::env::var("FAULT_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{what}: fault seed: {seed} (FAULT_SEED={seed} replays it)");
-        Rng(seed | 1)
-    }
-
-    /// A delay between zero and `max`.
-    fn delay(&mut self, max: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        max.mul_f64((self.0 % 10_001) as f64 / 10_000.0)
-    }
-}
-
-/// Lets `child` run for `delay`, then SIGKILLs its whole process group (as systemd kills
-/// a unit's cgroup: the commands it started die with it). Returns whether it was still
-/// running.
-fn kill_after(mut child: Child, delay: Duration) -> bool {
-    std::thread::sleep(delay);
-    let running = child.try_wait().unwrap().is_none();
-    let group = format!("-{}", child.id());
-    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-    child.wait().unwrap();
-    running
-}
-
-/// Asserts that some kills (of `rounds`) landed while the command ran.
-fn assert_some_hit(what: &str, hits: u32) {
-    eprintln!("{what}: {hits} of {KILLS} kills landed mid-run");
-    assert!(hits > 0, "{what}: every run finished before its kill");
-}
-
 /// Files left by an interrupted atomic write (`.<name>.<random>.tmp`, `.<name>.bento-tmp`)
 /// anywhere under `dir`.
 fn leftovers(dir: &Path) -> Vec<PathBuf> {
@@ -81,27 +36,79 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Starts `cmd` quietly, with `input` on its stdin.
-fn spawn(mut cmd: Command, input: &[u8]) -> Child {
-    use std::io::Write;
-    use std::os::unix::process::CommandExt;
-    let mut child = cmd
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(input);
-    child
+/// The kills of one command: `kill -9` at random moments (xorshift, seeded from the clock
+/// or `FAULT_SEED`, the seed printed) of a window as long as its last full run, and how
+/// many landed while it ran.
+struct Kills {
+    what: &'static str,
+    state: u64,
+    window: Duration,
+    hits: u32,
 }
 
-/// Runs `f`, returning its output and how long it took.
-fn timed(f: impl FnOnce() -> Output) -> (Output, Duration) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed())
+impl Kills {
+    /// `first` is a full run, which must succeed; its time is the first window.
+    fn new(what: &'static str, first: impl FnOnce() -> Output) -> Kills {
+        let seed = std::env::var("FAULT_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{what}: fault seed: {seed} (FAULT_SEED={seed} replays it)");
+        let mut kills = Kills {
+            what,
+            state: seed | 1,
+            window: Duration::ZERO,
+            hits: 0,
+        };
+        kills.rerun(first);
+        kills
+    }
+
+    /// A full run, which must succeed; its time is the next window (a warm full run).
+    fn rerun(&mut self, run: impl FnOnce() -> Output) {
+        let start = Instant::now();
+        let out = run();
+        self.window = start.elapsed();
+        ok(&out);
+    }
+
+    /// Starts `cmd` quietly, with `input` on its stdin, lets it run for a random part of
+    /// the window, then SIGKILLs its whole process group (as systemd kills a unit's cgroup:
+    /// the commands it started die with it).
+    fn kill(&mut self, mut cmd: Command, input: &[u8]) {
+        use std::io::Write;
+        use std::os::unix::process::CommandExt;
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let delay = self.window.mul_f64((self.state % 10_001) as f64 / 10_000.0);
+        let mut child = cmd
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(input);
+        std::thread::sleep(delay);
+        let running = child.try_wait().unwrap().is_none();
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        child.wait().unwrap();
+        self.hits += u32::from(running);
+    }
+
+    /// Asserts that some kills landed while the command ran.
+    fn assert_some_hit(self) {
+        let (what, hits) = (self.what, self.hits);
+        eprintln!("{what}: {hits} of {KILLS} kills landed mid-run");
+        assert!(hits > 0, "{what}: every run finished before its kill");
+    }
 }
 
 /// Decrypts a fleet secret with the `age` CLI.
@@ -144,14 +151,11 @@ fn killed_rekeys_leave_every_secret_whole_and_the_next_rekey_completes() {
     let groups = ["\"web1\", \"web2\"", "\"web1\""];
     // The first change, measured.
     fleet.rules(&rules(groups[0]));
-    let (out, mut took) = timed(|| rekey().output().unwrap());
-    ok(&out);
-    let mut rng = Rng::new("rekey");
-    let mut hits = 0;
+    let mut kills = Kills::new("rekey", || rekey().output().unwrap());
     for round in 1..=KILLS as usize {
         let with_web2 = round % 2 == 0;
         fleet.rules(&rules(groups[round % 2]));
-        hits += u32::from(kill_after(spawn(rekey(), b""), rng.delay(took)));
+        kills.kill(rekey(), b"");
         for i in 0..N {
             let name = format!("s{i}");
             assert_eq!(
@@ -160,9 +164,7 @@ fn killed_rekeys_leave_every_secret_whole_and_the_next_rekey_completes() {
                 "round {round}: {name} after the kill"
             );
         }
-        let (out, t) = timed(|| rekey().output().unwrap());
-        ok(&out);
-        took = t; // the next window: a warm full run
+        kills.rerun(|| rekey().output().unwrap());
         assert_eq!(leftovers(&fleet.root), Vec::<PathBuf>::new(), "round {round}");
         for i in 0..N {
             let name = format!("s{i}");
@@ -181,30 +183,27 @@ fn killed_rekeys_leave_every_secret_whole_and_the_next_rekey_completes() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_some_hit("rekey", hits);
+    kills.assert_some_hit();
 }
 
 #[test]
 fn killed_edits_leave_the_old_or_the_new_value_and_the_next_edit_completes() {
     let (fleet, keys) = example();
     let edit = || fleet.cmd(&["secret", "edit", "db-password"]);
-    let (out, mut took) = timed(|| fleet.bento_stdin(&["secret", "edit", "db-password"], b"v0"));
-    ok(&out);
-    let mut rng = Rng::new("edit");
-    let mut hits = 0;
+    let mut kills = Kills::new("edit", || {
+        fleet.bento_stdin(&["secret", "edit", "db-password"], b"v0")
+    });
     for round in 1..=KILLS {
         let (old, new) = (format!("v{}", round - 1), format!("v{round}"));
-        hits += u32::from(kill_after(spawn(edit(), new.as_bytes()), rng.delay(took)));
+        kills.kill(edit(), new.as_bytes());
         let now = age_decrypt(&fleet, &keys.alice, "db-password").unwrap();
         assert!(now == old || now == new, "round {round}: {now:?}");
-        let (out, t) = timed(|| fleet.bento_stdin(&["secret", "edit", "db-password"], new.as_bytes()));
-        ok(&out);
-        took = t; // the next window: a warm full run
+        kills.rerun(|| fleet.bento_stdin(&["secret", "edit", "db-password"], new.as_bytes()));
         assert_eq!(age_decrypt(&fleet, &keys.alice, "db-password"), Ok(new));
         // The killed edit's temporary file does not stay in the repo (to be committed).
         assert_eq!(leftovers(&fleet.root), Vec::<PathBuf>::new(), "round {round}");
     }
-    assert_some_hit("edit", hits);
+    kills.assert_some_hit();
 }
 
 /// The host's `current` link's generation and state.json's `applied`.
@@ -259,18 +258,15 @@ fn change_config(l: &Loop, round: u32) {
 fn killed_deploys_leave_a_whole_signed_generation_and_the_next_deploy_completes() {
     let l = Loop::new();
     let deploy = || l.fleet.cmd(&["deploy", "--server-root", s(&l.server)]);
-    let (out, mut took) = timed(|| deploy().output().unwrap());
-    ok(&out);
+    let mut kills = Kills::new("deploy", || deploy().output().unwrap());
     ok(&l.agent(&[]));
-    let mut rng = Rng::new("deploy");
-    let mut hits = 0;
     for round in 1..=KILLS {
         change_config(&l, round);
         ok(&l
             .fleet
             .bento_stdin(&["secret", "edit", "web-only"], format!("v{round}").as_bytes()));
         let before = server_generation(&l);
-        hits += u32::from(kill_after(spawn(deploy(), b""), rng.delay(took)));
+        kills.kill(deploy(), b"");
         let after = server_generation(&l);
         assert!(
             after == before || after == before + 1,
@@ -279,24 +275,19 @@ fn killed_deploys_leave_a_whole_signed_generation_and_the_next_deploy_completes(
         // The agent verifies the signature and every file of what `current` names.
         ok(&l.agent(&[]));
         assert_caught_up(&l, round);
-        let (out, t) = timed(|| deploy().output().unwrap());
-        ok(&out);
-        took = t; // the next window: a warm full run
+        kills.rerun(|| deploy().output().unwrap());
         ok(&l.agent(&[]));
         assert_caught_up(&l, round);
         assert_eq!(l.secret("web-only"), format!("v{round}"));
     }
-    assert_some_hit("deploy", hits);
+    kills.assert_some_hit();
 }
 
 #[test]
 fn killed_agent_runs_leave_old_or_new_and_the_next_run_completes() {
     let l = Loop::new();
     l.deploy();
-    let (out, mut took) = timed(|| l.agent(&[]));
-    ok(&out);
-    let mut rng = Rng::new("agent");
-    let mut hits = 0;
+    let mut kills = Kills::new("agent", || l.agent(&[]));
     for round in 1..=KILLS {
         let old = l.secret("web-only");
         let new = format!("v{round}");
@@ -310,7 +301,7 @@ fn killed_agent_runs_leave_old_or_new_and_the_next_run_completes() {
         l.deploy();
         let (previous, target) = (server_generation(&l) - 1, server_generation(&l));
         let agent = l.fleet.cmd(&["agent", "--once", "--config", s(&l.config)]);
-        hits += u32::from(kill_after(spawn(agent, b""), rng.delay(took)));
+        kills.kill(agent, b"");
         // `current` is switched before the rebuild (which reads it), state.json after it
         // succeeded: a kill in between leaves `current` one ahead, never anything else.
         // state.json is written after the switch succeeded: it never runs ahead.
@@ -326,13 +317,11 @@ fn killed_agent_runs_leave_old_or_new_and_the_next_run_completes() {
         );
         let now = l.secret("web-only");
         assert!(now == old || now == new, "round {round}: {now:?}");
-        let (out, t) = timed(|| l.agent(&[]));
-        ok(&out);
-        took = t; // the next window: a warm full run
+        kills.rerun(|| l.agent(&[]));
         assert_caught_up(&l, round);
         assert_eq!(l.secret("web-only"), new);
     }
-    assert_some_hit("agent", hits);
+    kills.assert_some_hit();
 }
 
 #[test]
@@ -343,16 +332,7 @@ fn killed_activations_leave_a_whole_generation_and_the_next_one_completes() {
     // Two bundles whose secrets all differ.
     let bundle_a = l.fleet.home.join("bundle-a");
     let bundle_b = l.fleet.home.join("bundle-b");
-    let copy = |to: &Path| {
-        let st = Command::new("cp")
-            .arg("-rL")
-            .arg(l.state.join("current"))
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
-    copy(&bundle_a);
+    copy_current(&l, &bundle_a);
     for name in ["db-password", "web-only", "tls"] {
         ok(&l
             .fleet
@@ -360,46 +340,55 @@ fn killed_activations_leave_a_whole_generation_and_the_next_one_completes() {
     }
     l.deploy();
     ok(&l.agent(&[]));
-    copy(&bundle_b);
-    let activate = |bundle: &Path| {
-        l.fleet.cmd(&[
-            "activate",
-            "--no-mount",
-            "--bundle",
-            s(bundle),
-            "-i",
-            s(&l.keys.web1),
-            "--root",
-            s(&l.secrets),
-        ])
-    };
+    copy_current(&l, &bundle_b);
+    let activate = |bundle: &Path| activate_cmd(&l, bundle, &["--no-mount"]);
     let contents = || {
         ["web-only", "tls"]
             .map(|n| l.secret(n))
             .map(|v| v.split(" of ").next().unwrap().to_owned())
     };
-    let (out, mut took) = timed(|| activate(&bundle_a).output().unwrap());
-    ok(&out);
-    let mut rng = Rng::new("activate");
-    let mut hits = 0;
+    let mut kills = Kills::new("activate", || activate(&bundle_a).output().unwrap());
     for round in 1..=KILLS {
         let (to, new) = if round % 2 == 1 {
             (&bundle_b, "v2")
         } else {
             (&bundle_a, "v1")
         };
-        hits += u32::from(kill_after(spawn(activate(to), b""), rng.delay(took)));
+        kills.kill(activate(to), b"");
         let seen = contents();
         assert!(
             seen == ["v1", "v1"] || seen == ["v2", "v2"],
             "round {round}: a mixed generation {seen:?}"
         );
-        let (out, t) = timed(|| activate(to).output().unwrap());
-        ok(&out);
-        took = t; // the next window: a warm full run
+        kills.rerun(|| activate(to).output().unwrap());
         assert_eq!(contents(), [new, new], "round {round}");
     }
-    assert_some_hit("activate", hits);
+    kills.assert_some_hit();
+}
+
+/// Copies web1's current bundle to `to`.
+fn copy_current(l: &Loop, to: &Path) {
+    let cp = Command::new("cp")
+        .arg("-rL")
+        .arg(l.state.join("current"))
+        .arg(to)
+        .status();
+    assert!(cp.unwrap().success());
+}
+
+/// `bento activate` of `bundle` into web1's secrets root, with `flags` for the mount.
+fn activate_cmd(l: &Loop, bundle: &Path, flags: &[&str]) -> Command {
+    let mut args = vec!["activate"];
+    args.extend(flags);
+    args.extend([
+        "--bundle",
+        s(bundle),
+        "-i",
+        s(&l.keys.web1),
+        "--root",
+        s(&l.secrets),
+    ]);
+    l.fleet.cmd(&args)
 }
 
 /// A private mount namespace kept alive by a sleeping process; commands join it with
@@ -520,41 +509,20 @@ fn a_full_ram_filesystem_fails_cleanly_and_the_next_activation_applies() {
     ok(&l.agent(&[]));
     let small = l.fleet.home.join("small");
     let big = l.fleet.home.join("big");
-    let copy = |to: &Path| {
-        let st = Command::new("cp")
-            .arg("-rL")
-            .arg(l.state.join("current"))
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
-    copy(&small);
+    copy_current(&l, &small);
     ok(&l
         .fleet
         .bento_stdin(&["secret", "edit", "web-only"], "x".repeat(200 * 1024).as_bytes()));
     l.deploy();
     ok(&l.agent(&[]));
-    copy(&big);
+    copy_current(&l, &big);
     let ns = Namespace::new();
     let mnt = l.secrets.join("secrets.d");
     ns.sh(&format!(
         "mkdir -p {m} && mount -t tmpfs -o size=64k,mode=0751 ram {m}",
         m = mnt.display()
     ));
-    let activate = |bundle: &Path| {
-        l.fleet.cmd(&[
-            "activate",
-            "--fs",
-            "tmpfs",
-            "--bundle",
-            s(bundle),
-            "-i",
-            s(&l.keys.web1),
-            "--root",
-            s(&l.secrets),
-        ])
-    };
+    let activate = |bundle: &Path| activate_cmd(&l, bundle, &["--fs", "tmpfs"]);
     let secret = |name: &str| std::fs::read_to_string(ns.view(&l.secrets.join("secrets")).join(name));
     ok(&ns.run(&activate(&small)));
     let err = fails(&ns.run(&activate(&big)));
