@@ -58,7 +58,7 @@ pub enum FormatError {
     /// A header without any recipient.
     #[error("header has no recipient stanzas")]
     NoStanzas,
-    /// The `--- MAC` line is not `--- ` and 43 base64 characters.
+    /// The `--- MAC` line is not `--- ` and 43 base64 characters (32 bytes).
     #[error("the header MAC line is not `--- ` followed by base64")]
     Mac,
 }
@@ -127,6 +127,8 @@ impl<'a> Header<'a> {
         let mac = rest[..line_end]
             .strip_prefix(b"--- ")
             .and_then(|encoded| BASE64_STANDARD_NO_PAD.decode(encoded).ok())
+            // HMAC-SHA-256: 32 bytes, nothing else.
+            .filter(|mac| mac.len() == 32)
             .ok_or(FormatError::Mac)?;
         Ok(Header {
             stanzas,
