@@ -9,24 +9,25 @@ pub mod activate;
 #[cfg(test)]
 mod activate_tests;
 pub mod atomic;
-pub mod crypto;
+mod crypto;
 pub mod digest;
 pub mod error;
 #[cfg(test)]
 mod fixture;
 pub mod manifest;
 pub mod names;
-pub mod ops;
+mod ops;
 pub mod plaintext;
-pub mod policy;
+mod policy;
 pub mod ramfs;
-pub mod repo;
+mod repo;
 pub mod secrets_tree;
 pub mod spec;
 pub mod suggest;
 pub mod units;
 
-// The folders' modules, at the paths they have always had.
+// The folders (crypto/, ops/, policy/, repo/) group modules by concept inside the crate;
+// outside it each module has one path, the flat one it has always had.
 use crypto::ssh_ed25519;
 pub use crypto::{crypt, extend, format, identity, keys, plugin_path, prompt};
 pub use ops::{edit, editor, generate, listing, rekey, scratch, verify};
