@@ -38,7 +38,10 @@ pub use crate::wire::host_dir::{
     parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, LOGS_DIR, MANIFEST_LIMIT,
     SIGNATURE_LIMIT,
 };
+use crate::wire::mode::DeployMode;
 
+/// A closure host's own binary cache, in its directory.
+pub const HOST_CACHE_DIR: &str = "cache";
 /// The lock that keeps two deploys from publishing into one root at once.
 const LOCK_FILE: &str = ".bento-deploy.lock";
 /// Prefix of generations being written.
@@ -115,9 +118,10 @@ impl ServerRoot {
     }
 
     /// Creates what is missing of `host`'s directories and fixes their ownership: the host
-    /// dir root-owned 0755 (when running as root), `logs/` 0700 and owned by `logs_owner`.
-    /// Changes nothing that is already right.
-    pub fn prepare(&self, host: &str, logs_owner: Option<Owner>) -> Result<(), Error> {
+    /// dir root-owned 0755 (when running as root), `logs/` 0700 and owned by `logs_owner`,
+    /// and for a `closure` host its `cache/` and `cache/nar/`. Changes nothing that is
+    /// already right.
+    pub fn prepare(&self, host: &str, logs_owner: Option<Owner>, closure: DeployMode) -> Result<(), Error> {
         let dir = self.root.join(host);
         let root = is_root();
         ensure_dir(&dir, 0o755, root.then_some(Owner { uid: 0, gid: 0 }))?;
@@ -133,7 +137,22 @@ impl ServerRoot {
             (Some(gid), Some(host)) => (0o2750, Some(Owner { uid: host.uid, gid })),
             (_, host) => (0o700, host),
         };
-        ensure_dir(&dir.join(LOGS_DIR), mode, owner.filter(|_| root))
+        ensure_dir(&dir.join(LOGS_DIR), mode, owner.filter(|_| root))?;
+        if closure == DeployMode::Closure {
+            // Where a publishing account owns generations/, it owns the host's cache too
+            // (it links the closure into it when it publishes).
+            let owner = std::fs::symlink_metadata(&gens)
+                .ok()
+                .filter(|m| root && m.uid() != 0)
+                .map(|m| Owner {
+                    uid: m.uid(),
+                    gid: m.gid(),
+                });
+            let cache = dir.join(HOST_CACHE_DIR);
+            ensure_dir(&cache, 0o755, owner)?;
+            ensure_dir(&cache.join(crate::wire::narinfo::NAR_DIR), 0o755, owner)?;
+        }
+        Ok(())
     }
 }
 
@@ -540,7 +559,7 @@ mod tests {
 
     /// `name`'s directory of `root`, made ready as a deploy does.
     fn host(root: &ServerRoot, name: &str) -> HostDir {
-        root.prepare(name, None).unwrap();
+        root.prepare(name, None, DeployMode::Source).unwrap();
         HostDir::open(root.dir(), &root.path().display().to_string(), name).unwrap()
     }
 
@@ -673,6 +692,7 @@ mod tests {
                 uid: 64991,
                 gid: 64990,
             }),
+            DeployMode::Source,
         )
         .unwrap();
         let logs = std::fs::metadata(root.path().join("h").join(LOGS_DIR)).unwrap();
@@ -687,6 +707,7 @@ mod tests {
                 uid: 64991,
                 gid: 64990,
             }),
+            DeployMode::Source,
         )
         .unwrap();
         let logs = std::fs::metadata(root.path().join("o").join(LOGS_DIR)).unwrap();

@@ -18,7 +18,7 @@ pub const STORE_DIR: &str = "/nix/store/";
 const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// A checked top-level store path of a built output (never a `.drv`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StorePath(String);
 
 /// Why a string is not a store path Bento accepts (never repeats the string: it is
@@ -61,6 +61,11 @@ impl StorePath {
     /// The path as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Its hash part (`/nix/store/<hash>-name`): its `.narinfo`'s name in a cache.
+    pub fn hash_part(&self) -> &str {
+        &self.0[STORE_DIR.len()..STORE_DIR.len() + 32]
     }
 }
 

@@ -8,6 +8,7 @@ mod agenix;
 mod agent;
 mod bad_input;
 mod cache;
+mod closure;
 mod contributor;
 mod deploy;
 mod edit;

@@ -14,8 +14,10 @@ use crate::agent::error::AgentError;
 use crate::agent::fetch::Fetch;
 use crate::agent::reboot::kernel_changed;
 use crate::agent::state::AgentState;
+use crate::store_path::StorePath;
 use crate::transport::Transport;
 use crate::wire::manifest::Manifest;
+use crate::wire::mode::DeployMode;
 use crate::wire::report::{self, Report, State};
 
 /// How long, beyond `connect_timeout`, the server may stay unreachable after a switch
@@ -71,6 +73,18 @@ impl Run<'_> {
             .applied
             .and_then(|g| installed_manifest(&self.config.state_dir, g));
         let changes = diff(old.as_ref(), &manifest);
+        let system = self.closure_system(&manifest)?;
+        // Closure mode: the whole system is in this store before anything switches.
+        if let (Some(system), true) = (&system, changes.config) {
+            let fetched = self.fetch_closure(transport, system)?;
+            if fetched.paths > 0 {
+                self.note = Some(format!(
+                    "{} store path{} fetched",
+                    fetched.paths,
+                    if fetched.paths == 1 { "" } else { "s" }
+                ));
+            }
+        }
         let previous_link = std::fs::read_link(self.current_link()).ok();
         self.switch_current()?;
 
@@ -83,9 +97,13 @@ impl Run<'_> {
         };
         let before = bento_secrets::activate::in_force(&self.config.secrets_root);
         if changes.config {
-            if let Err(e) = self.rebuild() {
+            let switched = match &system {
+                Some(system) => self.switch_system(system),
+                None => self.rebuild().map_err(AgentError::from),
+            };
+            if let Err(e) = switched {
                 restore(self);
-                return Err(e.into());
+                return Err(e);
             }
             if !self.server_reachable() {
                 // The rollback puts the host back: it gets a full run_timeout of its own.
@@ -136,6 +154,27 @@ impl Run<'_> {
             Ok((State::SecretsUpdated, live.unwrap_or(changes.secrets)))
         } else {
             Ok((State::Applied, Vec::new())) // same content under a new number: nothing to run
+        }
+    }
+
+    /// The system a closure-mode host switches to (`None` in source mode); a bundle that
+    /// does not suit this host's mode is refused.
+    fn closure_system(&self, manifest: &Manifest) -> Result<Option<StorePath>, AgentError> {
+        let has_config = manifest.files.keys().any(|p| p.starts_with("config/"));
+        match (self.config.mode, &manifest.system) {
+            (DeployMode::Closure, Some(system)) => StorePath::parse(system).map(Some).map_err(|e| {
+                AgentError::Manifest(crate::Error::input(
+                    "manifest.json",
+                    format!("system `{system}`: {e}"),
+                ))
+            }),
+            (DeployMode::Closure, None) => Err(AgentError::ModeMismatch {
+                agent: DeployMode::Closure,
+            }),
+            (DeployMode::Source, Some(_)) if !has_config => Err(AgentError::ModeMismatch {
+                agent: DeployMode::Source,
+            }),
+            (DeployMode::Source, _) => Ok(None),
         }
     }
 

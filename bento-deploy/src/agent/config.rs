@@ -10,6 +10,7 @@ use bento_secrets::error::escape_controls;
 
 use crate::spans::Positions;
 use crate::transport::ServerUrl;
+use crate::wire::mode::DeployMode;
 
 /// The default location of the agent's configuration.
 pub const DEFAULT_PATH: &str = "/etc/bento/agent.toml";
@@ -98,6 +99,24 @@ pub struct AgentConfig {
     /// its output.
     #[serde(default)]
     pub trigger_tcp: bool,
+    /// How this host gets its system: `source` (the bundle's configuration, built here by
+    /// `rebuild`) or `closure` (the system the admin built, fetched from the server).
+    #[serde(default)]
+    pub mode: DeployMode,
+    /// Closure mode: the Nix binary cache keys (`NAME:BASE64`) whose signatures make a
+    /// fetched store path acceptable; nothing else is imported.
+    #[serde(default)]
+    pub cache_public_keys: Vec<String>,
+    /// Closure mode: what activates a fetched system; bento appends the system's path.
+    /// Default: `<system>/bin/switch-to-configuration switch`.
+    #[serde(default, deserialize_with = "switch_line")]
+    pub switch: Option<CommandLine>,
+    /// Closure mode: the profile the fetched system is made the current generation of.
+    #[serde(default = "default_system_profile")]
+    pub system_profile: PathBuf,
+    /// Closure mode: the `nix` program (`nix-store` and `nix-env` are found beside it).
+    #[serde(default = "default_nix")]
+    pub nix: String,
 }
 
 /// The reboot policy after a kernel change.
@@ -123,6 +142,14 @@ impl AgentConfig {
             (Reboot::Reboot, None) => Some(CommandLine::of("systemctl", &["reboot"])),
         }
     }
+}
+
+fn default_system_profile() -> PathBuf {
+    "/nix/var/nix/profiles/system".into()
+}
+
+fn default_nix() -> String {
+    "nix".into()
 }
 
 fn default_booted_system() -> PathBuf {
@@ -233,8 +260,35 @@ impl AgentConfig {
         {
             return Err((at("trigger_group"), Problem::TriggerGroup));
         }
+        if config.mode == DeployMode::Closure && config.cache_public_keys.is_empty() {
+            return Err((at("mode"), Problem::NoCacheKeys));
+        }
+        for (i, key) in config.cache_public_keys.iter().enumerate() {
+            if !is_cache_public_key(key) {
+                let line = positions
+                    .element(&[], "cache_public_keys", i)
+                    .unwrap_or(at("cache_public_keys"));
+                return Err((line, Problem::CacheKey(key.chars().take(30).collect())));
+            }
+        }
+        if !config.system_profile.is_absolute() {
+            return Err((at("system_profile"), Problem::SystemProfile));
+        }
         Ok(config)
     }
+}
+
+/// Whether `key` is a Nix binary cache public key: `NAME:BASE64` of 32 bytes (Ed25519),
+/// the name without spaces (Nix splits `trusted-public-keys` on whitespace).
+fn is_cache_public_key(key: &str) -> bool {
+    use base64::Engine;
+    key.split_once(':').is_some_and(|(name, key)| {
+        !name.is_empty()
+            && !name.contains(|c: char| c.is_whitespace() || c.is_control())
+            && base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .is_ok_and(|k| k.len() == 32)
+    })
 }
 
 /// A command line of agent.toml, split into words once, when the file is read, as a
@@ -314,6 +368,9 @@ fn activate_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Comman
 fn reboot_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CommandLine>, D::Error> {
     command_line("reboot_command", d).map(Some)
 }
+fn switch_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CommandLine>, D::Error> {
+    command_line("switch", d).map(Some)
+}
 
 /// Why agent.toml cannot be used; one line naming the file (and line).
 #[derive(Debug, thiserror::Error)]
@@ -370,6 +427,18 @@ pub enum Problem {
     /// `trigger_group` is empty.
     #[error("trigger_group is empty: name a group, or leave the key out for root only")]
     TriggerGroup,
+    /// `mode = "closure"` without `cache_public_keys`.
+    #[error(
+        "mode = \"closure\" needs cache_public_keys: the public key of the fleet's [cache] signing_key \
+         (`nix key convert-secret-to-public` of it, or the `.pub` file made with it)"
+    )]
+    NoCacheKeys,
+    /// A `cache_public_keys` entry is not `NAME:BASE64`; its first 30 characters.
+    #[error("cache_public_keys: `{0}` is not a Nix cache public key (NAME:BASE64 of 32 bytes)")]
+    CacheKey(String),
+    /// `system_profile` is relative.
+    #[error("system_profile must be an absolute path (e.g. /nix/var/nix/profiles/system)")]
+    SystemProfile,
     /// A command line holds no word.
     #[error("{0} is empty")]
     EmptyCommand(&'static str),

@@ -193,6 +193,64 @@ pub enum AgentError {
     /// A configured command (rebuild, activate, self-update) failed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// Closure mode: the agent and the bundle disagree on how the host gets its system.
+    #[error("{}", mode_mismatch(*agent))]
+    ModeMismatch {
+        /// agent.toml's `mode`.
+        agent: crate::wire::mode::DeployMode,
+    },
+    /// Closure mode: a path of the system's closure is not in this host's cache on the server.
+    #[error(
+        "{path} is not in this host's cache on the server (cache/ of its directory): nothing \
+         switched; the admin deploys again (`bento deploy`) to give the host its closure"
+    )]
+    NotInCache {
+        /// The store path.
+        path: String,
+    },
+    /// Closure mode: a `.narinfo` of the host's cache is malformed.
+    #[error("cache/{name}: {error}")]
+    NarInfo {
+        /// Its file name.
+        name: String,
+        /// What is wrong.
+        #[source]
+        error: crate::wire::narinfo::NarInfoError,
+    },
+    /// Closure mode: a `.narinfo` describes another path than its name says.
+    #[error("cache/{name}: describes {path}, not the path its name is for")]
+    NarInfoPath {
+        /// Its file name.
+        name: String,
+        /// The path it describes.
+        path: String,
+    },
+    /// Closure mode: more paths than any system has.
+    #[error("the system's closure lacks more than {max} paths here: refused")]
+    ClosureTooLarge {
+        /// The bound.
+        max: usize,
+    },
+    /// Closure mode: a NAR's size is not what its `.narinfo` says.
+    #[error("{rel}: {got} bytes, its .narinfo says {size}")]
+    NarSize {
+        /// The path on the server.
+        rel: String,
+        /// Bytes received.
+        got: u64,
+        /// The size the `.narinfo` gives.
+        size: u64,
+    },
+    /// Closure mode: asking the store which paths it has failed.
+    #[error("asking the Nix store which paths it has: {why}")]
+    Store {
+        /// Why, one line.
+        why: String,
+    },
+    /// Closure mode: Nix refused to import the fetched paths (a signature by no pinned
+    /// key, a NAR whose hash differs) or failed to.
+    #[error("importing the system's closure: {0}; nothing switched")]
+    Import(#[source] CommandError),
     /// The server was lost after the switch, so the rollback ran.
     #[error(
         "the server was unreachable after the switch; rolled back{}",
@@ -202,6 +260,21 @@ pub enum AgentError {
         /// The rollback's own failure, if any.
         rollback: Option<CommandError>,
     },
+}
+
+/// Why a bundle does not suit this host's `mode`.
+fn mode_mismatch(agent: crate::wire::mode::DeployMode) -> &'static str {
+    match agent {
+        crate::wire::mode::DeployMode::Source => {
+            "this bundle is for a host in closure mode (it names a built system and carries no \
+             configuration): set mode = \"closure\" in agent.toml (services.bento.mode), or \
+             publish this host in source mode"
+        }
+        crate::wire::mode::DeployMode::Closure => {
+            "this host is in closure mode, and the bundle names no built system: set mode = \
+             \"closure\" for it in bento.toml, run `bento build`, and deploy again"
+        }
+    }
 }
 
 impl AgentError {
@@ -223,7 +296,14 @@ impl AgentError {
             | TooLarge { .. }
             | Short { .. }
             | Hash { .. }
-            | BadDownload(_) => State::Refused,
+            | BadDownload(_)
+            | ModeMismatch { .. }
+            | NotInCache { .. }
+            | NarInfo { .. }
+            | NarInfoPath { .. }
+            | ClosureTooLarge { .. }
+            | NarSize { .. }
+            | Import(_) => State::Refused,
             Local { .. }
             | Lock { .. }
             | StateUnreadable { .. }
@@ -232,6 +312,7 @@ impl AgentError {
             | Identity { .. }
             | Switch { .. }
             | CurrentExe(_)
+            | Store { .. }
             | Command(_) => State::Failed,
             RolledBack { .. } => State::RolledBack,
         }

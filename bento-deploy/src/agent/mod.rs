@@ -19,6 +19,7 @@
 mod apply;
 pub mod backoff;
 mod bundles;
+mod closure;
 mod command;
 pub mod config;
 mod connect;

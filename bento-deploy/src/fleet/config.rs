@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::error::Error;
 use crate::spans::Positions;
 use crate::time::TimeSpan;
+use crate::wire::mode::DeployMode;
 
 /// The file name, at the root of the fleet repo.
 pub const CONFIG_FILE: &str = "bento.toml";
@@ -112,6 +113,8 @@ pub struct Deploy {
     /// The ssh key that logs in to a remote `target` (as the publishing account); none:
     /// ssh's own choice (`~/.ssh/config`, ssh-agent, `~/.ssh/id_*`).
     pub login_key: Option<String>,
+    /// How hosts get their system, unless `[hosts.NAME] mode` says otherwise.
+    pub mode: DeployMode,
 }
 
 impl Default for Deploy {
@@ -123,6 +126,7 @@ impl Default for Deploy {
             timeout: TimeSpan::from_secs(600),
             request_timeout: TimeSpan::from_secs(60),
             login_key: None,
+            mode: DeployMode::Source,
         }
     }
 }
@@ -288,6 +292,8 @@ pub struct HostSettings {
     pub ssh_user: Option<String>,
     /// The ssh port, when not 22.
     pub ssh_port: Option<u16>,
+    /// How this host gets its system, when not as `[deploy] mode` says.
+    pub mode: Option<DeployMode>,
 }
 
 impl HostSettings {
@@ -337,6 +343,14 @@ impl Build {
 }
 
 impl Config {
+    /// How `host` gets its system: its `[hosts.NAME] mode`, else `[deploy] mode`.
+    pub fn mode_of(&self, host: &str) -> DeployMode {
+        self.hosts
+            .get(host)
+            .and_then(|h| h.mode)
+            .unwrap_or(self.deploy.mode)
+    }
+
     /// Reads `bento.toml` from the fleet root; a missing file means all defaults.
     pub fn load(root: &Path) -> Result<Config, Error> {
         let path = root.join(CONFIG_FILE);

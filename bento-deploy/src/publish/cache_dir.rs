@@ -125,6 +125,15 @@ impl CacheDir {
         removed.map_err(|e| Error::input(&shown, e.to_string()))
     }
 
+    /// The regular file `rel` of the cache, at most `limit` bytes; `None` when missing.
+    pub fn read(&self, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, Error> {
+        match self.dir.read(rel, limit) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::input(self.shown_at(rel), e.to_string())),
+        }
+    }
+
     /// The cache as shown to the user (`/srv/bento/cache`).
     pub fn shown(&self) -> &str {
         &self.shown

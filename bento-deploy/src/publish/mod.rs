@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cache_dir;
+mod host_cache;
 pub mod remote;
 pub mod target;
 
@@ -24,8 +25,9 @@ use bento_secrets::accounts;
 use bento_secrets::verify::Kind;
 use bento_secrets::Fleet;
 
-use self::cache::HostCache;
+use self::cache::HostCache as CacheReport;
 use self::cache_dir::CacheDir;
+use self::host_cache::{Closures, HostCache};
 use self::target::Target;
 use crate::error::Error;
 use crate::fleet::build::Expected;
@@ -37,6 +39,7 @@ use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::{AdminKeys, Signer};
 use crate::store_path::StorePath;
 use crate::time::now_rfc3339;
+use crate::wire::mode::DeployMode;
 
 /// What to deploy, and where.
 #[derive(Clone, Debug)]
@@ -70,10 +73,12 @@ pub struct HostReport {
     /// `bento build` recorded a system for another configuration of this host (an older
     /// one): this one goes out without an expected system until it is built.
     pub build_outdated: bool,
+    /// How the host gets its system.
+    pub mode: DeployMode,
     /// Generations removed by pruning.
     pub pruned: Vec<u64>,
     /// What the binary cache did for it (`null` without `[cache]`).
-    pub cache: Option<HostCache>,
+    pub cache: Option<CacheReport>,
 }
 
 /// Hears how a deploy progresses (a progress bar, say).
@@ -99,6 +104,7 @@ pub(crate) struct Plan {
     generation: u64,
     system: Option<String>,
     build_outdated: bool,
+    mode: DeployMode,
 }
 
 /// Refuses when any secret is stale, missing or corrupt: a host must never receive a
@@ -165,15 +171,26 @@ pub fn deploy(
             return Err(Error::input(format!("host {}", host.name), why));
         }
     }
+    let closure_hosts: Vec<&str> = hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|h| config.mode_of(h) == DeployMode::Closure)
+        .collect();
+    if let (Some(host), None) = (closure_hosts.first(), &config.cache.signing_key) {
+        return Err(Error::input(
+            format!("host {host}"),
+            "mode = \"closure\" needs [cache] signing_key in bento.toml: the host fetches its \
+             system from the signed cache (make a key with `nix-store --generate-binary-cache-key`)",
+        ));
+    }
     let expected = Expected::load(root)?;
     let server = Target::open(&options.location, root, config, &options.ssh)?;
     progress.start(hosts.len());
-    let prefix = &config.server.user_prefix;
 
     // Assemble and compare, in parallel; unchanged hosts are done here.
     let assessed: Vec<Assessed> = hosts
         .par_iter()
-        .map(|host| assess(root, fleet, host, &server, &expected, prefix, &admins, progress))
+        .map(|host| assess(root, fleet, config, host, &server, &expected, &admins, progress))
         .collect::<Result<_, Error>>()?;
     // The key is checked before anything is written: the cache, a generation.
     let signer = if assessed.iter().any(|a| matches!(a, Assessed::Changed(_))) {
@@ -183,13 +200,33 @@ pub fn deploy(
     } else {
         None
     };
-    // The systems go into the cache before any `current` names them.
-    let cached = if config.cache.signing_key.is_some() {
-        let cache = server.cache()?;
-        Some(fill_cache(root, config, &options.nix, &assessed, &cache)?)
-    } else {
-        None
+    // The systems go into the cache, and each closure host's into its own, before any
+    // `current` names them.
+    let cache = match config.cache.signing_key {
+        Some(_) => Some(server.cache()?),
+        None => None,
     };
+    let cached = match &cache {
+        Some(cache) => Some(fill_cache(root, config, &options.nix, &assessed, cache)?),
+        None => None,
+    };
+    let closures = cache.as_ref().map(Closures::new);
+    if let Some(closures) = &closures {
+        assessed.par_iter().try_for_each(|a| match a {
+            Assessed::Changed(plan) if plan.mode == DeployMode::Closure => share_closure(
+                &server,
+                closures,
+                &plan.bundle.host,
+                plan.system.as_deref(),
+                false,
+            ),
+            // Published before: its cache is repaired when its system went missing.
+            Assessed::Unchanged(r) if r.mode == DeployMode::Closure => {
+                share_closure(&server, closures, &r.host, r.system.as_deref(), true)
+            }
+            _ => Ok(()),
+        })?;
+    }
     let mut reports = Vec::new();
     let mut changed = Vec::new();
     for a in assessed {
@@ -199,7 +236,15 @@ pub fn deploy(
         }
     }
     if let Some(signer) = signer {
-        reports.extend(publish(root, config, &server, changed, signer, progress)?);
+        reports.extend(publish(
+            root,
+            config,
+            &server,
+            changed,
+            signer,
+            closures.as_ref(),
+            progress,
+        )?);
     }
     if let Some(mut cached) = cached {
         for r in &mut reports {
@@ -219,7 +264,7 @@ pub(crate) fn fill_cache(
     nix: &str,
     assessed: &[Assessed],
     cache: &CacheDir,
-) -> Result<std::collections::BTreeMap<String, HostCache>, Error> {
+) -> Result<std::collections::BTreeMap<String, CacheReport>, Error> {
     let mut systems = Vec::new();
     let mut no_build = Vec::new();
     for a in assessed {
@@ -256,24 +301,43 @@ pub(crate) enum Assessed {
 fn assess(
     root: &Path,
     fleet: &Fleet,
+    config: &Config,
     host: &Host,
     server: &Target,
     expected: &Expected,
-    prefix: &str,
     admins: &AdminKeys,
     progress: &dyn Progress,
 ) -> Result<Assessed, Error> {
-    let bundle = Bundle::assemble(root, fleet, host)?;
+    let mut bundle = Bundle::assemble(root, fleet, host)?;
     let system = expected
         .system_for(&host.name, &bundle.config_digest())
         .map(str::to_owned);
     let build_outdated = system.is_none() && expected.has_build(&host.name);
     let name = host.name.as_str();
+    let mode = config.mode_of(name);
+    if mode == DeployMode::Closure {
+        if system.is_none() {
+            let why = match build_outdated {
+                true => "its last build is of an older configuration",
+                false => "it has no build",
+            };
+            return Err(Error::input(
+                format!("host {name}"),
+                format!(
+                    "mode = \"closure\" publishes the system `bento build` made of exactly this \
+                     configuration, and {why}: run `bento build {name}`, then deploy again"
+                ),
+            ));
+        }
+        // The host runs the built system: the sources stay with the admin.
+        bundle.files.retain(|path, _| !path.starts_with("config/"));
+    }
     // Only root can hand logs/ to the host's user; don't look the user up otherwise.
+    let prefix = &config.server.user_prefix;
     let logs_owner = is_root()
         .then(|| accounts::user(&format!("{prefix}{}", host.name)))
         .flatten();
-    let dir = server.host(name, logs_owner)?;
+    let dir = server.host(name, logs_owner, mode)?;
     let current = dir.current()?;
     if let Some(g) = current {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
@@ -291,6 +355,7 @@ fn assess(
                 secrets: bundle.secrets.len(),
                 system,
                 build_outdated,
+                mode,
                 pruned: Vec::new(),
                 cache: None,
             };
@@ -307,6 +372,7 @@ fn assess(
         generation,
         system,
         build_outdated,
+        mode,
     })))
 }
 
@@ -317,6 +383,7 @@ fn publish(
     server: &Target,
     changed: Vec<Plan>,
     signer: Signer,
+    closures: Option<&Closures>,
     progress: &dyn Progress,
 ) -> Result<Vec<HostReport>, Error> {
     let created = now_rfc3339();
@@ -346,6 +413,9 @@ fn publish(
         .par_iter()
         .map(|(plan, s)| {
             let pruned = plan.dir.prune(keep, s.generation())?;
+            if let (DeployMode::Closure, Some(closures)) = (plan.mode, closures) {
+                prune_closures(server, closures, plan)?;
+            }
             let report = HostReport {
                 host: plan.bundle.host.to_string(),
                 generation: s.generation(),
@@ -354,6 +424,7 @@ fn publish(
                 secrets: plan.bundle.secrets.len(),
                 system: plan.system.clone(),
                 build_outdated: plan.build_outdated,
+                mode: plan.mode,
                 pruned,
                 cache: None,
             };
@@ -361,6 +432,47 @@ fn publish(
             Ok(report)
         })
         .collect()
+}
+
+/// Gives `host`'s cache the closure of `system`, which it is about to be published with
+/// (see [`host_cache`]). With `repair_only`, only when the system's own `.narinfo` is
+/// missing there: an unchanged host costs one read.
+fn share_closure(
+    server: &Target,
+    closures: &Closures,
+    host: &str,
+    system: Option<&str>,
+    repair_only: bool,
+) -> Result<(), Error> {
+    let Some(system) = system else {
+        return Ok(());
+    };
+    let system = StorePath::parse(system)
+        .map_err(|e| Error::input(crate::fleet::build::EXPECTED_FILE, e.to_string()))?;
+    let cache = HostCache::new(server.root(), &server.shown(), host);
+    if repair_only && cache.has(&system)? {
+        return Ok(());
+    }
+    cache.share(&closures.of(&system)?).map(drop)
+}
+
+/// Keeps in a closure host's cache what the systems of its kept generations need. A kept
+/// generation whose system cannot be read keeps everything.
+fn prune_closures(server: &Target, closures: &Closures, plan: &Plan) -> Result<(), Error> {
+    let mut kept = Vec::new();
+    for g in plan.dir.generations()? {
+        let system = plan
+            .dir
+            .signed_manifest(g)
+            .and_then(|(bytes, _)| Manifest::parse(&bytes).ok())
+            .and_then(|m| m.system)
+            .and_then(|s| StorePath::parse(&s).ok());
+        match system.map(|s| closures.of(&s)) {
+            Some(Ok(closure)) => kept.push(closure),
+            _ => return Ok(()),
+        }
+    }
+    HostCache::new(server.root(), &server.shown(), plan.bundle.host.as_str()).prune(&kept)
 }
 
 /// Writes one host's bundle, manifest and signature into a temp generation.

@@ -13,6 +13,7 @@ use crate::layout::{HostDir, ServerRoot};
 use crate::publish::cache_dir::CacheDir;
 use crate::publish::remote::{self, RemoteDir, RemoteRoot};
 use crate::server_dir::ServerDir;
+use crate::wire::mode::DeployMode;
 
 /// An open publishing target: a local root (locked for this process), or a remote one.
 pub enum Target {
@@ -46,19 +47,20 @@ impl Target {
         })
     }
 
-    fn root(&self) -> &dyn ServerDir {
+    /// The root directory.
+    pub(crate) fn root(&self) -> &dyn ServerDir {
         match self {
             Target::Local(root) => root.dir(),
             Target::Remote(dir) => dir,
         }
     }
 
-    /// `host`'s directory, ready to publish into. Local: what is missing is created and
-    /// `logs/` handed to `logs_owner`. Remote: the layout that `bento server setup` makes
+    /// `host`'s directory, ready to publish into. Local: what is missing is created (the
+    /// host's `cache/` too in closure `mode`) and `logs/` handed to `logs_owner`. Remote: the layout that `bento server setup` makes
     /// is checked (the publishing account cannot create a host's directory).
-    pub fn host(&self, host: &str, logs_owner: Option<Owner>) -> Result<HostDir, Error> {
+    pub fn host(&self, host: &str, logs_owner: Option<Owner>, mode: DeployMode) -> Result<HostDir, Error> {
         if let Target::Local(root) = self {
-            root.prepare(host, logs_owner)?;
+            root.prepare(host, logs_owner, mode)?;
         }
         let dir = HostDir::open(self.root(), &self.shown(), host)?;
         if let Target::Remote(_) = self {

@@ -1,10 +1,13 @@
 //! What the two programs exchange through the server: the bundle's [`manifest`], the names
 //! and size limits of a host directory ([`host_dir`]), and what a host writes back — its
-//! [`report`]s and its [`heartbeat`]. The admin's side and the host's side meet only here.
+//! [`report`]s and its [`heartbeat`]; a closure host's view of its binary cache
+//! ([`narinfo`]). The admin's side and the host's side meet only here.
 
 pub mod digest;
 pub mod heartbeat;
 pub mod host_dir;
+pub mod mode;
+pub mod narinfo;
 pub mod report;
 
 /// `manifest.json`, the signed description of a bundle: its type and checks are

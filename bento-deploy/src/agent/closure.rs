@@ -1,0 +1,317 @@
+//! Closure mode on the host: make the system the admin built and signed valid in this
+//! host's store, from the host's own binary cache on the server (`cache/` of its
+//! directory), then make it the system profile's new generation and switch to it.
+//!
+//! Only the paths the store lacks are fetched: from the system's `.narinfo` along its
+//! references, stopping at any path the store already has (whose closure it then has
+//! too). Each `.narinfo` is bounded, each NAR bounded by the sizes its `.narinfo` gives,
+//! and all of it lands in a private staging cache under the state dir. Nix imports from
+//! there (`nix copy --no-recursive`), checking each path's signature against the pinned
+//! `cache_public_keys` only and its NAR hash: a tampered NAR or a path signed by another
+//! key fails the import, and nothing is switched.
+
+use std::collections::BTreeSet;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::agent::apply::Run;
+use crate::agent::config::CommandLine;
+use crate::agent::error::AgentError;
+use crate::store_path::StorePath;
+use crate::transport::Transport;
+use crate::wire::narinfo::{narinfo_name, NarInfo, CACHE_INFO, CACHE_INFO_TEXT, NARINFO_LIMIT, NAR_DIR};
+
+/// The host's cache, in its directory on the server.
+const CACHE: &str = "cache";
+/// The staging cache's name in the state dir.
+const STAGING: &str = "closure";
+/// The most paths one fetch may bring.
+const MAX_PATHS: usize = 100_000;
+/// How much larger than the unpacked NAR its compressed file may be (headers, blocks
+/// that do not compress).
+const NAR_SLACK: u64 = 1 << 20;
+
+/// What a fetch brought.
+#[derive(Debug, Default)]
+pub(super) struct Fetched {
+    /// Store paths imported.
+    pub paths: usize,
+}
+
+impl Run<'_> {
+    /// Makes `system` valid in this host's store (see the module's description).
+    pub(super) fn fetch_closure(
+        &mut self,
+        t: &mut dyn Transport,
+        system: &StorePath,
+    ) -> Result<Fetched, AgentError> {
+        let missing = self.walk_missing(t, system)?;
+        if missing.is_empty() {
+            return Ok(Fetched::default());
+        }
+        let staging = self.config.state_dir.join(STAGING);
+        let _ = std::fs::remove_dir_all(&staging);
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(staging.join(NAR_DIR));
+        made.and_then(|()| std::fs::write(staging.join(CACHE_INFO), CACHE_INFO_TEXT))
+            .map_err(|e| AgentError::install(staging.display().to_string(), e))?;
+        let fetched = self
+            .download(t, &staging, &missing)
+            .and_then(|()| self.import(&staging, &missing));
+        let _ = std::fs::remove_dir_all(&staging);
+        fetched?;
+        Ok(Fetched { paths: missing.len() })
+    }
+
+    /// The `.narinfo`s (text and parsed) of every path of `system`'s closure that this
+    /// store lacks.
+    fn walk_missing(
+        &self,
+        t: &mut dyn Transport,
+        system: &StorePath,
+    ) -> Result<Vec<(Vec<u8>, NarInfo)>, AgentError> {
+        let mut seen = BTreeSet::from([system.clone()]);
+        let mut layer = self.invalid(std::slice::from_ref(system))?;
+        let mut out = Vec::new();
+        while !layer.is_empty() {
+            let mut next = Vec::new();
+            for path in layer {
+                let name = narinfo_name(&path);
+                let rel = format!("{CACHE}/{name}");
+                let bytes = match t.read(&rel, NARINFO_LIMIT) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(AgentError::NotInCache {
+                            path: path.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(AgentError::download(&rel, e, self.config.run_timeout)),
+                };
+                let info = NarInfo::parse(&bytes).map_err(|error| AgentError::NarInfo {
+                    name: name.clone(),
+                    error,
+                })?;
+                if info.store_path != path {
+                    return Err(AgentError::NarInfoPath {
+                        name,
+                        path: info.store_path.to_string(),
+                    });
+                }
+                next.extend(
+                    info.references
+                        .iter()
+                        .filter(|r| seen.insert((*r).clone()))
+                        .cloned(),
+                );
+                out.push((bytes, info));
+                if out.len() > MAX_PATHS {
+                    return Err(AgentError::ClosureTooLarge { max: MAX_PATHS });
+                }
+            }
+            layer = self.invalid(&next)?;
+        }
+        Ok(out)
+    }
+
+    /// Of `paths`, those this store does not have (`nix-store --check-validity`).
+    fn invalid(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, AgentError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["--check-validity".to_owned(), "--print-invalid".to_owned()];
+        args.extend(paths.iter().map(StorePath::to_string));
+        let out = output_until(&beside(&self.config.nix, "nix-store"), &args, self.deadline)
+            .map_err(|why| AgentError::Store { why })?;
+        let invalid: BTreeSet<&str> = out.lines().map(str::trim).collect();
+        Ok(paths
+            .iter()
+            .filter(|p| invalid.contains(p.as_str()))
+            .cloned()
+            .collect())
+    }
+
+    /// Writes the `.narinfo`s as fetched (their signatures intact) and downloads their
+    /// NARs into `staging`, each bounded by its sizes.
+    fn download(
+        &self,
+        t: &mut dyn Transport,
+        staging: &Path,
+        missing: &[(Vec<u8>, NarInfo)],
+    ) -> Result<(), AgentError> {
+        let failed = |what: &Path, e: std::io::Error| AgentError::install(what.display().to_string(), e);
+        for (bytes, info) in missing {
+            let file = staging.join(narinfo_name(&info.store_path));
+            std::fs::write(&file, bytes).map_err(|e| failed(&file, e))?;
+            let nar = staging.join(NAR_DIR).join(&info.nar_file);
+            if nar.exists() {
+                continue; // one NAR for two paths of the same content
+            }
+            let limit = info.file_size.min(info.nar_size.saturating_add(NAR_SLACK));
+            let rel = format!("{CACHE}/{NAR_DIR}/{}", info.nar_file);
+            let out = std::fs::File::create(&nar).map_err(|e| failed(&nar, e))?;
+            let mut sink = BufWriter::new(out);
+            let got = t
+                .read_to(&rel, limit, &mut sink)
+                .map_err(|e| AgentError::download(&rel, e, self.config.run_timeout))?;
+            sink.flush().map_err(|e| failed(&nar, e))?;
+            if got != info.file_size {
+                return Err(AgentError::NarSize {
+                    rel,
+                    got,
+                    size: info.file_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports `missing` from the staging cache, trusting the pinned keys only.
+    fn import(&mut self, staging: &Path, missing: &[(Vec<u8>, NarInfo)]) -> Result<(), AgentError> {
+        let keys = self.config.cache_public_keys.join(" ");
+        let mut args: Vec<String> = [
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--no-recursive",
+            "--option",
+            "require-sigs",
+            "true",
+            "--option",
+            "trusted-public-keys",
+            &keys,
+            "--from",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.push(format!("file://{}", staging.display()));
+        args.extend(missing.iter().map(|(_, info)| info.store_path.to_string()));
+        let nix = CommandLine::of(&self.config.nix, &[]);
+        self.command("import", &nix, &args).map_err(AgentError::Import)
+    }
+
+    /// Makes `system` the system profile's new generation, then runs the switch: the
+    /// configured `switch` with the system's path appended, or the system's own
+    /// `bin/switch-to-configuration switch`.
+    pub(super) fn switch_system(&mut self, system: &StorePath) -> Result<(), AgentError> {
+        let profile = CommandLine::of(&beside(&self.config.nix, "nix-env"), &[]);
+        let args = [
+            "--profile".to_owned(),
+            self.config.system_profile.display().to_string(),
+            "--set".to_owned(),
+            system.to_string(),
+        ];
+        self.command("profile", &profile, &args)?;
+        let (line, extra) = match self.config.switch.clone() {
+            Some(line) => (line, vec![system.to_string()]),
+            None => (
+                CommandLine::from_words(
+                    format!("{system}/bin/switch-to-configuration"),
+                    vec!["switch".into()],
+                ),
+                Vec::new(),
+            ),
+        };
+        Ok(self.command("switch", &line, &extra)?)
+    }
+}
+
+/// The program `name` beside `nix` (`/…/bin/nix` → `/…/bin/name`; a bare `nix` → `name`).
+fn beside(nix: &str, name: &str) -> String {
+    match Path::new(nix).parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.join(name).display().to_string(),
+        None => name.to_owned(),
+    }
+}
+
+/// The standard output of `program args` (at most 16 MiB), when it succeeds before
+/// `deadline`; else why not, in one line.
+fn output_until(program: &str, args: &[String], deadline: Instant) -> Result<String, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running `{program}`: {e}"))?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(16 << 20).read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = read(stdout.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = read(stderr.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`{program}` was stopped: the run's deadline passed"));
+            }
+            Err(e) => return Err(format!("waiting for `{program}`: {e}")),
+        }
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if status.success() {
+        return Ok(out);
+    }
+    let line = err
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    Err(format!(
+        "`{program}` failed ({status}): {}",
+        line.escape_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_store_and_nix_env_are_found_beside_nix() {
+        assert_eq!(beside("nix", "nix-store"), "nix-store");
+        assert_eq!(
+            beside("/run/current-system/sw/bin/nix", "nix-env"),
+            "/run/current-system/sw/bin/nix-env"
+        );
+    }
+
+    #[test]
+    fn a_command_past_its_deadline_is_stopped() {
+        let started = Instant::now();
+        let e = output_until(
+            "sleep",
+            &["5".into()],
+            Instant::now() + Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(e.contains("deadline"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            output_until("echo", &["hi".into()], Instant::now() + Duration::from_secs(5)).unwrap(),
+            "hi\n"
+        );
+        let e = output_until(
+            "sh",
+            &["-c".into(), "echo 'bad thing' >&2; exit 3".into()],
+            Instant::now() + Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(e.contains("bad thing") && e.contains("exit status: 3"), "{e}");
+    }
+}
