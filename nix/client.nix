@@ -1,7 +1,8 @@
 # Bento's host side: a timer pulls this host's signed bundle from the Bento server,
-# verifies it, runs nixos-rebuild (or only activates secrets), reports back; and two
-# services (or, in the scripted way, activation scripts) decrypt the host's secrets into
-# /run/bento with its SSH host key.
+# verifies it, runs nixos-rebuild (or only activates secrets; with mode = "closure",
+# fetches the system the admin built from the server and switches to it), reports back;
+# and two services (or, in the scripted way, activation scripts) decrypt the host's
+# secrets into /run/bento with its SSH host key.
 #
 #   services.bento = {
 #     enable = true;
@@ -41,7 +42,15 @@ let
       else "${systemctl} restart bento-secrets-for-users.service bento-secrets.service";
     reboot_command = cfg.rebootCommand;
     trigger_group = cfg.triggerGroup;
-  });
+  } // lib.optionalAttrs closure ({
+    # Only in closure mode: a source host's agent.toml is as older agents read it.
+    mode = "closure";
+    cache_public_keys = lib.optional (cfg.cache.publicKey != null) cfg.cache.publicKey;
+    nix = "${config.nix.package}/bin/nix";
+  } // lib.optionalAttrs (cfg.switch != null) { inherit (cfg) switch; }));
+  closure = cfg.mode == "closure";
+  # A Nix binary cache public key: NAME:BASE64 of 32 bytes (Ed25519).
+  cacheKeyOk = key: key != null && builtins.match "[^:[:space:]]+:[A-Za-z0-9+/]{43}=" key != null;
   bento = "${cfg.package}/bin/bento";
   activateArgs = "--bundle ${cfg.stateDir}/current --root ${cfg.secretsRoot} -i ${cfg.identity}";
 
@@ -193,6 +202,30 @@ in
       description = "Where secrets are activated: <secretsRoot>/secrets/<name>.";
     };
 
+    mode = mkOption {
+      type = types.enum [ "source" "closure" ];
+      default = "source";
+      description = ''
+        How this host gets its system, as bento.toml says for it (`[deploy] mode`,
+        `[hosts.<host>] mode`). `source`: the bundle carries the configuration, which
+        the host builds with `rebuild`. `closure`: the admin built the system; the host
+        fetches the store paths it lacks from its own cache on the server, imports only
+        those signed by `cache.publicKey` (required), makes the system the current
+        generation of /nix/var/nix/profiles/system and runs `switch`, with
+        `nix.package`'s nix.
+      '';
+    };
+
+    switch = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Closure mode: what activates the fetched system (split into words as a shell
+        would, quotes honoured; run without a shell); bento appends the system's path.
+        null: `<system>/bin/switch-to-configuration switch`. Not written in source mode.
+      '';
+    };
+
     rebuild = mkOption {
       type = types.str;
       default = "${config.system.build.nixos-rebuild}/bin/nixos-rebuild switch";
@@ -332,7 +365,8 @@ in
         description = ''
           The cache's public key (the `.pub` made with its signing key by
           `nix-store --generate-binary-cache-key`), added to
-          `nix.settings.trusted-public-keys`. Required with `url`.
+          `nix.settings.trusted-public-keys`. Required with `url`, and with
+          `mode = "closure"`, where the agent imports only the store paths signed by it.
         '';
       };
     };
@@ -360,6 +394,9 @@ in
       trusted-public-keys = [ cfg.cache.publicKey ];
     };
 
+    warnings = lib.optional (!closure && cfg.switch != null)
+      "services.bento.switch is set but services.bento.mode is \"source\": it applies in closure mode only and is not written to agent.toml";
+
     assertions = [
       {
         assertion = !config.systemd.sysusers.enable || secretPasswords == [ ];
@@ -371,11 +408,16 @@ in
           + "systemd.sysusers.enable (userborn applies each change)";
       }
       {
-        assertion = cfg.cache.url == null || (cfg.cache.publicKey != null
-          && builtins.match "[^:[:space:]]+:[A-Za-z0-9+/]{43}=" cfg.cache.publicKey != null);
+        assertion = cfg.cache.url == null || cacheKeyOk cfg.cache.publicKey;
         message = "services.bento.cache.publicKey must be the cache's public key (NAME:BASE64, the "
           + ".pub made with cache.signing_key by nix-store --generate-binary-cache-key) when "
           + "cache.url is set: without it Nix would not trust what the cache serves";
+      }
+      {
+        assertion = !closure || cacheKeyOk cfg.cache.publicKey;
+        message = "services.bento.cache.publicKey must be set to the fleet's cache public key (NAME:BASE64, "
+          + "the .pub made with cache.signing_key by nix-store --generate-binary-cache-key) when "
+          + "services.bento.mode is \"closure\": the agent imports only store paths signed by it";
       }
       {
         assertion = cfg.package != null;

@@ -15,7 +15,9 @@
 # `bento deploy --target sftp://bento-publish@server/`: the account `bento-publish` is
 # sftp only, chrooted to <root>, owns each <root>/H/generations, and <root>/H/current is
 # root's link to generations/current, the pointer it replaces. With `cache.enable` too,
-# it owns <root>/cache and fills it over the same connection.
+# it owns <root>/cache and fills it over the same connection. Each host's own cache,
+# <root>/H/cache and cache/nar (what a closure deployment links there from <root>/cache),
+# is that account's too, or root's without one.
 { config, lib, ... }:
 
 let
@@ -87,9 +89,10 @@ in
         SSH public keys of the admins who publish with `bento deploy --target
         sftp://bento-publish@<server>/` (keys/admins/ of the fleet). Non-empty: the account
         `bento-publish` (sftp only, chrooted to `root`, no forwarding, no TTY) owns each
-        host's `generations/`, and each host's `current` becomes root's link to
-        `generations/current`. It cannot log in as a host, nor read outside `root`. With
-        `cache.enable`, it also owns `root`/cache, which `bento deploy` fills over sftp.
+        host's `generations/` and `cache/` (with `cache/nar`), and each host's `current`
+        becomes root's link to `generations/current`. It cannot log in as a host, nor
+        read outside `root`. With `cache.enable`, it also owns `root`/cache, which
+        `bento deploy` fills over sftp.
       '';
     };
 
@@ -179,6 +182,12 @@ in
         "z ${cfg.root}/${host}/logs/*.json - - ${publisher} -"
         "d ${cfg.root}/${host}/generations 0755 ${publisher} ${publisher} -"
         "L+ ${cfg.root}/${host}/current - - - - generations/current"
+      ] ++ [
+        # The host's own cache (closure deployments fetch from it): as generations/, the
+        # publishing account's when there is one (it makes the links into <root>/cache over
+        # sftp), root's otherwise; 0755 either way.
+        "d ${cfg.root}/${host}/cache 0755 ${cacheOwner} ${cacheOwner} -"
+        "d ${cfg.root}/${host}/cache/nar 0755 ${cacheOwner} ${cacheOwner} -"
       ]) cfg.hosts);
 
     # The binary cache: nginx serves the cache's own files and nothing else from it.

@@ -376,8 +376,16 @@ fn every_agent_toml_key_is_settable_from_the_module() {
         ] {
             assert_eq!(toml[key], want, "{key}");
         }
-        // Every key the agent reads is written (the module is the agent's only writer).
-        let keys: Vec<&str> = toml.as_object().unwrap().keys().map(String::as_str).collect();
+        // Every key the agent reads is written (the module is the agent's only writer),
+        // the closure mode's keys by a closure host's module.
+        let closure = evaluated(lib, "closure-switch");
+        let keys: Vec<&str> = toml
+            .as_object()
+            .unwrap()
+            .keys()
+            .chain(closure["agentToml"].as_object().unwrap().keys())
+            .map(String::as_str)
+            .collect();
         let source = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("bento-deploy/src/agent/config.rs"),
         )
@@ -423,6 +431,20 @@ fn the_server_module_evaluates_with_and_without_a_user_prefix() {
                 ))),
                 "{case}"
             );
+            // Each host's own cache: root's without a publishing account.
+            for host in ["web1", "db1"] {
+                for dir in ["cache", "cache/nar"] {
+                    let rule = format!("d /srv/bento/{host}/{dir} 0755 root root -");
+                    assert!(
+                        v["tmpfiles"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&Value::from(rule.as_str())),
+                        "{case}: {rule}: {}",
+                        v["tmpfiles"]
+                    );
+                }
+            }
             // Two hosts: OpenSSH's default, the floor.
             assert_eq!(v["maxStartups"], "10:30:100", "{case}");
         }
@@ -524,9 +546,24 @@ fn the_server_module_adds_the_publishing_account_with_publish_keys() {
             "L+ /srv/bento/web1/current - - - - generations/current",
             "d /srv/bento/db1/logs 2750 db1 bento-publish -",
             "z /srv/bento/db1/logs/*.json - - bento-publish -",
+            // Each host's own cache, as its generations/: the account makes the links there.
+            "d /srv/bento/web1/cache 0755 bento-publish bento-publish -",
+            "d /srv/bento/web1/cache/nar 0755 bento-publish bento-publish -",
+            "d /srv/bento/db1/cache 0755 bento-publish bento-publish -",
+            "d /srv/bento/db1/cache/nar 0755 bento-publish bento-publish -",
         ] {
             assert!(tmpfiles.contains(&Value::from(rule)), "{rule}: {tmpfiles:?}");
         }
+        // After the host's directory is made (tmpfiles applies its lines in order).
+        let at = |rule: &str| tmpfiles.iter().position(|r| r == rule).unwrap();
+        assert!(
+            at("d /srv/bento/web1 0755 root root -")
+                < at("d /srv/bento/web1/cache 0755 bento-publish bento-publish -")
+        );
+        assert!(
+            at("d /srv/bento/web1/cache 0755 bento-publish bento-publish -")
+                < at("d /srv/bento/web1/cache/nar 0755 bento-publish bento-publish -")
+        );
         // Without publishKeys: no such account, `current` left to the deploy.
         let v = evaluated(lib, "server");
         assert!(v["users"].get("bento-publish").is_none());
@@ -586,6 +623,71 @@ fn the_binary_cache_is_served_by_the_server_and_trusted_by_the_client() {
         );
         let v = evaluated(lib, "default");
         assert!(v["nixSettings"].get("substituters").is_none());
+    });
+}
+
+/// Closure mode writes its keys to agent.toml: the mode, the cache key the agent checks
+/// imported paths against, the nix it imports them with, and `switch` when set. Source
+/// mode writes none of them: its agent.toml is as before, which older agents read.
+#[test]
+fn closure_mode_writes_its_agent_toml_keys_and_source_mode_none() {
+    if !crate::harness::needs_nix() {
+        return;
+    }
+    with_lib(|lib| {
+        let closure_keys = ["mode", "cache_public_keys", "nix", "switch"];
+        let source = evaluated(lib, "default");
+        let source_toml = source["agentToml"].as_object().unwrap();
+        for key in closure_keys {
+            assert!(
+                source_toml.get(key).is_none(),
+                "source mode: {key}: {source_toml:?}"
+            );
+        }
+        let v = evaluated(lib, "closure");
+        let toml = v["agentToml"].as_object().unwrap();
+        assert_eq!(toml["mode"], "closure");
+        assert_eq!(
+            toml["cache_public_keys"],
+            serde_json::json!(["bento-1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU="])
+        );
+        assert_eq!(
+            toml["nix"], "/nix/store/00000000000000000000000000000000-nix-2.24/bin/nix",
+            "nix.package's"
+        );
+        assert!(toml.get("switch").is_none(), "default switch: {toml:?}");
+        // Otherwise the same file as a source host's.
+        let mut rest = toml.clone();
+        for key in closure_keys {
+            rest.remove(key);
+        }
+        assert_eq!(&rest, source_toml);
+        // The agent (and the trigger's runs) find nix on PATH in either mode.
+        let agent = &v["services"]["bento-agent"];
+        assert_eq!(agent["path"], source["services"]["bento-agent"]["path"]);
+        assert_eq!(
+            agent["environment"],
+            source["services"]["bento-agent"]["environment"]
+        );
+        assert_eq!(v["services"]["bento-trigger@"]["path"], agent["path"]);
+        // Closure mode does not make the host substitute from the HTTP cache.
+        assert!(v["nixSettings"].get("substituters").is_none());
+
+        let v = evaluated(lib, "closure-switch");
+        assert_eq!(v["agentToml"]["switch"], "/etc/bento/switch --quiet");
+        assert_eq!(v["agentToml"]["mode"], "closure");
+
+        // `switch` on a source host: not written (older agents refuse unknown keys), warned.
+        let out = eval(lib, "source-switch", &[]);
+        let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+        assert!(v["agentToml"].get("switch").is_none(), "{}", v["agentToml"]);
+        assert_eq!(
+            v["warnings"],
+            serde_json::json!([
+                "services.bento.switch is set but services.bento.mode is \"source\": it applies in \
+                 closure mode only and is not written to agent.toml"
+            ])
+        );
     });
 }
 
@@ -669,6 +771,16 @@ fn what_cannot_work_is_refused_at_evaluation() {
             (
                 "client-cache-without-key",
                 "Failed assertions: - services.bento.cache.publicKey must be the cache's public key",
+            ),
+            (
+                "closure-without-key",
+                "Failed assertions: - services.bento.cache.publicKey must be set to the fleet's cache \
+                 public key (NAME:BASE64, the .pub made with cache.signing_key by nix-store \
+                 --generate-binary-cache-key) when services.bento.mode is \"closure\"",
+            ),
+            (
+                "closure-bad-key",
+                "services.bento.cache.publicKey must be set to the fleet's cache public key",
             ),
             (
                 "server-cache-host-named-cache",

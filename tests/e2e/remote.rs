@@ -579,9 +579,9 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
     let other = &out[out.find("### Other Linux servers").unwrap()..];
     let lines: Vec<&str> = other
         .lines()
-        .filter(|line| line.contains("/generations") || line.contains("/logs"))
+        .filter(|line| line.contains("/generations") || line.contains("/logs") || line.contains("/cache"))
         .collect();
-    assert_eq!(lines.len(), 8, "{other}");
+    assert_eq!(lines.len(), 10, "{other}");
     // What web1's agent wrote into logs/ before: its report gets the publishing account's
     // group; a link planted there is not followed.
     let web1_logs = root.join("web1/logs");
@@ -595,6 +595,16 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
         std::os::unix::fs::lchown(web1_logs.join(name), Some(WEB1_UID), Some(0)).unwrap();
     }
     let outside_gid = std::fs::metadata(&outside).unwrap().gid();
+    // web1's own cache as root left it (0700), with a link planted at cache/nar (its owner
+    // could plant one) leading to a root directory: the link is not followed.
+    let web1_cache = root.join("web1/cache");
+    std::fs::create_dir_all(web1_cache.join("nar")).unwrap();
+    std::fs::remove_dir(web1_cache.join("nar")).unwrap();
+    chmod(&web1_cache, 0o700);
+    let outside_dir = base.path().join("outside-dir");
+    std::fs::create_dir(&outside_dir).unwrap();
+    chmod(&outside_dir, 0o700);
+    std::os::unix::fs::symlink(&outside_dir, web1_cache.join("nar")).unwrap();
     // Twice: applying the setup again changes nothing.
     let twice: Vec<&str> = lines.iter().chain(lines.iter()).copied().collect();
     let run = with_publishing_account(base.path(), &twice);
@@ -618,6 +628,22 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
             );
         }
         assert_eq!(std::fs::symlink_metadata(dir.join("current")).unwrap().uid(), 0);
+        // The host's own cache: the publishing account's, as generations/, 0755 (cache/nar
+        // of web1 is the planted link, checked below).
+        let cache_dirs: &[&str] = if host == "web1" {
+            &["cache"]
+        } else {
+            &["cache", "cache/nar"]
+        };
+        for path in cache_dirs {
+            let meta = std::fs::symlink_metadata(dir.join(path)).unwrap();
+            assert!(meta.is_dir(), "{host}/{path}");
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+                (PUBLISH_UID, PUBLISH_UID, 0o755),
+                "{host}/{path}"
+            );
+        }
         // logs/: the host's, readable by the publishing account's group, setgid.
         let logs = std::fs::metadata(dir.join("logs")).unwrap();
         assert_eq!(
@@ -637,6 +663,16 @@ fn server_setup_adds_the_publishing_account_and_turns_current_into_the_link() {
         PUBLISH_UID
     );
     assert_eq!(std::fs::metadata(&outside).unwrap().gid(), outside_gid);
+    // The link planted at web1's cache/nar is still a link (the deploy refuses it), now the
+    // account's; where it leads is untouched.
+    let nar = std::fs::symlink_metadata(web1_cache.join("nar")).unwrap();
+    assert!(nar.file_type().is_symlink());
+    assert_eq!(nar.uid(), PUBLISH_UID);
+    let target = std::fs::metadata(&outside_dir).unwrap();
+    assert_eq!(
+        (target.uid(), target.gid(), target.mode() & 0o7777),
+        (0, 0, 0o700)
+    );
     // The hosts see the same generation; the next local deploy (as root) keeps the link,
     // and leaves what it writes to the publishing account, which can prune it later.
     assert_eq!(status_of(&l, &root, "web1")["expected_generation"], 1);

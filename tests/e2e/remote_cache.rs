@@ -82,15 +82,15 @@ impl RemoteCached {
 }
 
 /// Runs, as root, the lines of the shell form of `bento server setup` that lay out the
-/// root (the hosts' generations/ and the cache), in a mount namespace where the
-/// publishing account exists (nothing added to the machine).
+/// root (the hosts' generations/ and own caches, and the cache), in a mount namespace
+/// where the publishing account exists (nothing added to the machine).
 fn apply_setup(scratch: &Path, setup: &str) {
     let other = &setup[setup.find("### Other Linux servers").unwrap()..];
     let lines: Vec<&str> = other
         .lines()
         .filter(|l| l.contains("/generations") || l.contains("/cache"))
         .collect();
-    assert_eq!(lines.len(), 5, "{other}");
+    assert_eq!(lines.len(), 7, "{other}");
     ok(&crate::remote::with_publishing_account(scratch, &lines));
 }
 

@@ -124,6 +124,24 @@ let
       };
     };
     client-cache-without-key = client { services.bento.cache.url = "http://bento.example.org:8080"; };
+    # Closure mode: the system the admin built, fetched from the host's own cache.
+    closure = client {
+      services.bento = {
+        mode = "closure";
+        cache.publicKey = "bento-1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU=";
+      };
+    };
+    closure-switch = client {
+      services.bento = {
+        mode = "closure";
+        cache.publicKey = "bento-1:wS2SGiAuzmxcbLjWVK8BkBc4rcd+IQKjmFk83l2yVxU=";
+        switch = "/etc/bento/switch --quiet";
+      };
+    };
+    closure-without-key = client { services.bento.mode = "closure"; };
+    closure-bad-key = client { services.bento = { mode = "closure"; cache.publicKey = "bento-1"; }; };
+    # A switch for closure mode on a source host: not written, and said so.
+    source-switch = client { services.bento.switch = "/etc/bento/switch"; };
   };
 
   config = (lib.evalModules { modules = [ stubs ] ++ cases.${case}; }).config;

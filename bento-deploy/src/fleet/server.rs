@@ -12,6 +12,11 @@
 //! made too, owned by the publishing account when there is one, so that a deploy over sftp
 //! fills the binary cache; hosts still write nothing but their `logs/`.
 //!
+//! Every host's directory also gets `cache/` and `cache/nar` (0755): the host's own cache,
+//! which a closure deployment fills with hard links into `<root>/cache` and the host
+//! fetches from. Their owner is the publishing account when there is one (it makes the
+//! links over sftp; the host's directory is root's), root otherwise.
+//!
 //! Two forms: a NixOS module, and for other Linux servers an `sshd_config` block with the
 //! shell commands that create the users and directories.
 
@@ -216,6 +221,10 @@ pub fn nixos_module(config: &Config, hosts: &[ServerHost], publish_keys: &[Strin
                 h.name
             ));
         }
+        let owner = host_cache_owner(publisher);
+        for dir in [CACHE_DIR.to_owned(), format!("{CACHE_DIR}/{NAR_DIR}")] {
+            tmpfiles.push(format!("d {root}/{}/{dir} 0755 {owner} {owner} -", h.name));
+        }
     }
     if publisher {
         let keys: Vec<String> = publish_keys.iter().map(|k| nix_string(k)).collect();
@@ -299,14 +308,8 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
         );
     }
     if let Some(owner) = cache_owner(config, publisher) {
-        // The binary cache, readable by the web server. `chown -h`: a link planted at
-        // cache/nar is not followed (the deploy refuses it).
-        let cache = sh(&format!("{root}/{CACHE_DIR}"));
-        let nar = sh(&format!("{root}/{CACHE_DIR}/{NAR_DIR}"));
-        let _ = writeln!(
-            out,
-            "mkdir -p -m 0755 {cache} {nar} && chmod 0755 {cache} && chown -h {owner}:{owner} {cache} {nar}"
-        );
+        // The binary cache, readable by the web server.
+        let _ = writeln!(out, "{}", cache_dirs(&format!("{root}/{CACHE_DIR}"), owner));
     }
     for h in hosts {
         let user = sh(&h.user);
@@ -344,6 +347,9 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
                  {current} {gens}/{CURRENT_FILE}; }} && ln -sfn {CURRENT_LINK} {link} && mv -T {link} {current}; }}"
             );
         }
+        // The host's own cache, for closure deployments.
+        let cache = format!("{root}/{}/{CACHE_DIR}", h.name);
+        let _ = writeln!(out, "{}", cache_dirs(&cache, host_cache_owner(publisher)));
         let keys: Vec<String> = h.keys.iter().map(|k| sh(k)).collect();
         let _ = writeln!(
             out,
@@ -376,6 +382,27 @@ fn cache_owner(config: &Config, publisher: bool) -> Option<&'static str> {
         .signing_key
         .is_some()
         .then_some(if publisher { PUBLISH_USER } else { "root" })
+}
+
+/// Who owns each host's `cache/` and `cache/nar`: as `generations/`, the publishing
+/// account when there is one (it makes the hard links into `<root>/cache` over sftp, and
+/// cannot create them in the host's root-owned directory), else root (a local deploy).
+fn host_cache_owner(publisher: bool) -> &'static str {
+    if publisher {
+        PUBLISH_USER
+    } else {
+        "root"
+    }
+}
+
+/// The shell line that makes the cache directory `cache` (its parent root's) and its
+/// `nar/`, 0755, owned by `owner`. Only `cache` itself is chmod-ed, and `chown -h`
+/// changes links themselves: a link the owner planted at `cache/nar` is not followed
+/// (bento refuses such a link when it writes there).
+fn cache_dirs(cache: &str, owner: &str) -> String {
+    let nar = sh(&format!("{cache}/{NAR_DIR}"));
+    let cache = sh(cache);
+    format!("mkdir -p -m 0755 {cache} {nar} && chmod 0755 {cache} && chown -h {owner}:{owner} {cache} {nar}")
 }
 
 /// A Nix string literal.
@@ -517,8 +544,8 @@ mod tests {
     fn with_a_cache_its_directories_go_to_the_publishing_account_when_there_is_one() {
         let (mut config, hosts) = sample("");
         let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
-        assert!(!other_linux(&config, &hosts, &keys).contains("/cache"));
-        assert!(!nixos_module(&config, &hosts, &keys).contains("/cache"));
+        assert!(!other_linux(&config, &hosts, &keys).contains("/srv/bento/cache"));
+        assert!(!nixos_module(&config, &hosts, &keys).contains("/srv/bento/cache"));
         config.cache.signing_key = Some("cache.sec".into());
         let text = other_linux(&config, &hosts, &keys);
         assert!(
@@ -536,6 +563,44 @@ mod tests {
         // No publishing account: root's, for a local deploy.
         assert!(other_linux(&config, &hosts, &[]).contains("chown -h root:root /srv/bento/cache "));
         assert!(nixos_module(&config, &hosts, &[]).contains("\"d /srv/bento/cache/nar 0755 root root -\""));
+    }
+
+    #[test]
+    fn every_host_gets_its_own_cache_owned_as_its_generations() {
+        let (config, hosts) = sample("bento-");
+        let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
+        for (publish, owner) in [(&keys[..], "bento-publish"), (&[][..], "root")] {
+            let text = other_linux(&config, &hosts, publish);
+            let module = nixos_module(&config, &hosts, publish);
+            for host in ["web1", "db1"] {
+                let (cache, nar) = (
+                    format!("/srv/bento/{host}/cache"),
+                    format!("/srv/bento/{host}/cache/nar"),
+                );
+                let line = format!(
+                    "\nmkdir -p -m 0755 {cache} {nar} && chmod 0755 {cache} && chown -h {owner}:{owner} {cache} {nar}\n"
+                );
+                assert!(text.contains(&line), "{line}: {text}");
+                for dir in [&cache, &nar] {
+                    let rule = format!("\"d {dir} 0755 {owner} {owner} -\"");
+                    assert!(module.contains(&rule), "{rule}: {module}");
+                }
+            }
+            // After the host's directory, its generations/ and `current` are made.
+            let dir = text
+                .find("install -d -m 0755 -o root -g root /srv/bento/web1\n")
+                .unwrap();
+            let cache = text.find("mkdir -p -m 0755 /srv/bento/web1/cache ").unwrap();
+            assert!(dir < cache, "{text}");
+            if !publish.is_empty() {
+                assert!(
+                    text.find("mv -T /srv/bento/web1/.current.link").unwrap() < cache,
+                    "{text}"
+                );
+            }
+            // Not the host's user's: it writes nothing but its logs/.
+            assert!(!text.contains("bento-web1:bento-web1"), "{text}");
+        }
     }
 
     #[test]
