@@ -47,6 +47,8 @@ let
     mode = "closure";
     cache_public_keys = lib.optional (cfg.cache.publicKey != null) cfg.cache.publicKey;
     nix = "${config.nix.package}/bin/nix";
+    # NixOS's own: the generations the boot menu and `nixos-rebuild --rollback` know.
+    system_profile = "/nix/var/nix/profiles/system";
   } // lib.optionalAttrs (cfg.switch != null) { inherit (cfg) switch; }));
   closure = cfg.mode == "closure";
   # A Nix binary cache public key: NAME:BASE64 of 32 bytes (Ed25519).

@@ -635,7 +635,7 @@ fn closure_mode_writes_its_agent_toml_keys_and_source_mode_none() {
         return;
     }
     with_lib(|lib| {
-        let closure_keys = ["mode", "cache_public_keys", "nix", "switch"];
+        let closure_keys = ["mode", "cache_public_keys", "nix", "switch", "system_profile"];
         let source = evaluated(lib, "default");
         let source_toml = source["agentToml"].as_object().unwrap();
         for key in closure_keys {
@@ -656,6 +656,7 @@ fn closure_mode_writes_its_agent_toml_keys_and_source_mode_none() {
             "nix.package's"
         );
         assert!(toml.get("switch").is_none(), "default switch: {toml:?}");
+        assert_eq!(toml["system_profile"], "/nix/var/nix/profiles/system");
         // Otherwise the same file as a source host's.
         let mut rest = toml.clone();
         for key in closure_keys {
