@@ -67,7 +67,6 @@ pub(crate) struct Closure {
     pub(crate) host: NixRoot,
     /// Where the switch script records its calls.
     pub(crate) switched: PathBuf,
-    pub(crate) cache_public: String,
 }
 
 impl Closure {
@@ -79,84 +78,20 @@ impl Closure {
         require("unshare");
         let l = Loop::new();
         let admin = NixRoot::new();
-        let keys = l.fleet.keys.clone();
-        let mut make_key = Command::new("nix-store");
-        make_key
-            .args(["--generate-binary-cache-key", "bento-closure-1"])
-            .arg(keys.join("cache.sec"))
-            .arg(keys.join("cache.pub"));
-        ok(&admin.run(&make_key));
-        let cache_public = std::fs::read_to_string(keys.join("cache.pub"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let build = l.fleet.script(
-            "closure-build",
-            "exec nix-build --no-out-link \"${3#nixos-config=}\"",
-        );
-        let admin_key = l.fleet.keys.join("admin");
-        std::fs::write(
-            l.fleet.path("bento.toml"),
-            format!(
-                "[deploy]\nsigning_key = \"{}\"\n[build]\ncommand = \"{} build\"\n\
-                 [cache]\nsigning_key = \"{}\"\n[hosts.web1]\nmode = \"closure\"\n",
-                s(&admin_key),
-                s(&build),
-                s(&keys.join("cache.sec"))
-            ),
-        )
-        .unwrap();
+        closure_fleet(&l, &admin);
         let c = Closure {
             switched: l.base().join("switched"),
             l,
             admin,
             host: NixRoot::new(),
-            cache_public,
         };
         c.set_system("lib-b v1");
-        let mut text = std::fs::read_to_string(&c.l.config).unwrap();
-        text.push_str(&format!(
-            "mode = \"closure\"\ncache_public_keys = [\"{}\"]\n",
-            c.cache_public
-        ));
-        std::fs::write(&c.l.config, text).unwrap();
         Some(c)
     }
 
-    /// web1's configuration: a system of three paths (itself, lib-a, and lib-b holding
-    /// `lib_b`), whose `switch-to-configuration` records its call, points the current-system
-    /// link at the system, and activates the bundle's secrets as NixOS's would.
+    /// web1's configuration (see [`set_system`]).
     pub(crate) fn set_system(&self, lib_b: &str) {
-        let l = &self.l;
-        let text = format!(
-            r#"let
-  mk = name: script: derivation {{
-    inherit name; system = builtins.currentSystem; builder = "/bin/sh";
-    PATH = "/usr/bin:/bin"; args = [ "-c" script ];
-  }};
-  libA = mk "lib-a" "echo lib-a > $out";
-  libB = mk "lib-b" "echo '{lib_b}' > $out";
-in mk "nixos-system-web1" ''
-  mkdir -p $out/bin
-  echo ${{libA}} ${{libB}} > $out/uses
-  cat > $out/bin/switch-to-configuration <<EOF
-#!/bin/sh
-sys=\$(dirname \$(dirname \$0))
-echo "\$sys \$*" >> {switched}
-ln -sfn \$sys {system}
-exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}
-EOF
-  chmod +x $out/bin/switch-to-configuration
-''
-"#,
-            switched = self.switched.display(),
-            system = l.system.display(),
-            bento = env!("CARGO_BIN_EXE_bento"),
-            state = l.state.display(),
-            key = s(&l.keys.web1),
-            secrets = l.secrets.display(),
-        );
-        std::fs::write(l.fleet.path("hosts/web1/configuration.nix"), text).unwrap();
+        set_system(&self.l, &self.switched, lib_b);
     }
 
     /// `bento ARGS` with the admin's store.
@@ -217,6 +152,79 @@ EOF
     pub(crate) fn host_cache(&self, rel: &str) -> PathBuf {
         self.l.server.join("web1/cache").join(rel)
     }
+}
+
+/// Makes `l`'s fleet publish web1 in closure mode (db1 stays a source host): a cache key
+/// made in `admin`'s store, a build command running `nix-build` on web1's configuration,
+/// and web1's agent.toml in closure mode pinning the key.
+pub(crate) fn closure_fleet(l: &Loop, admin: &NixRoot) {
+    let keys = l.fleet.keys.clone();
+    let mut make_key = Command::new("nix-store");
+    make_key
+        .args(["--generate-binary-cache-key", "bento-closure-1"])
+        .arg(keys.join("cache.sec"))
+        .arg(keys.join("cache.pub"));
+    ok(&admin.run(&make_key));
+    let cache_public = std::fs::read_to_string(keys.join("cache.pub"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let build = l.fleet.script(
+        "closure-build",
+        "exec nix-build --no-out-link \"${3#nixos-config=}\"",
+    );
+    let admin_key = l.fleet.keys.join("admin");
+    std::fs::write(
+        l.fleet.path("bento.toml"),
+        format!(
+            "[deploy]\nsigning_key = \"{}\"\n[build]\ncommand = \"{} build\"\n\
+             [cache]\nsigning_key = \"{}\"\n[hosts.web1]\nmode = \"closure\"\n",
+            s(&admin_key),
+            s(&build),
+            s(&keys.join("cache.sec"))
+        ),
+    )
+    .unwrap();
+    let mut text = std::fs::read_to_string(&l.config).unwrap();
+    text.push_str(&format!(
+        "mode = \"closure\"\ncache_public_keys = [\"{cache_public}\"]\n"
+    ));
+    std::fs::write(&l.config, text).unwrap();
+}
+
+/// web1's configuration: a system of three paths (itself, lib-a, and lib-b holding
+/// `lib_b`), whose `switch-to-configuration` records its call in `switched`, points the
+/// current-system link at the system, and activates the bundle's secrets as NixOS's would.
+pub(crate) fn set_system(l: &Loop, switched: &Path, lib_b: &str) {
+    let text = format!(
+        r#"let
+  mk = name: script: derivation {{
+inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+PATH = "/usr/bin:/bin"; args = [ "-c" script ];
+  }};
+  libA = mk "lib-a" "echo lib-a > $out";
+  libB = mk "lib-b" "echo '{lib_b}' > $out";
+in mk "nixos-system-web1" ''
+  mkdir -p $out/bin
+  echo ${{libA}} ${{libB}} > $out/uses
+  cat > $out/bin/switch-to-configuration <<EOF
+#!/bin/sh
+sys=\$(dirname \$(dirname \$0))
+echo "\$sys \$*" >> {switched}
+ln -sfn \$sys {system}
+exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}
+EOF
+  chmod +x $out/bin/switch-to-configuration
+''
+"#,
+        switched = switched.display(),
+        system = l.system.display(),
+        bento = env!("CARGO_BIN_EXE_bento"),
+        state = l.state.display(),
+        key = s(&l.keys.web1),
+        secrets = l.secrets.display(),
+    );
+    std::fs::write(l.fleet.path("hosts/web1/configuration.nix"), text).unwrap();
 }
 
 /// The hash part of a store path: its `.narinfo`'s name without the suffix.

@@ -926,3 +926,90 @@ fn status_diff_and_ssh_read_the_target_from_the_admins_machine() {
     assert!(!other.status.success(), "{other:?}");
     assert!(String::from_utf8_lossy(&other.stderr).contains("Permission denied"));
 }
+
+/// Closure mode over sftp: the publishing account links web1's closure into web1's own
+/// cache with `hardlink@openssh.com` (no copy), web1's agent fetches and imports it
+/// through its chroot into a store of its own and switches, and web1's login does not
+/// reach db1's cache.
+#[test]
+fn a_closure_host_gets_its_closure_over_sftp_and_sees_no_other_hosts() {
+    use crate::closure::{closure_fleet, hash_of, set_system, NixRoot};
+    if !crate::harness::needs_root("a real sshd with chroots, and Nix stores of their own on /nix")
+        || !crate::harness::needs_nix()
+    {
+        return;
+    }
+    let r = Remote::new();
+    let (admin, host) = (NixRoot::new(), NixRoot::new());
+    closure_fleet(&r.l, &admin);
+    let switched = r.l.base().join("switched");
+    set_system(&r.l, &switched, "lib-b v1");
+    // What `bento server setup` makes with [cache]: the fleet cache and each host's own,
+    // the publishing account's.
+    for dir in [
+        "cache",
+        "cache/nar",
+        "web1/cache",
+        "web1/cache/nar",
+        "db1/cache",
+        "db1/cache/nar",
+    ] {
+        let dir = r.sshd.root.join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(PUBLISH_UID), Some(PUBLISH_UID)).unwrap();
+    }
+    ok(&admin.run(&r.l.fleet.cmd(&["build", "web1"])));
+    let mut deploy = r.l.fleet.cmd(&["deploy", "--target", &r.url()]);
+    deploy.env("SSH_AUTH_SOCK", &r.agent.sock);
+    ok(&admin.run(&deploy));
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.l.fleet.path(".bento/expected.json")).unwrap()).unwrap();
+    let system = expected["hosts"]["web1"]["system"].as_str().unwrap().to_owned();
+    let name = format!("{}.narinfo", hash_of(&system));
+    let own = std::fs::metadata(r.host("web1/cache").join(&name)).unwrap();
+    let fleet = std::fs::metadata(r.sshd.root.join("cache").join(&name)).unwrap();
+    assert_eq!((own.ino(), own.nlink()), (fleet.ino(), 2));
+    assert_eq!(std::fs::read_dir(r.host("web1/cache/nar")).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(r.host("db1/cache/nar")).unwrap().count(), 0);
+
+    let out = host.run(
+        &r.l.fleet
+            .cmd(&["agent", "--once", "--json", "--config", s(&r.l.config)]),
+    );
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["note"], "3 store paths fetched", "{report}");
+    assert_eq!(
+        std::fs::read_to_string(&switched).unwrap(),
+        format!("{system} switch\n")
+    );
+
+    // web1's login: its own cache (`/cache` of its chroot), nothing of db1's.
+    std::fs::write(r.host("db1/cache/nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let own = sftp(
+        &r,
+        &r.l.keys.web1,
+        "bento-web1",
+        &format!("get /cache/{name} own\n"),
+        scratch.path(),
+    );
+    ok(&own);
+    for other in [
+        "/db1/cache/nix-cache-info",
+        "../db1/cache/nix-cache-info",
+        "/../db1/cache/nix-cache-info",
+        "/../../db1/cache/nix-cache-info",
+    ] {
+        let out = sftp(
+            &r,
+            &r.l.keys.web1,
+            "bento-web1",
+            &format!("get {other} stolen\n"),
+            scratch.path(),
+        );
+        assert!(!out.status.success(), "web1 read {other}");
+        assert!(!scratch.path().join("stolen").exists(), "{other}");
+    }
+}
