@@ -107,7 +107,7 @@ fn colour_of(s: Status) -> &'static str {
 }
 
 /// One host's cells.
-fn row(h: &HostStatus) -> [String; 9] {
+fn row(h: &HostStatus) -> [String; 10] {
     let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
     let reported = match (h.reported_generation, h.reported_state) {
         (Some(g), Some(state)) => {
@@ -131,6 +131,7 @@ fn row(h: &HostStatus) -> [String; 9] {
     [
         name,
         h.status.name().into(),
+        h.mode.map_or_else(|| "-".into(), |m| m.to_string()),
         gen(h.expected_generation),
         reported,
         ago(h.reported_ago_seconds),
@@ -142,9 +143,10 @@ fn row(h: &HostStatus) -> [String; 9] {
 }
 
 fn table(fleet_status: &FleetStatus, colour: bool) -> String {
-    const HEAD: [&str; 9] = [
+    const HEAD: [&str; 10] = [
         "HOST",
         "STATUS",
+        "MODE",
         "EXPECTED",
         "REPORTED",
         "LAST REPORT",
@@ -155,7 +157,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
     ];
     // Cells and details carry what hosts wrote (errors, system paths): escaped for the
     // terminal before anything is measured or printed.
-    let rows: Vec<[String; 9]> = fleet_status
+    let rows: Vec<[String; 10]> = fleet_status
         .hosts
         .iter()
         .map(|h| row(h).map(|cell| output::escaped(&cell).into_owned()))
@@ -166,7 +168,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [String; 9], status: Option<Status>| {
+    let line = |cells: [String; 10], status: Option<Status>| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             let padded = if i + 1 == cells.len() {

@@ -295,6 +295,38 @@ fn a_closure_host_fetches_what_it_lacks_signed_and_switches_offline() {
     c.set_system("lib-b v2");
     let system2 = c.build_and_deploy();
     assert_ne!(system2, system);
+    // Status shows each host's mode; diff shows what the closure host will get.
+    let server = s(&c.l.server);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&c.bento(&["status", "--json", "--server-root", server]))).unwrap();
+    let mode_of = |host: &str| {
+        status["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == host)
+            .unwrap()["mode"]
+            .clone()
+    };
+    assert_eq!(
+        (mode_of("web1"), mode_of("db1")),
+        ("closure".into(), "source".into())
+    );
+    let table = ok(&c.bento(&["status", "--server-root", server]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web1") && l.contains(" closure ")),
+        "{table}"
+    );
+    // (Nix's diff-closures leaves out paths without a version whose size hardly moved.)
+    let diff = c.bento(&["diff", "web1", "--server-root", server]);
+    ok(&diff);
+    let said = String::from_utf8_lossy(&diff.stderr);
+    assert!(
+        said.contains(&format!("web1: running {system} → expected {system2}")),
+        "{said}"
+    );
     let (out, report) = c.agent(&[]);
     ok(&out);
     assert_eq!(report["state"], "applied", "{report}");

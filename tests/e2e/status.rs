@@ -383,6 +383,7 @@ fn json_field_names_are_stable() {
         "status",
         "expected_generation",
         "expected_system",
+        "mode",
         "published",
         "published_ago_seconds",
         "reported_generation",

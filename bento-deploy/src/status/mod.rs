@@ -30,6 +30,7 @@ use crate::status::reports::{newest_report, Newest};
 use crate::time::{parse_rfc3339, rfc3339};
 use crate::wire::host_dir::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::wire::manifest::MANIFEST_FILE;
+use crate::wire::mode::DeployMode;
 use crate::wire::report::{Report, State};
 
 /// The version of the `--json` shape.
@@ -124,6 +125,9 @@ pub struct HostStatus {
     pub expected_generation: Option<u64>,
     /// That generation's expected system path (`bento build`), when recorded.
     pub expected_system: Option<String>,
+    /// How that generation gets the host its system: its sources (`source`), or the built
+    /// system (`closure`).
+    pub mode: Option<DeployMode>,
     /// When that generation was published (its manifest's `created`).
     pub published: Option<String>,
     /// Seconds since then.
@@ -391,6 +395,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
         status,
         expected_generation: current,
         expected_system: published.as_ref().and_then(|p| p.system.clone()),
+        mode: published.as_ref().map(Published::mode),
         published: published.as_ref().map(|p| p.created.clone()),
         published_ago_seconds: ago(published_secs),
         reported_generation: r.map(|r| r.generation),
@@ -486,6 +491,16 @@ fn read_current(dir: &dyn ServerDir) -> Result<Option<u64>, Problem> {
 struct Published {
     created: String,
     system: Option<String>,
+    /// Only the paths matter: whether it carries configuration sources.
+    #[serde(default)]
+    files: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl Published {
+    fn mode(&self) -> DeployMode {
+        let has_config = self.files.keys().any(|p| p.starts_with("config/"));
+        DeployMode::of_bundle(has_config, self.system.is_some())
+    }
 }
 
 fn read_published(dir: &dyn ServerDir, generation: u64) -> Result<Published, Problem> {

@@ -17,6 +17,15 @@ pub enum DeployMode {
 }
 
 impl DeployMode {
+    /// The mode a bundle was published for: closure when it names a system and carries no
+    /// configuration sources.
+    pub fn of_bundle(has_config: bool, has_system: bool) -> DeployMode {
+        match (has_config, has_system) {
+            (false, true) => DeployMode::Closure,
+            _ => DeployMode::Source,
+        }
+    }
+
     /// As written in the files: `source` or `closure`.
     pub fn as_str(self) -> &'static str {
         match self {
