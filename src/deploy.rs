@@ -136,19 +136,21 @@ fn say_unconfigured<'a>(fleet: &'a Fleet, done: impl IntoIterator<Item = &'a str
 fn print_deploy_table(reports: &[HostReport]) -> std::io::Result<()> {
     let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
     outln!(
-        "{:width$}  {:>10}  {:9}  {:>5}  {:>7}",
+        "{:width$}  {:>10}  {:9}  {:7}  {:>5}  {:>7}",
         "HOST",
         "GENERATION",
         "STATE",
+        "MODE",
         "FILES",
         "SECRETS"
     )?;
     for r in reports {
         let state = if r.changed { "published" } else { "unchanged" };
         outln!(
-            "{:width$}  {:>10}  {state:9}  {:>5}  {:>7}",
+            "{:width$}  {:>10}  {state:9}  {:7}  {:>5}  {:>7}",
             r.host,
             r.generation,
+            r.mode.as_str(),
             r.files,
             r.secrets
         )?;
