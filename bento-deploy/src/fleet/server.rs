@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn every_host_gets_its_own_cache_owned_as_its_generations() {
         let (config, hosts) = sample("bento-");
-        let keys = vec!["ssh-ed25519 AAAAalice".to_owned()];
+        let keys = ["ssh-ed25519 AAAAalice".to_owned()];
         for (publish, owner) in [(&keys[..], "bento-publish"), (&[][..], "root")] {
             let text = other_linux(&config, &hosts, publish);
             let module = nixos_module(&config, &hosts, publish);
