@@ -212,6 +212,7 @@ in mk "nixos-system-web1" ''
 sys=\$(dirname \$(dirname \$0))
 echo "\$sys \$*" >> {switched}
 ln -sfn \$sys {system}
+[ -e {base}/lose-server ] && mv {server}/web1 {server}/web1.away
 exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secrets}
 EOF
   chmod +x $out/bin/switch-to-configuration
@@ -219,6 +220,8 @@ EOF
 "#,
         switched = switched.display(),
         system = l.system.display(),
+        base = l.base().display(),
+        server = l.server.display(),
         bento = env!("CARGO_BIN_EXE_bento"),
         state = l.state.display(),
         key = s(&l.keys.web1),
@@ -431,6 +434,20 @@ fn a_tampered_closure_is_refused_and_nothing_switches() {
     ok(&out);
     assert_eq!(report["state"], "applied", "{report}");
     assert_eq!(c.switches(), [format!("{system} switch")]);
+}
+
+/// A closure host that loses its server right after the switch runs its rollback, as a
+/// source host does.
+#[test]
+fn a_closure_host_rolls_back_when_its_server_is_lost_after_the_switch() {
+    let Some(c) = Closure::new() else { return };
+    let system = c.build_and_deploy();
+    std::fs::write(c.l.base().join("lose-server"), "").unwrap();
+    let (out, report) = c.agent(&[]);
+    assert!(!out.status.success());
+    assert_eq!(report["state"], "rolled-back", "{report}");
+    assert_eq!(c.switches(), [format!("{system} switch")]);
+    assert!(c.l.calls().contains("switch --rollback"), "{}", c.l.calls());
 }
 
 /// `bento deploy` publishes a closure host only with a signed cache and a build of
