@@ -412,6 +412,12 @@ fn a_tampered_closure_is_refused_and_nothing_switches() {
         "a narinfo signed by another key",
         "importing the system's closure",
     );
+    let (out, _) = c.agent(&["--force"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("lacks a valid signature"),
+        "Nix checked the signature: {said}"
+    );
 
     // A path outside /nix/store.
     replace(
