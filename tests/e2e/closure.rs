@@ -528,3 +528,43 @@ fn a_closure_host_needs_a_cache_and_a_build_of_this_configuration() {
         "{e}"
     );
 }
+
+/// A closure host's cache keeps what its kept generations' systems need: with one
+/// generation kept, the old system and its changed path leave web1's cache, the shared path
+/// stays, and the fleet cache keeps everything.
+#[test]
+fn a_closure_hosts_cache_is_pruned_to_its_kept_generations() {
+    let Some(c) = Closure::new() else { return };
+    let toml = c.l.fleet.path("bento.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[deploy]\n", "[deploy]\nkeep_generations = 1\n"),
+    )
+    .unwrap();
+    let system1 = c.build_and_deploy();
+    let [lib_a, lib_b1] = <[String; 2]>::try_from(c.libs(&system1)).unwrap();
+    c.set_system("lib-b v2");
+    let system2 = c.build_and_deploy();
+    let [_, lib_b2] = <[String; 2]>::try_from(c.libs(&system2)).unwrap();
+    let narinfos = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".narinfo"))
+            .collect();
+        names.sort();
+        names
+    };
+    let names = |paths: &[&String]| {
+        let mut names: Vec<String> = paths.iter().map(|p| format!("{}.narinfo", hash_of(p))).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(narinfos(&c.host_cache("")), names(&[&system2, &lib_a, &lib_b2]));
+    assert_eq!(std::fs::read_dir(c.host_cache("nar")).unwrap().count(), 3);
+    assert_eq!(
+        narinfos(&c.l.server.join("cache")),
+        names(&[&system1, &system2, &lib_a, &lib_b1, &lib_b2])
+    );
+}
