@@ -216,10 +216,16 @@ fn report() -> impl Strategy<Value = Report> {
                     system_expected: c,
                     duration_ms: d,
                     bytes,
-                    error,
+                    error: error.clone(),
                     secrets_changed: s,
                     note: None,
                     kernel_changed: k,
+                    health: error
+                        .as_ref()
+                        .map(|e: &String| bento_deploy::wire::report::Unhealthy {
+                            check: "command: true".into(),
+                            output: e.clone(),
+                        }),
                     agent,
                 }
             },

@@ -15,6 +15,7 @@ mod edit;
 mod faults;
 mod flake_update;
 mod generate;
+mod health;
 mod host;
 mod hostile_logs;
 mod hostile_server;

@@ -12,6 +12,7 @@ use crate::agent::config::{AgentConfig, CommandLine};
 use crate::agent::connect::connect;
 use crate::agent::error::AgentError;
 use crate::agent::fetch::Fetch;
+use crate::agent::health;
 use crate::agent::reboot::kernel_changed;
 use crate::agent::state::AgentState;
 use crate::store_path::StorePath;
@@ -119,6 +120,17 @@ impl Run<'_> {
             if self.config.activate_after_rebuild && !changes.secrets.is_empty() {
                 self.activate()?;
             }
+            if let Some(failure) = health::check(&self.config.health, self.deadline) {
+                // The previous bundle is current again before the system's rollback, whose
+                // activation installs its secrets.
+                restore(self);
+                let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
+                let rolled = self.command_until("rollback", &self.config.rollback.clone(), &[], deadline);
+                return Err(AgentError::Unhealthy {
+                    failure,
+                    rollback: rolled.err().map(|e| e.to_string()),
+                });
+            }
             // The rebuild's activation decrypts the secrets (the NixOS module runs `bento
             // activate`): what went live is what its records say, not what was expected.
             let live = went_live(
@@ -149,6 +161,15 @@ impl Run<'_> {
             if let Err(e) = result {
                 restore(self);
                 return Err(e);
+            }
+            if let Some(failure) = health::check(&self.config.health, self.deadline) {
+                // The previous bundle's secrets, activated again (their units restarted).
+                restore(self);
+                let rollback = match previous_link.is_some() {
+                    true => self.activate().err().map(|e| e.to_string()),
+                    false => None,
+                };
+                return Err(AgentError::Unhealthy { failure, rollback });
             }
             // A configured `activate` command that records nothing (not bento's): as expected.
             Ok((State::SecretsUpdated, live.unwrap_or(changes.secrets)))
@@ -292,6 +313,10 @@ impl Run<'_> {
     ) -> Report {
         let system_after = current_system(self.config);
         let expected = installed_manifest(&self.config.state_dir, self.generation).and_then(|m| m.system);
+        let health = match &outcome {
+            Err(AgentError::Unhealthy { failure, .. }) => Some(failure.clone()),
+            _ => None,
+        };
         let (secrets_changed, error) = match outcome {
             Ok(names) => (names, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
@@ -314,6 +339,7 @@ impl Run<'_> {
             kernel_changed: matches!(state, State::Applied | State::SelfUpdated)
                 && kernel_changed(self.config),
             agent: env!("CARGO_PKG_VERSION").into(),
+            health,
         }
     }
 }

@@ -11,13 +11,12 @@
 //! key fails the import, and nothing is switched.
 
 use std::collections::BTreeSet;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::agent::apply::Run;
+use crate::agent::command::capture;
 use crate::agent::config::CommandLine;
 use crate::agent::error::AgentError;
 use crate::store_path::StorePath;
@@ -125,7 +124,8 @@ impl Run<'_> {
         }
         let mut args = vec!["--check-validity".to_owned(), "--print-invalid".to_owned()];
         args.extend(paths.iter().map(StorePath::to_string));
-        let out = output_until(&beside(&self.config.nix, "nix-store"), &args, self.deadline)
+        let out = capture(&beside(&self.config.nix, "nix-store"), &args, self.deadline)
+            .stdout_if_success()
             .map_err(|why| AgentError::Store { why })?;
         let invalid: BTreeSet<&str> = out.lines().map(str::trim).collect();
         Ok(paths
@@ -229,55 +229,6 @@ fn beside(nix: &str, name: &str) -> String {
     }
 }
 
-/// The standard output of `program args` (at most 16 MiB), when it succeeds before
-/// `deadline`; else why not, in one line.
-fn output_until(program: &str, args: &[String], deadline: Instant) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running `{program}`: {e}"))?;
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(16 << 20).read_to_end(&mut bytes);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let out = read(stdout.map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = read(stderr.map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("`{program}` was stopped: the run's deadline passed"));
-            }
-            Err(e) => return Err(format!("waiting for `{program}`: {e}")),
-        }
-    };
-    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
-    if status.success() {
-        return Ok(out);
-    }
-    let line = err
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or_default();
-    Err(format!(
-        "`{program}` failed ({status}): {}",
-        line.escape_default()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,29 +240,5 @@ mod tests {
             beside("/run/current-system/sw/bin/nix", "nix-env"),
             "/run/current-system/sw/bin/nix-env"
         );
-    }
-
-    #[test]
-    fn a_command_past_its_deadline_is_stopped() {
-        let started = Instant::now();
-        let e = output_until(
-            "sleep",
-            &["5".into()],
-            Instant::now() + Duration::from_millis(100),
-        )
-        .unwrap_err();
-        assert!(e.contains("deadline"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(
-            output_until("echo", &["hi".into()], Instant::now() + Duration::from_secs(5)).unwrap(),
-            "hi\n"
-        );
-        let e = output_until(
-            "sh",
-            &["-c".into(), "echo 'bad thing' >&2; exit 3".into()],
-            Instant::now() + Duration::from_secs(5),
-        )
-        .unwrap_err();
-        assert!(e.contains("bad thing") && e.contains("exit status: 3"), "{e}");
     }
 }

@@ -178,6 +178,112 @@ impl Job<'_> {
     }
 }
 
+/// How a captured command ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// It exited.
+    Exited(ExitStatus),
+    /// The deadline stopped it.
+    Stopped,
+    /// It could not be started, or waited for: why.
+    Broken(String),
+}
+
+/// What a short command (a query, a health check) printed, and how it ended.
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub program: String,
+    pub ended: Ended,
+    /// At most 16 MiB of each.
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Captured {
+    /// Its output when it succeeded; else why not, in one line.
+    pub(crate) fn stdout_if_success(self) -> Result<String, String> {
+        let program = &self.program;
+        match self.ended {
+            Ended::Exited(status) if status.success() => Ok(self.stdout),
+            Ended::Exited(status) => Err(format!(
+                "`{program}` failed ({status}): {}",
+                first_line(&self.stderr).escape_default()
+            )),
+            Ended::Stopped => Err(format!("`{program}` was stopped: the run's deadline passed")),
+            Ended::Broken(why) => Err(why),
+        }
+    }
+}
+
+/// The first non-empty line of `text`, trimmed.
+pub(crate) fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
+/// Runs `program args` (no shell, stdin from /dev/null) and keeps what it prints; at
+/// `deadline` it is killed. For short commands whose output the agent reads (a store
+/// query, a health check); the commands that change the system go through [`Job`].
+pub(crate) fn capture(program: &str, args: &[String], deadline: Instant) -> Captured {
+    let done = |ended, stdout, stderr| Captured {
+        program: program.to_owned(),
+        ended,
+        stdout,
+        stderr,
+    };
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            return done(
+                Ended::Broken(format!("running `{program}`: {e}")),
+                String::new(),
+                String::new(),
+            )
+        }
+    };
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(16 << 20).read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let group = Pid::from_child(&child);
+    let ended = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ended::Exited(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                // Everything it started: a check's children must not hold its pipes open.
+                let _ = kill_process_group(group, Signal::KILL);
+                let _ = child.wait();
+                break Ended::Stopped;
+            }
+            Err(e) => break Ended::Broken(format!("waiting for `{program}`: {e}")),
+        }
+    };
+    // Nothing it started outlives it (or keeps its output open).
+    let _ = kill_process_group(group, Signal::KILL);
+    done(
+        ended,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
 /// Whether a line of a command's stderr says what went wrong: `error: …` as nix,
 /// nixos-rebuild and bento write it (after a `program:` prefix too).
 /// A bare `error:` (nix's first line since 2.13, the cause comes lines later) says nothing.
@@ -194,7 +300,37 @@ fn is_error_line(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_error_line;
+    use super::*;
+
+    #[test]
+    fn a_captured_command_past_its_deadline_is_stopped_with_its_children() {
+        let started = Instant::now();
+        let soon = Instant::now() + Duration::from_millis(200);
+        let e = capture("sh", &["-c".into(), "sleep 5 & sleep 5".into()], soon)
+            .stdout_if_success()
+            .unwrap_err();
+        assert!(e.contains("deadline"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let later = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            capture("echo", &["hi".into()], later)
+                .stdout_if_success()
+                .unwrap(),
+            "hi\n"
+        );
+        let e = capture("sh", &["-c".into(), "echo 'bad thing' >&2; exit 3".into()], later)
+            .stdout_if_success()
+            .unwrap_err();
+        assert!(e.contains("bad thing") && e.contains("exit status: 3"), "{e}");
+        assert!(matches!(
+            capture("/nonexistent/x", &[], later).ended,
+            Ended::Broken(_)
+        ));
+    }
 
     #[test]
     fn an_error_line_says_something() {

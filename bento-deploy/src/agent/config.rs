@@ -9,6 +9,7 @@ use ssh_key::PublicKey;
 use bento_secrets::error::escape_controls;
 
 use crate::spans::Positions;
+use crate::time::TimeSpan;
 use crate::transport::ServerUrl;
 use crate::wire::mode::DeployMode;
 
@@ -117,6 +118,96 @@ pub struct AgentConfig {
     /// Closure mode: the `nix` program (`nix-store` and `nix-env` are found beside it).
     #[serde(default = "default_nix")]
     pub nix: String,
+    /// `[health]`: what must hold after a switch or a secrets update, else it is rolled back.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// `[health]` of agent.toml: the checks a run makes after a switch (or a secrets-only
+/// update) before it counts as applied. Without any check, nothing is waited for.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// No systemd unit may be failed (`systemctl --failed`).
+    #[serde(default)]
+    pub failed_units: bool,
+    /// Commands (argument lists, run without a shell) that must all exit 0.
+    #[serde(default, deserialize_with = "check_lines")]
+    pub commands: Vec<CommandLine>,
+    /// How long to wait after the switch before the first check.
+    #[serde(default = "default_settle", deserialize_with = "health_settle")]
+    pub settle: TimeSpan,
+    /// How long the checks may keep failing before the generation is rolled back.
+    #[serde(default = "default_health_timeout", deserialize_with = "health_timeout")]
+    pub timeout: TimeSpan,
+    /// The `systemctl` program `failed_units` asks.
+    #[serde(default = "default_systemctl")]
+    pub systemctl: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            failed_units: false,
+            commands: Vec::new(),
+            settle: default_settle(),
+            timeout: default_health_timeout(),
+            systemctl: default_systemctl(),
+        }
+    }
+}
+
+impl Health {
+    /// Whether anything is checked.
+    pub fn any(&self) -> bool {
+        self.failed_units || !self.commands.is_empty()
+    }
+}
+
+fn default_settle() -> TimeSpan {
+    TimeSpan::from_secs(10)
+}
+fn default_health_timeout() -> TimeSpan {
+    TimeSpan::from_secs(300)
+}
+fn default_systemctl() -> String {
+    "systemctl".into()
+}
+
+/// The longest `settle` or `timeout`: a day.
+const HEALTH_SPAN_MAX: u64 = 86_400;
+
+fn health_span<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<TimeSpan, D::Error> {
+    let text = String::deserialize(d)?;
+    TimeSpan::parse(&text, HEALTH_SPAN_MAX).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "health.{key} `{}` is not a time span from 1s to 1d: write it as e.g. \"10s\" or \"5min\"",
+            text.escape_default()
+        ))
+    })
+}
+fn health_settle<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeSpan, D::Error> {
+    health_span(d, "settle")
+}
+fn health_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeSpan, D::Error> {
+    health_span(d, "timeout")
+}
+
+/// `health.commands`: each an argument list naming a program.
+fn check_lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CommandLine>, D::Error> {
+    let lists = Vec::<Vec<String>>::deserialize(d)?;
+    lists
+        .into_iter()
+        .map(|mut words| {
+            if words.first().is_none_or(|w| w.is_empty()) {
+                return Err(serde::de::Error::custom(
+                    "health.commands: each command is a list of words naming a program first, e.g. [\"curl\", \"-fsS\", \"http://127.0.0.1/\"]",
+                ));
+            }
+            let program = words.remove(0);
+            Ok(CommandLine::from_words(program, words))
+        })
+        .collect()
 }
 
 /// The reboot policy after a kernel change.

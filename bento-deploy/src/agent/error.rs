@@ -251,6 +251,20 @@ pub enum AgentError {
     /// key, a NAR whose hash differs) or failed to.
     #[error("importing the system's closure: {0}; nothing switched")]
     Import(#[source] CommandError),
+    /// A health check did not pass within `[health] timeout`: the generation was rolled
+    /// back (the system, and the secrets to the previous bundle's).
+    #[error(
+        "health check failed ({}): {}; rolled back to the previous generation{}",
+        failure.check,
+        failure.output,
+        rollback.as_ref().map(|e| format!(" (the rollback failed too: {e})")).unwrap_or_default()
+    )]
+    Unhealthy {
+        /// The check and what it said.
+        failure: crate::wire::report::Unhealthy,
+        /// The rollback's own failure, if any.
+        rollback: Option<String>,
+    },
     /// The server was lost after the switch, so the rollback ran.
     #[error(
         "the server was unreachable after the switch; rolled back{}",
@@ -314,7 +328,7 @@ impl AgentError {
             | CurrentExe(_)
             | Store { .. }
             | Command(_) => State::Failed,
-            RolledBack { .. } => State::RolledBack,
+            RolledBack { .. } | Unhealthy { .. } => State::RolledBack,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod config;
 mod connect;
 mod error;
 mod fetch;
+mod health;
 mod reboot;
 pub mod report;
 mod run_lock;

@@ -31,7 +31,7 @@ use crate::time::{parse_rfc3339, rfc3339};
 use crate::wire::host_dir::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
 use crate::wire::manifest::MANIFEST_FILE;
 use crate::wire::mode::DeployMode;
-use crate::wire::report::{Report, State};
+use crate::wire::report::{Report, State, Unhealthy};
 
 /// The version of the `--json` shape.
 pub const FORMAT: u32 = 1;
@@ -46,6 +46,8 @@ pub enum Status {
     Failed,
     /// The current generation was switched to, lost the server, and was rolled back.
     RolledBack,
+    /// The current generation was switched to, failed a health check, and was rolled back.
+    UnhealthyRolledBack,
     /// The host refused the current bundle (signature, hash, downgrade, path).
     Rejected,
     /// The newest report cannot be read (partial, not JSON, another host's).
@@ -68,9 +70,10 @@ pub enum Status {
 
 impl Status {
     /// Every status, in severity order.
-    pub const ALL: [Status; 11] = [
+    pub const ALL: [Status; 12] = [
         Status::Failed,
         Status::RolledBack,
+        Status::UnhealthyRolledBack,
         Status::Rejected,
         Status::BadReport,
         Status::BadCurrent,
@@ -87,6 +90,7 @@ impl Status {
         match self {
             Status::Failed => "failed",
             Status::RolledBack => "rolled-back",
+            Status::UnhealthyRolledBack => "unhealthy-rolled-back",
             Status::Rejected => "rejected",
             Status::BadReport => "bad-report",
             Status::BadCurrent => "bad-current",
@@ -102,7 +106,10 @@ impl Status {
     /// Whether a host in this state makes `bento status` exit non-zero: its current
     /// generation did not apply.
     pub fn is_failure(self) -> bool {
-        matches!(self, Status::Failed | Status::RolledBack | Status::Rejected)
+        matches!(
+            self,
+            Status::Failed | Status::RolledBack | Status::UnhealthyRolledBack | Status::Rejected
+        )
     }
 
     /// Whether this state needs an admin's look (everything but pending, unpublished and
@@ -153,6 +160,9 @@ pub struct HostStatus {
     pub report_file: Option<String>,
     /// The error that report carries.
     pub error: Option<String>,
+    /// The health check that failed, when that report is of a generation rolled back for
+    /// it: the check and its first line of output (the host's words).
+    pub failed_check: Option<Unhealthy>,
     /// What on the server could not be read, and how to fix it.
     pub problem: Option<String>,
     /// The command that reaches the host (`[hosts.<name>]` of bento.toml).
@@ -412,6 +422,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
         }),
         report_file: report.as_ref().map(|(file, _)| file.clone()),
         error: r.and_then(|r| r.error.clone()),
+        failed_check: r.and_then(|r| r.health.clone()),
         problem: (!problems.is_empty()).then(|| {
             let texts: Vec<String> = problems.iter().map(Problem::to_string).collect();
             texts.join("; ")
@@ -451,6 +462,7 @@ pub fn derive(
     // moved back by hand: the host judges that one next run).
     match report.state {
         State::Failed => Status::Failed,
+        State::RolledBack if report.health.is_some() => Status::UnhealthyRolledBack,
         State::RolledBack => Status::RolledBack,
         State::Refused => Status::Rejected,
         State::Interrupted if overdue(reported_ago) => Status::Stale,
@@ -532,6 +544,7 @@ mod tests {
             duration_ms: 1,
             bytes: 1,
             error: None,
+            health: None,
             secrets_changed: Vec::new(),
             note: None,
             kernel_changed: false,

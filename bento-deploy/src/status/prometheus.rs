@@ -73,6 +73,21 @@ pub fn render(status: &FleetStatus) -> String {
             );
         }
     }
+    header(
+        &mut out,
+        "bento_host_failed_check",
+        "1 for a host whose current generation was rolled back for failing this health check.",
+    );
+    for h in &status.hosts {
+        if let Some(failed) = &h.failed_check {
+            let _ = writeln!(
+                out,
+                "bento_host_failed_check{{host=\"{}\",check=\"{}\"}} 1",
+                escape(&h.host),
+                escape(&failed.check)
+            );
+        }
+    }
     header(&mut out, "bento_hosts", "How many hosts are in each state.");
     for s in Status::ALL {
         let count = status.totals.get(s.name()).copied().unwrap_or(0);

@@ -72,6 +72,20 @@ pub struct Report {
     pub kernel_changed: bool,
     /// The agent's version.
     pub agent: String,
+    /// The health check that failed, when the run was rolled back for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Unhealthy>,
+}
+
+/// A health check that did not pass within `[health] timeout`: what it was and what it
+/// said. Both are the host's words: escaped (one line, no control characters) and bounded
+/// when written, and to be escaped again wherever they are shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unhealthy {
+    /// The check: `command: <its command line>` or `failed units`.
+    pub check: String,
+    /// Its first line of output, or the failed units' names.
+    pub output: String,
 }
 
 impl Report {
