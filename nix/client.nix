@@ -49,7 +49,16 @@ let
     nix = "${config.nix.package}/bin/nix";
     # NixOS's own: the generations the boot menu and `nixos-rebuild --rollback` know.
     system_profile = "/nix/var/nix/profiles/system";
-  } // lib.optionalAttrs (cfg.switch != null) { inherit (cfg) switch; }));
+  } // lib.optionalAttrs (cfg.switch != null) { inherit (cfg) switch; })
+  // lib.optionalAttrs healthChecked {
+    # Only with a check: without one, agent.toml is as older agents read it.
+    health = {
+      failed_units = cfg.health.failedUnits;
+      inherit (cfg.health) commands settle timeout;
+      inherit systemctl;
+    };
+  });
+  healthChecked = cfg.health.failedUnits || cfg.health.commands != [ ];
   closure = cfg.mode == "closure";
   # A Nix binary cache public key: NAME:BASE64 of 32 bytes (Ed25519).
   cacheKeyOk = key: key != null && builtins.match "[^:[:space:]]+:[A-Za-z0-9+/]{43}=" key != null;
@@ -216,6 +225,39 @@ in
         generation of /nix/var/nix/profiles/system and runs `switch`, with
         `nix.package`'s nix.
       '';
+    };
+
+    health = {
+      failedUnits = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          After a switch (or a secrets-only update), no systemd unit may be failed
+          (`systemctl --failed`); else the generation is rolled back and reported
+          `rolled-back` with the failed units.
+        '';
+      };
+      commands = mkOption {
+        type = types.listOf (types.addCheck (types.listOf types.str) (words: words != [ ] && builtins.head words != ""));
+        default = [ ];
+        example = [ [ "/run/current-system/sw/bin/curl" "-fsS" "http://127.0.0.1:8080/health" ] ];
+        description = ''
+          Commands (argument lists, the program first, run without a shell) that must
+          all exit 0 after a switch or a secrets-only update; each is stopped at the
+          run's deadline. A failure rolls the generation back, reports the command and
+          its first output line, and the generation is not tried again.
+        '';
+      };
+      settle = mkOption {
+        type = types.str;
+        default = "10s";
+        description = "How long to wait after the switch before the first check (a systemd time span, 1s to 1d).";
+      };
+      timeout = mkOption {
+        type = types.str;
+        default = "5min";
+        description = "How long the checks may keep failing before the generation is rolled back (1s to 1d).";
+      };
     };
 
     switch = mkOption {

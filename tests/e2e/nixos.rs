@@ -373,9 +373,21 @@ fn every_agent_toml_key_is_settable_from_the_module() {
             ("reboot", serde_json::json!("kexec")),
             ("reboot_command", serde_json::json!("systemctl kexec")),
             ("trigger_group", serde_json::json!("wheel")),
+            (
+                "health",
+                serde_json::json!({
+                    "failed_units": true,
+                    "commands": [["/run/current-system/sw/bin/curl", "-fsS", "http://127.0.0.1:8080/health"]],
+                    "settle": "20s",
+                    "timeout": "2min",
+                    "systemctl": "/nix/store/00000000000000000000000000000000-systemd-258/bin/systemctl",
+                }),
+            ),
         ] {
             assert_eq!(toml[key], want, "{key}");
         }
+        // Without a check, no [health]: agent.toml as older agents read it.
+        assert!(evaluated(lib, "default")["agentToml"].get("health").is_none());
         // Every key the agent reads is written (the module is the agent's only writer),
         // the closure mode's keys by a closure host's module.
         let closure = evaluated(lib, "closure-switch");
@@ -778,6 +790,10 @@ fn what_cannot_work_is_refused_at_evaluation() {
                 "Failed assertions: - services.bento.cache.publicKey must be set to the fleet's cache \
                  public key (NAME:BASE64, the .pub made with cache.signing_key by nix-store \
                  --generate-binary-cache-key) when services.bento.mode is \"closure\"",
+            ),
+            (
+                "health-empty-command",
+                "A definition for option `services.bento.health.commands",
             ),
             (
                 "closure-bad-key",

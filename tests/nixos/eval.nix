@@ -78,6 +78,12 @@ let
         rebootCommand = "systemctl kexec";
         reboot = "kexec";
         triggerGroup = "wheel";
+        health = {
+          failedUnits = true;
+          commands = [ [ "/run/current-system/sw/bin/curl" "-fsS" "http://127.0.0.1:8080/health" ] ];
+          settle = "20s";
+          timeout = "2min";
+        };
       };
       networking.proxy.envVars = { https_proxy = "http://proxy:3128"; };
     };
@@ -139,6 +145,7 @@ let
       };
     };
     closure-without-key = client { services.bento.mode = "closure"; };
+    health-empty-command = client { services.bento.health.commands = [ [ ] ]; };
     closure-bad-key = client { services.bento = { mode = "closure"; cache.publicKey = "bento-1"; }; };
     # A switch for closure mode on a source host: not written, and said so.
     source-switch = client { services.bento.switch = "/etc/bento/switch"; };
