@@ -126,7 +126,7 @@ impl Run<'_> {
         args.extend(paths.iter().map(StorePath::to_string));
         let out = capture(&beside(&self.config.nix, "nix-store"), &args, self.deadline)
             .stdout_if_success()
-            .map_err(|why| AgentError::Store { why })?;
+            .map_err(AgentError::Store)?;
         let invalid: BTreeSet<&str> = out.lines().map(str::trim).collect();
         Ok(paths
             .iter()

@@ -200,19 +200,44 @@ pub(crate) struct Captured {
 }
 
 impl Captured {
-    /// Its output when it succeeded; else why not, in one line.
-    pub(crate) fn stdout_if_success(self) -> Result<String, String> {
-        let program = &self.program;
+    /// Its output when it succeeded; else why not.
+    pub(crate) fn stdout_if_success(self) -> Result<String, CaptureError> {
+        let program = self.program;
         match self.ended {
             Ended::Exited(status) if status.success() => Ok(self.stdout),
-            Ended::Exited(status) => Err(format!(
-                "`{program}` failed ({status}): {}",
-                first_line(&self.stderr).escape_default()
-            )),
-            Ended::Stopped => Err(format!("`{program}` was stopped: the run's deadline passed")),
-            Ended::Broken(why) => Err(why),
+            Ended::Exited(status) => Err(CaptureError::Failed {
+                line: first_line(&self.stderr).escape_default().to_string(),
+                program,
+                status,
+            }),
+            Ended::Stopped => Err(CaptureError::Stopped { program }),
+            Ended::Broken(why) => Err(CaptureError::Broken(why)),
         }
     }
+}
+
+/// Why a short command's output cannot be used; one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// It exited unsuccessfully.
+    #[error("`{program}` failed ({status}): {line}")]
+    Failed {
+        /// The program.
+        program: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its first line on stderr, escaped.
+        line: String,
+    },
+    /// The deadline stopped it.
+    #[error("`{program}` was stopped: the run's deadline passed")]
+    Stopped {
+        /// The program.
+        program: String,
+    },
+    /// It could not be started or waited for.
+    #[error("{0}")]
+    Broken(String),
 }
 
 /// The first non-empty line of `text`, trimmed.
@@ -309,7 +334,7 @@ mod tests {
         let e = capture("sh", &["-c".into(), "sleep 5 & sleep 5".into()], soon)
             .stdout_if_success()
             .unwrap_err();
-        assert!(e.contains("deadline"), "{e}");
+        assert!(matches!(e, CaptureError::Stopped { .. }), "{e}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
@@ -325,7 +350,12 @@ mod tests {
         let e = capture("sh", &["-c".into(), "echo 'bad thing' >&2; exit 3".into()], later)
             .stdout_if_success()
             .unwrap_err();
-        assert!(e.contains("bad thing") && e.contains("exit status: 3"), "{e}");
+        match &e {
+            CaptureError::Failed { status, line, .. } => {
+                assert_eq!((status.code(), line.as_str()), (Some(3), "bad thing"))
+            }
+            other => panic!("{other}"),
+        }
         assert!(matches!(
             capture("/nonexistent/x", &[], later).ended,
             Ended::Broken(_)

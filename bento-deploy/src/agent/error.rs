@@ -242,11 +242,8 @@ pub enum AgentError {
         size: u64,
     },
     /// Closure mode: asking the store which paths it has failed.
-    #[error("asking the Nix store which paths it has: {why}")]
-    Store {
-        /// Why, one line.
-        why: String,
-    },
+    #[error("asking the Nix store which paths it has: {0}")]
+    Store(#[source] crate::agent::command::CaptureError),
     /// Closure mode: Nix refused to import the fetched paths (a signature by no pinned
     /// key, a NAR whose hash differs) or failed to.
     #[error("importing the system's closure: {0}; nothing switched")]
@@ -326,7 +323,7 @@ impl AgentError {
             | Identity { .. }
             | Switch { .. }
             | CurrentExe(_)
-            | Store { .. }
+            | Store(_)
             | Command(_) => State::Failed,
             RolledBack { .. } | Unhealthy { .. } => State::RolledBack,
         }

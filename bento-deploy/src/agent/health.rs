@@ -64,7 +64,7 @@ fn failed_units(systemctl: &str, until: Instant) -> Option<Unhealthy> {
         }
         Err(why) => Some(Unhealthy {
             check,
-            output: shown(&why),
+            output: shown(&why.to_string()),
         }),
     }
 }

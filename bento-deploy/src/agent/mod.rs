@@ -41,7 +41,7 @@ use crate::agent::reboot::reboot_if_due;
 use crate::transport::Transport;
 use crate::wire::host_dir::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::wire::report::{Report, State};
-pub use command::CommandError;
+pub use command::{CaptureError, CommandError};
 pub use error::AgentError;
 pub use state::AgentState;
 
