@@ -127,7 +127,8 @@ build_and_deploy() {
   local system
   system=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["hosts"]["web1"]["system"])' \
     "$work/fleet/.bento/expected.json")
-  instore "$admin" nix store sign --key-file "$work/cache.sec" -r "$system"
+  instore "$admin" nix store sign --key-file "$work/cache.sec" -r "$system" >>"$work/build.log" 2>&1 \
+    || { cat "$work/build.log" >&2; exit 1; }
   echo "$system"
 }
 set_system 0
@@ -190,6 +191,15 @@ for _ in $(seq 1 100); do
 done
 echo "[127.0.0.1]:$port $(cat "$work/host_key.pub")" >"$work/known_hosts"
 
+# The agent's nix, nix-store and nix-env: the real ones, each call's start time logged, to
+# split the agent's time into its phases.
+mkdir -p "$work/nixbin"
+for tool in nix nix-store nix-env; do
+  printf '#!/bin/sh\necho "$(date +%%s%%N) %s" >>%s\nexec %s "$@"\n' \
+    "$tool" "$work/phases" "$(command -v "$tool")" >"$work/nixbin/$tool"
+  chmod +x "$work/nixbin/$tool"
+done
+
 # web1's agent, in closure mode, pinning the cache key; its store is $work/host-nix.
 cat >"$work/agent.toml" <<EOF
 host = "web1"
@@ -205,19 +215,40 @@ current_system = "$work/current-system"
 booted_system = "$work/current-system"
 mode = "closure"
 cache_public_keys = ["$cache_pub"]
+nix = "$work/nixbin/nix"
 EOF
 export NIX_SSHOPTS="-F /dev/null -p $port -i $work/nixserve -o IdentitiesOnly=yes -o BatchMode=yes \
 -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$work/known_hosts -o GlobalKnownHostsFile=/dev/null"
 
 now() { date +%s%N; }
 ms_since() { echo $(( ($(now) - $1) / 1000000 )); }
-# agent: one `bento agent --once --json` in the host's store; its report in $work/report.json.
+# agent: one `bento agent --once --json` in the host's store; its report in $work/report.json,
+# its wall time in $agent_ms, and its phases (see `phases`) in $agent_phases.
 agent() {
+  local t0 t1
+  rm -f "$work/phases"
+  t0=$(now)
   if ! instore "$work/host-nix" "$bento" agent --once --json --config "$work/agent.toml" \
     >"$work/report.json" 2>"$work/agent.err"; then
     cat "$work/agent.err" "$work/report.json" "$work/sshd.log" >&2
     exit 1
   fi
+  t1=$(now)
+  agent_ms=$(( (t1 - t0) / 1000000 ))
+  agent_phases=$(phases "$t0" "$t1")
+}
+# phases T0 T1: of an agent run from T0 to T1 (ns) that fetched, in ms: connecting and
+# reading the bundle (to the first nix-store call), fetching the .narinfos and NARs (to the
+# nix copy), importing them (to nix-env), then the profile, switch, reachability check and
+# report.
+phases() {
+  [ -s "$work/phases" ] || { echo "0 0 0 0"; return; }
+  awk -v t0="$1" -v t1="$2" '
+    $2 == "nix-store" && !c { c = $1 }
+    $2 == "nix" && !i { i = $1 }
+    $2 == "nix-env" && !e { e = $1 }
+    END { if (!i) { print "0 0 0 0"; exit }
+          printf "%d %d %d %d\n", (c - t0) / 1e6, (i - c) / 1e6, (e - i) / 1e6, (t1 - e) / 1e6 }' "$work/phases"
 }
 field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))' "$work/report.json" "$1"; }
 check_switched() { # SYSTEM
@@ -225,13 +256,20 @@ check_switched() { # SYSTEM
 }
 fresh() { rm -rf "$work/host-nix" "$work/state" "$work/run" "$work/current-system" "$work/floor-nix" "$work/ssh-nix"; }
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# medians LINE...: the median of each of the four columns of the lines ("a b c d" each).
+medians() {
+  local k out=()
+  for k in 1 2 3 4; do out+=("$(median $(printf '%s\n' "$@" | awk -v k="$k" '{ print $k }'))"); done
+  echo "${out[*]}"
+}
+echo "get -r /cache $work/sftp-get" >"$work/sftp-batch"
 
 cache_bytes=$(find "$root/web1/cache" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 nar_count=$(find "$root/web1/cache/nar" -type f | wc -l)
-bento_ms=() floor_ms=() ssh_ms=()
+bento_ms=() floor_ms=() ssh_ms=() sftp_ms=() bento_phases=()
 for r in $(seq 1 "$rounds"); do
   fresh
-  t=$(now); agent; bento_ms+=("$(ms_since "$t")")
+  agent; bento_ms+=("$agent_ms"); bento_phases+=("$agent_phases")
   check_switched "$system"
   first_bytes=$(field bytes) first_note=$(field note)
   [ "$first_note" = "$paths store paths fetched" ] || { echo "round $r: the agent said: $first_note" >&2; exit 1; }
@@ -250,37 +288,52 @@ for r in $(seq 1 "$rounds"); do
     instore "$work/$side-nix" nix-store --check-validity "$system" \
       || { echo "($side) left $system invalid" >&2; exit 1; }
   done
-  echo "round $r: bento ${bento_ms[-1]} ms, (a) ${floor_ms[-1]} ms, (b) ${ssh_ms[-1]} ms" >&2
+  rm -rf "$work/floor-nix" "$work/ssh-nix"
+
+  # For reference, not a target: OpenSSH's own sftp client (its reads pipelined) copying
+  # web1's whole cache through the same chroot, importing nothing.
+  t=$(now)
+  sftp -q -b "$work/sftp-batch" -i "$work/web1" -P "$port" -o BatchMode=yes -o IdentitiesOnly=yes \
+    -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$work/known_hosts" \
+    -o GlobalKnownHostsFile=/dev/null bento-web1@127.0.0.1 >/dev/null
+  sftp_ms+=("$(ms_since "$t")")
+  rm -rf "$work/sftp-get"
+  echo "round $r: bento ${bento_ms[-1]} ms, (a) ${floor_ms[-1]} ms, (b) ${ssh_ms[-1]} ms, sftp get ${sftp_ms[-1]} ms" >&2
 done
-rm -rf "$work/floor-nix" "$work/ssh-nix"
 
 # One path changed: leaf 0 gets new content; the host fetches it and the system.
-update_ms=() poll_ms=() update_bytes=()
+update_ms=() poll_ms=() update_bytes=() update_phases=()
 for r in $(seq 1 "$rounds"); do
   set_system "$r"
   system=$(build_and_deploy)
-  t=$(now); agent; update_ms+=("$(ms_since "$t")")
+  agent; update_ms+=("$agent_ms"); update_phases+=("$agent_phases")
   check_switched "$system"
   note=$(field note); update_bytes+=("$(field bytes)")
   [ "$note" = "2 store paths fetched" ] || { echo "update $r: the agent said: $note" >&2; exit 1; }
-  t=$(now); agent; poll_ms+=("$(ms_since "$t")") # nothing new: one poll
+  agent; poll_ms+=("$agent_ms") # nothing new: one poll
   [ "$(field note)" = None ] || { echo "the no-change poll said: $(field note)" >&2; exit 1; }
 done
 [ "$(wc -l <"$work/switched")" = $((rounds * 2)) ] || { echo "switches: $(cat "$work/switched")" >&2; exit 1; }
 
-b=$(median "${bento_ms[@]}") a=$(median "${floor_ms[@]}") s=$(median "${ssh_ms[@]}")
+b=$(median "${bento_ms[@]}") a=$(median "${floor_ms[@]}") s=$(median "${ssh_ms[@]}") g=$(median "${sftp_ms[@]}")
 u=$(median "${update_ms[@]}") p=$(median "${poll_ms[@]}") ub=$(median "${update_bytes[@]}")
+bp=$(medians "${bento_phases[@]}") up=$(medians "${update_phases[@]}")
 echo "closure: $paths store paths ($leaves leaves of $leaf_bytes bytes + the system), $compression;" \
   "$rounds round(s) (load: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores)"
-awk -v b="$b" -v a="$a" -v s="$s" -v runs_b="${bento_ms[*]}" -v runs_a="${floor_ms[*]}" -v runs_s="${ssh_ms[*]}" \
+awk -v b="$b" -v a="$a" -v s="$s" -v g="$g" -v runs_b="${bento_ms[*]}" -v runs_a="${floor_ms[*]}" \
+  -v runs_s="${ssh_ms[*]}" -v runs_g="${sftp_ms[*]}" -v bp="$bp" -v up="$up" \
   -v cache="$cache_bytes" -v nars="$nar_count" -v got="$first_bytes" -v u="$u" -v p="$p" -v ub="$ub" \
   -v runs_u="${update_ms[*]}" 'BEGIN {
-  printf "bento agent --once, sftp chroot:  %7.2f s (rounds, ms: %s)\n", b / 1000, runs_b
-  printf "(a) nix copy --from file://:      %7.2f s (rounds, ms: %s)\n", a / 1000, runs_a
-  printf "(b) nix copy --from ssh://:       %7.2f s (rounds, ms: %s)\n", s / 1000, runs_s
+  split(bp, B, " "); split(up, U, " ")
+  printf "bento agent --once, sftp chroot:  %6.2f s (rounds, ms: %s)\n", b / 1000, runs_b
+  printf "  connect + bundle %.2f s, fetch over sftp %.2f s, import (nix copy) %.2f s, profile + switch + report %.2f s\n", B[1] / 1000, B[2] / 1000, B[3] / 1000, B[4] / 1000
+  printf "(a) nix copy --from file://:      %6.2f s (rounds, ms: %s)\n", a / 1000, runs_a
+  printf "(b) nix copy --from ssh://:       %6.2f s (rounds, ms: %s)\n", s / 1000, runs_s
+  printf "(reference) sftp get -r /cache:   %6.2f s (OpenSSH client, nothing imported; rounds, ms: %s)\n", g / 1000, runs_g
   printf "ratio bento/(a): %.2fx (target: <= 1.3x: %s)\n", b / a, b <= 1.3 * a ? "met" : "NOT met"
   printf "ratio bento/(b): %.2fx (target: < 1x: %s)\n", b / s, b < s ? "met" : "NOT met"
   printf "bytes: the agent counted %.1f MB over sftp; web1/cache holds %.1f MB (%d NARs): %.3fx\n", got / 1e6, cache / 1e6, nars, got / cache
   printf "one path changed: %.2f s (rounds, ms: %s), %.1f kB over sftp; a no-change poll: %.2f s\n", u / 1000, runs_u, ub / 1e3, p / 1000
+  printf "  connect + bundle %.2f s, fetch %.2f s, import %.2f s, profile + switch + report %.2f s\n", U[1] / 1000, U[2] / 1000, U[3] / 1000, U[4] / 1000
   printf "target: under 1 s + one poll = %.2f s: %s\n", 1 + p / 1000, u < 1000 + p ? "met" : "NOT met"
 }'
