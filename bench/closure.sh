@@ -28,7 +28,11 @@
 #
 # Printed: the three times, the ratios bento/(a) (target: within 1.3x) and bento/(b)
 # (target: below 1x), the update time against one no-change poll (target: under 1 s plus
-# one poll), and the bytes the agent's report counts against the host cache's size.
+# one poll), and the bytes the agent's report counts against the host cache's size. Also,
+# for reference only: the agent's time split into phases (its nix, nix-store and nix-env
+# are wrappers that log when each call starts, then exec the real one), and OpenSSH's own
+# sftp client copying web1's whole cache through the same chroot (`get -r`, nothing
+# imported): the transport's cost on this machine.
 # BENTO=FILE measures that bento binary instead of building this tree's.
 # Needs: root, cargo, nix (nix-build, nix-store, nix-env), sshd, ssh, ssh-keygen, unshare.
 set -euo pipefail
@@ -66,6 +70,7 @@ instore() {
   local store=$1
   shift
   mkdir -p "$store"
+  # shellcheck disable=SC2016 # expanded by the inner sh
   unshare -m --propagation private sh -c 'mount --bind "$0" /nix && exec "$@"' "$store" "$@" </dev/null
 }
 admin=$work/admin-nix
@@ -79,6 +84,7 @@ cp "$work/web1.pub" "$work/fleet/keys/hosts/web1.pub"
 cp "$work/admin.pub" "$work/fleet/keys/admins/admin.pub"
 instore "$admin" nix-store --generate-binary-cache-key bento-bench-1 "$work/cache.sec" "$work/cache.pub"
 cache_pub=$(cat "$work/cache.pub")
+# shellcheck disable=SC2016 # the build script's own $3
 printf '#!/bin/sh\nexec nix-build --max-jobs 2 --no-out-link "${3#nixos-config=}"\n' >"$work/build.sh"
 chmod +x "$work/build.sh"
 cat >"$work/fleet/bento.toml" <<EOF
@@ -139,7 +145,8 @@ echo "built and deployed $paths store paths in $(( $(date +%s) - t0 )) s" >&2
 # sshd: the test suite's setup (tests/e2e/sshd.rs), plus the uid-0 login for (b).
 uid=64991
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
-cp /etc/passwd /etc/group "$work/" && cp /etc/shadow "$work/" 2>/dev/null || : >"$work/shadow"
+cp /etc/passwd /etc/group "$work/"
+cp /etc/shadow "$work/" 2>/dev/null || : >"$work/shadow"
 echo "bentosftp:x:64990:" >>"$work/group"
 echo "bento-web1:x:$uid:64990::/:/usr/sbin/nologin" >>"$work/passwd"
 echo "bento-web1:*:19000:0:99999:7:::" >>"$work/shadow"
@@ -195,6 +202,7 @@ echo "[127.0.0.1]:$port $(cat "$work/host_key.pub")" >"$work/known_hosts"
 # split the agent's time into its phases.
 mkdir -p "$work/nixbin"
 for tool in nix nix-store nix-env; do
+  # shellcheck disable=SC2016 # the wrapper's own $(date) and $@
   printf '#!/bin/sh\necho "$(date +%%s%%N) %s" >>%s\nexec %s "$@"\n' \
     "$tool" "$work/phases" "$(command -v "$tool")" >"$work/nixbin/$tool"
   chmod +x "$work/nixbin/$tool"
@@ -258,8 +266,11 @@ fresh() { rm -rf "$work/host-nix" "$work/state" "$work/run" "$work/current-syste
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 # medians LINE...: the median of each of the four columns of the lines ("a b c d" each).
 medians() {
-  local k out=()
-  for k in 1 2 3 4; do out+=("$(median $(printf '%s\n' "$@" | awk -v k="$k" '{ print $k }'))"); done
+  local k col out=()
+  for k in 1 2 3 4; do
+    mapfile -t col < <(printf '%s\n' "$@" | awk -v k="$k" '{ print $k }')
+    out+=("$(median "${col[@]}")")
+  done
   echo "${out[*]}"
 }
 echo "get -r /cache $work/sftp-get" >"$work/sftp-batch"
