@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use openssh_sftp_client::{Sftp, SftpOptions};
 
-use crate::transport::{check_rel, deadline_passed, Transport};
+use crate::transport::{check_rel, deadline_passed, Download, Transport};
 
 pub mod frame;
 pub mod publisher;
@@ -451,6 +451,9 @@ async fn read_file(sftp: &Sftp, base: &Path, rel: &str, limit: u64, sink: &mut d
     }
 }
 
+/// How many files [`Transport::read_each`] reads at once over one connection.
+const IN_FLIGHT: usize = 8;
+
 /// How much one read request asks for: a reply (data and its 13-byte header) must fit in
 /// a packet the framing accepts ([`frame::MAX_PACKET`]).
 const READ_CHUNK: u32 = 255 * 1024;
@@ -554,6 +557,33 @@ impl Transport for SftpTransport {
             bytes
         });
         (written, read)
+    }
+
+    fn read_each(&mut self, files: &mut [Download<'_>]) -> Vec<io::Result<u64>> {
+        use futures_util::StreamExt;
+        let sftp = self.sftp();
+        let base = &self.base;
+        let count = files.len();
+        let reads = files
+            .iter_mut()
+            .map(|d| read_file(sftp, base, d.rel, d.limit, &mut *d.sink));
+        let all = async {
+            Ok(futures_util::stream::iter(reads)
+                .buffered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await)
+        };
+        let results: Vec<io::Result<u64>> = match self.runtime.block_on(self.bounded(all)) {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| self.explain(e)))
+                .collect(),
+            Err(e) => (0..count)
+                .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+                .collect(),
+        };
+        self.transferred += results.iter().flatten().sum::<u64>();
+        results
     }
 
     fn bytes_transferred(&self) -> u64 {

@@ -103,6 +103,15 @@ pub trait Transport {
     /// copying when the size is known up front) a file of more than `limit` bytes. Returns
     /// how many bytes were copied.
     fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64>;
+    /// Copies each regular file `rel` into its sink, as [`Transport::read_to`] does; a
+    /// transport that can keeps several requests in flight (sftp: a few files at once), so
+    /// many small files do not each wait a round trip. One result per file, in order.
+    fn read_each(&mut self, files: &mut [Download<'_>]) -> Vec<io::Result<u64>> {
+        files
+            .iter_mut()
+            .map(|d| self.read_to(d.rel, d.limit, &mut *d.sink))
+            .collect()
+    }
     /// Reads the whole regular file `rel`, of at most `limit` bytes.
     fn read(&mut self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
@@ -136,6 +145,16 @@ pub trait Transport {
     fn set_deadline(&mut self, deadline: Instant) {
         let _ = deadline;
     }
+}
+
+/// One file of [`Transport::read_each`]: where it is, its limit, where it goes.
+pub struct Download<'a> {
+    /// The path on the server.
+    pub rel: &'a str,
+    /// The most bytes accepted.
+    pub limit: u64,
+    /// Where the bytes go.
+    pub sink: &'a mut (dyn Write + Send),
 }
 
 pub use crate::confined::check_rel;

@@ -396,6 +396,7 @@ fn json_field_names_are_stable() {
         "generation_lag",
         "report_file",
         "error",
+        "failed_check",
         "problem",
         "ssh",
         "addresses",

@@ -16,11 +16,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::agent::apply::Run;
-use crate::agent::command::capture;
+use crate::agent::command::{capture, Job};
 use crate::agent::config::CommandLine;
 use crate::agent::error::AgentError;
 use crate::store_path::StorePath;
-use crate::transport::Transport;
+use crate::transport::{Download, Transport};
 use crate::wire::narinfo::{narinfo_name, NarInfo, CACHE_INFO, CACHE_INFO_TEXT, NARINFO_LIMIT, NAR_DIR};
 
 /// The host's cache, in its directory on the server.
@@ -29,6 +29,8 @@ const CACHE: &str = "cache";
 const STAGING: &str = "closure";
 /// The most paths one fetch may bring.
 const MAX_PATHS: usize = 100_000;
+/// How many NARs are downloaded in one batch (files open at once).
+const BATCH: usize = 64;
 /// How much larger than the unpacked NAR its compressed file may be (headers, blocks
 /// that do not compress).
 const NAR_SLACK: u64 = 1 << 20;
@@ -59,9 +61,7 @@ impl Run<'_> {
             .create(staging.join(NAR_DIR));
         made.and_then(|()| std::fs::write(staging.join(CACHE_INFO), CACHE_INFO_TEXT))
             .map_err(|e| AgentError::install(staging.display().to_string(), e))?;
-        let fetched = self
-            .download(t, &staging, &missing)
-            .and_then(|()| self.import(&staging, &missing));
+        let fetched = self.download_and_import(t, &staging, &missing);
         let _ = std::fs::remove_dir_all(&staging);
         fetched?;
         Ok(Fetched { paths: missing.len() })
@@ -135,10 +135,11 @@ impl Run<'_> {
             .collect())
     }
 
-    /// Writes the `.narinfo`s as fetched (their signatures intact) and downloads their
-    /// NARs into `staging`, each bounded by its sizes.
-    fn download(
-        &self,
+    /// Downloads the missing paths into `staging` a batch at a time, dependencies first,
+    /// and imports each batch as soon as it is there while the next one downloads: the
+    /// import of one batch needs only the batches before it.
+    fn download_and_import(
+        &mut self,
         t: &mut dyn Transport,
         staging: &Path,
         missing: &[(Vec<u8>, NarInfo)],
@@ -147,52 +148,92 @@ impl Run<'_> {
         for (bytes, info) in missing {
             let file = staging.join(narinfo_name(&info.store_path));
             std::fs::write(&file, bytes).map_err(|e| failed(&file, e))?;
+        }
+        let order = dependencies_first(missing);
+        let nix = CommandLine::of(&self.config.nix, &[]);
+        let base = import_args(&self.config.cache_public_keys, staging);
+        let (deadline, run_timeout) = (self.deadline, self.config.run_timeout);
+        let (downloaded, (log, imported)) = std::thread::scope(|scope| {
+            let (batches, received) = std::sync::mpsc::channel::<Vec<String>>();
+            let importer = scope.spawn(move || {
+                let mut log = Vec::new();
+                for paths in received {
+                    let args: Vec<String> = base.iter().cloned().chain(paths).collect();
+                    let job = Job {
+                        what: "import",
+                        line: &nix,
+                        extra: &args,
+                        deadline,
+                        run_timeout,
+                    };
+                    if let Err(e) = job.run(&mut log) {
+                        return (log, Err(e));
+                    }
+                }
+                (log, Ok(()))
+            });
+            let mut names = BTreeSet::new();
+            let downloaded = order.chunks(BATCH).try_for_each(|batch| {
+                // One NAR for two paths of the same content.
+                let nars: Vec<&NarInfo> = batch
+                    .iter()
+                    .copied()
+                    .filter(|i| names.insert(i.nar_file.as_str()))
+                    .collect();
+                self.download(t, staging, &nars)?;
+                // A closed channel: the importer stopped at a failure, which it reports.
+                let paths = batch.iter().map(|i| i.store_path.to_string()).collect();
+                let _ = batches.send(paths);
+                Ok(())
+            });
+            drop(batches);
+            let imported = importer.join().unwrap_or_else(|_| (Vec::new(), Ok(())));
+            (downloaded, imported)
+        });
+        self.log.extend(log);
+        imported.map_err(AgentError::Import)?;
+        downloaded
+    }
+
+    /// Downloads `nars` into `staging`, each bounded by its sizes, several at once where
+    /// the transport can.
+    fn download(&self, t: &mut dyn Transport, staging: &Path, nars: &[&NarInfo]) -> Result<(), AgentError> {
+        let failed = |what: &Path, e: std::io::Error| AgentError::install(what.display().to_string(), e);
+        let rels: Vec<String> = nars
+            .iter()
+            .map(|i| format!("{CACHE}/{NAR_DIR}/{}", i.nar_file))
+            .collect();
+        let mut sinks = Vec::with_capacity(nars.len());
+        for info in nars {
             let nar = staging.join(NAR_DIR).join(&info.nar_file);
-            if nar.exists() {
-                continue; // one NAR for two paths of the same content
-            }
-            let limit = info.file_size.min(info.nar_size.saturating_add(NAR_SLACK));
-            let rel = format!("{CACHE}/{NAR_DIR}/{}", info.nar_file);
             let out = std::fs::File::create(&nar).map_err(|e| failed(&nar, e))?;
-            let mut sink = BufWriter::new(out);
-            let got = t
-                .read_to(&rel, limit, &mut sink)
-                .map_err(|e| AgentError::download(&rel, e, self.config.run_timeout))?;
-            sink.flush().map_err(|e| failed(&nar, e))?;
+            sinks.push(BufWriter::new(out));
+        }
+        let mut downloads: Vec<Download<'_>> = nars
+            .iter()
+            .zip(&rels)
+            .zip(sinks.iter_mut())
+            .map(|((info, rel), sink)| Download {
+                rel,
+                limit: info.file_size.min(info.nar_size.saturating_add(NAR_SLACK)),
+                sink,
+            })
+            .collect();
+        let results = t.read_each(&mut downloads);
+        drop(downloads);
+        for (((info, rel), sink), got) in nars.iter().zip(&rels).zip(sinks.iter_mut()).zip(results) {
+            let got = got.map_err(|e| AgentError::download(rel, e, self.config.run_timeout))?;
+            sink.flush()
+                .map_err(|e| failed(&staging.join(NAR_DIR).join(&info.nar_file), e))?;
             if got != info.file_size {
                 return Err(AgentError::NarSize {
-                    rel,
+                    rel: rel.clone(),
                     got,
                     size: info.file_size,
                 });
             }
         }
         Ok(())
-    }
-
-    /// Imports `missing` from the staging cache, trusting the pinned keys only.
-    fn import(&mut self, staging: &Path, missing: &[(Vec<u8>, NarInfo)]) -> Result<(), AgentError> {
-        let keys = self.config.cache_public_keys.join(" ");
-        let mut args: Vec<String> = [
-            "--extra-experimental-features",
-            "nix-command",
-            "copy",
-            "--no-recursive",
-            "--option",
-            "require-sigs",
-            "true",
-            "--option",
-            "trusted-public-keys",
-            &keys,
-            "--from",
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
-        args.push(format!("file://{}", staging.display()));
-        args.extend(missing.iter().map(|(_, info)| info.store_path.to_string()));
-        let nix = CommandLine::of(&self.config.nix, &[]);
-        self.command("import", &nix, &args).map_err(AgentError::Import)
     }
 
     /// Makes `system` the system profile's new generation, then runs the switch: the
@@ -221,6 +262,60 @@ impl Run<'_> {
     }
 }
 
+/// `missing`'s paths in an order where each comes after the paths it refers to.
+fn dependencies_first(missing: &[(Vec<u8>, NarInfo)]) -> Vec<&NarInfo> {
+    let by_path: std::collections::BTreeMap<&StorePath, &NarInfo> =
+        missing.iter().map(|(_, i)| (&i.store_path, i)).collect();
+    let mut done = BTreeSet::new();
+    let mut order = Vec::with_capacity(missing.len());
+    for (_, root) in missing {
+        // Depth first without recursion: (path, whether its references are queued).
+        let mut stack = vec![(root, false)];
+        while let Some((info, expanded)) = stack.pop() {
+            if done.contains(&info.store_path) {
+                continue;
+            }
+            if expanded {
+                done.insert(&info.store_path);
+                order.push(info);
+                continue;
+            }
+            stack.push((info, true));
+            for reference in &info.references {
+                if let Some(dep) = by_path.get(reference).filter(|d| !done.contains(&d.store_path)) {
+                    if dep.store_path != info.store_path {
+                        stack.push((dep, false));
+                    }
+                }
+            }
+        }
+    }
+    order
+}
+
+/// `nix copy` from the staging cache, trusting the pinned keys only; the paths follow.
+fn import_args(keys: &[String], staging: &Path) -> Vec<String> {
+    let keys = keys.join(" ");
+    let mut args: Vec<String> = [
+        "--extra-experimental-features",
+        "nix-command",
+        "copy",
+        "--no-recursive",
+        "--option",
+        "require-sigs",
+        "true",
+        "--option",
+        "trusted-public-keys",
+        &keys,
+        "--from",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.push(format!("file://{}", staging.display()));
+    args
+}
+
 /// The program `name` beside `nix` (`/…/bin/nix` → `/…/bin/name`; a bare `nix` → `name`).
 fn beside(nix: &str, name: &str) -> String {
     match Path::new(nix).parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -232,6 +327,40 @@ fn beside(nix: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(name: &str, refs: &[&str]) -> (Vec<u8>, NarInfo) {
+        let path = |n: &str| {
+            StorePath::parse(&format!(
+                "/nix/store/{}-{n}",
+                "0".repeat(32).replace('0', n.get(..1).unwrap_or("0"))
+            ))
+            .unwrap()
+        };
+        let info = NarInfo {
+            store_path: path(name),
+            nar_file: format!("{name}.nar"),
+            file_size: 1,
+            nar_size: 1,
+            references: refs.iter().map(|r| path(r)).collect(),
+        };
+        (Vec::new(), info)
+    }
+
+    #[test]
+    fn references_are_imported_before_what_refers_to_them() {
+        // As the walk finds them: the system first.
+        let missing = [
+            info("s", &["a", "b", "s"]),
+            info("a", &["c"]),
+            info("b", &["c", "a"]),
+            info("c", &[]),
+        ];
+        let order: Vec<String> = dependencies_first(&missing)
+            .iter()
+            .map(|i| i.nar_file.clone())
+            .collect();
+        assert_eq!(order, ["c.nar", "a.nar", "b.nar", "s.nar"]);
+    }
 
     #[test]
     fn nix_store_and_nix_env_are_found_beside_nix() {
