@@ -410,6 +410,7 @@ fn json_field_names_are_stable() {
         set(&[
             "failed",
             "rolled-back",
+            "unhealthy-rolled-back",
             "rejected",
             "bad-report",
             "bad-current",
