@@ -62,6 +62,13 @@ pub enum Command {
     /// Refuses while any secret is stale. Each changed host gets a new generation, written
     /// fully before its `current` pointer is switched; unchanged hosts are not touched.
     Deploy(DeployArgs),
+    /// Publish the fleet wave by wave ([rollout] of bento.toml), each wave only once the one
+    /// before reports its new generation applied and healthy
+    ///
+    /// Stops at the first failure or a wave past [rollout] wait (exit 1), naming the hosts
+    /// and why; later waves keep their generation. Killed or stopped, it resumes where it
+    /// was; `--status` shows where that is.
+    Rollout(RolloutArgs),
     /// Build each host's system with [build] command and record the expected system path
     Build(BuildArgs),
     /// What the central server needs for this fleet
@@ -241,6 +248,25 @@ pub struct DeployArgs {
     pub target: Option<String>,
     /// Print the per-host summary as JSON
     #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RolloutArgs {
+    /// Publish into this local directory instead of server.root (or deploy.target) of bento.toml
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
+    pub server_root: Option<PathBuf>,
+    /// Publish over sftp to this server root instead of deploy.target of bento.toml
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Start over from the first wave (a rollout of content that changed since)
+    #[arg(long, conflicts_with = "status")]
+    pub restart: bool,
+    /// Show where the rollout is, each wave and host, and change nothing
+    #[arg(long)]
+    pub status: bool,
+    /// With --status: as JSON
+    #[arg(long, requires = "status")]
     pub json: bool,
 }
 

@@ -13,7 +13,7 @@ use bento_deploy::sign::Signer;
 use bento_secrets::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{BuildArgs, DeployArgs, ServerArgs, ServerCommand};
+use crate::cli::{BuildArgs, DeployArgs, RolloutArgs, ServerArgs, ServerCommand};
 use crate::output::{self, out, outln};
 
 /// The program that lists flakes' configurations.
@@ -119,6 +119,60 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         reports.len() - published,
         shown
     ));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
+    use bento_deploy::publish::rollout::{self, Event};
+    if args.status {
+        let Some(state) = rollout::load(root)? else {
+            output::note("no rollout has started in this fleet");
+            return Ok(ExitCode::SUCCESS);
+        };
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&state)?)?;
+        } else {
+            outln!("rollout started {}", state.started)?;
+            for (i, wave) in state.waves.iter().enumerate() {
+                let state_name = serde_json::to_value(wave.state)?;
+                outln!(
+                    "wave {}/{}: {}",
+                    i + 1,
+                    state.waves.len(),
+                    state_name.as_str().unwrap_or_default()
+                )?;
+                for host in &wave.hosts {
+                    let generation = wave.generations.get(host).map_or("-".into(), |g| g.to_string());
+                    let what = wave.hosts_state.get(host).map_or("-", String::as_str);
+                    outln!("  {host}  generation {generation}  {}", output::escaped(what))?;
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workspace = Workspace::load(root)?;
+    let config = &workspace.config;
+    let location = workspace.location(args.server_root.as_deref(), args.target.as_deref())?;
+    let options = publish::Options {
+        location,
+        ssh: "ssh".into(),
+        hosts: Vec::new(),
+        nix: NIX.into(),
+    };
+    let key = config.signing_key_path();
+    let signer = || Signer::load(&key, &config.deploy.signing_key).map_err(bento_deploy::Error::from);
+    let say = |e: Event<'_>| {
+        let line = match e {
+            Event::Published { index, of, hosts } => {
+                format!("wave {index}/{of}: published {}", hosts.join(", "))
+            }
+            Event::Host { index, host, what } => format!("wave {index}: {host}: {}", output::escaped(what)),
+            Event::Healthy { index, of } => format!("wave {index}/{of}: healthy"),
+        };
+        let _ = outln!("{line}");
+    };
+    rollout::run(&workspace, &options, args.restart, &signer, &say)?;
+    output::ok("rollout complete: every wave reported its new generation applied");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -98,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Trigger(args) => trigger::run(args),
         Command::Deploy(args) => deploy::deploy(&fleet()?, args),
+        Command::Rollout(args) => deploy::rollout(&fleet()?, args),
         Command::Build(args) => deploy::build(&fleet()?, args),
         Command::Server(args) => deploy::server(&fleet()?, args),
         Command::Status(args) => status::status(&fleet()?, args),

@@ -31,6 +31,7 @@ mod reach;
 mod rekey;
 mod remote;
 mod remote_cache;
+mod rollout;
 mod roundtrip;
 mod sshd;
 mod status;

@@ -29,6 +29,8 @@ pub struct Config {
     pub status: Status,
     /// The signed Nix binary cache `bento deploy` fills on the server.
     pub cache: Cache,
+    /// `[rollout]`: how `bento rollout` publishes, wave by wave.
+    pub rollout: Rollout,
     /// Per host: how to reach it (`[hosts.<name>]`).
     pub hosts: BTreeMap<String, HostSettings>,
 }
@@ -222,6 +224,40 @@ impl Status {
 }
 
 /// `status.interval`, its refusal naming the key (the parser adds the line).
+/// `[rollout]`: the waves `bento rollout` publishes one after the other, each only once the
+/// one before reports its new generation applied and healthy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rollout {
+    /// Each wave: host names, `@group`s of secrets.toml, or `*` (every host left).
+    pub waves: Vec<Vec<String>>,
+    /// How long a wave has to report healthy on its new generation.
+    #[serde(deserialize_with = "rollout_wait")]
+    pub wait: TimeSpan,
+    /// Hosts of a wave allowed not to report in time.
+    pub max_unreached: usize,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            waves: Vec::new(),
+            wait: TimeSpan::from_secs(1800),
+            max_unreached: 0,
+        }
+    }
+}
+
+fn rollout_wait<'de, D: serde::Deserializer<'de>>(de: D) -> Result<TimeSpan, D::Error> {
+    let text = String::deserialize(de)?;
+    TimeSpan::parse(&text, 7 * 86_400).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "rollout.wait `{}` is not a time span from 1s to 7d: write it as e.g. \"30min\"",
+            text.escape_default()
+        ))
+    })
+}
+
 fn status_interval<'de, D: serde::Deserializer<'de>>(de: D) -> Result<TimeSpan, D::Error> {
     let text = String::deserialize(de)?;
     TimeSpan::parse(&text, u64::MAX).ok_or_else(|| {

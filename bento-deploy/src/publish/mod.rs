@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cache_dir;
 mod host_cache;
 pub mod remote;
+pub mod rollout;
 pub mod target;
 
 use std::path::Path;
@@ -39,6 +40,7 @@ use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::{AdminKeys, Signer};
 use crate::store_path::StorePath;
 use crate::time::now_rfc3339;
+use crate::wire::digest::sha256_hex;
 use crate::wire::mode::DeployMode;
 
 /// What to deploy, and where.
@@ -297,17 +299,23 @@ pub(crate) enum Assessed {
     Changed(Box<Plan>),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn assess(
+/// What `deploy` would publish for one host, but the generation, time and signature.
+struct Candidate {
+    bundle: Bundle,
+    system: Option<String>,
+    build_outdated: bool,
+    mode: DeployMode,
+}
+
+/// Assembles `host`'s bundle as this deploy publishes it: a closure host's without its
+/// sources, and refused without a build of exactly this configuration.
+fn candidate(
     root: &Path,
     fleet: &Fleet,
     config: &Config,
     host: &Host,
-    server: &Target,
     expected: &Expected,
-    admins: &AdminKeys,
-    progress: &dyn Progress,
-) -> Result<Assessed, Error> {
+) -> Result<Candidate, Error> {
     let mut bundle = Bundle::assemble(root, fleet, host)?;
     let system = expected
         .system_for(&host.name, &bundle.config_digest())
@@ -332,6 +340,47 @@ fn assess(
         // The host runs the built system: the sources stay with the admin.
         bundle.files.retain(|path, _| !path.starts_with("config/"));
     }
+    Ok(Candidate {
+        bundle,
+        system,
+        build_outdated,
+        mode,
+    })
+}
+
+/// A digest of what `deploy` would publish for the hosts of `options` — their bundles'
+/// content and expected systems, not generations or times — so that `bento rollout` can
+/// tell whether the fleet changed since it started.
+pub fn content_digest(workspace: &Workspace, options: &Options) -> Result<String, Error> {
+    let Workspace { root, config, fleet } = workspace;
+    let expected = Expected::load(root)?;
+    let mut listing = String::new();
+    for host in workspace.hosts(&options.hosts, &options.nix)? {
+        let c = candidate(root, fleet, config, &host, &expected)?;
+        let manifest = c.bundle.manifest(0, String::new(), None, c.system);
+        listing.push_str(&format!("{}\0{}\n", host.name, sha256_hex(&manifest.to_bytes())));
+    }
+    Ok(sha256_hex(listing.as_bytes()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assess(
+    root: &Path,
+    fleet: &Fleet,
+    config: &Config,
+    host: &Host,
+    server: &Target,
+    expected: &Expected,
+    admins: &AdminKeys,
+    progress: &dyn Progress,
+) -> Result<Assessed, Error> {
+    let Candidate {
+        bundle,
+        system,
+        build_outdated,
+        mode,
+    } = candidate(root, fleet, config, host, expected)?;
+    let name = host.name.as_str();
     // Only root can hand logs/ to the host's user; don't look the user up otherwise.
     let prefix = &config.server.user_prefix;
     let logs_owner = is_root()
