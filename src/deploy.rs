@@ -161,6 +161,14 @@ pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
     };
     let key = config.signing_key_path();
     let signer = || Signer::load(&key, &config.deploy.signing_key).map_err(bento_deploy::Error::from);
+    // On a terminal, a live line per wave waited for; the events as plain lines above it.
+    let live = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
     let say = |e: Event<'_>| {
         let line = match e {
             Event::Published { index, of, hosts } => {
@@ -168,10 +176,27 @@ pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
             }
             Event::Host { index, host, what } => format!("wave {index}: {host}: {}", output::escaped(what)),
             Event::Healthy { index, of } => format!("wave {index}/{of}: healthy"),
+            Event::Waiting {
+                index,
+                of,
+                pending,
+                applied,
+                failed,
+                left,
+            } => {
+                live.set_message(format!(
+                    "wave {index}/{of}: {pending} pending, {applied} applied, {failed} failed ({left} s of wait left)"
+                ));
+                return;
+            }
         };
-        let _ = outln!("{line}");
+        live.suspend(|| {
+            let _ = outln!("{line}");
+        });
     };
-    rollout::run(&workspace, &options, args.restart, &signer, &say)?;
+    let done = rollout::run(&workspace, &options, args.restart, &signer, &say);
+    live.finish_and_clear();
+    done?;
     output::ok("rollout complete: every wave reported its new generation applied");
     Ok(ExitCode::SUCCESS)
 }

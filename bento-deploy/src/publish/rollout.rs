@@ -97,6 +97,22 @@ pub enum Event<'a> {
         /// What it reported.
         what: &'a str,
     },
+    /// A wave is being waited for: how many of its hosts are where (after every read of
+    /// the server; a terminal's live view).
+    Waiting {
+        /// The wave.
+        index: usize,
+        /// How many waves.
+        of: usize,
+        /// Hosts without a report of their new generation yet.
+        pending: usize,
+        /// Hosts that applied it.
+        applied: usize,
+        /// Hosts that failed it.
+        failed: usize,
+        /// Seconds left of `wait`.
+        left: u64,
+    },
     /// A wave is healthy.
     Healthy {
         /// The wave.
@@ -330,6 +346,7 @@ fn wait_for(
     event: &dyn Fn(Event<'_>),
 ) -> Result<(), RolloutError> {
     let config = &workspace.config;
+    let rollout_len = rollout.waves.len();
     let wave = &mut rollout.waves[index];
     let waited = now().saturating_sub(wave.published_at.unwrap_or_else(now));
     let wait = config
@@ -373,8 +390,17 @@ fn wait_for(
                 wave.hosts_state.insert(h.host.clone(), what);
             }
         }
-        let failed = wave.hosts_state.values().any(|s| s != "applied");
         let applied = wave.hosts_state.values().filter(|s| *s == "applied").count();
+        let failures = wave.hosts_state.len() - applied;
+        event(Event::Waiting {
+            index: index + 1,
+            of: rollout_len,
+            pending: wave.hosts.len() - wave.hosts_state.len(),
+            applied,
+            failed: failures,
+            left: until.saturating_duration_since(Instant::now()).as_secs(),
+        });
+        let failed = failures > 0;
         if failed {
             wave.state = WaveState::Failed;
             return Ok(());
