@@ -1013,3 +1013,38 @@ fn a_closure_host_gets_its_closure_over_sftp_and_sees_no_other_hosts() {
         assert!(!scratch.path().join("stolen").exists(), "{other}");
     }
 }
+
+/// `bento rollout --target`: waves published over sftp as the publishing account, the
+/// hosts' reports read back over it, the hosts pulling through their own chroots.
+#[test]
+fn a_rollout_over_sftp_goes_wave_by_wave() {
+    use crate::rollout::{db1_agent, drive, text, with_rollout};
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
+    let r = Remote::new();
+    with_rollout(&r.l, "waves = [[\"web1\"], [\"db1\"]]\nwait = \"60s\"\n");
+    let db1 = db1_agent(
+        &r.l,
+        &format!("sftp://bento-db1@127.0.0.1:{}", r.sshd.port),
+        Some(&r.sshd.known_hosts),
+    );
+    let url = r.url();
+    let rollout =
+        r.l.fleet
+            .cmd(&["rollout", "--target", &url])
+            .env("SSH_AUTH_SOCK", &r.agent.sock)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let out = drive(&r.l, &db1, rollout, &["web1", "db1"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    let at = |needle: &str| said.find(needle).unwrap_or_else(|| panic!("{needle}: {said}"));
+    assert!(
+        at("wave 1: web1: applied") < at("wave 2/2: published db1"),
+        "{said}"
+    );
+    assert_eq!(r.current("db1"), "1\n");
+}

@@ -10,36 +10,45 @@ use crate::harness::{ok, pub_line, s};
 
 /// db1's agent: its own key, state and secrets dirs; rebuild, rollback and activation are
 /// no-ops (web1's agent is the one whose system and secrets the tests look at).
-fn db1_agent(l: &Loop) -> PathBuf {
+pub(crate) fn db1_agent(l: &Loop, server: &str, known_hosts: Option<&Path>) -> PathBuf {
     let base = l.fleet.home.join("db1-host");
     std::fs::create_dir_all(&base).unwrap();
     let config = base.join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "host = \"db1\"\nserver = \"file://{server}\"\nidentity = \"{key}\"\ntrusted_keys = [\"{admin}\"]\n\
+            "host = \"db1\"\nserver = \"{server}\"\nidentity = \"{key}\"\ntrusted_keys = [\"{admin}\"]\n\
              state_dir = \"{base}/state\"\nsecrets_root = \"{base}/run\"\nrebuild = \"true\"\nrollback = \"true\"\n\
              activate = \"true\"\ncurrent_system = \"{base}/system\"\nbooted_system = \"{base}/system\"\nconnect_timeout = 3\n",
-            server = l.server.display(),
             key = s(&l.keys.db1),
             admin = pub_line(&l.fleet.keys.join("admin")),
             base = base.display(),
         ),
     )
     .unwrap();
+    if let Some(kh) = known_hosts {
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("known_hosts = \"{}\"\n", kh.display()));
+        std::fs::write(&config, text).unwrap();
+    }
     config
 }
 
 /// A fleet of web1 and db1 with `[rollout]` (`rollout` is the table's body).
 fn fleet(rollout: &str) -> (Loop, PathBuf) {
     let l = Loop::new();
+    with_rollout(&l, rollout);
+    let db1 = db1_agent(&l, &format!("file://{}", l.server.display()), None);
+    (l, db1)
+}
+
+/// Appends `[rollout]` (`body`) to the fleet's bento.toml.
+pub(crate) fn with_rollout(l: &Loop, body: &str) {
     let toml = l.fleet.path("bento.toml");
     let mut text = std::fs::read_to_string(&toml).unwrap();
     text.push_str("[rollout]\n");
-    text.push_str(rollout);
+    text.push_str(body);
     std::fs::write(&toml, text).unwrap();
-    let db1 = db1_agent(&l);
-    (l, db1)
 }
 
 fn start(l: &Loop, extra: &[&str]) -> Child {
@@ -55,7 +64,7 @@ fn start(l: &Loop, extra: &[&str]) -> Child {
 
 /// Runs the agents named in `agents` (web1: the Loop's, db1: `db1`) every 200 ms until
 /// the rollout ends; its output.
-fn drive(l: &Loop, db1: &Path, mut rollout: Child, agents: &[&str]) -> std::process::Output {
+pub(crate) fn drive(l: &Loop, db1: &Path, mut rollout: Child, agents: &[&str]) -> std::process::Output {
     let started = Instant::now();
     while rollout.try_wait().unwrap().is_none() {
         assert!(
@@ -73,7 +82,7 @@ fn drive(l: &Loop, db1: &Path, mut rollout: Child, agents: &[&str]) -> std::proc
     rollout.wait_with_output().unwrap()
 }
 
-fn text(out: &[u8]) -> String {
+pub(crate) fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
 
