@@ -172,3 +172,105 @@ fn failed_units_fail_the_check_and_a_hanging_check_is_cut_at_the_deadline() {
         "{report}"
     );
 }
+
+/// A switch to a new kernel with a reboot to come: the checks run again after the reboot,
+/// and only then is the generation healthy; failing then, the host goes back to the
+/// generation it ran before and does not try that one again.
+#[test]
+fn after_a_reboot_into_a_new_kernel_the_checks_run_again() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    // The reboot: recorded, and the booted system is the new one's kernel from then on.
+    let booted = l.base().join("booted/kernel");
+    let reboot = l.fleet.script(
+        "kexec",
+        &format!(
+            "echo kexec >> {calls}\nln -sfn {base}/kernel-2 {booted}",
+            calls = l.calls.display(),
+            base = l.base().display(),
+            booted = booted.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(
+        &l.config,
+        format!(
+            "{text}reboot = \"kexec\"\nreboot_command = \"{}\"\n",
+            reboot.display()
+        ),
+    )
+    .unwrap();
+    with_health(&l, &flag_check(&l));
+    std::fs::write(l.base().join("kernel-version"), "2").unwrap();
+    l.deploy_config("{ boot.kernelPackages = 2; }\n");
+
+    // Healthy before the reboot: applied, rebooting, checked again afterwards.
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["kernel_changed"], true);
+    assert!(
+        report["note"]
+            .as_str()
+            .unwrap()
+            .contains("run again after the reboot"),
+        "{report}"
+    );
+    assert!(l.calls().ends_with("kexec\n"), "{}", l.calls());
+    // After the reboot the host is unwell: rolled back to generation 1, not tried again.
+    std::fs::write(l.base().join("unhealthy"), "").unwrap();
+    let (out, report) = l.agent_json();
+    assert!(!out.status.success());
+    assert_eq!(report["state"], "rolled-back", "{report}");
+    assert_eq!(report["generation"], 2);
+    assert_eq!(report["health"]["output"], "service down: 503");
+    assert!(
+        l.calls().lines().any(|c| c.ends_with("--rollback")),
+        "{}",
+        l.calls()
+    );
+    assert_eq!(
+        std::fs::read_link(l.state.join("current")).unwrap(),
+        std::path::Path::new("bundles/1")
+    );
+    let calls = l.calls().lines().count();
+    ok(&l.agent(&[]));
+    assert_eq!(l.calls().lines().count(), calls, "generation 2 not tried again");
+    assert_eq!(status_of(&l, "web1")["status"], "unhealthy-rolled-back");
+}
+
+/// The same reboot, healthy afterwards: reported applied after the reboot.
+#[test]
+fn a_host_healthy_after_its_reboot_reports_so() {
+    let l = Loop::new();
+    l.deploy();
+    ok(&l.agent(&[]));
+    let booted = l.base().join("booted/kernel");
+    let reboot = l.fleet.script(
+        "kexec",
+        &format!("ln -sfn {}/kernel-2 {}", l.base().display(), booted.display()),
+    );
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(
+        &l.config,
+        format!(
+            "{text}reboot = \"kexec\"\nreboot_command = \"{}\"\n",
+            reboot.display()
+        ),
+    )
+    .unwrap();
+    with_health(&l, &flag_check(&l));
+    std::fs::write(l.base().join("kernel-version"), "2").unwrap();
+    l.deploy_config("{ boot.kernelPackages = 2; }\n");
+    let (out, _) = l.agent_json();
+    ok(&out);
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["note"], "healthy after the reboot into its new kernel");
+    // And then up to date, nothing more to check.
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "up-to-date", "{report}");
+}

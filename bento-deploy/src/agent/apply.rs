@@ -278,7 +278,7 @@ impl Run<'_> {
         self.command_until(what, line, extra, self.deadline)
     }
 
-    fn command_until(
+    pub(super) fn command_until(
         &mut self,
         what: &'static str,
         line: &CommandLine,
@@ -336,7 +336,8 @@ impl Run<'_> {
             error,
             secrets_changed,
             note: self.note.clone(),
-            kernel_changed: matches!(state, State::Applied | State::SelfUpdated)
+            // After a rollback too: one after a reboot into a new kernel goes back to the old.
+            kernel_changed: matches!(state, State::Applied | State::SelfUpdated | State::RolledBack)
                 && kernel_changed(self.config),
             agent: env!("CARGO_PKG_VERSION").into(),
             health,

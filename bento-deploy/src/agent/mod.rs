@@ -97,6 +97,11 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::NothingPublished),
         Err(e) => return Err(AgentError::ReadCurrent(e)),
     };
+    if let Some(pending) = state.recheck.filter(|r| state.applied == Some(r.generation)) {
+        let (after, report) = recheck_after_reboot(config, pending, started, deadline, transport.as_mut())?;
+        state::save(&config.state_dir, &after).map_err(local)?;
+        return Ok(Outcome::Ran(Box::new(report)));
+    }
     if Some(current) == state.applied {
         // Up to date, but with what? A `host` changed (mistyped) since is not this bundle's.
         if let Some(installed) = bundles::installed_manifest(&config.state_dir, current) {
@@ -132,11 +137,72 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         Ok((s, changed)) => (s, Ok(changed)),
         Err(e) => (e.state(), Err(e)),
     };
+    let applied_before = state.applied;
     state = state.after(current, state_after);
+    // A new kernel and a reboot to come: the checks are made again once it runs.
+    if state_after == State::Applied
+        && config.health.any()
+        && config.reboot_command().is_some()
+        && reboot::kernel_changed(config)
+    {
+        state.recheck = Some(state::Recheck {
+            generation: current,
+            previous: applied_before,
+        });
+        run.note = Some("a new kernel: rebooting; the health checks run again after the reboot".into());
+    }
     state::save(&config.state_dir, &state).map_err(local)?;
 
     let report = conclude(&run, state_after, outcome, transport.as_mut())?;
     Ok(Outcome::Ran(Box::new(report)))
+}
+
+/// The first run after a reboot into a generation's new kernel: its health checks again.
+/// Passing, the generation is reported applied; failing, the previous bundle is current
+/// again, the rollback runs (and, its kernel the old one, the reboot back), and the
+/// generation is reported rolled back and not tried again.
+fn recheck_after_reboot(
+    config: &AgentConfig,
+    pending: state::Recheck,
+    started: Instant,
+    deadline: Instant,
+    transport: &mut dyn Transport,
+) -> Result<(AgentState, Report), AgentError> {
+    let mut run = Run {
+        config,
+        started,
+        deadline,
+        generation: pending.generation,
+        previous: pending.previous,
+        system_before: current_system(config),
+        log: Vec::new(),
+        note: None,
+    };
+    let Some(failure) = health::check(&config.health, deadline) else {
+        run.note = Some("healthy after the reboot into its new kernel".into());
+        let state = AgentState {
+            applied: Some(pending.generation),
+            failed: None,
+            recheck: None,
+        };
+        return Ok((state, conclude(&run, State::Applied, Ok(Vec::new()), transport)?));
+    };
+    if let Some(previous) = pending.previous {
+        let link = config.state_dir.join("current");
+        let _ = bento_secrets::atomic::symlink(std::path::Path::new(&format!("bundles/{previous}")), &link);
+    }
+    let rollback_deadline = Instant::now() + Duration::from_secs(config.run_timeout);
+    let rolled = run.command_until("rollback", &config.rollback.clone(), &[], rollback_deadline);
+    let state = AgentState {
+        applied: pending.previous,
+        failed: Some(pending.generation),
+        recheck: None,
+    };
+    let error = AgentError::Unhealthy {
+        failure,
+        rollback: rolled.err().map(|e| e.to_string()),
+    };
+    Ok((state, conclude(&run, State::RolledBack, Err(error), transport)?))
 }
 
 /// The end of every run that reports: the report, queued and sent, then a reboot when

@@ -19,6 +19,19 @@ pub struct AgentState {
     pub applied: Option<u64>,
     /// The last generation that failed; not retried until a newer one appears.
     pub failed: Option<u64>,
+    /// A generation applied with a new kernel, whose health is to be checked again once the
+    /// host runs that kernel (after the reboot the run started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<Recheck>,
+}
+
+/// A health check due after a reboot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recheck {
+    /// The generation applied before the reboot.
+    pub generation: u64,
+    /// The one applied before it, to go back to when the check fails.
+    pub previous: Option<u64>,
 }
 
 impl AgentState {
@@ -31,6 +44,7 @@ impl AgentState {
             s if s.is_success() => AgentState {
                 applied: Some(generation),
                 failed: None,
+                recheck: None,
             },
             State::Failed | State::RolledBack => AgentState {
                 failed: Some(generation),
@@ -99,6 +113,7 @@ mod tests {
     const BEFORE: AgentState = AgentState {
         applied: Some(3),
         failed: Some(4),
+        recheck: None,
     };
 
     #[test]
@@ -109,7 +124,8 @@ mod tests {
                 after,
                 AgentState {
                     applied: Some(5),
-                    failed: None
+                    failed: None,
+                    recheck: None,
                 },
                 "{state:?}"
             );
@@ -124,7 +140,8 @@ mod tests {
                 after,
                 AgentState {
                     applied: Some(3),
-                    failed: Some(5)
+                    failed: Some(5),
+                    recheck: None,
                 },
                 "{state:?}"
             );
