@@ -287,10 +287,16 @@ pub(crate) fn capture(program: &str, args: &[String], deadline: Instant) -> Capt
     let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let group = Pid::from_child(&child);
+    // Looked at soon, then less often: a quick command (a health check's `true`) is not
+    // kept waiting a whole pause.
+    let mut pause = Duration::from_micros(250);
     let ended = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Ended::Exited(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
             Ok(None) => {
                 // Everything it started: a check's children must not hold its pipes open.
                 let _ = kill_process_group(group, Signal::KILL);
