@@ -24,6 +24,7 @@ let
     ssh_port = cfg.sshPort;
     known_hosts = "/etc/bento/known_hosts";
     trusted_keys = cfg.trustedKeys;
+    required_signatures = cfg.requiredSignatures;
     state_dir = cfg.stateDir;
     secrets_root = cfg.secretsRoot;
     connect_timeout = cfg.connectTimeout;
@@ -199,6 +200,15 @@ in
     trustedKeys = mkOption {
       type = types.nonEmptyListOf types.str;
       description = "Admin SSH public keys whose bundle signatures this host accepts.";
+    };
+
+    requiredSignatures = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      description = ''
+        How many distinct admins of trustedKeys must have signed a bundle before this host
+        applies it (the two-person rule); at most the number of trustedKeys.
+      '';
     };
 
     stateDir = mkOption {
@@ -456,6 +466,11 @@ in
         message = "services.bento.cache.publicKey must be the cache's public key (NAME:BASE64, the "
           + ".pub made with cache.signing_key by nix-store --generate-binary-cache-key) when "
           + "cache.url is set: without it Nix would not trust what the cache serves";
+      }
+      {
+        assertion = cfg.requiredSignatures <= builtins.length cfg.trustedKeys;
+        message = "services.bento.requiredSignatures = ${toString cfg.requiredSignatures} is more than the "
+          + "${toString (builtins.length cfg.trustedKeys)} services.bento.trustedKeys: no bundle could ever be applied";
       }
       {
         assertion = !closure || cacheKeyOk cfg.cache.publicKey;

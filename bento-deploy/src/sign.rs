@@ -223,9 +223,92 @@ pub fn verify<'k>(
     Ok(key)
 }
 
+/// The armor lines of one SSH signature.
+const ARMOR_END: &str = "-----END SSH SIGNATURE-----";
+
+/// Verifies `manifest.sig` that may hold several signatures (one armored block after the
+/// other) of `message`, and counts the distinct trusted keys whose signature is valid: at
+/// least `required` of them, or an error naming how many there are and what is wrong with
+/// the others (an untrusted key, a bad signature, the same key twice).
+pub fn verify_threshold<'k>(
+    message: &[u8],
+    signatures: &str,
+    trusted: &'k [PublicKey],
+    required: usize,
+) -> Result<Vec<&'k PublicKey>, SignatureError> {
+    let mut valid: Vec<&PublicKey> = Vec::new();
+    let mut problems = Vec::new();
+    let blocks: Vec<&str> = signatures
+        .split_inclusive(ARMOR_END)
+        .filter(|b| !b.trim().is_empty())
+        .collect();
+    for block in &blocks {
+        match verify(message, block, trusted) {
+            Ok(key) if valid.iter().any(|k| k.key_data() == key.key_data()) => {
+                problems.push(format!(
+                    "{} signed twice (counted once)",
+                    key.fingerprint(HashAlg::Sha256)
+                ));
+            }
+            Ok(key) => valid.push(key),
+            Err(e) => problems.push(e.to_string().trim_start_matches("manifest.sig: ").to_owned()),
+        }
+    }
+    if valid.len() >= required.max(1) {
+        return Ok(valid);
+    }
+    match (required, blocks.len(), problems.len()) {
+        // One required, one signature: its own error, as before.
+        (1, 1, 1) => Err(verify(message, blocks[0], trusted)
+            .err()
+            .unwrap_or(SignatureError::Untrusted)),
+        _ => Err(SignatureError::TooFew {
+            have: valid.len(),
+            need: required,
+            problems: problems.join("; "),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_threshold_counts_distinct_trusted_keys_only() {
+        let (a, b, c) = (ed25519(), ed25519(), ed25519());
+        let message = b"{\"format\": 1}\n";
+        let sig = |k: &PrivateKey, m: &[u8]| -> String {
+            let s = k.sign(NAMESPACE, HashAlg::Sha512, m).unwrap();
+            s.to_pem(ssh_key::LineEnding::LF).unwrap()
+        };
+        let trusted = [a.public_key().clone(), b.public_key().clone()];
+        let two = format!("{}{}", sig(&a, message), sig(&b, message));
+        assert_eq!(verify_threshold(message, &two, &trusted, 2).unwrap().len(), 2);
+        // The same key twice, an untrusted key, a signature of other bytes: not counted.
+        for (what, text) in [
+            ("twice", format!("{}{}", sig(&a, message), sig(&a, message))),
+            ("untrusted", format!("{}{}", sig(&a, message), sig(&c, message))),
+            (
+                "other bytes",
+                format!("{}{}", sig(&a, message), sig(&b, b"other")),
+            ),
+        ] {
+            let e = verify_threshold(message, &text, &trusted, 2).unwrap_err();
+            match &e {
+                SignatureError::TooFew {
+                    have: 1,
+                    need: 2,
+                    problems,
+                } => assert!(!problems.is_empty(), "{what}"),
+                other => panic!("{what}: {other}"),
+            }
+        }
+        // One required: one good signature among others is enough; alone and bad, its own error.
+        assert!(verify_threshold(message, &two, &trusted, 1).is_ok());
+        let e = verify_threshold(message, &sig(&c, message), &trusted, 1).unwrap_err();
+        assert!(matches!(e, SignatureError::Untrusted), "{e}");
+    }
 
     fn ed25519() -> PrivateKey {
         let mut rng = ssh_key::rand_core::OsRng;
@@ -368,6 +451,19 @@ pub enum SignatureError {
     /// The signature does not match the manifest; the key's fingerprint.
     #[error("manifest.sig: bad signature by {0}: manifest.json was changed after signing")]
     BadSignature(String),
+    /// Fewer distinct trusted keys signed than agent.toml's `required_signatures`.
+    #[error(
+        "manifest.sig: {have} of the {need} signatures by distinct trusted admin keys that          required_signatures asks{}",
+        if problems.is_empty() { String::new() } else { format!(" ({problems})") }
+    )]
+    TooFew {
+        /// Valid signatures by distinct trusted keys.
+        have: usize,
+        /// How many are required.
+        need: usize,
+        /// What is wrong with the others, joined.
+        problems: String,
+    },
 }
 
 /// What went wrong signing through `ssh-keygen -Y sign` and ssh-agent.

@@ -37,4 +37,5 @@ mod sshd;
 mod status;
 mod templates;
 mod trigger;
+mod two_person;
 mod verify;

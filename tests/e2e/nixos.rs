@@ -792,6 +792,10 @@ fn what_cannot_work_is_refused_at_evaluation() {
                  --generate-binary-cache-key) when services.bento.mode is \"closure\"",
             ),
             (
+                "too-many-signatures",
+                "Failed assertions: - services.bento.requiredSignatures = 2 is more than the 1 services.bento.trustedKeys",
+            ),
+            (
                 "health-empty-command",
                 "A definition for option `services.bento.health.commands",
             ),

@@ -146,6 +146,7 @@ let
     };
     closure-without-key = client { services.bento.mode = "closure"; };
     health-empty-command = client { services.bento.health.commands = [ [ ] ]; };
+    too-many-signatures = client { services.bento.requiredSignatures = 2; };
     closure-bad-key = client { services.bento = { mode = "closure"; cache.publicKey = "bento-1"; }; };
     # A switch for closure mode on a source host: not written, and said so.
     source-switch = client { services.bento.switch = "/etc/bento/switch"; };

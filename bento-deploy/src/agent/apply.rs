@@ -213,6 +213,7 @@ impl Run<'_> {
             generation: self.generation,
             applied: state.applied,
             trusted,
+            required_signatures: self.config.required_signatures,
             run_timeout: self.config.run_timeout,
         }
         .run(t)?;

@@ -36,6 +36,10 @@ pub struct AgentConfig {
     /// `trusted_keys` parsed, when the file is read: the keys signatures are checked with.
     #[serde(skip)]
     pub(crate) trusted: Vec<PublicKey>,
+    /// How many distinct trusted keys must have signed a bundle's manifest (the two-person
+    /// rule); at most the number of `trusted_keys`.
+    #[serde(default = "default_required_signatures")]
+    pub required_signatures: usize,
     /// Where bundles are installed; `<state_dir>/current` is the active one.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -235,6 +239,10 @@ impl AgentConfig {
     }
 }
 
+fn default_required_signatures() -> usize {
+    1
+}
+
 fn default_system_profile() -> PathBuf {
     "/nix/var/nix/profiles/system".into()
 }
@@ -334,6 +342,15 @@ impl AgentConfig {
                     return Err((line, Problem::TrustedKey(shown)));
                 }
             }
+        }
+        if config.required_signatures == 0 || config.required_signatures > config.trusted.len() {
+            return Err((
+                at("required_signatures"),
+                Problem::RequiredSignatures {
+                    required: config.required_signatures,
+                    trusted: config.trusted.len(),
+                },
+            ));
         }
         if config.run_timeout == 0 {
             return Err((at("run_timeout"), Problem::RunTimeout));
@@ -506,6 +523,17 @@ pub enum Problem {
     /// A `trusted_keys` line is not a public key; its first 30 characters.
     #[error("trusted_keys: `{0}` is not an ssh public key line")]
     TrustedKey(String),
+    /// `required_signatures` is 0 or more than the trusted keys could give.
+    #[error(
+        "required_signatures = {required}: it must be at least 1 and at most the {trusted} trusted_keys \
+         (distinct admins must sign)"
+    )]
+    RequiredSignatures {
+        /// As written.
+        required: usize,
+        /// How many trusted keys there are.
+        trusted: usize,
+    },
     /// `run_timeout` is 0.
     #[error("run_timeout must be at least 1 (seconds)")]
     RunTimeout,

@@ -30,6 +30,8 @@ pub(crate) struct Fetch<'a> {
     pub applied: Option<u64>,
     /// The admin keys whose signatures are accepted.
     pub trusted: &'a [PublicKey],
+    /// How many distinct trusted keys must have signed.
+    pub required_signatures: usize,
     /// The agent's `run_timeout`, to name it when it cuts a download short.
     pub run_timeout: u64,
 }
@@ -82,7 +84,8 @@ impl Fetch<'_> {
         let manifest_bytes = get(MANIFEST_FILE, MANIFEST_LIMIT)?;
         let sig = get(SIGNATURE_FILE, SIGNATURE_LIMIT)?;
         let sig = String::from_utf8_lossy(&sig);
-        crate::sign::verify(&manifest_bytes, &sig, self.trusted).map_err(AgentError::Signature)?;
+        crate::sign::verify_threshold(&manifest_bytes, &sig, self.trusted, self.required_signatures)
+            .map_err(AgentError::Signature)?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| AgentError::Manifest(e.into()))?;
         if manifest.host.as_str() != self.host {
             return Err(AgentError::WrongHost {

@@ -1,0 +1,97 @@
+//! `required_signatures` on the host: a bundle is applied only when that many distinct
+//! trusted admin keys signed its manifest; the same key twice, an untrusted key or a
+//! signature of other bytes does not count, and the report says so.
+
+use std::process::Command;
+
+use crate::agent::Loop;
+use crate::harness::{ok, pub_line};
+
+/// Appends to generation `g`'s manifest.sig on the server a signature of its manifest by
+/// the private key `key` (`ssh-keygen -Y sign`, namespace bento), or of `other` bytes.
+fn add_signature(l: &Loop, g: u64, key: &std::path::Path, other: Option<&[u8]>) {
+    let dir = l.server.join(format!("web1/generations/{g}"));
+    let scratch = l.fleet.home.join("to-sign");
+    match other {
+        Some(bytes) => std::fs::write(&scratch, bytes).unwrap(),
+        None => {
+            std::fs::copy(dir.join("manifest.json"), &scratch).unwrap();
+        }
+    }
+    let out = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "bento", "-f"])
+        .arg(key)
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    ok(&out);
+    let sig = std::fs::read_to_string(scratch.with_extension("sig")).unwrap();
+    let _ = std::fs::remove_file(scratch.with_extension("sig"));
+    let mut all = std::fs::read_to_string(dir.join("manifest.sig")).unwrap();
+    all.push_str(&sig);
+    std::fs::write(dir.join("manifest.sig"), all).unwrap();
+}
+
+#[test]
+fn two_admins_must_sign_before_a_host_applies_a_bundle() {
+    crate::harness::require("ssh-keygen");
+    let l = Loop::new();
+    let alice = l.fleet.keys.join("admin");
+    let bob = l.fleet.ssh_key("second-admin", "ed25519", "");
+    let mallory = l.fleet.ssh_key("intruder", "ed25519", "");
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    let text = text.replace(
+        "trusted_keys = [\"",
+        &format!(
+            "required_signatures = 2\ntrusted_keys = [\"{}\", \"",
+            pub_line(&bob)
+        ),
+    );
+    std::fs::write(&l.config, text).unwrap();
+    l.deploy();
+
+    // Signed by alice alone (what deploy made): refused, nothing applied.
+    let (out, report) = l.agent_json();
+    assert!(!out.status.success());
+    assert_eq!(report["state"], "refused", "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("1 of the 2 signatures"), "{error}");
+    assert!(l.calls().is_empty());
+    // Alice again, mallory, bob over other bytes: still one.
+    for (what, key, other) in [
+        ("alice twice", &alice, None),
+        ("an untrusted key", &mallory, None),
+        ("bob over other bytes", &bob, Some(&b"{\"format\": 1}\n"[..])),
+    ] {
+        add_signature(&l, 1, key, other);
+        let (_, report) = l.agent_json();
+        assert_eq!(report["state"], "refused", "{what}: {report}");
+        assert!(l.calls().is_empty(), "{what}: applied");
+    }
+    let (_, report) = l.agent_json();
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("signed twice")
+            && error.contains("not among the trusted")
+            && error.contains("bad signature"),
+        "{error}"
+    );
+    // Bob signs the manifest itself: two distinct trusted admins, applied.
+    add_signature(&l, 1, &bob, None);
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+
+    // A required count above the trusted keys is refused at its line.
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(
+        &l.config,
+        text.replace("required_signatures = 2", "required_signatures = 3"),
+    )
+    .unwrap();
+    let e = crate::harness::fails(&l.agent(&[]));
+    assert!(
+        e.contains("agent.toml:") && e.contains("required_signatures = 3"),
+        "{e}"
+    );
+}
