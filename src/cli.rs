@@ -69,6 +69,9 @@ pub enum Command {
     /// and why; later waves keep their generation. Killed or stopped, it resumes where it
     /// was; `--status` shows where that is.
     Rollout(RolloutArgs),
+    /// Review and sign what another admin deployed ([deploy] required_signatures above 1);
+    /// once enough admins signed, the generation becomes current
+    Approve(ApproveArgs),
     /// Build each host's system with [build] command and record the expected system path
     Build(BuildArgs),
     /// What the central server needs for this fleet
@@ -248,6 +251,27 @@ pub struct DeployArgs {
     pub target: Option<String>,
     /// Print the per-host summary as JSON
     #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// Only these hosts [default: every host with a pending generation]
+    pub hosts: Vec<String>,
+    /// Read the server in this local directory instead of server.root (or deploy.target)
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
+    pub server_root: Option<PathBuf>,
+    /// Read the server over sftp instead of deploy.target of bento.toml
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Sign without asking (after showing what changes)
+    #[arg(long)]
+    pub yes: bool,
+    /// List what is pending and who signed it; sign nothing
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: as JSON
+    #[arg(long, requires = "list")]
     pub json: bool,
 }
 

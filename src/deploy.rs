@@ -13,7 +13,7 @@ use bento_deploy::sign::Signer;
 use bento_secrets::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{BuildArgs, DeployArgs, RolloutArgs, ServerArgs, ServerCommand};
+use crate::cli::{ApproveArgs, BuildArgs, DeployArgs, RolloutArgs, ServerArgs, ServerCommand};
 use crate::output::{self, out, outln};
 
 /// The program that lists flakes' configurations.
@@ -120,6 +120,125 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         shown
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
+    use bento_deploy::publish::approve;
+    use bento_deploy::publish::target::Target;
+    use bento_deploy::sign::AdminKeys;
+    let workspace = Workspace::load(root)?;
+    let config = &workspace.config;
+    let location = workspace.location(args.server_root.as_deref(), args.target.as_deref())?;
+    let target = Target::open(&location, root, config, "ssh")?;
+    let admins = AdminKeys::new(&workspace.fleet.admins);
+    let hosts: Vec<String> = match args.hosts.is_empty() {
+        true => workspace.hosts(&[], NIX)?.into_iter().map(|h| h.name).collect(),
+        false => args.hosts.clone(),
+    };
+    let pending = approve::pending(&target, &hosts, &admins)?;
+    if args.list {
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "pending": pending }))?
+            )?;
+        } else if pending.is_empty() {
+            output::note("nothing is pending");
+        } else {
+            for p in &pending {
+                outln!(
+                    "{}  generation {} (current {})  signed by {}",
+                    p.host,
+                    p.generation,
+                    p.current.map_or("-".into(), |g| g.to_string()),
+                    p.signers.join(", ")
+                )?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if pending.is_empty() {
+        output::note("nothing is pending");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let key = config.signing_key_path();
+    let signer = Signer::load(&key, &config.deploy.signing_key)?;
+    admins.check(&signer, &config.deploy.signing_key)?;
+    let me = admins.name_of(&signer).unwrap_or_default().to_owned();
+    let required = config.deploy.required_signatures;
+    let mut refused = false;
+    for p in &pending {
+        outln!(
+            "{}: generation {} (current {}), signed by {}",
+            p.host,
+            p.generation,
+            p.current.map_or("none".into(), |g| g.to_string()),
+            p.signers.join(", ")
+        )?;
+        let c = &p.changes;
+        for line in &c.files {
+            outln!("  {}", output::escaped(line))?;
+        }
+        for (what, names) in [
+            ("secret added", &c.secrets_added),
+            ("secret changed", &c.secrets_changed),
+            ("secret removed", &c.secrets_removed),
+        ] {
+            for name in names {
+                outln!("  {what}: {name}")?;
+            }
+        }
+        for line in &c.templates {
+            outln!("  template {line}")?;
+        }
+        if let Some((old, new)) = &c.system {
+            outln!(
+                "  system: {} → {}",
+                old.as_deref().unwrap_or("none"),
+                new.as_deref().unwrap_or("none")
+            )?;
+        }
+        if !args.yes {
+            if !std::io::stdin().is_terminal() {
+                anyhow::bail!(
+                    "approving {}: no terminal to ask on; review it, then run `bento approve {} --yes`",
+                    p.host,
+                    p.host
+                );
+            }
+            eprint!("approve {} generation {}? [y/N] ", p.host, p.generation);
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                output::note(&format!("{}: not approved", p.host));
+                continue;
+            }
+        }
+        match approve::approve(p, &me, &signer, &admins, required) {
+            Ok(done) if done.current => output::ok(&format!(
+                "{}: generation {} approved by {} and current",
+                p.host,
+                p.generation,
+                done.signers.join(", ")
+            )),
+            Ok(done) => output::ok(&format!(
+                "{}: generation {} signed by {} ({} of {required}); it becomes current at {required}",
+                p.host,
+                p.generation,
+                done.signers.join(", "),
+                done.signers.len()
+            )),
+            Err(e) => {
+                output::error(&e.to_string());
+                refused = true;
+            }
+        }
+    }
+    Ok(if refused {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {

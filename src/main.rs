@@ -99,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trigger(args) => trigger::run(args),
         Command::Deploy(args) => deploy::deploy(&fleet()?, args),
         Command::Rollout(args) => deploy::rollout(&fleet()?, args),
+        Command::Approve(args) => deploy::approve(&fleet()?, args),
         Command::Build(args) => deploy::build(&fleet()?, args),
         Command::Server(args) => deploy::server(&fleet()?, args),
         Command::Status(args) => status::status(&fleet()?, args),

@@ -281,6 +281,32 @@ impl HostDir {
         }
     }
 
+    /// Makes `current` name generation `g` (which must be installed): a temp file beside
+    /// the pointer, renamed over it.
+    pub fn point_at(&self, g: u64) -> Result<(), Error> {
+        let pointer = self.pointer()?;
+        let dir: Arc<dyn ServerDir> = match pointer {
+            CURRENT_LINK => self.gens()?,
+            _ => self.dir.clone(),
+        };
+        let text = format!("{g}\n");
+        let (tmp, ()) = unique(|name| dir.create_new(name, text.as_bytes(), 0o644), CURRENT_TEMP)
+            .map_err(|e| self.failed(pointer, e))?;
+        dir.sync().map_err(|e| self.failed(pointer, e))?;
+        dir.rename(&tmp, CURRENT_FILE, true).map_err(|e| {
+            let _ = dir.remove_tree(&tmp);
+            self.failed(pointer, e)
+        })
+    }
+
+    /// Replaces generation `g`'s `manifest.sig` with `signatures`, atomically.
+    pub fn replace_signatures(&self, g: u64, signatures: &str) -> Result<(), Error> {
+        let rel = format!("{GENERATIONS_DIR}/{g}/{SIGNATURE_FILE}");
+        self.dir
+            .replace_from(&rel, &mut signatures.as_bytes(), 0o644)
+            .map_err(|e| self.failed(&rel, e))
+    }
+
     /// The generations present, ascending.
     pub fn generations(&self) -> Result<Vec<u64>, Error> {
         let mut out: Vec<u64> = self
@@ -359,9 +385,9 @@ impl HostDir {
         Ok(staged)
     }
 
-    /// Removes generations beyond the newest `keep` (never `current`), and what an
-    /// interrupted deploy left. Returns the generations removed. No link is followed.
-    pub fn prune(&self, keep: usize, current: u64) -> Result<Vec<u64>, Error> {
+    /// Removes generations beyond the newest `keep` (never one of `current`: the one
+    /// `current` names, and one pending approval), and what an interrupted deploy left. Returns the generations removed. No link is followed.
+    pub fn prune(&self, keep: usize, current: &[u64]) -> Result<Vec<u64>, Error> {
         let mut removed = Vec::new();
         let to_remove = to_prune(&self.generations()?, keep, current);
         if !to_remove.is_empty() {
@@ -543,12 +569,12 @@ fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error>
 }
 
 /// Of `generations` (ascending), those beyond the newest `keep`, never `current`.
-pub(crate) fn to_prune(generations: &[u64], keep: usize, current: u64) -> Vec<u64> {
+pub(crate) fn to_prune(generations: &[u64], keep: usize, current: &[u64]) -> Vec<u64> {
     let cut = generations.len().saturating_sub(keep);
     generations[..cut]
         .iter()
         .copied()
-        .filter(|&g| g != current)
+        .filter(|g| !current.contains(g))
         .collect()
 }
 
@@ -620,7 +646,7 @@ mod tests {
             staged.install().unwrap();
             staged.switch().unwrap();
             assert_eq!(host.current().unwrap(), Some(g));
-            host.prune(3, g).unwrap();
+            host.prune(3, &[g]).unwrap();
         }
         assert_eq!(host.generations().unwrap(), [3, 4, 5]);
         assert_eq!(

@@ -196,9 +196,35 @@ impl AdminKeys {
         })
     }
 
-    /// Whether `signature` is a valid `bento` signature of `message` by one of these keys.
-    pub fn signed(&self, message: &[u8], signature: &str) -> bool {
-        verify(message, signature, &self.keys()).is_ok()
+    /// The admin name of `signer`'s key, when it is an admin's.
+    pub fn name_of(&self, signer: &Signer) -> Option<&str> {
+        let key = signer.public_key();
+        self.keys
+            .iter()
+            .find(|(_, k)| k.key_data() == key.key_data())
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Whether `signatures` (one or more) hold a valid `bento` signature of `message` by
+    /// one of these keys.
+    pub fn signed(&self, message: &[u8], signatures: &str) -> bool {
+        verify_threshold(message, signatures, &self.keys(), 1).is_ok()
+    }
+
+    /// The names of the admins whose valid signatures of `message` `signatures` holds, each
+    /// once, in the order they signed.
+    pub fn signers(&self, message: &[u8], signatures: &str) -> Vec<String> {
+        let keys = self.keys();
+        let valid = verify_threshold(message, signatures, &keys, 0).unwrap_or_default();
+        let mut names: Vec<String> = Vec::new();
+        for key in valid {
+            if let Some((name, _)) = self.keys.iter().find(|(_, k)| k.key_data() == key.key_data()) {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
     }
 }
 
@@ -254,7 +280,7 @@ pub fn verify_threshold<'k>(
             Err(e) => problems.push(e.to_string().trim_start_matches("manifest.sig: ").to_owned()),
         }
     }
-    if valid.len() >= required.max(1) {
+    if valid.len() >= required {
         return Ok(valid);
     }
     match (required, blocks.len(), problems.len()) {
@@ -453,7 +479,7 @@ pub enum SignatureError {
     BadSignature(String),
     /// Fewer distinct trusted keys signed than agent.toml's `required_signatures`.
     #[error(
-        "manifest.sig: {have} of the {need} signatures by distinct trusted admin keys that          required_signatures asks{}",
+        "manifest.sig: {have} of the {need} signatures by distinct trusted admin keys that required_signatures asks{}",
         if problems.is_empty() { String::new() } else { format!(" ({problems})") }
     )]
     TooFew {

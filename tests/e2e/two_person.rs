@@ -95,3 +95,112 @@ fn two_admins_must_sign_before_a_host_applies_a_bundle() {
         "{e}"
     );
 }
+
+/// `[deploy] required_signatures = 2`: a deploy is pending until a second admin approves
+/// it; the host applies only then.
+#[test]
+fn a_deploy_waits_for_a_second_admins_approval() {
+    let l = Loop::new();
+    let second = l.fleet.ssh_key("second-admin", "ed25519", "");
+    l.fleet.add_admin("second", &pub_line(&second));
+    let toml = l.fleet.path("bento.toml");
+    let first_admin = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("[deploy]\n", "[deploy]\nrequired_signatures = 2\n");
+    std::fs::write(&toml, &first_admin).unwrap();
+    let as_second = first_admin.replace(
+        &format!("signing_key = \"{}\"", l.fleet.keys.join("admin").display()),
+        &format!("signing_key = \"{}\"", second.display()),
+    );
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    std::fs::write(
+        &l.config,
+        text.replace(
+            "trusted_keys = [\"",
+            &format!(
+                "required_signatures = 2\ntrusted_keys = [\"{}\", \"",
+                pub_line(&second)
+            ),
+        ),
+    )
+    .unwrap();
+    let server = crate::harness::s(&l.server).to_owned();
+
+    // The first admin's deploy: pending, `current` not written, the host has nothing.
+    let out = ok(&l.fleet.bento(&["deploy", "--json", "--server-root", &server]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let web1 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "web1")
+        .unwrap();
+    assert_eq!(web1["pending"], true, "{web1}");
+    assert!(!l.server.join("web1/current").exists());
+    ok(&l.agent(&[]));
+    assert!(l.calls().is_empty(), "applied before approval");
+    // Deployed again unchanged: still the same pending generation, not a new one.
+    ok(&l.fleet.bento(&["deploy", "--server-root", &server]));
+    assert_eq!(
+        std::fs::read_dir(l.server.join("web1/generations"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // What is pending, and who signed it.
+    let listed: serde_json::Value = serde_json::from_str(&ok(&l.fleet.bento(&[
+        "approve",
+        "--list",
+        "--json",
+        "--server-root",
+        &server,
+    ])))
+    .unwrap();
+    let p = listed["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["host"] == "web1")
+        .unwrap();
+    assert_eq!(p["signers"], serde_json::json!(["admin"]));
+    assert_eq!(
+        p["changes"]["files"],
+        serde_json::json!(["+ config/configuration.nix"])
+    );
+    assert!(p["changes"]["secrets_added"]
+        .as_array()
+        .unwrap()
+        .contains(&"db-password".into()));
+
+    // The same admin cannot approve their own deploy.
+    let same = l
+        .fleet
+        .bento(&["approve", "web1", "--yes", "--server-root", &server]);
+    assert!(!same.status.success());
+    assert!(String::from_utf8_lossy(&same.stderr).contains("signed by admin already"));
+    assert!(!l.server.join("web1/current").exists());
+
+    // The second admin approves: current, and the host applies it.
+    std::fs::write(&toml, &as_second).unwrap();
+    let out = l
+        .fleet
+        .bento(&["approve", "web1", "--yes", "--server-root", &server]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("+ config/configuration.nix") && said.contains("approved by admin, second"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(l.server.join("web1/current")).unwrap(),
+        "1\n"
+    );
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+}

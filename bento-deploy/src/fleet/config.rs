@@ -117,6 +117,9 @@ pub struct Deploy {
     pub login_key: Option<String>,
     /// How hosts get their system, unless `[hosts.NAME] mode` says otherwise.
     pub mode: DeployMode,
+    /// How many distinct admins sign a generation before it is made current: above 1,
+    /// `bento deploy` publishes it pending and `bento approve` adds the others.
+    pub required_signatures: usize,
 }
 
 impl Default for Deploy {
@@ -129,6 +132,7 @@ impl Default for Deploy {
             request_timeout: TimeSpan::from_secs(60),
             login_key: None,
             mode: DeployMode::Source,
+            required_signatures: 1,
         }
     }
 }
@@ -434,6 +438,12 @@ impl Config {
             return Err(Error::config(
                 at("deploy", "keep_generations"),
                 "deploy.keep_generations must be between 1 and 1000",
+            ));
+        }
+        if !(1..=100).contains(&config.deploy.required_signatures) {
+            return Err(Error::config(
+                at("deploy", "required_signatures"),
+                "deploy.required_signatures must be between 1 and 100 (distinct admins who sign a generation)",
             ));
         }
         if config.deploy.signing_key.trim().is_empty() {

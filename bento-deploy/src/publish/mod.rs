@@ -7,6 +7,7 @@
 //! not touched at all. Old generations are pruned last. The target is a local directory
 //! or a remote root over sftp ([`target`]).
 
+pub mod approve;
 pub mod cache;
 pub mod cache_dir;
 mod host_cache;
@@ -77,6 +78,9 @@ pub struct HostReport {
     pub build_outdated: bool,
     /// How the host gets its system.
     pub mode: DeployMode,
+    /// `generation` waits for more admins' signatures (`bento approve`): `current` does not
+    /// name it yet.
+    pub pending: bool,
     /// Generations removed by pruning.
     pub pruned: Vec<u64>,
     /// What the binary cache did for it (`null` without `[cache]`).
@@ -107,6 +111,8 @@ pub(crate) struct Plan {
     system: Option<String>,
     build_outdated: bool,
     mode: DeployMode,
+    /// The generation `current` named before.
+    current: Option<u64>,
 }
 
 /// Refuses when any secret is stale, missing or corrupt: a host must never receive a
@@ -405,11 +411,39 @@ fn assess(
                 system,
                 build_outdated,
                 mode,
+                pending: false,
                 pruned: Vec::new(),
                 cache: None,
             };
             progress.done(&report);
             return Ok(Assessed::Unchanged(report));
+        }
+    }
+    // Pending already, with this content: nothing to publish until it is approved.
+    if config.deploy.required_signatures > 1 {
+        if let Some(&newest) = dir.generations()?.last().filter(|&&g| Some(g) > current) {
+            let candidate = bundle.manifest(newest, String::new(), None, system.clone());
+            let same = dir.signed_manifest(newest).is_some_and(|(bytes, sig)| {
+                admins.signed(&bytes, &sig)
+                    && Manifest::parse(&bytes).is_ok_and(|m| m.same_content(&candidate))
+            });
+            if same {
+                let report = HostReport {
+                    host: host.name.clone(),
+                    generation: newest,
+                    changed: false,
+                    files: bundle.config_files(),
+                    secrets: bundle.secrets.len(),
+                    system,
+                    build_outdated,
+                    mode,
+                    pending: true,
+                    pruned: Vec::new(),
+                    cache: None,
+                };
+                progress.done(&report);
+                return Ok(Assessed::Unchanged(report));
+            }
         }
     }
     // Never reuse a number, even one whose `current` switch did not happen.
@@ -422,6 +456,7 @@ fn assess(
         system,
         build_outdated,
         mode,
+        current,
     })))
 }
 
@@ -454,14 +489,19 @@ fn publish(
     // Generations first, then `current`: it only ever names a complete generation.
     staged.par_iter_mut().try_for_each(|(_, s)| s.install())?;
     server.sync()?;
-    staged.par_iter().try_for_each(|(_, s)| s.switch())?;
+    // With more signatures required, `current` moves when they are there (`bento approve`).
+    let pending = config.deploy.required_signatures > 1;
+    if !pending {
+        staged.par_iter().try_for_each(|(_, s)| s.switch())?;
+    }
     server.sync()?;
 
     let keep = config.deploy.keep_generations as usize;
     staged
         .par_iter()
         .map(|(plan, s)| {
-            let pruned = plan.dir.prune(keep, s.generation())?;
+            let protected: Vec<u64> = std::iter::once(s.generation()).chain(plan.current).collect();
+            let pruned = plan.dir.prune(keep, &protected)?;
             if let (DeployMode::Closure, Some(closures)) = (plan.mode, closures) {
                 prune_closures(server, closures, plan)?;
             }
@@ -474,6 +514,7 @@ fn publish(
                 system: plan.system.clone(),
                 build_outdated: plan.build_outdated,
                 mode: plan.mode,
+                pending,
                 pruned,
                 cache: None,
             };
