@@ -1048,3 +1048,56 @@ fn a_rollout_over_sftp_goes_wave_by_wave() {
     );
     assert_eq!(r.current("db1"), "1\n");
 }
+
+/// The two-person rule over sftp: the first admin's deploy is pending on the server, the
+/// second admin's `approve --target` signs it and moves `generations/current`, and only
+/// then does the host, pulling through its chroot, apply it.
+#[test]
+fn a_pending_deploy_is_approved_over_sftp() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
+    let r = Remote::new();
+    let second = r.l.fleet.ssh_key("second-admin", "ed25519", "");
+    r.l.fleet.add_admin("second", &pub_line(&second));
+    let toml = r.l.fleet.path("bento.toml");
+    let first = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("[deploy]\n", "[deploy]\nrequired_signatures = 2\n");
+    std::fs::write(&toml, &first).unwrap();
+    let text = std::fs::read_to_string(&r.l.config).unwrap();
+    std::fs::write(
+        &r.l.config,
+        text.replace(
+            "trusted_keys = [\"",
+            &format!(
+                "required_signatures = 2\ntrusted_keys = [\"{}\", \"",
+                pub_line(&second)
+            ),
+        ),
+    )
+    .unwrap();
+    ok(&r.deploy(None));
+    assert!(
+        !r.host("web1/generations/current").exists(),
+        "pending: no current yet"
+    );
+    ok(&r.l.agent(&[]));
+    assert!(r.l.calls().is_empty());
+
+    std::fs::write(
+        &toml,
+        first.replace(
+            &format!("signing_key = \"{}\"", r.l.fleet.keys.join("admin").display()),
+            &format!("signing_key = \"{}\"", second.display()),
+        ),
+    )
+    .unwrap();
+    let url = r.url();
+    let out = r.bento(&["approve", "web1", "--yes", "--target", &url], None);
+    ok(&out);
+    assert_eq!(r.current("web1"), "1\n");
+    let out = r.l.agent(&[]);
+    ok(&out);
+    assert!(r.l.calls().contains("nixos-rebuild switch"), "{}", r.l.calls());
+}
