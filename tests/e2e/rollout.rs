@@ -8,29 +8,35 @@ use std::time::{Duration, Instant};
 use crate::agent::Loop;
 use crate::harness::{ok, pub_line, s};
 
-/// db1's agent: its own key, state and secrets dirs; rebuild, rollback and activation are
-/// no-ops (web1's agent is the one whose system and secrets the tests look at).
+/// db1's agent (see [`agent_for`]).
 pub(crate) fn db1_agent(l: &Loop, server: &str, known_hosts: Option<&Path>) -> PathBuf {
-    let base = l.fleet.home.join("db1-host");
+    agent_for(l, "db1", &l.keys.db1, server, known_hosts)
+}
+
+/// `host`'s agent: its own key, state and secrets dirs; rebuild, rollback and activation
+/// are no-ops (web1's agent is the one whose system and secrets the tests look at).
+pub(crate) fn agent_for(
+    l: &Loop,
+    host: &str,
+    key: &Path,
+    server: &str,
+    known_hosts: Option<&Path>,
+) -> PathBuf {
+    let base = l.fleet.home.join(format!("{host}-host"));
     std::fs::create_dir_all(&base).unwrap();
     let config = base.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "host = \"db1\"\nserver = \"{server}\"\nidentity = \"{key}\"\ntrusted_keys = [\"{admin}\"]\n\
-             state_dir = \"{base}/state\"\nsecrets_root = \"{base}/run\"\nrebuild = \"true\"\nrollback = \"true\"\n\
-             activate = \"true\"\ncurrent_system = \"{base}/system\"\nbooted_system = \"{base}/system\"\nconnect_timeout = 3\n",
-            key = s(&l.keys.db1),
-            admin = pub_line(&l.fleet.keys.join("admin")),
-            base = base.display(),
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "host = \"{host}\"\nserver = \"{server}\"\nidentity = \"{key}\"\ntrusted_keys = [\"{admin}\"]\n\
+         state_dir = \"{base}/state\"\nsecrets_root = \"{base}/run\"\nrebuild = \"true\"\nrollback = \"true\"\n\
+         activate = \"true\"\ncurrent_system = \"{base}/system\"\nbooted_system = \"{base}/system\"\nconnect_timeout = 3\n",
+        key = s(key),
+        admin = pub_line(&l.fleet.keys.join("admin")),
+        base = base.display(),
+    );
     if let Some(kh) = known_hosts {
-        let mut text = std::fs::read_to_string(&config).unwrap();
         text.push_str(&format!("known_hosts = \"{}\"\n", kh.display()));
-        std::fs::write(&config, text).unwrap();
     }
+    std::fs::write(&config, text).unwrap();
     config
 }
 
@@ -64,7 +70,18 @@ fn start(l: &Loop, extra: &[&str]) -> Child {
 
 /// Runs the agents named in `agents` (web1: the Loop's, db1: `db1`) every 200 ms until
 /// the rollout ends; its output.
-pub(crate) fn drive(l: &Loop, db1: &Path, mut rollout: Child, agents: &[&str]) -> std::process::Output {
+pub(crate) fn drive(l: &Loop, db1: &Path, rollout: Child, agents: &[&str]) -> std::process::Output {
+    drive_all(l, &[db1], rollout, agents)
+}
+
+/// As [`drive`], running the agents of every config of `others` where `agents` names
+/// `db1`, besides web1's.
+pub(crate) fn drive_all(
+    l: &Loop,
+    others: &[&Path],
+    mut rollout: Child,
+    agents: &[&str],
+) -> std::process::Output {
     let started = Instant::now();
     while rollout.try_wait().unwrap().is_none() {
         assert!(
@@ -74,7 +91,11 @@ pub(crate) fn drive(l: &Loop, db1: &Path, mut rollout: Child, agents: &[&str]) -
         for agent in agents {
             match *agent {
                 "web1" => drop(l.agent(&[])),
-                _ => drop(l.fleet.bento(&["agent", "--once", "--config", s(db1)])),
+                _ => {
+                    for config in others {
+                        drop(l.fleet.bento(&["agent", "--once", "--config", s(config)]));
+                    }
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -88,25 +109,49 @@ pub(crate) fn text(out: &[u8]) -> String {
 
 #[test]
 fn a_rollout_goes_wave_by_wave_and_stops_at_an_unhealthy_canary() {
-    let (l, db1) = fleet("waves = [[\"web1\"], [\"*\"]]\nwait = \"60s\"\n");
-    let out = drive(&l, &db1, start(&l, &[]), &["web1", "db1"]);
+    let (l, db1) = fleet("waves = [[\"web1\"], [\"db1\"], [\"*\"]]\nwait = \"60s\"\n");
+    // A third host for the third wave.
+    let mail1_key = l.fleet.ssh_key("mail1", "ed25519", "");
+    l.fleet.add_host("mail1", &mail1_key);
+    std::fs::create_dir_all(l.fleet.path("hosts/mail1")).unwrap();
+    std::fs::write(
+        l.fleet.path("hosts/mail1/configuration.nix"),
+        "{ networking.hostName = \"mail1\"; }\n",
+    )
+    .unwrap();
+    let mail1 = agent_for(
+        &l,
+        "mail1",
+        &mail1_key,
+        &format!("file://{}", l.server.display()),
+        None,
+    );
+    let out = drive_all(&l, &[&db1, &mail1], start(&l, &[]), &["web1", "db1"]);
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
     // web1 reported before db1 was published.
     let at = |needle: &str| said.find(needle).unwrap_or_else(|| panic!("{needle}: {said}"));
-    assert!(at("wave 1/2: published web1") < at("wave 1: web1: applied"));
     assert!(
-        at("wave 1: web1: applied") < at("wave 2/2: published db1"),
+        at("wave 1/3: published web1") < at("wave 1: web1: applied"),
         "{said}"
     );
-    assert!(at("wave 2: db1: applied") < at("wave 2/2: healthy"), "{said}");
+    assert!(
+        at("wave 1: web1: applied") < at("wave 2/3: published db1"),
+        "{said}"
+    );
+    assert!(
+        at("wave 2: db1: applied") < at("wave 3/3: published mail1"),
+        "{said}"
+    );
+    assert!(at("wave 3: mail1: applied") < at("wave 3/3: healthy"), "{said}");
     let status: serde_json::Value =
         serde_json::from_str(&ok(&l.fleet.bento(&["rollout", "--status", "--json"]))).unwrap();
-    assert_eq!(status["waves"][0]["state"], "healthy");
-    assert_eq!(status["waves"][1]["state"], "healthy");
+    for wave in 0..3 {
+        assert_eq!(status["waves"][wave]["state"], "healthy", "{status}");
+    }
 
-    // A change for both, and web1's health check fails: the canary rolls itself back, the
-    // rollout stops, and db1 keeps its generation, byte for byte.
+    // A change for all, and web1's health check fails: the canary rolls itself back, the
+    // rollout stops, and db1 and mail1 keep their generation, byte for byte.
     let flag = l.base().join("unhealthy");
     std::fs::write(&flag, "").unwrap();
     let mut config = std::fs::read_to_string(&l.config).unwrap();
@@ -116,7 +161,7 @@ fn a_rollout_goes_wave_by_wave_and_stops_at_an_unhealthy_canary() {
         flag.display()
     ));
     std::fs::write(&l.config, config).unwrap();
-    for host in ["web1", "db1"] {
+    for host in ["web1", "db1", "mail1"] {
         std::fs::write(
             l.fleet.path(&format!("hosts/{host}/configuration.nix")),
             format!("{{ networking.hostName = \"{host}\"; time.timeZone = \"UTC\"; }}\n"),
@@ -124,16 +169,21 @@ fn a_rollout_goes_wave_by_wave_and_stops_at_an_unhealthy_canary() {
         .unwrap();
     }
     let db1_current = std::fs::read(l.server.join("db1/current")).unwrap();
-    let out = drive(&l, &db1, start(&l, &[]), &["web1", "db1"]);
+    let mail1_current = std::fs::read(l.server.join("mail1/current")).unwrap();
+    let out = drive_all(&l, &[&db1, &mail1], start(&l, &[]), &["web1", "db1"]);
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("wave 1 of 2 stopped")
+        err.contains("wave 1 of 3 stopped")
             && err.contains("web1: unhealthy-rolled-back")
             && err.contains("canary down"),
         "{err}"
     );
     assert_eq!(std::fs::read(l.server.join("db1/current")).unwrap(), db1_current);
+    assert_eq!(
+        std::fs::read(l.server.join("mail1/current")).unwrap(),
+        mail1_current
+    );
     assert_eq!(
         std::fs::read_to_string(l.server.join("web1/current")).unwrap(),
         "2\n"
@@ -142,7 +192,7 @@ fn a_rollout_goes_wave_by_wave_and_stops_at_an_unhealthy_canary() {
     // goes through.
     let again = l.fleet.bento(&["rollout", "--server-root", s(&l.server)]);
     assert!(
-        text(&again.stderr).contains("wave 1 of 2 stopped"),
+        text(&again.stderr).contains("wave 1 of 3 stopped"),
         "{}",
         text(&again.stderr)
     );
@@ -159,9 +209,13 @@ fn a_rollout_goes_wave_by_wave_and_stops_at_an_unhealthy_canary() {
         "{}",
         text(&refused.stderr)
     );
-    let out = drive(&l, &db1, start(&l, &["--restart"]), &["web1", "db1"]);
+    let out = drive_all(&l, &[&db1, &mail1], start(&l, &["--restart"]), &["web1", "db1"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_ne!(std::fs::read(l.server.join("db1/current")).unwrap(), db1_current);
+    assert_ne!(
+        std::fs::read(l.server.join("mail1/current")).unwrap(),
+        mail1_current
+    );
 }
 
 #[test]
