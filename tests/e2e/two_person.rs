@@ -203,4 +203,21 @@ fn a_deploy_waits_for_a_second_admins_approval() {
     let (out, report) = l.agent_json();
     ok(&out);
     assert_eq!(report["state"], "applied", "{report}");
+
+    // With one generation kept, a new pending one does not prune the one the host runs.
+    std::fs::write(
+        &toml,
+        as_second.replace("[deploy]\n", "[deploy]\nkeep_generations = 1\n"),
+    )
+    .unwrap();
+    l.deploy_config("{ networking.hostName = \"web1\"; time.timeZone = \"UTC\"; }\n");
+    assert!(
+        l.server.join("web1/generations/1").is_dir(),
+        "the current generation pruned"
+    );
+    assert!(l.server.join("web1/generations/2").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(l.server.join("web1/current")).unwrap(),
+        "1\n"
+    );
 }

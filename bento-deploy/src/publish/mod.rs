@@ -500,7 +500,10 @@ fn publish(
     staged
         .par_iter()
         .map(|(plan, s)| {
-            let protected: Vec<u64> = std::iter::once(s.generation()).chain(plan.current).collect();
+            // While it is pending, the generation the host runs stays too.
+            let protected: Vec<u64> = std::iter::once(s.generation())
+                .chain(plan.current.filter(|_| pending))
+                .collect();
             let pruned = plan.dir.prune(keep, &protected)?;
             if let (DeployMode::Closure, Some(closures)) = (plan.mode, closures) {
                 prune_closures(server, closures, plan)?;
