@@ -173,6 +173,30 @@ fn failed_units_fail_the_check_and_a_hanging_check_is_cut_at_the_deadline() {
     );
 }
 
+/// web1's agent with `reboot = "kexec"` (the stand-in records its call and makes kernel 2
+/// the booted one, as a reboot into it would), the flag health check, and a deployed
+/// generation whose system brings kernel 2.
+fn a_kernel_and_its_reboot_deployed(l: &Loop) {
+    let reboot = l.fleet.script(
+        "kexec",
+        &format!(
+            "echo kexec >> {calls}\nln -sfn {base}/kernel-2 {booted}",
+            calls = l.calls.display(),
+            base = l.base().display(),
+            booted = l.base().join("booted/kernel").display()
+        ),
+    );
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    let text = format!(
+        "{text}reboot = \"kexec\"\nreboot_command = \"{}\"\n",
+        reboot.display()
+    );
+    std::fs::write(&l.config, text).unwrap();
+    with_health(l, &flag_check(l));
+    std::fs::write(l.base().join("kernel-version"), "2").unwrap();
+    l.deploy_config("{ boot.kernelPackages = 2; }\n");
+}
+
 /// A switch to a new kernel with a reboot to come: the checks run again after the reboot,
 /// and only then is the generation healthy; failing then, the host goes back to the
 /// generation it ran before and does not try that one again.
@@ -182,28 +206,7 @@ fn after_a_reboot_into_a_new_kernel_the_checks_run_again() {
     l.deploy();
     ok(&l.agent(&[]));
     // The reboot: recorded, and the booted system is the new one's kernel from then on.
-    let booted = l.base().join("booted/kernel");
-    let reboot = l.fleet.script(
-        "kexec",
-        &format!(
-            "echo kexec >> {calls}\nln -sfn {base}/kernel-2 {booted}",
-            calls = l.calls.display(),
-            base = l.base().display(),
-            booted = booted.display()
-        ),
-    );
-    let text = std::fs::read_to_string(&l.config).unwrap();
-    std::fs::write(
-        &l.config,
-        format!(
-            "{text}reboot = \"kexec\"\nreboot_command = \"{}\"\n",
-            reboot.display()
-        ),
-    )
-    .unwrap();
-    with_health(&l, &flag_check(&l));
-    std::fs::write(l.base().join("kernel-version"), "2").unwrap();
-    l.deploy_config("{ boot.kernelPackages = 2; }\n");
+    a_kernel_and_its_reboot_deployed(&l);
 
     // Healthy before the reboot: applied, rebooting, checked again afterwards.
     let (out, report) = l.agent_json();
@@ -246,23 +249,7 @@ fn a_host_healthy_after_its_reboot_reports_so() {
     let l = Loop::new();
     l.deploy();
     ok(&l.agent(&[]));
-    let booted = l.base().join("booted/kernel");
-    let reboot = l.fleet.script(
-        "kexec",
-        &format!("ln -sfn {}/kernel-2 {}", l.base().display(), booted.display()),
-    );
-    let text = std::fs::read_to_string(&l.config).unwrap();
-    std::fs::write(
-        &l.config,
-        format!(
-            "{text}reboot = \"kexec\"\nreboot_command = \"{}\"\n",
-            reboot.display()
-        ),
-    )
-    .unwrap();
-    with_health(&l, &flag_check(&l));
-    std::fs::write(l.base().join("kernel-version"), "2").unwrap();
-    l.deploy_config("{ boot.kernelPackages = 2; }\n");
+    a_kernel_and_its_reboot_deployed(&l);
     let (out, _) = l.agent_json();
     ok(&out);
     let (out, report) = l.agent_json();

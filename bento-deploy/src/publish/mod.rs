@@ -394,57 +394,46 @@ fn assess(
         .flatten();
     let dir = server.host(name, logs_owner, mode)?;
     let current = dir.current()?;
-    if let Some(g) = current {
+    // "Same" only on what an admin signed: the manifest's bytes are the server's.
+    let same_as = |g: u64| {
         let candidate = bundle.manifest(g, String::new(), None, system.clone());
-        // "Same" only on what an admin signed: the manifest's bytes are the server's.
-        let same = dir.signed_manifest(g).is_some_and(|(bytes, sig)| {
+        dir.signed_manifest(g).is_some_and(|(bytes, sig)| {
             admins.signed(&bytes, &sig) && Manifest::parse(&bytes).is_ok_and(|m| m.same_content(&candidate))
-        });
-        if same {
+        })
+    };
+    // The generation that holds this content already: `current`'s, or (pending already,
+    // nothing to publish until it is approved) the newest above it.
+    let newest_pending = match config.deploy.required_signatures > 1 {
+        true => dir.generations()?.last().copied().filter(|&g| Some(g) > current),
+        false => None,
+    };
+    let unchanged = match (
+        current.filter(|&g| same_as(g)),
+        newest_pending.filter(|&g| same_as(g)),
+    ) {
+        (Some(g), _) => Some((g, false)),
+        (None, Some(g)) => Some((g, true)),
+        (None, None) => None,
+    };
+    if let Some((generation, pending)) = unchanged {
+        if !pending {
             dir.remove_leftovers()?;
-            let report = HostReport {
-                host: host.name.clone(),
-                generation: g,
-                changed: false,
-                files: bundle.config_files(),
-                secrets: bundle.secrets.len(),
-                system,
-                build_outdated,
-                mode,
-                pending: false,
-                pruned: Vec::new(),
-                cache: None,
-            };
-            progress.done(&report);
-            return Ok(Assessed::Unchanged(report));
         }
-    }
-    // Pending already, with this content: nothing to publish until it is approved.
-    if config.deploy.required_signatures > 1 {
-        if let Some(&newest) = dir.generations()?.last().filter(|&&g| Some(g) > current) {
-            let candidate = bundle.manifest(newest, String::new(), None, system.clone());
-            let same = dir.signed_manifest(newest).is_some_and(|(bytes, sig)| {
-                admins.signed(&bytes, &sig)
-                    && Manifest::parse(&bytes).is_ok_and(|m| m.same_content(&candidate))
-            });
-            if same {
-                let report = HostReport {
-                    host: host.name.clone(),
-                    generation: newest,
-                    changed: false,
-                    files: bundle.config_files(),
-                    secrets: bundle.secrets.len(),
-                    system,
-                    build_outdated,
-                    mode,
-                    pending: true,
-                    pruned: Vec::new(),
-                    cache: None,
-                };
-                progress.done(&report);
-                return Ok(Assessed::Unchanged(report));
-            }
-        }
+        let report = HostReport {
+            host: host.name.clone(),
+            generation,
+            changed: false,
+            files: bundle.config_files(),
+            secrets: bundle.secrets.len(),
+            system,
+            build_outdated,
+            mode,
+            pending,
+            pruned: Vec::new(),
+            cache: None,
+        };
+        progress.done(&report);
+        return Ok(Assessed::Unchanged(report));
     }
     // Never reuse a number, even one whose `current` switch did not happen.
     let highest = dir.generations()?.last().copied().unwrap_or(0);
