@@ -24,19 +24,9 @@ fn flag_check(l: &Loop) -> String {
     )
 }
 
-/// `host`'s entry of `bento status --json` (which exits 1 while a host failed).
+/// `host`'s entry of `bento status --json` of the Loop's server.
 fn status_of(l: &Loop, host: &str) -> serde_json::Value {
-    let out = l
-        .fleet
-        .bento(&["status", "--json", "--server-root", s(&l.server)]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["host"] == host)
-        .unwrap()
-        .clone()
+    crate::remote::status_of(l, &l.server, host)
 }
 
 #[test]

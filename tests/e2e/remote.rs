@@ -455,8 +455,9 @@ fn a_remote_root_not_set_up_for_publishing_is_refused_naming_the_host() {
     assert_eq!(r.generations("web1"), Vec::<String>::new());
 }
 
-/// The JSON status of `host` read from `root`.
-fn status_of(l: &Loop, root: &Path, host: &str) -> serde_json::Value {
+/// The JSON status of `host` read from `root` (`bento status` exits 1 while a host failed:
+/// not asked here).
+pub(crate) fn status_of(l: &Loop, root: &Path, host: &str) -> serde_json::Value {
     let out = l.fleet.bento(&["status", "--json", "--server-root", s(root)]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     status["hosts"]
