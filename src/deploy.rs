@@ -194,8 +194,8 @@ pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
         if let Some((old, new)) = &c.system {
             outln!(
                 "  system: {} → {}",
-                old.as_deref().unwrap_or("none"),
-                new.as_deref().unwrap_or("none")
+                output::escaped(old.as_deref().unwrap_or("none")),
+                output::escaped(new.as_deref().unwrap_or("none"))
             )?;
         }
         if !args.yes {

@@ -148,9 +148,16 @@ impl ServerRoot {
                     uid: m.uid(),
                     gid: m.gid(),
                 });
-            let cache = dir.join(HOST_CACHE_DIR);
-            ensure_dir(&cache, 0o755, owner)?;
-            ensure_dir(&cache.join(crate::wire::narinfo::NAR_DIR), 0o755, owner)?;
+            // That account may plant anything in cache/: nar/ is made and fixed through
+            // directory descriptors, never by path.
+            let shown = dir.join(HOST_CACHE_DIR).display().to_string();
+            let made = self
+                .dir
+                .confined()
+                .dir(host)
+                .and_then(|host| own_dir(&host, HOST_CACHE_DIR, owner))
+                .and_then(|cache| own_dir(&cache, crate::wire::narinfo::NAR_DIR, owner));
+            made.map_err(|e| Error::io(&shown, e))?;
         }
         Ok(())
     }
@@ -535,6 +542,24 @@ impl Drop for Staged {
     }
 }
 
+/// The directory `name` of `parent`, made 0755 where missing (a link there is refused),
+/// given to `owner` and 0755 when it is not already: all through its descriptor.
+fn own_dir(
+    parent: &crate::confined::Confined,
+    name: &str,
+    owner: Option<Owner>,
+) -> io::Result<crate::confined::Confined> {
+    let dir = parent.create_dir(name, 0o755)?;
+    let stat = dir.stat()?;
+    if let Some(o) = owner.filter(|o| (stat.st_uid, stat.st_gid) != (o.uid, o.gid)) {
+        dir.set_owner(o.uid, o.gid)?;
+    }
+    if stat.st_mode & 0o7777 != 0o755 {
+        dir.set_mode(0o755)?;
+    }
+    Ok(dir)
+}
+
 /// Creates `path` with `mode` if missing; sets `owner` (and `mode`) when they differ.
 fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error> {
     let shown = || path.display().to_string();
@@ -741,6 +766,23 @@ mod tests {
             (logs.uid(), logs.gid(), logs.mode() & 0o7777),
             (64991, 64990, 0o700)
         );
+    }
+
+    #[test]
+    fn a_closure_hosts_cache_is_made_through_descriptors_and_a_planted_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = ServerRoot::open(dir.path()).unwrap();
+        root.prepare("h", None, DeployMode::Closure).unwrap();
+        let cache = root.path().join("h").join(HOST_CACHE_DIR);
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!((mode(&cache), mode(&cache.join("nar"))), (0o755, 0o755));
+        // Whoever owns cache/ swaps nar/ for a link to a directory of its choosing.
+        std::fs::remove_dir(cache.join("nar")).unwrap();
+        std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), cache.join("nar")).unwrap();
+        assert!(root.prepare("h", None, DeployMode::Closure).is_err());
+        assert_eq!(mode(outside.path()), 0o700, "the link was followed");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -244,10 +245,12 @@ pub fn run(
 ) -> Result<Rollout, RolloutError> {
     let root = &workspace.root;
     bento_secrets::fleet_lock::ensure_state_dir(root).map_err(|e| RolloutError::State(e.to_string()))?;
+    // Never through a link a fleet repo could carry at that name.
     let lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(root.join(LOCK_FILE))
         .map_err(|e| RolloutError::State(e.to_string()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
@@ -329,7 +332,8 @@ fn stopped(rollout: &Rollout, index: usize) -> RolloutError {
         .hosts_state
         .iter()
         .filter(|(_, s)| *s != "applied")
-        .map(|(h, s)| format!("{h}: {s}"))
+        // What the host said (its report's error, a check's output): escaped, one line.
+        .map(|(h, s)| format!("{h}: {}", bento_secrets::error::escape_controls(s)))
         .collect();
     RolloutError::Stopped {
         index: index + 1,
@@ -454,6 +458,26 @@ mod tests {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn what_a_host_said_is_escaped_in_the_stop_line() {
+        let wave = Wave {
+            hosts: strings(&["web1"]),
+            state: WaveState::Failed,
+            published_at: Some(1),
+            generations: BTreeMap::from([("web1".to_owned(), 2)]),
+            hosts_state: BTreeMap::from([("web1".to_owned(), "failed: \u{1b}[2Jgone\nline".to_owned())]),
+        };
+        let rollout = Rollout {
+            format: FORMAT,
+            fleet: String::new(),
+            started: String::new(),
+            waves: vec![wave],
+        };
+        let line = stopped(&rollout, 0).to_string();
+        assert!(!line.contains(['\u{1b}', '\n']), "{line}");
+        assert!(line.contains("web1: failed: \\u{1b}[2Jgone"), "{line}");
     }
 
     #[test]

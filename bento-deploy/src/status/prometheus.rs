@@ -84,7 +84,8 @@ pub fn render(status: &FleetStatus) -> String {
                 out,
                 "bento_host_failed_check{{host=\"{}\",check=\"{}\"}} 1",
                 escape(&h.host),
-                escape(&failed.check)
+                // The host wrote it: no control character reaches the text.
+                escape(&bento_secrets::error::escape_controls(&failed.check))
             );
         }
     }
