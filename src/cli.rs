@@ -83,6 +83,12 @@ pub enum Command {
     /// Closure diff between the system a host runs and the one it should run (nvd, else
     /// `nix store diff-closures`)
     Diff(DiffArgs),
+    /// Each host's history: every generation that was current, who signed it and what it
+    /// changed, verified link by link
+    ///
+    /// Exit status 1 when a link is missing or edited, signatures no longer verify, or the
+    /// history holds a manifest that current does not descend from (a fork).
+    Log(LogArgs),
     /// Run `ssh` to a host with its host key pinned from keys/hosts/HOST.pub (never
     /// trust-on-first-use)
     ///
@@ -140,6 +146,18 @@ pub struct DiffArgs {
     /// Where the host's state is read
     #[command(flatten)]
     pub server: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only these hosts [default: every host in hosts/]
+    pub hosts: Vec<String>,
+    /// Where the history is read
+    #[command(flatten)]
+    pub server: SourceArgs,
+    /// As JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The server a command reads: `--target`, else `--server-root`, else bento.toml's

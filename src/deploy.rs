@@ -135,7 +135,9 @@ pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
         true => workspace.hosts(&[], NIX)?.into_iter().map(|h| h.name).collect(),
         false => args.hosts.clone(),
     };
-    let pending = approve::pending(&target, &hosts, &admins)?;
+    let fleet = &workspace.fleet;
+    let names = bento_deploy::changes::KeyNames::new(fleet.hosts.iter().chain(&fleet.admins));
+    let pending = approve::pending(&target, &hosts, &admins, &names)?;
     if args.list {
         if args.json {
             outln!(
@@ -186,6 +188,17 @@ pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
         ] {
             for name in names {
                 outln!("  {what}: {name}")?;
+                if let Some(r) = c.recipients.get(name) {
+                    let after = output::escaped(&r.after.join(", ")).into_owned();
+                    match &r.before {
+                        Some(before) if *before == r.after => outln!("    recipients: {after} (unchanged)")?,
+                        Some(before) => outln!(
+                            "    recipients: {} → {after}",
+                            output::escaped(&before.join(", "))
+                        )?,
+                        None => outln!("    recipients: {after}")?,
+                    }
+                }
             }
         }
         for line in &c.templates {

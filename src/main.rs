@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(args) => args.rules.is_some(),
         Command::Status(args) => args.server.server_root.is_some(),
         Command::Diff(args) => args.server.server_root.is_some(),
+        Command::Log(args) => args.server.server_root.is_some(),
         _ => false,
     };
     let fleet = || locate::fleet_root(cli.fleet.clone(), lenient);
@@ -104,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => deploy::server(&fleet()?, args),
         Command::Status(args) => status::status(&fleet()?, args),
         Command::Diff(args) => status::diff(&fleet()?, args),
+        Command::Log(args) => status::log(&fleet()?, args),
         Command::Ssh(args) => ssh::run(&fleet()?, args),
         Command::FlakeUpdate(args) => flake::update(&fleet()?, args),
     }

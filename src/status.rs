@@ -10,8 +10,8 @@ use bento_deploy::status::prometheus as status_prometheus;
 use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Root, Status};
 use bento_deploy::Config;
 
-use crate::cli::{DiffArgs, StatusArgs};
-use crate::output;
+use crate::cli::{DiffArgs, LogArgs, SourceArgs, StatusArgs};
+use crate::output::{self, outln};
 
 #[derive(Clone, Copy)]
 enum Format {
@@ -20,13 +20,15 @@ enum Format {
     Prometheus,
 }
 
-pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
+/// bento.toml, and the server that `--server-root`, `--target` or bento.toml name.
+fn located(fleet: &Path, source: &SourceArgs) -> anyhow::Result<(Config, Location)> {
     let config = Config::load(fleet)?;
-    let location = Location::choose(
-        &config,
-        args.server.server_root.as_deref(),
-        args.server.target.as_deref(),
-    )?;
+    let location = Location::choose(&config, source.server_root.as_deref(), source.target.as_deref())?;
+    Ok((config, location))
+}
+
+pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (config, location) = located(fleet, &args.server)?;
     let format = match (args.json, args.prometheus) {
         (true, _) => Format::Json,
         (_, true) => Format::Prometheus,
@@ -47,7 +49,7 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         dir: server.dir(),
         shown: &shown,
     };
-    let fleet_status = status::fleet_status(fleet, root, &Options::from_config(&config))?;
+    let fleet_status = status::fleet_status(fleet, root, &Options::for_fleet(fleet, &config))?;
     let mut out = std::io::stdout().lock();
     out.write_all(render(&fleet_status, format)?.as_bytes())?;
     out.flush()?;
@@ -107,7 +109,7 @@ fn colour_of(s: Status) -> &'static str {
 }
 
 /// One host's cells.
-fn row(h: &HostStatus) -> [String; 10] {
+fn row(h: &HostStatus) -> [String; 11] {
     let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
     let reported = match (h.reported_generation, h.reported_state) {
         (Some(g), Some(state)) => {
@@ -137,13 +139,17 @@ fn row(h: &HostStatus) -> [String; 10] {
         ago(h.reported_ago_seconds),
         ago(h.seen_ago_seconds),
         ago(h.published_ago_seconds),
+        match h.signers.is_empty() {
+            true => "-".into(),
+            false => h.signers.join(","),
+        },
         system.into(),
         h.ssh.clone().unwrap_or_else(|| "-".into()),
     ]
 }
 
 fn table(fleet_status: &FleetStatus, colour: bool) -> String {
-    const HEAD: [&str; 10] = [
+    const HEAD: [&str; 11] = [
         "HOST",
         "STATUS",
         "MODE",
@@ -152,12 +158,13 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
         "LAST REPORT",
         "LAST SEEN",
         "PUBLISHED",
+        "SIGNED BY",
         "SYSTEM",
         "SSH",
     ];
     // Cells and details carry what hosts wrote (errors, system paths): escaped for the
     // terminal before anything is measured or printed.
-    let rows: Vec<[String; 10]> = fleet_status
+    let rows: Vec<[String; 11]> = fleet_status
         .hosts
         .iter()
         .map(|h| row(h).map(|cell| output::escaped(&cell).into_owned()))
@@ -168,7 +175,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [String; 10], status: Option<Status>| {
+    let line = |cells: [String; 11], status: Option<Status>| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             let padded = if i + 1 == cells.len() {
@@ -213,12 +220,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
 }
 
 pub fn diff(fleet: &Path, args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(fleet)?;
-    let location = Location::choose(
-        &config,
-        args.server.server_root.as_deref(),
-        args.server.target.as_deref(),
-    )?;
+    let (config, location) = located(fleet, &args.server)?;
     let server = location.open(fleet, &config)?;
     let shown = location.shown();
     let root = Root {
@@ -255,4 +257,121 @@ pub fn diff(fleet: &Path, args: DiffArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn log(fleet: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
+    use bento_deploy::sign::AdminKeys;
+    use bento_deploy::status::log::{fleet_log, HostLog};
+    let (config, location) = located(fleet, &args.server)?;
+    let hosts = match args.hosts.is_empty() {
+        true => status::fleet_hosts(fleet)?,
+        false => args.hosts.clone(),
+    };
+    let admins = AdminKeys::new(&bento_secrets::fleet::admin_keys(fleet)?);
+    let server = location.open(fleet, &config)?;
+    let shown = location.shown();
+    let root = Root {
+        dir: server.dir(),
+        shown: &shown,
+    };
+    let logs = fleet_log(root, &hosts, &admins)?;
+    let verified = logs.iter().all(HostLog::verified);
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "format": 1, "hosts": logs, "verified": verified })
+            )?
+        )?;
+    } else {
+        let colour = output::stdout_colour();
+        let mut out = String::new();
+        for log in &logs {
+            out.push_str(&host_log(log, colour));
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
+    }
+    Ok(if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One host's history as text: a line saying whether it holds, its problems, then a
+/// table of its generations, newest first.
+fn host_log(log: &bento_deploy::status::log::HostLog, colour: bool) -> String {
+    let n = log.generations.len();
+    let verdict = match (log.current, log.verified()) {
+        (None, _) => output::painted(colour, "2", "nothing published"),
+        (Some(_), true) => output::painted(
+            colour,
+            "32",
+            &format!(
+                "{n} generation{}, every link verified",
+                if n == 1 { "" } else { "s" }
+            ),
+        ),
+        (Some(_), false) => output::painted(colour, "1;31", "history does not verify"),
+    };
+    let mut out = format!("{}: {verdict}\n", log.host);
+    for problem in &log.problems {
+        out.push_str(&format!("  ✗ {}\n", output::escaped(&problem.to_string())));
+    }
+    if log.generations.is_empty() {
+        return out;
+    }
+    let rows: Vec<[String; 4]> = log
+        .generations
+        .iter()
+        .map(|e| {
+            let mut gen = e.generation.to_string();
+            if Some(e.generation) == log.current {
+                gen.push_str(" *");
+            }
+            let changes = match &e.changes {
+                Some(c) => changes_summary(c),
+                None => "? (the generation before is unreadable)".into(),
+            };
+            [gen, e.created.clone(), e.signers.join(", "), changes]
+                .map(|cell| output::escaped(&cell).into_owned())
+        })
+        .collect();
+    const HEAD: [&str; 4] = ["GEN", "CREATED", "SIGNED BY", "CHANGES"];
+    let mut widths = HEAD.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for cells in std::iter::once(HEAD.map(str::to_owned)).chain(rows) {
+        let mut line = String::from("  ");
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            match i {
+                3 => line.push_str(cell),
+                _ => line.push_str(&format!("{cell:w$}  ")),
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// What a generation changed, on one line.
+fn changes_summary(c: &bento_deploy::changes::Changes) -> String {
+    let mut parts: Vec<String> = c.files.clone();
+    parts.extend(c.secrets_added.iter().map(|n| format!("secret + {n}")));
+    parts.extend(c.secrets_changed.iter().map(|n| format!("secret ~ {n}")));
+    parts.extend(c.secrets_removed.iter().map(|n| format!("secret - {n}")));
+    parts.extend(c.templates.iter().map(|t| format!("template {t}")));
+    if let Some((_, new)) = &c.system {
+        parts.push(format!("system → {}", new.as_deref().unwrap_or("none")));
+    }
+    match parts.is_empty() {
+        true => "nothing (published again)".into(),
+        false => parts.join(", "),
+    }
 }

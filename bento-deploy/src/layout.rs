@@ -5,6 +5,8 @@
 //! <root>/<host>/current           the generation the host should run, as decimal text;
 //!                                 or a root-made link `current -> generations/current`
 //! <root>/<host>/generations/<g>/  config/, secrets/*.age, manifest.json, manifest.sig
+//! <root>/<host>/generations/history/<sha256>.json, .sig
+//!                                 every manifest that was current (never pruned)
 //! <root>/<host>/logs/             0700, owned by the host's sftp user when it exists
 //! ```
 //!
@@ -34,6 +36,8 @@ use bento_secrets::accounts::Owner;
 use crate::error::Error;
 use crate::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::server_dir::{Kind, LocalDir, ServerDir};
+use crate::wire::digest::Sha256;
+use crate::wire::history::{HISTORY_DIR, HISTORY_NAME, MAX_HISTORY_FILES};
 pub use crate::wire::host_dir::{
     parse_generation, CURRENT_FILE, CURRENT_LIMIT, CURRENT_LINK, GENERATIONS_DIR, LOGS_DIR, MANIFEST_LIMIT,
     SIGNATURE_LIMIT,
@@ -304,6 +308,59 @@ impl HostDir {
             let _ = dir.remove_tree(&tmp);
             self.failed(pointer, e)
         })
+    }
+
+    /// Keeps `manifest` and its `signatures` in the host's history
+    /// (`generations/history/<sha256>.json` and `.sig`; see [`crate::wire::history`]),
+    /// before a generation that names it as `previous` becomes current. Rewrites only what
+    /// differs.
+    pub fn record_history(&self, manifest: &[u8], signatures: &str) -> Result<(), Error> {
+        let hash = Sha256::of(manifest);
+        let gens = self.gens()?;
+        let history = match gens.dir(HISTORY_NAME) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let made = gens.create_dir(HISTORY_NAME).or_else(|e| match e.kind() {
+                    // Another deploy made it meanwhile.
+                    io::ErrorKind::AlreadyExists => gens.dir(HISTORY_NAME),
+                    _ => Err(e),
+                });
+                let made = made.map_err(|e| self.failed(HISTORY_DIR, e))?;
+                made.seal(0o755).map_err(|e| self.failed(HISTORY_DIR, e))?;
+                made
+            }
+            Err(e) => return Err(self.failed(HISTORY_DIR, e)),
+        };
+        for (name, bytes, limit) in [
+            (format!("{hash}.json"), manifest, MANIFEST_LIMIT),
+            (format!("{hash}.sig"), signatures.as_bytes(), SIGNATURE_LIMIT),
+        ] {
+            if history.read(&name, limit).ok().as_deref() == Some(bytes) {
+                continue;
+            }
+            history
+                .replace_from(&name, &mut &bytes[..], 0o644)
+                .map_err(|e| self.failed(&format!("{HISTORY_DIR}/{name}"), e))?;
+        }
+        history.sync().map_err(|e| self.failed(HISTORY_DIR, e))
+    }
+
+    /// A bounded read of `rel` in the host's directory, no link followed.
+    pub fn read(&self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+        self.dir.read(rel, limit)
+    }
+
+    /// The hashes the host's history holds manifests of (their `<sha256>.json` names),
+    /// at most [`MAX_HISTORY_FILES`] files.
+    pub fn history(&self) -> Result<Vec<Sha256>, Error> {
+        match self.dir.entries_at_most(HISTORY_DIR, MAX_HISTORY_FILES) {
+            Ok(entries) => Ok(entries
+                .into_iter()
+                .filter_map(|(name, _)| name.strip_suffix(".json").and_then(|h| h.parse().ok()))
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.failed(HISTORY_DIR, e)),
+        }
     }
 
     /// Replaces generation `g`'s `manifest.sig` with `signatures`, atomically.

@@ -14,6 +14,7 @@
 //! [`transport`]s ([`sftp`], [`confined`]), [`reach`], [`store_path`] and [`time`].
 
 pub mod agent;
+pub mod changes;
 pub mod confined;
 pub mod dirents;
 pub mod error;

@@ -169,6 +169,11 @@ impl AdminKeys {
         AdminKeys { keys }
     }
 
+    /// Each key with its admin's name.
+    pub fn named_keys(&self) -> impl Iterator<Item = (&str, &PublicKey)> {
+        self.keys.iter().map(|(name, key)| (name.as_str(), key))
+    }
+
     /// The public keys.
     pub fn keys(&self) -> Vec<PublicKey> {
         self.keys.iter().map(|(_, k)| k.clone()).collect()
@@ -205,6 +210,14 @@ impl AdminKeys {
             .map(|(name, _)| name.as_str())
     }
 
+    /// The admin name of `key`, when it is an admin's.
+    pub fn name_of_key(&self, key: &PublicKey) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(_, k)| k.key_data() == key.key_data())
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Whether `signatures` (one or more) hold a valid `bento` signature of `message` by
     /// one of these keys.
     pub fn signed(&self, message: &[u8], signatures: &str) -> bool {
@@ -226,6 +239,28 @@ impl AdminKeys {
         }
         names
     }
+}
+
+/// The keys that made the valid `bento` signatures of `message` in `signatures` (one or
+/// more armored SSHSIG blocks), each once, in order, whoever's they are: each block is
+/// checked against the key it carries. For showing who signed (`bento log`), not for
+/// trusting: see [`verify_threshold`].
+pub fn valid_signers(message: &[u8], signatures: &str) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    for block in signatures
+        .split_inclusive(ARMOR_END)
+        .filter(|b| !b.trim().is_empty())
+    {
+        let Ok(sig) = SshSig::from_pem(block.trim().as_bytes()) else {
+            continue;
+        };
+        let key = PublicKey::from(sig.public_key().clone());
+        let valid = sig.namespace() == NAMESPACE && key.verify(NAMESPACE, message, &sig).is_ok();
+        if valid && !keys.iter().any(|k| k.key_data() == key.key_data()) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 /// Checks that `signature` (armored SSHSIG) is a `bento` signature of `message` by one of

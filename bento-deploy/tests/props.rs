@@ -122,6 +122,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             created: rfc3339(secs % 253_402_300_800),
             git_commit,
             system,
+            previous: None,
             sizes: files.iter().map(|(p, (_, n))| (p.parse().unwrap(), *n)).collect(),
             files: files
                 .iter()
@@ -140,6 +141,7 @@ fn sample_manifest() -> Manifest {
         created: "2026-11-26T05:00:00Z".into(),
         git_commit: None,
         system: Some("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system".into()),
+        previous: None,
         files: [(
             "config/configuration.nix".parse().unwrap(),
             "ab".repeat(32).parse().unwrap(),
@@ -265,6 +267,7 @@ fn check_status(current: &[u8], seen: &[u8], report: &[u8]) -> Result<(), TestCa
         stale_secs: 3600,
         ssh: BTreeMap::new(),
         now: 1_800_000_000,
+        admins: None,
     };
     let dir = bento_deploy::server_dir::LocalDir::open(root.path()).unwrap();
     let root = Root {

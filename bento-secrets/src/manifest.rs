@@ -2,8 +2,9 @@
 //! `bento activate` read it, so its shape is a contract:
 //!
 //! ```json
-//! { "format": 1, "host": "web1", "generation": 3, "created": "2026-11-26T05:00:00Z",
+//! { "format": 2, "host": "web1", "generation": 3, "created": "2026-11-26T05:00:00Z",
 //!   "git_commit": "abc…" | null, "system": "/nix/store/…" | null,
+//!   "previous": "<sha256 hex of the host's previous manifest.json>" | null,
 //!   "files": { "config/configuration.nix": "<sha256 hex>", "secrets/db.age": "<sha256 hex>" },
 //!   "sizes": { "config/configuration.nix": 1234, "secrets/db.age": 567 },
 //!   "secrets": [ SecretSpec, … ], "templates": [ TemplateSpec, … ] }
@@ -15,6 +16,12 @@
 //! `sizes` came after the first release: a manifest without it still parses (installed
 //! bundles, `bento status`), but the agent refuses to download a bundle whose files have
 //! no signed size, and `bento deploy` publishes such a host again.
+//!
+//! `previous` came with format 2: the SHA-256 of the exact bytes of the manifest that was
+//! the host's `current` when this one was made (null for a host's first). The manifests
+//! form a hash chain: a signed manifest commits to every one before it, so a host can
+//! tell that a new generation descends from the one it runs, and `bento log` can check
+//! the history link by link. Format 1 manifests (no `previous`) still parse.
 
 use std::collections::BTreeMap;
 
@@ -30,8 +37,10 @@ use crate::spec::{SecretSpec, TemplateSpec};
 #[error("manifest.json: {0}")]
 pub struct ManifestError(pub String);
 
-/// The manifest format this version writes and reads.
-pub const FORMAT: u32 = 1;
+/// The manifest format this version writes.
+pub const FORMAT: u32 = 2;
+/// The oldest manifest format this version reads (installed bundles, older servers).
+pub const OLDEST_FORMAT: u32 = 1;
 /// The manifest's file name in a bundle.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The signature's file name in a bundle.
@@ -41,7 +50,7 @@ pub const SIGNATURE_FILE: &str = "manifest.sig";
 /// its host, paths and hashes are valid and its secrets and templates agree with its files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Manifest {
-    /// Always [`FORMAT`].
+    /// [`FORMAT`], or an older one still read.
     pub format: u32,
     /// The host the bundle is for.
     pub host: HostName,
@@ -53,6 +62,9 @@ pub struct Manifest {
     pub git_commit: Option<String>,
     /// The system path `bento build` expects, when it built this configuration.
     pub system: Option<String>,
+    /// The SHA-256 of the manifest that was the host's `current` when this one was made;
+    /// `None` for a host's first manifest (and in format 1, which had no history).
+    pub previous: Option<Sha256>,
     /// Every file of the bundle (but the manifest and its signature) → its SHA-256.
     pub files: BTreeMap<BundlePath, Sha256>,
     /// Every file of `files` → its size in bytes: the agent stops a download that goes
@@ -77,6 +89,8 @@ struct RawManifest {
     created: String,
     git_commit: Option<String>,
     system: Option<String>,
+    #[serde(default)]
+    previous: Option<String>,
     files: BTreeMap<String, String>,
     #[serde(default)]
     sizes: BTreeMap<String, u64>,
@@ -90,12 +104,19 @@ impl TryFrom<RawManifest> for Manifest {
 
     fn try_from(raw: RawManifest) -> Result<Manifest, ManifestError> {
         let refused = |e: crate::names::NameError| ManifestError(escape_controls(&e.to_string()));
-        if raw.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&raw.format) {
             return Err(ManifestError(format!(
-                "format {} is not {FORMAT}: update bento on this host",
+                "format {} is not one of {OLDEST_FORMAT}..={FORMAT}: update bento on this host",
                 raw.format
             )));
         }
+        let previous = match raw.previous {
+            Some(hash) => Some(
+                hash.parse::<Sha256>()
+                    .map_err(|_| ManifestError("previous: sha256 is not 64 lowercase hex digits".into()))?,
+            ),
+            None => None,
+        };
         let mut files = BTreeMap::new();
         for (path, hash) in raw.files {
             let path: BundlePath = path.parse().map_err(refused)?;
@@ -125,6 +146,7 @@ impl TryFrom<RawManifest> for Manifest {
             created: raw.created,
             git_commit: raw.git_commit,
             system: raw.system,
+            previous,
             files,
             sizes,
             secrets: raw.secrets,
@@ -252,6 +274,7 @@ mod tests {
             created: "2026-11-26T05:00:00Z".into(),
             git_commit: None,
             system: None,
+            previous: None,
             files: [(path.clone(), "ab".repeat(32).parse().unwrap())].into(),
             sizes: [(path, 42)].into(),
             secrets: Vec::new(),
@@ -278,6 +301,21 @@ mod tests {
             text.contains("\"sizes\": {\n    \"config/configuration.nix\": 42\n  }"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn previous_names_the_manifest_before_and_format_1_has_none() {
+        let mut m = sample();
+        m.previous = Some(crate::digest::Sha256::of(b"the manifest before"));
+        let back = Manifest::parse(&m.to_bytes()).unwrap();
+        assert_eq!(back.previous, m.previous);
+        assert!(back.same_content(&sample()), "the link is not content");
+        let text = String::from_utf8(sample().to_bytes())
+            .unwrap()
+            .replace("\"format\": 2", "\"format\": 1")
+            .replace(",\n  \"previous\": null", "");
+        assert!(!text.contains("previous"), "{text}");
+        assert_eq!(Manifest::parse(text.as_bytes()).unwrap().previous, None);
     }
 
     #[test]
@@ -320,8 +358,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("sizes: `config/other`"), "{e}");
-        let e = parse_edited("\"format\": 1", "\"format\": 2").unwrap_err();
-        assert!(e.to_string().contains("format 2"), "{e}");
+        let e = parse_edited("\"format\": 2", "\"format\": 3").unwrap_err();
+        assert!(e.to_string().contains("format 3"), "{e}");
+        let e = parse_edited("\"previous\": null", "\"previous\": \"xyz\"").unwrap_err();
+        assert!(e.to_string().contains("previous: sha256"), "{e}");
         let e = parse_edited("\"host\": \"web1\"", "\"host\": \"../x\"").unwrap_err();
         assert!(e.to_string().contains("host `../x`"), "{e}");
     }

@@ -78,10 +78,13 @@ impl Deployable {
             .unwrap()
     }
 
+    /// The generations of `host` (its history aside).
     fn generations(&self, host: &str) -> Vec<u64> {
         let mut out: Vec<u64> = std::fs::read_dir(self.host(host).join("generations"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "history")
+            .map(|name| name.parse().unwrap())
             .collect();
         out.sort();
         out
@@ -153,7 +156,8 @@ fn bundle_layout_and_content() {
     );
 
     let m = d.manifest("web1", 1);
-    assert_eq!(m["format"], 1);
+    assert_eq!(m["format"], 2);
+    assert_eq!(m["previous"], serde_json::Value::Null, "a host's first manifest");
     assert_eq!(m["host"], "web1");
     assert_eq!(m["generation"], 1);
     assert!(m["git_commit"].is_null() && m["system"].is_null(), "{m}");
@@ -360,8 +364,21 @@ fn old_generations_are_pruned() {
     assert_eq!(d.generations("web1"), [4, 5]);
     let names: Vec<_> = std::fs::read_dir(d.host("web1").join("generations"))
         .unwrap()
+        .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 2, "no temp dirs left");
+    assert_eq!(names.len(), 3, "no temp dirs left: {names:?}");
+    // Pruned generations' manifests stay in the history: all five.
+    let history = std::fs::read_dir(d.host("web1").join("generations/history"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(history, 5);
 }
 
 #[test]

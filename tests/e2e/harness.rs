@@ -199,6 +199,7 @@ impl Fleet {
             "VISUAL",
             "EDITOR",
             "XDG_RUNTIME_DIR",
+            "XDG_CACHE_HOME",
         ] {
             cmd.env_remove(var);
         }

@@ -16,6 +16,7 @@ mod faults;
 mod flake_update;
 mod generate;
 mod health;
+mod history;
 mod host;
 mod hostile_logs;
 mod hostile_server;

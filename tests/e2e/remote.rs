@@ -89,10 +89,12 @@ impl Remote {
     }
 
     /// The names in a host's generations/, sorted.
+    /// The entries of `host`'s generations/, but its history.
     fn generations(&self, host: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.host(host).join("generations"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "history")
             .collect();
         names.sort();
         names
@@ -1101,4 +1103,71 @@ fn a_pending_deploy_is_approved_over_sftp() {
     let out = r.l.agent(&[]);
     ok(&out);
     assert!(r.l.calls().contains("nixos-rebuild switch"), "{}", r.l.calls());
+    // The history over sftp names both admins as its signers.
+    let out = r.bento(&["log", "web1", "--json", "--target", &url], None);
+    let doc: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(
+        doc["hosts"][0]["generations"][0]["signers"],
+        serde_json::json!(["admin", "second"]),
+        "{doc}"
+    );
+}
+
+/// Over sftp: a host that missed pruned generations follows the history in its chroot down
+/// to the manifest it runs; `bento log --target` verifies the chain and catches a link the
+/// server dropped.
+#[test]
+fn the_history_is_followed_by_the_host_and_verified_by_log_over_sftp() {
+    if !crate::harness::needs_root("a real sshd with chroots under /srv, in a private mount namespace") {
+        return;
+    }
+    let r = Remote::new();
+    let toml = r.l.fleet.path("bento.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[deploy]\n", "[deploy]\nkeep_generations = 1\n"),
+    )
+    .unwrap();
+    ok(&r.deploy(None));
+    ok(&r.l.agent(&[]));
+    for n in [2, 3] {
+        std::fs::write(
+            r.l.fleet.path("hosts/web1/configuration.nix"),
+            format!("{{ networking.hostName = \"web1\"; boot.kernelParams = [ \"n={n}\" ]; }}\n"),
+        )
+        .unwrap();
+        ok(&r.deploy(None));
+    }
+    assert!(!r.host("web1/generations/2").exists(), "pruned");
+    let (out, report) = r.l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["generation"], 3);
+    let url = r.url();
+    let out = r.bento(&["log", "web1", "--target", &url], None);
+    let text = ok(&out);
+    assert!(
+        text.contains("web1: 3 generations, every link verified"),
+        "{text}"
+    );
+
+    // The server drops generation 2's manifest from the history: caught.
+    let history = r.host("web1/generations/history");
+    for entry in std::fs::read_dir(&history).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if path.extension().is_some_and(|x| x == "json")
+            && String::from_utf8_lossy(&bytes).contains("\"generation\": 2,")
+        {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let out = r.bento(&["log", "web1", "--target", &url], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("history does not verify") && text.contains("is missing"),
+        "{text}"
+    );
 }

@@ -383,6 +383,7 @@ fn json_field_names_are_stable() {
         "status",
         "expected_generation",
         "expected_system",
+        "signers",
         "mode",
         "published",
         "published_ago_seconds",

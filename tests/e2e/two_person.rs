@@ -32,6 +32,25 @@ fn add_signature(l: &Loop, g: u64, key: &std::path::Path, other: Option<&[u8]>) 
     std::fs::write(dir.join("manifest.sig"), all).unwrap();
 }
 
+/// web1's entry of `bento approve --list --json`.
+fn pending_web1(l: &Loop, server: &str) -> serde_json::Value {
+    let listed: serde_json::Value = serde_json::from_str(&ok(&l.fleet.bento(&[
+        "approve",
+        "--list",
+        "--json",
+        "--server-root",
+        server,
+    ])))
+    .unwrap();
+    listed["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["host"] == "web1")
+        .unwrap()
+        .clone()
+}
+
 #[test]
 fn two_admins_must_sign_before_a_host_applies_a_bundle() {
     crate::harness::require("ssh-keygen");
@@ -149,20 +168,7 @@ fn a_deploy_waits_for_a_second_admins_approval() {
     );
 
     // What is pending, and who signed it.
-    let listed: serde_json::Value = serde_json::from_str(&ok(&l.fleet.bento(&[
-        "approve",
-        "--list",
-        "--json",
-        "--server-root",
-        &server,
-    ])))
-    .unwrap();
-    let p = listed["pending"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["host"] == "web1")
-        .unwrap();
+    let p = pending_web1(&l, &server);
     assert_eq!(p["signers"], serde_json::json!(["admin"]));
     assert_eq!(
         p["changes"]["files"],
@@ -172,6 +178,17 @@ fn a_deploy_waits_for_a_second_admins_approval() {
         .as_array()
         .unwrap()
         .contains(&"db-password".into()));
+    // Who can decrypt it, read from the pending file's own header.
+    let after = p["changes"]["recipients"]["db-password"]["after"].clone();
+    assert!(
+        after.as_array().unwrap().contains(&"web1".into())
+            && after.as_array().unwrap().contains(&"db1".into()),
+        "{p}"
+    );
+    assert_eq!(
+        p["changes"]["recipients"]["db-password"]["before"],
+        serde_json::Value::Null
+    );
 
     // The same admin cannot approve their own deploy.
     let same = l
@@ -196,6 +213,10 @@ fn a_deploy_waits_for_a_second_admins_approval() {
         said.contains("+ config/configuration.nix") && said.contains("approved by admin, second"),
         "{said}"
     );
+    assert!(
+        said.contains("secret added: db-password\n    recipients: "),
+        "{said}"
+    );
     assert_eq!(
         std::fs::read_to_string(l.server.join("web1/current")).unwrap(),
         "1\n"
@@ -214,6 +235,17 @@ fn a_deploy_waits_for_a_second_admins_approval() {
     assert!(
         l.server.join("web1/generations/1").is_dir(),
         "the current generation pruned"
+    );
+    // What approve shows of it is exactly the change made: one file.
+    let p = pending_web1(&l, &server);
+    assert_eq!(
+        p["changes"],
+        serde_json::json!({
+            "files": ["~ config/configuration.nix"],
+            "secrets_added": [], "secrets_changed": [], "secrets_removed": [],
+            "templates": [], "system": null,
+        }),
+        "{p}"
     );
     assert!(l.server.join("web1/generations/2").is_dir());
     assert_eq!(

@@ -212,6 +212,9 @@ impl Run<'_> {
             host: &self.config.host,
             generation: self.generation,
             applied: state.applied,
+            running: state
+                .applied
+                .and_then(|g| bundles::running(&self.config.state_dir, g)),
             trusted,
             required_signatures: self.config.required_signatures,
             run_timeout: self.config.run_timeout,

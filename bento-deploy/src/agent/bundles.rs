@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::wire::manifest::{Manifest, MANIFEST_FILE};
+use crate::agent::fetch::Running;
+use crate::wire::digest::Sha256;
+use crate::wire::manifest::{Manifest, FORMAT, MANIFEST_FILE};
 
 /// What changed between the applied bundle and the new one.
 #[derive(Default)]
@@ -57,6 +59,15 @@ pub(super) fn diff(old: Option<&Manifest>, new: &Manifest) -> Changes {
 pub(super) fn installed_manifest(state_dir: &Path, g: u64) -> Option<Manifest> {
     let bytes = std::fs::read(state_dir.join("bundles").join(g.to_string()).join(MANIFEST_FILE)).ok()?;
     Manifest::parse(&bytes).ok()
+}
+
+/// Generation `g`'s installed `manifest.json`, as descent is checked against it.
+pub(super) fn running(state_dir: &Path, g: u64) -> Option<Running> {
+    let bytes = std::fs::read(state_dir.join("bundles").join(g.to_string()).join(MANIFEST_FILE)).ok()?;
+    Some(Running {
+        hash: Sha256::of(&bytes),
+        before_history: Manifest::parse(&bytes).is_ok_and(|m| m.format < FORMAT),
+    })
 }
 
 /// Keeps the newest `keep` bundles, and always the current and the applied one.

@@ -103,6 +103,19 @@ pub enum AgentError {
         /// What this host runs.
         applied: u64,
     },
+    /// The manifest does not descend from the one this host runs.
+    #[error(
+        "bundle generation {offered} does not descend from generation {applied} that this host runs: \
+         {why}; refused (a fork of the history, or a server that rewrote it: see `bento log`)"
+    )]
+    NotDescendant {
+        /// What `current` names.
+        offered: u64,
+        /// What this host runs.
+        applied: u64,
+        /// Where the chain of `previous` links fails.
+        why: Descent,
+    },
     /// The manifest's signature is not a trusted admin's.
     #[error(transparent)]
     Signature(SignatureError),
@@ -288,6 +301,32 @@ fn mode_mismatch(agent: crate::wire::mode::DeployMode) -> &'static str {
     }
 }
 
+/// Why an offered manifest does not descend from the one a host runs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Descent {
+    /// Its history reaches the applied generation (or one below) through another manifest.
+    #[error(
+        "its history passes generation {generation} through another manifest than the one this host runs"
+    )]
+    Forked {
+        /// The generation where the chains part.
+        generation: u64,
+    },
+    /// Its history ends without reaching the manifest this host runs.
+    #[error("its history begins at generation {first} without reaching it")]
+    Unrooted {
+        /// The oldest generation of its history.
+        first: u64,
+    },
+    /// More generations lie between than a host follows.
+    #[error("more than {0} generations lie between")]
+    TooFar(usize),
+    /// A link of its history does not hold.
+    #[error(transparent)]
+    Link(crate::wire::history::LinkError),
+}
+
 impl AgentError {
     /// The report state of a run that ends with this error. For the errors that stop a
     /// run before it starts (no report is written), the state such a run would have:
@@ -300,6 +339,7 @@ impl AgentError {
             Connect(_)
             | NotAGeneration
             | Downgrade { .. }
+            | NotDescendant { .. }
             | Signature(_)
             | Manifest(_)
             | WrongHost { .. }

@@ -12,11 +12,12 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
-use crate::agent::error::AgentError;
+use crate::agent::error::{AgentError, Descent};
 use crate::transport::Transport;
 use crate::wire::digest::Sha256 as Sha256Digest;
+use crate::wire::history::{Ancestors, LinkError};
 use crate::wire::host_dir::{GENERATIONS_DIR, MANIFEST_LIMIT, SIGNATURE_LIMIT};
-use crate::wire::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
+use crate::wire::manifest::{Manifest, FORMAT, MANIFEST_FILE, SIGNATURE_FILE};
 
 /// What a fetch needs to know besides the server.
 pub(crate) struct Fetch<'a> {
@@ -28,12 +29,26 @@ pub(crate) struct Fetch<'a> {
     pub generation: u64,
     /// The generation applied, if any.
     pub applied: Option<u64>,
+    /// The applied generation's manifest, when it is installed: what a new manifest must
+    /// descend from.
+    pub running: Option<Running>,
     /// The admin keys whose signatures are accepted.
     pub trusted: &'a [PublicKey],
     /// How many distinct trusted keys must have signed.
     pub required_signatures: usize,
     /// The agent's `run_timeout`, to name it when it cuts a download short.
     pub run_timeout: u64,
+}
+
+/// The manifest a host runs, as a new one's descent is checked against it.
+pub(crate) struct Running {
+    /// The SHA-256 of its bytes.
+    pub hash: Sha256Digest,
+    /// It was made before manifests named their predecessor (format 1). A chain that goes
+    /// back to its own start, itself such a manifest, without meeting it is then accepted:
+    /// descent cannot be proven from before history began (hosts that lagged during the
+    /// upgrade would be stuck otherwise).
+    pub before_history: bool,
 }
 
 /// Hashes what it writes.
@@ -66,7 +81,55 @@ fn create(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// The most links followed from an offered manifest down to the one a host runs.
+const MAX_DESCENT: usize = 100_000;
+
 impl Fetch<'_> {
+    /// Checks that `manifest` descends from the manifest this host runs: its `previous`
+    /// links, followed through the server's history (see [`crate::wire::history`]), reach
+    /// the running manifest's hash before any generation at or below the applied one.
+    /// A host that runs nothing yet, or whose applied bundle is not installed, has nothing
+    /// to descend from.
+    fn check_descent(&self, t: &mut dyn Transport, manifest: &Manifest) -> Result<(), AgentError> {
+        let (Some(running), Some(applied)) = (&self.running, self.applied) else {
+            return Ok(());
+        };
+        // The chain's start, reached without meeting the running manifest: a refusal, but
+        // where both sides predate history.
+        let start = |first: u64, before_history: bool| match running.before_history && before_history {
+            true => Ok(()),
+            false => Err(Descent::Unrooted { first }),
+        };
+        let refused = |why| AgentError::NotDescendant {
+            offered: manifest.generation,
+            applied,
+            why,
+        };
+        let mut ancestors = Ancestors::of(manifest, |rel: &str, limit| t.read(rel, limit));
+        let (mut first, mut old_format) = (manifest.generation, manifest.format < FORMAT);
+        for _ in 0..MAX_DESCENT {
+            match ancestors.next_hash() {
+                Some(hash) if *hash == running.hash => return Ok(()),
+                Some(_) => {}
+                None => return start(first, old_format).map_err(refused),
+            }
+            match ancestors.next() {
+                Some(Ok(a)) if a.manifest.generation <= applied => {
+                    return Err(refused(Descent::Forked {
+                        generation: a.manifest.generation,
+                    }))
+                }
+                Some(Ok(a)) => (first, old_format) = (a.manifest.generation, a.manifest.format < FORMAT),
+                Some(Err(LinkError::Unreadable { path, source })) => {
+                    return Err(AgentError::download(&path, source, self.run_timeout))
+                }
+                Some(Err(e)) => return Err(refused(Descent::Link(e))),
+                None => return start(first, old_format).map_err(refused),
+            }
+        }
+        Err(refused(Descent::TooFar(MAX_DESCENT)))
+    }
+
     /// Downloads, checks and installs the generation; returns its manifest.
     pub(crate) fn run(&self, t: &mut dyn Transport) -> Result<Manifest, AgentError> {
         let g = self.generation;
@@ -99,6 +162,7 @@ impl Fetch<'_> {
                 current: g,
             });
         }
+        self.check_descent(t, &manifest)?;
         // Every file has a signed size before anything is downloaded.
         for path in manifest.files.keys() {
             manifest.size(path).map_err(|e| AgentError::Manifest(e.into()))?;

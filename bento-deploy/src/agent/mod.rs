@@ -42,7 +42,7 @@ use crate::transport::Transport;
 use crate::wire::host_dir::{CURRENT_FILE, CURRENT_LIMIT};
 use crate::wire::report::{Report, State};
 pub use command::{CaptureError, CommandError};
-pub use error::AgentError;
+pub use error::{AgentError, Descent};
 pub use state::AgentState;
 
 /// What one run did.

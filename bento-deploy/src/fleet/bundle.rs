@@ -92,13 +92,15 @@ impl Bundle {
         })
     }
 
-    /// The manifest of this bundle at `generation`.
+    /// The manifest of this bundle at `generation`, following the manifest whose hash is
+    /// `previous`.
     pub fn manifest(
         &self,
         generation: u64,
         created: String,
         git_commit: Option<String>,
         system: Option<String>,
+        previous: Option<Sha256>,
     ) -> Manifest {
         Manifest {
             format: FORMAT,
@@ -107,6 +109,7 @@ impl Bundle {
             created,
             git_commit,
             system,
+            previous,
             files: self
                 .files
                 .iter()

@@ -8,93 +8,20 @@
 //! A generation is only ever signed as it was shown: before signing, the pending manifest is
 //! read again, and one that changed or was superseded by a newer deploy is refused.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
+use crate::changes::{Changes, KeyNames, RecipientChange};
 use crate::error::Error;
 use crate::layout::HostDir;
 use crate::publish::target::Target;
 use crate::sign::{AdminKeys, Signer};
+use crate::wire::digest::Sha256;
+use crate::wire::host_dir::GENERATIONS_DIR;
 use crate::wire::manifest::Manifest;
 
-/// What a pending generation changes against the one `current` names.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Changes {
-    /// Configuration files added, changed or removed (`+ path`, `~ path`, `- path`).
-    pub files: Vec<String>,
-    /// Secrets added, by name.
-    pub secrets_added: Vec<String>,
-    /// Secrets whose ciphertext or attributes changed, by name.
-    pub secrets_changed: Vec<String>,
-    /// Secrets removed, by name.
-    pub secrets_removed: Vec<String>,
-    /// Templates added, changed or removed (`+ name`, `~ name`, `- name`).
-    pub templates: Vec<String>,
-    /// The expected system before and after, when it changes.
-    pub system: Option<(Option<String>, Option<String>)>,
-}
-
-impl Changes {
-    /// What `new` changes against `old` (nothing current: everything is new).
-    pub fn between(old: Option<&Manifest>, new: &Manifest) -> Changes {
-        let empty = BTreeMap::new();
-        let old_files = old.map_or(&empty, |m| &m.files);
-        let mut files = Vec::new();
-        for (path, hash) in new.files.iter().filter(|(p, _)| p.starts_with("config/")) {
-            match old_files.get(path.as_str()) {
-                None => files.push(format!("+ {path}")),
-                Some(h) if h != hash => files.push(format!("~ {path}")),
-                Some(_) => {}
-            }
-        }
-        for path in old_files.keys().filter(|p| p.starts_with("config/")) {
-            if !new.files.contains_key(path.as_str()) {
-                files.push(format!("- {path}"));
-            }
-        }
-        let old_secrets: BTreeMap<&str, _> = old
-            .map(|m| m.secrets.iter().map(|s| (s.name.as_str(), s)).collect())
-            .unwrap_or_default();
-        let new_secrets: BTreeMap<&str, _> = new.secrets.iter().map(|s| (s.name.as_str(), s)).collect();
-        let mut changes = Changes {
-            files,
-            ..Changes::default()
-        };
-        for (name, spec) in &new_secrets {
-            match old_secrets.get(name) {
-                None => changes.secrets_added.push((*name).to_owned()),
-                Some(old) if old != spec => changes.secrets_changed.push((*name).to_owned()),
-                Some(_) => {}
-            }
-        }
-        changes.secrets_removed = old_secrets
-            .keys()
-            .filter(|n| !new_secrets.contains_key(*n))
-            .map(|n| (*n).to_owned())
-            .collect();
-        let old_templates: BTreeMap<&str, _> = old
-            .map(|m| m.templates.iter().map(|t| (t.name.as_str(), t)).collect())
-            .unwrap_or_default();
-        for t in &new.templates {
-            match old_templates.get(t.name.as_str()) {
-                None => changes.templates.push(format!("+ {}", t.name)),
-                Some(o) if *o != t => changes.templates.push(format!("~ {}", t.name)),
-                Some(_) => {}
-            }
-        }
-        for name in old_templates.keys() {
-            if !new.templates.iter().any(|t| t.name == *name) {
-                changes.templates.push(format!("- {name}"));
-            }
-        }
-        let old_system = old.and_then(|m| m.system.clone());
-        if old_system != new.system {
-            changes.system = Some((old_system, new.system.clone()));
-        }
-        changes
-    }
-}
+/// The most of a secret's file read to name its recipients (its header is at the start;
+/// the server chooses the size).
+const SECRET_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A host's generation waiting for more signatures.
 #[derive(Clone, Serialize)]
@@ -119,7 +46,12 @@ pub struct Pending {
 
 /// The generations pending on `target` for `hosts`: the newest generation of each host,
 /// when it is above `current` and signed by at least one admin.
-pub fn pending(target: &Target, hosts: &[String], admins: &AdminKeys) -> Result<Vec<Pending>, Error> {
+pub fn pending(
+    target: &Target,
+    hosts: &[String],
+    admins: &AdminKeys,
+    names: &KeyNames,
+) -> Result<Vec<Pending>, Error> {
     let mut out = Vec::new();
     for host in hosts {
         let dir = match HostDir::open(target.root(), &target.shown(), host) {
@@ -142,12 +74,30 @@ pub fn pending(target: &Target, hosts: &[String], admins: &AdminKeys) -> Result<
             .and_then(|g| dir.signed_manifest(g))
             .filter(|(b, s)| admins.signed(b, s))
             .and_then(|(b, _)| Manifest::parse(&b).ok());
+        let mut changes = Changes::between(old.as_ref(), &manifest);
+        let recipients_in = |g: u64, m: &Manifest, name: &str| {
+            let spec = m.secrets.iter().find(|s| s.name == name)?;
+            let limit = m.size(&spec.file).unwrap_or(SECRET_LIMIT).min(SECRET_LIMIT);
+            let bytes = dir
+                .read(&format!("{GENERATIONS_DIR}/{g}/{}", spec.file), limit)
+                .ok()?;
+            Some(names.recipients(&bytes))
+        };
+        for name in changes.secrets_added.iter().chain(&changes.secrets_changed) {
+            let before = current
+                .zip(old.as_ref())
+                .and_then(|(g, m)| recipients_in(g, m, name));
+            let after = recipients_in(newest, &manifest, name).unwrap_or_else(|| vec!["(unreadable)".into()]);
+            changes
+                .recipients
+                .insert(name.clone(), RecipientChange { before, after });
+        }
         out.push(Pending {
             host: host.clone(),
             generation: newest,
             current,
             signers,
-            changes: Changes::between(old.as_ref(), &manifest),
+            changes,
             bytes,
             signatures,
             dir,
@@ -194,6 +144,21 @@ pub fn approve(
             ),
         ));
     }
+    // It must follow what the host runs now, or hosts refuse it as not descending.
+    let base = pending
+        .dir
+        .current()?
+        .and_then(|c| pending.dir.signed_manifest(c));
+    let previous = Manifest::parse(&pending.bytes)?.previous;
+    if previous != base.as_ref().map(|(bytes, _)| Sha256::of(bytes)) {
+        return Err(Error::input(
+            format!("host {host}"),
+            format!(
+                "generation {g} does not follow the generation `current` names (its `previous` is \
+                 another manifest): hosts would refuse it; run `bento deploy` again"
+            ),
+        ));
+    }
     let signatures = now.map(|(_, s)| s).unwrap_or_else(|| pending.signatures.clone());
     let mine = signer.sign(&pending.bytes)?;
     let mut all = signatures;
@@ -205,41 +170,11 @@ pub fn approve(
     let signers = admins.signers(&pending.bytes, &all);
     let current = signers.len() >= required;
     if current {
+        if let Some((bytes, signatures)) = &base {
+            pending.dir.record_history(bytes, signatures)?;
+        }
         pending.dir.point_at(g)?;
+        pending.dir.record_history(&pending.bytes, &all)?;
     }
     Ok(Approval { signers, current })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn manifest(config: &[(&str, &str)], system: Option<&str>) -> Manifest {
-        let files: serde_json::Map<String, serde_json::Value> = config
-            .iter()
-            .map(|(p, h)| ((*p).to_owned(), serde_json::json!(h.repeat(64))))
-            .collect();
-        let sizes: serde_json::Map<String, serde_json::Value> = config
-            .iter()
-            .map(|(p, _)| ((*p).to_owned(), serde_json::json!(1)))
-            .collect();
-        let json = serde_json::json!({
-            "format": 1, "host": "web1", "generation": 1, "created": "2026-01-01T00:00:00Z",
-            "git_commit": null, "system": system, "files": files, "sizes": sizes, "secrets": [],
-        });
-        Manifest::parse(json.to_string().as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn changes_name_files_and_the_system() {
-        let old = manifest(
-            &[("config/a.nix", "a"), ("config/b.nix", "b")],
-            Some("/nix/store/0c7a0n8gdq7q2rcwmpv8yyhpjwxvlmvs-x"),
-        );
-        let new = manifest(&[("config/a.nix", "c"), ("config/c.nix", "d")], None);
-        let c = Changes::between(Some(&old), &new);
-        assert_eq!(c.files, ["~ config/a.nix", "+ config/c.nix", "- config/b.nix"]);
-        assert!(c.system.is_some());
-        assert_eq!(Changes::between(Some(&new), &new), Changes::default());
-    }
 }

@@ -41,7 +41,7 @@ use crate::manifest::{Manifest, MANIFEST_FILE, SIGNATURE_FILE};
 use crate::sign::{AdminKeys, Signer};
 use crate::store_path::StorePath;
 use crate::time::now_rfc3339;
-use crate::wire::digest::sha256_hex;
+use crate::wire::digest::{sha256_hex, Sha256};
 use crate::wire::mode::DeployMode;
 
 /// What to deploy, and where.
@@ -113,6 +113,9 @@ pub(crate) struct Plan {
     mode: DeployMode,
     /// The generation `current` named before.
     current: Option<u64>,
+    /// That generation's manifest and signatures, as the server holds them: the new
+    /// manifest's `previous`, kept in the host's history.
+    base: Option<(Vec<u8>, String)>,
 }
 
 /// Refuses when any secret is stale, missing or corrupt: a host must never receive a
@@ -363,7 +366,7 @@ pub fn content_digest(workspace: &Workspace, options: &Options) -> Result<String
     let mut listing = String::new();
     for host in workspace.hosts(&options.hosts, &options.nix)? {
         let c = candidate(root, fleet, config, &host, &expected)?;
-        let manifest = c.bundle.manifest(0, String::new(), None, c.system);
+        let manifest = c.bundle.manifest(0, String::new(), None, c.system, None);
         listing.push_str(&format!("{}\0{}\n", host.name, sha256_hex(&manifest.to_bytes())));
     }
     Ok(sha256_hex(listing.as_bytes()))
@@ -394,12 +397,18 @@ fn assess(
         .flatten();
     let dir = server.host(name, logs_owner, mode)?;
     let current = dir.current()?;
+    // What the host runs (or should): the new generation's `previous`.
+    let base = current.and_then(|g| dir.signed_manifest(g));
     // "Same" only on what an admin signed: the manifest's bytes are the server's.
-    let same_as = |g: u64| {
-        let candidate = bundle.manifest(g, String::new(), None, system.clone());
-        dir.signed_manifest(g).is_some_and(|(bytes, sig)| {
-            admins.signed(&bytes, &sig) && Manifest::parse(&bytes).is_ok_and(|m| m.same_content(&candidate))
+    let same = |signed: Option<&(Vec<u8>, String)>| {
+        let candidate = bundle.manifest(0, String::new(), None, system.clone(), None);
+        signed.is_some_and(|(bytes, sig)| {
+            admins.signed(bytes, sig) && Manifest::parse(bytes).is_ok_and(|m| m.same_content(&candidate))
         })
+    };
+    let same_as = |g: u64| match Some(g) == current {
+        true => same(base.as_ref()),
+        false => same(dir.signed_manifest(g).as_ref()),
     };
     // The generation that holds this content already: `current`'s, or (pending already,
     // nothing to publish until it is approved) the newest above it.
@@ -446,6 +455,7 @@ fn assess(
         build_outdated,
         mode,
         current,
+        base,
     })))
 }
 
@@ -461,7 +471,7 @@ fn publish(
 ) -> Result<Vec<HostReport>, Error> {
     let created = now_rfc3339();
     let commit = git_commit(root);
-    let mut staged: Vec<(Plan, Staged)> = changed
+    let mut staged: Vec<(Plan, Staged, (Vec<u8>, String))> = changed
         .into_par_iter()
         .map(|plan| {
             let manifest = plan.bundle.manifest(
@@ -469,26 +479,36 @@ fn publish(
                 created.clone(),
                 commit.clone(),
                 plan.system.clone(),
+                plan.base.as_ref().map(|(bytes, _)| Sha256::of(bytes)),
             );
-            let staged = stage(&plan, &manifest, &signer)?;
-            Ok((plan, staged))
+            // The manifest it follows stays on the server when its generation is pruned.
+            if let Some((bytes, signatures)) = &plan.base {
+                plan.dir.record_history(bytes, signatures)?;
+            }
+            let (staged, signed) = stage(&plan, &manifest, &signer)?;
+            Ok((plan, staged, signed))
         })
         .collect::<Result<_, Error>>()?;
     server.sync()?;
     // Generations first, then `current`: it only ever names a complete generation.
-    staged.par_iter_mut().try_for_each(|(_, s)| s.install())?;
+    staged.par_iter_mut().try_for_each(|(_, s, _)| s.install())?;
     server.sync()?;
     // With more signatures required, `current` moves when they are there (`bento approve`).
     let pending = config.deploy.required_signatures > 1;
     if !pending {
-        staged.par_iter().try_for_each(|(_, s)| s.switch())?;
+        staged.par_iter().try_for_each(|(_, s, _)| s.switch())?;
+        // What is current now is in the history at once: a server that later swaps in
+        // another chain leaves it off that chain, for `bento log` to see.
+        staged
+            .par_iter()
+            .try_for_each(|(plan, _, (bytes, sig))| plan.dir.record_history(bytes, sig))?;
     }
     server.sync()?;
 
     let keep = config.deploy.keep_generations as usize;
     staged
         .par_iter()
-        .map(|(plan, s)| {
+        .map(|(plan, s, _)| {
             // While it is pending, the generation the host runs stays too.
             let protected: Vec<u64> = std::iter::once(s.generation())
                 .chain(plan.current.filter(|_| pending))
@@ -557,8 +577,9 @@ fn prune_closures(server: &Target, closures: &Closures, plan: &Plan) -> Result<(
     HostCache::new(server.root(), &server.shown(), plan.bundle.host.as_str()).prune(&kept)
 }
 
-/// Writes one host's bundle, manifest and signature into a temp generation.
-fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Error> {
+/// Writes one host's bundle, manifest and signature into a temp generation; returns it
+/// with the manifest's bytes and signature.
+fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<(Staged, (Vec<u8>, String)), Error> {
     let manifest_bytes = manifest.to_bytes();
     let signature = signer.sign(&manifest_bytes)?;
     let mut files: Vec<(&str, &[u8])> = plan
@@ -569,5 +590,6 @@ fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<Staged, Er
         .collect();
     files.push((MANIFEST_FILE, &manifest_bytes));
     files.push((SIGNATURE_FILE, signature.as_bytes()));
-    plan.dir.stage(plan.generation, &files)
+    let staged = plan.dir.stage(plan.generation, &files)?;
+    Ok((staged, (manifest_bytes, signature)))
 }

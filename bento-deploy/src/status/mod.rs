@@ -11,9 +11,11 @@
 
 pub mod diff;
 pub mod host_file;
+pub mod log;
 pub mod prometheus;
 mod reports;
 mod seen;
+mod signers;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,11 +27,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::fleet::config::Config;
 use crate::server_dir::{Kind, ServerDir};
+use crate::sign::AdminKeys;
 use crate::status::host_file::{read_file, Content, Problem};
 use crate::status::reports::{newest_report, Newest};
+pub use crate::status::signers::Signers;
 use crate::time::{parse_rfc3339, rfc3339};
-use crate::wire::host_dir::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR};
-use crate::wire::manifest::MANIFEST_FILE;
+use crate::wire::host_dir::{CURRENT_FILE, GENERATIONS_DIR, LOGS_DIR, SIGNATURE_LIMIT};
+use crate::wire::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::wire::mode::DeployMode;
 use crate::wire::report::{Report, State, Unhealthy};
 
@@ -132,6 +136,10 @@ pub struct HostStatus {
     pub expected_generation: Option<u64>,
     /// That generation's expected system path (`bento build`), when recorded.
     pub expected_system: Option<String>,
+    /// The admins whose valid signatures that generation's manifest carries, by name
+    /// (empty when the admins' keys were not read).
+    #[serde(default)]
+    pub signers: Vec<String>,
     /// How that generation gets the host its system: its sources (`source`), or the built
     /// system (`closure`).
     pub mode: Option<DeployMode>,
@@ -209,6 +217,9 @@ pub struct Options {
     pub ssh: BTreeMap<String, String>,
     /// Now, in seconds since the epoch.
     pub now: u64,
+    /// The fleet's admin keys, to name who signed each current generation (`None`: not
+    /// looked at).
+    pub admins: Option<std::sync::Arc<Signers>>,
 }
 
 impl Options {
@@ -222,6 +233,18 @@ impl Options {
                 .filter_map(|(name, h)| Some((name.clone(), h.ssh_command()?)))
                 .collect(),
             now: crate::time::now(),
+            admins: None,
+        }
+    }
+
+    /// From `bento.toml` and the fleet's admin keys (`keys/admins/`), at the current time.
+    pub fn for_fleet(fleet_root: &Path, config: &Config) -> Options {
+        let admins = bento_secrets::fleet::admin_keys(fleet_root)
+            .ok()
+            .map(|admins| std::sync::Arc::new(Signers::new(AdminKeys::new(&admins))));
+        Options {
+            admins,
+            ..Options::from_config(config)
         }
     }
 }
@@ -307,6 +330,9 @@ fn scan_listed(root: Root<'_>, fleet: &[String], on_server: Vec<String>, options
         .map(|(name, in_fleet)| read_host(root.dir, name, *in_fleet, options))
         .collect();
     hosts.sort_by(|a, b| (a.status, &a.host).cmp(&(b.status, &b.host)));
+    if let Some(signers) = &options.admins {
+        signers.save();
+    }
     let mut totals: BTreeMap<String, usize> = Status::ALL.iter().map(|s| (s.name().to_owned(), 0)).collect();
     for h in &hosts {
         *totals.entry(h.status.name().to_owned()).or_default() += 1;
@@ -359,15 +385,16 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
             None
         }
     };
-    let published = current
-        .zip(dir)
-        .and_then(|(g, dir)| match read_published(dir, g) {
-            Ok(p) => Some(p),
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        });
+    let published =
+        current.zip(dir).and_then(
+            |(g, dir)| match read_published(dir, g, options.admins.as_deref()) {
+                Ok(p) => Some(p),
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            },
+        );
     let newest = dir.map_or_else(Newest::none, |dir| newest_report(dir, name));
     problems.extend(newest.problems);
     let report = newest.report;
@@ -405,6 +432,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
         status,
         expected_generation: current,
         expected_system: published.as_ref().and_then(|p| p.system.clone()),
+        signers: published.as_ref().map(|p| p.signers.clone()).unwrap_or_default(),
         mode: published.as_ref().map(Published::mode),
         published: published.as_ref().map(|p| p.created.clone()),
         published_ago_seconds: ago(published_secs),
@@ -506,6 +534,9 @@ struct Published {
     /// Only the paths matter: whether it carries configuration sources.
     #[serde(default)]
     files: BTreeMap<String, serde::de::IgnoredAny>,
+    /// Who signed it (filled after parsing).
+    #[serde(skip)]
+    signers: Vec<String>,
 }
 
 impl Published {
@@ -515,15 +546,27 @@ impl Published {
     }
 }
 
-fn read_published(dir: &dyn ServerDir, generation: u64) -> Result<Published, Problem> {
+/// The current generation's manifest; with `admins`, who of them signed it.
+fn read_published(
+    dir: &dyn ServerDir,
+    generation: u64,
+    admins: Option<&Signers>,
+) -> Result<Published, Problem> {
     let rel = format!("{GENERATIONS_DIR}/{generation}/{MANIFEST_FILE}");
     let Some(bytes) = read_file(dir, &rel, crate::wire::host_dir::MANIFEST_LIMIT)? else {
         return Err(Problem::ManifestMissing { rel });
     };
-    serde_json::from_slice(&bytes).map_err(|e| Problem::Content {
+    let mut published: Published = serde_json::from_slice(&bytes).map_err(|e| Problem::Content {
         rel,
         content: Content::json("a manifest", &e),
-    })
+    })?;
+    if let Some(admins) = admins {
+        let rel = format!("{GENERATIONS_DIR}/{generation}/{SIGNATURE_FILE}");
+        if let Ok(Some(sig)) = read_file(dir, &rel, SIGNATURE_LIMIT) {
+            published.signers = admins.of(&bytes, &sig);
+        }
+    }
+    Ok(published)
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub fn watch(
     frame: &mut dyn FnMut(&FleetStatus) -> std::io::Result<()>,
 ) -> Result<Infallible, WatchError> {
     match location {
-        Location::Local(root) => watch_local(root, config, hosts, frame),
+        Location::Local(root) => watch_local(root, fleet_root, config, hosts, frame),
         Location::Remote(_) => loop {
             let server = location.open(fleet_root, config)?;
             let shown = location.shown();
@@ -69,7 +69,7 @@ pub fn watch(
                 dir: server.dir(),
                 shown: &shown,
             };
-            let status = scan(root, hosts, &Options::from_config(config))?;
+            let status = scan(root, hosts, &Options::for_fleet(fleet_root, config))?;
             drop(server);
             frame(&status).map_err(WatchError::Frame)?;
             std::thread::sleep(POLL);
@@ -79,6 +79,7 @@ pub fn watch(
 
 fn watch_local(
     root: &Path,
+    fleet_root: &Path,
     config: &Config,
     hosts: &[String],
     frame: &mut dyn FnMut(&FleetStatus) -> std::io::Result<()>,
@@ -105,7 +106,7 @@ fn watch_local(
     // `generations/current`), each logs/ (reports arrive). Not the bundles' own trees.
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
-        let status = scan(server, hosts, &Options::from_config(config))?;
+        let status = scan(server, hosts, &Options::for_fleet(fleet_root, config))?;
         let mut dirs = vec![root.to_path_buf()];
         for h in &status.hosts {
             dirs.push(root.join(&h.host));

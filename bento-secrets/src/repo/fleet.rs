@@ -338,6 +338,12 @@ pub struct Registered {
     pub admins: BTreeMap<String, Vec<RecipientKey>>,
 }
 
+/// The admins' keys alone (`keys/admins/`): name → key(s). What `bento status` and `bento
+/// log` need to name who signed a manifest, without reading the hosts' keys or the rules.
+pub fn admin_keys(root: &Path) -> Result<BTreeMap<String, Vec<RecipientKey>>> {
+    read_key_dir(root, ADMIN_KEYS_DIR)
+}
+
 impl Registered {
     /// Reads `keys/hosts/` and `keys/admins/` of the fleet at `root`.
     pub fn read(root: &Path) -> Result<Registered> {
