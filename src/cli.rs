@@ -134,6 +134,10 @@ pub struct StatusArgs {
     /// Print in the Prometheus text format (for the node exporter's textfile collector)
     #[arg(long)]
     pub prometheus: bool,
+    /// Write the fleet as one self-contained HTML page to FILE (atomically) instead of
+    /// printing; with --watch, rewrite it on every change
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "prometheus"])]
+    pub html: Option<PathBuf>,
     /// Redraw whenever the server root changes, until Ctrl-C
     #[arg(long)]
     pub watch: bool,

@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod flake;
 mod host;
+mod html;
 mod locate;
 mod output;
 mod secret;

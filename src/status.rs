@@ -34,6 +34,9 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         (_, true) => Format::Prometheus,
         _ => Format::Table,
     };
+    if let Some(file) = &args.html {
+        return html_page(fleet, &config, &location, file, args.watch);
+    }
     if args.watch {
         let hosts = status::fleet_hosts(fleet)?;
         let clear = std::io::stdout().is_terminal();
@@ -41,7 +44,7 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         let mut frame = |fleet_status: &FleetStatus| {
             redraw(fleet_status, format, clear, &mut last).map_err(std::io::Error::other)
         };
-        match status::watch::watch(fleet, &location, &config, &hosts, &mut frame)? {}
+        match status::watch::watch(fleet, &location, &config, &hosts, 0, &mut frame)? {}
     }
     let server = location.open(fleet, &config)?;
     let shown = location.shown();
@@ -53,6 +56,57 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     out.write_all(render(&fleet_status, format)?.as_bytes())?;
     out.flush()?;
+    Ok(if fleet_status.any_failure() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `bento status --html FILE [--watch]`: the page written atomically, once or on every
+/// change (a browser showing it reloads at the hosts' poll interval).
+fn html_page(
+    fleet: &Path,
+    config: &Config,
+    location: &Location,
+    file: &Path,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
+    let rollout = || match bento_deploy::publish::rollout::load(fleet) {
+        Ok(r) => r,
+        Err(e) => {
+            output::warn(&format!("the page leaves the rollout out: {e}"));
+            None
+        }
+    };
+    let write = |fleet_status: &FleetStatus, refresh: Option<u64>| {
+        let page = crate::html::page(fleet_status, rollout().as_ref(), refresh);
+        bento_secrets::atomic::write_atomic(file, page.as_bytes(), 0o644)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", file.display())))
+    };
+    if watch {
+        let hosts = status::fleet_hosts(fleet)?;
+        let refresh = Some(config.status.interval.secs());
+        let mut frame = |fleet_status: &FleetStatus| write(fleet_status, refresh);
+        match status::watch::watch(fleet, location, config, &hosts, crate::html::TIMELINE, &mut frame)? {}
+    }
+    let server = location.open(fleet, config)?;
+    let shown = location.shown();
+    let root = Root {
+        dir: server.dir(),
+        shown: &shown,
+    };
+    let options = Options {
+        timeline: crate::html::TIMELINE,
+        ..Options::for_fleet(fleet, config)
+    };
+    let fleet_status = status::fleet_status(fleet, root, &options)?;
+    write(&fleet_status, None)?;
+    output::ok(&format!(
+        "wrote {} ({} hosts)",
+        file.display(),
+        fleet_status.hosts.len()
+    ));
     Ok(if fleet_status.any_failure() {
         ExitCode::FAILURE
     } else {
@@ -89,7 +143,8 @@ fn redraw(fleet_status: &FleetStatus, format: Format, clear: bool, last: &mut St
 }
 
 /// A duration in its largest whole unit: `45s`, `12m`, `3h`, `4d`.
-fn ago(secs: Option<u64>) -> String {
+/// `secs` ago, short (`5m ago`), or `-`.
+pub(crate) fn ago(secs: Option<u64>) -> String {
     match secs {
         None => "-".into(),
         Some(s) if s < 60 => format!("{s}s ago"),

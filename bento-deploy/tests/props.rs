@@ -268,6 +268,7 @@ fn check_status(current: &[u8], seen: &[u8], report: &[u8]) -> Result<(), TestCa
         ssh: BTreeMap::new(),
         now: 1_800_000_000,
         admins: None,
+        timeline: 0,
     };
     let dir = bento_deploy::server_dir::LocalDir::open(root.path()).unwrap();
     let root = Root {

@@ -20,6 +20,7 @@ mod history;
 mod host;
 mod hostile_logs;
 mod hostile_server;
+mod html;
 mod init;
 mod interop;
 mod load;

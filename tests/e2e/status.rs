@@ -121,6 +121,49 @@ fn states_from_real_agent_runs() {
     assert_eq!(code, Some(1));
 }
 
+/// Publishes generation `g` of `host` into the server root `server`, `ago` seconds ago,
+/// as `bento deploy` lays it out (a manifest, no files).
+pub(crate) fn publish_by_hand(server: &Path, host: &str, g: u64, ago: u64, system: Option<&str>) {
+    let dir = server.join(host);
+    std::fs::create_dir_all(dir.join(format!("generations/{g}"))).unwrap();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let manifest = json!({
+        "format": 1, "host": host, "generation": g, "created": time(ago),
+        "git_commit": null, "system": system, "files": {}, "secrets": [],
+    });
+    std::fs::write(
+        dir.join(format!("generations/{g}/manifest.json")),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("current"), format!("{g}\n")).unwrap();
+}
+
+/// Writes into `server`'s `host/logs/` a report as an agent (or a host lying) would;
+/// returns its file name.
+pub(crate) fn report_by_hand(
+    server: &Path,
+    host: &str,
+    g: u64,
+    state: &str,
+    ago: u64,
+    system: Option<&str>,
+    error: Option<&str>,
+) -> String {
+    let t = time(ago);
+    let report = json!({
+        "format": 1, "host": host, "generation": g, "previous_generation": null,
+        "state": state, "time": t, "system_before": null, "system_after": system,
+        "system_expected": null, "duration_ms": 1200, "bytes": 4096,
+        "error": error, "secrets_changed": [], "kernel_changed": false, "agent": "0.1.0",
+    });
+    let name = format!("report-{g:08}-{}.json", t.replace(':', ""));
+    let logs = server.join(host).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join(&name), serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    name
+}
+
 /// A fleet of hosts that exist only by name, and a server root written by hand.
 pub(crate) struct Written {
     pub(crate) fleet: Fleet,
@@ -147,36 +190,13 @@ impl Written {
 
     /// Publishes generation `g` of `host`, `ago` seconds ago.
     pub(crate) fn publish(&self, host: &str, g: u64, ago: u64, system: Option<&str>) {
-        let dir = self.server.join(host);
-        std::fs::create_dir_all(dir.join(format!("generations/{g}"))).unwrap();
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let manifest = json!({
-            "format": 1, "host": host, "generation": g, "created": time(ago),
-            "git_commit": null, "system": system, "files": {}, "secrets": [],
-        });
-        std::fs::write(
-            dir.join(format!("generations/{g}/manifest.json")),
-            serde_json::to_vec_pretty(&manifest).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(dir.join("current"), format!("{g}\n")).unwrap();
+        publish_by_hand(&self.server, host, g, ago, system);
     }
 
     /// Writes a report as an agent would; returns its file name.
     pub(crate) fn report(&self, host: &str, g: u64, state: &str, ago: u64, system: Option<&str>) -> String {
-        let t = time(ago);
-        let report = json!({
-            "format": 1, "host": host, "generation": g, "previous_generation": null,
-            "state": state, "time": t, "system_before": null, "system_after": system,
-            "system_expected": null, "duration_ms": 1200, "bytes": 4096,
-            "error": (state == "failed").then_some("nixos-rebuild: error: boom"),
-            "secrets_changed": [], "kernel_changed": false, "agent": "0.1.0",
-        });
-        let name = format!("report-{g:08}-{}.json", t.replace(':', ""));
-        let logs = self.server.join(host).join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        std::fs::write(logs.join(&name), serde_json::to_vec_pretty(&report).unwrap()).unwrap();
-        name
+        let error = (state == "failed").then_some("nixos-rebuild: error: boom");
+        report_by_hand(&self.server, host, g, state, ago, system, error)
     }
 
     /// Writes the heartbeat an agent leaves at each poll, `ago` seconds ago.
@@ -757,4 +777,48 @@ fn the_heartbeat_tells_an_idle_host_from_a_silent_one() {
             .any(|l| l.starts_with("bento_host_last_seen_timestamp_seconds{host=\"idle\"}")),
         "{text}"
     );
+}
+
+/// `--html FILE --watch`: the page is rewritten when a report arrives, and reloads itself
+/// at the poll interval.
+#[test]
+fn the_html_page_is_rewritten_when_a_report_arrives() {
+    let w = Written::new(&["web1"]);
+    w.publish("web1", 1, 60, None);
+    let page = w.fleet.home.join("fleet.html");
+    let mut child = w
+        .fleet
+        .cmd(&[
+            "status",
+            "--html",
+            s(&page),
+            "--watch",
+            "--server-root",
+            s(&w.server),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_when = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&page).unwrap_or_default();
+            if text.contains(want) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = read_when(">never-seen<");
+    w.report("web1", 1, "applied", 0, None);
+    let second = read_when(">up-to-date<");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains(">never-seen<"), "{first}");
+    assert!(
+        first.contains("<meta http-equiv=\"refresh\" content=\"900\">"),
+        "{first}"
+    );
+    assert!(second.contains(">up-to-date<"), "not rewritten: {second}");
 }

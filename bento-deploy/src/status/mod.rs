@@ -14,6 +14,7 @@ pub mod host_file;
 pub mod log;
 pub mod prometheus;
 mod reports;
+pub use reports::Point;
 mod seen;
 mod signers;
 pub mod watch;
@@ -182,6 +183,9 @@ pub struct HostStatus {
     /// The sshd port the host's heartbeat names.
     #[serde(default)]
     pub ssh_port: Option<u16>,
+    /// Its newest reports, newest first (only when [`Options::timeline`] asks for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Point>,
 }
 
 /// The whole fleet.
@@ -220,6 +224,8 @@ pub struct Options {
     /// The fleet's admin keys, to name who signed each current generation (`None`: not
     /// looked at).
     pub admins: Option<std::sync::Arc<Signers>>,
+    /// How many of each host's newest reports to read for a timeline (0: none).
+    pub timeline: usize,
 }
 
 impl Options {
@@ -234,6 +240,7 @@ impl Options {
                 .collect(),
             now: crate::time::now(),
             admins: None,
+            timeline: 0,
         }
     }
 
@@ -395,7 +402,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
                 }
             },
         );
-    let newest = dir.map_or_else(Newest::none, |dir| newest_report(dir, name));
+    let newest = dir.map_or_else(Newest::none, |dir| newest_report(dir, name, options.timeline));
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
@@ -461,6 +468,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
             .map(|b| b.addresses.clone())
             .unwrap_or_default(),
         ssh_port: heartbeat.and_then(|b| b.ssh_port),
+        timeline: newest.recent,
     }
 }
 

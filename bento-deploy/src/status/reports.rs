@@ -6,7 +6,7 @@ use crate::server_dir::ServerDir;
 use crate::status::host_file::{limits, read_file, Content, Problem};
 use crate::time::parse_rfc3339;
 use crate::wire::host_dir::LOGS_DIR;
-use crate::wire::report::{parse_file_name, Report};
+use crate::wire::report::{parse_file_name, Report, State};
 
 /// How many report files are opened per host at most, newest first, to get past
 /// unreadable ones.
@@ -17,6 +17,8 @@ pub(crate) struct Newest {
     pub(crate) report: Option<(String, Report)>,
     pub(crate) problems: Vec<Problem>,
     pub(crate) newest_is_bad: bool,
+    /// The newest reports, newest first, when asked for (see [`newest_report`]).
+    pub(crate) recent: Vec<Point>,
 }
 
 impl Newest {
@@ -25,11 +27,32 @@ impl Newest {
             report: None,
             problems: Vec::new(),
             newest_is_bad: false,
+            recent: Vec::new(),
         }
     }
 }
 
-pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str) -> Newest {
+/// One report of a host's recent history, for a timeline.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    /// The generation it is about (from its file name).
+    pub generation: u64,
+    /// When it was made, as its file name says it (`2026-11-26T050000Z`).
+    pub time: String,
+    /// Its state; `None` when the report cannot be read.
+    pub state: Option<State>,
+}
+
+/// What a timeline reads of a report: its state alone.
+#[derive(serde::Deserialize)]
+struct StateOnly {
+    host: String,
+    state: State,
+}
+
+/// A host's newest readable report; with `recent` above 0, also the states of its
+/// `recent` newest reports (each read bounded; one that cannot be read has no state).
+pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str, recent: usize) -> Newest {
     let mut newest = Newest::none();
     let names: Vec<String> = match dir.entries_at_most(LOGS_DIR, limits::LOGS_ENTRIES) {
         Ok(entries) => entries.into_iter().map(|(name, _)| name).collect(),
@@ -50,6 +73,19 @@ pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str) -> Newest {
         .filter_map(|n| Some((parse_file_name(n)?, n.as_str())))
         .collect();
     reports.sort_unstable_by(|a, b| b.cmp(a));
+    for ((time, generation), name) in reports.iter().take(recent) {
+        let state = read_file(dir, &format!("{LOGS_DIR}/{name}"), limits::REPORT)
+            .ok()
+            .flatten()
+            .and_then(|bytes| serde_json::from_slice::<StateOnly>(&bytes).ok())
+            .filter(|r| r.host == host)
+            .map(|r| r.state);
+        newest.recent.push(Point {
+            generation: *generation,
+            time: (*time).to_owned(),
+            state,
+        });
+    }
     for (i, (_, name)) in reports.into_iter().take(REPORTS_TRIED).enumerate() {
         match read_report(dir, name, host) {
             Ok(report) => {

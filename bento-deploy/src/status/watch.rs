@@ -58,10 +58,11 @@ pub fn watch(
     location: &Location,
     config: &Config,
     hosts: &[String],
+    timeline: usize,
     frame: &mut dyn FnMut(&FleetStatus) -> std::io::Result<()>,
 ) -> Result<Infallible, WatchError> {
     match location {
-        Location::Local(root) => watch_local(root, fleet_root, config, hosts, frame),
+        Location::Local(root) => watch_local(root, fleet_root, config, hosts, timeline, frame),
         Location::Remote(_) => loop {
             let server = location.open(fleet_root, config)?;
             let shown = location.shown();
@@ -69,7 +70,11 @@ pub fn watch(
                 dir: server.dir(),
                 shown: &shown,
             };
-            let status = scan(root, hosts, &Options::for_fleet(fleet_root, config))?;
+            let options = Options {
+                timeline,
+                ..Options::for_fleet(fleet_root, config)
+            };
+            let status = scan(root, hosts, &options)?;
             drop(server);
             frame(&status).map_err(WatchError::Frame)?;
             std::thread::sleep(POLL);
@@ -82,6 +87,7 @@ fn watch_local(
     fleet_root: &Path,
     config: &Config,
     hosts: &[String],
+    timeline: usize,
     frame: &mut dyn FnMut(&FleetStatus) -> std::io::Result<()>,
 ) -> Result<Infallible, WatchError> {
     use notify::{RecursiveMode, Watcher};
@@ -106,7 +112,11 @@ fn watch_local(
     // `generations/current`), each logs/ (reports arrive). Not the bundles' own trees.
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
-        let status = scan(server, hosts, &Options::for_fleet(fleet_root, config))?;
+        let options = Options {
+            timeline,
+            ..Options::for_fleet(fleet_root, config)
+        };
+        let status = scan(server, hosts, &options)?;
         let mut dirs = vec![root.to_path_buf()];
         for h in &status.hosts {
             dirs.push(root.join(&h.host));
