@@ -99,6 +99,19 @@ fn the_page_shows_every_host_and_what_hosts_wrote_only_as_text() {
     ));
     std::fs::rename(written, named).unwrap();
 
+    // A rollout stopped at its first wave, with what the host said.
+    let rollout = serde_json::json!({
+        "format": 1, "fleet": "0", "started": "2026-12-01T00:00:00Z",
+        "waves": [
+            { "hosts": ["web1"], "state": "failed", "published_at": 1, "generations": { "web1": 2 },
+              "hosts_state": { "web1": format!("failed: {SCRIPT}") } },
+            { "hosts": ["rolled", "stale"], "state": "waiting", "published_at": null,
+              "generations": {}, "hosts_state": {} },
+        ],
+    });
+    std::fs::create_dir_all(l.fleet.path(".bento")).unwrap();
+    std::fs::write(l.fleet.path(".bento/rollout.json"), rollout.to_string()).unwrap();
+
     let dir = l.fleet.home.join("page");
     std::fs::create_dir_all(&dir).unwrap();
     let page = dir.join("fleet.html");
@@ -137,6 +150,12 @@ fn the_page_shows_every_host_and_what_hosts_wrote_only_as_text() {
         assert!(row.contains(&format!(">{status}<")), "{host}: {row}");
     }
     assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{dom}");
+    let waves = &dom[dom.find("<h2>Rollout</h2>").expect("the rollout")..];
+    assert!(
+        waves.contains(">failed</span> web1 (failed: &lt;script&gt;alert(1)&lt;/script&gt;)")
+            && waves.contains(">waiting</span> rolled, stale"),
+        "{waves}"
+    );
     assert!(dom.contains("\"&gt;&lt;img src=x onerror="), "{dom}");
     assert!(
         dom.contains("&lt;svg onload=alert(4)&gt;"),
