@@ -301,6 +301,11 @@ impl HostDir {
             _ => self.dir.clone(),
         };
         let text = format!("{g}\n");
+        if dir.renames_copy() {
+            return dir
+                .replace_from(CURRENT_FILE, &mut text.as_bytes(), 0o644)
+                .map_err(|e| self.failed(pointer, e));
+        }
         let (tmp, ()) = unique(|name| dir.create_new(name, text.as_bytes(), 0o644), CURRENT_TEMP)
             .map_err(|e| self.failed(pointer, e))?;
         dir.sync().map_err(|e| self.failed(pointer, e))?;
@@ -402,6 +407,9 @@ impl HostDir {
     /// written in it.
     pub fn stage(&self, generation: u64, files: &[(&str, &[u8])]) -> Result<Staged, Error> {
         let gens = self.gens()?;
+        if gens.renames_copy() {
+            return self.stage_in_place(gens, generation, files);
+        }
         let (tmp_name, tmp) = unique(
             |name| gens.create_dir(name),
             &format!("{STAGING_PREFIX}{generation}"),
@@ -415,6 +423,7 @@ impl HostDir {
             pointer_dir: gens,
             pointer: CURRENT_LINK,
             current_tmp: None,
+            in_place: false,
         };
         let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
         let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
@@ -447,6 +456,47 @@ impl HostDir {
         // Last: the staging dir opened up; nothing more is written in it.
         tmp.seal(0o755).map_err(|e| self.failed(GENERATIONS_DIR, e))?;
         Ok(staged)
+    }
+
+    /// [`HostDir::stage`] where a rename would be a copy (object storage): the generation
+    /// is written straight into `generations/<g>/`, each object created only where none is
+    /// (so two deploys cannot mix their files), and [`Staged::switch`] replaces `current`
+    /// by one write. A deploy cut short leaves a generation that `current` never named;
+    /// the next deploy takes the number after it, and pruning removes it in time.
+    fn stage_in_place(
+        &self,
+        gens: Arc<dyn ServerDir>,
+        generation: u64,
+        files: &[(&str, &[u8])],
+    ) -> Result<Staged, Error> {
+        let name = generation.to_string();
+        let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
+        let top = gens.create_dir(&name).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::input(
+                self.shown(&format!("{GENERATIONS_DIR}/{name}")),
+                "already exists; is another deploy running? run `bento deploy` again",
+            ),
+            _ => self.failed(GENERATIONS_DIR, e),
+        })?;
+        let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
+        for (rel, bytes) in files {
+            let (parent, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let written = make_dirs(top.as_ref(), &mut dirs, parent).and_then(|()| {
+                let dir = dirs.get(parent).map_or(top.as_ref(), |d| d.as_ref());
+                dir.create_new(file, bytes, 0o644)
+            });
+            written.map_err(|e| self.failed(&shown(rel), e))?;
+        }
+        Ok(Staged {
+            shown: self.shown.clone(),
+            generation,
+            gens: gens.clone(),
+            tmp: None,
+            pointer_dir: self.dir.clone(),
+            pointer: CURRENT_FILE,
+            current_tmp: None,
+            in_place: true,
+        })
     }
 
     /// Removes generations beyond the newest `keep` (never one of `current`: the one
@@ -542,6 +592,8 @@ pub struct Staged {
     pointer: &'static str,
     /// The temp file's name there.
     current_tmp: Option<String>,
+    /// Written in place (object storage): the pointer is replaced by one write.
+    in_place: bool,
 }
 
 impl Staged {
@@ -579,6 +631,13 @@ impl Staged {
 
     /// Replaces the pointer with the new generation's number, by rename.
     pub fn switch(&self) -> Result<(), Error> {
+        if self.in_place {
+            let text = format!("{}\n", self.generation);
+            return self
+                .pointer_dir
+                .replace_from(CURRENT_FILE, &mut text.as_bytes(), 0o644)
+                .map_err(|e| self.failed(self.pointer, e));
+        }
         let Some(tmp) = &self.current_tmp else {
             return Ok(());
         };

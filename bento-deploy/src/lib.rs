@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod layout;
 pub mod publish;
 pub mod reach;
+pub mod s3;
 pub mod server_dir;
 pub mod sftp;
 pub mod sign;

@@ -82,6 +82,12 @@ pub trait ServerDir: Send + Sync {
     fn remove_tree(&self, name: &str) -> io::Result<()>;
     /// Makes everything written so far durable.
     fn sync(&self) -> io::Result<()>;
+    /// Whether a rename here is a copy (object storage): then what is written in place by
+    /// one request (a PUT) is already atomic, and the layout writes a generation straight
+    /// into its place and replaces `current` by one write, instead of renaming.
+    fn renames_copy(&self) -> bool {
+        false
+    }
 }
 
 /// A directory of a server root on this machine, reached through [`Confined`].

@@ -26,6 +26,8 @@ pub enum ServerUrl {
     },
     /// `file:///dir`: the server root; the host's directory is `<dir>/<host>`.
     Local(PathBuf),
+    /// `s3://BUCKET[/PREFIX]?endpoint=…&region=…`: object storage (see [`crate::s3`]).
+    S3(crate::s3::url::S3Url),
 }
 
 /// Why a server URL was refused: each message quotes the URL and shows the form expected.
@@ -34,9 +36,12 @@ pub enum UrlError {
     /// `file://` with a relative path.
     #[error("`{0}`: a file:// server needs an absolute path (file:///srv/bento)")]
     RelativeFile(String),
-    /// Neither `sftp://` nor `file://`.
-    #[error("`{0}`: expected sftp://user@address:port or file:///dir")]
+    /// Neither `sftp://`, `file://` nor `s3://`.
+    #[error("`{0}`: expected sftp://user@address:port, file:///dir or s3://BUCKET?endpoint=…&region=…")]
     Scheme(String),
+    /// A malformed `s3://` URL.
+    #[error(transparent)]
+    S3(#[from] crate::s3::url::S3UrlError),
     /// `sftp://` without `user@`.
     #[error("`{0}`: name the sftp user: sftp://user@address:port")]
     NoUser(String),
@@ -54,13 +59,16 @@ pub enum UrlError {
 }
 
 impl ServerUrl {
-    /// Parses `sftp://user@address[:port]` or `file:///absolute/dir`.
+    /// Parses `sftp://user@address[:port]`, `file:///absolute/dir` or an `s3://` URL.
     pub fn parse(url: &str) -> Result<ServerUrl, UrlError> {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(UrlError::RelativeFile(url.into()));
             }
             return Ok(ServerUrl::Local(PathBuf::from(path)));
+        }
+        if url.starts_with("s3://") {
+            return Ok(ServerUrl::S3(crate::s3::url::S3Url::parse(url)?));
         }
         let Some(rest) = url.strip_prefix("sftp://") else {
             return Err(UrlError::Scheme(url.into()));

@@ -35,6 +35,7 @@ mod remote;
 mod remote_cache;
 mod rollout;
 mod roundtrip;
+mod s3;
 mod sshd;
 mod status;
 mod templates;

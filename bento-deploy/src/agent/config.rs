@@ -31,6 +31,10 @@ pub struct AgentConfig {
     /// The server's pinned host key(s).
     #[serde(default = "default_known_hosts")]
     pub known_hosts: PathBuf,
+    /// With an `s3://` server: the file of this host's store credentials (root's, 0600,
+    /// `[default]` with `aws_access_key_id` and `aws_secret_access_key`).
+    #[serde(default)]
+    pub s3_credentials: Option<PathBuf>,
     /// Admin public keys (ssh key lines) whose bundle signatures are accepted.
     pub trusted_keys: Vec<String>,
     /// `trusted_keys` parsed, when the file is read: the keys signatures are checked with.
@@ -355,6 +359,13 @@ impl AgentConfig {
         if config.run_timeout == 0 {
             return Err((at("run_timeout"), Problem::RunTimeout));
         }
+        match (&config.server, &config.s3_credentials) {
+            (ServerUrl::S3(_), None) => return Err((at("server"), Problem::NoS3Credentials)),
+            (ServerUrl::S3(_), Some(path)) if !path.is_absolute() => {
+                return Err((at("s3_credentials"), Problem::S3CredentialsPath))
+            }
+            _ => {}
+        }
         if config.ssh_port == 0 {
             return Err((at("ssh_port"), Problem::SshPort));
         }
@@ -517,6 +528,12 @@ pub enum Problem {
     /// `server` is not a server URL: the URL parser's message.
     #[error("server {0}")]
     Server(crate::transport::UrlError),
+    /// An `s3://` server without `s3_credentials`.
+    #[error("an s3:// server needs s3_credentials = \"/etc/bento/s3-credentials\": the file of this host's store key (never in the Nix store)")]
+    NoS3Credentials,
+    /// `s3_credentials` is a relative path.
+    #[error("s3_credentials must be an absolute path")]
+    S3CredentialsPath,
     /// `trusted_keys` is empty.
     #[error("trusted_keys is empty: list the admin public keys whose signatures this host accepts")]
     NoTrustedKeys,

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::agent::config::AgentConfig;
 use crate::agent::error::AgentError;
+use crate::s3::client::Client;
+use crate::s3::credentials::S3Credentials;
+use crate::s3::dir::S3Root;
+use crate::s3::S3Transport;
 use crate::sftp::{ConnectError, SftpTransport, SshTarget};
 use crate::transport::{FileTransport, ServerUrl, Transport};
 
@@ -18,6 +22,16 @@ use crate::transport::{FileTransport, ServerUrl, Transport};
 pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn Transport>, AgentError> {
     let mut transport: Box<dyn Transport> = match config.server.clone() {
         ServerUrl::Local(root) => Box::new(FileTransport::new(&root, &config.host)),
+        ServerUrl::S3(url) => {
+            let path = config.s3_credentials.clone().unwrap_or_default();
+            let credentials =
+                S3Credentials::from_file(&path, "default").map_err(AgentError::S3Credentials)?;
+            let timeout = Duration::from_secs(config.connect_timeout.max(1) * 3);
+            let patience = deadline.saturating_duration_since(std::time::Instant::now());
+            let client = Client::new(&url, &credentials, timeout, patience);
+            let root = S3Root::new(url, client);
+            Box::new(S3Transport::new(root.host(&config.host)))
+        }
         ServerUrl::Sftp { user, address, port } => {
             // ssh would skip an unreadable key and the server then refuse the login: say
             // what is wrong here instead.

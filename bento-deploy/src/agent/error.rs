@@ -61,6 +61,9 @@ pub enum AgentError {
         #[source]
         source: io::Error,
     },
+    /// The store credentials file (`s3_credentials`) cannot be used.
+    #[error("s3_credentials {0}")]
+    S3Credentials(crate::s3::credentials::CredentialsError),
     /// The server did not answer before the run's deadline.
     #[error(
         "{host}: interrupted: the server was not reachable before the run's deadline \
@@ -361,6 +364,7 @@ impl AgentError {
             | Queue { .. }
             | Install { .. }
             | Identity { .. }
+            | S3Credentials(_)
             | Switch { .. }
             | CurrentExe(_)
             | Store(_)

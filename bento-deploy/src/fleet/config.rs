@@ -453,8 +453,15 @@ impl Config {
             ));
         }
         if let Some(target) = &config.deploy.target {
-            crate::publish::remote::RemoteUrl::parse(target)
-                .map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
+            let checked = match target.starts_with("s3://") {
+                true => crate::s3::url::S3Url::parse(target)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                false => crate::publish::remote::RemoteUrl::parse(target)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
+            checked.map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
         }
         match shell_words::split(&config.build.command) {
             Ok(words) if words.is_empty() => {

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::fleet::config::Config;
 use crate::publish::remote::{self, RemoteDir, RemoteRoot, RemoteUrl};
+use crate::s3::client::Client;
+use crate::s3::credentials::S3Credentials;
+use crate::s3::dir::S3Root;
+use crate::s3::url::S3Url;
 use crate::server_dir::{LocalDir, ServerDir};
 
 /// Where the server root is, as the admin named it.
@@ -17,6 +21,8 @@ pub enum Location {
     Local(PathBuf),
     /// A root behind sftp, as the publishing account sees it.
     Remote(RemoteUrl),
+    /// Object storage: each host's place named by the URL (see [`crate::s3`]).
+    S3(S3Url),
 }
 
 impl Location {
@@ -34,6 +40,9 @@ impl Location {
             (None, None) => config.deploy.target.as_deref().map(|url| ("deploy.target", url)),
         };
         match url {
+            Some((what, url)) if url.starts_with("s3://") => S3Url::parse(url)
+                .map(Location::S3)
+                .map_err(|e| Error::input(what, e.to_string())),
             Some((what, url)) => RemoteUrl::parse(url)
                 .map(Location::Remote)
                 .map_err(|e| Error::input(what, e.to_string())),
@@ -46,6 +55,7 @@ impl Location {
         match self {
             Location::Local(dir) => dir.display().to_string(),
             Location::Remote(url) => url.to_string(),
+            Location::S3(url) => url.to_string(),
         }
     }
 
@@ -75,8 +85,23 @@ impl Location {
                 },
             )
             .map(|root| Server::Remote(RemoteDir::root(root))),
+            Location::S3(url) => open_s3(url, config).map(|root| Server::S3(Box::new(root))),
         }
     }
+}
+
+/// The store of `url`, with the admin's credentials (the environment, else
+/// `~/.aws/credentials`) and bento.toml's deploy timeouts.
+pub fn open_s3(url: &S3Url, config: &Config) -> Result<S3Root, Error> {
+    let credentials =
+        S3Credentials::from_environment().map_err(|e| Error::input(url.to_string(), e.to_string()))?;
+    let client = Client::new(
+        url,
+        &credentials,
+        config.deploy.request_timeout(),
+        config.deploy.timeout(),
+    );
+    Ok(S3Root::new(url.clone(), client))
 }
 
 /// A server root, open for reading.
@@ -85,6 +110,8 @@ pub enum Server {
     Local(LocalDir),
     /// Over sftp.
     Remote(RemoteDir),
+    /// Object storage.
+    S3(Box<S3Root>),
 }
 
 impl Server {
@@ -93,6 +120,7 @@ impl Server {
         match self {
             Server::Local(dir) => dir,
             Server::Remote(root) => root,
+            Server::S3(root) => root.as_ref(),
         }
     }
 }

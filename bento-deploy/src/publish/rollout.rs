@@ -231,7 +231,7 @@ fn poll_interval(location: &Location) -> Duration {
         // A status read of a local root is some 10 ms for 100 hosts.
         Location::Local(_) => Duration::from_millis(100),
         // A new connection each time: every 2 s.
-        Location::Remote(_) => Duration::from_secs(2),
+        Location::Remote(_) | Location::S3(_) => Duration::from_secs(2),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::fleet::location::Location;
 use crate::layout::{HostDir, ServerRoot};
 use crate::publish::cache_dir::CacheDir;
 use crate::publish::remote::{self, RemoteDir, RemoteRoot};
+use crate::s3::dir::S3Root;
 use crate::server_dir::ServerDir;
 use crate::wire::mode::DeployMode;
 
@@ -21,6 +22,8 @@ pub enum Target {
     Local(ServerRoot),
     /// A server root reached over sftp, as the publishing account.
     Remote(RemoteDir),
+    /// Object storage (see [`crate::s3`]).
+    S3(S3Root),
 }
 
 impl Target {
@@ -44,6 +47,7 @@ impl Target {
                     request: config.deploy.request_timeout(),
                 },
             )?)),
+            Location::S3(url) => Target::S3(crate::fleet::location::open_s3(url, config)?),
         })
     }
 
@@ -52,6 +56,7 @@ impl Target {
         match self {
             Target::Local(root) => root.dir(),
             Target::Remote(dir) => dir,
+            Target::S3(root) => root,
         }
     }
 
@@ -85,6 +90,7 @@ impl Target {
         match self {
             Target::Local(root) => root.path().display().to_string(),
             Target::Remote(dir) => dir.url().to_string(),
+            Target::S3(root) => root.url().to_string(),
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn watch(
 ) -> Result<Infallible, WatchError> {
     match location {
         Location::Local(root) => watch_local(root, fleet_root, config, hosts, timeline, frame),
-        Location::Remote(_) => loop {
+        Location::Remote(_) | Location::S3(_) => loop {
             let server = location.open(fleet_root, config)?;
             let shown = location.shown();
             let root = Root {

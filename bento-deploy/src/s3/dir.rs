@@ -1,0 +1,289 @@
+//! An S3-compatible store as a server root: [`S3Root`] hands out each host's directory as
+//! an [`S3Dir`], a [`ServerDir`] whose paths are object keys below the host's place (and
+//! `logs/…` below its logs place). The layout's policy ([`crate::layout`]) is the same as on
+//! a file system, with what object storage changes:
+//!
+//! - no rename: an object is replaced by one PUT (readers see the old or the new one, never
+//!   a part), so a generation is written straight into `generations/<g>/` (each object
+//!   created only where none is, `If-None-Match: *`) and `current` replaced last, by one
+//!   PUT (see [`ServerDir::renames_copy`]);
+//! - no links, no hard links (closure caches are not served from object storage yet);
+//! - directories are key prefixes: one exists while an object is below it.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::s3::client::Client;
+use crate::s3::url::{HostPlaces, Place, S3Url};
+use crate::server_dir::{Kind, ServerDir};
+use crate::wire::host_dir::LOGS_DIR;
+
+/// The most objects one `remove_tree` deletes below a prefix, in all.
+const REMOVE_LIMIT: usize = 100_000;
+
+/// The store as a server root: a directory per host, found through the URL's `{host}`.
+#[derive(Debug)]
+pub struct S3Root {
+    client: Arc<Client>,
+    url: S3Url,
+}
+
+impl S3Root {
+    /// The root of `url`, reached through `client`.
+    pub fn new(url: S3Url, client: Client) -> S3Root {
+        S3Root {
+            client: Arc::new(client),
+            url,
+        }
+    }
+
+    /// `host`'s directory.
+    pub fn host(&self, host: &str) -> S3Dir {
+        S3Dir {
+            client: self.client.clone(),
+            places: self.url.places(host),
+            sub: String::new(),
+        }
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+}
+
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{what}: not possible in object storage"),
+    )
+}
+
+impl ServerDir for S3Root {
+    fn read(&self, rel: &str, _limit: u64) -> io::Result<Vec<u8>> {
+        Err(unsupported(&format!("reading {rel} outside a host's place")))
+    }
+
+    fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
+        Err(unsupported(&format!("reading the link {rel}")))
+    }
+
+    fn kind(&self, rel: &str) -> io::Result<Option<Kind>> {
+        match bento_secrets::names::HostName::is_valid(rel) {
+            true => Ok(Some(Kind::Dir)),
+            false => Ok(None),
+        }
+    }
+
+    /// Hosts are not listed: each is found by its name (status shows the fleet's hosts).
+    fn entries_at_most(&self, _rel: &str, _limit: usize) -> io::Result<Vec<(String, Kind)>> {
+        Ok(Vec::new())
+    }
+
+    fn dir(&self, rel: &str) -> io::Result<Box<dyn ServerDir>> {
+        if !bento_secrets::names::HostName::is_valid(rel) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a host name", rel.escape_default()),
+            ));
+        }
+        Ok(Box::new(self.host(rel)))
+    }
+
+    fn create_dir(&self, name: &str) -> io::Result<Box<dyn ServerDir>> {
+        self.dir(name)
+    }
+
+    fn seal(&self, _mode: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn create_new(&self, name: &str, _bytes: &[u8], _mode: u32) -> io::Result<()> {
+        Err(unsupported(&format!("writing {name} outside a host's place")))
+    }
+
+    fn replace_from(&self, rel: &str, _from: &mut dyn Read, _mode: u32) -> io::Result<()> {
+        Err(unsupported(&format!("writing {rel} outside a host's place")))
+    }
+
+    fn rename(&self, from: &str, _to: &str, _replace: bool) -> io::Result<()> {
+        Err(unsupported(&format!("renaming {from}")))
+    }
+
+    fn hard_link(&self, from: &str, _to: &str) -> io::Result<()> {
+        Err(unsupported(&format!("linking {from}")))
+    }
+
+    fn remove_tree(&self, name: &str) -> io::Result<()> {
+        Err(unsupported(&format!("removing {name}")))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn renames_copy(&self) -> bool {
+        true
+    }
+}
+
+/// A directory of a host in the store: `sub` (empty, or ending in `/`) below its place.
+#[derive(Clone, Debug)]
+pub struct S3Dir {
+    client: Arc<Client>,
+    places: HostPlaces,
+    sub: String,
+}
+
+impl S3Dir {
+    /// Where `rel` (below this directory) is: the place and the key below it.
+    fn locate(&self, rel: &str) -> io::Result<(&Place, String)> {
+        crate::confined::check_rel(rel).or_else(|e| match rel {
+            "" => Ok(()),
+            _ => Err(e),
+        })?;
+        let full = format!("{}{rel}", self.sub);
+        let full = full.trim_end_matches('/');
+        match full.strip_prefix(LOGS_DIR) {
+            Some("") => Ok((&self.places.logs, String::new())),
+            Some(rest) if rest.starts_with('/') => Ok((&self.places.logs, rest[1..].to_owned())),
+            _ => Ok((&self.places.main, full.to_owned())),
+        }
+    }
+
+    /// Whether anything is below the prefix `key` of `place`.
+    fn has_entries(&self, place: &Place, key: &str) -> io::Result<bool> {
+        match self.client.list(place, key, 1) {
+            Ok(entries) => Ok(!entries.is_empty()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The client, for the agent's transport.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl ServerDir for S3Dir {
+    fn read(&self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let (place, key) = self.locate(rel)?;
+        let mut bytes = Vec::new();
+        self.client.get_to(place, &key, limit, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: object storage has no links", rel.escape_default()),
+        ))
+    }
+
+    fn kind(&self, rel: &str) -> io::Result<Option<Kind>> {
+        let (place, key) = self.locate(rel)?;
+        if !key.is_empty() && self.client.exists(place, &key)? {
+            return Ok(Some(Kind::File));
+        }
+        Ok((key.is_empty() || self.has_entries(place, &key)?).then_some(Kind::Dir))
+    }
+
+    fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
+        let (place, key) = self.locate(rel)?;
+        let entries = self.client.list(place, &key, limit)?;
+        // An empty prefix is no directory, but a host's own places always are.
+        if entries.is_empty() && !key.is_empty() {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(entries)
+    }
+
+    fn dir(&self, rel: &str) -> io::Result<Box<dyn ServerDir>> {
+        crate::confined::check_rel(rel)?;
+        Ok(Box::new(S3Dir {
+            client: self.client.clone(),
+            places: self.places.clone(),
+            sub: format!("{}{rel}/", self.sub),
+        }))
+    }
+
+    fn create_dir(&self, name: &str) -> io::Result<Box<dyn ServerDir>> {
+        let (place, key) = self.locate(name)?;
+        if self.has_entries(place, &key)? {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        self.dir(name)
+    }
+
+    fn seal(&self, _mode: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn create_new(&self, name: &str, bytes: &[u8], _mode: u32) -> io::Result<()> {
+        let (place, key) = self.locate(name)?;
+        self.client.put(place, &key, bytes, true)
+    }
+
+    fn replace_from(&self, rel: &str, from: &mut dyn Read, _mode: u32) -> io::Result<()> {
+        let (place, key) = self.locate(rel)?;
+        let mut bytes = Vec::new();
+        from.read_to_end(&mut bytes)?;
+        self.client.put(place, &key, &bytes, false)
+    }
+
+    /// A single object: copied, then the original deleted (not atomic; the layout does
+    /// not rely on it here, see [`ServerDir::renames_copy`]).
+    fn rename(&self, from: &str, to: &str, replace: bool) -> io::Result<()> {
+        let (place, from_key) = self.locate(from)?;
+        let (to_place, to_key) = self.locate(to)?;
+        let mut bytes = Vec::new();
+        self.client
+            .get_to(place, &from_key, 64 * 1024 * 1024, &mut bytes)?;
+        self.client.put(to_place, &to_key, &bytes, !replace)?;
+        self.client.delete(place, &from_key)
+    }
+
+    fn hard_link(&self, from: &str, _to: &str) -> io::Result<()> {
+        Err(unsupported(&format!(
+            "linking {from} (closure deployments are not served from object storage yet)"
+        )))
+    }
+
+    fn remove_tree(&self, name: &str) -> io::Result<()> {
+        let (place, key) = self.locate(name)?;
+        if self.client.exists(place, &key)? {
+            return self.client.delete(place, &key);
+        }
+        let mut removed = 0;
+        let mut stack = vec![key];
+        while let Some(dir) = stack.pop() {
+            for (entry, kind) in self.client.list(place, &dir, REMOVE_LIMIT)? {
+                let path = format!("{dir}/{entry}");
+                match kind {
+                    Kind::Dir => stack.push(path),
+                    _ => {
+                        self.client.delete(place, &path)?;
+                        removed += 1;
+                    }
+                }
+                if removed > REMOVE_LIMIT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{name}: more than {REMOVE_LIMIT} objects"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn renames_copy(&self) -> bool {
+        true
+    }
+}

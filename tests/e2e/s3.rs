@@ -1,0 +1,438 @@
+//! Object storage as the server, against a real Garage on loopback: per-host buckets and
+//! keys, the whole loop, and every way a host's key could reach what is not its own,
+//! refused by the store itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::agent::Loop;
+use crate::harness::ok;
+use crate::sshd::free_port;
+
+/// The admin's key in the store (Garage key ids are `GK` + 24 hex digits).
+const ADMIN_KEY: (&str, &str) = (
+    "GK00000000000000000000ad01",
+    "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+);
+
+/// A host's key in the store.
+fn host_key(host: &str) -> (String, String) {
+    let n = host.bytes().fold(0u64, |a, b| a * 31 + u64::from(b)) % 1_000_000;
+    (format!("GK00000000000000000{n:06}0"), format!("{n:064}"))
+}
+
+/// `garage` on PATH; without it, the test is skipped with a line saying so (in CI, where
+/// `CI` is set, it fails).
+pub(crate) fn needs_garage() -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v garage"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs `garage` on PATH (scripts/test provides it)"
+    );
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("SKIPPED (needs garage): {test}");
+    false
+}
+
+/// One Garage node on loopback, in its own directory; stopped when dropped.
+pub(crate) struct Garage {
+    dir: PathBuf,
+    config: PathBuf,
+    /// The S3 API's port.
+    pub(crate) s3_port: u16,
+    /// The RPC port, where the other nodes of a cluster connect.
+    pub(crate) rpc_port: u16,
+    child: Option<Child>,
+}
+
+impl Garage {
+    /// A node with `replication` copies in `dir`, sharing `secret` with its cluster.
+    fn node(dir: &Path, replication: u32, secret: &str) -> Garage {
+        std::fs::create_dir_all(dir).unwrap();
+        let (s3_port, rpc_port, admin_port) = (free_port(), free_port(), free_port());
+        let config = dir.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = {replication}\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+                 [admin]\napi_bind_addr = \"127.0.0.1:{admin_port}\"\nadmin_token = \"t\"\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let mut g = Garage {
+            dir: dir.to_path_buf(),
+            config,
+            s3_port,
+            rpc_port,
+            child: None,
+        };
+        g.start();
+        g
+    }
+
+    /// Starts (or restarts) the node's server, and waits until it answers.
+    pub(crate) fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let child = Command::new("garage")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.cli(&["status"]).status.success() {
+            assert!(Instant::now() < deadline, "garage did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the node's server at once (SIGKILL).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// `garage -c <config> ARGS`.
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        Command::new("garage")
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn node_id(&self) -> String {
+        let out = ok(&self.cli(&["node", "id", "-q"]));
+        out.trim().to_owned()
+    }
+
+    /// A single node, its layout applied.
+    pub(crate) fn single(dir: &Path) -> Garage {
+        let g = Garage::node(dir, 1, &"5e".repeat(32));
+        let id = g.node_id();
+        let short = &id[..16];
+        ok(&g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", short]));
+        ok(&g.cli(&["layout", "apply", "--version", "1"]));
+        g
+    }
+
+    /// Three nodes with replication 3 on loopback, connected, their layout applied.
+    pub(crate) fn cluster(dir: &Path) -> Vec<Garage> {
+        let secret = "7c".repeat(32);
+        let nodes: Vec<Garage> = (0..3)
+            .map(|i| Garage::node(&dir.join(format!("node{i}")), 3, &secret))
+            .collect();
+        for other in &nodes[1..] {
+            let id = other.node_id();
+            let id = id.split('@').next().unwrap();
+            ok(&nodes[0].cli(&["node", "connect", &format!("{id}@127.0.0.1:{}", other.rpc_port)]));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let id = node.node_id();
+            ok(&nodes[0].cli(&["layout", "assign", "-z", &format!("dc{i}"), "-c", "1G", &id[..16]]));
+        }
+        ok(&nodes[0].cli(&["layout", "apply", "--version", "1"]));
+        nodes
+    }
+
+    /// The endpoint of its S3 API.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// Makes the buckets of `hosts` (`bento-<host>`, `bento-<host>-logs`) and the keys:
+    /// the admin's reads and writes both, each host's reads its own bundle bucket and writes
+    /// its own logs bucket, and nothing else.
+    pub(crate) fn fleet_buckets(&self, hosts: &[&str]) {
+        ok(&self.cli(&["key", "import", "--yes", "-n", "admin", ADMIN_KEY.0, ADMIN_KEY.1]));
+        for host in hosts {
+            let (id, secret) = host_key(host);
+            ok(&self.cli(&["key", "import", "--yes", "-n", host, &id, &secret]));
+            for bucket in [format!("bento-{host}"), format!("bento-{host}-logs")] {
+                ok(&self.cli(&["bucket", "create", &bucket]));
+                ok(&self.cli(&[
+                    "bucket",
+                    "allow",
+                    "--read",
+                    "--write",
+                    &bucket,
+                    "--key",
+                    ADMIN_KEY.0,
+                ]));
+            }
+            ok(&self.cli(&[
+                "bucket",
+                "allow",
+                "--read",
+                &format!("bento-{host}"),
+                "--key",
+                &id,
+            ]));
+            ok(&self.cli(&[
+                "bucket",
+                "allow",
+                "--write",
+                &format!("bento-{host}-logs"),
+                "--key",
+                &id,
+            ]));
+        }
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The fleet's `s3://` URL on `garage`.
+pub(crate) fn url(garage: &Garage) -> String {
+    format!(
+        "s3://bento-{{host}}?endpoint={}&region=garage&logs=bento-{{host}}-logs",
+        garage.endpoint()
+    )
+}
+
+/// `bento ARGS` as the admin, with the admin's store key in the environment.
+pub(crate) fn admin(l: &Loop, args: &[&str]) -> Output {
+    l.fleet
+        .cmd(args)
+        .env("AWS_ACCESS_KEY_ID", ADMIN_KEY.0)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN_KEY.1)
+        .output()
+        .unwrap()
+}
+
+/// A credentials file of `host`'s key, 0600, in `dir`.
+fn credentials_file(dir: &Path, host: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let (id, secret) = host_key(host);
+    let path = dir.join(format!("{host}-s3-credentials"));
+    std::fs::write(
+        &path,
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Points web1's agent at the store.
+fn agent_on_s3(l: &Loop, garage: &Garage) {
+    let text = std::fs::read_to_string(&l.config).unwrap();
+    let file_server = format!("server = \"file://{}\"", l.server.display());
+    assert!(text.contains(&file_server), "{text}");
+    let creds = credentials_file(&l.base(), "web1");
+    let text = text.replace(
+        &file_server,
+        &format!(
+            "server = \"{}\"\ns3_credentials = \"{}\"",
+            url(garage),
+            creds.display()
+        ),
+    );
+    std::fs::write(&l.config, text).unwrap();
+}
+
+/// A client of the store as `key`, for what a host could try with its own credentials.
+fn as_key(garage: &Garage, key: (&str, &str)) -> StoreAs {
+    StoreAs {
+        endpoint: garage.endpoint(),
+        key: (key.0.to_owned(), key.1.to_owned()),
+    }
+}
+
+/// Raw requests to the store, signed with one key.
+struct StoreAs {
+    endpoint: String,
+    key: (String, String),
+}
+
+impl StoreAs {
+    fn bucket(&self, name: &str) -> rusty_s3::Bucket {
+        rusty_s3::Bucket::new(
+            self.endpoint.parse().unwrap(),
+            rusty_s3::UrlStyle::Path,
+            name.to_owned(),
+            "garage",
+        )
+        .unwrap()
+    }
+
+    fn creds(&self) -> rusty_s3::Credentials {
+        rusty_s3::Credentials::new(self.key.0.clone(), self.key.1.clone())
+    }
+
+    /// The HTTP status of a GET of `key` in `bucket`.
+    fn get(&self, bucket: &str, key: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .get_object(Some(&self.creds()), key)
+            .sign(Duration::from_secs(60));
+        status(ureq_agent().get(url.as_str()).call())
+    }
+
+    /// The HTTP status of a PUT of `body` as `key` in `bucket`.
+    fn put(&self, bucket: &str, key: &str, body: &[u8]) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .put_object(Some(&self.creds()), key)
+            .sign(Duration::from_secs(60));
+        status(ureq_agent().put(url.as_str()).send(body))
+    }
+
+    /// The HTTP status of a DELETE of `key` in `bucket`.
+    fn delete(&self, bucket: &str, key: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .delete_object(Some(&self.creds()), key)
+            .sign(Duration::from_secs(60));
+        status(ureq_agent().delete(url.as_str()).call())
+    }
+
+    /// The HTTP status of a listing of `bucket`.
+    fn list(&self, bucket: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .list_objects_v2(Some(&self.creds()))
+            .sign(Duration::from_secs(60));
+        status(ureq_agent().get(url.as_str()).call())
+    }
+}
+
+fn ureq_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn status(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> u16 {
+    r.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+/// The whole loop on one Garage node: deploy, web1's agent pulls and applies, a secret
+/// change, status and log read from the store; then each thing web1's key must not do.
+#[test]
+fn the_whole_loop_runs_on_object_storage_and_the_store_keeps_hosts_apart() {
+    if !needs_garage() {
+        return;
+    }
+    let l = Loop::new();
+    let mut garage = Garage::single(&l.fleet.home.join("garage"));
+    garage.fleet_buckets(&["web1", "db1"]);
+    let target = url(&garage);
+    let out = admin(&l, &["deploy", "--target", &target]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    agent_on_s3(&l, &garage);
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+    assert!(l.calls().contains("nixos-rebuild switch"), "{}", l.calls());
+    assert_eq!(l.secret("db-password"), "v1 of db-password");
+
+    // A secret changes: a new generation, only the secrets activated.
+    ok(&l
+        .fleet
+        .bento_stdin(&["secret", "edit", "db-password"], b"v2 of db-password"));
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "secrets-updated", "{report}");
+    assert_eq!(l.secret("db-password"), "v2 of db-password");
+    // Unchanged: a deploy that only reads.
+    let out = admin(&l, &["deploy", "--target", &target, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["changed"] == false),
+        "{v}"
+    );
+
+    // Status and log read the store.
+    let out = admin(&l, &["status", "--json", "--target", &target]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let web1 = crate::status::host(&doc, "web1");
+    assert_eq!(web1["status"], "up-to-date", "{doc}");
+    assert_eq!(web1["expected_generation"], 2);
+    assert_eq!(web1["signers"], serde_json::json!(["admin"]));
+    let out = admin(&l, &["log", "web1", "--target", &target]);
+    let text = ok(&out);
+    assert!(
+        text.contains("web1: 2 generations, every link verified"),
+        "{text}"
+    );
+
+    // web1's key: its own bundle yes; anything else of the store, refused by the store.
+    let web1_key = host_key("web1");
+    let web1_store = as_key(&garage, (&web1_key.0, &web1_key.1));
+    assert_eq!(web1_store.get("bento-web1", "current"), 200);
+    assert_eq!(
+        web1_store.get("bento-db1", "current"),
+        403,
+        "another host's bundle"
+    );
+    assert_eq!(
+        web1_store.get("bento-db1-logs", "seen.json"),
+        403,
+        "another host's logs"
+    );
+    assert_eq!(
+        web1_store.put("bento-web1", "current", b"1\n"),
+        403,
+        "overwrite current"
+    );
+    assert_eq!(web1_store.delete("bento-web1", "current"), 403, "delete current");
+    assert_eq!(
+        web1_store.put("bento-web1", "generations/9/manifest.json", b"{}"),
+        403,
+        "plant a generation"
+    );
+    assert_eq!(
+        web1_store.put("bento-db1-logs", "report.json", b"{}"),
+        403,
+        "write db1's logs"
+    );
+    assert_eq!(web1_store.list("bento-db1"), 403, "list another host's bucket");
+    assert_eq!(
+        web1_store.put("bento-web1-logs", "x.json", b"{}"),
+        200,
+        "its own logs"
+    );
+    garage.kill();
+}
