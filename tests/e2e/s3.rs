@@ -101,6 +101,15 @@ impl Garage {
         }
     }
 
+    /// Restarts the node and has `peer` connect to it again (as Garage would on its own,
+    /// in time).
+    pub(crate) fn restart_beside(&mut self, peer: &Garage) {
+        self.start();
+        let id = self.node_id();
+        let id = id.split('@').next().unwrap().to_owned();
+        ok(&peer.cli(&["node", "connect", &format!("{id}@127.0.0.1:{}", self.rpc_port)]));
+    }
+
     /// Stops the node's server at once (SIGKILL).
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -435,4 +444,203 @@ fn the_whole_loop_runs_on_object_storage_and_the_store_keeps_hosts_apart() {
         "its own logs"
     );
     garage.kill();
+}
+
+/// The server lost after a switch, on object storage: the rebuild takes web1's read access
+/// away (as a lost server or a bad switch would), the agent cannot read its place, rolls
+/// back and says so; given back, the next run applies the generation.
+#[test]
+fn a_host_that_loses_the_store_after_switching_rolls_back() {
+    if !needs_garage() {
+        return;
+    }
+    let l = Loop::new();
+    let garage = Garage::single(&l.fleet.home.join("garage"));
+    garage.fleet_buckets(&["web1", "db1"]);
+    let target = url(&garage);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    agent_on_s3(&l, &garage);
+    ok(&l.agent(&[]));
+    // The next rebuild takes the store away from the host.
+    let (web1_id, _) = host_key("web1");
+    let script = l.fleet.keys.join("nixos-rebuild");
+    let rebuild = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        rebuild.replacen(
+            "case \"$*\" in *--rollback*) exit 0;; esac",
+            &format!(
+                "case \"$*\" in *--rollback*) exit 0;; esac\n[ -e {base}/lose-store ] && garage -c {config} bucket deny --read bento-web1 --key {web1_id} >/dev/null",
+                base = l.base().display(),
+                config = garage.config.display(),
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::write(l.base().join("lose-store"), "").unwrap();
+    change_config(&l, 2);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    let (out, report) = l.agent_json();
+    assert!(!out.status.success());
+    assert_eq!(report["state"], "rolled-back", "{report}");
+    assert!(l.calls().contains("--rollback"), "{}", l.calls());
+    // The report reached the host's logs (it may still write there).
+    let out = admin(&l, &["status", "--json", "--target", &target]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        crate::status::host(&doc, "web1")["status"],
+        "rolled-back",
+        "{doc}"
+    );
+
+    // Given back: the generation is not retried on its own (it failed), but a new one is.
+    std::fs::remove_file(l.base().join("lose-store")).unwrap();
+    ok(&garage.cli(&["bucket", "allow", "--read", "bento-web1", "--key", &web1_id]));
+    change_config(&l, 3);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["generation"], 3);
+}
+
+/// A deploy killed (SIGKILL) while it uploads leaves `current` naming a complete
+/// generation: the host stays where it was or takes the new one whole; the next deploy
+/// completes.
+#[test]
+fn a_deploy_killed_mid_upload_leaves_current_whole() {
+    if !needs_garage() {
+        return;
+    }
+    let l = Loop::new();
+    let garage = Garage::single(&l.fleet.home.join("garage"));
+    garage.fleet_buckets(&["web1", "db1"]);
+    let target = url(&garage);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    agent_on_s3(&l, &garage);
+    ok(&l.agent(&[]));
+    // A bigger configuration, so the upload takes a while; killed at growing moments.
+    let big: String = (0..4000).map(|i| format!("# line {i} of padding\n")).collect();
+    let mut cut = 0;
+    for (round, after_ms) in [5u64, 20, 60, 150].into_iter().enumerate() {
+        std::fs::write(
+            l.fleet.path("hosts/web1/configuration.nix"),
+            format!("{{ networking.hostName = \"web1\"; }}\n# round {round}\n{big}"),
+        )
+        .unwrap();
+        let mut child = l
+            .fleet
+            .cmd(&["deploy", "--target", &target])
+            .env("AWS_ACCESS_KEY_ID", ADMIN_KEY.0)
+            .env("AWS_SECRET_ACCESS_KEY", ADMIN_KEY.1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        if child.try_wait().unwrap().is_none() {
+            cut += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever `current` names, the host takes it whole (or has it already).
+        let out = l.agent(&["--json"]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(cut > 0, "no deploy was cut short: kill them sooner");
+    // The next deploy completes, and the host applies it.
+    change_config(&l, 99);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+}
+
+/// Three nodes, replication 3: a node killed while a deploy uploads and while a host polls;
+/// both complete; restarted, it has everything.
+#[test]
+fn a_three_node_store_serves_with_one_node_down() {
+    if !needs_garage() {
+        return;
+    }
+    let l = Loop::new();
+    let mut nodes = Garage::cluster(&l.fleet.home.join("garage"));
+    nodes[0].fleet_buckets(&["web1", "db1"]);
+    let target = url(&nodes[0]);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    agent_on_s3(&l, &nodes[0]);
+    ok(&l.agent(&[]));
+
+    // A node dies while a deploy uploads: the deploy completes on the other two.
+    change_config(&l, 2);
+    let child = l
+        .fleet
+        .cmd(&["deploy", "--target", &target])
+        .env("AWS_ACCESS_KEY_ID", ADMIN_KEY.0)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN_KEY.1)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    nodes[1].kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (first, rest) = nodes.split_at_mut(1);
+    rest[0].restart_beside(&first[0]);
+    // Another dies while the host polls: it applies the new generation.
+    let poll = l
+        .fleet
+        .cmd(&[
+            "agent",
+            "--once",
+            "--json",
+            "--config",
+            crate::harness::s(&l.config),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    nodes[2].kill();
+    let out = poll.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["generation"], 2);
+
+    // Restarted, the node that was down serves everything, read through its own endpoint.
+    let (first, rest) = nodes.split_at_mut(1);
+    rest[1].restart_beside(&first[0]);
+    let web1_key = host_key("web1");
+    let through_two = as_key(&nodes[2], (&web1_key.0, &web1_key.1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = through_two.get("bento-web1", "generations/2/manifest.json");
+        if got == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never served generation 2: {got}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(through_two.get("bento-web1", "current"), 200);
+}
+
+/// web1's configuration, numbered `n`.
+fn change_config(l: &Loop, n: u32) {
+    std::fs::write(
+        l.fleet.path("hosts/web1/configuration.nix"),
+        format!("{{ networking.hostName = \"web1\"; boot.kernelParams = [ \"n={n}\" ]; }}\n"),
+    )
+    .unwrap();
 }
