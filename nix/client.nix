@@ -43,6 +43,7 @@ let
       else "${systemctl} restart bento-secrets-for-users.service bento-secrets.service";
     reboot_command = cfg.rebootCommand;
     trigger_group = cfg.triggerGroup;
+    s3_credentials = cfg.s3CredentialsFile;
   } // lib.optionalAttrs closure ({
     # Only in closure mode: a source host's agent.toml is as older agents read it.
     mode = "closure";
@@ -161,7 +162,19 @@ in
     server = mkOption {
       type = types.str;
       example = "sftp://web1@bento.example.org:22";
-      description = "sftp://user@address:port of the Bento server, or file:///dir on the same machine.";
+      description = "sftp://user@address:port of the Bento server, file:///dir on the same machine, or s3://BUCKET?endpoint=…&region=… of object storage (with s3CredentialsFile).";
+    };
+
+    s3CredentialsFile = mkOption {
+      type = types.nullOr (types.strMatching "/.*");
+      default = null;
+      example = "/etc/bento/s3-credentials";
+      description = ''
+        With an s3:// `server`: the path of the file holding this host's store key
+        (`[default]` with `aws_access_key_id` and `aws_secret_access_key`, root's, 0600).
+        A path as a string, never a store path: the key must not enter the Nix store
+        (deploy it with the host, e.g. with its SSH host key).
+      '';
     };
 
     serverKnownHosts = mkOption {
@@ -466,6 +479,14 @@ in
         message = "services.bento.cache.publicKey must be the cache's public key (NAME:BASE64, the "
           + ".pub made with cache.signing_key by nix-store --generate-binary-cache-key) when "
           + "cache.url is set: without it Nix would not trust what the cache serves";
+      }
+      {
+        assertion = lib.hasPrefix "s3://" cfg.server -> cfg.s3CredentialsFile != null;
+        message = "services.bento.server is an s3:// URL: set services.bento.s3CredentialsFile to the path of the host's store key file";
+      }
+      {
+        assertion = cfg.s3CredentialsFile == null || !(lib.hasPrefix builtins.storeDir cfg.s3CredentialsFile);
+        message = "services.bento.s3CredentialsFile is in the Nix store, readable by every user: give the path of a root-only file instead";
       }
       {
         assertion = cfg.requiredSignatures <= builtins.length cfg.trustedKeys;

@@ -350,8 +350,26 @@ pub struct ServerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
-    /// Print the NixOS module, or the sshd_config block and commands, that the server needs
-    Setup,
+    /// Print the NixOS module, or the sshd_config block and commands, that the server needs;
+    /// with --s3, what an object store needs instead (deploy.target or --target s3://…)
+    Setup {
+        /// The store-side setup of an s3:// target: Garage's CLI commands (the default), or
+        /// the IAM policies of AWS-style stores (`--s3 aws`)
+        #[arg(long, value_name = "STORE", num_args = 0..=1, default_missing_value = "garage")]
+        s3: Option<S3Store>,
+        /// The s3:// URL, instead of bento.toml's deploy.target
+        #[arg(long, value_name = "URL", requires = "s3")]
+        target: Option<String>,
+    },
+}
+
+/// The kind of object store `server setup --s3` prints for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum S3Store {
+    /// Garage: per-host buckets and keys (its CLI)
+    Garage,
+    /// AWS, Ceph RGW, MinIO: IAM policies per prefix (JSON)
+    Aws,
 }
 
 #[derive(Debug, Subcommand)]

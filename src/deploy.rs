@@ -435,7 +435,26 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
 
 pub fn server(root: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ServerCommand::Setup => {
+        ServerCommand::Setup {
+            s3: Some(store),
+            target,
+        } => {
+            let Workspace { config, fleet, .. } = Workspace::load(root)?;
+            let Some(text) = target.or(config.deploy.target.clone()) else {
+                anyhow::bail!(
+                    "server setup --s3: no s3:// URL: set [deploy] target = \"s3://…\" in bento.toml or pass --target"
+                );
+            };
+            let url = bento_deploy::s3::url::S3Url::parse(&text)?;
+            let hosts: Vec<String> = fleet.hosts.keys().cloned().collect();
+            let printed = match store {
+                crate::cli::S3Store::Garage => bento_deploy::s3::setup::garage(&url, &hosts),
+                crate::cli::S3Store::Aws => bento_deploy::s3::setup::policies(&url, &hosts),
+            };
+            out!("{printed}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerCommand::Setup { s3: None, .. } => {
             let Workspace { config, fleet, .. } = Workspace::load(root)?;
             let hosts = server::hosts(&fleet, &config);
             if fleet.hosts.is_empty() {

@@ -391,11 +391,14 @@ fn every_agent_toml_key_is_settable_from_the_module() {
         // Every key the agent reads is written (the module is the agent's only writer),
         // the closure mode's keys by a closure host's module.
         let closure = evaluated(lib, "closure-switch");
+        let s3 = evaluated(lib, "s3");
+        assert_eq!(s3["agentToml"]["s3_credentials"], "/etc/bento/s3-credentials");
         let keys: Vec<&str> = toml
             .as_object()
             .unwrap()
             .keys()
             .chain(closure["agentToml"].as_object().unwrap().keys())
+            .chain(s3["agentToml"].as_object().unwrap().keys())
             .map(String::as_str)
             .collect();
         let source = std::fs::read_to_string(
@@ -790,6 +793,14 @@ fn what_cannot_work_is_refused_at_evaluation() {
                 "Failed assertions: - services.bento.cache.publicKey must be set to the fleet's cache \
                  public key (NAME:BASE64, the .pub made with cache.signing_key by nix-store \
                  --generate-binary-cache-key) when services.bento.mode is \"closure\"",
+            ),
+            (
+                "s3-without-credentials",
+                "Failed assertions: - services.bento.server is an s3:// URL: set services.bento.s3CredentialsFile",
+            ),
+            (
+                "s3-credentials-in-store",
+                "Failed assertions: - services.bento.s3CredentialsFile is in the Nix store",
             ),
             (
                 "too-many-signatures",

@@ -171,42 +171,30 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
-    /// Makes the buckets of `hosts` (`bento-<host>`, `bento-<host>-logs`) and the keys:
-    /// the admin's reads and writes both, each host's reads its own bundle bucket and writes
-    /// its own logs bucket, and nothing else.
-    pub(crate) fn fleet_buckets(&self, hosts: &[&str]) {
-        ok(&self.cli(&["key", "import", "--yes", "-n", "admin", ADMIN_KEY.0, ADMIN_KEY.1]));
-        for host in hosts {
-            let (id, secret) = host_key(host);
-            ok(&self.cli(&["key", "import", "--yes", "-n", host, &id, &secret]));
-            for bucket in [format!("bento-{host}"), format!("bento-{host}-logs")] {
-                ok(&self.cli(&["bucket", "create", &bucket]));
-                ok(&self.cli(&[
-                    "bucket",
-                    "allow",
-                    "--read",
-                    "--write",
-                    &bucket,
-                    "--key",
-                    ADMIN_KEY.0,
-                ]));
+    /// Runs what `bento server setup --s3` prints for the fleet of `l` on the store of
+    /// `url`, a `key create` made a `key import` of the test's known key (Garage makes up
+    /// keys; the tests need to know them).
+    pub(crate) fn set_up_as_printed(&self, l: &Loop, url: &str) {
+        let printed = ok(&l.fleet.bento(&["server", "setup", "--s3", "--target", url]));
+        for line in printed.lines().map(|l| l.split('#').next().unwrap().trim()) {
+            let Some(args) = line.strip_prefix("garage ") else {
+                assert!(line.is_empty(), "not a garage command: {line}");
+                continue;
+            };
+            let args: Vec<&str> = args.split_whitespace().collect();
+            match args[..] {
+                ["key", "create", name] => {
+                    let (id, secret) = match name.strip_prefix("bento-") {
+                        Some("admin") => (ADMIN_KEY.0.to_owned(), ADMIN_KEY.1.to_owned()),
+                        Some(host) => host_key(host),
+                        None => panic!("a key not named bento-…: {line}"),
+                    };
+                    ok(&self.cli(&["key", "import", "--yes", "-n", name, &id, &secret]));
+                }
+                _ => {
+                    ok(&self.cli(&args));
+                }
             }
-            ok(&self.cli(&[
-                "bucket",
-                "allow",
-                "--read",
-                &format!("bento-{host}"),
-                "--key",
-                &id,
-            ]));
-            ok(&self.cli(&[
-                "bucket",
-                "allow",
-                "--write",
-                &format!("bento-{host}-logs"),
-                "--key",
-                &id,
-            ]));
         }
     }
 }
@@ -356,7 +344,7 @@ fn the_whole_loop_runs_on_object_storage_and_the_store_keeps_hosts_apart() {
     }
     let l = Loop::new();
     let mut garage = Garage::single(&l.fleet.home.join("garage"));
-    garage.fleet_buckets(&["web1", "db1"]);
+    garage.set_up_as_printed(&l, &url(&garage));
     let target = url(&garage);
     let out = admin(&l, &["deploy", "--target", &target]);
     let said = format!(
@@ -456,13 +444,12 @@ fn a_host_that_loses_the_store_after_switching_rolls_back() {
     }
     let l = Loop::new();
     let garage = Garage::single(&l.fleet.home.join("garage"));
-    garage.fleet_buckets(&["web1", "db1"]);
+    garage.set_up_as_printed(&l, &url(&garage));
     let target = url(&garage);
     ok(&admin(&l, &["deploy", "--target", &target]));
     agent_on_s3(&l, &garage);
     ok(&l.agent(&[]));
     // The next rebuild takes the store away from the host.
-    let (web1_id, _) = host_key("web1");
     let script = l.fleet.keys.join("nixos-rebuild");
     let rebuild = std::fs::read_to_string(&script).unwrap();
     std::fs::write(
@@ -470,7 +457,7 @@ fn a_host_that_loses_the_store_after_switching_rolls_back() {
         rebuild.replacen(
             "case \"$*\" in *--rollback*) exit 0;; esac",
             &format!(
-                "case \"$*\" in *--rollback*) exit 0;; esac\n[ -e {base}/lose-store ] && garage -c {config} bucket deny --read bento-web1 --key {web1_id} >/dev/null",
+                "case \"$*\" in *--rollback*) exit 0;; esac\n[ -e {base}/lose-store ] && garage -c {config} bucket deny --read bento-web1 --key bento-web1 >/dev/null",
                 base = l.base().display(),
                 config = garage.config.display(),
             ),
@@ -496,7 +483,7 @@ fn a_host_that_loses_the_store_after_switching_rolls_back() {
 
     // Given back: the generation is not retried on its own (it failed), but a new one is.
     std::fs::remove_file(l.base().join("lose-store")).unwrap();
-    ok(&garage.cli(&["bucket", "allow", "--read", "bento-web1", "--key", &web1_id]));
+    ok(&garage.cli(&["bucket", "allow", "--read", "bento-web1", "--key", "bento-web1"]));
     change_config(&l, 3);
     ok(&admin(&l, &["deploy", "--target", &target]));
     let (out, report) = l.agent_json();
@@ -515,7 +502,7 @@ fn a_deploy_killed_mid_upload_leaves_current_whole() {
     }
     let l = Loop::new();
     let garage = Garage::single(&l.fleet.home.join("garage"));
-    garage.fleet_buckets(&["web1", "db1"]);
+    garage.set_up_as_printed(&l, &url(&garage));
     let target = url(&garage);
     ok(&admin(&l, &["deploy", "--target", &target]));
     agent_on_s3(&l, &garage);
@@ -571,7 +558,7 @@ fn a_three_node_store_serves_with_one_node_down() {
     }
     let l = Loop::new();
     let mut nodes = Garage::cluster(&l.fleet.home.join("garage"));
-    nodes[0].fleet_buckets(&["web1", "db1"]);
+    nodes[0].set_up_as_printed(&l, &url(&nodes[0]));
     let target = url(&nodes[0]);
     ok(&admin(&l, &["deploy", "--target", &target]));
     agent_on_s3(&l, &nodes[0]);

@@ -147,6 +147,27 @@ let
     closure-without-key = client { services.bento.mode = "closure"; };
     health-empty-command = client { services.bento.health.commands = [ [ ] ]; };
     too-many-signatures = client { services.bento.requiredSignatures = 2; };
+    # Object storage: the store key's file named by path, never a store value.
+    s3 = client {
+      services.bento = {
+        server = lib.mkForce "s3://bento-{host}?endpoint=https://s3.example.org&region=eu-west-1";
+        serverKnownHosts = lib.mkForce "";
+        s3CredentialsFile = "/etc/bento/s3-credentials";
+      };
+    };
+    s3-without-credentials = client {
+      services.bento = {
+        server = lib.mkForce "s3://bento-{host}?endpoint=https://s3.example.org&region=eu-west-1";
+        serverKnownHosts = lib.mkForce "";
+      };
+    };
+    s3-credentials-in-store = client {
+      services.bento = {
+        server = lib.mkForce "s3://bento-{host}?endpoint=https://s3.example.org&region=eu-west-1";
+        serverKnownHosts = lib.mkForce "";
+        s3CredentialsFile = "/nix/store/00000000000000000000000000000000-s3-credentials";
+      };
+    };
     closure-bad-key = client { services.bento = { mode = "closure"; cache.publicKey = "bento-1"; }; };
     # A switch for closure mode on a source host: not written, and said so.
     source-switch = client { services.bento.switch = "/etc/bento/switch"; };

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod credentials;
 pub mod dir;
+pub mod setup;
 pub mod url;
 
 use std::io::{self, Write};
