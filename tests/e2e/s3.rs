@@ -254,6 +254,46 @@ fn agent_on_s3(l: &Loop, garage: &Garage) {
     std::fs::write(&l.config, text).unwrap();
 }
 
+/// db1's agent on the store: its own key, state and secrets dirs, a rebuild that records
+/// its call and activates the bundle's secrets. Returns its agent.toml.
+fn db1_agent(l: &Loop, garage: &Garage) -> PathBuf {
+    let base = l.fleet.home.join("db1-host");
+    std::fs::create_dir_all(&base).unwrap();
+    let bento = env!("CARGO_BIN_EXE_bento");
+    let (state, secrets) = (base.join("var-bento"), base.join("run-bento"));
+    let activate = format!(
+        "{bento} activate --no-mount --bundle {} -i {} --root {}",
+        state.join("current").display(),
+        l.keys.db1.display(),
+        secrets.display()
+    );
+    let rebuild = l.fleet.script(
+        "db1-rebuild",
+        &format!("echo \"rebuild $*\" >> {}/calls\nexec {activate}", base.display()),
+    );
+    let config = base.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "host = \"db1\"\nserver = \"{url}\"\ns3_credentials = \"{creds}\"\nidentity = \"{key}\"\n\
+             trusted_keys = [\"{admin}\"]\nstate_dir = \"{state}\"\nsecrets_root = \"{secrets}\"\n\
+             rebuild = \"{rebuild} switch\"\nrollback = \"{rebuild} switch --rollback\"\n\
+             activate = \"{activate}\"\ncurrent_system = \"{base}/current-system\"\n\
+             booted_system = \"{base}/booted\"\nconnect_timeout = 3\n",
+            url = url(garage),
+            creds = credentials_file(&base, "db1").display(),
+            key = l.keys.db1.display(),
+            admin = crate::harness::pub_line(&l.fleet.keys.join("admin")),
+            state = state.display(),
+            secrets = secrets.display(),
+            rebuild = rebuild.display(),
+            base = base.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A client of the store as `key`, for what a host could try with its own credentials.
 fn as_key(garage: &Garage, key: (&str, &str)) -> StoreAs {
     StoreAs {
@@ -359,6 +399,18 @@ fn the_whole_loop_runs_on_object_storage_and_the_store_keeps_hosts_apart() {
     assert_eq!(report["state"], "applied", "{report}");
     assert!(l.calls().contains("nixos-rebuild switch"), "{}", l.calls());
     assert_eq!(l.secret("db-password"), "v1 of db-password");
+    // db1's agent, with db1's own key, takes db1's bundle.
+    let db1 = db1_agent(&l, &garage);
+    let out = l
+        .fleet
+        .bento(&["agent", "--once", "--json", "--config", crate::harness::s(&db1)]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(
+        std::fs::read_to_string(l.fleet.home.join("db1-host/run-bento/secrets/db-password")).unwrap(),
+        "v1 of db-password"
+    );
 
     // A secret changes: a new generation, only the secrets activated.
     ok(&l
@@ -388,6 +440,8 @@ fn the_whole_loop_runs_on_object_storage_and_the_store_keeps_hosts_apart() {
     assert_eq!(web1["status"], "up-to-date", "{doc}");
     assert_eq!(web1["expected_generation"], 2);
     assert_eq!(web1["signers"], serde_json::json!(["admin"]));
+    // db1 has not taken the new generation yet.
+    assert_eq!(crate::status::host(&doc, "db1")["status"], "pending", "{doc}");
     let out = admin(&l, &["log", "web1", "--target", &target]);
     let text = ok(&out);
     assert!(
