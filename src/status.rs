@@ -52,7 +52,8 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         dir: server.dir(),
         shown: &shown,
     };
-    let fleet_status = status::fleet_status(fleet, root, &Options::for_fleet(fleet, &config))?;
+    let fleet_status =
+        location.run(|| status::fleet_status(fleet, root, &Options::for_fleet(fleet, &config)))?;
     let mut out = std::io::stdout().lock();
     out.write_all(render(&fleet_status, format)?.as_bytes())?;
     out.flush()?;
@@ -100,7 +101,7 @@ fn html_page(
         timeline: crate::html::TIMELINE,
         ..Options::for_fleet(fleet, config)
     };
-    let fleet_status = status::fleet_status(fleet, root, &options)?;
+    let fleet_status = location.run(|| status::fleet_status(fleet, root, &options))?;
     write(&fleet_status, None)?;
     output::ok(&format!(
         "wrote {} ({} hosts)",

@@ -521,6 +521,10 @@ impl HostDir {
     /// `generations/` and (from older versions) the host directory. Touches nothing when
     /// there is nothing to remove.
     pub fn remove_leftovers(&self) -> Result<(), Error> {
+        // Object storage: nothing is written under a temp name (see `stage_in_place`).
+        if self.dir.renames_copy() {
+            return Ok(());
+        }
         let Some(entries) = self.generation_entries()? else {
             return Ok(());
         };

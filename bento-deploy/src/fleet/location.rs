@@ -14,6 +14,9 @@ use crate::s3::dir::S3Root;
 use crate::s3::url::S3Url;
 use crate::server_dir::{LocalDir, ServerDir};
 
+/// How many hosts are read or published at once against object storage.
+pub const S3_IN_FLIGHT: usize = 32;
+
 /// Where the server root is, as the admin named it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
@@ -48,6 +51,18 @@ impl Location {
                 .map_err(|e| Error::input(what, e.to_string())),
             None => Ok(Location::Local(PathBuf::from(&config.server.root))),
         }
+    }
+
+    /// Runs `f` on a thread pool sized for this server: against object storage each host
+    /// costs a few requests of a few milliseconds, spent waiting, so many more of them are
+    /// in flight than there are cores; elsewhere the global pool.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        if let Location::S3(_) = self {
+            if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(S3_IN_FLIGHT).build() {
+                return pool.install(f);
+            }
+        }
+        f()
     }
 
     /// How it is shown in messages.

@@ -169,7 +169,19 @@ pub fn git_commit(root: &Path) -> Option<String> {
 pub fn deploy(
     workspace: &Workspace,
     options: &Options,
-    signer: &dyn Fn() -> Result<Signer, Error>,
+    signer: &(dyn Fn() -> Result<Signer, Error> + Sync),
+    progress: &dyn Progress,
+) -> Result<Vec<HostReport>, Error> {
+    options
+        .location
+        .run(|| deploy_on_this_pool(workspace, options, signer, progress))
+}
+
+/// [`deploy`], on the current rayon pool.
+fn deploy_on_this_pool(
+    workspace: &Workspace,
+    options: &Options,
+    signer: &(dyn Fn() -> Result<Signer, Error> + Sync),
     progress: &dyn Progress,
 ) -> Result<Vec<HostReport>, Error> {
     let Workspace { root, config, fleet } = workspace;

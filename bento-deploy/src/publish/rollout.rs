@@ -240,7 +240,7 @@ pub fn run(
     workspace: &Workspace,
     options: &Options,
     restart: bool,
-    signer: &dyn Fn() -> Result<Signer, Error>,
+    signer: &(dyn Fn() -> Result<Signer, Error> + Sync),
     event: &dyn Fn(Event<'_>),
 ) -> Result<Rollout, RolloutError> {
     let root = &workspace.root;
