@@ -107,6 +107,22 @@ exec {bento} activate --no-mount --bundle {state}/current -i {key} --root {secre
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// The agent requires two signatures, trusting the admin's key and `second`'s.
+    pub(crate) fn require_two_signatures(&self, second: &Path) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            text.replace(
+                "trusted_keys = [\"",
+                &format!(
+                    "required_signatures = 2\ntrusted_keys = [\"{}\", \"",
+                    pub_line(second)
+                ),
+            ),
+        )
+        .unwrap();
+    }
+
     pub(crate) fn deploy(&self) {
         ok(&self.fleet.bento(&["deploy", "--server-root", s(&self.server)]));
     }

@@ -1068,18 +1068,7 @@ fn a_pending_deploy_is_approved_over_sftp() {
         .unwrap()
         .replace("[deploy]\n", "[deploy]\nrequired_signatures = 2\n");
     std::fs::write(&toml, &first).unwrap();
-    let text = std::fs::read_to_string(&r.l.config).unwrap();
-    std::fs::write(
-        &r.l.config,
-        text.replace(
-            "trusted_keys = [\"",
-            &format!(
-                "required_signatures = 2\ntrusted_keys = [\"{}\", \"",
-                pub_line(&second)
-            ),
-        ),
-    )
-    .unwrap();
+    r.l.require_two_signatures(&second);
     ok(&r.deploy(None));
     assert!(
         !r.host("web1/generations/current").exists(),

@@ -237,6 +237,15 @@ fn credentials_file(dir: &Path, host: &str) -> PathBuf {
     path
 }
 
+/// One Garage node for the fleet of `l`, set up as `bento server setup --s3` says, and
+/// the fleet's URL on it.
+fn store(l: &Loop) -> (Garage, String) {
+    let garage = Garage::single(&l.fleet.home.join("garage"));
+    garage.set_up_as_printed(l, &url(&garage));
+    let target = url(&garage);
+    (garage, target)
+}
+
 /// Points web1's agent at the store.
 fn agent_on_s3(l: &Loop, garage: &Garage) {
     let text = std::fs::read_to_string(&l.config).unwrap();
@@ -383,9 +392,7 @@ fn the_whole_loop_runs_on_object_storage_and_the_store_keeps_hosts_apart() {
         return;
     }
     let l = Loop::new();
-    let mut garage = Garage::single(&l.fleet.home.join("garage"));
-    garage.set_up_as_printed(&l, &url(&garage));
-    let target = url(&garage);
+    let (mut garage, target) = store(&l);
     let out = admin(&l, &["deploy", "--target", &target]);
     let said = format!(
         "{}{}",
@@ -497,9 +504,7 @@ fn a_host_that_loses_the_store_after_switching_rolls_back() {
         return;
     }
     let l = Loop::new();
-    let garage = Garage::single(&l.fleet.home.join("garage"));
-    garage.set_up_as_printed(&l, &url(&garage));
-    let target = url(&garage);
+    let (garage, target) = store(&l);
     ok(&admin(&l, &["deploy", "--target", &target]));
     agent_on_s3(&l, &garage);
     ok(&l.agent(&[]));
@@ -555,9 +560,7 @@ fn a_deploy_killed_mid_upload_leaves_current_whole() {
         return;
     }
     let l = Loop::new();
-    let garage = Garage::single(&l.fleet.home.join("garage"));
-    garage.set_up_as_printed(&l, &url(&garage));
-    let target = url(&garage);
+    let (garage, target) = store(&l);
     ok(&admin(&l, &["deploy", "--target", &target]));
     agent_on_s3(&l, &garage);
     ok(&l.agent(&[]));
@@ -684,4 +687,61 @@ fn change_config(l: &Loop, n: u32) {
         format!("{{ networking.hostName = \"web1\"; boot.kernelParams = [ \"n={n}\" ]; }}\n"),
     )
     .unwrap();
+}
+
+/// The two-person rule on object storage: a deploy is pending in the store until a second
+/// admin approves it there; the host applies it only then, and the history names both.
+#[test]
+fn a_pending_deploy_is_approved_in_the_store() {
+    if !needs_garage() {
+        return;
+    }
+    let l = Loop::new();
+    let (garage, target) = store(&l);
+    let second = l.fleet.ssh_key("second-admin", "ed25519", "");
+    l.fleet.add_admin("second", &crate::harness::pub_line(&second));
+    let toml = l.fleet.path("bento.toml");
+    let first = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("[deploy]\n", "[deploy]\nrequired_signatures = 2\n");
+    std::fs::write(&toml, &first).unwrap();
+    agent_on_s3(&l, &garage);
+    l.require_two_signatures(&second);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    let web1_key = host_key("web1");
+    let web1_store = as_key(&garage, (&web1_key.0, &web1_key.1));
+    assert_eq!(
+        web1_store.get("bento-web1", "current"),
+        404,
+        "pending: no current yet"
+    );
+    ok(&l.agent(&[]));
+    assert!(l.calls().is_empty(), "applied before approval");
+
+    std::fs::write(
+        &toml,
+        first.replace(
+            &format!("signing_key = \"{}\"", l.fleet.keys.join("admin").display()),
+            &format!("signing_key = \"{}\"", second.display()),
+        ),
+    )
+    .unwrap();
+    let out = admin(&l, &["approve", "web1", "--yes", "--target", &target]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert_eq!(web1_store.get("bento-web1", "current"), 200);
+    let (out, report) = l.agent_json();
+    ok(&out);
+    assert_eq!(report["state"], "applied", "{report}");
+    let out = admin(&l, &["log", "web1", "--json", "--target", &target]);
+    let doc: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(
+        doc["hosts"][0]["generations"][0]["signers"],
+        serde_json::json!(["admin", "second"]),
+        "{doc}"
+    );
 }

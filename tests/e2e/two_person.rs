@@ -131,18 +131,7 @@ fn a_deploy_waits_for_a_second_admins_approval() {
         &format!("signing_key = \"{}\"", l.fleet.keys.join("admin").display()),
         &format!("signing_key = \"{}\"", second.display()),
     );
-    let text = std::fs::read_to_string(&l.config).unwrap();
-    std::fs::write(
-        &l.config,
-        text.replace(
-            "trusted_keys = [\"",
-            &format!(
-                "required_signatures = 2\ntrusted_keys = [\"{}\", \"",
-                pub_line(&second)
-            ),
-        ),
-    )
-    .unwrap();
+    l.require_two_signatures(&second);
     let server = crate::harness::s(&l.server).to_owned();
 
     // The first admin's deploy: pending, `current` not written, the host has nothing.
