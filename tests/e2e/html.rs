@@ -74,8 +74,10 @@ fn the_page_shows_every_host_and_what_hosts_wrote_only_as_text() {
     std::fs::write(l.base().join("fail-rebuild"), "").unwrap();
     l.deploy_config("{ networking.hostName = \"web1\"; time.timeZone = \"UTC\"; }\n");
     assert!(!l.agent(&[]).status.success());
-    // Hosts whose directories hold what they wrote: one rolled back, one stale, one hostile.
+    // Hosts whose directories hold what they wrote: db1 applied what deploy published for
+    // it, one rolled back, one stale, one hostile.
     let hour = 3600;
+    report_by_hand(&l.server, "db1", 1, "applied", 60, None, None);
     publish_by_hand(&l.server, "rolled", 2, 2 * hour, None);
     report_by_hand(&l.server, "rolled", 1, "applied", 3 * hour, None, None);
     report_by_hand(&l.server, "rolled", 2, "rolled-back", 60, None, None);
@@ -139,6 +141,7 @@ fn the_page_shows_every_host_and_what_hosts_wrote_only_as_text() {
     let dom = String::from_utf8(chromium(&dir, &url, "--dump-dom").stdout).unwrap();
     for (host, status) in [
         ("web1", "failed"),
+        ("db1", "up-to-date"),
         ("rolled", "rolled-back"),
         ("stale", "stale"),
         ("evil", "failed"),
