@@ -745,3 +745,66 @@ fn a_pending_deploy_is_approved_in_the_store() {
         "{doc}"
     );
 }
+
+/// Closure mode on object storage: deploy fills the fleet cache's place and copies web1's
+/// closure into web1's own place, inside the store; web1's agent, its store empty, fetches
+/// the three paths from there, signed, and switches. Its key cannot read the fleet cache.
+#[test]
+fn a_closure_host_gets_its_closure_from_its_own_place_in_the_store() {
+    use crate::closure::{closure_fleet, hash_of, set_system, NixRoot};
+    if !needs_garage()
+        || !crate::harness::needs_root("Nix stores of their own on /nix")
+        || !crate::harness::needs_nix()
+    {
+        return;
+    }
+    let l = Loop::new();
+    let (garage, target) = store(&l);
+    let (admin_nix, host_nix) = (NixRoot::new(), NixRoot::new());
+    agent_on_s3(&l, &garage);
+    closure_fleet(&l, &admin_nix);
+    let switched = l.base().join("switched");
+    set_system(&l, &switched, "lib-b v1");
+    ok(&admin_nix.run(&l.fleet.cmd(&["build", "web1"])));
+    let mut deploy = l.fleet.cmd(&["deploy", "--target", &target]);
+    deploy
+        .env("AWS_ACCESS_KEY_ID", ADMIN_KEY.0)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN_KEY.1);
+    ok(&admin_nix.run(&deploy));
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.fleet.path(".bento/expected.json")).unwrap()).unwrap();
+    let system = expected["hosts"]["web1"]["system"].as_str().unwrap().to_owned();
+    let narinfo = format!("cache/{}.narinfo", hash_of(&system));
+
+    let out = host_nix.run(&l.fleet.cmd(&[
+        "agent",
+        "--once",
+        "--json",
+        "--config",
+        crate::harness::s(&l.config),
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["state"], "applied", "{report}");
+    assert_eq!(report["note"], "3 store paths fetched", "{report}");
+    assert_eq!(
+        std::fs::read_to_string(&switched).unwrap(),
+        format!("{system} switch\n")
+    );
+
+    // web1's key: its own copy of the closure, not the fleet cache, not db1's place.
+    let web1_key = host_key("web1");
+    let web1_store = as_key(&garage, (&web1_key.0, &web1_key.1));
+    assert_eq!(web1_store.get("bento-web1", &narinfo), 200);
+    let fleet_narinfo = narinfo.trim_start_matches("cache/");
+    assert_eq!(
+        web1_store.get("bento-cache", fleet_narinfo),
+        403,
+        "the fleet cache"
+    );
+    assert_eq!(
+        web1_store.get("bento-cache", "nix-cache-info"),
+        403,
+        "the fleet cache"
+    );
+}

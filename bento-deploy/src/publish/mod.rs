@@ -207,24 +207,6 @@ fn deploy_on_this_pool(
         ));
     }
     let expected = Expected::load(root)?;
-    if let Location::S3(url) = &options.location {
-        // Closures are hard-linked into each host's cache; a store has no links (yet).
-        let why = match (closure_hosts.first(), &config.cache.signing_key) {
-            (Some(host), _) => Some(format!("host {host} has mode = \"closure\"")),
-            (None, Some(_)) => Some("[cache] signing_key is set".to_owned()),
-            (None, None) => None,
-        };
-        if let Some(why) = why {
-            return Err(Error::input(
-                url.to_string(),
-                format!(
-                    "{why}, but the binary cache and closure deployments are not served from \
-                     object storage yet: publish source bundles there (no [cache]), or use a \
-                     local or sftp root"
-                ),
-            ));
-        }
-    }
     let server = Target::open(&options.location, root, config, &options.ssh)?;
     progress.start(hosts.len());
 

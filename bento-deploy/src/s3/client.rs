@@ -22,6 +22,13 @@ use crate::server_dir::Kind;
 const SIGNED_FOR: Duration = Duration::from_secs(300);
 /// The most of an error body read, to quote its code.
 const ERROR_BODY: u64 = 4096;
+/// What `x-amz-copy-source` escapes: all but unreserved characters and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 /// The most of a listing page read.
 const LISTING_PAGE: u64 = 16 * 1024 * 1024;
 
@@ -232,6 +239,31 @@ impl Client {
                     self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     Attempt::Done(Ok(()))
                 }
+                s if Client::passing(s) => Attempt::Again(Client::status_error(&what, s, &mut response)),
+                s => Attempt::Done(Err(Client::status_error(&what, s, &mut response))),
+            }
+        })
+    }
+
+    /// Copies object `from_rel` of `from` to `to_rel` of `to` inside the store (a
+    /// server-side copy: no byte passes through here).
+    pub fn copy(&self, from: &Place, from_rel: &str, to: &Place, to_rel: &str) -> io::Result<()> {
+        let source = format!("/{}/{}", from.bucket, Client::key(from, from_rel)?);
+        let source: String = percent_encoding::utf8_percent_encode(&source, COPY_SOURCE).collect();
+        let key = Client::key(to, to_rel)?;
+        let bucket = self.bucket(&to.bucket)?;
+        let what = format!("copying {} to {}/{key}", source, to.bucket);
+        self.retrying(&what, || {
+            let mut action = bucket.put_object(Some(&self.credentials), &key);
+            action.headers_mut().insert("x-amz-copy-source", source.clone());
+            let url = action.sign(SIGNED_FOR);
+            let request = self.agent.put(url.as_str()).header("x-amz-copy-source", &source);
+            let mut response = match request.send_empty() {
+                Ok(r) => r,
+                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
+            };
+            match response.status().as_u16() {
+                200..=299 => Attempt::Done(Ok(())),
                 s if Client::passing(s) => Attempt::Again(Client::status_error(&what, s, &mut response)),
                 s => Attempt::Done(Err(Client::status_error(&what, s, &mut response))),
             }

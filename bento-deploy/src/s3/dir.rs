@@ -7,7 +7,8 @@
 //!   a part), so a generation is written straight into `generations/<g>/` (each object
 //!   created only where none is, `If-None-Match: *`) and `current` replaced last, by one
 //!   PUT (see [`ServerDir::renames_copy`]);
-//! - no links, no hard links (closure caches are not served from object storage yet);
+//! - no links; a "hard link" (a closure host's cache shares the fleet cache's files) is a
+//!   copy made inside the store;
 //! - directories are key prefixes: one exists while an object is below it.
 
 use std::io::{self, Read};
@@ -60,9 +61,26 @@ fn unsupported(what: &str) -> io::Error {
     )
 }
 
+impl S3Root {
+    /// The host directory `rel` starts with, and the rest of it (`""` for the host's own).
+    fn split(&self, rel: &str) -> io::Result<(S3Dir, String)> {
+        let (host, rest) = rel.split_once('/').unwrap_or((rel, ""));
+        if !bento_secrets::names::HostName::is_valid(host) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a host name", host.escape_default()),
+            ));
+        }
+        Ok((self.host(host), rest.to_owned()))
+    }
+}
+
+/// The root's paths are `<host>/…` (and `cache/…`, the fleet cache's own place, named as
+/// a host would be): each goes to that place.
 impl ServerDir for S3Root {
-    fn read(&self, rel: &str, _limit: u64) -> io::Result<Vec<u8>> {
-        Err(unsupported(&format!("reading {rel} outside a host's place")))
+    fn read(&self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let (dir, rest) = self.split(rel)?;
+        dir.read(&rest, limit)
     }
 
     fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
@@ -70,25 +88,30 @@ impl ServerDir for S3Root {
     }
 
     fn kind(&self, rel: &str) -> io::Result<Option<Kind>> {
-        match bento_secrets::names::HostName::is_valid(rel) {
-            true => Ok(Some(Kind::Dir)),
-            false => Ok(None),
+        let (dir, rest) = self.split(rel)?;
+        match rest.as_str() {
+            "" => Ok(Some(Kind::Dir)),
+            rest => dir.kind(rest),
         }
     }
 
     /// Hosts are not listed: each is found by its name (status shows the fleet's hosts).
-    fn entries_at_most(&self, _rel: &str, _limit: usize) -> io::Result<Vec<(String, Kind)>> {
-        Ok(Vec::new())
+    fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
+        match rel {
+            "" => Ok(Vec::new()),
+            rel => {
+                let (dir, rest) = self.split(rel)?;
+                dir.entries_at_most(&rest, limit)
+            }
+        }
     }
 
     fn dir(&self, rel: &str) -> io::Result<Box<dyn ServerDir>> {
-        if !bento_secrets::names::HostName::is_valid(rel) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("`{}` is not a host name", rel.escape_default()),
-            ));
+        let (dir, rest) = self.split(rel)?;
+        match rest.as_str() {
+            "" => Ok(Box::new(dir)),
+            rest => dir.dir(rest),
         }
-        Ok(Box::new(self.host(rel)))
     }
 
     fn create_dir(&self, name: &str) -> io::Result<Box<dyn ServerDir>> {
@@ -103,20 +126,31 @@ impl ServerDir for S3Root {
         Err(unsupported(&format!("writing {name} outside a host's place")))
     }
 
-    fn replace_from(&self, rel: &str, _from: &mut dyn Read, _mode: u32) -> io::Result<()> {
-        Err(unsupported(&format!("writing {rel} outside a host's place")))
+    fn replace_from(&self, rel: &str, from: &mut dyn Read, mode: u32) -> io::Result<()> {
+        let (dir, rest) = self.split(rel)?;
+        dir.replace_from(&rest, from, mode)
     }
 
     fn rename(&self, from: &str, _to: &str, _replace: bool) -> io::Result<()> {
         Err(unsupported(&format!("renaming {from}")))
     }
 
-    fn hard_link(&self, from: &str, _to: &str) -> io::Result<()> {
-        Err(unsupported(&format!("linking {from}")))
+    /// A copy inside the store: the closure a host needs, from the fleet cache into the
+    /// host's own place (Garage keeps the blocks once; other stores keep each copy).
+    fn hard_link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from_dir, from_rest) = self.split(from)?;
+        let (to_dir, to_rest) = self.split(to)?;
+        let (from_place, from_key) = from_dir.locate(&from_rest)?;
+        let (to_place, to_key) = to_dir.locate(&to_rest)?;
+        self.client.copy(from_place, &from_key, to_place, &to_key)
     }
 
     fn remove_tree(&self, name: &str) -> io::Result<()> {
-        Err(unsupported(&format!("removing {name}")))
+        let (dir, rest) = self.split(name)?;
+        match rest.as_str() {
+            "" => Err(unsupported(&format!("removing the host directory {name}"))),
+            rest => dir.remove_tree(rest),
+        }
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -191,13 +225,10 @@ impl ServerDir for S3Dir {
     }
 
     fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
+        // A prefix with nothing below it lists as an empty directory: in a store every
+        // directory is there until something is put in it.
         let (place, key) = self.locate(rel)?;
-        let entries = self.client.list(place, &key, limit)?;
-        // An empty prefix is no directory, but a host's own places always are.
-        if entries.is_empty() && !key.is_empty() {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
-        }
-        Ok(entries)
+        self.client.list(place, &key, limit)
     }
 
     fn dir(&self, rel: &str) -> io::Result<Box<dyn ServerDir>> {
@@ -245,10 +276,10 @@ impl ServerDir for S3Dir {
         self.client.delete(place, &from_key)
     }
 
-    fn hard_link(&self, from: &str, _to: &str) -> io::Result<()> {
-        Err(unsupported(&format!(
-            "linking {from} (closure deployments are not served from object storage yet)"
-        )))
+    fn hard_link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from_place, from_key) = self.locate(from)?;
+        let (to_place, to_key) = self.locate(to)?;
+        self.client.copy(from_place, &from_key, to_place, &to_key)
     }
 
     fn remove_tree(&self, name: &str) -> io::Result<()> {

@@ -25,6 +25,18 @@ pub fn garage(url: &S3Url, hosts: &[String]) -> String {
         out,
         "garage key create {ADMIN_KEY}   # the admin's: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where bento deploy runs"
     );
+    // The fleet's binary cache ([cache] signing_key): the admin's alone; a closure host
+    // gets a copy of its closure in its own place.
+    let cache = url.places("cache").main.bucket;
+    let _ = writeln!(
+        out,
+        "\n# the fleet's binary cache, with [cache] signing_key (hosts never read it)"
+    );
+    let _ = writeln!(out, "garage bucket create {cache}");
+    let _ = writeln!(
+        out,
+        "garage bucket allow --read --write {cache} --key {ADMIN_KEY}"
+    );
     for host in hosts {
         let places = url.places(host);
         let key = format!("bento-{host}");
@@ -71,8 +83,9 @@ pub fn garage(url: &S3Url, hosts: &[String]) -> String {
 /// admin's, and one per host: read its own place, write its own logs, list nothing.
 pub fn policies(url: &S3Url, hosts: &[String]) -> String {
     let arn = |bucket: &str, prefix: &str| format!("arn:aws:s3:::{bucket}/{prefix}*");
-    let mut admin_resources = Vec::new();
-    let mut buckets = Vec::new();
+    let cache = url.places("cache").main;
+    let mut admin_resources = vec![arn(&cache.bucket, &cache.prefix)];
+    let mut buckets = vec![cache.bucket.clone()];
     let mut out = String::new();
     for host in hosts {
         let places = url.places(host);
