@@ -150,3 +150,64 @@ t4=$(now); "$bento" --fleet "$fleet" deploy --server-root "$work/server" >/dev/n
 t6=$(now); "$bento" --fleet "$fleet" deploy --server-root "$work/server" >/dev/null 2>&1; t7=$(now)
 echo "to Garage:      first $(ms "$t0" "$t1") ms, unchanged $(ms "$t2" "$t3") ms (target: < 2000 ms)"
 echo "to a local root: first $(ms "$t4" "$t5") ms, unchanged $(ms "$t6" "$t7") ms"
+
+# == 3. The same deploy over sftp (root only: sshd with a chroot) ==
+if [ "$(id -u)" != 0 ]; then
+  echo "over sftp: not measured (run as root for sshd's chroot)"
+  exit 0
+fi
+mkdir -p /srv
+root=$(mktemp -d /srv/bento-bench-XXXXXX) # sshd wants a chroot with root-owned parents
+chmod 0755 "$root"
+sshd_pid=
+trap 'cleanup; [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null; rm -rf "$root"' EXIT
+uid=64980
+ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N '' -C publisher -f "$work/publisher"
+cp /etc/passwd /etc/group "$work/" && cp /etc/shadow "$work/" 2>/dev/null || : >"$work/shadow"
+echo "bento-publish:x:$uid:$uid::/:/usr/sbin/nologin" >>"$work/passwd"
+echo "bento-publish:x:$uid:" >>"$work/group"
+echo "bento-publish:*:19000:0:99999:7:::" >>"$work/shadow"
+mkdir -p "$work/keys" && cp "$work/publisher.pub" "$work/keys/bento-publish" && chmod 0755 "$work/keys"
+chmod 0755 "$work" # sshd reads the authorized keys below it as the publishing account
+# What `bento server setup` makes for each host: the publishing account owns generations/.
+for i in $(seq 1 "$hosts"); do
+  mkdir -p "$root/h$i/generations" "$root/h$i/logs"
+  chown "$uid:$uid" "$root/h$i/generations"
+  ln -s generations/current "$root/h$i/current"
+done
+sftp_port=$(port)
+cat >"$work/sshd_config" <<EOF2
+Port $sftp_port
+ListenAddress 127.0.0.1
+HostKey $work/host_key
+PidFile none
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile $work/keys/%u
+StrictModes no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+MaxStartups 100
+Match User bento-publish
+  ChrootDirectory $root
+  ForceCommand internal-sftp
+  DisableForwarding yes
+  PermitTTY no
+EOF2
+unshare --mount --propagation private sh -c "mount --bind $work/passwd /etc/passwd && \
+  mount --bind $work/group /etc/group && mount --bind $work/shadow /etc/shadow && \
+  mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f $work/sshd_config" 2>"$work/sshd.log" &
+sshd_pid=$!
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$sftp_port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "[127.0.0.1]:$sftp_port $(cat "$work/host_key.pub")" >"$fleet/keys/server_known_hosts"
+printf '[deploy]\nsigning_key = "%s"\nlogin_key = "%s"\ntarget = "sftp://bento-publish@127.0.0.1:%s/"\n' \
+  "$work/admin" "$work/publisher" "$sftp_port" >"$fleet/bento.toml"
+t0=$(now); "$bento" --fleet "$fleet" deploy >/dev/null 2>"$work/deploy.err" || { cat "$work/deploy.err" "$work/sshd.log" >&2; exit 1; }; t1=$(now)
+t2=$(now); "$bento" --fleet "$fleet" deploy >/dev/null 2>&1; t3=$(now)
+echo "over sftp:      first $(ms "$t0" "$t1") ms, unchanged $(ms "$t2" "$t3") ms"
