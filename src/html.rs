@@ -165,7 +165,7 @@ fn row(out: &mut String, h: &HostStatus) {
         mode = h.mode.map_or_else(|| "-".into(), |m| m.to_string()),
         expected = gen(h.expected_generation),
         lag = h.generation_lag.map_or_else(|| "-".into(), |l| l.to_string()),
-        seen = crate::status::ago(h.seen_ago_seconds),
+        seen = crate::output::ago(h.seen_ago_seconds),
         system = short_system(h.reported_system.as_deref()),
         timeline = timeline(&h.timeline),
     );

@@ -103,6 +103,17 @@ pub fn note(msg: &str) {
     line(&paint("2", "·"), msg);
 }
 
+/// `secs` ago, short (`5m ago`), or `-`.
+pub(crate) fn ago(secs: Option<u64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 60 => format!("{s}s ago"),
+        Some(s) if s < 3600 => format!("{}m ago", s / 60),
+        Some(s) if s < 86_400 => format!("{}h ago", s / 3600),
+        Some(s) => format!("{}d ago", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

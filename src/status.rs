@@ -143,18 +143,6 @@ fn redraw(fleet_status: &FleetStatus, format: Format, clear: bool, last: &mut St
     Ok(())
 }
 
-/// A duration in its largest whole unit: `45s`, `12m`, `3h`, `4d`.
-/// `secs` ago, short (`5m ago`), or `-`.
-pub(crate) fn ago(secs: Option<u64>) -> String {
-    match secs {
-        None => "-".into(),
-        Some(s) if s < 60 => format!("{s}s ago"),
-        Some(s) if s < 3600 => format!("{}m ago", s / 60),
-        Some(s) if s < 86_400 => format!("{}h ago", s / 3600),
-        Some(s) => format!("{}d ago", s / 86_400),
-    }
-}
-
 fn colour_of(s: Status) -> &'static str {
     match s {
         _ if s.is_failure() => "1;31",
@@ -192,9 +180,9 @@ fn row(h: &HostStatus) -> [String; 11] {
         h.mode.map_or_else(|| "-".into(), |m| m.to_string()),
         gen(h.expected_generation),
         reported,
-        ago(h.reported_ago_seconds),
-        ago(h.seen_ago_seconds),
-        ago(h.published_ago_seconds),
+        output::ago(h.reported_ago_seconds),
+        output::ago(h.seen_ago_seconds),
+        output::ago(h.published_ago_seconds),
         match h.signers.is_empty() {
             true => "-".into(),
             false => h.signers.join(","),
