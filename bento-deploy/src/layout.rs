@@ -424,6 +424,7 @@ impl HostDir {
             pointer: CURRENT_LINK,
             current_tmp: None,
             in_place: false,
+            written: Vec::new(),
         };
         let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
         let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
@@ -458,6 +459,54 @@ impl HostDir {
         Ok(staged)
     }
 
+    /// Claims generation `g`, or the first free one above it, for this deploy, where the
+    /// server does not refuse a second writer of the same name (object storage without
+    /// conditional writes; elsewhere `g` as it is): a claim object of its own in
+    /// `generations/<g>/`, then a listing. Of two deploys claiming at once, at least one
+    /// sees the other's claim (a store reads its own writes), and whoever sees another
+    /// claim withdraws and tries the next number, after a random pause.
+    pub fn claim(&self, g: u64) -> Result<u64, Error> {
+        use ssh_key::rand_core::RngCore;
+        let gens = self.gens()?;
+        if !gens.renames_copy() {
+            return Ok(g);
+        }
+        let me = format!(
+            ".claim-{}-{:016x}",
+            std::process::id(),
+            ssh_key::rand_core::OsRng.next_u64()
+        );
+        let mut g = g;
+        for attempt in 0..64u64 {
+            let name = g.to_string();
+            let rel = format!("{GENERATIONS_DIR}/{name}");
+            let taken = |dir: &dyn ServerDir| -> Result<bool, Error> {
+                let entries = dir
+                    .entries_at_most("", MAX_ENTRIES)
+                    .map_err(|e| self.failed(&rel, e))?;
+                Ok(entries.iter().any(|(n, _)| *n != me))
+            };
+            let dir = gens.dir(&name).map_err(|e| self.failed(&rel, e))?;
+            if taken(dir.as_ref())? {
+                g += 1;
+                continue;
+            }
+            dir.create_new(&me, b"", 0o644)
+                .map_err(|e| self.failed(&rel, e))?;
+            if !taken(dir.as_ref())? {
+                return Ok(g);
+            }
+            let _ = dir.remove_tree(&me);
+            g += 1;
+            let pause = 10 + ssh_key::rand_core::OsRng.next_u64() % (20 * (attempt + 1));
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+        }
+        Err(Error::input(
+            self.shown(GENERATIONS_DIR),
+            "no generation number could be claimed: are other deploys running? run `bento deploy` again",
+        ))
+    }
+
     /// [`HostDir::stage`] where a rename would be a copy (object storage): the generation
     /// is written straight into `generations/<g>/`, each object created only where none is
     /// (so two deploys cannot mix their files), and [`Staged::switch`] replaces `current`
@@ -471,15 +520,16 @@ impl HostDir {
     ) -> Result<Staged, Error> {
         let name = generation.to_string();
         let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
-        let top = gens.create_dir(&name).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => Error::input(
-                self.shown(&format!("{GENERATIONS_DIR}/{name}")),
-                "already exists; is another deploy running? run `bento deploy` again",
-            ),
-            _ => self.failed(GENERATIONS_DIR, e),
-        })?;
+        // Claimed by [`HostDir::claim`]: its claim object is there, nothing else.
+        let top = gens.dir(&name).map_err(|e| self.failed(GENERATIONS_DIR, e))?;
         let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
+        let mut written = Vec::new();
         for (rel, bytes) in files {
+            use md5::Digest;
+            written.push((
+                rel.to_string(),
+                crate::wire::digest::hex(md5::Md5::digest(bytes).as_slice()),
+            ));
             let (parent, file) = rel.rsplit_once('/').unwrap_or(("", rel));
             let written = make_dirs(top.as_ref(), &mut dirs, parent).and_then(|()| {
                 let dir = dirs.get(parent).map_or(top.as_ref(), |d| d.as_ref());
@@ -496,6 +546,7 @@ impl HostDir {
             pointer: CURRENT_FILE,
             current_tmp: None,
             in_place: true,
+            written,
         })
     }
 
@@ -598,6 +649,9 @@ pub struct Staged {
     current_tmp: Option<String>,
     /// Written in place (object storage): the pointer is replaced by one write.
     in_place: bool,
+    /// Written in place: each file and the MD5 of what was written, checked against the
+    /// store before `current` names the generation.
+    written: Vec<(String, String)>,
 }
 
 impl Staged {
@@ -636,6 +690,24 @@ impl Staged {
     /// Replaces the pointer with the new generation's number, by rename.
     pub fn switch(&self) -> Result<(), Error> {
         if self.in_place {
+            // A store that does not refuse a second writer (conditional writes unhonoured)
+            // could hold another deploy's files here: only what this deploy wrote, whole,
+            // gets `current`.
+            let g = self.generation.to_string();
+            let rel = format!("{GENERATIONS_DIR}/{g}");
+            if let Some(held) = self.gens.md5s(&g).map_err(|e| self.failed(&rel, e))? {
+                let changed = self
+                    .written
+                    .iter()
+                    .find(|(file, md5)| held.get(file) != Some(md5));
+                if let Some((file, _)) = changed {
+                    return Err(Error::input(
+                        format!("{}/{rel}/{file}", self.shown),
+                        "changed while this deploy wrote it (another deploy at the same time?): \
+                         current is left as it was; run `bento deploy` again",
+                    ));
+                }
+            }
             let text = format!("{}\n", self.generation);
             return self
                 .pointer_dir

@@ -88,6 +88,12 @@ pub trait ServerDir: Send + Sync {
     fn renames_copy(&self) -> bool {
         false
     }
+    /// Where the store can say it (object storage): each file below the directory `rel`,
+    /// at any depth, with the MD5 of its bytes (hex). `None` elsewhere.
+    fn md5s(&self, rel: &str) -> io::Result<Option<std::collections::BTreeMap<String, String>>> {
+        let _ = rel;
+        Ok(None)
+    }
 }
 
 /// A directory of a server root on this machine, reached through [`Confined`].

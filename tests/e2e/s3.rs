@@ -808,3 +808,61 @@ fn a_closure_host_gets_its_closure_from_its_own_place_in_the_store() {
         "the fleet cache"
     );
 }
+
+/// Two deploys at once, from two checkouts with different content, into a store that does
+/// not refuse a second writer (Garage 2.5 ignores `If-None-Match`): each checks what the
+/// store holds of its generation before `current` names it, so whatever `current` names
+/// after them is whole — the host applies it, round after round.
+#[test]
+fn two_deploys_at_once_never_leave_current_naming_a_mixed_generation() {
+    if !needs_garage() {
+        return;
+    }
+    let l = Loop::new();
+    let (garage, target) = store(&l);
+    ok(&admin(&l, &["deploy", "--target", &target]));
+    agent_on_s3(&l, &garage);
+    ok(&l.agent(&[]));
+    let other = l.fleet.home.join("other-checkout");
+    ok(&Command::new("cp")
+        .arg("-a")
+        .arg(l.fleet.path(""))
+        .arg(&other)
+        .output()
+        .unwrap());
+    let mut refused = 0;
+    for round in 0..6 {
+        change_config(&l, 100 + round);
+        std::fs::write(
+            other.join("hosts/web1/configuration.nix"),
+            format!("{{ networking.hostName = \"web1\"; time.timeZone = \"UTC\"; # {round}\n}}\n"),
+        )
+        .unwrap();
+        let spawn = |fleet: &Path| {
+            l.fleet
+                .cmd(&["--fleet", crate::harness::s(fleet), "deploy", "--target", &target])
+                .env("AWS_ACCESS_KEY_ID", ADMIN_KEY.0)
+                .env("AWS_SECRET_ACCESS_KEY", ADMIN_KEY.1)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(&l.fleet.path("")), spawn(&other));
+        for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+            let said = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                assert!(said.contains("changed while this deploy wrote it"), "{said}");
+                refused += 1;
+            }
+        }
+        let out = l.agent(&["--json"]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!("deploys that saw another one's files and left current alone: {refused}");
+}

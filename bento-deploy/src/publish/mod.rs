@@ -486,8 +486,10 @@ fn publish(
     let mut staged: Vec<(Plan, Staged, (Vec<u8>, String))> = changed
         .into_par_iter()
         .map(|plan| {
+            // Where a second writer is not refused (object storage), the number is claimed.
+            let generation = plan.dir.claim(plan.generation)?;
             let manifest = plan.bundle.manifest(
-                plan.generation,
+                generation,
                 created.clone(),
                 commit.clone(),
                 plan.system.clone(),
@@ -497,7 +499,7 @@ fn publish(
             if let Some((bytes, signatures)) = &plan.base {
                 plan.dir.record_history(bytes, signatures)?;
             }
-            let (staged, signed) = stage(&plan, &manifest, &signer)?;
+            let (staged, signed) = stage(&plan, generation, &manifest, &signer)?;
             Ok((plan, staged, signed))
         })
         .collect::<Result<_, Error>>()?;
@@ -591,7 +593,12 @@ fn prune_closures(server: &Target, closures: &Closures, plan: &Plan) -> Result<(
 
 /// Writes one host's bundle, manifest and signature into a temp generation; returns it
 /// with the manifest's bytes and signature.
-fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<(Staged, (Vec<u8>, String)), Error> {
+fn stage(
+    plan: &Plan,
+    generation: u64,
+    manifest: &Manifest,
+    signer: &Signer,
+) -> Result<(Staged, (Vec<u8>, String)), Error> {
     let manifest_bytes = manifest.to_bytes();
     let signature = signer.sign(&manifest_bytes)?;
     let mut files: Vec<(&str, &[u8])> = plan
@@ -602,6 +609,6 @@ fn stage(plan: &Plan, manifest: &Manifest, signer: &Signer) -> Result<(Staged, (
         .collect();
     files.push((MANIFEST_FILE, &manifest_bytes));
     files.push((SIGNATURE_FILE, signature.as_bytes()));
-    let staged = plan.dir.stage(plan.generation, &files)?;
+    let staged = plan.dir.stage(generation, &files)?;
     Ok((staged, (manifest_bytes, signature)))
 }

@@ -396,6 +396,66 @@ impl Client {
         }
     }
 
+    /// Every object below the "directory" `rel` of `place`, at any depth: its path below
+    /// `rel` and its ETag (quotes taken off); at most `limit`.
+    pub fn etags(&self, place: &Place, rel: &str, limit: usize) -> io::Result<Vec<(String, String)>> {
+        let prefix = format!("{}/", Client::key(place, rel)?);
+        let bucket = self.bucket(&place.bucket)?;
+        let what = format!("listing {}/{prefix}", place.bucket);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.retrying(&what, || {
+                let mut action = bucket.list_objects_v2(Some(&self.credentials));
+                action.with_prefix(prefix.as_str());
+                action.with_max_keys(1000);
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                let url = action.sign(SIGNED_FOR);
+                let mut response = match self.agent.get(url.as_str()).call() {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
+                };
+                let status = response.status().as_u16();
+                if Client::passing(status) {
+                    return Attempt::Again(Client::status_error(&what, status, &mut response));
+                }
+                if status != 200 {
+                    return Attempt::Done(Err(Client::status_error(&what, status, &mut response)));
+                }
+                match response
+                    .body_mut()
+                    .with_config()
+                    .limit(LISTING_PAGE)
+                    .read_to_string()
+                {
+                    Ok(text) => Attempt::Done(
+                        rusty_s3::actions::ListObjectsV2::parse_response(&text)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))),
+                    ),
+                    Err(e) => Attempt::Again(io::Error::other(e.to_string())),
+                }
+            })?;
+            for object in &page.contents {
+                let key = percent_encoding::percent_decode_str(&object.key).decode_utf8_lossy();
+                if let Some(rest) = key.strip_prefix(&prefix) {
+                    out.push((rest.to_owned(), object.etag.trim_matches('"').to_owned()));
+                }
+            }
+            if out.len() > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{what}: more than {limit} objects"),
+                ));
+            }
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout

@@ -4,9 +4,10 @@
 //! a file system, with what object storage changes:
 //!
 //! - no rename: an object is replaced by one PUT (readers see the old or the new one, never
-//!   a part), so a generation is written straight into `generations/<g>/` (each object
-//!   created only where none is, `If-None-Match: *`) and `current` replaced last, by one
-//!   PUT (see [`ServerDir::renames_copy`]);
+//!   a part), so a generation is written straight into `generations/<g>/` — its number
+//!   claimed first ([`crate::layout::HostDir::claim`]), each object created only where none
+//!   is (`If-None-Match: *`, where the store honours it), the store's MD5s checked — and
+//!   `current` replaced last, by one PUT (see [`ServerDir::renames_copy`]);
 //! - no links; a "hard link" (a closure host's cache shares the fleet cache's files) is a
 //!   copy made inside the store;
 //! - directories are key prefixes: one exists while an object is below it.
@@ -316,5 +317,16 @@ impl ServerDir for S3Dir {
 
     fn renames_copy(&self) -> bool {
         true
+    }
+
+    /// The store's ETags: the MD5 of each object written by one PUT.
+    fn md5s(&self, rel: &str) -> io::Result<Option<std::collections::BTreeMap<String, String>>> {
+        let (place, key) = self.locate(rel)?;
+        Ok(Some(
+            self.client
+                .etags(place, &key, REMOVE_LIMIT)?
+                .into_iter()
+                .collect(),
+        ))
     }
 }
