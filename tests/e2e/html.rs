@@ -16,7 +16,12 @@ const JS_URL: &str = "javascript:fetch('http://attacker.invalid/js')";
 /// Chromium, headless, on `url`, with a network log in `dir`; `what` is the output flag
 /// (`--dump-dom`, `--screenshot=…`). Its profile and log stay in `dir`.
 fn chromium(dir: &Path, url: &str, what: &str) -> std::process::Output {
+    // Chromium's own files (dconf, caches) go below `dir` too, not the user's home.
     let out = Command::new("timeout")
+        .env("HOME", dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_RUNTIME_DIR", dir.join("runtime"))
         .arg("120")
         .arg("chromium")
         .args([
