@@ -40,8 +40,6 @@ pub struct Client {
     credentials: Credentials,
     /// Requests still failing at this instant fail for good.
     deadline: Mutex<Instant>,
-    /// How long a request may wait for the store before it counts as failed in passing.
-    request_timeout: Duration,
     bytes: AtomicU64,
 }
 
@@ -85,7 +83,6 @@ impl Client {
             region: url.region.clone(),
             credentials,
             deadline: Mutex::new(Instant::now() + patience),
-            request_timeout,
             bytes: AtomicU64::new(0),
         }
     }
@@ -311,6 +308,63 @@ impl Client {
         })
     }
 
+    /// Calls `visit` with each page of the listing of `prefix` in `bucket` (one level, with
+    /// `delimiter`; every depth without), each page read bounded, until the last one.
+    fn each_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: bool,
+        mut visit: impl FnMut(&rusty_s3::actions::ListObjectsV2Response) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let bucket_name = bucket;
+        let bucket = self.bucket(bucket)?;
+        let what = format!("listing {bucket_name}/{prefix}");
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.retrying(&what, || {
+                let mut action = bucket.list_objects_v2(Some(&self.credentials));
+                action.with_prefix(prefix);
+                if delimiter {
+                    action.with_delimiter("/");
+                }
+                action.with_max_keys(1000);
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                let url = action.sign(SIGNED_FOR);
+                let mut response = match self.agent.get(url.as_str()).call() {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
+                };
+                let status = response.status().as_u16();
+                if Client::passing(status) {
+                    return Attempt::Again(Client::status_error(&what, status, &mut response));
+                }
+                if status != 200 {
+                    return Attempt::Done(Err(Client::status_error(&what, status, &mut response)));
+                }
+                match response
+                    .body_mut()
+                    .with_config()
+                    .limit(LISTING_PAGE)
+                    .read_to_string()
+                {
+                    Ok(text) => Attempt::Done(
+                        rusty_s3::actions::ListObjectsV2::parse_response(&text)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))),
+                    ),
+                    Err(e) => Attempt::Again(io::Error::other(e.to_string())),
+                }
+            })?;
+            visit(&page)?;
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// The entries of the "directory" `rel` (`""`: the place itself) of `place`: objects
     /// as files, common prefixes as directories, at most `limit` (kind `InvalidData`
     /// past it).
@@ -319,146 +373,54 @@ impl Client {
             "" => place.prefix.clone(),
             rel => format!("{}/", Client::key(place, rel)?),
         };
-        let bucket = self.bucket(&place.bucket)?;
-        let what = format!("listing {}/{prefix}", place.bucket);
+        // One name below `prefix`, as listed (decoded; nothing deeper, nothing empty).
+        let name_of = |key: &str, dir: bool| {
+            let key = percent_encoding::percent_decode_str(key).decode_utf8().ok()?;
+            let rest = key.strip_prefix(prefix.as_str())?;
+            let name = if dir { rest.strip_suffix('/')? } else { rest };
+            (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+        };
         let mut entries = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.retrying(&what, || {
-                let mut action = bucket.list_objects_v2(Some(&self.credentials));
-                action.with_prefix(prefix.as_str());
-                action.with_delimiter("/");
-                action.with_max_keys(1000);
-                if let Some(t) = &token {
-                    action.with_continuation_token(t.as_str());
-                }
-                let url = action.sign(SIGNED_FOR);
-                let mut response = match self.agent.get(url.as_str()).call() {
-                    Ok(r) => r,
-                    Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-                };
-                let status = response.status().as_u16();
-                if Client::passing(status) {
-                    return Attempt::Again(Client::status_error(&what, status, &mut response));
-                }
-                if status != 200 {
-                    return Attempt::Done(Err(Client::status_error(&what, status, &mut response)));
-                }
-                match response
-                    .body_mut()
-                    .with_config()
-                    .limit(LISTING_PAGE)
-                    .read_to_string()
-                {
-                    Ok(text) => Attempt::Done(
-                        rusty_s3::actions::ListObjectsV2::parse_response(&text)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))),
-                    ),
-                    Err(e) => Attempt::Again(io::Error::other(e.to_string())),
-                }
-            })?;
-            let decode = |key: &str| {
-                percent_encoding::percent_decode_str(key)
-                    .decode_utf8()
-                    .ok()
-                    .map(|k| k.into_owned())
-            };
-            for object in &page.contents {
-                if let Some(name) =
-                    decode(&object.key).and_then(|k| k.strip_prefix(&prefix).map(str::to_owned))
-                {
-                    if !name.is_empty() && !name.contains('/') {
-                        entries.push((name, Kind::File));
-                    }
-                }
-            }
-            for dir in &page.common_prefixes {
-                if let Some(name) = decode(&dir.prefix).and_then(|k| {
-                    k.strip_prefix(&prefix)
-                        .and_then(|n| n.strip_suffix('/'))
-                        .map(str::to_owned)
-                }) {
-                    if !name.is_empty() && !name.contains('/') {
-                        entries.push((name, Kind::Dir));
-                    }
-                }
-            }
-            if entries.len() > limit {
-                return Err(io::Error::new(
+        self.each_page(&place.bucket, &prefix, true, |page| {
+            let files = page.contents.iter().filter_map(|o| name_of(&o.key, false));
+            entries.extend(files.map(|name| (name, Kind::File)));
+            let dirs = page
+                .common_prefixes
+                .iter()
+                .filter_map(|d| name_of(&d.prefix, true));
+            entries.extend(dirs.map(|name| (name, Kind::Dir)));
+            match entries.len() > limit {
+                true => Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{what}: more than {limit} entries"),
-                ));
+                    format!("listing {}/{prefix}: more than {limit} entries", place.bucket),
+                )),
+                false => Ok(()),
             }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(entries),
-            }
-        }
+        })?;
+        Ok(entries)
     }
 
     /// Every object below the "directory" `rel` of `place`, at any depth: its path below
     /// `rel` and its ETag (quotes taken off); at most `limit`.
     pub fn etags(&self, place: &Place, rel: &str, limit: usize) -> io::Result<Vec<(String, String)>> {
         let prefix = format!("{}/", Client::key(place, rel)?);
-        let bucket = self.bucket(&place.bucket)?;
-        let what = format!("listing {}/{prefix}", place.bucket);
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.retrying(&what, || {
-                let mut action = bucket.list_objects_v2(Some(&self.credentials));
-                action.with_prefix(prefix.as_str());
-                action.with_max_keys(1000);
-                if let Some(t) = &token {
-                    action.with_continuation_token(t.as_str());
-                }
-                let url = action.sign(SIGNED_FOR);
-                let mut response = match self.agent.get(url.as_str()).call() {
-                    Ok(r) => r,
-                    Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-                };
-                let status = response.status().as_u16();
-                if Client::passing(status) {
-                    return Attempt::Again(Client::status_error(&what, status, &mut response));
-                }
-                if status != 200 {
-                    return Attempt::Done(Err(Client::status_error(&what, status, &mut response)));
-                }
-                match response
-                    .body_mut()
-                    .with_config()
-                    .limit(LISTING_PAGE)
-                    .read_to_string()
-                {
-                    Ok(text) => Attempt::Done(
-                        rusty_s3::actions::ListObjectsV2::parse_response(&text)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))),
-                    ),
-                    Err(e) => Attempt::Again(io::Error::other(e.to_string())),
-                }
-            })?;
+        self.each_page(&place.bucket, &prefix, false, |page| {
             for object in &page.contents {
                 let key = percent_encoding::percent_decode_str(&object.key).decode_utf8_lossy();
-                if let Some(rest) = key.strip_prefix(&prefix) {
+                if let Some(rest) = key.strip_prefix(prefix.as_str()) {
                     out.push((rest.to_owned(), object.etag.trim_matches('"').to_owned()));
                 }
             }
-            if out.len() > limit {
-                return Err(io::Error::new(
+            match out.len() > limit {
+                true => Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{what}: more than {limit} objects"),
-                ));
+                    format!("listing {}/{prefix}: more than {limit} objects", place.bucket),
+                )),
+                false => Ok(()),
             }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
-            }
-        }
-    }
-
-    /// The request timeout.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        })?;
+        Ok(out)
     }
 }
 
