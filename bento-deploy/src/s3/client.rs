@@ -18,6 +18,8 @@ use crate::s3::credentials::S3Credentials;
 use crate::s3::url::{Place, S3Url};
 use crate::server_dir::Kind;
 
+type Response = ureq::http::Response<ureq::Body>;
+
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
 /// The most of an error body read, to quote its code.
@@ -131,8 +133,34 @@ impl Client {
         }
     }
 
+    /// Sends a request until it is answered: `send` makes one attempt; `answer` takes the
+    /// statuses it expects (`None` for any other). A failure on the way or a passing
+    /// status is tried again; any other status is the store's refusal.
+    fn request<T>(
+        &self,
+        what: &str,
+        mut send: impl FnMut() -> Result<Response, ureq::Error>,
+        mut answer: impl FnMut(u16, &mut Response) -> Option<Attempt<T>>,
+    ) -> io::Result<T> {
+        self.retrying(what, || {
+            let mut response = match send() {
+                Ok(r) => r,
+                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
+            };
+            let status = response.status().as_u16();
+            if let Some(answered) = answer(status, &mut response) {
+                return answered;
+            }
+            let refused = Client::status_error(what, status, &mut response);
+            match Client::passing(status) {
+                true => Attempt::Again(refused),
+                false => Attempt::Done(Err(refused)),
+            }
+        })
+    }
+
     /// The error of a response with an unexpected status, its S3 code quoted.
-    fn status_error(what: &str, status: u16, response: &mut ureq::http::Response<ureq::Body>) -> io::Error {
+    fn status_error(what: &str, status: u16, response: &mut Response) -> io::Error {
         let body = response
             .body_mut()
             .with_config()
@@ -172,25 +200,20 @@ impl Client {
         let bucket = self.bucket(&place.bucket)?;
         let what = format!("reading {}/{key}", place.bucket);
         // The bytes go to `sink` only once a whole answer is in: a retry never appends.
-        let body = self.retrying(&what, || {
+        let send = || {
             let url = bucket.get_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
-            let mut response = match self.agent.get(url.as_str()).call() {
-                Ok(r) => r,
-                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-            };
-            let status = response.status().as_u16();
-            if Client::passing(status) {
-                return Attempt::Again(Client::status_error(&what, status, &mut response));
-            }
+            self.agent.get(url.as_str()).call()
+        };
+        let body = self.request(&what, send, |status, response| {
             if status != 200 {
-                return Attempt::Done(Err(Client::status_error(&what, status, &mut response)));
+                return None;
             }
             let length = response
                 .headers()
                 .get("content-length")
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if length.is_some_and(|n| n > limit) {
-                return Attempt::Done(Err(too_large(&what, limit)));
+                return Some(Attempt::Done(Err(too_large(&what, limit))));
             }
             let mut bytes = Vec::new();
             let read = response
@@ -198,11 +221,11 @@ impl Client {
                 .as_reader()
                 .take(limit + 1)
                 .read_to_end(&mut bytes);
-            match read {
+            Some(match read {
                 Ok(n) if n as u64 > limit => Attempt::Done(Err(too_large(&what, limit))),
                 Ok(_) => Attempt::Done(Ok(bytes)),
                 Err(e) => Attempt::Again(e),
-            }
+            })
         })?;
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         sink.write_all(&body)?;
@@ -216,7 +239,7 @@ impl Client {
         let key = Client::key(place, rel)?;
         let bucket = self.bucket(&place.bucket)?;
         let what = format!("writing {}/{key}", place.bucket);
-        self.retrying(&what, || {
+        let send = || {
             let mut action = bucket.put_object(Some(&self.credentials), &key);
             if exclusive {
                 action.headers_mut().insert("if-none-match", "*");
@@ -226,19 +249,13 @@ impl Client {
             if exclusive {
                 request = request.header("if-none-match", "*");
             }
-            let mut response = match request.send(bytes) {
-                Ok(r) => r,
-                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-            };
-            let status = response.status().as_u16();
-            match status {
-                200..=299 => {
-                    self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    Attempt::Done(Ok(()))
-                }
-                s if Client::passing(s) => Attempt::Again(Client::status_error(&what, s, &mut response)),
-                s => Attempt::Done(Err(Client::status_error(&what, s, &mut response))),
-            }
+            request.send(bytes)
+        };
+        self.request(&what, send, |status, _| {
+            (200..=299).contains(&status).then(|| {
+                self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Attempt::Done(Ok(()))
+            })
         })
     }
 
@@ -250,20 +267,15 @@ impl Client {
         let key = Client::key(to, to_rel)?;
         let bucket = self.bucket(&to.bucket)?;
         let what = format!("copying {} to {}/{key}", source, to.bucket);
-        self.retrying(&what, || {
+        let send = || {
             let mut action = bucket.put_object(Some(&self.credentials), &key);
             action.headers_mut().insert("x-amz-copy-source", source.clone());
             let url = action.sign(SIGNED_FOR);
             let request = self.agent.put(url.as_str()).header("x-amz-copy-source", &source);
-            let mut response = match request.send_empty() {
-                Ok(r) => r,
-                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-            };
-            match response.status().as_u16() {
-                200..=299 => Attempt::Done(Ok(())),
-                s if Client::passing(s) => Attempt::Again(Client::status_error(&what, s, &mut response)),
-                s => Attempt::Done(Err(Client::status_error(&what, s, &mut response))),
-            }
+            request.send_empty()
+        };
+        self.request(&what, send, |status, _| {
+            (200..=299).contains(&status).then_some(Attempt::Done(Ok(())))
         })
     }
 
@@ -272,19 +284,14 @@ impl Client {
         let key = Client::key(place, rel)?;
         let bucket = self.bucket(&place.bucket)?;
         let what = format!("deleting {}/{key}", place.bucket);
-        self.retrying(&what, || {
+        let send = || {
             let url = bucket
                 .delete_object(Some(&self.credentials), &key)
                 .sign(SIGNED_FOR);
-            let mut response = match self.agent.delete(url.as_str()).call() {
-                Ok(r) => r,
-                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-            };
-            match response.status().as_u16() {
-                200..=299 | 404 => Attempt::Done(Ok(())),
-                s if Client::passing(s) => Attempt::Again(Client::status_error(&what, s, &mut response)),
-                s => Attempt::Done(Err(Client::status_error(&what, s, &mut response))),
-            }
+            self.agent.delete(url.as_str()).call()
+        };
+        self.request(&what, send, |status, _| {
+            matches!(status, 200..=299 | 404).then_some(Attempt::Done(Ok(())))
         })
     }
 
@@ -293,18 +300,14 @@ impl Client {
         let key = Client::key(place, rel)?;
         let bucket = self.bucket(&place.bucket)?;
         let what = format!("looking up {}/{key}", place.bucket);
-        self.retrying(&what, || {
+        let send = || {
             let url = bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
-            let mut response = match self.agent.head(url.as_str()).call() {
-                Ok(r) => r,
-                Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-            };
-            match response.status().as_u16() {
-                200 => Attempt::Done(Ok(true)),
-                404 => Attempt::Done(Ok(false)),
-                s if Client::passing(s) => Attempt::Again(Client::status_error(&what, s, &mut response)),
-                s => Attempt::Done(Err(Client::status_error(&what, s, &mut response))),
-            }
+            self.agent.head(url.as_str()).call()
+        };
+        self.request(&what, send, |status, _| match status {
+            200 => Some(Attempt::Done(Ok(true))),
+            404 => Some(Attempt::Done(Ok(false))),
+            _ => None,
         })
     }
 
@@ -322,7 +325,7 @@ impl Client {
         let what = format!("listing {bucket_name}/{prefix}");
         let mut token: Option<String> = None;
         loop {
-            let page = self.retrying(&what, || {
+            let send = || {
                 let mut action = bucket.list_objects_v2(Some(&self.credentials));
                 action.with_prefix(prefix);
                 if delimiter {
@@ -333,29 +336,27 @@ impl Client {
                     action.with_continuation_token(t.as_str());
                 }
                 let url = action.sign(SIGNED_FOR);
-                let mut response = match self.agent.get(url.as_str()).call() {
-                    Ok(r) => r,
-                    Err(e) => return Attempt::Again(io::Error::other(e.to_string())),
-                };
-                let status = response.status().as_u16();
-                if Client::passing(status) {
-                    return Attempt::Again(Client::status_error(&what, status, &mut response));
-                }
+                self.agent.get(url.as_str()).call()
+            };
+            let page = self.request(&what, send, |status, response| {
                 if status != 200 {
-                    return Attempt::Done(Err(Client::status_error(&what, status, &mut response)));
+                    return None;
                 }
-                match response
-                    .body_mut()
-                    .with_config()
-                    .limit(LISTING_PAGE)
-                    .read_to_string()
-                {
-                    Ok(text) => Attempt::Done(
-                        rusty_s3::actions::ListObjectsV2::parse_response(&text)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))),
-                    ),
-                    Err(e) => Attempt::Again(io::Error::other(e.to_string())),
-                }
+                Some(
+                    match response
+                        .body_mut()
+                        .with_config()
+                        .limit(LISTING_PAGE)
+                        .read_to_string()
+                    {
+                        Ok(text) => {
+                            Attempt::Done(rusty_s3::actions::ListObjectsV2::parse_response(&text).map_err(
+                                |e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}")),
+                            ))
+                        }
+                        Err(e) => Attempt::Again(io::Error::other(e.to_string())),
+                    },
+                )
             })?;
             visit(&page)?;
             match page.next_continuation_token {
