@@ -2,10 +2,10 @@
 //! heartbeats), written and read back into seconds since the epoch, and systemd time
 //! spans (`status.interval`).
 //!
-//! Hand-written on purpose: the civil-date arithmetic is two short, well-known
-//! algorithms (days from a date and back), checked by round-trip tests; a date crate
-//! (`jiff`, `chrono`) would add a dependency tree for these few lines, and `humantime`
-//! reads only UTC (`Z`) timestamps, not the `±HH:MM` offsets accepted here.
+//! The calendar is jiff's (already built for the object-storage client). What a host
+//! writes is read strictly: exactly `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, the RFC 3339
+//! profile, checked here before jiff is asked, since jiff's own parser accepts more
+//! (`+0100`, a missing `:SS`).
 
 /// Now, in seconds since the epoch.
 pub fn now() -> u64 {
@@ -21,30 +21,11 @@ pub fn now_rfc3339() -> String {
 
 /// Seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The Gregorian date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift to an era starting on 0000-03-01 so leap days fall at the end of a year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    jiff::Timestamp::from_second(secs)
+        .unwrap_or(jiff::Timestamp::MAX)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Reads `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into seconds since the epoch (fractions
@@ -95,21 +76,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
             sign * (h * 3600 + m * 60)
         }
     };
-    let secs = days_from_civil(year, month as u32, day as u32) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset;
+    let date = jiff::civil::Date::new(year as i16, month as i8, day as i8).ok()?;
+    let days = i64::from(date.since(jiff::civil::Date::constant(1970, 1, 1)).ok()?.get_days());
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     u64::try_from(secs).ok()
-}
-
-/// Days since 1970-01-01 of a Gregorian date.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    // Years start on March 1st, so a leap day is the last day of its year.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Parses a systemd time span: one or more `<number><unit>` parts, optionally separated by
