@@ -203,11 +203,7 @@ impl AdminKeys {
 
     /// The admin name of `signer`'s key, when it is an admin's.
     pub fn name_of(&self, signer: &Signer) -> Option<&str> {
-        let key = signer.public_key();
-        self.keys
-            .iter()
-            .find(|(_, k)| k.key_data() == key.key_data())
-            .map(|(name, _)| name.as_str())
+        self.name_of_key(signer.public_key())
     }
 
     /// The admin name of `key`, when it is an admin's.
@@ -230,11 +226,9 @@ impl AdminKeys {
         let keys = self.keys();
         let valid = verify_threshold(message, signatures, &keys, 0).unwrap_or_default();
         let mut names: Vec<String> = Vec::new();
-        for key in valid {
-            if let Some((name, _)) = self.keys.iter().find(|(_, k)| k.key_data() == key.key_data()) {
-                if !names.contains(name) {
-                    names.push(name.clone());
-                }
+        for name in valid.into_iter().filter_map(|key| self.name_of_key(key)) {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
             }
         }
         names
