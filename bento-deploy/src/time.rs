@@ -77,7 +77,11 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         }
     };
     let date = jiff::civil::Date::new(year as i16, month as i8, day as i8).ok()?;
-    let days = i64::from(date.since(jiff::civil::Date::constant(1970, 1, 1)).ok()?.get_days());
+    let days = i64::from(
+        date.since(jiff::civil::Date::constant(1970, 1, 1))
+            .ok()?
+            .get_days(),
+    );
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     u64::try_from(secs).ok()
 }

@@ -406,8 +406,7 @@ fn wait_for(
             failed: failures,
             left: until.saturating_duration_since(Instant::now()).as_secs(),
         });
-        let failed = failures > 0;
-        if failed {
+        if failures > 0 {
             wave.state = WaveState::Failed;
             return Ok(());
         }
@@ -422,28 +421,18 @@ fn wait_for(
                 .filter(|h| !wave.hosts_state.contains_key(*h))
                 .cloned()
                 .collect();
-            let allowed = unreached.len() <= config.rollout.max_unreached;
-            for host in unreached {
-                wave.hosts_state.insert(
-                    host,
-                    "unreached: no report of its new generation within rollout.wait".into(),
-                );
-            }
-            wave.state = if allowed {
-                WaveState::Healthy
-            } else {
-                WaveState::Failed
+            // Within max_unreached, they count as allowed, not as failed.
+            let (state, what) = match unreached.len() <= config.rollout.max_unreached {
+                true => (WaveState::Healthy, "unreached (allowed by max_unreached)"),
+                false => (
+                    WaveState::Failed,
+                    "unreached: no report of its new generation within rollout.wait",
+                ),
             };
-            if allowed {
-                // Within max_unreached: they count as allowed, not as failed.
-                for state in wave
-                    .hosts_state
-                    .values_mut()
-                    .filter(|s| s.starts_with("unreached"))
-                {
-                    *state = "unreached (allowed by max_unreached)".into();
-                }
+            for host in unreached {
+                wave.hosts_state.insert(host, what.into());
             }
+            wave.state = state;
             return Ok(());
         }
         std::thread::sleep(
