@@ -106,11 +106,9 @@ impl Progress for () {}
 pub(crate) struct Plan {
     /// The host's directory on the server.
     dir: HostDir,
-    bundle: Bundle,
+    /// What is to be published.
+    new: Candidate,
     generation: u64,
-    system: Option<String>,
-    build_outdated: bool,
-    mode: DeployMode,
     /// The generation `current` named before.
     current: Option<u64>,
     /// That generation's manifest and signatures, as the server holds them: the new
@@ -236,11 +234,11 @@ fn deploy_on_this_pool(
     let closures = cache.as_ref().map(Closures::new);
     if let Some(closures) = &closures {
         assessed.par_iter().try_for_each(|a| match a {
-            Assessed::Changed(plan) if plan.mode == DeployMode::Closure => share_closure(
+            Assessed::Changed(plan) if plan.new.mode == DeployMode::Closure => share_closure(
                 &server,
                 closures,
-                &plan.bundle.host,
-                plan.system.as_deref(),
+                &plan.new.bundle.host,
+                plan.new.system.as_deref(),
                 false,
             ),
             // Published before: its cache is repaired when its system went missing.
@@ -293,7 +291,7 @@ pub(crate) fn fill_cache(
     for a in assessed {
         let (host, system, changed) = match a {
             Assessed::Unchanged(r) => (r.host.as_str(), &r.system, false),
-            Assessed::Changed(plan) => (plan.bundle.host.as_ref(), &plan.system, true),
+            Assessed::Changed(plan) => (plan.new.bundle.host.as_ref(), &plan.new.system, true),
         };
         match system {
             Some(system) => {
@@ -326,6 +324,25 @@ struct Candidate {
     system: Option<String>,
     build_outdated: bool,
     mode: DeployMode,
+}
+
+impl Candidate {
+    /// What a deploy says of this host at `generation`.
+    fn report(&self, generation: u64, changed: bool, pending: bool, pruned: Vec<u64>) -> HostReport {
+        HostReport {
+            host: self.bundle.host.to_string(),
+            generation,
+            changed,
+            files: self.bundle.config_files(),
+            secrets: self.bundle.secrets.len(),
+            system: self.system.clone(),
+            build_outdated: self.build_outdated,
+            mode: self.mode,
+            pending,
+            pruned,
+            cache: None,
+        }
+    }
 }
 
 /// Assembles `host`'s bundle as this deploy publishes it: a closure host's without its
@@ -395,25 +412,22 @@ fn assess(
     admins: &AdminKeys,
     progress: &dyn Progress,
 ) -> Result<Assessed, Error> {
-    let Candidate {
-        bundle,
-        system,
-        build_outdated,
-        mode,
-    } = candidate(root, fleet, config, host, expected)?;
+    let new = candidate(root, fleet, config, host, expected)?;
     let name = host.name.as_str();
     // Only root can hand logs/ to the host's user; don't look the user up otherwise.
     let prefix = &config.server.user_prefix;
     let logs_owner = is_root()
         .then(|| accounts::user(&format!("{prefix}{}", host.name)))
         .flatten();
-    let dir = server.host(name, logs_owner, mode)?;
+    let dir = server.host(name, logs_owner, new.mode)?;
     let current = dir.current()?;
     // What the host runs (or should): the new generation's `previous`.
     let base = current.and_then(|g| dir.signed_manifest(g));
     // "Same" only on what an admin signed: the manifest's bytes are the server's.
     let same = |signed: Option<&(Vec<u8>, String)>| {
-        let candidate = bundle.manifest(0, String::new(), None, system.clone(), None);
+        let candidate = new
+            .bundle
+            .manifest(0, String::new(), None, new.system.clone(), None);
         signed.is_some_and(|(bytes, sig)| {
             admins.signed(bytes, sig) && Manifest::parse(bytes).is_ok_and(|m| m.same_content(&candidate))
         })
@@ -440,19 +454,7 @@ fn assess(
         if !pending {
             dir.remove_leftovers()?;
         }
-        let report = HostReport {
-            host: host.name.clone(),
-            generation,
-            changed: false,
-            files: bundle.config_files(),
-            secrets: bundle.secrets.len(),
-            system,
-            build_outdated,
-            mode,
-            pending,
-            pruned: Vec::new(),
-            cache: None,
-        };
+        let report = new.report(generation, false, pending, Vec::new());
         progress.done(&report);
         return Ok(Assessed::Unchanged(report));
     }
@@ -461,11 +463,8 @@ fn assess(
     let generation = highest.max(current.unwrap_or(0)) + 1;
     Ok(Assessed::Changed(Box::new(Plan {
         dir,
-        bundle,
+        new,
         generation,
-        system,
-        build_outdated,
-        mode,
         current,
         base,
     })))
@@ -488,11 +487,11 @@ fn publish(
         .map(|plan| {
             // Where a second writer is not refused (object storage), the number is claimed.
             let generation = plan.dir.claim(plan.generation)?;
-            let manifest = plan.bundle.manifest(
+            let manifest = plan.new.bundle.manifest(
                 generation,
                 created.clone(),
                 commit.clone(),
-                plan.system.clone(),
+                plan.new.system.clone(),
                 plan.base.as_ref().map(|(bytes, _)| Sha256::of(bytes)),
             );
             // The manifest it follows stays on the server when its generation is pruned.
@@ -528,22 +527,10 @@ fn publish(
                 .chain(plan.current.filter(|_| pending))
                 .collect();
             let pruned = plan.dir.prune(keep, &protected)?;
-            if let (DeployMode::Closure, Some(closures)) = (plan.mode, closures) {
+            if let (DeployMode::Closure, Some(closures)) = (plan.new.mode, closures) {
                 prune_closures(server, closures, plan)?;
             }
-            let report = HostReport {
-                host: plan.bundle.host.to_string(),
-                generation: s.generation(),
-                changed: true,
-                files: plan.bundle.config_files(),
-                secrets: plan.bundle.secrets.len(),
-                system: plan.system.clone(),
-                build_outdated: plan.build_outdated,
-                mode: plan.mode,
-                pending,
-                pruned,
-                cache: None,
-            };
+            let report = plan.new.report(s.generation(), true, pending, pruned);
             progress.done(&report);
             Ok(report)
         })
@@ -588,7 +575,7 @@ fn prune_closures(server: &Target, closures: &Closures, plan: &Plan) -> Result<(
             _ => return Ok(()),
         }
     }
-    HostCache::new(server.root(), &server.shown(), plan.bundle.host.as_str()).prune(&kept)
+    HostCache::new(server.root(), &server.shown(), plan.new.bundle.host.as_str()).prune(&kept)
 }
 
 /// Writes one host's bundle, manifest and signature into a temp generation; returns it
@@ -602,6 +589,7 @@ fn stage(
     let manifest_bytes = manifest.to_bytes();
     let signature = signer.sign(&manifest_bytes)?;
     let mut files: Vec<(&str, &[u8])> = plan
+        .new
         .bundle
         .files
         .iter()
