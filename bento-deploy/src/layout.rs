@@ -136,22 +136,24 @@ impl ServerRoot {
         let publisher = std::fs::symlink_metadata(&gens)
             .ok()
             .filter(|m| root && m.uid() != 0)
-            .map(|m| m.gid());
+            .map(|m| Owner {
+                uid: m.uid(),
+                gid: m.gid(),
+            });
         let (mode, owner) = match (publisher, logs_owner) {
-            (Some(gid), Some(host)) => (0o2750, Some(Owner { uid: host.uid, gid })),
+            (Some(publisher), Some(host)) => (
+                0o2750,
+                Some(Owner {
+                    gid: publisher.gid,
+                    ..host
+                }),
+            ),
             (_, host) => (0o700, host),
         };
         ensure_dir(&dir.join(LOGS_DIR), mode, owner.filter(|_| root))?;
         if closure == DeployMode::Closure {
             // Where a publishing account owns generations/, it owns the host's cache too
             // (it links the closure into it when it publishes).
-            let owner = std::fs::symlink_metadata(&gens)
-                .ok()
-                .filter(|m| root && m.uid() != 0)
-                .map(|m| Owner {
-                    uid: m.uid(),
-                    gid: m.gid(),
-                });
             // That account may plant anything in cache/: nar/ is made and fixed through
             // directory descriptors, never by path.
             let shown = dir.join(HOST_CACHE_DIR).display().to_string();
@@ -159,8 +161,8 @@ impl ServerRoot {
                 .dir
                 .confined()
                 .dir(host)
-                .and_then(|host| own_dir(&host, HOST_CACHE_DIR, owner))
-                .and_then(|cache| own_dir(&cache, crate::wire::narinfo::NAR_DIR, owner));
+                .and_then(|host| own_dir(&host, HOST_CACHE_DIR, publisher))
+                .and_then(|cache| own_dir(&cache, crate::wire::narinfo::NAR_DIR, publisher));
             made.map_err(|e| Error::io(&shown, e))?;
         }
         Ok(())
@@ -206,8 +208,7 @@ impl HostDir {
 
     /// One error line about `rel`: what failed and what to do.
     fn failed(&self, rel: &str, e: io::Error) -> Error {
-        let why = e.to_string();
-        Error::input(self.shown(rel), format!("{}; {RETRY}", why.trim_end_matches('.')))
+        failed(self.shown(rel), e)
     }
 
     /// Checks the layout that `bento server setup` makes for publishing as an account that
@@ -426,25 +427,13 @@ impl HostDir {
             in_place: false,
             written: Vec::new(),
         };
-        let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
-        let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
-        for (rel, bytes) in files {
-            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-            let written = make_dirs(tmp.as_ref(), &mut dirs, parent).and_then(|()| {
-                let dir = dirs.get(parent).map_or(tmp.as_ref(), |d| d.as_ref());
-                dir.create_new(name, bytes, 0o644)
-            });
-            written.map_err(|e| self.failed(&shown(rel), e))?;
-        }
+        let dirs = self.write_files(tmp.as_ref(), generation, files)?;
         // The pointer's temp file, in the pointer's own directory.
         staged.pointer = self.pointer()?;
         if staged.pointer == CURRENT_FILE {
             staged.pointer_dir = self.dir.clone();
         }
-        let text = format!(
-            "{generation}
-"
-        );
+        let text = format!("{generation}\n");
         let (current_tmp, ()) = unique(
             |name| staged.pointer_dir.create_new(name, text.as_bytes(), 0o644),
             CURRENT_TEMP,
@@ -518,25 +507,19 @@ impl HostDir {
         generation: u64,
         files: &[(&str, &[u8])],
     ) -> Result<Staged, Error> {
-        let name = generation.to_string();
-        let shown = |rel: &str| self.shown(&format!("{GENERATIONS_DIR}/{generation}/{rel}"));
+        use md5::Digest;
         // Claimed by [`HostDir::claim`]: its claim object is there, nothing else.
-        let top = gens.dir(&name).map_err(|e| self.failed(GENERATIONS_DIR, e))?;
-        let mut dirs: BTreeMap<&str, Box<dyn ServerDir>> = BTreeMap::new();
-        let mut written = Vec::new();
-        for (rel, bytes) in files {
-            use md5::Digest;
-            written.push((
-                rel.to_string(),
-                crate::wire::digest::hex(md5::Md5::digest(bytes).as_slice()),
-            ));
-            let (parent, file) = rel.rsplit_once('/').unwrap_or(("", rel));
-            let written = make_dirs(top.as_ref(), &mut dirs, parent).and_then(|()| {
-                let dir = dirs.get(parent).map_or(top.as_ref(), |d| d.as_ref());
-                dir.create_new(file, bytes, 0o644)
-            });
-            written.map_err(|e| self.failed(&shown(rel), e))?;
-        }
+        let top = gens
+            .dir(&generation.to_string())
+            .map_err(|e| self.failed(GENERATIONS_DIR, e))?;
+        self.write_files(top.as_ref(), generation, files)?;
+        let written = files
+            .iter()
+            .map(|(rel, bytes)| {
+                let md5 = crate::wire::digest::hex(md5::Md5::digest(bytes).as_slice());
+                (rel.to_string(), md5)
+            })
+            .collect();
         Ok(Staged {
             shown: self.shown.clone(),
             generation,
@@ -548,6 +531,26 @@ impl HostDir {
             in_place: true,
             written,
         })
+    }
+
+    /// Writes `files` (paths below `top`, generation `generation`'s directory) as new
+    /// files, making their directories; returns those directories, still to be sealed.
+    fn write_files<'f>(
+        &self,
+        top: &dyn ServerDir,
+        generation: u64,
+        files: &[(&'f str, &[u8])],
+    ) -> Result<BTreeMap<&'f str, Box<dyn ServerDir>>, Error> {
+        let mut dirs = BTreeMap::new();
+        for (rel, bytes) in files {
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let written = make_dirs(top, &mut dirs, parent).and_then(|()| {
+                let dir = dirs.get(parent).map_or(top, |d| d.as_ref());
+                dir.create_new(name, bytes, 0o644)
+            });
+            written.map_err(|e| self.failed(&format!("{GENERATIONS_DIR}/{generation}/{rel}"), e))?;
+        }
+        Ok(dirs)
     }
 
     /// Removes generations beyond the newest `keep` (never one of `current`: the one
@@ -593,6 +596,12 @@ impl HostDir {
         }
         Ok(())
     }
+}
+
+/// A write or read of `shown` that failed: run the deploy again.
+fn failed(shown: String, e: io::Error) -> Error {
+    let why = e.to_string();
+    Error::input(shown, format!("{}; {RETRY}", why.trim_end_matches('.')))
 }
 
 /// The most entries bento reads of a host's `generations/` (a few generations and the
@@ -661,11 +670,7 @@ impl Staged {
     }
 
     fn failed(&self, rel: &str, e: io::Error) -> Error {
-        let why = e.to_string();
-        Error::input(
-            format!("{}/{rel}", self.shown),
-            format!("{}; {RETRY}", why.trim_end_matches('.')),
-        )
+        failed(format!("{}/{rel}", self.shown), e)
     }
 
     /// Renames the (synced) temp dir to `generations/<g>`, never over an existing entry.
