@@ -1,10 +1,9 @@
-//! Directory listings straight from `getdents64`, with each entry's type, and files
-//! opened relative to their directory. For the paths that walk thousands of small
+//! Directory listings straight from `getdents64`, with each entry's type. For the paths that walk thousands of small
 //! directories (`bento status`, `bento deploy`): `std::fs::read_dir` adds an `fstat` per
 //! directory, and each absolute path is looked up again component by component.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -74,46 +73,6 @@ impl Dir {
     pub fn stat(&self, name: &OsStr) -> io::Result<Stat> {
         Ok(rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?)
     }
-
-    /// The whole content of the regular file `name` (a symlink is refused).
-    pub fn read(&self, name: &OsStr) -> io::Result<Vec<u8>> {
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        read_whole(std::fs::File::from(rustix::fs::openat(
-            &self.fd,
-            name,
-            flags,
-            Mode::empty(),
-        )?))
-    }
-}
-
-/// The whole content of the regular file at `path`.
-pub fn read_path(path: &Path) -> io::Result<Vec<u8>> {
-    read_whole(std::fs::File::open(path)?)
-}
-
-/// Reads a regular file whole. Unlike `std::fs::read`, it does not ask for the size first,
-/// and a read that does not fill the buffer ends it (a regular file reads short only at
-/// its end): a small file takes one `read`.
-fn read_whole(mut file: std::fs::File) -> io::Result<Vec<u8>> {
-    let mut bytes = vec![0; 8 * 1024];
-    let mut len = 0;
-    loop {
-        match file.read(&mut bytes[len..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                len += n;
-                if len < bytes.len() {
-                    break;
-                }
-                bytes.resize(len * 2, 0);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    bytes.truncate(len);
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -149,14 +108,7 @@ mod tests {
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["a", "d", "l"]);
-        assert_eq!(d.read(OsStr::new("a")).unwrap(), b"hello");
         assert_eq!(d.stat(OsStr::new("a")).unwrap().st_size, 5);
-        assert!(d.read(OsStr::new("l")).is_err(), "a symlink is not followed");
-        // Larger than the first buffer: read whole all the same.
-        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        std::fs::write(dir.path().join("big"), &big).unwrap();
-        assert_eq!(d.read(OsStr::new("big")).unwrap(), big);
-        assert_eq!(read_path(&dir.path().join("big")).unwrap(), big);
         assert_eq!(
             FileType::from_raw_mode(d.stat(OsStr::new("l")).unwrap().st_mode),
             FileType::Symlink
