@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use bento_secrets::RecipientKey;
 use serde::Serialize;
 
+use crate::wire::digest::Sha256;
 use crate::wire::manifest::Manifest;
+use bento_secrets::spec::{SecretSpec, TemplateSpec};
 
 /// What a generation changes against another (a pending one against the one `current`
 /// names, one of the history against the one before it).
@@ -94,64 +96,65 @@ impl KeyNames {
 }
 
 impl Changes {
-    /// What `new` changes against `old` (nothing current: everything is new).
+    /// What `new` changes against `old` (`None`: the host's first generation).
     pub fn between(old: Option<&Manifest>, new: &Manifest) -> Changes {
-        let empty = BTreeMap::new();
-        let old_files = old.map_or(&empty, |m| &m.files);
-        let mut files = Vec::new();
-        for (path, hash) in new.files.iter().filter(|(p, _)| p.starts_with("config/")) {
-            match old_files.get(path.as_str()) {
-                None => files.push(format!("+ {path}")),
-                Some(h) if h != hash => files.push(format!("~ {path}")),
-                Some(_) => {}
-            }
-        }
-        for path in old_files.keys().filter(|p| p.starts_with("config/")) {
-            if !new.files.contains_key(path.as_str()) {
-                files.push(format!("- {path}"));
-            }
-        }
-        let old_secrets: BTreeMap<&str, _> = old
-            .map(|m| m.secrets.iter().map(|s| (s.name.as_str(), s)).collect())
-            .unwrap_or_default();
-        let new_secrets: BTreeMap<&str, _> = new.secrets.iter().map(|s| (s.name.as_str(), s)).collect();
-        let mut changes = Changes {
-            files,
-            ..Changes::default()
+        let files = diff(old.map(config_files).unwrap_or_default(), config_files(new));
+        let secrets = diff(old.map(secrets).unwrap_or_default(), secrets(new));
+        let templates = diff(old.map(templates).unwrap_or_default(), templates(new));
+        let marked = |d: &[(char, &str)]| d.iter().map(|(mark, name)| format!("{mark} {name}")).collect();
+        let only = |mark: char| -> Vec<String> {
+            secrets
+                .iter()
+                .filter(|(m, _)| *m == mark)
+                .map(|(_, name)| (*name).to_owned())
+                .collect()
         };
-        for (name, spec) in &new_secrets {
-            match old_secrets.get(name) {
-                None => changes.secrets_added.push((*name).to_owned()),
-                Some(old) if old != spec => changes.secrets_changed.push((*name).to_owned()),
-                Some(_) => {}
-            }
-        }
-        changes.secrets_removed = old_secrets
-            .keys()
-            .filter(|n| !new_secrets.contains_key(*n))
-            .map(|n| (*n).to_owned())
-            .collect();
-        let old_templates: BTreeMap<&str, _> = old
-            .map(|m| m.templates.iter().map(|t| (t.name.as_str(), t)).collect())
-            .unwrap_or_default();
-        for t in &new.templates {
-            match old_templates.get(t.name.as_str()) {
-                None => changes.templates.push(format!("+ {}", t.name)),
-                Some(o) if *o != t => changes.templates.push(format!("~ {}", t.name)),
-                Some(_) => {}
-            }
-        }
-        for name in old_templates.keys() {
-            if !new.templates.iter().any(|t| t.name == *name) {
-                changes.templates.push(format!("- {name}"));
-            }
-        }
         let old_system = old.and_then(|m| m.system.clone());
-        if old_system != new.system {
-            changes.system = Some((old_system, new.system.clone()));
+        Changes {
+            files: marked(&files),
+            secrets_added: only('+'),
+            secrets_changed: only('~'),
+            secrets_removed: only('-'),
+            templates: marked(&templates),
+            system: (old_system != new.system).then(|| (old_system, new.system.clone())),
+            recipients: BTreeMap::new(),
         }
-        changes
     }
+}
+
+/// Each name of `new` that `old` lacks (`+`) or holds otherwise (`~`), in `new`'s order,
+/// then each name of `old` that `new` lacks (`-`), in name order.
+fn diff<'m, V: PartialEq>(old: Vec<(&'m str, V)>, new: Vec<(&'m str, V)>) -> Vec<(char, &'m str)> {
+    let old: BTreeMap<&str, V> = old.into_iter().collect();
+    let mut marked: Vec<(char, &str)> = new
+        .iter()
+        .filter_map(|(name, v)| match old.get(name) {
+            None => Some(('+', *name)),
+            Some(o) if o != v => Some(('~', *name)),
+            Some(_) => None,
+        })
+        .collect();
+    let gone = old.keys().filter(|name| !new.iter().any(|(n, _)| n == *name));
+    marked.extend(gone.map(|name| ('-', *name)));
+    marked
+}
+
+/// The configuration files of a manifest with their hashes, by path.
+fn config_files(m: &Manifest) -> Vec<(&str, &Sha256)> {
+    let files = m.files.iter().filter(|(path, _)| path.starts_with("config/"));
+    files.map(|(path, hash)| (path.as_str(), hash)).collect()
+}
+
+/// The secrets of a manifest, by name.
+fn secrets(m: &Manifest) -> Vec<(&str, &SecretSpec)> {
+    let mut secrets: Vec<_> = m.secrets.iter().map(|s| (s.name.as_str(), s)).collect();
+    secrets.sort_by_key(|(name, _)| *name);
+    secrets
+}
+
+/// The templates of a manifest, in its order.
+fn templates(m: &Manifest) -> Vec<(&str, &TemplateSpec)> {
+    m.templates.iter().map(|t| (t.name.as_str(), t)).collect()
 }
 
 #[cfg(test)]
