@@ -43,15 +43,13 @@ pub fn run(args: ActivateArgs) -> anyhow::Result<ExitCode> {
     };
     let report = activate::activate(&opts)?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        output::json(&report)?;
     } else {
         print(&report)?;
     }
-    Ok(if report.failed.is_empty() && report.units_error.is_none() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(output::exit(
+        report.failed.is_empty() && report.units_error.is_none(),
+    ))
 }
 
 fn print(r: &Report) -> std::io::Result<()> {

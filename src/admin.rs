@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use bento_secrets::{adminkeys, keys, Fleet};
 
 use crate::cli::AdminCommand;
-use crate::host::{key_rows, KeyRow};
+use crate::host::{key_rows, say_key, KeyRow};
 use crate::output::{self, outln};
 
 pub fn run(root: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
@@ -17,23 +17,16 @@ pub fn run(root: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let held = crate::secret::lock(root)?;
             adminkeys::add(root, &held, &name, &keys, &source)?;
             for key in &keys {
-                output::ok(&format!(
-                    "{}: {} {}",
-                    adminkeys::key_file(&name),
-                    key.kind_name(),
-                    key.fingerprint()
-                ));
+                say_key(&adminkeys::key_file(&name), key);
             }
             output::note(&format!(
                 "{name} added to admins in {}",
                 bento_secrets::fleet::RULES_FILE
             ));
-            if let Some(next) = crate::secret::rekey_hint(
+            crate::secret::say_rekey_hint(
                 root,
                 &format!(", by an admin who can decrypt, so every secret is encrypted to {name}"),
-            ) {
-                output::note(&next);
-            }
+            );
         }
         AdminCommand::List { json } => list(root, json)?,
         AdminCommand::Remove { name } => {
@@ -44,14 +37,12 @@ pub fn run(root: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 "removed {name} from admins and {}",
                 adminkeys::key_file(&name)
             ));
-            if let Some(next) = crate::secret::rekey_hint(
+            crate::secret::say_rekey_hint(
                 root,
                 &format!(
                     ": until then {name} can still decrypt them (rotate a secret's value if that matters)"
                 ),
-            ) {
-                output::note(&next);
-            }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -69,7 +60,7 @@ fn list(root: &Path, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if json {
-        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        output::json(&rows)?;
         return Ok(());
     }
     if rows.is_empty() {

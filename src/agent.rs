@@ -6,7 +6,7 @@ use bento_deploy::agent::config::AgentConfig;
 use bento_deploy::agent::{self, Outcome, RunOptions};
 
 use crate::cli::AgentArgs;
-use crate::output::{self, outln};
+use crate::output;
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let config = AgentConfig::load(&args.config)?;
@@ -21,7 +21,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 "state": state,
                 "generation": generation,
             });
-            outln!("{}", serde_json::to_string_pretty(&doc)?)?;
+            output::json(&doc)?;
         }
         output::note(&line);
         Ok(ExitCode::SUCCESS)
@@ -54,13 +54,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Outcome::Ran(report) => report,
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        output::json(&report)?;
     }
-    let state = serde_json::to_value(report.state)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let line = format!("{}: bundle generation {} {state}", report.host, report.generation);
+    let line = format!(
+        "{}: bundle generation {} {}",
+        report.host,
+        report.generation,
+        output::json_name(report.state)
+    );
     if let Some(note) = &report.note {
         output::note(note);
     }

@@ -67,10 +67,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     progress.0.finish_and_clear();
     let reports = reports?;
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "hosts": reports }))?
-        )?;
+        output::json(&serde_json::json!({ "hosts": reports }))?;
     } else {
         print_deploy_table(&reports)?;
     }
@@ -100,7 +97,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         );
         output::note(&format!(
             "binary cache {cache}: {copied} store path{} added",
-            if copied == 1 { "" } else { "s" }
+            output::plural(copied)
         ));
     }
     for r in reports.iter().filter(|r| r.changed && r.build_outdated) {
@@ -115,7 +112,7 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     output::ok(&format!(
         "{} host{}: {published} published, {} unchanged ({})",
         reports.len(),
-        if reports.len() == 1 { "" } else { "s" },
+        output::plural(reports.len()),
         reports.len() - published,
         shown
     ));
@@ -140,10 +137,7 @@ pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
     let pending = approve::pending(&target, &hosts, &admins, &names)?;
     if args.list {
         if args.json {
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "pending": pending }))?
-            )?;
+            output::json(&serde_json::json!({ "pending": pending }))?;
         } else if pending.is_empty() {
             output::note("nothing is pending");
         } else {
@@ -247,11 +241,7 @@ pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if refused {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(output::exit(!refused))
 }
 
 pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
@@ -262,16 +252,15 @@ pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         };
         if args.json {
-            outln!("{}", serde_json::to_string_pretty(&state)?)?;
+            output::json(&state)?;
         } else {
             outln!("rollout started {}", state.started)?;
             for (i, wave) in state.waves.iter().enumerate() {
-                let state_name = serde_json::to_value(wave.state)?;
                 outln!(
                     "wave {}/{}: {}",
                     i + 1,
                     state.waves.len(),
-                    state_name.as_str().unwrap_or_default()
+                    output::json_name(wave.state)
                 )?;
                 for host in &wave.hosts {
                     let generation = wave.generations.get(host).map_or("-".into(), |g| g.to_string());
@@ -384,10 +373,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let results = results?;
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "hosts": results }))?
-        )?;
+        output::json(&serde_json::json!({ "hosts": results }))?;
     } else {
         let width = results.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
         outln!("{:width$}  {:6}  SYSTEM", "HOST", "RESULT")?;
@@ -428,7 +414,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     output::ok(&format!(
         "{} host{} {what}",
         results.len(),
-        if results.len() == 1 { "" } else { "s" }
+        output::plural(results.len())
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -31,12 +31,7 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("pass --key FILE or --scan ADDR"),
             };
             let key = hostkeys::add(root, &name, key, &source, replace)?;
-            output::ok(&format!(
-                "{}: {} {}",
-                hostkeys::key_file(&name),
-                key.kind_name(),
-                key.fingerprint()
-            ));
+            say_key(&hostkeys::key_file(&name), &key);
             output::note(&format!(
                 "next: name it in groups or recipients in {}, then `bento secret rekey` and `bento deploy`",
                 bento_secrets::fleet::RULES_FILE
@@ -61,7 +56,7 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             if json {
-                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+                output::json(&rows)?;
             } else if rows.is_empty() {
                 output::note("no hosts yet: add one with `bento host add NAME --key FILE` (or --scan ADDR)");
             } else {
@@ -85,11 +80,7 @@ pub fn run(root: &Path, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             let fleet = Fleet::load(root)?;
             hostkeys::remove(&fleet, &name)?;
             output::ok(&format!("removed {}", hostkeys::key_file(&name)));
-            if let Some(next) =
-                crate::secret::rekey_hint(root, ", so its secrets are re-encrypted without it")
-            {
-                output::note(&next);
-            }
+            crate::secret::say_rekey_hint(root, ", so its secrets are re-encrypted without it");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -110,6 +101,11 @@ pub(crate) struct KeyRow<'a> {
     #[serde(rename = "type")]
     pub(crate) kind: String,
     pub(crate) fingerprint: &'a str,
+}
+
+/// Says that `file` holds `key`.
+pub(crate) fn say_key(file: &str, key: &RecipientKey) {
+    output::ok(&format!("{file}: {} {}", key.kind_name(), key.fingerprint()));
 }
 
 /// The `--json` rows of `keys`.

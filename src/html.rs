@@ -100,9 +100,7 @@ fn timeline(points: &[Point]) -> String {
     let titles: Vec<String> = points
         .iter()
         .map(|p| {
-            let state = p
-                .state
-                .map_or("unreadable".to_owned(), |s| state_name(s).to_owned());
+            let state = p.state.map_or("unreadable".to_owned(), crate::output::json_name);
             format!("{} {state} {}", p.generation, esc(&p.time))
         })
         .collect();
@@ -114,19 +112,6 @@ fn timeline(points: &[Point]) -> String {
     }
     svg.push_str("</svg>");
     svg
-}
-
-/// A report state as the reports write it.
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Applied => "applied",
-        State::SecretsUpdated => "secrets-updated",
-        State::Failed => "failed",
-        State::RolledBack => "rolled-back",
-        State::Refused => "refused",
-        State::SelfUpdated => "self-updated",
-        State::Interrupted => "interrupted",
-    }
 }
 
 /// The hash part of a store path, shortened: enough to tell two systems apart.
@@ -144,7 +129,7 @@ fn short_system(path: Option<&str>) -> String {
 fn row(out: &mut String, h: &HostStatus) {
     let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
     let reported = match (h.reported_generation, h.reported_state) {
-        (Some(g), Some(s)) => format!("{g} {}", state_name(s)),
+        (Some(g), Some(s)) => format!("{g} {}", crate::output::json_name(s)),
         _ => "-".into(),
     };
     let name = match h.in_fleet {
@@ -237,7 +222,7 @@ pub fn page(status: &FleetStatus, rollout_state: Option<&Rollout>, refresh: Opti
     let _ = write!(
         out,
         "<title>Bento fleet: {n} host{}</title><style>{STYLE}{}</style></head><body>",
-        if n == 1 { "" } else { "s" },
+        crate::output::plural(n),
         filters()
     );
     // The timeline's shapes, defined once.

@@ -1,6 +1,7 @@
 //! Messages for humans on stderr: colour only on a terminal and without `NO_COLOR`.
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::sync::OnceLock;
 
 /// `println!` that returns the write's error instead of panicking: with `?`, a closed
@@ -101,6 +102,38 @@ pub fn ok(msg: &str) {
 /// Prints a neutral line.
 pub fn note(msg: &str) {
     line(&paint("2", "·"), msg);
+}
+
+/// `s` after a count of `n`, unless it is one (`1 host`, `2 hosts`).
+pub(crate) fn plural<N: PartialEq + From<u8>>(n: N) -> &'static str {
+    if n == N::from(1) {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Prints `value` as pretty JSON, one document on stdout.
+pub(crate) fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+/// The name `--json` gives `value`, a unit variant (`rolled-back`).
+pub(crate) fn json_name(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Success, or failure (exit status 1).
+pub(crate) fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// `secs` ago, short (`5m ago`), or `-`.

@@ -51,18 +51,18 @@ pub fn run(root: &Path, args: SecretArgs, verbose: bool) -> anyhow::Result<ExitC
     }
 }
 
-/// The `next:` step after a change to the fleet's keys: a rekey when that made secrets
-/// stale (naming how many), else nothing to suggest.
-pub(crate) fn rekey_hint(root: &Path, why: &str) -> Option<String> {
-    let fleet = Fleet::load(root).ok()?;
-    let stale = verify::verify(&fleet).ok()?.stale().len();
-    (stale > 0).then(|| {
-        format!(
+/// Notes the `next:` step after a change to the fleet's keys: a rekey when that made
+/// secrets stale (naming how many), else nothing.
+pub(crate) fn say_rekey_hint(root: &Path, why: &str) {
+    let Ok(fleet) = Fleet::load(root) else { return };
+    let stale = verify::verify(&fleet).map_or(0, |report| report.stale().len());
+    if stale > 0 {
+        output::note(&format!(
             "next: `{} rekey` ({stale} stale secret{}){why}",
             fleet.command(),
-            if stale == 1 { "" } else { "s" }
-        )
-    })
+            output::plural(stale)
+        ));
+    }
 }
 
 /// Takes the fleet lock, which every command that writes secrets or the lock holds; says
@@ -122,22 +122,17 @@ fn edit(
     };
     let rule = fleet.rule(name)?;
     let shown = fleet.secret_shown(rule);
+    if let EditOutcome::Overwritten(_) = outcome {
+        output::note(&format!(
+            "{shown}: none of your identities decrypts it, so its old content was replaced unread"
+        ));
+    }
     match outcome {
         EditOutcome::Unchanged => output::note(&format!("{shown}: unchanged")),
         EditOutcome::NothingToCreate => output::note(&format!("{shown}: empty content, nothing created")),
-        EditOutcome::Overwritten(n) => {
-            output::note(&format!(
-                "{shown}: none of your identities decrypts it, so its old content was replaced unread"
-            ));
-            output::ok(&format!(
-                "{shown}: encrypted to {n} key{} ({})",
-                if n == 1 { "" } else { "s" },
-                store::who(rule)
-            ))
-        }
-        EditOutcome::Written(n) => output::ok(&format!(
+        EditOutcome::Overwritten(n) | EditOutcome::Written(n) => output::ok(&format!(
             "{shown}: encrypted to {n} key{} ({})",
-            if n == 1 { "" } else { "s" },
+            output::plural(n),
             store::who(rule)
         )),
     }
@@ -148,7 +143,7 @@ fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     fleet.rules.warnings.iter().for_each(|w| output::warn(w));
     let report = verify::verify(fleet)?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        output::json(&report)?;
     } else {
         for f in &report.findings {
             outln!("{}", f.message)?;
@@ -160,23 +155,19 @@ fn verify(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
                 0 => String::new(),
                 n => format!(
                     "; {n} template{} checked: each names known secrets its hosts can decrypt",
-                    if n == 1 { "" } else { "s" }
+                    output::plural(n)
                 ),
             };
             output::ok(&format!(
                 "{} secret{} verified: each is encrypted to exactly its rule's recipients{templates}",
                 report.secrets,
-                if report.secrets == 1 { "" } else { "s" }
+                output::plural(report.secrets)
             ));
         } else {
             output::error(&summary(fleet, &report));
         }
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(output::exit(report.ok()))
 }
 
 fn summary(fleet: &Fleet, report: &Report) -> String {
@@ -184,12 +175,12 @@ fn summary(fleet: &Fleet, report: &Report) -> String {
     let mut line = format!(
         "{} problem{} found",
         report.findings.len(),
-        if report.findings.len() == 1 { "" } else { "s" }
+        output::plural(report.findings.len())
     );
     if stale > 0 {
         line.push_str(&format!(
             "; {stale} stale secret{} (fix: `{} rekey`)",
-            if stale == 1 { "" } else { "s" },
+            output::plural(stale),
             fleet.command()
         ));
     }
@@ -261,10 +252,7 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
     }
     let done = results.iter().filter(|(_, r)| r.is_ok()).count();
     if failed.is_empty() {
-        output::ok(&format!(
-            "rekeyed {done} secret{}",
-            if done == 1 { "" } else { "s" }
-        ));
+        output::ok(&format!("rekeyed {done} secret{}", output::plural(done)));
         Ok(ExitCode::SUCCESS)
     } else {
         output::error(&format!(
@@ -302,7 +290,7 @@ fn generate(
                 };
                 output::ok(&format!(
                     "{shown}: generated ({kind}), encrypted to {keys} key{} ({}){public}",
-                    if keys == 1 { "" } else { "s" },
+                    output::plural(keys),
                     store::who(rule)
                 ));
             }
@@ -369,7 +357,7 @@ fn list(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
     let report = verify::verify(fleet)?;
     let listed = listing::list(fleet, &report);
     if json {
-        outln!("{}", serde_json::to_string_pretty(&listed)?)?;
+        output::json(&listed)?;
         return Ok(ExitCode::SUCCESS);
     }
     if listed.is_empty() {
@@ -414,7 +402,7 @@ fn import_agenix(root: &Path, held: &FleetLock, nix: &Path, verbose: bool) -> an
         output::note(&format!(
             "copied {} ciphertext{} into secrets/; those already there are used in place",
             imported.copied,
-            if imported.copied == 1 { "" } else { "s" }
+            output::plural(imported.copied)
         ));
     }
     output::ok(&format!(

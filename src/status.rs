@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use bento_deploy::fleet::location::Location;
 use bento_deploy::status::diff::{self as status_diff, Plan};
 use bento_deploy::status::prometheus as status_prometheus;
-use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Root, Status};
+use bento_deploy::status::{self, FleetStatus, HostStatus, Options, Status};
 use bento_deploy::Config;
 
 use crate::cli::{DiffArgs, LogArgs, SourceArgs, StatusArgs};
-use crate::output::{self, outln};
+use crate::output;
 
 #[derive(Clone, Copy)]
 enum Format {
@@ -46,22 +46,14 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         };
         match status::watch::watch(fleet, &location, &config, &hosts, 0, &mut frame)? {}
     }
-    let server = location.open(fleet, &config)?;
-    let shown = location.shown();
-    let root = Root {
-        dir: server.dir(),
-        shown: &shown,
-    };
-    let fleet_status =
-        location.run(|| status::fleet_status(fleet, root, &Options::for_fleet(fleet, &config)))?;
+    let options = Options::for_fleet(fleet, &config);
+    let fleet_status = location.read(fleet, &config, |root| {
+        location.run(|| status::fleet_status(fleet, root, &options))
+    })?;
     let mut out = std::io::stdout().lock();
     out.write_all(render(&fleet_status, format)?.as_bytes())?;
     out.flush()?;
-    Ok(if fleet_status.any_failure() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(output::exit(!fleet_status.any_failure()))
 }
 
 /// `bento status --html FILE [--watch]`: the page written atomically, once or on every
@@ -91,28 +83,20 @@ fn html_page(
         let mut frame = |fleet_status: &FleetStatus| write(fleet_status, refresh);
         match status::watch::watch(fleet, location, config, &hosts, crate::html::TIMELINE, &mut frame)? {}
     }
-    let server = location.open(fleet, config)?;
-    let shown = location.shown();
-    let root = Root {
-        dir: server.dir(),
-        shown: &shown,
-    };
     let options = Options {
         timeline: crate::html::TIMELINE,
         ..Options::for_fleet(fleet, config)
     };
-    let fleet_status = location.run(|| status::fleet_status(fleet, root, &options))?;
+    let fleet_status = location.read(fleet, config, |root| {
+        location.run(|| status::fleet_status(fleet, root, &options))
+    })?;
     write(&fleet_status, None)?;
     output::ok(&format!(
         "wrote {} ({} hosts)",
         file.display(),
         fleet_status.hosts.len()
     ));
-    Ok(if fleet_status.any_failure() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(output::exit(!fleet_status.any_failure()))
 }
 
 fn render(fleet_status: &FleetStatus, format: Format) -> anyhow::Result<String> {
@@ -156,13 +140,7 @@ fn colour_of(s: Status) -> &'static str {
 fn row(h: &HostStatus) -> [String; 11] {
     let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
     let reported = match (h.reported_generation, h.reported_state) {
-        (Some(g), Some(state)) => {
-            let state = serde_json::to_value(state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            format!("{g} {state}")
-        }
+        (Some(g), Some(state)) => format!("{g} {}", output::json_name(state)),
         _ => "-".into(),
     };
     let system = match (&h.reported_system, &h.expected_system) {
@@ -192,6 +170,17 @@ fn row(h: &HostStatus) -> [String; 11] {
     ]
 }
 
+/// Each column's width: its widest cell, the heading's included (in characters).
+fn widths<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> [usize; N] {
+    let mut widths = head.map(str::len);
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
 fn table(fleet_status: &FleetStatus, colour: bool) -> String {
     const HEAD: [&str; 11] = [
         "HOST",
@@ -213,12 +202,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
         .iter()
         .map(|h| row(h).map(|cell| output::escaped(&cell).into_owned()))
         .collect();
-    let mut widths = HEAD.map(str::len);
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let widths = widths(HEAD, &rows);
     let line = |cells: [String; 11], status: Option<Status>| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
@@ -254,7 +238,7 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
     let n = fleet_status.hosts.len();
     out.push_str(&format!(
         "{n} host{}{}{} ({}, {})\n",
-        if n == 1 { "" } else { "s" },
+        output::plural(n),
         if counts.is_empty() { "" } else { ": " },
         counts.join(", "),
         output::escaped(&fleet_status.server_root),
@@ -265,14 +249,9 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
 
 pub fn diff(fleet: &Path, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let (config, location) = located(fleet, &args.server)?;
-    let server = location.open(fleet, &config)?;
-    let shown = location.shown();
-    let root = Root {
-        dir: server.dir(),
-        shown: &shown,
-    };
-    let host = status::host(root, &args.host, &Options::from_config(&config))?;
-    drop(server);
+    let host = location.read(fleet, &config, |root| {
+        status::host(root, &args.host, &Options::from_config(&config))
+    })?;
     let command = match status_diff::plan(&host, std::env::var_os("PATH").as_deref())? {
         Plan::Same(system) => {
             output::ok(&format!("{} runs the expected system {system}", host.host));
@@ -312,21 +291,10 @@ pub fn log(fleet: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
         false => args.hosts.clone(),
     };
     let admins = AdminKeys::new(&bento_secrets::fleet::admin_keys(fleet)?);
-    let server = location.open(fleet, &config)?;
-    let shown = location.shown();
-    let root = Root {
-        dir: server.dir(),
-        shown: &shown,
-    };
-    let logs = fleet_log(root, &hosts, &admins)?;
+    let logs = location.read(fleet, &config, |root| fleet_log(root, &hosts, &admins))?;
     let verified = logs.iter().all(HostLog::verified);
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "format": 1, "hosts": logs, "verified": verified })
-            )?
-        )?;
+        output::json(&serde_json::json!({ "format": 1, "hosts": logs, "verified": verified }))?;
     } else {
         let colour = output::stdout_colour();
         let mut out = String::new();
@@ -337,11 +305,7 @@ pub fn log(fleet: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
         stdout.write_all(out.as_bytes())?;
         stdout.flush()?;
     }
-    Ok(if verified {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(output::exit(verified))
 }
 
 /// One host's history as text: a line saying whether it holds, its problems, then a
@@ -353,10 +317,7 @@ fn host_log(log: &bento_deploy::status::log::HostLog, colour: bool) -> String {
         (Some(_), true) => output::painted(
             colour,
             "32",
-            &format!(
-                "{n} generation{}, every link verified",
-                if n == 1 { "" } else { "s" }
-            ),
+            &format!("{n} generation{}, every link verified", output::plural(n)),
         ),
         (Some(_), false) => output::painted(colour, "1;31", "history does not verify"),
     };
@@ -384,12 +345,7 @@ fn host_log(log: &bento_deploy::status::log::HostLog, colour: bool) -> String {
         })
         .collect();
     const HEAD: [&str; 4] = ["GEN", "CREATED", "SIGNED BY", "CHANGES"];
-    let mut widths = HEAD.map(str::len);
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let widths = widths(HEAD, &rows);
     for cells in std::iter::once(HEAD.map(str::to_owned)).chain(rows) {
         let mut line = String::from("  ");
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {

@@ -45,11 +45,7 @@ pub fn run(args: TriggerArgs) -> anyhow::Result<ExitCode> {
 /// The client: the run's page on stdout; its success is the exit status.
 fn client(socket: &Path) -> anyhow::Result<ExitCode> {
     let succeeded = trigger::client(socket, &mut std::io::stdout().lock())?;
-    Ok(if succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(output::exit(succeeded))
 }
 
 /// Listens on the unix socket (and on TCP when `trigger_tcp = true`) until killed.

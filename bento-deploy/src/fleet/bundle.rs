@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::fleet::hosts::Host;
 use crate::manifest::{Manifest, FORMAT};
 use crate::wire::digest::{sha256_hex, Sha256};
-use bento_secrets::names::{BundlePath, HostName};
+use bento_secrets::names::{BundlePath, HostName, NameError};
 use rustix::fs::FileType;
 
 /// One file of a bundle.
@@ -65,7 +65,7 @@ impl Bundle {
             };
             let file = File::new(bytes);
             let spec = SecretSpec::from_rule(rule, file.sha256.to_string());
-            files.insert(bundle_path(&spec.file, &spec.file)?, file);
+            files.insert(parsed(&spec.file, &spec.file)?, file);
             secrets.push(spec);
         }
         // Templates travel as their text: the host renders them.
@@ -78,14 +78,11 @@ impl Bundle {
         {
             let file = File::new(rule.text.as_bytes().to_vec());
             let spec = TemplateSpec::from_rule(rule, file.sha256.to_string());
-            files.insert(bundle_path(&spec.file, &spec.file)?, file);
+            files.insert(parsed(&spec.file, &spec.file)?, file);
             templates.push(spec);
         }
         Ok(Bundle {
-            host: host
-                .name
-                .parse()
-                .map_err(|e: bento_secrets::names::NameError| Error::input(&host.shown, e.to_string()))?,
+            host: parsed(&host.name, &host.shown)?,
             files,
             secrets,
             templates,
@@ -166,11 +163,11 @@ pub fn config_digest(files: &BTreeMap<BundlePath, File>) -> String {
     sha256_hex(listing.as_bytes())
 }
 
-/// `rel` as a bundle path; a file whose name cannot be one (a backslash, say) is refused,
-/// naming it as `shown`.
-fn bundle_path(rel: &str, shown: &str) -> Result<BundlePath, Error> {
-    rel.parse()
-        .map_err(|e: bento_secrets::names::NameError| Error::input(shown, e.to_string()))
+/// `text` as a checked name (a bundle path, a host name); a file whose name cannot be one
+/// (a backslash, say) is refused, naming it as `shown`.
+fn parsed<T: std::str::FromStr<Err = NameError>>(text: &str, shown: &str) -> Result<T, Error> {
+    text.parse()
+        .map_err(|e: NameError| Error::input(shown, e.to_string()))
 }
 
 /// Whether `host` is among a secret's resolved recipients.
@@ -242,7 +239,7 @@ impl Walk<'_> {
                 other => Error::input(&child_shown, other.to_string()),
             })?;
             self.out
-                .insert(bundle_path(&child_rel, &child_shown)?, File::new(bytes));
+                .insert(parsed(&child_rel, &child_shown)?, File::new(bytes));
         }
         self.ancestors.pop();
         Ok(())

@@ -407,149 +407,111 @@ impl Config {
             let line = e.span().map(|s| bento_secrets::rules::line_col(text, s.start).0);
             Error::config(line, e.message().replace('\n', " "))
         })?;
-        // The line of a key, from the parser's spans.
-        let positions = Positions::new(text);
-        let at = |table: &str, key: &str| positions.key(&[table], key);
-        if !HostAddress::is_valid(&config.server.address) {
-            return Err(Error::config(
-                at("server", "address"),
-                "server.address must be a host name or IP address",
-            ));
-        }
-        if config.server.port == 0 {
-            return Err(Error::config(
-                at("server", "port"),
-                "server.port must be between 1 and 65535",
-            ));
-        }
+        let target_problem = |target: &str| match target.starts_with("s3://") {
+            true => crate::s3::url::S3Url::parse(target).err().map(|e| e.to_string()),
+            false => crate::publish::remote::RemoteUrl::parse(target)
+                .err()
+                .map(|e| e.to_string()),
+        };
+        let command_problem = |key: &str, line: &str, when_empty: &str| match shell_words::split(line) {
+            Ok(words) if words.is_empty() => Some(format!("build.{key} must not be empty{when_empty}")),
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "build.{key}: {e}; close the quote or escape it with `\\`"
+            )),
+        };
         let prefix_ok = config
             .server
             .user_prefix
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
-        if !prefix_ok {
-            return Err(Error::config(
-                at("server", "user_prefix"),
+        // In the order of the file's tables; each message starts with the key it refuses.
+        let problems = [
+            refused(
+                !HostAddress::is_valid(&config.server.address),
+                "server.address must be a host name or IP address",
+            ),
+            refused(config.server.port == 0, "server.port must be between 1 and 65535"),
+            refused(
+                !prefix_ok,
                 "server.user_prefix may hold only letters, digits, `_` and `-`",
-            ));
-        }
-        let keep = config.deploy.keep_generations;
-        if !(1..=1000).contains(&keep) {
-            return Err(Error::config(
-                at("deploy", "keep_generations"),
+            ),
+            refused(
+                !(1..=1000).contains(&config.deploy.keep_generations),
                 "deploy.keep_generations must be between 1 and 1000",
-            ));
-        }
-        if !(1..=100).contains(&config.deploy.required_signatures) {
-            return Err(Error::config(
-                at("deploy", "required_signatures"),
+            ),
+            refused(
+                !(1..=100).contains(&config.deploy.required_signatures),
                 "deploy.required_signatures must be between 1 and 100 (distinct admins who sign a generation)",
-            ));
-        }
-        if config.deploy.signing_key.trim().is_empty() {
-            return Err(Error::config(
-                at("deploy", "signing_key"),
+            ),
+            refused(
+                config.deploy.signing_key.trim().is_empty(),
                 "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
-            ));
-        }
-        if let Some(target) = &config.deploy.target {
-            let checked = match target.starts_with("s3://") {
-                true => crate::s3::url::S3Url::parse(target)
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                false => crate::publish::remote::RemoteUrl::parse(target)
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-            };
-            checked.map_err(|e| Error::config(at("deploy", "target"), format!("deploy.target {e}")))?;
-        }
-        match shell_words::split(&config.build.command) {
-            Ok(words) if words.is_empty() => {
-                return Err(Error::config(
-                    at("build", "command"),
-                    "build.command must not be empty (default: `nixos-rebuild build`)",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Error::config(
-                    at("build", "command"),
-                    format!("build.command: {e}; close the quote or escape it with `\\`"),
-                ))
-            }
-        }
-        if let Some(dry) = &config.build.dry_command {
-            match shell_words::split(dry) {
-                Ok(words) if words.is_empty() => {
-                    return Err(Error::config(
-                        at("build", "dry_command"),
-                        "build.dry_command must not be empty; remove it for the default",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(Error::config(
-                        at("build", "dry_command"),
-                        format!("build.dry_command: {e}; close the quote or escape it with `\\`"),
-                    ))
-                }
-            }
-        }
-        if !(1..=64).contains(&config.build.jobs) {
-            return Err(Error::config(
-                at("build", "jobs"),
+            ),
+            config
+                .deploy
+                .target
+                .as_deref()
+                .and_then(target_problem)
+                .map(|e| format!("deploy.target {e}")),
+            command_problem(
+                "command",
+                &config.build.command,
+                " (default: `nixos-rebuild build`)",
+            ),
+            config.build.dry_command.as_deref().and_then(|dry| {
+                command_problem("dry_command", dry, "; remove it for the default")
+            }),
+            refused(
+                !(1..=64).contains(&config.build.jobs),
                 "build.jobs must be between 1 and 64",
-            ));
-        }
-        if !(1..=1000).contains(&config.status.stale_after) {
-            return Err(Error::config(
-                at("status", "stale_after"),
+            ),
+            refused(
+                !(1..=1000).contains(&config.status.stale_after),
                 "status.stale_after must be between 1 and 1000 (intervals)",
-            ));
-        }
-        if config
-            .cache
-            .signing_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            return Err(Error::config(
-                at("cache", "signing_key"),
+            ),
+            refused(
+                config
+                    .cache
+                    .signing_key
+                    .as_deref()
+                    .is_some_and(|k| k.trim().is_empty()),
                 "cache.signing_key must name a Nix binary cache secret key file; remove it to have no cache",
-            ));
-        }
-        if !CACHE_COMPRESSIONS.contains(&config.cache.compression.as_str()) {
-            return Err(Error::config(
-                at("cache", "compression"),
-                format!(
+            ),
+            refused(
+                !CACHE_COMPRESSIONS.contains(&config.cache.compression.as_str()),
+                &format!(
                     "cache.compression must be one of {}",
                     CACHE_COMPRESSIONS.join(", ")
                 ),
-            ));
+            ),
+        ];
+        // The line of the refused key, from the parser's spans.
+        let positions = Positions::new(text);
+        if let Some(message) = problems.into_iter().flatten().next() {
+            let path = message.split([' ', ':']).next().unwrap_or_default();
+            let (table, key) = path.split_once('.').unwrap_or_default();
+            return Err(Error::config(positions.key(&[table], key), message));
         }
         for (name, host) in &config.hosts {
-            let line = positions.table_line(&["hosts", name]);
-            if !bento_secrets::names::HostName::is_valid(name) {
-                return Err(Error::config(
-                    line,
-                    format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
-                ));
-            }
-            if host
-                .ssh_user
-                .as_deref()
-                .is_some_and(|u| !HostAddress::is_valid(u))
-            {
-                return Err(Error::config(
-                    line,
-                    format!("hosts.{name}.ssh_user must be a user name"),
-                ));
-            }
-            if host.ssh_port == Some(0) {
-                return Err(Error::config(
-                    line,
-                    format!("hosts.{name}.ssh_port must be between 1 and 65535"),
-                ));
+            let problem = [
+                refused(
+                    !bento_secrets::names::HostName::is_valid(name),
+                    &format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
+                ),
+                refused(
+                    host.ssh_user
+                        .as_deref()
+                        .is_some_and(|u| !HostAddress::is_valid(u)),
+                    &format!("hosts.{name}.ssh_user must be a user name"),
+                ),
+                refused(
+                    host.ssh_port == Some(0),
+                    &format!("hosts.{name}.ssh_port must be between 1 and 65535"),
+                ),
+            ];
+            if let Some(message) = problem.into_iter().flatten().next() {
+                return Err(Error::config(positions.table_line(&["hosts", name]), message));
             }
         }
         Ok(config)
@@ -564,6 +526,11 @@ impl Config {
     pub fn signing_key_path(&self) -> PathBuf {
         expand_home(&self.deploy.signing_key)
     }
+}
+
+/// `message` when `bad`.
+fn refused(bad: bool, message: &str) -> Option<String> {
+    bad.then(|| message.to_owned())
 }
 
 /// Expands a leading `~/` (or a lone `~`) to `$HOME`.

@@ -173,10 +173,10 @@ pub fn select(hosts: Vec<Host>, wanted: &[String], fleet: &Fleet) -> Result<Vec<
             ),
         ));
     }
-    if wanted.is_empty() {
-        return Ok(hosts);
-    }
-    Ok(hosts.into_iter().filter(|h| wanted.contains(&h.name)).collect())
+    Ok(hosts
+        .into_iter()
+        .filter(|h| wanted.is_empty() || wanted.contains(&h.name))
+        .collect())
 }
 
 /// The registered hosts (`keys/hosts/`) that no `hosts/` directory configures.

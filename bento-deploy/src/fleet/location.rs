@@ -13,6 +13,7 @@ use crate::s3::credentials::S3Credentials;
 use crate::s3::dir::S3Root;
 use crate::s3::url::S3Url;
 use crate::server_dir::{LocalDir, ServerDir};
+use crate::status::Root;
 
 /// How many hosts are read or published at once against object storage.
 pub const S3_IN_FLIGHT: usize = 32;
@@ -102,6 +103,22 @@ impl Location {
             .map(|root| Server::Remote(RemoteDir::root(root))),
             Location::S3(url) => open_s3(url, config).map(|root| Server::S3(Box::new(root))),
         }
+    }
+
+    /// Opens it ([`Location::open`]) and reads it with `read`, as a status [`Root`];
+    /// closed again after.
+    pub fn read<T, E: From<Error>>(
+        &self,
+        fleet_root: &Path,
+        config: &Config,
+        read: impl FnOnce(Root<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let server = self.open(fleet_root, config)?;
+        let shown = self.shown();
+        read(Root {
+            dir: server.dir(),
+            shown: &shown,
+        })
     }
 }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use bento_secrets::keys::KeyKind;
-use bento_secrets::Fleet;
+use bento_secrets::{Fleet, RecipientKey};
 
 use crate::fleet::config::Config;
 use crate::layout::{CURRENT_FILE, CURRENT_LINK, GENERATIONS_DIR};
@@ -54,7 +54,6 @@ pub struct ServerHost {
 /// (`publishing`), a host whose sftp user would be that account. Both `bento deploy` and
 /// `bento server setup` ask, so neither publishes nor prints a layout that clashes.
 pub fn name_clash(config: &Config, host: &str, publishing: bool) -> Option<String> {
-    use crate::publish::cache_dir::CACHE_DIR;
     if config.cache.signing_key.is_some() && host == CACHE_DIR {
         return Some(format!(
             "its server directory would be the binary cache's `{CACHE_DIR}/`: rename the host, \
@@ -78,11 +77,7 @@ pub fn hosts(fleet: &Fleet, config: &Config) -> Vec<ServerHost> {
         .map(|(name, keys)| ServerHost {
             name: name.clone(),
             user: format!("{}{name}", config.server.user_prefix),
-            keys: keys
-                .iter()
-                .filter(|k| matches!(k.kind(), KeyKind::SshEd25519 | KeyKind::SshRsa))
-                .map(|k| k.text().to_owned())
-                .collect(),
+            keys: ssh_lines(keys),
         })
         .collect()
 }
@@ -90,10 +85,12 @@ pub fn hosts(fleet: &Fleet, config: &Config) -> Vec<ServerHost> {
 /// The admins' ssh public key lines (age keys cannot log in over ssh): the keys of the
 /// publishing account.
 pub fn publish_keys(fleet: &Fleet) -> Vec<String> {
-    fleet
-        .admins
-        .values()
-        .flatten()
+    ssh_lines(fleet.admins.values().flatten())
+}
+
+/// The ssh public key lines among `keys`.
+fn ssh_lines<'a>(keys: impl IntoIterator<Item = &'a RecipientKey>) -> Vec<String> {
+    keys.into_iter()
         .filter(|k| matches!(k.kind(), KeyKind::SshEd25519 | KeyKind::SshRsa))
         .map(|k| k.text().to_owned())
         .collect()
@@ -299,13 +296,7 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
              id -u {publish} >/dev/null 2>&1 || useradd --system --gid {publish} --home-dir / --no-create-home \
              --shell /usr/sbin/nologin {publish}"
         );
-        let keys: Vec<String> = publish_keys.iter().map(|k| sh(k)).collect();
-        let _ = writeln!(
-            out,
-            "printf '%s\\n' {} > {}",
-            keys.join(" "),
-            sh(&format!("{AUTHORIZED_KEYS_DIR}/{PUBLISH_USER}"))
-        );
+        let _ = writeln!(out, "{}", authorized_keys(PUBLISH_USER, publish_keys));
     }
     if let Some(owner) = cache_owner(config, publisher) {
         // The binary cache, readable by the web server.
@@ -330,8 +321,6 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
                 out,
                 "find {logs} -maxdepth 1 -type f -name '*.json' -user {user} -exec chgrp -h {publish} {{}} +"
             );
-        }
-        if publisher {
             // generations/ to the publisher (with what a local deploy wrote), and `current`
             // turned into root's link to generations/current, keeping the generation it names.
             let gens = sh(&format!("{root}/{}/{GENERATIONS_DIR}", h.name));
@@ -350,13 +339,7 @@ pub fn other_linux(config: &Config, hosts: &[ServerHost], publish_keys: &[String
         // The host's own cache, for closure deployments.
         let cache = format!("{root}/{}/{CACHE_DIR}", h.name);
         let _ = writeln!(out, "{}", cache_dirs(&cache, host_cache_owner(publisher)));
-        let keys: Vec<String> = h.keys.iter().map(|k| sh(k)).collect();
-        let _ = writeln!(
-            out,
-            "printf '%s\\n' {} > {}",
-            keys.join(" "),
-            sh(&format!("{AUTHORIZED_KEYS_DIR}/{}", h.user))
-        );
+        let _ = writeln!(out, "{}", authorized_keys(&h.user, &h.keys));
     }
     let _ = writeln!(out, "systemctl reload ssh || systemctl reload sshd");
     out
@@ -381,7 +364,7 @@ fn cache_owner(config: &Config, publisher: bool) -> Option<&'static str> {
         .cache
         .signing_key
         .is_some()
-        .then_some(if publisher { PUBLISH_USER } else { "root" })
+        .then_some(host_cache_owner(publisher))
 }
 
 /// Who owns each host's `cache/` and `cache/nar`: as `generations/`, the publishing
@@ -403,6 +386,16 @@ fn cache_dirs(cache: &str, owner: &str) -> String {
     let nar = sh(&format!("{cache}/{NAR_DIR}"));
     let cache = sh(cache);
     format!("mkdir -p -m 0755 {cache} {nar} && chmod 0755 {cache} && chown -h {owner}:{owner} {cache} {nar}")
+}
+
+/// The shell line that writes `user`'s authorized keys file, holding `keys`.
+fn authorized_keys(user: &str, keys: &[String]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| sh(k)).collect();
+    format!(
+        "printf '%s\\n' {} > {}",
+        keys.join(" "),
+        sh(&format!("{AUTHORIZED_KEYS_DIR}/{user}"))
+    )
 }
 
 /// A Nix string literal.

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::fleet::config::{Config, CONFIG_FILE};
 use crate::fleet::location::Location;
 use crate::reach::{self, Target};
-use crate::status::{self, Options, Root};
+use crate::status::{self, Options};
 
 /// Why a host cannot be reached; each one line.
 #[derive(Debug, thiserror::Error)]
@@ -113,14 +113,9 @@ fn target(
     let (address, reported_port) = match settings.address {
         Some(address) => (address.to_string(), None),
         None => {
-            let location = location()?;
-            let opened = location.open(fleet, config)?;
-            let shown = location.shown();
-            let root = Root {
-                dir: opened.dir(),
-                shown: &shown,
-            };
-            let seen = status::host(root, host, &Options::from_config(config)).ok();
+            let seen = location()?.read(fleet, config, |root| {
+                Ok::<_, Error>(status::host(root, host, &Options::from_config(config)).ok())
+            })?;
             let first = seen.as_ref().and_then(|s| s.addresses.first().cloned());
             let Some(address) = first else {
                 return Err(SshError::NoAddress {

@@ -145,18 +145,15 @@ pub fn host_log(root: Root<'_>, host: &str, admins: &AdminKeys) -> Result<HostLo
         return Ok(log);
     };
     let head = match Manifest::parse(&bytes) {
-        Ok(m) if m.host.as_str() != host || m.generation != current => {
+        Ok(m) if m.host.as_str() == host && m.generation == current => m,
+        other => {
+            let why = match other {
+                Ok(m) => format!("it is host `{}`'s generation {}", m.host, m.generation),
+                Err(e) => e.to_string(),
+            };
             log.problems.push(Problem::BadManifest {
                 generation: current,
-                why: format!("it is host `{}`'s generation {}", m.host, m.generation),
-            });
-            return Ok(log);
-        }
-        Ok(m) => m,
-        Err(e) => {
-            log.problems.push(Problem::BadManifest {
-                generation: current,
-                why: e.to_string(),
+                why,
             });
             return Ok(log);
         }
@@ -172,12 +169,8 @@ pub fn host_log(root: Root<'_>, host: &str, admins: &AdminKeys) -> Result<HostLo
     let mut complete = head.previous.is_none();
     for step in Ancestors::of(&head, |rel: &str, limit| dir.read(rel, limit)) {
         match step {
-            Ok(a) if a.manifest.previous.is_none() => {
-                complete = true;
-                let names = ancestor_signers(&dir, &a, admins, &mut log.problems);
-                chain.push((a.hash, a.manifest, names));
-            }
             Ok(a) => {
+                complete |= a.manifest.previous.is_none();
                 let names = ancestor_signers(&dir, &a, admins, &mut log.problems);
                 chain.push((a.hash, a.manifest, names));
             }

@@ -373,46 +373,26 @@ pub fn host(root: Root<'_>, name: &str, options: &Options) -> Result<HostStatus,
 
 fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options) -> HostStatus {
     let mut problems = Vec::new();
-    let mut bad_current = false;
     let dir = match root.dir(name) {
-        Ok(dir) => Some(dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            bad_current = true;
-            problems.push(Problem::HostDir(e));
-            None
-        }
+        opened => noted(opened.map_err(Problem::HostDir), &mut problems),
     };
     let dir = dir.as_deref();
-    let current = match dir.map_or(Ok(None), read_current) {
-        Ok(c) => c,
-        Err(problem) => {
-            bad_current = true;
-            problems.push(problem);
-            None
-        }
-    };
-    let published =
-        current.zip(dir).and_then(
-            |(g, dir)| match read_published(dir, g, options.admins.as_deref()) {
-                Ok(p) => Some(p),
-                Err(problem) => {
-                    problems.push(problem);
-                    None
-                }
-            },
-        );
+    let current = noted(dir.map_or(Ok(None), read_current), &mut problems).flatten();
+    // Up to here, every problem is one of the host directory or its `current`.
+    let bad_current = !problems.is_empty();
+    let published = current
+        .zip(dir)
+        .and_then(|(g, dir)| noted(read_published(dir, g, options.admins.as_deref()), &mut problems));
     let newest = dir.map_or_else(Newest::none, |dir| newest_report(dir, name, options.timeline));
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));
-    let heartbeat = match dir.map_or(Ok(None), |dir| crate::status::seen::read_heartbeat(dir, name)) {
-        Ok(beat) => beat,
-        Err(problem) => {
-            problems.push(problem);
-            None
-        }
-    };
+    let heartbeat = noted(
+        dir.map_or(Ok(None), |dir| crate::status::seen::read_heartbeat(dir, name)),
+        &mut problems,
+    )
+    .flatten();
     let heartbeat_secs = heartbeat.as_ref().map(|b| b.secs);
     // Last contact: the heartbeat, or the newest report when later (it ends the run the
     // heartbeat began). Without a heartbeat, none is known.
@@ -470,6 +450,11 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
         ssh_port: heartbeat.and_then(|b| b.ssh_port),
         timeline: newest.recent,
     }
+}
+
+/// What `read` found, or nothing with its problem added to `problems`.
+fn noted<T>(read: Result<T, Problem>, problems: &mut Vec<Problem>) -> Option<T> {
+    read.map_err(|problem| problems.push(problem)).ok()
 }
 
 /// The state from the facts: the current generation, how long ago it was published, and

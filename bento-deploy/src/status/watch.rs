@@ -64,18 +64,11 @@ pub fn watch(
     match location {
         Location::Local(root) => watch_local(root, fleet_root, config, hosts, timeline, frame),
         Location::Remote(_) | Location::S3(_) => loop {
-            let server = location.open(fleet_root, config)?;
-            let shown = location.shown();
-            let root = Root {
-                dir: server.dir(),
-                shown: &shown,
-            };
             let options = Options {
                 timeline,
                 ..Options::for_fleet(fleet_root, config)
             };
-            let status = scan(root, hosts, &options)?;
-            drop(server);
+            let status = location.read(fleet_root, config, |root| scan(root, hosts, &options))?;
             frame(&status).map_err(WatchError::Frame)?;
             std::thread::sleep(POLL);
         },
