@@ -413,102 +413,107 @@ impl Config {
                 .err()
                 .map(|e| e.to_string()),
         };
-        let command_problem = |key: &str, line: &str, when_empty: &str| match shell_words::split(line) {
-            Ok(words) if words.is_empty() => Some(format!("build.{key} must not be empty{when_empty}")),
-            Ok(_) => None,
-            Err(e) => Some(format!(
-                "build.{key}: {e}; close the quote or escape it with `\\`"
-            )),
+        let command_problem = |key: &'static str, line: &str, when_empty: &str| {
+            let problem = match shell_words::split(line) {
+                Ok(words) if words.is_empty() => format!("build.{key} must not be empty{when_empty}"),
+                Ok(_) => return None,
+                Err(e) => format!("build.{key}: {e}; close the quote or escape it with `\\`"),
+            };
+            Some((("build", key), problem))
         };
         let prefix_ok = config
             .server
             .user_prefix
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
-        // In the order of the file's tables; each message starts with the key it refuses.
+        // In the order of the file's tables: each refusal with the key whose line it gets.
         let problems = [
             refused(
+                ("server", "address"),
                 !HostAddress::is_valid(&config.server.address),
-                "server.address must be a host name or IP address",
+                "must be a host name or IP address",
             ),
-            refused(config.server.port == 0, "server.port must be between 1 and 65535"),
             refused(
+                ("server", "port"),
+                config.server.port == 0,
+                "must be between 1 and 65535",
+            ),
+            refused(
+                ("server", "user_prefix"),
                 !prefix_ok,
-                "server.user_prefix may hold only letters, digits, `_` and `-`",
+                "may hold only letters, digits, `_` and `-`",
             ),
             refused(
+                ("deploy", "keep_generations"),
                 !(1..=1000).contains(&config.deploy.keep_generations),
-                "deploy.keep_generations must be between 1 and 1000",
+                "must be between 1 and 1000",
             ),
             refused(
+                ("deploy", "required_signatures"),
                 !(1..=100).contains(&config.deploy.required_signatures),
-                "deploy.required_signatures must be between 1 and 100 (distinct admins who sign a generation)",
+                "must be between 1 and 100 (distinct admins who sign a generation)",
             ),
             refused(
+                ("deploy", "signing_key"),
                 config.deploy.signing_key.trim().is_empty(),
-                "deploy.signing_key must name an ssh private key (or a .pub in ssh-agent)",
+                "must name an ssh private key (or a .pub in ssh-agent)",
             ),
             config
                 .deploy
                 .target
                 .as_deref()
                 .and_then(target_problem)
-                .map(|e| format!("deploy.target {e}")),
+                .map(|e| (("deploy", "target"), format!("deploy.target {e}"))),
             command_problem(
                 "command",
                 &config.build.command,
                 " (default: `nixos-rebuild build`)",
             ),
-            config.build.dry_command.as_deref().and_then(|dry| {
-                command_problem("dry_command", dry, "; remove it for the default")
-            }),
+            config
+                .build
+                .dry_command
+                .as_deref()
+                .and_then(|dry| command_problem("dry_command", dry, "; remove it for the default")),
             refused(
+                ("build", "jobs"),
                 !(1..=64).contains(&config.build.jobs),
-                "build.jobs must be between 1 and 64",
+                "must be between 1 and 64",
             ),
             refused(
+                ("status", "stale_after"),
                 !(1..=1000).contains(&config.status.stale_after),
-                "status.stale_after must be between 1 and 1000 (intervals)",
+                "must be between 1 and 1000 (intervals)",
             ),
             refused(
+                ("cache", "signing_key"),
                 config
                     .cache
                     .signing_key
                     .as_deref()
                     .is_some_and(|k| k.trim().is_empty()),
-                "cache.signing_key must name a Nix binary cache secret key file; remove it to have no cache",
+                "must name a Nix binary cache secret key file; remove it to have no cache",
             ),
             refused(
+                ("cache", "compression"),
                 !CACHE_COMPRESSIONS.contains(&config.cache.compression.as_str()),
-                &format!(
-                    "cache.compression must be one of {}",
-                    CACHE_COMPRESSIONS.join(", ")
-                ),
+                &format!("must be one of {}", CACHE_COMPRESSIONS.join(", ")),
             ),
         ];
         // The line of the refused key, from the parser's spans.
         let positions = Positions::new(text);
-        if let Some(message) = problems.into_iter().flatten().next() {
-            let path = message.split([' ', ':']).next().unwrap_or_default();
-            let (table, key) = path.split_once('.').unwrap_or_default();
+        if let Some(((table, key), message)) = problems.into_iter().flatten().next() {
             return Err(Error::config(positions.key(&[table], key), message));
         }
         for (name, host) in &config.hosts {
             let problem = [
-                refused(
-                    !bento_secrets::names::HostName::is_valid(name),
-                    &format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)"),
-                ),
-                refused(
-                    host.ssh_user
-                        .as_deref()
-                        .is_some_and(|u| !HostAddress::is_valid(u)),
-                    &format!("hosts.{name}.ssh_user must be a user name"),
-                ),
-                refused(
-                    host.ssh_port == Some(0),
-                    &format!("hosts.{name}.ssh_port must be between 1 and 65535"),
-                ),
+                (!bento_secrets::names::HostName::is_valid(name))
+                    .then(|| format!("hosts.{name}: not a host name (letters, digits, `.`, `_` and `-`)")),
+                host.ssh_user
+                    .as_deref()
+                    .is_some_and(|u| !HostAddress::is_valid(u))
+                    .then(|| format!("hosts.{name}.ssh_user must be a user name")),
+                (host.ssh_port == Some(0))
+                    .then(|| format!("hosts.{name}.ssh_port must be between 1 and 65535")),
             ];
             if let Some(message) = problem.into_iter().flatten().next() {
                 return Err(Error::config(positions.table_line(&["hosts", name]), message));
@@ -528,9 +533,13 @@ impl Config {
     }
 }
 
-/// `message` when `bad`.
-fn refused(bad: bool, message: &str) -> Option<String> {
-    bad.then(|| message.to_owned())
+/// When `bad`, the key `table.key` is refused: `table.key <why>`, with where to show it.
+fn refused(
+    (table, key): (&'static str, &'static str),
+    bad: bool,
+    why: &str,
+) -> Option<((&'static str, &'static str), String)> {
+    bad.then(|| ((table, key), format!("{table}.{key} {why}")))
 }
 
 /// Expands a leading `~/` (or a lone `~`) to `$HOME`.
