@@ -198,13 +198,8 @@ impl Confined {
         Ok(FileType::from_raw_mode(stat.st_mode))
     }
 
-    /// The entries of directory `rel` (`""`: this one), with their types.
-    pub fn entries(&self, rel: &str) -> io::Result<Vec<Entry>> {
-        self.entries_at_most(rel, usize::MAX)
-    }
-
-    /// As [`Confined::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
-    /// `limit` entries.
+    /// The entries of directory `rel` (`""`: this one), with their types, refused (error
+    /// [`io::ErrorKind::InvalidData`]) past `limit` entries.
     pub fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<Entry>> {
         if rel.is_empty() {
             let fd = rustix::fs::openat(
@@ -503,7 +498,7 @@ mod tests {
             assert!(c.read(bad, 10).is_err(), "{bad}");
         }
         let names: Vec<String> = c
-            .entries("logs")
+            .entries_at_most("logs", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|e| e.name.into_string().unwrap())

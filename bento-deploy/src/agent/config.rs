@@ -172,14 +172,36 @@ impl Health {
     }
 }
 
-fn default_settle() -> TimeSpan {
-    TimeSpan::from_secs(10)
+/// Functions returning the defaults of agent.toml's keys (serde's `default = "…"`).
+macro_rules! defaults {
+    ($($name:ident: $type:ty = $value:expr;)*) => {
+        $(fn $name() -> $type {
+            $value
+        })*
+    };
 }
-fn default_health_timeout() -> TimeSpan {
-    TimeSpan::from_secs(300)
-}
-fn default_systemctl() -> String {
-    "systemctl".into()
+
+defaults! {
+    default_settle: TimeSpan = TimeSpan::from_secs(10);
+    default_health_timeout: TimeSpan = TimeSpan::from_secs(300);
+    default_systemctl: String = "systemctl".into();
+    default_required_signatures: usize = 1;
+    default_system_profile: PathBuf = "/nix/var/nix/profiles/system".into();
+    default_nix: String = "nix".into();
+    default_booted_system: PathBuf = "/run/booted-system".into();
+    default_current_system: PathBuf = "/run/current-system".into();
+    default_trigger_socket: PathBuf = "/run/bento/trigger.sock".into();
+    default_identity: PathBuf = "/etc/ssh/ssh_host_ed25519_key".into();
+    default_known_hosts: PathBuf = "/etc/bento/known_hosts".into();
+    default_state_dir: PathBuf = "/var/bento".into();
+    default_secrets_root: PathBuf = "/run/bento".into();
+    default_rebuild: CommandLine = CommandLine::of("nixos-rebuild", &["switch"]);
+    default_rollback: CommandLine = CommandLine::of("nixos-rebuild", &["switch", "--rollback"]);
+    default_timeout: u64 = 10;
+    default_run_timeout: u64 = 3600;
+    default_keep: usize = 3;
+    default_ssh_port: u16 = 22;
+    default_ssh: String = "ssh".into();
 }
 
 /// The longest `settle` or `timeout`: a day.
@@ -241,64 +263,6 @@ impl AgentConfig {
             (Reboot::Reboot, None) => Some(CommandLine::of("systemctl", &["reboot"])),
         }
     }
-}
-
-fn default_required_signatures() -> usize {
-    1
-}
-
-fn default_system_profile() -> PathBuf {
-    "/nix/var/nix/profiles/system".into()
-}
-
-fn default_nix() -> String {
-    "nix".into()
-}
-
-fn default_booted_system() -> PathBuf {
-    "/run/booted-system".into()
-}
-
-fn default_current_system() -> PathBuf {
-    "/run/current-system".into()
-}
-
-fn default_trigger_socket() -> PathBuf {
-    "/run/bento/trigger.sock".into()
-}
-
-fn default_identity() -> PathBuf {
-    "/etc/ssh/ssh_host_ed25519_key".into()
-}
-fn default_known_hosts() -> PathBuf {
-    "/etc/bento/known_hosts".into()
-}
-fn default_state_dir() -> PathBuf {
-    "/var/bento".into()
-}
-fn default_secrets_root() -> PathBuf {
-    "/run/bento".into()
-}
-fn default_rebuild() -> CommandLine {
-    CommandLine::of("nixos-rebuild", &["switch"])
-}
-fn default_rollback() -> CommandLine {
-    CommandLine::of("nixos-rebuild", &["switch", "--rollback"])
-}
-fn default_timeout() -> u64 {
-    10
-}
-fn default_run_timeout() -> u64 {
-    3600
-}
-fn default_keep() -> usize {
-    3
-}
-fn default_ssh_port() -> u16 {
-    22
-}
-fn default_ssh() -> String {
-    "ssh".into()
 }
 
 impl AgentConfig {
