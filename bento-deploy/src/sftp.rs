@@ -59,15 +59,13 @@ pub struct SftpTransport {
 }
 
 fn to_io(e: openssh_sftp_client::Error) -> io::Error {
-    match &e {
-        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _) => {
-            io::Error::new(io::ErrorKind::NotFound, e.to_string())
-        }
-        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::PermDenied, _) => {
-            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
-        }
-        _ => io::Error::other(e.to_string()),
-    }
+    use openssh_sftp_client::{error::SftpErrorKind, Error::SftpError};
+    let kind = match &e {
+        SftpError(SftpErrorKind::NoSuchFile, _) => io::ErrorKind::NotFound,
+        SftpError(SftpErrorKind::PermDenied, _) => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
 }
 
 impl SftpTransport {
