@@ -293,6 +293,7 @@ impl AgentConfig {
         // string does not count.
         let positions = Positions::new(text);
         let at = |key: &str| positions.key(&[], key).unwrap_or(1);
+        let element = |key: &str, i| positions.element(&[], key, i).unwrap_or(at(key));
         if !bento_secrets::names::HostName::is_valid(&config.host) {
             return Err((at("host"), Problem::HostName(config.host)));
         }
@@ -304,10 +305,7 @@ impl AgentConfig {
                 Ok(key) => config.trusted.push(key),
                 Err(_) => {
                     let shown = line.chars().take(30).collect();
-                    let line = positions
-                        .element(&[], "trusted_keys", i)
-                        .unwrap_or(at("trusted_keys"));
-                    return Err((line, Problem::TrustedKey(shown)));
+                    return Err((element("trusted_keys", i), Problem::TrustedKey(shown)));
                 }
             }
         }
@@ -348,10 +346,8 @@ impl AgentConfig {
         }
         for (i, key) in config.cache_public_keys.iter().enumerate() {
             if !is_cache_public_key(key) {
-                let line = positions
-                    .element(&[], "cache_public_keys", i)
-                    .unwrap_or(at("cache_public_keys"));
-                return Err((line, Problem::CacheKey(key.chars().take(30).collect())));
+                let shown = key.chars().take(30).collect();
+                return Err((element("cache_public_keys", i), Problem::CacheKey(shown)));
             }
         }
         if !config.system_profile.is_absolute() {
