@@ -532,17 +532,15 @@ impl Transport for SftpTransport {
         read: (&str, u64),
     ) -> (io::Result<()>, io::Result<Vec<u8>>) {
         let mut bytes = Vec::new();
-        let (written, copied) = self.runtime.block_on(async {
-            let both = async {
-                Ok(tokio::join!(
-                    write_file(self, write.0, write.1),
-                    read_file(self, read.0, read.1, &mut bytes)
-                ))
-            };
-            self.bounded(both).await.unwrap_or_else(|e| {
-                let again = io::Error::new(e.kind(), e.to_string());
-                (Err(e), Err(again))
-            })
+        let both = async {
+            Ok(tokio::join!(
+                write_file(self, write.0, write.1),
+                read_file(self, read.0, read.1, &mut bytes)
+            ))
+        };
+        let (written, copied) = self.run(both).unwrap_or_else(|e| {
+            let again = io::Error::new(e.kind(), e.to_string());
+            (Err(e), Err(again))
         });
         let written = written.map_err(|e| self.explain(e));
         let copied = copied.map_err(|e| self.explain(e));
@@ -568,7 +566,7 @@ impl Transport for SftpTransport {
                 .collect::<Vec<_>>()
                 .await)
         };
-        let results: Vec<io::Result<u64>> = match self.runtime.block_on(self.bounded(all)) {
+        let results: Vec<io::Result<u64>> = match self.run(all) {
             Ok(results) => results
                 .into_iter()
                 .map(|r| r.map_err(|e| self.explain(e)))

@@ -38,23 +38,17 @@ impl SftpTransport {
 
     /// `rel` on the server (checked), or the base itself for `""`.
     fn at_or_base(&self, rel: &str) -> io::Result<std::path::PathBuf> {
-        if rel.is_empty() {
-            return Ok(match self.base.as_os_str().is_empty() {
-                true => ".".into(),
-                false => self.base.clone(),
-            });
+        match (rel, self.base.as_os_str().is_empty()) {
+            ("", true) => Ok(".".into()),
+            ("", false) => Ok(self.base.clone()),
+            _ => self.checked(rel),
         }
-        self.checked(rel)
     }
 
-    /// Every entry of directory `rel` with its kind (links are listed, never followed).
-    pub fn entries(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
-        self.entries_at_most(rel, usize::MAX)
-    }
-
-    /// As [`SftpTransport::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
-    /// `limit` entries or at a name longer than [`NAME_MAX`] bytes (no file system makes
-    /// one): a directory someone filled without end is not read to the end.
+    /// Every entry of directory `rel` with its kind (links are listed, never followed),
+    /// refused (error [`io::ErrorKind::InvalidData`]) past `limit` entries or at a name
+    /// longer than [`NAME_MAX`] bytes (no file system makes one): a directory someone
+    /// filled without end is not read to the end.
     pub fn entries_at_most(&mut self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
         let path = self.at_or_base(rel)?;
         let mut fs = self.sftp().fs();
