@@ -244,41 +244,6 @@ impl Transport for FileTransport {
     }
 }
 
-/// The agent's transport to its place in object storage (see [`crate::s3`]).
-pub struct S3Transport {
-    dir: crate::s3::dir::S3Dir,
-}
-
-impl S3Transport {
-    /// Over `dir`, the host's directory.
-    pub fn new(dir: crate::s3::dir::S3Dir) -> S3Transport {
-        S3Transport { dir }
-    }
-}
-
-impl Transport for S3Transport {
-    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-        use crate::server_dir::ServerDir;
-        let bytes = self.dir.read(rel, limit)?;
-        sink.write_all(&bytes)?;
-        Ok(bytes.len() as u64)
-    }
-
-    /// One PUT: the object is replaced whole.
-    fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
-        use crate::server_dir::ServerDir;
-        self.dir.replace_from(rel, &mut &bytes[..], 0o644)
-    }
-
-    fn bytes_transferred(&self) -> u64 {
-        self.dir.client().bytes_transferred()
-    }
-
-    fn set_deadline(&mut self, deadline: Instant) {
-        self.dir.client().set_deadline(deadline);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
