@@ -19,14 +19,9 @@ use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use crate::dirents::{Dir, Entry};
 
 /// An open directory whose descendants are reached without following symlinks.
+#[derive(Debug)]
 pub struct Confined {
     fd: OwnedFd,
-}
-
-impl std::fmt::Debug for Confined {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Confined").field("fd", &self.fd).finish()
-    }
 }
 
 /// Refuses anything but one plain name (no `/`, not `.` or `..`, not empty).
