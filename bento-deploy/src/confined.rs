@@ -19,14 +19,9 @@ use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use crate::dirents::{Dir, Entry};
 
 /// An open directory whose descendants are reached without following symlinks.
+#[derive(Debug)]
 pub struct Confined {
     fd: OwnedFd,
-}
-
-impl std::fmt::Debug for Confined {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Confined").field("fd", &self.fd).finish()
-    }
 }
 
 /// Refuses anything but one plain name (no `/`, not `.` or `..`, not empty).
@@ -63,6 +58,26 @@ pub fn too_large(rel: &str, limit: u64) -> io::Error {
         io::ErrorKind::FileTooLarge,
         format!("{}: larger than {limit} bytes", rel.escape_default()),
     )
+}
+
+/// Copies at most `limit` bytes of `reader` into `sink`; more is refused (kind
+/// `FileTooLarge`) as soon as the first byte past the limit arrives.
+fn copy_bounded(reader: &mut dyn Read, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        copied += n as u64;
+        if copied > limit {
+            return Err(too_large(rel, limit));
+        }
+        sink.write_all(&buf[..n])?;
+    }
 }
 
 /// Refuses relative paths that could name something outside: empty, absolute, `.`, `..`,
@@ -102,10 +117,7 @@ impl Confined {
             }
             // `O_DIRECTORY | O_NOFOLLOW` on a symlink says "not a directory".
             rustix::io::Errno::NOTDIR if is_link() => refused(rel, "it is a symlink"),
-            e => io::Error::new(
-                io::Error::from(e).kind(),
-                format!("{}: {e}", rel.escape_default()),
-            ),
+            e => at(rel, e),
         })
     }
 
@@ -145,33 +157,27 @@ impl Confined {
     /// The whole regular file `rel`, refused (kind `FileTooLarge`) past `limit` bytes —
     /// also when it grows while being read.
     pub fn read(&self, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
-        let (file, size) = self.open_file(rel)?;
+        let mut bytes = Vec::new();
+        self.read_to(rel, limit, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Copies the regular file `rel` into `sink`, as [`Confined::read`] reads it; returns
+    /// how many bytes were copied.
+    pub fn read_to(&self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+        let (mut file, size) = self.open_file(rel)?;
         if size > limit {
             return Err(too_large(rel, limit));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        file.take(limit + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > limit {
-            return Err(too_large(rel, limit));
-        }
-        Ok(bytes)
+        copy_bounded(&mut file, rel, limit, sink)
     }
 
     /// The text of the symlink `rel` (not followed; its parents are reached without
     /// following any either).
     pub fn read_link(&self, rel: &str) -> io::Result<std::path::PathBuf> {
-        check_rel(rel)?;
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((parent, name)) => (Some(self.dir(parent)?), name),
-            None => (None, rel),
-        };
+        let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
-        let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new()).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("{}: {e}", rel.escape_default()),
-            )
-        })?;
+        let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new()).map_err(|e| at(rel, e))?;
         Ok(std::path::PathBuf::from(
             <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(target.into_bytes()),
         ))
@@ -180,24 +186,15 @@ impl Confined {
     /// The type of `rel`, not following a link (its parents are reached without
     /// following any either).
     pub fn kind(&self, rel: &str) -> io::Result<FileType> {
-        check_rel(rel)?;
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((parent, name)) => (Some(self.dir(parent)?), name),
-            None => (None, rel),
-        };
+        let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
         let stat = rustix::fs::statat(&dir.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| at(rel, e))?;
         Ok(FileType::from_raw_mode(stat.st_mode))
     }
 
-    /// The entries of directory `rel` (`""`: this one), with their types.
-    pub fn entries(&self, rel: &str) -> io::Result<Vec<Entry>> {
-        self.entries_at_most(rel, usize::MAX)
-    }
-
-    /// As [`Confined::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
-    /// `limit` entries.
+    /// The entries of directory `rel` (`""`: this one), with their types, refused (error
+    /// [`io::ErrorKind::InvalidData`]) past `limit` entries.
     pub fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<Entry>> {
         if rel.is_empty() {
             let fd = rustix::fs::openat(
@@ -227,11 +224,7 @@ impl Confined {
         mode: u32,
         write: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
     ) -> io::Result<()> {
-        check_rel(rel)?;
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((parent, name)) => (Some(self.dir(parent)?), name),
-            None => (None, rel),
-        };
+        let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
         let tmp = dir.create_temp(name, mode)?;
         let written = (|| {
@@ -255,38 +248,13 @@ impl Confined {
     /// Creates the directory `rel` (mode `mode`) unless it exists, without following a
     /// symlink on the way; an existing symlink at `rel` is refused.
     pub fn create_dir(&self, rel: &str, mode: u32) -> io::Result<Confined> {
-        check_rel(rel)?;
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((parent, name)) => (Some(self.dir(parent)?), name),
-            None => (None, rel),
-        };
+        let (parent, name) = self.parent_of(rel)?;
         let dir = parent.as_ref().unwrap_or(self);
         match rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(mode)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("{}: {e}", rel.escape_default()),
-                ))
-            }
+            Err(e) => return Err(at(rel, e)),
         }
         self.dir(rel)
-    }
-
-    /// Removes the file (or link) `rel`, never anything a link points to.
-    pub fn remove_file(&self, rel: &str) -> io::Result<()> {
-        check_rel(rel)?;
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((parent, name)) => (Some(self.dir(parent)?), name),
-            None => (None, rel),
-        };
-        let dir = parent.as_ref().unwrap_or(self);
-        rustix::fs::unlinkat(&dir.fd, name, rustix::fs::AtFlags::empty()).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("{}: {e}", rel.escape_default()),
-            )
-        })
     }
 
     /// Flushes the file system this directory is on to disk (one `syncfs`).
@@ -448,14 +416,9 @@ impl Confined {
     /// Creates an empty file under a name no one else can have picked
     /// (`.<name>.<pid>.<n>.tmp`, `O_EXCL`), and returns that name.
     fn create_temp(&self, name: &str, mode: u32) -> io::Result<String> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         for _ in 0..64 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let tmp = format!(".{name}.{}.{n}{nanos:x}.tmp", std::process::id());
+            let tmp = temp_name(name);
             match rustix::fs::openat(&self.fd, tmp.as_str(), flags, Mode::from_raw_mode(mode)) {
                 Ok(_) => return Ok(tmp),
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -467,6 +430,17 @@ impl Confined {
             format!("no free temp name for `{}`", name.escape_default()),
         ))
     }
+}
+
+/// A temp name for `name` (one name) that nobody else picked: `.<name>.<pid>.<n><ns>.tmp`
+/// (to be created exclusively, so a clash is only retried).
+pub(crate) fn temp_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(".{name}.{}.{n}{nanos:x}.tmp", std::process::id())
 }
 
 /// Hands the open file or directory `fd` to `uid:gid` (`fchown`: nothing is looked up by
@@ -519,7 +493,7 @@ mod tests {
             assert!(c.read(bad, 10).is_err(), "{bad}");
         }
         let names: Vec<String> = c
-            .entries("logs")
+            .entries_at_most("logs", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|e| e.name.into_string().unwrap())

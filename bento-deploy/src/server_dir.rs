@@ -159,26 +159,20 @@ impl ServerDir for LocalDir {
 
     fn entries_at_most(&self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
         let listed = self.dir.entries_at_most(rel, limit)?;
-        let mut entries = Vec::with_capacity(listed.len());
-        for entry in listed {
-            let Ok(name) = entry.name.into_string() else {
-                continue;
-            };
-            let kind = match entry.kind {
-                Some(t) => Kind::of(t),
+        let named = listed
+            .into_iter()
+            .filter_map(|entry| Some((entry.name.into_string().ok()?, entry.kind)));
+        named
+            .map(|(name, kind)| match kind {
+                Some(t) => Ok((name, Kind::of(t))),
                 // The file system did not say: asked, not following a link.
                 None => {
-                    let path = if rel.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{rel}/{name}")
-                    };
-                    self.kind(&path)?.unwrap_or(Kind::Other)
+                    let path = format!("{rel}/{name}");
+                    let kind = self.kind(path.trim_start_matches('/'))?;
+                    Ok((name, kind.unwrap_or(Kind::Other)))
                 }
-            };
-            entries.push((name, kind));
-        }
-        Ok(entries)
+            })
+            .collect()
     }
 
     fn dir(&self, rel: &str) -> io::Result<Box<dyn ServerDir>> {

@@ -9,9 +9,9 @@ use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use openssh_sftp_client::file::File;
 use openssh_sftp_client::{Sftp, SftpOptions};
 
 use crate::transport::{check_rel, deadline_passed, Download, Transport};
@@ -59,15 +59,13 @@ pub struct SftpTransport {
 }
 
 fn to_io(e: openssh_sftp_client::Error) -> io::Error {
-    match &e {
-        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _) => {
-            io::Error::new(io::ErrorKind::NotFound, e.to_string())
-        }
-        openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::PermDenied, _) => {
-            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
-        }
-        _ => io::Error::other(e.to_string()),
-    }
+    use openssh_sftp_client::{error::SftpErrorKind, Error::SftpError};
+    let kind = match &e {
+        SftpError(SftpErrorKind::NoSuchFile, _) => io::ErrorKind::NotFound,
+        SftpError(SftpErrorKind::PermDenied, _) => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
 }
 
 impl SftpTransport {
@@ -166,8 +164,45 @@ impl SftpTransport {
         below(&self.base, rel)
     }
 
+    /// `rel` on the server, once checked ([`check_rel`]).
+    fn checked(&self, rel: &str) -> io::Result<PathBuf> {
+        check_rel(rel)?;
+        Ok(self.at(rel))
+    }
+
     fn sftp(&self) -> &Sftp {
         self.sftp.as_ref().expect("open until dropped")
+    }
+
+    /// Runs `work` to its end, cut short at the deadline.
+    fn run<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        self.runtime.block_on(self.bounded(work))
+    }
+
+    /// Creates a fresh temp file next to `rel` ([`temp_name`]), exclusively: never an
+    /// existing file, never through a link. sftp says only "failure" for a name taken: another
+    /// is tried, unless the server is stuck. `failed` begins the error when none could be.
+    async fn create_temp(&self, rel: &str, failed: &str) -> io::Result<(String, File)> {
+        let mut failure = None;
+        for _ in 0..8 {
+            let tmp = temp_name(rel);
+            let open = async {
+                let mut options = self.sftp().options();
+                options
+                    .write(true)
+                    .create_new(true)
+                    .open(self.at(&tmp))
+                    .await
+                    .map_err(to_io)
+            };
+            match self.bounded(open).await {
+                Ok(file) => return Ok((tmp, file)),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let why = failure.map_or(String::new(), |e| format!(": {e}"));
+        Err(io::Error::other(format!("{failed}{why}")))
     }
 
     /// Runs one exchange with the server, cut short at the deadline.
@@ -253,16 +288,10 @@ fn kind_of(t: Option<openssh_sftp_client::metadata::FileType>) -> Kind {
 /// A temp name next to `rel`'s file that nobody else picked: `dir/.name.<pid>.<n><ns>.tmp`
 /// (created exclusively, so a clash is only retried).
 fn temp_name(rel: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let (dir, name) = match rel.rsplit_once('/') {
-        Some((dir, name)) => (format!("{dir}/"), name),
-        None => (String::new(), rel),
-    };
-    format!("{dir}.{name}.{}.{n}{nanos:x}.tmp", std::process::id())
+    match rel.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/{}", crate::confined::temp_name(name)),
+        None => crate::confined::temp_name(rel),
+    }
 }
 
 /// A connection that could not be opened: ssh's last words, and whether trying again
@@ -404,18 +433,11 @@ pub fn ssh_args(t: &SshTarget) -> Vec<String> {
     args
 }
 
-impl SftpTransport {
-    /// Runs `work` to its end, cut short at the deadline.
-    fn run<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-        self.runtime.block_on(self.bounded(work))
-    }
-}
-
 /// Copies the regular file `rel` into `sink` (see [`Transport::read_to`]).
-async fn read_file(sftp: &Sftp, base: &Path, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+async fn read_file(t: &SftpTransport, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
     use tokio::io::AsyncSeekExt;
-    check_rel(rel)?;
-    let path = below(base, rel);
+    let path = t.checked(rel)?;
+    let sftp = t.sftp();
     // Looked at before opening: opening a FIFO would block the server for good.
     let meta = sftp.fs().symlink_metadata(&path).await.map_err(to_io)?;
     if !meta.file_type().is_some_and(|t| t.is_file()) {
@@ -460,37 +482,15 @@ const READ_CHUNK: u32 = 255 * 1024;
 
 /// Writes `rel` under a fresh temp name, created exclusively, then renamed over it (see
 /// [`Transport::write`]).
-async fn write_file(sftp: &Sftp, base: &Path, rel: &str, bytes: &[u8]) -> io::Result<()> {
-    check_rel(rel)?;
-    let path = below(base, rel);
-    // A fresh name, created exclusively: never an existing file, never through a link.
-    let mut created = None;
-    let mut failure = None;
-    for _ in 0..8 {
-        let tmp = temp_name(rel);
-        match sftp
-            .options()
-            .write(true)
-            .create_new(true)
-            .open(below(base, &tmp))
-            .await
-        {
-            Ok(file) => {
-                created = Some((tmp, file));
-                break;
-            }
-            Err(e) => failure = Some(to_io(e)),
-        }
-    }
-    let Some((tmp, mut file)) = created else {
-        let why = failure.map_or(String::new(), |e| format!(": {e}"));
-        return Err(io::Error::other(format!(
-            "{}: no temp file could be created next to it{why}",
-            rel.escape_default()
-        )));
-    };
-    let posix_rename = sftp.support_posix_rename();
-    let mut fs = sftp.fs();
+async fn write_file(t: &SftpTransport, rel: &str, bytes: &[u8]) -> io::Result<()> {
+    let path = t.checked(rel)?;
+    let failed = format!(
+        "{}: no temp file could be created next to it",
+        rel.escape_default()
+    );
+    let (tmp, mut file) = t.create_temp(rel, &failed).await?;
+    let posix_rename = t.sftp().support_posix_rename();
+    let mut fs = t.sftp().fs();
     let written = async {
         file.write_all(bytes).await?;
         file.close().await?;
@@ -498,31 +498,30 @@ async fn write_file(sftp: &Sftp, base: &Path, rel: &str, bytes: &[u8]) -> io::Re
             // A plain sftp rename does not replace: remove the old file first.
             let _ = fs.remove_file(&path).await;
         }
-        fs.rename(below(base, &tmp), &path).await
+        fs.rename(t.at(&tmp), &path).await
     }
     .await;
     if written.is_err() {
-        let _ = fs.remove_file(below(base, &tmp)).await;
+        let _ = fs.remove_file(t.at(&tmp)).await;
     }
     written.map_err(to_io)
 }
 
 impl Transport for SftpTransport {
     fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-        let copied = self.run(read_file(self.sftp(), &self.base, rel, limit, sink))?;
+        let copied = self.run(read_file(self, rel, limit, sink))?;
         self.transferred += copied;
         Ok(copied)
     }
 
     fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
-        self.run(write_file(self.sftp(), &self.base, rel, bytes))?;
+        self.run(write_file(self, rel, bytes))?;
         self.transferred += bytes.len() as u64;
         Ok(())
     }
 
     fn read_link(&mut self, rel: &str) -> io::Result<PathBuf> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.checked(rel)?;
         let mut fs = self.sftp().fs();
         self.block(fs.read_link(&path))
     }
@@ -532,20 +531,16 @@ impl Transport for SftpTransport {
         write: (&str, &[u8]),
         read: (&str, u64),
     ) -> (io::Result<()>, io::Result<Vec<u8>>) {
-        let sftp = self.sftp();
-        let base = &self.base;
         let mut bytes = Vec::new();
-        let (written, copied) = self.runtime.block_on(async {
-            let both = async {
-                Ok(tokio::join!(
-                    write_file(sftp, base, write.0, write.1),
-                    read_file(sftp, base, read.0, read.1, &mut bytes)
-                ))
-            };
-            self.bounded(both).await.unwrap_or_else(|e| {
-                let again = io::Error::new(e.kind(), e.to_string());
-                (Err(e), Err(again))
-            })
+        let both = async {
+            Ok(tokio::join!(
+                write_file(self, write.0, write.1),
+                read_file(self, read.0, read.1, &mut bytes)
+            ))
+        };
+        let (written, copied) = self.run(both).unwrap_or_else(|e| {
+            let again = io::Error::new(e.kind(), e.to_string());
+            (Err(e), Err(again))
         });
         let written = written.map_err(|e| self.explain(e));
         let copied = copied.map_err(|e| self.explain(e));
@@ -561,19 +556,17 @@ impl Transport for SftpTransport {
 
     fn read_each(&mut self, files: &mut [Download<'_>]) -> Vec<io::Result<u64>> {
         use futures_util::StreamExt;
-        let sftp = self.sftp();
-        let base = &self.base;
         let count = files.len();
         let reads = files
             .iter_mut()
-            .map(|d| read_file(sftp, base, d.rel, d.limit, &mut *d.sink));
+            .map(|d| read_file(self, d.rel, d.limit, &mut *d.sink));
         let all = async {
             Ok(futures_util::stream::iter(reads)
                 .buffered(IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await)
         };
-        let results: Vec<io::Result<u64>> = match self.runtime.block_on(self.bounded(all)) {
+        let results: Vec<io::Result<u64>> = match self.run(all) {
             Ok(results) => results
                 .into_iter()
                 .map(|r| r.map_err(|e| self.explain(e)))

@@ -5,7 +5,7 @@
 //! Paths are relative to the host's own directory (its sftp chroot): `current`,
 //! `generations/7/manifest.json`, `logs/report-7.json`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -195,26 +195,6 @@ pub fn deadline_passed() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "the run's deadline passed")
 }
 
-/// Copies at most `limit` bytes of `reader` into `sink`; more is refused (kind
-/// `FileTooLarge`) as soon as the first byte past the limit arrives.
-fn copy_bounded(reader: &mut dyn Read, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut copied = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(copied),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        copied += n as u64;
-        if copied > limit {
-            return Err(crate::confined::too_large(rel, limit));
-        }
-        sink.write_all(&buf[..n])?;
-    }
-}
-
 /// A server directory on this machine (`file://`). The host's directory is opened beneath
 /// the server root for every operation, and everything below it through [`Confined`]: no
 /// symlink is followed, not even a host directory that is one.
@@ -244,11 +224,7 @@ impl FileTransport {
 
 impl Transport for FileTransport {
     fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-        let (mut file, size) = self.dir()?.open_file(rel)?;
-        if size > limit {
-            return Err(crate::confined::too_large(rel, limit));
-        }
-        let copied = copy_bounded(&mut file, rel, limit, sink)?;
+        let copied = self.dir()?.read_to(rel, limit, sink)?;
         self.transferred += copied;
         Ok(copied)
     }
@@ -265,41 +241,6 @@ impl Transport for FileTransport {
 
     fn bytes_transferred(&self) -> u64 {
         self.transferred
-    }
-}
-
-/// The agent's transport to its place in object storage (see [`crate::s3`]).
-pub struct S3Transport {
-    dir: crate::s3::dir::S3Dir,
-}
-
-impl S3Transport {
-    /// Over `dir`, the host's directory.
-    pub fn new(dir: crate::s3::dir::S3Dir) -> S3Transport {
-        S3Transport { dir }
-    }
-}
-
-impl Transport for S3Transport {
-    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-        use crate::server_dir::ServerDir;
-        let bytes = self.dir.read(rel, limit)?;
-        sink.write_all(&bytes)?;
-        Ok(bytes.len() as u64)
-    }
-
-    /// One PUT: the object is replaced whole.
-    fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
-        use crate::server_dir::ServerDir;
-        self.dir.replace_from(rel, &mut &bytes[..], 0o644)
-    }
-
-    fn bytes_transferred(&self) -> u64 {
-        self.dir.client().bytes_transferred()
-    }
-
-    fn set_deadline(&mut self, deadline: Instant) {
-        self.dir.client().set_deadline(deadline);
     }
 }
 

@@ -62,6 +62,29 @@ pub(super) struct Run<'a> {
     pub note: Option<String>,
 }
 
+impl<'a> Run<'a> {
+    /// A run about `generation` (the applied one before it: `previous`), its report yet
+    /// to be written.
+    pub(super) fn new(
+        config: &'a AgentConfig,
+        started: Instant,
+        deadline: Instant,
+        generation: u64,
+        previous: Option<u64>,
+    ) -> Run<'a> {
+        Run {
+            config,
+            started,
+            deadline,
+            generation,
+            previous,
+            system_before: current_system(config),
+            log: Vec::new(),
+            note: None,
+        }
+    }
+}
+
 impl Run<'_> {
     pub(super) fn fetch_and_apply(
         &mut self,

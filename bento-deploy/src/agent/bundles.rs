@@ -31,29 +31,27 @@ pub(super) fn diff(old: Option<&Manifest>, new: &Manifest) -> Changes {
         };
     };
     let config = config_files(old) != config_files(new) || old.system != new.system;
-    let mut secrets: Vec<String> = Vec::new();
-    for s in &new.secrets {
-        if !old.secrets.contains(s) {
-            secrets.push(s.name.clone());
-        }
-    }
-    for s in &old.secrets {
-        if !new.secrets.iter().any(|n| n.name == s.name) {
-            secrets.push(s.name.clone());
-        }
-    }
+    let mut secrets: Vec<String> = changed(&old.secrets, &new.secrets, |s| &s.name)
+        .map(str::to_owned)
+        .collect();
     // A template is rendered by `bento activate` too: its changes are named `templates/<name>`.
-    for t in &new.templates {
-        if !old.templates.contains(t) {
-            secrets.push(format!("templates/{}", t.name));
-        }
-    }
-    for t in &old.templates {
-        if !new.templates.iter().any(|n| n.name == t.name) {
-            secrets.push(format!("templates/{}", t.name));
-        }
-    }
+    let templates = changed(&old.templates, &new.templates, |t| &t.name);
+    secrets.extend(templates.map(|name| format!("templates/{name}")));
     Changes { config, secrets }
+}
+
+/// The names of the items of `new` not in `old` as they are, then of those of `old` whose
+/// name `new` lacks.
+fn changed<'a, T: PartialEq>(
+    old: &'a [T],
+    new: &'a [T],
+    name: fn(&T) -> &String,
+) -> impl Iterator<Item = &'a str> {
+    let added = new.iter().filter(|n| !old.contains(n));
+    let dropped = old
+        .iter()
+        .filter(move |o| !new.iter().any(|n| name(n) == name(o)));
+    added.chain(dropped).map(move |item| name(item).as_str())
 }
 
 pub(super) fn installed_manifest(state_dir: &Path, g: u64) -> Option<Manifest> {

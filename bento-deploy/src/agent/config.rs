@@ -172,14 +172,36 @@ impl Health {
     }
 }
 
-fn default_settle() -> TimeSpan {
-    TimeSpan::from_secs(10)
+/// Functions returning the defaults of agent.toml's keys (serde's `default = "…"`).
+macro_rules! defaults {
+    ($($name:ident: $type:ty = $value:expr;)*) => {
+        $(fn $name() -> $type {
+            $value
+        })*
+    };
 }
-fn default_health_timeout() -> TimeSpan {
-    TimeSpan::from_secs(300)
-}
-fn default_systemctl() -> String {
-    "systemctl".into()
+
+defaults! {
+    default_settle: TimeSpan = TimeSpan::from_secs(10);
+    default_health_timeout: TimeSpan = TimeSpan::from_secs(300);
+    default_systemctl: String = "systemctl".into();
+    default_required_signatures: usize = 1;
+    default_system_profile: PathBuf = "/nix/var/nix/profiles/system".into();
+    default_nix: String = "nix".into();
+    default_booted_system: PathBuf = "/run/booted-system".into();
+    default_current_system: PathBuf = "/run/current-system".into();
+    default_trigger_socket: PathBuf = "/run/bento/trigger.sock".into();
+    default_identity: PathBuf = "/etc/ssh/ssh_host_ed25519_key".into();
+    default_known_hosts: PathBuf = "/etc/bento/known_hosts".into();
+    default_state_dir: PathBuf = "/var/bento".into();
+    default_secrets_root: PathBuf = "/run/bento".into();
+    default_rebuild: CommandLine = CommandLine::of("nixos-rebuild", &["switch"]);
+    default_rollback: CommandLine = CommandLine::of("nixos-rebuild", &["switch", "--rollback"]);
+    default_timeout: u64 = 10;
+    default_run_timeout: u64 = 3600;
+    default_keep: usize = 3;
+    default_ssh_port: u16 = 22;
+    default_ssh: String = "ssh".into();
 }
 
 /// The longest `settle` or `timeout`: a day.
@@ -243,64 +265,6 @@ impl AgentConfig {
     }
 }
 
-fn default_required_signatures() -> usize {
-    1
-}
-
-fn default_system_profile() -> PathBuf {
-    "/nix/var/nix/profiles/system".into()
-}
-
-fn default_nix() -> String {
-    "nix".into()
-}
-
-fn default_booted_system() -> PathBuf {
-    "/run/booted-system".into()
-}
-
-fn default_current_system() -> PathBuf {
-    "/run/current-system".into()
-}
-
-fn default_trigger_socket() -> PathBuf {
-    "/run/bento/trigger.sock".into()
-}
-
-fn default_identity() -> PathBuf {
-    "/etc/ssh/ssh_host_ed25519_key".into()
-}
-fn default_known_hosts() -> PathBuf {
-    "/etc/bento/known_hosts".into()
-}
-fn default_state_dir() -> PathBuf {
-    "/var/bento".into()
-}
-fn default_secrets_root() -> PathBuf {
-    "/run/bento".into()
-}
-fn default_rebuild() -> CommandLine {
-    CommandLine::of("nixos-rebuild", &["switch"])
-}
-fn default_rollback() -> CommandLine {
-    CommandLine::of("nixos-rebuild", &["switch", "--rollback"])
-}
-fn default_timeout() -> u64 {
-    10
-}
-fn default_run_timeout() -> u64 {
-    3600
-}
-fn default_keep() -> usize {
-    3
-}
-fn default_ssh_port() -> u16 {
-    22
-}
-fn default_ssh() -> String {
-    "ssh".into()
-}
-
 impl AgentConfig {
     /// Reads and validates the file; errors are one line naming the file and line.
     pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
@@ -329,6 +293,7 @@ impl AgentConfig {
         // string does not count.
         let positions = Positions::new(text);
         let at = |key: &str| positions.key(&[], key).unwrap_or(1);
+        let element = |key: &str, i| positions.element(&[], key, i).unwrap_or(at(key));
         if !bento_secrets::names::HostName::is_valid(&config.host) {
             return Err((at("host"), Problem::HostName(config.host)));
         }
@@ -340,10 +305,7 @@ impl AgentConfig {
                 Ok(key) => config.trusted.push(key),
                 Err(_) => {
                     let shown = line.chars().take(30).collect();
-                    let line = positions
-                        .element(&[], "trusted_keys", i)
-                        .unwrap_or(at("trusted_keys"));
-                    return Err((line, Problem::TrustedKey(shown)));
+                    return Err((element("trusted_keys", i), Problem::TrustedKey(shown)));
                 }
             }
         }
@@ -384,10 +346,8 @@ impl AgentConfig {
         }
         for (i, key) in config.cache_public_keys.iter().enumerate() {
             if !is_cache_public_key(key) {
-                let line = positions
-                    .element(&[], "cache_public_keys", i)
-                    .unwrap_or(at("cache_public_keys"));
-                return Err((line, Problem::CacheKey(key.chars().take(30).collect())));
+                let shown = key.chars().take(30).collect();
+                return Err((element("cache_public_keys", i), Problem::CacheKey(shown)));
             }
         }
         if !config.system_profile.is_absolute() {

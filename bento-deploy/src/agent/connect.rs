@@ -14,7 +14,7 @@ use crate::s3::client::Client;
 use crate::s3::credentials::S3Credentials;
 use crate::s3::dir::S3Root;
 use crate::sftp::{ConnectError, SftpTransport, SshTarget};
-use crate::transport::{FileTransport, S3Transport, ServerUrl, Transport};
+use crate::transport::{FileTransport, ServerUrl, Transport};
 
 /// Connects to the server, retrying passing failures until `deadline`; operations still
 /// waiting at `deadline` fail.
@@ -29,7 +29,7 @@ pub(crate) fn connect(config: &AgentConfig, deadline: Instant) -> Result<Box<dyn
             let patience = deadline.saturating_duration_since(std::time::Instant::now());
             let client = Client::new(&url, &credentials, timeout, patience);
             let root = S3Root::new(url, client);
-            Box::new(S3Transport::new(root.host(&config.host)))
+            Box::new(root.host(&config.host))
         }
         ServerUrl::Sftp { user, address, port } => {
             // ssh would skip an unreadable key and the server then refuse the login: say

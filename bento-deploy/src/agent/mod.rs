@@ -123,16 +123,7 @@ pub fn run(config: &AgentConfig, opts: &RunOptions) -> Result<Outcome, AgentErro
         return Ok(Outcome::SkippedFailed(current));
     }
 
-    let mut run = Run {
-        config,
-        started,
-        deadline,
-        generation: current,
-        previous: state.applied,
-        system_before: current_system(config),
-        log: Vec::new(),
-        note: None,
-    };
+    let mut run = Run::new(config, started, deadline, current, state.applied);
     let (state_after, outcome) = match run.fetch_and_apply(transport.as_mut(), trusted, &state) {
         Ok((s, changed)) => (s, Ok(changed)),
         Err(e) => (e.state(), Err(e)),
@@ -168,16 +159,7 @@ fn recheck_after_reboot(
     deadline: Instant,
     transport: &mut dyn Transport,
 ) -> Result<(AgentState, Report), AgentError> {
-    let mut run = Run {
-        config,
-        started,
-        deadline,
-        generation: pending.generation,
-        previous: pending.previous,
-        system_before: current_system(config),
-        log: Vec::new(),
-        note: None,
-    };
+    let mut run = Run::new(config, started, deadline, pending.generation, pending.previous);
     let Some(failure) = health::check(&config.health, deadline) else {
         run.note = Some("healthy after the reboot into its new kernel".into());
         let state = AgentState {
@@ -254,16 +236,7 @@ fn self_update(
     if !config_dir.join("flake.nix").exists() {
         return Ok(None);
     }
-    let mut run = Run {
-        config,
-        started,
-        deadline,
-        generation,
-        previous: Some(generation),
-        system_before: current_system(config),
-        log: Vec::new(),
-        note: None,
-    };
+    let mut run = Run::new(config, started, deadline, generation, Some(generation));
     let mut extra = rebuild_target(&config_dir, &config.host);
     extra.extend(["--recreate-lock-file".into(), "--no-write-lock-file".into()]);
     let result = run.command("self-update", &config.rebuild, &extra);

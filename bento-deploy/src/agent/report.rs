@@ -56,10 +56,10 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// Uploads every queued report and log to `logs/`, oldest first; what was uploaded is
 /// removed from the outbox. Stops at the first failure (the rest waits).
-pub fn flush(state_dir: &Path, transport: &mut dyn Transport) -> std::io::Result<usize> {
+pub fn flush(state_dir: &Path, transport: &mut dyn Transport) -> std::io::Result<()> {
     let dir = outbox(state_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(0);
+        return Ok(());
     };
     let mut names: Vec<String> = entries
         .flatten()
@@ -73,13 +73,11 @@ pub fn flush(state_dir: &Path, transport: &mut dyn Transport) -> std::io::Result
             n.starts_with("report-"),
         )
     });
-    let mut sent = 0;
     for name in names {
         let path = dir.join(&name);
         let bytes = std::fs::read(&path)?;
         transport.write(&format!("{}/{name}", crate::wire::host_dir::LOGS_DIR), &bytes)?;
         std::fs::remove_file(&path)?;
-        sent += 1;
     }
-    Ok(sent)
+    Ok(())
 }

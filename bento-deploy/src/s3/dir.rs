@@ -12,7 +12,7 @@
 //!   copy made inside the store;
 //! - directories are key prefixes: one exists while an object is below it.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -195,10 +195,27 @@ impl S3Dir {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// The client, for the agent's transport.
-    pub fn client(&self) -> &Client {
-        &self.client
+/// The agent's transport to its place in object storage.
+impl crate::transport::Transport for S3Dir {
+    fn read_to(&mut self, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
+        let (place, key) = self.locate(rel)?;
+        self.client.get_to(place, &key, limit, sink)
+    }
+
+    /// One PUT: the object is replaced whole.
+    fn write(&mut self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        let (place, key) = self.locate(rel)?;
+        self.client.put(place, &key, bytes, false)
+    }
+
+    fn bytes_transferred(&self) -> u64 {
+        self.client.bytes_transferred()
+    }
+
+    fn set_deadline(&mut self, deadline: std::time::Instant) {
+        self.client.set_deadline(deadline);
     }
 }
 

@@ -5,11 +5,22 @@ use std::io;
 
 use futures_util::StreamExt;
 
-use super::{kind_of, temp_name, Kind, SftpTransport};
+use super::{kind_of, Kind, SftpTransport};
 use crate::transport::check_rel;
 
 /// The longest name a directory entry may have (Linux's `NAME_MAX`).
 pub const NAME_MAX: usize = 255;
+
+/// Refused (kind `Unsupported`) unless the server has the extension `name`.
+fn require(supported: bool, name: &str) -> io::Result<()> {
+    match supported {
+        true => Ok(()),
+        false => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the sftp server lacks {name} (OpenSSH has it)"),
+        )),
+    }
+}
 
 /// What a publisher does besides reading: directories, new files, renames, removals. Paths
 /// are relative to the base ([`SftpTransport::with_base`]).
@@ -27,24 +38,17 @@ impl SftpTransport {
 
     /// `rel` on the server (checked), or the base itself for `""`.
     fn at_or_base(&self, rel: &str) -> io::Result<std::path::PathBuf> {
-        if rel.is_empty() {
-            return Ok(match self.base.as_os_str().is_empty() {
-                true => ".".into(),
-                false => self.base.clone(),
-            });
+        match (rel, self.base.as_os_str().is_empty()) {
+            ("", true) => Ok(".".into()),
+            ("", false) => Ok(self.base.clone()),
+            _ => self.checked(rel),
         }
-        check_rel(rel)?;
-        Ok(self.at(rel))
     }
 
-    /// Every entry of directory `rel` with its kind (links are listed, never followed).
-    pub fn entries(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
-        self.entries_at_most(rel, usize::MAX)
-    }
-
-    /// As [`SftpTransport::entries`], refused (error [`io::ErrorKind::InvalidData`]) past
-    /// `limit` entries or at a name longer than [`NAME_MAX`] bytes (no file system makes
-    /// one): a directory someone filled without end is not read to the end.
+    /// Every entry of directory `rel` with its kind (links are listed, never followed),
+    /// refused (error [`io::ErrorKind::InvalidData`]) past `limit` entries or at a name
+    /// longer than [`NAME_MAX`] bytes (no file system makes one): a directory someone
+    /// filled without end is not read to the end.
     pub fn entries_at_most(&mut self, rel: &str, limit: usize) -> io::Result<Vec<(String, Kind)>> {
         let path = self.at_or_base(rel)?;
         let mut fs = self.sftp().fs();
@@ -73,8 +77,7 @@ impl SftpTransport {
 
     /// Creates the directory `rel` with `mode`.
     pub fn mkdir(&mut self, rel: &str, mode: u16) -> io::Result<()> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.checked(rel)?;
         let mut fs = self.sftp().fs();
         self.block(async {
             fs.dir_builder()
@@ -88,8 +91,7 @@ impl SftpTransport {
     /// holding `bytes`, with `mode`, flushed to disk when the server can
     /// (`fsync@openssh.com`).
     pub fn create(&mut self, rel: &str, bytes: &[u8], mode: u16) -> io::Result<()> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.checked(rel)?;
         let sftp = self.sftp();
         let fsync = sftp.support_fsync();
         self.block(async {
@@ -109,15 +111,8 @@ impl SftpTransport {
     /// Renames `from` to `to` with `posix-rename@openssh.com`: atomic, and replacing a
     /// file at `to` (a directory only when empty). Refused by a server without it.
     pub fn posix_rename(&mut self, from: &str, to: &str) -> io::Result<()> {
-        check_rel(from)?;
-        check_rel(to)?;
-        if !self.sftp().support_posix_rename() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the sftp server lacks posix-rename@openssh.com (OpenSSH has it)",
-            ));
-        }
-        let (from, to) = (self.at(from), self.at(to));
+        let (from, to) = (self.checked(from)?, self.checked(to)?);
+        require(self.sftp().support_posix_rename(), "posix-rename@openssh.com")?;
         let mut fs = self.sftp().fs();
         self.block(fs.rename(&from, &to))
     }
@@ -130,31 +125,11 @@ impl SftpTransport {
     /// the bytes sent.
     pub fn upload(&mut self, rel: &str, from: &mut dyn io::Read, mode: u16) -> io::Result<u64> {
         check_rel(rel)?;
-        if !self.sftp().support_posix_rename() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the sftp server lacks posix-rename@openssh.com (OpenSSH has it)",
-            ));
-        }
+        require(self.sftp().support_posix_rename(), "posix-rename@openssh.com")?;
         let sftp = self.sftp();
-        let mut created = None;
-        let mut failure = None;
-        for _ in 0..8 {
-            let tmp = temp_name(rel);
-            match self.block(sftp.options().write(true).create_new(true).open(self.at(&tmp))) {
-                Ok(file) => {
-                    created = Some((tmp, file));
-                    break;
-                }
-                // sftp says only "failure" for a name taken: try another, unless stuck.
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
-                Err(e) => failure = Some(e),
-            }
-        }
-        let Some((tmp, mut file)) = created else {
-            let why = failure.map_or(String::new(), |e| format!(": {e}"));
-            return Err(io::Error::other(format!("no temp file could be created{why}")));
-        };
+        let (tmp, mut file) = self
+            .runtime
+            .block_on(self.create_temp(rel, "no temp file could be created"))?;
         let fsync = sftp.support_fsync();
         let (path, tmp_path) = (self.at(rel), self.at(&tmp));
         let mut sent = 0u64;
@@ -191,16 +166,14 @@ impl SftpTransport {
 
     /// Removes the file or link `rel`.
     pub fn remove_file(&mut self, rel: &str) -> io::Result<()> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.checked(rel)?;
         let mut fs = self.sftp().fs();
         self.block(fs.remove_file(&path))
     }
 
     /// Removes the empty directory `rel`.
     pub fn remove_dir(&mut self, rel: &str) -> io::Result<()> {
-        check_rel(rel)?;
-        let path = self.at(rel);
+        let path = self.checked(rel)?;
         let mut fs = self.sftp().fs();
         self.block(fs.remove_dir(&path))
     }
@@ -215,15 +188,8 @@ impl SftpTransport {
     /// Makes `to` a new name of the file `from` with `hardlink@openssh.com` (the server's
     /// `link(2)`, which follows no link); refused by a server without it.
     pub fn hard_link(&mut self, from: &str, to: &str) -> io::Result<()> {
-        check_rel(from)?;
-        check_rel(to)?;
-        if !self.sftp().support_hardlink() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the sftp server lacks hardlink@openssh.com (OpenSSH has it)",
-            ));
-        }
-        let (from, to) = (self.at(from), self.at(to));
+        let (from, to) = (self.checked(from)?, self.checked(to)?);
+        require(self.sftp().support_hardlink(), "hardlink@openssh.com")?;
         let mut fs = self.sftp().fs();
         self.block(fs.hard_link(&from, &to))
     }
