@@ -38,7 +38,7 @@ const FORMAT: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
-    /// Always [`FORMAT`].
+    /// The file's format: 1.
     pub format: u32,
     /// The digest of what the fleet publishes ([`publish::content_digest`]) when it started.
     pub fleet: String,

@@ -5,7 +5,7 @@
 //!
 //! [`url`] says where each host's place is, [`credentials`] what requests are signed with,
 //! [`client`] makes the requests, [`dir`] lays the server layout over them (the admin's
-//! side); the agent's way in is [`crate::transport::S3Transport`].
+//! side) and is the agent's [`crate::transport::Transport`] too.
 
 pub mod client;
 pub mod credentials;
