@@ -144,8 +144,11 @@ fn place_paths(
     report: &mut Report,
 ) {
     if opts.mount {
-        links::link_paths(tree, family, present, old, report);
-        links::link_templates(&opts.root, present_templates, old_templates, report);
+        let stable = tree.link_path(family);
+        links::place_links(&stable, (present, old), |s| (&s.name, &s.path), "", report);
+        let stable = opts.root.join(templates::TEMPLATES_LINK);
+        let templates = (present_templates, old_templates);
+        links::place_links(&stable, templates, |t| (&t.name, &t.path), "templates/", report);
     } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
         report.warnings.push(
             "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
