@@ -93,26 +93,16 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, GenerateError> {
             secret_only(Zeroizing::new(text.as_bytes().to_vec()))
         }
         Kind::SshEd25519 => {
-            let key =
-                ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519).map_err(|source| {
-                    GenerateError::SshKey {
-                        what: "making an ed25519 key",
-                        source,
-                    }
-                })?;
-            let private =
-                key.to_openssh(ssh_key::LineEnding::LF)
-                    .map_err(|source| GenerateError::SshKey {
-                        what: "encoding the ed25519 key",
-                        source,
-                    })?;
+            let failed = |what| move |source| GenerateError::SshKey { what, source };
+            let key = ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
+                .map_err(failed("making an ed25519 key"))?;
+            let private = key
+                .to_openssh(ssh_key::LineEnding::LF)
+                .map_err(failed("encoding the ed25519 key"))?;
             let public = key
                 .public_key()
                 .to_openssh()
-                .map_err(|source| GenerateError::SshKey {
-                    what: "encoding the ed25519 public key",
-                    source,
-                })?;
+                .map_err(failed("encoding the ed25519 public key"))?;
             Generated {
                 secret: Zeroizing::new(private.as_bytes().to_vec()),
                 public: Some(format!("{public}\n")),
