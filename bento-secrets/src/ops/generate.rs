@@ -229,13 +229,10 @@ pub fn select<'a>(fleet: &'a Fleet, names: &[String], force: bool) -> Result<Vec
         .iter()
         .map(|name| {
             let rule = fleet.rule(name)?;
-            match rule.generate {
-                Some(_) => Ok(rule),
-                None => Err(Error::NotGenerated {
-                    name: name.clone(),
-                    rules: crate::fleet::RULES_FILE.to_owned(),
-                }),
-            }
+            rule.generate.map(|_| rule).ok_or_else(|| Error::NotGenerated {
+                name: name.clone(),
+                rules: crate::fleet::RULES_FILE.to_owned(),
+            })
         })
         .collect()
 }
@@ -255,20 +252,12 @@ pub fn run(
     let mut entries: Vec<(String, LockEntry)> = Vec::new();
     let mut outcomes = Vec::new();
     let mut loaded: Option<Identities> = None;
-    let mut result = Ok(());
-    for rule in targets {
-        let step = one(fleet, held, rule, force, &lock, &mut loaded, ids);
-        match step {
-            Ok((outcome, entry)) => {
-                entries.extend(entry.map(|e| (rule.name.clone(), e)));
-                outcomes.push((rule.name.clone(), outcome));
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = targets.iter().try_for_each(|rule| {
+        let (outcome, entry) = one(fleet, held, rule, force, &lock, &mut loaded, ids)?;
+        entries.extend(entry.map(|e| (rule.name.clone(), e)));
+        outcomes.push((rule.name.clone(), outcome));
+        Ok(())
+    });
     store::record_onto(
         fleet,
         held,
