@@ -239,11 +239,8 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
     let dir = rules_path.parent().unwrap_or(Path::new(""));
     let dir_shown = dir.display().to_string();
     let rules = Rules {
-        admins: Vec::new(),
-        groups: BTreeMap::new(),
         secrets,
-        warnings: Vec::new(),
-        templates: BTreeMap::new(),
+        ..Rules::default()
     };
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")
