@@ -1,6 +1,6 @@
 //! Who owns an activated secret: user and group names resolved to ids on the host.
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Group, Uid, User};
 
 /// A resolved owner: uid and gid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,14 +93,6 @@ pub fn user(name: &str) -> Option<Owner> {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
     })
-}
-
-/// The name of group `gid`, for messages.
-pub fn group_name(gid: u32) -> String {
-    Group::from_gid(Gid::from_raw(gid))
-        .ok()
-        .flatten()
-        .map_or_else(|| gid.to_string(), |g| g.name)
 }
 
 #[cfg(test)]

@@ -187,31 +187,23 @@ impl Manifest {
                 ));
             }
         }
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|s| ("secret", s.validate(), &s.name, &s.file, &s.sha256));
+        let templates = self
+            .templates
+            .iter()
+            .map(|t| ("template", t.validate(), &t.name, &t.file, &t.sha256));
         let mut seen = std::collections::BTreeSet::new();
-        for spec in &self.secrets {
-            spec.validate()
-                .map_err(|e| ManifestError(escape_controls(&e.to_string())))?;
-            if !seen.insert(spec.name.as_str()) {
-                return bad(format!("secret `{}` is listed twice", spec.name));
+        for (what, valid, name, file, sha256) in secrets.chain(templates) {
+            valid.map_err(|e| ManifestError(escape_controls(&e.to_string())))?;
+            if !seen.insert((what, name)) {
+                return bad(format!("{what} `{name}` is listed twice"));
             }
-            if self.files.get(spec.file.as_str()).map(Sha256::as_str) != Some(spec.sha256.as_str()) {
+            if self.files.get(file.as_str()).map(Sha256::as_str) != Some(sha256.as_str()) {
                 return bad(format!(
-                    "secret `{}`: {} is not in files with the same sha256",
-                    spec.name, spec.file
-                ));
-            }
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for spec in &self.templates {
-            spec.validate()
-                .map_err(|e| ManifestError(escape_controls(&e.to_string())))?;
-            if !seen.insert(spec.name.as_str()) {
-                return bad(format!("template `{}` is listed twice", spec.name));
-            }
-            if self.files.get(spec.file.as_str()).map(Sha256::as_str) != Some(spec.sha256.as_str()) {
-                return bad(format!(
-                    "template `{}`: {} is not in files with the same sha256",
-                    spec.name, spec.file
+                    "{what} `{name}`: {file} is not in files with the same sha256"
                 ));
             }
         }

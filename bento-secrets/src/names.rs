@@ -77,19 +77,15 @@ fn abs_path_check(path: &str) -> Result<(), NameError> {
         .ok_or_else(|| NameError::AbsPath(path.escape_default().to_string()))
 }
 
-/// The rule shared by host, secret, group, template and admin names: letters, digits, `.`,
-/// `_` and `-`, not empty, not starting with `.` or `-` (so never `.`, `..`, or an option).
-fn name_ok(name: &str) -> bool {
+/// Whether `name` may name a host, secret, group, template or admin (see [`HostName`]):
+/// letters, digits, `.`, `_` and `-`, not empty, not starting with `.` or `-` (so never
+/// `.`, `..`, or an option).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(['.', '-'])
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// Whether `name` may name a host, secret, group, template or admin (see [`HostName`]).
-pub fn valid_name(name: &str) -> bool {
-    name_ok(name)
 }
 
 /// Whether `rel` is a relative path that stays inside its directory: not empty, not
@@ -202,14 +198,14 @@ checked_string!(
     /// A host's name: its `keys/hosts/<name>.pub`, its `hosts/<name>/`, its server directory
     /// and sftp user. Letters, digits, `.`, `_`, `-`; not first `.` or `-`.
     HostName,
-    |s| name_ok(s).then_some(()).ok_or_else(|| NameError::Host(s.escape_default().to_string()))
+    |s| valid_name(s).then_some(()).ok_or_else(|| NameError::Host(s.escape_default().to_string()))
 );
 
 checked_string!(
     /// A secret's name (also a template's): its file on the host, `<root>/secrets/<name>`.
     /// The same characters as a [`HostName`].
     SecretName,
-    |s| name_ok(s).then_some(()).ok_or_else(|| NameError::Secret(s.escape_default().to_string()))
+    |s| valid_name(s).then_some(()).ok_or_else(|| NameError::Secret(s.escape_default().to_string()))
 );
 
 checked_string!(

@@ -75,36 +75,92 @@ pub enum SpecError {
     },
 }
 
-/// One secret of a bundle, with its runtime attributes: a rule's `FileAttrs` as wire text,
-/// kept field by field (no `flatten`: it does not combine with `deny_unknown_fields`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSpec {
-    /// The secret's name; it lands at `<root>/secrets/<name>`.
-    pub name: String,
-    /// The ciphertext, relative to the bundle: `secrets/<name>.age`.
-    pub file: String,
-    /// Hex SHA-256 of the ciphertext.
-    pub sha256: String,
-    /// Owner of the activated file.
-    pub owner: String,
-    /// Group of the activated file; absent: the owner's primary group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Octal mode, as in the rules (`"0400"`).
-    pub mode: String,
-    /// Optional stable path that gets a symlink to the activated file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Units restarted when the content changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restart_units: Vec<String>,
-    /// Units reloaded when the content changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reload_units: Vec<String>,
-    /// Activated before users exist (`bento activate --phase users`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub needed_for_users: bool,
+/// Declares a spec of a bundle: the fields a secret's and a template's share (a rule's
+/// `FileAttrs` as wire text, kept field by field: `flatten` does not combine with
+/// `deny_unknown_fields`), then `$own`, and the checks of the shared attributes.
+macro_rules! spec {
+    ($(#[$doc:meta])* $spec:ident { $($(#[$own_meta:meta])* pub $own:ident: $own_type:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $spec {
+            /// The name; it lands at `<root>/secrets/<name>` or `<root>/templates/<name>`.
+            pub name: String,
+            /// The file in the bundle: `secrets/<name>.age` or `templates/<name>`.
+            pub file: String,
+            /// Hex SHA-256 of the file.
+            pub sha256: String,
+            /// Owner of the activated or rendered file.
+            pub owner: String,
+            /// Group of the file; absent: the owner's primary group.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub group: Option<String>,
+            /// Octal mode, as in the rules (`"0400"`).
+            pub mode: String,
+            /// Optional stable path that gets a symlink to the file.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub path: Option<String>,
+            /// Units restarted when the content changes.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub restart_units: Vec<String>,
+            /// Units reloaded when the content changes.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub reload_units: Vec<String>,
+            $($(#[$own_meta])* pub $own: $own_type,)*
+        }
+
+        impl $spec {
+            /// Checks what follows the name and the file: the hash, a valid mode without
+            /// setuid, setgid or sticky bits, an absolute `path`, account and unit names.
+            /// Returns the mode, parsed once here.
+            fn checked_attrs(&self) -> Result<Mode, SpecError> {
+                let name = || self.name.clone();
+                if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(SpecError::Sha256(name()));
+                }
+                let mode = Mode::parse(&self.mode).ok_or_else(|| SpecError::ModeNotOctal {
+                    name: name(),
+                    mode: self.mode.clone(),
+                })?;
+                if mode.bits() & SPECIAL_BITS != 0 {
+                    return Err(SpecError::ModeSpecial { name: name(), mode });
+                }
+                if let Some(Err(source)) = self.path.as_deref().map(str::parse::<AbsPath>) {
+                    return Err(SpecError::Invalid { name: name(), source });
+                }
+                let mut accounts = std::iter::once(&self.owner).chain(&self.group);
+                if let Some(account) = accounts.find(|a| !valid_account(a)) {
+                    return Err(SpecError::Account {
+                        name: name(),
+                        account: account.clone(),
+                    });
+                }
+                let mut units = self.restart_units.iter().chain(&self.reload_units);
+                if let Some(unit) = units.find(|u| !UnitName::is_valid(u)) {
+                    return Err(SpecError::Invalid {
+                        name: name(),
+                        source: NameError::Unit(unit.escape_default().to_string()),
+                    });
+                }
+                Ok(mode)
+            }
+        }
+    };
+}
+
+spec! {
+    /// One secret of a bundle, with its runtime attributes.
+    SecretSpec {
+        /// Activated before users exist (`bento activate --phase users`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub needed_for_users: bool,
+    }
+}
+
+spec! {
+    /// One template of a bundle: its text is the bundle file `templates/<name>` (never
+    /// rendered: the host renders it at activation).
+    TemplateSpec {}
 }
 
 impl SecretSpec {
@@ -128,85 +184,15 @@ impl SecretSpec {
     /// file inside `secrets/`, an absolute `path`, a valid mode without setuid, setgid or
     /// sticky bits. Returns the mode, parsed once here.
     pub fn validate(&self) -> Result<Mode, SpecError> {
-        let name = || self.name.clone();
         SecretName::from_str(&self.name)?;
         if self.file != format!("secrets/{}.age", self.name) {
             return Err(SpecError::File {
-                name: name(),
+                name: self.name.clone(),
                 file: self.file.clone(),
             });
         }
-        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(SpecError::Sha256(name()));
-        }
-        let mode = match Mode::parse(&self.mode) {
-            None => {
-                return Err(SpecError::ModeNotOctal {
-                    name: name(),
-                    mode: self.mode.clone(),
-                })
-            }
-            Some(mode) if mode.bits() & SPECIAL_BITS != 0 => {
-                return Err(SpecError::ModeSpecial { name: name(), mode })
-            }
-            Some(mode) => mode,
-        };
-        if let Some(p) = &self.path {
-            if let Err(source) = p.parse::<AbsPath>() {
-                return Err(SpecError::Invalid { name: name(), source });
-            }
-        }
-        for account in std::iter::once(&self.owner).chain(&self.group) {
-            if !valid_account(account) {
-                return Err(SpecError::Account {
-                    name: name(),
-                    account: account.clone(),
-                });
-            }
-        }
-        check_units(&self.name, &self.restart_units, &self.reload_units)?;
-        Ok(mode)
+        self.checked_attrs()
     }
-}
-
-/// Refuses a unit that is not a systemd unit name: the host hands them to `systemctl`.
-fn check_units(name: &str, restart: &[String], reload: &[String]) -> Result<(), SpecError> {
-    match restart.iter().chain(reload).find(|u| !UnitName::is_valid(u)) {
-        Some(unit) => Err(SpecError::Invalid {
-            name: name.to_owned(),
-            source: NameError::Unit(unit.escape_default().to_string()),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// One template of a bundle: its text is the bundle file `templates/<name>` (never
-/// rendered: the host renders it at activation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateSpec {
-    /// The template's name; it renders to `<root>/templates/<name>`.
-    pub name: String,
-    /// The text, relative to the bundle: `templates/<name>`.
-    pub file: String,
-    /// Hex SHA-256 of the text.
-    pub sha256: String,
-    /// Owner of the rendered file.
-    pub owner: String,
-    /// Group of the rendered file; absent: the owner's primary group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Octal mode, as in the rules (`"0400"`).
-    pub mode: String,
-    /// Optional stable path that gets a symlink to the rendered file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Units restarted when the rendered content changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restart_units: Vec<String>,
-    /// Units reloaded when the rendered content changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reload_units: Vec<String>,
 }
 
 impl TemplateSpec {
@@ -228,20 +214,9 @@ impl TemplateSpec {
     /// Checks what a host must not trust blindly, as [`SecretSpec::validate`] does, and
     /// returns the mode.
     pub fn validate(&self) -> Result<Mode, SpecError> {
-        let as_secret = SecretSpec {
-            name: self.name.clone(),
-            file: format!("secrets/{}.age", self.name),
-            sha256: self.sha256.clone(),
-            owner: self.owner.clone(),
-            group: self.group.clone(),
-            mode: self.mode.clone(),
-            path: self.path.clone(),
-            restart_units: self.restart_units.clone(),
-            reload_units: self.reload_units.clone(),
-            needed_for_users: false,
-        };
-        let mode = as_secret
-            .validate()
+        let mode = SecretName::from_str(&self.name)
+            .map_err(SpecError::from)
+            .and_then(|_| self.checked_attrs())
             .map_err(|e| SpecError::Template(Box::new(e)))?;
         if self.file != format!("templates/{}", self.name) {
             return Err(SpecError::TemplateFile {

@@ -20,9 +20,6 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use super::outcome::{Failure, Report};
-use super::templates::TEMPLATES_LINK;
-use crate::secrets_tree::{Family, Tree};
-use crate::spec::{SecretSpec, TemplateSpec};
 
 /// Why a `path` symlink was not placed; one line each.
 #[derive(Debug, thiserror::Error)]
@@ -58,50 +55,17 @@ pub enum LinkError {
     },
 }
 
-/// The `path` symlinks: created for present secrets, removed for secrets that are gone.
-pub(crate) fn link_paths(
-    tree: &Tree,
-    family: Family,
-    present: &[SecretSpec],
-    old: &[SecretSpec],
-    report: &mut Report,
-) {
-    let paths = |s: &[SecretSpec]| -> Vec<(String, Option<String>)> {
-        s.iter().map(|s| (s.name.clone(), s.path.clone())).collect()
-    };
-    place_links(&tree.link_path(family), &paths(present), &paths(old), "", report);
-}
-
-/// The templates' `path` symlinks, to their stable location under `root`.
-pub(crate) fn link_templates(
-    root: &Path,
-    present: &[TemplateSpec],
-    old: &[TemplateSpec],
-    report: &mut Report,
-) {
-    let paths = |t: &[TemplateSpec]| -> Vec<(String, Option<String>)> {
-        t.iter().map(|s| (s.name.clone(), s.path.clone())).collect()
-    };
-    place_links(
-        &root.join(TEMPLATES_LINK),
-        &paths(present),
-        &paths(old),
-        "templates/",
-        report,
-    );
-}
-
-/// `path` symlinks to `<stable>/<name>` for the `present` (name, path) pairs; those of
-/// `old` that are gone are removed when they still point there. Failures are reported
+/// `path` symlinks to `<stable>/<name>` for the `present` specs (`name_and_path` gives
+/// each one's); those of `old` that are gone are removed when they still point there. Failures are reported
 /// under `label_prefix` + name, one line each; the other links are still placed.
-fn place_links(
+pub(crate) fn place_links<S>(
     stable: &Path,
-    present: &[(String, Option<String>)],
-    old: &[(String, Option<String>)],
+    (present, old): (&[S], &[S]),
+    name_and_path: fn(&S) -> (&String, &Option<String>),
     label_prefix: &str,
     report: &mut Report,
 ) {
-    for (name, path) in present {
+    for (name, path) in present.iter().map(name_and_path) {
         let Some(path) = path else { continue };
         if let Err(e) = place_symlink(Path::new(path), &stable.join(name)) {
             report.failed.push(Failure {
@@ -111,8 +75,12 @@ fn place_links(
             });
         }
     }
-    let names: BTreeSet<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
-    for (name, path) in old.iter().filter(|(n, _)| !names.contains(n.as_str())) {
+    let names: BTreeSet<&str> = present.iter().map(|s| name_and_path(s).0.as_str()).collect();
+    for (name, path) in old
+        .iter()
+        .map(name_and_path)
+        .filter(|(n, _)| !names.contains(n.as_str()))
+    {
         if let Some(path) = path {
             // Through a directory that does not pass, nothing is removed.
             let _ = remove_symlink(Path::new(path), &stable.join(name));

@@ -100,7 +100,7 @@ pub fn activate(opts: &Options) -> Result<Report> {
     let next = open_next(opts, family, store, &mut report).map_err(io)?;
     let present = write_secrets(&next, opts.phase, &specs, &modes, prepared, &mut report)?;
     let old_templates_dir = templates::open_old(next.old_dir.as_ref());
-    let old_templates = templates::old_specs(old_templates_dir.as_ref());
+    let old_templates = read_old_specs(old_templates_dir.as_ref());
     let present_templates = templates::write_all(
         &next.gen,
         old_templates_dir.as_ref(),
@@ -144,8 +144,11 @@ fn place_paths(
     report: &mut Report,
 ) {
     if opts.mount {
-        links::link_paths(tree, family, present, old, report);
-        links::link_templates(&opts.root, present_templates, old_templates, report);
+        let stable = tree.link_path(family);
+        links::place_links(&stable, (present, old), |s| (&s.name, &s.path), "", report);
+        let stable = opts.root.join(templates::TEMPLATES_LINK);
+        let templates = (present_templates, old_templates);
+        links::place_links(&stable, templates, |t| (&t.name, &t.path), "templates/", report);
     } else if present.iter().any(|s| s.path.is_some()) || present_templates.iter().any(|s| s.path.is_some()) {
         report.warnings.push(
             "--no-mount: nothing outside the root is touched, so `path` symlinks are not placed".into(),
@@ -184,7 +187,7 @@ fn open_next(opts: &Options, family: Family, store: PathBuf, report: &mut Report
     let tree = Tree::open(&opts.root)?;
     let old_n = tree.current(family);
     let old_dir = old_n.and_then(|n| tree.open_generation(family, n).ok());
-    let old_specs = old_dir.as_ref().map(read_old_specs).unwrap_or_default();
+    let old_specs = read_old_specs(old_dir.as_ref());
     let n = tree.generations(family)?.last().copied().max(old_n).unwrap_or(0) + 1;
     let gen = tree.create_generation(family, n)?;
     let chown = rustix::process::geteuid().is_root();
@@ -401,10 +404,10 @@ fn carry_forward(
     secrets_tree::write_file(gen, name, owner, st.st_mode & 0o7777, bytes, chown)
 }
 
-fn read_old_specs(dir: &OwnedFd) -> Vec<SecretSpec> {
-    secrets_tree::read_file(dir, SPECS_FILE)
-        .ok()
-        .flatten()
+/// The specs the previous generation's secrets (or templates, in their directory) were
+/// written from.
+fn read_old_specs<S: serde::de::DeserializeOwned>(dir: Option<&OwnedFd>) -> Vec<S> {
+    dir.and_then(|d| secrets_tree::read_file(d, SPECS_FILE).ok().flatten())
         .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }
@@ -423,7 +426,7 @@ fn dry_run(
     let old_dir = tree
         .as_ref()
         .and_then(|t| t.current(family).and_then(|n| t.open_generation(family, n).ok()));
-    let old_specs = old_dir.as_ref().map(read_old_specs).unwrap_or_default();
+    let old_specs = read_old_specs(old_dir.as_ref());
     for (spec, prepared) in specs.iter().zip(prepared) {
         let old = old_dir
             .as_ref()
@@ -464,7 +467,7 @@ fn dry_run(
             }),
         }
     }
-    let old_templates = templates::old_specs(old_templates_dir.as_ref());
+    let old_templates = read_old_specs(old_templates_dir.as_ref());
     report
         .removed
         .extend(templates::removed(&old_templates, templates));

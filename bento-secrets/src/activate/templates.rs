@@ -124,14 +124,6 @@ pub fn open_old(old_gen: Option<&OwnedFd>) -> Option<OwnedFd> {
     old_gen.and_then(|d| secrets_tree::open_subdir(d, TEMPLATES_DIR).ok())
 }
 
-/// The specs the previous generation's templates were rendered from.
-pub fn old_specs(old_dir: Option<&OwnedFd>) -> Vec<TemplateSpec> {
-    old_dir
-        .and_then(|d| secrets_tree::read_file(d, SPECS_FILE).ok().flatten())
-        .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
 /// Writes the rendered templates into generation `gen` (a failed one gets its previous
 /// rendering from `old_dir`), classifying each in `report`. Returns the templates now
 /// present; an I/O error (a full RAM filesystem) ends it.
@@ -155,31 +147,18 @@ pub fn write_all(
         match result {
             Ok((content, owner)) => {
                 secrets_tree::write_file(&dir, &spec.name, owner, mode.permissions(), &content, chown)?;
-                let list = match &old {
-                    None => &mut report.added,
-                    Some((before, _)) if before[..] == content[..] => &mut report.unchanged,
-                    Some(_) => &mut report.changed,
-                };
-                list.push(name);
+                super::classify(report, &name, old.as_ref().map(|(b, _)| &b[..]), &content);
                 present.push(spec.clone());
             }
             Err(error) => {
-                let kept = match &old {
-                    Some((bytes, st)) => {
-                        let owner = Owner {
-                            uid: st.st_uid,
-                            gid: st.st_gid,
-                        };
-                        secrets_tree::write_file(&dir, &spec.name, owner, st.st_mode & 0o7777, bytes, chown)?;
-                        present.push(spec.clone());
-                        true
-                    }
-                    None => false,
-                };
+                if old.is_some() {
+                    super::carry_forward(&dir, &spec.name, old.as_ref(), chown)?;
+                    present.push(spec.clone());
+                }
                 report.failed.push(Failure {
                     name,
                     error: error.to_string(),
-                    kept_previous: kept,
+                    kept_previous: old.is_some(),
                 });
             }
         }

@@ -27,12 +27,8 @@ const PASSPHRASE_TRIES: usize = 3;
 /// it: a path taken from `$BENTO_IDENTITY` says so, so that a mistake there is found where
 /// it was made.
 pub fn identity_files(explicit: &[PathBuf]) -> Vec<(PathBuf, String)> {
-    let plain = |p: PathBuf| {
-        let shown = p.display().to_string();
-        (p, shown)
-    };
     if !explicit.is_empty() {
-        return explicit.iter().cloned().map(plain).collect();
+        return explicit.iter().cloned().map(named).collect();
     }
     if let Some(env) = std::env::var_os(IDENTITY_ENV).filter(|v| !v.is_empty()) {
         return std::env::split_paths(&env)
@@ -50,8 +46,14 @@ pub fn identity_files(explicit: &[PathBuf]) -> Vec<(PathBuf, String)> {
         .iter()
         .map(|f| ssh.join(f))
         .filter(|p| p.exists())
-        .map(plain)
+        .map(named)
         .collect()
+}
+
+/// `path` with its name in messages: itself.
+fn named(path: PathBuf) -> (PathBuf, String) {
+    let shown = path.display().to_string();
+    (path, shown)
 }
 
 /// A set of loaded identities, ready to decrypt many files.
@@ -71,10 +73,7 @@ impl std::fmt::Debug for Identities {
 impl Identities {
     /// Loads the identities from `paths`, asking passphrases through `prompt`.
     pub fn load_with(paths: &[PathBuf], prompt: Arc<dyn Prompt>) -> Result<Identities> {
-        let named: Vec<(PathBuf, String)> = paths
-            .iter()
-            .map(|p| (p.clone(), p.display().to_string()))
-            .collect();
+        let named: Vec<(PathBuf, String)> = paths.iter().cloned().map(named).collect();
         Self::load_named(&named, prompt)
     }
 
@@ -123,14 +122,9 @@ impl Identities {
 
 fn read_identity_text(path: &Path, shown: &str) -> Result<Zeroizing<String>> {
     let bytes = crate::plaintext::read_file(path).map_err(|e| Error::io(shown, e))?;
-    match std::str::from_utf8(&bytes) {
-        Ok(s) => Ok(Zeroizing::new(s.to_owned())),
-        Err(_) => Err(Error::input(
-            shown,
-            None,
-            "is not a text file; expected an OpenSSH private key or an age identity file",
-        )),
-    }
+    let not_text = "is not a text file; expected an OpenSSH private key or an age identity file";
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::input(shown, None, not_text))?;
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 fn parse_identity_file(

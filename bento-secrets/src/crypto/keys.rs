@@ -27,18 +27,6 @@ pub enum KeyKind {
     Plugin(String),
 }
 
-impl KeyKind {
-    /// The stanza type age writes for this kind of recipient, when it is fixed.
-    pub fn stanza_tag(&self) -> Option<&'static str> {
-        match self {
-            KeyKind::SshEd25519 => Some("ssh-ed25519"),
-            KeyKind::SshRsa => Some("ssh-rsa"),
-            KeyKind::X25519 => Some("X25519"),
-            KeyKind::Plugin(_) => None,
-        }
-    }
-}
-
 /// Why a line is not a recipient key; the line is quoted shortened and escaped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

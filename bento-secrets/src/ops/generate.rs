@@ -93,26 +93,16 @@ pub fn generate(kind: Kind) -> std::result::Result<Generated, GenerateError> {
             secret_only(Zeroizing::new(text.as_bytes().to_vec()))
         }
         Kind::SshEd25519 => {
-            let key =
-                ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519).map_err(|source| {
-                    GenerateError::SshKey {
-                        what: "making an ed25519 key",
-                        source,
-                    }
-                })?;
-            let private =
-                key.to_openssh(ssh_key::LineEnding::LF)
-                    .map_err(|source| GenerateError::SshKey {
-                        what: "encoding the ed25519 key",
-                        source,
-                    })?;
+            let failed = |what| move |source| GenerateError::SshKey { what, source };
+            let key = ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
+                .map_err(failed("making an ed25519 key"))?;
+            let private = key
+                .to_openssh(ssh_key::LineEnding::LF)
+                .map_err(failed("encoding the ed25519 key"))?;
             let public = key
                 .public_key()
                 .to_openssh()
-                .map_err(|source| GenerateError::SshKey {
-                    what: "encoding the ed25519 public key",
-                    source,
-                })?;
+                .map_err(failed("encoding the ed25519 public key"))?;
             Generated {
                 secret: Zeroizing::new(private.as_bytes().to_vec()),
                 public: Some(format!("{public}\n")),
@@ -239,13 +229,10 @@ pub fn select<'a>(fleet: &'a Fleet, names: &[String], force: bool) -> Result<Vec
         .iter()
         .map(|name| {
             let rule = fleet.rule(name)?;
-            match rule.generate {
-                Some(_) => Ok(rule),
-                None => Err(Error::NotGenerated {
-                    name: name.clone(),
-                    rules: crate::fleet::RULES_FILE.to_owned(),
-                }),
-            }
+            rule.generate.map(|_| rule).ok_or_else(|| Error::NotGenerated {
+                name: name.clone(),
+                rules: crate::fleet::RULES_FILE.to_owned(),
+            })
         })
         .collect()
 }
@@ -265,20 +252,12 @@ pub fn run(
     let mut entries: Vec<(String, LockEntry)> = Vec::new();
     let mut outcomes = Vec::new();
     let mut loaded: Option<Identities> = None;
-    let mut result = Ok(());
-    for rule in targets {
-        let step = one(fleet, held, rule, force, &lock, &mut loaded, ids);
-        match step {
-            Ok((outcome, entry)) => {
-                entries.extend(entry.map(|e| (rule.name.clone(), e)));
-                outcomes.push((rule.name.clone(), outcome));
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = targets.iter().try_for_each(|rule| {
+        let (outcome, entry) = one(fleet, held, rule, force, &lock, &mut loaded, ids)?;
+        entries.extend(entry.map(|e| (rule.name.clone(), e)));
+        outcomes.push((rule.name.clone(), outcome));
+        Ok(())
+    });
     store::record_onto(
         fleet,
         held,

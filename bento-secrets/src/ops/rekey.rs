@@ -168,7 +168,7 @@ pub fn rekey(
         .map(|rule| {
             let result = rekey_one(fleet, rule, &plan(fleet, report, rule, all), ids).map(|(out, entry)| {
                 (
-                    writer.submit(fleet.secret_path(rule), out, store::ciphertext_mode()),
+                    writer.submit(fleet.secret_path(rule), out, store::CIPHERTEXT_MODE),
                     entry,
                 )
             });

@@ -383,27 +383,26 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
                 }
             }
         }
-        Some(_) => {
-            out.push(finding(
-                Kind::ChangedOutsideBento,
-                None,
-                format!(
-                    "{file} changed outside bento (its SHA-256 is not the one in {LOCK_FILE}); \
-                     check who made it, then `{}`",
-                    command("rekey")
-                ),
-            ));
+        entry => {
+            if entry.is_some() {
+                out.push(finding(
+                    Kind::ChangedOutsideBento,
+                    None,
+                    format!(
+                        "{file} changed outside bento (its SHA-256 is not the one in {LOCK_FILE}); \
+                         check who made it, then `{}`",
+                        command("rekey")
+                    ),
+                ));
+            } else if lock.present {
+                out.push(finding(
+                    Kind::NotLocked,
+                    None,
+                    format!("not in {LOCK_FILE}; run `{}` to record it", command("rekey")),
+                ));
+            }
             out.extend(x25519_count(&expected, stanzas, &finding));
         }
-        None if lock.present => {
-            out.push(finding(
-                Kind::NotLocked,
-                None,
-                format!("not in {LOCK_FILE}; run `{}` to record it", command("rekey")),
-            ));
-            out.extend(x25519_count(&expected, stanzas, &finding));
-        }
-        None => out.extend(x25519_count(&expected, stanzas, &finding)),
     }
 
     for (who, (member, keys)) in missing {

@@ -243,16 +243,16 @@ impl Rules {
         let mut secrets = BTreeMap::new();
         let mut warnings = Vec::new();
         let mut files: BTreeMap<String, String> = BTreeMap::new();
-        for (n, raw_secret) in raw.secrets {
+        let checked_name = |n: &Spanned<String>, what: &str| {
             let name = n.get_ref().clone();
-            if !SecretName::is_valid(&name) {
-                return Err(at(
-                    n.span().start,
-                    format!(
-                    "bad secret name `{name}`: use letters, digits, `.`, `_` and `-` (not first: `.` or `-`)"
-                ),
-                ));
+            if SecretName::is_valid(&name) {
+                return Ok(name);
             }
+            let rule = "use letters, digits, `.`, `_` and `-` (not first: `.` or `-`)";
+            Err(at(n.span().start, format!("bad {what} name `{name}`: {rule}")))
+        };
+        for (n, raw_secret) in raw.secrets {
+            let name = checked_name(&n, "secret")?;
             let raw_mode_line = raw_secret.mode.as_ref().map(|m| line_col(text, m.span().start).0);
             let rule = Self::secret(name, n.span().start, raw_secret, &admins, &groups, dir, &at)?;
             if rule.attrs.mode & WORLD_READABLE != 0 {
@@ -276,15 +276,7 @@ impl Rules {
         }
         let mut templates = BTreeMap::new();
         for (n, raw_template) in raw.templates {
-            let name = n.get_ref().clone();
-            if !SecretName::is_valid(&name) {
-                return Err(at(
-                    n.span().start,
-                    format!(
-                    "bad template name `{name}`: use letters, digits, `.`, `_` and `-` (not first: `.` or `-`)"
-                ),
-                ));
-            }
+            let name = checked_name(&n, "template")?;
             let rule = TemplateRule::parse(name, n.span().start, raw_template, &groups, dir, &at)?;
             templates.insert(rule.name.clone(), rule);
         }
@@ -394,15 +386,11 @@ impl Rules {
             raw.reload_units,
             at,
         )?;
-        let generate = match raw.generate {
-            Some(g) => Some(Kind::parse(g.get_ref()).map_err(|e| {
-                at(
-                    g.span().start,
-                    format!("{name}.generate: {e}; the kinds are {KINDS}"),
-                )
-            })?),
-            None => None,
+        let kind = |g: Spanned<String>| {
+            let msg = |e| format!("{name}.generate: {e}; the kinds are {KINDS}");
+            Kind::parse(g.get_ref()).map_err(|e| at(g.span().start, msg(e)))
         };
+        let generate = raw.generate.map(kind).transpose()?;
         Ok(SecretRule {
             name,
             file,

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::file_attrs::FileAttrs;
 use crate::fleet::{Fleet, Note};
 use crate::keys::RecipientKey;
-use crate::names::SecretName;
+use crate::names::{RelPath, SecretName};
 use crate::rules::{Member, Role, Rules, SecretRule};
 
 /// The expression nix-instantiate evaluates: `secrets.nix` (passed as `file`), reduced
@@ -185,7 +185,7 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
                 format!("is {}; write {{ publicKeys = [ … ]; }}", article(kind)),
             ));
         }
-        if !valid_file(attr) {
+        if !RelPath::is_valid(attr) {
             return Err(bad(
                 None,
                 "must be a relative path inside this directory, without `..`".into(),
@@ -239,11 +239,8 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
     let dir = rules_path.parent().unwrap_or(Path::new(""));
     let dir_shown = dir.display().to_string();
     let rules = Rules {
-        admins: Vec::new(),
-        groups: BTreeMap::new(),
         secrets,
-        warnings: Vec::new(),
-        templates: BTreeMap::new(),
+        ..Rules::default()
     };
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -481,13 +478,6 @@ fn nix_error(stderr: &str) -> (NixFailure, Option<Pos>) {
         .find_map(pos_of)
         .or_else(|| lines[..at].iter().rev().find_map(pos_of));
     (NixFailure::of(msg), pos)
-}
-
-fn valid_file(file: &str) -> bool {
-    !file.is_empty()
-        && !file.starts_with('/')
-        && !file.contains('\0')
-        && file.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// `s` with every character outside `[A-Za-z0-9._-]` replaced by `-`, and no leading `.`

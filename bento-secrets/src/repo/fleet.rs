@@ -146,14 +146,12 @@ impl Fleet {
             },
         )?;
         let tracked = std::sync::OnceLock::new();
-        for template in rules.templates.values_mut() {
-            if template.file.is_some() {
-                if tracked.get().is_none() {
-                    let _ = tracked.set(published(root)?);
-                }
-                if let Some(known) = tracked.get() {
-                    template.read_file(known)?;
-                }
+        for template in rules.templates.values_mut().filter(|t| t.file.is_some()) {
+            if tracked.get().is_none() {
+                let _ = tracked.set(published(root)?);
+            }
+            if let Some(known) = tracked.get() {
+                template.read_file(known)?;
             }
         }
         for template in rules.templates.values() {
@@ -428,11 +426,10 @@ fn read_key_dir(root: &Path, rel: &str) -> Result<BTreeMap<String, Vec<Recipient
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io(rel, e)),
     };
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(rel, e))?;
-        paths.push(entry.path());
-    }
+    let mut paths: Vec<PathBuf> = entries
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(rel, e))?;
     paths.sort();
     for path in paths {
         let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();

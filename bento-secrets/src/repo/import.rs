@@ -70,15 +70,12 @@ pub fn import_agenix(root: &Path, _held: &FleetLock, nix: &Path) -> Result<Impor
         ..Imported::default()
     };
     for (name, keys) in &source.hosts {
-        let role = if everywhere.contains(name.as_str()) {
-            "admins"
-        } else {
-            "hosts"
-        };
+        let admin = everywhere.contains(name.as_str());
+        let role = if admin { "admins" } else { "hosts" };
         let rel = format!("keys/{role}/{name}.pub");
         let text: String = keys.iter().map(|k| format!("{}\n", k.text())).collect();
         write_new(root, &rel, text.as_bytes())?;
-        if role == "admins" {
+        if admin {
             &mut imported.admins
         } else {
             &mut imported.hosts

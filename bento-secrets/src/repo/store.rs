@@ -19,7 +19,7 @@ use crate::recipients_lock::{self, Lock, LockEntry, LOCK_FILE, LOCK_MODE};
 use crate::rules::SecretRule;
 
 /// Permissions of ciphertext files: they are public, like the rest of the repo.
-const CIPHERTEXT_MODE: u32 = 0o644;
+pub const CIPHERTEXT_MODE: u32 = 0o644;
 
 /// Reads a secret's ciphertext, or `None` when it does not exist yet.
 pub fn read_ciphertext(fleet: &Fleet, rule: &SecretRule) -> Result<Option<Vec<u8>>> {
@@ -122,11 +122,6 @@ pub fn write_public(fleet: &Fleet, _held: &FleetLock, rule: &SecretRule, line: &
     write_atomic(&public_path(fleet, rule), line.as_bytes(), CIPHERTEXT_MODE)
         .map_err(|e| Error::io(public_shown(fleet, rule), e))?;
     Ok(recipients_lock::sha256_hex(line.as_bytes()))
-}
-
-/// Permissions of a ciphertext file.
-pub fn ciphertext_mode() -> u32 {
-    CIPHERTEXT_MODE
 }
 
 /// Records new lock entries in the fleet's `recipients.lock` (one atomic write), under the
