@@ -56,8 +56,9 @@ pub enum LinkError {
 }
 
 /// `path` symlinks to `<stable>/<name>` for the `present` specs (`name_and_path` gives
-/// each one's); those of `old` that are gone are removed when they still point there. Failures are reported
-/// under `label_prefix` + name, one line each; the other links are still placed.
+/// each one's); those of `old` that are gone are removed when they still point there.
+/// Failures are reported under `label_prefix` + name, one line each; the other links are
+/// still placed.
 pub(crate) fn place_links<S>(
     stable: &Path,
     (present, old): (&[S], &[S]),

@@ -1,7 +1,7 @@
 //! Reading an agenix `secrets.nix`, so bento works in an existing agenix repository.
 //!
 //! The file is evaluated by one `nix-instantiate --eval --strict --json` call, through a
-//! small wrapper expression ([`WRAPPER`]) that reports, per entry, the attribute names
+//! small wrapper expression (`WRAPPER`) that reports, per entry, the attribute names
 //! it has, the types of its values and where in the file it is written
 //! (`builtins.unsafeGetAttrPos`), so that errors name the user's file and line. Attributes
 //! other than `publicKeys` and `armor` are ignored, as agenix and ragenix do.
