@@ -386,6 +386,10 @@ impl Confined {
             return Err(refused(name, "nested more than 64 levels deep"));
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let unlink = |flags| match rustix::fs::unlinkat(&self.fd, name, flags) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(at(name, e)),
+        };
         match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => {
                 let dir = Confined { fd };
@@ -396,19 +400,11 @@ impl Confined {
                         return Err(refused(name, "holds a name that is not UTF-8"));
                     }
                 }
-                match rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-                    Err(e) => Err(at(name, e)),
-                }
+                unlink(rustix::fs::AtFlags::REMOVEDIR)
             }
             Err(rustix::io::Errno::NOENT) => Ok(()),
             // A file, a link (not followed), a FIFO: removed itself.
-            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                match rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-                    Err(e) => Err(at(name, e)),
-                }
-            }
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => unlink(rustix::fs::AtFlags::empty()),
             Err(e) => Err(at(name, e)),
         }
     }

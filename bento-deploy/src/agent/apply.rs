@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bento_secrets::activate::{in_force, Record};
 use ssh_key::PublicKey;
 
 use crate::agent::bundles::{self, diff, installed_manifest};
@@ -25,24 +26,17 @@ use crate::wire::report::{self, Report, State};
 /// before the switch is rolled back.
 const REACHABLE_BUDGET: Duration = Duration::from_secs(120);
 
-/// The names that went live between two readings of the activations in force
-/// ([`bento_secrets::activate::in_force`]): those of every family whose generation moved;
-/// `None` when no activation ran in between.
-fn went_live(
-    before: &[Option<(u64, bento_secrets::activate::Record)>; 2],
-    after: &[Option<(u64, bento_secrets::activate::Record)>; 2],
-) -> Option<Vec<String>> {
-    let mut names = std::collections::BTreeSet::new();
-    let mut moved = false;
-    for (b, a) in before.iter().zip(after) {
-        if let Some((n, record)) = a {
-            if b.as_ref().map(|(m, _)| m) != Some(n) {
-                moved = true;
-                names.extend(record.names());
-            }
-        }
-    }
-    moved.then(|| names.into_iter().collect())
+/// The names that went live since `before` was read ([`in_force`] under `root`): those
+/// of every family whose generation moved; `None` when no activation ran in between.
+fn went_live(before: &[Option<(u64, Record)>; 2], root: &Path) -> Option<Vec<String>> {
+    let moved: Vec<Record> = before
+        .iter()
+        .zip(in_force(root))
+        .filter_map(|(b, a)| a.filter(|(n, _)| b.as_ref().map(|(m, _)| m) != Some(n)))
+        .map(|(_, record)| record)
+        .collect();
+    let names: std::collections::BTreeSet<String> = moved.iter().flat_map(Record::names).collect();
+    (!moved.is_empty()).then(|| names.into_iter().collect())
 }
 
 /// One run about generation `generation`.
@@ -119,7 +113,7 @@ impl Run<'_> {
                 None => std::fs::remove_file(run.current_link()),
             };
         };
-        let before = bento_secrets::activate::in_force(&self.config.secrets_root);
+        let before = in_force(&self.config.secrets_root);
         if changes.config {
             let switched = match &system {
                 Some(system) => self.switch_system(system),
@@ -130,9 +124,7 @@ impl Run<'_> {
                 return Err(e);
             }
             if !self.server_reachable() {
-                // The rollback puts the host back: it gets a full run_timeout of its own.
-                let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
-                let rolled = self.command_until("rollback", &self.config.rollback.clone(), &[], deadline);
+                let rolled = self.rollback();
                 restore(self);
                 return Err(AgentError::RolledBack {
                     rollback: rolled.err(),
@@ -147,19 +139,14 @@ impl Run<'_> {
                 // The previous bundle is current again before the system's rollback, whose
                 // activation installs its secrets.
                 restore(self);
-                let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
-                let rolled = self.command_until("rollback", &self.config.rollback.clone(), &[], deadline);
                 return Err(AgentError::Unhealthy {
                     failure,
-                    rollback: rolled.err().map(|e| e.to_string()),
+                    rollback: self.rollback().err().map(|e| e.to_string()),
                 });
             }
             // The rebuild's activation decrypts the secrets (the NixOS module runs `bento
             // activate`): what went live is what its records say, not what was expected.
-            let live = went_live(
-                &before,
-                &bento_secrets::activate::in_force(&self.config.secrets_root),
-            );
+            let live = went_live(&before, &self.config.secrets_root);
             if live.is_none() && !changes.secrets.is_empty() {
                 self.note = Some(format!(
                     "the rebuild activated no secret (no `bento activate` ran under {}): {} changed \
@@ -177,10 +164,7 @@ impl Run<'_> {
             Ok((State::Applied, live.unwrap_or_default()))
         } else if !changes.secrets.is_empty() || old.is_none() {
             let result = self.activate();
-            let live = went_live(
-                &before,
-                &bento_secrets::activate::in_force(&self.config.secrets_root),
-            );
+            let live = went_live(&before, &self.config.secrets_root);
             if let Err(e) = result {
                 restore(self);
                 return Err(e);
@@ -305,7 +289,14 @@ impl Run<'_> {
         self.command_until(what, line, extra, self.deadline)
     }
 
-    pub(super) fn command_until(
+    /// Runs the rollback command. It puts the host back: it gets a full `run_timeout` of
+    /// its own, whatever is left of the run's.
+    pub(super) fn rollback(&mut self) -> Result<(), CommandError> {
+        let deadline = Instant::now() + Duration::from_secs(self.config.run_timeout);
+        self.command_until("rollback", &self.config.rollback.clone(), &[], deadline)
+    }
+
+    fn command_until(
         &mut self,
         what: &'static str,
         line: &CommandLine,

@@ -60,7 +60,7 @@ impl Run<'_> {
             .mode(0o700)
             .create(staging.join(NAR_DIR));
         made.and_then(|()| std::fs::write(staging.join(CACHE_INFO), CACHE_INFO_TEXT))
-            .map_err(|e| AgentError::install(staging.display().to_string(), e))?;
+            .map_err(|e| AgentError::install(staging.display(), e))?;
         let fetched = self.download_and_import(t, &staging, &missing);
         let _ = std::fs::remove_dir_all(&staging);
         fetched?;
@@ -144,10 +144,9 @@ impl Run<'_> {
         staging: &Path,
         missing: &[(Vec<u8>, NarInfo)],
     ) -> Result<(), AgentError> {
-        let failed = |what: &Path, e: std::io::Error| AgentError::install(what.display().to_string(), e);
         for (bytes, info) in missing {
             let file = staging.join(narinfo_name(&info.store_path));
-            std::fs::write(&file, bytes).map_err(|e| failed(&file, e))?;
+            std::fs::write(&file, bytes).map_err(|e| AgentError::install(file.display(), e))?;
         }
         let order = dependencies_first(missing);
         let nix = CommandLine::of(&self.config.nix, &[]);
@@ -157,20 +156,18 @@ impl Run<'_> {
             let (batches, received) = std::sync::mpsc::channel::<Vec<String>>();
             let importer = scope.spawn(move || {
                 let mut log = Vec::new();
-                for paths in received {
+                let imported = received.into_iter().try_for_each(|paths| {
                     let args: Vec<String> = base.iter().cloned().chain(paths).collect();
-                    let job = Job {
+                    Job {
                         what: "import",
                         line: &nix,
                         extra: &args,
                         deadline,
                         run_timeout,
-                    };
-                    if let Err(e) = job.run(&mut log) {
-                        return (log, Err(e));
                     }
-                }
-                (log, Ok(()))
+                    .run(&mut log)
+                });
+                (log, imported)
             });
             let mut names = BTreeSet::new();
             let downloaded = order.chunks(BATCH).try_for_each(|batch| {
@@ -198,17 +195,20 @@ impl Run<'_> {
     /// Downloads `nars` into `staging`, each bounded by its sizes, several at once where
     /// the transport can.
     fn download(&self, t: &mut dyn Transport, staging: &Path, nars: &[&NarInfo]) -> Result<(), AgentError> {
-        let failed = |what: &Path, e: std::io::Error| AgentError::install(what.display().to_string(), e);
+        let nar = |info: &NarInfo| staging.join(NAR_DIR).join(&info.nar_file);
+        let failed = |info: &NarInfo, e| AgentError::install(nar(info).display(), e);
         let rels: Vec<String> = nars
             .iter()
             .map(|i| format!("{CACHE}/{NAR_DIR}/{}", i.nar_file))
             .collect();
-        let mut sinks = Vec::with_capacity(nars.len());
-        for info in nars {
-            let nar = staging.join(NAR_DIR).join(&info.nar_file);
-            let out = std::fs::File::create(&nar).map_err(|e| failed(&nar, e))?;
-            sinks.push(BufWriter::new(out));
-        }
+        let mut sinks = nars
+            .iter()
+            .map(|i| {
+                std::fs::File::create(nar(i))
+                    .map(BufWriter::new)
+                    .map_err(|e| failed(i, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut downloads: Vec<Download<'_>> = nars
             .iter()
             .zip(&rels)
@@ -223,8 +223,7 @@ impl Run<'_> {
         drop(downloads);
         for (((info, rel), sink), got) in nars.iter().zip(&rels).zip(sinks.iter_mut()).zip(results) {
             let got = got.map_err(|e| AgentError::download(rel, e, self.config.run_timeout))?;
-            sink.flush()
-                .map_err(|e| failed(&staging.join(NAR_DIR).join(&info.nar_file), e))?;
+            sink.flush().map_err(|e| failed(info, e))?;
             if got != info.file_size {
                 return Err(AgentError::NarSize {
                     rel: rel.clone(),
@@ -296,7 +295,7 @@ fn dependencies_first(missing: &[(Vec<u8>, NarInfo)]) -> Vec<&NarInfo> {
 /// `nix copy` from the staging cache, trusting the pinned keys only; the paths follow.
 fn import_args(keys: &[String], staging: &Path) -> Vec<String> {
     let keys = keys.join(" ");
-    let mut args: Vec<String> = [
+    [
         "--extra-experimental-features",
         "nix-command",
         "copy",
@@ -309,11 +308,10 @@ fn import_args(keys: &[String], staging: &Path) -> Vec<String> {
         &keys,
         "--from",
     ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
-    args.push(format!("file://{}", staging.display()));
-    args
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("file://{}", staging.display())])
+    .collect()
 }
 
 /// The program `name` beside `nix` (`/…/bin/nix` → `/…/bin/name`; a bare `nix` → `name`).

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Mutex;
@@ -82,20 +82,13 @@ impl Job<'_> {
         let what = self.what;
         let program = self.line.program();
         log.extend_from_slice(format!("$ {} {}\n", self.line, self.extra.join(" ")).as_bytes());
-        let mut child = Command::new(program)
-            .args(self.line.args())
-            .args(self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: at the deadline, everything it started is stopped.
-            .process_group(0)
-            .spawn()
-            .map_err(|source| CommandError::Spawn {
+        let mut child = spawn(program, self.line.args().iter().chain(self.extra)).map_err(|source| {
+            CommandError::Spawn {
                 what,
                 program: program.to_owned(),
                 source,
-            })?;
+            }
+        })?;
         let group = Pid::from_child(&child);
         let shared = Mutex::new(Vec::new());
         let last_err = Mutex::new(String::new());
@@ -258,14 +251,7 @@ pub(crate) fn capture(program: &str, args: &[String], deadline: Instant) -> Capt
         stdout,
         stderr,
     };
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-    {
+    let mut child = match spawn(program, args) {
         Ok(child) => child,
         Err(e) => {
             return done(
@@ -275,7 +261,7 @@ pub(crate) fn capture(program: &str, args: &[String], deadline: Instant) -> Capt
             )
         }
     };
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
+    fn read(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
             if let Some(pipe) = pipe {
@@ -283,9 +269,9 @@ pub(crate) fn capture(program: &str, args: &[String], deadline: Instant) -> Capt
             }
             String::from_utf8_lossy(&bytes).into_owned()
         })
-    };
-    let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    }
+    let out = read(child.stdout.take());
+    let err = read(child.stderr.take());
     let group = Pid::from_child(&child);
     // Looked at soon, then less often: a quick command (a health check's `true`) is not
     // kept waiting a whole pause.
@@ -319,14 +305,25 @@ pub(crate) fn capture(program: &str, args: &[String], deadline: Instant) -> Capt
 /// nixos-rebuild and bento write it (after a `program:` prefix too).
 /// A bare `error:` (nix's first line since 2.13, the cause comes lines later) says nothing.
 fn is_error_line(line: &str) -> bool {
-    let rest = match line.strip_prefix("error:") {
-        Some(rest) => rest,
-        None => match line.split_once(": error:") {
-            Some((_, rest)) => rest,
-            None => return false,
-        },
-    };
-    !rest.trim().is_empty()
+    let rest = line
+        .strip_prefix("error:")
+        .or_else(|| line.split_once(": error:").map(|(_, rest)| rest));
+    rest.is_some_and(|rest| !rest.trim().is_empty())
+}
+
+/// Starts `program args` (no shell, stdin from /dev/null, its output piped) in a process
+/// group of its own: at the deadline, everything it started is stopped.
+fn spawn<A: AsRef<std::ffi::OsStr>>(
+    program: &str,
+    args: impl IntoIterator<Item = A>,
+) -> std::io::Result<Child> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub enum AgentError {
     },
     /// The manifest's signature is not a trusted admin's.
     #[error(transparent)]
-    Signature(SignatureError),
+    Signature(#[from] SignatureError),
     /// The manifest is not one a host accepts.
     #[error(transparent)]
     Manifest(crate::Error),
@@ -387,9 +387,9 @@ impl AgentError {
     }
 
     /// Writing `what` into the state dir failed.
-    pub(crate) fn install(what: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn install(what: impl std::fmt::Display, source: io::Error) -> Self {
         AgentError::Install {
-            what: what.into(),
+            what: what.to_string(),
             source,
         }
     }

@@ -147,8 +147,7 @@ impl Fetch<'_> {
         let manifest_bytes = get(MANIFEST_FILE, MANIFEST_LIMIT)?;
         let sig = get(SIGNATURE_FILE, SIGNATURE_LIMIT)?;
         let sig = String::from_utf8_lossy(&sig);
-        crate::sign::verify_threshold(&manifest_bytes, &sig, self.trusted, self.required_signatures)
-            .map_err(AgentError::Signature)?;
+        crate::sign::verify_threshold(&manifest_bytes, &sig, self.trusted, self.required_signatures)?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| AgentError::Manifest(e.into()))?;
         if manifest.host.as_str() != self.host {
             return Err(AgentError::WrongHost {
@@ -168,25 +167,25 @@ impl Fetch<'_> {
             manifest.size(path).map_err(|e| AgentError::Manifest(e.into()))?;
         }
 
-        let failed = |what: &str, e: io::Error| AgentError::install(what, e);
-        std::fs::create_dir_all(self.bundles).map_err(|e| failed(&self.bundles.display().to_string(), e))?;
+        let failed = |e| AgentError::install(self.bundles.display(), e);
+        std::fs::create_dir_all(self.bundles).map_err(failed)?;
         // Removed on every early return: nothing half-downloaded stays behind.
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{g}."))
             .tempdir_in(self.bundles)
-            .map_err(|e| failed(&self.bundles.display().to_string(), e))?;
+            .map_err(failed)?;
         for (name, bytes) in [
             (MANIFEST_FILE, &manifest_bytes[..]),
             (SIGNATURE_FILE, sig.as_bytes()),
         ] {
             create(&staging.path().join(name))
                 .and_then(|mut f| f.write_all(bytes))
-                .map_err(|e| failed(&format!("installing {name}"), e))?;
+                .map_err(|e| AgentError::install(format_args!("installing {name}"), e))?;
         }
         for (path, hash) in &manifest.files {
             let size = manifest.size(path).map_err(|e| AgentError::Manifest(e.into()))?;
-            let file = create(&staging.path().join(path.as_str()))
-                .map_err(|e| failed(&format!("installing {path}"), e))?;
+            let installing = |e| AgentError::install(format_args!("installing {path}"), e);
+            let file = create(&staging.path().join(path.as_str())).map_err(installing)?;
             let mut sink = Hashing {
                 out: BufWriter::new(file),
                 hasher: Sha256::new(),
@@ -209,15 +208,14 @@ impl Fetch<'_> {
                     size,
                 });
             }
-            sink.flush()
-                .map_err(|e| failed(&format!("installing {path}"), e))?;
+            sink.flush().map_err(installing)?;
             if Sha256Digest::from_digest(&sink.hasher.finalize().into()) != *hash {
                 return Err(AgentError::Hash { path: path.clone() });
             }
         }
         // One sync makes every file and directory of the staging dir durable; then the
         // rename, made durable by syncing the bundles dir.
-        let install = |e: io::Error| failed("installing the bundle", e);
+        let install = |e: io::Error| AgentError::install("installing the bundle", e);
         let staged = File::open(staging.path()).map_err(install)?;
         rustix::fs::syncfs(&staged).map_err(|e| install(e.into()))?;
         let final_dir = self.bundles.join(g.to_string());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bento_secrets::error::escape_controls;
 
-use crate::agent::command::{capture, first_line, Captured, Ended};
+use crate::agent::command::{capture, first_line, Ended};
 use crate::agent::config::{CommandLine, Health};
 use crate::wire::report::Unhealthy;
 
@@ -41,52 +41,44 @@ fn sleep_until(when: Instant) {
 
 /// One round: the failed units, then each command; the first failure.
 fn round(health: &Health, until: Instant) -> Option<Unhealthy> {
-    if health.failed_units {
-        if let Some(failure) = failed_units(&health.systemctl, until) {
-            return Some(failure);
-        }
+    match health
+        .failed_units
+        .then(|| failed_units(&health.systemctl, until))
+    {
+        Some(Some(failure)) => Some(failure),
+        _ => health.commands.iter().find_map(|line| command(line, until)),
     }
-    health.commands.iter().find_map(|line| command(line, until))
 }
 
 /// `systemctl --failed`: any unit listed fails the check.
 fn failed_units(systemctl: &str, until: Instant) -> Option<Unhealthy> {
     let args = ["--failed", "--no-legend", "--plain", "--no-pager"].map(String::from);
-    let captured = capture(systemctl, &args, until);
-    let check = "failed units".to_owned();
-    match captured.stdout_if_success() {
-        Ok(out) => {
-            let units: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().next()).collect();
-            (!units.is_empty()).then(|| Unhealthy {
-                check,
-                output: shown(&units.join(", ")),
-            })
-        }
-        Err(why) => Some(Unhealthy {
-            check,
-            output: shown(&why.to_string()),
-        }),
-    }
+    // The units listed, or why none could be (never empty).
+    let output = match capture(systemctl, &args, until).stdout_if_success() {
+        Ok(out) => out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(why) => why.to_string(),
+    };
+    (!output.is_empty()).then(|| Unhealthy {
+        check: "failed units".into(),
+        output: shown(&output),
+    })
 }
 
 /// One command: it must exit 0 before `until`.
 fn command(line: &CommandLine, until: Instant) -> Option<Unhealthy> {
-    let captured: Captured = capture(line.program(), line.args(), until);
-    let said = |c: &Captured| {
-        let line = first_line(&c.stdout);
-        let line = if line.is_empty() {
-            first_line(&c.stderr)
-        } else {
-            line
-        };
-        shown(line)
-    };
+    let captured = capture(line.program(), line.args(), until);
     let output = match &captured.ended {
         Ended::Exited(status) if status.success() => return None,
-        Ended::Exited(status) => match said(&captured) {
-            out if out.is_empty() => format!("({status})"),
-            out => out,
-        },
+        // Its first line on stdout, else on stderr, else how it ended.
+        Ended::Exited(status) => [&captured.stdout, &captured.stderr]
+            .into_iter()
+            .map(|out| first_line(out))
+            .find(|line| !line.is_empty())
+            .map_or_else(|| format!("({status})"), shown),
         Ended::Stopped => "(stopped: it did not end before the health timeout or the run's deadline)".into(),
         Ended::Broken(why) => shown(why),
     };

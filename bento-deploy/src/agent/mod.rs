@@ -173,16 +173,14 @@ fn recheck_after_reboot(
         let link = config.state_dir.join("current");
         let _ = bento_secrets::atomic::symlink(std::path::Path::new(&format!("bundles/{previous}")), &link);
     }
-    let rollback_deadline = Instant::now() + Duration::from_secs(config.run_timeout);
-    let rolled = run.command_until("rollback", &config.rollback.clone(), &[], rollback_deadline);
+    let error = AgentError::Unhealthy {
+        failure,
+        rollback: run.rollback().err().map(|e| e.to_string()),
+    };
     let state = AgentState {
         applied: pending.previous,
         failed: Some(pending.generation),
         recheck: None,
-    };
-    let error = AgentError::Unhealthy {
-        failure,
-        rollback: rolled.err().map(|e| e.to_string()),
     };
     Ok((state, conclude(&run, State::RolledBack, Err(error), transport)?))
 }

@@ -117,15 +117,14 @@ where
     });
 }
 
+/// The head of an answer with `status`: plain text, and the connection closed after it.
+fn head(status: &str) -> String {
+    format!("HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n")
+}
+
 /// A short plain-text answer that ends the connection.
 fn answer<C: Write>(conn: &mut C, status: &str, why: &str) {
-    let _ = conn.write_all(
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n\
-             refused: {why}\n"
-        )
-        .as_bytes(),
-    );
+    let _ = conn.write_all(format!("{}refused: {why}\n", head(status)).as_bytes());
 }
 
 /// Serves one connection: checks the peer, reads the request (whatever it is), answers
@@ -165,9 +164,7 @@ pub fn serve_one<C: Read + Write + AsFd>(
         None => None,
     };
     // The request was made: a client gone already does not stop the run.
-    let _ = conn.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n",
-    );
+    let _ = conn.write_all(head("200 OK").as_bytes());
     let _ = conn.flush();
     // The run's output: one end of a socket pair (a pipe would do as well), the other
     // end drained by the relay.
