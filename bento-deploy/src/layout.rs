@@ -169,6 +169,15 @@ impl ServerRoot {
     }
 }
 
+/// `rel` below `dir`, as a path or as shown in messages; either may be empty.
+pub(crate) fn join(dir: &str, rel: &str) -> String {
+    match (dir, rel) {
+        ("", rel) => rel.to_owned(),
+        (dir, "") => dir.to_owned(),
+        (dir, rel) => format!("{dir}/{rel}"),
+    }
+}
+
 /// Whether this process runs as root (and so can and must set ownership).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -200,10 +209,7 @@ impl HostDir {
     }
 
     fn shown(&self, rel: &str) -> String {
-        match rel {
-            "" => self.shown.clone(),
-            rel => format!("{}/{rel}", self.shown),
-        }
+        join(&self.shown, rel)
     }
 
     /// One error line about `rel`: what failed and what to do.
@@ -424,7 +430,6 @@ impl HostDir {
             pointer_dir: gens,
             pointer: CURRENT_LINK,
             current_tmp: None,
-            in_place: false,
             written: Vec::new(),
         };
         let dirs = self.write_files(tmp.as_ref(), generation, files)?;
@@ -528,7 +533,6 @@ impl HostDir {
             pointer_dir: self.dir.clone(),
             pointer: CURRENT_FILE,
             current_tmp: None,
-            in_place: true,
             written,
         })
     }
@@ -556,15 +560,12 @@ impl HostDir {
     /// Removes generations beyond the newest `keep` (never one of `current`: the one
     /// `current` names, and one pending approval), and what an interrupted deploy left. Returns the generations removed. No link is followed.
     pub fn prune(&self, keep: usize, current: &[u64]) -> Result<Vec<u64>, Error> {
-        let mut removed = Vec::new();
-        let to_remove = to_prune(&self.generations()?, keep, current);
-        if !to_remove.is_empty() {
+        let removed = to_prune(&self.generations()?, keep, current);
+        if !removed.is_empty() {
             let gens = self.gens()?;
-            for g in to_remove {
-                let rel = format!("{GENERATIONS_DIR}/{g}");
+            for g in &removed {
                 gens.remove_tree(&g.to_string())
-                    .map_err(|e| self.failed(&rel, e))?;
-                removed.push(g);
+                    .map_err(|e| self.failed(&format!("{GENERATIONS_DIR}/{g}"), e))?;
             }
         }
         self.remove_leftovers()?;
@@ -656,8 +657,6 @@ pub struct Staged {
     pointer: &'static str,
     /// The temp file's name there.
     current_tmp: Option<String>,
-    /// Written in place (object storage): the pointer is replaced by one write.
-    in_place: bool,
     /// Written in place: each file and the MD5 of what was written, checked against the
     /// store before `current` names the generation.
     written: Vec<(String, String)>,
@@ -694,7 +693,8 @@ impl Staged {
 
     /// Replaces the pointer with the new generation's number, by rename.
     pub fn switch(&self) -> Result<(), Error> {
-        if self.in_place {
+        // Written in place (object storage): the pointer is replaced by one write.
+        if self.gens.renames_copy() {
             // A store that does not refuse a second writer (conditional writes unhonoured)
             // could hold another deploy's files here: only what this deploy wrote, whole,
             // gets `current`.
@@ -759,33 +759,30 @@ fn own_dir(
 
 /// Creates `path` with `mode` if missing; sets `owner` (and `mode`) when they differ.
 fn ensure_dir(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), Error> {
-    let shown = || path.display().to_string();
+    let shown = path.display().to_string();
+    let io_err = |e: io::Error| Error::io(&shown, e);
+    let set_mode = || std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
     let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            DirBuilder::new()
-                .mode(mode)
-                .create(path)
-                .map_err(|e| Error::io(shown(), e))?;
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+            .mode(mode)
+            .create(path)
             // The umask may have cleared bits of `mode`.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io(shown(), e))?;
-            std::fs::symlink_metadata(path).map_err(|e| Error::io(shown(), e))?
-        }
-        Err(e) => return Err(Error::io(shown(), e)),
-    };
-    if !meta.is_dir() {
-        return Err(Error::input(shown(), "is not a directory; move it away"));
+            .and_then(|()| set_mode())
+            .and_then(|()| std::fs::symlink_metadata(path)),
+        meta => meta,
     }
-    if let Some(owner) = owner {
-        if (meta.uid(), meta.gid()) != (owner.uid, owner.gid) {
-            std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))
-                .map_err(|e| Error::io(shown(), e))?;
-        }
-        if meta.mode() & 0o7777 != mode {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io(shown(), e))?;
-        }
+    .map_err(io_err)?;
+    if !meta.is_dir() {
+        return Err(Error::input(shown, "is not a directory; move it away"));
+    }
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    if (meta.uid(), meta.gid()) != (owner.uid, owner.gid) {
+        std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid)).map_err(io_err)?;
+    }
+    if meta.mode() & 0o7777 != mode {
+        set_mode().map_err(io_err)?;
     }
     Ok(())
 }

@@ -241,10 +241,7 @@ impl AdminKeys {
 /// trusting: see [`verify_threshold`].
 pub fn valid_signers(message: &[u8], signatures: &str) -> Vec<PublicKey> {
     let mut keys: Vec<PublicKey> = Vec::new();
-    for block in signatures
-        .split_inclusive(ARMOR_END)
-        .filter(|b| !b.trim().is_empty())
-    {
+    for block in blocks(signatures) {
         let Ok(sig) = SshSig::from_pem(block.trim().as_bytes()) else {
             continue;
         };
@@ -281,6 +278,13 @@ pub fn verify<'k>(
 /// The armor lines of one SSH signature.
 const ARMOR_END: &str = "-----END SSH SIGNATURE-----";
 
+/// The armored blocks of `signatures`, one after the other.
+fn blocks(signatures: &str) -> impl Iterator<Item = &str> {
+    signatures
+        .split_inclusive(ARMOR_END)
+        .filter(|b| !b.trim().is_empty())
+}
+
 /// Verifies `manifest.sig` that may hold several signatures (one armored block after the
 /// other) of `message`, and counts the distinct trusted keys whose signature is valid: at
 /// least `required` of them, or an error naming how many there are and what is wrong with
@@ -293,10 +297,7 @@ pub fn verify_threshold<'k>(
 ) -> Result<Vec<&'k PublicKey>, SignatureError> {
     let mut valid: Vec<&PublicKey> = Vec::new();
     let mut problems = Vec::new();
-    let blocks: Vec<&str> = signatures
-        .split_inclusive(ARMOR_END)
-        .filter(|b| !b.trim().is_empty())
-        .collect();
+    let blocks: Vec<&str> = blocks(signatures).collect();
     for block in &blocks {
         match verify(message, block, trusted) {
             Ok(key) if valid.iter().any(|k| k.key_data() == key.key_data()) => {

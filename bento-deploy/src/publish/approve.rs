@@ -54,9 +54,8 @@ pub fn pending(
 ) -> Result<Vec<Pending>, Error> {
     let mut out = Vec::new();
     for host in hosts {
-        let dir = match HostDir::open(target.root(), &target.shown(), host) {
-            Ok(dir) => dir,
-            Err(_) => continue, // nothing published for it
+        let Ok(dir) = HostDir::open(target.root(), &target.shown(), host) else {
+            continue; // nothing published for it
         };
         let current = dir.current()?;
         let Some(&newest) = dir.generations()?.last().filter(|&&g| Some(g) > current) else {

@@ -21,11 +21,11 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::fleet::config::{expand_home, Config};
-use crate::publish::cache_dir::{is_leftover, CacheDir, NAR_DIR};
+use crate::layout::join;
+use crate::publish::cache_dir::{is_leftover, CacheDir};
 use crate::store_path::{StorePath, STORE_DIR};
+use crate::wire::narinfo::{NarInfo, NarInfoError, CACHE_INFO, NAR_DIR};
 
-/// The cache's description file, written once.
-pub const CACHE_INFO: &str = "nix-cache-info";
 /// The most a secret key file may hold (one is under 200 bytes).
 const KEY_LIMIT: u64 = 4096;
 /// How to make a key, for the errors about one.
@@ -263,12 +263,7 @@ fn visit(
 /// named before it is complete).
 fn remove_leftovers(sink: &CacheDir, dir: &str, names: &HashSet<String>) -> Result<(), Error> {
     for name in names.iter().filter(|n| is_leftover(n)) {
-        let rel = if dir.is_empty() {
-            name.clone()
-        } else {
-            format!("{dir}/{name}")
-        };
-        sink.remove_leftover(&rel)?;
+        sink.remove_leftover(&join(dir, name))?;
     }
     Ok(())
 }
@@ -309,7 +304,7 @@ pub fn fill(
         .collect();
     let roots: Vec<(&str, &StorePath)> = systems
         .iter()
-        .filter(|(_, path)| !present.contains(hash_part(path.as_str())))
+        .filter(|(_, path)| !present.contains(path.hash_part()))
         .map(|(host, path)| (host.as_str(), path))
         .collect();
     if roots.is_empty() {
@@ -422,23 +417,15 @@ impl Staging {
         for path in order {
             let name = format!("{}.narinfo", hash_part(path));
             let file = self.path(&name);
-            let text =
-                std::fs::read_to_string(&file).map_err(|e| Error::io(file.display().to_string(), e))?;
-            let nar = text
-                .lines()
-                .find_map(|l| l.strip_prefix("URL: "))
-                .map(str::trim)
-                .filter(|url| {
-                    url.strip_prefix("nar/")
-                        .is_some_and(|n| !n.is_empty() && !n.starts_with('.') && !n.contains('/'))
-                })
-                .ok_or_else(|| {
-                    Error::input(
-                        file.display().to_string(),
-                        "`nix copy` wrote a .narinfo without a nar/ URL",
-                    )
-                })?;
-            nars.push(nar.to_owned());
+            let failed = |msg: String| Error::input(file.display().to_string(), msg);
+            let bytes = std::fs::read(&file).map_err(|e| Error::io(file.display().to_string(), e))?;
+            let info = NarInfo::parse(&bytes).map_err(|e| match e {
+                NarInfoError::Missing("URL") | NarInfoError::Url(_) => {
+                    failed("`nix copy` wrote a .narinfo without a nar/ URL".into())
+                }
+                e => failed(e.to_string()),
+            })?;
+            nars.push(info.nar_file);
             narinfos.push(name);
         }
         if !sink.list("")?.contains(CACHE_INFO) {
@@ -446,11 +433,9 @@ impl Staging {
         }
         let have = sink.list(NAR_DIR)?;
         remove_leftovers(sink, NAR_DIR, &have)?;
-        for nar in &nars {
-            let name = nar.trim_start_matches("nar/");
-            if !have.contains(name) {
-                sink.put(nar, &self.path(nar))?;
-            }
+        for nar in nars.iter().filter(|nar| !have.contains(*nar)) {
+            let rel = format!("{NAR_DIR}/{nar}");
+            sink.put(&rel, &self.path(&rel))?;
         }
         sink.sync()?;
         for name in &narinfos {

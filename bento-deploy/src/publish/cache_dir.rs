@@ -13,12 +13,12 @@ use std::io;
 use std::path::Path;
 
 use crate::error::Error;
+use crate::layout::join;
 use crate::server_dir::{Kind, ServerDir};
+pub use crate::wire::narinfo::NAR_DIR;
 
 /// The cache's directory under the server root.
 pub const CACHE_DIR: &str = "cache";
-/// The NARs' directory inside the cache.
-pub const NAR_DIR: &str = "nar";
 /// The most entries read from one directory of the cache: past this, the deploy stops.
 pub const LIST_LIMIT: usize = 1 << 20;
 
@@ -58,10 +58,7 @@ impl CacheDir {
     }
 
     fn shown_at(&self, rel: &str) -> String {
-        match rel {
-            "" => self.shown.clone(),
-            rel => format!("{}/{rel}", self.shown),
-        }
+        join(&self.shown, rel)
     }
 
     /// The names of the regular files in `dir` of the cache (`""`: its top, or

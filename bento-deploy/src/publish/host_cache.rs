@@ -13,6 +13,7 @@ use std::io;
 use std::sync::Mutex;
 
 use crate::error::Error;
+use crate::layout::join;
 use crate::publish::cache_dir::{CacheDir, CACHE_DIR};
 use crate::server_dir::{Kind, ServerDir};
 use crate::store_path::StorePath;
@@ -123,19 +124,15 @@ impl<'a> HostCache<'a> {
             }
             _ => "; run `bento deploy` again (the host keeps its current generation)",
         };
-        let at = match rel {
-            "" => self.shown.clone(),
-            rel => format!("{}/{rel}", self.shown),
-        };
-        Error::input(at, format!("{}{hint}", e.to_string().trim_end_matches('.')))
+        Error::input(
+            join(&self.shown, rel),
+            format!("{}{hint}", e.to_string().trim_end_matches('.')),
+        )
     }
 
     /// The regular files of `rel` (`""`: the top, or `nar`).
     fn listing(&self, rel: &str) -> Result<BTreeSet<String>, Error> {
-        let dir = match rel {
-            "" => format!("{}/{CACHE_DIR}", self.host),
-            rel => format!("{}/{CACHE_DIR}/{rel}", self.host),
-        };
+        let dir = join(&format!("{}/{CACHE_DIR}", self.host), rel);
         let entries = self
             .root
             .entries_at_most(&dir, LIST_LIMIT)

@@ -170,110 +170,100 @@ pub fn deploy(
     signer: &(dyn Fn() -> Result<Signer, Error> + Sync),
     progress: &dyn Progress,
 ) -> Result<Vec<HostReport>, Error> {
-    options
-        .location
-        .run(|| deploy_on_this_pool(workspace, options, signer, progress))
-}
-
-/// [`deploy`], on the current rayon pool.
-fn deploy_on_this_pool(
-    workspace: &Workspace,
-    options: &Options,
-    signer: &(dyn Fn() -> Result<Signer, Error> + Sync),
-    progress: &dyn Progress,
-) -> Result<Vec<HostReport>, Error> {
-    let Workspace { root, config, fleet } = workspace;
-    check_secrets(fleet)?;
-    let admins = AdminKeys::new(&fleet.admins);
-    let hosts = workspace.hosts(&options.hosts, &options.nix)?;
-    for host in &hosts {
-        let publishing = matches!(options.location, Location::Remote(_));
-        if let Some(why) = crate::fleet::server::name_clash(config, &host.name, publishing) {
-            return Err(Error::input(format!("host {}", host.name), why));
-        }
-    }
-    let closure_hosts: Vec<&str> = hosts
-        .iter()
-        .map(|h| h.name.as_str())
-        .filter(|h| config.mode_of(h) == DeployMode::Closure)
-        .collect();
-    if let (Some(host), None) = (closure_hosts.first(), &config.cache.signing_key) {
-        return Err(Error::input(
-            format!("host {host}"),
-            "mode = \"closure\" needs [cache] signing_key in bento.toml: the host fetches its \
-             system from the signed cache (make a key with `nix-store --generate-binary-cache-key`)",
-        ));
-    }
-    let expected = Expected::load(root)?;
-    let server = Target::open(&options.location, root, config, &options.ssh)?;
-    progress.start(hosts.len());
-
-    // Assemble and compare, in parallel; unchanged hosts are done here.
-    let assessed: Vec<Assessed> = hosts
-        .par_iter()
-        .map(|host| assess(root, fleet, config, host, &server, &expected, &admins, progress))
-        .collect::<Result<_, Error>>()?;
-    // The key is checked before anything is written: the cache, a generation.
-    let signer = if assessed.iter().any(|a| matches!(a, Assessed::Changed(_))) {
-        let signer = signer()?;
-        admins.check(&signer, &config.deploy.signing_key)?;
-        Some(signer)
-    } else {
-        None
-    };
-    // The systems go into the cache, and each closure host's into its own, before any
-    // `current` names them.
-    let cache = match config.cache.signing_key {
-        Some(_) => Some(server.cache()?),
-        None => None,
-    };
-    let cached = match &cache {
-        Some(cache) => Some(fill_cache(root, config, &options.nix, &assessed, cache)?),
-        None => None,
-    };
-    let closures = cache.as_ref().map(Closures::new);
-    if let Some(closures) = &closures {
-        assessed.par_iter().try_for_each(|a| match a {
-            Assessed::Changed(plan) if plan.new.mode == DeployMode::Closure => share_closure(
-                &server,
-                closures,
-                &plan.new.bundle.host,
-                plan.new.system.as_deref(),
-                false,
-            ),
-            // Published before: its cache is repaired when its system went missing.
-            Assessed::Unchanged(r) if r.mode == DeployMode::Closure => {
-                share_closure(&server, closures, &r.host, r.system.as_deref(), true)
+    // On the location's own rayon pool.
+    options.location.run(|| {
+        let Workspace { root, config, fleet } = workspace;
+        check_secrets(fleet)?;
+        let admins = AdminKeys::new(&fleet.admins);
+        let hosts = workspace.hosts(&options.hosts, &options.nix)?;
+        for host in &hosts {
+            let publishing = matches!(options.location, Location::Remote(_));
+            if let Some(why) = crate::fleet::server::name_clash(config, &host.name, publishing) {
+                return Err(Error::input(format!("host {}", host.name), why));
             }
-            _ => Ok(()),
-        })?;
-    }
-    let mut reports = Vec::new();
-    let mut changed = Vec::new();
-    for a in assessed {
-        match a {
-            Assessed::Unchanged(report) => reports.push(report),
-            Assessed::Changed(plan) => changed.push(*plan),
         }
-    }
-    if let Some(signer) = signer {
-        reports.extend(publish(
-            root,
-            config,
-            &server,
-            changed,
-            signer,
-            closures.as_ref(),
-            progress,
-        )?);
-    }
-    if let Some(mut cached) = cached {
-        for r in &mut reports {
-            r.cache = Some(cached.remove(&r.host).unwrap_or_default());
+        let closure_host = hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .find(|h| config.mode_of(h) == DeployMode::Closure);
+        if let (Some(host), None) = (closure_host, &config.cache.signing_key) {
+            return Err(Error::input(
+                format!("host {host}"),
+                "mode = \"closure\" needs [cache] signing_key in bento.toml: the host fetches its \
+                 system from the signed cache (make a key with `nix-store --generate-binary-cache-key`)",
+            ));
         }
-    }
-    reports.sort_by(|a, b| a.host.cmp(&b.host));
-    Ok(reports)
+        let expected = Expected::load(root)?;
+        let server = Target::open(&options.location, root, config, &options.ssh)?;
+        progress.start(hosts.len());
+
+        // Assemble and compare, in parallel; unchanged hosts are done here.
+        let assessed: Vec<Assessed> = hosts
+            .par_iter()
+            .map(|host| assess(root, fleet, config, host, &server, &expected, &admins, progress))
+            .collect::<Result<_, Error>>()?;
+        // The key is checked before anything is written: the cache, a generation.
+        let signer = if assessed.iter().any(|a| matches!(a, Assessed::Changed(_))) {
+            let signer = signer()?;
+            admins.check(&signer, &config.deploy.signing_key)?;
+            Some(signer)
+        } else {
+            None
+        };
+        // The systems go into the cache, and each closure host's into its own, before any
+        // `current` names them.
+        let cache = match config.cache.signing_key {
+            Some(_) => Some(server.cache()?),
+            None => None,
+        };
+        let cached = match &cache {
+            Some(cache) => Some(fill_cache(root, config, &options.nix, &assessed, cache)?),
+            None => None,
+        };
+        let closures = cache.as_ref().map(Closures::new);
+        if let Some(closures) = &closures {
+            assessed.par_iter().try_for_each(|a| match a {
+                Assessed::Changed(plan) if plan.new.mode == DeployMode::Closure => share_closure(
+                    &server,
+                    closures,
+                    &plan.new.bundle.host,
+                    plan.new.system.as_deref(),
+                    false,
+                ),
+                // Published before: its cache is repaired when its system went missing.
+                Assessed::Unchanged(r) if r.mode == DeployMode::Closure => {
+                    share_closure(&server, closures, &r.host, r.system.as_deref(), true)
+                }
+                _ => Ok(()),
+            })?;
+        }
+        let mut reports = Vec::new();
+        let mut changed = Vec::new();
+        for a in assessed {
+            match a {
+                Assessed::Unchanged(report) => reports.push(report),
+                Assessed::Changed(plan) => changed.push(*plan),
+            }
+        }
+        if let Some(signer) = signer {
+            reports.extend(publish(
+                root,
+                config,
+                &server,
+                changed,
+                signer,
+                closures.as_ref(),
+                progress,
+            )?);
+        }
+        if let Some(mut cached) = cached {
+            for r in &mut reports {
+                r.cache = Some(cached.remove(&r.host).unwrap_or_default());
+            }
+        }
+        reports.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(reports)
+    })
 }
 
 /// Copies into the cache behind `sink` the recorded system of every host (of changed

@@ -219,10 +219,7 @@ impl RemoteDir {
     fn below(&self, rel: &str) -> RemoteDir {
         RemoteDir {
             root: self.root.clone(),
-            prefix: match self.prefix.as_str() {
-                "" => rel.to_owned(),
-                prefix => format!("{prefix}/{rel}"),
-            },
+            prefix: crate::layout::join(&self.prefix, rel),
         }
     }
 

@@ -193,12 +193,17 @@ impl Client {
         Ok(format!("{}{rel}", place.prefix))
     }
 
+    /// The key of object `rel` of `place`, its bucket, and `doing` it as said in errors.
+    fn object(&self, place: &Place, rel: &str, doing: &str) -> io::Result<(String, Bucket, String)> {
+        let key = Client::key(place, rel)?;
+        let what = format!("{doing} {}/{key}", place.bucket);
+        Ok((key, self.bucket(&place.bucket)?, what))
+    }
+
     /// Copies object `rel` of `place` into `sink`, refusing (kind `FileTooLarge`) one of
     /// more than `limit` bytes, before copying when the store says its length.
     pub fn get_to(&self, place: &Place, rel: &str, limit: u64, sink: &mut dyn Write) -> io::Result<u64> {
-        let key = Client::key(place, rel)?;
-        let bucket = self.bucket(&place.bucket)?;
-        let what = format!("reading {}/{key}", place.bucket);
+        let (key, bucket, what) = self.object(place, rel, "reading")?;
         // The bytes go to `sink` only once a whole answer is in: a retry never appends.
         let send = || {
             let url = bucket.get_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
@@ -236,9 +241,7 @@ impl Client {
     /// never a part). With `exclusive`, only where nothing is (`If-None-Match: *`; kind
     /// `AlreadyExists` otherwise, on stores that honour it).
     pub fn put(&self, place: &Place, rel: &str, bytes: &[u8], exclusive: bool) -> io::Result<()> {
-        let key = Client::key(place, rel)?;
-        let bucket = self.bucket(&place.bucket)?;
-        let what = format!("writing {}/{key}", place.bucket);
+        let (key, bucket, what) = self.object(place, rel, "writing")?;
         let send = || {
             let mut action = bucket.put_object(Some(&self.credentials), &key);
             if exclusive {
@@ -281,9 +284,7 @@ impl Client {
 
     /// Deletes object `rel` of `place`; one that is not there is no error.
     pub fn delete(&self, place: &Place, rel: &str) -> io::Result<()> {
-        let key = Client::key(place, rel)?;
-        let bucket = self.bucket(&place.bucket)?;
-        let what = format!("deleting {}/{key}", place.bucket);
+        let (key, bucket, what) = self.object(place, rel, "deleting")?;
         let send = || {
             let url = bucket
                 .delete_object(Some(&self.credentials), &key)
@@ -297,9 +298,7 @@ impl Client {
 
     /// Whether object `rel` of `place` is there.
     pub fn exists(&self, place: &Place, rel: &str) -> io::Result<bool> {
-        let key = Client::key(place, rel)?;
-        let bucket = self.bucket(&place.bucket)?;
-        let what = format!("looking up {}/{key}", place.bucket);
+        let (key, bucket, what) = self.object(place, rel, "looking up")?;
         let send = || {
             let url = bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
             self.agent.head(url.as_str()).call()
