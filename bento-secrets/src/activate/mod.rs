@@ -227,10 +227,7 @@ fn write_secrets(
         .zip(modes)
         .zip(prepared)
         .map(|((spec, mode), prepared)| {
-            let old = next
-                .old_dir
-                .as_ref()
-                .and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
+            let old = previous(next.old_dir.as_ref(), &spec.name);
             match prepared {
                 Ok((plain, owner)) => {
                     let mode = match phase {
@@ -344,47 +341,73 @@ fn read_specs(
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&shown, e))?;
     let manifest = Entries::parse(&bytes)
         .map_err(|e| Error::input(&shown, Some(e.line()), format!("not a bundle manifest: {e}")))?;
-    let (mut specs, mut modes): Checked<SecretSpec> = Default::default();
-    for (i, value) in manifest.secrets.into_iter().enumerate() {
-        let label = value
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map_or(format!("secrets[{i}]"), |n| n.escape_default().to_string());
-        let fail = |error: String| Failure {
-            name: label.clone(),
-            error,
-            kept_previous: false,
-        };
-        let spec: SecretSpec = match serde_json::from_value(value) {
-            Ok(s) => s,
-            Err(e) => {
-                report.failed.push(fail(format!("{shown}: {e}")));
-                continue;
-            }
-        };
-        let mode = match spec.validate() {
-            Ok(mode) => mode,
-            Err(e) => {
-                report.failed.push(fail(format!("{shown}: {e}; refused")));
-                continue;
-            }
-        };
-        if specs.iter().any(|s| s.name == spec.name) {
-            report
-                .failed
-                .push(fail(format!("{shown}: listed twice; refused")));
-            continue;
-        }
-        if spec.needed_for_users == (phase == Phase::Users) {
-            specs.push(spec);
-            modes.push(mode);
-        }
-    }
+    let for_users = phase == Phase::Users;
+    let secrets = read_valid::<SecretSpec>(
+        manifest.secrets,
+        &shown,
+        ("secrets", ""),
+        report,
+        |s| &s.name,
+        |s| (s.validate(), s.needed_for_users == for_users),
+    );
     let templates = match phase {
-        Phase::Secrets => templates::read_specs(manifest.templates, &shown, report),
+        Phase::Secrets => {
+            let labels = ("templates/", "templates/");
+            read_valid::<TemplateSpec>(
+                manifest.templates,
+                &shown,
+                labels,
+                report,
+                |t| &t.name,
+                |t| (t.validate(), true),
+            )
+        }
         Phase::Users => Default::default(),
     };
-    Ok(((specs, modes), templates))
+    Ok((secrets, templates))
+}
+
+/// The valid specs of a manifest's list, each beside its mode; invalid ones are failures,
+/// labelled `{name_prefix}{name}` (else `{index_prefix}[{i}]`). `check` gives a spec's
+/// validation and whether this phase keeps it (only those kept count as listed twice).
+fn read_valid<S: serde::de::DeserializeOwned>(
+    values: Vec<serde_json::Value>,
+    shown: &str,
+    (index_prefix, name_prefix): (&str, &str),
+    report: &mut Report,
+    name_of: fn(&S) -> &String,
+    check: impl Fn(&S) -> (std::result::Result<Mode, crate::spec::SpecError>, bool),
+) -> Checked<S> {
+    let (mut specs, mut modes): Checked<S> = Default::default();
+    for (i, value) in values.into_iter().enumerate() {
+        let name = match value.get("name").and_then(|n| n.as_str()) {
+            Some(n) => format!("{name_prefix}{}", n.escape_default()),
+            None => format!("{index_prefix}[{i}]"),
+        };
+        let checked = serde_json::from_value::<S>(value)
+            .map_err(|e| format!("{shown}: {e}"))
+            .and_then(|spec| {
+                let (valid, keep) = check(&spec);
+                let mode = valid.map_err(|e| format!("{shown}: {e}; refused"))?;
+                if specs.iter().any(|s| name_of(s) == name_of(&spec)) {
+                    return Err(format!("{shown}: listed twice; refused"));
+                }
+                Ok((spec, mode, keep))
+            });
+        match checked {
+            Ok((spec, mode, true)) => {
+                specs.push(spec);
+                modes.push(mode);
+            }
+            Ok(_) => {}
+            Err(error) => report.failed.push(Failure {
+                name,
+                error,
+                kept_previous: false,
+            }),
+        }
+    }
+    (specs, modes)
 }
 
 /// Copies the previous content of a failed secret into the new generation.
@@ -404,10 +427,16 @@ fn carry_forward(
     secrets_tree::write_file(gen, name, owner, st.st_mode & 0o7777, bytes, chown)
 }
 
+/// File `name` of the previous generation's directory `dir` (secrets or templates), if
+/// it is there and readable.
+fn previous(dir: Option<&OwnedFd>, name: &str) -> Option<(Zeroizing<Vec<u8>>, rustix::fs::Stat)> {
+    dir.and_then(|d| secrets_tree::read_file(d, name).ok().flatten())
+}
+
 /// The specs the previous generation's secrets (or templates, in their directory) were
 /// written from.
 fn read_old_specs<S: serde::de::DeserializeOwned>(dir: Option<&OwnedFd>) -> Vec<S> {
-    dir.and_then(|d| secrets_tree::read_file(d, SPECS_FILE).ok().flatten())
+    previous(dir, SPECS_FILE)
         .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }
@@ -428,9 +457,7 @@ fn dry_run(
         .and_then(|t| t.current(family).and_then(|n| t.open_generation(family, n).ok()));
     let old_specs = read_old_specs(old_dir.as_ref());
     for (spec, prepared) in specs.iter().zip(prepared) {
-        let old = old_dir
-            .as_ref()
-            .and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
+        let old = previous(old_dir.as_ref(), &spec.name);
         match prepared {
             Ok((plain, _)) => {
                 classify(
@@ -454,9 +481,7 @@ fn dry_run(
     report.removed = removed(&old_specs, specs);
     let old_templates_dir = templates::open_old(old_dir.as_ref());
     for (spec, rendered) in templates.iter().zip(rendered) {
-        let old = old_templates_dir
-            .as_ref()
-            .and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
+        let old = previous(old_templates_dir.as_ref(), &spec.name);
         let name = templates::label(&spec.name);
         match rendered {
             Ok((plain, _)) => classify(report, &name, old.as_ref().map(|(b, _)| &b[..]), &plain),

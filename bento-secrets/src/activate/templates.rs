@@ -40,43 +40,6 @@ pub fn label(name: &str) -> String {
     format!("templates/{name}")
 }
 
-/// The valid template specs of a manifest's `templates`, each beside its mode; invalid
-/// ones are failures.
-pub fn read_specs(
-    values: Vec<serde_json::Value>,
-    shown: &str,
-    report: &mut Report,
-) -> (Vec<TemplateSpec>, Vec<Mode>) {
-    let (mut specs, mut modes): (Vec<TemplateSpec>, Vec<Mode>) = Default::default();
-    for (i, value) in values.into_iter().enumerate() {
-        let name = value
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map_or(format!("[{i}]"), |n| n.escape_default().to_string());
-        let mut fail = |error: String| {
-            report.failed.push(Failure {
-                name: label(&name),
-                error,
-                kept_previous: false,
-            })
-        };
-        match serde_json::from_value::<TemplateSpec>(value) {
-            Err(e) => fail(format!("{shown}: {e}")),
-            Ok(spec) => match spec.validate() {
-                Err(e) => fail(format!("{shown}: {e}; refused")),
-                Ok(_) if specs.iter().any(|s| s.name == spec.name) => {
-                    fail(format!("{shown}: listed twice; refused"))
-                }
-                Ok(mode) => {
-                    specs.push(spec);
-                    modes.push(mode);
-                }
-            },
-        }
-    }
-    (specs, modes)
-}
-
 /// Renders every template with the secrets decrypted for this activation (`secrets`
 /// beside `plain`: the plaintext of each and its owner, or why there is none).
 pub fn render_all(
@@ -143,7 +106,7 @@ pub fn write_all(
     let mut present = Vec::new();
     for ((spec, mode), result) in specs.iter().zip(modes).zip(rendered) {
         let name = label(&spec.name);
-        let old = old_dir.and_then(|d| secrets_tree::read_file(d, &spec.name).ok().flatten());
+        let old = super::previous(old_dir, &spec.name);
         match result {
             Ok((content, owner)) => {
                 secrets_tree::write_file(&dir, &spec.name, owner, mode.permissions(), &content, chown)?;

@@ -327,7 +327,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     };
 
     let expected = fleet.recipient_keys(rule);
-    let mut missing: BTreeMap<&str, (&Member, BTreeSet<&str>)> = BTreeMap::new();
+    let mut missing = Missing::new();
     let mut extra: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
 
@@ -341,11 +341,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
     for (member, key) in &expected {
         if let Some(tag) = key.ssh_tag() {
             if !header_tags.contains(tag) {
-                missing
-                    .entry(&member.name)
-                    .or_insert((member, BTreeSet::new()))
-                    .1
-                    .insert(key.fingerprint());
+                add_missing(&mut missing, member, key.fingerprint());
             }
             expected_tags.insert(tag);
         }
@@ -368,11 +364,7 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
             for (member, key) in &expected {
                 let fp = key.fingerprint();
                 if !locked.contains(fp) {
-                    missing
-                        .entry(&member.name)
-                        .or_insert((member, BTreeSet::new()))
-                        .1
-                        .insert(fp);
+                    add_missing(&mut missing, member, fp);
                 }
                 wanted.insert(fp);
             }
@@ -422,6 +414,15 @@ fn check_secret(fleet: &Fleet, rule: &SecretRule, facts: &FileFacts, lock: &Lock
         ));
     }
     out
+}
+
+/// The recipients a file misses: name → the member and the fingerprints of its keys.
+type Missing<'a> = BTreeMap<&'a str, (&'a Member, BTreeSet<&'a str>)>;
+
+/// Records that `member`'s key `fingerprint` is missing from a file.
+fn add_missing<'a>(missing: &mut Missing<'a>, member: &'a Member, fingerprint: &'a str) {
+    let (_, keys) = missing.entry(&member.name).or_insert((member, BTreeSet::new()));
+    keys.insert(fingerprint);
 }
 
 /// A generated key pair's `.pub`: it must exist, and be the one the lock recorded when

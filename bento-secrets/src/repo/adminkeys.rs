@@ -15,8 +15,7 @@ use crate::fleet::{Fleet, Registered, ADMIN_KEYS_DIR, RULES_FILE};
 use crate::fleet_lock::FleetLock;
 use crate::keys::RecipientKey;
 use crate::names::valid_name;
-use crate::rules::Via;
-use crate::suggest::hint;
+use crate::rules::Role;
 
 /// The key file of admin `name`, relative to the fleet.
 pub fn key_file(name: &str) -> String {
@@ -67,30 +66,7 @@ pub fn add(root: &Path, _held: &FleetLock, name: &str, keys: &[RecipientKey], so
 /// that rule naming nobody, so the rules would no longer load.
 pub fn remove(fleet: &Fleet, _held: &FleetLock, name: &str) -> Result<()> {
     let shown = key_file(name);
-    if !fleet.admins.contains_key(name) {
-        return Err(Error::input(
-            &shown,
-            None,
-            format!(
-                "no admin `{name}`{}",
-                hint(name, fleet.admins.keys().map(String::as_str))
-            ),
-        ));
-    }
-    if let Some(rule) = fleet.rules.secrets.values().find(|r| {
-        r.recipients
-            .iter()
-            .any(|m| m.name == name && m.via == Via::Direct)
-    }) {
-        return Err(Error::input(
-            RULES_FILE,
-            None,
-            format!(
-                "{}.recipients still names {name}; remove it there first",
-                rule.name
-            ),
-        ));
-    }
+    fleet.check_removable(Role::Admin, name, &shown)?;
     let rules_path = fleet.root().join(RULES_FILE);
     let text = read_rules(&rules_path)?;
     if let Some(edited) = without_admin(&text, name)? {

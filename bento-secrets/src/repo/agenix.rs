@@ -237,20 +237,20 @@ pub fn load(rules_path: &Path) -> Result<Fleet> {
         secrets.insert(name, rule);
     }
     let dir = rules_path.parent().unwrap_or(Path::new(""));
-    let dir_shown = dir.display().to_string();
-    let rules = Rules {
-        secrets,
-        ..Rules::default()
-    };
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
         dir
     };
+    let rules = Rules {
+        secrets,
+        ..Rules::default()
+    };
+    let dir_shown = dir.display().to_string();
     Ok(Fleet::from_agenix(
         base.to_path_buf(),
         dir_shown,
-        shown.clone(),
+        shown,
         hosts,
         rules,
         notes,
@@ -317,22 +317,18 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
         return Err(Error::input(shown, None, "cannot resolve its absolute path"));
     };
     let dir = Path::new(real).parent().unwrap_or(Path::new("/"));
-    let out = match nix_instantiate() {
-        Some(exe) => confined_evaluation(&exe, dir).arg(real).output(),
-        None => Err(std::io::ErrorKind::NotFound.into()),
-    };
-    let out = match out {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::input(
+    let out = nix_instantiate()
+        .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+        .and_then(|exe| confined_evaluation(&exe, dir).arg(real).output())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::input(
                 shown,
                 None,
                 "reading agenix rules needs `nix-instantiate`, which is not installed \
                  (install Nix; on Debian: apt-get install nix-bin)",
-            ))
-        }
-        Err(e) => return Err(Error::io("nix-instantiate", e)),
-    };
+            ),
+            _ => Error::io("nix-instantiate", e),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let (kind, pos) = nix_error(&stderr);
@@ -360,17 +356,16 @@ fn evaluate(path: &Path, source: &Source) -> Result<BTreeMap<String, RawEntry>> 
             ),
         )
     })?;
-    match (evaluated.entries, evaluated.kind) {
-        (Some(entries), _) => Ok(entries),
-        (None, kind) => Err(Error::input(
+    evaluated.entries.ok_or_else(|| {
+        Error::input(
             shown,
             None,
             format!(
                 "not an agenix rules file: it is {}; expected {{ \"name.age\".publicKeys = [ … ]; }}",
-                article(&kind.unwrap_or_default())
+                article(&evaluated.kind.unwrap_or_default())
             ),
-        )),
-    }
+        )
+    })
 }
 
 /// `nix-instantiate` set up to evaluate a contributor's `secrets.nix` as untrusted code
@@ -534,12 +529,12 @@ pub fn secret_names<'a>(attrs: impl Iterator<Item = &'a str>) -> BTreeMap<&'a st
 /// A file-name-safe name for a key: its ssh comment, else a fingerprint prefix.
 fn unique_name(line: &str, key: &RecipientKey, taken: &BTreeMap<String, Vec<RecipientKey>>) -> String {
     let fp = sanitize(key.fingerprint().trim_start_matches("SHA256:"));
-    let comment = if line.trim_start().starts_with("ssh-") {
-        line.split_whitespace().nth(2)
-    } else {
-        None
-    };
+    let comment = line
+        .trim_start()
+        .starts_with("ssh-")
+        .then(|| line.split_whitespace().nth(2));
     let base = comment
+        .flatten()
         .map(sanitize)
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| format!("key-{}", &fp[..8]));

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::fleet_files::{self, Kind, Tracked};
 use crate::keys::{read_key_file, RecipientKey};
 use crate::names::valid_name;
-use crate::rules::{Directory, Member, Role, Rules, SecretRule};
+use crate::rules::{Directory, Member, Role, Rules, SecretRule, Via};
 use crate::toml_text::toml_key;
 
 /// Where the rules live, relative to the fleet root.
@@ -86,12 +86,7 @@ pub struct Fleet {
     tracked: std::sync::OnceLock<Tracked>,
 }
 
-struct Names<'a> {
-    hosts: &'a BTreeMap<String, Vec<RecipientKey>>,
-    admins: &'a BTreeMap<String, Vec<RecipientKey>>,
-}
-
-impl Directory for Names<'_> {
+impl Directory for Registered {
     fn is_host(&self, name: &str) -> bool {
         self.hosts.contains_key(name)
     }
@@ -134,17 +129,10 @@ impl Fleet {
             }
             Err(e) => return Err(e.at(shown)),
         };
-        let hosts = read_key_dir(root, HOST_KEYS_DIR)?;
-        let admins = read_key_dir(root, ADMIN_KEYS_DIR)?;
-        check_no_clashes(&hosts, &admins)?;
-        let mut rules = Rules::parse(
-            &text,
-            &shown,
-            &Names {
-                hosts: &hosts,
-                admins: &admins,
-            },
-        )?;
+        let registered = Registered::read(root)?;
+        registered.check_no_clashes()?;
+        let mut rules = Rules::parse(&text, &shown, &registered)?;
+        let Registered { hosts, admins } = registered;
         let tracked = std::sync::OnceLock::new();
         for template in rules.templates.values_mut().filter(|t| t.file.is_some()) {
             if tracked.get().is_none() {
@@ -310,11 +298,49 @@ impl Fleet {
 
     /// The keys of one recipient.
     pub fn keys_of(&self, member: &Member) -> &[RecipientKey] {
-        let map = match member.role {
-            Role::Host => &self.hosts,
-            Role::Admin => &self.admins,
-        };
+        let (_, map) = self.of_role(member.role);
         map.get(&member.name).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// How a role is called, and its names with their keys.
+    fn of_role(&self, role: Role) -> (&'static str, &BTreeMap<String, Vec<RecipientKey>>) {
+        match role {
+            Role::Host => ("host", &self.hosts),
+            Role::Admin => ("admin", &self.admins),
+        }
+    }
+
+    /// Refuses removing `name` (a `role`, whose key file is `shown`) when there is none,
+    /// or while a group lists it or a secret's `recipients` names it.
+    pub(crate) fn check_removable(&self, role: Role, name: &str, shown: &str) -> Result<()> {
+        let (called, names) = self.of_role(role);
+        if !names.contains_key(name) {
+            let hint = crate::suggest::hint(name, names.keys().map(String::as_str));
+            return Err(Error::input(shown, None, format!("no {called} `{name}`{hint}")));
+        }
+        let mut groups = self.rules.groups.iter().filter(|_| role == Role::Host);
+        if let Some((group, _)) = groups.find(|(_, hosts)| hosts.iter().any(|h| h == name)) {
+            return Err(Error::input(
+                RULES_FILE,
+                None,
+                format!("group {group} still lists {name}; remove it there first"),
+            ));
+        }
+        if let Some(rule) = self.rules.secrets.values().find(|r| {
+            r.recipients
+                .iter()
+                .any(|m| m.name == name && m.via == Via::Direct)
+        }) {
+            return Err(Error::input(
+                RULES_FILE,
+                None,
+                format!(
+                    "{}.recipients still names {name}; remove it there first",
+                    rule.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Every key a secret must be encrypted to, with the member it belongs to.
@@ -351,26 +377,56 @@ impl Registered {
         })
     }
 
+    /// Every registered name with its role, key file and keys, the hosts first.
+    fn owners(&self) -> impl Iterator<Item = (&String, &'static str, String, &Vec<RecipientKey>)> {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(n, k)| (n, "host", format!("{HOST_KEYS_DIR}/{n}.pub"), k));
+        let admins = self
+            .admins
+            .iter()
+            .map(|(n, k)| (n, "admin", format!("{ADMIN_KEYS_DIR}/{n}.pub"), k));
+        hosts.chain(admins)
+    }
+
+    /// A name must mean one thing, and a key must belong to one name.
+    fn check_no_clashes(&self) -> Result<()> {
+        if let Some(name) = self.hosts.keys().find(|h| self.admins.contains_key(*h)) {
+            return Err(Error::input(
+                format!("keys/admins/{name}.pub"),
+                None,
+                format!("`{name}` is also a host (keys/hosts/{name}.pub); rename one of them"),
+            ));
+        }
+        let mut owner: BTreeMap<&RecipientKey, String> = BTreeMap::new();
+        for (_, _, file, keys) in self.owners() {
+            for key in keys {
+                if let Some(first) = owner.insert(key, file.clone()) {
+                    if first != file {
+                        return Err(Error::input(
+                            file,
+                            None,
+                            format!("holds the same key as {first}; each key belongs to one host or admin"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses registering `keys` as `file` (`keys/hosts/web3.pub`): the name must not be
     /// taken by the other kind, and no key may already belong to another name. `source`
     /// names where the keys came from (the `--key` file). The file being replaced
     /// (`--replace`) does not count as another owner.
     pub fn check_new(&self, file: &str, keys: &[RecipientKey], source: &str) -> Result<()> {
-        let owners = self
-            .hosts
-            .iter()
-            .map(|(n, k)| (n, "host", format!("{HOST_KEYS_DIR}/{n}.pub"), k))
-            .chain(
-                self.admins
-                    .iter()
-                    .map(|(n, k)| (n, "admin", format!("{ADMIN_KEYS_DIR}/{n}.pub"), k)),
-            );
         let name = file
             .rsplit('/')
             .next()
             .and_then(|f| f.strip_suffix(".pub"))
             .unwrap_or(file);
-        for (owner, role, owner_file, owned) in owners {
+        for (owner, role, owner_file, owned) in self.owners() {
             if owner_file == file {
                 continue;
             }
@@ -447,37 +503,4 @@ fn read_key_dir(root: &Path, rel: &str) -> Result<BTreeMap<String, Vec<Recipient
         out.insert(name.to_owned(), read_key_file(&path, &shown)?);
     }
     Ok(out)
-}
-
-/// A name must mean one thing, and a key must belong to one name.
-fn check_no_clashes(
-    hosts: &BTreeMap<String, Vec<RecipientKey>>,
-    admins: &BTreeMap<String, Vec<RecipientKey>>,
-) -> Result<()> {
-    if let Some(name) = hosts.keys().find(|h| admins.contains_key(*h)) {
-        return Err(Error::input(
-            format!("keys/admins/{name}.pub"),
-            None,
-            format!("`{name}` is also a host (keys/hosts/{name}.pub); rename one of them"),
-        ));
-    }
-    let mut owner: BTreeMap<&RecipientKey, String> = BTreeMap::new();
-    let all = hosts
-        .iter()
-        .map(|(n, k)| (format!("keys/hosts/{n}.pub"), k))
-        .chain(admins.iter().map(|(n, k)| (format!("keys/admins/{n}.pub"), k)));
-    for (file, keys) in all {
-        for key in keys {
-            if let Some(first) = owner.insert(key, file.clone()) {
-                if first != file {
-                    return Err(Error::input(
-                        file,
-                        None,
-                        format!("holds the same key as {first}; each key belongs to one host or admin"),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::fleet::{Fleet, Registered};
 use crate::keys::{KeyKind, RecipientKey};
 use crate::names::HostName;
+use crate::rules::Role;
 
 /// The key file of host `name`, relative to the fleet.
 pub fn key_file(name: &str) -> String {
@@ -86,41 +87,6 @@ pub fn scan(address: &str) -> Result<String> {
 /// Removes host `name`'s key; refused while the rules still name it.
 pub fn remove(fleet: &Fleet, name: &str) -> Result<()> {
     let shown = key_file(name);
-    if !fleet.hosts.contains_key(name) {
-        return Err(Error::input(
-            &shown,
-            None,
-            format!(
-                "no host `{name}`{}",
-                crate::suggest::hint(name, fleet.hosts.keys().map(String::as_str))
-            ),
-        ));
-    }
-    if let Some((group, _)) = fleet
-        .rules
-        .groups
-        .iter()
-        .find(|(_, hosts)| hosts.iter().any(|h| h == name))
-    {
-        return Err(Error::input(
-            crate::fleet::RULES_FILE,
-            None,
-            format!("group {group} still lists {name}; remove it there first"),
-        ));
-    }
-    if let Some(rule) = fleet.rules.secrets.values().find(|r| {
-        r.recipients
-            .iter()
-            .any(|m| m.name == name && m.via == crate::rules::Via::Direct)
-    }) {
-        return Err(Error::input(
-            crate::fleet::RULES_FILE,
-            None,
-            format!(
-                "{}.recipients still names {name}; remove it there first",
-                rule.name
-            ),
-        ));
-    }
+    fleet.check_removable(Role::Host, name, &shown)?;
     std::fs::remove_file(fleet.root().join(&shown)).map_err(|e| Error::io(&shown, e))
 }
