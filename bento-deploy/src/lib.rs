@@ -24,6 +24,7 @@ pub mod publish;
 pub mod reach;
 pub mod s3;
 pub mod server_dir;
+pub mod server_url;
 pub mod sftp;
 pub mod sign;
 mod spans;

@@ -8,9 +8,9 @@ use ssh_key::PublicKey;
 
 use bento_secrets::error::escape_controls;
 
+use crate::server_url::ServerUrl;
 use crate::spans::Positions;
 use crate::time::TimeSpan;
-use crate::transport::ServerUrl;
 use crate::wire::mode::DeployMode;
 
 /// The default location of the agent's configuration.
@@ -487,7 +487,7 @@ pub enum Problem {
     HostName(String),
     /// `server` is not a server URL: the URL parser's message.
     #[error("server {0}")]
-    Server(crate::transport::UrlError),
+    Server(crate::server_url::UrlError),
     /// An `s3://` server without `s3_credentials`.
     #[error("an s3:// server needs s3_credentials = \"/etc/bento/s3-credentials\": the file of this host's store key (never in the Nix store)")]
     NoS3Credentials,

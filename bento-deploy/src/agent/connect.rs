@@ -13,8 +13,9 @@ use crate::agent::error::AgentError;
 use crate::s3::client::Client;
 use crate::s3::credentials::S3Credentials;
 use crate::s3::dir::S3Root;
+use crate::server_url::ServerUrl;
 use crate::sftp::{ConnectError, SftpTransport, SshTarget};
-use crate::transport::{FileTransport, ServerUrl, Transport};
+use crate::transport::{FileTransport, Transport};
 
 /// Connects to the server, retrying passing failures until `deadline`; operations still
 /// waiting at `deadline` fail.

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::server_dir::{Kind, ServerDir};
+use crate::server_url::ServerUrl;
 use crate::sftp::{SftpTransport, SshTarget};
-use crate::transport::{ServerUrl, Transport};
+use crate::transport::Transport;
 
 /// Where the fleet's server keeps the pinned server key, relative to the fleet root.
 pub const KNOWN_HOSTS: &str = "keys/server_known_hosts";
