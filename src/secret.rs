@@ -1,6 +1,6 @@
 //! `bento secret …`
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -86,10 +86,7 @@ fn show(fleet: &Fleet, name: &str, identities: &IdentityArgs) -> anyhow::Result<
     let plaintext = sealed
         .decrypt(&load_identities(identities)?)
         .map_err(|e| verify::explain_undecryptable(fleet, rule, e))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&plaintext)
-        .and_then(|()| out.flush())
-        .context("writing to stdout")?;
+    output::write_stdout(&plaintext).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
