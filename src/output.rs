@@ -136,6 +136,19 @@ pub(crate) fn exit(ok: bool) -> ExitCode {
     }
 }
 
+/// A progress bar on stderr, only on a terminal: `{bar} {pos}/{len} what` (`what` may
+/// name the bar's message, `{msg}`).
+pub(crate) fn progress(what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
 /// The value, or `-` for none.
 pub(crate) fn dash(value: Option<impl std::fmt::Display>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())

@@ -212,11 +212,8 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
     let mut results = Vec::new();
     if !selection.targets.is_empty() {
         let ids = load_identities(identities)?;
-        let bar = indicatif::ProgressBar::new(selection.targets.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-                .expect("a valid progress template"),
-        );
+        let bar = output::progress("{msg}");
+        bar.set_length(selection.targets.len() as u64);
         results = rekey::rekey(
             fleet,
             &held,
