@@ -11,25 +11,13 @@ use bento_deploy::fleet::workspace::Workspace;
 use bento_deploy::publish::{self, HostReport, Progress};
 use bento_deploy::sign::Signer;
 use bento_secrets::Fleet;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::cli::{ApproveArgs, BuildArgs, DeployArgs, RolloutArgs, ServerArgs, ServerCommand};
 use crate::output::{self, out, outln};
 
 /// The program that lists flakes' configurations.
 const NIX: &str = "nix";
-
-/// A progress bar on stderr, only on a terminal.
-fn bar(what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    let style = ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}"))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
-}
 
 struct Bar(ProgressBar);
 
@@ -51,19 +39,10 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
         .warnings
         .iter()
         .for_each(|w| output::warn(w));
-    // `--target`, else (unless `--server-root` names a local root) `[deploy] target`.
-    let location = workspace.location(args.server_root.as_deref(), args.target.as_deref())?;
-    let shown = location.shown();
-    let options = publish::Options {
-        location,
-        ssh: "ssh".into(),
-        hosts: args.hosts,
-        nix: NIX.into(),
-    };
-    let key = config.signing_key_path();
-    let signer = || Signer::load(&key, &config.deploy.signing_key).map_err(bento_deploy::Error::from);
-    let progress = Bar(bar("hosts"));
-    let reports = publish::deploy(&workspace, &options, &signer, &progress);
+    let options = publishing(&workspace, &args.server_root, &args.target, args.hosts)?;
+    let shown = options.location.shown();
+    let progress = Bar(output::progress("hosts"));
+    let reports = publish::deploy(&workspace, &options, &signer(config), &progress);
     progress.0.finish_and_clear();
     let reports = reports?;
     if args.json {
@@ -119,6 +98,28 @@ pub fn deploy(root: &Path, args: DeployArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What publishing needs: where to (`--target`, else, unless `--server-root` names a local
+/// root, `[deploy] target`), and for which hosts.
+fn publishing(
+    workspace: &Workspace,
+    server_root: &Option<std::path::PathBuf>,
+    target: &Option<String>,
+    hosts: Vec<String>,
+) -> anyhow::Result<publish::Options> {
+    Ok(publish::Options {
+        location: workspace.location(server_root.as_deref(), target.as_deref())?,
+        ssh: "ssh".into(),
+        hosts,
+        nix: NIX.into(),
+    })
+}
+
+/// The admin's signing key, loaded when called.
+fn signer(config: &bento_deploy::Config) -> impl Fn() -> Result<Signer, bento_deploy::Error> + Sync + '_ {
+    let key = config.signing_key_path();
+    move || Signer::load(&key, &config.deploy.signing_key).map_err(bento_deploy::Error::from)
+}
+
 pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
     use bento_deploy::publish::approve;
     use bento_deploy::publish::target::Target;
@@ -135,30 +136,27 @@ pub fn approve(root: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
     let fleet = &workspace.fleet;
     let names = bento_deploy::changes::KeyNames::new(fleet.hosts.iter().chain(&fleet.admins));
     let pending = approve::pending(&target, &hosts, &admins, &names)?;
-    if args.list {
-        if args.json {
-            output::json(&serde_json::json!({ "pending": pending }))?;
-        } else if pending.is_empty() {
-            output::note("nothing is pending");
-        } else {
-            for p in &pending {
-                outln!(
-                    "{}  generation {} (current {})  signed by {}",
-                    p.host,
-                    p.generation,
-                    p.current.map_or("-".into(), |g| g.to_string()),
-                    p.signers.join(", ")
-                )?;
-            }
-        }
+    if args.list && args.json {
+        output::json(&serde_json::json!({ "pending": pending }))?;
         return Ok(ExitCode::SUCCESS);
     }
     if pending.is_empty() {
         output::note("nothing is pending");
         return Ok(ExitCode::SUCCESS);
     }
-    let key = config.signing_key_path();
-    let signer = Signer::load(&key, &config.deploy.signing_key)?;
+    if args.list {
+        for p in &pending {
+            outln!(
+                "{}  generation {} (current {})  signed by {}",
+                p.host,
+                p.generation,
+                output::dash(p.current),
+                p.signers.join(", ")
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let signer = signer(config)()?;
     admins.check(&signer, &config.deploy.signing_key)?;
     let me = admins.name_of(&signer).unwrap_or_default().to_owned();
     let required = config.deploy.required_signatures;
@@ -263,7 +261,7 @@ pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
                     output::json_name(wave.state)
                 )?;
                 for host in &wave.hosts {
-                    let generation = wave.generations.get(host).map_or("-".into(), |g| g.to_string());
+                    let generation = output::dash(wave.generations.get(host));
                     let what = wave.hosts_state.get(host).map_or("-", String::as_str);
                     outln!("  {host}  generation {generation}  {}", output::escaped(what))?;
                 }
@@ -272,16 +270,7 @@ pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let workspace = Workspace::load(root)?;
-    let config = &workspace.config;
-    let location = workspace.location(args.server_root.as_deref(), args.target.as_deref())?;
-    let options = publish::Options {
-        location,
-        ssh: "ssh".into(),
-        hosts: Vec::new(),
-        nix: NIX.into(),
-    };
-    let key = config.signing_key_path();
-    let signer = || Signer::load(&key, &config.deploy.signing_key).map_err(bento_deploy::Error::from);
+    let options = publishing(&workspace, &args.server_root, &args.target, Vec::new())?;
     // On a terminal, a live line per wave waited for; the events as plain lines above it.
     let live = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();
@@ -315,6 +304,7 @@ pub fn rollout(root: &Path, args: RolloutArgs) -> anyhow::Result<ExitCode> {
             let _ = outln!("{line}");
         });
     };
+    let signer = signer(&workspace.config);
     let done = rollout::run(&workspace, &options, args.restart, &signer, &say);
     live.finish_and_clear();
     done?;
@@ -364,7 +354,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.hosts.is_empty() {
         say_unconfigured(&workspace.fleet, hosts.iter().map(|h| h.name.as_str()), "built");
     }
-    let bar = bar("hosts built");
+    let bar = output::progress("hosts built");
     bar.set_length(hosts.len() as u64);
     let results =
         bento_deploy::fleet::build::build(root, &workspace.config, &hosts, args.dry, &|_: &BuildResult| {
@@ -379,11 +369,7 @@ pub fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         outln!("{:width$}  {:6}  SYSTEM", "HOST", "RESULT")?;
         for r in &results {
             let state = if r.ok { "ok" } else { "FAILED" };
-            let detail = match (&r.system, &r.error) {
-                (Some(system), _) => system.clone(),
-                (None, Some(e)) => e.clone(),
-                (None, None) => "-".into(),
-            };
+            let detail = output::dash(r.system.as_ref().or(r.error.as_ref()));
             outln!("{:width$}  {state:6}  {detail}", r.host)?;
         }
     }

@@ -17,6 +17,8 @@ use bento_deploy::publish::rollout::{Rollout, WaveState};
 use bento_deploy::status::{FleetStatus, HostStatus, Point, Status};
 use bento_deploy::wire::report::State;
 
+use crate::output::dash;
+
 /// How many of each host's newest reports the timeline shows.
 pub const TIMELINE: usize = 6;
 
@@ -69,12 +71,7 @@ fn filters() -> String {
 
 /// The class that colours a status.
 fn tone(s: Status) -> &'static str {
-    match s {
-        _ if s.is_failure() => "bad",
-        _ if s.is_problem() => "warn",
-        Status::UpToDate => "ok",
-        _ => "idle",
-    }
+    crate::status::by_severity(s, ["bad", "warn", "ok", "idle"])
 }
 
 /// The marker of a report state in the timeline: a shape (legible without colour) and a
@@ -127,11 +124,6 @@ fn short_system(path: Option<&str>) -> String {
 
 /// One host's row, and a detail row under it when it carries an error or a problem.
 fn row(out: &mut String, h: &HostStatus) {
-    let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
-    let reported = match (h.reported_generation, h.reported_state) {
-        (Some(g), Some(s)) => format!("{g} {}", crate::output::json_name(s)),
-        _ => "-".into(),
-    };
     let name = match h.in_fleet {
         true => esc(&h.host),
         false => format!("{} (not in fleet)", esc(&h.host)),
@@ -147,9 +139,10 @@ fn row(out: &mut String, h: &HostStatus) {
          <td>{expected}</td><td>{reported}</td><td>{lag}</td><td>{seen}</td><td>{system}</td>\
          <td>{signers}</td><td>{timeline}</td></tr>",
         tone = tone(h.status),
-        mode = h.mode.map_or_else(|| "-".into(), |m| m.to_string()),
-        expected = gen(h.expected_generation),
-        lag = h.generation_lag.map_or_else(|| "-".into(), |l| l.to_string()),
+        mode = dash(h.mode),
+        expected = dash(h.expected_generation),
+        reported = crate::status::reported(h),
+        lag = dash(h.generation_lag),
         seen = crate::output::ago(h.seen_ago_seconds),
         system = short_system(h.reported_system.as_deref()),
         timeline = timeline(&h.timeline),

@@ -84,13 +84,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "bento",
                 &mut script,
             );
-            write_stdout(&script)?;
+            output::write_stdout(&script)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Manpage => {
             let mut page = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
-            write_stdout(&page)?;
+            output::write_stdout(&page)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Host(cmd) => host::run(&fleet()?, cmd),
@@ -110,13 +110,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ssh(args) => ssh::run(&fleet()?, args),
         Command::FlakeUpdate(args) => flake::update(&fleet()?, args),
     }
-}
-
-fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()
 }
 
 fn init(root: &std::path::Path) -> anyhow::Result<ExitCode> {

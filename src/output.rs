@@ -136,6 +136,51 @@ pub(crate) fn exit(ok: bool) -> ExitCode {
     }
 }
 
+/// A progress bar on stderr, only on a terminal: `{bar} {pos}/{len} what` (`what` may
+/// name the bar's message, `{msg}`).
+pub(crate) fn progress(what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// The value, or `-` for none.
+pub(crate) fn dash(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// Writes `bytes` to stdout and flushes it.
+pub(crate) fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// Each column's width: its widest cell, the heading's included (in characters).
+pub(crate) fn widths<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> [usize; N] {
+    let mut widths = head.map(str::len);
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// A table row's cells, each but the last padded to its column's width and followed by
+/// the two spaces between columns.
+pub(crate) fn padded<const N: usize>(cells: &[String; N], widths: [usize; N]) -> [String; N] {
+    std::array::from_fn(|i| match i + 1 == N {
+        true => cells[i].clone(),
+        false => format!("{:w$}  ", cells[i], w = widths[i]),
+    })
+}
+
 /// `secs` ago, short (`5m ago`), or `-`.
 pub(crate) fn ago(secs: Option<u64>) -> String {
     match secs {

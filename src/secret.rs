@@ -1,6 +1,6 @@
 //! `bento secret …`
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -86,10 +86,7 @@ fn show(fleet: &Fleet, name: &str, identities: &IdentityArgs) -> anyhow::Result<
     let plaintext = sealed
         .decrypt(&load_identities(identities)?)
         .map_err(|e| verify::explain_undecryptable(fleet, rule, e))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&plaintext)
-        .and_then(|()| out.flush())
-        .context("writing to stdout")?;
+    output::write_stdout(&plaintext).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -215,11 +212,8 @@ fn rekey(fleet: &Fleet, names: &[String], all: bool, identities: &IdentityArgs) 
     let mut results = Vec::new();
     if !selection.targets.is_empty() {
         let ids = load_identities(identities)?;
-        let bar = indicatif::ProgressBar::new(selection.targets.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-                .expect("a valid progress template"),
-        );
+        let bar = output::progress("{msg}");
+        bar.set_length(selection.targets.len() as u64);
         results = rekey::rekey(
             fleet,
             &held,

@@ -34,69 +34,55 @@ pub fn status(fleet: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         (_, true) => Format::Prometheus,
         _ => Format::Table,
     };
-    if let Some(file) = &args.html {
-        return html_page(fleet, &config, &location, file, args.watch);
-    }
+    // The page carries each host's newest reports as a timeline.
+    let timeline = match args.html {
+        Some(_) => crate::html::TIMELINE,
+        None => 0,
+    };
     if args.watch {
-        let hosts = status::fleet_hosts(fleet)?;
         let clear = std::io::stdout().is_terminal();
         let mut last = String::new();
-        let mut frame = |fleet_status: &FleetStatus| {
-            redraw(fleet_status, format, clear, &mut last).map_err(std::io::Error::other)
+        // A browser showing the page reloads it at the hosts' poll interval.
+        let refresh = Some(config.status.interval.secs());
+        let mut frame = |fleet_status: &FleetStatus| match &args.html {
+            Some(file) => write_page(fleet, file, fleet_status, refresh),
+            None => redraw(fleet_status, format, clear, &mut last).map_err(std::io::Error::other),
         };
-        match status::watch::watch(fleet, &location, &config, &hosts, 0, &mut frame)? {}
+        match status::watch::watch(fleet, &location, &config, timeline, &mut frame)? {}
     }
-    let options = Options::for_fleet(fleet, &config);
+    let options = Options::for_fleet(fleet, &config, timeline);
     let fleet_status = location.read(fleet, &config, |root| {
         location.run(|| status::fleet_status(fleet, root, &options))
     })?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(render(&fleet_status, format)?.as_bytes())?;
-    out.flush()?;
+    match &args.html {
+        Some(file) => {
+            write_page(fleet, file, &fleet_status, None)?;
+            output::ok(&format!(
+                "wrote {} ({} hosts)",
+                file.display(),
+                fleet_status.hosts.len()
+            ));
+        }
+        None => output::write_stdout(render(&fleet_status, format)?.as_bytes())?,
+    }
     Ok(output::exit(!fleet_status.any_failure()))
 }
 
-/// `bento status --html FILE [--watch]`: the page written atomically, once or on every
-/// change (a browser showing it reloads at the hosts' poll interval).
-fn html_page(
+/// `bento status --html FILE`: the page written atomically; with `refresh`, a browser
+/// showing it reloads it every so many seconds.
+fn write_page(
     fleet: &Path,
-    config: &Config,
-    location: &Location,
     file: &Path,
-    watch: bool,
-) -> anyhow::Result<ExitCode> {
-    let rollout = || match bento_deploy::publish::rollout::load(fleet) {
-        Ok(r) => r,
-        Err(e) => {
-            output::warn(&format!("the page leaves the rollout out: {e}"));
-            None
-        }
-    };
-    let write = |fleet_status: &FleetStatus, refresh: Option<u64>| {
-        let page = crate::html::page(fleet_status, rollout().as_ref(), refresh);
-        bento_secrets::atomic::write_atomic(file, page.as_bytes(), 0o644)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", file.display())))
-    };
-    if watch {
-        let hosts = status::fleet_hosts(fleet)?;
-        let refresh = Some(config.status.interval.secs());
-        let mut frame = |fleet_status: &FleetStatus| write(fleet_status, refresh);
-        match status::watch::watch(fleet, location, config, &hosts, crate::html::TIMELINE, &mut frame)? {}
-    }
-    let options = Options {
-        timeline: crate::html::TIMELINE,
-        ..Options::for_fleet(fleet, config)
-    };
-    let fleet_status = location.read(fleet, config, |root| {
-        location.run(|| status::fleet_status(fleet, root, &options))
-    })?;
-    write(&fleet_status, None)?;
-    output::ok(&format!(
-        "wrote {} ({} hosts)",
-        file.display(),
-        fleet_status.hosts.len()
-    ));
-    Ok(output::exit(!fleet_status.any_failure()))
+    fleet_status: &FleetStatus,
+    refresh: Option<u64>,
+) -> std::io::Result<()> {
+    let rollout = bento_deploy::publish::rollout::load(fleet).unwrap_or_else(|e| {
+        output::warn(&format!("the page leaves the rollout out: {e}"));
+        None
+    });
+    let page = crate::html::page(fleet_status, rollout.as_ref(), refresh);
+    bento_secrets::atomic::write_atomic(file, page.as_bytes(), 0o644)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", file.display())))
 }
 
 fn render(fleet_status: &FleetStatus, format: Format) -> anyhow::Result<String> {
@@ -116,33 +102,35 @@ fn render(fleet_status: &FleetStatus, format: Format) -> anyhow::Result<String> 
 fn redraw(fleet_status: &FleetStatus, format: Format, clear: bool, last: &mut String) -> anyhow::Result<()> {
     let frame = render(fleet_status, format)?;
     if frame != *last {
-        let mut out = std::io::stdout().lock();
         if clear {
-            out.write_all(b"\x1b[H\x1b[2J")?;
+            std::io::stdout().lock().write_all(b"\x1b[H\x1b[2J")?;
         }
-        out.write_all(frame.as_bytes())?;
-        out.flush()?;
+        output::write_stdout(frame.as_bytes())?;
         *last = frame;
     }
     Ok(())
 }
 
-fn colour_of(s: Status) -> &'static str {
+/// One of four, by how bad `s` is: a failure, a problem, up to date, anything else.
+pub(crate) fn by_severity<T>(s: Status, [failure, problem, up_to_date, other]: [T; 4]) -> T {
     match s {
-        _ if s.is_failure() => "1;31",
-        _ if s.is_problem() => "33",
-        Status::UpToDate => "32",
-        _ => "2",
+        _ if s.is_failure() => failure,
+        _ if s.is_problem() => problem,
+        Status::UpToDate => up_to_date,
+        _ => other,
+    }
+}
+
+/// The generation and state of a host's newest report, or `-`.
+pub(crate) fn reported(h: &HostStatus) -> String {
+    match (h.reported_generation, h.reported_state) {
+        (Some(g), Some(state)) => format!("{g} {}", output::json_name(state)),
+        _ => "-".into(),
     }
 }
 
 /// One host's cells.
 fn row(h: &HostStatus) -> [String; 11] {
-    let gen = |g: Option<u64>| g.map_or_else(|| "-".into(), |g| g.to_string());
-    let reported = match (h.reported_generation, h.reported_state) {
-        (Some(g), Some(state)) => format!("{g} {}", output::json_name(state)),
-        _ => "-".into(),
-    };
     let system = match (&h.reported_system, &h.expected_system) {
         (Some(a), Some(b)) if a == b => "same",
         (Some(_), Some(_)) => "differs",
@@ -155,9 +143,9 @@ fn row(h: &HostStatus) -> [String; 11] {
     [
         name,
         h.status.name().into(),
-        h.mode.map_or_else(|| "-".into(), |m| m.to_string()),
-        gen(h.expected_generation),
-        reported,
+        output::dash(h.mode),
+        output::dash(h.expected_generation),
+        reported(h),
         output::ago(h.reported_ago_seconds),
         output::ago(h.seen_ago_seconds),
         output::ago(h.published_ago_seconds),
@@ -166,19 +154,8 @@ fn row(h: &HostStatus) -> [String; 11] {
             false => h.signers.join(","),
         },
         system.into(),
-        h.ssh.clone().unwrap_or_else(|| "-".into()),
+        output::dash(h.ssh.as_ref()),
     ]
-}
-
-/// Each column's width: its widest cell, the heading's included (in characters).
-fn widths<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> [usize; N] {
-    let mut widths = head.map(str::len);
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    widths
 }
 
 fn table(fleet_status: &FleetStatus, colour: bool) -> String {
@@ -202,21 +179,13 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
         .iter()
         .map(|h| row(h).map(|cell| output::escaped(&cell).into_owned()))
         .collect();
-    let widths = widths(HEAD, &rows);
+    let widths = output::widths(HEAD, &rows);
     let line = |cells: [String; 11], status: Option<Status>| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            let padded = if i + 1 == cells.len() {
-                cell.clone()
-            } else {
-                format!("{cell:w$}  ")
-            };
-            match status {
-                Some(s) if i == 1 => text.push_str(&output::painted(colour, colour_of(s), &padded)),
-                _ => text.push_str(&padded),
-            }
+        let mut cells = output::padded(&cells, widths);
+        if let Some(s) = status {
+            cells[1] = output::painted(colour, by_severity(s, ["1;31", "33", "32", "2"]), &cells[1]);
         }
-        text.trim_end().to_owned() + "\n"
+        cells.concat().trim_end().to_owned() + "\n"
     };
     let mut out = line(HEAD.map(str::to_owned), None);
     for (h, cells) in fleet_status.hosts.iter().zip(rows) {
@@ -297,13 +266,8 @@ pub fn log(fleet: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
         output::json(&serde_json::json!({ "format": 1, "hosts": logs, "verified": verified }))?;
     } else {
         let colour = output::stdout_colour();
-        let mut out = String::new();
-        for log in &logs {
-            out.push_str(&host_log(log, colour));
-        }
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(out.as_bytes())?;
-        stdout.flush()?;
+        let out: String = logs.iter().map(|log| host_log(log, colour)).collect();
+        output::write_stdout(out.as_bytes())?;
     }
     Ok(output::exit(verified))
 }
@@ -345,16 +309,9 @@ fn host_log(log: &bento_deploy::status::log::HostLog, colour: bool) -> String {
         })
         .collect();
     const HEAD: [&str; 4] = ["GEN", "CREATED", "SIGNED BY", "CHANGES"];
-    let widths = widths(HEAD, &rows);
+    let widths = output::widths(HEAD, &rows);
     for cells in std::iter::once(HEAD.map(str::to_owned)).chain(rows) {
-        let mut line = String::from("  ");
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            match i {
-                3 => line.push_str(cell),
-                _ => line.push_str(&format!("{cell:w$}  ")),
-            }
-        }
-        out.push_str(line.trim_end());
+        out.push_str(format!("  {}", output::padded(&cells, widths).concat()).trim_end());
         out.push('\n');
     }
     out

@@ -52,11 +52,7 @@ fn client(socket: &Path) -> anyhow::Result<ExitCode> {
 fn listen(config: &AgentConfig, config_path: &Path, socket: &Path) -> anyhow::Result<ExitCode> {
     let access = Access::of(config, config_path)?;
     let unix = trigger::listen_unix(socket, &access)?;
-    let tcp = if access.tcp {
-        Some(trigger::listen_tcp()?)
-    } else {
-        None
-    };
+    let tcp = access.tcp.then(trigger::listen_tcp).transpose()?;
     let also = if tcp.is_some() {
         format!(" and {} (any local user)", trigger::TCP_ADDRESS)
     } else {

@@ -80,8 +80,7 @@ pub fn discover(root: &Path, fleet: &Fleet, nix: &str) -> Result<Vec<Host>, Erro
         .collect();
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
     for ((_, path, shown), found) in dirs.into_iter().zip(defined) {
-        let found = found?;
-        for (name, kind) in found {
+        for (name, kind) in found? {
             if let Some(first) = hosts.get(&name) {
                 return Err(Error::input(
                     shown,

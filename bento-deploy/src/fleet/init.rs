@@ -37,12 +37,9 @@ pub fn init(root: &Path) -> Result<Vec<String>, Error> {
         if path.exists() {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        std::fs::File::create_new(&path)
+            .and_then(|mut f| f.write_all(content.as_bytes()))
             .map_err(io)?;
-        f.write_all(content.as_bytes()).map_err(io)?;
         written.push(rel.to_owned());
         Ok(())
     };

@@ -244,13 +244,15 @@ impl Options {
         }
     }
 
-    /// From `bento.toml` and the fleet's admin keys (`keys/admins/`), at the current time.
-    pub fn for_fleet(fleet_root: &Path, config: &Config) -> Options {
+    /// From `bento.toml` and the fleet's admin keys (`keys/admins/`), at the current time,
+    /// reading `timeline` of each host's newest reports.
+    pub fn for_fleet(fleet_root: &Path, config: &Config, timeline: usize) -> Options {
         let admins = bento_secrets::fleet::admin_keys(fleet_root)
             .ok()
             .map(|admins| std::sync::Arc::new(Signers::new(AdminKeys::new(&admins))));
         Options {
             admins,
+            timeline,
             ..Options::from_config(config)
         }
     }
@@ -384,7 +386,7 @@ fn read_host(root: &dyn ServerDir, name: &str, in_fleet: bool, options: &Options
     let published = current
         .zip(dir)
         .and_then(|(g, dir)| noted(read_published(dir, g, options.admins.as_deref()), &mut problems));
-    let newest = dir.map_or_else(Newest::none, |dir| newest_report(dir, name, options.timeline));
+    let newest = dir.map_or_else(Newest::default, |dir| newest_report(dir, name, options.timeline));
     problems.extend(newest.problems);
     let report = newest.report;
     let reported_secs = report.as_ref().and_then(|(_, r)| parse_rfc3339(&r.time));

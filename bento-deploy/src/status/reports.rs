@@ -13,23 +13,13 @@ use crate::wire::report::{parse_file_name, Report, State};
 const REPORTS_TRIED: usize = 3;
 
 /// The newest readable report, and what stood in the way of reading newer ones.
+#[derive(Default)]
 pub(crate) struct Newest {
     pub(crate) report: Option<(String, Report)>,
     pub(crate) problems: Vec<Problem>,
     pub(crate) newest_is_bad: bool,
     /// The newest reports, newest first, when asked for (see [`newest_report`]).
     pub(crate) recent: Vec<Point>,
-}
-
-impl Newest {
-    pub(crate) fn none() -> Newest {
-        Newest {
-            report: None,
-            problems: Vec::new(),
-            newest_is_bad: false,
-            recent: Vec::new(),
-        }
-    }
 }
 
 /// One report of a host's recent history, for a timeline.
@@ -53,18 +43,16 @@ struct StateOnly {
 /// A host's newest readable report; with `recent` above 0, also the states of its
 /// `recent` newest reports (each read bounded; one that cannot be read has no state).
 pub(crate) fn newest_report(dir: &dyn ServerDir, host: &str, recent: usize) -> Newest {
-    let mut newest = Newest::none();
+    let mut newest = Newest::default();
     let names: Vec<String> = match dir.entries_at_most(LOGS_DIR, limits::LOGS_ENTRIES) {
         Ok(entries) => entries.into_iter().map(|(name, _)| name).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return newest,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            newest.newest_is_bad = true;
-            newest.problems.push(Problem::LogsTooLarge(e));
-            return newest;
-        }
         Err(e) => {
             newest.newest_is_bad = true;
-            newest.problems.push(Problem::LogsUnreadable(e));
+            newest.problems.push(match e.kind() {
+                std::io::ErrorKind::InvalidData => Problem::LogsTooLarge(e),
+                _ => Problem::LogsUnreadable(e),
+            });
             return newest;
         }
     };

@@ -13,7 +13,7 @@ use crate::fleet::config::Config;
 use crate::fleet::location::Location;
 use crate::layout::{GENERATIONS_DIR, LOGS_DIR};
 use crate::server_dir::LocalDir;
-use crate::status::{scan, FleetStatus, Options, Root};
+use crate::status::{fleet_hosts, scan, FleetStatus, Options, Root};
 
 /// Changes closer together than this make one frame.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -51,24 +51,21 @@ pub enum WatchError {
     Frame(std::io::Error),
 }
 
-/// Calls `frame` with the status of the fleet's `hosts` read from `location`, then again
-/// each time it may have changed, until `frame` or the reading fails.
+/// Calls `frame` with the status of the fleet's hosts ([`fleet_hosts`]) read from
+/// `location`, then again each time it may have changed, until `frame` or the reading fails.
 pub fn watch(
     fleet_root: &Path,
     location: &Location,
     config: &Config,
-    hosts: &[String],
     timeline: usize,
     frame: &mut dyn FnMut(&FleetStatus) -> std::io::Result<()>,
 ) -> Result<Infallible, WatchError> {
+    let hosts = fleet_hosts(fleet_root)?;
     match location {
-        Location::Local(root) => watch_local(root, fleet_root, config, hosts, timeline, frame),
+        Location::Local(root) => watch_local(root, fleet_root, config, &hosts, timeline, frame),
         Location::Remote(_) | Location::S3(_) => loop {
-            let options = Options {
-                timeline,
-                ..Options::for_fleet(fleet_root, config)
-            };
-            let status = location.read(fleet_root, config, |root| scan(root, hosts, &options))?;
+            let options = Options::for_fleet(fleet_root, config, timeline);
+            let status = location.read(fleet_root, config, |root| scan(root, &hosts, &options))?;
             frame(&status).map_err(WatchError::Frame)?;
             std::thread::sleep(POLL);
         },
@@ -105,10 +102,7 @@ fn watch_local(
     // `generations/current`), each logs/ (reports arrive). Not the bundles' own trees.
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
-        let options = Options {
-            timeline,
-            ..Options::for_fleet(fleet_root, config)
-        };
+        let options = Options::for_fleet(fleet_root, config, timeline);
         let status = scan(server, hosts, &options)?;
         let mut dirs = vec![root.to_path_buf()];
         for h in &status.hosts {
