@@ -57,7 +57,7 @@ fn ran(report: &Report, json: bool) -> anyhow::Result<ExitCode> {
         "{}: bundle generation {} {}",
         report.host,
         report.generation,
-        output::json_name(report.state)
+        report.state.name()
     );
     if let Some(note) = &report.note {
         output::note(note);

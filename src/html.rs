@@ -97,7 +97,7 @@ fn timeline(points: &[Point]) -> String {
     let titles: Vec<String> = points
         .iter()
         .map(|p| {
-            let state = p.state.map_or("unreadable".to_owned(), crate::output::json_name);
+            let state = p.state.map_or("unreadable", State::name);
             format!("{} {state} {}", p.generation, esc(&p.time))
         })
         .collect();

@@ -124,7 +124,7 @@ pub(crate) fn by_severity<T>(s: Status, [failure, problem, up_to_date, other]: [
 /// The generation and state of a host's newest report, or `-`.
 pub(crate) fn reported(h: &HostStatus) -> String {
     match (h.reported_generation, h.reported_state) {
-        (Some(g), Some(state)) => format!("{g} {}", output::json_name(state)),
+        (Some(g), Some(state)) => format!("{g} {}", state.name()),
         _ => "-".into(),
     }
 }

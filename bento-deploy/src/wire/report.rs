@@ -33,6 +33,20 @@ impl State {
     pub fn is_success(self) -> bool {
         matches!(self, State::Applied | State::SecretsUpdated | State::SelfUpdated)
     }
+
+    /// The state as a report writes it (`rolled-back`): a fleet page names tens of
+    /// thousands, so not through serde.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Applied => "applied",
+            State::SecretsUpdated => "secrets-updated",
+            State::Failed => "failed",
+            State::RolledBack => "rolled-back",
+            State::Refused => "refused",
+            State::SelfUpdated => "self-updated",
+            State::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// One run's report.
@@ -130,6 +144,22 @@ mod tests {
             "report-1.json",
         ] {
             assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_states_name_is_what_reports_carry() {
+        use State::*;
+        for state in [
+            Applied,
+            SecretsUpdated,
+            Failed,
+            RolledBack,
+            Refused,
+            SelfUpdated,
+            Interrupted,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name());
         }
     }
 }
