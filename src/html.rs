@@ -71,7 +71,7 @@ fn filters() -> String {
 
 /// The class that colours a status.
 fn tone(s: Status) -> &'static str {
-    crate::status::by_severity(s, ["bad", "warn", "ok", "idle"])
+    crate::output::by_severity(s, ["bad", "warn", "ok", "idle"])
 }
 
 /// The marker of a report state in the timeline: a shape (legible without colour) and a
@@ -141,7 +141,7 @@ fn row(out: &mut String, h: &HostStatus) {
         tone = tone(h.status),
         mode = dash(h.mode),
         expected = dash(h.expected_generation),
-        reported = crate::status::reported(h),
+        reported = crate::output::reported(h),
         lag = dash(h.generation_lag),
         seen = crate::output::ago(h.seen_ago_seconds),
         system = short_system(h.reported_system.as_deref()),

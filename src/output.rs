@@ -1,5 +1,6 @@
 //! Messages for humans on stderr: colour only on a terminal and without `NO_COLOR`.
 
+use bento_deploy::status::{HostStatus, Status};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -189,6 +190,24 @@ pub(crate) fn ago(secs: Option<u64>) -> String {
         Some(s) if s < 3600 => format!("{}m ago", s / 60),
         Some(s) if s < 86_400 => format!("{}h ago", s / 3600),
         Some(s) => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// One of four, by how bad `s` is: a failure, a problem, up to date, anything else.
+pub(crate) fn by_severity<T>(s: Status, [failure, problem, up_to_date, other]: [T; 4]) -> T {
+    match s {
+        _ if s.is_failure() => failure,
+        _ if s.is_problem() => problem,
+        Status::UpToDate => up_to_date,
+        _ => other,
+    }
+}
+
+/// The generation and state of a host's newest report, or `-`.
+pub(crate) fn reported(h: &HostStatus) -> String {
+    match (h.reported_generation, h.reported_state) {
+        (Some(g), Some(state)) => format!("{g} {}", state.name()),
+        _ => "-".into(),
     }
 }
 

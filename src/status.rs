@@ -111,24 +111,6 @@ fn redraw(fleet_status: &FleetStatus, format: Format, clear: bool, last: &mut St
     Ok(())
 }
 
-/// One of four, by how bad `s` is: a failure, a problem, up to date, anything else.
-pub(crate) fn by_severity<T>(s: Status, [failure, problem, up_to_date, other]: [T; 4]) -> T {
-    match s {
-        _ if s.is_failure() => failure,
-        _ if s.is_problem() => problem,
-        Status::UpToDate => up_to_date,
-        _ => other,
-    }
-}
-
-/// The generation and state of a host's newest report, or `-`.
-pub(crate) fn reported(h: &HostStatus) -> String {
-    match (h.reported_generation, h.reported_state) {
-        (Some(g), Some(state)) => format!("{g} {}", state.name()),
-        _ => "-".into(),
-    }
-}
-
 /// One host's cells.
 fn row(h: &HostStatus) -> [String; 11] {
     let system = match (&h.reported_system, &h.expected_system) {
@@ -145,7 +127,7 @@ fn row(h: &HostStatus) -> [String; 11] {
         h.status.name().into(),
         output::dash(h.mode),
         output::dash(h.expected_generation),
-        reported(h),
+        output::reported(h),
         output::ago(h.reported_ago_seconds),
         output::ago(h.seen_ago_seconds),
         output::ago(h.published_ago_seconds),
@@ -183,7 +165,11 @@ fn table(fleet_status: &FleetStatus, colour: bool) -> String {
     let line = |cells: [String; 11], status: Option<Status>| {
         let mut cells = output::padded(&cells, widths);
         if let Some(s) = status {
-            cells[1] = output::painted(colour, by_severity(s, ["1;31", "33", "32", "2"]), &cells[1]);
+            cells[1] = output::painted(
+                colour,
+                output::by_severity(s, ["1;31", "33", "32", "2"]),
+                &cells[1],
+            );
         }
         cells.concat().trim_end().to_owned() + "\n"
     };
