@@ -246,6 +246,16 @@ fn store(l: &Loop) -> (Garage, String) {
     (garage, target)
 }
 
+/// A store set up as printed, the fleet deployed into it, and web1's agent pointed at its
+/// place and run once: the generation applied.
+fn applied_from_store(l: &Loop) -> (Garage, String) {
+    let (garage, target) = store(l);
+    ok(&admin(l, &["deploy", "--target", &target]));
+    agent_on_s3(l, &garage);
+    ok(&l.agent(&[]));
+    (garage, target)
+}
+
 /// Points web1's agent at the store.
 fn agent_on_s3(l: &Loop, garage: &Garage) {
     let text = std::fs::read_to_string(&l.config).unwrap();
@@ -504,10 +514,7 @@ fn a_host_that_loses_the_store_after_switching_rolls_back() {
         return;
     }
     let l = Loop::new();
-    let (garage, target) = store(&l);
-    ok(&admin(&l, &["deploy", "--target", &target]));
-    agent_on_s3(&l, &garage);
-    ok(&l.agent(&[]));
+    let (garage, target) = applied_from_store(&l);
     // The next rebuild takes the store away from the host.
     let script = l.fleet.keys.join("nixos-rebuild");
     let rebuild = std::fs::read_to_string(&script).unwrap();
@@ -560,10 +567,7 @@ fn a_deploy_killed_mid_upload_leaves_current_whole() {
         return;
     }
     let l = Loop::new();
-    let (garage, target) = store(&l);
-    ok(&admin(&l, &["deploy", "--target", &target]));
-    agent_on_s3(&l, &garage);
-    ok(&l.agent(&[]));
+    let (_garage, target) = applied_from_store(&l);
     // A bigger configuration, so the upload takes a while; killed at growing moments.
     let big: String = (0..4000).map(|i| format!("# line {i} of padding\n")).collect();
     let mut cut = 0;
@@ -819,10 +823,7 @@ fn two_deploys_at_once_never_leave_current_naming_a_mixed_generation() {
         return;
     }
     let l = Loop::new();
-    let (garage, target) = store(&l);
-    ok(&admin(&l, &["deploy", "--target", &target]));
-    agent_on_s3(&l, &garage);
-    ok(&l.agent(&[]));
+    let (_garage, target) = applied_from_store(&l);
     let other = l.fleet.home.join("other-checkout");
     ok(&Command::new("cp")
         .arg("-a")

@@ -41,13 +41,12 @@ fn sleep_until(when: Instant) {
 
 /// One round: the failed units, then each command; the first failure.
 fn round(health: &Health, until: Instant) -> Option<Unhealthy> {
-    match health
-        .failed_units
-        .then(|| failed_units(&health.systemctl, until))
-    {
-        Some(Some(failure)) => Some(failure),
-        _ => health.commands.iter().find_map(|line| command(line, until)),
+    if health.failed_units {
+        if let Some(failure) = failed_units(&health.systemctl, until) {
+            return Some(failure);
+        }
     }
+    health.commands.iter().find_map(|line| command(line, until))
 }
 
 /// `systemctl --failed`: any unit listed fails the check.
